@@ -1,0 +1,57 @@
+"""This PC's identity: its Ed25519 key pair and what it says about itself."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import socket
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import __version__
+from protocol import signing
+from protocol.schemas import AgentIdentity
+
+_MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def machine_id() -> str:
+    """A stable, non-reversible id of this PC, so re-enrolling does not make a twin.
+
+    The raw machine id is hashed with a Helpline-specific prefix: it is not
+    sent as is, since other software uses it as an identifier too.
+    """
+    for path in _MACHINE_ID_FILES:
+        try:
+            raw = path.read_text().strip()
+        except OSError:
+            continue
+        if raw:
+            return hashlib.sha256(b"helpline-machine-id:" + raw.encode()).hexdigest()
+    return ""
+
+
+def os_description() -> str:
+    system = platform.system()
+    if system == "Linux":
+        try:
+            info = platform.freedesktop_os_release()
+            return f"{info.get('PRETTY_NAME', 'Linux')} (kernel {platform.release()})"
+        except OSError:
+            return f"Linux {platform.release()}"
+    if system == "Darwin":
+        return f"macOS {platform.mac_ver()[0]}"
+    if system == "Windows":
+        return f"Windows {platform.version()}"
+    return f"{system} {platform.release()}"
+
+
+def describe(key: Ed25519PrivateKey) -> AgentIdentity:
+    return AgentIdentity(
+        public_key=signing.public_key_b64(key),
+        hostname=socket.gethostname()[:255] or "unknown",
+        os=os_description()[:200],
+        agent_version=__version__,
+        machine_id=machine_id(),
+    )

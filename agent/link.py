@@ -1,0 +1,118 @@
+"""Linking this PC to a Helpline server: enrollment, pairing, self-service tickets, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent import identity
+from agent.http import ServerConnection, normalize_url
+from agent.state import AgentState, accept_credential, load_key, load_state, require_state, save_state
+from protocol import codes, signing
+from protocol.schemas import AgentCredential, AgentTicket, PairResponse, SelfServiceResponse
+from protocol.status import ConfigError
+
+
+def _remember_ticket(state: AgentState, number: str) -> None:
+    if number in state.tickets:
+        state.tickets.remove(number)
+    state.tickets.append(number)
+
+
+def _state_after(
+    server_url: str, answer: AgentCredential, previous: AgentState | None, *, enrolled: bool | None = None
+) -> AgentState:
+    same_server = previous is not None and previous.server_url == server_url
+    return AgentState(
+        server_url=server_url,
+        agent_id=answer.agent_id,
+        credential=answer.credential or (previous.credential if same_server else ""),
+        server_public_key=answer.server_public_key,
+        enrolled=enrolled if enrolled is not None else bool(same_server and previous.enrolled),
+        group=answer.group,
+        tickets=list(previous.tickets) if same_server else [],
+    )
+
+
+def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = None, directory: Path | None = None) -> AgentState:
+    """Enroll this PC with a bootstrap token; keep the credential and pin the server key.
+
+    Enrolling again (same key) updates the same agent instead of adding a twin.
+    """
+    url = normalize_url(server_url)
+    key = load_key(directory)
+    previous = load_state(directory)
+    me = identity.describe(key)
+    payload = signing.proof_payload("enroll", "token", token, me.model_dump())
+    with ServerConnection(url) as conn:
+        data = conn.post("agents/enroll", json={"token": token, "identity": me.model_dump(), "signature": signing.sign(key, payload)})
+    answer = AgentCredential.model_validate(data)
+    pinned = previous.server_public_key if previous and previous.server_url == url else None
+    accept_credential(key, answer, pinned=pinned, expected_fingerprint=expected_fingerprint)
+    state = _state_after(url, answer, previous, enrolled=True)
+    save_state(state, directory)
+    return state
+
+
+def _server_for(server_url: str | None, previous: AgentState | None) -> str:
+    if server_url:
+        return normalize_url(server_url)
+    if previous is not None:
+        return previous.server_url
+    raise ConfigError("This PC does not know its Helpline server yet.",
+                      hint="Add --server URL (your support team tells you the address).")
+
+
+def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str | None = None,
+         directory: Path | None = None) -> tuple[AgentState, AgentTicket]:
+    """Link this PC to the ticket behind a one-time pairing code."""
+    canonical = codes.normalize(code)  # a typo fails here, without spending a rate-limited attempt
+    previous = load_state(directory)
+    url = _server_for(server_url, previous)
+    key = load_key(directory)
+    me = identity.describe(key)
+    payload = signing.proof_payload("pair", "code", canonical, me.model_dump())
+    token = previous.credential if previous and previous.server_url == url and previous.credential else None
+    with ServerConnection(url, token) as conn:
+        data = conn.post("pair", json={"code": canonical, "identity": me.model_dump(), "signature": signing.sign(key, payload)})
+    answer = PairResponse.model_validate(data)
+    pinned = previous.server_public_key if previous and previous.server_url == url else None
+    accept_credential(key, answer.agent, pinned=pinned, expected_fingerprint=expected_fingerprint)
+    state = _state_after(url, answer.agent, previous)
+    _remember_ticket(state, answer.ticket.number)
+    save_state(state, directory)
+    return state, answer.ticket
+
+
+def request_help(title: str, *, description: str = "", requester: str = "", server_url: str | None = None,
+                 directory: Path | None = None) -> tuple[AgentState, SelfServiceResponse]:
+    """Open a ticket from this PC (when the server allows it) and link the PC to it."""
+    previous = load_state(directory)
+    url = _server_for(server_url, previous)
+    key = load_key(directory)
+    token = previous.credential if previous and previous.server_url == url and previous.credential else None
+    body: dict = {"title": title, "description": description, "requester": requester}
+    if token is None:
+        me = identity.describe(key)
+        body["identity"] = me.model_dump()
+        body["signature"] = signing.sign(key, signing.proof_payload("self-service", "title", title, me.model_dump()))
+    with ServerConnection(url, token) as conn:
+        data = conn.post("self-service/tickets", json=body)
+    answer = SelfServiceResponse.model_validate(data)
+    if answer.agent is not None:
+        pinned = previous.server_public_key if previous and previous.server_url == url else None
+        accept_credential(key, answer.agent, pinned=pinned, expected_fingerprint=None)
+        state = _state_after(url, answer.agent, previous)
+    else:
+        state = previous
+    _remember_ticket(state, answer.ticket.number)
+    save_state(state, directory)
+    return state, answer
+
+
+def my_tickets(directory: Path | None = None, number: str | None = None) -> list[AgentTicket]:
+    """The tickets this PC is linked to, as the server has them now (one, if ``number``)."""
+    state = require_state(directory)
+    with ServerConnection(state.server_url, state.credential) as conn:
+        if number:
+            return [AgentTicket.model_validate(conn.get(f"agent/tickets/{number}"))]
+        return [AgentTicket.model_validate(t) for t in conn.get("agent/tickets")]

@@ -1,0 +1,1 @@
+"""Helpline cli."""

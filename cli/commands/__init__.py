@@ -1,0 +1,1 @@
+"""The `helpline` commands, one module per audience."""

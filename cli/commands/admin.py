@@ -1,0 +1,204 @@
+"""Commands for admins: accounts, enrollment tokens, the agent fleet and the audit log."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from agent import link
+from cli import output, session
+from cli.commands.engineer import JsonOpt, read_secret
+from protocol.schemas import AccountPublic, AgentPublic, AuditEventPublic, EnrollmentTokenCreated, EnrollmentTokenPublic, Role
+from protocol.status import InvalidInputError
+
+PANEL = "For admins"
+
+account_app = typer.Typer(help="Engineer and admin accounts.", no_args_is_help=True)
+token_app = typer.Typer(help="Bootstrap tokens that let PCs enroll in the fleet.", no_args_is_help=True)
+agent_app = typer.Typer(help="The fleet of PCs: enroll this PC, list and show agents.", no_args_is_help=True)
+
+
+def parse_duration_hours(text: str) -> float:
+    """Turn ``90m``, ``24h``, ``7d`` or ``2w`` into hours; raise InvalidInputError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", text.lower())
+    if not match:
+        raise InvalidInputError(f"'{text}' is not a duration.", hint="Use a number and a unit: 90m, 24h, 7d, 2w.")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"m": 1 / 60, "h": 1, "d": 24, "w": 168}[unit]
+
+
+@account_app.command("create")
+def account_create(
+    username: Annotated[str, typer.Argument(help="Lowercase login name, like alice.")],
+    role: Annotated[Role, typer.Option("--role")] = Role.ENGINEER,
+    name: Annotated[str | None, typer.Option("--name", help="Display name shown to users.")] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    organisation: Annotated[str | None, typer.Option("--org", help="Organisation shown to users in session requests.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an engineer or admin account (at least 12 characters of password).
+
+    Example: echo "$PW" | helpline account create alice --name "Alice Martin" --org "IT Support" --password-stdin
+    """
+    password = read_secret("Password for the new account: ", password_stdin)
+    with session.connect() as conn:
+        account = AccountPublic.model_validate(conn.post("accounts", json={
+            "username": username, "password": password, "role": role.value, "display_name": name, "email": email,
+            "organisation": organisation,
+        }))
+    if json_out:
+        output.print_json(account)
+        return
+    output.say(f"Created {account.role.value} account [bold]{account.username}[/].")
+
+
+@account_app.command("list")
+def account_list(json_out: JsonOpt = False) -> None:
+    """List accounts."""
+    with session.connect() as conn:
+        accounts = [AccountPublic.model_validate(a) for a in conn.get("accounts")]
+    if json_out:
+        output.print_json(accounts)
+        return
+    output.table(None, ["Username", "Name", "Role", "Organisation", "Disabled"],
+                 [(a.username, a.display_name, a.role.value, a.organisation or "—", "yes" if a.disabled else "") for a in accounts])
+
+
+@account_app.command("update")
+def account_update(
+    username: Annotated[str, typer.Argument()],
+    role: Annotated[Role | None, typer.Option("--role")] = None,
+    disable: Annotated[bool | None, typer.Option("--disable/--enable", help="Stop (or allow again) this account's logins.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Set a new password read from standard input.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change an account's role, disable or enable it, or reset its password."""
+    body: dict = {}
+    if role:
+        body["role"] = role.value
+    if disable is not None:
+        body["disabled"] = disable
+    if password_stdin:
+        body["password"] = read_secret("", True)
+    if not body:
+        raise InvalidInputError("Nothing to change.", hint="Give --role, --disable/--enable or --password-stdin.")
+    with session.connect() as conn:
+        account = AccountPublic.model_validate(conn.patch(f"accounts/{username}", json=body))
+    if json_out:
+        output.print_json(account)
+        return
+    output.say(f"Updated {account.username}: {account.role.value}{', disabled' if account.disabled else ''}.")
+
+
+def _token_rows(tokens: list[EnrollmentTokenPublic]):
+    for t in tokens:
+        state = "revoked" if t.revoked else ("used up" if t.uses >= t.max_uses else "active")
+        yield (t.id, t.group, f"{t.uses}/{t.max_uses}", output.local_time(t.expires_at), output.local_time(t.last_used_at), state, t.note)
+
+
+@token_app.command("create")
+def token_create(
+    group: Annotated[str, typer.Option("--group", "-g", help="The fleet group enrolled PCs join.")] = "default",
+    expires_in: Annotated[str, typer.Option("--expires-in", help="How long it is valid: 90m, 24h, 7d.")] = "24h",
+    max_uses: Annotated[int, typer.Option("--max-uses", min=1, help="How many PCs may enroll with it.")] = 1,
+    note: Annotated[str, typer.Option("--note")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an enrollment token; it is shown once and stored only hashed.
+
+    Example: helpline enroll-token create --group finance --expires-in 7d --max-uses 40
+    """
+    with session.connect() as conn:
+        t = EnrollmentTokenCreated.model_validate(conn.post("enrollment-tokens", json={
+            "group": group, "expires_in_hours": parse_duration_hours(expires_in), "max_uses": max_uses, "note": note,
+        }))
+    if json_out:
+        output.print_json(t)
+        return
+    output.say(f"Enrollment token {t.id} for group [bold]{t.group}[/] ({t.max_uses} uses, until {output.local_time(t.expires_at)}):")
+    output.say(t.token)
+    output.say(f"On each PC: helpline agent enroll {session.load_login().server_url} {t.token}")
+
+
+@token_app.command("list")
+def token_list(json_out: JsonOpt = False) -> None:
+    """List enrollment tokens with their uses (never their secret)."""
+    with session.connect() as conn:
+        tokens = [EnrollmentTokenPublic.model_validate(t) for t in conn.get("enrollment-tokens")]
+    if json_out:
+        output.print_json(tokens)
+        return
+    output.table(None, ["Id", "Group", "Uses", "Expires", "Last used", "State", "Note"], _token_rows(tokens))
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
+    """Revoke an enrollment token so no more PCs can enroll with it."""
+    with session.connect() as conn:
+        conn.delete(f"enrollment-tokens/{token_id}")
+    output.say(f"Revoked enrollment token {token_id}.")
+
+
+@agent_app.command("enroll")
+def agent_enroll(
+    url: Annotated[str, typer.Argument(help="The Helpline server, like https://help.example.com.")],
+    token: Annotated[str, typer.Argument(help="An enrollment token from `helpline enroll-token create`.")],
+    server_key: Annotated[str | None, typer.Option("--server-key", metavar="FINGERPRINT", help="Refuse a server whose key has another fingerprint.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Enroll this PC in the fleet (run on the PC, usually by a deployment script).
+
+    Example: helpline agent enroll https://help.example.com hle_… --server-key SHA256:…
+    """
+    state = link.enroll(url, token, expected_fingerprint=server_key)
+    if json_out:
+        output.print_json({"agent_id": state.agent_id, "group": state.group, "server": state.server_url,
+                           "server_fingerprint": state.server_fingerprint})
+        return
+    output.say(f"This PC is enrolled as agent {state.agent_id} in group [bold]{state.group}[/].")
+    output.say(f"Server key pinned: {state.server_fingerprint}")
+
+
+@agent_app.command("list")
+def agent_list(group: Annotated[str | None, typer.Option("--group", "-g")] = None, json_out: JsonOpt = False) -> None:
+    """List the fleet's agents (enrolled and paired PCs)."""
+    with session.connect() as conn:
+        agents = [AgentPublic.model_validate(a) for a in conn.get("agents", params={"group": group} if group else None)]
+    if json_out:
+        output.print_json(agents)
+        return
+    output.table(None, ["Hostname", "Id", "Group", "OS", "Agent", "Last seen", "Tickets"],
+                 [(a.hostname, a.id, a.group or ("—" if a.enrolled else "paired only"), a.os, a.agent_version,
+                   output.local_time(a.last_seen_at), ", ".join(a.tickets)) for a in agents])
+
+
+@agent_app.command("show")
+def agent_show(agent_id: Annotated[str, typer.Argument()], json_out: JsonOpt = False) -> None:
+    """Show one agent."""
+    with session.connect() as conn:
+        a = AgentPublic.model_validate(conn.get(f"agents/{agent_id}"))
+    if json_out:
+        output.print_json(a)
+        return
+    output.say(f"[bold]{a.hostname}[/] ({a.id})\nOS: {a.os}\nAgent: {a.agent_version}\nGroup: {a.group or '—'}\n"
+               f"Key: {a.fingerprint}\nLast seen: {output.local_time(a.last_seen_at)}\nTickets: {', '.join(a.tickets) or '—'}")
+
+
+def audit(
+    action: Annotated[str | None, typer.Option("--action", help="Only actions starting with this, e.g. ticket. or auth.login")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Only events about this target id, e.g. T-1042.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=5000)] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the audit log, newest first."""
+    params = {k: v for k, v in {"action": action, "target": target, "limit": limit}.items() if v is not None}
+    with session.connect() as conn:
+        events = [AuditEventPublic.model_validate(e) for e in conn.get("audit", params=params)]
+    if json_out:
+        output.print_json(events)
+        return
+    output.table(None, ["When", "Actor", "Action", "Target", "From"],
+                 [(output.local_time(e.at), e.actor, e.action, e.target, e.ip or "") for e in events])

@@ -1,0 +1,244 @@
+"""Commands for engineers: log in, work tickets, issue pairing codes, manage SSH keys."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.http import ServerConnection, normalize_url
+from cli import output, session
+from protocol.schemas import AccountPublic, LoginResponse, PairingCodeCreated, Priority, SshKeyPublic, TicketDetail, TicketPublic, TicketStatus
+from protocol.status import InvalidInputError
+
+PANEL = "For engineers"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
+
+ticket_app = typer.Typer(help="Open, list, show and update tickets.", no_args_is_help=True)
+ssh_key_app = typer.Typer(help="Your SSH public keys, used to open remote sessions.", no_args_is_help=True)
+
+
+def read_secret(prompt: str, from_stdin: bool) -> str:
+    """Read a password from standard input (for scripts) or from the terminal without echo."""
+    if from_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise InvalidInputError("No terminal to ask for the password.", hint="Pipe it in with --password-stdin.")
+        value = getpass.getpass(prompt)
+    if not value:
+        raise InvalidInputError("The password is empty.")
+    return value
+
+
+def login(
+    url: Annotated[str, typer.Argument(help="The Helpline server, like https://help.example.com.")],
+    username: Annotated[str | None, typer.Option("--username", "-u", help="Your account name (asked if missing).")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Log in to a Helpline server; the token is kept in your config directory (mode 0600).
+
+    Example: echo "$PW" | helpline login https://help.example.com -u alice --password-stdin
+    """
+    base = normalize_url(url)
+    if username is None:
+        username = typer.prompt("Username")
+    password = read_secret("Password: ", password_stdin)
+    with ServerConnection(base) as conn:
+        answer = LoginResponse.model_validate(conn.post("auth/login", json={"username": username, "password": password, "token_name": "cli"}))
+    session.save_login(session.Login(base, answer.token, answer.account.username, answer.account.role.value, answer.expires_at.isoformat()))
+    output.say(f"Logged in to {base} as [bold]{answer.account.username}[/] ({answer.account.role.value}); the token is valid until {output.local_time(answer.expires_at)}.")
+
+
+def logout() -> None:
+    """Revoke your token on the server and forget it here."""
+    try:
+        with session.connect() as conn:
+            conn.post("auth/logout")
+    finally:
+        session.forget_login()
+    output.say("Logged out.")
+
+
+def whoami(json_out: JsonOpt = False) -> None:
+    """Show the account you are logged in as."""
+    with session.connect() as conn:
+        me = AccountPublic.model_validate(conn.get("me"))
+    if json_out:
+        output.print_json(me)
+        return
+    output.say(f"{me.username} ({me.display_name}), {me.role.value}, on {session.load_login().server_url}")
+
+
+def _ticket_rows(tickets: list[TicketPublic]):
+    for t in tickets:
+        yield (t.number, t.status.value, t.priority.value, t.assignee or "—", output.local_time(t.first_response_due), t.title)
+
+
+def _show_ticket(t: TicketDetail) -> None:
+    output.say(f"[bold]{t.number}[/] {t.title}")
+    output.say(f"Status: {t.status.value} · Priority: {t.priority.value} · Assignee: {t.assignee or '—'} · Channel: {t.channel.value}")
+    responded = output.local_time(t.first_responded_at) if t.first_responded_at else "not yet"
+    output.say(f"Requester: {t.requester or '—'} · First response due {output.local_time(t.first_response_due)} (answered: {responded})")
+    if t.description:
+        output.say(t.description)
+    if t.agents:
+        output.say("PCs: " + ", ".join(t.agents))
+    output.table("Timeline", ["When", "Who", "What"], [(output.local_time(e.at), e.actor, e.message) for e in t.timeline])
+
+
+@ticket_app.command("create")
+def ticket_create(
+    title: Annotated[str, typer.Argument(help="What the ticket is about.")],
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    requester: Annotated[str, typer.Option("--requester", "-r", help="Who asked for help.")] = "",
+    priority: Annotated[Priority, typer.Option("--priority", "-p")] = Priority.NORMAL,
+    assign: Annotated[str | None, typer.Option("--assign", help="Username of the engineer to assign.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Open a ticket.
+
+    Example: helpline ticket create "Laptop will not boot" -r "Dana, accounts" -p high --assign alice
+    """
+    with session.connect() as conn:
+        t = TicketDetail.model_validate(conn.post("tickets", json={
+            "title": title, "description": description, "requester": requester, "priority": priority.value, "assignee": assign,
+        }))
+    if json_out:
+        output.print_json(t)
+        return
+    window = (t.first_response_due - t.created_at).total_seconds() / 60
+    output.say(f"Ticket [bold]{t.number}[/] is open. First response due by {output.local_time(t.first_response_due)} (within {output.duration(window)}).")
+
+
+@ticket_app.command("list")
+def ticket_list(
+    status: Annotated[list[TicketStatus] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable).")] = None,
+    assignee: Annotated[str | None, typer.Option("--assignee", "-a", help="Only tickets of this engineer ('none' for unassigned).")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only tickets assigned to me.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tickets, newest first.
+
+    Example: helpline ticket list --status new --status open --mine
+    """
+    params: dict = {"limit": limit}
+    if status:
+        params["status"] = [s.value for s in status]
+    if mine:
+        params["assignee"] = session.load_login().username
+    elif assignee is not None:
+        params["assignee"] = assignee
+    with session.connect() as conn:
+        tickets = [TicketPublic.model_validate(t) for t in conn.get("tickets", params=params)]
+    if json_out:
+        output.print_json(tickets)
+        return
+    if not tickets:
+        output.say("No tickets match.")
+        return
+    output.table(None, ["Ticket", "Status", "Priority", "Assignee", "Response due", "Title"], _ticket_rows(tickets))
+
+
+@ticket_app.command("show")
+def ticket_show(ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
+    """Show a ticket with its timeline and linked PCs."""
+    with session.connect() as conn:
+        t = TicketDetail.model_validate(conn.get(f"tickets/{ticket}"))
+    if json_out:
+        output.print_json(t)
+        return
+    _show_ticket(t)
+
+
+@ticket_app.command("update")
+def ticket_update(
+    ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")],
+    status: Annotated[TicketStatus | None, typer.Option("--status", "-s")] = None,
+    assign: Annotated[str | None, typer.Option("--assign", help="Username to assign.")] = None,
+    unassign: Annotated[bool, typer.Option("--unassign")] = False,
+    priority: Annotated[Priority | None, typer.Option("--priority", "-p")] = None,
+    title: Annotated[str | None, typer.Option("--title")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a ticket's status, assignee, priority or title.
+
+    Example: helpline ticket update T-1042 --status open --assign alice
+    """
+    body: dict = {}
+    if status:
+        body["status"] = status.value
+    if assign and unassign:
+        raise InvalidInputError("Give --assign or --unassign, not both.")
+    if assign:
+        body["assignee"] = assign
+    if unassign:
+        body["assignee"] = ""
+    if priority:
+        body["priority"] = priority.value
+    if title:
+        body["title"] = title
+    if not body:
+        raise InvalidInputError("Nothing to change.", hint="Give --status, --assign, --unassign, --priority or --title.")
+    with session.connect() as conn:
+        t = TicketDetail.model_validate(conn.patch(f"tickets/{ticket}", json=body))
+    if json_out:
+        output.print_json(t)
+        return
+    output.say(f"{t.number}: status {t.status.value}, assignee {t.assignee or '—'}, priority {t.priority.value}.")
+
+
+@ticket_app.command("note")
+def ticket_note(ticket: Annotated[str, typer.Argument()], message: Annotated[str, typer.Argument(help="The note's text.")]) -> None:
+    """Add a note to a ticket's timeline (the user sees it in `helpline status`)."""
+    with session.connect() as conn:
+        t = TicketDetail.model_validate(conn.post(f"tickets/{ticket}/notes", json={"message": message}))
+    output.say(f"Note added to {t.number}.")
+
+
+@ticket_app.command("pair-code")
+def ticket_pair_code(ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
+    """Issue a one-time code (valid 10 minutes) that links the user's PC to the ticket.
+
+    Example: helpline ticket pair-code T-1042   then read the code to the user
+    """
+    with session.connect() as conn:
+        code = PairingCodeCreated.model_validate(conn.post(f"tickets/{ticket}/pairing-codes"))
+    if json_out:
+        output.print_json(code)
+        return
+    output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid until {output.local_time(code.expires_at)}).")
+    output.say(f"On the user's PC: helpline pair {code.code} --server {session.load_login().server_url}")
+
+
+@ssh_key_app.command("add")
+def ssh_key_add(path: Annotated[Path, typer.Argument(help="Your public key file, e.g. ~/.ssh/id_ed25519.pub ('-' for stdin).")]) -> None:
+    """Register an SSH public key for remote sessions."""
+    text = sys.stdin.read() if str(path) == "-" else path.expanduser().read_text()
+    with session.connect() as conn:
+        key = SshKeyPublic.model_validate(conn.post("me/ssh-keys", json={"public_key": text.strip()}))
+    output.say(f"Added {key.algorithm} key {key.fingerprint}.")
+
+
+@ssh_key_app.command("list")
+def ssh_key_list(json_out: JsonOpt = False) -> None:
+    """List your SSH public keys."""
+    with session.connect() as conn:
+        keys = [SshKeyPublic.model_validate(k) for k in conn.get("me/ssh-keys")]
+    if json_out:
+        output.print_json(keys)
+        return
+    output.table(None, ["Id", "Type", "Fingerprint", "Comment", "Added"], [(k.id, k.algorithm, k.fingerprint, k.comment, output.local_time(k.created_at)) for k in keys])
+
+
+@ssh_key_app.command("remove")
+def ssh_key_remove(key_id: Annotated[int, typer.Argument()]) -> None:
+    """Remove one of your SSH public keys."""
+    with session.connect() as conn:
+        conn.delete(f"me/ssh-keys/{key_id}")
+    output.say(f"Removed key {key_id}.")

@@ -1,0 +1,125 @@
+"""`helpline server`: set up, migrate and run the pairing server on this machine.
+
+The server is an optional extra (`pip install 'helpline[server]'`), so its
+modules are imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import output
+from cli.commands.engineer import read_secret
+from protocol.status import ConfigError
+
+server_app = typer.Typer(help="Run the Helpline server on this machine (needs the \\[server] extra).", no_args_is_help=True)
+
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="HELPLINE_DATA_DIR", help="Where the server keeps its database, blobs and keys.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="HELPLINE_CONFIG", help="The server.toml to read (default: DATA_DIR/server.toml).")]
+
+
+def _require_server():
+    try:
+        import server.app  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("The Helpline server is not installed here.", hint="Install it with: pip install 'helpline[server]'.") from exc
+
+
+def _config_path(config: Path | None, data_dir: Path | None) -> Path | None:
+    from server.settings import default_config_path
+
+    path = config or default_config_path(data_dir)
+    return path if path.exists() or config else None
+
+
+@server_app.command("init")
+def init(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    admin: Annotated[str | None, typer.Option("--admin", help="Create this first admin account.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the admin's password from standard input.")] = False,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="PostgreSQL URL (default: a SQLite file in the data directory).")] = None,
+) -> None:
+    """Set up a server: config with a fresh secret, database schema, signing key, first admin.
+
+    Works on the server's own files only; there is no set-up page on the network.
+
+    Example: echo "$PW" | helpline server init --data-dir /var/lib/helpline --admin root-admin --password-stdin
+    """
+    _require_server()
+    from server.provision import init_server
+
+    data_dir = data_dir or Path("/var/lib/helpline")
+    password = read_secret("Password for the admin account: ", password_stdin) if admin else None
+    settings, path, created = init_server(data_dir, database_url=database_url, admin_username=admin, admin_password=password, config_path=config)
+    from protocol import signing
+
+    key = signing.load_private_key(settings.resolved_signing_key_file)
+    output.say(("Wrote" if created else "Kept") + f" {path}")
+    output.say(f"Database ready: {settings.resolved_database_url.split('@')[-1]}")
+    output.say(f"Server key fingerprint (agents pin it): {signing.fingerprint(signing.public_key_b64(key))}")
+    if admin:
+        output.say(f"Created admin account [bold]{admin.lower()}[/].")
+
+
+@server_app.command("migrate")
+def migrate(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """Bring the database schema up to date (run before starting a new version)."""
+    _require_server()
+    from server.db import create_db_engine
+    from server.migrate import upgrade
+    from server.settings import load_settings
+
+    settings = load_settings(_config_path(config, data_dir), data_dir=data_dir)
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    output.say("The database schema is up to date.")
+
+
+@server_app.command("run")
+def run(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 8700).")] = None,
+    dev: Annotated[bool, typer.Option("--dev", help="Development mode: allow the default secret.")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log")] = True,
+) -> None:
+    """Run the server on uvicorn; stops cleanly on Ctrl-C or SIGTERM.
+
+    Example: helpline server run --data-dir /var/lib/helpline --host 0.0.0.0 --port 8700
+    """
+    _require_server()
+    import uvicorn
+
+    from protocol import signing
+    from server.app import create_app
+    from server.migrate import upgrade
+    from server.settings import load_settings
+    from server.state import build_state
+
+    settings = load_settings(_config_path(config, data_dir), data_dir=data_dir, host=host, port=port, dev=dev or None)
+    settings.refuse_insecure_defaults()
+    state = build_state(settings)
+    upgrade(state.engine)
+    app = create_app(state)
+    scheme = "https" if settings.tls_cert_file else "http"
+    print(f"Helpline server on {scheme}://{settings.host}:{settings.port} — data in {settings.data_dir}, "
+          f"key {signing.fingerprint(state.public_key)}", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, forwarded_allow_ips=settings.forwarded_allow_ips,
+            ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+            ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
+            access_log=access_log, log_level=os.environ.get("HELPLINE_LOG_LEVEL", "info"), server_header=False,
+        )
+    finally:
+        state.engine.dispose()

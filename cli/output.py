@@ -1,0 +1,91 @@
+"""How the CLI talks to people: tables, JSON for scripts, times, one-line errors.
+
+Consoles are made at the moment of writing, on the current sys.stdout and
+sys.stderr, so tests (and callers embedding the CLI) can swap the streams.
+Colour follows rich's detection: only on a terminal, never with NO_COLOR.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+DEBUG = {"enabled": False}
+
+
+def console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as JSON on stdout, for scripts (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(_plain(value), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    console().print(message)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console().print(t)
+
+
+def local_time(when: datetime | None, *, now: datetime | None = None) -> str:
+    """Format a moment in the PC's time zone: ``15:40`` today, ``Mon 24 Nov 09:00`` otherwise."""
+    if when is None:
+        return "—"
+    local = when.astimezone()
+    today = (now or datetime.now(UTC)).astimezone().date()
+    return local.strftime("%H:%M") if local.date() == today else local.strftime("%a %d %b %H:%M")
+
+
+def duration(minutes: float) -> str:
+    """Say a response window the way a person would: ``30 min``, ``4 h``, ``2 days``."""
+    minutes = round(minutes)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
+    days = round(minutes / (24 * 60))
+    return f"{days} days"
+
+
+def promise(due: datetime, window_minutes: float) -> str:
+    return f"An engineer will answer by {local_time(due)} (within {duration(window_minutes)})."
+
+
+def error(message: str, hint: str | None = None) -> None:
+    con = err_console()
+    con.print(f"[bold red]error:[/] {message}", markup=True)
+    if hint:
+        con.print(f"[dim]hint:[/] {hint}", markup=True)

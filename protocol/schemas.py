@@ -1,0 +1,301 @@
+"""Wire schemas of the `/v1` API, shared by the server and its clients.
+
+Models are split per use (Create / Update / Public) so that secrets such as
+password hashes or token hashes can never leak into a response.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+API_PREFIX = "/v1"
+
+
+class Role(StrEnum):
+    ENGINEER = "engineer"
+    ADMIN = "admin"
+
+
+class TicketStatus(StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    WAITING = "waiting"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class Channel(StrEnum):
+    ENGINEER = "engineer"  # opened by an engineer on someone's behalf
+    SELF_SERVICE = "self-service"  # opened from the user's PC
+    PHONE = "phone"
+    EMAIL = "email"
+
+
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+LongText = Annotated[str, StringConstraints(max_length=20_000)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Model):
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorBody(_Model):
+    error: ErrorDetail
+
+
+# --- server -----------------------------------------------------------------
+
+
+class ServerInfo(_Model):
+    name: str = "helpline"
+    version: str
+    api_version: int
+    public_key: str = Field(description="The server's Ed25519 public key (base64) that agents pin.")
+    fingerprint: str
+    self_service: str = Field(description="Who may open tickets from a PC: off, enrolled or anyone.")
+    time: datetime
+
+
+# --- accounts and login -----------------------------------------------------
+
+
+class LoginRequest(_Model):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Password
+    token_name: Annotated[str, StringConstraints(max_length=100)] = "cli"
+
+
+class AccountPublic(_Model):
+    username: str
+    display_name: str
+    email: str | None
+    organisation: str | None
+    role: Role
+    disabled: bool
+    created_at: datetime
+
+
+class LoginResponse(_Model):
+    token: str
+    expires_at: datetime
+    account: AccountPublic
+
+
+class AccountCreate(_Model):
+    username: Username
+    password: Annotated[str, StringConstraints(min_length=12, max_length=1024)]
+    role: Role = Role.ENGINEER
+    display_name: ShortText | None = None
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    organisation: ShortText | None = None
+
+
+class AccountUpdate(_Model):
+    role: Role | None = None
+    disabled: bool | None = None
+    password: Annotated[str, StringConstraints(min_length=12, max_length=1024)] | None = None
+    display_name: ShortText | None = None
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    organisation: ShortText | None = None
+
+
+class SshKeyCreate(_Model):
+    public_key: Annotated[str, StringConstraints(min_length=20, max_length=16_384, strip_whitespace=True)]
+
+
+class SshKeyPublic(_Model):
+    id: int
+    algorithm: str
+    fingerprint: str
+    comment: str
+    created_at: datetime
+
+
+# --- tickets ----------------------------------------------------------------
+
+
+class TicketCreate(_Model):
+    title: ShortText
+    description: LongText = ""
+    requester: Annotated[str, StringConstraints(max_length=200)] = ""
+    priority: Priority = Priority.NORMAL
+    channel: Channel = Channel.ENGINEER
+    assignee: str | None = None
+
+
+class TicketUpdate(_Model):
+    status: TicketStatus | None = None
+    assignee: str | None = Field(default=None, description="Username, or an empty string to unassign.")
+    priority: Priority | None = None
+    title: ShortText | None = None
+
+
+class NoteCreate(_Model):
+    message: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class TimelineEntry(_Model):
+    at: datetime
+    actor: str
+    kind: str
+    message: str
+
+
+class TicketPublic(_Model):
+    number: str
+    title: str
+    description: str
+    requester: str
+    priority: Priority
+    status: TicketStatus
+    assignee: str | None
+    channel: Channel
+    created_at: datetime
+    updated_at: datetime
+    first_response_due: datetime
+    first_responded_at: datetime | None
+
+
+class TicketDetail(TicketPublic):
+    agents: list[str]
+    timeline: list[TimelineEntry]
+
+
+class PairingCodeCreated(_Model):
+    code: str
+    ticket: str
+    expires_at: datetime
+
+
+# --- enrollment and agents --------------------------------------------------
+
+
+class EnrollmentTokenCreate(_Model):
+    group: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "default"
+    expires_in_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    max_uses: int = Field(default=1, ge=1, le=100_000)
+    note: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class EnrollmentTokenPublic(_Model):
+    id: int
+    group: str
+    note: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    max_uses: int
+    uses: int
+    last_used_at: datetime | None
+    revoked: bool
+
+
+class EnrollmentTokenCreated(EnrollmentTokenPublic):
+    token: str
+
+
+class AgentIdentity(_Model):
+    """What a PC says about itself when it enrolls, pairs or asks for help."""
+
+    public_key: Annotated[str, StringConstraints(min_length=40, max_length=64)]
+    hostname: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    os: Annotated[str, StringConstraints(max_length=200)] = ""
+    agent_version: Annotated[str, StringConstraints(max_length=50)] = ""
+    machine_id: Annotated[str, StringConstraints(max_length=128)] = ""
+
+
+class EnrollRequest(_Model):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    identity: AgentIdentity
+    signature: str = Field(description="The agent's signature of {purpose: 'enroll', token, identity}.")
+
+
+class AgentCredential(_Model):
+    """What the server hands an agent: its id, a credential and the key to pin."""
+
+    agent_id: str
+    credential: str | None = Field(description="Absent when the agent already holds a credential.")
+    group: str | None
+    server_public_key: str
+    server_signature: str = Field(description="The server's signature of {purpose: 'agent', agent_id, public_key}.")
+
+
+class PairRequest(_Model):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    identity: AgentIdentity
+    signature: str = Field(description="The agent's signature of {purpose: 'pair', code, identity}.")
+
+
+class AgentTicket(_Model):
+    """A ticket as the user of a paired PC sees it."""
+
+    number: str
+    title: str
+    status: TicketStatus
+    priority: Priority
+    assignee: str | None
+    created_at: datetime
+    first_response_due: datetime
+    first_responded_at: datetime | None
+    timeline: list[TimelineEntry]
+
+
+class PairResponse(_Model):
+    ticket: AgentTicket
+    agent: AgentCredential
+
+
+class SelfServiceRequest(_Model):
+    title: ShortText
+    description: LongText = ""
+    requester: Annotated[str, StringConstraints(max_length=200)] = ""
+    identity: AgentIdentity | None = None
+    signature: str | None = None
+
+
+class SelfServiceResponse(_Model):
+    ticket: AgentTicket
+    agent: AgentCredential | None = None
+    response_minutes: int
+
+
+class AgentPublic(_Model):
+    id: str
+    hostname: str
+    os: str
+    agent_version: str
+    group: str | None
+    fingerprint: str
+    enrolled: bool
+    created_at: datetime
+    last_seen_at: datetime | None
+    tickets: list[str]
+
+
+class AuditEventPublic(_Model):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    ip: str | None
+    details: dict

@@ -1,0 +1,75 @@
+"""Exit statuses of the `helpline` command and the error type that carries them.
+
+Code in agent/ and server/ never prints or exits: it raises :class:`HelplineError`
+with the status the CLI should exit with; cli/ turns it into one line and a hint.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Every exit status `helpline` uses; documented in README.md."""
+
+    OK = 0
+    ERROR = 1  # unexpected failure (a bug or an unhandled condition)
+    USAGE = 2  # wrong arguments or options
+    CONFIG = 3  # missing or invalid configuration, not logged in, not enrolled
+    AUTH = 4  # authentication failed: wrong password, missing/expired/revoked token
+    FORBIDDEN = 5  # authenticated, but the role does not allow it
+    NOT_FOUND = 6  # the ticket, agent, account or file does not exist
+    CONFLICT = 7  # the request clashes with current state (used code, bad transition)
+    RATE_LIMITED = 8  # too many attempts; try again later
+    UNAVAILABLE = 9  # the server cannot be reached or is not ready
+    INVALID = 10  # the input was understood but refused (validation, size, hostile data)
+    PARTIAL = 11  # the work finished, but some parts failed (see the report)
+    INTERRUPTED = 130  # stopped by the user (Ctrl-C)
+
+
+class HelplineError(Exception):
+    """An error that carries the exit status and a hint for the person who hit it."""
+
+    status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None, status: ExitStatus | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.message
+
+
+class ConfigError(HelplineError):
+    status = ExitStatus.CONFIG
+
+
+class AuthError(HelplineError):
+    status = ExitStatus.AUTH
+
+
+class ForbiddenError(HelplineError):
+    status = ExitStatus.FORBIDDEN
+
+
+class NotFoundError(HelplineError):
+    status = ExitStatus.NOT_FOUND
+
+
+class ConflictError(HelplineError):
+    status = ExitStatus.CONFLICT
+
+
+class RateLimitedError(HelplineError):
+    status = ExitStatus.RATE_LIMITED
+
+
+class UnavailableError(HelplineError):
+    status = ExitStatus.UNAVAILABLE
+
+
+class InvalidInputError(HelplineError):
+    status = ExitStatus.INVALID

@@ -1,0 +1,123 @@
+"""Request dependencies: the database session, the client address and the principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from protocol.schemas import Role
+from protocol.status import AuthError, ForbiddenError
+from server.agents import authenticate_agent
+from server.audit import Actor
+from server.db import utcnow
+from server.models import Account, Agent, ApiToken
+from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
+from server.state import ServerState
+
+COMMIT_ON_ERROR = "commit_on_error"
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.helpline
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def get_session(state: State) -> Iterator[Session]:
+    """Yield a session for one request; commit before the response is sent.
+
+    A refusal that must still leave a trace (a counted failed attempt, an audit
+    event) sets ``session.info[COMMIT_ON_ERROR]`` before raising.
+    """
+    session = state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        if session.info.get(COMMIT_ON_ERROR):
+            session.commit()
+        else:
+            session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+ClientIP = Annotated[str | None, Depends(client_ip)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token (engineers, admins) or an agent credential.")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        raise AuthError("This request needs a token.", hint="Log in with `helpline login URL`.")
+    return credentials.credentials
+
+
+def current_account(session: DbSession, credentials: Bearer) -> Account:
+    token = _token(credentials)
+    if not token.startswith(TOKEN_PREFIX_USER):
+        raise AuthError("This request needs an engineer's or admin's token.", hint="Log in with `helpline login URL`.")
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
+    now = utcnow()
+    if row is None or row.revoked_at is not None:
+        raise AuthError("Your token is not valid.", hint="Log in again with `helpline login URL`.")
+    if row.expires_at <= now:
+        raise AuthError("Your token has expired.", hint="Log in again with `helpline login URL`.")
+    if row.account.disabled:
+        raise AuthError("Your account is disabled.", hint="Ask an administrator.")
+    row.last_used_at = now
+    return row.account
+
+
+CurrentAccount = Annotated[Account, Depends(current_account)]
+
+
+def current_admin(account: CurrentAccount) -> Account:
+    if account.role != Role.ADMIN.value:
+        raise ForbiddenError("This needs the admin role.", hint="Ask an administrator to do it or to change your role.")
+    return account
+
+
+AdminAccount = Annotated[Account, Depends(current_admin)]
+
+
+def current_agent(session: DbSession, credentials: Bearer) -> Agent:
+    token = _token(credentials)
+    if not token.startswith(TOKEN_PREFIX_AGENT):
+        raise AuthError("This request needs this PC's agent credential.", hint="Enroll or pair this PC first.")
+    return authenticate_agent(session, token)
+
+
+CurrentAgent = Annotated[Agent, Depends(current_agent)]
+
+
+def optional_agent(session: DbSession, credentials: Bearer) -> Agent | None:
+    """The calling agent if it sent a credential; None if it sent nothing."""
+    if credentials is None:
+        return None
+    return current_agent(session, credentials)
+
+
+OptionalAgent = Annotated[Agent | None, Depends(optional_agent)]
+
+
+def account_actor(account: CurrentAccount, ip: ClientIP) -> Actor:
+    return Actor.of_account(account, ip)
+
+
+AccountActor = Annotated[Actor, Depends(account_actor)]

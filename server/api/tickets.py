@@ -1,0 +1,79 @@
+"""Tickets for engineers: create, list, show, update, add notes, issue pairing codes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from protocol.schemas import NoteCreate, PairingCodeCreated, TicketCreate, TicketDetail, TicketPublic, TicketStatus, TicketUpdate
+from server import tickets as svc
+from server.accounts import get_account
+from server.agents import create_pairing_code
+from server.api.deps import AccountActor, CurrentAccount, DbSession, State
+from server.models import Account, Ticket
+
+router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+
+
+@router.post("", status_code=201, summary="Open a ticket")
+def create(body: TicketCreate, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor) -> TicketDetail:
+    assignee = get_account(session, body.assignee) if body.assignee else None
+    ticket = svc.create_ticket(
+        session, state.settings, actor, title=body.title, description=body.description, requester=body.requester,
+        priority=body.priority, channel=body.channel, assignee=assignee,
+    )
+    return svc.to_detail(ticket)
+
+
+@router.get("", summary="List tickets, newest first")
+def list_tickets(
+    account: CurrentAccount,
+    session: DbSession,
+    status: Annotated[list[TicketStatus] | None, Query()] = None,
+    assignee: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[TicketPublic]:
+    query = select(Ticket).order_by(Ticket.number.desc()).limit(limit)
+    if status:
+        query = query.where(Ticket.status.in_([s.value for s in status]))
+    if assignee is not None:
+        if assignee in ("", "none"):
+            query = query.where(Ticket.assignee_id.is_(None))
+        else:
+            query = query.join(Account, Ticket.assignee_id == Account.id).where(Account.username == assignee.lower())
+    return [svc.to_public(t) for t in session.scalars(query)]
+
+
+@router.get("/{number}", summary="Show a ticket with its timeline and PCs")
+def show(number: str, account: CurrentAccount, session: DbSession) -> TicketDetail:
+    return svc.to_detail(svc.get_ticket(session, number))
+
+
+@router.patch("/{number}", summary="Change status, assignee, priority or title")
+def update(number: str, body: TicketUpdate, account: CurrentAccount, session: DbSession, actor: AccountActor) -> TicketDetail:
+    ticket = svc.get_ticket(session, number)
+    if body.assignee is not None:
+        svc.assign(session, ticket, actor, get_account(session, body.assignee) if body.assignee else None)
+    if body.priority is not None and body.priority.value != ticket.priority:
+        svc.set_priority(session, ticket, actor, body.priority)
+    if body.title is not None and body.title != ticket.title:
+        svc.set_title(session, ticket, actor, body.title)
+    if body.status is not None:
+        svc.change_status(session, ticket, actor, body.status)
+    return svc.to_detail(ticket)
+
+
+@router.post("/{number}/notes", status_code=201, summary="Add a note to the timeline")
+def add_note(number: str, body: NoteCreate, account: CurrentAccount, session: DbSession, actor: AccountActor) -> TicketDetail:
+    ticket = svc.get_ticket(session, number)
+    svc.add_note(session, ticket, actor, body.message)
+    return svc.to_detail(ticket)
+
+
+@router.post("/{number}/pairing-codes", status_code=201, summary="Issue a one-time code that links a PC to the ticket")
+def pairing_code(number: str, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor) -> PairingCodeCreated:
+    ticket = svc.get_ticket(session, number)
+    row, code = create_pairing_code(session, state.settings, actor, account, ticket)
+    return PairingCodeCreated(code=code, ticket=ticket.label, expires_at=row.expires_at)

@@ -1,0 +1,138 @@
+"""The ASGI application: routers, error bodies and request limits."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from protocol.schemas import ErrorBody, ErrorDetail
+from protocol.status import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    HelplineError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitedError,
+    UnavailableError,
+)
+from server import __version__
+from server.api import accounts, agents, audit, auth, health, tickets
+from server.ratelimit import RetryAfter
+from server.state import ServerState
+
+log = logging.getLogger("helpline.server")
+
+# Most specific first: the first isinstance match decides the HTTP status.
+_STATUS_FOR = [
+    (AuthError, 401, "unauthenticated"),
+    (ForbiddenError, 403, "forbidden"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (RateLimitedError, 429, "rate_limited"),
+    (InvalidInputError, 422, "invalid"),
+    (UnavailableError, 503, "unavailable"),
+]
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "rate_limited"}
+
+
+def error_response(status: int, code: str, message: str, hint: str | None = None, headers: dict | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, hint=hint))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _helpline_error(request: Request, exc: HelplineError) -> JSONResponse:
+    for cls, status, code in _STATUS_FOR:
+        if isinstance(exc, cls):
+            headers = {}
+            if isinstance(exc, RetryAfter):
+                headers["Retry-After"] = str(exc.retry_after)
+            if status == 401:
+                headers["WWW-Authenticate"] = "Bearer"
+            return error_response(status, code, exc.message, exc.hint, headers)
+    log.error("unmapped error on %s %s: %s", request.method, request.url.path, exc.message)
+    return error_response(500, "internal", exc.message, exc.hint)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return error_response(422, "invalid", f"Invalid {where}: {first.get('msg')}{more}.", None)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc.detail), None, getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "The server hit an unexpected error.", "Try again; if it persists, give your administrator the time it happened.")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (413) before they reach a handler.
+
+    Paths under ``exempt`` (chunked uploads) enforce their own limits.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()):
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            response = error_response(413, "too_large", f"The request body is over {self.limit} bytes.", None)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            response = error_response(413, "too_large", f"The request body is over {self.limit} bytes.", None)
+            await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """Return the ASGI app serving ``state``; the caller owns the state's lifetime."""
+    app = FastAPI(
+        title="Helpline",
+        version=__version__,
+        description="Pairs PCs with tickets, stores what they send and relays consent-gated sessions.",
+        responses={
+            401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
+            422: {"model": ErrorBody, "description": "Invalid input"},
+        },
+    )
+    app.state.helpline = state
+    app.add_exception_handler(HelplineError, _helpline_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    for module in (health, auth, accounts, tickets, agents, audit):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/",))
+    return app

@@ -1,0 +1,155 @@
+"""Server settings: a TOML file, then ``HELPLINE_*`` environment variables on top.
+
+Settings are a typed object made by :func:`load_settings`; it refuses to run
+with the default secret unless the server is started in development mode.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.status import ConfigError
+
+DEFAULT_SECRET = "change-me"
+CONFIG_FILE_NAME = "server.toml"
+
+
+class ResponsePolicy(BaseModel):
+    """Minutes until the first response is due, per ticket priority."""
+
+    urgent: int = Field(default=60, gt=0)
+    high: int = Field(default=120, gt=0)
+    normal: int = Field(default=240, gt=0)
+    low: int = Field(default=1440, gt=0)
+
+    def minutes_for(self, priority: str) -> int:
+        return int(getattr(self, priority))
+
+
+class RateLimits(BaseModel):
+    """Failed attempts allowed per window before requests are refused (429)."""
+
+    login_per_user: int = 10
+    login_per_ip: int = 30
+    login_window_seconds: int = 900
+    pairing_per_ip: int = 10
+    pairing_global: int = 200
+    pairing_window_seconds: int = 600
+    enroll_per_ip: int = 20
+    enroll_window_seconds: int = 600
+    self_service_per_ip: int = 10
+    self_service_window_seconds: int = 3600
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server needs; see deploy/server.toml.example for a commented file."""
+
+    model_config = SettingsConfigDict(env_prefix="HELPLINE_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("/var/lib/helpline")
+    database_url: str | None = None  # default: SQLite file in data_dir
+    secret_key: str = DEFAULT_SECRET
+    signing_key_file: Path | None = None  # default: data_dir/server-signing-key.pem
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    forwarded_allow_ips: str = "127.0.0.1"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    blob_backend: Literal["local", "s3"] = "local"
+    blob_dir: Path | None = None  # default: data_dir/blobs
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_prefix: str = ""
+    self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
+    self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    response_policy: ResponsePolicy = ResponsePolicy()
+    rate_limits: RateLimits = RateLimits()
+    token_ttl_hours: float = Field(default=12.0, gt=0)
+    pairing_code_ttl_minutes: float = Field(default=10.0, gt=0, le=60)
+    ticket_number_start: int = Field(default=1001, ge=1)
+    max_request_bytes: int = Field(default=1 << 20, gt=0)
+    dev: bool = False
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_long_enough(cls, value: str) -> str:
+        if value != DEFAULT_SECRET and len(value) < 32:
+            raise ValueError("must be at least 32 characters (use `helpline server init` to generate one)")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'helpline.db'}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / "server-signing-key.pem"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    def refuse_insecure_defaults(self) -> None:
+        """Raise ConfigError if a default secret would be used outside development."""
+        if self.dev:
+            return
+        if self.secret_key == DEFAULT_SECRET:
+            raise ConfigError(
+                "The server's secret_key is the default.",
+                hint="Run `helpline server init` to generate one, set HELPLINE_SECRET_KEY, or start with --dev for local trials.",
+            )
+        if self.blob_backend == "s3" and not (self.s3_bucket and self.s3_access_key and self.s3_secret_key):
+            raise ConfigError("S3 blob storage needs s3_bucket, s3_access_key and s3_secret_key.")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Return the settings in a TOML file; raise ConfigError if it cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file {path} does not exist.", hint="Run `helpline server init` first.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from exc
+
+
+def default_config_path(data_dir: Path | None = None) -> Path:
+    env = os.environ.get("HELPLINE_CONFIG")
+    if env:
+        return Path(env)
+    base = data_dir or Path(os.environ.get("HELPLINE_DATA_DIR", "/var/lib/helpline"))
+    return base / CONFIG_FILE_NAME
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> ServerSettings:
+    """Build settings from the file (if given or present), env vars and overrides.
+
+    Precedence: explicit overrides > environment > file > defaults. Raise
+    ConfigError naming the offending setting if any value is invalid.
+    """
+    file_values: dict[str, Any] = {}
+    if config_path is not None:
+        file_values = read_config_file(config_path)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+
+    class _FromFile(ServerSettings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+            return (init_settings, env_settings, lambda: file_values)
+
+    try:
+        settings = _FromFile(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"Invalid server setting {where}: {first['msg']}.") from exc
+    return ServerSettings.model_construct(**settings.__dict__)

@@ -1,0 +1,192 @@
+"""Tickets: numbering, the status workflow, first-response due times and views."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from protocol.schemas import (
+    AgentTicket,
+    Channel,
+    Priority,
+    TicketDetail,
+    TicketPublic,
+    TicketStatus,
+    TimelineEntry,
+)
+from protocol.status import ConflictError, InvalidInputError, NotFoundError
+from server.audit import Actor, record, timeline
+from server.db import utcnow
+from server.models import Account, Counter, Ticket
+from server.settings import ServerSettings
+
+# Which status may follow which; anything else is refused with the allowed list.
+TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
+    TicketStatus.NEW: frozenset({TicketStatus.OPEN, TicketStatus.WAITING, TicketStatus.RESOLVED, TicketStatus.CLOSED}),
+    TicketStatus.OPEN: frozenset({TicketStatus.WAITING, TicketStatus.RESOLVED, TicketStatus.CLOSED}),
+    TicketStatus.WAITING: frozenset({TicketStatus.OPEN, TicketStatus.RESOLVED, TicketStatus.CLOSED}),
+    TicketStatus.RESOLVED: frozenset({TicketStatus.OPEN, TicketStatus.CLOSED}),
+    TicketStatus.CLOSED: frozenset(),
+}
+
+_LABEL = re.compile(r"^(?:[Tt]-?)?(\d{1,9})$")
+
+
+def parse_label(label: str) -> int:
+    """Return the number in ``T-1042`` (or ``1042``); raise InvalidInputError otherwise."""
+    match = _LABEL.match(label.strip())
+    if not match:
+        raise InvalidInputError(f"'{label}' is not a ticket number.", hint="Ticket numbers look like T-1042.")
+    return int(match.group(1))
+
+
+def get_ticket(session: Session, label: str) -> Ticket:
+    number = parse_label(label)
+    ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+    if ticket is None:
+        raise NotFoundError(f"Ticket T-{number} does not exist.", hint="Check the number with `helpline ticket list`.")
+    return ticket
+
+
+def _next_number(session: Session, start: int) -> int:
+    # UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before we read it back.
+    result = session.execute(update(Counter).where(Counter.name == "ticket").values(value=Counter.value + 1))
+    if result.rowcount == 0:
+        session.add(Counter(name="ticket", value=start))
+        session.flush()
+        return start
+    return session.scalar(select(Counter.value).where(Counter.name == "ticket"))
+
+
+def create_ticket(
+    session: Session,
+    settings: ServerSettings,
+    actor: Actor,
+    *,
+    title: str,
+    description: str = "",
+    requester: str = "",
+    priority: Priority = Priority.NORMAL,
+    channel: Channel = Channel.ENGINEER,
+    assignee: Account | None = None,
+) -> Ticket:
+    now = utcnow()
+    minutes = settings.response_policy.minutes_for(priority.value)
+    ticket = Ticket(
+        number=_next_number(session, settings.ticket_number_start),
+        title=title,
+        description=description,
+        requester=requester,
+        priority=priority.value,
+        status=TicketStatus.NEW.value,
+        assignee=assignee,
+        channel=channel.value,
+        created_at=now,
+        updated_at=now,
+        first_response_due=now + timedelta(minutes=minutes),
+    )
+    session.add(ticket)
+    session.flush()
+    timeline(session, ticket, actor, "created", f"Ticket opened ({channel.value}, {priority.value} priority).")
+    if assignee is not None:
+        timeline(session, ticket, actor, "assigned", f"Assigned to {assignee.display_name}.")
+    record(session, actor, "ticket.create", "ticket", ticket.label, priority=priority.value, channel=channel.value)
+    return ticket
+
+
+def change_status(session: Session, ticket: Ticket, actor: Actor, new: TicketStatus) -> None:
+    old = TicketStatus(ticket.status)
+    if new == old:
+        return
+    if new not in TRANSITIONS[old]:
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[old])) or "none (closed tickets stay closed)"
+        raise ConflictError(
+            f"{ticket.label} cannot go from {old.value} to {new.value}.", hint=f"From {old.value} it can go to: {allowed}."
+        )
+    ticket.status = new.value
+    timeline(session, ticket, actor, "status", f"Status {old.value} → {new.value}.")
+    record(session, actor, "ticket.status", "ticket", ticket.label, old=old.value, new=new.value)
+    mark_responded(ticket, actor)
+
+
+def assign(session: Session, ticket: Ticket, actor: Actor, assignee: Account | None) -> None:
+    if (ticket.assignee_id or None) == (assignee.id if assignee else None):
+        return
+    ticket.assignee = assignee
+    message = f"Assigned to {assignee.display_name}." if assignee else "Unassigned."
+    timeline(session, ticket, actor, "assigned", message)
+    record(session, actor, "ticket.assign", "ticket", ticket.label, assignee=assignee.username if assignee else None)
+
+
+def add_note(session: Session, ticket: Ticket, actor: Actor, message: str) -> None:
+    timeline(session, ticket, actor, "note", message)
+    record(session, actor, "ticket.note", "ticket", ticket.label, length=len(message))
+    mark_responded(ticket, actor)
+
+
+def mark_responded(ticket: Ticket, actor: Actor) -> None:
+    """The first thing an engineer does on a ticket counts as its first response."""
+    if actor.type == "account" and ticket.first_responded_at is None:
+        ticket.first_responded_at = utcnow()
+
+
+def _timeline(ticket: Ticket) -> list[TimelineEntry]:
+    return [TimelineEntry(at=e.at, actor=e.actor, kind=e.kind, message=e.message) for e in ticket.events]
+
+
+def to_public(ticket: Ticket) -> TicketPublic:
+    return TicketPublic(
+        number=ticket.label,
+        title=ticket.title,
+        description=ticket.description,
+        requester=ticket.requester,
+        priority=Priority(ticket.priority),
+        status=TicketStatus(ticket.status),
+        assignee=ticket.assignee.username if ticket.assignee else None,
+        channel=Channel(ticket.channel),
+        created_at=ticket.created_at,
+        updated_at=ticket.updated_at,
+        first_response_due=ticket.first_response_due,
+        first_responded_at=ticket.first_responded_at,
+    )
+
+
+def to_detail(ticket: Ticket) -> TicketDetail:
+    return TicketDetail(
+        **to_public(ticket).model_dump(),
+        agents=[f"{p.agent.hostname} ({p.agent.id})" for p in ticket.pairings],
+        timeline=_timeline(ticket),
+    )
+
+
+def to_agent_view(ticket: Ticket) -> AgentTicket:
+    """The ticket as the PC's user sees it: the assignee by display name, no internals."""
+    return AgentTicket(
+        number=ticket.label,
+        title=ticket.title,
+        status=TicketStatus(ticket.status),
+        priority=Priority(ticket.priority),
+        assignee=ticket.assignee.display_name if ticket.assignee else None,
+        created_at=ticket.created_at,
+        first_response_due=ticket.first_response_due,
+        first_responded_at=ticket.first_responded_at,
+        timeline=_timeline(ticket),
+    )
+
+
+def set_priority(session: Session, ticket: Ticket, actor: Actor, priority: Priority) -> None:
+    """Change the priority; the first-response due time stays as promised at opening."""
+    old = ticket.priority
+    ticket.priority = priority.value
+    timeline(session, ticket, actor, "priority", f"Priority {old} → {priority.value}.")
+    record(session, actor, "ticket.priority", "ticket", ticket.label, old=old, new=priority.value)
+
+
+def set_title(session: Session, ticket: Ticket, actor: Actor, title: str) -> None:
+    old = ticket.title
+    ticket.title = title
+    timeline(session, ticket, actor, "title", f"Title changed to “{title}”.")
+    record(session, actor, "ticket.title", "ticket", ticket.label, old=old, new=title)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from cli import output
@@ -36,17 +35,20 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show a traceback when something fails."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    output.DEBUG["enabled"] = debug
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from agent import __version__
 
         output.say(f"helpline {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback when something fails."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+) -> None:
+    output.DEBUG["enabled"] = debug
 
 
 app.command(rich_help_panel=user.PANEL)(user.pair)
@@ -77,14 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         output.error(exc.message, exc.hint)
         status = exc.status
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         status = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.error("Stopped.")
         status = ExitStatus.INTERRUPTED
-    except click.ClickException as exc:
-        output.error(exc.format_message(), "Run the command with --help for its usage.")
-        status = ExitStatus.USAGE if isinstance(exc, click.UsageError) else ExitStatus.ERROR
+    except typer.TyperException as exc:  # click's usage and parameter errors (exit code 2)
+        message = exc.format_message()
+        if message:  # empty when click has just printed the help of a bare group
+            output.error(message, "Run the command with --help for its usage.")
+        status = ExitStatus.USAGE if getattr(exc, "exit_code", 1) == 2 else ExitStatus.ERROR
     except KeyboardInterrupt:
         output.error("Stopped.")
         status = ExitStatus.INTERRUPTED

@@ -67,8 +67,12 @@ def register_agent(
     signing.load_public_key(identity.public_key)
     agent = session.scalar(select(Agent).where(Agent.public_key == identity.public_key))
     if agent is None and enroll_group is not None and identity.machine_id:
+        # Same machine id and hostname: the PC lost its key. Clones of one disk image share
+        # a machine id but not a hostname, and must stay separate agents.
         agent = session.scalar(
-            select(Agent).where(Agent.machine_id == identity.machine_id, Agent.enrolled.is_(True)).limit(1)
+            select(Agent).where(
+                Agent.machine_id == identity.machine_id, Agent.hostname == identity.hostname, Agent.enrolled.is_(True)
+            ).limit(1)
         )
         if agent is not None:
             agent.public_key = identity.public_key

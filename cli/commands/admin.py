@@ -21,12 +21,12 @@ agent_app = typer.Typer(help="The fleet of PCs: enroll this PC, list and show ag
 
 
 def parse_duration_hours(text: str) -> float:
-    """Turn ``90m``, ``24h``, ``7d`` or ``2w`` into hours; raise InvalidInputError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", text.lower())
-    if not match:
+    """Turn ``30s``, ``90m``, ``24h``, ``7d`` or ``2w`` into hours; raise InvalidInputError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
         raise InvalidInputError(f"'{text}' is not a duration.", hint="Use a number and a unit: 90m, 24h, 7d, 2w.")
     value, unit = float(match.group(1)), match.group(2)
-    return value * {"m": 1 / 60, "h": 1, "d": 24, "w": 168}[unit]
+    return value * {"s": 1 / 3600, "m": 1 / 60, "h": 1, "d": 24, "w": 168}[unit]
 
 
 @account_app.command("create")

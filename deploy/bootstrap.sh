@@ -1,0 +1,89 @@
+# Shared set-up for deploy/quickstart.sh and tests/run.sh (sourced, not run).
+# Installs what is missing from Debian's packages, then a virtual environment
+# in .venv with Helpline and the extras asked for. Safe to run again: it skips
+# what is already there.
+
+HELPLINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${HELPLINE_VENV:-$HELPLINE_ROOT/.venv}"
+
+log() {
+    if [ -t 2 ]; then printf '\033[1m==>\033[0m %s\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+}
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+pg_bindir() {
+    local dir
+    if command -v pg_config >/dev/null 2>&1; then
+        dir="$(pg_config --bindir 2>/dev/null)"
+        [ -x "$dir/initdb" ] && { echo "$dir"; return 0; }
+    fi
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        [ -x "$dir/initdb" ] && { echo "$dir"; return 0; }
+    done
+    command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+    return 1
+}
+
+# ensure_packages PKG... : each PKG is "debian-package:probe-command" (probe empty = always check dpkg).
+ensure_packages() {
+    local missing=() spec pkg probe
+    for spec in "$@"; do
+        pkg="${spec%%:*}"; probe="${spec#*:}"
+        if [ -n "$probe" ]; then
+            eval "$probe" >/dev/null 2>&1 && continue
+        else
+            dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+        fi
+        missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no sudo to install them; install them and run again"
+        sudo="sudo -n"
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get; install them and run again"
+    log "Installing from Debian's packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+}
+
+# ensure_venv EXTRAS : create .venv and install Helpline (editable) with those extras.
+ensure_venv() {
+    local extras="$1" stamp want
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "Creating a virtual environment in $VENV"
+        python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+    fi
+    "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Helpline needs Python 3.11 or newer"
+    stamp="$VENV/.helpline-installed"
+    want="$(cat "$HELPLINE_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $extras"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x "$VENV/bin/helpline" ]; then
+        log "Installing Helpline [$extras] into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        if ! "$VENV/bin/python" -m pip install -q -e "$HELPLINE_ROOT[$extras]" > "$VENV/pip-install.log" 2>&1; then
+            tail -n 20 "$VENV/pip-install.log" >&2
+            die "pip install failed (full log: $VENV/pip-install.log)"
+        fi
+        echo "$want" > "$stamp"
+    fi
+}
+
+# wait_ready URL SECONDS : poll URL/readyz until it answers 200, at most SECONDS.
+wait_ready() {
+    "$VENV/bin/python" - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+url, limit = sys.argv[1] + "/readyz", float(sys.argv[2])
+deadline = time.monotonic() + limit
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian/Ubuntu machine too: installs restic,
+# the OpenSSH client and PostgreSQL if missing, makes .venv, installs Helpline
+# with its server and dev extras, then runs pytest on SQLite and PostgreSQL
+# (a throwaway cluster on loopback that the tests start and stop).
+# Extra arguments go to pytest, e.g.  bash tests/run.sh tests/e2e -k pairing
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/bootstrap.sh"
+cd "$HELPLINE_ROOT"
+
+ensure_packages \
+    "python3-venv:python3 -c 'import ensurepip'" \
+    "restic:command -v restic" \
+    "openssh-client:command -v ssh" \
+    "postgresql:pg_bindir"
+ensure_venv "server,dev"
+
+export HELPLINE_TEST_DATABASES="${HELPLINE_TEST_DATABASES:-sqlite,postgresql}"
+workers="${HELPLINE_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+log "Running the tests on ${HELPLINE_TEST_DATABASES} with $workers workers"
+exec "$VENV/bin/python" -m pytest -n "$workers" "$@"

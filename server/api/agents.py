@@ -36,6 +36,7 @@ from server.agents import (
     server_credential,
 )
 from server.api.deps import (
+    RowId,
     COMMIT_ON_ERROR,
     AccountActor,
     AdminAccount,
@@ -70,7 +71,7 @@ def list_tokens(admin: AdminAccount, session: DbSession) -> list[EnrollmentToken
 
 
 @router.delete("/enrollment-tokens/{token_id}", tags=["enrollment"], summary="Revoke an enrollment token")
-def revoke_token(token_id: int, admin: AdminAccount, session: DbSession, actor: AccountActor) -> EnrollmentTokenPublic:
+def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor: AccountActor) -> EnrollmentTokenPublic:
     return enrollment_token_public(revoke_enrollment_token(session, actor, token_id))
 
 

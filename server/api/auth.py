@@ -11,7 +11,7 @@ from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyC
 from protocol.status import AuthError, ConflictError, NotFoundError
 from server import ratelimit
 from server.accounts import account_public, parse_ssh_public_key
-from server.api.deps import COMMIT_ON_ERROR, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, State
+from server.api.deps import RowId, COMMIT_ON_ERROR, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, State
 from server.audit import Actor, record
 from server.db import utcnow
 from server.models import Account, ApiToken, SshKey
@@ -73,7 +73,7 @@ def add_ssh_key(body: SshKeyCreate, account: CurrentAccount, session: DbSession,
 
 
 @router.delete("/me/ssh-keys/{key_id}", summary="Remove one of my SSH public keys")
-def remove_ssh_key(key_id: int, account: CurrentAccount, session: DbSession, actor: AccountActor) -> dict[str, str]:
+def remove_ssh_key(key_id: RowId, account: CurrentAccount, session: DbSession, actor: AccountActor) -> dict[str, str]:
     key = session.get(SshKey, key_id)
     if key is None or key.account_id != account.id:
         raise NotFoundError(f"You have no SSH key with id {key_id}.")

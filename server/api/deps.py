@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
 from server.state import ServerState
 
 COMMIT_ON_ERROR = "commit_on_error"
+
+# Row ids in paths: bounded so that an absurd number is a 422, not a database overflow.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def get_state(request: Request) -> ServerState:

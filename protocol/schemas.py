@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 API_PREFIX = "/v1"
 
@@ -48,8 +48,32 @@ LongText = Annotated[str, StringConstraints(max_length=20_000)]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
+def _check_text(value):
+    """Refuse NUL characters and lone surrogates anywhere in a value: no database stores them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("must be valid Unicode text") from exc
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value):
+        return _check_text(value)
 
 
 class ErrorDetail(_Model):

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -67,6 +68,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return error_response(422, "invalid", f"Invalid {where}: {first.get('msg')}{more}.", None)
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (a NUL byte in a path or query, an out-of-range number).
+    return error_response(422, "invalid", "The request holds a value the server cannot store.", "Remove control characters and check numbers.")
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -131,6 +137,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.add_exception_handler(HelplineError, _helpline_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
     for module in (health, auth, accounts, tickets, agents, audit):
         app.include_router(module.router)

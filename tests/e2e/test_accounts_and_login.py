@@ -55,7 +55,7 @@ def test_login_is_rate_limited_per_user(server_factory, make_pc):
 
 
 def test_missing_and_expired_tokens(server_factory, make_pc):
-    server = server_factory(token_ttl_hours="0.0005")  # 1.8 s
+    server = server_factory(token_ttl_hours="0.002")  # 7.2 s
     pc = make_pc("admin")
     not_logged_in = pc.run("ticket", "list")
     assert not_logged_in.code == ExitStatus.CONFIG
@@ -64,8 +64,10 @@ def test_missing_and_expired_tokens(server_factory, make_pc):
     pc.login(server)
     assert pc.run("ticket", "list").code == 0
     import time
+    from datetime import UTC, datetime
 
-    time.sleep(2.5)
+    expires = datetime.fromisoformat(json.loads((pc.config_dir / "credentials.json").read_text())["expires_at"])
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
     expired = pc.run("ticket", "list")
     assert expired.code == ExitStatus.AUTH
     assert "expired" in expired.stderr

@@ -1,0 +1,40 @@
+"""The registry of diagnostics collectors: one collector per module, one instance each here."""
+
+from __future__ import annotations
+
+from .base import Collector
+from .crashes import CrashesCollector
+from .environment import EnvironmentCollector
+from .hardware import HardwareCollector
+from .logs import LogsCollector
+from .network import NetworkCollector
+from .processes import ProcessesCollector
+from .services import ServicesCollector
+from .software import SoftwareCollector
+from .system import SystemCollector
+
+#: Every collector, in the order reports list them.
+ALL_COLLECTORS: tuple[Collector, ...] = (
+    SystemCollector(),
+    HardwareCollector(),
+    NetworkCollector(),
+    ProcessesCollector(),
+    ServicesCollector(),
+    SoftwareCollector(),
+    LogsCollector(),
+    CrashesCollector(),
+    EnvironmentCollector(),
+)
+
+
+def collectors_for(platform: str) -> list[Collector]:
+    """Return the registered collectors that support ``platform`` (``linux``, ``windows`` or ``darwin``)."""
+    return [collector for collector in ALL_COLLECTORS if platform in collector.platforms]
+
+
+def collector_names() -> set[str]:
+    """Return every collector name and category, which is what options may select or exclude."""
+    return {collector.name for collector in ALL_COLLECTORS} | {collector.category for collector in ALL_COLLECTORS}
+
+
+__all__ = ["ALL_COLLECTORS", "Collector", "collectors_for", "collector_names"]

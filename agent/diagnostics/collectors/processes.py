@@ -1,0 +1,89 @@
+"""What runs on the PC and what eats it: the top CPU and memory consumers, counts, zombies.
+
+CPU percentages need two samples; the collector takes them :data:`SAMPLE_SECONDS`
+apart, so a process that spins right now shows up even if it started seconds ago.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import psutil
+
+from ..context import CollectContext
+from .base import ALL_PLATFORMS, Collector, iso_utc
+
+TOP_N = 15
+SAMPLE_SECONDS = 0.5
+CMDLINE_CHARS = 300
+_ATTRS = ["pid", "ppid", "name", "username", "status", "create_time", "num_threads", "memory_info",
+          "memory_percent", "cmdline"]
+
+
+class ProcessesCollector(Collector):
+    """The process table through psutil, the same on every platform."""
+
+    name = "processes"
+    category = "processes"
+    description = f"Top {TOP_N} processes by CPU and by memory, process counts by state, and zombies."
+    platforms = ALL_PLATFORMS
+    timeout = 8.0
+
+    def collect(self, ctx: CollectContext) -> dict[str, Any]:
+        primed = {}
+        for proc in psutil.process_iter():
+            try:
+                proc.cpu_percent(None)  # the first call only starts the measurement
+                primed[proc.pid] = proc
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        psutil.cpu_percent(None)
+        time.sleep(max(0.0, min(SAMPLE_SECONDS, ctx.remaining() - 1.0)))
+        total_cpu = psutil.cpu_percent(None)
+
+        table = []
+        for proc in psutil.process_iter(_ATTRS, ad_value=None):
+            info = proc.info
+            cpu = None
+            if proc.pid in primed:
+                try:
+                    cpu = round(primed[proc.pid].cpu_percent(None), 1)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    cpu = None
+            memory = info.get("memory_info")
+            cmdline = info.get("cmdline")
+            table.append({
+                "pid": info["pid"],
+                "ppid": info.get("ppid"),
+                "name": info.get("name"),
+                "username": info.get("username"),
+                "status": info.get("status"),
+                "cpu_percent": cpu,
+                "rss": memory.rss if memory else None,
+                "memory_percent": round(info["memory_percent"], 2) if info.get("memory_percent") is not None else None,
+                "threads": info.get("num_threads"),
+                "started": iso_utc(info.get("create_time")),
+                "cmdline": " ".join(cmdline)[:CMDLINE_CHARS] if cmdline else None,
+            })
+
+        ctx.write_json("processes/processes.json", table, source="python:psutil")
+        by_cpu = sorted((p for p in table if p["cpu_percent"] is not None), key=lambda p: -p["cpu_percent"])
+        by_memory = sorted((p for p in table if p["rss"] is not None), key=lambda p: -p["rss"])
+        states = Counter(p["status"] or "unknown" for p in table)
+        return {
+            "count": len(table),
+            "by_status": dict(states),
+            "threads": sum(p["threads"] or 0 for p in table),
+            "cpu_percent_total": total_cpu,
+            "cpu_sample_seconds": SAMPLE_SECONDS,
+            "top_cpu": [_summary(p) for p in by_cpu[:TOP_N]],
+            "top_memory": [_summary(p) for p in by_memory[:TOP_N]],
+            "zombies": [{"pid": p["pid"], "ppid": p["ppid"], "name": p["name"]}
+                        for p in table if p["status"] == psutil.STATUS_ZOMBIE],
+        }
+
+
+def _summary(proc: dict[str, Any]) -> dict[str, Any]:
+    return {key: proc[key] for key in ("pid", "name", "username", "cpu_percent", "rss", "memory_percent", "cmdline")}

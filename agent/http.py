@@ -15,11 +15,13 @@ from protocol.status import (
     AuthError,
     ConfigError,
     ConflictError,
+    DamagedError,
     ForbiddenError,
     HelplineError,
     InvalidInputError,
     NotFoundError,
     RateLimitedError,
+    TooLargeError,
     UnavailableError,
 )
 
@@ -29,7 +31,7 @@ _ERROR_FOR_STATUS: dict[int, type[HelplineError]] = {
     403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
-    413: InvalidInputError,
+    413: TooLargeError,
     422: InvalidInputError,
     429: RateLimitedError,
     502: UnavailableError,
@@ -68,13 +70,15 @@ def normalize_url(url: str, *, allow_insecure_http: bool | None = None) -> str:
 
 def error_from_response(response: httpx.Response) -> HelplineError:
     """Build the Helpline error a server's error response stands for."""
-    message, hint = f"The server answered {response.status_code}.", None
+    message, hint, code = f"The server answered {response.status_code}.", None, None
     try:
         detail = response.json()["error"]
-        message, hint = detail["message"], detail.get("hint")
+        message, hint, code = detail["message"], detail.get("hint"), detail.get("code")
     except (ValueError, KeyError, TypeError):
         pass
     cls = _ERROR_FOR_STATUS.get(response.status_code, HelplineError)
+    if code == "damaged":
+        cls = DamagedError
     error = cls(message, hint=hint)
     retry = response.headers.get("Retry-After")
     if retry and retry.isdigit():

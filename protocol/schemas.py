@@ -96,6 +96,7 @@ class ServerInfo(_Model):
     public_key: str = Field(description="The server's Ed25519 public key (base64) that agents pin.")
     fingerprint: str
     self_service: str = Field(description="Who may open tickets from a PC: off, enrolled or anyone.")
+    max_bundle_bytes: int = Field(description="The largest diagnostics bundle the server accepts.")
     time: datetime
 
 
@@ -202,6 +203,7 @@ class TicketPublic(_Model):
 class TicketDetail(TicketPublic):
     agents: list[str]
     timeline: list[TimelineEntry]
+    bundles: list[BundlePublic] = []
 
 
 class PairingCodeCreated(_Model):
@@ -323,3 +325,42 @@ class AuditEventPublic(_Model):
     target: str
     ip: str | None
     details: dict
+
+
+# --- uploads and bundles ----------------------------------------------------------
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class UploadCreate(_Model):
+    filename: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
+    size: int = Field(gt=0, description="Bytes of the whole file; checked against the server's limit before any data is sent.")
+    sha256: Sha256Hex
+
+
+class UploadStatus(_Model):
+    id: str
+    ticket: str
+    filename: str
+    size: int
+    sha256: str
+    chunk_size: int
+    chunks: int
+    received: list[int]
+    expires_at: datetime
+    complete: bool
+    bundle_id: str | None
+
+
+class BundlePublic(_Model):
+    id: str
+    ticket: str
+    hostname: str
+    size: int
+    sha256: str
+    files: int
+    created_at: datetime
+
+
+class BundleDetail(BundlePublic):
+    summary: dict

@@ -73,3 +73,11 @@ class UnavailableError(HelplineError):
 
 class InvalidInputError(HelplineError):
     status = ExitStatus.INVALID
+
+
+class DamagedError(InvalidInputError):
+    """Data arrived damaged (a checksum mismatch); sending it again can fix it."""
+
+
+class TooLargeError(InvalidInputError):
+    """The input is over a size limit (HTTP 413)."""

@@ -15,15 +15,17 @@ from protocol.schemas import ErrorBody, ErrorDetail
 from protocol.status import (
     AuthError,
     ConflictError,
+    DamagedError,
     ForbiddenError,
     HelplineError,
     InvalidInputError,
     NotFoundError,
     RateLimitedError,
+    TooLargeError,
     UnavailableError,
 )
 from server import __version__
-from server.api import accounts, agents, audit, auth, health, tickets
+from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
 from server.state import ServerState
 
@@ -36,6 +38,8 @@ _STATUS_FOR = [
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (RateLimitedError, 429, "rate_limited"),
+    (TooLargeError, 413, "too_large"),
+    (DamagedError, 422, "damaged"),
     (InvalidInputError, 422, "invalid"),
     (UnavailableError, 503, "unavailable"),
 ]
@@ -140,7 +144,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (health, auth, accounts, tickets, agents, audit):
+    for module in (health, auth, accounts, tickets, agents, audit, uploads):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/",))
     return app

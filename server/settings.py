@@ -77,6 +77,9 @@ class ServerSettings(BaseSettings):
     pairing_code_ttl_minutes: float = Field(default=10.0, gt=0, le=60)
     ticket_number_start: int = Field(default=1001, ge=1)
     max_request_bytes: int = Field(default=1 << 20, gt=0)
+    max_bundle_bytes: int = Field(default=512 << 20, gt=0)
+    upload_chunk_bytes: int = Field(default=4 << 20, ge=64 << 10, le=64 << 20)
+    upload_ttl_hours: float = Field(default=72.0, gt=0)
     dev: bool = False
 
     @field_validator("secret_key")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from protocol.schemas import (
     AgentTicket,
+    BundlePublic,
     Channel,
     Priority,
     TicketDetail,
@@ -154,11 +155,12 @@ def to_public(ticket: Ticket) -> TicketPublic:
     )
 
 
-def to_detail(ticket: Ticket) -> TicketDetail:
+def to_detail(ticket: Ticket, bundles: list[BundlePublic] | None = None) -> TicketDetail:
     return TicketDetail(
         **to_public(ticket).model_dump(),
         agents=[f"{p.agent.hostname} ({p.agent.id})" for p in ticket.pairings],
         timeline=_timeline(ticket),
+        bundles=bundles or [],
     )
 
 

@@ -37,5 +37,6 @@ def server_info(state: State) -> ServerInfo:
         public_key=state.public_key,
         fingerprint=signing.fingerprint(state.public_key),
         self_service=state.settings.self_service,
+        max_bundle_bytes=state.settings.max_bundle_bytes,
         time=utcnow(),
     )

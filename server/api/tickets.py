@@ -13,6 +13,7 @@ from server.accounts import get_account
 from server.agents import create_pairing_code
 from server.api.deps import AccountActor, CurrentAccount, DbSession, State
 from server.models import Account, Ticket
+from server.uploads import bundle_public, ticket_bundles
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
@@ -48,7 +49,8 @@ def list_tickets(
 
 @router.get("/{number}", summary="Show a ticket with its timeline and PCs")
 def show(number: str, account: CurrentAccount, session: DbSession) -> TicketDetail:
-    return svc.to_detail(svc.get_ticket(session, number))
+    ticket = svc.get_ticket(session, number)
+    return svc.to_detail(ticket, [bundle_public(b) for b in ticket_bundles(session, ticket)])
 
 
 @router.patch("/{number}", summary="Change status, assignee, priority or title")

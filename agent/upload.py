@@ -1,0 +1,209 @@
+"""Resumable bundle uploads, and the outbox that keeps bundles until they are delivered.
+
+A bundle goes into the outbox first (a file and a small JSON record in the
+agent directory), so neither a dropped connection, a server restart nor a
+restart of this program loses it: the next attempt asks the server which chunks
+it already has and sends only the rest. Every chunk carries its SHA-256, and
+the server checks the whole file's SHA-256 before it accepts the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agent.http import ServerConnection
+from agent.paths import agent_dir, write_private
+from agent.state import AgentState
+from protocol.schemas import BundlePublic, ServerInfo, UploadStatus
+from protocol.status import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
+
+OUTBOX = "outbox"
+Progress = Callable[[int, int], None]  # (bytes sent so far, total bytes)
+
+
+@dataclass
+class OutboxEntry:
+    """A bundle waiting to be delivered to a ticket."""
+
+    id: str
+    ticket: str
+    server_url: str
+    archive: str  # file name inside the outbox
+    size: int
+    sha256: str
+    created_at: float
+    upload_id: str | None = None
+
+    def path(self, outbox: Path) -> Path:
+        return outbox / self.archive
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts per step, and capped exponential back-off with jitter."""
+
+    attempts: int = 8
+    first_delay: float = 0.5
+    max_delay: float = 15.0
+    deadline: float = 900.0  # seconds for one bundle, all retries included
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_delay, self.first_delay * (2 ** attempt))
+        return base * (0.5 + random.random() / 2)
+
+
+def outbox_dir(directory: Path | None = None) -> Path:
+    path = (directory or agent_dir()) / OUTBOX
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def enqueue(archive: Path, ticket: str, server_url: str, *, directory: Path | None = None, move: bool = True) -> OutboxEntry:
+    """Put a bundle archive in the outbox (moved, or copied) and return its record."""
+    box = outbox_dir(directory)
+    size, sha256 = file_digest(archive)
+    entry_id = f"{int(time.time())}-{sha256[:12]}"
+    target = box / f"{entry_id}.tar.gz"
+    if move:
+        shutil.move(str(archive), target)
+    else:
+        shutil.copyfile(archive, target)
+    target.chmod(0o600)
+    entry = OutboxEntry(entry_id, ticket, server_url, target.name, size, sha256, time.time())
+    _save(box, entry)
+    return entry
+
+
+def _save(box: Path, entry: OutboxEntry) -> None:
+    write_private(box / f"{entry.id}.json", json.dumps(asdict(entry), indent=2).encode())
+
+
+def pending(directory: Path | None = None) -> list[OutboxEntry]:
+    """Bundles still waiting in the outbox, oldest first (damaged records are skipped)."""
+    box = outbox_dir(directory)
+    entries = []
+    for record in sorted(box.glob("*.json")):
+        try:
+            entry = OutboxEntry(**json.loads(record.read_text()))
+        except (ValueError, TypeError):
+            continue
+        if entry.path(box).exists():
+            entries.append(entry)
+    return sorted(entries, key=lambda e: e.created_at)
+
+
+def remove(entry: OutboxEntry, directory: Path | None = None) -> None:
+    box = outbox_dir(directory)
+    entry.path(box).unlink(missing_ok=True)
+    (box / f"{entry.id}.json").unlink(missing_ok=True)
+
+
+def _retrying(policy: RetryPolicy, started: float, step: Callable[[], object], what: str,
+              sleep: Callable[[float], None] = time.sleep) -> object:
+    """Run ``step`` until it succeeds; retry only what a retry can fix (network, server busy)."""
+    last: HelplineError | None = None
+    for attempt in range(policy.attempts):
+        try:
+            return step()
+        except (UnavailableError, DamagedError) as exc:
+            last = exc
+        except HelplineError as exc:
+            if type(exc) is not HelplineError:  # a definite refusal (auth, not found, too large…)
+                raise
+            last = exc  # an unexpected server error (5xx): worth another try
+        if time.monotonic() - started > policy.deadline:
+            break
+        sleep(policy.delay(attempt))
+    assert last is not None
+    raise UnavailableError(f"Could not {what}: {last.message}", hint="The bundle stays queued; run `helpline share --send-queued` later.") from last
+
+
+def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = None, progress: Progress | None = None,
+            policy: RetryPolicy = RetryPolicy(), connection: ServerConnection | None = None) -> BundlePublic:
+    """Send one outbox bundle to its ticket, resuming where any earlier attempt stopped.
+
+    On success the bundle leaves the outbox. Raise UnavailableError (the bundle
+    stays queued) when the server stays unreachable, TooLargeError before any
+    data is sent if the server would refuse the size, and other HelplineErrors
+    for refusals a retry cannot fix.
+    """
+    box = outbox_dir(directory)
+    started = time.monotonic()
+    conn = connection or ServerConnection(entry.server_url, credential, timeout=60)
+    try:
+        info = ServerInfo.model_validate(_retrying(policy, started, lambda: conn.get("server"), "reach the server"))
+        if entry.size > info.max_bundle_bytes:
+            raise TooLargeError(
+                f"The bundle is {entry.size / 1e6:.1f} MB; the server takes at most {info.max_bundle_bytes / 1e6:.0f} MB.",
+                hint="Leave a category out with --exclude, or save it with --output and send it another way.",
+            )
+        for round_ in range(2):  # a second round only if the server let the first upload expire
+            try:
+                bundle = _upload_once(conn, entry, box, policy, started, progress)
+                break
+            except ConflictError:
+                if round_:
+                    raise
+    finally:
+        if connection is None:
+            conn.close()
+    remove(entry, directory)
+    return bundle
+
+
+def _upload_once(conn: ServerConnection, entry: OutboxEntry, box: Path, policy: RetryPolicy, started: float,
+                 progress: Progress | None) -> BundlePublic:
+    def start() -> UploadStatus:
+        body = {"filename": "bundle.tar.gz", "size": entry.size, "sha256": entry.sha256}
+        return UploadStatus.model_validate(conn.post(f"agent/tickets/{entry.ticket}/uploads", json=body))
+
+    status = _retrying(policy, started, start, "start the upload")
+    entry.upload_id = status.id
+    _save(box, entry)
+    if not status.complete:
+        _send_chunks(conn, entry, entry.path(box), status, policy, started, progress)
+    # Completing is idempotent: after a lost answer it returns the bundle already made.
+    bundle = _retrying(policy, started, lambda: conn.post(f"uploads/{status.id}/complete"), "complete the upload")
+    if progress:
+        progress(entry.size, entry.size)
+    return BundlePublic.model_validate(bundle)
+
+
+def _send_chunks(conn: ServerConnection, entry: OutboxEntry, path: Path, status: UploadStatus, policy: RetryPolicy,
+                 started: float, progress: Progress | None) -> None:
+    have = set(status.received)
+    sent = sum(min(status.chunk_size, entry.size - i * status.chunk_size) for i in have)
+    if progress:
+        progress(sent, entry.size)
+    with path.open("rb") as fh:
+        for index in range(status.chunks):
+            if index in have:
+                continue
+            fh.seek(index * status.chunk_size)
+            data = fh.read(status.chunk_size)
+            digest = hashlib.sha256(data).hexdigest()
+
+            def put(index: int = index, data: bytes = data, digest: str = digest) -> object:
+                return conn.request("PUT", f"uploads/{status.id}/chunks/{index}", content=data,
+                                    headers={"X-Chunk-SHA256": digest, "Content-Type": "application/octet-stream"})
+
+            _retrying(policy, started, put, f"send chunk {index}")
+            sent += len(data)
+            if progress:
+                progress(sent, entry.size)

@@ -1,0 +1,189 @@
+"""Bundle uploads: resumable through dropped connections, server and client restarts,
+byte-identical on arrival; hostile or oversized bundles refused without losing anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+
+import pytest
+
+from agent import upload
+from agent.http import ServerConnection
+from protocol.status import ExitStatus, InvalidInputError, TooLargeError, UnavailableError
+from tests.support.bundles import write_archive
+from tests.support.flaky_proxy import FlakyProxy
+from tests.support.live import free_port, token_of
+
+pytestmark = pytest.mark.e2e
+
+FAST = upload.RetryPolicy(attempts=12, first_delay=0.05, max_delay=1.0, deadline=120)
+CHUNK = 256 * 1024
+
+
+def paired_pc(server, admin_pc, make_pc, name="user"):
+    number = admin_pc.ok("ticket", "create", "Upload test", "--json").json()["number"]
+    code = admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"]
+    pc = make_pc(name)
+    pc.ok("pair", code, "--server", server.url)
+    credential = json.loads((pc.agent_dir / "agent.json").read_text())["credential"]
+    return number, pc, credential
+
+
+def downloaded(server, admin_pc, number) -> tuple[dict, bytes]:
+    bundles = admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]
+    assert len(bundles) == 1
+    with ServerConnection(server.url, token_of(admin_pc)) as conn:
+        response = conn._client.get(f"/v1/bundles/{bundles[0]['id']}/archive")
+    assert response.status_code == 200
+    return bundles[0], response.content
+
+
+@pytest.fixture
+def chunked_server(server_factory):
+    return server_factory(upload_chunk_bytes=str(CHUNK))
+
+
+def test_upload_survives_dropped_connections(chunked_server, make_pc, tmp_path):
+    admin = make_pc("admin")
+    admin.login(chunked_server)
+    number, pc, credential = paired_pc(chunked_server, admin, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz", payload=3 * 1024 * 1024)
+    original = archive.read_bytes()
+    proxy = FlakyProxy(chunked_server.port, drop_after=600 * 1024, drops=4).start()
+    try:
+        entry = upload.enqueue(archive, number, proxy.url, directory=pc.agent_dir)
+        bundle = upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST)
+    finally:
+        proxy.stop()
+    assert proxy.dropped >= 3
+    meta, data = downloaded(chunked_server, admin, number)
+    assert data == original
+    assert meta["sha256"] == hashlib.sha256(original).hexdigest() == bundle.sha256
+    assert upload.pending(pc.agent_dir) == []
+    timeline = admin.ok("ticket", "show", number, "--json").json()["timeline"]
+    assert timeline[-1]["kind"] == "bundle"
+
+
+def test_upload_resumes_after_server_restart(chunked_server, make_pc, tmp_path):
+    admin = make_pc("admin")
+    admin.login(chunked_server)
+    number, pc, credential = paired_pc(chunked_server, admin, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz", payload=2 * 1024 * 1024)
+    original = archive.read_bytes()
+    restarted = threading.Event()
+
+    def restart_midway(sent: int, total: int) -> None:
+        if sent >= 3 * CHUNK and not restarted.is_set():
+            restarted.set()
+            chunked_server.stop()  # the server goes away between two chunks
+            threading.Thread(target=lambda: (time.sleep(1.0), chunked_server.start()), daemon=True).start()
+
+    entry = upload.enqueue(archive, number, chunked_server.url, directory=pc.agent_dir)
+    upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST, progress=restart_midway)
+    assert restarted.is_set()
+    _, data = downloaded(chunked_server, admin, number)
+    assert data == original
+
+
+def test_upload_resumes_after_client_restart(chunked_server, make_pc, tmp_path):
+    admin = make_pc("admin")
+    admin.login(chunked_server)
+    number, pc, credential = paired_pc(chunked_server, admin, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz", payload=2 * 1024 * 1024)
+    original = archive.read_bytes()
+
+    def crash(sent: int, total: int) -> None:
+        if sent >= 4 * CHUNK:
+            raise KeyboardInterrupt  # the program is stopped half-way
+
+    entry = upload.enqueue(archive, number, chunked_server.url, directory=pc.agent_dir)
+    with pytest.raises(KeyboardInterrupt):
+        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST, progress=crash)
+    queued = upload.pending(pc.agent_dir)
+    assert [e.id for e in queued] == [entry.id] and queued[0].upload_id
+
+    first_report: list[int] = []
+    upload.deliver(queued[0], credential, directory=pc.agent_dir, policy=FAST,
+                   progress=lambda sent, total: first_report.append(sent))
+    assert first_report[0] >= 4 * CHUNK  # only the missing chunks were sent again
+    _, data = downloaded(chunked_server, admin, number)
+    assert data == original
+    assert upload.pending(pc.agent_dir) == []
+
+
+def test_unreachable_server_keeps_the_bundle_queued(live_server, admin_pc, make_pc, tmp_path):
+    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz")
+    entry = upload.enqueue(archive, number, f"http://127.0.0.1:{free_port()}", directory=pc.agent_dir)
+    quick = upload.RetryPolicy(attempts=2, first_delay=0.01, max_delay=0.02, deadline=5)
+    with pytest.raises(UnavailableError) as err:
+        upload.deliver(entry, credential, directory=pc.agent_dir, policy=quick)
+    assert err.value.status == ExitStatus.UNAVAILABLE
+    assert "stays queued" in err.value.hint
+    assert [e.id for e in upload.pending(pc.agent_dir)] == [entry.id]
+
+
+def test_oversized_bundle_is_refused_before_sending(server_factory, make_pc, tmp_path):
+    server = server_factory(max_bundle_bytes="20000")
+    admin = make_pc("admin")
+    admin.login(server)
+    number, pc, credential = paired_pc(server, admin, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz", payload=100_000)
+    entry = upload.enqueue(archive, number, server.url, directory=pc.agent_dir)
+    with pytest.raises(TooLargeError):
+        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST)
+    assert admin.ok("audit", "--action", "upload.", "--json").json() == []
+    # The server refuses it too, if asked directly.
+    with ServerConnection(server.url, credential) as conn, pytest.raises(TooLargeError):
+        conn.post(f"agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": 100_000, "sha256": "0" * 64})
+
+
+@pytest.mark.parametrize("members, reason", [
+    ([("helpline-bundle/../../etc/cron.d/evil", b"* * * * * root sh")], "climbs out"),
+    ([("/etc/passwd", b"root::0:0")], "absolute path"),
+    ([("helpline-bundle/manifest.json", b"{}")], "lacks summary.json"),
+    ([("elsewhere/manifest.json", b"{}")], "outside helpline-bundle"),
+])
+def test_hostile_bundles_are_refused(live_server, admin_pc, make_pc, tmp_path, members, reason):
+    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    good = write_archive(tmp_path / "good.tar.gz")
+    upload.deliver(upload.enqueue(good, number, live_server.url, directory=pc.agent_dir), credential,
+                   directory=pc.agent_dir, policy=FAST)
+    hostile = write_archive(tmp_path / "evil.tar.gz", members)
+    entry = upload.enqueue(hostile, number, live_server.url, directory=pc.agent_dir)
+    with pytest.raises(InvalidInputError) as err:
+        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST)
+    assert reason in err.value.message
+    bundles = admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]
+    assert len(bundles) == 1  # the earlier bundle is still there, the hostile one is not
+    refused = admin_pc.ok("audit", "--action", "bundle.refused", "--json").json()
+    assert len(refused) == 1 and reason in refused[0]["details"]["reason"]
+
+
+def test_damaged_chunk_is_refused(live_server, admin_pc, make_pc, tmp_path):
+    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz")
+    size = archive.stat().st_size
+    with ServerConnection(live_server.url, credential) as conn:
+        status = conn.post(f"agent/tickets/{number}/uploads",
+                           json={"filename": "b.tar.gz", "size": size, "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()})
+        response = conn._client.put(f"/v1/uploads/{status['id']}/chunks/0", content=archive.read_bytes(),
+                                    headers={"X-Chunk-SHA256": "0" * 64, "Content-Type": "application/octet-stream"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "damaged"
+
+
+def test_other_pc_cannot_touch_an_upload(live_server, admin_pc, make_pc, tmp_path):
+    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    _, other, other_credential = paired_pc(live_server, admin_pc, make_pc, "other")
+    archive = write_archive(tmp_path / "b.tar.gz")
+    size, digest = upload.file_digest(archive)
+    with ServerConnection(live_server.url, credential) as conn:
+        status = conn.post(f"agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
+    with ServerConnection(live_server.url, other_credential) as conn:
+        response = conn._client.get(f"/v1/uploads/{status['id']}")
+        assert response.status_code == 404
+        refused = conn._client.post(f"/v1/agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
+        assert refused.status_code == 404  # not linked to that ticket

@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     status = ExitStatus.OK
     try:
-        command.main(args=argv, prog_name="helpline", standalone_mode=False)
+        # Without standalone mode, click returns the status of an Exit or an interrupt instead of exiting.
+        returned = command.main(args=argv, prog_name="helpline", standalone_mode=False)
+        if isinstance(returned, int) and returned:
+            status = returned
+            if returned == ExitStatus.INTERRUPTED:
+                output.error("Stopped.")
     except HelplineError as exc:
         if output.DEBUG["enabled"]:
             traceback.print_exc()

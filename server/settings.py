@@ -110,8 +110,9 @@ class ServerSettings(BaseSettings):
                 "The server's secret_key is the default.",
                 hint="Run `helpline server init` to generate one, set HELPLINE_SECRET_KEY, or start with --dev for local trials.",
             )
-        if self.blob_backend == "s3" and not (self.s3_bucket and self.s3_access_key and self.s3_secret_key):
-            raise ConfigError("S3 blob storage needs s3_bucket, s3_access_key and s3_secret_key.")
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ConfigError("S3 blob storage needs s3_bucket.", hint="Credentials may come from s3_access_key and "
+                              "s3_secret_key, or from the environment or instance role as boto3 finds them.")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

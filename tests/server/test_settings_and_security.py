@@ -1,0 +1,67 @@
+"""Server settings validation, secret handling and the schema's migrations."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.status import ConfigError
+from server import security
+from server.settings import DEFAULT_SECRET, load_settings
+
+
+def test_default_secret_is_refused_outside_dev(tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.secret_key == DEFAULT_SECRET
+    with pytest.raises(ConfigError, match="secret_key is the default"):
+        settings.refuse_insecure_defaults()
+    load_settings(data_dir=tmp_path, dev=True).refuse_insecure_defaults()
+
+
+def test_file_then_env_then_overrides(tmp_path, monkeypatch):
+    config = tmp_path / "server.toml"
+    config.write_text('port = 9000\nself_service = "anyone"\nsecret_key = "' + "s" * 40 + '"\n[response_policy]\nnormal = 30\n')
+    monkeypatch.setenv("HELPLINE_PORT", "9100")
+    settings = load_settings(config, data_dir=tmp_path)
+    assert settings.port == 9100 and settings.self_service == "anyone"
+    assert settings.response_policy.normal == 30 and settings.response_policy.high == 120
+    assert load_settings(config, port=9200).port == 9200
+
+
+@pytest.mark.parametrize("text, setting", [
+    ('port = "eighty"', "port"),
+    ('self_service = "everyone"', "self_service"),
+    ('secret_key = "short"', "secret_key"),
+    ("[response_policy]\nnormal = -5", "response_policy.normal"),
+    ("unknown_setting = 1", "unknown_setting"),
+])
+def test_invalid_settings_name_the_setting(tmp_path, text, setting):
+    config = tmp_path / "server.toml"
+    config.write_text(text + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    assert f"Invalid server setting {setting}" in err.value.message
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken)
+
+
+def test_password_hashes():
+    stored = security.hash_password("correct horse battery staple")
+    assert stored.startswith("scrypt$") and "correct" not in stored
+    assert security.verify_password("correct horse battery staple", stored)
+    assert not security.verify_password("correct horse battery stapl", stored)
+    assert not security.verify_password("x", "not-a-hash")
+    assert security.hash_password("same") != security.hash_password("same")  # salted
+
+
+def test_tokens_and_digests():
+    token = security.new_token(security.TOKEN_PREFIX_USER)
+    assert token.startswith("hlu_") and len(token) > 40
+    assert security.token_digest(token) != token and len(security.token_digest(token)) == 64
+    assert security.keyed_digest("k1" * 20, "ABCD1234") != security.keyed_digest("k2" * 20, "ABCD1234")

@@ -65,3 +65,11 @@ def test_tokens_and_digests():
     assert token.startswith("hlu_") and len(token) > 40
     assert security.token_digest(token) != token and len(security.token_digest(token)) == 64
     assert security.keyed_digest("k1" * 20, "ABCD1234") != security.keyed_digest("k2" * 20, "ABCD1234")
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "server.toml.example"
+    settings = load_settings(example)
+    assert settings.self_service == "enrolled" and settings.rate_limits.pairing_per_ip == 10

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,6 +129,31 @@ class ServerConnection:
         except ValueError as exc:
             raise UnavailableError(f"{self.base_url} did not answer like a Helpline server.",
                                    hint="Check the address.") from exc
+
+    def download(self, path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
+        """Stream a file to ``dest``; return (size, sha256), checked against X-Content-SHA256 if sent."""
+        url = path if path.startswith("/") else f"{API_PREFIX}/{path}"
+        digest, size = hashlib.sha256(), 0
+        try:
+            with self._client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                total = int(response.headers.get("Content-Length") or 0)
+                with dest.open("wb") as out:
+                    for block in response.iter_bytes(1 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        size += len(block)
+                        if progress:
+                            progress(size, total)
+                claimed = response.headers.get("X-Content-SHA256")
+        except httpx.TransportError as exc:
+            raise UnavailableError(f"The download from {self.base_url} broke off.", hint="Try again.") from exc
+        if claimed and claimed != digest.hexdigest():
+            dest.unlink(missing_ok=True)
+            raise DamagedError("The download arrived damaged (SHA-256 mismatch).", hint="Try again.")
+        return size, digest.hexdigest()
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

@@ -49,25 +49,35 @@ ensure_packages() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 
-# ensure_venv EXTRAS : create .venv and install Helpline (editable) with those extras.
+# ensure_venv EXTRAS : create .venv and install Helpline (editable) with those extras
+# (comma-separated). Skipped when this pyproject.toml was installed with them already.
 ensure_venv() {
-    local extras="$1" stamp want
+    local extras="$1" stamp hash have missing=0 extra
     if [ ! -x "$VENV/bin/python" ]; then
         log "Creating a virtual environment in $VENV"
         python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
     fi
     "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Helpline needs Python 3.11 or newer"
     stamp="$VENV/.helpline-installed"
-    want="$(cat "$HELPLINE_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $extras"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x "$VENV/bin/helpline" ]; then
+    hash="$(sha256sum "$HELPLINE_ROOT/pyproject.toml" | cut -d' ' -f1)"
+    have=""
+    [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$hash" ] && have="$(sed -n 2p "$stamp")"
+    for extra in ${extras//,/ }; do
+        case ",$have," in *",$extra,"*) ;; *) missing=1 ;; esac
+    done
+    if [ -z "$have" ] || [ "$missing" = 1 ] || [ ! -x "$VENV/bin/helpline" ]; then
+        [ -n "$have" ] && extras="$have,$extras"
         log "Installing Helpline [$extras] into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
         if ! "$VENV/bin/python" -m pip install -q -e "$HELPLINE_ROOT[$extras]" > "$VENV/pip-install.log" 2>&1; then
             tail -n 20 "$VENV/pip-install.log" >&2
             die "pip install failed (full log: $VENV/pip-install.log)"
         fi
-        echo "$want" > "$stamp"
+        printf '%s\n%s\n' "$hash" "$extras" > "$stamp"
     fi
+    # Byte-compile the source tree so every `helpline` start is fast, even where
+    # PYTHONDONTWRITEBYTECODE keeps imports from writing .pyc files themselves.
+    "$VENV/bin/python" -m compileall -q -j 0 "$HELPLINE_ROOT/agent" "$HELPLINE_ROOT/cli" "$HELPLINE_ROOT/protocol" "$HELPLINE_ROOT/server" >/dev/null 2>&1 || true
 }
 
 # wait_ready URL SECONDS : poll URL/readyz until it answers 200, at most SECONDS.

@@ -13,7 +13,7 @@ from tests.support.live import token_of
 
 pytestmark = pytest.mark.e2e
 
-AGENT_PATHS = r"^/v1/(agent/|pair$|self-service/)"
+AGENT_PATHS = r"^/v1/(agent/|pair$|self-service/|uploads/)"
 
 
 def schemathesis(server, token: str, cwd: Path, *selection: str) -> tuple[int, str]:

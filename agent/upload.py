@@ -9,6 +9,7 @@ the server checks the whole file's SHA-256 before it accepts the bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -50,6 +51,7 @@ class RetryPolicy:
     """How hard to try: attempts per step, and capped exponential back-off with jitter."""
 
     attempts: int = 8
+    connect_attempts: int = 3  # for the first contact: an unreachable server queues the bundle quickly
     first_delay: float = 0.5
     max_delay: float = 15.0
     deadline: float = 900.0  # seconds for one bundle, all retries included
@@ -147,7 +149,8 @@ def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = Non
     started = time.monotonic()
     conn = connection or ServerConnection(entry.server_url, credential, timeout=60)
     try:
-        info = ServerInfo.model_validate(_retrying(policy, started, lambda: conn.get("server"), "reach the server"))
+        first_contact = dataclasses.replace(policy, attempts=min(policy.attempts, policy.connect_attempts))
+        info = ServerInfo.model_validate(_retrying(first_contact, started, lambda: conn.get("server"), "reach the server"))
         if entry.size > info.max_bundle_bytes:
             raise TooLargeError(
                 f"The bundle is {entry.size / 1e6:.1f} MB; the server takes at most {info.max_bundle_bytes / 1e6:.0f} MB.",

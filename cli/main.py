@@ -12,7 +12,7 @@ import traceback
 import typer
 
 from cli import output
-from cli.commands import admin, engineer, server, user
+from cli.commands import admin, diag, engineer, server, share, user
 from protocol.status import ExitStatus, HelplineError
 
 EPILOG = (
@@ -51,6 +51,7 @@ def _root(
     output.DEBUG["enabled"] = debug
 
 
+share.register(app)
 app.command(rich_help_panel=user.PANEL)(user.pair)
 app.command(rich_help_panel=user.PANEL)(user.request)
 app.command(rich_help_panel=user.PANEL)(user.status)
@@ -59,6 +60,7 @@ app.command(rich_help_panel=engineer.PANEL)(engineer.login)
 app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
 app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
 app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
+app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
 
 app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)

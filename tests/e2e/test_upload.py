@@ -142,9 +142,9 @@ def test_oversized_bundle_is_refused_before_sending(server_factory, make_pc, tmp
 
 
 @pytest.mark.parametrize("members, reason", [
-    ([("helpline-bundle/../../etc/cron.d/evil", b"* * * * * root sh")], "climbs out"),
-    ([("/etc/passwd", b"root::0:0")], "absolute path"),
-    ([("helpline-bundle/manifest.json", b"{}")], "lacks summary.json"),
+    ([("helpline-bundle/../../etc/cron.d/evil", b"* * * * * root sh")], "member path with '..'"),
+    ([("/etc/passwd", b"root::0:0")], "absolute member path"),
+    ([("helpline-bundle/manifest.json", b"{}")], "has no helpline-bundle/summary.json"),
     ([("elsewhere/manifest.json", b"{}")], "outside helpline-bundle"),
 ])
 def test_hostile_bundles_are_refused(live_server, admin_pc, make_pc, tmp_path, members, reason):

@@ -93,15 +93,32 @@ class SoftwareCollector(Collector):
 
     def _finish(self, ctx: CollectContext, manager: str | None, packages: dict[str, str],
                 extras: dict[str, Any]) -> dict[str, Any]:
-        ctx.write_json("software/packages.json", {"manager": manager, "packages": packages, **extras},
+        # A list of {name, version} records, not a name -> version mapping: as mapping keys, package
+        # names such as "passwd" would read like secret settings to the redactor.
+        listing = package_listing(packages)
+        ctx.write_json("software/packages.json", {"manager": manager, "packages": listing, **extras},
                        source=f"python:{manager or 'none'}")
         return {
             "package_manager": manager,
             "package_count": len(packages),
-            "packages": packages,
+            "packages": listing,
             **{f"{name}_count": len(value) for name, value in extras.items()},
             "apps": app_versions(ctx),
         }
+
+
+def package_listing(packages: dict[str, str]) -> list[dict[str, str]]:
+    """The package table as records sorted by name, the form bundles carry."""
+    return [{"name": name, "version": version} for name, version in sorted(packages.items())]
+
+
+def package_versions(listing: Any) -> dict[str, str]:
+    """Name -> version from a package listing (records, or the older mapping form)."""
+    if isinstance(listing, dict):
+        return {str(name): str(version) for name, version in listing.items()}
+    if isinstance(listing, list):
+        return {str(r["name"]): str(r.get("version", "")) for r in listing if isinstance(r, dict) and "name" in r}
+    return {}
 
 
 def app_versions(ctx: CollectContext) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.diagnostics.collectors.software import package_versions
+
 from agent.diagnostics import collect
 from agent.diagnostics.context import CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
@@ -79,10 +81,10 @@ def test_macos_launchd_jobs_with_nonzero_status(tmp_path, darwin_runner, mac_hom
 
 def test_macos_applications_receipts_and_brew(tmp_path, darwin_runner, mac_home):
     facts = _collect_darwin(tmp_path, darwin_runner, mac_home, categories={"software"}).result("software").facts
-    assert facts["packages"]["Safari"] == "17.4.1"
-    assert facts["packages"]["Microsoft Outlook"] == "16.83"
-    assert facts["packages"]["Python Launcher"] == "3.12.0"
-    assert facts["packages"]["Python Launcher (/Applications/Python 3.10/Python Launcher.app)"] == "3.10.5"
+    assert package_versions(facts["packages"])["Safari"] == "17.4.1"
+    assert package_versions(facts["packages"])["Microsoft Outlook"] == "16.83"
+    assert package_versions(facts["packages"])["Python Launcher"] == "3.12.0"
+    assert package_versions(facts["packages"])["Python Launcher (/Applications/Python 3.10/Python Launcher.app)"] == "3.10.5"
     assert facts["package_count"] == 5
     assert facts["receipts_count"] == 6
     assert facts["brew_count"] == 4

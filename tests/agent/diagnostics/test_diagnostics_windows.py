@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agent.diagnostics import collect
 from agent.diagnostics.collectors.crashes import parse_wer
+from agent.diagnostics.collectors.software import package_versions
 from agent.diagnostics.context import CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
 
@@ -77,11 +78,11 @@ def test_windows_installed_programs(tmp_path, windows_runner, windows_env):
     facts = report.result("software").facts
     assert facts["package_manager"] == "windows-uninstall"
     assert facts["package_count"] == 8
-    assert facts["packages"]["Mozilla Firefox (x64 de)"] == "123.0.1"
-    assert facts["packages"]["7-Zip 23.01 (x64)"] == "23.01"
+    assert package_versions(facts["packages"])["Mozilla Firefox (x64 de)"] == "123.0.1"
+    assert package_versions(facts["packages"])["7-Zip 23.01 (x64)"] == "23.01"
     # Two Teams installs with different versions both stay visible.
-    assert facts["packages"]["Microsoft Teams"] == "1.7.00.3653"
-    assert facts["packages"]["Microsoft Teams [user]"] == "24033.811.2738.2546"
+    assert package_versions(facts["packages"])["Microsoft Teams"] == "1.7.00.3653"
+    assert package_versions(facts["packages"])["Microsoft Teams [user]"] == "24033.811.2738.2546"
     assert facts["apps"] == {"teams": {"version": None, "status": "not_found"}}
     staged = json.loads((tmp_path / "stage" / "software" / "packages.json").read_text())
     assert staged["packages"] == facts["packages"]

@@ -1,0 +1,420 @@
+"""The triage summary of a diagnostics run: a small JSON document with stable keys that an
+engineer (or the server's ticket view) reads first, derived only from the collectors' facts.
+
+Every section is built defensively: a collector that did not run, failed or
+returned facts of an unexpected shape turns its keys into ``null`` instead of
+raising, because a summary with holes is still worth sending. The full package
+list is not here (only its count); it stays in ``raw/software/packages.json``,
+which is what bundle diffs read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .collectors.hardware import DISK_FULL_PERCENT
+from .model import CollectionReport, CollectorStatus
+
+SUMMARY_SCHEMA_VERSION = 1
+TOP_PROCESSES = 5
+TOP_ERRORS = 10
+RECENT_CRASHES = 10
+
+#: The top-level keys every summary has, in order (a value may be null).
+SUMMARY_KEYS: tuple[str, ...] = (
+    "schema_version", "platform", "os", "hostname", "uptime", "uptime_seconds", "boot_time", "timezone",
+    "hardware", "disks", "disk_full", "network", "services", "software", "errors", "crashes", "processes",
+    "attention", "collection",
+)
+
+
+def build_summary(report: CollectionReport, *, excluded: Iterable[str] = ()) -> dict[str, Any]:
+    """Return the triage summary of ``report`` (whose facts should already be redacted).
+
+    Collectors of ``excluded`` categories count as absent. Never raises for
+    missing or malformed facts; their keys are null.
+    """
+    facts = _facts_by_collector(report, set(excluded))
+    system = facts.get("system")
+    hardware = facts.get("hardware")
+    disks = _disks(hardware)
+    summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "platform": report.platform,
+        "os": _os(system),
+        "hostname": _str(_get(system, "hostname")),
+        "uptime": _str(_get(system, "uptime")),
+        "uptime_seconds": _int(_get(system, "uptime_seconds")),
+        "boot_time": _str(_get(system, "boot_time")),
+        "timezone": _timezone(system),
+        "hardware": _hardware(hardware),
+        "disks": disks,
+        "disk_full": None if disks is None else [
+            {"mount": d["mount"], "used_percent": d["used_percent"], "free": d["free"]}
+            for d in disks if d["used_percent"] is not None and d["used_percent"] >= DISK_FULL_PERCENT
+        ],
+        "network": _network(facts.get("network")),
+        "services": _services(facts.get("services"), report.platform),
+        "software": _software(facts.get("software")),
+        "errors": _errors(facts.get("logs")),
+        "crashes": _crashes(facts.get("crashes")),
+        "processes": _processes(facts.get("processes")),
+        "attention": [],
+        "collection": _collection(report, set(excluded)),
+    }
+    summary["attention"] = attention_lines(summary)
+    return summary
+
+
+def attention_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Return one line per thing an engineer should look at first (full disks, failed services, ...)."""
+    lines = []
+    for disk in summary.get("disk_full") or []:
+        lines.append(f"Disk {disk['mount']} is {disk['used_percent']:g} % full")
+    services = summary.get("services") or {}
+    failed = services.get("failed") or []
+    if failed:
+        lines.append(f"{len(failed)} failed service(s): {', '.join(failed[:5])}" + (" ..." if len(failed) > 5 else ""))
+    stopped = services.get("stopped_enabled") or []
+    if stopped:
+        lines.append(f"{len(stopped)} service(s) set to start but not running: {', '.join(stopped[:5])}"
+                     + (" ..." if len(stopped) > 5 else ""))
+    crashes = summary.get("crashes") or {}
+    if crashes.get("count"):
+        window = (summary.get("errors") or {}).get("window_hours") or "?"
+        lines.append(f"{crashes['count']} crash(es) in the last {window:g} h" if isinstance(window, (int, float))
+                     else f"{crashes['count']} recent crash(es)")
+    network = summary.get("network") or {}
+    for probe in network.get("reachability") or []:
+        if probe.get("reachable") is False:
+            lines.append(f"{probe.get('target')} is unreachable ({probe.get('problem') or 'no connection'})")
+    memory = (summary.get("hardware") or {}).get("memory_used_percent")
+    if isinstance(memory, (int, float)) and memory >= 90:
+        lines.append(f"Memory is {memory:g} % used")
+    zombies = (summary.get("processes") or {}).get("zombies")
+    if zombies:
+        lines.append(f"{zombies} zombie process(es)")
+    collection = summary.get("collection") or {}
+    broken = [name for name, status in (collection.get("collectors") or {}).items()
+              if status in (CollectorStatus.ERROR.value, CollectorStatus.TIMEOUT.value)]
+    if broken:
+        lines.append(f"Collection incomplete: {', '.join(broken)} did not finish")
+    return lines
+
+
+# -- sections ----------------------------------------------------------------------
+
+
+def _facts_by_collector(report: CollectionReport, excluded: set[str]) -> dict[str, dict[str, Any]]:
+    """Map collector name (and category) to its facts, leaving out failed, skipped and excluded ones."""
+    found: dict[str, dict[str, Any]] = {}
+    for result in report.results:
+        if result.category in excluded or result.name in excluded:
+            continue
+        if result.status is not CollectorStatus.OK or not isinstance(result.facts, dict) or not result.facts:
+            continue
+        found.setdefault(result.name, result.facts)
+        found.setdefault(result.category, result.facts)
+    return found
+
+
+def _os(system: dict | None) -> dict[str, Any] | None:
+    if system is None:
+        return None
+    os_facts = _dict(system.get("os")) or {}
+    return {
+        "family": _str(os_facts.get("family")),
+        "name": _str(os_facts.get("name")),
+        "version": _str(os_facts.get("version")),
+        "build": _str(os_facts.get("build")),
+        "pretty_name": _str(os_facts.get("pretty_name")),
+        "kernel": _str(_get(system, "kernel", "release")),
+        "architecture": _str(system.get("architecture")),
+    }
+
+
+def _timezone(system: dict | None) -> dict[str, Any] | None:
+    zone = _dict(_get(system, "timezone"))
+    if zone is None:
+        return None
+    return {"name": _str(zone.get("name")), "utc_offset": _str(zone.get("utc_offset"))}
+
+
+def _hardware(hardware: dict | None) -> dict[str, Any] | None:
+    if hardware is None:
+        return None
+    cpu = _dict(hardware.get("cpu")) or {}
+    memory = _dict(hardware.get("memory")) or {}
+    battery = _dict(hardware.get("battery"))
+    return {
+        "manufacturer": _str(hardware.get("manufacturer")),
+        "model": _str(hardware.get("model")),
+        "cpu_model": _str(cpu.get("model")),
+        "cores": _int(cpu.get("logical_cores")),
+        "physical_cores": _int(cpu.get("physical_cores")),
+        "load_average": [x for x in _list(cpu.get("load_average")) if _num(x) is not None] or None,
+        "memory_total": _int(memory.get("total")),
+        "memory_available": _int(memory.get("available")),
+        "memory_used_percent": _num(memory.get("percent")),
+        "swap_total": _int(memory.get("swap_total")),
+        "swap_used_percent": _num(memory.get("swap_percent")),
+        "battery": None if battery is None else {
+            "percent": _num(battery.get("percent")),
+            "plugged": battery.get("plugged") if isinstance(battery.get("plugged"), bool) else None,
+            "minutes_left": _int(battery.get("minutes_left")),
+        },
+    }
+
+
+def _disks(hardware: dict | None) -> list[dict[str, Any]] | None:
+    if hardware is None or not isinstance(hardware.get("disks"), list):
+        return None
+    disks = []
+    for disk in hardware["disks"]:
+        if not isinstance(disk, dict) or not _str(disk.get("mountpoint")):
+            continue
+        disks.append({
+            "mount": disk["mountpoint"],
+            "fs": _str(disk.get("fstype")),
+            "size": _int(disk.get("total")),
+            "free": _int(disk.get("free")),
+            "used_percent": _num(disk.get("percent")),
+        })
+    return disks
+
+
+def _network(network: dict | None) -> dict[str, Any] | None:
+    if network is None:
+        return None
+    routes = [r for r in _list(network.get("default_routes")) if isinstance(r, dict)]
+    dns = _dict(network.get("dns")) or {}
+    servers: list[str] = []
+    for key in ("resolved_servers", "nameservers"):
+        for server in _list(dns.get(key)):
+            if isinstance(server, str) and server not in servers:
+                servers.append(server)
+    reachability = []
+    for probe in _list(network.get("reachability")):
+        if not isinstance(probe, dict):
+            continue
+        dns_probe, tcp_probe = _dict(probe.get("dns")) or {}, _dict(probe.get("tcp")) or {}
+        problem = _str(probe.get("error")) or (None if tcp_probe.get("status") in (None, "ok") else
+                                              f"tcp {tcp_probe.get('status')}") \
+            or (None if dns_probe.get("status") in (None, "ok") else f"dns {dns_probe.get('status')}")
+        reachability.append({
+            "target": _str(probe.get("target")),
+            "role": _str(probe.get("role")),
+            "reachable": probe.get("reachable") if isinstance(probe.get("reachable"), bool) else None,
+            "dns_ok": dns_probe.get("status") == "ok" if dns_probe else None,
+            "tcp_ok": tcp_probe.get("status") == "ok" if tcp_probe else None,
+            "dns_ms": _num(dns_probe.get("ms")),
+            "latency_ms": _num(tcp_probe.get("ms")) if tcp_probe.get("status") == "ok" else None,
+            "problem": problem,
+        })
+    return {
+        "default_route": {"gateway": _str(routes[0].get("gateway")), "interface": _str(routes[0].get("interface"))}
+        if routes else None,
+        "dns": servers,
+        "dns_search": [s for s in _list(dns.get("search")) if isinstance(s, str)],
+        "proxies": _proxies(_dict(network.get("proxy")) or {}),
+        "reachability": reachability,
+        "server_reachable": network.get("server_reachable") if isinstance(network.get("server_reachable"), bool)
+        else None,
+    }
+
+
+def _proxies(proxy: dict[str, Any]) -> list[dict[str, str]]:
+    """Flatten the platform-specific proxy facts into ``[{source, name, value}]``, configured ones only."""
+    found: list[dict[str, str]] = []
+
+    def add(source: str, name: str, value: Any) -> None:
+        if isinstance(value, str) and value.strip():
+            found.append({"source": source, "name": name, "value": value.strip()})
+
+    for source in ("environment", "etc_environment"):
+        for name, value in (_dict(proxy.get(source)) or {}).items():
+            add(source, str(name), value)
+    for line in _list(proxy.get("apt")):
+        add("apt", "Acquire::Proxy", line)
+    user = _dict(proxy.get("user")) or {}
+    if user.get("enabled"):
+        add("windows-user", "server", user.get("server"))
+        add("windows-user", "bypass", user.get("bypass"))
+    add("windows-user", "pac_url", user.get("pac_url"))
+    winhttp = _dict(proxy.get("winhttp")) or {}
+    if winhttp.get("direct") is False:
+        add("winhttp", "server", winhttp.get("server"))
+        add("winhttp", "bypass", winhttp.get("bypass"))
+    system = _dict(proxy.get("system")) or {}
+    for kind, value in (_dict(system.get("proxies")) or {}).items():
+        add("macos-system", str(kind), value)
+    add("macos-system", "pac_url", system.get("pac_url"))
+    return found
+
+
+def _services(services: dict | None, platform: str) -> dict[str, Any] | None:
+    if services is None:
+        return None
+    if "automatic_stopped" in services:  # Windows: the SCM has no "failed" state, only stopped automatic services
+        stopped = _names(services.get("automatic_stopped"), "name")
+        return {"manager": "windows-scm", "count": _int(services.get("service_count")),
+                "failed": [], "stopped_enabled": stopped, "note": None}
+    if "nonzero_status" in services:  # macOS: launchd jobs whose last exit status was not zero
+        return {"manager": "launchd", "count": _int(services.get("service_count")),
+                "failed": _names(services.get("nonzero_status"), "label"), "stopped_enabled": None, "note": None}
+    manager = "systemd" if services.get("systemd") else _str(services.get("init_system"))
+    return {
+        "manager": manager,
+        "count": _int(services.get("service_count")),
+        "failed": _names(services.get("failed"), "unit"),
+        "stopped_enabled": _names(services.get("enabled_not_running"), "unit"),
+        "note": _str(services.get("note")),
+    }
+
+
+def _software(software: dict | None) -> dict[str, Any] | None:
+    if software is None:
+        return None
+    apps = {}
+    for name, info in (_dict(software.get("apps")) or {}).items():
+        apps[str(name)] = _str(info.get("version")) if isinstance(info, dict) else _str(info)
+    count = _int(software.get("package_count"))
+    if count is None and isinstance(software.get("packages"), dict):
+        count = len(software["packages"])
+    return {
+        "manager": _str(software.get("package_manager")),
+        "package_count": count,
+        "extra_counts": {key[: -len("_count")]: value for key, value in software.items()
+                         if key.endswith("_count") and key != "package_count" and isinstance(value, int)},
+        "apps": apps,
+    }
+
+
+def _errors(logs: dict | None) -> dict[str, Any] | None:
+    if logs is None:
+        return None
+    top = []
+    for entry in _list(logs.get("top_errors")):
+        if isinstance(entry, dict) and _str(entry.get("message")):
+            top.append({"message": entry["message"], "count": _int(entry.get("count")) or 0,
+                        "source": _str(entry.get("source"))})
+    return {
+        "window_hours": _num(logs.get("since_hours")),
+        "source": _str(logs.get("source")),
+        "distinct": len(top),
+        "top": top[:TOP_ERRORS],
+    }
+
+
+def _crashes(crashes: dict | None) -> dict[str, Any] | None:
+    if crashes is None:
+        return None
+    recent: list[dict[str, Any]] = []
+    copied = [entry for entry in _list(crashes.get("copied_reports")) if isinstance(entry, dict)]
+    for entry in copied:
+        recent.append({
+            "time": _str(entry.get("time") or entry.get("date") or entry.get("modified")),
+            "program": _str(entry.get("application") or entry.get("executable") or entry.get("name")),
+            "detail": _str(entry.get("signal") or entry.get("exception") or entry.get("exception_code")
+                           or entry.get("fault_module") or entry.get("event_type") or entry.get("problem_type")),
+            "report": _str(entry.get("staged")),
+        })
+    for entry in _list(crashes.get("coredumps")):
+        if isinstance(entry, dict):
+            recent.append({"time": _str(entry.get("time")), "program": _str(entry.get("executable")),
+                           "detail": f"signal {entry['signal']}" if entry.get("signal") is not None else None,
+                           "report": None})
+    # Recent reports and dumps that were listed but not copied (over the copy limit, or dumps never copied).
+    copied_names = {entry.get("name") for entry in copied}
+    for key, detail in (("crash_reports", "crash report"), ("core_files", "core file"), ("crash_dumps", "crash dump"),
+                        ("wer_reports", "error report"), ("diagnostic_reports", "diagnostic report")):
+        for entry in _list(crashes.get(key)):
+            if isinstance(entry, dict) and entry.get("recent") is True and entry.get("name") not in copied_names:
+                recent.append({"time": _str(entry.get("modified")), "program": _str(entry.get("name")),
+                               "detail": detail, "report": None})
+    recent.sort(key=lambda r: r["time"] or "", reverse=True)
+    return {"count": _int(crashes.get("recent_count")) or 0, "recent": recent[:RECENT_CRASHES]}
+
+
+def _processes(processes: dict | None) -> dict[str, Any] | None:
+    if processes is None:
+        return None
+
+    def top(key: str) -> list[dict[str, Any]]:
+        return [{"pid": _int(p.get("pid")), "name": _str(p.get("name")), "cpu_percent": _num(p.get("cpu_percent")),
+                 "memory_percent": _num(p.get("memory_percent")), "rss": _int(p.get("rss"))}
+                for p in _list(processes.get(key)) if isinstance(p, dict)][:TOP_PROCESSES]
+
+    zombies = processes.get("zombies")
+    return {
+        "count": _int(processes.get("count")),
+        "cpu_percent_total": _num(processes.get("cpu_percent_total")),
+        "top_cpu": top("top_cpu"),
+        "top_memory": top("top_memory"),
+        "zombies": len(zombies) if isinstance(zombies, list) else None,
+    }
+
+
+def _collection(report: CollectionReport, excluded: set[str]) -> dict[str, Any]:
+    collectors = {}
+    items: Counter[str] = Counter()
+    for result in report.results:
+        if result.category in excluded or result.name in excluded:
+            collectors[result.name] = "excluded"
+            continue
+        collectors[result.name] = result.status.value
+        items.update(item.status.value for item in result.items)
+    return {
+        "started_at": report.started_at.isoformat(timespec="seconds"),
+        "duration": round(report.duration, 2),
+        "deadline": report.deadline,
+        "collectors": collectors,
+        "items_by_status": dict(sorted(items.items())),
+        "excluded": sorted(excluded),
+    }
+
+
+# -- defensive readers ---------------------------------------------------------------
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict | None:
+    return value if isinstance(value, dict) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _num(value: Any) -> float | int | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _names(rows: Any, key: str) -> list[str] | None:
+    """Return the ``key`` of every dict in ``rows`` (None when the list itself is missing)."""
+    if not isinstance(rows, list):
+        return None
+    return [row[key] for row in rows if isinstance(row, dict) and isinstance(row.get(key), str)]

@@ -1,0 +1,22 @@
+"""Fail-closed redaction of diagnostics before they leave the PC.
+
+``Redactor`` scrubs collected files (secrets always; addresses, host and user names
+on request) into the bundle directory and reports per file what happened;
+``verify_tree`` re-scans the result before upload.
+"""
+
+from agent.redaction.options import RedactionOptions
+from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedaction, Finding
+from agent.redaction.pseudonyms import PseudonymMap
+from agent.redaction.redactor import Redactor
+
+__all__ = [
+    "DROPPED",
+    "NOT_SCRUBBED",
+    "SCRUBBED",
+    "FileRedaction",
+    "Finding",
+    "PseudonymMap",
+    "RedactionOptions",
+    "Redactor",
+]

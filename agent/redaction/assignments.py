@@ -1,0 +1,452 @@
+"""Find secrets written as a named setting and replace the value, keeping the name.
+
+Covers ``key=value``, ``key: value``, ``key = "value"``, ``"key": "value"`` (JSON),
+``'key' => 'value'``, ``export KEY=...``, ``set KEY=...``, command-line flags
+(``--password=x``, ``--password x``, ``-Djavax.net.ssl.keyStorePassword=x``,
+``-storepass x``), connection strings (``Password=a b;``), XML elements
+(``<password>x</password>``) and a few well-known whitespace forms (.netrc,
+redis ``requirepass``, ``netsh wlan`` "Key Content", ``curl -u user:pass``).
+Whether a name holds a secret is decided by :func:`agent.redaction.keys.classify_key`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from agent.redaction import keys
+from agent.redaction.tokens import TOKEN_RE, is_redacted, token
+from agent.redaction.triggers import Triggers
+
+Hit = Callable[[str], None]
+
+KEYWORDS = ("pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk")
+_KEYWORD = "(?:" + "|".join(KEYWORDS) + ")"
+
+# A key is a word containing a keyword. It must start the line or follow a delimiter, so
+# `/etc/passwd:` or `bypass=` never qualify; the optional sigil covers flags (-/--), shell
+# and PHP variables ($) and @-names; a quoted key may be followed by `]` (`$cfg['password']`).
+_KEYWORD_IN_LOWERED = re.compile(_KEYWORD)
+_KEYWORD_IN_LINE = re.compile(_KEYWORD, re.I)
+_KEY_DELIMITERS = frozenset(" \t,;:{([&?|'\"`<>=*")
+_ASSIGN_AT = re.compile(
+    r"(?P<sigil>--?|\$|@)?"
+    r"(?P<kq>[\"'])?"
+    r"(?P<key>\w[\w.\-]*)"
+    r"(?(kq)(?P=kq)\]?)"
+    r"(?P<sep>[ \t]*(?:=>|:=|=|:(?![:/\\])|,)[ \t]*|[ \t]+)"
+)
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _assignment_at_keyword(line: str, start: int, end: int) -> re.Match[str] | None:
+    """Return the ``key <sep>`` match around the keyword at ``line[start:end]``, if the keyword is in a key."""
+    word_start = start
+    while word_start > 0 and (line[word_start - 1] in _KEY_CHARS or line[word_start - 1].isalnum()):
+        word_start -= 1
+    key_start = word_start
+    while key_start < start and line[key_start] in ".-":
+        key_start += 1  # leading dashes are the flag sigil, not part of the key
+    sigil = line[word_start:key_start]
+    if sigil not in ("", "-", "--"):
+        return None
+    candidates = [word_start]
+    if not sigil:
+        if word_start > 0 and line[word_start - 1] in "\"'":
+            candidates.insert(0, word_start - 1)  # a quoted key: "password": ...
+        if word_start > 0 and line[word_start - 1] in "$@":
+            candidates.insert(0, word_start - 1)
+    for p in candidates:
+        if p > 0 and line[p - 1] not in _KEY_DELIMITERS:
+            continue
+        m = _ASSIGN_AT.match(line, p)
+        if m is not None and m.start("key") == key_start and m.end("key") >= end:
+            return m
+    return None
+
+
+# What may stand before a key for the line to be a config line (value runs to end of line):
+# indentation, a comment marker (commented-out secrets are still secrets), a shell builtin,
+# or a YAML list dash.
+_CONFIG_PREFIX = re.compile(
+    r"[ \t]*(?:(?:#+|;+|//|--|\*|REM[ \t])[ \t]*)?"
+    r"(?:(?:export|set|setx|declare(?:[ \t]+-\w+)*|local|readonly|typeset|env)[ \t]+)?"
+    r"(?:-[ \t]+)?",
+    re.I,
+)
+_ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
+_CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
+_MID_VALUE = re.compile(r"[^\s&\"'<>]+")
+_CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[\w.\-]+[=:]")
+_JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
+_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+
+# Values that are not secrets: booleans, nulls, masks, placeholders, status words
+# ("Invalid token: expired"), variable references and YAML block indicators.
+_NOT_SECRET_WORDS = frozenset(
+    """
+    true false yes no on off null nil none undefined ~ (null) <none> n/a na - -- ---
+    expired invalid missing required empty incorrect wrong mismatch changed updated accepted
+    rejected denied failed failure ok unknown revoked malformed absent present set unset not
+    valid ignored disabled enabled refreshed granted pending unavailable error success
+    successful removed created deleted saved stored cleared found reset locked unlocked
+    timeout verified unverified hidden redacted omitted masked optional supplied provided
+    unauthorized unauthenticated forbidden refused unsupported unrecognized unrecognised exceeded
+    mismatched used unused consumed issued renewed rotated
+    """.split()
+)
+# dpkg's multiarch qualifier: `libsecret-1-0:amd64` names a package, not a secret.
+_ARCHITECTURES = frozenset(
+    "amd64 arm64 i386 i686 armhf armel all any x86_64 aarch64 noarch ppc64el ppc64le s390x riscv64 mips64el".split()
+)
+_REFERENCE = re.compile(
+    r"\$\{[^}\s]+\}|\$[A-Z_][A-Z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%|\{\{[^{}]*\}\}|<[^<>]*>"
+    r"|[*•xX#]{3,}|[|>][-+0-9]*|!\S+[ \t]+[|>][-+0-9]*"
+)
+# The `passwd` program and nsswitch.conf both print "passwd: ..." without any secret.
+_NSS_SOURCES = frozenset(
+    "files systemd sss ldap nis nisplus compat winbind db dns mdns4_minimal myhostname resolve "
+    "mymachines hesiod cache extrausers google_oslogin".split()
+)
+_EOL_KINDS = frozenset({keys.COOKIE})
+
+
+def _closing_quote(line: str, start: int, quote: str) -> int:
+    """Return the index of the quote that closes a string opened just before ``start``, or -1."""
+    i = start
+    escapes = quote != "'"  # shell and YAML single quotes have no backslash escapes
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and escapes:
+            i += 2
+            continue
+        if c == quote:
+            return i
+        i += 1
+    return -1
+
+
+def _closing_bracket(line: str, start: int) -> int:
+    """Return the index of the ``]`` closing the ``[`` at ``start`` (ignoring brackets inside quotes), or -1."""
+    depth = 0
+    quote = ""
+    for i in range(start, len(line)):
+        c = line[i]
+        if quote:
+            if c == quote and line[i - 1] != "\\":
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _strip_unbalanced(value: str) -> str:
+    """Drop trailing separators and closing brackets that belong to the surrounding text."""
+    while value and value[-1] in ",;)]}":
+        opener = {")": "(", "]": "[", "}": "{"}.get(value[-1])
+        if opener and value.count(opener) >= value.count(value[-1]):
+            break
+        value = value[:-1]
+    return value
+
+
+def looks_like_prose(value: str, following: str) -> bool:
+    """True for "Invalid token: signature mismatch" or "authorization: denied": a lower-case word that
+    is a status or is followed by more words, rather than a credential."""
+    word = value.split(None, 1)[0] if value.strip() else ""
+    if not word.isalpha() or not word.islower():
+        return False
+    return word in _NOT_SECRET_WORDS or (len(following) >= 2 and following[0] == " " and following[1].isalpha())
+
+
+def is_not_secret(value: str) -> bool:
+    """Return True for values that cannot be secrets (empty, boolean, placeholder, reference, a token)."""
+    v = value.strip()
+    if not v or is_redacted(v):
+        return True
+    if v.lower() in _NOT_SECRET_WORDS:
+        return True
+    return _REFERENCE.fullmatch(v) is not None
+
+
+class Assignments:
+    """Secrets in ``name <separator> value`` form, in every quoting and separator style."""
+
+    names = (
+        keys.PASSWORD,
+        keys.SECRET,
+        keys.TOKEN,
+        keys.API_KEY,
+        keys.PRIVATE_KEY,
+        keys.AWS_SECRET_KEY,
+        keys.AZURE_CLIENT_SECRET,
+        keys.COOKIE,
+        keys.SESSION,
+    )
+
+    def triggers(self) -> Triggers:
+        return Triggers(KEYWORDS)
+
+    def apply(self, line: str, hit: Hit) -> str:
+        out: list[str] = []
+        done = 0  # line[:done] is already in out
+        pos = 0
+        lowered = line.lower()
+        # Searching the lower-cased line is much faster than a case-insensitive search, but only
+        # valid while lower-casing keeps every offset (a few Unicode letters grow).
+        keywords = _KEYWORD_IN_LOWERED.finditer(lowered) if len(lowered) == len(line) else _KEYWORD_IN_LINE.finditer(line)
+        for keyword in keywords:
+            if keyword.start() < pos:
+                continue
+            m = _assignment_at_keyword(line, keyword.start(), keyword.end())
+            if m is None or m.start() < pos:
+                continue
+            pos = m.end()
+            sep = m.group("sep")
+            sigil = m.group("sigil") or ""
+            flag = sigil.startswith("-")
+            whitespace_sep = not sep.strip()
+            if whitespace_sep and not flag:
+                pos = m.end("key")  # "Failed password for ..." is prose, not a setting
+                continue
+            if sep.strip() == "," and not self._call_argument(line, m):
+                pos = m.end("key")
+                continue
+            kind = keys.classify_key(m.group("key"))
+            if kind is None:
+                continue  # keep scanning after the separator: `--from-literal=password=x`
+            span = self._value_span(line, m, kind, flag=flag, whitespace_sep=whitespace_sep)
+            if span is None:
+                continue
+            start, end, replacement = span
+            out.append(line[done:start])
+            out.append(replacement(kind))
+            hit(kind)
+            done = pos = end
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
+
+    @staticmethod
+    def _call_argument(line: str, m: re.Match[str]) -> bool:
+        """``setenv("DB_PASSWORD", "x")``: a quoted name and a quoted value as arguments of a call."""
+        before = line[: m.start()]
+        return bool(m.group("kq")) and line[m.end() : m.end() + 1] in ("'", '"') and before.count("(") > before.count(")")
+
+    def _value_span(
+        self, line: str, m: re.Match[str], kind: str, *, flag: bool, whitespace_sep: bool
+    ) -> tuple[int, int, Callable[[str], str]] | None:
+        """Return (start, end, make_replacement) for the value after ``m``, or None if it is not a secret."""
+        vstart = m.end()
+        if vstart >= len(line) or TOKEN_RE.match(line, vstart):
+            return None  # nothing, or already replaced by a more specific detector
+        key = m.group("key")
+        sep = m.group("sep").strip()
+        first = line[vstart]
+        if line.startswith(('"""', "'''"), vstart):
+            close = line.find(line[vstart : vstart + 3], vstart + 3)
+            end = close if close != -1 else len(line.rstrip())
+            if is_not_secret(line[vstart + 3 : end]):
+                return None
+            return vstart + 3, end, token
+        if first in "\"'`":
+            close = _closing_quote(line, vstart + 1, first)
+            end = close if close != -1 else len(line.rstrip())
+            if is_not_secret(line[vstart + 1 : end]):
+                return None
+            return vstart + 1, end, token
+        if first == "{":
+            return None  # a nested object: its own keys are found separately
+        if first == "[":
+            return self._list_span(line, vstart)
+        if whitespace_sep:
+            word = line[vstart:].split(None, 1)[0]
+            if word.startswith("-") or is_not_secret(word) or not re.search(r"\w", word):
+                return None  # `--password -h db`, `--with-token <<< ...`: no value follows the flag
+            return vstart, vstart + len(word), token
+        config_line = not flag and _CONFIG_PREFIX.fullmatch(line, 0, m.start()) is not None
+        rest = line[vstart:]
+        opener = line[m.start() - 1] if m.start() > 0 and not m.group("kq") and not m.group("sigil") else ""
+        if sep == ":" and not m.group("sep").endswith((" ", "\t")) and self._tight_colon_label(line, m, vstart):
+            return None
+        if opener in ("'", '"'):
+            # `echo "password: a b c"`: the value runs to the end of the string that starts with the key.
+            close = line.find(opener, vstart)
+            end = close if close != -1 else len(line.rstrip())
+            if end > vstart and line[end - 1] == "\\" and opener == '"':
+                end -= 1  # an escaped quote inside JSON: keep the backslash
+            value = line[vstart:end]
+            return None if is_not_secret(value) else (vstart, end, token)
+        if kind in _EOL_KINDS:
+            value = rest.rstrip()
+        elif m.group("kq") == '"':
+            bare = _JSON_BARE_VALUE.match(rest)
+            value = bare.group(0) if bare else ""
+            if is_not_secret(value):
+                return None
+            return vstart, vstart + len(value), lambda k: f'"{token(k)}"'  # keep JSON valid
+        elif config_line and not _ANOTHER_ASSIGNMENT.search(rest):
+            value = rest.rstrip()  # `password = correct horse battery staple`
+        else:
+            value = self._mid_line_value(line, vstart, m)
+            if value is None:
+                return None
+        if key.lower() == "passwd" and sep == ":" and (" " in value or value in _NSS_SOURCES):
+            return None  # "passwd: password updated successfully", nsswitch.conf
+        if is_not_secret(value):
+            return None
+        if not config_line and sep == ":" and looks_like_prose(value, line[vstart + len(value) :]):
+            return None
+        return vstart, vstart + len(value), token
+
+    @staticmethod
+    def _tight_colon_label(line: str, m: re.Match[str], vstart: int) -> bool:
+        """``libsecret-1-0:amd64`` and PAM's ``(gdm-password:session)`` are labels, not settings."""
+        word = re.match(r"[\w\-]+", line[vstart:])
+        if word is None:
+            return False
+        if word.group(0) in _ARCHITECTURES:
+            return True
+        closes = line[vstart + word.end() : vstart + word.end() + 1] == ")"
+        return closes and m.start() > 0 and line[m.start() - 1] == "(" and word.group(0).islower()
+
+    @staticmethod
+    def _mid_line_value(line: str, vstart: int, m: re.Match[str]) -> str | None:
+        """Return the value of a setting in the middle of a line (log, command line, URL query)."""
+        rest = line[vstart:]
+        semi = rest.find(";")
+        # Connection strings separate pairs with ';' and allow spaces in values: `Password=a b;`.
+        if semi > 0 and "=" not in rest[:semi] and _CONNECTION_STRING.search(line):
+            return rest[:semi].rstrip()
+        mv = _MID_VALUE.match(rest)
+        if mv is None:
+            return None
+        value = mv.group(0)
+        cut = _CUT_AT_NEXT_PAIR.search(value)
+        if cut:
+            value = value[: cut.start()]
+        return _strip_unbalanced(value) or None
+
+    @staticmethod
+    def _list_span(line: str, vstart: int) -> tuple[int, int, Callable[[str], str]] | None:
+        """Secrets given as a list (``tokens: ["a", "b"]``): replace every element, keep the brackets."""
+        close = _closing_bracket(line, vstart)
+        end = close if close != -1 else len(line.rstrip())
+        inner = line[vstart + 1 : end]
+        if is_not_secret(inner.strip().rstrip(",")):
+            return None
+        if _QUOTED.search(inner):
+
+            def replace_strings(kind: str) -> str:
+                return _QUOTED.sub(lambda q: q.group(0)[0] + token(kind) + q.group(0)[0], inner)
+
+            return vstart + 1, end, replace_strings
+        return vstart + 1, end, token
+
+
+_XML_ELEMENT = re.compile(
+    rf"<(?P<tag>[\w:.\-]*?{_KEYWORD}[\w:.\-]*)(?:\s[^>]*)?>(?:\s*<Value>)?(?P<value>[^<]+)",
+    re.I,
+)
+# .NET appSettings and similar: <add key="SmtpPassword" value="..." />
+_XML_KEY_VALUE = re.compile(
+    r"(?i)\b(?:key|name)=(?P<kq>[\"'])(?P<tag>[^\"']+)(?P=kq)[ \t]+value=(?P<vq>[\"'])(?P<value>[^\"']*)(?P=vq)"
+)
+
+
+class XmlElements:
+    """Secrets as XML element text: ``<password>x</password>``, unattend.xml ``<Password><Value>x``."""
+
+    names = Assignments.names
+
+    def triggers(self) -> Triggers:
+        return Triggers(KEYWORDS)  # a tag or key="..." attribute must name a secret
+
+    def apply(self, line: str, hit: Hit) -> str:
+        def replace(m: re.Match[str]) -> str:
+            kind = keys.classify_key(m.group("tag"))
+            if kind is None or is_not_secret(m.group("value")):
+                return m.group(0)
+            hit(kind)
+            s, e = m.span("value")
+            return m.group(0)[: s - m.start()] + token(kind) + m.group(0)[e - m.start() :]
+
+        if "<" not in line:
+            return line
+        return _XML_KEY_VALUE.sub(replace, _XML_ELEMENT.sub(replace, line))
+
+
+# Whitespace-separated forms that are secrets only in these well-known places. Each has a
+# `value` group; a `key` group, if present, must name a secret (see keys.classify_key).
+_NETRC_LINE = re.compile(r"(?i)(?:^|\s)(?:machine|default)(?:\s|$)")
+_NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>\S+)")
+_QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+))"
+# (literals, pattern): the pattern only runs on lines that contain one of the literals (lower case).
+_SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    # redis.conf / sentinel: requirepass hunter2, masterauth hunter2
+    (("requirepass", "masterauth"), re.compile(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),
+    # a continuation line of ~/.netrc: "  password hunter2"
+    (("pass",), re.compile(r"(?i)^[ \t]+(?:password|passwd)[ \t]+(?P<value>[^\s=:]\S*)[ \t]*$")),
+    # netsh wlan show profile key=clear: "Key Content            : MyWifiPass"
+    (("content",), re.compile(r"(?i)\bKey[ \t]+Content[ \t]*:[ \t]*(?P<value>\S.*?)[ \t]*$")),
+    # sshpass -p secret ssh ...
+    (("sshpass",), re.compile(rf"(?i)\bsshpass[ \t]+-p[ \t]*{_QUOTED_OR_WORD}")),
+    # docker login -u user -p secret registry
+    (("docker",), re.compile(rf"(?i)\bdocker[ \t]+login\b.*?(?<!\S)-p[ \t]+{_QUOTED_OR_WORD}")),
+    # htpasswd -b[c] file user password
+    (
+        ("htpasswd",),
+        re.compile(r"\bhtpasswd(?:[ \t]+-\w+)*?[ \t]+-[a-zA-Z]*b[a-zA-Z]*(?:[ \t]+-\w+)*[ \t]+\S+[ \t]+\S+[ \t]+(?P<value>\S+)"),
+    ),
+    # curl -u user:pass, --user, --proxy-user
+    (
+        (" -u", "\t-u", "--user", "--proxy-user"),
+        re.compile(r"(?<!\S)(?:-u|-U|--user|--proxy-user)[ \t=]*[\"']?[^\s:\"'@\[%]+:(?P<value>[^\s\"']+)"),
+    ),
+    # smbclient -U user%pass
+    ((" -u", "\t-u", "--user"), re.compile(r"(?<!\S)(?:-U|--user)[ \t=]*[\"']?[^\s%\"']+%(?P<value>[^\s\"']+)")),
+    # Windows: setx DB_PASSWORD "value"
+    (("setx",), re.compile(rf"(?i)\bsetx[ \t]+[\"']?(?P<key>[\w.\-]+)[\"']?[ \t]+{_QUOTED_OR_WORD}")),
+    # a two-column table of variables (PowerShell `Get-ChildItem Env:`): "API_TOKEN      value"
+    (KEYWORDS, re.compile(r"^[ \t]*(?P<key>[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)[ \t]{2,}(?P<value>\S.*?)[ \t]*$")),
+)
+_SPECIAL_LITERALS = tuple(sorted({literal for literals, _ in _SPECIAL for literal in literals}))
+
+
+class SpecialForms:
+    """Passwords in whitespace-separated forms that only specific tools use (.netrc, redis, netsh, curl...)."""
+
+    names = Assignments.names
+
+    def triggers(self) -> Triggers:
+        return Triggers(_SPECIAL_LITERALS)
+
+    def apply(self, line: str, hit: Hit) -> str:
+        def replace(m: re.Match[str]) -> str:
+            kind = keys.PASSWORD
+            if "key" in m.re.groupindex:
+                kind = keys.classify_key(m.group("key"))
+                if kind is None:
+                    return m.group(0)
+            value = m.group("value")
+            if is_not_secret(value.strip("\"'")):
+                return m.group(0)
+            hit(kind)
+            s, e = m.span("value")
+            return m.group(0)[: s - m.start()] + token(kind) + m.group(0)[e - m.start() :]
+
+        lowered = line.lower()
+        present = {literal for literal in _SPECIAL_LITERALS if literal in lowered}
+        for literals, pattern in _SPECIAL:
+            if not present.isdisjoint(literals):
+                line = pattern.sub(replace, line)
+        if "pass" in lowered and _NETRC_LINE.search(line):
+            line = _NETRC_PASSWORD.sub(replace, line)
+        return line

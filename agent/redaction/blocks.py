@@ -1,0 +1,243 @@
+"""Secrets that span lines: PEM private keys, YAML block values and lists, JSON arrays.
+
+The redactor streams line by line, so a construct that opens on one line and closes
+on a later one is tracked here as an open *block*. Each block decides, for every
+following line, whether the line still belongs to it (and what to emit instead) or
+whether the block has ended (and the rest of the line is ordinary text again).
+Blocks fail closed: a PEM key whose END line never comes swallows the rest of the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.redaction import keys
+from agent.redaction.assignments import is_not_secret
+from agent.redaction.tokens import is_redacted, token
+
+Hit = Callable[[str], None]
+
+PRIVATE_KEY = "private-key"
+
+# Lines that may open a block without any detector firing (PEM BEGIN, PuTTY Private-Lines);
+# settings that open YAML/JSON/XML blocks contain the key-value detectors' keywords anyway.
+TRIGGERS = ("begin", "private-lines")
+PEM_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
+# PuTTY .ppk files: "Private-Lines: 14" followed by that many base64 lines.
+PPK_PRIVATE_LINES = re.compile(r"^Private-Lines:[ \t]*(\d+)[ \t]*$")
+
+_YAML_BLOCK_START = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*:"
+    r"[ \t]*(?P<indicator>(?:!\S+[ \t]+)?[|>][-+0-9]*)?[ \t]*(?:#.*)?$"
+)
+_ARRAY_OPEN = re.compile(r"[:=][ \t]*\[(?P<rest>[^\]]*)$")
+_KEY_BEFORE = re.compile(r"(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*$")
+_LIST_ITEM = re.compile(r"(?P<lead>[ \t]*-[ \t]+)(?P<value>\S.*?)[ \t]*$")
+_NESTED_PAIR = re.compile(r"(?P<lead>[ \t]*[\"']?[\w.\-]+[\"']?[ \t]*:[ \t]*)(?P<value>.*?)[ \t]*$")
+_XML_OPEN_ALONE = re.compile(r"^[ \t]*<(?P<tag>[\w:.\-]+)(?:[ \t][^<>]*)?>[ \t]*$")
+_XML_TEXT = re.compile(r"(?<=>)(?P<text>[^<>]*[^<>\s][^<>]*)(?=<)|^(?P<bare>[ \t]*[^<>\s][^<>]*?)[ \t]*$")
+_JSON_SCALAR = re.compile(r"\"(?:[^\"\\]|\\.)*\"|(?<![\w.\-])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+@dataclass
+class BlockStep:
+    """What a block does with one line: ``out`` replaces the line (None drops it); when ``done``,
+    ``rest`` (if any) is the remainder of the line to scrub as ordinary text."""
+
+    out: str | None
+    done: bool = False
+    rest: str | None = None
+
+
+class Block(Protocol):
+    def feed(self, body: str, hit: Hit) -> BlockStep: ...
+
+
+def _indent(body: str) -> int:
+    return len(body) - len(body.lstrip(" \t"))
+
+
+class PemBlock:
+    """Inside ``-----BEGIN ... PRIVATE KEY-----``: drop every line up to and including the END marker."""
+
+    def __init__(self, begin: re.Match[str]) -> None:
+        kind = re.escape(begin.group(1) or "")
+        suffix = re.escape(begin.group(2) or "")
+        self._end = re.compile(rf"-{{4,5}} ?END {kind}PRIVATE KEY{suffix} ?-{{4,5}}")
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        end = self._end.search(body)
+        if end is None:
+            return BlockStep(None)
+        return BlockStep(None, done=True, rest=body[end.end() :] or None)
+
+
+class CountedLinesBlock:
+    """A fixed number of following lines are secret (PuTTY ``Private-Lines: N``): one token replaces them."""
+
+    def __init__(self, remaining: int) -> None:
+        self._remaining = remaining
+        self._emitted = False
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        if is_redacted(body):
+            return BlockStep(body, done=True)  # scrubbed before: the token stands for all the lines
+        self._remaining -= 1
+        if self._emitted:
+            return BlockStep(None, done=self._remaining <= 0)
+        self._emitted = True
+        hit(PRIVATE_KEY)
+        return BlockStep(token(PRIVATE_KEY), done=self._remaining <= 0)
+
+
+class YamlScalarBlock:
+    """``password: |`` (or ``>``, ``!vault |``): the indented lines that follow are the value."""
+
+    def __init__(self, indent: int, kind: str) -> None:
+        self._indent = indent
+        self._kind = kind
+        self._emitted = False
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        if not body.strip():
+            return BlockStep(body)
+        if _indent(body) <= self._indent:
+            return BlockStep(None, done=True, rest=body)
+        if is_redacted(body):
+            self._emitted = True
+            return BlockStep(body)
+        if self._emitted:
+            return BlockStep(None)
+        self._emitted = True
+        hit(self._kind)
+        return BlockStep(body[: _indent(body)] + token(self._kind))
+
+
+class YamlNestedBlock:
+    """``passwords:`` with nothing after it: every list item or nested value below is secret too."""
+
+    def __init__(self, indent: int, kind: str) -> None:
+        self._indent = indent
+        self._kind = kind
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        if not body.strip():
+            return BlockStep(body)
+        indent = _indent(body)
+        # YAML allows a list at the same indentation as its key.
+        same_level_item = indent == self._indent and body.lstrip().startswith("- ")
+        if indent <= self._indent and not same_level_item:
+            return BlockStep(None, done=True, rest=body)
+        for pattern in (_LIST_ITEM, _NESTED_PAIR):
+            m = pattern.fullmatch(body)
+            if m and pattern is _NESTED_PAIR and not m.group("value"):
+                return BlockStep(body)  # a nested mapping key: its values follow
+            if m:
+                if is_not_secret(m.group("value")):
+                    return BlockStep(body)
+                hit(self._kind)
+                return BlockStep(m.group("lead") + token(self._kind))
+        if is_redacted(body):
+            return BlockStep(body)
+        hit(self._kind)
+        return BlockStep(body[:indent] + token(self._kind))
+
+
+class JsonArrayBlock:
+    """``"api_keys": [`` left open: every string and number up to the matching ``]`` is secret."""
+
+    def __init__(self, depth: int, kind: str) -> None:
+        self._depth = depth
+        self._kind = kind
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        close = self._closing_index(body)
+        head, rest = (body, None) if close is None else (body[:close], body[close:])
+
+        def replace(m: re.Match[str]) -> str:
+            if is_not_secret(m.group(0).strip('"')):
+                return m.group(0)
+            hit(self._kind)
+            return f'"{token(self._kind)}"'
+
+        out = _JSON_SCALAR.sub(replace, head)
+        if close is None:
+            return BlockStep(out)
+        return BlockStep(out, done=True, rest=rest)
+
+    def _closing_index(self, body: str) -> int | None:
+        in_string = False
+        i = 0
+        while i < len(body):
+            c = body[i]
+            if in_string:
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c == "[":
+                self._depth += 1
+            elif c == "]":
+                self._depth -= 1
+                if self._depth == 0:
+                    return i
+            i += 1
+        return None
+
+
+class XmlElementBlock:
+    """``<AdministratorPassword>`` alone on a line: every text node up to the closing tag is secret."""
+
+    def __init__(self, tag: str, kind: str) -> None:
+        self._close = re.compile(rf"</{re.escape(tag)}\s*>")
+        self._kind = kind
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        close = self._close.search(body)
+        head, rest = (body, None) if close is None else (body[: close.start()], body[close.start() :])
+
+        def replace(m: re.Match[str]) -> str:
+            text = m.group("text") if m.group("text") is not None else m.group("bare")
+            if is_not_secret(text):
+                return m.group(0)
+            hit(self._kind)
+            return token(self._kind) if m.group("text") is not None else text[: _indent(text)] + token(self._kind)
+
+        out = _XML_TEXT.sub(replace, head)
+        return BlockStep(out, done=close is not None, rest=rest)
+
+
+def block_opened_by(body: str) -> Block | None:
+    """Return the block a line opens as a setting whose value continues on the next lines, if any.
+
+    PEM blocks are not opened here: the scrubber opens them where the BEGIN marker is.
+    """
+    m = _YAML_BLOCK_START.match(body)
+    if m:
+        kind = keys.container_kind(m.group("key"))
+        if kind is not None:
+            indent = len(m.group("indent")) + len(m.group("dash") or "")
+            if m.group("indicator"):
+                return YamlScalarBlock(indent, kind)
+            return YamlNestedBlock(indent, kind)
+    opening = _ARRAY_OPEN.search(body) if "[" in body else None
+    named = _KEY_BEFORE.search(body, 0, opening.start()) if opening else None
+    if opening and named:
+        kind = keys.container_kind(named.group("key"))
+        if kind is not None:
+            rest = opening.group("rest")
+            return JsonArrayBlock(1 + rest.count("[") - rest.count("]"), kind)
+    m = _XML_OPEN_ALONE.match(body)
+    if m:
+        kind = keys.container_kind(m.group("tag"))
+        if kind is not None:
+            return XmlElementBlock(m.group("tag"), kind)
+    ppk = PPK_PRIVATE_LINES.match(body)
+    if ppk and int(ppk.group(1)) > 0:
+        return CountedLinesBlock(int(ppk.group(1)))
+    return None

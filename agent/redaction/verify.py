@@ -1,0 +1,132 @@
+"""Re-scan the final files before anything leaves the PC.
+
+Verification runs the same detectors over the output, on a copy of the pseudonym
+map (so it records nothing), and also searches for every original value the map
+holds: an address or user name that was pseudonymised in one place must not appear
+in clear in another. Anything it cannot read as text, and any link or special file,
+is a finding too: what cannot be checked cannot be vouched for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from contextlib import closing
+from pathlib import Path
+
+from agent.redaction import tree
+from agent.redaction.detectors import Pipeline
+from agent.redaction.identities import MIN_LEARNED_USERNAME, word_boundary_pattern
+from agent.redaction.outcomes import Finding
+from agent.redaction.pseudonyms import EMAIL, HOSTNAME, IPV4, IPV6, KINDS, MAC, USERNAME, PseudonymMap
+from agent.redaction.scrubber import Scrubber
+from agent.redaction.textfiles import NotText, read_text_chunks
+
+SYMLINK = "symlink"
+SPECIAL_FILE = "special-file"
+UNSCANNABLE = "unscannable"
+
+
+def _alternatives(values: Iterable[str]) -> str:
+    return "|".join(re.escape(v) for v in sorted(set(values), key=len, reverse=True))
+
+
+class LeakScanner:
+    """Finds original values recorded in a pseudonym map that still appear in text."""
+
+    def __init__(
+        self, pseudonyms: PseudonymMap, known_usernames: Iterable[str] = (), kinds: Iterable[str] = KINDS
+    ) -> None:
+        known = set(known_usernames)
+        wanted = set(kinds)
+        groups: list[str] = []
+
+        def spellings(kind: str) -> frozenset[str]:
+            return pseudonyms.spellings(kind) if kind in wanted else frozenset()
+
+        ipv4 = spellings(IPV4)
+        if ipv4:
+            groups.append(rf"(?P<{IPV4}>(?<![\w.\-])(?:{_alternatives(ipv4)})(?![\w\-]|\.\d))")
+        ipv6 = spellings(IPV6)
+        if ipv6:
+            groups.append(rf"(?P<{IPV6}>(?i:(?<![\w:.])(?:{_alternatives(ipv6)})(?![\w:])))")
+        macs = spellings(MAC)
+        if macs:
+            both = set(macs) | {m.replace(":", "-") for m in macs} | {m.replace("-", ":") for m in macs}
+            groups.append(rf"(?P<{MAC}>(?i:(?<![\w:.\-])(?:{_alternatives(both)})(?![\w:\-])))")
+        emails = spellings(EMAIL)
+        if emails:
+            groups.append(rf"(?P<{EMAIL}>(?i:(?<![\w.%+\-])(?:{_alternatives(emails)})(?![\w\-]|\.\w)))")
+        hosts = word_boundary_pattern(spellings(HOSTNAME), ignore_case=True)
+        if hosts is not None:
+            groups.append(rf"(?P<{HOSTNAME}>(?i:{hosts.pattern}))")
+        users = word_boundary_pattern(
+            (u for u in spellings(USERNAME) if u in known or len(u) >= MIN_LEARNED_USERNAME),
+            ignore_case=False,
+        )
+        if users is not None:
+            groups.append(rf"(?P<{USERNAME}>{users.pattern})")
+        self.pattern = re.compile("|".join(groups)) if groups else None
+
+    def scan(self, text: str) -> list[tuple[int, str]]:
+        """Return ``(offset, kind)`` for every leaked original in ``text``."""
+        if self.pattern is None:
+            return []
+        return [(m.start(), m.lastgroup or "") for m in self.pattern.finditer(text)]
+
+    def file_has_leak(self, path: Path) -> bool:
+        """Return True if the (text) file at ``path`` contains any recorded original."""
+        if self.pattern is None:
+            return False
+        with open(path, "rb") as raw:
+            _, pieces = read_text_chunks(raw)
+            with closing(pieces):
+                return any(self.pattern.search(piece) for piece in pieces)
+
+
+def verify_tree(
+    root: Path,
+    make_pipeline: Callable[[PseudonymMap], Pipeline],
+    pseudonyms: PseudonymMap,
+    known_usernames: Iterable[str] = (),
+) -> list[Finding]:
+    """Return every finding in the files under ``root``; an empty list means the tree is clean."""
+    leaks = LeakScanner(pseudonyms, known_usernames)
+    pipeline = make_pipeline(pseudonyms.copy())
+    findings: dict[tuple[str, int, str], Finding] = {}
+
+    def add(path: str, line: int, detector: str) -> None:
+        findings.setdefault((path, line, detector), Finding(path, line, detector))
+
+    for entry in tree.walk(Path(root)):
+        if entry.kind == tree.SYMLINK:
+            add(entry.relpath, 0, SYMLINK)
+        elif entry.kind == tree.SPECIAL:
+            add(entry.relpath, 0, SPECIAL_FILE)
+        elif entry.kind == tree.UNREADABLE:
+            add(entry.relpath, 0, UNSCANNABLE)
+        else:
+            try:
+                for line, detector in _scan_file(entry.path, pipeline, leaks):
+                    add(entry.relpath, line, detector)
+            except (NotText, UnicodeDecodeError, OSError):
+                add(entry.relpath, 0, UNSCANNABLE)
+    return list(findings.values())
+
+
+def _scan_file(path: Path, pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[int, str]]:
+    """Return ``(line, detector)`` for every detector match and leaked original in one file."""
+    scrubber = Scrubber(pipeline, record_lines=True)
+    found: list[tuple[int, str]] = []
+    lines_before = 0
+    with open(path, "rb") as raw:
+        _, pieces = read_text_chunks(raw)
+        for piece in pieces:
+            scrubber.scrub(piece)
+            counted_to, line = 0, lines_before + 1
+            for offset, kind in leaks.scan(piece):
+                line += piece.count("\n", counted_to, offset)
+                counted_to = offset
+                found.append((line, kind))
+            lines_before += piece.count("\n")
+    return [*(scrubber.hits or []), *found]

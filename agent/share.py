@@ -1,0 +1,101 @@
+"""`helpline share` without the people part: collect, redact, bundle, pack.
+
+The CLI asks the questions, shows the preview and sends; this module does the
+work, and never prints.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from agent.config import load_agent_config
+from agent.diagnostics import CollectionReport, CollectOptions, collect
+from protocol.archive import pack
+from agent.diagnostics.bundle import BundleResult, build_bundle
+from agent.paths import agent_dir
+from agent.redaction import RedactionOptions, Redactor
+
+
+@dataclass
+class ShareRequest:
+    """What the user asked for on the command line and in answers to the three questions."""
+
+    what: str = ""
+    since: str = ""
+    tried: str = ""
+    exclude: set[str] = field(default_factory=set)
+    logs: list[str] = field(default_factory=list)
+    deadline: float | None = None
+    redact_network: bool = False
+    redact_names: bool = False
+    server_url: str | None = None
+
+    def answers(self) -> dict[str, str]:
+        return {"what_happened": self.what, "since_when": self.since, "already_tried": self.tried}
+
+
+@dataclass
+class PreparedBundle:
+    work_dir: Path
+    report: CollectionReport
+    bundle: BundleResult
+    archive: Path
+    size: int
+    sha256: str
+
+    @property
+    def report_html(self) -> Path:
+        return self.bundle.out_dir / "report.html"
+
+    def discard(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def collect_options(request: ShareRequest) -> CollectOptions:
+    """The admin's diagnostics settings plus what this run adds (logs, deadline, server)."""
+    config = dict(load_agent_config().get("diagnostics", {}))
+    config["log_globs"] = list(config.get("log_globs", [])) + list(request.logs)
+    if request.deadline is not None:
+        config["deadline"] = request.deadline
+        config["collector_timeout"] = min(float(config.get("collector_timeout", 10.0)), request.deadline)
+    if request.server_url:
+        config["server_url"] = request.server_url
+    return CollectOptions.from_config(config)
+
+
+def redactor_for(request: ShareRequest) -> Redactor:
+    keep = (urlsplit(request.server_url).hostname,) if request.server_url else ()
+    return Redactor(RedactionOptions(
+        network=request.redact_network,
+        hostnames=request.redact_names,
+        usernames=request.redact_names,
+        known_hostnames=(socket.gethostname(),),
+        known_usernames=(getpass.getuser(),),
+        keep_hosts=tuple(h for h in keep if h),
+    ))
+
+
+def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
+            work_root: Path | None = None) -> PreparedBundle:
+    """Collect, redact and bundle into a private work directory; return the packed bundle."""
+    root = work_root or agent_dir() / "work"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
+    try:
+        report = collect(collect_options(request), work / "staging", progress=progress)
+        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor_for(request),
+                              exclude=set(request.exclude), extra={"answers": request.answers()})
+        shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed
+        archive = work / "bundle.tar.gz"
+        size, sha256 = pack(work / "bundle", archive)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return PreparedBundle(work, report, bundle, archive, size, sha256)

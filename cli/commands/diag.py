@@ -1,0 +1,122 @@
+"""`helpline diag`: engineers fetch, read and compare diagnostics bundles."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import output, session
+from cli.commands.engineer import PANEL, JsonOpt
+from protocol.schemas import BundleDetail, BundlePublic
+from protocol.status import InvalidInputError, NotFoundError
+
+diag_app = typer.Typer(help="Diagnostics bundles: download, read and compare them.", no_args_is_help=True)
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _resolve(conn, ref: str) -> BundlePublic:
+    """A bundle id, or a ticket number meaning its newest bundle."""
+    if _UUID.match(ref):
+        return BundleDetail.model_validate(conn.get(f"bundles/{ref}"))
+    bundles = [BundlePublic.model_validate(b) for b in conn.get(f"tickets/{ref}/bundles")]
+    if not bundles:
+        raise NotFoundError(f"{ref} has no diagnostics yet.", hint="Ask the user to run `helpline share`.")
+    return bundles[-1]
+
+
+def _download(conn, bundle: BundlePublic, dest: Path) -> Path:
+    from protocol.archive import safe_extract
+
+    with tempfile.TemporaryDirectory(prefix="helpline-diag-") as tmp:
+        archive = Path(tmp) / "bundle.tar.gz"
+        conn.download(f"bundles/{bundle.id}/archive", archive)
+        safe_extract(archive, dest)
+    return dest
+
+
+@diag_app.command("get")
+def get(
+    ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket number for its newest bundle.")],
+    directory: Annotated[Path | None, typer.Option("--dir", "-d", help="Where to unpack it (default: ./T-…-HOST-TIME).")] = None,
+    open_report: Annotated[bool, typer.Option("--open", help="Open report.html in the browser.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download a bundle, check it and unpack it safely.
+
+    Example: helpline diag get T-1042 --open
+    """
+    with session.connect() as conn:
+        bundle = _resolve(conn, ref)
+        dest = directory or Path.cwd() / f"{bundle.ticket}-{bundle.hostname}-{bundle.created_at:%Y%m%d-%H%M%S}"
+        _download(conn, bundle, dest)
+    report = dest / "report.html"
+    if json_out:
+        output.print_json({"bundle": bundle, "dir": str(dest), "report": str(report)})
+    else:
+        output.say(f"Bundle {bundle.id} of {bundle.ticket} from {bundle.hostname} is in {dest}")
+        output.say(f"Read it: {report}")
+    if open_report:
+        webbrowser.open(report.resolve().as_uri())
+
+
+@diag_app.command("show")
+def show(ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket number for its newest bundle.")], json_out: JsonOpt = False) -> None:
+    """Show a bundle's triage summary without downloading it."""
+    from agent.diagnostics.summary import attention_lines
+
+    with session.connect() as conn:
+        detail = BundleDetail.model_validate(conn.get(f"bundles/{_resolve(conn, ref).id}"))
+    if json_out:
+        output.print_json(detail)
+        return
+    os_info = detail.summary.get("os") or {}
+    output.say(f"[bold]{detail.ticket}[/] bundle {detail.id} from {detail.hostname}, {output.local_time(detail.created_at)}, "
+               f"{detail.files} files, {detail.size / 1e6:.1f} MB")
+    output.say(f"OS: {os_info.get('name') or '—'} {os_info.get('version') or ''} (kernel {os_info.get('kernel') or '—'})")
+    lines = attention_lines(detail.summary)
+    output.say("\n".join(f"• {line}" for line in lines) if lines else "Nothing needs attention.")
+
+
+@diag_app.command("diff")
+def diff(
+    older: Annotated[str, typer.Argument(help="The earlier bundle: id, ticket number, or a local .tar.gz or directory.")],
+    newer: Annotated[str, typer.Argument(help="The later bundle, the same ways.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show what changed between two bundles of the same PC: packages, services, disks, errors.
+
+    Example: helpline diag diff 3f2c…(yesterday) T-1042
+    """
+    from agent.diagnostics.diff import diff_bundles
+
+    with tempfile.TemporaryDirectory(prefix="helpline-diff-") as tmp:
+        paths = []
+        conn = None
+        try:
+            for i, ref in enumerate((older, newer)):
+                local = Path(ref).expanduser()
+                if local.exists():
+                    paths.append(local)
+                    continue
+                if conn is None:
+                    conn = session.connect()
+                bundle = _resolve(conn, ref)
+                archive = Path(tmp) / f"{i}.tar.gz"
+                conn.download(f"bundles/{bundle.id}/archive", archive)
+                paths.append(archive)
+        finally:
+            if conn is not None:
+                conn.close()
+        if paths[0].resolve() == paths[1].resolve():
+            raise InvalidInputError("Both sides are the same bundle.")
+        result = diff_bundles(paths[0], paths[1])
+    if json_out:
+        output.print_json(result.to_dict())
+        return
+    output.say("\n".join(result.render_text()))

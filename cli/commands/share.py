@@ -1,0 +1,218 @@
+"""`helpline share`: one command from "it's broken" to a ticket with the facts."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from agent import link, upload
+from agent.state import load_state, require_state
+from cli import output
+from cli.commands.user import PANEL, JsonOpt, ServerOpt
+from protocol.schemas import AgentTicket
+from protocol.status import ConfigError, HelplineError, InvalidInputError, UnavailableError
+
+QUESTIONS = (
+    ("what", "What happened?"),
+    ("since", "Since when, and how often?"),
+    ("tried", "What have you already tried?"),
+)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _ask(request) -> None:
+    if not _interactive():
+        return
+    for field, question in QUESTIONS:
+        if not getattr(request, field):
+            setattr(request, field, typer.prompt(question, default="", show_default=False, err=True).strip())
+
+
+def _collect(request):
+    from agent.share import prepare  # diagnostics load only when sharing
+
+    if not sys.stderr.isatty():
+        return prepare(request)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  console=output.err_console(), transient=True) as bar:
+        task = bar.add_task("Gathering diagnostics", total=None)
+        done: set[str] = set()
+
+        def tick(name: str, status: str) -> None:
+            if status != "running":
+                done.add(name)
+            bar.update(task, description=f"Gathering diagnostics ({name})", completed=len(done))
+
+        return prepare(request, progress=tick)
+
+
+def _show_preview(prepared) -> None:
+    rows = []
+    for p in prepared.bundle.preview:
+        rows.append((p.category, p.files, _size(p.bytes), p.redactions or "", p.dropped or ""))
+    output.table("What will be sent", ["Category", "Files", "Size", "Secrets removed", "Left out"], rows)
+    output.say(f"Bundle: {_size(prepared.size)} (compressed). Read all of it first: {prepared.report_html}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _ticket_for(code: str | None, ticket: str | None, server: str | None, request) -> tuple[str, AgentTicket | None, float | None]:
+    """Return (ticket number, the ticket if the server was asked, response window) for the bundle.
+
+    A ticket this PC is already linked to needs no server round trip, so a bundle
+    for it can be queued while the server is unreachable.
+    """
+    if code:
+        _, t = link.pair(code, server_url=server)
+        return t.number, t, None
+    if ticket:
+        state = require_state()
+        wanted = ticket.upper() if ticket.upper().startswith("T-") else f"T-{ticket}"
+        if wanted not in state.tickets:
+            raise ConfigError(f"This PC is not linked to {wanted}.", hint="Pair with the code your engineer gives you: --code CODE.")
+        return wanted, None, None
+    title = (request.what or "Diagnostics from my PC").splitlines()[0][:120] or "Diagnostics from my PC"
+    description = "\n".join(f"{label}: {value}" for label, value in (
+        ("What happened", request.what), ("Since when", request.since), ("Already tried", request.tried)) if value)
+    _, answer = link.request_help(title, description=description, server_url=server)
+    return answer.ticket.number, answer.ticket, float(answer.response_minutes)
+
+
+def _deliver(entry: upload.OutboxEntry, credential: str) -> None:
+    if not sys.stderr.isatty():
+        upload.deliver(entry, credential)
+        return
+    with Progress(TextColumn("Uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=output.err_console(), transient=True) as bar:
+        task = bar.add_task("upload", total=entry.size)
+        upload.deliver(entry, credential, progress=lambda sent, total: bar.update(task, completed=sent, total=total))
+
+
+def send_queued() -> list[str]:
+    """Try to deliver bundles queued earlier; return what happened to each, one line each."""
+    state = load_state()
+    lines = []
+    for entry in upload.pending():
+        if state is None or state.server_url != entry.server_url:
+            lines.append(f"{entry.ticket}: waiting (this PC is not linked to {entry.server_url} any more)")
+            continue
+        try:
+            bundle = upload.deliver(entry, state.credential, policy=upload.RetryPolicy(attempts=3, deadline=60))
+            lines.append(f"{entry.ticket}: delivered ({_size(bundle.size)})")
+        except UnavailableError:
+            lines.append(f"{entry.ticket}: still waiting for the server")
+        except HelplineError as exc:
+            lines.append(f"{entry.ticket}: refused — {exc.message}")
+    return lines
+
+
+def share(
+    code: Annotated[str | None, typer.Option("--code", "-c", help="Pairing code from your engineer: links this PC to their ticket.")] = None,
+    ticket: Annotated[str | None, typer.Option("--ticket", "-t", help="A ticket this PC is already linked to, like T-1042.")] = None,
+    server: ServerOpt = None,
+    what: Annotated[str, typer.Option("--what", help="What happened (asked if missing and on a terminal).")] = "",
+    since: Annotated[str, typer.Option("--since", help="Since when, and how often.")] = "",
+    tried: Annotated[str, typer.Option("--tried", help="What you already tried.")] = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (for scripts).")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Gather and show what would be sent, then stop.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", help="Leave a category out (repeatable): system, hardware, network, processes, services, software, logs, crashes, environment.")] = None,
+    logs: Annotated[list[str] | None, typer.Option("--logs", metavar="GLOB", help="Add application logs (repeatable), e.g. '~/.config/MyApp/*.log'.")] = None,
+    output_path: Annotated[Path | None, typer.Option("--output", "-o", help="Write the bundle to this file instead of sending it.")] = None,
+    deadline: Annotated[float | None, typer.Option("--deadline", min=1, max=300, help="Seconds the gathering may take (default 20).")] = None,
+    redact_network: Annotated[bool, typer.Option("--redact-network", help="Also replace IP and MAC addresses with pseudonyms.")] = False,
+    redact_names: Annotated[bool, typer.Option("--redact-names", help="Also replace host and user names with pseudonyms.")] = False,
+    send_queued_only: Annotated[bool, typer.Option("--send-queued", help="Only send bundles queued while the server was unreachable.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Share this PC's diagnostics with support: gather, remove secrets, show you, send.
+
+    Examples:
+      helpline share --code 7KQ2-M9XD --server https://help.example.com
+      helpline share --ticket T-1042 --yes
+      helpline share --output ~/diagnostics.tar.gz     (no server needed)
+    """
+    if send_queued_only:
+        lines = send_queued()
+        if json_out:
+            output.print_json(lines)
+        else:
+            output.say("\n".join(lines) if lines else "Nothing is waiting to be sent.")
+        return
+    if code and ticket:
+        raise InvalidInputError("Give --code or --ticket, not both.")
+    if not (yes or preview or output_path) and not _interactive():
+        raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
+    from agent.share import ShareRequest
+
+    previous = load_state()
+    request = ShareRequest(what=what, since=since, tried=tried, exclude=set(exclude or ()), logs=list(logs or ()),
+                           deadline=deadline, redact_network=redact_network, redact_names=redact_names,
+                           server_url=server or (previous.server_url if previous else None))
+    _ask(request)
+    prepared = _collect(request)
+    try:
+        if not json_out:
+            _show_preview(prepared)
+        if preview:
+            if json_out:
+                output.print_json({"bundle_dir": str(prepared.bundle.out_dir), "size": prepared.size, "preview": [p.__dict__ for p in prepared.bundle.preview]})
+            else:
+                output.say(f"Nothing was sent. The bundle is in {prepared.bundle.out_dir}")
+            prepared = None  # keep it for the user to read
+            return
+        if output_path:
+            target = output_path.expanduser()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(prepared.archive), target)
+            if json_out:
+                output.print_json({"output": str(target), "size": prepared.size, "sha256": prepared.sha256})
+            else:
+                output.say(f"Saved to {target} ({_size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
+            return
+        if not yes and not typer.confirm("Send this to your support team?", default=True, err=True):
+            output.say("Nothing was sent.")
+            return
+        number, the_ticket, window = _ticket_for(code, ticket, server, request)
+        state = require_state()
+        entry = upload.enqueue(prepared.archive, number, state.server_url)
+        try:
+            _deliver(entry, state.credential)
+            if the_ticket is None:
+                the_ticket = link.my_tickets(number=number)[0]
+        except UnavailableError as exc:
+            raise UnavailableError(
+                f"{exc.message} The bundle is queued for {number}.",
+                hint="It is sent the next time you run `helpline share --send-queued` (or share again).",
+            ) from exc
+        extra = send_queued() if upload.pending() else []
+        window = window if window is not None else (the_ticket.first_response_due - the_ticket.created_at).total_seconds() / 60
+        if json_out:
+            output.print_json({"ticket": the_ticket.number, "size": prepared.size, "sha256": prepared.sha256,
+                               "first_response_due": the_ticket.first_response_due, "response_minutes": window, "queued": extra})
+            return
+        answered = the_ticket.first_responded_at is not None or the_ticket.status in ("resolved", "closed")
+        tail = f"Status: {the_ticket.status}." if answered else output.promise(the_ticket.first_response_due, window)
+        output.say(f"Ticket [bold]{the_ticket.number}[/] — your diagnostics were delivered. {tail}")
+        for line in extra:
+            output.say(f"Also sent from the queue: {line}")
+    finally:
+        if prepared is not None:
+            prepared.discard()
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel=PANEL)(share)

@@ -2,7 +2,8 @@
 # Helpline on this machine in one command, on the embedded defaults (SQLite and
 # a local blob directory): installs what is missing, makes .venv, initialises a
 # server in .helpline-demo/, starts it on 127.0.0.1, enrolls this PC, opens a
-# ticket from it and shows that ticket as the user and as the engineer see it.
+# ticket from it, shares this PC's diagnostics with it, and shows that ticket as
+# the user and as the engineer see it.
 #
 #   bash deploy/quickstart.sh          set up (or reuse) and run the tour
 #   bash deploy/quickstart.sh --stop   stop the demo server
@@ -68,6 +69,9 @@ log "Opening a ticket from this PC"
 "$HL" request "Quick start: my first ticket" -d "Opened by deploy/quickstart.sh" --name "$(id -un)"
 number="$("$HL" status --json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[0]["number"])')"
 
+log "Sharing this PC's diagnostics with the ticket"
+"$HL" share --ticket "$number" --yes --what "Trying Helpline" --since "just now" --tried "nothing yet"
+
 log "What the user sees: helpline status $number"
 "$HL" status "$number"
 log "What the engineer sees: helpline ticket show $number"
@@ -78,5 +82,6 @@ cat <<INFO
 Helpline is running at $URL (PID $(cat "$PIDFILE")).
   Admin login:  admin / password in $DEMO/admin-password
   Use the CLI:  export HELPLINE_CONFIG_DIR=$DEMO/config HELPLINE_AGENT_DIR=$DEMO/agent; $HL --help
+  Read the diagnostics: $HL diag get $number --open
   Stop it:      bash deploy/quickstart.sh --stop
 INFO

@@ -27,6 +27,8 @@ def test_quickstart_runs_the_main_job_and_stops(tmp_path):
         assert "This PC is enrolled as agent" in out
         assert "Ticket T-1001 is open. An engineer will answer by" in out
         assert "Quick start: my first ticket" in out and "Channel: self-service" in out
+        assert "Ticket T-1001 — your diagnostics were delivered." in out
+        assert "Diagnostics (helpline diag get ID)" in out  # the engineer's view lists the bundle
         assert (tmp_path / "demo" / "server.pid").exists()
         # Running it again reuses the server and the enrollment, and opens the next ticket.
         again = subprocess.run(["bash", str(ROOT / "deploy" / "quickstart.sh")], env=env, capture_output=True, text=True, timeout=300)

@@ -14,34 +14,7 @@ import httpx
 
 from agent import __version__
 from protocol.schemas import API_PREFIX
-from protocol.status import (
-    AuthError,
-    ConfigError,
-    ConflictError,
-    DamagedError,
-    ForbiddenError,
-    HelplineError,
-    InvalidInputError,
-    NotFoundError,
-    RateLimitedError,
-    TooLargeError,
-    UnavailableError,
-)
-
-_ERROR_FOR_STATUS: dict[int, type[HelplineError]] = {
-    400: InvalidInputError,
-    401: AuthError,
-    403: ForbiddenError,
-    404: NotFoundError,
-    409: ConflictError,
-    413: TooLargeError,
-    422: InvalidInputError,
-    429: RateLimitedError,
-    502: UnavailableError,
-    503: UnavailableError,
-    504: UnavailableError,
-}
-
+from protocol.status import ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -79,10 +52,7 @@ def error_from_response(response: httpx.Response) -> HelplineError:
         message, hint, code = detail["message"], detail.get("hint"), detail.get("code")
     except (ValueError, KeyError, TypeError):
         pass
-    cls = _ERROR_FOR_STATUS.get(response.status_code, HelplineError)
-    if code == "damaged":
-        cls = DamagedError
-    error = cls(message, hint=hint)
+    error = error_class_for(response.status_code, code)(message, hint=hint)
     retry = response.headers.get("Retry-After")
     if retry and retry.isdigit():
         error.retry_after = int(retry)

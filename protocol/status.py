@@ -81,3 +81,41 @@ class DamagedError(InvalidInputError):
 
 class TooLargeError(InvalidInputError):
     """The input is over a size limit (HTTP 413)."""
+
+
+# How errors travel over HTTP, most specific first: (error class, HTTP status, error code).
+# The server picks the first row the error is an instance of; clients map back by code, then status.
+HTTP_ERRORS: tuple[tuple[type[HelplineError], int, str], ...] = (
+    (AuthError, 401, "unauthenticated"),
+    (ForbiddenError, 403, "forbidden"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (RateLimitedError, 429, "rate_limited"),
+    (TooLargeError, 413, "too_large"),
+    (DamagedError, 422, "damaged"),
+    (InvalidInputError, 422, "invalid"),
+    (UnavailableError, 503, "unavailable"),
+)
+
+
+def http_status_of(error: HelplineError) -> tuple[int, str]:
+    """The HTTP status and error code a server answers ``error`` with (500 if unmapped)."""
+    for cls, status, code in HTTP_ERRORS:
+        if isinstance(error, cls):
+            return status, code
+    return 500, "internal"
+
+
+def error_class_for(status: int, code: str | None) -> type[HelplineError]:
+    """The error class a client raises for a server's error answer."""
+    for cls, _, known in HTTP_ERRORS:
+        if code == known:
+            return cls
+    for cls, known_status, _ in reversed(HTTP_ERRORS):  # by status alone, the most general class
+        if status == known_status:
+            return cls
+    if status in (400, 405, 415):
+        return InvalidInputError
+    if status in (502, 504):
+        return UnavailableError
+    return HelplineError

@@ -12,37 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from protocol.schemas import ErrorBody, ErrorDetail
-from protocol.status import (
-    AuthError,
-    ConflictError,
-    DamagedError,
-    ForbiddenError,
-    HelplineError,
-    InvalidInputError,
-    NotFoundError,
-    RateLimitedError,
-    TooLargeError,
-    UnavailableError,
-)
+from protocol.status import HelplineError, http_status_of
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
 from server.state import ServerState
 
 log = logging.getLogger("helpline.server")
-
-# Most specific first: the first isinstance match decides the HTTP status.
-_STATUS_FOR = [
-    (AuthError, 401, "unauthenticated"),
-    (ForbiddenError, 403, "forbidden"),
-    (NotFoundError, 404, "not_found"),
-    (ConflictError, 409, "conflict"),
-    (RateLimitedError, 429, "rate_limited"),
-    (TooLargeError, 413, "too_large"),
-    (DamagedError, 422, "damaged"),
-    (InvalidInputError, 422, "invalid"),
-    (UnavailableError, 503, "unavailable"),
-]
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "rate_limited"}
@@ -54,16 +30,15 @@ def error_response(status: int, code: str, message: str, hint: str | None = None
 
 
 async def _helpline_error(request: Request, exc: HelplineError) -> JSONResponse:
-    for cls, status, code in _STATUS_FOR:
-        if isinstance(exc, cls):
-            headers = {}
-            if isinstance(exc, RetryAfter):
-                headers["Retry-After"] = str(exc.retry_after)
-            if status == 401:
-                headers["WWW-Authenticate"] = "Bearer"
-            return error_response(status, code, exc.message, exc.hint, headers)
-    log.error("unmapped error on %s %s: %s", request.method, request.url.path, exc.message)
-    return error_response(500, "internal", exc.message, exc.hint)
+    status, code = http_status_of(exc)
+    if status == 500:
+        log.error("unmapped error on %s %s: %s", request.method, request.url.path, exc.message)
+    headers = {}
+    if isinstance(exc, RetryAfter):
+        headers["Retry-After"] = str(exc.retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(status, code, exc.message, exc.hint, headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

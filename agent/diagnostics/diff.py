@@ -21,6 +21,7 @@ from protocol.status import InvalidInputError, NotFoundError
 from protocol.archive import inspect_archive
 
 from .collectors.software import package_versions
+from .summary import dig
 
 PACKAGES_MEMBER = "raw/software/packages.json"
 DISK_CHANGE_POINTS = 5.0
@@ -86,8 +87,8 @@ def diff_bundles(a: Path | str, b: Path | str) -> BundleDiff:
         diff.notes.append(f"the bundles name different PCs ({first.side.hostname} and {second.side.hostname})")
     old, new = first.summary, second.summary
     diff.os = _os_changes(old, new)
-    old_memory = _get(old, "hardware", "memory_total")
-    new_memory = _get(new, "hardware", "memory_total")
+    old_memory = dig(old, "hardware", "memory_total")
+    new_memory = dig(new, "hardware", "memory_total")
     if _is_num(old_memory) and _is_num(new_memory) and old_memory != new_memory:
         diff.memory = {"before": old_memory, "after": new_memory}
     if first.packages is None or second.packages is None:
@@ -98,7 +99,7 @@ def diff_bundles(a: Path | str, b: Path | str) -> BundleDiff:
     diff.services = _service_changes(old, new, diff.notes)
     diff.disks = _disk_changes(old, new)
     diff.errors = _error_changes(old, new)
-    old_crashes, new_crashes = _get(old, "crashes", "count"), _get(new, "crashes", "count")
+    old_crashes, new_crashes = dig(old, "crashes", "count"), dig(new, "crashes", "count")
     if _is_num(old_crashes) and _is_num(new_crashes) and old_crashes != new_crashes:
         diff.crashes = {"before": old_crashes, "after": new_crashes}
     return diff
@@ -173,7 +174,7 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
 def _os_changes(old: dict, new: dict) -> list[dict[str, Any]]:
     changes = []
     for key in ("name", "version", "build", "kernel", "architecture"):
-        before, after = _get(old, "os", key), _get(new, "os", key)
+        before, after = dig(old, "os", key), dig(new, "os", key)
         if before != after and (before is not None or after is not None):
             changes.append({"field": key, "before": before, "after": after})
     return changes
@@ -214,7 +215,7 @@ def version_key(version: str) -> tuple:
 
 
 def _service_changes(old: dict, new: dict, notes: list[str]) -> dict[str, list[str]] | None:
-    before, after = _get(old, "services") or {}, _get(new, "services") or {}
+    before, after = dig(old, "services") or {}, dig(new, "services") or {}
     old_failed, new_failed = _str_list(before.get("failed")), _str_list(after.get("failed"))
     old_stopped, new_stopped = _str_list(before.get("stopped_enabled")), _str_list(after.get("stopped_enabled"))
     if old_failed is None or new_failed is None:
@@ -252,7 +253,7 @@ def _disk_changes(old: dict, new: dict) -> dict[str, list[dict[str, Any]]]:
 def _error_changes(old: dict, new: dict) -> dict[str, list[dict[str, Any]]]:
     def table(summary: dict) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for entry in _dict_list(_get(summary, "errors", "top")):
+        for entry in _dict_list(dig(summary, "errors", "top")):
             if isinstance(entry.get("message"), str):
                 counts[entry["message"]] = entry.get("count") if _is_num(entry.get("count")) else 0
         return counts
@@ -337,14 +338,6 @@ def _sections(diff: BundleDiff) -> list[tuple[str, list[str]]]:
 
 
 # -- small helpers ---------------------------------------------------------------------
-
-
-def _get(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _is_num(value: Any) -> bool:

@@ -44,10 +44,10 @@ def build_summary(report: CollectionReport, *, excluded: Iterable[str] = ()) -> 
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "platform": report.platform,
         "os": _os(system),
-        "hostname": _str(_get(system, "hostname")),
-        "uptime": _str(_get(system, "uptime")),
-        "uptime_seconds": _int(_get(system, "uptime_seconds")),
-        "boot_time": _str(_get(system, "boot_time")),
+        "hostname": _str(dig(system, "hostname")),
+        "uptime": _str(dig(system, "uptime")),
+        "uptime_seconds": _int(dig(system, "uptime_seconds")),
+        "boot_time": _str(dig(system, "boot_time")),
         "timezone": _timezone(system),
         "hardware": _hardware(hardware),
         "disks": disks,
@@ -130,13 +130,13 @@ def _os(system: dict | None) -> dict[str, Any] | None:
         "version": _str(os_facts.get("version")),
         "build": _str(os_facts.get("build")),
         "pretty_name": _str(os_facts.get("pretty_name")),
-        "kernel": _str(_get(system, "kernel", "release")),
+        "kernel": _str(dig(system, "kernel", "release")),
         "architecture": _str(system.get("architecture")),
     }
 
 
 def _timezone(system: dict | None) -> dict[str, Any] | None:
-    zone = _dict(_get(system, "timezone"))
+    zone = _dict(dig(system, "timezone"))
     if zone is None:
         return None
     return {"name": _str(zone.get("name")), "utc_offset": _str(zone.get("utc_offset"))}
@@ -379,7 +379,8 @@ def _collection(report: CollectionReport, excluded: set[str]) -> dict[str, Any]:
 # -- defensive readers ---------------------------------------------------------------
 
 
-def _get(data: Any, *keys: str) -> Any:
+def dig(data: Any, *keys: str) -> Any:
+    """Follow ``keys`` into nested dicts; None as soon as a level is missing or not a dict."""
     for key in keys:
         if not isinstance(data, dict):
             return None

@@ -201,3 +201,13 @@ def listing(directory: Path, patterns: tuple[str, ...] = ("*",)) -> list[dict[st
         return []
     entries.sort(key=lambda entry: entry["mtime"], reverse=True)
     return entries
+
+
+def parse_colon_pairs(text: str) -> dict[str, str]:
+    """Parse ``Key:   value`` lines (lscpu, ``route -n get default``) into a dict."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            values[key.strip()] = value.strip()
+    return values

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from ..context import CollectContext
-from .base import ALL_PLATFORMS, Collector, as_list, powershell, read_json, read_text
+from .base import ALL_PLATFORMS, Collector, as_list, parse_colon_pairs, powershell, read_json, read_text
 
 DISK_FULL_PERCENT = 90.0
 #: File systems that are full by design (snap images, CDs) or not disks at all.
@@ -117,16 +117,6 @@ class HardwareCollector(Collector):
             "battery": parse_pmset_battery(battery_text),
             "temperatures": {},
         }
-
-
-def parse_colon_pairs(text: str) -> dict[str, str]:
-    """Parse ``Key:   value`` lines (lscpu) into a dict."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip():
-            values[key.strip()] = value.strip()
-    return values
 
 
 def parse_df_kp(text: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import psutil
 
 from ..context import CollectContext
 from ..model import ItemKind
-from .base import ALL_PLATFORMS, Collector, as_list, powershell, read_json, read_text, systemd_booted
+from .base import ALL_PLATFORMS, Collector, as_list, parse_colon_pairs, powershell, read_json, read_text, systemd_booted
 
 MAX_TARGETS = 16
 DNS_TIMEOUT = 3.0
@@ -237,7 +237,7 @@ class NetworkCollector(Collector):
         }
 
     def collect_darwin(self, ctx: CollectContext) -> dict[str, Any]:
-        route = parse_colon_block(read_text(ctx, ctx.run("network/route-default.txt", ("route", "-n", "get", "default"),
+        route = parse_colon_pairs(read_text(ctx, ctx.run("network/route-default.txt", ("route", "-n", "get", "default"),
                                                          timeout=5)) or "")
         scutil_dns = read_text(ctx, ctx.run("network/scutil-dns.txt", ("scutil", "--dns"), timeout=5)) or ""
         scutil_proxy = read_text(ctx, ctx.run("network/scutil-proxy.txt", ("scutil", "--proxy"), timeout=5)) or ""
@@ -334,16 +334,6 @@ def parse_winhttp_proxy(text: str) -> dict[str, Any]:
         "server": server.group(1).strip() if server else None,
         "bypass": bypass.group(1).strip() if bypass else None,
     }
-
-
-def parse_colon_block(text: str) -> dict[str, str]:
-    """Parse ``key: value`` lines such as ``route -n get default`` prints."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip():
-            values[key.strip()] = value.strip()
-    return values
 
 
 def parse_scutil_proxy(text: str) -> dict[str, Any]:

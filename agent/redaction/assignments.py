@@ -15,10 +15,8 @@ import re
 from collections.abc import Callable
 
 from agent.redaction import keys
-from agent.redaction.tokens import TOKEN_RE, is_redacted, token
+from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
-
-Hit = Callable[[str], None]
 
 KEYWORDS = ("pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk")
 _KEYWORD = "(?:" + "|".join(KEYWORDS) + ")"
@@ -200,7 +198,9 @@ class Assignments:
         lowered = line.lower()
         # Searching the lower-cased line is much faster than a case-insensitive search, but only
         # valid while lower-casing keeps every offset (a few Unicode letters grow).
-        keywords = _KEYWORD_IN_LOWERED.finditer(lowered) if len(lowered) == len(line) else _KEYWORD_IN_LINE.finditer(line)
+        keywords = (
+            _KEYWORD_IN_LOWERED.finditer(lowered) if len(lowered) == len(line) else _KEYWORD_IN_LINE.finditer(line)
+        )
         for keyword in keywords:
             if keyword.start() < pos:
                 continue
@@ -238,7 +238,9 @@ class Assignments:
     def _call_argument(line: str, m: re.Match[str]) -> bool:
         """``setenv("DB_PASSWORD", "x")``: a quoted name and a quoted value as arguments of a call."""
         before = line[: m.start()]
-        return bool(m.group("kq")) and line[m.end() : m.end() + 1] in ("'", '"') and before.count("(") > before.count(")")
+        return (
+            bool(m.group("kq")) and line[m.end() : m.end() + 1] in ("'", '"') and before.count("(") > before.count(")")
+        )
 
     def _value_span(
         self, line: str, m: re.Match[str], kind: str, *, flag: bool, whitespace_sep: bool
@@ -403,7 +405,9 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # htpasswd -b[c] file user password
     (
         ("htpasswd",),
-        re.compile(r"\bhtpasswd(?:[ \t]+-\w+)*?[ \t]+-[a-zA-Z]*b[a-zA-Z]*(?:[ \t]+-\w+)*[ \t]+\S+[ \t]+\S+[ \t]+(?P<value>\S+)"),
+        re.compile(
+            r"\bhtpasswd(?:[ \t]+-\w+)*?[ \t]+-[a-zA-Z]*b[a-zA-Z]*(?:[ \t]+-\w+)*[ \t]+\S+[ \t]+\S+[ \t]+(?P<value>\S+)"
+        ),
     ),
     # curl -u user:pass, --user, --proxy-user
     (

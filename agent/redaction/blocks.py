@@ -10,15 +10,12 @@ Blocks fail closed: a PEM key whose END line never comes swallows the rest of th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from agent.redaction import keys
 from agent.redaction.assignments import is_not_secret
-from agent.redaction.tokens import is_redacted, token
-
-Hit = Callable[[str], None]
+from agent.redaction.tokens import Hit, is_redacted, token
 
 PRIVATE_KEY = "private-key"
 
@@ -53,6 +50,8 @@ class BlockStep:
 
 
 class Block(Protocol):
+    """An open multi-line secret; ``feed`` receives each following line (without its ending)."""
+
     def feed(self, body: str, hit: Hit) -> BlockStep: ...
 
 

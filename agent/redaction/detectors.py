@@ -23,10 +23,8 @@ from agent.redaction.identities import Emails, Hostnames, Usernames
 from agent.redaction.network import IPv4Addresses, IPv6Addresses, MacAddresses
 from agent.redaction.options import RedactionOptions
 from agent.redaction.pseudonyms import PSEUDONYM_DOMAIN, USERNAME, PseudonymMap
-from agent.redaction.tokens import is_redacted, token
+from agent.redaction.tokens import Hit, is_redacted, token
 from agent.redaction.triggers import Triggers, line_starts
-
-Hit = Callable[[str], None]
 
 PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
@@ -53,12 +51,11 @@ class PatternDetector:
         pattern: str,
         literals: tuple[str, ...],
         *,
-        flags: int = 0,
         valid: Callable[[str], bool] | None = None,
     ) -> None:
         self.name = name
         self.names = (name,)
-        self._pattern = re.compile(pattern, flags)
+        self._pattern = re.compile(pattern)
         self._triggers = Triggers(literals)
         self._valid = valid
         self._group: int | str = "secret" if "secret" in self._pattern.groupindex else 0
@@ -156,7 +153,8 @@ _URL_CREDENTIALS = re.compile(
     r":(?P<password>[^\s/?#\"'<>]*)@(?=[\w\[])"
 )
 _PROXY_CREDENTIALS = re.compile(
-    r"(?i)(?P<prefix>\b\w*proxy\w*[\"']?[ \t]*[=:][ \t]*[\"']?)(?P<user>[^\s:/@\"']+):(?P<password>[^\s@\"']+)@"
+    # ":(?!//)": a value with a scheme (http://user:pw@host) is the URL pattern's, not a bare user:pw@host.
+    r"(?i)(?P<prefix>\b\w*proxy\w*[\"']?[ \t]*[=:][ \t]*[\"']?)(?P<user>[^\s:/@\"']+):(?!//)(?P<password>[^\s@\"']+)@"
 )
 
 
@@ -194,7 +192,8 @@ def _secret_formats() -> list[Detector]:
     return [
         PatternDetector(
             PRIVATE_KEY,  # a whole PEM key on one line: JSON "private_key" fields, env vars with \n
-            r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)? ?-{4,5}.*?-{4,5} ?END \1PRIVATE KEY(?: BLOCK)? ?-{4,5}",
+            r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)? ?-{4,5}"
+            r".*?-{4,5} ?END \1PRIVATE KEY(?: BLOCK)? ?-{4,5}",
             ("begin",),
         ),
         PatternDetector(
@@ -226,7 +225,9 @@ def _secret_formats() -> list[Detector]:
             ("private-mac", "private-hash"),
         ),
         PatternDetector("npm-token", r"(?<!\w)npm_[A-Za-z0-9]{36}(?!\w)", ("npm_",)),
-        PatternDetector("stripe-key", r"(?<!\w)(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}(?!\w)", ("k_live_", "k_test_")),
+        PatternDetector(
+            "stripe-key", r"(?<!\w)(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}(?!\w)", ("k_live_", "k_test_")
+        ),
         PatternDetector(
             "slack-token",
             r"(?<![\w-])(?:xox[abposr]-[0-9A-Za-z\-]{10,}|xapp-\d-[0-9A-Za-z\-]{10,})(?![\w-])",

@@ -9,12 +9,11 @@ same name in a log line identifies the same person.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from agent.redaction.pseudonyms import EMAIL, HOSTNAME, PSEUDONYM_DOMAIN, USERNAME, PseudonymMap
+from agent.redaction.tokens import Hit
 from agent.redaction.triggers import Triggers
-
-Hit = Callable[[str], None]
 
 # Learned user names shorter than this are only replaced in paths: a user called "al"
 # replaced as a word everywhere would shred ordinary text.
@@ -208,9 +207,8 @@ class Hostnames:
             rf"(?<![\w.\-@])(?:{_LABEL}\.)+(?:{suffixes})(?![\w\-]|\.[A-Za-z0-9])",
             re.I,
         )
-        self._triggers = Triggers(
-            (*(f".{tld}" for tld in _HOST_TLDS), *(f".{d.lower()}" for d in domains), *(n.lower() for n in names))
-        )
+        # ".se" would fire on every ".service": the top-level domain must end a word.
+        self._triggers = Triggers(tuple(n.lower() for n in names), re.compile(rf"\.(?:{suffixes})(?![\w\-])", re.I))
 
     def triggers(self) -> Triggers:
         return self._triggers

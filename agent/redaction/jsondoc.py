@@ -14,9 +14,7 @@ from typing import Any
 
 from agent.redaction import keys
 from agent.redaction.assignments import is_not_secret
-from agent.redaction.tokens import token
-
-Hit = Callable[[str], None]
+from agent.redaction.tokens import Hit, token
 
 
 def scrub_document(document: Any, scrub_string: Callable[[str], str], hit: Hit) -> Any:
@@ -27,10 +25,10 @@ def scrub_document(document: Any, scrub_string: Callable[[str], str], hit: Hit) 
             return {scrub_string(k): member(k, v, inherited) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(item, inherited) for item in node]
-        if inherited is not None and isinstance(node, (str, int, float)) and not isinstance(node, bool):
-            if not is_not_secret(str(node)):
-                hit(inherited)
-                return token(inherited)
+        scalar = isinstance(node, (str, int, float)) and not isinstance(node, bool)
+        if inherited is not None and scalar and not is_not_secret(str(node)):
+            hit(inherited)
+            return token(inherited)
         if isinstance(node, str):
             return scrub_string(node)
         return node

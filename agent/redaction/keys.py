@@ -63,7 +63,9 @@ _META_ANY = frozenset({"max", "min", "num", "warn", "minimum", "maximum"})
 # Words that contain a keyword but mean something else.
 _NOT_KEYWORDS = ("tokeniz", "secretar", "passthrough", "bypass", "compass", "passive", "passenger")
 
-_PASSWORD_SEGMENTS = frozenset({"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase"})
+_PASSWORD_SEGMENTS = frozenset(
+    {"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase"}
+)
 _PASSWORD_WORDS = ("password", "passwd", "passphrase", "passcode")
 # Names that glue a qualifier to `pass` or `pw` (keytool -storepass, redis requirepass, LDAP bindpw).
 _PASSWORD_COMPOUNDS = (

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from agent.redaction.pseudonyms import IPV4, IPV6, MAC, PseudonymMap
+from agent.redaction.tokens import Hit
 from agent.redaction.triggers import Triggers
-
-Hit = Callable[[str], None]
 
 _IPV4 = re.compile(r"(?<![\w.\-])(\d{1,3}+)\.(\d{1,3}+)\.(\d{1,3}+)\.(\d{1,3}+)(?![\w\-~+]|\.\w)")
 _VERSION_WORD = re.compile(

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -149,7 +150,9 @@ class Redactor:
         learned_at: dict[str, int] = {}
         for entry in tree.walk(src_root):
             if entry.kind == tree.SYMLINK:
-                results[entry.relpath] = FileRedaction(entry.relpath, DROPPED, {}, "symbolic link: links are never followed")
+                results[entry.relpath] = FileRedaction(
+                    entry.relpath, DROPPED, {}, "symbolic link: links are never followed"
+                )
             elif entry.kind == tree.SPECIAL:
                 results[entry.relpath] = FileRedaction(entry.relpath, DROPPED, {}, "not a regular file")
             elif entry.kind == tree.UNREADABLE:
@@ -193,7 +196,5 @@ def _has_leak(leaks: LeakScanner, path: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
-    try:
+    with suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass

@@ -35,11 +35,6 @@ class Scrubber:
         self.line_no = 0
         self._block: blocks.Block | None = None
 
-    @property
-    def in_block(self) -> bool:
-        """True while a multi-line secret is open (e.g. a PEM key whose END line has not come yet)."""
-        return self._block is not None
-
     def _hit(self, name: str) -> None:
         self.counts[name] += 1
         if self.hits is not None:

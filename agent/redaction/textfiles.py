@@ -12,7 +12,7 @@ import codecs
 import io
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -115,8 +115,6 @@ def atomic_text_writer(dst: Path, encoding: TextEncoding) -> Iterator[io.TextIOW
         os.replace(partial, dst)
     except BaseException:
         for leftover in (partial, dst):
-            try:
+            with suppress(FileNotFoundError):
                 os.unlink(leftover)
-            except FileNotFoundError:
-                pass
         raise

@@ -7,6 +7,10 @@ can match it again (redaction is idempotent) and it never breaks a quoted string
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+# How a detector reports a replacement: called once per value, with the detector's name.
+Hit = Callable[[str], None]
 
 TOKEN_RE = re.compile(r"\[REDACTED:[a-z0-9-]+\]")
 _ONLY_TOKENS = re.compile(r"[\s\"'`,;]*(?:\[REDACTED:[a-z0-9-]+\][\s\"'`,;]*)+")

@@ -10,6 +10,7 @@ import pytest
 from agent.redaction import FileRedaction, Redactor
 from tests.agent.redaction.corpus_manifest import CORPUS, options_for
 
+
 @dataclass
 class RedactedCorpus:
     """A corpus directory after ``redact_tree``: the redactor, its results and the output root."""

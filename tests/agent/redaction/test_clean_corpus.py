@@ -9,6 +9,7 @@ tokens and secrets without containing any.
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ CASES = [(path, RedactionOptions()) for path in VERSIONS + ORDINARY] + [
 
 
 def _changed_lines(before: str, after: str) -> list[str]:
-    return [f"- {a}\n+ {b}" for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    pairs = zip_longest(before.splitlines(), after.splitlines(), fillvalue="")
+    return [f"- {a}\n+ {b}" for a, b in pairs if a != b]
 
 
 def test_the_clean_corpus_is_big_enough():

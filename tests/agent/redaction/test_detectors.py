@@ -165,7 +165,10 @@ def test_keep_hosts_are_never_pseudonymised():
 
 def test_hostnames_skip_file_names_and_public_software_sources():
     line = "setup.py README.md os.path deb.debian.org pool.ntp.org nas01.office.lan\n"
-    assert redact(line, RedactionOptions(hostnames=True)) == "setup.py README.md os.path deb.debian.org pool.ntp.org host-1\n"
+    assert (
+        redact(line, RedactionOptions(hostnames=True))
+        == "setup.py README.md os.path deb.debian.org pool.ntp.org host-1\n"
+    )
 
 
 def test_usernames_in_windows_and_unix_paths():
@@ -178,7 +181,10 @@ def test_usernames_in_windows_and_unix_paths():
 def test_url_user_is_pseudonymised_only_with_usernames_on():
     line = "https://alice:pw1@git.example-corp.com/x\n"
     assert redact(line) == "https://alice:[REDACTED:url-password]@git.example-corp.com/x\n"
-    assert redact(line, RedactionOptions(usernames=True)) == "https://user-1:[REDACTED:url-password]@git.example-corp.com/x\n"
+    assert (
+        redact(line, RedactionOptions(usernames=True))
+        == "https://user-1:[REDACTED:url-password]@git.example-corp.com/x\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -217,3 +223,14 @@ def test_url_user_is_pseudonymised_only_with_usernames_on():
 )
 def test_key_names(key, kind):
     assert classify_key(key) == kind
+
+
+def test_proxy_url_with_scheme_keeps_the_scheme_when_names_are_pseudonymised():
+    """A proxy variable holding a full URL is the URL rule's: the scheme must never be read as a user."""
+    from agent.redaction import RedactionOptions, Redactor
+
+    redactor = Redactor(RedactionOptions(usernames=True))
+    text, counts = redactor.redact_text("HTTPS_PROXY=http://alice:S3cretPw@proxy.example.com:3128\nsee http://example.org/\n")
+    assert text.startswith("HTTPS_PROXY=http://user-") and "S3cretPw" not in text and "alice" not in text
+    assert "see http://example.org/" in text
+    assert counts.get("url-password") == 1

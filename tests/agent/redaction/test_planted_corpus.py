@@ -13,10 +13,9 @@ from collections import defaultdict
 
 import pytest
 
-from agent.redaction import SCRUBBED, RedactionOptions
+from agent.redaction import SCRUBBED, RedactionOptions, Redactor, detectors
 from agent.redaction.detectors import build_pipeline
 from agent.redaction.pseudonyms import PseudonymMap
-
 from tests.agent.redaction.corpus_manifest import CORPUS, load_manifest, planted_values
 
 PLANTED = planted_values()
@@ -106,7 +105,6 @@ def test_json_files_stay_valid_json(redacted_corpus):
 
 def test_every_line_is_judged_the_same_without_the_line_selection(redacted_corpus, monkeypatch):
     """The triggers only save time: giving every detector every line yields the same output."""
-    from agent.redaction import Redactor, detectors
 
     def every_detector(self, line, hit):
         for detector in self.detectors:

@@ -34,9 +34,13 @@ def _b64url(data: bytes) -> str:
 
 
 jwts = st.builds(
-    lambda header, claims, signature: f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}.{_b64url(signature)}",
+    lambda header, claims, signature: (
+        f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}.{_b64url(signature)}"
+    ),
     st.fixed_dictionaries({"alg": st.sampled_from(["HS256", "RS256", "ES256"]), "typ": st.just("JWT")}),
-    st.dictionaries(st.text(ALNUM, min_size=1, max_size=8), st.integers() | st.text(max_size=20), min_size=1, max_size=5),
+    st.dictionaries(
+        st.text(ALNUM, min_size=1, max_size=8), st.integers() | st.text(max_size=20), min_size=1, max_size=5
+    ),
     st.binary(min_size=16, max_size=64),
 )
 secrets = st.one_of(aws_key_ids, github_tokens, jwts)
@@ -102,7 +106,10 @@ structured = st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join)
 
 
 @settings(max_examples=400, deadline=None)
-@given(text=structured, options=st.sampled_from([RedactionOptions(), RedactionOptions(network=True, hostnames=True, usernames=True)]))
+@given(
+    text=structured,
+    options=st.sampled_from([RedactionOptions(), RedactionOptions(network=True, hostnames=True, usernames=True)]),
+)
 def test_redaction_of_structured_text_is_idempotent(text, options):
     redactor = Redactor(options)
     once, _ = redactor.redact_text(text)

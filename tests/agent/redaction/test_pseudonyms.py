@@ -62,7 +62,9 @@ def test_a_user_learned_late_is_replaced_in_files_written_earlier(tmp_path):
 
 def test_pseudonyms_are_never_pseudonymised_again():
     redactor = Redactor(ALL_ON)
-    once, _ = redactor.redact_text("/home/bob 10.1.2.3 C:\\Users\\Eve\\x mail eve@contoso.de host db1.example-corp.com\n")
+    once, _ = redactor.redact_text(
+        "/home/bob 10.1.2.3 C:\\Users\\Eve\\x mail eve@contoso.de host db1.example-corp.com\n"
+    )
     twice, counts = Redactor(ALL_ON).redact_text(once)
     assert twice == once
     assert counts == {}
@@ -90,6 +92,7 @@ def test_separate_redactors_do_not_share_a_map():
 def test_pseudonyms_match_no_detector():
     redactor = Redactor(ALL_ON)
     aliases = " ".join(
-        re.sub(r"\d+", "7", alias) for alias in ("ip-1", "ip6-1", "mac-1", "host-1", "user-1", "email-1@redacted.invalid")
+        re.sub(r"\d+", "7", alias)
+        for alias in ("ip-1", "ip6-1", "mac-1", "host-1", "user-1", "email-1@redacted.invalid")
     )
     assert redactor.redact_text(aliases + "\n") == (aliases + "\n", {})

@@ -149,7 +149,11 @@ def test_fifo_is_dropped_without_blocking(tmp_path):
 
 def test_json_stays_valid_when_line_scrubbing_would_break_it(tmp_path):
     # "token=abc\\" ends in an escaped backslash; cutting the value there would escape the closing quote.
-    document = {"note": "token=abc\\", "ok": "user=alice", "nested": {"password": 1234, "list": ["AKIAQ3EGRD5HXW7PLMNB"]}}
+    document = {
+        "note": "token=abc\\",
+        "ok": "user=alice",
+        "nested": {"password": 1234, "list": ["AKIAQ3EGRD5HXW7PLMNB"]},
+    }
     (tmp_path / "facts.json").write_text(json.dumps(document, indent=2) + "\n")
     result = Redactor().redact_file(tmp_path / "facts.json", tmp_path / "out.json")
     scrubbed = json.loads((tmp_path / "out.json").read_text())

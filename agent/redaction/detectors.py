@@ -153,8 +153,10 @@ _URL_CREDENTIALS = re.compile(
     r":(?P<password>[^\s/?#\"'<>]*)@(?=[\w\[])"
 )
 _PROXY_CREDENTIALS = re.compile(
-    # ":(?!//)": a value with a scheme (http://user:pw@host) is the URL pattern's, not a bare user:pw@host.
-    r"(?i)(?P<prefix>\b\w*proxy\w*[\"']?[ \t]*[=:][ \t]*[\"']?)(?P<user>[^\s:/@\"']+):(?!//)(?P<password>[^\s@\"']+)@"
+    # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
+    # the line or follow a space or quote (not "http://proxyuser:" nor "svc-proxy:"), and a "//" after
+    # the colon means the scheme, never a user.
+    r"(?i)(?P<prefix>(?<![^\s\"'])\w*proxy\w*[\"']?[ \t]*[=:][ \t]*[\"']?)(?P<user>[^\s:/@\"']+):(?!//)(?P<password>[^\s@\"']+)@"
 )
 
 

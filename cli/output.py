@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEBUG = {"enabled": False}
@@ -86,6 +87,6 @@ def promise(due: datetime, window_minutes: float) -> str:
 
 def error(message: str, hint: str | None = None) -> None:
     con = err_console()
-    con.print(f"[bold red]error:[/] {message}", markup=True)
+    con.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     if hint:
-        con.print(f"[dim]hint:[/] {hint}", markup=True)
+        con.print(f"[dim]hint:[/] {escape(hint)}", markup=True)

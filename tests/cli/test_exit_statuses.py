@@ -90,3 +90,10 @@ def test_promise_line():
     due = datetime.now(UTC) + timedelta(hours=4)
     line = output.promise(due, 240)
     assert line == f"An engineer will answer by {due.astimezone().strftime('%H:%M') if due.astimezone().date() == datetime.now(UTC).astimezone().date() else due.astimezone().strftime('%a %d %b %H:%M')} (within 4 h)."
+
+
+def test_brackets_in_messages_are_printed_as_they_are(monkeypatch, capsys):
+    error = st.ConfigError("The server is not installed here.", hint="Install it with: pip install 'helpline[server]'.")
+    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: (_ for _ in ()).throw(error))
+    _, _, err = run(capsys, ["status"])
+    assert "pip install 'helpline[server]'" in err

@@ -1,0 +1,1 @@
+"""Benchmarks that compare Helpline with the tools people use instead (see README.md)."""

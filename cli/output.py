@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 DEBUG = {"enabled": False}
 
@@ -47,7 +48,13 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def esc(value: object) -> str:
+    """Text from users or the server, made safe to put inside a message with markup."""
+    return escape(str(value))
+
+
 def say(message: str) -> None:
+    """Print a message; its [bold]…[/] markup is ours, anything interpolated goes through esc()."""
     console().print(message)
 
 
@@ -56,7 +63,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))  # cells are data, never markup
     console().print(t)
 
 

@@ -120,7 +120,7 @@ def token_create(
         return
     output.say(f"Enrollment token {t.id} for group [bold]{t.group}[/] ({t.max_uses} uses, until {output.local_time(t.expires_at)}):")
     output.say(t.token)
-    output.say(f"On each PC: helpline agent enroll {session.load_login().server_url} {t.token}")
+    output.say(f"On each PC: helpline agent enroll {output.esc(session.load_login().server_url)} {t.token}")
 
 
 @token_app.command("list")
@@ -183,7 +183,7 @@ def agent_show(agent_id: Annotated[str, typer.Argument()], json_out: JsonOpt = F
     if json_out:
         output.print_json(a)
         return
-    output.say(f"[bold]{a.hostname}[/] ({a.id})\nOS: {a.os}\nAgent: {a.agent_version}\nGroup: {a.group or '—'}\n"
+    output.say(f"[bold]{output.esc(a.hostname)}[/] ({a.id})\nOS: {output.esc(a.os)}\nAgent: {output.esc(a.agent_version)}\nGroup: {a.group or '—'}\n"
                f"Key: {a.fingerprint}\nLast seen: {output.local_time(a.last_seen_at)}\nTickets: {', '.join(a.tickets) or '—'}")
 
 

@@ -59,8 +59,8 @@ def get(
     if json_out:
         output.print_json({"bundle": bundle, "dir": str(dest), "report": str(report)})
     else:
-        output.say(f"Bundle {bundle.id} of {bundle.ticket} from {bundle.hostname} is in {dest}")
-        output.say(f"Read it: {report}")
+        output.say(f"Bundle {bundle.id} of {bundle.ticket} from {output.esc(bundle.hostname)} is in {output.esc(dest)}")
+        output.say(f"Read it: {output.esc(report)}")
     if open_report:
         webbrowser.open(report.resolve().as_uri())
 
@@ -76,11 +76,11 @@ def show(ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket numbe
         output.print_json(detail)
         return
     os_info = detail.summary.get("os") or {}
-    output.say(f"[bold]{detail.ticket}[/] bundle {detail.id} from {detail.hostname}, {output.local_time(detail.created_at)}, "
+    output.say(f"[bold]{detail.ticket}[/] bundle {detail.id} from {output.esc(detail.hostname)}, {output.local_time(detail.created_at)}, "
                f"{detail.files} files, {detail.size / 1e6:.1f} MB")
-    output.say(f"OS: {os_info.get('name') or '—'} {os_info.get('version') or ''} (kernel {os_info.get('kernel') or '—'})")
+    output.say(output.esc(f"OS: {os_info.get('name') or '—'} {os_info.get('version') or ''} (kernel {os_info.get('kernel') or '—'})"))
     lines = attention_lines(detail.summary)
-    output.say("\n".join(f"• {line}" for line in lines) if lines else "Nothing needs attention.")
+    output.say("\n".join(f"• {output.esc(line)}" for line in lines) if lines else "Nothing needs attention.")
 
 
 @diag_app.command("diff")
@@ -119,4 +119,4 @@ def diff(
     if json_out:
         output.print_json(result.to_dict())
         return
-    output.say("\n".join(result.render_text()))
+    output.say(output.esc("\n".join(result.render_text())))

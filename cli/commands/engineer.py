@@ -51,7 +51,7 @@ def login(
     with ServerConnection(base) as conn:
         answer = LoginResponse.model_validate(conn.post("auth/login", json={"username": username, "password": password, "token_name": "cli"}))
     session.save_login(session.Login(base, answer.token, answer.account.username, answer.account.role.value, answer.expires_at.isoformat()))
-    output.say(f"Logged in to {base} as [bold]{answer.account.username}[/] ({answer.account.role.value}); the token is valid until {output.local_time(answer.expires_at)}.")
+    output.say(f"Logged in to {output.esc(base)} as [bold]{answer.account.username}[/] ({answer.account.role.value}); the token is valid until {output.local_time(answer.expires_at)}.")
 
 
 def logout() -> None:
@@ -71,7 +71,7 @@ def whoami(json_out: JsonOpt = False) -> None:
     if json_out:
         output.print_json(me)
         return
-    output.say(f"{me.username} ({me.display_name}), {me.role.value}, on {session.load_login().server_url}")
+    output.say(f"{me.username} ({output.esc(me.display_name)}), {me.role.value}, on {output.esc(session.load_login().server_url)}")
 
 
 def _ticket_rows(tickets: list[TicketPublic]):
@@ -80,14 +80,14 @@ def _ticket_rows(tickets: list[TicketPublic]):
 
 
 def _show_ticket(t: TicketDetail) -> None:
-    output.say(f"[bold]{t.number}[/] {t.title}")
+    output.say(f"[bold]{t.number}[/] {output.esc(t.title)}")
     output.say(f"Status: {t.status.value} · Priority: {t.priority.value} · Assignee: {t.assignee or '—'} · Channel: {t.channel.value}")
     responded = output.local_time(t.first_responded_at) if t.first_responded_at else "not yet"
-    output.say(f"Requester: {t.requester or '—'} · First response due {output.local_time(t.first_response_due)} (answered: {responded})")
+    output.say(f"Requester: {output.esc(t.requester or '—')} · First response due {output.local_time(t.first_response_due)} (answered: {responded})")
     if t.description:
-        output.say(t.description)
+        output.say(output.esc(t.description))
     if t.agents:
-        output.say("PCs: " + ", ".join(t.agents))
+        output.say(output.esc("PCs: " + ", ".join(t.agents)))
     output.table("Timeline", ["When", "Who", "What"], [(output.local_time(e.at), e.actor, e.message) for e in t.timeline])
     if t.bundles:
         output.table("Diagnostics (helpline diag get ID)", ["Id", "From", "When", "Files", "Size"],
@@ -216,7 +216,7 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(help="Ticket number, 
         output.print_json(code)
         return
     output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid until {output.local_time(code.expires_at)}).")
-    output.say(f"On the user's PC: helpline pair {code.code} --server {session.load_login().server_url}")
+    output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(session.load_login().server_url)}")
 
 
 @ssh_key_app.command("add")
@@ -225,7 +225,7 @@ def ssh_key_add(path: Annotated[Path, typer.Argument(help="Your public key file,
     text = sys.stdin.read() if str(path) == "-" else path.expanduser().read_text()
     with session.connect() as conn:
         key = SshKeyPublic.model_validate(conn.post("me/ssh-keys", json={"public_key": text.strip()}))
-    output.say(f"Added {key.algorithm} key {key.fingerprint}.")
+    output.say(output.esc(f"Added {key.algorithm} key {key.fingerprint}."))
 
 
 @ssh_key_app.command("list")

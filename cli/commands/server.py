@@ -60,8 +60,8 @@ def init(
     from protocol import signing
 
     key = signing.load_private_key(settings.resolved_signing_key_file)
-    output.say(("Wrote" if created else "Kept") + f" {path}")
-    output.say(f"Database ready: {settings.resolved_database_url.split('@')[-1]}")
+    output.say(("Wrote" if created else "Kept") + f" {output.esc(path)}")
+    output.say(f"Database ready: {output.esc(settings.resolved_database_url.split('@')[-1])}")
     output.say(f"Server key fingerprint (agents pin it): {signing.fingerprint(signing.public_key_b64(key))}")
     if admin:
         output.say(f"Created admin account [bold]{admin.lower()}[/].")

@@ -59,7 +59,7 @@ def _show_preview(prepared) -> None:
     for p in prepared.bundle.preview:
         rows.append((p.category, p.files, _size(p.bytes), p.redactions or "", p.dropped or ""))
     output.table("What will be sent", ["Category", "Files", "Size", "Secrets removed", "Left out"], rows)
-    output.say(f"Bundle: {_size(prepared.size)} (compressed). Read all of it first: {prepared.report_html}")
+    output.say(f"Bundle: {_size(prepared.size)} (compressed). Read all of it first: {output.esc(prepared.report_html)}")
 
 
 def _size(n: int) -> str:
@@ -150,7 +150,7 @@ def share(
         if json_out:
             output.print_json(lines)
         else:
-            output.say("\n".join(lines) if lines else "Nothing is waiting to be sent.")
+            output.say(output.esc("\n".join(lines)) if lines else "Nothing is waiting to be sent.")
         return
     if code and ticket:
         raise InvalidInputError("Give --code or --ticket, not both.")
@@ -171,7 +171,7 @@ def share(
             if json_out:
                 output.print_json({"bundle_dir": str(prepared.bundle.out_dir), "size": prepared.size, "preview": [p.__dict__ for p in prepared.bundle.preview]})
             else:
-                output.say(f"Nothing was sent. The bundle is in {prepared.bundle.out_dir}")
+                output.say(f"Nothing was sent. The bundle is in {output.esc(prepared.bundle.out_dir)}")
             prepared = None  # keep it for the user to read
             return
         if output_path:
@@ -181,7 +181,7 @@ def share(
             if json_out:
                 output.print_json({"output": str(target), "size": prepared.size, "sha256": prepared.sha256})
             else:
-                output.say(f"Saved to {target} ({_size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
+                output.say(f"Saved to {output.esc(target)} ({_size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
             return
         if not yes and not typer.confirm("Send this to your support team?", default=True, err=True):
             output.say("Nothing was sent.")
@@ -208,7 +208,7 @@ def share(
         tail = f"Status: {the_ticket.status}." if answered else output.promise(the_ticket.first_response_due, window)
         output.say(f"Ticket [bold]{the_ticket.number}[/] — your diagnostics were delivered. {tail}")
         for line in extra:
-            output.say(f"Also sent from the queue: {line}")
+            output.say(f"Also sent from the queue: {output.esc(line)}")
     finally:
         if prepared is not None:
             prepared.discard()

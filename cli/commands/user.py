@@ -34,11 +34,11 @@ def pair(
     if json_out:
         output.print_json({"ticket": ticket, "agent_id": state.agent_id, "server": state.server_url})
         return
-    output.say(f"This PC is now linked to ticket [bold]{ticket.number}[/] — {ticket.title}.")
+    output.say(f"This PC is now linked to ticket [bold]{ticket.number}[/] — {output.esc(ticket.title)}.")
     if ticket.first_responded_at is None and ticket.status in ("new", "open"):
         output.say(output.promise(ticket.first_response_due, _window(ticket)))
     else:
-        who = f" ({ticket.assignee})" if ticket.assignee else ""
+        who = f" ({output.esc(ticket.assignee)})" if ticket.assignee else ""
         output.say(f"Status: {ticket.status}{who}.")
 
 
@@ -76,8 +76,8 @@ def status(
         output.say("This PC has no tickets yet. Open one with `helpline request \"what is wrong\"`.")
         return
     for t in tickets:
-        who = t.assignee or "not yet assigned"
-        output.say(f"[bold]{t.number}[/] {t.title}\n  Status: {t.status} · Engineer: {who} · Priority: {t.priority}")
+        who = output.esc(t.assignee or "not yet assigned")
+        output.say(f"[bold]{t.number}[/] {output.esc(t.title)}\n  Status: {t.status} · Engineer: {who} · Priority: {t.priority}")
         if t.first_responded_at is None and t.status not in ("resolved", "closed"):
             output.say("  " + output.promise(t.first_response_due, _window(t)))
         output.table(None, ["When", "Who", "What"], [(output.local_time(e.at), e.actor, e.message) for e in t.timeline])

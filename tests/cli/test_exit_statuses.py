@@ -97,3 +97,18 @@ def test_brackets_in_messages_are_printed_as_they_are(monkeypatch, capsys):
     monkeypatch.setattr(user.link, "my_tickets", lambda **kw: (_ for _ in ()).throw(error))
     _, _, err = run(capsys, ["status"])
     assert "pip install 'helpline[server]'" in err
+
+
+def test_user_text_with_brackets_is_shown_verbatim(monkeypatch, capsys):
+    from protocol.schemas import AgentTicket, TimelineEntry
+
+    now = datetime.now(UTC)
+    ticket = AgentTicket(
+        number="T-1042", title="[URGENT] VPN [red]down[/]", status="open", priority="high", assignee="Dana [IT]",
+        created_at=now, first_response_due=now + timedelta(hours=2), first_responded_at=None,
+        timeline=[TimelineEntry(at=now, actor="Dana [IT]", kind="note", message="Try [bold]this[/] fix")],
+    )
+    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: [ticket])
+    status, out, _ = run(capsys, ["status"])
+    assert status == 0
+    assert "[URGENT] VPN [red]down[/]" in out and "Dana [IT]" in out and "Try [bold]this[/] fix" in out

@@ -67,7 +67,8 @@ class ServerConnection:
         headers = {"User-Agent": f"helpline/{__version__}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: Any = os.environ.get("HELPLINE_CA_BUNDLE") or True
+        # Plain http (loopback, or explicitly allowed) has nothing to verify: skip loading the CA store.
+        verify: Any = (os.environ.get("HELPLINE_CA_BUNDLE") or True) if self.base_url.startswith("https:") else False
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify, transport=transport)
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from ..context import CollectContext
 from .base import ALL_PLATFORMS, Collector, iso_utc
 
 TOP_N = 15
-SAMPLE_SECONDS = 0.5
+SAMPLE_SECONDS = 0.3
 CMDLINE_CHARS = 300
 _ATTRS = ["pid", "ppid", "name", "username", "status", "create_time", "num_threads", "memory_info",
           "memory_percent", "cmdline"]

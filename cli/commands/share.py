@@ -169,7 +169,7 @@ def share(
             _show_preview(prepared)
         if preview:
             if json_out:
-                output.print_json({"bundle_dir": str(prepared.bundle.out_dir), "size": prepared.size, "preview": [p.__dict__ for p in prepared.bundle.preview]})
+                output.print_json({"bundle_dir": str(prepared.bundle.out_dir), "size": prepared.size, "preview": [p.to_dict() for p in prepared.bundle.preview]})
             else:
                 output.say(f"Nothing was sent. The bundle is in {output.esc(prepared.bundle.out_dir)}")
             prepared = None  # keep it for the user to read
@@ -183,7 +183,7 @@ def share(
             else:
                 output.say(f"Saved to {output.esc(target)} ({_size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
             return
-        if not yes and not typer.confirm("Send this to your support team?", default=True, err=True):
+        if not yes and not typer.confirm("Send this to your support team?", default=False, err=True):
             output.say("Nothing was sent.")
             return
         number, the_ticket, window = _ticket_for(code, ticket, server, request)

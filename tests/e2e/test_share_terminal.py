@@ -1,0 +1,59 @@
+"""`helpline share` on a real terminal (a pty): the three questions, the preview, the
+confirmation and the progress bars, as a person sees them."""
+
+from __future__ import annotations
+
+import json
+
+import pexpect
+import pytest
+
+from tests.support.live import helpline_bin
+
+pytestmark = pytest.mark.e2e
+
+
+def spawn(pc, *args: str) -> pexpect.spawn:
+    env = pc.env()
+    env.pop("NO_COLOR", None)
+    env["TERM"] = "xterm-256color"
+    return pexpect.spawn(helpline_bin(), list(args), env=env, encoding="utf-8", timeout=60, dimensions=(50, 160))
+
+
+def test_questions_preview_and_refusal_on_a_terminal(live_server, admin_pc, make_pc, tmp_path):
+    number = admin_pc.ok("ticket", "create", "Terminal test", "--json").json()["number"]
+    code = admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"]
+    user = make_pc("user")
+    user.ok("pair", code, "--server", live_server.url)
+
+    child = spawn(user, "share", "--ticket", number)
+    child.expect("What happened\\?")
+    child.sendline("Outlook [crashes] on start")
+    child.expect("Since when, and how often\\?")
+    child.sendline("since Monday")
+    child.expect("What have you already tried\\?")
+    child.sendline("a reboot")
+    child.expect("What will be sent")
+    child.expect("report.html")
+    child.expect("Send this to your support team\\? \\[y/N\\]")
+    child.sendline("n")
+    child.expect("Nothing was sent")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert admin_pc.ok("ticket", "show", number, "--json").json()["bundles"] == []
+
+    child = spawn(user, "share", "--ticket", number, "--what", "Outlook [crashes] on start", "--since", "Monday", "--tried", "reboot")
+    child.expect("Send this to your support team\\?")
+    child.sendline("y")
+    child.expect("your diagnostics were delivered")
+    assert number in child.before and "\x1b[" in child.before  # colour (bold number) on a terminal only
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    bundles = admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]
+    assert len(bundles) == 1
+    dest = tmp_path / "got"
+    admin_pc.ok("diag", "get", bundles[0]["id"], "--dir", str(dest))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert "Outlook [crashes] on start" in json.dumps(manifest)

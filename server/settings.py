@@ -39,6 +39,8 @@ class RateLimits(BaseModel):
     login_per_ip: int = 30
     login_window_seconds: int = 900
     pairing_per_ip: int = 10
+    # A budget over all addresses bounds guessing from many machines (40-bit codes, a few live at
+    # once); the price is that a flood of failures can hold up pairing for everyone for one window.
     pairing_global: int = 200
     pairing_window_seconds: int = 600
     enroll_per_ip: int = 20

@@ -36,6 +36,7 @@ class ShareRequest:
     redact_network: bool = False
     redact_names: bool = False
     server_url: str | None = None
+    ticket: str | None = None  # known before bundling only when the PC shares to a ticket it is linked to
 
     def answers(self) -> dict[str, str]:
         return {"what_happened": self.what, "since_when": self.since, "already_tried": self.tried}
@@ -82,6 +83,13 @@ def redactor_for(request: ShareRequest) -> Redactor:
     ))
 
 
+def _extra(request: ShareRequest) -> dict:
+    extra: dict = {"answers": request.answers()}
+    if request.ticket:
+        extra["ticket"] = request.ticket
+    return extra
+
+
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
             work_root: Path | None = None) -> PreparedBundle:
     """Collect, redact and bundle into a private work directory; return the packed bundle."""
@@ -91,7 +99,7 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     try:
         report = collect(collect_options(request), work / "staging", progress=progress)
         bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor_for(request),
-                              exclude=set(request.exclude), extra={"answers": request.answers()})
+                              exclude=set(request.exclude), extra=_extra(request))
         shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"
         size, sha256 = pack(work / "bundle", archive)

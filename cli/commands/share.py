@@ -81,7 +81,7 @@ def _ticket_for(code: str | None, ticket: str | None, server: str | None, reques
         return t.number, t, None
     if ticket:
         state = require_state()
-        wanted = ticket.upper() if ticket.upper().startswith("T-") else f"T-{ticket}"
+        wanted = _ticket_label(ticket)
         if wanted not in state.tickets:
             raise ConfigError(f"This PC is not linked to {wanted}.", hint="Pair with the code your engineer gives you: --code CODE.")
         return wanted, None, None
@@ -90,6 +90,10 @@ def _ticket_for(code: str | None, ticket: str | None, server: str | None, reques
         ("What happened", request.what), ("Since when", request.since), ("Already tried", request.tried)) if value)
     _, answer = link.request_help(title, description=description, server_url=server)
     return answer.ticket.number, answer.ticket, float(answer.response_minutes)
+
+
+def _ticket_label(ticket: str) -> str:
+    return ticket.upper() if ticket.upper().startswith("T-") else f"T-{ticket}"
 
 
 def _deliver(entry: upload.OutboxEntry, credential: str) -> None:
@@ -161,7 +165,8 @@ def share(
     previous = load_state()
     request = ShareRequest(what=what, since=since, tried=tried, exclude=set(exclude or ()), logs=list(logs or ()),
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
-                           server_url=server or (previous.server_url if previous else None))
+                           server_url=server or (previous.server_url if previous else None),
+                           ticket=_ticket_label(ticket) if ticket else None)
     _ask(request)
     prepared = _collect(request)
     try:

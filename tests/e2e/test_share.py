@@ -122,6 +122,8 @@ def test_preview_sends_nothing(live_server, admin_pc, make_pc):
     user.ok("pair", code, "--server", live_server.url)
     out = user.ok("share", "--ticket", number, "--preview", *ANSWERS).stdout
     assert "Nothing was sent" in out
+    bundle_dir = Path(re.search(r"The bundle is in (\S+)", out).group(1))
+    assert f"Ticket: <b>{number}</b>" in (bundle_dir / "report.html").read_text()  # known before sending
     assert admin_pc.ok("ticket", "show", number, "--json").json()["bundles"] == []
 
 

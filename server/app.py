@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
@@ -16,7 +19,9 @@ from protocol.status import HelplineError, http_status_of
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
+from server.db import transaction
 from server.state import ServerState
+from server.uploads import sweep_expired
 
 log = logging.getLogger("helpline.server")
 
@@ -101,9 +106,39 @@ class _TooLarge(Exception):
     pass
 
 
+def _sweep_once(state: ServerState) -> int:
+    with transaction(state.sessions) as session:
+        return sweep_expired(session, state.blobs, limit=200)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """Run the upload sweeper for as long as the app serves; stop it with the app."""
+    state: ServerState = app.state.helpline
+
+    async def sweeper() -> None:
+        while True:
+            await asyncio.sleep(state.settings.upload_sweep_seconds)
+            try:
+                removed = await run_in_threadpool(_sweep_once, state)
+                if removed:
+                    log.info("removed %d expired unfinished uploads", removed)
+            except Exception:  # a failed sweep must not stop the next one
+                log.exception("sweeping expired uploads failed")
+
+    task = asyncio.create_task(sweeper())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(state: ServerState) -> FastAPI:
     """Return the ASGI app serving ``state``; the caller owns the state's lifetime."""
     app = FastAPI(
+        lifespan=_lifespan,
         title="Helpline",
         version=__version__,
         description="Pairs PCs with tickets, stores what they send and relays consent-gated sessions.",

@@ -82,6 +82,7 @@ class ServerSettings(BaseSettings):
     max_bundle_bytes: int = Field(default=512 << 20, gt=0)
     upload_chunk_bytes: int = Field(default=4 << 20, ge=64 << 10, le=64 << 20)
     upload_ttl_hours: float = Field(default=72.0, gt=0)
+    upload_sweep_seconds: float = Field(default=600.0, gt=0)  # how often expired, unfinished uploads are removed
     dev: bool = False
 
     @field_validator("secret_key")

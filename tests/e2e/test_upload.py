@@ -187,3 +187,32 @@ def test_other_pc_cannot_touch_an_upload(live_server, admin_pc, make_pc, tmp_pat
         assert response.status_code == 404
         refused = conn._client.post(f"/v1/agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
         assert refused.status_code == 404  # not linked to that ticket
+
+
+def test_abandoned_uploads_are_swept(server_factory, make_pc, tmp_path):
+    server = server_factory(upload_ttl_hours="0.0005", upload_sweep_seconds="0.5", upload_chunk_bytes=str(CHUNK))  # 1.8 s
+    admin = make_pc("admin")
+    admin.login(server)
+    number, pc, credential = paired_pc(server, admin, make_pc)
+    archive = write_archive(tmp_path / "b.tar.gz", payload=3 * CHUNK)
+    size = archive.stat().st_size
+
+    def abandon(sent: int, total: int) -> None:
+        if sent >= 2 * CHUNK:
+            raise KeyboardInterrupt
+
+    entry = upload.enqueue(archive, number, server.url, directory=pc.agent_dir)
+    with pytest.raises(KeyboardInterrupt):
+        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST, progress=abandon)
+    chunks_dir = server.data_dir / "blobs" / "uploads"
+    assert any(p.is_file() for p in chunks_dir.rglob("*"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and chunks_dir.exists() and any(p.is_file() and "@" not in p.name for p in chunks_dir.rglob("*")):
+        time.sleep(0.2)
+    assert not chunks_dir.exists() or not any(p.is_file() and "@" not in p.name for p in chunks_dir.rglob("*"))
+    with ServerConnection(server.url, credential) as conn:
+        response = conn._client.get(f"/v1/uploads/{upload.pending(pc.agent_dir)[0].upload_id}")
+    assert response.status_code == 404
+    # The PC still has the bundle and sends it again from the start.
+    bundle = upload.deliver(upload.pending(pc.agent_dir)[0], credential, directory=pc.agent_dir, policy=FAST)
+    assert bundle.size == size

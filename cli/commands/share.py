@@ -163,6 +163,10 @@ def share(
     from agent.share import ShareRequest
 
     previous = load_state()
+    if not (output_path or preview or server or previous):
+        # Say it now, not after gathering and asking: with no server there is nowhere to send to.
+        raise ConfigError("This PC does not know its Helpline server yet.",
+                          hint="Add --server URL (your support team tells you the address), or save the bundle with --output FILE.")
     request = ShareRequest(what=what, since=since, tried=tried, exclude=set(exclude or ()), logs=list(logs or ()),
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),

@@ -167,3 +167,11 @@ def test_diff_between_two_shares(live_server, admin_pc, make_pc, tmp_path):
     assert isinstance(diff, dict)
     text = admin_pc.ok("diag", "diff", bundles[0]["id"], bundles[1]["id"]).stdout
     assert text.strip()
+
+
+def test_no_server_known_fails_before_gathering(make_pc):
+    pc = make_pc("fresh")
+    result = pc.run("share", "--yes", *ANSWERS)
+    assert result.code == ExitStatus.CONFIG
+    assert "--server URL" in result.stderr and "What will be sent" not in result.stdout
+    assert not (pc.agent_dir / "work").exists() or not any((pc.agent_dir / "work").iterdir())

@@ -81,8 +81,8 @@ class ServerConnection:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request and return its JSON; ``tickets`` means /v1/tickets, ``/healthz`` is taken as is."""
-        url = path if path.startswith("/") else f"{API_PREFIX}/{path}"
+        """Send a request and return its JSON (see :meth:`_url` for ``path``)."""
+        url = self._url(path)
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
@@ -101,9 +101,14 @@ class ServerConnection:
             raise UnavailableError(f"{self.base_url} did not answer like a Helpline server.",
                                    hint="Check the address.") from exc
 
+    @staticmethod
+    def _url(path: str) -> str:
+        """``tickets`` means /v1/tickets; an absolute path such as ``/healthz`` is taken as is."""
+        return path if path.startswith("/") else f"{API_PREFIX}/{path}"
+
     def download(self, path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
         """Stream a file to ``dest``; return (size, sha256), checked against X-Content-SHA256 if sent."""
-        url = path if path.startswith("/") else f"{API_PREFIX}/{path}"
+        url = self._url(path)
         digest, size = hashlib.sha256(), 0
         try:
             with self._client.stream("GET", url) as response:

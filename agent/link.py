@@ -18,19 +18,34 @@ def _remember_ticket(state: AgentState, number: str) -> None:
     state.tickets.append(number)
 
 
+def _on(previous: AgentState | None, server_url: str) -> AgentState | None:
+    """The saved state if it belongs to ``server_url``: its credential and pinned key count only there."""
+    return previous if previous is not None and previous.server_url == server_url else None
+
+
 def _state_after(
     server_url: str, answer: AgentCredential, previous: AgentState | None, *, enrolled: bool | None = None
 ) -> AgentState:
-    same_server = previous is not None and previous.server_url == server_url
+    prior = _on(previous, server_url)
     return AgentState(
         server_url=server_url,
         agent_id=answer.agent_id,
-        credential=answer.credential or (previous.credential if same_server else ""),
+        credential=answer.credential or (prior.credential if prior else ""),
         server_public_key=answer.server_public_key,
-        enrolled=enrolled if enrolled is not None else bool(same_server and previous.enrolled),
+        enrolled=enrolled if enrolled is not None else bool(prior and prior.enrolled),
         group=answer.group,
-        tickets=list(previous.tickets) if same_server else [],
+        tickets=list(prior.tickets) if prior else [],
     )
+
+
+def _pinned(previous: AgentState | None, server_url: str) -> str | None:
+    prior = _on(previous, server_url)
+    return prior.server_public_key if prior else None
+
+
+def _credential(previous: AgentState | None, server_url: str) -> str | None:
+    prior = _on(previous, server_url)
+    return (prior.credential or None) if prior else None
 
 
 def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = None, directory: Path | None = None) -> AgentState:
@@ -46,8 +61,7 @@ def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = No
     with ServerConnection(url) as conn:
         data = conn.post("agents/enroll", json={"token": token, "identity": me.model_dump(), "signature": signing.sign(key, payload)})
     answer = AgentCredential.model_validate(data)
-    pinned = previous.server_public_key if previous and previous.server_url == url else None
-    accept_credential(key, answer, pinned=pinned, expected_fingerprint=expected_fingerprint)
+    accept_credential(key, answer, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer, previous, enrolled=True)
     save_state(state, directory)
     return state
@@ -71,12 +85,11 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
     key = load_key(directory)
     me = identity.describe(key)
     payload = signing.proof_payload("pair", "code", canonical, me.model_dump())
-    token = previous.credential if previous and previous.server_url == url and previous.credential else None
+    token = _credential(previous, url)
     with ServerConnection(url, token) as conn:
         data = conn.post("pair", json={"code": canonical, "identity": me.model_dump(), "signature": signing.sign(key, payload)})
     answer = PairResponse.model_validate(data)
-    pinned = previous.server_public_key if previous and previous.server_url == url else None
-    accept_credential(key, answer.agent, pinned=pinned, expected_fingerprint=expected_fingerprint)
+    accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer.agent, previous)
     _remember_ticket(state, answer.ticket.number)
     save_state(state, directory)
@@ -89,7 +102,7 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
     previous = load_state(directory)
     url = _server_for(server_url, previous)
     key = load_key(directory)
-    token = previous.credential if previous and previous.server_url == url and previous.credential else None
+    token = _credential(previous, url)
     body: dict = {"title": title, "description": description, "requester": requester}
     if token is None:
         me = identity.describe(key)
@@ -99,8 +112,7 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
         data = conn.post("self-service/tickets", json=body)
     answer = SelfServiceResponse.model_validate(data)
     if answer.agent is not None:
-        pinned = previous.server_public_key if previous and previous.server_url == url else None
-        accept_credential(key, answer.agent, pinned=pinned, expected_fingerprint=None)
+        accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=None)
         state = _state_after(url, answer.agent, previous)
     else:
         state = previous

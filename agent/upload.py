@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent.http import ServerConnection
 from agent.paths import agent_dir, write_private
-from agent.state import AgentState
+from protocol.archive import sha256_file
 from protocol.schemas import BundlePublic, ServerInfo, UploadStatus
 from protocol.status import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
 
@@ -67,19 +67,10 @@ def outbox_dir(directory: Path | None = None) -> Path:
     return path
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
 def enqueue(archive: Path, ticket: str, server_url: str, *, directory: Path | None = None, move: bool = True) -> OutboxEntry:
     """Put a bundle archive in the outbox (moved, or copied) and return its record."""
     box = outbox_dir(directory)
-    size, sha256 = file_digest(archive)
+    size, sha256 = sha256_file(archive)
     entry_id = f"{int(time.time())}-{sha256[:12]}"
     target = box / f"{entry_id}.tar.gz"
     if move:

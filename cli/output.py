@@ -88,6 +88,15 @@ def duration(minutes: float) -> str:
     return f"{days} days"
 
 
+def size(n: float) -> str:
+    """Say a size in decimal units: ``812 B``, ``37.6 KB``, ``1.4 MB``."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 def promise(due: datetime, window_minutes: float) -> str:
     return f"An engineer will answer by {local_time(due)} (within {duration(window_minutes)})."
 

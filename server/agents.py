@@ -23,6 +23,7 @@ from server.db import utcnow
 from server.models import Account, Agent, EnrollmentToken, Pairing, PairingCode, Ticket
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_ENROLL, keyed_digest, new_token, token_digest
 from server.settings import ServerSettings
+from server.tickets import get_ticket
 
 
 def check_proof(identity: AgentIdentity, purpose: str, secret_field: str, secret: str, signature: str | None) -> None:
@@ -245,6 +246,19 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
     if used.rowcount != 1:
         raise ConflictError("That pairing code has already been used.", hint="Ask your engineer for a new code.")
     return row
+
+
+def paired_ticket(session: Session, agent: Agent, number: str) -> Ticket:
+    """The ticket ``number`` if this agent is linked to it; NotFoundError otherwise.
+
+    A ticket the PC is not linked to gets the same answer as a missing one:
+    ticket numbers are not secrets, but their contents are.
+    """
+    ticket = get_ticket(session, number)
+    linked = session.scalar(select(Pairing.id).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))
+    if linked is None:
+        raise NotFoundError(f"This PC is not linked to {ticket.label}.", hint="Pair with a code from your engineer first.")
+    return ticket
 
 
 def pair_agent(session: Session, actor: Actor, ticket: Ticket, agent: Agent, via: str) -> Pairing:

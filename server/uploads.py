@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 from protocol.archive import inspect_archive
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
 from protocol.status import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
-from server import tickets as ticket_svc
+from server.agents import paired_ticket
 from server.audit import Actor, record, timeline
 from server.blobs import BlobStore
 from server.db import utcnow
-from server.models import Agent, Bundle, Pairing, Ticket, Upload, UploadChunk
+from server.models import Agent, Bundle, Ticket, Upload, UploadChunk
 from server.settings import ServerSettings
 
 SUMMARY_MAX_BYTES = 4 << 20
@@ -56,17 +56,9 @@ def status_of(upload: Upload) -> UploadStatus:
     )
 
 
-def _paired_ticket(session: Session, agent: Agent, number: str) -> Ticket:
-    ticket = ticket_svc.get_ticket(session, number)
-    paired = session.scalar(select(Pairing.id).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))
-    if paired is None:
-        raise NotFoundError(f"This PC is not linked to {ticket.label}.", hint="Pair with a code from your engineer first.")
-    return ticket
-
-
 def start_upload(session: Session, settings: ServerSettings, agent: Agent, number: str, body: UploadCreate) -> Upload:
     """Create an upload, or return the one already under way for the same file (resume)."""
-    ticket = _paired_ticket(session, agent, number)
+    ticket = paired_ticket(session, agent, number)
     if body.size > settings.max_bundle_bytes:
         raise TooLargeError(
             f"The bundle is {body.size / 1e6:.1f} MB, over this server's limit of {settings.max_bundle_bytes / 1e6:.0f} MB.",

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cli import output, session
-from cli.commands.engineer import PANEL, JsonOpt
+from cli.commands.engineer import JsonOpt
 from protocol.schemas import BundleDetail, BundlePublic
 from protocol.status import InvalidInputError, NotFoundError
 
@@ -77,7 +77,7 @@ def show(ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket numbe
         return
     os_info = detail.summary.get("os") or {}
     output.say(f"[bold]{detail.ticket}[/] bundle {detail.id} from {output.esc(detail.hostname)}, {output.local_time(detail.created_at)}, "
-               f"{detail.files} files, {detail.size / 1e6:.1f} MB")
+               f"{detail.files} files, {output.size(detail.size)}")
     output.say(output.esc(f"OS: {os_info.get('name') or '—'} {os_info.get('version') or ''} (kernel {os_info.get('kernel') or '—'})"))
     lines = attention_lines(detail.summary)
     output.say("\n".join(f"• {output.esc(line)}" for line in lines) if lines else "Nothing needs attention.")

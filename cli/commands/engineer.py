@@ -91,7 +91,7 @@ def _show_ticket(t: TicketDetail) -> None:
     output.table("Timeline", ["When", "Who", "What"], [(output.local_time(e.at), e.actor, e.message) for e in t.timeline])
     if t.bundles:
         output.table("Diagnostics (helpline diag get ID)", ["Id", "From", "When", "Files", "Size"],
-                     [(b.id, b.hostname, output.local_time(b.created_at), b.files, f"{b.size / 1e6:.1f} MB") for b in t.bundles])
+                     [(b.id, b.hostname, output.local_time(b.created_at), b.files, output.size(b.size)) for b in t.bundles])
 
 
 @ticket_app.command("create")

@@ -57,17 +57,9 @@ def _collect(request):
 def _show_preview(prepared) -> None:
     rows = []
     for p in prepared.bundle.preview:
-        rows.append((p.category, p.files, _size(p.bytes), p.redactions or "", p.dropped or ""))
+        rows.append((p.category, p.files, output.size(p.bytes), p.redactions or "", p.dropped or ""))
     output.table("What will be sent", ["Category", "Files", "Size", "Secrets removed", "Left out"], rows)
-    output.say(f"Bundle: {_size(prepared.size)} (compressed). Read all of it first: {output.esc(prepared.report_html)}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+    output.say(f"Bundle: {output.size(prepared.size)} (compressed). Read all of it first: {output.esc(prepared.report_html)}")
 
 
 def _ticket_for(code: str | None, ticket: str | None, server: str | None, request) -> tuple[str, AgentTicket | None, float | None]:
@@ -116,7 +108,7 @@ def send_queued() -> list[str]:
             continue
         try:
             bundle = upload.deliver(entry, state.credential, policy=upload.RetryPolicy(attempts=3, deadline=60))
-            lines.append(f"{entry.ticket}: delivered ({_size(bundle.size)})")
+            lines.append(f"{entry.ticket}: delivered ({output.size(bundle.size)})")
         except UnavailableError:
             lines.append(f"{entry.ticket}: still waiting for the server")
         except HelplineError as exc:
@@ -190,7 +182,7 @@ def share(
             if json_out:
                 output.print_json({"output": str(target), "size": prepared.size, "sha256": prepared.sha256})
             else:
-                output.say(f"Saved to {output.esc(target)} ({_size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
+                output.say(f"Saved to {output.esc(target)} ({output.size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
             return
         if not yes and not typer.confirm("Send this to your support team?", default=False, err=True):
             output.say("Nothing was sent.")

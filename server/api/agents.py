@@ -30,6 +30,7 @@ from server.agents import (
     enroll,
     enrollment_token_public,
     pair_agent,
+    paired_ticket,
     redeem_pairing_code,
     register_agent,
     revoke_enrollment_token,
@@ -47,7 +48,7 @@ from server.api.deps import (
     OptionalAgent,
     State,
 )
-from server.audit import Actor, record
+from server.audit import Actor
 from server.models import Agent, EnrollmentToken, Pairing, Ticket
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -163,8 +164,4 @@ def agent_tickets(agent: CurrentAgent, session: DbSession) -> list[AgentTicket]:
 
 @router.get("/agent/tickets/{number}", tags=["pairing"], summary="One ticket this PC is linked to")
 def agent_ticket(number: str, agent: CurrentAgent, session: DbSession) -> AgentTicket:
-    ticket = ticket_svc.get_ticket(session, number)
-    if not any(p.agent_id == agent.id for p in ticket.pairings):
-        # Same answer as a missing ticket: ticket numbers are not secrets, but their contents are.
-        raise NotFoundError(f"This PC is not linked to {ticket.label}.", hint="Pair with a code from your engineer.")
-    return ticket_svc.to_agent_view(ticket)
+    return ticket_svc.to_agent_view(paired_ticket(session, agent, number))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from sqlalchemy import select
 
 from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic

@@ -20,6 +20,7 @@ from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
 from server.state import ServerState
 
 COMMIT_ON_ERROR = "commit_on_error"
+AGENT_HINT = "Enroll or pair this PC first."
 
 # Row ids in paths: bounded so that an absurd number is a 422, not a database overflow.
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -65,14 +66,15 @@ _bearer = HTTPBearer(auto_error=False, description="An API token (engineers, adm
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+def bearer_token(credentials: HTTPAuthorizationCredentials | None, *, hint: str = "Log in with `helpline login URL`.") -> str:
+    """The token the request carries; AuthError (with ``hint``) if it carries none."""
     if credentials is None or not credentials.credentials:
-        raise AuthError("This request needs a token.", hint="Log in with `helpline login URL`.")
+        raise AuthError("This request needs a token.", hint=hint)
     return credentials.credentials
 
 
 def current_account(session: DbSession, credentials: Bearer) -> Account:
-    token = _token(credentials)
+    token = bearer_token(credentials)
     if not token.startswith(TOKEN_PREFIX_USER):
         raise AuthError("This request needs an engineer's or admin's token.", hint="Log in with `helpline login URL`.")
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
@@ -100,9 +102,9 @@ AdminAccount = Annotated[Account, Depends(current_admin)]
 
 
 def current_agent(session: DbSession, credentials: Bearer) -> Agent:
-    token = _token(credentials)
+    token = bearer_token(credentials, hint=AGENT_HINT)
     if not token.startswith(TOKEN_PREFIX_AGENT):
-        raise AuthError("This request needs this PC's agent credential.", hint="Enroll or pair this PC first.")
+        raise AuthError("This request needs this PC's agent credential.", hint=AGENT_HINT)
     return authenticate_agent(session, token)
 
 

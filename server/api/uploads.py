@@ -7,7 +7,6 @@ database lock (SQLite) or a connection (PostgreSQL) while bytes trickle in.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request
@@ -15,14 +14,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
-from protocol.status import AuthError, DamagedError, InvalidInputError, TooLargeError
+from protocol.status import DamagedError, InvalidInputError, TooLargeError
 from server import tickets as ticket_svc
 from server import uploads as svc
 from server.agents import authenticate_agent
-from server.api.deps import Bearer, CurrentAccount, CurrentAgent, DbSession, State
+from server.api.deps import AGENT_HINT, Bearer, bearer_token, CurrentAccount, CurrentAgent, DbSession, State
 from server.audit import Actor, record
 from server.db import transaction
-from server.models import Upload
 
 router = APIRouter(prefix="/v1", tags=["bundles"])
 
@@ -31,15 +29,8 @@ ChunkIndex = Annotated[int, Path(ge=0, le=1_000_000)]
 ChunkSha = Annotated[str, Header(alias="X-Chunk-SHA256", pattern=r"^[0-9a-fA-F]{64}$")]
 
 
-def _token(credentials) -> str:
-    if credentials is None or not credentials.credentials:
-        raise AuthError("This request needs this PC's agent credential.", hint="Enroll or pair this PC first.")
-    return credentials.credentials
-
-
 @router.post("/agent/tickets/{number}/uploads", status_code=201, summary="Start (or resume) uploading a bundle to a ticket")
 def start(number: str, body: UploadCreate, agent: CurrentAgent, session: DbSession, state: State) -> UploadStatus:
-    svc.sweep_expired(session, state.blobs)
     return svc.status_of(svc.start_upload(session, state.settings, agent, number, body))
 
 
@@ -54,7 +45,7 @@ def upload_status(upload_id: UploadId, agent: CurrentAgent, session: DbSession) 
     openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkSha, request: Request, state: State, credentials: Bearer) -> UploadStatus:
-    token = _token(credentials)
+    token = bearer_token(credentials, hint=AGENT_HINT)
     declared = request.headers.get("content-length")
 
     def authorize() -> int:
@@ -86,7 +77,7 @@ async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkS
 
 @router.post("/uploads/{upload_id}/complete", summary="Join the chunks, verify the bundle and add it to the ticket")
 def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePublic:
-    token = _token(credentials)
+    token = bearer_token(credentials, hint=AGENT_HINT)
     with transaction(state.sessions) as session:
         agent = authenticate_agent(session, token)
         upload = svc.agent_upload(session, agent, upload_id)

@@ -112,3 +112,8 @@ def test_user_text_with_brackets_is_shown_verbatim(monkeypatch, capsys):
     status, out, _ = run(capsys, ["status"])
     assert status == 0
     assert "[URGENT] VPN [red]down[/]" in out and "Dana [IT]" in out and "Try [bold]this[/] fix" in out
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 B"), (999, "999 B"), (37_600, "37.6 KB"), (1_440_000, "1.4 MB"), (2.5e9, "2.5 GB"), (3e12, "3000.0 GB")])
+def test_sizes_read_in_decimal_units(n, text):
+    assert output.size(n) == text

@@ -12,6 +12,7 @@ import pytest
 
 from agent import upload
 from agent.http import ServerConnection
+from protocol.archive import sha256_file
 from protocol.status import ExitStatus, InvalidInputError, TooLargeError, UnavailableError
 from tests.support.bundles import write_archive
 from tests.support.flaky_proxy import FlakyProxy
@@ -179,7 +180,7 @@ def test_other_pc_cannot_touch_an_upload(live_server, admin_pc, make_pc, tmp_pat
     number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
     _, other, other_credential = paired_pc(live_server, admin_pc, make_pc, "other")
     archive = write_archive(tmp_path / "b.tar.gz")
-    size, digest = upload.file_digest(archive)
+    size, digest = sha256_file(archive)
     with ServerConnection(live_server.url, credential) as conn:
         status = conn.post(f"agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
     with ServerConnection(live_server.url, other_credential) as conn:

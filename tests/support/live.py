@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from tests.support.net import HOST, free_port  # noqa: F401 - re-exported for tests
+
 ADMIN = "root-admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
 START_TIMEOUT = 30.0
@@ -31,12 +31,6 @@ def helpline_bin() -> str:
     if not found:
         raise RuntimeError("the helpline command is not installed; run the README's test command")
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def base_env() -> dict[str, str]:

@@ -12,7 +12,6 @@ import http.client
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ from typing import Any
 
 import pytest
 
-HOST = "127.0.0.1"
+from tests.support.net import HOST, free_port  # noqa: F401 - re-exported for tests
+
 ACCESS_KEY = "helpline-test-access"
 SECRET_KEY = "helpline-test-secret-not-a-real-key"
 REGION = "us-east-1"
 POLL_INTERVAL = 0.05
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 class MotoServer:

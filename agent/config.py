@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.paths import config_dir
-from protocol.status import ConfigError
+from protocol.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/helpline/agent.toml")
 

@@ -14,7 +14,7 @@ import httpx
 
 from agent import __version__
 from protocol.schemas import API_PREFIX
-from protocol.status import ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
+from protocol.errors import ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":

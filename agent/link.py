@@ -7,9 +7,9 @@ from pathlib import Path
 from agent import identity
 from agent.http import ServerConnection, normalize_url
 from agent.state import AgentState, accept_credential, load_key, load_state, require_state, save_state
-from protocol import codes, signing
+from protocol import pairing, signing
 from protocol.schemas import AgentCredential, AgentTicket, PairResponse, SelfServiceResponse
-from protocol.status import ConfigError
+from protocol.errors import ConfigError
 
 
 def _remember_ticket(state: AgentState, number: str) -> None:
@@ -79,7 +79,7 @@ def _server_for(server_url: str | None, previous: AgentState | None) -> str:
 def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str | None = None,
          directory: Path | None = None) -> tuple[AgentState, AgentTicket]:
     """Link this PC to the ticket behind a one-time pairing code."""
-    canonical = codes.normalize(code)  # a typo fails here, without spending a rate-limited attempt
+    canonical = pairing.normalize(code)  # a typo fails here, without spending a rate-limited attempt
     previous = load_state(directory)
     url = _server_for(server_url, previous)
     key = load_key(directory)

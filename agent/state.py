@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.paths import agent_dir, write_private
 from protocol import signing
 from protocol.schemas import AgentCredential
-from protocol.status import ConfigError, HelplineError
+from protocol.errors import ConfigError, HelplineError
 
 KEY_FILE = "agent-key.pem"
 STATE_FILE = "agent.json"

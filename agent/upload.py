@@ -23,7 +23,7 @@ from agent.http import ServerConnection
 from agent.paths import agent_dir, write_private
 from protocol.archive import sha256_file
 from protocol.schemas import BundlePublic, ServerInfo, UploadStatus
-from protocol.status import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
+from protocol.errors import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
 
 OUTBOX = "outbox"
 Progress = Callable[[int, int], None]  # (bytes sent so far, total bytes)

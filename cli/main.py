@@ -1,7 +1,7 @@
 """The `helpline` command: one app, commands grouped by who uses them.
 
 Every error ends here as one line and a hint, with the exit status from
-protocol.status.ExitStatus; a traceback only with --debug.
+protocol.errors.ExitStatus; a traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 
 from cli import output
 from cli.commands import admin, diag, engineer, server, share, user
-from protocol.status import ExitStatus, HelplineError
+from protocol.errors import ExitStatus, HelplineError
 
 EPILOG = (
     "Exit statuses: 0 ok · 1 unexpected error · 2 usage · 3 configuration / not logged in · 4 authentication · "

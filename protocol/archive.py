@@ -7,7 +7,7 @@ whole into memory and follows whatever member types it finds, while this module
 must refuse hostile input (traversal, links, devices, duplicates, bombs) in bounded
 memory and time. It parses the ustar/pax/GNU headers itself and counts the bytes it
 actually decompresses. It imports only the standard library and
-:mod:`protocol.status`, so the server can share it without pulling in the agent.
+:mod:`protocol.errors`, so the server can share it without pulling in the agent.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from protocol.status import InvalidInputError, NotFoundError
+from protocol.errors import InvalidInputError, NotFoundError
 
 #: Every member of a bundle archive lives under this one directory.
 TOP_DIR = "helpline-bundle"

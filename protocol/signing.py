@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protocol.status import ConfigError, InvalidInputError
+from protocol.errors import ConfigError, InvalidInputError
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate, Role
-from protocol.status import ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import ConflictError, InvalidInputError, NotFoundError
 from server.audit import Actor, record
 from server.db import utcnow
 from server.models import Account

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from protocol import codes, signing
+from protocol import pairing, signing
 from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, EnrollmentTokenPublic
-from protocol.status import AuthError, ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import AuthError, ConflictError, InvalidInputError, NotFoundError
 from server import ratelimit
 from server.audit import Actor, record, timeline
 from server.db import utcnow
@@ -194,10 +194,10 @@ def enroll(
 def create_pairing_code(
     session: Session, settings: ServerSettings, actor: Actor, creator: Account, ticket: Ticket
 ) -> tuple[PairingCode, str]:
-    code = codes.new_pairing_code()
+    code = pairing.new_pairing_code()
     row = PairingCode(
         ticket=ticket,
-        code_hash=keyed_digest(settings.secret_key, codes.normalize(code)),
+        code_hash=keyed_digest(settings.secret_key, pairing.normalize(code)),
         created_by_id=creator.id,
         created_at=utcnow(),
         expires_at=utcnow() + timedelta(minutes=settings.pairing_code_ttl_minutes),
@@ -221,7 +221,7 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
     ratelimit.check(session, ip_key, limits.pairing_per_ip, limits.pairing_window_seconds, "pairing")
     ratelimit.check(session, global_key, limits.pairing_global, limits.pairing_window_seconds, "pairing")
     try:
-        canonical = codes.normalize(code)
+        canonical = pairing.normalize(code)
     except InvalidInputError:
         canonical = None
     row = None

@@ -15,12 +15,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from protocol.schemas import ErrorBody, ErrorDetail
-from protocol.status import HelplineError, http_status_of
+from protocol.errors import HelplineError, http_status_of
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
 from server.db import transaction
-from server.state import ServerState
+from server.runtime import ServerRuntime
 from server.uploads import sweep_expired
 
 log = logging.getLogger("helpline.server")
@@ -106,7 +106,7 @@ class _TooLarge(Exception):
     pass
 
 
-def _sweep_once(state: ServerState) -> int:
+def _sweep_once(state: ServerRuntime) -> int:
     with transaction(state.sessions) as session:
         return sweep_expired(session, state.blobs, limit=200)
 
@@ -114,7 +114,7 @@ def _sweep_once(state: ServerState) -> int:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     """Run the upload sweeper for as long as the app serves; stop it with the app."""
-    state: ServerState = app.state.helpline
+    state: ServerRuntime = app.state.helpline
 
     async def sweeper() -> None:
         while True:
@@ -135,7 +135,7 @@ async def _lifespan(app: FastAPI):
             await task
 
 
-def create_app(state: ServerState) -> FastAPI:
+def create_app(state: ServerRuntime) -> FastAPI:
     """Return the ASGI app serving ``state``; the caller owns the state's lifetime."""
     app = FastAPI(
         lifespan=_lifespan,

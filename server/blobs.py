@@ -7,7 +7,7 @@ S3-compatible bucket. :func:`blob_store_from_settings` picks one from settings.
 Every store streams (memory stays bounded whatever the blob size), computes the
 sha256 and size while writing, and replaces a blob atomically: a reader sees the
 old blob or the new one, never a half-written one. Keys are relative POSIX paths
-checked by :func:`validate_key`; errors are :class:`~protocol.status.HelplineError`
+checked by :func:`validate_key`; errors are :class:`~protocol.errors.HelplineError`
 subclasses, never prints or exits.
 """
 
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from protocol.status import (
+from protocol.errors import (
     ConfigError,
     ConflictError,
     HelplineError,

@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from protocol.status import ConfigError, UnavailableError
+from protocol.errors import ConfigError, UnavailableError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from protocol import signing
 from protocol.schemas import AccountCreate, Role
-from protocol.status import ConflictError, InvalidInputError
+from protocol.errors import ConflictError, InvalidInputError
 from server.accounts import create_account
 from server.audit import Actor
 from server.db import create_db_engine, session_factory, transaction

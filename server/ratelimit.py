@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from protocol.status import RateLimitedError
+from protocol.errors import RateLimitedError
 from server.db import utcnow
 from server.models import RateLimitWindow
 

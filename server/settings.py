@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocol.status import ConfigError
+from protocol.errors import ConfigError
 
 DEFAULT_SECRET = "change-me"
 CONFIG_FILE_NAME = "server.toml"

@@ -18,7 +18,7 @@ from protocol.schemas import (
     TicketStatus,
     TimelineEntry,
 )
-from protocol.status import ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import ConflictError, InvalidInputError, NotFoundError
 from server.audit import Actor, record, timeline
 from server.db import utcnow
 from server.models import Account, Counter, Ticket

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from protocol.archive import inspect_archive
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
-from protocol.status import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
+from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
 from server.agents import paired_ticket
 from server.audit import Actor, record, timeline
 from server.blobs import BlobStore

@@ -34,7 +34,7 @@ from typing import Any
 
 import agent
 from agent.redaction import FileRedaction, Redactor
-from protocol.status import ExitStatus, HelplineError, InvalidInputError
+from protocol.errors import ExitStatus, HelplineError, InvalidInputError
 
 from protocol.archive import sha256_file
 from .collectors import collector_names

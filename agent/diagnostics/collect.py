@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 from .collectors import Collector, collector_names, collectors_for
 from .context import CollectContext, CollectionClosed, CollectOptions, CommandRunner, current_platform, json_default

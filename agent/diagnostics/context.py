@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from protocol.status import ConfigError, HelplineError, InvalidInputError
+from protocol.errors import ConfigError, HelplineError, InvalidInputError
 
 from .model import Item, ItemKind, ItemStatus
 from .runner import CommandResult, run_command

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from protocol.status import InvalidInputError, NotFoundError
+from protocol.errors import InvalidInputError, NotFoundError
 
 from protocol.archive import inspect_archive
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 from .model import ItemStatus
 

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from agent import link
-from cli import output, session
+from cli import credentials, output
 from cli.commands.engineer import JsonOpt, read_secret
 from protocol.schemas import AccountPublic, AgentPublic, AuditEventPublic, EnrollmentTokenCreated, EnrollmentTokenPublic, Role
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 PANEL = "For admins"
 
@@ -44,7 +44,7 @@ def account_create(
     Example: echo "$PW" | helpline account create alice --name "Alice Martin" --org "IT Support" --password-stdin
     """
     password = read_secret("Password for the new account: ", password_stdin)
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         account = AccountPublic.model_validate(conn.post("accounts", json={
             "username": username, "password": password, "role": role.value, "display_name": name, "email": email,
             "organisation": organisation,
@@ -58,7 +58,7 @@ def account_create(
 @account_app.command("list")
 def account_list(json_out: JsonOpt = False) -> None:
     """List accounts."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         accounts = [AccountPublic.model_validate(a) for a in conn.get("accounts")]
     if json_out:
         output.print_json(accounts)
@@ -85,7 +85,7 @@ def account_update(
         body["password"] = read_secret("", True)
     if not body:
         raise InvalidInputError("Nothing to change.", hint="Give --role, --disable/--enable or --password-stdin.")
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         account = AccountPublic.model_validate(conn.patch(f"accounts/{username}", json=body))
     if json_out:
         output.print_json(account)
@@ -111,7 +111,7 @@ def token_create(
 
     Example: helpline enroll-token create --group finance --expires-in 7d --max-uses 40
     """
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         t = EnrollmentTokenCreated.model_validate(conn.post("enrollment-tokens", json={
             "group": group, "expires_in_hours": parse_duration_hours(expires_in), "max_uses": max_uses, "note": note,
         }))
@@ -120,13 +120,13 @@ def token_create(
         return
     output.say(f"Enrollment token {t.id} for group [bold]{t.group}[/] ({t.max_uses} uses, until {output.local_time(t.expires_at)}):")
     output.say(t.token)
-    output.say(f"On each PC: helpline agent enroll {output.esc(session.load_login().server_url)} {t.token}")
+    output.say(f"On each PC: helpline agent enroll {output.esc(credentials.load_login().server_url)} {t.token}")
 
 
 @token_app.command("list")
 def token_list(json_out: JsonOpt = False) -> None:
     """List enrollment tokens with their uses (never their secret)."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         tokens = [EnrollmentTokenPublic.model_validate(t) for t in conn.get("enrollment-tokens")]
     if json_out:
         output.print_json(tokens)
@@ -137,7 +137,7 @@ def token_list(json_out: JsonOpt = False) -> None:
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
     """Revoke an enrollment token so no more PCs can enroll with it."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         conn.delete(f"enrollment-tokens/{token_id}")
     output.say(f"Revoked enrollment token {token_id}.")
 
@@ -165,7 +165,7 @@ def agent_enroll(
 @agent_app.command("list")
 def agent_list(group: Annotated[str | None, typer.Option("--group", "-g")] = None, json_out: JsonOpt = False) -> None:
     """List the fleet's agents (enrolled and paired PCs)."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         agents = [AgentPublic.model_validate(a) for a in conn.get("agents", params={"group": group} if group else None)]
     if json_out:
         output.print_json(agents)
@@ -178,7 +178,7 @@ def agent_list(group: Annotated[str | None, typer.Option("--group", "-g")] = Non
 @agent_app.command("show")
 def agent_show(agent_id: Annotated[str, typer.Argument()], json_out: JsonOpt = False) -> None:
     """Show one agent."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         a = AgentPublic.model_validate(conn.get(f"agents/{agent_id}"))
     if json_out:
         output.print_json(a)
@@ -195,7 +195,7 @@ def audit(
 ) -> None:
     """Show the audit log, newest first."""
     params = {k: v for k, v in {"action": action, "target": target, "limit": limit}.items() if v is not None}
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         events = [AuditEventPublic.model_validate(e) for e in conn.get("audit", params=params)]
     if json_out:
         output.print_json(events)

@@ -10,10 +10,10 @@ from typing import Annotated
 
 import typer
 
-from cli import output, session
+from cli import credentials, output
 from cli.commands.engineer import JsonOpt
 from protocol.schemas import BundleDetail, BundlePublic
-from protocol.status import InvalidInputError, NotFoundError
+from protocol.errors import InvalidInputError, NotFoundError
 
 diag_app = typer.Typer(help="Diagnostics bundles: download, read and compare them.", no_args_is_help=True)
 
@@ -51,7 +51,7 @@ def get(
 
     Example: helpline diag get T-1042 --open
     """
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         bundle = _resolve(conn, ref)
         dest = directory or Path.cwd() / f"{bundle.ticket}-{bundle.hostname}-{bundle.created_at:%Y%m%d-%H%M%S}"
         _download(conn, bundle, dest)
@@ -70,7 +70,7 @@ def show(ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket numbe
     """Show a bundle's triage summary without downloading it."""
     from agent.diagnostics.summary import attention_lines
 
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         detail = BundleDetail.model_validate(conn.get(f"bundles/{_resolve(conn, ref).id}"))
     if json_out:
         output.print_json(detail)
@@ -105,7 +105,7 @@ def diff(
                     paths.append(local)
                     continue
                 if conn is None:
-                    conn = session.connect()
+                    conn = credentials.connect()
                 bundle = _resolve(conn, ref)
                 archive = Path(tmp) / f"{i}.tar.gz"
                 conn.download(f"bundles/{bundle.id}/archive", archive)

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from agent.http import ServerConnection, normalize_url
-from cli import output, session
+from cli import credentials, output
 from protocol.schemas import AccountPublic, LoginResponse, PairingCodeCreated, Priority, SshKeyPublic, TicketDetail, TicketPublic, TicketStatus
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 PANEL = "For engineers"
 
@@ -50,28 +50,28 @@ def login(
     password = read_secret("Password: ", password_stdin)
     with ServerConnection(base) as conn:
         answer = LoginResponse.model_validate(conn.post("auth/login", json={"username": username, "password": password, "token_name": "cli"}))
-    session.save_login(session.Login(base, answer.token, answer.account.username, answer.account.role.value, answer.expires_at.isoformat()))
+    credentials.save_login(credentials.Login(base, answer.token, answer.account.username, answer.account.role.value, answer.expires_at.isoformat()))
     output.say(f"Logged in to {output.esc(base)} as [bold]{answer.account.username}[/] ({answer.account.role.value}); the token is valid until {output.local_time(answer.expires_at)}.")
 
 
 def logout() -> None:
     """Revoke your token on the server and forget it here."""
     try:
-        with session.connect() as conn:
+        with credentials.connect() as conn:
             conn.post("auth/logout")
     finally:
-        session.forget_login()
+        credentials.forget_login()
     output.say("Logged out.")
 
 
 def whoami(json_out: JsonOpt = False) -> None:
     """Show the account you are logged in as."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         me = AccountPublic.model_validate(conn.get("me"))
     if json_out:
         output.print_json(me)
         return
-    output.say(f"{me.username} ({output.esc(me.display_name)}), {me.role.value}, on {output.esc(session.load_login().server_url)}")
+    output.say(f"{me.username} ({output.esc(me.display_name)}), {me.role.value}, on {output.esc(credentials.load_login().server_url)}")
 
 
 def _ticket_rows(tickets: list[TicketPublic]):
@@ -107,7 +107,7 @@ def ticket_create(
 
     Example: helpline ticket create "Laptop will not boot" -r "Dana, accounts" -p high --assign alice
     """
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         t = TicketDetail.model_validate(conn.post("tickets", json={
             "title": title, "description": description, "requester": requester, "priority": priority.value, "assignee": assign,
         }))
@@ -134,10 +134,10 @@ def ticket_list(
     if status:
         params["status"] = [s.value for s in status]
     if mine:
-        params["assignee"] = session.load_login().username
+        params["assignee"] = credentials.load_login().username
     elif assignee is not None:
         params["assignee"] = assignee
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         tickets = [TicketPublic.model_validate(t) for t in conn.get("tickets", params=params)]
     if json_out:
         output.print_json(tickets)
@@ -151,7 +151,7 @@ def ticket_list(
 @ticket_app.command("show")
 def ticket_show(ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
     """Show a ticket with its timeline and linked PCs."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         t = TicketDetail.model_validate(conn.get(f"tickets/{ticket}"))
     if json_out:
         output.print_json(t)
@@ -188,7 +188,7 @@ def ticket_update(
         body["title"] = title
     if not body:
         raise InvalidInputError("Nothing to change.", hint="Give --status, --assign, --unassign, --priority or --title.")
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         t = TicketDetail.model_validate(conn.patch(f"tickets/{ticket}", json=body))
     if json_out:
         output.print_json(t)
@@ -199,7 +199,7 @@ def ticket_update(
 @ticket_app.command("note")
 def ticket_note(ticket: Annotated[str, typer.Argument()], message: Annotated[str, typer.Argument(help="The note's text.")]) -> None:
     """Add a note to a ticket's timeline (the user sees it in `helpline status`)."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         t = TicketDetail.model_validate(conn.post(f"tickets/{ticket}/notes", json={"message": message}))
     output.say(f"Note added to {t.number}.")
 
@@ -210,20 +210,20 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(help="Ticket number, 
 
     Example: helpline ticket pair-code T-1042   then read the code to the user
     """
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         code = PairingCodeCreated.model_validate(conn.post(f"tickets/{ticket}/pairing-codes"))
     if json_out:
         output.print_json(code)
         return
     output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid until {output.local_time(code.expires_at)}).")
-    output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(session.load_login().server_url)}")
+    output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(credentials.load_login().server_url)}")
 
 
 @ssh_key_app.command("add")
 def ssh_key_add(path: Annotated[Path, typer.Argument(help="Your public key file, e.g. ~/.ssh/id_ed25519.pub ('-' for stdin).")]) -> None:
     """Register an SSH public key for remote sessions."""
     text = sys.stdin.read() if str(path) == "-" else path.expanduser().read_text()
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         key = SshKeyPublic.model_validate(conn.post("me/ssh-keys", json={"public_key": text.strip()}))
     output.say(output.esc(f"Added {key.algorithm} key {key.fingerprint}."))
 
@@ -231,7 +231,7 @@ def ssh_key_add(path: Annotated[Path, typer.Argument(help="Your public key file,
 @ssh_key_app.command("list")
 def ssh_key_list(json_out: JsonOpt = False) -> None:
     """List your SSH public keys."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         keys = [SshKeyPublic.model_validate(k) for k in conn.get("me/ssh-keys")]
     if json_out:
         output.print_json(keys)
@@ -242,6 +242,6 @@ def ssh_key_list(json_out: JsonOpt = False) -> None:
 @ssh_key_app.command("remove")
 def ssh_key_remove(key_id: Annotated[int, typer.Argument()]) -> None:
     """Remove one of your SSH public keys."""
-    with session.connect() as conn:
+    with credentials.connect() as conn:
         conn.delete(f"me/ssh-keys/{key_id}")
     output.say(f"Removed key {key_id}.")

@@ -15,7 +15,7 @@ import typer
 
 from cli import output
 from cli.commands.engineer import read_secret
-from protocol.status import ConfigError
+from protocol.errors import ConfigError
 
 server_app = typer.Typer(help="Run the Helpline server on this machine (needs the \\[server] extra).", no_args_is_help=True)
 
@@ -104,11 +104,11 @@ def run(
     from server.app import create_app
     from server.migrate import upgrade
     from server.settings import load_settings
-    from server.state import build_state
+    from server.runtime import build_runtime
 
     settings = load_settings(_config_path(config, data_dir), data_dir=data_dir, host=host, port=port, dev=dev or None)
     settings.refuse_insecure_defaults()
-    state = build_state(settings)
+    state = build_runtime(settings)
     upgrade(state.engine)
     app = create_app(state)
     scheme = "https" if settings.tls_cert_file else "http"

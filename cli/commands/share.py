@@ -15,7 +15,7 @@ from agent.state import load_state, require_state
 from cli import output
 from cli.commands.user import PANEL, JsonOpt, ServerOpt
 from protocol.schemas import AgentTicket
-from protocol.status import ConfigError, HelplineError, InvalidInputError, UnavailableError
+from protocol.errors import ConfigError, HelplineError, InvalidInputError, UnavailableError
 
 QUESTIONS = (
     ("what", "What happened?"),

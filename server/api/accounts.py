@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate
-from protocol.status import ConflictError
+from protocol.errors import ConflictError
 from server.accounts import account_public, create_account, get_account, update_account
 from server.api.deps import AdminAccount, DbSession, ClientIP
 from server.audit import Actor

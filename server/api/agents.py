@@ -20,7 +20,7 @@ from protocol.schemas import (
     SelfServiceResponse,
     Channel,
 )
-from protocol.status import AuthError, ForbiddenError, InvalidInputError, NotFoundError
+from protocol.errors import AuthError, ForbiddenError, InvalidInputError, NotFoundError
 from server import ratelimit
 from server import tickets as ticket_svc
 from server.agents import (

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic
-from protocol.status import AuthError, ConflictError, NotFoundError
+from protocol.errors import AuthError, ConflictError, NotFoundError
 from server import ratelimit
 from server.accounts import account_public, parse_ssh_public_key
 from server.api.deps import RowId, COMMIT_ON_ERROR, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, State

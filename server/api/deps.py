@@ -11,13 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.schemas import Role
-from protocol.status import AuthError, ForbiddenError
+from protocol.errors import AuthError, ForbiddenError
 from server.agents import authenticate_agent
 from server.audit import Actor
 from server.db import utcnow
 from server.models import Account, Agent, ApiToken
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
-from server.state import ServerState
+from server.runtime import ServerRuntime
 
 COMMIT_ON_ERROR = "commit_on_error"
 AGENT_HINT = "Enroll or pair this PC first."
@@ -26,11 +26,11 @@ AGENT_HINT = "Enroll or pair this PC first."
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def get_state(request: Request) -> ServerState:
+def get_state(request: Request) -> ServerRuntime:
     return request.app.state.helpline
 
 
-State = Annotated[ServerState, Depends(get_state)]
+State = Annotated[ServerRuntime, Depends(get_state)]
 
 
 def get_session(state: State) -> Iterator[Session]:

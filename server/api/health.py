@@ -10,7 +10,7 @@ from server import __version__
 from server.api.deps import State
 from server.db import check_database, utcnow
 from server.migrate import is_current
-from protocol.status import UnavailableError
+from protocol.errors import UnavailableError
 
 router = APIRouter()
 

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
-from protocol.status import DamagedError, InvalidInputError, TooLargeError
+from protocol.errors import DamagedError, InvalidInputError, TooLargeError
 from server import tickets as ticket_svc
 from server import uploads as svc
 from server.agents import authenticate_agent

@@ -9,7 +9,7 @@ import pytest
 from cli import main as cli_main
 from cli import output
 from cli.commands import user
-from protocol import status as st
+from protocol import errors as st
 
 
 def run(capsys, argv):

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from protocol.status import ExitStatus
+from protocol.errors import ExitStatus
 from tests.support.live import ADMIN, ADMIN_PASSWORD, ENGINEER_PASSWORD, create_engineer
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from protocol.status import ExitStatus
+from protocol.errors import ExitStatus
 
 pytestmark = pytest.mark.e2e
 

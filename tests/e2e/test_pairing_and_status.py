@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from protocol.status import ExitStatus
+from protocol.errors import ExitStatus
 from tests.support.live import ENGINEER_PASSWORD, create_engineer, json_request, token_of
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from protocol.archive import inspect_archive
-from protocol.status import ExitStatus
+from protocol.errors import ExitStatus
 
 pytestmark = pytest.mark.e2e
 

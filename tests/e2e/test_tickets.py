@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.status import ExitStatus
+from protocol.errors import ExitStatus
 from tests.support.live import ENGINEER_PASSWORD, create_engineer
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from agent import upload
 from agent.http import ServerConnection
 from protocol.archive import sha256_file
-from protocol.status import ExitStatus, InvalidInputError, TooLargeError, UnavailableError
+from protocol.errors import ExitStatus, InvalidInputError, TooLargeError, UnavailableError
 from tests.support.bundles import write_archive
 from tests.support.flaky_proxy import FlakyProxy
 from tests.support.live import free_port, token_of

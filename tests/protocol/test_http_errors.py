@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import status as st
+from protocol import errors as st
 
 
 @pytest.mark.parametrize("cls", [row[0] for row in st.HTTP_ERRORS])

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from protocol import signing
-from protocol.status import ConfigError, InvalidInputError
+from protocol.errors import ConfigError, InvalidInputError
 
 
 def test_sign_and_verify_round_trip():

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.status import ConfigError, ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from server.blobs import (
     MAX_KEY_LENGTH,
     MAX_RANGE_LENGTH,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.status import ConfigError
+from protocol.errors import ConfigError
 from server import security
 from server.settings import DEFAULT_SECRET, load_settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from protocol.archive import TOP_DIR, inspect_archive, pack, safe_extract
-from protocol.status import InvalidInputError, NotFoundError
+from protocol.errors import InvalidInputError, NotFoundError
 
 CREATED_AT = "2024-03-01T10:00:00+00:00"
 

@@ -17,7 +17,7 @@ from agent.diagnostics.bundle import build_bundle
 from agent.diagnostics.model import ItemStatus
 from agent.diagnostics.summary import SUMMARY_KEYS
 from agent.redaction import Finding, RedactionOptions, Redactor
-from protocol.status import HelplineError, InvalidInputError
+from protocol.errors import HelplineError, InvalidInputError
 from tests.agent.bundle.conftest import FRAGMENTS, SECRETS, Collected, all_bytes
 
 EXCLUDED = "processes"

@@ -10,7 +10,7 @@ import pytest
 
 from protocol.archive import pack
 from agent.diagnostics.diff import diff_bundles, version_key
-from protocol.status import InvalidInputError, NotFoundError
+from protocol.errors import InvalidInputError, NotFoundError
 
 BEFORE_SUMMARY = {
     "hostname": "pc-7",

@@ -21,7 +21,7 @@ from agent.diagnostics.collectors.base import ALL_PLATFORMS, Collector
 from agent.diagnostics.collectors.environment import EnvironmentCollector
 from agent.diagnostics.context import CollectContext, CollectOptions
 from agent.diagnostics.model import CollectionReport, CollectorStatus, ItemStatus
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="collects from this Linux PC")
 

@@ -12,7 +12,7 @@ import pytest
 
 from agent.diagnostics.context import CollectionClosed, CollectOptions, HeadTailWriter
 from agent.diagnostics.model import ItemKind, ItemStatus
-from protocol.status import ConfigError, InvalidInputError
+from protocol.errors import ConfigError, InvalidInputError
 
 
 def _numbered_file(path: Path, lines: int) -> Path:

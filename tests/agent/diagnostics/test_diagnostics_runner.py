@@ -13,7 +13,7 @@ import pytest
 
 from agent.diagnostics.model import ItemStatus
 from agent.diagnostics.runner import STDERR_TAIL_BYTES, run_command
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 PY = sys.executable
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from protocol.status import InvalidInputError
+from protocol.errors import InvalidInputError
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 8

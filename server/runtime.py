@@ -1,4 +1,4 @@
-"""The long-lived parts of a running server, built once from its settings."""
+"""The long-lived parts of a running server (settings, database, blobs, signing key), built once."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from server.settings import ServerSettings
 
 
 @dataclass
-class ServerState:
+class ServerRuntime:
     settings: ServerSettings
     engine: Engine
     sessions: sessionmaker[Session]
@@ -29,7 +29,7 @@ class ServerState:
         return signing.public_key_b64(self.signing_key)
 
 
-def build_state(settings: ServerSettings) -> ServerState:
+def build_runtime(settings: ServerSettings) -> ServerRuntime:
     """Open the database, the blob store and the signing key (created on first start)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = create_db_engine(settings.resolved_database_url)
@@ -44,4 +44,4 @@ def build_state(settings: ServerSettings) -> ServerState:
         prefix=settings.s3_prefix,
     )
     key = signing.load_or_create_private_key(settings.resolved_signing_key_file)
-    return ServerState(settings, engine, session_factory(engine), key, blobs, utcnow())
+    return ServerRuntime(settings, engine, session_factory(engine), key, blobs, utcnow())

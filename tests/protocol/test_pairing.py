@@ -8,33 +8,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import codes
-from protocol.status import InvalidInputError
+from protocol import pairing
+from protocol.errors import InvalidInputError
 
 
 def test_code_shape_and_entropy():
-    code = codes.new_pairing_code()
+    code = pairing.new_pairing_code()
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", code)
-    assert codes.CODE_BITS >= 40
-    assert len({codes.new_pairing_code() for _ in range(2000)}) == 2000
+    assert pairing.CODE_BITS >= 40
+    assert len({pairing.new_pairing_code() for _ in range(2000)}) == 2000
 
 
 @pytest.mark.parametrize("typed", ["7kq2-m9xd", "7KQ2 M9XD", " 7kq2m9xd ", "7KQ2_M9XD"])
 def test_normalize_accepts_what_people_type(typed):
-    assert codes.normalize(typed) == "7KQ2M9XD"
+    assert pairing.normalize(typed) == "7KQ2M9XD"
 
 
 def test_confusable_letters_map_to_digits():
-    assert codes.normalize("ILO0-1234") == "1100" + "1234"
+    assert pairing.normalize("ILO0-1234") == "1100" + "1234"
 
 
 @pytest.mark.parametrize("bad", ["", "ABC", "ABCD-EFGH-J", "ABCD-EFGU", "ABCD*EFG"])
 def test_normalize_refuses_what_cannot_be_a_code(bad):
     with pytest.raises(InvalidInputError):
-        codes.normalize(bad)
+        pairing.normalize(bad)
 
 
-@given(st.text(alphabet=codes.ALPHABET, min_size=8, max_size=8))
+@given(st.text(alphabet=pairing.ALPHABET, min_size=8, max_size=8))
 def test_display_normalize_round_trip(raw):
-    assert codes.normalize(codes.display(raw)) == raw
-    assert codes.normalize(codes.display(raw).lower()) == raw
+    assert pairing.normalize(pairing.display(raw)) == raw
+    assert pairing.normalize(pairing.display(raw).lower()) == raw

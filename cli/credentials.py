@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from agent.http import ServerConnection
 from agent.paths import config_dir, write_private
-from protocol.status import ConfigError
+from protocol.errors import ConfigError
 
 CREDENTIALS_FILE = "credentials.json"
 

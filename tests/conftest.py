@@ -85,3 +85,11 @@ def admin_pc(make_pc, live_server) -> PC:
     pc = make_pc("admin")
     pc.login(live_server)
     return pc
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Everything under tests/e2e is end to end, marked or not, so `-m "not e2e"` selects the fast tests."""
+    e2e_dir = os.path.join(os.path.dirname(__file__), "e2e") + os.sep
+    for item in items:
+        if str(item.path).startswith(e2e_dir):
+            item.add_marker(pytest.mark.e2e)

@@ -3,7 +3,8 @@
 # the OpenSSH client and PostgreSQL if missing, makes .venv, installs Helpline
 # with its server and dev extras, then runs pytest on SQLite and PostgreSQL
 # (a throwaway cluster on loopback that the tests start and stop).
-# Extra arguments go to pytest, e.g.  bash tests/run.sh tests/e2e -k pairing
+# With no arguments: the fast tests first, and the end-to-end tests only if they pass.
+# Extra arguments go to pytest instead, e.g.  bash tests/run.sh tests/e2e -k pairing
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../deploy/bootstrap.sh"
 cd "$HELPLINE_ROOT"
@@ -17,5 +18,12 @@ ensure_venv "server,dev"
 
 export HELPLINE_TEST_DATABASES="${HELPLINE_TEST_DATABASES:-sqlite,postgresql}"
 workers="${HELPLINE_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
-log "Running the tests on ${HELPLINE_TEST_DATABASES} with $workers workers"
-exec "$VENV/bin/python" -m pytest -n "$workers" "$@"
+if [ $# -gt 0 ]; then
+    log "Running pytest $* on ${HELPLINE_TEST_DATABASES} with $workers workers"
+    exec "$VENV/bin/python" -m pytest -n "$workers" "$@"
+fi
+# The fast tests (unit and in-process) first: when they fail, say so in a minute, not after the journeys.
+log "Fast tests (unit and in-process) on ${HELPLINE_TEST_DATABASES} with $workers workers"
+"$VENV/bin/python" -m pytest -n "$workers" -m "not e2e" || die "fast tests failed; end-to-end tests not run"
+log "End-to-end tests through the real CLI and server"
+exec "$VENV/bin/python" -m pytest -n "$workers" -m e2e

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import signing
 from protocol.errors import ConfigError, InvalidInputError
@@ -23,10 +24,12 @@ def test_sign_and_verify_round_trip():
     assert not signing.verify("AAAA", payload, sig)
 
 
-def test_fingerprint_is_stable_and_openssh_like():
-    pub = signing.public_key_b64(signing.generate_key())
-    assert signing.fingerprint(pub) == signing.fingerprint(pub)
-    assert signing.fingerprint(pub).startswith("SHA256:") and not signing.fingerprint(pub).endswith("=")
+def test_fingerprint_of_a_known_key():
+    # RFC 8032, test 1: the public key, and the SHA-256 of its 32 raw bytes in unpadded base64.
+    private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+    pub = signing.public_key_b64(private)
+    assert pub == "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    assert signing.fingerprint(pub) == "SHA256:If4x36FUomFia/hUBG/SJxt77UtqvkWqWId+9H+XIbk"
 
 
 def test_key_file_is_private_and_reloads(tmp_path):

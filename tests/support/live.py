@@ -71,7 +71,40 @@ class LiveServer:
             raise RuntimeError(f"server init failed ({done.returncode}): {done.stderr}{done.stdout}")
 
     def start(self) -> None:
-        self.port = self.port or free_port()
+        """Start the server and wait until it answers as itself.
+
+        A port that was free a moment ago can be taken by another test's server before
+        ours binds it, so readiness counts only when the answer carries this server's
+        own public key; a port lost that way is replaced by a fresh one (bounded tries).
+        """
+        chosen_here = not self.port
+        for _ in range(5):
+            self.port = self.port or free_port()
+            if self._start_on_port():
+                return
+            if not chosen_here:  # a restart keeps its address, or the test's clients would lose it
+                break
+            self.port = 0
+        raise RuntimeError(f"server could not bind port {self.port or 'any'}:\n{self.log()}")
+
+    def _own_public_key(self) -> str:
+        from protocol import signing
+
+        return signing.public_key_b64(signing.load_private_key(self.data_dir / "server-signing-key.pem"))
+
+    def _answers_as_itself(self, expected_key: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
+                if resp.status != 200:
+                    return False
+            with urllib.request.urlopen(f"{self.url}/v1/server", timeout=1) as resp:
+                return json.loads(resp.read()).get("public_key") == expected_key
+        except (OSError, ValueError):
+            return False
+
+    def _start_on_port(self) -> bool:
+        """Start on self.port; True once it answers as itself, False if the port was taken."""
+        expected_key = self._own_public_key()
         self.log_path = self.data_dir / "server.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -81,13 +114,12 @@ class LiveServer:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.log().lower():
+                    return False
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
+            if self._answers_as_itself(expected_key):
+                return True
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not become ready in {START_TIMEOUT} s:\n{self.log()}")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -251,7 +252,9 @@ def run(
 
     sink = _Stdout(out, on_line, max_bytes)
     stderr_tail = bytearray()
-    readers = [threading.Thread(target=_pump_stderr, args=(proc.stderr, stderr_tail),
+    # A secret cut in half where the tail begins must still be masked: keep enough before it to see it whole.
+    overlap = max((len(secret.encode()) for secret in secrets), default=0)
+    readers = [threading.Thread(target=_pump_stderr, args=(proc.stderr, stderr_tail, STDERR_TAIL_BYTES + overlap),
                                 name=f"stderr:{argv[0]}", daemon=True)]
     if proc.stdout is not None:
         readers.append(threading.Thread(target=sink.pump, args=(proc.stdout,), name=f"stdout:{argv[0]}", daemon=True))
@@ -263,33 +266,25 @@ def run(
 
     deadline = None if timeout is None else started + timeout
     timed_out = cancelled = stopped_at_cap = False
-    stop = _StopSequence(proc, stop_signal, grace)
-    while proc.poll() is None or stop.group_lingers():
-        if not stop.begun:
+    try:
+        while proc.poll() is None:
             if sink.overflowed.is_set():
-                stopped_at_cap = True
+                stopped_at_cap, why = True, "output over the cap"
             elif sink.error is not None:
-                pass
+                why = "its output handler failed"
             elif cancel is not None and cancel.is_set():
-                cancelled = True
+                cancelled, why = True, "cancelled"
             elif deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
+                timed_out, why = True, "deadline passed"
             else:
                 _wait_a_moment(proc, deadline)
                 continue
-            logger.info("stopping %s: %s", command,
-                        "output over the cap" if stopped_at_cap else
-                        "its output handler failed" if sink.error is not None else
-                        "cancelled" if cancelled else "deadline passed")
-            stop.begin()
-        elif stop.overdue():
-            stop.kill()
-            proc.wait()
-            break
-        elif proc.returncode is None:
-            _wait_a_moment(proc, stop.kill_at)
-        else:  # the command is gone; give the rest of its group the rest of the grace period
-            time.sleep(max(0.0, min(_POLL_SECONDS, stop.kill_at - time.monotonic())))
+            logger.info("stopping %s: %s", command, why)
+            _stop(proc, stop_signal, grace)
+    except BaseException:
+        # Interrupted while supervising (Ctrl-C in the caller): never leave the command behind.
+        _stop(proc, stop_signal, grace)
+        raise
 
     if not _join(readers, READER_GRACE_SECONDS / 4):
         # The command is gone but something it started still holds the pipes open.
@@ -300,7 +295,7 @@ def run(
         argv, command, proc.returncode, duration,
         bytes_written=sink.written, timed_out=timed_out, cancelled=cancelled,
         truncated=sink.overflowed.is_set(), stopped_at_cap=stopped_at_cap,
-        stderr_tail=mask_text(bytes(stderr_tail).decode("utf-8", errors="replace"), secrets),
+        stderr_tail=_masked_tail(bytes(stderr_tail), STDERR_TAIL_BYTES, secrets),
         pid=proc.pid, pipes_left_open=pipes_left_open,
     )
     logger.debug("%s ended with status %s after %.2f s", command, done.exit_code, duration)
@@ -412,17 +407,32 @@ class _Stdout:
         self.written += len(chunk)
 
 
-def _pump_stderr(pipe, tail: bytearray) -> None:
-    """Keep only the last :data:`STDERR_TAIL_BYTES` of stderr."""
+def _pump_stderr(pipe, tail: bytearray, keep: int) -> None:
+    """Keep only the last ``keep`` bytes of stderr."""
     try:
         while chunk := pipe.read1(CHUNK_BYTES):
             tail.extend(chunk)
-            if len(tail) > STDERR_TAIL_BYTES:
-                del tail[: len(tail) - STDERR_TAIL_BYTES]
+            if len(tail) > keep:
+                del tail[: len(tail) - keep]
     except (OSError, ValueError):
         pass
     finally:
         pipe.close()
+
+
+def _masked_tail(raw: bytes, keep: int, secrets: Iterable[str]) -> str:
+    """Return the last ``keep`` bytes of ``raw`` as text, every secret that reaches into them masked whole."""
+    start = max(0, len(raw) - keep)
+    needles = sorted({secret.encode() for secret in secrets if secret}, key=len, reverse=True)
+    kept, pos = [], start
+    if needles:
+        for found in re.finditer(b"|".join(re.escape(needle) for needle in needles), raw):
+            if found.end() <= start:
+                continue
+            kept += [raw[pos:max(pos, found.start())], MASK.encode()]
+            pos = found.end()
+    kept.append(raw[pos:])
+    return b"".join(kept).decode("utf-8", errors="replace")
 
 
 def _feed_stdin(pipe, data: bytes) -> None:
@@ -438,34 +448,23 @@ def _feed_stdin(pipe, data: bytes) -> None:
             pass
 
 
-class _StopSequence:
-    """Stop a command's process group: the chosen signal, a grace period, then a kill."""
+def _stop(proc: subprocess.Popen, stop_signal: int | None, grace: float) -> None:
+    """Stop the command's process group: ``stop_signal``, up to ``grace`` seconds for all of it to end, then a kill.
 
-    def __init__(self, proc: subprocess.Popen, stop_signal: int | None, grace: float):
-        self.proc = proc
-        self.stop_signal = stop_signal
-        self.grace = grace
-        self.begun = False
-        self.kill_at = 0.0
-
-    def begin(self) -> None:
-        """Send the chosen signal to the whole group (or kill at once when there is none)."""
-        self.begun = True
-        self.kill_at = time.monotonic() + (self.grace if self.stop_signal is not None else 0.0)
-        if self.stop_signal is not None:
-            _signal_group(self.proc, self.stop_signal)
-
-    def overdue(self) -> bool:
-        """True when the grace period is over (or there was none)."""
-        return time.monotonic() >= self.kill_at
-
-    def group_lingers(self) -> bool:
-        """True while stopping and something else of the group is still alive after the command itself ended."""
-        return self.begun and _group_alive(self.proc)
-
-    def kill(self) -> None:
-        """Kill whatever is left of the group."""
-        _kill_group(self.proc)
+    The kill reaches whatever of the group is left, so a child that ignores the
+    signal does not outlive the command; ``stop_signal`` None kills at once.
+    """
+    if stop_signal is not None:
+        _signal_group(proc, stop_signal)
+        kill_at = time.monotonic() + grace
+        while time.monotonic() < kill_at and (proc.poll() is None or _group_alive(proc)):
+            if proc.returncode is None:
+                _wait_a_moment(proc, kill_at)
+            else:  # the command is gone; the rest of its group gets the rest of the grace period
+                time.sleep(max(0.0, min(_POLL_SECONDS, kill_at - time.monotonic())))
+    if stop_signal is None or proc.poll() is None or _group_alive(proc):
+        _kill_group(proc)
+    proc.wait()
 
 
 def _new_process_group() -> dict:

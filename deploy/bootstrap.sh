@@ -97,3 +97,29 @@ while time.monotonic() < deadline:
 sys.exit(1)
 PY
 }
+
+# port_in_use PORT : true when something on 127.0.0.1 already accepts connections on PORT.
+port_in_use() {
+    "$VENV/bin/python" - "$1" <<'PY'
+import socket, sys
+with socket.socket() as s:
+    s.settimeout(1)
+    sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
+PY
+}
+
+# answers_as URL KEYFILE : true when the server at URL signs with the key in KEYFILE (it is ours).
+answers_as() {
+    "$VENV/bin/python" - "$1" "$2" <<'PY'
+import json, sys, urllib.request
+from pathlib import Path
+from protocol import signing
+url, keyfile = sys.argv[1], sys.argv[2]
+mine = signing.public_key_b64(signing.load_private_key(Path(keyfile)))
+try:
+    with urllib.request.urlopen(url + "/v1/server", timeout=5) as resp:
+        sys.exit(0 if json.load(resp).get("public_key") == mine else 1)
+except (OSError, ValueError):
+    sys.exit(1)
+PY
+}

@@ -5,8 +5,9 @@
 # ticket from it, shares this PC's diagnostics with it, and shows that ticket as
 # the user and as the engineer see it.
 #
-#   bash deploy/quickstart.sh          set up (or reuse) and run the tour
-#   bash deploy/quickstart.sh --stop   stop the demo server
+#   bash deploy/quickstart.sh              set up (or reuse) and run the tour on port 8700
+#   bash deploy/quickstart.sh --port 8800  the same on another port (or HELPLINE_DEMO_PORT=8800)
+#   bash deploy/quickstart.sh --stop       stop the demo server
 #
 # The demo keeps its own config and agent state under .helpline-demo/, so it
 # never touches a real Helpline login on this machine.
@@ -17,10 +18,22 @@ cd "$HELPLINE_ROOT"
 DEMO="${HELPLINE_DEMO_DIR:-$HELPLINE_ROOT/.helpline-demo}"
 PORT="${HELPLINE_DEMO_PORT:-8700}"
 PIDFILE="$DEMO/server.pid"
+ACTION=tour
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stop) ACTION=stop; shift ;;
+        --port) [ $# -ge 2 ] || die "--port needs a number, like --port 8800"; PORT="$2"; shift 2 ;;
+        --port=*) PORT="${1#--port=}"; shift ;;
+        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$1' (try --port N or --stop)" ;;
+    esac
+done
+case "$PORT" in ''|*[!0-9]*) die "the port must be a number from 1 to 65535, not '$PORT'" ;; esac
+[ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || die "the port must be a number from 1 to 65535, not '$PORT'"
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
-if [ "${1:-}" = "--stop" ]; then
+if [ "$ACTION" = stop ]; then
     if running; then
         kill "$(cat "$PIDFILE")"
         for _ in $(seq 1 50); do running || break; sleep 0.2; done
@@ -47,6 +60,9 @@ fi
 
 URL="http://127.0.0.1:$PORT"
 if ! running; then
+    if port_in_use "$PORT"; then
+        die "port $PORT is already in use by another program; run again with --port N (for example --port $((PORT + 1)))"
+    fi
     log "Starting the server on $URL (log: $DEMO/server.log)"
     nohup "$HL" server run --data-dir "$DEMO/data" --host 127.0.0.1 --port "$PORT" >> "$DEMO/server.log" 2>&1 &
     echo $! > "$PIDFILE"
@@ -55,6 +71,8 @@ if ! wait_ready "$URL" 30; then
     running || die "the server stopped; see $DEMO/server.log"
     die "the server did not become ready in 30 s; see $DEMO/server.log"
 fi
+answers_as "$URL" "$DEMO/data/server-signing-key.pem" \
+    || die "another server answers on port $PORT, not the demo's; stop it or run again with --port N"
 
 log "Logging in as admin"
 "$HL" login "$URL" -u admin --password-stdin < "$DEMO/admin-password"

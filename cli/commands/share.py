@@ -140,6 +140,8 @@ def share(
       helpline share --code 7KQ2-M9XD --server https://help.example.com
       helpline share --ticket T-1042 --yes
       helpline share --output ~/diagnostics.tar.gz     (no server needed)
+
+    Without --yes it asks before sending anything.
     """
     if send_queued_only:
         lines = send_queued()

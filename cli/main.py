@@ -6,20 +6,27 @@ protocol.errors.ExitStatus; a traceback only with --debug.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from enum import Enum
+from typing import Annotated
 
 import typer
+from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
 from cli.commands import admin, diag, engineer, server, share, user
 from protocol.errors import ExitStatus, HelplineError
 
-EPILOG = (
-    "Exit statuses: 0 ok · 1 unexpected error · 2 usage · 3 configuration / not logged in · 4 authentication · "
-    "5 forbidden · 6 not found · 7 conflict · 8 rate limited · 9 server unreachable · 10 invalid input · "
-    "11 partly done · 130 interrupted."
-)
+
+def exit_status_epilog() -> str:
+    """The end of `helpline --help`: every exit status with its meaning, one a line, from protocol.errors.ExitStatus."""
+    # typer prints each paragraph of an epilog as one line.
+    return "\n\n".join(["Exit statuses:", *(f"{status.value:<4}{status.description}" for status in ExitStatus)])
+
+
+EPILOG = exit_status_epilog()
 
 app = typer.Typer(
     name="helpline",
@@ -51,6 +58,40 @@ def _root(
     output.DEBUG["enabled"] = debug
 
 
+# The variable a completion script sets when the shell asks `helpline` for completions.
+COMPLETE_VAR = "_HELPLINE_COMPLETE"
+
+
+class Shell(str, Enum):
+    BASH = "bash"
+    ZSH = "zsh"
+    FISH = "fish"
+    POWERSHELL = "powershell"
+
+
+def _register_completion_classes() -> None:
+    """Teach the parser typer's completion protocol, which the scripts `helpline completion` prints speak."""
+    from typer.completion import completion_init
+
+    completion_init()
+
+
+def completion(shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="The shell to complete in: bash, zsh, fish or powershell.")]) -> None:
+    """Print the script that makes your shell complete helpline's commands, options and choices.
+
+    Load it in your shell's start-up file:
+      bash (~/.bashrc): eval "$(helpline completion bash)"
+      zsh (~/.zshrc): eval "$(helpline completion zsh)"
+      fish: helpline completion fish > ~/.config/fish/completions/helpline.fish
+
+    Example: helpline completion bash > ~/.local/share/bash-completion/completions/helpline
+    """
+    from typer.completion import get_completion_script
+
+    _register_completion_classes()
+    sys.stdout.write(get_completion_script(prog_name="helpline", complete_var=COMPLETE_VAR, shell=shell.value) + "\n")
+
+
 share.register(app)
 app.command(rich_help_panel=user.PANEL)(user.pair)
 app.command(rich_help_panel=user.PANEL)(user.request)
@@ -69,9 +110,13 @@ app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
 app.command(rich_help_panel=admin.PANEL)(admin.audit)
 app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
 
+app.command(rich_help_panel="Set-up")(completion)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return (and exit with) its status."""
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions; the parser answers and exits
+        _register_completion_classes()
     command = typer.main.get_command(app)
     status = ExitStatus.OK
     try:
@@ -91,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         output.error("Stopped.")
         status = ExitStatus.INTERRUPTED
-    except typer.TyperException as exc:  # click's usage and parameter errors (exit code 2)
+    except ClickException as exc:  # click's usage and parameter errors (exit code 2)
         message = exc.format_message()
         if message:  # empty when click has just printed the help of a bare group
             output.error(message, "Run the command with --help for its usage.")

@@ -10,21 +10,32 @@ from enum import IntEnum
 
 
 class ExitStatus(IntEnum):
-    """Every exit status `helpline` uses; documented in README.md."""
+    """Every exit status `helpline` uses, each with its meaning in one line.
 
-    OK = 0
-    ERROR = 1  # unexpected failure (a bug or an unhandled condition)
-    USAGE = 2  # wrong arguments or options
-    CONFIG = 3  # missing or invalid configuration, not logged in, not enrolled
-    AUTH = 4  # authentication failed: wrong password, missing/expired/revoked token
-    FORBIDDEN = 5  # authenticated, but the role does not allow it
-    NOT_FOUND = 6  # the ticket, agent, account or file does not exist
-    CONFLICT = 7  # the request clashes with current state (used code, bad transition)
-    RATE_LIMITED = 8  # too many attempts; try again later
-    UNAVAILABLE = 9  # the server cannot be reached or is not ready
-    INVALID = 10  # the input was understood but refused (validation, size, hostile data)
-    PARTIAL = 11  # the work finished, but some parts failed (see the report)
-    INTERRUPTED = 130  # stopped by the user (Ctrl-C)
+    `helpline --help` lists them from here; README.md's table lists the same codes (tests/cli checks both).
+    """
+
+    description: str
+
+    def __new__(cls, value: int, description: str) -> ExitStatus:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+    OK = 0, "done"
+    ERROR = 1, "unexpected error (run again with --debug)"
+    USAGE = 2, "wrong arguments or options"
+    CONFIG = 3, "not set up: not logged in, PC not linked, bad configuration"
+    AUTH = 4, "authentication failed"
+    FORBIDDEN = 5, "forbidden for your role"
+    NOT_FOUND = 6, "not found"
+    CONFLICT = 7, "clashes with the current state"
+    RATE_LIMITED = 8, "too many attempts; try again later"
+    UNAVAILABLE = 9, "server unreachable or not ready"
+    INVALID = 10, "invalid input, refused"
+    PARTIAL = 11, "partly done (see the report)"
+    INTERRUPTED = 130, "interrupted"
 
 
 class HelplineError(Exception):

@@ -31,11 +31,11 @@ def parse_duration_hours(text: str) -> float:
 
 @account_app.command("create")
 def account_create(
-    username: Annotated[str, typer.Argument(help="Lowercase login name, like alice.")],
-    role: Annotated[Role, typer.Option("--role")] = Role.ENGINEER,
-    name: Annotated[str | None, typer.Option("--name", help="Display name shown to users.")] = None,
-    email: Annotated[str | None, typer.Option("--email")] = None,
-    organisation: Annotated[str | None, typer.Option("--org", help="Organisation shown to users in session requests.")] = None,
+    username: Annotated[str, typer.Argument(metavar="USER", help="Lowercase login name, like alice.")],
+    role: Annotated[Role, typer.Option("--role", help="What the account may do.")] = Role.ENGINEER,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Display name shown to users.")] = None,
+    email: Annotated[str | None, typer.Option("--email", metavar="EMAIL", help="Contact address of the account's owner.")] = None,
+    organisation: Annotated[str | None, typer.Option("--org", metavar="NAME", help="Organisation shown to users in session requests.")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -57,7 +57,10 @@ def account_create(
 
 @account_app.command("list")
 def account_list(json_out: JsonOpt = False) -> None:
-    """List accounts."""
+    """List accounts.
+
+    Example: helpline account list --json
+    """
     with credentials.connect() as conn:
         accounts = [AccountPublic.model_validate(a) for a in conn.get("accounts")]
     if json_out:
@@ -69,13 +72,16 @@ def account_list(json_out: JsonOpt = False) -> None:
 
 @account_app.command("update")
 def account_update(
-    username: Annotated[str, typer.Argument()],
-    role: Annotated[Role | None, typer.Option("--role")] = None,
+    username: Annotated[str, typer.Argument(metavar="USER", help="The account to change.")],
+    role: Annotated[Role | None, typer.Option("--role", help="The new role.")] = None,
     disable: Annotated[bool | None, typer.Option("--disable/--enable", help="Stop (or allow again) this account's logins.")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Set a new password read from standard input.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Change an account's role, disable or enable it, or reset its password."""
+    """Change an account's role, disable or enable it, or reset its password.
+
+    Example: helpline account update alice --role admin
+    """
     body: dict = {}
     if role:
         body["role"] = role.value
@@ -101,10 +107,10 @@ def _token_rows(tokens: list[EnrollmentTokenPublic]):
 
 @token_app.command("create")
 def token_create(
-    group: Annotated[str, typer.Option("--group", "-g", help="The fleet group enrolled PCs join.")] = "default",
-    expires_in: Annotated[str, typer.Option("--expires-in", help="How long it is valid: 90m, 24h, 7d.")] = "24h",
-    max_uses: Annotated[int, typer.Option("--max-uses", min=1, help="How many PCs may enroll with it.")] = 1,
-    note: Annotated[str, typer.Option("--note")] = "",
+    group: Annotated[str, typer.Option("--group", "-g", metavar="GROUP", help="The fleet group enrolled PCs join.")] = "default",
+    expires_in: Annotated[str, typer.Option("--expires-in", metavar="DURATION", help="How long it is valid: 90m, 24h, 7d.")] = "24h",
+    max_uses: Annotated[int, typer.Option("--max-uses", metavar="COUNT", min=1, help="How many PCs may enroll with it.")] = 1,
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="A reminder of what the token is for, shown in the list.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
     """Create an enrollment token; it is shown once and stored only hashed.
@@ -125,7 +131,10 @@ def token_create(
 
 @token_app.command("list")
 def token_list(json_out: JsonOpt = False) -> None:
-    """List enrollment tokens with their uses (never their secret)."""
+    """List enrollment tokens with their uses (never their secret).
+
+    Example: helpline enroll-token list
+    """
     with credentials.connect() as conn:
         tokens = [EnrollmentTokenPublic.model_validate(t) for t in conn.get("enrollment-tokens")]
     if json_out:
@@ -135,8 +144,11 @@ def token_list(json_out: JsonOpt = False) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
-    """Revoke an enrollment token so no more PCs can enroll with it."""
+def token_revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="The token's id, as `helpline enroll-token list` shows it.")]) -> None:
+    """Revoke an enrollment token so no more PCs can enroll with it.
+
+    Example: helpline enroll-token revoke 7
+    """
     with credentials.connect() as conn:
         conn.delete(f"enrollment-tokens/{token_id}")
     output.say(f"Revoked enrollment token {token_id}.")
@@ -144,8 +156,8 @@ def token_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
 
 @agent_app.command("enroll")
 def agent_enroll(
-    url: Annotated[str, typer.Argument(help="The Helpline server, like https://help.example.com.")],
-    token: Annotated[str, typer.Argument(help="An enrollment token from `helpline enroll-token create`.")],
+    url: Annotated[str, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com.")],
+    token: Annotated[str, typer.Argument(metavar="TOKEN", help="An enrollment token from `helpline enroll-token create`.")],
     server_key: Annotated[str | None, typer.Option("--server-key", metavar="FINGERPRINT", help="Refuse a server whose key has another fingerprint.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -163,8 +175,11 @@ def agent_enroll(
 
 
 @agent_app.command("list")
-def agent_list(group: Annotated[str | None, typer.Option("--group", "-g")] = None, json_out: JsonOpt = False) -> None:
-    """List the fleet's agents (enrolled and paired PCs)."""
+def agent_list(group: Annotated[str | None, typer.Option("--group", "-g", metavar="GROUP", help="Only agents of this fleet group.")] = None, json_out: JsonOpt = False) -> None:
+    """List the fleet's agents (enrolled and paired PCs).
+
+    Example: helpline agent list --group finance
+    """
     with credentials.connect() as conn:
         agents = [AgentPublic.model_validate(a) for a in conn.get("agents", params={"group": group} if group else None)]
     if json_out:
@@ -176,8 +191,11 @@ def agent_list(group: Annotated[str | None, typer.Option("--group", "-g")] = Non
 
 
 @agent_app.command("show")
-def agent_show(agent_id: Annotated[str, typer.Argument()], json_out: JsonOpt = False) -> None:
-    """Show one agent."""
+def agent_show(agent_id: Annotated[str, typer.Argument(metavar="ID", help="The agent's id, as `helpline agent list` shows it.")], json_out: JsonOpt = False) -> None:
+    """Show one agent.
+
+    Example: helpline agent show 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e
+    """
     with credentials.connect() as conn:
         a = AgentPublic.model_validate(conn.get(f"agents/{agent_id}"))
     if json_out:
@@ -188,12 +206,15 @@ def agent_show(agent_id: Annotated[str, typer.Argument()], json_out: JsonOpt = F
 
 
 def audit(
-    action: Annotated[str | None, typer.Option("--action", help="Only actions starting with this, e.g. ticket. or auth.login")] = None,
-    target: Annotated[str | None, typer.Option("--target", help="Only events about this target id, e.g. T-1042.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=5000)] = 50,
+    action: Annotated[str | None, typer.Option("--action", metavar="PREFIX", help="Only actions starting with this, e.g. ticket. or auth.login")] = None,
+    target: Annotated[str | None, typer.Option("--target", metavar="ID", help="Only events about this target id, e.g. T-1042.")] = None,
+    limit: Annotated[int, typer.Option("--limit", metavar="COUNT", min=1, max=5000, help="Show at most this many events.")] = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show the audit log, newest first."""
+    """Show the audit log, newest first.
+
+    Example: helpline audit --action auth.login --limit 20
+    """
     params = {k: v for k, v in {"action": action, "target": target, "limit": limit}.items() if v is not None}
     with credentials.connect() as conn:
         events = [AuditEventPublic.model_validate(e) for e in conn.get("audit", params=params)]

@@ -42,8 +42,8 @@ def _download(conn, bundle: BundlePublic, dest: Path) -> Path:
 
 @diag_app.command("get")
 def get(
-    ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket number for its newest bundle.")],
-    directory: Annotated[Path | None, typer.Option("--dir", "-d", help="Where to unpack it (default: ./T-…-HOST-TIME).")] = None,
+    ref: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle id, or a ticket number for its newest bundle.")],
+    directory: Annotated[Path | None, typer.Option("--dir", "-d", metavar="DIR", help="Where to unpack it (default: ./T-…-HOST-TIME).")] = None,
     open_report: Annotated[bool, typer.Option("--open", help="Open report.html in the browser.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -66,8 +66,11 @@ def get(
 
 
 @diag_app.command("show")
-def show(ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket number for its newest bundle.")], json_out: JsonOpt = False) -> None:
-    """Show a bundle's triage summary without downloading it."""
+def show(ref: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle id, or a ticket number for its newest bundle.")], json_out: JsonOpt = False) -> None:
+    """Show a bundle's triage summary without downloading it.
+
+    Example: helpline diag show T-1042
+    """
     from agent.diagnostics.summary import attention_lines
 
     with credentials.connect() as conn:
@@ -85,8 +88,8 @@ def show(ref: Annotated[str, typer.Argument(help="A bundle id, or a ticket numbe
 
 @diag_app.command("diff")
 def diff(
-    older: Annotated[str, typer.Argument(help="The earlier bundle: id, ticket number, or a local .tar.gz or directory.")],
-    newer: Annotated[str, typer.Argument(help="The later bundle, the same ways.")],
+    older: Annotated[str, typer.Argument(metavar="OLDER", help="The earlier bundle: id, ticket number, or a local .tar.gz or directory.")],
+    newer: Annotated[str, typer.Argument(metavar="NEWER", help="The later bundle, the same ways.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Show what changed between two bundles of the same PC: packages, services, disks, errors.

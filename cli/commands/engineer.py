@@ -36,8 +36,8 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
 
 
 def login(
-    url: Annotated[str, typer.Argument(help="The Helpline server, like https://help.example.com.")],
-    username: Annotated[str | None, typer.Option("--username", "-u", help="Your account name (asked if missing).")] = None,
+    url: Annotated[str, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com.")],
+    username: Annotated[str | None, typer.Option("--username", "-u", metavar="USER", help="Your account name (asked if missing).")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
 ) -> None:
     """Log in to a Helpline server; the token is kept in your config directory (mode 0600).
@@ -55,7 +55,10 @@ def login(
 
 
 def logout() -> None:
-    """Revoke your token on the server and forget it here."""
+    """Revoke your token on the server and forget it here.
+
+    Example: helpline logout
+    """
     try:
         with credentials.connect() as conn:
             conn.post("auth/logout")
@@ -65,7 +68,10 @@ def logout() -> None:
 
 
 def whoami(json_out: JsonOpt = False) -> None:
-    """Show the account you are logged in as."""
+    """Show the account you are logged in as.
+
+    Example: helpline whoami --json
+    """
     with credentials.connect() as conn:
         me = AccountPublic.model_validate(conn.get("me"))
     if json_out:
@@ -96,11 +102,11 @@ def _show_ticket(t: TicketDetail) -> None:
 
 @ticket_app.command("create")
 def ticket_create(
-    title: Annotated[str, typer.Argument(help="What the ticket is about.")],
-    description: Annotated[str, typer.Option("--description", "-d")] = "",
-    requester: Annotated[str, typer.Option("--requester", "-r", help="Who asked for help.")] = "",
-    priority: Annotated[Priority, typer.Option("--priority", "-p")] = Priority.NORMAL,
-    assign: Annotated[str | None, typer.Option("--assign", help="Username of the engineer to assign.")] = None,
+    title: Annotated[str, typer.Argument(metavar="TITLE", help="What the ticket is about.")],
+    description: Annotated[str, typer.Option("--description", "-d", metavar="TEXT", help="More detail: what happened, since when, what was tried.")] = "",
+    requester: Annotated[str, typer.Option("--requester", "-r", metavar="NAME", help="Who asked for help.")] = "",
+    priority: Annotated[Priority, typer.Option("--priority", "-p", help="How urgent it is; sets the first-response deadline.")] = Priority.NORMAL,
+    assign: Annotated[str | None, typer.Option("--assign", metavar="USER", help="Username of the engineer to assign.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Open a ticket.
@@ -121,9 +127,9 @@ def ticket_create(
 @ticket_app.command("list")
 def ticket_list(
     status: Annotated[list[TicketStatus] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable).")] = None,
-    assignee: Annotated[str | None, typer.Option("--assignee", "-a", help="Only tickets of this engineer ('none' for unassigned).")] = None,
+    assignee: Annotated[str | None, typer.Option("--assignee", "-a", metavar="USER", help="Only tickets of this engineer ('none' for unassigned).")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only tickets assigned to me.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    limit: Annotated[int, typer.Option("--limit", metavar="COUNT", min=1, max=1000, help="Show at most this many tickets.")] = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """List tickets, newest first.
@@ -149,8 +155,11 @@ def ticket_list(
 
 
 @ticket_app.command("show")
-def ticket_show(ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
-    """Show a ticket with its timeline and linked PCs."""
+def ticket_show(ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
+    """Show a ticket with its timeline and linked PCs.
+
+    Example: helpline ticket show T-1042
+    """
     with credentials.connect() as conn:
         t = TicketDetail.model_validate(conn.get(f"tickets/{ticket}"))
     if json_out:
@@ -161,12 +170,12 @@ def ticket_show(ticket: Annotated[str, typer.Argument(help="Ticket number, like 
 
 @ticket_app.command("update")
 def ticket_update(
-    ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")],
-    status: Annotated[TicketStatus | None, typer.Option("--status", "-s")] = None,
-    assign: Annotated[str | None, typer.Option("--assign", help="Username to assign.")] = None,
-    unassign: Annotated[bool, typer.Option("--unassign")] = False,
-    priority: Annotated[Priority | None, typer.Option("--priority", "-p")] = None,
-    title: Annotated[str | None, typer.Option("--title")] = None,
+    ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
+    status: Annotated[TicketStatus | None, typer.Option("--status", "-s", help="The new status.")] = None,
+    assign: Annotated[str | None, typer.Option("--assign", metavar="USER", help="Username of the engineer to assign.")] = None,
+    unassign: Annotated[bool, typer.Option("--unassign", help="Leave the ticket with no engineer.")] = False,
+    priority: Annotated[Priority | None, typer.Option("--priority", "-p", help="The new priority.")] = None,
+    title: Annotated[str | None, typer.Option("--title", metavar="TITLE", help="The new title.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Change a ticket's status, assignee, priority or title.
@@ -197,15 +206,21 @@ def ticket_update(
 
 
 @ticket_app.command("note")
-def ticket_note(ticket: Annotated[str, typer.Argument()], message: Annotated[str, typer.Argument(help="The note's text.")]) -> None:
-    """Add a note to a ticket's timeline (the user sees it in `helpline status`)."""
+def ticket_note(
+    ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
+    message: Annotated[str, typer.Argument(metavar="MESSAGE", help="The note's text.")],
+) -> None:
+    """Add a note to a ticket's timeline (the user sees it in `helpline status`).
+
+    Example: helpline ticket note T-1042 "Replaced the power supply; please try again."
+    """
     with credentials.connect() as conn:
         t = TicketDetail.model_validate(conn.post(f"tickets/{ticket}/notes", json={"message": message}))
     output.say(f"Note added to {t.number}.")
 
 
 @ticket_app.command("pair-code")
-def ticket_pair_code(ticket: Annotated[str, typer.Argument(help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
+def ticket_pair_code(ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
     """Issue a one-time code (valid 10 minutes) that links the user's PC to the ticket.
 
     Example: helpline ticket pair-code T-1042   then read the code to the user
@@ -220,8 +235,11 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(help="Ticket number, 
 
 
 @ssh_key_app.command("add")
-def ssh_key_add(path: Annotated[Path, typer.Argument(help="Your public key file, e.g. ~/.ssh/id_ed25519.pub ('-' for stdin).")]) -> None:
-    """Register an SSH public key for remote sessions."""
+def ssh_key_add(path: Annotated[Path, typer.Argument(metavar="FILE", help="Your public key file, e.g. ~/.ssh/id_ed25519.pub ('-' for stdin).")]) -> None:
+    """Register an SSH public key for remote sessions.
+
+    Example: helpline ssh-key add ~/.ssh/id_ed25519.pub
+    """
     text = sys.stdin.read() if str(path) == "-" else path.expanduser().read_text()
     with credentials.connect() as conn:
         key = SshKeyPublic.model_validate(conn.post("me/ssh-keys", json={"public_key": text.strip()}))
@@ -230,7 +248,10 @@ def ssh_key_add(path: Annotated[Path, typer.Argument(help="Your public key file,
 
 @ssh_key_app.command("list")
 def ssh_key_list(json_out: JsonOpt = False) -> None:
-    """List your SSH public keys."""
+    """List your SSH public keys.
+
+    Example: helpline ssh-key list
+    """
     with credentials.connect() as conn:
         keys = [SshKeyPublic.model_validate(k) for k in conn.get("me/ssh-keys")]
     if json_out:
@@ -240,8 +261,11 @@ def ssh_key_list(json_out: JsonOpt = False) -> None:
 
 
 @ssh_key_app.command("remove")
-def ssh_key_remove(key_id: Annotated[int, typer.Argument()]) -> None:
-    """Remove one of your SSH public keys."""
+def ssh_key_remove(key_id: Annotated[int, typer.Argument(metavar="ID", help="The key's id, as `helpline ssh-key list` shows it.")]) -> None:
+    """Remove one of your SSH public keys.
+
+    Example: helpline ssh-key remove 3
+    """
     with credentials.connect() as conn:
         conn.delete(f"me/ssh-keys/{key_id}")
     output.say(f"Removed key {key_id}.")

@@ -19,8 +19,8 @@ from protocol.errors import ConfigError
 
 server_app = typer.Typer(help="Run the Helpline server on this machine (needs the \\[server] extra).", no_args_is_help=True)
 
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="HELPLINE_DATA_DIR", help="Where the server keeps its database, blobs and keys.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="HELPLINE_CONFIG", help="The server.toml to read (default: DATA_DIR/server.toml).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", envvar="HELPLINE_DATA_DIR", help="Where the server keeps its database, blobs and keys.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", envvar="HELPLINE_CONFIG", help="The server.toml to read (default: DATA_DIR/server.toml).")]
 
 
 def _require_server():
@@ -41,9 +41,9 @@ def _config_path(config: Path | None, data_dir: Path | None) -> Path | None:
 def init(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
-    admin: Annotated[str | None, typer.Option("--admin", help="Create this first admin account.")] = None,
+    admin: Annotated[str | None, typer.Option("--admin", metavar="USER", help="Create this first admin account.")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the admin's password from standard input.")] = False,
-    database_url: Annotated[str | None, typer.Option("--database-url", help="PostgreSQL URL (default: a SQLite file in the data directory).")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", metavar="URL", help="PostgreSQL URL (default: a SQLite file in the data directory).")] = None,
 ) -> None:
     """Set up a server: config with a fresh secret, database schema, signing key, first admin.
 
@@ -69,7 +69,10 @@ def init(
 
 @server_app.command("migrate")
 def migrate(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
-    """Bring the database schema up to date (run before starting a new version)."""
+    """Bring the database schema up to date (run before starting a new version).
+
+    Example: helpline server migrate --data-dir /var/lib/helpline
+    """
     _require_server()
     from server.db import create_db_engine
     from server.migrate import upgrade
@@ -88,10 +91,10 @@ def migrate(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 def run(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
-    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 8700).")] = None,
+    host: Annotated[str | None, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", metavar="PORT", help="Port to listen on (default 8700).")] = None,
     dev: Annotated[bool, typer.Option("--dev", help="Development mode: allow the default secret.")] = False,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log")] = True,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
     """Run the server on uvicorn; stops cleanly on Ctrl-C or SIGTERM.
 

@@ -117,18 +117,18 @@ def send_queued() -> list[str]:
 
 
 def share(
-    code: Annotated[str | None, typer.Option("--code", "-c", help="Pairing code from your engineer: links this PC to their ticket.")] = None,
-    ticket: Annotated[str | None, typer.Option("--ticket", "-t", help="A ticket this PC is already linked to, like T-1042.")] = None,
+    code: Annotated[str | None, typer.Option("--code", "-c", metavar="CODE", help="Pairing code from your engineer: links this PC to their ticket.")] = None,
+    ticket: Annotated[str | None, typer.Option("--ticket", "-t", metavar="TICKET", help="A ticket this PC is already linked to, like T-1042.")] = None,
     server: ServerOpt = None,
-    what: Annotated[str, typer.Option("--what", help="What happened (asked if missing and on a terminal).")] = "",
-    since: Annotated[str, typer.Option("--since", help="Since when, and how often.")] = "",
-    tried: Annotated[str, typer.Option("--tried", help="What you already tried.")] = "",
+    what: Annotated[str, typer.Option("--what", metavar="TEXT", help="What happened (asked if missing and on a terminal).")] = "",
+    since: Annotated[str, typer.Option("--since", metavar="TEXT", help="Since when, and how often.")] = "",
+    tried: Annotated[str, typer.Option("--tried", metavar="TEXT", help="What you already tried.")] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (for scripts).")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Gather and show what would be sent, then stop.")] = False,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", help="Leave a category out (repeatable): system, hardware, network, processes, services, software, logs, crashes, environment.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", metavar="CATEGORY", help="Leave a category out (repeatable): system, hardware, network, processes, services, software, logs, crashes, environment.")] = None,
     logs: Annotated[list[str] | None, typer.Option("--logs", metavar="GLOB", help="Add application logs (repeatable), e.g. '~/.config/MyApp/*.log'.")] = None,
-    output_path: Annotated[Path | None, typer.Option("--output", "-o", help="Write the bundle to this file instead of sending it.")] = None,
-    deadline: Annotated[float | None, typer.Option("--deadline", min=1, max=300, help="Seconds the gathering may take (default 20).")] = None,
+    output_path: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the bundle to this file instead of sending it.")] = None,
+    deadline: Annotated[float | None, typer.Option("--deadline", metavar="SECONDS", min=1, max=300, help="Seconds the gathering may take (default 20).")] = None,
     redact_network: Annotated[bool, typer.Option("--redact-network", help="Also replace IP and MAC addresses with pseudonyms.")] = False,
     redact_names: Annotated[bool, typer.Option("--redact-names", help="Also replace host and user names with pseudonyms.")] = False,
     send_queued_only: Annotated[bool, typer.Option("--send-queued", help="Only send bundles queued while the server was unreachable.")] = False,
@@ -140,6 +140,8 @@ def share(
       helpline share --code 7KQ2-M9XD --server https://help.example.com
       helpline share --ticket T-1042 --yes
       helpline share --output ~/diagnostics.tar.gz     (no server needed)
+
+    Without --yes it asks before sending anything.
     """
     if send_queued_only:
         lines = send_queued()

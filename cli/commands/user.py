@@ -21,7 +21,7 @@ def _window(ticket: AgentTicket) -> float:
 
 
 def pair(
-    code: Annotated[str, typer.Argument(help="The pairing code your engineer read to you, like 7KQ2-M9XD.")],
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The pairing code your engineer read to you, like 7KQ2-M9XD.")],
     server: ServerOpt = None,
     server_key: Annotated[str | None, typer.Option("--server-key", metavar="FINGERPRINT", help="Refuse a server whose key has another fingerprint.")] = None,
     json_out: JsonOpt = False,
@@ -43,9 +43,9 @@ def pair(
 
 
 def request(
-    title: Annotated[str, typer.Argument(help="What is wrong, in a few words.")],
-    description: Annotated[str, typer.Option("--description", "-d", help="More detail: what happened, since when, what you tried.")] = "",
-    name: Annotated[str, typer.Option("--name", help="Your name, so the engineer knows whom to call.")] = "",
+    title: Annotated[str, typer.Argument(metavar="TITLE", help="What is wrong, in a few words.")],
+    description: Annotated[str, typer.Option("--description", "-d", metavar="TEXT", help="More detail: what happened, since when, what you tried.")] = "",
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="Your name, so the engineer knows whom to call.")] = "",
     server: ServerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -61,7 +61,7 @@ def request(
 
 
 def status(
-    ticket: Annotated[str | None, typer.Argument(help="One ticket (default: every ticket of this PC).")] = None,
+    ticket: Annotated[str | None, typer.Argument(metavar="TICKET", help="One ticket, like T-1042 (default: every ticket of this PC).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show your tickets: status, who is on it, and what happened so far.

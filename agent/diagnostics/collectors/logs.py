@@ -2,6 +2,9 @@
 and the most frequent error lines (numbers, hex, addresses and UUIDs normalised) so an
 engineer sees at a glance what keeps failing.
 
+Error lines are redacted *before* they are normalised: replacing digits first could
+split a secret (``S3cretPass`` becomes ``S<n>cretPass``) so that no detector sees it.
+
 Every log is capped: a command's output at the command cap, a file at
 ``log_max_bytes`` keeping its head and its tail (where the latest errors are).
 """
@@ -14,7 +17,7 @@ import os
 import re
 import shlex
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -99,11 +102,20 @@ def line_time(line: str, now: datetime) -> datetime | None:
 
 
 class ErrorCounter:
-    """Count normalised error lines across sources, keeping the first raw example of each."""
+    """Count error lines by shape across sources and report the most frequent, redacted before normalised.
 
-    def __init__(self) -> None:
+    Lines are grouped by the shape of the raw line, which never leaves the
+    collector. What is reported is derived from each top group's first line
+    *after* ``redact`` (the bundle's redactor) has replaced its secrets and
+    names: the example is the redacted line, the message its normalised form.
+    Redacting only the reported lines keeps the cost at :data:`TOP_ERRORS`
+    redactions however long the logs are.
+    """
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        self.redact = redact
         self.counts: Counter[str] = Counter()
-        self.examples: dict[str, tuple[str, str]] = {}
+        self.examples: dict[str, tuple[str, str, bool]] = {}
 
     def add(self, line: str, source: str, *, has_host: bool = False) -> None:
         """Count ``line`` under its normalised shape; ``has_host`` drops the host after a syslog timestamp."""
@@ -111,14 +123,25 @@ class ErrorCounter:
         if not shape:
             return
         self.counts[shape] += 1
-        self.examples.setdefault(shape, (line.strip()[:300], source))
+        self.examples.setdefault(shape, (line.strip(), source, has_host))
 
     def top(self, n: int = TOP_ERRORS) -> list[dict[str, Any]]:
-        """Return the ``n`` most frequent shapes with their count, first example and where it came from."""
-        return [
-            {"message": shape, "count": count, "example": self.examples[shape][0], "source": self.examples[shape][1]}
-            for shape, count in self.counts.most_common(n)
-        ]
+        """Return the ``n`` most frequent shapes with their count, first example and where it came from.
+
+        Example and message come from the redacted line (cut to 300 characters
+        after redaction, so no secret is cut out of a detector's sight); shapes
+        whose redacted messages are the same are counted as one.
+        """
+        reported: dict[str, dict[str, Any]] = {}
+        for shape, count in self.counts.most_common(n):
+            line, source, has_host = self.examples[shape]
+            example = self.redact(line)
+            message = normalise_line(example, has_host=has_host)
+            if message in reported:
+                reported[message]["count"] += count
+            else:
+                reported[message] = {"message": message, "count": count, "example": example[:300], "source": source}
+        return sorted(reported.values(), key=lambda entry: entry["count"], reverse=True)
 
 
 class LogsCollector(Collector):
@@ -134,7 +157,7 @@ class LogsCollector(Collector):
     syslog_paths: tuple[str, ...] = ("/var/log/syslog", "/var/log/messages")
 
     def collect(self, ctx: CollectContext) -> dict[str, Any]:
-        counter = ErrorCounter()
+        counter = ErrorCounter(ctx.redact_text)
         system_log = getattr(self, f"collect_{ctx.platform}")
         facts = {"since_hours": ctx.options.log_since_hours, **system_log(ctx, counter)}
         facts["log_files"] = copy_log_globs(ctx, counter)

@@ -15,7 +15,9 @@ from agent.diagnostics.collectors import crashes, logs, services
 from agent.diagnostics.collectors.hardware import full_mounts, parse_df_kp
 from agent.diagnostics.collectors.logs import ErrorCounter, LogsCollector, normalise_line, recent_error_lines
 from agent.diagnostics.collectors.software import parse_dpkg, parse_rpm
+from agent.diagnostics.context import CollectContext, CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
+from agent.redaction import RedactionOptions, Redactor
 
 FIXTURES = Path(__file__).parent / "fixtures"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads this Linux PC")
@@ -114,12 +116,47 @@ def test_normalised_lines_group_errors_that_differ_only_in_numbers():
     c = "Mar 14 09:02:11 laptop app[4242]: job 6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f failed to reach 10.0.0.7:443"
     assert normalise_line(a, has_host=True) == normalise_line(b, has_host=True)
     assert normalise_line(c, has_host=True) == "app[<n>]: job <uuid> failed to reach <ip>"
-    counter = ErrorCounter()
+    counter = ErrorCounter(_secrets_only)
     for line in (a, b, c, a):
         counter.add(line, "journal", has_host=True)
     top = counter.top()
     assert [entry["count"] for entry in top] == [3, 1]
     assert top[0]["example"] == a
+
+
+def _secrets_only(text: str) -> str:
+    return Redactor().redact_text(text)[0]
+
+
+def test_error_lines_are_redacted_before_they_are_normalised():
+    # Digits replaced first would turn S3cretPass into S<n>cretPass, which no detector recognises.
+    lines = [f"2024-05-01T10:00:0{n}Z pc app[12]: ERROR upstream http://user:S3cretPass@proxy:{3128 + n} refused"
+             for n in range(3)]
+    counter = ErrorCounter(_secrets_only)
+    for line in lines:
+        counter.add(line, "journal", has_host=True)
+    [entry] = counter.top()
+    assert entry["count"] == 3
+    assert "cretPass" not in entry["message"] and "cretPass" not in entry["example"]
+    assert "[REDACTED:url-password]" in entry["message"] and entry["message"].startswith("app[<n>]: ERROR upstream")
+    assert entry["example"] == _secrets_only(lines[0])
+
+
+@linux_only
+def test_the_logs_collector_redacts_with_the_bundles_redactor(tmp_path: Path, monkeypatch):
+    log = tmp_path / "app.log"
+    log.write_text("2024-05-01T10:00:00Z app[7]: ERROR login for alice4 failed\n")
+    monkeypatch.setattr(logs, "journal_available", lambda: False)
+    monkeypatch.setattr(LogsCollector, "syslog_paths", (str(tmp_path / "no-syslog"),))
+    redactor = Redactor(RedactionOptions(usernames=True, known_usernames=("alice4",)))
+    root = CollectContext(tmp_path / "stage", "linux", CollectOptions(log_globs=[str(log)]), redactor=redactor)
+    result = run_collector(LogsCollector(), root.for_collector("logs", 15.0, ()))
+    assert result.status is CollectorStatus.OK, result.error
+    [entry] = result.facts["top_errors"]
+    # Normalised first, "alice4" would have become "alice<n>", which the redactor no longer knows.
+    assert "alice" not in entry["message"] and "alice" not in entry["example"]
+    assert entry["message"].startswith("app[<n>]: ERROR login for user-")
+    assert redactor.pseudonyms.spellings("username") == {"alice4"}
 
 
 def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):

@@ -98,8 +98,9 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
     try:
-        report = collect(collect_options(request), work / "staging", progress=progress)
-        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor_for(request),
+        redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
+        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor)
+        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor,
                               exclude=set(request.exclude), extra=_extra(request))
         shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"

@@ -45,6 +45,7 @@ def collect(
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
     redactor: Redactor | None = None,
+    now: datetime | None = None,
 ) -> CollectionReport:
     """Gather diagnostics into ``out_dir`` (created; must be empty) and return the report.
 
@@ -53,7 +54,9 @@ def collect(
     registry's list; ``command_runner``, ``which``, ``env`` and ``home`` replace
     the real ones (tests and recorded outputs). ``redactor`` (the one the bundle
     will be built with; secrets only if not given) redacts what collectors derive
-    from raw text, such as normalised log lines. Raise InvalidInputError for an
+    from raw text, such as normalised log lines. ``now`` (aware; default: the
+    clock) is the time "the last hours" of logs and crash reports are measured
+    back from. Raise InvalidInputError for an
     unknown category or a non-empty staging directory; never for a collector's
     failure.
     """
@@ -71,7 +74,7 @@ def collect(
                                 hint="collect into a new, empty directory")
 
     root = CollectContext(out_dir, platform, options, command_runner=command_runner, which=which, env=env, home=home,
-                          redactor=redactor)
+                          redactor=redactor, now=now)
     chosen = list(collectors) if collectors is not None else collectors_for(platform)
     results: dict[str, CollectorResult] = {}
     jobs: list[Collector] = []

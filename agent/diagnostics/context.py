@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -165,6 +165,7 @@ class CollectContext:
         forbidden_paths: Sequence[str] = (),
         redactor: Redactor | None = None,
         redaction_lock: threading.Lock | None = None,
+        now: datetime | None = None,
     ):
         if platform not in PLATFORMS:
             raise InvalidInputError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
@@ -179,6 +180,8 @@ class CollectContext:
         self.home = Path(home) if home is not None else Path.home()
         self.category = category
         self.forbidden_paths = tuple(forbidden_paths)
+        #: The wall-clock time "the last hours" (of logs, of crash reports) and uptimes are measured from.
+        self.now = now if now is not None else datetime.now(timezone.utc)
         #: Redacts the few values a collector derives from raw text (see :meth:`redact_text`); secrets only by default.
         self.redactor = redactor if redactor is not None else Redactor()
         # One lock per redactor (it is not thread-safe), shared by every context made from this one.
@@ -196,7 +199,7 @@ class CollectContext:
             deadline=min(self.deadline, time.monotonic() + timeout),
             command_runner=self.command_runner, which=self.which, env=self.env, home=self.home,
             category=category, forbidden_paths=forbidden_paths, redactor=self.redactor,
-            redaction_lock=self._redaction_lock,
+            redaction_lock=self._redaction_lock, now=self.now,
         )
 
     def remaining(self) -> float:

@@ -165,7 +165,7 @@ class LogsCollector(Collector):
         return facts
 
     def collect_linux(self, ctx: CollectContext, counter: ErrorCounter) -> dict[str, Any]:
-        since = datetime.now(timezone.utc) - timedelta(hours=ctx.options.log_since_hours)
+        since = ctx.now - timedelta(hours=ctx.options.log_since_hours)
         journal_rel = "logs/journal-warnings.txt"
         journal_argv = (
             "journalctl", "--priority=warning", "--since", since.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
@@ -211,7 +211,7 @@ class LogsCollector(Collector):
         stats = {"lines": 0, "stopped_early": False}
 
         def counted() -> Iterator[str]:
-            for line in recent_error_lines(paths, since, lambda: ctx.remaining() < 1.0, stats):
+            for line in recent_error_lines(paths, since, lambda: ctx.remaining() < 1.0, stats, now=ctx.now):
                 stats["lines"] += 1
                 counter.add(line, Path(paths[-1]).name, has_host=True)
                 yield line
@@ -261,13 +261,15 @@ def journal_available() -> bool:
     return any(itertools.chain(glob.iglob("/var/log/journal/*/*.journal"), glob.iglob("/run/log/journal/*/*.journal")))
 
 
-def recent_error_lines(paths: Iterable[str], since: datetime, out_of_time, stats: dict[str, Any]) -> Iterator[str]:
+def recent_error_lines(paths: Iterable[str], since: datetime, out_of_time, stats: dict[str, Any], *,
+                       now: datetime) -> Iterator[str]:
     """Yield error-looking lines newer than ``since`` from syslog files, read line by line.
 
     A line without a timestamp (a continuation) follows the fate of the line
-    before it. Only the last :data:`SYSLOG_SCAN_BYTES` of a file are read.
+    before it; ``now`` gives lines without a year theirs. Only the last
+    :data:`SYSLOG_SCAN_BYTES` of a file are read.
     """
-    now = datetime.now(timezone.utc).astimezone()
+    now = now.astimezone()
     for path in paths:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size

@@ -13,13 +13,17 @@ import pytest
 from agent.diagnostics.collect import run_collector
 from agent.diagnostics.collectors import crashes, logs, services
 from agent.diagnostics.collectors.hardware import full_mounts, parse_df_kp
-from agent.diagnostics.collectors.logs import ErrorCounter, LogsCollector, normalise_line, recent_error_lines
+from agent.diagnostics.collectors.logs import (
+    ErrorCounter, LogsCollector, line_time, normalise_line, recent_error_lines,
+)
 from agent.diagnostics.collectors.software import parse_dpkg, parse_rpm
 from agent.diagnostics.context import CollectContext, CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
 from agent.redaction import RedactionOptions, Redactor
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: "Now" for the tests of time windows: a fixed time, never today.
+NOW = datetime(2024, 3, 14, 12, 0, tzinfo=timezone.utc)
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads this Linux PC")
 
 
@@ -159,8 +163,15 @@ def test_the_logs_collector_redacts_with_the_bundles_redactor(tmp_path: Path, mo
     assert redactor.pseudonyms.spellings("username") == {"alice4"}
 
 
+def test_a_syslog_line_without_a_year_takes_it_from_now():
+    new_year = datetime(2025, 1, 1, 0, 30, tzinfo=timezone.utc)
+    assert line_time("Dec 31 23:50:00 pc app: error", new_year).year == 2024  # a December line read in January
+    assert line_time("Jan  1 00:10:00 pc app: error", new_year).year == 2025
+    assert line_time("Mar 14 09:00:00 pc app: error", NOW).date().isoformat() == "2024-03-14"
+
+
 def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):
-    now = datetime.now(timezone.utc).astimezone()
+    now = NOW.astimezone()
     old, recent = now - timedelta(hours=30), now - timedelta(hours=1)
     bsd = recent.strftime("%b %d %H:%M:%S")  # traditional syslog: no year, no zone
     syslog = tmp_path / "syslog"
@@ -173,7 +184,7 @@ def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):
         f"{bsd} pc kernel: EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm ls: reading directory\n"
     )
     stats: dict = {}
-    kept = list(recent_error_lines([str(syslog)], now - timedelta(hours=24), lambda: False, stats))
+    kept = list(recent_error_lines([str(syslog)], now - timedelta(hours=24), lambda: False, stats, now=now))
     assert len(kept) == 4
     assert "dhcp4" in kept[0] and "Traceback" in kept[1]
     assert kept[2].startswith("  File")  # a continuation follows its error line
@@ -182,14 +193,14 @@ def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):
 
 @linux_only
 def test_syslog_fallback_without_journald(make_ctx, tmp_path: Path, monkeypatch):
-    now = datetime.now(timezone.utc).astimezone()
+    now = NOW.astimezone()
     syslog = tmp_path / "syslog"
     syslog.write_text("".join(
         f"{(now - timedelta(minutes=n - 0.5)).isoformat()} pc app[{n}]: error: cannot open /srv/data/{n}.db\n"
         for n in range(2000, 0, -1)))
     monkeypatch.setattr(logs, "journal_available", lambda: False)
     monkeypatch.setattr(LogsCollector, "syslog_paths", (str(syslog),))
-    ctx = make_ctx("linux", category="logs", log_max_bytes=16 * 1024)
+    ctx = make_ctx("linux", category="logs", log_max_bytes=16 * 1024, now=NOW)
     result = run_collector(LogsCollector(), ctx)
     assert result.status is CollectorStatus.OK, result.error
     facts = result.facts

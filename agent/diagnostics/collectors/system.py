@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform as py_platform
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 

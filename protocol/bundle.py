@@ -45,6 +45,9 @@ EXCLUDED = "excluded"
 FULL_REPORT = "full"
 
 
+_MAX_PROBLEM_PATH = 120
+
+
 def raw_member(path: str) -> str:
     """Return the bundle member name of the raw file at bundle path ``path`` (``raw/<path>``)."""
     return f"{RAW_DIR}/{path}"
@@ -208,6 +211,9 @@ def parse_summary(data: bytes | str, *, where: str = SUMMARY_NAME) -> dict[str, 
 
 
 def _first_problem(exc: ValidationError) -> str:
+    """The first validation error as ``field.path: message``, cut short: field names come from the sender."""
     error = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(part) for part in error["loc"]) or "the document"
+    if len(where) > _MAX_PROBLEM_PATH:
+        where = where[:_MAX_PROBLEM_PATH] + "…"
     return f"{where}: {error['msg']}"

@@ -48,6 +48,14 @@ def test_a_manifest_that_is_not_one_is_refused_with_where_it_breaks(change, prob
     assert problem in err.value.message
 
 
+def test_the_error_quotes_a_senders_field_name_only_briefly():
+    manifest = _stored()
+    manifest["x" * 100_000] = 1
+    with pytest.raises(InvalidInputError) as err:
+        parse_manifest(json.dumps(manifest))
+    assert "Extra inputs are not permitted" in err.value.message and len(err.value.message) < 400
+
+
 @pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe", b"[]", b"null"])
 def test_garbage_is_refused(data):
     with pytest.raises(InvalidInputError, match=MANIFEST_NAME):

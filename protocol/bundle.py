@@ -56,7 +56,7 @@ def raw_member(path: str) -> str:
 class _Record(BaseModel):
     """A part of the manifest: unknown fields are refused, so a reader never guesses at them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid")
 
 
 class DetectorCount(_Record):

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent.bundle import BundleResult, build_bundle
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
-from protocol.archive import pack
-from agent.diagnostics.bundle import BundleResult, build_bundle
 from agent.paths import agent_dir
 from agent.redaction import RedactionOptions, Redactor
+from protocol.archive import pack
+from protocol.bundle import REPORT_NAME
 
 
 @dataclass
@@ -53,7 +54,7 @@ class PreparedBundle:
 
     @property
     def report_html(self) -> Path:
-        return self.bundle.out_dir / "report.html"
+        return self.bundle.out_dir / REPORT_NAME
 
     def discard(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -97,8 +98,9 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
     try:
-        report = collect(collect_options(request), work / "staging", progress=progress)
-        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor_for(request),
+        redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
+        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor)
+        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor,
                               exclude=set(request.exclude), extra=_extra(request))
         shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"

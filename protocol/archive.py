@@ -6,8 +6,8 @@ The reader does not use :mod:`tarfile`: tarfile reads pax and GNU long-name head
 whole into memory and follows whatever member types it finds, while this module
 must refuse hostile input (traversal, links, devices, duplicates, bombs) in bounded
 memory and time. It parses the ustar/pax/GNU headers itself and counts the bytes it
-actually decompresses. It imports only the standard library and
-:mod:`protocol.errors`, so the server can share it without pulling in the agent.
+actually decompresses. It imports only the standard library, :mod:`protocol.bundle`
+and :mod:`protocol.errors`, so the server can share it without pulling in the agent.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+from protocol.bundle import MANIFEST_MAX_BYTES, MANIFEST_NAME, REQUIRED_MEMBERS
 from protocol.errors import InvalidInputError, NotFoundError
 
 #: Every member of a bundle archive lives under this one directory.
 TOP_DIR = "helpline-bundle"
-#: Members a bundle archive must hold at its top.
-REQUIRED_MEMBERS = ("manifest.json", "summary.json", "report.html")
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -52,7 +51,6 @@ _MAX_NAME_CHARS = 4096
 _MAX_COMPONENT_BYTES = 255
 #: Zero bytes tolerated after the end-of-archive marker (tar pads to 10 KiB records; be generous).
 _MAX_TRAILING_ZEROS = 1 * MIB
-_MANIFEST_MAX_BYTES = 16 * MIB
 _GZIP_HEADER_MAX = 64 * 1024
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 
@@ -107,12 +105,12 @@ def pack(out_dir: Path, dest: Path) -> tuple[int, str]:
 
 def _manifest_mtime(out_dir: Path) -> int:
     """Return the bundle's ``created_at`` as a POSIX timestamp; it fixes every mtime in the archive."""
-    path = out_dir / "manifest.json"
+    path = out_dir / MANIFEST_NAME
     try:
         with open(path, "rb") as handle:
-            data = handle.read(_MANIFEST_MAX_BYTES + 1)
+            data = handle.read(MANIFEST_MAX_BYTES + 1)
     except FileNotFoundError:
-        raise InvalidInputError(f"{out_dir} has no manifest.json", hint="build the bundle before packing it") from None
+        raise InvalidInputError(f"{out_dir} has no {MANIFEST_NAME}", hint="build the bundle before packing it") from None
     try:
         created = datetime.fromisoformat(json.loads(data)["created_at"])
     except (ValueError, KeyError, TypeError) as exc:

@@ -10,7 +10,6 @@ outside database transactions so a slow upload never holds the database lock.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import uuid
@@ -21,6 +20,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.archive import inspect_archive
+from protocol.bundle import (
+    MANIFEST_MAX_BYTES,
+    MANIFEST_NAME,
+    SUMMARY_MAX_BYTES,
+    SUMMARY_NAME,
+    Manifest,
+    parse_manifest,
+    parse_summary,
+)
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
 from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
 from server.agents import paired_ticket
@@ -29,9 +37,6 @@ from server.blobs import BlobStore
 from server.db import utcnow
 from server.models import Agent, Bundle, Ticket, Upload, UploadChunk
 from server.settings import ServerSettings
-
-SUMMARY_MAX_BYTES = 4 << 20
-MANIFEST_MAX_BYTES = 16 << 20
 
 
 def chunk_key(upload_id: str, index: int) -> str:
@@ -150,24 +155,20 @@ def assemble(blobs: BlobStore, upload: Upload, work_dir: Path) -> Path:
     return path
 
 
-def read_bundle(path: Path) -> tuple[dict, dict]:
-    """Inspect an untrusted bundle archive without unpacking it; return (manifest, summary)."""
+def read_bundle(path: Path) -> tuple[Manifest, dict]:
+    """Inspect an untrusted bundle archive without unpacking it; return its validated (manifest, summary).
+
+    Raise InvalidInputError if either is not what a Helpline agent writes.
+    """
     listing = inspect_archive(path)
-    try:
-        manifest = json.loads(listing.read_member("manifest.json", MANIFEST_MAX_BYTES))
-        summary = json.loads(listing.read_member("summary.json", SUMMARY_MAX_BYTES))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError("The bundle's manifest or summary is not valid JSON.") from exc
-    if not isinstance(manifest, dict) or not isinstance(summary, dict):
-        raise InvalidInputError("The bundle's manifest or summary is not a JSON object.")
+    manifest = parse_manifest(listing.read_member(MANIFEST_NAME, MANIFEST_MAX_BYTES), where=f"The bundle's {MANIFEST_NAME}")
+    summary = parse_summary(listing.read_member(SUMMARY_NAME, SUMMARY_MAX_BYTES), where=f"The bundle's {SUMMARY_NAME}")
     return manifest, summary
 
 
-def finish(session: Session, upload: Upload, agent: Agent, blob_key: str, size: int, sha256: str, manifest: dict, summary: dict) -> Bundle:
+def finish(session: Session, upload: Upload, agent: Agent, blob_key: str, size: int, sha256: str, manifest: Manifest, summary: dict) -> Bundle:
     """Record the stored bundle and add it to the ticket's timeline."""
-    files = manifest.get("totals", {}).get("files") if isinstance(manifest.get("totals"), dict) else None
-    if not isinstance(files, int):
-        files = len(manifest.get("items", [])) if isinstance(manifest.get("items"), list) else 0
+    files = manifest.totals.files
     bundle = Bundle(
         id=blob_key.rsplit("/", 1)[-1].split(".", 1)[0], ticket_id=upload.ticket_id, agent_id=agent.id,
         hostname=agent.hostname, blob_key=blob_key, size=size, sha256=sha256, files=files, created_at=utcnow(),

@@ -1,8 +1,10 @@
 """Diagnostics of the PC for `helpline share`: parallel collectors under hard time and size
 budgets write raw files into a staging directory and return a :class:`CollectionReport`.
 
-Redaction and bundling come after, from the staging directory and the report;
-collectors never redact. Entry point: :func:`collect`.
+Redaction and bundling (:mod:`agent.bundle`) come after, from the staging directory
+and the report; staged files are never redacted here. Only what a collector derives
+from raw text (a normalised log line) goes through the redactor first, see
+:meth:`CollectContext.redact_text`. Entry point: :func:`collect`.
 """
 
 from .collect import collect, run_collector

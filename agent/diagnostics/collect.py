@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.redaction import Redactor
 from protocol.errors import InvalidInputError
 
 from .collectors import Collector, collector_names, collectors_for
@@ -43,13 +44,19 @@ def collect(
     which: Callable[[str], str | None] | None = None,
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
+    redactor: Redactor | None = None,
+    now: datetime | None = None,
 ) -> CollectionReport:
     """Gather diagnostics into ``out_dir`` (created; must be empty) and return the report.
 
     ``progress(name, status)`` is called from the calling thread: ``running``
     when a collector starts, then its final status. ``collectors`` replaces the
     registry's list; ``command_runner``, ``which``, ``env`` and ``home`` replace
-    the real ones (tests and recorded outputs). Raise InvalidInputError for an
+    the real ones (tests and recorded outputs). ``redactor`` (the one the bundle
+    will be built with; secrets only if not given) redacts what collectors derive
+    from raw text, such as normalised log lines. ``now`` (aware; default: the
+    clock) is the time "the last hours" of logs and crash reports are measured
+    back from. Raise InvalidInputError for an
     unknown category or a non-empty staging directory; never for a collector's
     failure.
     """
@@ -66,7 +73,8 @@ def collect(
         raise InvalidInputError(f"the staging directory {out_dir} is not empty",
                                 hint="collect into a new, empty directory")
 
-    root = CollectContext(out_dir, platform, options, command_runner=command_runner, which=which, env=env, home=home)
+    root = CollectContext(out_dir, platform, options, command_runner=command_runner, which=which, env=env, home=home,
+                          redactor=redactor, now=now)
     chosen = list(collectors) if collectors is not None else collectors_for(platform)
     results: dict[str, CollectorResult] = {}
     jobs: list[Collector] = []

@@ -25,13 +25,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.redaction import Redactor
 from protocol.errors import ConfigError, HelplineError, InvalidInputError
 
 from .model import Item, ItemKind, ItemStatus
@@ -162,6 +163,9 @@ class CollectContext:
         home: Path | None = None,
         category: str | None = None,
         forbidden_paths: Sequence[str] = (),
+        redactor: Redactor | None = None,
+        redaction_lock: threading.Lock | None = None,
+        now: datetime | None = None,
     ):
         if platform not in PLATFORMS:
             raise InvalidInputError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
@@ -176,6 +180,12 @@ class CollectContext:
         self.home = Path(home) if home is not None else Path.home()
         self.category = category
         self.forbidden_paths = tuple(forbidden_paths)
+        #: The wall-clock time "the last hours" (of logs, of crash reports) and uptimes are measured from.
+        self.now = now if now is not None else datetime.now(timezone.utc)
+        #: Redacts the few values a collector derives from raw text (see :meth:`redact_text`); secrets only by default.
+        self.redactor = redactor if redactor is not None else Redactor()
+        # One lock per redactor (it is not thread-safe), shared by every context made from this one.
+        self._redaction_lock = redaction_lock or threading.Lock()
         self._items: list[Item] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -188,7 +198,8 @@ class CollectContext:
             self.out_dir, self.platform, self.options,
             deadline=min(self.deadline, time.monotonic() + timeout),
             command_runner=self.command_runner, which=self.which, env=self.env, home=self.home,
-            category=category, forbidden_paths=forbidden_paths,
+            category=category, forbidden_paths=forbidden_paths, redactor=self.redactor,
+            redaction_lock=self._redaction_lock, now=self.now,
         )
 
     def remaining(self) -> float:
@@ -199,7 +210,10 @@ class CollectContext:
         """Stop accepting items and return those recorded so far; later writes raise CollectionClosed."""
         with self._lock:
             self._closed = True
-            return list(self._items)
+            items = list(self._items)
+        with self._redaction_lock:
+            pass  # a redaction under way ends before close() returns, and none starts after it
+        return items
 
     @property
     def items(self) -> list[Item]:
@@ -214,6 +228,19 @@ class CollectContext:
                 raise CollectionClosed(f"{self.category or 'collection'} ran past its deadline")
             self._items.append(item)
         return item
+
+    def redact_text(self, text: str) -> str:
+        """Return ``text`` redacted by the bundle's redactor; raise CollectionClosed once the context is closed.
+
+        Staged files are redacted when the bundle is built, but a value a
+        collector *derives* from raw text (a normalised log line, where digits
+        become ``<n>``) can hide a secret from the detectors; such text is
+        redacted here, before it is derived.
+        """
+        with self._redaction_lock:
+            self._check_open()
+            redacted, _ = self.redactor.redact_text(text)
+            return redacted
 
     def _check_open(self) -> None:
         if self._closed:

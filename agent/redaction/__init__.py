@@ -1,8 +1,9 @@
 """Fail-closed redaction of diagnostics before they leave the PC.
 
 ``Redactor`` scrubs collected files (secrets always; addresses, host and user names
-on request) into the bundle directory and reports per file what happened;
-``verify_tree`` re-scans the result before upload.
+on request) into the bundle directory and reports per file what happened, redacts
+text and JSON documents (``redact_text``, ``redact_document``); ``verify_tree``
+re-scans the result before upload and ``flags`` judges strings the same way.
 """
 
 from agent.redaction.options import RedactionOptions

@@ -13,9 +13,10 @@ import json
 import os
 import stat
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from agent.redaction import jsondoc, tree
 from agent.redaction.detectors import Pipeline, build_pipeline
@@ -24,7 +25,7 @@ from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedact
 from agent.redaction.pseudonyms import USERNAME, PseudonymMap
 from agent.redaction.scrubber import Scrubber
 from agent.redaction.textfiles import NotText, atomic_text_writer, read_text_chunks, read_whole_text
-from agent.redaction.verify import LeakScanner, verify_tree
+from agent.redaction.verify import LeakScanner, scan_text, verify_tree
 
 # JSON outputs up to this size are parsed to prove they are still valid JSON (larger ones would
 # have to be loaded whole, which the streaming design avoids; collected facts are far smaller).
@@ -54,6 +55,48 @@ class Redactor:
             scrubber = Scrubber(self._pipeline)
             out = scrubber.scrub(text)
         return out, dict(scrubber.counts)
+
+    def redact_document(self, document: Any) -> tuple[Any, dict[str, int]]:
+        """Return a JSON-able ``document`` redacted, and the number of replacements per detector.
+
+        The document is scrubbed as its indented JSON text, the way a JSON file is,
+        so ``"password": "x"`` pairs are seen. If that breaks its syntax (a secret
+        inside an escaped string), the parsed document is scrubbed value by value
+        instead and values under secret-named keys are replaced whole: the result is
+        always the same shape of JSON, with nothing left out.
+        """
+        text = json.dumps(document, indent=2, ensure_ascii=False)
+        scrubbed, counts = self.redact_text(text)
+        try:
+            return json.loads(scrubbed), counts
+        except ValueError:
+            return self._scrub_parsed(document)
+
+    def flags(self, texts: Iterable[str]) -> dict[str, str]:
+        """Return the texts the final check would flag, each on its own, with the detector that flags it.
+
+        This is :meth:`verify_tree`'s judgement for text that is not (yet) a file:
+        the same detectors on a copy of the pseudonym map, plus every original the
+        map holds. Where several detectors flag a text, the first by name is given.
+        """
+        leaks = LeakScanner(self.pseudonyms, self.options.known_usernames)
+        pipeline = self._make_pipeline(self.pseudonyms.copy())
+        flagged: dict[str, str] = {}
+        for text in dict.fromkeys(texts):
+            detectors = sorted(detector for _, detector in scan_text(text, pipeline, leaks))
+            if detectors:
+                flagged[text] = detectors[0]
+        return flagged
+
+    def _scrub_parsed(self, document: Any) -> tuple[Any, dict[str, int]]:
+        """Scrub a parsed JSON document value by value; secret-named values are replaced whole."""
+        counts: Counter[str] = Counter()
+
+        def scrub_string(value: str) -> str:
+            return Scrubber(self._pipeline, counts=counts).scrub(value)
+
+        scrubbed = jsondoc.scrub_document(document, scrub_string, lambda name: counts.update((name,)))
+        return scrubbed, dict(counts)
 
     def _learned_usernames(self) -> int:
         return len(self.pseudonyms.spellings(USERNAME)) if self.options.usernames else 0
@@ -124,17 +167,12 @@ class Redactor:
             document = json.loads(original)
         except ValueError:
             return counts  # it was not JSON to begin with
-        structural: Counter[str] = Counter()
-
-        def scrub_string(value: str) -> str:
-            return Scrubber(self._pipeline, counts=structural).scrub(value)
-
-        scrubbed = jsondoc.scrub_document(document, scrub_string, lambda name: structural.update((name,)))
+        scrubbed, structural = self._scrub_parsed(document)
         with open(src, "rb") as raw:
             encoding, _ = read_text_chunks(raw)
         with atomic_text_writer(dst, encoding) as out:
             out.write(jsondoc.dump_like(scrubbed, original))
-        return dict(structural)
+        return structural
 
     def redact_tree(self, src_root: Path, dst_root: Path) -> list[FileRedaction]:
         """Scrub every entry under ``src_root`` into the same relative path under ``dst_root``.

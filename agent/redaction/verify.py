@@ -114,19 +114,28 @@ def verify_tree(
     return list(findings.values())
 
 
+def scan_text(text: str, pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[int, str]]:
+    """Return ``(line, detector)`` for every detector match and leaked original in ``text``, as if it were a file."""
+    return _scan_pieces([text if text.endswith("\n") else text + "\n"], pipeline, leaks)
+
+
 def _scan_file(path: Path, pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[int, str]]:
     """Return ``(line, detector)`` for every detector match and leaked original in one file."""
+    with open(path, "rb") as raw:
+        _, pieces = read_text_chunks(raw)
+        return _scan_pieces(pieces, pipeline, leaks)
+
+
+def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[int, str]]:
     scrubber = Scrubber(pipeline, record_lines=True)
     found: list[tuple[int, str]] = []
     lines_before = 0
-    with open(path, "rb") as raw:
-        _, pieces = read_text_chunks(raw)
-        for piece in pieces:
-            scrubber.scrub(piece)
-            counted_to, line = 0, lines_before + 1
-            for offset, kind in leaks.scan(piece):
-                line += piece.count("\n", counted_to, offset)
-                counted_to = offset
-                found.append((line, kind))
-            lines_before += piece.count("\n")
+    for piece in pieces:
+        scrubber.scrub(piece)
+        counted_to, line = 0, lines_before + 1
+        for offset, kind in leaks.scan(piece):
+            line += piece.count("\n", counted_to, offset)
+            counted_to = offset
+            found.append((line, kind))
+        lines_before += piece.count("\n")
     return [*(scrubber.hits or []), *found]

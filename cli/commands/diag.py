@@ -12,6 +12,7 @@ import typer
 
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt
+from protocol.bundle import REPORT_NAME
 from protocol.schemas import BundleDetail, BundlePublic
 from protocol.errors import InvalidInputError, NotFoundError
 
@@ -55,7 +56,7 @@ def get(
         bundle = _resolve(conn, ref)
         dest = directory or Path.cwd() / f"{bundle.ticket}-{bundle.hostname}-{bundle.created_at:%Y%m%d-%H%M%S}"
         _download(conn, bundle, dest)
-    report = dest / "report.html"
+    report = dest / REPORT_NAME
     if json_out:
         output.print_json({"bundle": bundle, "dir": str(dest), "report": str(report)})
     else:
@@ -71,7 +72,7 @@ def show(ref: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle id,
 
     Example: helpline diag show T-1042
     """
-    from agent.diagnostics.summary import attention_lines
+    from agent.bundle.summary import attention_lines
 
     with credentials.connect() as conn:
         detail = BundleDetail.model_validate(conn.get(f"bundles/{_resolve(conn, ref).id}"))
@@ -96,7 +97,7 @@ def diff(
 
     Example: helpline diag diff 3f2c…(yesterday) T-1042
     """
-    from agent.diagnostics.diff import diff_bundles
+    from agent.bundle.diff import diff_bundles
 
     with tempfile.TemporaryDirectory(prefix="helpline-diff-") as tmp:
         paths = []

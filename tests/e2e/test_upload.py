@@ -14,7 +14,7 @@ from agent import upload
 from agent.http import ServerConnection
 from protocol.archive import sha256_file
 from protocol.errors import ExitStatus, InvalidInputError, TooLargeError, UnavailableError
-from tests.support.bundles import write_archive
+from tests.support.bundles import manifest_bytes, write_archive
 from tests.support.flaky_proxy import FlakyProxy
 from tests.support.live import free_port, token_of
 
@@ -149,6 +149,11 @@ def test_oversized_bundle_is_refused_before_sending(server_factory, make_pc, tmp
     ([("/etc/passwd", b"root::0:0")], "absolute member path"),
     ([("helpline-bundle/manifest.json", b"{}")], "has no helpline-bundle/summary.json"),
     ([("elsewhere/manifest.json", b"{}")], "outside helpline-bundle"),
+    ([("helpline-bundle/manifest.json", b'{"schema_version": 1, "totals": {"files": "many"}}'),
+      ("helpline-bundle/summary.json", b"{}"), ("helpline-bundle/report.html", b"<p></p>")],
+     "manifest.json is not a valid bundle manifest"),
+    ([("helpline-bundle/manifest.json", manifest_bytes()), ("helpline-bundle/summary.json", b"[1, 2]"),
+      ("helpline-bundle/report.html", b"<p></p>")], "summary.json is not a JSON object"),
 ])
 def test_hostile_bundles_are_refused(live_server, admin_pc, make_pc, tmp_path, members, reason):
     number, pc, credential = paired_pc(live_server, admin_pc, make_pc)

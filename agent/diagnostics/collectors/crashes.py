@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ class CrashesCollector(Collector):
     )
 
     def collect_linux(self, ctx: CollectContext) -> dict[str, Any]:
-        since = time.time() - ctx.options.log_since_hours * 3600
+        since = ctx.now.timestamp() - ctx.options.log_since_hours * 3600
         reports = _mark_recent(listing(Path("/var/crash")), since)
         copied = []
         for entry in [r for r in reports if r["recent"] and r["name"].endswith(".crash")][:COPY_NEWEST]:
@@ -74,7 +73,7 @@ class CrashesCollector(Collector):
         }
 
     def collect_windows(self, ctx: CollectContext) -> dict[str, Any]:
-        since = time.time() - ctx.options.log_since_hours * 3600
+        since = ctx.now.timestamp() - ctx.options.log_since_hours * 3600
         local = ctx.env.get("LOCALAPPDATA")
         program_data = ctx.env.get("PROGRAMDATA") or ctx.env.get("ProgramData")
         dumps = _mark_recent(listing(Path(local, "CrashDumps"), ("*.dmp",)), since) if local else []
@@ -97,7 +96,7 @@ class CrashesCollector(Collector):
         }
 
     def collect_darwin(self, ctx: CollectContext) -> dict[str, Any]:
-        since = time.time() - ctx.options.log_since_hours * 3600
+        since = ctx.now.timestamp() - ctx.options.log_since_hours * 3600
         reports = []
         for directory in (ctx.home / "Library/Logs/DiagnosticReports", Path("/Library/Logs/DiagnosticReports")):
             reports += listing(directory, MAC_REPORT_PATTERNS)

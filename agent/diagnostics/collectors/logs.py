@@ -2,6 +2,9 @@
 and the most frequent error lines (numbers, hex, addresses and UUIDs normalised) so an
 engineer sees at a glance what keeps failing.
 
+Error lines are redacted *before* they are normalised: replacing digits first could
+split a secret (``S3cretPass`` becomes ``S<n>cretPass``) so that no detector sees it.
+
 Every log is capped: a command's output at the command cap, a file at
 ``log_max_bytes`` keeping its head and its tail (where the latest errors are).
 """
@@ -14,8 +17,8 @@ import os
 import re
 import shlex
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +102,20 @@ def line_time(line: str, now: datetime) -> datetime | None:
 
 
 class ErrorCounter:
-    """Count normalised error lines across sources, keeping the first raw example of each."""
+    """Count error lines by shape across sources and report the most frequent, redacted before normalised.
 
-    def __init__(self) -> None:
+    Lines are grouped by the shape of the raw line, which never leaves the
+    collector. What is reported is derived from each top group's first line
+    *after* ``redact`` (the bundle's redactor) has replaced its secrets and
+    names: the example is the redacted line, the message its normalised form.
+    Redacting only the reported lines keeps the cost at :data:`TOP_ERRORS`
+    redactions however long the logs are.
+    """
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        self.redact = redact
         self.counts: Counter[str] = Counter()
-        self.examples: dict[str, tuple[str, str]] = {}
+        self.examples: dict[str, tuple[str, str, bool]] = {}
 
     def add(self, line: str, source: str, *, has_host: bool = False) -> None:
         """Count ``line`` under its normalised shape; ``has_host`` drops the host after a syslog timestamp."""
@@ -111,14 +123,25 @@ class ErrorCounter:
         if not shape:
             return
         self.counts[shape] += 1
-        self.examples.setdefault(shape, (line.strip()[:300], source))
+        self.examples.setdefault(shape, (line.strip(), source, has_host))
 
     def top(self, n: int = TOP_ERRORS) -> list[dict[str, Any]]:
-        """Return the ``n`` most frequent shapes with their count, first example and where it came from."""
-        return [
-            {"message": shape, "count": count, "example": self.examples[shape][0], "source": self.examples[shape][1]}
-            for shape, count in self.counts.most_common(n)
-        ]
+        """Return the ``n`` most frequent shapes with their count, first example and where it came from.
+
+        Example and message come from the redacted line (cut to 300 characters
+        after redaction, so no secret is cut out of a detector's sight); shapes
+        whose redacted messages are the same are counted as one.
+        """
+        reported: dict[str, dict[str, Any]] = {}
+        for shape, count in self.counts.most_common(n):
+            line, source, has_host = self.examples[shape]
+            example = self.redact(line)
+            message = normalise_line(example, has_host=has_host)
+            if message in reported:
+                reported[message]["count"] += count
+            else:
+                reported[message] = {"message": message, "count": count, "example": example[:300], "source": source}
+        return sorted(reported.values(), key=lambda entry: entry["count"], reverse=True)
 
 
 class LogsCollector(Collector):
@@ -134,7 +157,7 @@ class LogsCollector(Collector):
     syslog_paths: tuple[str, ...] = ("/var/log/syslog", "/var/log/messages")
 
     def collect(self, ctx: CollectContext) -> dict[str, Any]:
-        counter = ErrorCounter()
+        counter = ErrorCounter(ctx.redact_text)
         system_log = getattr(self, f"collect_{ctx.platform}")
         facts = {"since_hours": ctx.options.log_since_hours, **system_log(ctx, counter)}
         facts["log_files"] = copy_log_globs(ctx, counter)
@@ -142,7 +165,7 @@ class LogsCollector(Collector):
         return facts
 
     def collect_linux(self, ctx: CollectContext, counter: ErrorCounter) -> dict[str, Any]:
-        since = datetime.now(timezone.utc) - timedelta(hours=ctx.options.log_since_hours)
+        since = ctx.now - timedelta(hours=ctx.options.log_since_hours)
         journal_rel = "logs/journal-warnings.txt"
         journal_argv = (
             "journalctl", "--priority=warning", "--since", since.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
@@ -188,7 +211,7 @@ class LogsCollector(Collector):
         stats = {"lines": 0, "stopped_early": False}
 
         def counted() -> Iterator[str]:
-            for line in recent_error_lines(paths, since, lambda: ctx.remaining() < 1.0, stats):
+            for line in recent_error_lines(paths, since, lambda: ctx.remaining() < 1.0, stats, now=ctx.now):
                 stats["lines"] += 1
                 counter.add(line, Path(paths[-1]).name, has_host=True)
                 yield line
@@ -238,13 +261,15 @@ def journal_available() -> bool:
     return any(itertools.chain(glob.iglob("/var/log/journal/*/*.journal"), glob.iglob("/run/log/journal/*/*.journal")))
 
 
-def recent_error_lines(paths: Iterable[str], since: datetime, out_of_time, stats: dict[str, Any]) -> Iterator[str]:
+def recent_error_lines(paths: Iterable[str], since: datetime, out_of_time, stats: dict[str, Any], *,
+                       now: datetime) -> Iterator[str]:
     """Yield error-looking lines newer than ``since`` from syslog files, read line by line.
 
     A line without a timestamp (a continuation) follows the fate of the line
-    before it. Only the last :data:`SYSLOG_SCAN_BYTES` of a file are read.
+    before it; ``now`` gives lines without a year theirs. Only the last
+    :data:`SYSLOG_SCAN_BYTES` of a file are read.
     """
-    now = datetime.now(timezone.utc).astimezone()
+    now = now.astimezone()
     for path in paths:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size

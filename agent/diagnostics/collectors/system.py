@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import platform as py_platform
 import re
-import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ class SystemCollector(Collector):
             "kernel": {"release": py_platform.release(), "version": py_platform.version()},
             "architecture": py_platform.machine(),
             "hostname": py_platform.node(),
-            **_boot_facts(psutil.boot_time()),
+            **_boot_facts(psutil.boot_time(), ctx.now),
             "timezone": _posix_timezone(ctx),
             "locale": {
                 "LANG": ctx.env.get("LANG"),
@@ -89,7 +88,7 @@ class SystemCollector(Collector):
             "architecture": data.get("OSArchitecture"),
             "hostname": data.get("CSName"),
             "installed_at": installed.isoformat(timespec="seconds") if installed else None,
-            **_boot_facts(boot.timestamp() if boot else None),
+            **_boot_facts(boot.timestamp() if boot else None, ctx.now),
             "timezone": {
                 "name": data.get("TimeZoneId"),
                 "display_name": data.get("TimeZoneDisplayName"),
@@ -118,7 +117,7 @@ class SystemCollector(Collector):
             "kernel": {"release": uname_parts[2] if len(uname_parts) > 2 else None},
             "architecture": uname_parts[-1] if uname_parts else None,
             "hostname": uname_parts[1] if len(uname_parts) > 1 else None,
-            **_boot_facts(parse_kern_boottime(boot_text or "")),
+            **_boot_facts(parse_kern_boottime(boot_text or ""), ctx.now),
             "timezone": _posix_timezone(ctx),
             "locale": {"LANG": ctx.env.get("LANG"), "apple_locale": (locale_text or "").strip() or None},
         }
@@ -155,10 +154,11 @@ def parse_kern_boottime(text: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _boot_facts(boot_timestamp: float | None) -> dict[str, Any]:
+def _boot_facts(boot_timestamp: float | None, now: datetime) -> dict[str, Any]:
+    """Boot time and the uptime it gives at ``now``."""
     if boot_timestamp is None:
         return {"boot_time": None, "uptime_seconds": None, "uptime": None}
-    uptime = max(0, int(time.time() - boot_timestamp))
+    uptime = max(0, int(now.timestamp() - boot_timestamp))
     days, rest = divmod(uptime, 86400)
     hours, rest = divmod(rest, 3600)
     return {
@@ -182,7 +182,7 @@ def _posix_timezone(ctx: CollectContext) -> dict[str, Any]:
             name = link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else None
         except OSError:
             name = None
-    now = datetime.now(timezone.utc).astimezone()
+    now = ctx.now.astimezone()
     offset = now.utcoffset()
     return {
         "name": name,

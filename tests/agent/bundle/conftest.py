@@ -18,7 +18,7 @@ GITHUB_TOKEN = "ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5z"
 DEPLOY_PASSWORD = "Zq9xLmT4vBw"
 STRAY_SECRET = "StrayOnlyValue"
 SECRETS = (LOG_PASSWORD, URL_PASSWORD, GITHUB_TOKEN, DEPLOY_PASSWORD, STRAY_SECRET)
-#: Pieces of the secrets that survive if digits are replaced before redaction (see bundle.py).
+#: Pieces of the secrets that survive if digits are replaced before redaction (the logs collector redacts first).
 FRAGMENTS = ("cretPass", "ghp_aB", "xLmT", "StrayOnly")
 
 LOG_LINES = (

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from protocol.archive import inspect_archive, pack
-from agent.diagnostics.bundle import build_bundle
+from agent.bundle import build_bundle
 from agent.diagnostics.model import ItemStatus
-from agent.diagnostics.summary import SUMMARY_KEYS
+from agent.bundle.summary import SUMMARY_KEYS
 from agent.redaction import Finding, RedactionOptions, Redactor
 from protocol.errors import HelplineError, InvalidInputError
 from tests.agent.bundle.conftest import FRAGMENTS, SECRETS, Collected, all_bytes

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protocol.archive import pack
-from agent.diagnostics.diff import diff_bundles, version_key
+from agent.bundle.diff import diff_bundles, version_key
 from protocol.errors import InvalidInputError, NotFoundError
 
 BEFORE_SUMMARY = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.diagnostics.bundle import build_bundle
+from agent.bundle import build_bundle
 from agent.diagnostics.model import CollectionReport, CollectorResult, CollectorStatus, Item, ItemKind, ItemStatus
 from agent.redaction import RedactionOptions, Redactor
 from tests.agent.bundle.conftest import all_bytes

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from agent.diagnostics import CollectOptions, collect
 from agent.diagnostics.model import CollectionReport, CollectorResult, CollectorStatus, Item, ItemKind, ItemStatus
-from agent.diagnostics.report_html import render_report
-from agent.diagnostics.summary import SUMMARY_KEYS, build_summary
+from agent.bundle.report_html import render_report
+from agent.bundle.summary import SUMMARY_KEYS, build_summary
 from tests.agent.diagnostics.conftest import DARWIN_RULES, WINDOWS_RULES, FixtureRunner
 
 NOW = datetime(2024, 3, 14, 9, 0, tzinfo=timezone.utc)

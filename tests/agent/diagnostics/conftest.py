@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -115,12 +116,12 @@ def make_ctx(tmp_path: Path):
 
     def build(platform: str = "linux", runner: FixtureRunner | None = None, *, category: str | None = None,
               env: dict[str, str] | None = None, home: Path | None = None, timeout: float = 15.0,
-              forbidden: Sequence[str] = (), **options) -> CollectContext:
+              forbidden: Sequence[str] = (), now: datetime | None = None, **options) -> CollectContext:
         stage = tmp_path / f"stage-{platform}-{category or 'root'}"
         stage.mkdir(exist_ok=True)
         root = CollectContext(
             stage, platform, CollectOptions(**options),
-            command_runner=runner, which=runner.which if runner else None, env=env, home=home,
+            command_runner=runner, which=runner.which if runner else None, env=env, home=home, now=now,
         )
         return root.for_collector(category, timeout, forbidden) if category else root
 

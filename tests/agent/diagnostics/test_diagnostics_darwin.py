@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -14,20 +16,31 @@ from agent.diagnostics.context import CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: When the recorded outputs and reports were taken; "the last hours" are measured from here, never from today.
+NOW = datetime(2024, 3, 14, 12, 0, tzinfo=timezone.utc)
+#: Each recorded report's time, as its name says; the checkout's file times mean nothing.
+REPORT_TIMES = {
+    "Microsoft Outlook-2024-03-14-090214.ips": datetime(2024, 3, 14, 9, 2, 14, tzinfo=timezone.utc),
+    "backupd-2024-03-13-221503.crash": datetime(2024, 3, 13, 22, 15, 3, tzinfo=timezone.utc),
+}
+OLD_REPORT = "softwareupdated-2024-03-12-080000.crash"
 
 
 @pytest.fixture
 def mac_home(tmp_path: Path) -> Path:
-    """A home folder with the recorded diagnostic reports in ~/Library/Logs/DiagnosticReports."""
+    """A home folder with the recorded diagnostic reports in ~/Library/Logs/DiagnosticReports, dated as named."""
     home = tmp_path / "Users" / "anna"
-    shutil.copytree(FIXTURES / "darwin" / "DiagnosticReports", home / "Library" / "Logs" / "DiagnosticReports")
+    reports = home / "Library" / "Logs" / "DiagnosticReports"
+    shutil.copytree(FIXTURES / "darwin" / "DiagnosticReports", reports)
+    for name, when in REPORT_TIMES.items():
+        os.utime(reports / name, (when.timestamp(), when.timestamp()))
     return home
 
 
 def _collect_darwin(tmp_path: Path, runner, home: Path, **options):
     env = {"HOME": str(home), "LANG": "de_DE.UTF-8", "TMPDIR": "/var/folders/xy/T/", "AWS_SECRET_ACCESS_KEY": "x"}
     return collect(CollectOptions(**options), tmp_path / "stage", platform="darwin", command_runner=runner,
-                   which=runner.which, env=env, home=home)
+                   which=runner.which, env=env, home=home, now=NOW)
 
 
 def test_every_macos_collector_runs_on_recorded_outputs(tmp_path, darwin_runner, mac_home):
@@ -43,6 +56,7 @@ def test_macos_system_facts(tmp_path, darwin_runner, mac_home):
     assert facts["os"] == {"family": "darwin", "name": "macOS", "version": "14.4.1", "build": "23E224",
                            "pretty_name": "macOS 14.4.1"}
     assert facts["boot_time"] == "2024-03-14T07:06:40+00:00"
+    assert facts["uptime"] == "0d 4h 53m"  # at NOW, not today
     assert facts["kernel"]["release"] == "23.4.0"
     assert facts["architecture"] == "arm64"
     assert facts["locale"]["apple_locale"] == "de_DE"
@@ -103,10 +117,16 @@ def test_macos_unified_log_errors(tmp_path, darwin_runner, mac_home):
 
 
 def test_macos_diagnostic_reports_are_parsed_and_copied(tmp_path, darwin_runner, mac_home):
+    old = mac_home / "Library" / "Logs" / "DiagnosticReports" / OLD_REPORT
+    old.write_text("Process: softwareupdated [88]\n")
+    stamp = datetime(2024, 3, 12, 8, 0, tzinfo=timezone.utc).timestamp()  # two days before NOW
+    os.utime(old, (stamp, stamp))
     report = _collect_darwin(tmp_path, darwin_runner, mac_home, categories={"crashes"})
     facts = report.result("crashes").facts
-    names = {r["name"] for r in facts["diagnostic_reports"]}
-    assert names == {"Microsoft Outlook-2024-03-14-090214.ips", "backupd-2024-03-13-221503.crash"}
+    recent = {r["name"]: r["recent"] for r in facts["diagnostic_reports"]}
+    assert recent == {"Microsoft Outlook-2024-03-14-090214.ips": True, "backupd-2024-03-13-221503.crash": True,
+                      OLD_REPORT: False}
+    assert facts["recent_count"] == 2
     copied = {c["application"]: c for c in facts["copied_reports"]}
     assert copied["Microsoft Outlook"]["app_version"] == "16.83"
     assert copied["Microsoft Outlook"]["bug_type"] == "309"

@@ -13,11 +13,17 @@ import pytest
 from agent.diagnostics.collect import run_collector
 from agent.diagnostics.collectors import crashes, logs, services
 from agent.diagnostics.collectors.hardware import full_mounts, parse_df_kp
-from agent.diagnostics.collectors.logs import ErrorCounter, LogsCollector, normalise_line, recent_error_lines
+from agent.diagnostics.collectors.logs import (
+    ErrorCounter, LogsCollector, line_time, normalise_line, recent_error_lines,
+)
 from agent.diagnostics.collectors.software import parse_dpkg, parse_rpm
+from agent.diagnostics.context import CollectContext, CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
+from agent.redaction import RedactionOptions, Redactor
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: "Now" for the tests of time windows: a fixed time, never today.
+NOW = datetime(2024, 3, 14, 12, 0, tzinfo=timezone.utc)
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads this Linux PC")
 
 
@@ -114,7 +120,7 @@ def test_normalised_lines_group_errors_that_differ_only_in_numbers():
     c = "Mar 14 09:02:11 laptop app[4242]: job 6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f failed to reach 10.0.0.7:443"
     assert normalise_line(a, has_host=True) == normalise_line(b, has_host=True)
     assert normalise_line(c, has_host=True) == "app[<n>]: job <uuid> failed to reach <ip>"
-    counter = ErrorCounter()
+    counter = ErrorCounter(_secrets_only)
     for line in (a, b, c, a):
         counter.add(line, "journal", has_host=True)
     top = counter.top()
@@ -122,8 +128,50 @@ def test_normalised_lines_group_errors_that_differ_only_in_numbers():
     assert top[0]["example"] == a
 
 
+def _secrets_only(text: str) -> str:
+    return Redactor().redact_text(text)[0]
+
+
+def test_error_lines_are_redacted_before_they_are_normalised():
+    # Digits replaced first would turn S3cretPass into S<n>cretPass, which no detector recognises.
+    lines = [f"2024-05-01T10:00:0{n}Z pc app[12]: ERROR upstream http://user:S3cretPass@proxy:{3128 + n} refused"
+             for n in range(3)]
+    counter = ErrorCounter(_secrets_only)
+    for line in lines:
+        counter.add(line, "journal", has_host=True)
+    [entry] = counter.top()
+    assert entry["count"] == 3
+    assert "cretPass" not in entry["message"] and "cretPass" not in entry["example"]
+    assert "[REDACTED:url-password]" in entry["message"] and entry["message"].startswith("app[<n>]: ERROR upstream")
+    assert entry["example"] == _secrets_only(lines[0])
+
+
+@linux_only
+def test_the_logs_collector_redacts_with_the_bundles_redactor(tmp_path: Path, monkeypatch):
+    log = tmp_path / "app.log"
+    log.write_text("2024-05-01T10:00:00Z app[7]: ERROR login for alice4 failed\n")
+    monkeypatch.setattr(logs, "journal_available", lambda: False)
+    monkeypatch.setattr(LogsCollector, "syslog_paths", (str(tmp_path / "no-syslog"),))
+    redactor = Redactor(RedactionOptions(usernames=True, known_usernames=("alice4",)))
+    root = CollectContext(tmp_path / "stage", "linux", CollectOptions(log_globs=[str(log)]), redactor=redactor)
+    result = run_collector(LogsCollector(), root.for_collector("logs", 15.0, ()))
+    assert result.status is CollectorStatus.OK, result.error
+    [entry] = result.facts["top_errors"]
+    # Normalised first, "alice4" would have become "alice<n>", which the redactor no longer knows.
+    assert "alice" not in entry["message"] and "alice" not in entry["example"]
+    assert entry["message"].startswith("app[<n>]: ERROR login for user-")
+    assert redactor.pseudonyms.spellings("username") == {"alice4"}
+
+
+def test_a_syslog_line_without_a_year_takes_it_from_now():
+    new_year = datetime(2025, 1, 1, 0, 30, tzinfo=timezone.utc)
+    assert line_time("Dec 31 23:50:00 pc app: error", new_year).year == 2024  # a December line read in January
+    assert line_time("Jan  1 00:10:00 pc app: error", new_year).year == 2025
+    assert line_time("Mar 14 09:00:00 pc app: error", NOW).date().isoformat() == "2024-03-14"
+
+
 def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):
-    now = datetime.now(timezone.utc).astimezone()
+    now = NOW.astimezone()
     old, recent = now - timedelta(hours=30), now - timedelta(hours=1)
     bsd = recent.strftime("%b %d %H:%M:%S")  # traditional syslog: no year, no zone
     syslog = tmp_path / "syslog"
@@ -136,7 +184,7 @@ def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):
         f"{bsd} pc kernel: EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm ls: reading directory\n"
     )
     stats: dict = {}
-    kept = list(recent_error_lines([str(syslog)], now - timedelta(hours=24), lambda: False, stats))
+    kept = list(recent_error_lines([str(syslog)], now - timedelta(hours=24), lambda: False, stats, now=now))
     assert len(kept) == 4
     assert "dhcp4" in kept[0] and "Traceback" in kept[1]
     assert kept[2].startswith("  File")  # a continuation follows its error line
@@ -145,14 +193,14 @@ def test_syslog_filter_keeps_recent_error_lines_only(tmp_path: Path):
 
 @linux_only
 def test_syslog_fallback_without_journald(make_ctx, tmp_path: Path, monkeypatch):
-    now = datetime.now(timezone.utc).astimezone()
+    now = NOW.astimezone()
     syslog = tmp_path / "syslog"
     syslog.write_text("".join(
         f"{(now - timedelta(minutes=n - 0.5)).isoformat()} pc app[{n}]: error: cannot open /srv/data/{n}.db\n"
         for n in range(2000, 0, -1)))
     monkeypatch.setattr(logs, "journal_available", lambda: False)
     monkeypatch.setattr(LogsCollector, "syslog_paths", (str(syslog),))
-    ctx = make_ctx("linux", category="logs", log_max_bytes=16 * 1024)
+    ctx = make_ctx("linux", category="logs", log_max_bytes=16 * 1024, now=NOW)
     result = run_collector(LogsCollector(), ctx)
     assert result.status is CollectorStatus.OK, result.error
     facts = result.facts

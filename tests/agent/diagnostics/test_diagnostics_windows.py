@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.diagnostics import collect
@@ -15,11 +15,19 @@ from agent.diagnostics.context import CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemStatus
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: When the recorded outputs were taken; "the last hours" are measured from here, never from today.
+NOW = datetime(2024, 3, 14, 12, 0, tzinfo=timezone.utc)
+HOUR, DAY = 3600, 86400
 
 
 def _collect_windows(tmp_path: Path, runner, env: dict[str, str], **options):
     return collect(CollectOptions(**options), tmp_path / "stage", platform="windows", command_runner=runner,
-                   which=runner.which, env=env, home=Path(env["USERPROFILE"]))
+                   which=runner.which, env=env, home=Path(env["USERPROFILE"]), now=NOW)
+
+
+def _modified(path: Path, seconds_before_now: float) -> None:
+    stamp = NOW.timestamp() - seconds_before_now
+    os.utime(path, (stamp, stamp))
 
 
 def test_every_windows_collector_runs_on_recorded_outputs(tmp_path, windows_runner, windows_env):
@@ -37,7 +45,8 @@ def test_windows_system_facts(tmp_path, windows_runner, windows_env):
     assert facts["os"] == {"family": "windows", "name": "Microsoft Windows 11 Pro", "version": "10.0.22631",
                            "build": "22631", "pretty_name": "Microsoft Windows 11 Pro 10.0.22631"}
     assert facts["boot_time"] == "2024-03-11T07:42:18+00:00"
-    assert facts["uptime_seconds"] > 0
+    assert facts["uptime_seconds"] // 60 == (3 * DAY + 4 * HOUR + 17 * 60) // 60  # at NOW, not today
+    assert facts["uptime"] == "3d 4h 17m"
     assert facts["hostname"] == "DESKTOP-7KQ2M4L"
     assert facts["timezone"]["name"] == "W. Europe Standard Time"
     assert facts["timezone"]["utc_offset"] == "+01:00"
@@ -102,20 +111,25 @@ def test_windows_crash_reports_and_dumps(tmp_path, windows_runner, windows_env):
                    "AppCrash_OUTLOOK.EXE_9f3c2b1a_0b7e4a4d")
     archive.mkdir(parents=True)
     shutil.copy(FIXTURES / "windows" / "Report.wer", archive / "Report.wer")
+    _modified(archive / "Report.wer", 3 * HOUR)
     old = archive.parent / "AppCrash_Teams.exe_old"
     old.mkdir()
     shutil.copy(FIXTURES / "windows" / "Report.wer", old / "Report.wer")
-    week_ago = time.time() - 7 * 86400
-    os.utime(old / "Report.wer", (week_ago, week_ago))
+    _modified(old / "Report.wer", 7 * DAY)
     dumps = Path(windows_env["LOCALAPPDATA"], "CrashDumps")
     dumps.mkdir()
     (dumps / "OUTLOOK.EXE.14868.dmp").write_bytes(b"MDMP" + b"\0" * 4096)
+    _modified(dumps / "OUTLOOK.EXE.14868.dmp", 3 * HOUR)
+    (dumps / "Teams.exe.2211.dmp").write_bytes(b"MDMP")
+    _modified(dumps / "Teams.exe.2211.dmp", 25 * HOUR)  # just outside the default 24 hours
 
     report = _collect_windows(tmp_path, windows_runner, windows_env, categories={"crashes"})
     facts = report.result("crashes").facts
-    assert [d["name"] for d in facts["crash_dumps"]] == ["OUTLOOK.EXE.14868.dmp"]
-    assert facts["crash_dumps"][0]["size"] == 4100
-    assert len(facts["wer_reports"]) == 2 and facts["recent_count"] == 2  # the dump and the new report
+    dumps_by_name = {d["name"]: d for d in facts["crash_dumps"]}
+    assert set(dumps_by_name) == {"OUTLOOK.EXE.14868.dmp", "Teams.exe.2211.dmp"}
+    assert dumps_by_name["OUTLOOK.EXE.14868.dmp"]["size"] == 4100
+    assert dumps_by_name["OUTLOOK.EXE.14868.dmp"]["recent"] and not dumps_by_name["Teams.exe.2211.dmp"]["recent"]
+    assert len(facts["wer_reports"]) == 2 and facts["recent_count"] == 2  # the new dump and the new report
     [copied] = facts["copied_reports"]
     assert copied["application"] == "OUTLOOK.EXE"
     assert copied["app_version"] == "16.0.17328.20162"

@@ -13,6 +13,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from protocol.bundle import RAW_DIR
+
 #: Rows shown per table before "N more" (the full data is in the raw files).
 MAX_ROWS = 40
 #: Characters of one value shown before it is cut.
@@ -329,7 +331,7 @@ def _link(item: Mapping[str, Any]) -> str:
 def _href(path: Any) -> str:
     """A relative link to a bundle file; anything that is not under raw/ becomes a dead anchor."""
     text = str(path or "")
-    if not text.startswith("raw/") or ".." in text.split("/") or ":" in text:
+    if not text.startswith(f"{RAW_DIR}/") or ".." in text.split("/") or ":" in text:
         return "#"
     return _h(quote(text, safe="/"))
 

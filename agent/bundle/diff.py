@@ -16,18 +16,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.diagnostics.collectors.software import package_versions
+from protocol.archive import inspect_archive
+from protocol.bundle import MANIFEST_MAX_BYTES, MANIFEST_NAME, SUMMARY_MAX_BYTES, SUMMARY_NAME, raw_member
 from protocol.errors import InvalidInputError, NotFoundError
 
-from protocol.archive import inspect_archive
-
-from .collectors.software import package_versions
 from .summary import dig
 
-PACKAGES_MEMBER = "raw/software/packages.json"
+PACKAGES_MEMBER = raw_member("software/packages.json")
 DISK_CHANGE_POINTS = 5.0
 DISK_FULL_PERCENT = 90.0
-_MANIFEST_MAX = 16 << 20
-_SUMMARY_MAX = 4 << 20
 _PACKAGES_MAX = 64 << 20
 _DEFAULT_LINES = 40
 
@@ -118,16 +116,16 @@ class _Loaded:
 
 def _load(path: Path) -> _Loaded:
     if path.is_dir():
-        manifest = _json(_read_capped(path / "manifest.json", _MANIFEST_MAX), f"{path.name}/manifest.json")
-        summary = _json(_read_capped(path / "summary.json", _SUMMARY_MAX), f"{path.name}/summary.json")
+        manifest = _json(_read_capped(path / MANIFEST_NAME, MANIFEST_MAX_BYTES), f"{path.name}/{MANIFEST_NAME}")
+        summary = _json(_read_capped(path / SUMMARY_NAME, SUMMARY_MAX_BYTES), f"{path.name}/{SUMMARY_NAME}")
         packages_path = path.joinpath(*PACKAGES_MEMBER.split("/"))
         packages_raw = _read_capped(packages_path, _PACKAGES_MAX) if packages_path.is_file() else None
     elif path.is_file():
         listing = inspect_archive(path)
-        wanted = {"manifest.json": _MANIFEST_MAX, "summary.json": _SUMMARY_MAX}
+        wanted = {MANIFEST_NAME: MANIFEST_MAX_BYTES, SUMMARY_NAME: SUMMARY_MAX_BYTES}
         members = {name: listing.read_member(name, cap) for name, cap in wanted.items()}
-        manifest = _json(members["manifest.json"], f"{path.name}:manifest.json")
-        summary = _json(members["summary.json"], f"{path.name}:summary.json")
+        manifest = _json(members[MANIFEST_NAME], f"{path.name}:{MANIFEST_NAME}")
+        summary = _json(members[SUMMARY_NAME], f"{path.name}:{SUMMARY_NAME}")
         packages_raw = listing.read_member(PACKAGES_MEMBER, _PACKAGES_MAX) if PACKAGES_MEMBER in listing else None
     else:
         raise NotFoundError(f"there is no bundle at {path}", hint="give a bundle directory or a .tar.gz archive")

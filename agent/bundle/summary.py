@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .collectors.hardware import DISK_FULL_PERCENT
-from .model import CollectionReport, CollectorStatus
+from agent.diagnostics.collectors.hardware import DISK_FULL_PERCENT
+from agent.diagnostics.model import CollectionReport, CollectorStatus
 
 SUMMARY_SCHEMA_VERSION = 1
 TOP_PROCESSES = 5

@@ -1,0 +1,122 @@
+"""Turn a collection (staging directory + report) into the bundle a user is asked to send:
+``raw/`` (every collected file, redacted), ``summary.json`` (triage facts),
+``report.html`` (readable offline) and ``manifest.json`` (what is in it and what
+became of every file).
+
+Redaction fails closed at every step: the file list comes from the report (not from
+walking the directory), every listed file goes through the redactor, anything on
+disk the report does not list is named in the manifest and never bundled, the
+report's facts and metadata are redacted too, and a final check over the whole
+bundle removes (and names) any file in which something is still found.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agent.diagnostics.collectors import collector_names
+from agent.diagnostics.model import CollectionReport
+from agent.redaction import Redactor
+from protocol.bundle import MANIFEST_NAME, RAW_DIR
+from protocol.errors import InvalidInputError
+
+from .entries import listed_entries, scrub_entry, unlisted_entries
+from .final_check import verify_and_write
+from .manifest import make_manifest
+from .metadata import redact_metadata, with_bundle_paths
+from .paths import assign_paths
+from .preview import CategoryPreview, preview
+from .summary import build_summary
+
+
+@dataclass
+class BundleResult:
+    """A finished bundle directory with its manifest and summary (as written) and per-category preview."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    preview: list[CategoryPreview]
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of every file in the bundle: raw files plus the three documents."""
+        documents = self.manifest.get("documents", {})
+        manifest_size = (self.out_dir / MANIFEST_NAME).stat().st_size
+        return self.manifest["totals"]["bytes"] + manifest_size + sum(doc["size"] for doc in documents.values())
+
+
+def build_bundle(
+    report: CollectionReport,
+    staging: Path,
+    out_dir: Path,
+    *,
+    redactor: Redactor,
+    exclude: Iterable[str] = frozenset(),
+    extra: Mapping[str, Any] | None = None,
+) -> BundleResult:
+    """Redact the collection in ``staging`` described by ``report`` into the bundle directory ``out_dir``.
+
+    ``out_dir`` is created (it must be absent or empty and outside ``staging``).
+    Categories in ``exclude`` are left out entirely; ``extra`` (the user's own
+    words, a ticket number) is redacted and kept in the manifest. Raise
+    InvalidInputError for bad arguments, and HelplineError if the bundle's own
+    documents cannot be made to pass the final check (then nothing should be sent).
+    """
+    started = time.monotonic()
+    created_at = datetime.now(timezone.utc).replace(microsecond=0)
+    staging, out_dir = Path(staging), Path(out_dir)
+    exclude = set(exclude)
+    _check_arguments(report, staging, out_dir, exclude, extra)
+    # Collectors may be excluded by name too; from here on, exclusion is by category.
+    exclude = {r.category for r in report.results if r.name in exclude or r.category in exclude} | (
+        exclude - {r.name for r in report.results})
+    raw_root = out_dir / RAW_DIR
+    raw_root.mkdir(parents=True, exist_ok=True)
+
+    entries = listed_entries(report, staging, exclude) + unlisted_entries(report, staging, exclude)
+    assign_paths(entries, redactor, raw_root)
+    for entry in entries:
+        scrub_entry(entry, redactor, raw_root)
+    # Metadata after the files, twice, so names the redactor learned anywhere are replaced everywhere.
+    redact_metadata(report, exclude, extra, redactor, Counter())
+    metadata_counts: Counter[str] = Counter()
+    metadata = redact_metadata(report, exclude, extra, redactor, metadata_counts)
+    assign_paths(entries, redactor, raw_root)
+    clean_report = with_bundle_paths(metadata.report, entries)
+    summary = build_summary(clean_report, excluded=exclude)
+    written = verify_and_write(
+        entries, redactor, out_dir, raw_root,
+        lambda: make_manifest(report, clean_report, entries, exclude, metadata.extra, metadata.hostname, created_at,
+                              metadata_counts, time.monotonic() - started),
+        summary, clean_report,
+    )
+    return BundleResult(out_dir, written.manifest, written.summary, preview(entries))
+
+
+def _check_arguments(report: CollectionReport, staging: Path, out_dir: Path, exclude: set[str],
+                     extra: Mapping[str, Any] | None) -> None:
+    if not staging.is_dir():
+        raise InvalidInputError(f"the staging directory {staging} does not exist", hint="collect diagnostics first")
+    known = collector_names() | {r.category for r in report.results} | {r.name for r in report.results}
+    unknown = sorted(exclude - known)
+    if unknown:
+        raise InvalidInputError(f"unknown diagnostics categories to exclude: {', '.join(unknown)}",
+                                hint=f"choose from {', '.join(sorted(known))}")
+    real_staging, real_out = staging.resolve(), out_dir.resolve()
+    if real_out == real_staging or real_staging in real_out.parents or real_out in real_staging.parents:
+        raise InvalidInputError("the bundle directory and the staging directory must not contain each other")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise InvalidInputError(f"the bundle directory {out_dir} is not empty", hint="use a new, empty directory")
+    if extra is not None:
+        try:
+            json.dumps(extra)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"the extra bundle information is not plain JSON data: {exc}") from None

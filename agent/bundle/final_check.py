@@ -1,0 +1,181 @@
+"""The final check: write the documents, verify the whole bundle, and fix what can be fixed —
+withhold flagged values, scrub again or drop flagged raw files, replace a flagged page —
+until the bundle is clean, or refuse it."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.diagnostics.model import CollectionReport
+from agent.redaction import Redactor
+from protocol.archive import sha256_file
+from protocol.bundle import (
+    DOCUMENTS,
+    FULL_REPORT,
+    MANIFEST_NAME,
+    RAW_DIR,
+    REPORT_NAME,
+    SUMMARY_NAME,
+    DocumentRecord,
+    Manifest,
+    raw_member,
+)
+from protocol.errors import ExitStatus, HelplineError
+
+from .entries import BundleEntry, drop_entry, scrub_entry
+from .manifest import VERIFICATION_FOUND
+from .paths import rename_flagged_paths
+from .report_html import render_plain_report, render_report
+
+
+@dataclass(frozen=True)
+class WrittenDocuments:
+    """The manifest and summary as written to the bundle."""
+
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Path, raw_root: Path,
+                     make_manifest: Callable[[], Manifest], summary: dict[str, Any],
+                     clean_report: CollectionReport) -> WrittenDocuments:
+    """Write the documents, verify the whole bundle, re-scrub or drop flagged raw files; repeat until clean.
+
+    Values that the final check would flag on their own are withheld from the
+    documents first (see :func:`withhold_flagged`). A raw file flagged once is
+    scrubbed again from staging (the redactor may have learned a name since);
+    flagged again, it is removed and marked dropped. If report.html is still
+    flagged (its fixed wording can collide with a learned name), a plain page
+    replaces it. Every round changes at least one outcome, so this ends. A
+    flagged manifest or summary cannot be fixed: the documents are removed and
+    HelplineError raised.
+    """
+    facts = {result.category: result.facts for result in clean_report.results}
+    plain_report: str | None = None
+    for _ in range(2 * len(entries) + 3):
+        rename_flagged_paths(entries, redactor, raw_root)
+        by_path = {raw_member(entry.path): entry for entry in entries if entry.bundled}
+        for entry in entries:
+            if entry.bundled and entry.sha256 is None:
+                entry.size, entry.sha256 = sha256_file(raw_root.joinpath(*entry.path.split("/")))
+        manifest_out, summary_out, facts_out, withheld = withhold_flagged(redactor, make_manifest().to_document(),
+                                                                          summary, facts)
+        manifest_out["verification"].update({"withheld_values": withheld, "report_html": plain_report or FULL_REPORT})
+        written = _write_documents(out_dir, Manifest.model_validate(manifest_out), summary_out, facts_out,
+                                   plain_report is not None)
+        findings = redactor.verify_tree(out_dir)
+        if not findings:
+            return written
+        flagged: dict[str, set[str]] = defaultdict(set)
+        for finding in findings:
+            flagged[finding.path].add(finding.detector)
+        if REPORT_NAME in flagged and plain_report is None:
+            found = ", ".join(sorted(flagged.pop(REPORT_NAME)))
+            plain_report = f"replaced by a plain page: the final check found {found}"
+        unfixable = sorted(path for path in flagged if path not in by_path)
+        if unfixable:
+            _refuse(out_dir, unfixable[0], flagged[unfixable[0]])
+        for path, detectors in sorted(flagged.items()):
+            entry = by_path[path]
+            if not entry.retried and entry.staged is not None:
+                entry.retried = True
+                scrub_entry(entry, redactor, raw_root)
+                if entry.bundled:
+                    continue
+            drop_entry(entry, raw_root, f"{VERIFICATION_FOUND} {', '.join(sorted(detectors))}")
+    _refuse(out_dir, f"{RAW_DIR}/", {"findings that did not go away"})
+    raise AssertionError("unreachable")  # pragma: no cover - _refuse always raises
+
+
+def withhold_flagged(redactor: Redactor, manifest: dict[str, Any], summary: dict[str, Any],
+                     facts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]:
+    """Replace every string of the documents' data that the final check flags on its own with a withheld marker.
+
+    Redaction and the final check can disagree (the check also looks for every
+    original the pseudonym map holds, even inside longer words); a value the
+    redactor left alone but the check flags would otherwise make a document
+    fail. Each distinct string (and each key of the free-form facts and extra
+    data) is judged as the documents show it, a JSON string or HTML-escaped on
+    the page; flagged ones become ``[withheld:<detector>]``. Return the three
+    documents' data and how many distinct values were withheld.
+    """
+    strings: set[str] = set()
+    for document, keys in ((manifest, False), (summary, False), (facts, True), (manifest.get("extra"), True)):
+        _collect_strings(document, strings, keys)
+    # The page shows values HTML-escaped, which can change what a detector sees (``<`` ends a URL, ``&lt;`` not).
+    variants = {value: value for value in strings}
+    variants.update({html.escape(value): value for value in strings if html.escape(value) != value})
+    as_json = {json.dumps(variant, ensure_ascii=False): value for variant, value in variants.items()}
+    flagged: dict[str, str] = {}
+    for text, detector in sorted(redactor.flags(as_json).items()):
+        flagged.setdefault(as_json[text], f"[withheld:{detector}]")
+    if not flagged:
+        return manifest, summary, facts, 0
+    manifest = _replace_strings(manifest, flagged, keys=False)
+    if isinstance(manifest.get("extra"), dict):
+        manifest["extra"] = _replace_strings(manifest["extra"], flagged, keys=True)
+    return (manifest, _replace_strings(summary, flagged, keys=False), _replace_strings(facts, flagged, keys=True),
+            len(flagged))
+
+
+def _collect_strings(value: Any, found: set[str], keys: bool) -> None:
+    if isinstance(value, str):
+        found.add(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if keys and isinstance(key, str):
+                found.add(key)
+            _collect_strings(item, found, keys)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_strings(item, found, keys)
+
+
+def _replace_strings(value: Any, replacements: Mapping[str, str], keys: bool) -> Any:
+    if isinstance(value, str):
+        return replacements.get(value, value)
+    if isinstance(value, dict):
+        return {(replacements.get(k, k) if keys and isinstance(k, str) else k): _replace_strings(v, replacements, keys)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_strings(item, replacements, keys) for item in value]
+    return value
+
+
+def _refuse(out_dir: Path, where: str, detectors: Iterable[str]) -> None:
+    """Remove the documents (so nothing half-checked looks ready) and raise: the bundle must not be sent."""
+    for name in DOCUMENTS:
+        (out_dir / name).unlink(missing_ok=True)
+    raise HelplineError(
+        f"the bundle failed its final check: {where} still contains {', '.join(sorted(detectors))}; "
+        "nothing should be sent",
+        hint="share again with that category excluded, or report this to your Helpline admin",
+        status=ExitStatus.ERROR,
+    )
+
+
+def _write_documents(out_dir: Path, manifest: Manifest, summary: dict[str, Any], facts: dict[str, Any],
+                     plain_report: bool) -> WrittenDocuments:
+    """Write summary.json and report.html (or the plain page), then manifest.json with their sizes and hashes."""
+    _write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    page = render_plain_report() if plain_report else render_report(manifest.to_document(), summary, facts)
+    _write_text(out_dir / REPORT_NAME, page)
+    manifest.documents = {}
+    for name in (SUMMARY_NAME, REPORT_NAME):
+        size, digest = sha256_file(out_dir / name)
+        manifest.documents[name] = DocumentRecord(size=size, sha256=digest)
+    _write_text(out_dir / MANIFEST_NAME, manifest.to_json())
+    return WrittenDocuments(manifest.to_document(), summary)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import PurePath
 
-from ...execute import Outcome
 from .backup import backup_argv
 from .cat import cat_config_argv
 from .check import check_argv
@@ -210,11 +209,9 @@ def forget(
 ) -> ForgetResult:
     """Forget ``host``'s Helpline snapshots outside ``retention`` (and prune, if asked); return kept and removed."""
     argv = forget_argv(restic, repository, host=host, retention=retention, prune=prune, retry_lock=lock_wait)
-    lines: list[str] = []
+    done = run_restic(restic, repository, argv, timeout=timeout, cancel=cancel, lock_wait=lock_wait)
     # With --prune, restic prints prune's text after forget's JSON; only the JSON line is read.
-    run_restic(restic, repository, argv, timeout=timeout, on_line=lines.append, cancel=cancel, lock_wait=lock_wait,
-               max_bytes=64 * 1024 * 1024)
-    document = next((line for line in lines if line.lstrip().startswith("[")), "")
+    document = next((line for line in done.lines if line.lstrip().startswith("[")), "")
     return read_forget(document)
 
 
@@ -271,6 +268,6 @@ def _discard(line: str) -> None:
 
 
 __all__ = [
-    "LIST_LIMIT", "LONG_TIMEOUT", "QUICK_TIMEOUT", "Outcome", "backup", "check", "diff", "exists", "forget",
+    "LIST_LIMIT", "LONG_TIMEOUT", "QUICK_TIMEOUT", "backup", "check", "diff", "exists", "forget",
     "init", "ls", "prune", "restore", "snapshots", "stats", "unlock",
 ]

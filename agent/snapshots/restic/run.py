@@ -16,11 +16,13 @@ import os
 import re
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from ...execute import STDERR_TAIL_BYTES, Execution, Outcome, run
 from .cat import cat_lock_argv
@@ -71,7 +73,7 @@ LOCK_READ_TIMEOUT = 20.0
 RESTIC_STALE_AFTER = timedelta(minutes=30)
 #: Seconds restic gets after SIGINT to remove its lock before it is killed.
 STOP_GRACE = 15.0
-#: Stdout restic may print into memory when no reader streams it.
+#: Stdout read back when no reader streams it.
 COLLECT_MAX_BYTES = 64 * 1024 * 1024
 
 _LOCK_HOLDER = re.compile(r"already locked (?:exclusively )?by PID (\d+) on (\S+)")
@@ -81,7 +83,7 @@ _IS_WINDOWS = os.name == "nt"
 @dataclass(frozen=True)
 class Completed:
     """A restic run that ended as the table allows: ``outcome`` OK or WARNING, and its stdout lines
-    when nobody streamed them."""
+    when nobody streamed them (empty when a reader did)."""
 
     execution: Execution
     outcome: Outcome
@@ -165,18 +167,22 @@ def run_restic(
     attempt = 0
     while True:
         attempt += 1
-        lines: list[str] = []
-        done = run(
-            argv, timeout=timeout, on_line=on_line or lines.append,
-            max_bytes=max_bytes if max_bytes is not None or on_line is not None else COLLECT_MAX_BYTES,
-            env=child_env(repository), cancel=cancel, stop_signal=signal.SIGINT, grace=STOP_GRACE,
-            secrets=repository.secrets,
-        )
+        # Unstreamed output goes through a private file: restic prints some documents (the snapshot list)
+        # as one line, longer than a line reader takes.
+        with tempfile.TemporaryDirectory(prefix="helpline-restic-") as folder:
+            collected = None if on_line is not None else Path(folder) / "stdout"
+            done = run(
+                argv, timeout=timeout, output=collected, on_line=on_line,
+                max_bytes=max_bytes if max_bytes is not None or on_line is not None else COLLECT_MAX_BYTES,
+                env=child_env(repository), cancel=cancel, stop_signal=signal.SIGINT, grace=STOP_GRACE,
+                secrets=repository.secrets,
+            )
+            text = collected.read_text(errors="replace") if collected is not None and collected.exists() else ""
         if not done.started:
             done.check()  # raises: restic missing or not startable
         outcome = done.outcome(exit_codes)
         if outcome is not Outcome.ERROR:
-            return Completed(done, outcome, tuple(lines) if on_line is None else ())
+            return Completed(done, outcome, tuple(text.splitlines()))
         error = failure_of(restic, repository, done)
         if not isinstance(error, RepositoryLocked) or not retry_locked:
             raise error

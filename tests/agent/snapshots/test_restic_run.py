@@ -158,3 +158,20 @@ def _a_dead_pid() -> int:
     child.wait()
     assert not restic_run.process_alive(child.pid)
     return child.pid
+
+
+def test_a_snapshot_list_longer_than_a_line_reader_takes_is_read_whole(tmp_path, repo):
+    from agent.execute import MAX_LINE_BYTES
+    from agent.snapshots.restic.operations import snapshots
+
+    one = ('{"time":"2026-12-02T06:25:53.21397563Z","paths":["/home/ann"],"hostname":"pc","tags":["helpline"],'
+           '"id":"%064x","short_id":"%08x","padding":"' + "x" * 900 + '"}')
+    count = MAX_LINE_BYTES // 1000 + 50
+    listing = tmp_path / "list.json"
+    listing.write_text("[" + ",".join(one % (i, i) for i in range(count)) + "]\n")
+    script = tmp_path / "restic"
+    script.write_text(f'#!/bin/sh\ncat "{listing}"\n')
+    script.chmod(0o755)
+    found = snapshots(Restic(str(script), Version(0, 14, 0)), repo, host="pc", timeout=10)
+    assert listing.stat().st_size > MAX_LINE_BYTES
+    assert len(found) == count and found[-1].short_id == f"{count - 1:08x}"

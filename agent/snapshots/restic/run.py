@@ -160,7 +160,8 @@ def run_restic(
     When the repository is locked, a stale lock of this host is cleared once and
     the run retried; on restic 0.14 other locks are waited for with back-off for
     up to ``lock_wait`` seconds (newer restic waits by itself with
-    ``--retry-lock``). Raise a :class:`ResticError` subclass for any failure.
+    ``--retry-lock``). Raise a :class:`ResticError` subclass for any failure
+    of restic, and the executor's CommandError when it cannot start at all.
     """
     give_up_at = time.monotonic() + lock_wait
     cleared = False
@@ -188,7 +189,7 @@ def run_restic(
             raise error
         if not cleared:
             cleared = True
-            if clear_stale_locks(restic, repository, cancel=cancel):
+            if _cleared_stale_locks(restic, repository, cancel):
                 continue
         delay = min(LOCK_BACKOFF_MAX, LOCK_BACKOFF * 2 ** (attempt - 1))
         if restic.features.retry_lock or attempt >= LOCK_ATTEMPTS or time.monotonic() + delay > give_up_at:
@@ -245,6 +246,17 @@ def clear_stale_locks(
     for lock in ours_dead:
         logger.info("removed the stale lock of process %s on this host from %s", lock.pid, repository.display)
     return tuple(ours_dead)
+
+
+def _cleared_stale_locks(restic: Restic, repository: Repository, cancel: threading.Event | None) -> bool:
+    """Clear this host's stale locks for a locked run; a failure to do so leaves the run to wait, not to fail."""
+    try:
+        return bool(clear_stale_locks(restic, repository, cancel=cancel))
+    except ResticCancelled:
+        raise
+    except ResticError as exc:  # e.g. a read-only credential may not remove locks
+        logger.warning("could not look for stale locks in %s: %s", repository.display, exc.message)
+        return False
 
 
 def this_host() -> str:

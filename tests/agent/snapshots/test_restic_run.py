@@ -1,6 +1,6 @@
 """The runner's lock handling, bounded in attempts and time, with a stand-in restic that is locked on demand.
 
-The stand-in is a shell script: ``list locks`` prints no locks, and any other
+The stand-in is a shell script: ``list locks`` prints no locks (or fails), and any other
 command fails with restic 0.14's lock message (or 0.17's exit code 11) until
 it has been tried a given number of times.
 """
@@ -26,7 +26,7 @@ from agent.snapshots.restic.version import Restic, Version
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the stand-in restic is a shell script")
 
 SCRIPT = """#!/bin/sh
-case " $* " in *" list "*) exit 0 ;; esac
+case " $* " in *" list "*) echo "Fatal: listing locks: permission denied" >&2; exit {list_exit} ;; esac
 echo "$*" >> "{log}"
 tries=$(wc -l < "{log}")
 if [ "$tries" -le "{locked_for}" ]; then
@@ -37,11 +37,12 @@ echo '{{"message_type":"summary","files_new":1,"total_duration":0.1,"snapshot_id
 """
 
 
-def stand_in(tmp_path: Path, *, locked_for: int, version: Version, exit_code: int = 1) -> tuple[Restic, Path]:
+def stand_in(tmp_path: Path, *, locked_for: int, version: Version, exit_code: int = 1,
+             list_exit: int = 0) -> tuple[Restic, Path]:
     log = tmp_path / "attempts.log"
     log.write_text("")
     script = tmp_path / "restic"
-    script.write_text(SCRIPT.format(log=log, locked_for=locked_for, exit_code=exit_code))
+    script.write_text(SCRIPT.format(log=log, locked_for=locked_for, exit_code=exit_code, list_exit=list_exit))
     script.chmod(0o755)
     return Restic(str(script), version), log
 
@@ -66,6 +67,12 @@ def test_restic_014_is_retried_until_the_lock_is_free(tmp_path, repo):
     summary = backup(restic, repo, host="pc", paths=["/home/ann"], timeout=10, lock_wait=20)
     assert summary.snapshot_id == "0a1b2c3d"
     assert attempts(log) == 4
+
+
+def test_locks_that_cannot_be_read_leave_the_run_waiting_not_failing(tmp_path, repo):
+    restic, log = stand_in(tmp_path, locked_for=2, version=Version(0, 14, 0), list_exit=1)
+    assert backup(restic, repo, host="pc", paths=["/home/ann"], timeout=10, lock_wait=20).snapshot_id == "0a1b2c3d"
+    assert attempts(log) == 3
 
 
 def test_restic_014_gives_up_after_a_bounded_number_of_attempts(tmp_path, repo):

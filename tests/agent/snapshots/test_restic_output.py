@@ -214,3 +214,10 @@ def test_read_forget_snapshots_diff_stats_and_locks():
     assert lock == LockInfo("ab" * 32, "vm", 2205, parse_time("2026-12-02T06:27:11.318646Z"), True, "root")
     with pytest.raises(InvalidInputError):
         read_lock("ab" * 32, '{"hostname": "vm"}')
+
+
+def test_a_missing_restic_is_a_configuration_error(tmp_path):
+    from agent.snapshots.restic.version import detect
+
+    with pytest.raises(ConfigError, match="restic is not installed"):
+        detect(tmp_path / "no-restic-here")

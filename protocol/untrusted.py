@@ -145,11 +145,24 @@ def printable(text: object, *, multiline: bool = True) -> str:
 def _escape(ch: str, multiline: bool) -> str:
     if ch in "\n\t":
         return ch if multiline else ("\\n" if ch == "\n" else "\\t")
+    if not is_control(ch):
+        return ch
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def is_control(ch: str) -> bool:
+    """True if a terminal may act on the character ``ch`` or it hides or reorders text.
+
+    C0 and C1 controls (newline and tab included), DEL, format characters such as
+    bidi overrides and zero-width spaces (not the joiners that shape scripts and
+    emoji), line and paragraph separators, and lone surrogates.
+    """
     code = ord(ch)
     if code < 0x20 or 0x7F <= code <= 0x9F:
-        return f"\\x{code:02x}"
-    if ch.isascii() or ch in _JOINERS:
-        return ch
-    if unicodedata.category(ch) in ("Cf", "Cs", "Zl", "Zp"):
-        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-    return ch
+        return True
+    if code < 0x7F or ch in _JOINERS:
+        return False
+    return unicodedata.category(ch) in ("Cf", "Cs", "Zl", "Zp")

@@ -20,6 +20,8 @@ from protocol.errors import InvalidInputError
 
 #: A component longer than this many UTF-8 bytes is cut; file systems stop at 255.
 DEFAULT_MAX_BYTES = 120
+# The smallest limit a caller may ask for: a Windows device name and its "_" must fit.
+_MIN_BYTES = 16
 
 # ASCII a component may keep as is; any other ASCII character becomes "_".
 _ASCII_KEPT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+@=,")
@@ -31,7 +33,6 @@ _KEPT_CATEGORIES = ("L", "M", "N")
 _WINDOWS_DEVICE = re.compile(r"^(con|prn|aux|nul|conin\$|conout\$|clock\$|(com|lpt)[0-9¹²³])$", re.IGNORECASE)
 # Stripped from the start: hidden files, option-like names, home-directory shorthand.
 _LEADING = "._-~+=@,"
-_MIN_BYTES = 16
 # Stripped from the end: Windows drops trailing dots and spaces, so "a." would be "a".
 _TRAILING = ". "
 

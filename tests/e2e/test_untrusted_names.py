@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from agent.identity import TEST_HOSTNAME_ENV
+from protocol.errors import ExitStatus
 from tests.support.live import ENGINEER_PASSWORD, create_engineer
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +63,15 @@ def test_diag_get_writes_only_inside_the_chosen_folder(live_server, admin_pc, ma
         assert not outside.exists(), hostname
         strays = [p for p in tmp_path.rglob("*owned*") if not p.relative_to(tmp_path).parts[0].startswith("engineer-")]
         assert strays == [], hostname
+
+        if index == 0:  # a link planted where the folder will go is refused, never followed
+            shutil.rmtree(dest)
+            elsewhere = tmp_path / "elsewhere"
+            elsewhere.mkdir()
+            (engineer_dir / dest.name).symlink_to(elsewhere, target_is_directory=True)
+            refused = admin_pc.run("diag", "get", number, cwd=engineer_dir)
+            assert refused.code == ExitStatus.INVALID and "link" in refused.stderr, refused.stderr
+            assert list(elsewhere.iterdir()) == []
 
         text = admin_pc.ok("diag", "get", bundles[0]["id"], "--dir", str(tmp_path / f"chosen-{index}")).stdout
         assert "report.html" in text and not RAW_CONTROL.search(text)

@@ -21,8 +21,9 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
 
 from protocol.untrusted import is_control, printable
 
@@ -75,9 +76,19 @@ def say(message: str) -> None:
     """Print a message; its [bold]…[/] markup is ours, anything interpolated goes through esc().
 
     The whole message is made printable too, so a value interpolated without
-    esc() still cannot carry a control sequence to the terminal.
+    esc() still cannot carry a control sequence to the terminal, and hyperlink
+    markup is dropped: Helpline's own messages have none, so one can only come
+    from a value that slipped in unescaped.
     """
-    console().print(printable(message))
+    con = console()
+    text = con.render_str(printable(message))
+    text.spans = [Span(span.start, span.end, _unlinked(con, span.style)) for span in text.spans]
+    con.print(text)
+
+
+def _unlinked(con: Console, style: str | Style) -> str | Style:
+    resolved = con.get_style(style, default="")
+    return resolved.update_link(None) if resolved.link else style
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -56,3 +56,11 @@ def test_json_output_keeps_the_exact_data(capsys):
     assert not RAW_CONTROL.search(out)  # escaped as \\uXXXX inside the JSON strings
     assert "пк-бухгалтерия" in out  # readable text stays readable
     assert json.loads(out) == data
+
+
+def test_hyperlink_markup_that_slipped_in_unescaped_makes_no_link(capsys):
+    output.say("Assignee: [red link=https://evil.example/]Alice[/] and [link=file:///etc]here[/link], [bold]T-1[/]")
+    out = capsys.readouterr().out
+    assert "\x1b]8" not in out and "evil.example" not in out
+    assert without_our_styles(out) == "Assignee: Alice and here, T-1\n"
+    assert "\x1b[1m" in out  # our own styles still apply

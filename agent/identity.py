@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import socket
 from pathlib import Path
@@ -14,6 +15,10 @@ from protocol import signing
 from protocol.schemas import AgentIdentity
 
 _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+#: End-to-end tests set this to make a PC report a hostile hostname, as a PC whose owner
+#: renamed it could; it grants nothing a PC's owner cannot already do (the hostname is the
+#: PC's own claim), and only describe() reads it.
+TEST_HOSTNAME_ENV = "HELPLINE_TEST_HOSTNAME"
 
 
 def machine_id() -> str:
@@ -48,9 +53,11 @@ def os_description() -> str:
 
 
 def describe(key: Ed25519PrivateKey) -> AgentIdentity:
+    """What this PC tells the server about itself; the hostname is its own claim (see TEST_HOSTNAME_ENV)."""
+    hostname = os.environ.get(TEST_HOSTNAME_ENV) or socket.gethostname()
     return AgentIdentity(
         public_key=signing.public_key_b64(key),
-        hostname=socket.gethostname()[:255] or "unknown",
+        hostname=hostname[:255] or "unknown",
         os=os_description()[:200],
         agent_version=__version__,
         machine_id=machine_id(),

@@ -3,11 +3,16 @@
 Consoles are made at the moment of writing, on the current sys.stdout and
 sys.stderr, so tests (and callers embedding the CLI) can swap the streams.
 Colour follows rich's detection: only on a terminal, never with NO_COLOR.
+Text from a PC or the server goes through protocol.untrusted.printable on its way
+to the terminal (table cells, esc()'d values, whole messages and errors), so it
+cannot clear the screen, colour it, set the window title or plant a link; JSON
+output stays exact data (json.dumps escapes control characters itself).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -16,8 +21,11 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
+
+from protocol.untrusted import is_control, printable
 
 DEBUG = {"enabled": False}
 
@@ -44,18 +52,43 @@ def _plain(value: Any) -> Any:
 
 def print_json(value: Any) -> None:
     """Write ``value`` as JSON on stdout, for scripts (no colour, no wrapping)."""
-    sys.stdout.write(json.dumps(_plain(value), indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(_plain(value), indent=2, ensure_ascii=False)
+    sys.stdout.write(_NON_ASCII_OR_DEL.sub(_json_escape, text) + "\n")
     sys.stdout.flush()
 
 
+# json.dumps escapes C0 controls itself; DEL, C1, bidi and zero-width characters pass through
+# with ensure_ascii=False. They can only sit inside JSON strings, where \uXXXX keeps the exact data.
+_NON_ASCII_OR_DEL = re.compile(r"[^\x00-\x7e]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    return json.dumps(ch)[1:-1] if is_control(ch) else ch
+
+
 def esc(value: object) -> str:
-    """Text from users or the server, made safe to put inside a message with markup."""
-    return escape(str(value))
+    """Text from users or the server, made printable and safe to put inside a message with markup."""
+    return escape(printable(value))
 
 
 def say(message: str) -> None:
-    """Print a message; its [bold]…[/] markup is ours, anything interpolated goes through esc()."""
-    console().print(message)
+    """Print a message; its [bold]…[/] markup is ours, anything interpolated goes through esc().
+
+    The whole message is made printable too, so a value interpolated without
+    esc() still cannot carry a control sequence to the terminal, and hyperlink
+    markup is dropped: Helpline's own messages have none, so one can only come
+    from a value that slipped in unescaped.
+    """
+    con = console()
+    text = con.render_str(printable(message))
+    text.spans = [Span(span.start, span.end, _unlinked(con, span.style)) for span in text.spans]
+    con.print(text)
+
+
+def _unlinked(con: Console, style: str | Style) -> str | Style:
+    resolved = con.get_style(style, default="")
+    return resolved.update_link(None) if resolved.link else style
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -63,7 +96,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*(Text("" if v is None else str(v)) for v in row))  # cells are data, never markup
+        t.add_row(*(Text("" if v is None else printable(v)) for v in row))  # cells are data, never markup
     console().print(t)
 
 
@@ -103,6 +136,6 @@ def promise(due: datetime, window_minutes: float) -> str:
 
 def error(message: str, hint: str | None = None) -> None:
     con = err_console()
-    con.print(f"[bold red]error:[/] {escape(message)}", markup=True)
+    con.print(f"[bold red]error:[/] {escape(printable(message, multiline=False))}", markup=True)
     if hint:
-        con.print(f"[dim]hint:[/] {escape(hint)}", markup=True)
+        con.print(f"[dim]hint:[/] {escape(printable(hint, multiline=False))}", markup=True)

@@ -6,12 +6,14 @@ The reader does not use :mod:`tarfile`: tarfile reads pax and GNU long-name head
 whole into memory and follows whatever member types it finds, while this module
 must refuse hostile input (traversal, links, devices, duplicates, bombs) in bounded
 memory and time. It parses the ustar/pax/GNU headers itself and counts the bytes it
-actually decompresses. It imports only the standard library, :mod:`protocol.bundle`
-and :mod:`protocol.errors`, so the server can share it without pulling in the agent.
+actually decompresses. It imports only the standard library, :mod:`protocol.bundle`,
+:mod:`protocol.errors` and :mod:`protocol.untrusted`, so the server can share it without
+pulling in the agent.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -31,6 +33,7 @@ from typing import BinaryIO
 
 from protocol.bundle import MANIFEST_MAX_BYTES, MANIFEST_NAME, REQUIRED_MEMBERS
 from protocol.errors import InvalidInputError, NotFoundError
+from protocol.untrusted import contained, printable
 
 #: Every member of a bundle archive lives under this one directory.
 TOP_DIR = "helpline-bundle"
@@ -290,9 +293,11 @@ def safe_extract(path: Path, dest: Path, **limits: int | float) -> ArchiveListin
     ``dest`` (created if absent, else it must be empty) receives the content of
     ``helpline-bundle/``. Only validated regular files and directories are
     written, each file created new (``O_EXCL``) and never through a link
-    (``O_NOFOLLOW``, directory descriptors where the OS has them). If the archive
-    changes between validation and extraction, what was written is removed and
-    InvalidInputError is raised.
+    (``O_NOFOLLOW``, directory descriptors where the OS has them), and every
+    member's path is checked on disk to lie inside ``dest`` once resolved, with
+    no link on the way. If the archive changes between validation and
+    extraction, or a link or entry appears where a new one must go, what was
+    written is removed and InvalidInputError is raised.
     """
     listing = inspect_archive(path, **limits)
     dest = Path(dest)
@@ -302,17 +307,25 @@ def safe_extract(path: Path, dest: Path, **limits: int | float) -> ArchiveListin
         if not dest.is_dir() or dest.is_symlink() or any(dest.iterdir()):
             raise InvalidInputError(f"{dest} already exists and is not an empty directory",
                                     hint="extract into a new directory") from None
-    writer = _DirFdWriter(dest) if _HAVE_DIR_FD else _PathWriter(dest)
+    try:
+        writer = _DirFdWriter(dest) if _HAVE_DIR_FD else _PathWriter(dest)
+    except OSError as exc:  # swapped for a link since the check above
+        raise _unsafe_write(dest, exc) from None
     expected = iter(listing.members)
     try:
         with _open_archive(Path(path), listing.limits) as reader:
             for member in reader.members():
                 if next(expected, None) != member:
                     raise InvalidInputError("the bundle archive changed while it was being extracted")
-                if member.is_dir:
-                    writer.make_dir(member.name)
-                else:
-                    writer.write_file(member.name, reader.data_chunks())
+                # Names were validated as text; this checks the disk: no link on the way, inside dest once resolved.
+                contained(dest, dest.joinpath(*member.name.split("/")))
+                try:
+                    if member.is_dir:
+                        writer.make_dir(member.name)
+                    else:
+                        writer.write_file(member.name, reader.data_chunks())
+                except OSError as exc:
+                    raise _unsafe_write(dest / member.name, exc) from None
             reader.finish()
         if next(expected, None) is not None:
             raise InvalidInputError("the bundle archive changed while it was being extracted")
@@ -322,6 +335,15 @@ def safe_extract(path: Path, dest: Path, **limits: int | float) -> ArchiveListin
     finally:
         writer.close()
     return listing
+
+
+def _unsafe_write(path: Path, exc: OSError) -> Exception:
+    """The error for a write refused by the disk: a link or an existing entry where a new one must go
+    is a refusal (InvalidInputError); anything else (a full disk, permissions) stays an OSError."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) or exc.errno in (errno.ELOOP, errno.EMLINK):
+        return InvalidInputError(f"{printable(path)} is a link or already exists; extraction stopped "
+                                 "and what was written is removed", hint="extract into a new directory")
+    return exc
 
 
 # -- the streaming reader ----------------------------------------------------------------
@@ -744,6 +766,10 @@ class _PathWriter:
     """Writes files under a root by path (Windows: no directory descriptors), refusing links and junctions."""
 
     def __init__(self, root: Path):
+        info = os.lstat(root)
+        reparse = getattr(info, "st_file_attributes", 0) & getattr(stat, "FILE_ATTRIBUTE_REPARSE_POINT", 0)
+        if not stat.S_ISDIR(info.st_mode) or reparse:
+            raise InvalidInputError(f"{printable(root)} is not a plain directory; extraction stopped")
         self.root = root
         self.written: list[Path] = []
 

@@ -15,6 +15,7 @@ from cli.commands.engineer import JsonOpt
 from protocol.bundle import REPORT_NAME
 from protocol.schemas import BundleDetail, BundlePublic
 from protocol.errors import InvalidInputError, NotFoundError
+from protocol.untrusted import contained, safe_component
 
 diag_app = typer.Typer(help="Diagnostics bundles: download, read and compare them.", no_args_is_help=True)
 
@@ -29,6 +30,16 @@ def _resolve(conn, ref: str) -> BundlePublic:
     if not bundles:
         raise NotFoundError(f"{ref} has no diagnostics yet.", hint="Ask the user to run `helpline share`.")
     return bundles[-1]
+
+
+def _default_dir(bundle: BundlePublic) -> Path:
+    """``./T-…-HOST-TIME`` for a bundle: the ticket and hostname come from a PC or the server,
+    so each becomes one safe path component and the result must stay inside the current folder."""
+    when = f"{bundle.created_at:%Y%m%d-%H%M%S}"
+    ticket = safe_component(bundle.ticket, fallback="ticket", max_bytes=40)
+    host = safe_component(bundle.hostname, fallback="pc", max_bytes=80)
+    here = Path.cwd()
+    return contained(here, safe_component(f"{ticket}-{host}-{when}", fallback=f"bundle-{when}"))
 
 
 def _download(conn, bundle: BundlePublic, dest: Path) -> Path:
@@ -54,7 +65,7 @@ def get(
     """
     with credentials.connect() as conn:
         bundle = _resolve(conn, ref)
-        dest = directory or Path.cwd() / f"{bundle.ticket}-{bundle.hostname}-{bundle.created_at:%Y%m%d-%H%M%S}"
+        dest = directory or _default_dir(bundle)
         _download(conn, bundle, dest)
     report = dest / REPORT_NAME
     if json_out:

@@ -165,14 +165,16 @@ class PC:
         env["HELPLINE_AGENT_DIR"] = str(self.agent_dir)
         return env
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+    def run(self, *args: str, input: str | None = None, timeout: float = 120, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Result:
         full_env = self.env()
         full_env.update(env or {})
-        done = subprocess.run([helpline_bin(), *args], input=input, capture_output=True, text=True, env=full_env, timeout=timeout)
+        done = subprocess.run([helpline_bin(), *args], input=input, capture_output=True, text=True, env=full_env,
+                              timeout=timeout, cwd=cwd)
         return Result(done.returncode, done.stdout, done.stderr)
 
-    def ok(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
-        result = self.run(*args, input=input, env=env)
+    def ok(self, *args: str, input: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+        result = self.run(*args, input=input, env=env, cwd=cwd)
         assert result.code == 0, f"helpline {' '.join(args)} exited {result.code}:\n{result.stdout}\n{result.stderr}"
         return result
 

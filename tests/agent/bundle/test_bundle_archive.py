@@ -319,3 +319,70 @@ def test_a_directory_is_not_an_archive(tmp_path):
         inspect_archive(tmp_path / "dir.tar.gz")
     with pytest.raises(NotFoundError):
         inspect_archive(tmp_path / "missing.tar.gz")
+
+
+# -- links appearing on disk during extraction ----------------------------------------------
+
+
+@pytest.fixture(params=["dir-descriptors", "paths"])
+def writer_kind(request, monkeypatch):
+    """Run a test with each writer: directory descriptors (POSIX) and plain paths (as on Windows)."""
+    from protocol import archive
+
+    if request.param == "paths":
+        monkeypatch.setattr(archive, "_HAVE_DIR_FD", False)
+    return request.param
+
+
+def plant_link_when(monkeypatch, method: str, member: str, link: Path, target: Path) -> None:
+    """Make the writer's ``method`` plant ``link`` -> ``target`` just before it handles ``member``."""
+    from protocol import archive
+
+    for cls in (archive._DirFdWriter, archive._PathWriter):
+        original = getattr(cls, method)
+
+        def planting(self, name, *args, _original=original):
+            if name == member and not link.is_symlink():
+                link.symlink_to(target, target_is_directory=True)
+            return _original(self, name, *args)
+
+        monkeypatch.setattr(cls, method, planting)
+
+
+@pytest.mark.parametrize("method, member", [
+    ("write_file", "manifest.json"),  # planted before the check of raw/ runs
+    ("make_dir", "raw"),  # planted after the check, as the directory is made
+])
+def test_a_link_planted_in_the_destination_is_never_followed(tmp_path, monkeypatch, writer_kind, method, member):
+    out = make_bundle_dir(tmp_path)
+    pack(out, tmp_path / "b.tar.gz")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "got"
+    plant_link_when(monkeypatch, method, member, dest / "raw", outside)
+    with pytest.raises(InvalidInputError, match="link"):
+        safe_extract(tmp_path / "b.tar.gz", dest)
+    assert list(outside.iterdir()) == []
+    assert not (dest / "manifest.json").exists()  # what was written is removed
+
+
+def test_a_destination_swapped_for_a_link_after_the_check_is_refused(tmp_path, monkeypatch, writer_kind):
+    from protocol import archive
+
+    out = make_bundle_dir(tmp_path)
+    pack(out, tmp_path / "b.tar.gz")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "got"
+    writer = archive._DirFdWriter if writer_kind == "dir-descriptors" else archive._PathWriter
+    original = writer.__init__
+
+    def swapped(self, root):
+        root.rmdir()
+        root.symlink_to(outside, target_is_directory=True)
+        original(self, root)
+
+    monkeypatch.setattr(writer, "__init__", swapped)
+    with pytest.raises(InvalidInputError, match="link|plain directory"):
+        safe_extract(tmp_path / "b.tar.gz", dest)
+    assert list(outside.iterdir()) == []

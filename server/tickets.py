@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -73,8 +73,9 @@ def create_ticket(
     priority: Priority = Priority.NORMAL,
     channel: Channel = Channel.ENGINEER,
     assignee: Account | None = None,
+    now: datetime,
 ) -> Ticket:
-    now = utcnow()
+    """Open a ticket at ``now`` with the next number; its first response is due as the response policy says."""
     minutes = settings.response_policy.minutes_for(priority.value)
     ticket = Ticket(
         number=_next_number(session, settings.ticket_number_start),

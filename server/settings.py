@@ -225,6 +225,8 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> ServerSe
         settings = _FromFile(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a check across settings, such as the two spellings of a blob setting
+            raise ConfigError(f"Invalid server settings: {first['msg'].removeprefix('Value error, ')}.") from exc
         raise ConfigError(f"Invalid server setting {where}: {first['msg']}.") from exc
     return ServerSettings.model_construct(**settings.__dict__)

@@ -216,7 +216,8 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(help="Ticket number, 
     if json_out:
         output.print_json(code)
         return
-    left = output.duration((code.expires_at - datetime.now(UTC)).total_seconds() / 60)
+    seconds = max(0.0, (code.expires_at - datetime.now(UTC)).total_seconds())
+    left = f"{seconds:.0f} s" if seconds < 60 else output.duration(seconds / 60)
     output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid for {left}, until {output.local_time(code.expires_at)}).")
     output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(credentials.load_login().server_url)}")
 

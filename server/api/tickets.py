@@ -54,7 +54,7 @@ def show(number: str, account: CurrentAccount, session: DbSession) -> TicketDeta
 
 
 @router.patch("/{number}", summary="Change status, assignee, priority or title")
-def update(number: str, body: TicketUpdate, account: CurrentAccount, session: DbSession, actor: AccountActor) -> TicketDetail:
+def update(number: str, body: TicketUpdate, account: CurrentAccount, session: DbSession, actor: AccountActor, now: Now) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
     if body.assignee is not None:
         svc.assign(session, ticket, actor, get_account(session, body.assignee) if body.assignee else None)
@@ -63,14 +63,14 @@ def update(number: str, body: TicketUpdate, account: CurrentAccount, session: Db
     if body.title is not None and body.title != ticket.title:
         svc.set_title(session, ticket, actor, body.title)
     if body.status is not None:
-        svc.change_status(session, ticket, actor, body.status)
+        svc.change_status(session, ticket, actor, body.status, now=now)
     return svc.to_detail(ticket)
 
 
 @router.post("/{number}/notes", status_code=201, summary="Add a note to the timeline")
-def add_note(number: str, body: NoteCreate, account: CurrentAccount, session: DbSession, actor: AccountActor) -> TicketDetail:
+def add_note(number: str, body: NoteCreate, account: CurrentAccount, session: DbSession, actor: AccountActor, now: Now) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
-    svc.add_note(session, ticket, actor, body.message)
+    svc.add_note(session, ticket, actor, body.message, now=now)
     return svc.to_detail(ticket)
 
 

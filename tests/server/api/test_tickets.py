@@ -49,3 +49,15 @@ def test_a_pc_opens_a_ticket_itself_and_learns_when_it_will_be_answered(helpline
     again = helpline.ok("POST", "self-service/tickets", body["agent"]["credential"], json={"title": "And the mouse"})
     assert again["agent"] is None
     assert len(helpline.ok("GET", "agent/tickets", body["agent"]["credential"])) == 2
+
+
+def test_the_first_thing_an_engineer_does_is_the_first_response(helpline, clock):
+    engineer = helpline.token()
+    number = helpline.ticket(engineer)
+    assert helpline.ok("GET", f"tickets/{number}", engineer)["first_responded_at"] is None
+    clock.advance(minutes=25)
+    noted = helpline.ok("POST", f"tickets/{number}/notes", engineer, json={"message": "Looking at it"})
+    assert datetime.fromisoformat(noted["first_responded_at"]) == clock()
+    clock.advance(minutes=5)
+    helpline.ok("PATCH", f"tickets/{number}", engineer, json={"status": "open"})
+    assert datetime.fromisoformat(helpline.ok("GET", f"tickets/{number}", engineer)["first_responded_at"]) == clock() - timedelta(minutes=5)

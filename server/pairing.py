@@ -104,6 +104,12 @@ def paired_ticket(session: Session, agent: Agent, number: str) -> Ticket:
     return ticket
 
 
+def linked_tickets(session: Session, agent: Agent) -> list[Ticket]:
+    """The tickets ``agent`` is linked to, newest first."""
+    query = select(Ticket).join(Pairing).where(Pairing.agent_id == agent.id).order_by(Ticket.number.desc())
+    return list(session.scalars(query))
+
+
 def pair_agent(session: Session, actor: Actor, ticket: Ticket, agent: Agent, via: str, *, now: datetime) -> Pairing:
     """Link ``agent`` to ``ticket`` (once; linking again changes nothing) and note it on the timeline."""
     link = session.scalar(select(Pairing).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))

@@ -42,7 +42,7 @@ from server.api.deps import (
     State,
 )
 from server.audit import Actor
-from server.models import Agent, EnrollmentToken, Pairing, Ticket
+from server.models import Agent, EnrollmentToken
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 
@@ -122,8 +122,7 @@ def self_service(body: SelfServiceRequest, session: DbSession, state: State, ip:
 
 @router.get("/agent/tickets", tags=["pairing"], summary="The tickets this PC is linked to, newest first")
 def agent_tickets(agent: CurrentAgent, session: DbSession) -> list[AgentTicket]:
-    query = select(Ticket).join(Pairing).where(Pairing.agent_id == agent.id).order_by(Ticket.number.desc())
-    return [ticket_svc.to_agent_view(t) for t in session.scalars(query)]
+    return [ticket_svc.to_agent_view(t) for t in pairing.linked_tickets(session, agent)]
 
 
 @router.get("/agent/tickets/{number}", tags=["pairing"], summary="One ticket this PC is linked to")

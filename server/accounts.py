@@ -1,24 +1,16 @@
-"""Engineer and admin accounts, and their SSH public keys."""
+"""Engineer and admin accounts (their SSH public keys are in :mod:`server.ssh_keys`)."""
 
 from __future__ import annotations
-
-import base64
-import hashlib
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate, Role
-from protocol.errors import ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import ConflictError, NotFoundError
 from server.audit import Actor, record
 from server.db import utcnow
 from server.models import Account
 from server.security import hash_password
-
-SSH_KEY_TYPES = {
-    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-}
 
 
 def account_public(account: Account) -> AccountPublic:
@@ -62,19 +54,3 @@ def update_account(session: Session, actor: Actor, account: Account, data: Accou
         changed.append("password")
     record(session, actor, "account.update", "account", account.username, fields=changed)
     return account
-
-
-def parse_ssh_public_key(line: str) -> tuple[str, str, str]:
-    """Return (algorithm, SHA256 fingerprint, comment) of an OpenSSH public key line."""
-    parts = line.strip().split(None, 2)
-    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
-        raise InvalidInputError("That is not an OpenSSH public key.", hint="Paste the one line of your ~/.ssh/id_ed25519.pub.")
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except ValueError as exc:
-        raise InvalidInputError("The key's base64 part is damaged.") from exc
-    # The blob starts with the algorithm name as an SSH string; a mismatch means a mangled paste.
-    if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != parts[0].encode():
-        raise InvalidInputError("The key's type does not match its data.")
-    fp = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return parts[0], fp, parts[2] if len(parts) > 2 else ""

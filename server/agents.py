@@ -1,4 +1,7 @@
-"""Agents: enrollment with bootstrap tokens, pairing with one-time codes, credentials.
+"""Agents: enrollment with bootstrap tokens, registration and credentials.
+
+Pairing a PC with a ticket (one-time codes, self-service tickets) is in
+:mod:`server.pairing`.
 
 An agent proves it holds the private half of the key it registers by signing
 the request; the server answers with its own signature so the agent can pin
@@ -8,22 +11,21 @@ the server's key.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from protocol import pairing, signing
+from protocol import signing
 from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, EnrollmentTokenPublic
-from protocol.errors import AuthError, ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import AuthError, NotFoundError
 from server import ratelimit
-from server.audit import Actor, record, timeline
-from server.db import utcnow
-from server.models import Account, Agent, EnrollmentToken, Pairing, PairingCode, Ticket
+from server.audit import Actor, record
+from server.models import Account, Agent, EnrollmentToken
+from server.refusals import refusal
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_ENROLL, keyed_digest, new_token, token_digest
 from server.settings import ServerSettings
-from server.tickets import get_ticket
 
 
 def check_proof(identity: AgentIdentity, purpose: str, secret_field: str, secret: str, signature: str | None) -> None:
@@ -47,17 +49,17 @@ def server_credential(
     )
 
 
-def _apply_identity(agent: Agent, identity: AgentIdentity) -> None:
+def _apply_identity(agent: Agent, identity: AgentIdentity, now: datetime) -> None:
     agent.hostname = identity.hostname
     agent.os = identity.os
     agent.agent_version = identity.agent_version
     if identity.machine_id:
         agent.machine_id = identity.machine_id
-    agent.last_seen_at = utcnow()
+    agent.last_seen_at = now
 
 
 def register_agent(
-    session: Session, identity: AgentIdentity, *, enroll_group: str | None
+    session: Session, identity: AgentIdentity, *, enroll_group: str | None, now: datetime
 ) -> tuple[Agent, str, bool]:
     """Find or create the agent for ``identity`` and issue it a fresh credential.
 
@@ -79,11 +81,11 @@ def register_agent(
             agent.public_key = identity.public_key
     created = agent is None
     if agent is None:
-        agent = Agent(id=str(uuid.uuid4()), public_key=identity.public_key, created_at=utcnow())
+        agent = Agent(id=str(uuid.uuid4()), public_key=identity.public_key, created_at=now)
         session.add(agent)
     if agent.revoked_at is not None:
         raise AuthError("This PC's agent has been revoked by an administrator.", hint="Ask your administrator.")
-    _apply_identity(agent, identity)
+    _apply_identity(agent, identity, now)
     if enroll_group is not None:
         agent.enrolled = True
         agent.group = enroll_group
@@ -93,11 +95,11 @@ def register_agent(
     return agent, credential, created
 
 
-def authenticate_agent(session: Session, credential: str) -> Agent:
+def authenticate_agent(session: Session, credential: str, *, now: datetime) -> Agent:
+    """The agent whose credential this is (noting it was seen at ``now``); AuthError if none or revoked."""
     agent = session.scalar(select(Agent).where(Agent.credential_hash == token_digest(credential)))
     if agent is None or agent.revoked_at is not None:
         raise AuthError("This PC's agent credential is not valid.", hint="Enroll again or pair with a new code.")
-    now = utcnow()
     if agent.last_seen_at is None or now - agent.last_seen_at > timedelta(seconds=30):
         agent.last_seen_at = now
     return agent
@@ -108,16 +110,17 @@ def authenticate_agent(session: Session, credential: str) -> Agent:
 
 def create_enrollment_token(
     session: Session, settings: ServerSettings, actor: Actor, creator: Account, *, group: str,
-    expires_in_hours: float, max_uses: int, note: str,
+    expires_in_hours: float, max_uses: int, note: str, now: datetime,
 ) -> tuple[EnrollmentToken, str]:
+    """Make a bootstrap token for ``group``, valid from ``now``; return the row and the token (shown once)."""
     token = new_token(TOKEN_PREFIX_ENROLL)
     row = EnrollmentToken(
         token_hash=keyed_digest(settings.secret_key, token),
         group=group,
         note=note,
         created_by=creator,
-        created_at=utcnow(),
-        expires_at=utcnow() + timedelta(hours=expires_in_hours),
+        created_at=now,
+        expires_at=now + timedelta(hours=expires_in_hours),
         max_uses=max_uses,
         uses=0,
     )
@@ -136,29 +139,29 @@ def enrollment_token_public(row: EnrollmentToken) -> EnrollmentTokenPublic:
     )
 
 
-def revoke_enrollment_token(session: Session, actor: Actor, token_id: int) -> EnrollmentToken:
+def revoke_enrollment_token(session: Session, actor: Actor, token_id: int, *, now: datetime) -> EnrollmentToken:
     row = session.get(EnrollmentToken, token_id)
     if row is None:
         raise NotFoundError(f"Enrollment token {token_id} does not exist.")
     if row.revoked_at is None:
-        row.revoked_at = utcnow()
+        row.revoked_at = now
         record(session, actor, "enrollment_token.revoke", "enrollment_token", row.id)
     return row
 
 
 def enroll(
-    session: Session, settings: ServerSettings, actor: Actor, token: str, identity: AgentIdentity, signature: str
+    session: Session, settings: ServerSettings, actor: Actor, token: str, identity: AgentIdentity, signature: str,
+    *, now: datetime,
 ) -> tuple[Agent, str]:
     """Exchange a bootstrap token for a per-agent credential, or refuse with the reason.
 
-    Failures are counted per client address; the caller commits that count even
-    though the request fails.
+    A refusal is counted per client address and audited as a kept trace
+    (:mod:`server.refusals`): it stays although the request fails.
     """
     limits = settings.rate_limits
     ip_key = f"enroll-ip:{actor.ip}"
-    ratelimit.check(session, ip_key, limits.enroll_per_ip, limits.enroll_window_seconds, "enrollment")
+    ratelimit.check(session, ip_key, limits.enroll_per_ip, limits.enroll_window_seconds, "enrollment", now=now)
     row = session.scalar(select(EnrollmentToken).where(EnrollmentToken.token_hash == keyed_digest(settings.secret_key, token)))
-    now = utcnow()
     problem = None
     if row is None:
         problem = AuthError("That enrollment token is not valid.", hint="Check the token or ask your administrator for a new one.")
@@ -169,10 +172,9 @@ def enroll(
     elif row.uses >= row.max_uses:
         problem = AuthError("That enrollment token has been used up.", hint="Ask your administrator for a new token.")
     if problem is not None:
-        ratelimit.hit(session, ip_key, limits.enroll_window_seconds)
-        record(session, actor, "agent.enroll_refused", "enrollment_token", row.id if row else "unknown",
-               reason=problem.message, hostname=identity.hostname)
-        raise problem
+        raise refusal(session, problem, actor=actor, action="agent.enroll_refused", target_type="enrollment_token",
+                      target_id=row.id if row else "unknown", counted=[(ip_key, limits.enroll_window_seconds)], now=now,
+                      reason=problem.message, hostname=identity.hostname)
     check_proof(identity, "enroll", "token", token, signature)
     # Count the use with a guarded UPDATE so concurrent enrollments cannot overdraw it.
     used = session.execute(
@@ -182,93 +184,10 @@ def enroll(
     )
     if used.rowcount != 1:
         raise AuthError("That enrollment token has been used up.", hint="Ask your administrator for a new token.")
-    agent, credential, created = register_agent(session, identity, enroll_group=row.group)
+    agent, credential, created = register_agent(session, identity, enroll_group=row.group, now=now)
     record(session, actor, "agent.enroll", "agent", agent.id, hostname=agent.hostname, group=row.group,
            token_id=row.id, new=created)
     return agent, credential
-
-
-# --- pairing ------------------------------------------------------------------
-
-
-def create_pairing_code(
-    session: Session, settings: ServerSettings, actor: Actor, creator: Account, ticket: Ticket
-) -> tuple[PairingCode, str]:
-    code = pairing.new_pairing_code()
-    row = PairingCode(
-        ticket=ticket,
-        code_hash=keyed_digest(settings.secret_key, pairing.normalize(code)),
-        created_by_id=creator.id,
-        created_at=utcnow(),
-        expires_at=utcnow() + timedelta(minutes=settings.pairing_code_ttl_minutes),
-    )
-    session.add(row)
-    session.flush()
-    timeline(session, ticket, actor, "pairing-code", "Pairing code issued (valid "
-             f"{settings.pairing_code_ttl_minutes:g} minutes, single use).")
-    record(session, actor, "pairing_code.create", "ticket", ticket.label, code_id=row.id)
-    return row, code
-
-
-def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor, code: str) -> PairingCode:
-    """Return the pairing code row for ``code`` and mark it used, or refuse.
-
-    Each failure counts against the client's address and against a global
-    budget, so guessing 40-bit codes stays hopeless even from many addresses.
-    """
-    limits = settings.rate_limits
-    ip_key, global_key = f"pair-ip:{actor.ip}", "pair-global"
-    ratelimit.check(session, ip_key, limits.pairing_per_ip, limits.pairing_window_seconds, "pairing")
-    ratelimit.check(session, global_key, limits.pairing_global, limits.pairing_window_seconds, "pairing")
-    try:
-        canonical = pairing.normalize(code)
-    except InvalidInputError:
-        canonical = None
-    row = None
-    if canonical is not None:
-        row = session.scalar(select(PairingCode).where(PairingCode.code_hash == keyed_digest(settings.secret_key, canonical)))
-    now = utcnow()
-    problem = None
-    if row is None:
-        problem = AuthError("That pairing code is not valid.", hint="Check the code with your engineer; codes are single use.")
-    elif row.used_at is not None:
-        problem = ConflictError("That pairing code has already been used.", hint="Ask your engineer for a new code.")
-    elif row.expires_at <= now:
-        problem = AuthError("That pairing code has expired.", hint="Codes are valid for 10 minutes; ask your engineer for a new one.")
-    if problem is not None:
-        ratelimit.hit(session, ip_key, limits.pairing_window_seconds)
-        ratelimit.hit(session, global_key, limits.pairing_window_seconds)
-        record(session, actor, "pairing.refused", "pairing_code", row.id if row else "unknown", reason=problem.message)
-        raise problem
-    used = session.execute(
-        update(PairingCode).where(PairingCode.id == row.id, PairingCode.used_at.is_(None)).values(used_at=now)
-    )
-    if used.rowcount != 1:
-        raise ConflictError("That pairing code has already been used.", hint="Ask your engineer for a new code.")
-    return row
-
-
-def paired_ticket(session: Session, agent: Agent, number: str) -> Ticket:
-    """The ticket ``number`` if this agent is linked to it; NotFoundError otherwise.
-
-    A ticket the PC is not linked to gets the same answer as a missing one:
-    ticket numbers are not secrets, but their contents are.
-    """
-    ticket = get_ticket(session, number)
-    linked = session.scalar(select(Pairing.id).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))
-    if linked is None:
-        raise NotFoundError(f"This PC is not linked to {ticket.label}.", hint="Pair with a code from your engineer first.")
-    return ticket
-
-
-def pair_agent(session: Session, actor: Actor, ticket: Ticket, agent: Agent, via: str) -> Pairing:
-    pairing = session.scalar(select(Pairing).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))
-    if pairing is None:
-        pairing = Pairing(ticket=ticket, agent=agent, created_at=utcnow(), via=via)
-        session.add(pairing)
-        timeline(session, ticket, actor, "paired", f"PC {agent.hostname} linked to the ticket ({via}).")
-        record(session, actor, "ticket.pair", "ticket", ticket.label, agent_id=agent.id, via=via)
-    return pairing
 
 
 def agent_public(agent: Agent) -> AgentPublic:

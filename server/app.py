@@ -108,7 +108,7 @@ class _TooLarge(Exception):
 
 def _sweep_once(state: ServerRuntime) -> int:
     with transaction(state.sessions) as session:
-        return sweep_expired(session, state.blobs, limit=200)
+        return sweep_expired(session, state.blobs, now=state.clock(), limit=200)
 
 
 @asynccontextmanager

@@ -7,12 +7,11 @@ server restarts and across replicas behind a load balancer.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from protocol.errors import RateLimitedError
-from server.db import utcnow
 from server.models import RateLimitWindow
 
 
@@ -22,27 +21,26 @@ class RetryAfter(RateLimitedError):
         self.retry_after = retry_after
 
 
-def _current(session: Session, key: str, window_seconds: int) -> RateLimitWindow | None:
+def _current(session: Session, key: str, window_seconds: int, now: datetime) -> RateLimitWindow | None:
     row = session.get(RateLimitWindow, key)
     if row is None:
         return None
-    if utcnow() - row.window_start >= timedelta(seconds=window_seconds):
+    if now - row.window_start >= timedelta(seconds=window_seconds):
         return None
     return row
 
 
-def check(session: Session, key: str, limit: int, window_seconds: int, what: str) -> None:
-    """Raise RetryAfter if ``key`` has used up its ``limit`` failures in the window."""
-    row = _current(session, key, window_seconds)
+def check(session: Session, key: str, limit: int, window_seconds: int, what: str, *, now: datetime) -> None:
+    """Raise RetryAfter if ``key`` has used up its ``limit`` failures in the window that holds ``now``."""
+    row = _current(session, key, window_seconds, now)
     if row is not None and row.count >= limit:
-        left = window_seconds - (utcnow() - row.window_start).total_seconds()
+        left = window_seconds - (now - row.window_start).total_seconds()
         raise RetryAfter(f"Too many failed {what} attempts.", max(1, math.ceil(left)))
 
 
-def hit(session: Session, key: str, window_seconds: int) -> int:
-    """Count one failure for ``key``; return the count in the current window."""
+def hit(session: Session, key: str, window_seconds: int, *, now: datetime) -> int:
+    """Count one failure for ``key`` at ``now``; return the count in the current window."""
     row = session.get(RateLimitWindow, key)
-    now = utcnow()
     if row is None:
         row = RateLimitWindow(key=key, window_start=now, count=0)
         session.add(row)

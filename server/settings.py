@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.errors import ConfigError
 
@@ -49,6 +49,70 @@ class RateLimits(BaseModel):
     self_service_window_seconds: int = 3600
 
 
+class BlobSettings(BaseModel):
+    """Where blobs (bundles, upload chunks, later recordings and snapshot data) are kept.
+
+    ``[blobs]`` in server.toml, ``HELPLINE_BLOBS__<NAME>`` in the environment. The
+    ``s3_*`` settings apply to the ``s3`` backend only; S3 credentials left unset
+    come from boto3's usual chain (environment, instance role).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "s3"] = "local"
+    dir: Path | None = None  # default: data_dir/blobs
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_prefix: str = ""
+
+
+#: The flat spellings of the blob settings before ``[blobs]``, still read (file and
+#: environment) and folded into ``blobs``: old name -> name in BlobSettings.
+FLAT_BLOB_SETTINGS = {
+    "blob_backend": "backend",
+    "blob_dir": "dir",
+    "s3_bucket": "s3_bucket",
+    "s3_endpoint_url": "s3_endpoint_url",
+    "s3_region": "s3_region",
+    "s3_access_key": "s3_access_key",
+    "s3_secret_key": "s3_secret_key",
+    "s3_prefix": "s3_prefix",
+}
+
+
+class _FlatBlobEnvironment(PydanticBaseSettingsSource):
+    """Read the flat ``HELPLINE_BLOB_*``/``HELPLINE_S3_*`` variables, which name no field any more."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - values come from __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        return {old: environ[f"HELPLINE_{old.upper()}"] for old in FLAT_BLOB_SETTINGS if f"HELPLINE_{old.upper()}" in environ}
+
+
+def _fold_flat_blob_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Move the flat blob settings in ``values`` into ``values["blobs"]``.
+
+    Raise ValueError (naming both spellings) if a flat setting and its ``blobs`` twin disagree.
+    """
+    flat = {old: values.pop(old) for old in list(values) if old in FLAT_BLOB_SETTINGS}
+    if not flat:
+        return values
+    blobs = values.get("blobs")
+    blobs = blobs.model_dump(exclude_unset=True) if isinstance(blobs, BlobSettings) else dict(blobs or {})
+    for old, value in flat.items():
+        new = FLAT_BLOB_SETTINGS[old]
+        if new in blobs and str(blobs[new]) != str(value):
+            raise ValueError(f"{old} = {value!r} disagrees with blobs.{new} = {blobs[new]!r}; keep only blobs.{new}")
+        blobs[new] = value
+    values["blobs"] = blobs
+    return values
+
+
 class ServerSettings(BaseSettings):
     """Everything the server needs; see deploy/server.toml.example for a commented file."""
 
@@ -63,14 +127,7 @@ class ServerSettings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    blob_backend: Literal["local", "s3"] = "local"
-    blob_dir: Path | None = None  # default: data_dir/blobs
-    s3_bucket: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = None
-    s3_prefix: str = ""
+    blobs: BlobSettings = BlobSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
     response_policy: ResponsePolicy = ResponsePolicy()
@@ -84,6 +141,21 @@ class ServerSettings(BaseSettings):
     upload_ttl_hours: float = Field(default=72.0, gt=0)
     upload_sweep_seconds: float = Field(default=600.0, gt=0)  # how often expired, unfinished uploads are removed
     dev: bool = False
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, _FlatBlobEnvironment(settings_cls), dotenv_settings, file_secret_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blob_settings_in_one_place(cls, values: Any) -> Any:
+        return _fold_flat_blob_settings(values) if isinstance(values, dict) else values
+
+    @model_validator(mode="after")
+    def _blob_dir_in_data_dir(self) -> ServerSettings:
+        if self.blobs.dir is None:
+            self.blobs = self.blobs.model_copy(update={"dir": self.data_dir / "blobs"})
+        return self
 
     @field_validator("secret_key")
     @classmethod
@@ -100,10 +172,6 @@ class ServerSettings(BaseSettings):
     def resolved_signing_key_file(self) -> Path:
         return self.signing_key_file or self.data_dir / "server-signing-key.pem"
 
-    @property
-    def resolved_blob_dir(self) -> Path:
-        return self.blob_dir or self.data_dir / "blobs"
-
     def refuse_insecure_defaults(self) -> None:
         """Raise ConfigError if a default secret would be used outside development."""
         if self.dev:
@@ -113,9 +181,9 @@ class ServerSettings(BaseSettings):
                 "The server's secret_key is the default.",
                 hint="Run `helpline server init` to generate one, set HELPLINE_SECRET_KEY, or start with --dev for local trials.",
             )
-        if self.blob_backend == "s3" and not self.s3_bucket:
-            raise ConfigError("S3 blob storage needs s3_bucket.", hint="Credentials may come from s3_access_key and "
-                              "s3_secret_key, or from the environment or instance role as boto3 finds them.")
+        if self.blobs.backend == "s3" and not self.blobs.s3_bucket:
+            raise ConfigError("S3 blob storage needs blobs.s3_bucket.", hint="Credentials may come from blobs.s3_access_key "
+                              "and blobs.s3_secret_key, or from the environment or instance role as boto3 finds them.")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -151,12 +219,14 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> ServerSe
     class _FromFile(ServerSettings):
         @classmethod
         def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-            return (init_settings, env_settings, lambda: file_values)
+            return (init_settings, env_settings, _FlatBlobEnvironment(settings_cls), lambda: file_values)
 
     try:
         settings = _FromFile(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a check across settings, such as the two spellings of a blob setting
+            raise ConfigError(f"Invalid server settings: {first['msg'].removeprefix('Value error, ')}.") from exc
         raise ConfigError(f"Invalid server setting {where}: {first['msg']}.") from exc
     return ServerSettings.model_construct(**settings.__dict__)

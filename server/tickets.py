@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -20,7 +20,6 @@ from protocol.schemas import (
 )
 from protocol.errors import ConflictError, InvalidInputError, NotFoundError
 from server.audit import Actor, record, timeline
-from server.db import utcnow
 from server.models import Account, Counter, Ticket
 from server.settings import ServerSettings
 
@@ -73,8 +72,9 @@ def create_ticket(
     priority: Priority = Priority.NORMAL,
     channel: Channel = Channel.ENGINEER,
     assignee: Account | None = None,
+    now: datetime,
 ) -> Ticket:
-    now = utcnow()
+    """Open a ticket at ``now`` with the next number; its first response is due as the response policy says."""
     minutes = settings.response_policy.minutes_for(priority.value)
     ticket = Ticket(
         number=_next_number(session, settings.ticket_number_start),
@@ -98,7 +98,7 @@ def create_ticket(
     return ticket
 
 
-def change_status(session: Session, ticket: Ticket, actor: Actor, new: TicketStatus) -> None:
+def change_status(session: Session, ticket: Ticket, actor: Actor, new: TicketStatus, *, now: datetime) -> None:
     old = TicketStatus(ticket.status)
     if new == old:
         return
@@ -110,7 +110,7 @@ def change_status(session: Session, ticket: Ticket, actor: Actor, new: TicketSta
     ticket.status = new.value
     timeline(session, ticket, actor, "status", f"Status {old.value} → {new.value}.")
     record(session, actor, "ticket.status", "ticket", ticket.label, old=old.value, new=new.value)
-    mark_responded(ticket, actor)
+    mark_responded(ticket, actor, now=now)
 
 
 def assign(session: Session, ticket: Ticket, actor: Actor, assignee: Account | None) -> None:
@@ -122,16 +122,16 @@ def assign(session: Session, ticket: Ticket, actor: Actor, assignee: Account | N
     record(session, actor, "ticket.assign", "ticket", ticket.label, assignee=assignee.username if assignee else None)
 
 
-def add_note(session: Session, ticket: Ticket, actor: Actor, message: str) -> None:
+def add_note(session: Session, ticket: Ticket, actor: Actor, message: str, *, now: datetime) -> None:
     timeline(session, ticket, actor, "note", message)
     record(session, actor, "ticket.note", "ticket", ticket.label, length=len(message))
-    mark_responded(ticket, actor)
+    mark_responded(ticket, actor, now=now)
 
 
-def mark_responded(ticket: Ticket, actor: Actor) -> None:
-    """The first thing an engineer does on a ticket counts as its first response."""
+def mark_responded(ticket: Ticket, actor: Actor, *, now: datetime) -> None:
+    """The first thing an engineer does on a ticket (at ``now``) counts as its first response."""
     if actor.type == "account" and ticket.first_responded_at is None:
-        ticket.first_responded_at = utcnow()
+        ticket.first_responded_at = now
 
 
 def _timeline(ticket: Ticket) -> list[TimelineEntry]:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -31,16 +31,15 @@ from protocol.bundle import (
 )
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
 from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
-from server.agents import paired_ticket
 from server.audit import Actor, record, timeline
-from server.blobs import BlobStore
-from server.db import utcnow
+from server.blobs import BUNDLES, UPLOADS, BlobStore, key_under
 from server.models import Agent, Bundle, Ticket, Upload, UploadChunk
+from server.pairing import paired_ticket
 from server.settings import ServerSettings
 
 
 def chunk_key(upload_id: str, index: int) -> str:
-    return f"uploads/{upload_id}/{index:06d}"
+    return key_under(UPLOADS, upload_id, f"{index:06d}")
 
 
 def chunk_count(upload: Upload) -> int:
@@ -61,8 +60,8 @@ def status_of(upload: Upload) -> UploadStatus:
     )
 
 
-def start_upload(session: Session, settings: ServerSettings, agent: Agent, number: str, body: UploadCreate) -> Upload:
-    """Create an upload, or return the one already under way for the same file (resume)."""
+def start_upload(session: Session, settings: ServerSettings, agent: Agent, number: str, body: UploadCreate, *, now: datetime) -> Upload:
+    """Create an upload at ``now``, or return the one already under way for the same file (resume)."""
     ticket = paired_ticket(session, agent, number)
     if body.size > settings.max_bundle_bytes:
         raise TooLargeError(
@@ -73,12 +72,12 @@ def start_upload(session: Session, settings: ServerSettings, agent: Agent, numbe
         select(Upload).where(Upload.ticket_id == ticket.id, Upload.agent_id == agent.id, Upload.sha256 == body.sha256,
                              Upload.size == body.size).order_by(Upload.created_at.desc()).limit(1)
     )
-    if existing is not None and (existing.completed_at is not None or existing.expires_at > utcnow()):
+    if existing is not None and (existing.completed_at is not None or existing.expires_at > now):
         return existing
     upload = Upload(
         id=str(uuid.uuid4()), ticket=ticket, agent_id=agent.id, filename=body.filename, size=body.size,
-        sha256=body.sha256, chunk_size=settings.upload_chunk_bytes, created_at=utcnow(),
-        expires_at=utcnow() + timedelta(hours=settings.upload_ttl_hours),
+        sha256=body.sha256, chunk_size=settings.upload_chunk_bytes, created_at=now,
+        expires_at=now + timedelta(hours=settings.upload_ttl_hours),
     )
     session.add(upload)
     session.flush()
@@ -93,11 +92,11 @@ def agent_upload(session: Session, agent: Agent, upload_id: str) -> Upload:
     return upload
 
 
-def check_chunk_request(upload: Upload, index: int, length: int | None) -> int:
-    """Return the size chunk ``index`` must have; refuse a chunk that cannot belong to the upload."""
+def check_chunk_request(upload: Upload, index: int, length: int | None, *, now: datetime) -> int:
+    """Return the size chunk ``index`` must have; refuse a chunk that cannot belong to the upload at ``now``."""
     if upload.completed_at is not None:
         raise ConflictError("This upload is already complete.")
-    if upload.expires_at <= utcnow():
+    if upload.expires_at <= now:
         raise ConflictError("This upload has expired.", hint="Start the upload again.")
     if not 0 <= index < chunk_count(upload):
         raise InvalidInputError(f"Chunk {index} is outside this upload (0-{chunk_count(upload) - 1}).")
@@ -166,16 +165,19 @@ def read_bundle(path: Path) -> tuple[Manifest, dict]:
     return manifest, summary
 
 
-def finish(session: Session, upload: Upload, agent: Agent, blob_key: str, size: int, sha256: str, manifest: Manifest, summary: dict) -> Bundle:
-    """Record the stored bundle and add it to the ticket's timeline."""
+def finish(
+    session: Session, upload: Upload, agent: Agent, blob_key: str, size: int, sha256: str, manifest: Manifest, summary: dict,
+    *, now: datetime,
+) -> Bundle:
+    """Record the bundle stored at ``now`` and add it to the ticket's timeline."""
     files = manifest.totals.files
     bundle = Bundle(
         id=blob_key.rsplit("/", 1)[-1].split(".", 1)[0], ticket_id=upload.ticket_id, agent_id=agent.id,
-        hostname=agent.hostname, blob_key=blob_key, size=size, sha256=sha256, files=files, created_at=utcnow(),
+        hostname=agent.hostname, blob_key=blob_key, size=size, sha256=sha256, files=files, created_at=now,
         summary=summary,
     )
     session.add(bundle)
-    upload.completed_at = utcnow()
+    upload.completed_at = now
     upload.bundle_id = bundle.id
     actor = Actor.of_agent(agent)
     timeline(session, upload.ticket, actor, "bundle",
@@ -186,7 +188,7 @@ def finish(session: Session, upload: Upload, agent: Agent, blob_key: str, size: 
 
 
 def new_bundle_key(ticket: Ticket) -> str:
-    return f"bundles/{ticket.label}/{uuid.uuid4()}.tar.gz"
+    return key_under(BUNDLES, ticket.label, f"{uuid.uuid4()}.tar.gz")
 
 
 def bundle_public(bundle: Bundle) -> BundlePublic:
@@ -209,10 +211,10 @@ def ticket_bundles(session: Session, ticket: Ticket) -> list[Bundle]:
     return list(session.scalars(select(Bundle).where(Bundle.ticket_id == ticket.id).order_by(Bundle.created_at)))
 
 
-def sweep_expired(session: Session, blobs: BlobStore, limit: int = 20) -> int:
-    """Delete a few expired, unfinished uploads and their chunks; return how many."""
+def sweep_expired(session: Session, blobs: BlobStore, *, now: datetime, limit: int = 20) -> int:
+    """Delete a few unfinished uploads expired by ``now`` and their chunks; return how many."""
     rows = list(session.scalars(
-        select(Upload).where(Upload.completed_at.is_(None), Upload.expires_at <= utcnow()).limit(limit)
+        select(Upload).where(Upload.completed_at.is_(None), Upload.expires_at <= now).limit(limit)
     ))
     for upload in rows:
         for chunk in upload.chunks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -221,7 +222,7 @@ def ticket_note(
 
 @ticket_app.command("pair-code")
 def ticket_pair_code(ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")], json_out: JsonOpt = False) -> None:
-    """Issue a one-time code (valid 10 minutes) that links the user's PC to the ticket.
+    """Issue a one-time, short-lived code that links the user's PC to the ticket (the server sets how long it lives).
 
     Example: helpline ticket pair-code T-1042   then read the code to the user
     """
@@ -230,7 +231,9 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(metavar="TICKET", hel
     if json_out:
         output.print_json(code)
         return
-    output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid until {output.local_time(code.expires_at)}).")
+    seconds = max(0.0, (code.expires_at - datetime.now(UTC)).total_seconds())
+    left = f"{seconds:.0f} s" if seconds < 60 else output.duration(seconds / 60)
+    output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid for {left}, until {output.local_time(code.expires_at)}).")
     output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(credentials.load_login().server_url)}")
 
 

@@ -15,41 +15,34 @@ from protocol.schemas import (
     EnrollRequest,
     PairRequest,
     PairResponse,
-    Priority,
     SelfServiceRequest,
     SelfServiceResponse,
-    Channel,
 )
-from protocol.errors import AuthError, ForbiddenError, InvalidInputError, NotFoundError
-from server import ratelimit
+from protocol.errors import NotFoundError
+from server import pairing
 from server import tickets as ticket_svc
 from server.agents import (
     agent_public,
-    check_proof,
     create_enrollment_token,
     enroll,
     enrollment_token_public,
-    pair_agent,
-    paired_ticket,
-    redeem_pairing_code,
-    register_agent,
     revoke_enrollment_token,
     server_credential,
 )
 from server.api.deps import (
     RowId,
-    COMMIT_ON_ERROR,
     AccountActor,
     AdminAccount,
     ClientIP,
     CurrentAccount,
     CurrentAgent,
     DbSession,
+    Now,
     OptionalAgent,
     State,
 )
 from server.audit import Actor
-from server.models import Agent, EnrollmentToken, Pairing, Ticket
+from server.models import Agent, EnrollmentToken
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 
@@ -58,10 +51,12 @@ router = APIRouter(prefix="/v1", tags=["agents"])
 
 
 @router.post("/enrollment-tokens", status_code=201, tags=["enrollment"], summary="Create a bootstrap token for enrolling PCs")
-def create_token(body: EnrollmentTokenCreate, admin: AdminAccount, session: DbSession, state: State, actor: AccountActor) -> EnrollmentTokenCreated:
+def create_token(
+    body: EnrollmentTokenCreate, admin: AdminAccount, session: DbSession, state: State, actor: AccountActor, now: Now,
+) -> EnrollmentTokenCreated:
     row, token = create_enrollment_token(
         session, state.settings, actor, admin, group=body.group, expires_in_hours=body.expires_in_hours,
-        max_uses=body.max_uses, note=body.note,
+        max_uses=body.max_uses, note=body.note, now=now,
     )
     return EnrollmentTokenCreated(token=token, **enrollment_token_public(row).model_dump())
 
@@ -72,8 +67,8 @@ def list_tokens(admin: AdminAccount, session: DbSession) -> list[EnrollmentToken
 
 
 @router.delete("/enrollment-tokens/{token_id}", tags=["enrollment"], summary="Revoke an enrollment token")
-def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor: AccountActor) -> EnrollmentTokenPublic:
-    return enrollment_token_public(revoke_enrollment_token(session, actor, token_id))
+def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> EnrollmentTokenPublic:
+    return enrollment_token_public(revoke_enrollment_token(session, actor, token_id, now=now))
 
 
 # --- engineers: the fleet ----------------------------------------------------------
@@ -99,69 +94,37 @@ def show_agent(agent_id: str, account: CurrentAccount, session: DbSession) -> Ag
 
 
 @router.post("/agents/enroll", tags=["enrollment"], summary="Enroll a PC with a bootstrap token")
-def enroll_agent(body: EnrollRequest, session: DbSession, state: State, ip: ClientIP) -> AgentCredential:
-    session.info[COMMIT_ON_ERROR] = True  # refusals are counted and audited
-    agent, credential = enroll(session, state.settings, Actor.anonymous(ip), body.token, body.identity, body.signature)
-    session.info[COMMIT_ON_ERROR] = False
+def enroll_agent(body: EnrollRequest, session: DbSession, state: State, ip: ClientIP, now: Now) -> AgentCredential:
+    agent, credential = enroll(session, state.settings, Actor.anonymous(ip), body.token, body.identity, body.signature, now=now)
     return server_credential(state.signing_key, agent, credential)
 
 
 @router.post("/pair", tags=["pairing"], summary="Link this PC to a ticket with a one-time pairing code")
-def pair(body: PairRequest, session: DbSession, state: State, ip: ClientIP, agent: OptionalAgent) -> PairResponse:
-    actor = Actor.of_agent(agent, ip) if agent else Actor.anonymous(ip)
-    session.info[COMMIT_ON_ERROR] = True  # failed guesses are counted and audited
-    code_row = redeem_pairing_code(session, state.settings, actor, body.code)
-    session.info[COMMIT_ON_ERROR] = False
-    credential = None
-    if agent is not None:
-        if agent.public_key != body.identity.public_key:
-            raise AuthError("The identity does not match this PC's agent credential.")
-    else:
-        check_proof(body.identity, "pair", "code", body.code, body.signature)
-        agent, credential, _ = register_agent(session, body.identity, enroll_group=None)
-        actor = Actor.of_agent(agent, ip)
-    code_row.used_by_agent_id = agent.id
-    pair_agent(session, actor, code_row.ticket, agent, via="code")
-    return PairResponse(ticket=ticket_svc.to_agent_view(code_row.ticket), agent=server_credential(state.signing_key, agent, credential))
+def pair(body: PairRequest, session: DbSession, state: State, ip: ClientIP, agent: OptionalAgent, now: Now) -> PairResponse:
+    done = pairing.pair_with_code(session, state.settings, ip, agent, body.code, body.identity, body.signature, now=now)
+    return PairResponse(ticket=ticket_svc.to_agent_view(done.ticket),
+                        agent=server_credential(state.signing_key, done.agent, done.credential))
 
 
 @router.post("/self-service/tickets", status_code=201, tags=["pairing"], summary="Open a ticket from a PC and learn when an engineer will answer")
-def self_service(body: SelfServiceRequest, session: DbSession, state: State, ip: ClientIP, agent: OptionalAgent) -> SelfServiceResponse:
+def self_service(body: SelfServiceRequest, session: DbSession, state: State, ip: ClientIP, agent: OptionalAgent, now: Now) -> SelfServiceResponse:
     settings = state.settings
-    if settings.self_service == "off":
-        raise ForbiddenError("This server does not take tickets from PCs.", hint="Call or e-mail your support team.")
-    credential = None
-    if agent is None:
-        if settings.self_service != "anyone":
-            raise AuthError("Only enrolled PCs may open tickets here.", hint="Enroll this PC, or ask your support team for a pairing code.")
-        limits = settings.rate_limits
-        key = f"self-service-ip:{ip}"
-        ratelimit.check(session, key, limits.self_service_per_ip, limits.self_service_window_seconds, "ticket")
-        ratelimit.hit(session, key, limits.self_service_window_seconds)
-        if body.identity is None:
-            raise InvalidInputError("A PC that is not enrolled must say who it is.", hint="Update the Helpline agent.")
-        check_proof(body.identity, "self-service", "title", body.title, body.signature)
-        agent, credential, _ = register_agent(session, body.identity, enroll_group=None)
-    actor = Actor.of_agent(agent, ip)
-    priority = Priority(settings.self_service_priority)
-    ticket = ticket_svc.create_ticket(
-        session, settings, actor, title=body.title, description=body.description,
-        requester=body.requester or f"user of {agent.hostname}", priority=priority, channel=Channel.SELF_SERVICE,
+    done = pairing.open_self_service_ticket(
+        session, settings, ip, agent, title=body.title, description=body.description, requester=body.requester,
+        identity=body.identity, signature=body.signature, now=now,
     )
-    pair_agent(session, actor, ticket, agent, via="self-service")
     return SelfServiceResponse(
-        ticket=ticket_svc.to_agent_view(ticket),
-        agent=server_credential(state.signing_key, agent, credential) if credential else None,
-        response_minutes=settings.response_policy.minutes_for(priority.value),
+        ticket=ticket_svc.to_agent_view(done.ticket),
+        agent=server_credential(state.signing_key, done.agent, done.credential) if done.credential else None,
+        response_minutes=settings.response_policy.minutes_for(done.ticket.priority),
     )
 
 
 @router.get("/agent/tickets", tags=["pairing"], summary="The tickets this PC is linked to, newest first")
 def agent_tickets(agent: CurrentAgent, session: DbSession) -> list[AgentTicket]:
-    query = select(Ticket).join(Pairing).where(Pairing.agent_id == agent.id).order_by(Ticket.number.desc())
-    return [ticket_svc.to_agent_view(t) for t in session.scalars(query)]
+    return [ticket_svc.to_agent_view(t) for t in pairing.linked_tickets(session, agent)]
 
 
 @router.get("/agent/tickets/{number}", tags=["pairing"], summary="One ticket this PC is linked to")
 def agent_ticket(number: str, agent: CurrentAgent, session: DbSession) -> AgentTicket:
-    return ticket_svc.to_agent_view(paired_ticket(session, agent, number))
+    return ticket_svc.to_agent_view(pairing.paired_ticket(session, agent, number))

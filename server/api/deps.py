@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -14,12 +15,11 @@ from protocol.schemas import Role
 from protocol.errors import AuthError, ForbiddenError
 from server.agents import authenticate_agent
 from server.audit import Actor
-from server.db import utcnow
 from server.models import Account, Agent, ApiToken
+from server.refusals import roll_back
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
 from server.runtime import ServerRuntime
 
-COMMIT_ON_ERROR = "commit_on_error"
 AGENT_HINT = "Enroll or pair this PC first."
 
 # Row ids in paths: bounded so that an absurd number is a 422, not a database overflow.
@@ -36,24 +36,29 @@ State = Annotated[ServerRuntime, Depends(get_state)]
 def get_session(state: State) -> Iterator[Session]:
     """Yield a session for one request; commit before the response is sent.
 
-    A refusal that must still leave a trace (a counted failed attempt, an audit
-    event) sets ``session.info[COMMIT_ON_ERROR]`` before raising.
+    A failed request is rolled back; only the traces its refusals kept (counted
+    failures, audit events: :mod:`server.refusals`) are committed.
     """
     session = state.sessions()
     try:
         yield session
         session.commit()
     except BaseException:
-        if session.info.get(COMMIT_ON_ERROR):
-            session.commit()
-        else:
-            session.rollback()
+        roll_back(session)
         raise
     finally:
         session.close()
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def current_time(state: State) -> datetime:
+    """The time of this request, from the runtime's clock (tests move it)."""
+    return state.clock()
+
+
+Now = Annotated[datetime, Depends(current_time)]
 
 
 def client_ip(request: Request) -> str | None:
@@ -73,12 +78,11 @@ def bearer_token(credentials: HTTPAuthorizationCredentials | None, *, hint: str 
     return credentials.credentials
 
 
-def current_account(session: DbSession, credentials: Bearer) -> Account:
+def current_account(session: DbSession, credentials: Bearer, now: Now) -> Account:
     token = bearer_token(credentials)
     if not token.startswith(TOKEN_PREFIX_USER):
         raise AuthError("This request needs an engineer's or admin's token.", hint="Log in with `helpline login URL`.")
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
-    now = utcnow()
     if row is None or row.revoked_at is not None:
         raise AuthError("Your token is not valid.", hint="Log in again with `helpline login URL`.")
     if row.expires_at <= now:
@@ -101,21 +105,21 @@ def current_admin(account: CurrentAccount) -> Account:
 AdminAccount = Annotated[Account, Depends(current_admin)]
 
 
-def current_agent(session: DbSession, credentials: Bearer) -> Agent:
+def current_agent(session: DbSession, credentials: Bearer, now: Now) -> Agent:
     token = bearer_token(credentials, hint=AGENT_HINT)
     if not token.startswith(TOKEN_PREFIX_AGENT):
         raise AuthError("This request needs this PC's agent credential.", hint=AGENT_HINT)
-    return authenticate_agent(session, token)
+    return authenticate_agent(session, token, now=now)
 
 
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
-def optional_agent(session: DbSession, credentials: Bearer) -> Agent | None:
+def optional_agent(session: DbSession, credentials: Bearer, now: Now) -> Agent | None:
     """The calling agent if it sent a credential; None if it sent nothing."""
     if credentials is None:
         return None
-    return current_agent(session, credentials)
+    return current_agent(session, credentials, now)
 
 
 OptionalAgent = Annotated[Agent | None, Depends(optional_agent)]

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from protocol.schemas import NoteCreate, PairingCodeCreated, TicketCreate, TicketDetail, TicketPublic, TicketStatus, TicketUpdate
 from server import tickets as svc
 from server.accounts import get_account
-from server.agents import create_pairing_code
-from server.api.deps import AccountActor, CurrentAccount, DbSession, State
+from server.api.deps import AccountActor, CurrentAccount, DbSession, Now, State
+from server.pairing import create_pairing_code
 from server.models import Account, Ticket
 from server.uploads import bundle_public, ticket_bundles
 
@@ -19,11 +19,11 @@ router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
 
 @router.post("", status_code=201, summary="Open a ticket")
-def create(body: TicketCreate, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor) -> TicketDetail:
+def create(body: TicketCreate, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor, now: Now) -> TicketDetail:
     assignee = get_account(session, body.assignee) if body.assignee else None
     ticket = svc.create_ticket(
         session, state.settings, actor, title=body.title, description=body.description, requester=body.requester,
-        priority=body.priority, channel=body.channel, assignee=assignee,
+        priority=body.priority, channel=body.channel, assignee=assignee, now=now,
     )
     return svc.to_detail(ticket)
 
@@ -54,7 +54,7 @@ def show(number: str, account: CurrentAccount, session: DbSession) -> TicketDeta
 
 
 @router.patch("/{number}", summary="Change status, assignee, priority or title")
-def update(number: str, body: TicketUpdate, account: CurrentAccount, session: DbSession, actor: AccountActor) -> TicketDetail:
+def update(number: str, body: TicketUpdate, account: CurrentAccount, session: DbSession, actor: AccountActor, now: Now) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
     if body.assignee is not None:
         svc.assign(session, ticket, actor, get_account(session, body.assignee) if body.assignee else None)
@@ -63,19 +63,19 @@ def update(number: str, body: TicketUpdate, account: CurrentAccount, session: Db
     if body.title is not None and body.title != ticket.title:
         svc.set_title(session, ticket, actor, body.title)
     if body.status is not None:
-        svc.change_status(session, ticket, actor, body.status)
+        svc.change_status(session, ticket, actor, body.status, now=now)
     return svc.to_detail(ticket)
 
 
 @router.post("/{number}/notes", status_code=201, summary="Add a note to the timeline")
-def add_note(number: str, body: NoteCreate, account: CurrentAccount, session: DbSession, actor: AccountActor) -> TicketDetail:
+def add_note(number: str, body: NoteCreate, account: CurrentAccount, session: DbSession, actor: AccountActor, now: Now) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
-    svc.add_note(session, ticket, actor, body.message)
+    svc.add_note(session, ticket, actor, body.message, now=now)
     return svc.to_detail(ticket)
 
 
 @router.post("/{number}/pairing-codes", status_code=201, summary="Issue a one-time code that links a PC to the ticket")
-def pairing_code(number: str, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor) -> PairingCodeCreated:
+def pairing_code(number: str, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor, now: Now) -> PairingCodeCreated:
     ticket = svc.get_ticket(session, number)
-    row, code = create_pairing_code(session, state.settings, actor, account, ticket)
+    row, code = create_pairing_code(session, state.settings, actor, account, ticket, now=now)
     return PairingCodeCreated(code=code, ticket=ticket.label, expires_at=row.expires_at)

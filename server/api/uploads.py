@@ -18,7 +18,7 @@ from protocol.errors import DamagedError, InvalidInputError, TooLargeError
 from server import tickets as ticket_svc
 from server import uploads as svc
 from server.agents import authenticate_agent
-from server.api.deps import AGENT_HINT, Bearer, bearer_token, CurrentAccount, CurrentAgent, DbSession, State
+from server.api.deps import AGENT_HINT, Bearer, bearer_token, CurrentAccount, CurrentAgent, DbSession, Now, State
 from server.audit import Actor, record
 from server.db import transaction
 
@@ -30,8 +30,8 @@ ChunkSha = Annotated[str, Header(alias="X-Chunk-SHA256", pattern=r"^[0-9a-fA-F]{
 
 
 @router.post("/agent/tickets/{number}/uploads", status_code=201, summary="Start (or resume) uploading a bundle to a ticket")
-def start(number: str, body: UploadCreate, agent: CurrentAgent, session: DbSession, state: State) -> UploadStatus:
-    return svc.status_of(svc.start_upload(session, state.settings, agent, number, body))
+def start(number: str, body: UploadCreate, agent: CurrentAgent, session: DbSession, state: State, now: Now) -> UploadStatus:
+    return svc.status_of(svc.start_upload(session, state.settings, agent, number, body, now=now))
 
 
 @router.get("/uploads/{upload_id}", summary="Which chunks of an upload the server has")
@@ -50,9 +50,10 @@ async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkS
 
     def authorize() -> int:
         with transaction(state.sessions) as session:
-            agent = authenticate_agent(session, token)
+            now = state.clock()
+            agent = authenticate_agent(session, token, now=now)
             upload = svc.agent_upload(session, agent, upload_id)
-            return svc.check_chunk_request(upload, index, int(declared) if declared and declared.isdigit() else None)
+            return svc.check_chunk_request(upload, index, int(declared) if declared and declared.isdigit() else None, now=now)
 
     expected = await run_in_threadpool(authorize)
     data = bytearray()
@@ -67,7 +68,7 @@ async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkS
 
     def remember() -> UploadStatus:
         with transaction(state.sessions) as session:
-            agent = authenticate_agent(session, token)
+            agent = authenticate_agent(session, token, now=state.clock())
             upload = svc.agent_upload(session, agent, upload_id)
             svc.record_chunk(session, upload, index, len(data), digest)
             return svc.status_of(upload)
@@ -79,11 +80,12 @@ async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkS
 def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePublic:
     token = bearer_token(credentials, hint=AGENT_HINT)
     with transaction(state.sessions) as session:
-        agent = authenticate_agent(session, token)
+        now = state.clock()
+        agent = authenticate_agent(session, token, now=now)
         upload = svc.agent_upload(session, agent, upload_id)
         if upload.completed_at is not None:
             return svc.bundle_public(svc.get_bundle(session, upload.bundle_id))
-        svc.check_chunk_request(upload, 0, None)
+        svc.check_chunk_request(upload, 0, None, now=now)
         missing = svc.missing_chunks(upload)
         if missing:
             raise InvalidInputError(f"{len(missing)} chunks are still missing (first: {missing[0]}).", hint="Send them, then complete again.")
@@ -95,19 +97,20 @@ def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePu
             manifest, summary = svc.read_bundle(path)
         except InvalidInputError as exc:
             with transaction(state.sessions) as session:
-                agent = authenticate_agent(session, token)
+                agent = authenticate_agent(session, token, now=state.clock())
                 record(session, Actor.of_agent(agent), "bundle.refused", "upload", upload_id, reason=exc.message)
             raise
         info = state.blobs.put_file(blob_key, path)
     finally:
         path.unlink(missing_ok=True)
     with transaction(state.sessions) as session:
-        agent = authenticate_agent(session, token)
+        now = state.clock()
+        agent = authenticate_agent(session, token, now=now)
         upload = svc.agent_upload(session, agent, upload_id)
         if upload.completed_at is not None:  # a concurrent completion won the race
             state.blobs.delete(blob_key)
             return svc.bundle_public(svc.get_bundle(session, upload.bundle_id))
-        bundle = svc.finish(session, upload, agent, blob_key, info.size, upload.sha256, manifest, summary)
+        bundle = svc.finish(session, upload, agent, blob_key, info.size, upload.sha256, manifest, summary, now=now)
         chunks = [c.index for c in upload.chunks]
         public = svc.bundle_public(bundle)
     for index in chunks:

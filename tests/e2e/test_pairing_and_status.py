@@ -76,12 +76,15 @@ def test_pairing_code_expires(server_factory, make_pc):
     server = server_factory(pairing_code_ttl_minutes="0.02")  # 1.2 s
     admin = make_pc("admin")
     admin.login(server)
-    _, code = ticket_and_code(admin)
+    number, code = ticket_and_code(admin)
+    issued = admin.ok("ticket", "pair-code", number).stdout
+    assert re.search(r"single use, valid for [01] s, until", issued), issued
     import time
 
     time.sleep(1.6)
     result = make_pc("late").run("pair", code, "--server", server.url)
     assert result.code == ExitStatus.AUTH and "expired" in result.stderr
+    assert "valid for 1.2 seconds" in result.stderr  # this server's lifetime, not the default's
 
 
 def test_self_service_ticket_answers_with_number_and_promise(server_factory, make_pc):

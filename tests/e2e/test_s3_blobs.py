@@ -16,10 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_bundle_lands_in_the_bucket_and_comes_back(server_factory, moto_server, s3_bucket, make_pc, tmp_path):  # noqa: F811
-    server = server_factory(
-        blob_backend="s3", s3_bucket=s3_bucket, s3_endpoint_url=moto_server.url, s3_region=REGION,
-        s3_access_key=ACCESS_KEY, s3_secret_key=SECRET_KEY, upload_chunk_bytes=str(128 * 1024),
-    )
+    server = server_factory(**moto_server.blob_env(s3_bucket), upload_chunk_bytes=str(128 * 1024))
     admin = make_pc("admin")
     admin.login(server)
     number = admin.ok("ticket", "create", "S3", "--json").json()["number"]
@@ -38,4 +35,25 @@ def test_bundle_lands_in_the_bucket_and_comes_back(server_factory, moto_server, 
         response = conn._client.get(f"/v1/bundles/{bundle.id}/archive")
     assert response.content == original
     assert SECRET_KEY not in server.log()
+    assert not (server.data_dir / "blobs").exists()
+
+
+def test_the_flat_blob_settings_of_older_configurations_still_work(server_factory, moto_server, s3_bucket, make_pc):  # noqa: F811
+    """HELPLINE_BLOB_BACKEND, HELPLINE_S3_* (the spelling before [blobs]) still put blobs in the bucket."""
+    server = server_factory(
+        blob_backend="s3", s3_bucket=s3_bucket, s3_endpoint_url=moto_server.url, s3_region=REGION,
+        s3_access_key=ACCESS_KEY, s3_secret_key=SECRET_KEY, s3_prefix="old-spelling",
+    )
+    admin = make_pc("admin")
+    admin.login(server)
+    number = admin.ok("ticket", "create", "S3 the old way", "--json").json()["number"]
+    code = admin.ok("ticket", "pair-code", number, "--json").json()["code"]
+    pc = make_pc("user")
+    pc.ok("pair", code, "--server", server.url)
+    credential = json.loads((pc.agent_dir / "agent.json").read_text())["credential"]
+    archive = write_archive(server.data_dir.parent / "old.tar.gz", payload=1000)
+    bundle = upload.deliver(upload.enqueue(archive, number, server.url, directory=pc.agent_dir), credential,
+                            directory=pc.agent_dir)
+    keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert keys == [f"old-spelling/bundles/{number}/{bundle.id}.tar.gz"]
     assert not (server.data_dir / "blobs").exists()

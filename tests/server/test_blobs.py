@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from protocol.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from server.blobs import (
@@ -35,10 +36,12 @@ from server.blobs import (
     BlobStore,
     LocalBlobStore,
     S3BlobStore,
-    blob_store_from_settings,
+    blob_store,
+    key_under,
     validate_key,
     validate_prefix,
 )
+from server.settings import BlobSettings, ServerSettings
 from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, free_port
 
 KiB = 1024
@@ -751,25 +754,53 @@ def test_s3_bad_configuration(options: dict, match: str) -> None:
 
 
 def test_factory_builds_each_kind(tmp_path: Path) -> None:
-    local = blob_store_from_settings("local", root=tmp_path / "blobs", bucket="ignored")
+    local = blob_store(BlobSettings(backend="local", dir=tmp_path / "blobs", s3_bucket="ignored"))
     assert isinstance(local, LocalBlobStore) and local.root == (tmp_path / "blobs").resolve()
-    s3 = blob_store_from_settings(
-        " S3 ", bucket="helpline", endpoint_url="http://127.0.0.1:9", access_key="a", secret_key="b", prefix="p"
-    )
+    s3 = blob_store(BlobSettings(
+        backend="s3", s3_bucket="helpline", s3_endpoint_url="http://127.0.0.1:9", s3_access_key="a", s3_secret_key="b",
+        s3_prefix="p",
+    ))
     assert isinstance(s3, S3BlobStore) and (s3.bucket, s3.prefix) == ("helpline", "p/")
 
 
+def test_server_settings_put_local_blobs_in_the_data_dir(tmp_path: Path) -> None:
+    store = blob_store(ServerSettings(data_dir=tmp_path).blobs)
+    assert isinstance(store, LocalBlobStore) and store.root == (tmp_path / "blobs").resolve()
+
+
 @pytest.mark.parametrize(
-    ("kind", "options", "match"),
+    ("options", "match"),
     [
-        ("ftp", {}, "unknown blob storage kind"),
-        ("", {}, "unknown blob storage kind"),
-        ("local", {}, "needs a directory"),
-        ("s3", {}, "needs a bucket"),
-        ("s3", {"bucket": "b-1", "secret_key": "s"}, "together"),
+        ({"backend": "local"}, "needs a directory"),
+        ({"backend": "s3"}, "needs a bucket"),
+        ({"backend": "s3", "s3_bucket": "b-1", "s3_secret_key": "s"}, "together"),
     ],
 )
-def test_factory_refuses_bad_settings(kind: str, options: dict, match: str) -> None:
+def test_factory_refuses_bad_settings(options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as raised:
-        blob_store_from_settings(kind, **options)
+        blob_store(BlobSettings(**options))
     assert raised.value.status == 3
+
+
+@pytest.mark.parametrize("backend", ["ftp", "", " S3 "])
+def test_unknown_backends_are_refused_by_the_settings(backend: str) -> None:
+    with pytest.raises(ValidationError):
+        BlobSettings(backend=backend)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+@pytest.mark.parametrize("folder", ["bundles", "uploads", "recordings", "snapshots"])
+def test_each_kind_of_blob_has_a_folder_whose_keys_every_store_takes(folder: str, store: BlobStore) -> None:
+    key = key_under(folder, "T-1001", "0f3e.bin")
+    assert key == f"{folder}/T-1001/0f3e.bin"
+    store.put(key, b"x")
+    assert list(store.iter_keys(folder + "/")) == [key]
+
+
+def test_keys_outside_the_known_folders_or_with_bad_segments_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="unknown blob folder"):
+        key_under("misc", "a")
+    with pytest.raises(InvalidInputError, match="invalid blob key"):
+        key_under("recordings", "..", "a")

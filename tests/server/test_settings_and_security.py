@@ -73,3 +73,67 @@ def test_example_config_is_valid():
     example = Path(__file__).resolve().parents[2] / "deploy" / "server.toml.example"
     settings = load_settings(example)
     assert settings.self_service == "enrolled" and settings.rate_limits.pairing_per_ip == 10
+
+
+def test_example_config_keeps_blobs_locally_in_the_data_dir():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "server.toml.example"
+    settings = load_settings(example)
+    assert settings.blobs.backend == "local" and settings.blobs.dir == settings.data_dir / "blobs"
+
+
+S3_TABLE = '[blobs]\nbackend = "s3"\ns3_bucket = "helpline-bundles"\ns3_region = "eu-west-1"\n'
+S3_FLAT = 'blob_backend = "s3"\ns3_bucket = "helpline-bundles"\ns3_region = "eu-west-1"\n'
+
+
+@pytest.mark.parametrize("text", [S3_TABLE, S3_FLAT], ids=["table", "flat"])
+def test_blob_settings_from_the_blobs_table_or_the_flat_names(tmp_path, text):
+    config = tmp_path / "server.toml"
+    config.write_text(text)
+    blobs = load_settings(config, data_dir=tmp_path).blobs
+    assert (blobs.backend, blobs.s3_bucket, blobs.s3_region) == ("s3", "helpline-bundles", "eu-west-1")
+    assert blobs.dir == tmp_path / "blobs"
+
+
+def test_blob_settings_from_the_environment_old_and_new(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELPLINE_BLOBS__BACKEND", "s3")
+    monkeypatch.setenv("HELPLINE_BLOBS__S3_BUCKET", "new-spelling")
+    monkeypatch.setenv("HELPLINE_S3_PREFIX", "old/")
+    monkeypatch.setenv("helpline_blob_dir", str(tmp_path / "elsewhere"))
+    blobs = load_settings(data_dir=tmp_path).blobs
+    assert (blobs.backend, blobs.s3_bucket, blobs.s3_prefix) == ("s3", "new-spelling", "old/")
+    assert blobs.dir == tmp_path / "elsewhere"
+
+
+def test_the_environment_may_repeat_a_file_setting_in_the_other_spelling(tmp_path, monkeypatch):
+    config = tmp_path / "server.toml"
+    config.write_text(S3_TABLE)
+    monkeypatch.setenv("HELPLINE_S3_BUCKET", "helpline-bundles")
+    assert load_settings(config).blobs.s3_bucket == "helpline-bundles"
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_both_spellings_disagreeing_is_a_config_error(tmp_path, monkeypatch, where):
+    config = tmp_path / "server.toml"
+    if where == "file":
+        config.write_text('s3_bucket = "old-bucket"\n' + S3_TABLE)
+    else:
+        config.write_text(S3_TABLE)
+        monkeypatch.setenv("HELPLINE_S3_BUCKET", "old-bucket")
+    with pytest.raises(ConfigError, match="^Invalid server settings: s3_bucket = 'old-bucket' disagrees with blobs.s3_bucket") as err:
+        load_settings(config)
+    assert err.value.status == 3
+
+
+def test_an_s3_backend_without_a_bucket_is_refused_at_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELPLINE_BLOBS__BACKEND", "s3")
+    with pytest.raises(ConfigError, match="blobs.s3_bucket"):
+        load_settings(data_dir=tmp_path, secret_key="s" * 40).refuse_insecure_defaults()
+
+
+def test_unknown_blob_settings_are_named(tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text('[blobs]\nbucket = "b"\n')
+    with pytest.raises(ConfigError, match="Invalid server setting blobs.bucket"):
+        load_settings(config)

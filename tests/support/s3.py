@@ -122,6 +122,15 @@ class MotoServer:
             )
         return self._client
 
+    def blob_settings(self, bucket: str, **more: str) -> dict[str, str]:
+        """The server settings that keep blobs in ``bucket`` here, as ``blobs`` fields (``BlobSettings(**...)``)."""
+        return {"backend": "s3", "s3_bucket": bucket, "s3_endpoint_url": self.url, "s3_region": REGION,
+                "s3_access_key": ACCESS_KEY, "s3_secret_key": SECRET_KEY, **more}
+
+    def blob_env(self, bucket: str, **more: str) -> dict[str, str]:
+        """The same settings as ``blobs__<name>`` keys, as a test server takes them (HELPLINE_BLOBS__<NAME>)."""
+        return {f"blobs__{name}": value for name, value in self.blob_settings(bucket, **more).items()}
+
     def create_bucket(self) -> str:
         """Create a bucket with a fresh name and return the name."""
         name = f"helpline-test-{secrets.token_hex(6)}"

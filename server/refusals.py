@@ -1,0 +1,69 @@
+"""Refusals that leave a trace: the one way a failed request still writes something.
+
+A refused login, enrollment or pairing code must be counted (rate limits) and
+audited, yet nothing else the request did may be kept. A service keeps such a
+trace with :func:`keep_trace` (or :func:`refusal` for the usual counters plus an
+audit event) and then raises; whoever owns the session ends a failed request with
+:func:`roll_back`, which rolls the request's work back and then writes the kept
+traces in a transaction of their own. The request dependency
+(:func:`server.api.deps.get_session`) does that for every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from protocol.errors import HelplineError
+from server import ratelimit
+from server.audit import Actor, record
+
+Trace = Callable[[Session], None]
+E = TypeVar("E", bound=HelplineError)
+
+_TRACES = "helpline.traces"
+
+
+def keep_trace(session: Session, write: Trace) -> None:
+    """Write ``write(session)`` now, and again on its own if the request's work is rolled back.
+
+    ``write`` must only use plain values (not rows of this session), since it may
+    run after a rollback.
+    """
+    write(session)
+    session.info.setdefault(_TRACES, []).append(write)
+
+
+def refusal(
+    session: Session, error: E, *, actor: Actor, action: str, target_type: str, target_id: Any,
+    counted: Iterable[tuple[str, int]] = (), now: datetime, **details: Any,
+) -> E:
+    """Keep the trace of refusing with ``error`` and return ``error`` for the caller to raise.
+
+    The trace is one failure for each (rate-limit key, window seconds) in
+    ``counted`` at ``now``, and the audit event ``action`` with ``details``.
+    """
+    counted = tuple(counted)
+    target = str(target_id)
+
+    def write(traced: Session) -> None:
+        for key, window_seconds in counted:
+            ratelimit.hit(traced, key, window_seconds, now=now)
+        record(traced, actor, action, target_type, target, **details)
+
+    keep_trace(session, write)
+    return error
+
+
+def roll_back(session: Session) -> None:
+    """End a failed request: roll back its work, then commit the traces kept for it, alone."""
+    traces = session.info.pop(_TRACES, [])
+    session.rollback()
+    if traces:
+        for write in traces:
+            write(session)
+        session.commit()
+

@@ -355,7 +355,7 @@ class SessionHost:
 
     def _pump(self, channel: paramiko.Channel, terminal: Terminal, *, interactive: bool) -> None:
         threading.Thread(target=self._output, args=(channel, terminal, interactive), name="helpline-session-out", daemon=True).start()
-        threading.Thread(target=self._input, args=(channel, terminal), name="helpline-session-in", daemon=True).start()
+        threading.Thread(target=self._input, args=(channel, terminal, interactive), name="helpline-session-in", daemon=True).start()
 
     def _splice(self, channel: paramiko.Channel, target: socket.socket) -> None:
         """Copy bytes both ways between a forward channel and its loopback target until either side closes."""
@@ -415,19 +415,31 @@ class SessionHost:
         if interactive:
             self.end("the shell exited")
 
-    def _input(self, channel: paramiko.Channel, terminal: Terminal) -> None:
-        """Engineer to terminal, while control is held; in view only, keystrokes are read and dropped."""
+    def _input(self, channel: paramiko.Channel, terminal: Terminal, interactive: bool) -> None:
+        """Engineer to terminal, while control is held; in view only, keystrokes are read and dropped.
+
+        The end of input leaves the command running, as over any SSH connection; the
+        channel's close ends it (and, for the shell, the session).
+        """
         try:
             while not terminal.ended:
                 data = channel.recv(READ_SIZE)
                 if not data:
-                    return  # end of input; the command keeps running, as over any SSH connection
+                    break
                 if self.allows(Scope.CONTROL):
                     if self.recording is not None:
                         self.recording.input(data)
                     terminal.write(data)
         except (OSError, EOFError, paramiko.SSHException):
             log.debug("session input stopped", exc_info=True)
+        while not channel.closed and not terminal.ended and not self._ended.is_set():
+            time.sleep(POLL)
+        if terminal.ended or self._ended.is_set():
+            return
+        if interactive:
+            self.end("the engineer closed the shell")
+        else:
+            terminal.end(self.grace)
 
 
 class _Gate(paramiko.ServerInterface):

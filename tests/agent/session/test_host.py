@@ -329,3 +329,30 @@ def test_the_recording_plays_back_the_output(connect, make_grant, engineer, tmp_
     assert "rec=42" in cast.output()
     assert cast.input() == ""  # keystrokes are not kept unless asked
     assert [t for t, _, _ in cast.events] == sorted(t for t, _, _ in cast.events)
+
+
+def test_the_engineer_closing_the_shell_channel_ends_the_session(connect, make_grant, engineer):
+    link = connect(make_grant())
+    link.login(engineer.pkey)
+    channel = link.shell()
+    channel.sendall(b"echo up=$((1+1))\n")
+    read_until(channel, "up=2")
+    pgid = link.host.terminal.pgid
+    channel.close()
+    assert link.host.wait(5)
+    assert link.host.end_reason == "the engineer closed the shell"
+    assert _wait_for(lambda: _gone(pgid))
+
+
+def test_end_of_input_leaves_a_command_running_to_its_end(connect, make_grant, engineer):
+    link = connect(make_grant())
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    channel.exec_command("sleep 0.3; echo finished")
+    channel.shutdown_write()
+    channel.settimeout(5)
+    output = b""
+    while chunk := channel.recv(1024):
+        output += chunk
+    assert output == b"finished\n"
+    assert channel.recv_exit_status() == 0

@@ -160,9 +160,9 @@ def verify_grant(
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "grant"
         raise InvalidInputError(f"The session grant is unreadable ({where}: {first['msg']}).") from exc
-    if not hmac.compare_digest(grant.agent_id, agent_id):
+    if grant.agent_id != agent_id:
         raise ForbiddenError("The session grant is for another PC.")
-    if not hmac.compare_digest(grant.host_key_fingerprint, host_key_fingerprint):
+    if grant.host_key_fingerprint != host_key_fingerprint:
         raise ForbiddenError("The session grant is for another session host key.")
     if now.tzinfo is None:
         raise InvalidInputError("The time to check a grant at must carry a time zone.")

@@ -52,6 +52,8 @@ MAX_PACKET_SIZE = 128 * 1024
 # lists CTR first, so offering CTR too would give up authenticated encryption and AES-NI throughput.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 READ_SIZE = 64 * 1024
+# Like OpenSSH's MaxAuthTries: after this many refused keys a connection cannot authenticate any more.
+MAX_AUTH_TRIES = 6
 POLL = 0.1
 LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 
@@ -143,6 +145,7 @@ class SessionHost:
         self._connections: list[_Connection] = []
         self.terminal: Terminal | None = None
         self._shell_channel: paramiko.Channel | None = None
+        self._scoped_channels: dict[Scope, list[paramiko.Channel]] = {Scope.FILES: [], Scope.FORWARD: []}
         self._deadline = time.monotonic() + grant.max_duration_seconds
         self._watchdog = threading.Thread(target=self._watch, name="helpline-session-deadline", daemon=True)
         self._watchdog.start()
@@ -160,7 +163,7 @@ class SessionHost:
 
     def give_consent(self, grant_id: str) -> None:
         """Record the user's yes to the grant with ``grant_id``; a yes to any other grant opens nothing."""
-        if not hmac.compare_digest(grant_id, self.grant.grant_id):
+        if grant_id != self.grant.grant_id:
             raise ForbiddenError("The consent is for another session grant.")
         with self._lock:
             self._consented = True
@@ -179,7 +182,7 @@ class SessionHost:
             return scope in self._scopes and not self._ended.is_set()
 
     def revoke(self, scope: Scope | str) -> None:
-        """Take ``scope`` back now: control stops input reaching the shell; files and forward refuse new channels.
+        """Take ``scope`` back now: control stops input reaching the shell; files and forward close their channels.
 
         Taking back view ends the session, as nothing can be shown any more.
         """
@@ -189,11 +192,15 @@ class SessionHost:
             raise InvalidInputError(f"Unknown session scope {scope!r}.") from exc
         with self._lock:
             self._scopes.discard(scope)
+            closing = self._scoped_channels.get(scope, [])
+            self._scoped_channels[scope] = []
+        for channel in closing:
+            channel.close()
         if scope is Scope.VIEW:
             self.end("the user took back the view")
 
-    def type(self, data: bytes) -> None:
-        """Keystrokes from the user (who may always type into their own shell)."""
+    def user_input(self, data: bytes) -> None:
+        """Keystrokes from the user's own terminal, which always reach the shell, whatever the engineer's scope."""
         if self.terminal is not None and not self.terminal.ended:
             self.terminal.write(data)
 
@@ -267,7 +274,11 @@ class SessionHost:
                 target = connection.sockets.pop(channel.get_id(), None)
                 if target is not None:
                     connection.forwards.append(target)
-                    self._splice(channel, target)
+                    if self.keep(Scope.FORWARD, channel):
+                        self._splice(channel, target)
+                    else:  # the scope was taken back while the channel opened
+                        channel.close()
+                        target.close()
         finally:
             self._close_connection(connection)
 
@@ -344,6 +355,15 @@ class SessionHost:
         target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.sockets[chanid] = target
         return OPEN_SUCCEEDED
+
+    def keep(self, scope: Scope, channel: paramiko.Channel) -> bool:
+        """Note ``channel`` as opened under ``scope``, to close when the scope is taken back; False if it is gone already."""
+        with self._lock:
+            if scope not in self._scopes or self._ended.is_set():
+                return False
+            live = [c for c in self._scoped_channels[scope] if not c.closed]
+            self._scoped_channels[scope] = live + [channel]
+            return True
 
     def resize(self, channel: paramiko.Channel, cols: int, rows: int) -> bool:
         if self._shell_channel is channel and self.terminal is not None and not self.terminal.ended:
@@ -449,6 +469,7 @@ class _Gate(paramiko.ServerInterface):
         self.host = host
         self.connection = connection
         self.ptys: dict[int, tuple[str, int, int]] = {}
+        self.refused_keys = 0
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -463,7 +484,12 @@ class _Gate(paramiko.ServerInterface):
         return AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        return AUTH_SUCCESSFUL if self.host.authenticates(self.connection, key) else AUTH_FAILED
+        if self.refused_keys >= MAX_AUTH_TRIES:
+            return AUTH_FAILED
+        if self.host.authenticates(self.connection, key):
+            return AUTH_SUCCESSFUL
+        self.refused_keys += 1
+        return AUTH_FAILED
 
     def enable_auth_gssapi(self) -> bool:
         return False
@@ -490,7 +516,7 @@ class _Gate(paramiko.ServerInterface):
         return self.host.start_command(self.connection, channel, text, self.ptys.get(channel.get_id()))
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
-        if name == "sftp" and self.host.allows(Scope.FILES):
+        if name == "sftp" and self.host.keep(Scope.FILES, channel):
             return super().check_channel_subsystem_request(channel, name)
         return False
 

@@ -11,6 +11,7 @@ POSIX only: on Windows, :func:`start_terminal` raises a clear error.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -91,11 +92,28 @@ class Terminal:
         self._end_lock = threading.Lock()
 
     def read(self, size: int = 65536) -> bytes:
-        """Up to ``size`` bytes of output; b"" once the terminal has no more (the shell and its jobs exited)."""
+        """Up to ``size`` bytes of output; b"" once the terminal has no more (the shell and its jobs exited).
+
+        A PTY hands out a few KiB per read; what is already waiting is gathered into
+        one block, so a burst of output travels in a few large SSH packets, not many small ones.
+        """
         try:
-            return os.read(self.master, size)
+            first = os.read(self.master, size)
         except OSError:  # EIO on Linux once the slave side is closed everywhere
             return b""
+        if not first or len(first) >= size:
+            return first
+        chunks, total = [first], len(first)
+        try:
+            while total < size and select.select([self.master], [], [], 0)[0]:
+                more = os.read(self.master, size - total)
+                if not more:
+                    break
+                chunks.append(more)
+                total += len(more)
+        except OSError:
+            pass  # the end shows up on the next read
+        return first if len(chunks) == 1 else b"".join(chunks)
 
     def write(self, data: bytes | memoryview) -> None:
         """Send ``data`` as keystrokes to the shell."""

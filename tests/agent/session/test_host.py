@@ -75,6 +75,18 @@ def test_another_key_is_refused(connect, make_grant):
         link.login(make_engineer_key().pkey)
 
 
+def test_after_six_refused_keys_even_the_right_one_is_refused(connect, make_grant, engineer):
+    link = connect(make_grant())
+    for _ in range(6):
+        with pytest.raises(paramiko.AuthenticationException):
+            link.login(make_engineer_key().pkey)
+    with pytest.raises(paramiko.AuthenticationException):
+        link.login(engineer.pkey)
+    fresh = connect(make_grant())
+    fresh.login(engineer.pkey)  # a new connection starts counting again
+    assert fresh.client.is_authenticated()
+
+
 def test_no_consent_no_entry(connect, make_grant, engineer):
     link = connect(make_grant(), consent=False)
     with pytest.raises(paramiko.AuthenticationException):
@@ -110,7 +122,7 @@ def test_view_only_shows_output_but_drops_the_engineers_keys(connect, make_grant
     channel = link.shell()
     channel.sendall(f"touch {marker}\n".encode())
     time.sleep(0.3)
-    link.host.type(b"echo user=$((3*5))\n")  # the user may always type; the engineer sees it
+    link.host.user_input(b"echo user=$((3*5))\n")  # the user may always type; the engineer sees it
     read_until(channel, "user=15")
     assert not marker.exists()
     with pytest.raises(paramiko.SSHException):  # exec needs control
@@ -127,7 +139,7 @@ def test_taking_control_back_stops_input_at_once(connect, make_grant, engineer, 
     link.host.revoke("control")
     channel.sendall(f"touch {marker}\n".encode())
     time.sleep(0.3)
-    link.host.type(b"echo still=$((5*5))\n")
+    link.host.user_input(b"echo still=$((5*5))\n")
     read_until(channel, "still=25")
     assert not marker.exists()
 
@@ -165,9 +177,10 @@ def test_sftp_moves_files_byte_identical_with_the_files_scope(connect, make_gran
     assert (tmp_path / "downloaded.bin").read_bytes() == payload
     assert sorted(sftp.listdir(str(tmp_path))) == ["downloaded.bin", "local.bin", "uploaded.bin"]
     link.host.revoke("files")
-    with pytest.raises(paramiko.SSHException):  # a new sftp channel after the scope was taken back
+    with pytest.raises((OSError, EOFError, paramiko.SSHException)):  # the open sftp channel is closed...
+        sftp.listdir(str(tmp_path))
+    with pytest.raises(paramiko.SSHException):  # ...and a new one refused
         paramiko.SFTPClient.from_transport(link.client)
-    sftp.close()
 
 
 def _asks(client: paramiko.Transport, kind: str, *fields: str | bool | int) -> bool:
@@ -250,9 +263,9 @@ def test_forwards_need_the_scope_and_reach_loopback_only(connect, make_grant, en
     channel.sendall(b"through the forward")
     channel.settimeout(5)
     assert channel.recv(1024) == b"through the forward"
-    channel.close()
     link.host.revoke("forward")
-    with pytest.raises(paramiko.ChannelException):
+    assert _wait_for(lambda: channel.closed)  # the open forward is closed...
+    with pytest.raises(paramiko.ChannelException):  # ...and a new one refused
         link.client.open_channel("direct-tcpip", ("127.0.0.1", echo_server), ("127.0.0.1", 40000), timeout=5)
 
 

@@ -151,6 +151,8 @@ def verify_grant(
     side), ForbiddenError for a grant naming another agent or host key, InvalidInputError
     for a grant this version cannot read (an unknown scope, a missing field).
     """
+    if now.tzinfo is None:
+        raise InvalidInputError("The time to check a grant at must carry a time zone.")
     key_b64 = pinned_server_key if isinstance(pinned_server_key, str) else public_key_b64(pinned_server_key)
     if not verify(key_b64, _signed_payload(signed.payload), signed.signature):
         raise AuthError("The session grant is not signed by this PC's server.")
@@ -164,8 +166,6 @@ def verify_grant(
         raise ForbiddenError("The session grant is for another PC.")
     if grant.host_key_fingerprint != host_key_fingerprint:
         raise ForbiddenError("The session grant is for another session host key.")
-    if now.tzinfo is None:
-        raise InvalidInputError("The time to check a grant at must carry a time zone.")
     if now < grant.not_before - skew:
         raise AuthError("The session grant is not valid yet (or expired: check this PC's clock).")
     if now >= grant.expires_at + skew:

@@ -408,7 +408,12 @@ class SessionHost:
     def _output(self, channel: paramiko.Channel, terminal: Terminal, interactive: bool) -> None:
         """Terminal to engineer (and recording and mirror) until the terminal ends; then the exit status."""
         try:
-            while True:
+            while not terminal.ended:
+                if not terminal.readable(POLL):
+                    # A job left in the background can hold the terminal open after the shell exits.
+                    if terminal.poll() is not None:
+                        break
+                    continue
                 data = terminal.read(READ_SIZE)
                 if not data:
                     break

@@ -115,6 +115,13 @@ class Terminal:
             pass  # the end shows up on the next read
         return first if len(chunks) == 1 else b"".join(chunks)
 
+    def readable(self, timeout: float) -> bool:
+        """True when output (or the end) is waiting, within ``timeout`` seconds; False after an end() too."""
+        try:
+            return bool(select.select([self.master], [], [], timeout)[0])
+        except (OSError, ValueError):
+            return False
+
     def write(self, data: bytes | memoryview) -> None:
         """Send ``data`` as keystrokes to the shell."""
         view = memoryview(data)

@@ -311,9 +311,12 @@ def test_ending_the_session_or_exiting_the_shell_closes_everything(connect, make
     link = connect(make_grant())
     link.login(engineer.pkey)
     channel = link.shell()
-    channel.sendall(b"exit 0\n")
+    channel.sendall(b"sleep 300 & echo job=$!; echo mark=$((1+1))\n")
+    job = int(re.search(r"job=(\d+)", read_until(channel, "mark=2")).group(1))
+    channel.sendall(b"exit 0\n")  # the job in the background still holds the terminal open
     assert link.host.wait(5)
     assert link.host.end_reason == "the shell exited"
+    assert _wait_for(lambda: _pid_gone(job))
 
 
 def test_the_engineer_dropping_ends_the_shell(connect, make_grant, engineer):

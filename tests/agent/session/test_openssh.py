@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,3 +141,30 @@ def test_openssh_with_a_key_the_grant_does_not_name_is_denied(tmp_path, make_gra
         )
     assert done.returncode == 255 and b"hi" not in done.stdout
     assert b"Permission denied (publickey)" in done.stderr
+
+
+@pytest.mark.parametrize("scope, reaches", [("control", True), ("view", False)])
+def test_openssh_keystrokes_reach_the_shell_only_under_control(tmp_path, make_grant, host_key, engineer, scope, reaches):
+    marker = tmp_path / "typed"
+    host = _host(make_grant, host_key, {scope})
+    with listening(host) as port:
+        ssh = subprocess.Popen(
+            ["ssh", *_options(tmp_path, engineer, host, port), "-tt", "-p", str(port), "127.0.0.1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            ssh.stdin.write(f"touch {marker}\n".encode())
+            ssh.stdin.flush()
+            until = time.monotonic() + (5 if reaches else 1)
+            while time.monotonic() < until and not marker.exists():
+                time.sleep(0.05)
+            host.user_input(b"echo user-was-here\n")
+            time.sleep(0.2)
+            host.end("the user pressed the end key")
+            out, _ = ssh.communicate(timeout=5)
+        finally:
+            if ssh.poll() is None:
+                ssh.kill()
+                ssh.wait(5)
+    assert marker.exists() is reaches
+    assert b"user-was-here" in out  # the engineer sees the shell either way

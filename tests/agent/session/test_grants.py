@@ -10,7 +10,7 @@ import pytest
 from agent.session.grants import UsedGrants
 from protocol import signing
 from protocol.errors import AuthError, ForbiddenError, InvalidInputError
-from protocol.grants import Scope, SessionGrant, SignedGrant, sign_grant, verification_string, verify_grant
+from protocol.grants import Scope, SignedGrant, sign_grant, verification_string, verify_grant
 
 from tests.agent.session.conftest import AGENT_ID, make_engineer_key
 

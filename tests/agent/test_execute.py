@@ -328,4 +328,5 @@ def test_only_the_executor_imports_subprocess_in_the_agent():
         str(path.relative_to(AGENT.parent)) for path in AGENT.rglob("*.py")
         if SUBPROCESS_IMPORT.search(path.read_text(encoding="utf-8"))
     )
-    assert importers == [str(Path("agent", "execute.py"))]
+    # The session's PTY shell is the one other place: an interactive terminal needs none of the executor.
+    assert importers == [str(Path("agent", "execute.py")), str(Path("agent", "session", "pty.py"))]

@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic
+from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic, StatusMessage
 from protocol.errors import AuthError, ConflictError, NotFoundError
 from server import ratelimit
 from server.accounts import account_public, parse_ssh_public_key
@@ -42,11 +42,11 @@ def login(body: LoginRequest, session: DbSession, state: State, ip: ClientIP) ->
 
 
 @router.post("/auth/logout", summary="Revoke the token this request carries")
-def logout(account: CurrentAccount, session: DbSession, credentials: Bearer, actor: AccountActor) -> dict[str, str]:
+def logout(account: CurrentAccount, session: DbSession, credentials: Bearer, actor: AccountActor) -> StatusMessage:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(credentials.credentials)))
     row.revoked_at = utcnow()
     record(session, actor, "auth.logout", "account", account.username)
-    return {"status": "logged out"}
+    return StatusMessage(status="logged out")
 
 
 @router.get("/me", summary="The account behind this token")
@@ -73,10 +73,10 @@ def add_ssh_key(body: SshKeyCreate, account: CurrentAccount, session: DbSession,
 
 
 @router.delete("/me/ssh-keys/{key_id}", summary="Remove one of my SSH public keys")
-def remove_ssh_key(key_id: RowId, account: CurrentAccount, session: DbSession, actor: AccountActor) -> dict[str, str]:
+def remove_ssh_key(key_id: RowId, account: CurrentAccount, session: DbSession, actor: AccountActor) -> StatusMessage:
     key = session.get(SshKey, key_id)
     if key is None or key.account_id != account.id:
         raise NotFoundError(f"You have no SSH key with id {key_id}.")
     session.delete(key)
     record(session, actor, "ssh_key.remove", "account", account.username, fingerprint=key.fingerprint)
-    return {"status": "removed"}
+    return StatusMessage(status="removed")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent import identity
-from agent.http import ServerConnection, normalize_url
+from agent.client import HelplineClient
+from agent.http import normalize_url
 from agent.state import AgentState, accept_credential, load_key, load_state, require_state, save_state
 from protocol import pairing, signing
-from protocol.schemas import AgentCredential, AgentTicket, PairResponse, SelfServiceResponse
 from protocol.errors import ConfigError
+from protocol.schemas import AgentCredential, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
+from protocol.tickets import parse_ticket_ref
 
 
 def _remember_ticket(state: AgentState, number: str) -> None:
@@ -58,9 +60,9 @@ def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = No
     previous = load_state(directory)
     me = identity.describe(key)
     payload = signing.proof_payload("enroll", "token", token, me.model_dump())
-    with ServerConnection(url) as conn:
-        data = conn.post("agents/enroll", json={"token": token, "identity": me.model_dump(), "signature": signing.sign(key, payload)})
-    answer = AgentCredential.model_validate(data)
+    body = parse_input(EnrollRequest, token=token, identity=me, signature=signing.sign(key, payload))
+    with HelplineClient.connect(url) as client:
+        answer = client.enroll(body)
     accept_credential(key, answer, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer, previous, enrolled=True)
     save_state(state, directory)
@@ -86,9 +88,9 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
     me = identity.describe(key)
     payload = signing.proof_payload("pair", "code", canonical, me.model_dump())
     token = _credential(previous, url)
-    with ServerConnection(url, token) as conn:
-        data = conn.post("pair", json={"code": canonical, "identity": me.model_dump(), "signature": signing.sign(key, payload)})
-    answer = PairResponse.model_validate(data)
+    body = parse_input(PairRequest, code=canonical, identity=me, signature=signing.sign(key, payload))
+    with HelplineClient.connect(url, token) as client:
+        answer = client.pair(body)
     accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer.agent, previous)
     _remember_ticket(state, answer.ticket.number)
@@ -103,14 +105,14 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
     url = _server_for(server_url, previous)
     key = load_key(directory)
     token = _credential(previous, url)
-    body: dict = {"title": title, "description": description, "requester": requester}
+    body = parse_input(SelfServiceRequest, title=title, description=description, requester=requester)
     if token is None:
         me = identity.describe(key)
-        body["identity"] = me.model_dump()
-        body["signature"] = signing.sign(key, signing.proof_payload("self-service", "title", title, me.model_dump()))
-    with ServerConnection(url, token) as conn:
-        data = conn.post("self-service/tickets", json=body)
-    answer = SelfServiceResponse.model_validate(data)
+        # Signed as the server reads it: the title after validation (surrounding spaces removed).
+        proof = signing.sign(key, signing.proof_payload("self-service", "title", body.title, me.model_dump()))
+        body = body.model_copy(update={"identity": me, "signature": proof})
+    with HelplineClient.connect(url, token) as client:
+        answer = client.request_help(body)
     if answer.agent is not None:
         accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=None)
         state = _state_after(url, answer.agent, previous)
@@ -122,9 +124,10 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
 
 
 def my_tickets(directory: Path | None = None, number: str | None = None) -> list[AgentTicket]:
-    """The tickets this PC is linked to, as the server has them now (one, if ``number``)."""
+    """The tickets this PC is linked to, as the server has them now (one, if ``number``: any ticket reference)."""
+    wanted = parse_ticket_ref(number) if number else None
     state = require_state(directory)
-    with ServerConnection(state.server_url, state.credential) as conn:
-        if number:
-            return [AgentTicket.model_validate(conn.get(f"agent/tickets/{number}"))]
-        return [AgentTicket.model_validate(t) for t in conn.get("agent/tickets")]
+    with HelplineClient.connect(state.server_url, state.credential) as client:
+        if wanted is not None:
+            return [client.my_ticket(wanted)]
+        return client.my_tickets()

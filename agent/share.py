@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent import link
 from agent.bundle import BundleResult, build_bundle
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
 from agent.paths import agent_dir
 from agent.redaction import RedactionOptions, Redactor
+from agent.state import require_state
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
+from protocol.errors import ConfigError
+from protocol.schemas import AgentTicket
+from protocol.tickets import parse_ticket_ref, ticket_label
 
 
 @dataclass
@@ -109,3 +114,43 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
         shutil.rmtree(work, ignore_errors=True)
         raise
     return PreparedBundle(work, report, bundle, archive, size, sha256)
+
+
+@dataclass(frozen=True)
+class TicketChoice:
+    """The ticket a bundle goes to; ``ticket`` and ``response_minutes`` when the server was asked on the way."""
+
+    number: str
+    ticket: AgentTicket | None = None
+    response_minutes: float | None = None
+
+
+DEFAULT_TITLE = "Diagnostics from my PC"
+
+
+def linked_ticket(reference: str, *, directory: Path | None = None) -> str:
+    """The label of the ticket ``reference`` names, if this PC is linked to it; ConfigError otherwise."""
+    wanted = ticket_label(parse_ticket_ref(reference))
+    if wanted not in require_state(directory).tickets:
+        raise ConfigError(f"This PC is not linked to {wanted}.", hint="Pair with the code your engineer gives you: --code CODE.")
+    return wanted
+
+
+def choose_ticket(request: ShareRequest, *, code: str | None = None, ticket: str | None = None,
+                  server_url: str | None = None, directory: Path | None = None) -> TicketChoice:
+    """The ticket a bundle goes to: the one behind a pairing ``code``, a linked ``ticket``, or a new self-service one.
+
+    A ticket this PC is already linked to needs no server round trip, so a bundle
+    for it can be queued while the server is unreachable. A new ticket takes
+    its title and description from the user's answers.
+    """
+    if code:
+        _, paired = link.pair(code, server_url=server_url, directory=directory)
+        return TicketChoice(paired.number, paired)
+    if ticket:
+        return TicketChoice(linked_ticket(ticket, directory=directory))
+    title = (request.what or DEFAULT_TITLE).splitlines()[0][:120] or DEFAULT_TITLE
+    description = "\n".join(f"{label}: {value}" for label, value in (
+        ("What happened", request.what), ("Since when", request.since), ("Already tried", request.tried)) if value)
+    _, answer = link.request_help(title, description=description, server_url=server_url, directory=directory)
+    return TicketChoice(answer.ticket.number, answer.ticket, float(answer.response_minutes))

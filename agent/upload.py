@@ -17,13 +17,15 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from agent.http import ServerConnection
+from agent.client import HelplineClient
 from agent.paths import agent_dir, write_private
+from agent.state import load_state
 from protocol.archive import sha256_file
-from protocol.schemas import BundlePublic, ServerInfo, UploadStatus
 from protocol.errors import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
+from protocol.schemas import BundlePublic, UploadCreate, UploadStatus, parse_input
 
 OUTBOX = "outbox"
 Progress = Callable[[int, int], None]  # (bytes sent so far, total bytes)
@@ -128,7 +130,7 @@ def _retrying(policy: RetryPolicy, started: float, step: Callable[[], object], w
 
 
 def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = None, progress: Progress | None = None,
-            policy: RetryPolicy = RetryPolicy(), connection: ServerConnection | None = None) -> BundlePublic:
+            policy: RetryPolicy = RetryPolicy(), client: HelplineClient | None = None) -> BundlePublic:
     """Send one outbox bundle to its ticket, resuming where any earlier attempt stopped.
 
     On success the bundle leaves the outbox. Raise UnavailableError (the bundle
@@ -138,10 +140,10 @@ def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = Non
     """
     box = outbox_dir(directory)
     started = time.monotonic()
-    conn = connection or ServerConnection(entry.server_url, credential, timeout=60)
+    server = client or HelplineClient.connect(entry.server_url, credential, timeout=60)
     try:
         first_contact = dataclasses.replace(policy, attempts=min(policy.attempts, policy.connect_attempts))
-        info = ServerInfo.model_validate(_retrying(first_contact, started, lambda: conn.get("server"), "reach the server"))
+        info = _retrying(first_contact, started, server.server_info, "reach the server")
         if entry.size > info.max_bundle_bytes:
             raise TooLargeError(
                 f"The bundle is {entry.size / 1e6:.1f} MB; the server takes at most {info.max_bundle_bytes / 1e6:.0f} MB.",
@@ -149,37 +151,34 @@ def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = Non
             )
         for round_ in range(2):  # a second round only if the server let the first upload expire
             try:
-                bundle = _upload_once(conn, entry, box, policy, started, progress)
+                bundle = _upload_once(server, entry, box, policy, started, progress)
                 break
             except ConflictError:
                 if round_:
                     raise
     finally:
-        if connection is None:
-            conn.close()
+        if client is None:
+            server.close()
     remove(entry, directory)
     return bundle
 
 
-def _upload_once(conn: ServerConnection, entry: OutboxEntry, box: Path, policy: RetryPolicy, started: float,
+def _upload_once(server: HelplineClient, entry: OutboxEntry, box: Path, policy: RetryPolicy, started: float,
                  progress: Progress | None) -> BundlePublic:
-    def start() -> UploadStatus:
-        body = {"filename": "bundle.tar.gz", "size": entry.size, "sha256": entry.sha256}
-        return UploadStatus.model_validate(conn.post(f"agent/tickets/{entry.ticket}/uploads", json=body))
-
-    status = _retrying(policy, started, start, "start the upload")
+    body = parse_input(UploadCreate, filename="bundle.tar.gz", size=entry.size, sha256=entry.sha256)
+    status = _retrying(policy, started, lambda: server.start_upload(entry.ticket, body), "start the upload")
     entry.upload_id = status.id
     _save(box, entry)
     if not status.complete:
-        _send_chunks(conn, entry, entry.path(box), status, policy, started, progress)
+        _send_chunks(server, entry, entry.path(box), status, policy, started, progress)
     # Completing is idempotent: after a lost answer it returns the bundle already made.
-    bundle = _retrying(policy, started, lambda: conn.post(f"uploads/{status.id}/complete"), "complete the upload")
+    bundle = _retrying(policy, started, lambda: server.complete_upload(status.id), "complete the upload")
     if progress:
         progress(entry.size, entry.size)
-    return BundlePublic.model_validate(bundle)
+    return bundle
 
 
-def _send_chunks(conn: ServerConnection, entry: OutboxEntry, path: Path, status: UploadStatus, policy: RetryPolicy,
+def _send_chunks(server: HelplineClient, entry: OutboxEntry, path: Path, status: UploadStatus, policy: RetryPolicy,
                  started: float, progress: Progress | None) -> None:
     have = set(status.received)
     sent = sum(min(status.chunk_size, entry.size - i * status.chunk_size) for i in have)
@@ -193,11 +192,55 @@ def _send_chunks(conn: ServerConnection, entry: OutboxEntry, path: Path, status:
             data = fh.read(status.chunk_size)
             digest = hashlib.sha256(data).hexdigest()
 
-            def put(index: int = index, data: bytes = data, digest: str = digest) -> object:
-                return conn.request("PUT", f"uploads/{status.id}/chunks/{index}", content=data,
-                                    headers={"X-Chunk-SHA256": digest, "Content-Type": "application/octet-stream"})
+            def put(index: int = index, data: bytes = data, digest: str = digest) -> UploadStatus:
+                return server.put_chunk(status.id, index, data, digest)
 
             _retrying(policy, started, put, f"send chunk {index}")
             sent += len(data)
             if progress:
                 progress(sent, entry.size)
+
+
+class Delivery(StrEnum):
+    """What became of a queued bundle when the outbox was sent."""
+
+    DELIVERED = "delivered"
+    WAITING = "waiting"  # the server did not answer; the bundle stays queued
+    UNLINKED = "unlinked"  # this PC no longer belongs to the bundle's server; the bundle stays queued
+    REFUSED = "refused"  # the server refused it; the bundle stays queued
+
+
+@dataclass(frozen=True)
+class QueuedDelivery:
+    """One queued bundle and what happened to it; ``bundle`` when delivered, ``reason`` when refused."""
+
+    entry: OutboxEntry
+    result: Delivery
+    bundle: BundlePublic | None = None
+    reason: str = ""
+
+
+# Sending the queue is a side errand (of `share --send-queued`, or after a share): it gives up sooner.
+QUEUE_POLICY = RetryPolicy(attempts=3, deadline=60)
+
+
+def send_queued(*, directory: Path | None = None, policy: RetryPolicy = QUEUE_POLICY) -> list[QueuedDelivery]:
+    """Try to deliver every bundle in the outbox, oldest first, with this PC's credential; say what became of each.
+
+    A bundle for a server this PC is no longer linked to is left alone. Raise
+    ConfigError only if the saved agent state is damaged.
+    """
+    state = load_state(directory)
+    results = []
+    for entry in pending(directory):
+        if state is None or state.server_url != entry.server_url:
+            results.append(QueuedDelivery(entry, Delivery.UNLINKED))
+            continue
+        try:
+            bundle = deliver(entry, state.credential, directory=directory, policy=policy)
+            results.append(QueuedDelivery(entry, Delivery.DELIVERED, bundle=bundle))
+        except UnavailableError:
+            results.append(QueuedDelivery(entry, Delivery.WAITING))
+        except HelplineError as exc:
+            results.append(QueuedDelivery(entry, Delivery.REFUSED, reason=exc.message))
+    return results

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from agent.http import ServerConnection
+from agent.client import HelplineClient
 from agent.paths import config_dir, write_private
 from protocol.errors import ConfigError
 
@@ -43,7 +43,7 @@ def forget_login() -> bool:
     return False
 
 
-def connect() -> ServerConnection:
-    """A connection to the server this engineer logged in to, carrying their token."""
+def connect() -> HelplineClient:
+    """A client for the server this engineer logged in to, carrying their token."""
     login = load_login()
-    return ServerConnection(login.server_url, login.token)
+    return HelplineClient.connect(login.server_url, login.token)

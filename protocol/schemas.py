@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from protocol.errors import InvalidInputError
 
 API_PREFIX = "/v1"
 
@@ -74,6 +76,31 @@ class _Model(BaseModel):
     @classmethod
     def _storable_text(cls, value):
         return _check_text(value)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def describe_invalid(errors: list[Any]) -> str:
+    """One line naming the first problem of a validation error list (pydantic's ``errors()``), as the server says it."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"Invalid {where}: {first.get('msg')}{more}."
+
+
+def parse_input(model: type[Model], **fields: Any) -> Model:
+    """Given what a person typed, return the request ``model``; raise InvalidInputError worded as the server would."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidInputError(describe_invalid(exc.errors())) from None
+
+
+class StatusMessage(_Model):
+    """The answer of a call that changes something and has nothing else to return."""
+
+    status: str
 
 
 class ErrorDetail(_Model):

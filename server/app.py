@@ -14,7 +14,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from protocol.schemas import ErrorBody, ErrorDetail
+from protocol.schemas import ErrorBody, ErrorDetail, describe_invalid
 from protocol.errors import HelplineError, http_status_of
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
@@ -47,11 +47,7 @@ async def _helpline_error(request: Request, exc: HelplineError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return error_response(422, "invalid", f"Invalid {where}: {first.get('msg')}{more}.", None)
+    return error_response(422, "invalid", describe_invalid(exc.errors()), None)
 
 
 async def _data_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -18,7 +17,8 @@ from protocol.schemas import (
     TicketStatus,
     TimelineEntry,
 )
-from protocol.errors import ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import ConflictError, NotFoundError
+from protocol.tickets import parse_ticket_ref, ticket_label
 from server.audit import Actor, record, timeline
 from server.models import Account, Counter, Ticket
 from server.settings import ServerSettings
@@ -32,22 +32,12 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.CLOSED: frozenset(),
 }
 
-_LABEL = re.compile(r"^(?:[Tt]-?)?(\d{1,9})$")
-
-
-def parse_label(label: str) -> int:
-    """Return the number in ``T-1042`` (or ``1042``); raise InvalidInputError otherwise."""
-    match = _LABEL.match(label.strip())
-    if not match:
-        raise InvalidInputError(f"'{label}' is not a ticket number.", hint="Ticket numbers look like T-1042.")
-    return int(match.group(1))
-
-
-def get_ticket(session: Session, label: str) -> Ticket:
-    number = parse_label(label)
+def get_ticket(session: Session, reference: str) -> Ticket:
+    """The ticket ``reference`` names (``T-1042``, ``#1042``, ``1042``…); InvalidInputError or NotFoundError."""
+    number = parse_ticket_ref(reference)
     ticket = session.scalar(select(Ticket).where(Ticket.number == number))
     if ticket is None:
-        raise NotFoundError(f"Ticket T-{number} does not exist.", hint="Check the number with `helpline ticket list`.")
+        raise NotFoundError(f"Ticket {ticket_label(number)} does not exist.", hint="Check the number with `helpline ticket list`.")
     return ticket
 
 

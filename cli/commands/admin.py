@@ -10,8 +10,8 @@ import typer
 from agent import link
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt, read_secret
-from protocol.schemas import AccountPublic, AgentPublic, AuditEventPublic, EnrollmentTokenCreated, EnrollmentTokenPublic, Role
 from protocol.errors import InvalidInputError
+from protocol.schemas import AccountCreate, AccountUpdate, EnrollmentTokenCreate, EnrollmentTokenPublic, Role, parse_input
 
 PANEL = "For admins"
 
@@ -44,11 +44,10 @@ def account_create(
     Example: echo "$PW" | helpline account create alice --name "Alice Martin" --org "IT Support" --password-stdin
     """
     password = read_secret("Password for the new account: ", password_stdin)
-    with credentials.connect() as conn:
-        account = AccountPublic.model_validate(conn.post("accounts", json={
-            "username": username, "password": password, "role": role.value, "display_name": name, "email": email,
-            "organisation": organisation,
-        }))
+    body = parse_input(AccountCreate, username=username, password=password, role=role, display_name=name, email=email,
+                       organisation=organisation)
+    with credentials.connect() as client:
+        account = client.create_account(body)
     if json_out:
         output.print_json(account)
         return
@@ -61,8 +60,8 @@ def account_list(json_out: JsonOpt = False) -> None:
 
     Example: helpline account list --json
     """
-    with credentials.connect() as conn:
-        accounts = [AccountPublic.model_validate(a) for a in conn.get("accounts")]
+    with credentials.connect() as client:
+        accounts = client.accounts()
     if json_out:
         output.print_json(accounts)
         return
@@ -91,8 +90,9 @@ def account_update(
         body["password"] = read_secret("", True)
     if not body:
         raise InvalidInputError("Nothing to change.", hint="Give --role, --disable/--enable or --password-stdin.")
-    with credentials.connect() as conn:
-        account = AccountPublic.model_validate(conn.patch(f"accounts/{username}", json=body))
+    changes = parse_input(AccountUpdate, **body)
+    with credentials.connect() as client:
+        account = client.update_account(username, changes)
     if json_out:
         output.print_json(account)
         return
@@ -117,10 +117,9 @@ def token_create(
 
     Example: helpline enroll-token create --group finance --expires-in 7d --max-uses 40
     """
-    with credentials.connect() as conn:
-        t = EnrollmentTokenCreated.model_validate(conn.post("enrollment-tokens", json={
-            "group": group, "expires_in_hours": parse_duration_hours(expires_in), "max_uses": max_uses, "note": note,
-        }))
+    body = parse_input(EnrollmentTokenCreate, group=group, expires_in_hours=parse_duration_hours(expires_in), max_uses=max_uses, note=note)
+    with credentials.connect() as client:
+        t = client.create_enrollment_token(body)
     if json_out:
         output.print_json(t)
         return
@@ -135,8 +134,8 @@ def token_list(json_out: JsonOpt = False) -> None:
 
     Example: helpline enroll-token list
     """
-    with credentials.connect() as conn:
-        tokens = [EnrollmentTokenPublic.model_validate(t) for t in conn.get("enrollment-tokens")]
+    with credentials.connect() as client:
+        tokens = client.enrollment_tokens()
     if json_out:
         output.print_json(tokens)
         return
@@ -149,8 +148,8 @@ def token_revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="The
 
     Example: helpline enroll-token revoke 7
     """
-    with credentials.connect() as conn:
-        conn.delete(f"enrollment-tokens/{token_id}")
+    with credentials.connect() as client:
+        client.revoke_enrollment_token(token_id)
     output.say(f"Revoked enrollment token {token_id}.")
 
 
@@ -180,8 +179,8 @@ def agent_list(group: Annotated[str | None, typer.Option("--group", "-g", metava
 
     Example: helpline agent list --group finance
     """
-    with credentials.connect() as conn:
-        agents = [AgentPublic.model_validate(a) for a in conn.get("agents", params={"group": group} if group else None)]
+    with credentials.connect() as client:
+        agents = client.agents(group)
     if json_out:
         output.print_json(agents)
         return
@@ -196,8 +195,8 @@ def agent_show(agent_id: Annotated[str, typer.Argument(metavar="ID", help="The a
 
     Example: helpline agent show 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e
     """
-    with credentials.connect() as conn:
-        a = AgentPublic.model_validate(conn.get(f"agents/{agent_id}"))
+    with credentials.connect() as client:
+        a = client.agent(agent_id)
     if json_out:
         output.print_json(a)
         return
@@ -215,9 +214,8 @@ def audit(
 
     Example: helpline audit --action auth.login --limit 20
     """
-    params = {k: v for k, v in {"action": action, "target": target, "limit": limit}.items() if v is not None}
-    with credentials.connect() as conn:
-        events = [AuditEventPublic.model_validate(e) for e in conn.get("audit", params=params)]
+    with credentials.connect() as client:
+        events = client.audit_events(action=action, target=target, limit=limit)
     if json_out:
         output.print_json(events)
         return

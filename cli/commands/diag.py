@@ -12,9 +12,11 @@ import typer
 
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt
+from agent.client import HelplineClient
 from protocol.bundle import REPORT_NAME
-from protocol.schemas import BundleDetail, BundlePublic
 from protocol.errors import InvalidInputError, NotFoundError
+from protocol.schemas import BundlePublic
+from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import contained, safe_component
 
 diag_app = typer.Typer(help="Diagnostics bundles: download, read and compare them.", no_args_is_help=True)
@@ -22,13 +24,14 @@ diag_app = typer.Typer(help="Diagnostics bundles: download, read and compare the
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def _resolve(conn, ref: str) -> BundlePublic:
-    """A bundle id, or a ticket number meaning its newest bundle."""
+def _resolve(client: HelplineClient, ref: str) -> BundlePublic:
+    """A bundle id, or a ticket reference meaning that ticket's newest bundle."""
     if _UUID.match(ref):
-        return BundleDetail.model_validate(conn.get(f"bundles/{ref}"))
-    bundles = [BundlePublic.model_validate(b) for b in conn.get(f"tickets/{ref}/bundles")]
+        return client.bundle(ref)
+    number = parse_ticket_ref(ref)
+    bundles = client.ticket_bundles(number)
     if not bundles:
-        raise NotFoundError(f"{ref} has no diagnostics yet.", hint="Ask the user to run `helpline share`.")
+        raise NotFoundError(f"{ticket_label(number)} has no diagnostics yet.", hint="Ask the user to run `helpline share`.")
     return bundles[-1]
 
 
@@ -42,12 +45,12 @@ def _default_dir(bundle: BundlePublic) -> Path:
     return contained(here, safe_component(f"{ticket}-{host}-{when}", fallback=f"bundle-{when}"))
 
 
-def _download(conn, bundle: BundlePublic, dest: Path) -> Path:
+def _download(client: HelplineClient, bundle: BundlePublic, dest: Path) -> Path:
     from protocol.archive import safe_extract
 
     with tempfile.TemporaryDirectory(prefix="helpline-diag-") as tmp:
         archive = Path(tmp) / "bundle.tar.gz"
-        conn.download(f"bundles/{bundle.id}/archive", archive)
+        client.download_bundle(bundle.id, archive)
         safe_extract(archive, dest)
     return dest
 
@@ -63,10 +66,10 @@ def get(
 
     Example: helpline diag get T-1042 --open
     """
-    with credentials.connect() as conn:
-        bundle = _resolve(conn, ref)
+    with credentials.connect() as client:
+        bundle = _resolve(client, ref)
         dest = directory or _default_dir(bundle)
-        _download(conn, bundle, dest)
+        _download(client, bundle, dest)
     report = dest / REPORT_NAME
     if json_out:
         output.print_json({"bundle": bundle, "dir": str(dest), "report": str(report)})
@@ -85,8 +88,8 @@ def show(ref: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle id,
     """
     from agent.bundle.summary import attention_lines
 
-    with credentials.connect() as conn:
-        detail = BundleDetail.model_validate(conn.get(f"bundles/{_resolve(conn, ref).id}"))
+    with credentials.connect() as client:
+        detail = client.bundle(_resolve(client, ref).id)
     if json_out:
         output.print_json(detail)
         return
@@ -112,22 +115,22 @@ def diff(
 
     with tempfile.TemporaryDirectory(prefix="helpline-diff-") as tmp:
         paths = []
-        conn = None
+        client = None
         try:
             for i, ref in enumerate((older, newer)):
                 local = Path(ref).expanduser()
                 if local.exists():
                     paths.append(local)
                     continue
-                if conn is None:
-                    conn = credentials.connect()
-                bundle = _resolve(conn, ref)
+                if client is None:
+                    client = credentials.connect()
+                bundle = _resolve(client, ref)
                 archive = Path(tmp) / f"{i}.tar.gz"
-                conn.download(f"bundles/{bundle.id}/archive", archive)
+                client.download_bundle(bundle.id, archive)
                 paths.append(archive)
         finally:
-            if conn is not None:
-                conn.close()
+            if client is not None:
+                client.close()
         if paths[0].resolve() == paths[1].resolve():
             raise InvalidInputError("Both sides are the same bundle.")
         result = diff_bundles(paths[0], paths[1])

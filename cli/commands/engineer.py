@@ -10,10 +10,23 @@ from typing import Annotated
 
 import typer
 
-from agent.http import ServerConnection, normalize_url
+from agent.client import HelplineClient
+from agent.http import normalize_url
 from cli import credentials, output
-from protocol.schemas import AccountPublic, LoginResponse, PairingCodeCreated, Priority, SshKeyPublic, TicketDetail, TicketPublic, TicketStatus
 from protocol.errors import InvalidInputError
+from protocol.schemas import (
+    LoginRequest,
+    NoteCreate,
+    Priority,
+    SshKeyCreate,
+    TicketCreate,
+    TicketDetail,
+    TicketPublic,
+    TicketStatus,
+    TicketUpdate,
+    parse_input,
+)
+from protocol.tickets import parse_ticket_ref
 
 PANEL = "For engineers"
 
@@ -49,8 +62,9 @@ def login(
     if username is None:
         username = typer.prompt("Username")
     password = read_secret("Password: ", password_stdin)
-    with ServerConnection(base) as conn:
-        answer = LoginResponse.model_validate(conn.post("auth/login", json={"username": username, "password": password, "token_name": "cli"}))
+    body = parse_input(LoginRequest, username=username, password=password, token_name="cli")
+    with HelplineClient.connect(base) as client:
+        answer = client.login(body)
     credentials.save_login(credentials.Login(base, answer.token, answer.account.username, answer.account.role.value, answer.expires_at.isoformat()))
     output.say(f"Logged in to {output.esc(base)} as [bold]{answer.account.username}[/] ({answer.account.role.value}); the token is valid until {output.local_time(answer.expires_at)}.")
 
@@ -61,8 +75,8 @@ def logout() -> None:
     Example: helpline logout
     """
     try:
-        with credentials.connect() as conn:
-            conn.post("auth/logout")
+        with credentials.connect() as client:
+            client.logout()
     finally:
         credentials.forget_login()
     output.say("Logged out.")
@@ -73,8 +87,8 @@ def whoami(json_out: JsonOpt = False) -> None:
 
     Example: helpline whoami --json
     """
-    with credentials.connect() as conn:
-        me = AccountPublic.model_validate(conn.get("me"))
+    with credentials.connect() as client:
+        me = client.me()
     if json_out:
         output.print_json(me)
         return
@@ -114,10 +128,9 @@ def ticket_create(
 
     Example: helpline ticket create "Laptop will not boot" -r "Dana, accounts" -p high --assign alice
     """
-    with credentials.connect() as conn:
-        t = TicketDetail.model_validate(conn.post("tickets", json={
-            "title": title, "description": description, "requester": requester, "priority": priority.value, "assignee": assign,
-        }))
+    body = parse_input(TicketCreate, title=title, description=description, requester=requester, priority=priority, assignee=assign)
+    with credentials.connect() as client:
+        t = client.create_ticket(body)
     if json_out:
         output.print_json(t)
         return
@@ -137,15 +150,10 @@ def ticket_list(
 
     Example: helpline ticket list --status new --status open --mine
     """
-    params: dict = {"limit": limit}
-    if status:
-        params["status"] = [s.value for s in status]
     if mine:
-        params["assignee"] = credentials.load_login().username
-    elif assignee is not None:
-        params["assignee"] = assignee
-    with credentials.connect() as conn:
-        tickets = [TicketPublic.model_validate(t) for t in conn.get("tickets", params=params)]
+        assignee = credentials.load_login().username
+    with credentials.connect() as client:
+        tickets = client.tickets(status=status or (), assignee=assignee, limit=limit)
     if json_out:
         output.print_json(tickets)
         return
@@ -161,8 +169,9 @@ def ticket_show(ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ti
 
     Example: helpline ticket show T-1042
     """
-    with credentials.connect() as conn:
-        t = TicketDetail.model_validate(conn.get(f"tickets/{ticket}"))
+    number = parse_ticket_ref(ticket)
+    with credentials.connect() as client:
+        t = client.ticket(number)
     if json_out:
         output.print_json(t)
         return
@@ -183,6 +192,7 @@ def ticket_update(
 
     Example: helpline ticket update T-1042 --status open --assign alice
     """
+    number = parse_ticket_ref(ticket)
     body: dict = {}
     if status:
         body["status"] = status.value
@@ -198,8 +208,9 @@ def ticket_update(
         body["title"] = title
     if not body:
         raise InvalidInputError("Nothing to change.", hint="Give --status, --assign, --unassign, --priority or --title.")
-    with credentials.connect() as conn:
-        t = TicketDetail.model_validate(conn.patch(f"tickets/{ticket}", json=body))
+    changes = parse_input(TicketUpdate, **body)
+    with credentials.connect() as client:
+        t = client.update_ticket(number, changes)
     if json_out:
         output.print_json(t)
         return
@@ -215,8 +226,10 @@ def ticket_note(
 
     Example: helpline ticket note T-1042 "Replaced the power supply; please try again."
     """
-    with credentials.connect() as conn:
-        t = TicketDetail.model_validate(conn.post(f"tickets/{ticket}/notes", json={"message": message}))
+    number = parse_ticket_ref(ticket)
+    note = parse_input(NoteCreate, message=message)
+    with credentials.connect() as client:
+        t = client.add_note(number, note)
     output.say(f"Note added to {t.number}.")
 
 
@@ -226,8 +239,9 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(metavar="TICKET", hel
 
     Example: helpline ticket pair-code T-1042   then read the code to the user
     """
-    with credentials.connect() as conn:
-        code = PairingCodeCreated.model_validate(conn.post(f"tickets/{ticket}/pairing-codes"))
+    number = parse_ticket_ref(ticket)
+    with credentials.connect() as client:
+        code = client.create_pairing_code(number)
     if json_out:
         output.print_json(code)
         return
@@ -244,8 +258,9 @@ def ssh_key_add(path: Annotated[Path, typer.Argument(metavar="FILE", help="Your 
     Example: helpline ssh-key add ~/.ssh/id_ed25519.pub
     """
     text = sys.stdin.read() if str(path) == "-" else path.expanduser().read_text()
-    with credentials.connect() as conn:
-        key = SshKeyPublic.model_validate(conn.post("me/ssh-keys", json={"public_key": text.strip()}))
+    body = parse_input(SshKeyCreate, public_key=text.strip())
+    with credentials.connect() as client:
+        key = client.add_ssh_key(body)
     output.say(output.esc(f"Added {key.algorithm} key {key.fingerprint}."))
 
 
@@ -255,8 +270,8 @@ def ssh_key_list(json_out: JsonOpt = False) -> None:
 
     Example: helpline ssh-key list
     """
-    with credentials.connect() as conn:
-        keys = [SshKeyPublic.model_validate(k) for k in conn.get("me/ssh-keys")]
+    with credentials.connect() as client:
+        keys = client.ssh_keys()
     if json_out:
         output.print_json(keys)
         return
@@ -269,6 +284,6 @@ def ssh_key_remove(key_id: Annotated[int, typer.Argument(metavar="ID", help="The
 
     Example: helpline ssh-key remove 3
     """
-    with credentials.connect() as conn:
-        conn.delete(f"me/ssh-keys/{key_id}")
+    with credentials.connect() as client:
+        client.remove_ssh_key(key_id)
     output.say(f"Removed key {key_id}.")

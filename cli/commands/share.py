@@ -14,8 +14,8 @@ from agent import link, upload
 from agent.state import load_state, require_state
 from cli import output
 from cli.commands.user import PANEL, JsonOpt, ServerOpt
-from protocol.schemas import AgentTicket
-from protocol.errors import ConfigError, HelplineError, InvalidInputError, UnavailableError
+from protocol.errors import ConfigError, InvalidInputError, UnavailableError
+from protocol.tickets import parse_ticket_ref, ticket_label
 
 QUESTIONS = (
     ("what", "What happened?"),
@@ -62,32 +62,6 @@ def _show_preview(prepared) -> None:
     output.say(f"Bundle: {output.size(prepared.size)} (compressed). Read all of it first: {output.esc(prepared.report_html)}")
 
 
-def _ticket_for(code: str | None, ticket: str | None, server: str | None, request) -> tuple[str, AgentTicket | None, float | None]:
-    """Return (ticket number, the ticket if the server was asked, response window) for the bundle.
-
-    A ticket this PC is already linked to needs no server round trip, so a bundle
-    for it can be queued while the server is unreachable.
-    """
-    if code:
-        _, t = link.pair(code, server_url=server)
-        return t.number, t, None
-    if ticket:
-        state = require_state()
-        wanted = _ticket_label(ticket)
-        if wanted not in state.tickets:
-            raise ConfigError(f"This PC is not linked to {wanted}.", hint="Pair with the code your engineer gives you: --code CODE.")
-        return wanted, None, None
-    title = (request.what or "Diagnostics from my PC").splitlines()[0][:120] or "Diagnostics from my PC"
-    description = "\n".join(f"{label}: {value}" for label, value in (
-        ("What happened", request.what), ("Since when", request.since), ("Already tried", request.tried)) if value)
-    _, answer = link.request_help(title, description=description, server_url=server)
-    return answer.ticket.number, answer.ticket, float(answer.response_minutes)
-
-
-def _ticket_label(ticket: str) -> str:
-    return ticket.upper() if ticket.upper().startswith("T-") else f"T-{ticket}"
-
-
 def _deliver(entry: upload.OutboxEntry, credential: str) -> None:
     if not sys.stderr.isatty():
         upload.deliver(entry, credential)
@@ -98,22 +72,21 @@ def _deliver(entry: upload.OutboxEntry, credential: str) -> None:
         upload.deliver(entry, credential, progress=lambda sent, total: bar.update(task, completed=sent, total=total))
 
 
+def _queued_line(done: upload.QueuedDelivery) -> str:
+    """One line saying what became of a queued bundle."""
+    entry = done.entry
+    if done.result is upload.Delivery.UNLINKED:
+        return f"{entry.ticket}: waiting (this PC is not linked to {entry.server_url} any more)"
+    if done.result is upload.Delivery.DELIVERED:
+        return f"{entry.ticket}: delivered ({output.size(done.bundle.size)})"
+    if done.result is upload.Delivery.WAITING:
+        return f"{entry.ticket}: still waiting for the server"
+    return f"{entry.ticket}: refused — {done.reason}"
+
+
 def send_queued() -> list[str]:
     """Try to deliver bundles queued earlier; return what happened to each, one line each."""
-    state = load_state()
-    lines = []
-    for entry in upload.pending():
-        if state is None or state.server_url != entry.server_url:
-            lines.append(f"{entry.ticket}: waiting (this PC is not linked to {entry.server_url} any more)")
-            continue
-        try:
-            bundle = upload.deliver(entry, state.credential, policy=upload.RetryPolicy(attempts=3, deadline=60))
-            lines.append(f"{entry.ticket}: delivered ({output.size(bundle.size)})")
-        except UnavailableError:
-            lines.append(f"{entry.ticket}: still waiting for the server")
-        except HelplineError as exc:
-            lines.append(f"{entry.ticket}: refused — {exc.message}")
-    return lines
+    return [_queued_line(done) for done in upload.send_queued()]
 
 
 def share(
@@ -154,8 +127,9 @@ def share(
         raise InvalidInputError("Give --code or --ticket, not both.")
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
-    from agent.share import ShareRequest
+    from agent.share import ShareRequest, choose_ticket
 
+    label = ticket_label(parse_ticket_ref(ticket)) if ticket else None
     previous = load_state()
     if not (output_path or preview or server or previous):
         # Say it now, not after gathering and asking: with no server there is nowhere to send to.
@@ -164,7 +138,7 @@ def share(
     request = ShareRequest(what=what, since=since, tried=tried, exclude=set(exclude or ()), logs=list(logs or ()),
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),
-                           ticket=_ticket_label(ticket) if ticket else None)
+                           ticket=label)
     _ask(request)
     prepared = _collect(request)
     try:
@@ -189,7 +163,8 @@ def share(
         if not yes and not typer.confirm("Send this to your support team?", default=False, err=True):
             output.say("Nothing was sent.")
             return
-        number, the_ticket, window = _ticket_for(code, ticket, server, request)
+        choice = choose_ticket(request, code=code, ticket=ticket, server_url=server)
+        number, the_ticket, window = choice.number, choice.ticket, choice.response_minutes
         state = require_state()
         entry = upload.enqueue(prepared.archive, number, state.server_url)
         try:

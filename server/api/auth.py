@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic
+from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic, StatusMessage
 from server import logins, ssh_keys
 from server.accounts import account_public
 from server.api.deps import RowId, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, Now, State
@@ -19,9 +19,9 @@ def login(body: LoginRequest, session: DbSession, state: State, ip: ClientIP, no
 
 
 @router.post("/auth/logout", summary="Revoke the token this request carries")
-def logout(account: CurrentAccount, session: DbSession, credentials: Bearer, actor: AccountActor, now: Now) -> dict[str, str]:
+def logout(account: CurrentAccount, session: DbSession, credentials: Bearer, actor: AccountActor, now: Now) -> StatusMessage:
     logins.log_out(session, actor, account, credentials.credentials, now=now)
-    return {"status": "logged out"}
+    return StatusMessage(status="logged out")
 
 
 @router.get("/me", summary="The account behind this token")
@@ -40,6 +40,6 @@ def add_ssh_key(body: SshKeyCreate, account: CurrentAccount, session: DbSession,
 
 
 @router.delete("/me/ssh-keys/{key_id}", summary="Remove one of my SSH public keys")
-def remove_ssh_key(key_id: RowId, account: CurrentAccount, session: DbSession, actor: AccountActor) -> dict[str, str]:
+def remove_ssh_key(key_id: RowId, account: CurrentAccount, session: DbSession, actor: AccountActor) -> StatusMessage:
     ssh_keys.remove_ssh_key(session, actor, account, key_id)
-    return {"status": "removed"}
+    return StatusMessage(status="removed")

@@ -120,7 +120,7 @@ def test_preview_sends_nothing(live_server, admin_pc, make_pc):
     number, code = ticket_with_code(admin_pc)
     user = make_pc("user")
     user.ok("pair", code, "--server", live_server.url)
-    out = user.ok("share", "--ticket", number, "--preview", *ANSWERS).stdout
+    out = user.ok("share", "--ticket", "#" + number.removeprefix("T-"), "--preview", *ANSWERS).stdout
     assert "Nothing was sent" in out
     bundle_dir = Path(re.search(r"The bundle is in (\S+)", out).group(1))
     assert f"Ticket: <b>{number}</b>" in (bundle_dir / "report.html").read_text()  # known before sending

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.errors import ExitStatus
-from tests.support.live import ENGINEER_PASSWORD, create_engineer
+from tests.support.live import ENGINEER_PASSWORD, create_engineer, json_request, token_of
 
 pytestmark = pytest.mark.e2e
 
@@ -59,6 +59,35 @@ def test_ticket_not_found_and_bad_input(live_server, admin_pc):
     assert nobody.code == ExitStatus.NOT_FOUND
     usage = admin_pc.run("ticket", "create", "x", "--priority", "sky-high")
     assert usage.code == ExitStatus.USAGE
+
+
+def test_every_spelling_of_a_ticket_reaches_it(live_server, admin_pc, make_pc):
+    number = admin_pc.ok("ticket", "create", "Spellings", "--json").json()["number"]
+    digits = number.removeprefix("T-")
+    for spelling in (f"#{digits}", f"t-{digits}", digits, f" {number} "):
+        assert admin_pc.ok("ticket", "show", spelling, "--json").json()["number"] == number
+    admin_pc.ok("ticket", "note", f"#{digits}", "Reached by its short name.")
+    no_bundle = admin_pc.run("diag", "show", f"#{digits}")
+    assert no_bundle.code == ExitStatus.NOT_FOUND and f"{number} has no diagnostics yet" in no_bundle.stderr
+
+    code = admin_pc.ok("ticket", "pair-code", f"t-{digits}", "--json").json()["code"]
+    pc = make_pc("user")
+    pc.ok("pair", code, "--server", live_server.url)
+    assert [t["number"] for t in pc.ok("status", f"#{digits}", "--json").json()] == [number]
+
+    for bad in (f"{number}?x=1", f"t{digits}x", f"../{digits}", "T-", f"{number}/notes", f"t{digits}"):
+        for result in (admin_pc.run("ticket", "show", bad), admin_pc.run("ticket", "note", bad, "x"),
+                       admin_pc.run("diag", "get", bad), pc.run("status", bad)):
+            assert result.code == ExitStatus.INVALID, (bad, result)
+            lines = result.stderr.splitlines()
+            assert lines[0].startswith("error: ") and "is not a ticket number" in lines[0]
+            assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.stderr
+
+    # The server reads the same spellings, and refuses the same others, when asked directly.
+    token = token_of(admin_pc)
+    assert json_request(live_server, "GET", f"/v1/tickets/%23{digits}", token)[1]["number"] == number
+    status, body = json_request(live_server, "GET", f"/v1/tickets/t{digits}", token)
+    assert status == 422 and "is not a ticket number" in body["error"]["message"]
 
 
 def test_concurrent_ticket_creation_gets_unique_numbers(live_server, admin_pc):

@@ -1,0 +1,265 @@
+"""The typed client of the `/v1` API: one method per endpoint, protocol models in and out.
+
+This is the only module that knows the API's paths. Every value that goes into
+a path is checked and encoded here, so a ticket reference, a username or an id
+can never add a path segment or a query string; every answer is validated
+against its protocol model before anyone reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from agent.http import ServerConnection
+from protocol.errors import InvalidInputError, UnavailableError
+from protocol.schemas import (
+    AccountCreate,
+    AccountPublic,
+    AccountUpdate,
+    AgentCredential,
+    AgentPublic,
+    AgentTicket,
+    AuditEventPublic,
+    BundleDetail,
+    BundlePublic,
+    EnrollmentTokenCreate,
+    EnrollmentTokenCreated,
+    EnrollmentTokenPublic,
+    EnrollRequest,
+    LoginRequest,
+    LoginResponse,
+    NoteCreate,
+    PairingCodeCreated,
+    PairRequest,
+    PairResponse,
+    SelfServiceRequest,
+    SelfServiceResponse,
+    ServerInfo,
+    SshKeyCreate,
+    SshKeyPublic,
+    StatusMessage,
+    TicketCreate,
+    TicketDetail,
+    TicketPublic,
+    TicketStatus,
+    TicketUpdate,
+    UploadCreate,
+    UploadStatus,
+)
+from protocol.tickets import canonical_ticket
+
+TicketRef = str | int  # T-1042, t-1042, #1042, 1042, or the number itself
+
+_MAX_SEGMENT = 200
+_adapter = lru_cache(maxsize=None)(TypeAdapter)  # building an adapter is slow; there are few answer types
+
+
+def _segment(value: str, what: str, hint: str | None = None) -> str:
+    """``value`` as one encoded path segment; InvalidInputError if it could be read as anything more."""
+    if (not isinstance(value, str) or not value or len(value) > _MAX_SEGMENT or value in (".", "..")
+            or any(c in "/\\?#%" or not c.isprintable() for c in value)):
+        shown = value[:40] if isinstance(value, str) else type(value).__name__
+        raise InvalidInputError(f"{shown!r} is not a valid {what}.", hint=hint)
+    return quote(value, safe="")
+
+
+def _row_id(value: int, what: str) -> str:
+    """A numeric id as a path segment; InvalidInputError for anything but a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{value!r} is not a valid {what}.")
+    return str(value)
+
+
+def _ticket(reference: TicketRef) -> str:
+    return quote(canonical_ticket(reference), safe="")
+
+
+def _body(model: BaseModel) -> dict:
+    """A request model as JSON; unset optional fields (None) stay off the wire, as the server reads them as absent."""
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+class HelplineClient:
+    """One server, one bearer token (an engineer's token or this PC's agent credential), typed calls."""
+
+    def __init__(self, connection: ServerConnection):
+        self.connection = connection
+
+    @classmethod
+    def connect(cls, base_url: str, token: str | None = None, *, timeout: float = 30.0,
+                transport: httpx.BaseTransport | None = None) -> HelplineClient:
+        """A client for the server at ``base_url`` (ConfigError if the address is unusable)."""
+        return cls(ServerConnection(base_url, token, timeout=timeout, transport=transport))
+
+    @property
+    def base_url(self) -> str:
+        return self.connection.base_url
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> HelplineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _call(self, answer: Any, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request and return its answer validated as ``answer`` (a model or a type)."""
+        data = self.connection.request(method, path, **kwargs)
+        try:
+            return _adapter(answer).validate_python(data)
+        except ValidationError as exc:
+            raise UnavailableError(
+                f"{self.base_url} answered {method} {path} in a way this Helpline does not understand.",
+                hint="Check the address; the server and this program may be of different versions.",
+            ) from exc
+
+    # --- the server ------------------------------------------------------------------
+
+    def server_info(self) -> ServerInfo:
+        """The server's version, limits and the public key agents pin."""
+        return self._call(ServerInfo, "GET", "server")
+
+    # --- logging in, who am I, my SSH keys -----------------------------------------------
+
+    def login(self, body: LoginRequest) -> LoginResponse:
+        return self._call(LoginResponse, "POST", "auth/login", json=_body(body))
+
+    def logout(self) -> StatusMessage:
+        """Revoke the token this client carries."""
+        return self._call(StatusMessage, "POST", "auth/logout")
+
+    def me(self) -> AccountPublic:
+        return self._call(AccountPublic, "GET", "me")
+
+    def ssh_keys(self) -> list[SshKeyPublic]:
+        return self._call(list[SshKeyPublic], "GET", "me/ssh-keys")
+
+    def add_ssh_key(self, body: SshKeyCreate) -> SshKeyPublic:
+        return self._call(SshKeyPublic, "POST", "me/ssh-keys", json=_body(body))
+
+    def remove_ssh_key(self, key_id: int) -> StatusMessage:
+        return self._call(StatusMessage, "DELETE", f"me/ssh-keys/{_row_id(key_id, 'SSH key id')}")
+
+    # --- accounts (admins) --------------------------------------------------------------
+
+    def accounts(self) -> list[AccountPublic]:
+        return self._call(list[AccountPublic], "GET", "accounts")
+
+    def create_account(self, body: AccountCreate) -> AccountPublic:
+        return self._call(AccountPublic, "POST", "accounts", json=_body(body))
+
+    def update_account(self, username: str, body: AccountUpdate) -> AccountPublic:
+        name = _segment(username, "username", hint="List accounts with `helpline account list`.")
+        return self._call(AccountPublic, "PATCH", f"accounts/{name}", json=_body(body))
+
+    # --- enrollment tokens (admins) and the fleet ----------------------------------------
+
+    def create_enrollment_token(self, body: EnrollmentTokenCreate) -> EnrollmentTokenCreated:
+        return self._call(EnrollmentTokenCreated, "POST", "enrollment-tokens", json=_body(body))
+
+    def enrollment_tokens(self) -> list[EnrollmentTokenPublic]:
+        return self._call(list[EnrollmentTokenPublic], "GET", "enrollment-tokens")
+
+    def revoke_enrollment_token(self, token_id: int) -> EnrollmentTokenPublic:
+        return self._call(EnrollmentTokenPublic, "DELETE", f"enrollment-tokens/{_row_id(token_id, 'enrollment token id')}")
+
+    def agents(self, group: str | None = None) -> list[AgentPublic]:
+        return self._call(list[AgentPublic], "GET", "agents", params={"group": group} if group else None)
+
+    def agent(self, agent_id: str) -> AgentPublic:
+        segment = _segment(agent_id, "agent id", hint="List agents with `helpline agent list`.")
+        return self._call(AgentPublic, "GET", f"agents/{segment}")
+
+    def audit_events(self, *, action: str | None = None, target: str | None = None, limit: int | None = None) -> list[AuditEventPublic]:
+        """Audit events, newest first, optionally only actions starting with ``action`` or about ``target``."""
+        params = {k: v for k, v in {"action": action, "target": target, "limit": limit}.items() if v is not None}
+        return self._call(list[AuditEventPublic], "GET", "audit", params=params)
+
+    # --- tickets (engineers) --------------------------------------------------------------
+
+    def create_ticket(self, body: TicketCreate) -> TicketDetail:
+        return self._call(TicketDetail, "POST", "tickets", json=_body(body))
+
+    def tickets(self, *, status: Sequence[TicketStatus] = (), assignee: str | None = None,
+                limit: int | None = None) -> list[TicketPublic]:
+        """Tickets, newest first; ``assignee`` '' or 'none' means unassigned ones."""
+        params: dict[str, Any] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if status:
+            params["status"] = [TicketStatus(s).value for s in status]
+        if assignee is not None:
+            params["assignee"] = assignee
+        return self._call(list[TicketPublic], "GET", "tickets", params=params)
+
+    def ticket(self, ticket: TicketRef) -> TicketDetail:
+        return self._call(TicketDetail, "GET", f"tickets/{_ticket(ticket)}")
+
+    def update_ticket(self, ticket: TicketRef, body: TicketUpdate) -> TicketDetail:
+        return self._call(TicketDetail, "PATCH", f"tickets/{_ticket(ticket)}", json=_body(body))
+
+    def add_note(self, ticket: TicketRef, body: NoteCreate) -> TicketDetail:
+        return self._call(TicketDetail, "POST", f"tickets/{_ticket(ticket)}/notes", json=_body(body))
+
+    def create_pairing_code(self, ticket: TicketRef) -> PairingCodeCreated:
+        return self._call(PairingCodeCreated, "POST", f"tickets/{_ticket(ticket)}/pairing-codes")
+
+    # --- bundles (engineers) ----------------------------------------------------------------
+
+    def ticket_bundles(self, ticket: TicketRef) -> list[BundlePublic]:
+        """A ticket's diagnostics bundles, oldest first."""
+        return self._call(list[BundlePublic], "GET", f"tickets/{_ticket(ticket)}/bundles")
+
+    def bundle(self, bundle_id: str) -> BundleDetail:
+        return self._call(BundleDetail, "GET", f"bundles/{_segment(bundle_id, 'bundle id')}")
+
+    def download_bundle(self, bundle_id: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
+        """Stream a bundle's archive to ``dest``; return (size, sha256), checked against the server's digest."""
+        return self.connection.download(f"bundles/{_segment(bundle_id, 'bundle id')}/archive", dest, progress)
+
+    # --- the PC itself --------------------------------------------------------------------
+
+    def enroll(self, body: EnrollRequest) -> AgentCredential:
+        return self._call(AgentCredential, "POST", "agents/enroll", json=_body(body))
+
+    def pair(self, body: PairRequest) -> PairResponse:
+        return self._call(PairResponse, "POST", "pair", json=_body(body))
+
+    def request_help(self, body: SelfServiceRequest) -> SelfServiceResponse:
+        """Open a ticket from this PC (self-service)."""
+        return self._call(SelfServiceResponse, "POST", "self-service/tickets", json=_body(body))
+
+    def my_tickets(self) -> list[AgentTicket]:
+        """The tickets this PC is linked to, newest first."""
+        return self._call(list[AgentTicket], "GET", "agent/tickets")
+
+    def my_ticket(self, ticket: TicketRef) -> AgentTicket:
+        return self._call(AgentTicket, "GET", f"agent/tickets/{_ticket(ticket)}")
+
+    def start_upload(self, ticket: TicketRef, body: UploadCreate) -> UploadStatus:
+        """Start (or resume, for the same file) uploading a bundle to a ticket this PC is linked to."""
+        return self._call(UploadStatus, "POST", f"agent/tickets/{_ticket(ticket)}/uploads", json=_body(body))
+
+    def upload_status(self, upload_id: str) -> UploadStatus:
+        return self._call(UploadStatus, "GET", f"uploads/{_segment(upload_id, 'upload id')}")
+
+    def put_chunk(self, upload_id: str, index: int, data: bytes, sha256: str) -> UploadStatus:
+        """Send chunk ``index`` of an upload as raw bytes with its SHA-256."""
+        path = f"uploads/{_segment(upload_id, 'upload id')}/chunks/{_row_id(index, 'chunk index')}"
+        return self._call(UploadStatus, "PUT", path, content=data,
+                          headers={"X-Chunk-SHA256": sha256, "Content-Type": "application/octet-stream"})
+
+    def complete_upload(self, upload_id: str) -> BundlePublic:
+        """Ask the server to join and verify the chunks; idempotent, so a lost answer can be asked for again."""
+        return self._call(BundlePublic, "POST", f"uploads/{_segment(upload_id, 'upload id')}/complete")

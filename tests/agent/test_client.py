@@ -1,0 +1,235 @@
+"""The typed API client: each method is one server route, path values cannot escape
+their segment, and answers are checked against their models (no network: a mock transport)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.routing import Match
+
+from agent.client import HelplineClient
+from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.schemas import (
+    AccountCreate,
+    AccountUpdate,
+    AgentIdentity,
+    EnrollmentTokenCreate,
+    EnrollRequest,
+    LoginRequest,
+    NoteCreate,
+    PairRequest,
+    SelfServiceRequest,
+    SshKeyCreate,
+    TicketCreate,
+    TicketStatus,
+    TicketUpdate,
+    UploadCreate,
+    parse_input,
+)
+
+BASE = "http://127.0.0.1:8700"
+BUNDLE = "0f8fad5b-d9cb-469f-a165-70867728950e"
+IDENTITY = AgentIdentity(public_key="A" * 44, hostname="pc-1")
+
+TICKET = {
+    "number": "T-1042", "title": "VPN", "description": "", "requester": "", "priority": "normal", "status": "new",
+    "assignee": None, "channel": "engineer", "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z",
+    "first_response_due": "2026-12-01T14:00:00Z", "first_responded_at": None,
+}
+DETAIL = {**TICKET, "agents": [], "timeline": [], "bundles": []}
+
+
+class Recorder:
+    """A transport that keeps every request and answers from a table (404 for anything else)."""
+
+    def __init__(self, answers: dict[tuple[str, str], httpx.Response] | None = None):
+        self.requests: list[httpx.Request] = []
+        self.answers = answers or {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        answer = self.answers.get((request.method, request.url.path))
+        if answer is not None:
+            return answer
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "nothing here", "hint": None}})
+
+
+def client_with(recorder: Recorder) -> HelplineClient:
+    return HelplineClient.connect(BASE, "hlu_token", transport=httpx.MockTransport(recorder))
+
+
+def every_call(tmp_path: Path):
+    """One call of every client method, with arguments the server would accept."""
+    return [
+        ("server_info", ()),
+        ("login", (LoginRequest(username="alice", password="pw"),)),
+        ("logout", ()),
+        ("me", ()),
+        ("ssh_keys", ()),
+        ("add_ssh_key", (SshKeyCreate(public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA alice"),)),
+        ("remove_ssh_key", (3,)),
+        ("accounts", ()),
+        ("create_account", (AccountCreate(username="alice", password="x" * 12),)),
+        ("update_account", ("alice", AccountUpdate(disabled=True))),
+        ("create_enrollment_token", (EnrollmentTokenCreate(),)),
+        ("enrollment_tokens", ()),
+        ("revoke_enrollment_token", (4,)),
+        ("agents", ()),
+        ("agent", ("0f8fad5b",)),
+        ("audit_events", ()),
+        ("create_ticket", (TicketCreate(title="VPN"),)),
+        ("tickets", ()),
+        ("ticket", ("#1042",)),
+        ("update_ticket", ("t-1042", TicketUpdate(status=TicketStatus.OPEN))),
+        ("add_note", (1042, NoteCreate(message="hello"))),
+        ("create_pairing_code", ("T-1042",)),
+        ("ticket_bundles", ("1042",)),
+        ("bundle", (BUNDLE,)),
+        ("download_bundle", (BUNDLE, tmp_path / "b.tar.gz")),
+        ("enroll", (EnrollRequest(token="hle_x", identity=IDENTITY, signature="sig"),)),
+        ("pair", (PairRequest(code="7KQ2-M9XD", identity=IDENTITY, signature="sig"),)),
+        ("request_help", (SelfServiceRequest(title="VPN"),)),
+        ("my_tickets", ()),
+        ("my_ticket", (" T-1042 ",)),
+        ("start_upload", ("T-1042", UploadCreate(filename="bundle.tar.gz", size=1, sha256="0" * 64))),
+        ("upload_status", (BUNDLE,)),
+        ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
+        ("complete_upload", (BUNDLE,)),
+    ]
+
+
+def server_routes():
+    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+
+    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes
+            if r.path.startswith("/v1/")]
+
+
+def test_every_method_is_one_server_route_and_every_route_has_a_method(tmp_path):
+    recorder = Recorder()
+    calls = every_call(tmp_path)
+    with client_with(recorder) as client:
+        for name, args in calls:
+            with pytest.raises(NotFoundError):
+                getattr(client, name)(*args)
+    assert len(recorder.requests) == len(calls)
+    routes = server_routes()
+    used = set()
+    for request in recorder.requests:
+        scope = {"type": "http", "method": request.method, "path": request.url.path}
+        matches = [r for r in routes if r.matches(scope)[0] == Match.FULL]
+        assert len(matches) == 1, f"{request.method} {request.url.path} is not exactly one server route"
+        used.add((request.method, matches[0].path))
+    assert used == {(m, r.path) for r in routes for m in r.methods}
+
+
+@pytest.mark.parametrize("reference", ["#1042", "t-1042", "1042", " T-1042\n", 1042])
+def test_ticket_references_are_sent_as_their_label(reference):
+    recorder = Recorder({("GET", "/v1/tickets/T-1042"): httpx.Response(200, json=DETAIL)})
+    with client_with(recorder) as client:
+        assert client.ticket(reference).number == "T-1042"
+    assert recorder.requests[0].url.raw_path == b"/v1/tickets/T-1042"
+
+
+@pytest.mark.parametrize("reference", ["T-1001?x=1", "t1001x", "../1001", "T-", "1001/notes", "T-1001#x", "%2e%2e", -1, None])
+def test_a_ticket_reference_cannot_reach_another_url(reference):
+    recorder = Recorder()
+    with client_with(recorder) as client:
+        for call in (lambda: client.ticket(reference), lambda: client.my_ticket(reference),
+                     lambda: client.ticket_bundles(reference), lambda: client.create_pairing_code(reference),
+                     lambda: client.add_note(reference, NoteCreate(message="x"))):
+            with pytest.raises(InvalidInputError):
+                call()
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize("value", ["..", ".", "", "a/b", "a\\b", "a?b=1", "a#b", "a%2Fb", "a\nb", "x" * 201])
+def test_other_path_values_cannot_escape_their_segment(value):
+    recorder = Recorder()
+    with client_with(recorder) as client:
+        for call in (lambda: client.agent(value), lambda: client.update_account(value, AccountUpdate(disabled=True)),
+                     lambda: client.bundle(value), lambda: client.complete_upload(value)):
+            with pytest.raises(InvalidInputError):
+                call()
+        for number in (-1, True, "3"):
+            with pytest.raises(InvalidInputError):
+                client.remove_ssh_key(number)
+    assert recorder.requests == []
+
+
+def test_unusual_but_harmless_values_are_encoded():
+    recorder = Recorder()
+    with client_with(recorder) as client, pytest.raises(NotFoundError):
+        client.agent("pc one+two")
+    assert recorder.requests[0].url.raw_path == b"/v1/agents/pc%20one%2Btwo"
+
+
+def test_bodies_and_queries_on_the_wire():
+    recorder = Recorder({
+        ("PATCH", "/v1/tickets/T-7"): httpx.Response(200, json={**DETAIL, "number": "T-7"}),
+        ("GET", "/v1/tickets"): httpx.Response(200, json=[TICKET]),
+        ("GET", "/v1/audit"): httpx.Response(200, json=[]),
+    })
+    with client_with(recorder) as client:
+        client.update_ticket("T-7", TicketUpdate(assignee=""))  # an empty assignee unassigns: it must be sent
+        listed = client.tickets(status=[TicketStatus.NEW, TicketStatus.OPEN], assignee="none", limit=5)
+        assert [t.number for t in listed] == ["T-1042"]
+        assert client.audit_events(action="auth.", limit=50) == []
+    patch, listing, audit = recorder.requests
+    assert json.loads(patch.content) == {"assignee": ""}
+    assert listing.url.params.get_list("status") == ["new", "open"]
+    assert listing.url.params["assignee"] == "none" and listing.url.params["limit"] == "5"
+    assert dict(audit.url.params) == {"action": "auth.", "limit": "50"}
+    assert patch.headers["Authorization"] == "Bearer hlu_token"
+
+
+def test_a_chunk_is_sent_as_raw_bytes_with_its_digest():
+    status = {"id": BUNDLE, "ticket": "T-1", "filename": "bundle.tar.gz", "size": 3, "sha256": "0" * 64, "chunk_size": 3,
+              "chunks": 1, "received": [0], "expires_at": "2026-12-02T10:00:00Z", "complete": False, "bundle_id": None}
+    recorder = Recorder({("PUT", f"/v1/uploads/{BUNDLE}/chunks/0"): httpx.Response(200, json=status)})
+    digest = hashlib.sha256(b"abc").hexdigest()
+    with client_with(recorder) as client:
+        assert client.put_chunk(BUNDLE, 0, b"abc", digest).received == [0]
+    sent = recorder.requests[0]
+    assert sent.content == b"abc" and sent.headers["X-Chunk-SHA256"] == digest
+    assert sent.headers["Content-Type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize("answer", [{}, [], {"number": "T-1"}, {**DETAIL, "status": "exploded"}])
+def test_an_answer_that_is_not_the_model_is_refused(answer):
+    recorder = Recorder({("GET", "/v1/tickets/T-1042"): httpx.Response(200, json=answer)})
+    with client_with(recorder) as client, pytest.raises(UnavailableError) as err:
+        client.ticket("T-1042")
+    assert "does not understand" in err.value.message
+
+
+def test_download_checks_the_digest(tmp_path):
+    data = b"bundle bytes"
+    good = {"X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    recorder = Recorder({("GET", f"/v1/bundles/{BUNDLE}/archive"): httpx.Response(200, content=data, headers=good)})
+    with client_with(recorder) as client:
+        assert client.download_bundle(BUNDLE, tmp_path / "a") == (len(data), good["X-Content-SHA256"])
+    assert (tmp_path / "a").read_bytes() == data
+    recorder = Recorder({("GET", f"/v1/bundles/{BUNDLE}/archive"): httpx.Response(200, content=data, headers={"X-Content-SHA256": "0" * 64})})
+    with client_with(recorder) as client, pytest.raises(DamagedError):
+        client.download_bundle(BUNDLE, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_plain_http_only_on_loopback():
+    with pytest.raises(ConfigError):
+        HelplineClient.connect("http://help.example.com", "token")
+
+
+def test_typed_input_is_refused_as_the_server_words_it():
+    with pytest.raises(InvalidInputError) as err:
+        parse_input(AccountCreate, username="alice", password="short")
+    assert err.value.message == "Invalid password: String should have at least 12 characters."
+    with pytest.raises(InvalidInputError) as err:
+        parse_input(TicketCreate, title="  ", priority="sky-high")
+    assert err.value.message.startswith("Invalid title: ") and err.value.message.endswith("(and 1 more problems).")

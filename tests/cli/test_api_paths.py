@@ -9,8 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "agent" / "client.py"
 TRANSPORT = ROOT / "agent" / "http.py"
-# What only the client may touch: the transport, the HTTP library, and the client's own plumbing.
-RAW_NAMES = {"ServerConnection", "httpx", "connection", "_call", "_client"}
+# What only the client may touch: the transport and the HTTP library by name, and the client's own
+# plumbing as attributes of a client (another class's own self._call or a local variable does not count).
+RAW_NAMES = {"ServerConnection", "httpx"}
+RAW_ATTRIBUTES = {"connection", "_call", "_client"}
 
 
 def _first_segments() -> set[str]:
@@ -54,8 +56,12 @@ def test_only_the_client_holds_a_raw_connection():
     users = []
     for path, tree in _sources():
         for node in ast.walk(tree):
-            if isinstance(node, ast.Name | ast.Attribute | ast.alias):
-                name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else node.name
-                if name in RAW_NAMES:
+            if isinstance(node, ast.Attribute):
+                if node.attr in RAW_ATTRIBUTES and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                    users.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+                continue
+            if isinstance(node, ast.Name | ast.alias):
+                name = node.id if isinstance(node, ast.Name) else node.name
+                if name in RAW_NAMES or name.split(".")[0] == "httpx":
                     users.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}: {name}")
     assert users == []

@@ -76,6 +76,9 @@ _ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
 _CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
 _MID_VALUE = re.compile(r"[^\s&\"'<>]+")
 _CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[\w.\-]+[=:]")
+_NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
+# A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
+_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}[ \t]*")
 _JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
 _QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
@@ -152,6 +155,16 @@ def _strip_unbalanced(value: str) -> str:
             break
         value = value[:-1]
     return value
+
+
+def _spaced_to_end(sep: str, rest: str, line: str, vstart: int) -> bool:
+    """``... password = correct horse battery staple``: a separator with spaces around it, then nothing but
+    a few plain words to the end of the line, is a value with spaces (not a value and more log text)."""
+    if not (sep.startswith((" ", "\t")) and sep.endswith((" ", "\t")) and sep.strip() in ("=", ":", "：")):
+        return False
+    if _SPACED_VALUE.fullmatch(rest) is None:
+        return False
+    return rest.split(None, 1)[0].lower() not in _NOT_SECRET_WORDS
 
 
 def looks_like_prose(value: str, following: str) -> bool:
@@ -296,6 +309,10 @@ class Assignments:
             return vstart, vstart + len(value), lambda k: f'"{token(k)}"'  # keep JSON valid
         elif config_line and not _ANOTHER_ASSIGNMENT.search(rest):
             value = rest.rstrip()  # `password = correct horse battery staple`
+        elif self._names_the_next_setting(rest):
+            return None  # `wifi psk: password = ...`: the setting named next holds the value
+        elif _spaced_to_end(m.group("sep"), rest, line, vstart):
+            value = _strip_unbalanced(rest.rstrip())  # `wifi: password = correct horse battery staple`
         else:
             value = self._mid_line_value(line, vstart, m)
             if value is None:
@@ -307,6 +324,12 @@ class Assignments:
         if not config_line and sep == ":" and looks_like_prose(value, line[vstart + len(value) :]):
             return None
         return vstart, vstart + len(value), token
+
+    @staticmethod
+    def _names_the_next_setting(rest: str) -> bool:
+        """``psk: password = x``: the word after the separator is itself a secret's name with a separator."""
+        m = _NEXT_SETTING.match(rest)
+        return m is not None and keys.classify_key(m.group(1)) is not None
 
     @staticmethod
     def _tight_colon_label(line: str, m: re.Match[str], vstart: int) -> bool:

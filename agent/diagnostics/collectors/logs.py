@@ -73,6 +73,15 @@ def normalise_line(line: str, *, has_host: bool = False) -> str:
     return _SPACES.sub(" ", text).strip()[:240]
 
 
+def example_of(line: str, limit: int = 300) -> str:
+    """Return at most ``limit`` characters of ``line``, cut at a space: a word cut in half could be half
+    a secret, which redaction cannot recognise any more."""
+    text = line.strip()
+    if len(text) <= limit:
+        return text
+    return text[: max(0, text.rfind(" ", 0, limit + 1))].rstrip()
+
+
 def line_time(line: str, now: datetime) -> datetime | None:
     """Return the (aware) time a syslog line starts with, RFC 3339 or BSD style, or None."""
     match = _ISO_TS.match(line)
@@ -111,7 +120,7 @@ class ErrorCounter:
         if not shape:
             return
         self.counts[shape] += 1
-        self.examples.setdefault(shape, (line.strip()[:300], source))
+        self.examples.setdefault(shape, (example_of(line), source))
 
     def top(self, n: int = TOP_ERRORS) -> list[dict[str, Any]]:
         """Return the ``n`` most frequent shapes with their count, first example and where it came from."""

@@ -63,7 +63,7 @@ def looks_random(value: str) -> bool:
         return False
     if _UUID.fullmatch(v) or _VERSION_OR_DATE.fullmatch(v) or _PATH_OR_HOST.fullmatch(v) or _IDENTIFIER.fullmatch(v):
         return False
-    if _CAMEL_WORDS.fullmatch(v) and _switches(v) < 0.3:
+    if _CAMEL_WORDS.fullmatch(v) and _switches(v) < 0.45:
         return False  # GetWindowsVersion2, NetworkManager
     lower = any(c.islower() for c in v)
     upper = any(c.isupper() for c in v)
@@ -223,8 +223,9 @@ _NSS_SOURCES = frozenset(
     "mymachines hesiod cache extrausers google_oslogin".split()
 )
 _TRAILING = ".,;:)]}»”"
-_PATH_LIKE = re.compile(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%\w+%|\$\{?\w)")
-_NUMBER_LIKE = re.compile(r"[\d.,:\-/]+[a-zA-Z]{0,3}|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
+_SETTING = re.compile(r"[A-Za-z_][\w.\-]*=")
+_PATH_LIKE = re.compile(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%[A-Za-z_]\w*%|\$\{?[A-Za-z_])")
+_NUMBER_LIKE = re.compile(r"[\d.,:\-/]+(?:ms|s|m|h|d|k|kb|mb|gb|tb|b|x|px|%)?|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
 
 
 def _is_status_or_prose(value: str, following: str) -> bool:
@@ -240,9 +241,9 @@ def _is_status_or_prose(value: str, following: str) -> bool:
 
 def _password_shaped(value: str) -> bool:
     """After a bare space ("passwd Xk3#9f"), only a value with a letter and a digit or symbol is a password."""
-    if len(value) < 4 or value.startswith("-") or "=" in value or _PATH_LIKE.match(value):
+    if len(value) < 4 or value.startswith("-") or _SETTING.match(value) or _PATH_LIKE.match(value):
         return False
-    if _NUMBER_LIKE.fullmatch(value) or _IDENTIFIER.fullmatch(value):
+    if _NUMBER_LIKE.fullmatch(value):
         return False
     letter = any(c.isalpha() for c in value)
     digit_or_symbol = any(c.isdigit() or not c.isalnum() for c in value)

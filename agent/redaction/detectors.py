@@ -158,6 +158,7 @@ class AuthorizationHeaders:
 
 _URL_START = re.compile(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}://")
 # The URL runs to whitespace, a quote or an angle bracket; a password may hold anything else.
+_HOST_LIKE = re.compile(r"localhost|\[[0-9A-Fa-f:.]+\]|[\w\-]+(?:\.[\w\-]+)+")
 _TOKEN_USER = re.compile(r"[A-Za-z0-9_\-.~+/=%]+")
 _URL_BODY = re.compile(r"[^\s\"'<>`]*")
 # Where the password ends: an "@" followed by a host (name, IPv4 or [IPv6], optional port), then the end
@@ -277,7 +278,7 @@ def _userinfo(body: str) -> tuple[str, str | None] | None:
     """Split the user-info off a URL without its scheme: (user, password or None), or None if it has none.
 
     The password may hold ``@``, ``#``, ``?``, ``/`` and ``%``: it ends at the last ``@`` that is followed
-    by a host. ``host:8080/path@x`` is a host and a port, not a user and a password.
+    by a host. ``example.net:8080/path@x`` is a host and a port, not a user and a password.
     """
     ats = [m.start() for m in _AT_HOST.finditer(body)]
     if not ats:
@@ -291,15 +292,14 @@ def _userinfo(body: str) -> tuple[str, str | None] | None:
     user = body[:colon]
     if any(c in user for c in "/?#@"):
         return None  # the colon is in a path or query, not in the user-info
-    if ats[0] > first_end and body[colon + 1 : first_end].isdigit():
+    if ats[0] > first_end and body[colon + 1 : first_end].isdigit() and _HOST_LIKE.fullmatch(user):
         return None  # host:port/path@...
     candidates = [a for a in ats if a > colon]
     if not candidates:
         return None
-    before_path = [a for a in candidates if a < first_end]
-    # The password has no / ? #: its "@" comes before them. Otherwise it ends at the first host after one.
-    at = before_path[-1] if before_path else candidates[0]
-    return user, body[colon + 1 : at]
+    # The password may itself hold "@" followed by something host-like: it ends at the last such "@"
+    # (an address in a query string after the host then goes too: more is removed, never less).
+    return user, body[colon + 1 : candidates[-1]]
 
 
 def _secret_formats() -> list[Detector]:

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 
 from agent.redaction import keys
-from agent.redaction.assignments import is_not_secret
+from agent.redaction.assignments import is_not_secret, spaced_to_end
 from agent.redaction.tokens import Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
 
@@ -281,6 +281,24 @@ class SpokenPasswords:
                 m = pattern.match(line, start)
                 if m is None:
                     continue
+                rest = line[m.start("v") :] if m.group("v") is not None else ""
+                config_line = line[:start].strip(" \t#;/-") == "" and m.group("conn").strip() in (":", "=", "：")
+                first_word = rest.split(None, 1)[0] if rest.strip() else ""
+                if (
+                    strong
+                    and m.group("v") is not None
+                    and spaced_to_end(" = " if config_line else m.group("conn"), rest)
+                    and not _is_status_or_prose(first_word, "")
+                    and m.group("word").lower() != "passwd"  # `passwd: files systemd`, "passwd: password updated"
+                ):
+                    # `mot de passe = cheval correct batterie`: spaces around the separator, then plain
+                    # words to the end of the line: they are all the value.
+                    kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
+                    hit(kind)
+                    out.append(line[done : m.start("v")])
+                    out.append(token(kind))
+                    done = m.start("v") + len(rest.rstrip())
+                    break
                 replaced = self._replace(m, hit, strong=strong)
                 if replaced != m.group(0):
                     out.append(line[done:start])
@@ -300,6 +318,7 @@ class SpokenPasswords:
         value = raw if quoted else _strip_trailing(raw)
         if not value or is_redacted(value) or TOKEN_IN.search(value):
             return m.group(0)
+        conn = m.group("conn")
         word = m.group("word").lower()
         is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
         following = m.string[m.start(group) + len(value) :]
@@ -307,7 +326,6 @@ class SpokenPasswords:
             return m.group(0)
         if word == "pwd" and _PATH_LIKE.match(value):
             return m.group(0)  # the working directory
-        conn = m.group("conn")
         tight = conn.strip() in (":", "=", "：", "＝") and not conn.endswith((" ", "\t"))
         if tight and not quoted and (not _password_shaped(value) or following.startswith(")")):
             return m.group(0)  # `pam_unix(passwd:chauthtok)` is a label; `password=x` is the settings' detector's
@@ -554,8 +572,11 @@ class CredentialPositions:
             if end < done:
                 continue
             window_end = min(len(line), end + _WINDOW)
+            replaced = line.find("[REDACTED:", end, window_end)
+            if replaced != -1:
+                window_end = replaced  # the credential after this word is already gone
             for candidate in _CANDIDATE.finditer(line, end, window_end + 64):
-                if candidate.start() > window_end:
+                if candidate.start() >= window_end:
                     break
                 value = _strip_trailing(candidate.group(0))
                 if candidate.start() < done or not looks_random(value):

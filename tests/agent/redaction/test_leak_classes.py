@@ -322,3 +322,31 @@ def test_capped_file_through_redact_file(tmp_path):
     assert "omitted here" in text and "[REDACTED:cut-line]" in text
     assert secret[:8] not in text and secret[-8:] not in text
     assert redactor.verify_tree(tmp_path / "out") == []
+
+
+@SETTINGS
+@given(
+    key=st.sampled_from(["Passwort", "Kennwort", "contraseña", "пароль", "wachtwoord", "Lösenord", "mot de passe"]),
+    sep=st.sampled_from([" = ", ": ", "="]),
+    phrase=st.lists(words, min_size=2, max_size=4, unique=True).map(" ".join),
+)
+def test_settings_named_in_other_languages_lose_their_whole_value(key, sep, phrase):
+    output = redact(f"{key}{sep}{phrase}\n")
+    for word in phrase.split():
+        assert word not in output, output
+
+
+def test_the_first_piece_of_a_file_holds_the_line_after_the_first(tmp_path):
+    """A cut first line is recognised by the marker after it, so both must reach the scrubber together,
+    however the file is split into pieces."""
+    from agent.redaction.textfiles import read_text_chunks
+
+    first = "a" * 50 + "\n"
+    content = first + "second line\n" + "third\n" * 10
+    with open(tmp_path / "f.txt", "w", encoding="utf-8") as handle:
+        handle.write(content)
+    with open(tmp_path / "f.txt", "rb") as raw:
+        _, pieces = read_text_chunks(raw, chunk_chars=52)
+        chunks = list(pieces)
+    assert chunks[0].startswith(first + "second line\n")
+    assert "".join(chunks) == content

@@ -398,7 +398,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
         re.compile(rf"(?i){_CMD}net(?:\.exe)?[ \t]+use\b[^\n]*?\\\\\S+[ \t]+(?!/){_Q}(?=[^\n]*?/u(?:ser)?:)"),
     ),
     (
-        ("sqlplus", "rman", "expdp", "impdp", "exp ", "imp "),
+        ("sqlplus", "rman", "expdp", "impdp", "exp ", "imp ", "sqlldr", "dgmgrl"),
         re.compile(
             rf"(?i){_CMD}(?:sqlplus|rman|expdp|impdp|exp|imp|sqlldr|dgmgrl)(?:\.exe)?\b(?:[ \t]+(?:-\w+|target|catalog|auxiliary|userid=))*"
             r"[ \t]+[\"']?[\w$#]+/(?:\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s@\"']+))"

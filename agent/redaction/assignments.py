@@ -18,7 +18,12 @@ from agent.redaction import keys
 from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
 
-KEYWORDS = ("pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk")
+KEYWORDS = (
+    "pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
+    # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
+    "wort", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
+    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호",
+)  # fmt: skip
 _KEYWORD = "(?:" + "|".join(KEYWORDS) + ")"
 
 # A key is a word containing a keyword. It must start the line or follow a delimiter, so
@@ -74,8 +79,12 @@ _CONFIG_PREFIX = re.compile(
 )
 _ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
 _CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
-_MID_VALUE = re.compile(r"[^\s&\"'<>]+")
+# A value in a URL query ends at "&" that starts the next parameter; elsewhere "&" is part of it.
+_MID_VALUE = re.compile(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=))+")
 _CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[\w.\-]+[=:]")
+_NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
+# A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
+_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}[ \t]*")
 _JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
 _QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
@@ -152,6 +161,16 @@ def _strip_unbalanced(value: str) -> str:
             break
         value = value[:-1]
     return value
+
+
+def spaced_to_end(sep: str, rest: str) -> bool:
+    """``... password = correct horse battery staple``: a separator with spaces around it, then nothing but
+    a few plain words to the end of the line, is a value with spaces (not a value and more log text)."""
+    if not (sep.startswith((" ", "\t")) and sep.endswith((" ", "\t")) and sep.strip() in ("=", ":", "：")):
+        return False
+    if _SPACED_VALUE.fullmatch(rest) is None:
+        return False
+    return rest.split(None, 1)[0].lower() not in _NOT_SECRET_WORDS
 
 
 def looks_like_prose(value: str, following: str) -> bool:
@@ -296,6 +315,10 @@ class Assignments:
             return vstart, vstart + len(value), lambda k: f'"{token(k)}"'  # keep JSON valid
         elif config_line and not _ANOTHER_ASSIGNMENT.search(rest):
             value = rest.rstrip()  # `password = correct horse battery staple`
+        elif self._names_the_next_setting(rest):
+            return None  # `wifi psk: password = ...`: the setting named next holds the value
+        elif spaced_to_end(m.group("sep"), rest):
+            value = _strip_unbalanced(rest.rstrip())  # `wifi: password = correct horse battery staple`
         else:
             value = self._mid_line_value(line, vstart, m)
             if value is None:
@@ -307,6 +330,12 @@ class Assignments:
         if not config_line and sep == ":" and looks_like_prose(value, line[vstart + len(value) :]):
             return None
         return vstart, vstart + len(value), token
+
+    @staticmethod
+    def _names_the_next_setting(rest: str) -> bool:
+        """``psk: password = x``: the word after the separator is itself a secret's name with a separator."""
+        m = _NEXT_SETTING.match(rest)
+        return m is not None and keys.classify_key(m.group(1)) is not None
 
     @staticmethod
     def _tight_colon_label(line: str, m: re.Match[str], vstart: int) -> bool:
@@ -388,7 +417,7 @@ class XmlElements:
 # Whitespace-separated forms that are secrets only in these well-known places. Each has a
 # `value` group; a `key` group, if present, must name a secret (see keys.classify_key).
 _NETRC_LINE = re.compile(r"(?i)(?:^|\s)(?:machine|default)(?:\s|$)")
-_NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>\S+)")
+_NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>(?![=:](?:\s|$))\S+)")
 _QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+))"
 # (literals, pattern): the pattern only runs on lines that contain one of the literals (lower case).
 _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (

@@ -21,7 +21,15 @@ PRIVATE_KEY = "private-key"
 
 # Lines that may open a block without any detector firing (PEM BEGIN, PuTTY Private-Lines);
 # settings that open YAML/JSON/XML blocks contain the key-value detectors' keywords anyway.
-TRIGGERS = ("begin", "private-lines")
+TRIGGERS = ("begin", "private-lines", "bytes omitted here")
+CUT_LINE = "cut-line"
+# The line Helpline's collectors write where they left out the middle of a capped file (see
+# agent.diagnostics.context.OMISSION_MARKER). When the file was one long line, the head before the
+# marker ends inside that line and the tail after it starts inside it: a secret may be cut in two, and
+# the tail's half has no name before it that says it is a secret.
+CUT_MARKER = re.compile(
+    r"^\[\.\.\. helpline: \d+ bytes omitted here; kept the first (?P<head>\d+) and the last (?P<tail>\d+) bytes \.\.\.\]$"
+)
 PEM_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
 # PuTTY .ppk files: "Private-Lines: 14" followed by that many base64 lines.
 PPK_PRIVATE_LINES = re.compile(r"^Private-Lines:[ \t]*(\d+)[ \t]*$")
@@ -211,6 +219,27 @@ class XmlElementBlock:
         return BlockStep(out, done=close is not None, rest=rest)
 
 
+class CutTailBlock:
+    """The line after an omission marker: if it is the whole kept tail, it starts in the middle of a line
+    (maybe of a secret, without the name that announced it), so it is replaced whole."""
+
+    def __init__(self, tail_bytes: int) -> None:
+        self._tail_bytes = tail_bytes
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        # The tail was cut on bytes; its text in UTF-8 is at least as long (cp1252 text only grows).
+        if is_redacted(body) or len(body.encode("utf-8", "replace")) + 1 < self._tail_bytes:
+            return BlockStep(None, done=True, rest=body)  # a whole line: scrub it as usual
+        hit(CUT_LINE)
+        return BlockStep(token(CUT_LINE), done=True)
+
+
+def cut_head_bytes(line: str) -> int | None:
+    """Return the head size an omission-marker line states, or None if ``line`` is not one."""
+    m = CUT_MARKER.match(line.rstrip("\r\n"))
+    return int(m.group("head")) if m else None
+
+
 def block_opened_by(body: str) -> Block | None:
     """Return the block a line opens as a setting whose value continues on the next lines, if any.
 
@@ -236,6 +265,9 @@ def block_opened_by(body: str) -> Block | None:
         kind = keys.container_kind(m.group("tag"))
         if kind is not None:
             return XmlElementBlock(m.group("tag"), kind)
+    cut = CUT_MARKER.match(body) if body.startswith("[... helpline: ") else None
+    if cut:
+        return CutTailBlock(int(cut.group("tail")))
     ppk = PPK_PRIVATE_LINES.match(body)
     if ppk and int(ppk.group(1)) > 0:
         return CountedLinesBlock(int(ppk.group(1)))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agent.redaction import blocks
+from agent.redaction.credentials import ColonFiles, CredentialPositions, PasswordFlags, SpokenPasswords, looks_random
 from agent.redaction.assignments import Assignments, SpecialForms, XmlElements, is_not_secret, looks_like_prose
 from agent.redaction.identities import Emails, Hostnames, Usernames
 from agent.redaction.network import IPv4Addresses, IPv6Addresses, MacAddresses
@@ -52,11 +53,13 @@ class PatternDetector:
         literals: tuple[str, ...],
         *,
         valid: Callable[[str], bool] | None = None,
+        shape: str | None = None,
     ) -> None:
         self.name = name
         self.names = (name,)
         self._pattern = re.compile(pattern)
-        self._triggers = Triggers(literals)
+        # A format without a fixed substring is selected by ``shape``, a regex every match contains.
+        self._triggers = Triggers(literals, re.compile(shape) if shape else None)
         self._valid = valid
         self._group: int | str = "secret" if "secret" in self._pattern.groupindex else 0
 
@@ -87,6 +90,11 @@ def _looks_like_token(value: str) -> bool:
     if _PSEUDONYM_INSIDE.search(value):
         return False
     return len(value) >= 24 or (len(value) >= 12 and re.search(r"[\d._~+/=-]", value) is not None)
+
+
+def _mixed_case(value: str) -> bool:
+    """Random tokens mix upper and lower case letters (and usually digits); words and numbers do not."""
+    return any(c.isupper() for c in value) and any(c.islower() for c in value)
 
 
 def _is_basic_credential(value: str) -> bool:
@@ -148,10 +156,14 @@ class AuthorizationHeaders:
         return "".join(out)
 
 
-_URL_CREDENTIALS = re.compile(
-    r"(?i)(?<![\w+.-])(?P<scheme>[a-z][a-z0-9+.\-]{1,20}://)(?P<user>[^\s:/?#@\[\]\"'<>]*)"
-    r":(?P<password>[^\s/?#\"'<>]*)@(?=[\w\[])"
-)
+_URL_START = re.compile(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}://")
+# The URL runs to whitespace, a quote or an angle bracket; a password may hold anything else.
+_HOST_LIKE = re.compile(r"localhost|\[[0-9A-Fa-f:.]+\]|[\w\-]+(?:\.[\w\-]+)+")
+_TOKEN_USER = re.compile(r"[A-Za-z0-9_\-.~+/=%]+")
+_URL_BODY = re.compile(r"[^\s\"'<>`]*")
+# Where the password ends: an "@" followed by a host (name, IPv4 or [IPv6], optional port), then the end
+# of the URL or its path, query or fragment.
+_AT_HOST = re.compile(r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?(?:[/?#]|$))")
 _PROXY_CREDENTIALS = re.compile(
     # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
     # the line or follow a space or quote (not "http://proxyuser:" nor "svc-proxy:"), and a "//" after
@@ -174,8 +186,47 @@ class UrlCredentials:
         return Triggers(("://", "proxy"))
 
     def apply(self, line: str, hit: Hit) -> str:
-        line = _URL_CREDENTIALS.sub(lambda m: self._replace(m, "scheme", hit), line)
+        if "://" in line:
+            line = self._urls(line, hit)
         return _PROXY_CREDENTIALS.sub(lambda m: self._replace(m, "prefix", hit), line)
+
+    def _urls(self, line: str, hit: Hit) -> str:
+        out: list[str] = []
+        done = 0
+        for start in _URL_START.finditer(line):
+            if start.start() < done:
+                continue
+            body_start = start.end()
+            body = _URL_BODY.match(line, body_start).group(0)  # type: ignore[union-attr]
+            if body.startswith("[REDACTED:"):
+                continue  # the user-info was a token, already replaced
+            userinfo = _userinfo(body)
+            if userinfo is None:
+                continue
+            user, password = userinfo
+            end = body_start + len(user) + (len(password) + 1 if password is not None else 0)
+            if password is None:
+                # No colon: a random user-info is a token used as the user name (https://<token>@host).
+                if not _TOKEN_USER.fullmatch(user) or line.startswith(PSEUDONYM_DOMAIN, end + 1) or not looks_random(user):
+                    continue
+                out.append(line[done:body_start])
+                out.append(token(URL_PASSWORD))
+                hit(URL_PASSWORD)
+                done = end
+                continue
+            if not password or is_redacted(password) or line.startswith(PSEUDONYM_DOMAIN, end + 1):
+                continue  # nothing, already scrubbed, or a pseudonymised e-mail address
+            hit(URL_PASSWORD)
+            if self._usernames and user and not is_redacted(user) and not PseudonymMap.is_pseudonym(USERNAME, user):
+                user = self._pseudonyms.pseudonym(USERNAME, user)
+                hit(USERNAME)
+            out.append(line[done:body_start])
+            out.append(f"{user}:{token(URL_PASSWORD)}")
+            done = end
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
 
     def _replace(self, m: re.Match[str], lead: str, hit: Hit) -> str:
         user, password = m.group("user"), m.group("password")
@@ -186,6 +237,69 @@ class UrlCredentials:
             user = self._pseudonyms.pseudonym(USERNAME, user)
             hit(USERNAME)
         return f"{m.group(lead)}{user}:{token(URL_PASSWORD)}@"
+
+
+class TwilioCredentials:
+    """Twilio account or API key SIDs (``AC``/``SK`` and 32 hex digits) and the secret written next to one:
+    ``-u ACxx:token``, ``Client("ACxx", "token")``, ``sid=ACxx token=xx``."""
+
+    name = "twilio-key"
+    names = (name,)
+
+    def __init__(self, prefix: str) -> None:
+        # One detector per prefix: a search for a fixed prefix is fast, an alternation is not.
+        self._sid = re.compile(rf"(?<![A-Za-z0-9]){prefix}[0-9a-fA-F]{{32}}(?![A-Za-z0-9])")
+        self._trigger = re.compile(rf"{prefix}[0-9a-fA-F]{{32}}")
+
+    def triggers(self) -> Triggers:
+        return Triggers((), self._trigger)
+
+    def apply(self, line: str, hit: Hit) -> str:
+        def sid(m: re.Match[str]) -> str:
+            hit(self.name)
+            return token(self.name)
+
+        def secret(m: re.Match[str]) -> str:
+            hit(self.name)
+            return m.group("sid") + m.group("gap") + token(self.name)
+
+        line = self._sid.sub(sid, line)
+        # The SID was replaced first, so the secret follows a redaction token.
+        return _TWILIO_SECRET_AFTER_SID.sub(secret, line) if "twilio-key]" in line else line
+
+
+_TWILIO_SECRET_AFTER_SID = re.compile(
+    r"(?P<sid>\[REDACTED:twilio-key\])(?P<gap>[^A-Za-z0-9\n]{1,8}(?:[A-Za-z_\-]{1,24}[ \t]*[:=][ \t]*[\"']?)?)"
+    r"(?P<secret>[0-9a-zA-Z]{32})(?![A-Za-z0-9])"
+)
+
+
+def _userinfo(body: str) -> tuple[str, str | None] | None:
+    """Split the user-info off a URL without its scheme: (user, password or None), or None if it has none.
+
+    The password may hold ``@``, ``#``, ``?``, ``/`` and ``%``: it ends at the last ``@`` that is followed
+    by a host. ``example.net:8080/path@x`` is a host and a port, not a user and a password.
+    """
+    ats = [m.start() for m in _AT_HOST.finditer(body)]
+    if not ats:
+        return None
+    colon = body.find(":")
+    first_end = min((i for i in (body.find(c) for c in "/?#") if i != -1), default=len(body))
+    if colon == -1 or colon > ats[-1]:
+        # No password: only a user, which must end before the path.
+        at = next((a for a in ats if a < first_end), None)
+        return None if at is None else (body[:at], None)
+    user = body[:colon]
+    if any(c in user for c in "/?#@"):
+        return None  # the colon is in a path or query, not in the user-info
+    if ats[0] > first_end and body[colon + 1 : first_end].isdigit() and _HOST_LIKE.fullmatch(user):
+        return None  # host:port/path@...
+    candidates = [a for a in ats if a > colon]
+    if not candidates:
+        return None
+    # The password may itself hold "@" followed by something host-like: it ends at the last such "@"
+    # (an address in a query string after the host then goes too: more is removed, never less).
+    return user, body[colon + 1 : candidates[-1]]
 
 
 def _secret_formats() -> list[Detector]:
@@ -211,7 +325,7 @@ def _secret_formats() -> list[Detector]:
             r"(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
             ("secretaccess", "secret_access", "awssecret", "aws_secret"),
         ),
-        PatternDetector("gcp-api-key", rf"(?<![\w-])AIza{b64url}{{35}}(?![\w-])", ("aiza",)),
+        PatternDetector("gcp-api-key", rf"(?<![\w-])AIza{b64url}{{30,40}}(?![\w-])", ("aiza",)),
         PatternDetector("gcp-oauth-secret", rf"(?<![\w-])GOCSPX-{b64url}{{28}}(?![\w-])", ("gocspx-",)),
         PatternDetector("gcp-access-token", rf"(?<![\w.-])ya29\.{b64url}{{20,}}", ("ya29.",)),
         PatternDetector(
@@ -219,16 +333,77 @@ def _secret_formats() -> list[Detector]:
             r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])",
             ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
         ),
-        PatternDetector("gitlab-token", rf"(?<![\w-])glpat-{b64url}{{20,}}(?![\w-])", ("glpat-",)),
+        PatternDetector("gitlab-token", rf"(?<![\w-])glpat-{b64url}{{16,}}", ("glpat-",)),
         PatternDetector("vault-token", r"(?<![\w.-])hv[sbr]\.[A-Za-z0-9_\-]{24,}(?![\w-])", ("hvs.", "hvb.", "hvr.")),
         PatternDetector(
             PRIVATE_KEY,  # the MAC line of a PuTTY .ppk key file, after its Private-Lines
             r"^Private-(?:MAC|Hash):[ \t]*(?P<secret>\S+)",
             ("private-mac", "private-hash"),
         ),
-        PatternDetector("npm-token", r"(?<!\w)npm_[A-Za-z0-9]{36}(?!\w)", ("npm_",)),
+        PatternDetector("npm-token", r"(?<!\w)npm_[A-Za-z0-9]{30,40}(?!\w)", ("npm_",)),
         PatternDetector(
-            "stripe-key", r"(?<!\w)(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}(?!\w)", ("k_live_", "k_test_")
+            "stripe-key",
+            r"(?<!\w)(?:(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}|whsec_[0-9A-Za-z]{24,})(?!\w)",
+            ("k_live_", "k_test_", "whsec_"),
+        ),
+        PatternDetector(
+            "helpline-token",  # Helpline's own bearer tokens: a kind prefix and 32 random bytes, base64url
+            r"(?<![\w-])hl[uae]_[A-Za-z0-9_\-]{20,}",
+            ("hlu_", "hla_", "hle_"),
+        ),
+        PatternDetector(
+            "anthropic-key",  # cut short at a line cap, a key is still a key: no fixed length
+            r"(?<![\w-])sk-ant-[A-Za-z0-9_\-]{8,}",
+            ("sk-ant-",),
+        ),
+        PatternDetector(
+            "openai-key",  # project, service-account, admin and legacy keys; "sk-" + words is a name, so a digit is required
+            r"(?<![\w-])sk-(?:(?:proj|svcacct|admin|None|or-v1)-[A-Za-z0-9_\-]{8,}|(?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{20,})",
+            ("sk-",),
+        ),
+        PatternDetector(
+            "sendgrid-key", rf"(?<![\w.-])SG\.{b64url}{{16,32}}\.{b64url}{{20,64}}(?![\w-])", ("sg.",)
+        ),
+        TwilioCredentials("AC"),
+        TwilioCredentials("SK"),
+        PatternDetector("mailgun-key", r"(?<![\w-])key-[0-9a-zA-Z]{32}(?![\w-])", ("key-",)),
+        PatternDetector("pypi-token", r"(?<![\w-])pypi-[A-Za-z0-9_\-]{40,}", ("pypi-",)),
+        PatternDetector("huggingface-token", r"(?<![\w-])hf_[A-Za-z0-9]{30,}(?![\w-])", ("hf_",)),
+        PatternDetector(
+            "dockerhub-token", r"(?<![\w-])dckr_(?:pat|oat)_[A-Za-z0-9_\-]{20,}", ("dckr_pat_", "dckr_oat_")
+        ),
+        PatternDetector(
+            "discord-token",  # base64 of the bot's numeric id, a timestamp and an HMAC, dot-separated
+            r"(?<![\w.-])[MNO][A-Za-z0-9_\-]{23,27}\.[A-Za-z0-9_\-]{6,7}\.[A-Za-z0-9_\-]{27,40}(?![\w-])",
+            (),
+            shape=r"\.[A-Za-z0-9_\-]{6,7}\.[A-Za-z0-9_\-]{27}",
+        ),
+        PatternDetector(
+            "discord-token",  # a webhook URL carries its token in the path
+            r"discord(?:app)?\.com/api/webhooks/\d+/(?P<secret>[A-Za-z0-9_\-]{20,})",
+            ("discord",),
+        ),
+        PatternDetector(
+            "telegram-token",  # <bot id>:<35 characters>, alone or in an api.telegram.org/bot<token>/ URL
+            r"(?<![\w:])(?:bot)?(?P<secret>\d{6,12}:[A-Za-z0-9_\-]{30,40})(?![\w-])",
+            (),
+            shape=r":[A-Za-z0-9_\-]{30}",
+            valid=lambda value: _mixed_case(value.partition(":")[2]),
+        ),
+        PatternDetector(
+            "service-token",  # other services whose tokens announce themselves by a prefix
+            r"(?<![\w-])(?:"
+            r"gl(?:dt|rt|ptt)-[A-Za-z0-9_\-]{20,}"
+            r"|glsa_[A-Za-z0-9_]{32,}|glc_[A-Za-z0-9+/=_\-]{32,}"
+            r"|do[opr]_v1_[a-f0-9]{64}"
+            r"|ATATT3[A-Za-z0-9_\-=]{50,}"
+            r"|PMAK-[a-f0-9]{24}-[a-f0-9]{34}"
+            r"|tskey-(?:auth|api|client|webhook|scim)-[A-Za-z0-9_\-]{10,}"
+            r"|gsk_[A-Za-z0-9]{48,}"
+            r"|xai-[A-Za-z0-9]{60,}"
+            r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}"
+            r")(?![\w-])",
+            ("gldt-", "glrt-", "glptt-", "glsa_", "glc_", "_v1_", "atatt3", "pmak-", "tskey-", "gsk_", "xai-", ".atlasv1."),
         ),
         PatternDetector(
             "slack-token",
@@ -284,6 +459,7 @@ class Pipeline:
         self._extra_literals = extra_literals
         self._version = -1
         self._literals: tuple[str, ...] = ()
+        self._ascii_literals: tuple[str, ...] = ()
         self._by_literal: dict[str, tuple[int, ...]] = {}
         self._by_pattern: list[tuple[int, re.Pattern[str]]] = []
         self._patterns: list[re.Pattern[str]] = []
@@ -310,6 +486,7 @@ class Pipeline:
             short: tuple(i for i, t in enumerate(triggers) if any(short in lit for lit in t.literals))
             for short in self._literals
         }
+        self._ascii_literals = tuple(lit for lit in self._literals if lit.isascii())
         self._by_pattern = [(i, t.pattern) for i, t in enumerate(triggers) if t.pattern is not None]
         self._patterns = [pattern for _, pattern in self._by_pattern]
         self._version = self.triggers_version
@@ -324,9 +501,11 @@ class Pipeline:
         self._refresh()
         lowered = line.lower()
         active: set[int] = set()
-        for literal in self._literals:
-            if literal in lowered:
-                active.update(self._by_literal[literal])
+        by_literal = self._by_literal
+        # Most lines are ASCII, and a literal in another script cannot occur in them.
+        literals = self._ascii_literals if lowered.isascii() else self._literals
+        for literal in [lit for lit in literals if lit in lowered]:
+            active.update(by_literal[literal])
         for i, pattern in self._by_pattern:
             if pattern.search(line):
                 active.add(i)
@@ -354,8 +533,12 @@ def build_pipeline(options: RedactionOptions, pseudonyms: PseudonymMap) -> Pipel
             valid=_is_basic_credential,
         ),
         SpecialForms(),
+        PasswordFlags(),
+        ColonFiles(),
         XmlElements(),
         Assignments(),
+        SpokenPasswords(),
+        CredentialPositions(),
         Emails(pseudonyms),
     ]
     if options.usernames:

@@ -25,7 +25,64 @@ SESSION = "session"
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_SPLIT = re.compile(r"[^a-z0-9]+")
+# Any letter or digit, in any script, belongs to a segment: "Passwort", "contraseña", "пароль".
+_SPLIT = re.compile(r"[\W_]+")
+
+# The word for "password" in the languages a Helpline user's PC may speak, lower case and
+# without spaces (a key "mot de passe" becomes "motdepasse"). Found anywhere in a key name.
+PASSWORD_WORDS_WORLD = (
+    "passwort",
+    "kennwort",
+    "passwörter",
+    "kennwörter",
+    "motdepasse",
+    "motsdepasse",
+    "contraseña",
+    "contrasena",
+    "contrasenya",
+    "senha",
+    "palavrapasse",
+    "wachtwoord",
+    "hasło",
+    "haslo",
+    "heslo",
+    "lösenord",
+    "losenord",
+    "adgangskode",
+    "passord",
+    "salasana",
+    "jelszó",
+    "jelszo",
+    "parola",
+    "parolă",
+    "şifre",
+    "şifresi",
+    "sifre",
+    "geslo",
+    "lozinka",
+    "slaptažodis",
+    "parool",
+    "пароль",
+    "пароля",
+    "паролем",
+    "лозинка",
+    "κωδικός",
+    "密码",
+    "密碼",
+    "口令",
+    "パスワード",
+    "暗証番号",
+    "비밀번호",
+    "암호",
+    "סיסמה",
+    "كلمةالمرور",
+    "كلمةالسر",
+    "matkhau",
+    "mậtkhẩu",
+    "katasandi",
+    "katalaluan",
+    "पासवर्ड",
+)
 
 # Well-known environment variables and settings whose names contain a keyword but whose
 # values are not secrets (the working directory, desktop session names, socket paths).
@@ -64,9 +121,9 @@ _META_ANY = frozenset({"max", "min", "num", "warn", "minimum", "maximum"})
 _NOT_KEYWORDS = ("tokeniz", "secretar", "passthrough", "bypass", "compass", "passive", "passenger")
 
 _PASSWORD_SEGMENTS = frozenset(
-    {"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase"}
+    {"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase", "mdp"}
 )
-_PASSWORD_WORDS = ("password", "passwd", "passphrase", "passcode")
+_PASSWORD_WORDS = ("password", "passwd", "passphrase", "passcode", *PASSWORD_WORDS_WORLD)
 # Names that glue a qualifier to `pass` or `pw` (keytool -storepass, redis requirepass, LDAP bindpw).
 _PASSWORD_COMPOUNDS = (
     "storepass",

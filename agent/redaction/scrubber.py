@@ -8,11 +8,14 @@ one until the block closes.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from agent.redaction import blocks
 from agent.redaction.detectors import Pipeline
-from agent.redaction.tokens import token
+from agent.redaction.tokens import is_redacted, token
+
+_LAST_WORD = re.compile(r"\S+$")
 
 
 def split_eol(line: str) -> tuple[str, str]:
@@ -48,6 +51,11 @@ class Scrubber:
         starts: list[int] | None = None
         index = 0
         version = -1
+        if self.line_no == 0 and self._block is None:
+            first = self._cut_first_line(text)
+            if first:
+                out.append(first[1])
+                pos = first[0]
         while pos < size:
             if self._block is None:
                 if version != self.pipeline.triggers_version:
@@ -70,6 +78,26 @@ class Scrubber:
             out.append(self.scrub_line(text[pos:end]))
             pos = end
         return "".join(out)
+
+    def _cut_first_line(self, text: str) -> tuple[int, str] | None:
+        """A file whose first line is followed by an omission marker stating a head of that line's size was
+        cut inside that line: scrub it, then replace its last word, which may be the first half of a secret
+        too short to be recognised. Return (end of the line, scrubbed line) or None."""
+        end = text.find("\n")
+        if end == -1:
+            return None
+        marker_end = text.find("\n", end + 1)
+        head = blocks.cut_head_bytes(text[end + 1 : marker_end if marker_end != -1 else len(text)])
+        body, eol = split_eol(text[: end + 1])
+        if head is None or len(body.encode("utf-8", "replace")) + 1 < head:
+            return None
+        self.line_no += 1
+        scrubbed = self._scrub_body(body)
+        last = _LAST_WORD.search(scrubbed)
+        if last and not is_redacted(last.group(0)):
+            scrubbed = scrubbed[: last.start()] + token(blocks.CUT_LINE)
+            self._hit(blocks.CUT_LINE)
+        return end + 1, scrubbed + eol
 
     def scrub_line(self, line: str) -> str:
         """Return one line (with its ending) scrubbed; an empty string if the line is dropped."""

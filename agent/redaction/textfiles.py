@@ -1,7 +1,9 @@
 """Read a collected file as text in bounded pieces, or refuse it; write scrubbed text atomically.
 
-Only UTF-8 (with or without BOM) and UTF-16 with a BOM (what Windows tools write)
-are text here. Anything else, a NUL byte anywhere, or a line longer than
+Text is UTF-8 (with or without BOM), UTF-16 with a BOM (what Windows tools write), or,
+for a file that is not valid UTF-8, the Windows legacy code page cp1252 (what older
+Windows programs and ANSI logs write): such a file is scrubbed and written back in
+cp1252, not dropped. Anything else, a NUL byte anywhere, or a line longer than
 :data:`MAX_LINE_CHARS` raises :class:`NotText`: such a file cannot be scrubbed
 line by line in bounded memory, so it must be dropped, never passed through.
 """
@@ -20,6 +22,9 @@ from typing import BinaryIO
 CHUNK_CHARS = 1 << 20
 MAX_LINE_CHARS = 4 << 20
 _SNIFF_BYTES = 8192
+_VALIDATE_BYTES = 1 << 20
+#: The code page a file that is not valid UTF-8 is read in (Western European Windows "ANSI").
+LEGACY_CODEC = "cp1252"
 
 
 class NotText(Exception):
@@ -47,15 +52,33 @@ def sniff(head: bytes) -> TextEncoding:
     return TextEncoding("utf-8")
 
 
+def _valid_utf8(raw: BinaryIO) -> bool:
+    """Return True if the rest of ``raw`` decodes as UTF-8 (read in bounded pieces; the position is not restored)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    try:
+        while True:
+            data = raw.read(_VALIDATE_BYTES)
+            if not data:
+                decoder.decode(b"", final=True)
+                return True
+            decoder.decode(data)
+    except UnicodeDecodeError:
+        return False
+
+
 def read_text_chunks(raw: BinaryIO, chunk_chars: int | None = None) -> tuple[TextEncoding, Iterator[str]]:
     """Return the encoding of the open binary file ``raw`` and an iterator of text pieces ending at line breaks.
 
-    Decoding is strict: an undecodable byte raises UnicodeDecodeError while iterating.
+    A file without a byte-order mark that is not valid UTF-8 is read as cp1252. Decoding is
+    strict: an undecodable byte raises UnicodeDecodeError while iterating.
     """
     chunk_chars = chunk_chars or CHUNK_CHARS
     max_line = MAX_LINE_CHARS
     head = raw.read(_SNIFF_BYTES)
     encoding = sniff(head)
+    raw.seek(len(encoding.bom))
+    if encoding == TextEncoding("utf-8") and not _valid_utf8(raw):
+        encoding = TextEncoding(LEGACY_CODEC)  # not UTF-8: a legacy Windows file (cp1252 fails strictly on its 5 holes)
     raw.seek(len(encoding.bom))
 
     def pieces() -> Iterator[str]:
@@ -68,6 +91,7 @@ def read_text_chunks(raw: BinaryIO, chunk_chars: int | None = None) -> tuple[Tex
 
     def _pieces(reader: io.TextIOWrapper) -> Iterator[str]:
         carry = ""
+        first = True
         while True:
             data = reader.read(chunk_chars)
             if not data:
@@ -82,6 +106,12 @@ def read_text_chunks(raw: BinaryIO, chunk_chars: int | None = None) -> tuple[Tex
                     raise NotText(f"a line is longer than {max_line} characters")
                 carry = data
                 continue
+            if first and data.find("\n") == cut - 1 and len(data) <= max_line:
+                # The first piece holds at least two lines: a scrubber must see what follows the first
+                # line (an omission marker says the first line was cut short).
+                carry = data
+                continue
+            first = False
             carry = data[cut:]
             yield data[:cut]
         if carry:

@@ -76,6 +76,15 @@ def normalise_line(line: str, *, has_host: bool = False) -> str:
     return _SPACES.sub(" ", text).strip()[:240]
 
 
+def example_of(line: str, limit: int = 300) -> str:
+    """Return at most ``limit`` characters of ``line``, cut at a space: a word cut in half could be half
+    a secret, which redaction cannot recognise any more."""
+    text = line.strip()
+    if len(text) <= limit:
+        return text
+    return text[: max(0, text.rfind(" ", 0, limit + 1))].rstrip()
+
+
 def line_time(line: str, now: datetime) -> datetime | None:
     """Return the (aware) time a syslog line starts with, RFC 3339 or BSD style, or None."""
     match = _ISO_TS.match(line)
@@ -128,8 +137,8 @@ class ErrorCounter:
     def top(self, n: int = TOP_ERRORS) -> list[dict[str, Any]]:
         """Return the ``n`` most frequent shapes with their count, first example and where it came from.
 
-        Example and message come from the redacted line (cut to 300 characters
-        after redaction, so no secret is cut out of a detector's sight); shapes
+        Example and message come from the redacted line (cut to 300 characters at a
+        space after redaction, so no secret is cut out of a detector's sight); shapes
         whose redacted messages are the same are counted as one.
         """
         reported: dict[str, dict[str, Any]] = {}
@@ -140,7 +149,7 @@ class ErrorCounter:
             if message in reported:
                 reported[message]["count"] += count
             else:
-                reported[message] = {"message": message, "count": count, "example": example[:300], "source": source}
+                reported[message] = {"message": message, "count": count, "example": example_of(example), "source": source}
         return sorted(reported.values(), key=lambda entry: entry["count"], reverse=True)
 
 

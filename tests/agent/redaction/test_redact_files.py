@@ -54,9 +54,35 @@ def test_binary_file_is_dropped_and_not_written(tmp_path, content):
     assert not (tmp_path / "out" / "blob").exists()
 
 
-def test_undecodable_text_is_dropped(tmp_path):
-    (tmp_path / "latin1.txt").write_bytes("Passwort: Grüße\n".encode("latin-1"))
-    result = Redactor().redact_file(tmp_path / "latin1.txt", tmp_path / "out.txt")
+def test_legacy_windows_text_is_scrubbed_and_kept_in_its_code_page(tmp_path):
+    """A log written in cp1252 (not valid UTF-8) is scrubbed and written back in cp1252, not dropped."""
+    text = "Journal: Benutzer „Jörg“ – Passwort: Grüße€2024\r\nDB_PASSWORD=Wind0wsPw!\r\nfin café 12 €\r\n"
+    (tmp_path / "app.log").write_bytes(text.encode("cp1252"))
+    result = Redactor().redact_file(tmp_path / "app.log", tmp_path / "out.log")
+    assert result.status == SCRUBBED
+    assert result.counts == {"password": 2}
+    assert (tmp_path / "out.log").read_bytes().decode("cp1252") == (
+        "Journal: Benutzer „Jörg“ – Passwort: [REDACTED:password]\r\nDB_PASSWORD=[REDACTED:password]\r\n"
+        "fin café 12 €\r\n"
+    )
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "out.log").rename(tmp_path / "tree" / "out.log")
+    assert Redactor().verify_tree(tmp_path / "tree") == []
+
+
+def test_legacy_text_is_read_as_cp1252_even_when_the_first_bytes_are_ascii(tmp_path):
+    """The whole file decides: a cp1252 byte far beyond the first read still makes the file cp1252."""
+    text = "plain ascii line\n" * 20000 + "token=Geheim§42\n"
+    (tmp_path / "late.log").write_bytes(text.encode("cp1252"))
+    result = Redactor().redact_file(tmp_path / "late.log", tmp_path / "out.log")
+    assert result.status == SCRUBBED
+    assert (tmp_path / "out.log").read_bytes().decode("cp1252").endswith("token=[REDACTED:token]\n")
+
+
+def test_text_that_is_neither_utf8_nor_cp1252_is_dropped(tmp_path):
+    # 0x81 and 0x8d are undefined in cp1252, and 0xff 0x81 is not UTF-8 either.
+    (tmp_path / "odd.txt").write_bytes(b"Passwort: Gr\xff\x81\x8de\n")
+    result = Redactor().redact_file(tmp_path / "odd.txt", tmp_path / "out.txt")
     assert result.status == DROPPED
     assert not (tmp_path / "out.txt").exists()
 

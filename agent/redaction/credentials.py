@@ -1,0 +1,592 @@
+"""Credentials that are not written as ``name = value``: in prose, in tool flags, in colon files.
+
+* :class:`SpokenPasswords`: "my password is X", "pwd X", "Das Passwort lautet X",
+  "le mot de passe est X", "密码是X", in the languages a Helpline user's PC may speak.
+* :class:`PasswordFlags`: ``mysql -pX``, ``sshpass -p X``, ``sqlcmd -P X``, ``ldapsearch -w X``,
+  ``echo X | sudo -S`` and other tools that take a password on their command line.
+* :class:`ColonFiles`: ``.pgpass`` lines (host:port:db:user:password), postfix ``sasl_passwd``,
+  ``ipsec.secrets`` pre-shared keys, LDAP/htpasswd ``{SHA}`` hashes.
+* :class:`CredentialPositions`: an unknown token that looks random (see :func:`looks_random`),
+  standing right after a word that announces a credential or after a password flag.
+
+Every value is judged before it is removed: status words ("password is incorrect"),
+prose ("password reset link sent"), paths, versions, numbers and flags stay.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from agent.redaction import keys
+from agent.redaction.assignments import is_not_secret, spaced_to_end
+from agent.redaction.tokens import Hit, is_redacted, token
+from agent.redaction.triggers import Triggers
+
+PASSWORD = keys.PASSWORD
+HIGH_ENTROPY = "high-entropy"
+
+# --- what looks random ---------------------------------------------------------------------------------
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_VERSION_OR_DATE = re.compile(
+    r"[vV]?\d+(?:[.:\-_+~/T]\d+)*(?:[.\-_+~][A-Za-z]\w*)*[Zz]?"
+    r"|[vV]?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*"  # package versions: 1:4.13+dfsg1-1+b1, 2.36-9+deb12u4
+)
+_PATH_OR_HOST = re.compile(r"(?:[~.]?/|[A-Za-z]:\\|\\\\|\$).*|[\w\-]+(?:\.[\w\-]+)+|.*://.*|[^@\s]+@[^@\s]+\.\w+")
+# "cl100k_base", "so-a0-gf-a0-83.ucode", "x86_64-linux-gnu": lower-case words and numbers joined by separators.
+_IDENTIFIER = re.compile(r"[a-z0-9]+(?:[._\-][a-z0-9]+)+|[A-Z0-9]+(?:[._\-][A-Z0-9]+)+")
+_CAMEL_WORDS = re.compile(r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)+")
+
+
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def _switches(value: str) -> float:
+    """How often consecutive characters change class (lower, upper, digit, other): high for random text."""
+
+    def kind(c: str) -> int:
+        return 0 if c.islower() else 1 if c.isupper() else 2 if c.isdigit() else 3
+
+    kinds = [kind(c) for c in value]
+    return sum(a != b for a, b in zip(kinds, kinds[1:])) / max(1, len(value) - 1)
+
+
+def looks_random(value: str) -> bool:
+    """True for a token that looks generated (a key, a password, a session id), not for words,
+    versions, dates, UUIDs, paths, host names, identifiers or plain numbers."""
+    v = value
+    if not 12 <= len(v) <= 512 or is_redacted(v):
+        return False
+    if _UUID.fullmatch(v) or _VERSION_OR_DATE.fullmatch(v) or _PATH_OR_HOST.fullmatch(v) or _IDENTIFIER.fullmatch(v):
+        return False
+    if _CAMEL_WORDS.fullmatch(v) and _switches(v) < 0.45:
+        return False  # GetWindowsVersion2, NetworkManager
+    lower = any(c.islower() for c in v)
+    upper = any(c.isupper() for c in v)
+    digit = any(c.isdigit() for c in v)
+    other = any(not c.isalnum() for c in v)
+    digits = sum(c.isdigit() for c in v)
+    if digits > 0.7 * len(v):
+        return False
+    classes = lower + upper + digit + other
+    entropy = _entropy(v)
+    if classes >= 3 and (lower or upper) and digit and entropy >= 3.0 and _switches(v) >= 0.2:
+        return True
+    # Hex or base32 secrets: one letter case and digits, long and well mixed.
+    return classes == 2 and digit and len(v) >= 20 and entropy >= 3.3 and _switches(v) >= 0.3
+
+
+# --- the word for "password" ---------------------------------------------------------------------------
+
+# Written as words between word boundaries (Latin, Cyrillic, Greek, Hebrew, Arabic, Devanagari scripts).
+_PASSWORD_WORDS_SPACED = (
+    r"pass(?:word|wd|phrase|code)s?|pwd|pass[ \t]phrase|passwort|kennwort|passw[öo]rter|kennw[öo]rter"
+    r"|mot[ \t]de[ \t]passe|mots[ \t]de[ \t]passe|mdp|contrase[ñn]a|contrasenya|clave|senha|palavra-passe"
+    r"|wachtwoord|has[łl]o|heslo|l[öo]senord(?:et)?|salasana(?:si)?|parol[aă]|jelsz[óo]|passord(?:et)?"
+    r"|adgangskode(?:n)?|[şs]ifre(?:si|m)?|geslo|lozinka|parool|slapta[žz]odis"
+    r"|пароль|пароля|паролем|лозинка|κωδικός|סיסמה|סיסמא|كلمة[ \t]المرور|كلمة[ \t]السر"
+    r"|m[ậa]t[ \t]kh[ẩa]u|kata[ \t]sandi|kata[ \t]laluan|पासवर्ड"
+)
+# Written without spaces around them (Chinese, Japanese, Korean).
+_PASSWORD_WORDS_CJK = r"密码|密碼|口令|パスワード|暗証番号|비밀번호|암호"
+_SECRET_WORDS = (
+    r"(?:api|access|secret|auth|bearer|refresh|session|private|app|client|license|licence|product)"
+    r"[ \t_\-]?(?:key|token|secret)s?|tokens?|secrets?|credentials?|cl[ée][ \t]api|cl[ée][ \t]secr[èe]te"
+    r"|api-schl[üu]ssel|geheimnis"
+)
+PASSWORD_TRIGGERS = (
+    "pass", "pwd", "wort", "mdp", "contrase", "clave", "senha", "wachtwoord", "hasło", "haslo", "heslo",
+    "senord", "salasana", "parol", "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "parool", "slapta",
+    "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "khẩu", "khau", "sandi", "laluan", "पासवर्ड",
+    "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
+)  # fmt: skip
+SECRET_TRIGGERS = ("key", "token", "secret", "credential", "clé", "cle ", "schlüssel", "schlussel", "geheimnis")
+
+# The boundary before a word is checked after the match (see _starts_word): a look-behind at the start
+# of a pattern stops the regex engine from skipping ahead to the letters a word can start with.
+_WORD_BEFORE = frozenset("-./\\@$%")
+_AFTER_WORD = r"(?![\w\-])"
+_PW_WORD = rf"(?:(?:{_PASSWORD_WORDS_SPACED}){_AFTER_WORD}|(?:{_PASSWORD_WORDS_CJK}))"
+_SECRET_WORD = rf"(?:{_SECRET_WORDS}){_AFTER_WORD}"
+_CJK_START = frozenset("密口パ暗비암")
+
+
+# Where a credential word can start, as plain lower-case text: searching these first is fast; the full
+# patterns then only run at the start of each word that holds one.
+_STEMS = re.compile(
+    "|".join(
+        re.escape(stem)
+        for stem in sorted(
+            {
+                "pass", "pwd", "wort", "mot", "mdp", "contrase", "clave", "senha", "palavra", "wachtwoord",
+                "hasło", "haslo", "heslo", "senord", "salasana", "parol", "jelsz", "adgangskode", "ifre",
+                "geslo", "lozinka", "parool", "slapta", "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "mật",
+                "mat kh", "kata", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
+                "key", "token", "secret", "credential", "clé", "cle", "schl", "geheim", "auth", "bearer",
+                "refresh", "session", "private", "app", "client", "licen", "product", "access", "api",
+            },
+            key=len,
+            reverse=True,
+        )
+    )
+)  # fmt: skip
+
+
+_last_word_starts: tuple[str, list[int]] = ("", [])
+
+
+def _word_starts(line: str) -> list[int]:
+    """Return where the words that hold a credential stem start, in order (CJK words where the stem is)."""
+    global _last_word_starts
+    cached = _last_word_starts
+    if cached[0] == line:
+        return cached[1]  # two detectors in a row ask about the same line
+    starts = _find_word_starts(line)
+    _last_word_starts = (line, starts)
+    return starts
+
+
+def _find_word_starts(line: str) -> list[int]:
+    lowered = line.lower()
+    if len(lowered) != len(line):
+        lowered = line  # offsets must stay valid; the patterns themselves ignore case
+    starts: list[int] = []
+    for m in _STEMS.finditer(lowered):
+        i = m.start()
+        if line[i] not in _CJK_START:
+            while i > 0 and line[i - 1].isalpha() and line[i - 1] not in _CJK_START:
+                i -= 1
+        if (not starts or starts[-1] != i) and _starts_word(line, i):
+            starts.append(i)
+    return starts
+
+
+def _starts_word(line: str, start: int) -> bool:
+    """True if ``line[start:]`` starts a word (CJK words need no boundary: they are written without spaces)."""
+    if start == 0 or line[start] in _CJK_START:
+        return True
+    before = line[start - 1]
+    return not (before.isalnum() or before == "_" or before in _WORD_BEFORE)
+
+# Who or what the password is for: "password for bob is", "Passwort für den Server:", "(new)".
+_FOR = r"(?:[ \t]+(?:for|of|für|fuer|von|pour|de|para|per|voor|van|dla|pro|för|til|for|для|от)[ \t]+[^\s:=]{1,40}?)?"
+_VERBS = (
+    r"is|was|are|were|ist|war|sind|lautet|lautete|est|était|es|era|é|è|jest|to|je|är|var|er|on|oli|este|van"
+    r"|это|—|–|-|: "
+)
+_ADVERBS = r"now|still|jetzt|nun|noch|maintenant|toujours|ahora|todavía|agora|ainda|ora|nu|nyt|teraz|nyní|теперь"
+_SET_TO = (
+    r"(?:(?:is|was|has[ \t]been|got|wurde|ist|a[ \t]été|est)[ \t]+)?"
+    r"(?:set|changed|reset|updated|geändert|gesetzt|changé|défini|cambiada|alterada)[ \t]+(?:to|auf|in|à|en|para|a|zu)"
+)
+_STRONG = (
+    rf"[ \t]*(?:[:=：＝]|->|=>|→)[ \t]*"
+    rf"|[ \t]+(?:(?:{_VERBS})(?:[ \t]+(?:{_ADVERBS}))?|{_SET_TO})(?!\w)[ \t]*:?[ \t]*"
+    r"|[ \t]*(?:是|为|為|は|는|은|이|가|：)[ \t]*"
+)
+_VALUE = (
+    r"(?:(?P<q>[\"'“„«‘`])(?P<qv>[^\"'”»’`\n]{1,200})[\"'”»’`]"
+    r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}))"
+)
+_SPOKEN_STRONG = re.compile(rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")
+# One space only: wider gaps are the columns of a table ("passwd      1:4.13-1  amd64").
+_SPOKEN_WEAK = re.compile(rf"(?i)(?P<word>{_PW_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
+
+# Words that follow "password is" / "password:" in prose and status messages, never a password.
+_STOP_WORDS = frozenset(
+    """
+    a an the this that it its my your his her our their new old current same different another
+    is was are be been being has have had will would can could may might must should shall
+    to too not no yes never always only also just still now already about for of in on at by with from into
+    and or but if when then than as so very more less too
+    required incorrect wrong correct valid invalid expired expiring empty missing set unset reset changed
+    stored saved sent weak strong short long case sensitive insensitive same used protected encrypted
+    hashed managed needed necessary optional mandatory accepted rejected denied ok okay none null
+    forgotten lost known unknown blank ignored
+    vergessen falsch ungültig abgelaufen erforderlich leer geändert gespeichert zu nicht ist der die das
+    ein eine kein keine sein ihr mein dein neu neues alt altes
+    oublié oublie incorrect invalide expiré expire requis vide modifié enregistré trop pas le la les un une
+    olvidada olvidado incorrecta inválida caducada requerida vacía cambiada demasiado el los una
+    esquecida incorreta inválida expirada obrigatória vazia alterada
+    dimenticata errata scaduta obbligatoria vuota
+    vergeten onjuist ongeldig verlopen vereist leeg gewijzigd
+    неверный неправильный истек истёк пустой изменен изменён
+    """.split()
+)
+# nsswitch.conf and `passwd` print "passwd: files systemd".
+_NSS_SOURCES = frozenset(
+    "files systemd sss ldap nis nisplus compat winbind db dns mdns4_minimal myhostname resolve "
+    "mymachines hesiod cache extrausers google_oslogin".split()
+)
+_TRAILING = ".,;:)]}»”"
+_SETTING = re.compile(r"[A-Za-z_][\w.\-]*=")
+_PATH_LIKE = re.compile(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%[A-Za-z_]\w*%|\$\{?[A-Za-z_])")
+_NUMBER_LIKE = re.compile(r"[\d.,:\-/]+(?:ms|s|m|h|d|k|kb|mb|gb|tb|b|x|px|%)?|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
+
+
+def _is_status_or_prose(value: str, following: str) -> bool:
+    lowered = value.lower().rstrip("?!.")
+    if lowered in _STOP_WORDS or lowered in _NSS_SOURCES or is_not_secret(value):
+        return True
+    if value.isalpha() and value.islower():
+        # "password is managed by IT", "Passwort vergessen? Hier klicken": a word followed by more words.
+        rest = following.lstrip(" \t")
+        return len(rest) >= 2 and rest[0].isalpha() and following[:1] in (" ", "\t")
+    return False
+
+
+def _password_shaped(value: str) -> bool:
+    """After a bare space ("passwd Xk3#9f"), only a value with a letter and a digit or symbol is a password."""
+    if len(value) < 4 or value.startswith("-") or _SETTING.match(value) or _PATH_LIKE.match(value):
+        return False
+    if _NUMBER_LIKE.fullmatch(value):
+        return False
+    letter = any(c.isalpha() for c in value)
+    digit_or_symbol = any(c.isdigit() or not c.isalnum() for c in value)
+    return letter and digit_or_symbol
+
+
+def _token_shaped(value: str) -> bool:
+    """After "token"/"secret"/"API key" in prose, a value with a digit, a symbol or mixed case, 8+ long."""
+    if len(value) < 8 or _PATH_LIKE.match(value) or _NUMBER_LIKE.fullmatch(value):
+        return False
+    return any(c.isdigit() for c in value) or any(not c.isalnum() for c in value) or value != value.lower()
+
+
+def _strip_trailing(value: str) -> str:
+    while value and value[-1] in _TRAILING:
+        value = value[:-1]
+    return value
+
+
+class SpokenPasswords:
+    """Passwords and tokens told in a sentence, in many languages: "my password is X", "pwd X", "密码：X"."""
+
+    names = (PASSWORD, keys.SECRET)
+
+    def triggers(self) -> Triggers:
+        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS))
+
+    def apply(self, line: str, hit: Hit) -> str:
+        out: list[str] = []
+        done = 0
+        for start in _word_starts(line):
+            if start < done:
+                continue
+            for pattern, strong in ((_SPOKEN_STRONG, True), (_SPOKEN_WEAK, False)):
+                m = pattern.match(line, start)
+                if m is None:
+                    continue
+                rest = line[m.start("v") :] if m.group("v") is not None else ""
+                config_line = line[:start].strip(" \t#;/-") == "" and m.group("conn").strip() in (":", "=", "：")
+                first_word = rest.split(None, 1)[0] if rest.strip() else ""
+                if (
+                    strong
+                    and m.group("v") is not None
+                    and spaced_to_end(" = " if config_line else m.group("conn"), rest)
+                    and not _is_status_or_prose(first_word, "")
+                    and m.group("word").lower() != "passwd"  # `passwd: files systemd`, "passwd: password updated"
+                ):
+                    # `mot de passe = cheval correct batterie`: spaces around the separator, then plain
+                    # words to the end of the line: they are all the value.
+                    kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
+                    hit(kind)
+                    out.append(line[done : m.start("v")])
+                    out.append(token(kind))
+                    done = m.start("v") + len(rest.rstrip())
+                    break
+                replaced = self._replace(m, hit, strong=strong)
+                if replaced != m.group(0):
+                    out.append(line[done:start])
+                    out.append(replaced)
+                    done = m.end()
+                    break
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
+
+    @staticmethod
+    def _replace(m: re.Match[str], hit: Hit, *, strong: bool) -> str:
+        quoted = m.group("q") is not None
+        group = "qv" if quoted else "v"
+        raw = m.group(group)
+        value = raw if quoted else _strip_trailing(raw)
+        if not value or is_redacted(value) or TOKEN_IN.search(value):
+            return m.group(0)
+        conn = m.group("conn")
+        word = m.group("word").lower()
+        is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
+        following = m.string[m.start(group) + len(value) :]
+        if _is_status_or_prose(value, following):
+            return m.group(0)
+        if word == "pwd" and _PATH_LIKE.match(value):
+            return m.group(0)  # the working directory
+        tight = conn.strip() in (":", "=", "：", "＝") and not conn.endswith((" ", "\t"))
+        if tight and not quoted and (not _password_shaped(value) or following.startswith(")")):
+            return m.group(0)  # `pam_unix(passwd:chauthtok)` is a label; `password=x` is the settings' detector's
+        if is_password:
+            if not strong and not quoted and not _password_shaped(value):
+                return m.group(0)
+            if strong and not quoted and m.group("conn").strip() in ("-", "–", "—") and not _password_shaped(value):
+                return m.group(0)  # "password - see the wiki"
+            kind = PASSWORD
+        else:
+            if not quoted and not _token_shaped(value):
+                return m.group(0)
+            kind = keys.classify_key(word.replace(" ", "_")) or keys.SECRET
+        hit(kind)
+        s = m.start(group) - m.start()
+        return m.group(0)[:s] + token(kind) + m.group(0)[s + len(value) :]
+
+
+TOKEN_IN = re.compile(r"\[REDACTED:")
+
+# --- password flags of command-line tools --------------------------------------------------------------
+
+_Q = r"(?:\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s\"',\]\[]+))"
+_CMD = r"(?:^|[\s\"'\[,;|&(/\\=])"  # a tool name starts the line or follows a separator or a path
+_ARG = r"(?:^|(?<=[\s\"'\[,=]))"  # a flag starts an argument (in a shell line or a JSON argv list)
+_GAP = r"[^\n|;&]*?"  # the rest of the same command
+_FLAG_VALUE_AFTER_SPACE = r"[\"',]*[ \t]*[\"',]*[ \t]*"
+# (literals, pattern with a dq/sq/bare value): the pattern runs only on lines containing a literal.
+_TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    # mysql -pSECRET (attached: "-p SECRET" would be the database), mysqldump, mariadb, mysqladmin...
+    (
+        ("mysql", "mariadb"),
+        re.compile(rf"(?i){_CMD}(?:mysql\w*|mariadb[\w\-]*)(?:\.exe)?\b{_GAP}{_ARG}-p{_Q}"),
+    ),
+    (("sshpass",), re.compile(rf"(?i){_CMD}sshpass(?:\.exe)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (
+        ("redis-cli", "keydb-cli"),
+        re.compile(rf"(?i){_CMD}(?:redis|keydb)-cli\b{_GAP}{_ARG}(?:-a|--pass|--askpass-value){_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+    ),
+    (
+        ("mongo",),
+        re.compile(rf"(?i){_CMD}mongo(?:sh|dump|restore|export|import|stat|top|files)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+    ),
+    (
+        ("sqlcmd", "bcp", "osql", "isql", "ipmitool", "mosquitto", "psexec", "paexec"),
+        re.compile(
+            rf"(?i){_CMD}(?:sqlcmd|bcp|osql|isql|ipmitool|mosquitto_(?:pub|sub|rr)|psexec(?:64)?|paexec)(?:\.exe)?\b"
+            rf"{_GAP}{_ARG}-[Pp](?![\w\-]){_FLAG_VALUE_AFTER_SPACE}{_Q}"
+        ),
+    ),
+    (("ldap",), re.compile(rf"(?i){_CMD}ldap\w+\b{_GAP}{_ARG}-w{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (
+        ("zip", "7z", "7za", "rar"),
+        re.compile(rf"(?i){_CMD}(?:zip|unzip|7z|7za|7zz|7zr|rar|unrar|winrar)(?:\.exe)?\b{_GAP}{_ARG}-[pP]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+    ),
+    (("freerdp", "rdp"), re.compile(rf"(?i){_CMD}\w*freerdp\w*(?:\.exe)?\b{_GAP}{_ARG}/p:{_Q}")),
+    (("rdesktop",), re.compile(rf"(?i){_CMD}rdesktop\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (
+        ("login",),
+        re.compile(
+            rf"(?i){_CMD}(?:docker|podman|buildah|skopeo|helm|oras|nerdctl|az|crane|regctl)\b{_GAP}\blogin\b"
+            rf"{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}"
+        ),
+    ),
+    (("openssl",), re.compile(rf"(?i){_CMD}openssl\b{_GAP}{_ARG}-k{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (("/p:", "/password:", "/pass:", "/pwd:"), re.compile(rf"(?i){_ARG}/(?:p|pass|password|pwd):{_Q}")),
+    (("/rp",), re.compile(rf"(?i){_CMD}schtasks(?:\.exe)?\b{_GAP}{_ARG}/rp[ \t]+{_Q}")),
+    (
+        ("net ",),
+        re.compile(rf"(?i){_CMD}net(?:\.exe)?[ \t]+use\b[^\n]*?\\\\\S+[ \t]+(?!/){_Q}(?=[^\n]*?/u(?:ser)?:)"),
+    ),
+    (
+        ("sqlplus", "rman", "expdp", "impdp", "exp ", "imp ", "sqlldr", "dgmgrl"),
+        re.compile(
+            rf"(?i){_CMD}(?:sqlplus|rman|expdp|impdp|exp|imp|sqlldr|dgmgrl)(?:\.exe)?\b(?:[ \t]+(?:-\w+|target|catalog|auxiliary|userid=))*"
+            r"[ \t]+[\"']?[\w$#]+/(?:\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s@\"']+))"
+        ),
+    ),
+    (("lftp",), re.compile(rf"(?i){_CMD}lftp\b{_GAP}{_ARG}-u[ \t]+[^\s,]+,{_Q}")),
+    (
+        ("snmp",),
+        re.compile(rf"(?i){_CMD}snmp\w+\b{_GAP}{_ARG}-[AX]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+    ),
+    (
+        ("nmcli",),
+        re.compile(
+            rf"(?i){_CMD}nmcli\b{_GAP}(?<!\S)(?:password|wifi-sec\.psk|802-11-wireless-security\.psk|wifi-sec\.wep-key0"
+            rf"|802-1x\.password|vpn\.secrets|\+?vpn\.secrets\.password)[ \t]+{_Q}"
+        ),
+    ),
+    (("wpa_passphrase",), re.compile(rf"(?i){_CMD}wpa_passphrase[ \t]+(?:\"[^\"]*\"|'[^']*'|\S+)[ \t]+{_Q}")),
+    (
+        ("rabbitmqctl",),
+        re.compile(rf"(?i){_CMD}rabbitmqctl\b{_GAP}\b(?:add_user|change_password)[ \t]+\S+[ \t]+{_Q}"),
+    ),
+    (("useradd", "usermod"), re.compile(rf"(?i){_CMD}user(?:add|mod)\b{_GAP}{_ARG}-p[ \t]+{_Q}")),
+    # echo SECRET | sudo -S / passwd --stdin / docker login --password-stdin / chpasswd (user:SECRET)
+    (
+        ("echo", "printf"),
+        re.compile(
+            r"(?i)(?:^|[\s;&(])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:\"%s\\?n?\"|'%s\\?n?'))?)[ \t]+"
+            r"(?:[\"']?[\w.\-]+:)?" + _Q + r"[ \t]*\|[ \t]*(?:sudo[ \t]+(?:-\w+[ \t]+)*)?"
+            r"(?=[^\n|;&]*?(?:sudo[ \t]+-S|-S\b|passwd|chpasswd|--password-stdin|kinit|cryptsetup|openssl|login))"
+        ),
+    ),
+)
+_TOOL_LITERALS = tuple(sorted({lit for lits, _ in _TOOL_FLAGS for lit in lits}))
+_TOOL_SEARCH = re.compile("|".join(re.escape(lit) for lit in _TOOL_LITERALS))
+
+
+def _flag_value(m: re.Match[str]) -> tuple[str, int, int] | None:
+    for group in ("dq", "sq", "bare"):
+        value = m.group(group)
+        if value is not None:
+            return value, m.start(group), m.end(group)
+    return None
+
+
+class PasswordFlags:
+    """Passwords given to command-line tools: ``mysql -pX``, ``sshpass -p X``, ``sqlcmd -P X``, ``-w X``..."""
+
+    names = (PASSWORD,)
+
+    def triggers(self) -> Triggers:
+        return Triggers(_TOOL_LITERALS)
+
+    def apply(self, line: str, hit: Hit) -> str:
+        lowered = line.lower()
+        if _TOOL_SEARCH.search(lowered) is None:
+            return line
+        present = {lit for lit in _TOOL_LITERALS if lit in lowered}
+        for literals, pattern in _TOOL_FLAGS:
+            if not present.isdisjoint(literals):
+                line = self._sub(pattern, line, hit)
+        return line
+
+    @staticmethod
+    def _sub(pattern: re.Pattern[str], line: str, hit: Hit) -> str:
+        out: list[str] = []
+        done = 0
+        pos = 0
+        while pos <= len(line):
+            m = pattern.search(line, pos)
+            if m is None:
+                break
+            found = _flag_value(m)
+            pos = m.end() if m.end() > pos else pos + 1
+            if found is None:
+                continue
+            value, start, end = found
+            if start < done or is_redacted(value) or TOKEN_IN.search(value) or value.startswith("-") and len(value) < 2:
+                continue
+            if value.startswith(("$", "%")) and re.fullmatch(r"\$\{?\w+\}?|%\w+%", value):
+                continue  # a variable reference
+            out.append(line[done:start])
+            out.append(token(PASSWORD))
+            hit(PASSWORD)
+            done = end
+            # The same tool may take the flag again later on the line (another command after ;).
+            pos = end
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
+
+
+# --- colon files ---------------------------------------------------------------------------------------
+
+_FIELD = r"(?:[^:\s\\]|\\.)+"
+_COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
+    # ~/.pgpass: hostname:port:database:username:password (port may be *; ":" and "\" escaped in fields)
+    (None, re.compile(rf"^[ \t]*{_FIELD}:(?:\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
+    # postfix sasl_passwd: [smtp.example.com]:587 user@example.com:password
+    (("@",), re.compile(r"^[ \t]*\[?[\w.\-]+\]?(?::\d{1,5})?[ \t]+[^\s:@]+@[^\s:]+:(?P<value>\S+)[ \t]*$")),
+    # ipsec.secrets: [ids] : PSK "secret" (also XAUTH, EAP, NTLM, PIN)
+    (
+        ("psk", "xauth", "eap", "ntlm", "pin"),
+        re.compile(r"(?:^|\s):[ \t]*(?:PSK|XAUTH|EAP|NTLM|PIN(?:[ \t]+%\w+)?)[ \t]+(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<value>\S+))"),
+    ),
+    # htpasswd and LDAP userPassword: {SHA}base64, {SSHA}..., {PBKDF2-SHA256}...
+    (
+        ("{",),
+        re.compile(r"\{(?:S?SHA(?:256|384|512)?|S?MD5|CRYPT|PBKDF2(?:-SHA\d+)?|ARGON2|SSHA\d*|CLEARTEXT)\}(?!\[REDACTED:)(?P<value>[^\s:\"',]{8,})", re.I),
+    ),
+)
+_PGPASS_TRIGGER = re.compile(r":(?:\d{1,5}|\*):[^\s:]+:[^\s:]+:")
+_COLON_LITERALS = (
+    "@", "psk", "xauth", "eap", "ntlm", ": pin", "{sha", "{ssha", "{md5", "{smd5", "{crypt", "{pbkdf2", "{argon2",
+    "{cleartext",
+)  # fmt: skip
+
+
+class ColonFiles:
+    """Credentials in files of fixed colon- or space-separated fields: ``.pgpass``, ``sasl_passwd``, ``ipsec.secrets``."""
+
+    names = (PASSWORD,)
+
+    def triggers(self) -> Triggers:
+        return Triggers(_COLON_LITERALS, _PGPASS_TRIGGER)
+
+    def apply(self, line: str, hit: Hit) -> str:
+        lowered = line.lower()
+        for literals, pattern in _COLON_FILES:
+            if literals is not None and not any(lit in lowered for lit in literals):
+                continue
+
+            def replace(m: re.Match[str]) -> str:
+                group = next(g for g in ("dq", "sq", "value") if g in m.re.groupindex and m.group(g) is not None)
+                value = m.group(group)
+                if not value or is_redacted(value) or TOKEN_IN.search(value) or value in ("*",):
+                    return m.group(0)
+                hit(PASSWORD)
+                s, e = m.span(group)
+                return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]
+
+            line = pattern.sub(replace, line)
+        return line
+
+
+# --- random tokens in a credential position ------------------------------------------------------------
+
+_CANDIDATE = re.compile(r"(?<![\w\-+/=.~!#$%^&*?@])[A-Za-z0-9+/=_\-.~!#$%^&*?]{12,512}")
+_POSITION = re.compile(rf"(?i)(?:{_PW_WORD}|{_SECRET_WORD}|(?:auth|apikey|api_key|x-api-key|passkey){_AFTER_WORD})")
+_FLAG_POSITION = re.compile(r"[ \t]--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=])")
+_WINDOW = 48
+
+
+class CredentialPositions:
+    """A random-looking token (see :func:`looks_random`) within a few characters after a word that
+    announces a credential ("password", "Passwort", "token", "api key"...) or a password flag."""
+
+    names = (HIGH_ENTROPY,)
+
+    def triggers(self) -> Triggers:
+        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS, "auth", "-p", "-w", "-a", "-k"))
+
+    def apply(self, line: str, hit: Hit) -> str:
+        out: list[str] = []
+        done = 0
+        ends = [m.end() for m in (_POSITION.match(line, start) for start in _word_starts(line)) if m is not None]
+        if "-" in line:
+            ends = sorted({*ends, *(m.end() for m in _FLAG_POSITION.finditer(line))})
+        for end in ends:
+            if end < done:
+                continue
+            window_end = min(len(line), end + _WINDOW)
+            replaced = line.find("[REDACTED:", end, window_end)
+            if replaced != -1:
+                window_end = replaced  # the credential after this word is already gone
+            for candidate in _CANDIDATE.finditer(line, end, window_end + 64):
+                if candidate.start() >= window_end:
+                    break
+                value = _strip_trailing(candidate.group(0))
+                if candidate.start() < done or not looks_random(value):
+                    continue
+                out.append(line[done : candidate.start()])
+                out.append(token(HIGH_ENTROPY))
+                hit(HIGH_ENTROPY)
+                done = candidate.start() + len(value)
+                break
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)

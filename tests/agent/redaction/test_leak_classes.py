@@ -1,0 +1,352 @@
+"""Each leak class found by the second hidden corpus, fed random values in several spellings.
+
+The planted corpus holds fixed examples; here hypothesis draws new values (and picks among
+spellings) so that a detector that only knows the examples fails.
+"""
+
+from __future__ import annotations
+
+import io
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.diagnostics.collectors.logs import ErrorCounter, example_of
+from agent.diagnostics.context import _copy_capped
+from agent.redaction import SCRUBBED, Redactor
+from agent.redaction.assignments import _NOT_SECRET_WORDS
+from agent.redaction.credentials import _STOP_WORDS, looks_random
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ALNUM = string.ascii_letters + string.digits
+B64URL = ALNUM + "-_"
+# No "=": after a bare "pwd " a word like "aa=b1" reads as a setting, not as a password.
+SYMBOLS = "!#%&*+-?@^_~$"
+
+
+def _is_password(value: str) -> bool:
+    return (
+        any(c.isalpha() for c in value)
+        and any(c.isdigit() for c in value)
+        and value[0] not in "-=?#$%"
+        and value[-1] not in ".,;:?!)"
+    )
+
+
+def _random_text(alphabet: str, size: int) -> st.SearchStrategy[str]:
+    """Values drawn as a generator would make them (hypothesis' own text shrinks to "0000")."""
+    return st.randoms(use_true_random=False).map(lambda rng: "".join(rng.choice(alphabet) for _ in range(size)))
+
+
+passwords = st.integers(8, 24).flatmap(lambda n: _random_text(ALNUM + SYMBOLS, n)).filter(_is_password)
+
+
+def tokens(prefix: str, size: int, alphabet: str = ALNUM) -> st.SearchStrategy[str]:
+    return _random_text(alphabet, size).map(lambda body: prefix + body)
+
+
+def redact(text: str) -> str:
+    return Redactor().redact_text(text)[0]
+
+
+def assert_gone(value: str, output: str) -> None:
+    assert value not in output, output
+    # Nor a long piece of it.
+    for i in range(0, max(1, len(value) - 11)):
+        assert value[i : i + 12] not in output or len(value) < 12, output
+
+
+SPOKEN = [
+    "my password is {v}",
+    "My Password Is {v}",
+    "the wifi password was {v}",
+    "PASSWORD: {v}",
+    "pwd {v}",
+    "Pwd: {v}",
+    "passwd {v}",
+    "passphrase = {v}",
+    "password for alex is {v}",
+    "password changed to {v}",
+    "user alex / password {v}",
+    "Passwort lautete {v}",
+    "das passwort ist {v}",
+    "Kennwort: {v}",
+    "mot de passe: {v}",
+    "Le mot de passe est {v}",
+    "contrasena: {v}",
+    "Contraseña es {v}",
+    "ПАРОЛЬ: {v}",
+    "пароль {v}",
+    "Wachtwoord: {v}",
+    "senha é {v}",
+    "haslo: {v}",
+    "Heslo je {v}",
+    "losenord: {v}",
+    "Salasana: {v}",
+    "parola este {v}",
+    "jelszo: {v}",
+    "passord: {v}",
+    "密码: {v}",
+    "密碼是{v}",
+    "パスワード: {v}",
+    "비밀번호: {v}",
+]
+
+
+@SETTINGS
+@given(template=st.sampled_from(SPOKEN), value=passwords, lead=st.sampled_from(["", "note: ", "2024-05-01 10:00:00 "]))
+def test_spoken_passwords_in_many_languages(template, value, lead):
+    assert_gone(value, redact(lead + template.format(v=value) + "\n"))
+
+
+FLAGS = [
+    "mysql -uroot -p{v} db",
+    "mysql -h db -u app -p'{v}'",
+    'mysqldump -u root -p"{v}" --all-databases',
+    "/usr/bin/mariadb -p{v}",
+    "mysql --password={v}",
+    "mysql --password '{v}' -h db",
+    "sshpass -p {v} ssh host",
+    "sshpass -p'{v}' ssh host",
+    "PGPASSWORD={v} psql -h db",
+    "PGPASSWORD='{v}' pg_dump app",
+    "MYSQL_PWD={v} mysql",
+    '["mysql", "-uroot", "-p{v}"]',
+    "root 4242 0.0 0.1 mysqld_safe mysql -uroot -p{v} --socket=/run/mysqld.sock",
+    "sqlcmd -S srv -U sa -P {v}",
+    "ldapwhoami -x -D cn=admin -w {v}",
+    "redis-cli -a {v} ping",
+    "echo '{v}' | sudo -S true",
+]
+
+
+@SETTINGS
+@given(template=st.sampled_from(FLAGS), value=passwords.filter(lambda v: "'" not in v and '"' not in v))
+def test_password_flags_in_logs_and_process_lines(template, value):
+    assert_gone(value, redact(template.format(v=value) + "\n"))
+
+
+@SETTINGS
+@given(
+    host=st.sampled_from(["db.internal", "*", "10.0.0.7", "localhost", "pg-01"]),
+    port=st.sampled_from(["5432", "*", "6432"]),
+    db=st.sampled_from(["app", "*", "warehouse"]),
+    user=st.sampled_from(["app", "postgres", "*", "etl_user"]),
+    value=passwords.filter(lambda v: ":" not in v and "\\" not in v),
+)
+def test_pgpass_lines(host, port, db, user, value):
+    assert_gone(value, redact(f"{host}:{port}:{db}:{user}:{value}\n"))
+
+
+TOKEN_FORMATS = [
+    tokens("sk-proj-", 64, B64URL),
+    tokens("sk-proj-", 40, B64URL),
+    tokens("sk-svcacct-", 48, B64URL),
+    tokens("sk-ant-api03-", 95, B64URL),
+    tokens("sk-ant-", 40, B64URL),
+    st.tuples(tokens("SG.", 22, B64URL), tokens(".", 43, B64URL)).map("".join),
+    tokens("AC", 32, "0123456789abcdef"),
+    tokens("SK", 32, "0123456789abcdef"),
+    tokens("sk_live_", 24),
+    tokens("rk_live_", 30),
+    tokens("key-", 32, "0123456789abcdef"),
+    tokens("npm_", 36),
+    tokens("pypi-AgEIcHlwaS5vcmc", 70, B64URL),
+    tokens("glpat-", 20, B64URL),
+    tokens("hf_", 34, string.ascii_letters),
+    tokens("AIza", 35, B64URL),
+    tokens("dckr_pat_", 27, B64URL),
+    tokens("hlu_", 43, B64URL),
+    tokens("hla_", 43, B64URL),
+    tokens("hle_", 43, B64URL),
+    st.tuples(tokens("M", 25), tokens(".", 6, B64URL), tokens(".", 38, B64URL)).map("".join),
+    st.tuples(st.integers(10**7, 10**10).map(str), tokens(":AA", 33, B64URL)).map("".join),
+]
+TOKEN_PLACES = ["KEY={v}", "export SOME_VAR={v}", "2024-05-01 INFO using {v} for the request", '"value": "{v}",', "{v}"]
+
+
+@SETTINGS
+@given(value=st.one_of(TOKEN_FORMATS), place=st.sampled_from(TOKEN_PLACES))
+def test_service_tokens_anywhere(value, place):
+    assert_gone(value, redact(place.format(v=value) + "\n"))
+
+
+@SETTINGS
+@given(sid=tokens("AC", 32, "0123456789abcdef"), secret=tokens("", 32, "0123456789abcdef"))
+def test_twilio_auth_token_next_to_its_sid(sid, secret):
+    for line in (f'Client("{sid}", "{secret}")', f"curl -u {sid}:{secret} https://api.twilio.com/x"):
+        output = redact(line + "\n")
+        assert_gone(sid, output)
+        assert_gone(secret, output)
+
+
+# Pass-phrase words; a phrase starting with a status word ("undefined ...") is taken for a status.
+words = st.text(alphabet=string.ascii_lowercase, min_size=5, max_size=9).filter(
+    lambda w: w not in _NOT_SECRET_WORDS and w not in _STOP_WORDS
+)
+
+
+@SETTINGS
+@given(
+    phrase=st.lists(words, min_size=2, max_size=5, unique=True).map(" ".join),
+    template=st.sampled_from(
+        [
+            "wifi psk: password = {v}",
+            "office wifi: passphrase = {v}",
+            "psk={v}",
+            '  psk="{v}"',
+            "password = {v}",
+            "Wi-Fi Password : {v}",
+            "guest network -- password = {v}",
+            "secret key: '{v}'",
+            "API Key: '{v}'",
+            'client secret = "{v}"',
+        ]
+    ),
+)
+def test_values_with_spaces_after_a_key_word(phrase, template):
+    output = redact(template.format(v=phrase) + "\n")
+    for word in phrase.split():
+        assert word not in output, output
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: "@" not in v),
+    special=st.sampled_from(["#", "@", "?", "/", "%23", "#@", "?/#"]),
+    right=passwords.filter(lambda v: "@" not in v),
+    scheme=st.sampled_from(["postgres", "https", "amqp", "redis", "mongodb+srv", "smb"]),
+    host=st.sampled_from(["db.internal:5432/app", "10.0.0.3/", "[fd00::1]:6379/0", "nas.local", "h/x?y=1#z"]),
+)
+def test_url_passwords_with_unusual_characters(left, special, right, scheme, host):
+    password = left + special + right
+    output = redact(f"url={scheme}://user:{password}@{host}\n")
+    assert_gone(password, output)
+    assert left not in output and right not in output, output
+
+
+@SETTINGS
+@given(
+    key=st.sampled_from(["secret key", "API Key", "client secret", "Admin Password", "Access Token", "auth token"]),
+    sep=st.sampled_from([": ", " = ", ":  ", "="]),
+    value=passwords.filter(lambda v: "'" not in v and '"' not in v),
+    quote=st.sampled_from(["", "'", '"']),
+)
+def test_keys_with_spaces(key, sep, value, quote):
+    assert_gone(value, redact(f"  {key}{sep}{quote}{value}{quote}\n"))
+
+
+@SETTINGS
+@given(
+    keyword=st.sampled_from(["password", "Passwort", "token", "secret", "api key", "pwd", "auth", "contraseña"]),
+    gap=st.sampled_from([" (prod) -> ", " for the build bot ", " für den Server wohl ", " maybe ", " ~ "]),
+    value=tokens("", 32, ALNUM).filter(looks_random),
+)
+def test_random_tokens_in_a_credential_position(keyword, gap, value):
+    assert_gone(value, redact(f"{keyword}{gap}{value}\n"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1.2.3", "2024-05-01T10:00:00", "3f2b9c1e-5d4a-4b7e-9c2d-1a2b3c4d5e6f", "/usr/lib/x86_64-linux-gnu",
+     "cl100k_base", "NetworkManager", "1:4.13+dfsg1-1+b1", "example.net", "GetWindowsVersion2"],
+)  # fmt: skip
+def test_versions_hashes_paths_and_names_do_not_look_random(value):
+    assert not looks_random(value)
+
+
+def _capped(content: bytes, cap: int) -> str:
+    out = io.BytesIO()
+    _copy_capped(io.BytesIO(content), out, len(content), cap, True)
+    return out.getvalue().decode("utf-8")
+
+
+CAP = 4096
+HEAD_BUDGET = int((CAP - 160) * 0.25)  # as agent.diagnostics.context cuts: a quarter head, the rest tail
+TAIL_BUDGET = (CAP - 160) - HEAD_BUDGET
+
+
+@SETTINGS
+@given(
+    secret=tokens("", 40, ALNUM),
+    key=st.sampled_from(["password=", "api_key=", "token: ", "Authorization: Bearer ", "sk-proj-", "pass"]),
+    cut=st.integers(-12, 40),
+)
+def test_a_value_cut_at_the_end_of_the_head_leaves_no_fragment(secret, key, cut):
+    """One very long first line, capped by the collectors' head-and-tail copy: the head ends ``cut``
+    characters into the secret (or inside its name), and no piece of the secret survives redaction."""
+    pad = HEAD_BUDGET - len(key) - cut
+    line = "x" * pad + " " + key + secret + " trailing words " + "y" * 6000
+    line = line[1:] if pad >= 0 else line  # keep the head exactly HEAD_BUDGET bytes before the cut
+    output = redact(_capped(line.encode(), CAP))
+    for i in range(0, len(secret) - 7):
+        assert secret[i : i + 8] not in output, (output[:300], output[-300:])
+
+
+@SETTINGS
+@given(secret=tokens("", 40, ALNUM), cut=st.integers(1, 39), key=st.sampled_from(["password=", "pass", "sk-proj-"]))
+def test_a_value_cut_at_the_start_of_the_tail_leaves_no_fragment(secret, cut, key):
+    """A very long last line: the kept tail starts ``cut`` characters into the secret."""
+    suffix = " end of line " + "e" * (TAIL_BUDGET - (40 - cut) - 13)
+    content = ("short first line\n" + "z" * 3000 + " " + key + secret + suffix).encode()
+    capped = _capped(content, CAP)
+    assert "omitted here" in capped
+    output = redact(capped)
+    for i in range(0, len(secret) - 7):
+        assert secret[i : i + 8] not in output, output[-300:]
+
+
+def test_top_error_examples_are_cut_at_a_space_not_inside_a_word():
+    secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0"
+    line = "error: upload failed " + "w " * 130 + "with " + secret + " after retry"
+    example = example_of(line)
+    assert len(example) <= 300 and secret[:10] not in example
+    counter = ErrorCounter()
+    counter.add(line, "app.log")
+    assert counter.top()[0]["example"] == example
+    assert example_of("short line") == "short line"
+
+
+def test_capped_file_through_redact_file(tmp_path):
+    secret = "Zq8" + "x7Lm2Pq9Rt4Vw6Yb1Nc3" * 2
+    content = ("log start password=" + "p" * 3000 + secret + " rest of the line " + "e" * 5000).encode()
+    capped = _capped(content, 4096)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "app.log").write_text(capped, encoding="utf-8")
+    redactor = Redactor()
+    (result,) = redactor.redact_tree(tmp_path / "in", tmp_path / "out")
+    assert result.status == SCRUBBED
+    text = (tmp_path / "out" / "app.log").read_text(encoding="utf-8")
+    assert "omitted here" in text and "[REDACTED:cut-line]" in text
+    assert secret[:8] not in text and secret[-8:] not in text
+    assert redactor.verify_tree(tmp_path / "out") == []
+
+
+@SETTINGS
+@given(
+    key=st.sampled_from(["Passwort", "Kennwort", "contraseña", "пароль", "wachtwoord", "Lösenord", "mot de passe"]),
+    sep=st.sampled_from([" = ", ": ", "="]),
+    phrase=st.lists(words, min_size=2, max_size=4, unique=True).map(" ".join),
+)
+def test_settings_named_in_other_languages_lose_their_whole_value(key, sep, phrase):
+    output = redact(f"{key}{sep}{phrase}\n")
+    for word in phrase.split():
+        assert word not in output, output
+
+
+def test_the_first_piece_of_a_file_holds_the_line_after_the_first(tmp_path):
+    """A cut first line is recognised by the marker after it, so both must reach the scrubber together,
+    however the file is split into pieces."""
+    from agent.redaction.textfiles import read_text_chunks
+
+    first = "a" * 50 + "\n"
+    content = first + "second line\n" + "third\n" * 10
+    with open(tmp_path / "f.txt", "w", encoding="utf-8") as handle:
+        handle.write(content)
+    with open(tmp_path / "f.txt", "rb") as raw:
+        _, pieces = read_text_chunks(raw, chunk_chars=52)
+        chunks = list(pieces)
+    assert chunks[0].startswith(first + "second line\n")
+    assert "".join(chunks) == content

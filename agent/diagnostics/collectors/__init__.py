@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from .base import Collector
+from .clock import ClockCollector
 from .crashes import CrashesCollector
 from .environment import EnvironmentCollector
 from .hardware import HardwareCollector
+from .kernel import KernelCollector
 from .logs import LogsCollector
 from .network import NetworkCollector
+from .printers import PrintersCollector
 from .processes import ProcessesCollector
 from .services import ServicesCollector
 from .software import SoftwareCollector
@@ -22,7 +25,10 @@ ALL_COLLECTORS: tuple[Collector, ...] = (
     ServicesCollector(),
     SoftwareCollector(),
     LogsCollector(),
+    KernelCollector(),
     CrashesCollector(),
+    PrintersCollector(),
+    ClockCollector(),
     EnvironmentCollector(),
 )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.diagnostics.collectors.hardware import DISK_FULL_PERCENT, SCRATCH_FULL_PERCENT
 from agent.diagnostics.collectors.kernel import signal_name
+from agent.diagnostics.collectors.netconfig import WEAK_SIGNAL_PERCENT
 from agent.diagnostics.model import CollectionReport, CollectorStatus
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -31,8 +32,9 @@ RECENT_CRASHES = 10
 #: The top-level keys every summary has, in order (a value may be null).
 SUMMARY_KEYS: tuple[str, ...] = (
     "schema_version", "platform", "answers", "os", "hostname", "uptime", "uptime_seconds", "boot_time", "timezone",
-    "hardware", "disks", "disk_full", "tmpfs_full", "inode_full", "network", "services", "software", "errors",
-    "kernel", "crashes", "printers", "clock", "processes", "attention", "collection",
+    "hardware", "disks", "disk_full", "tmpfs_full", "inode_full", "storage", "devices", "network", "netconfig",
+    "services", "software", "updates", "errors", "kernel", "crashes", "printers", "clock", "processes", "attention",
+    "collection",
 )
 
 
@@ -67,9 +69,13 @@ def build_summary(report: CollectionReport, *, excluded: Iterable[str] = (),
         ],
         "tmpfs_full": _scratch(hardware, "tmpfs_full", "percent"),
         "inode_full": _scratch(hardware, "inode_full", "inodes_percent"),
+        "storage": _storage(facts.get("storage")),
+        "devices": _devices(facts.get("devices")),
         "network": _network(facts.get("network")),
+        "netconfig": _netconfig(facts.get("netconfig")),
         "services": _services(facts.get("services"), report.platform),
         "software": _software(facts.get("software")),
+        "updates": _updates(facts.get("updates")),
         "errors": _errors(facts.get("logs")),
         "kernel": None,
         "crashes": _crashes(facts.get("crashes")),
@@ -117,6 +123,9 @@ def attention_lines(summary: Mapping[str, Any]) -> list[str]:
     if kernel.get("io_error_count"):
         devices = ", ".join(kernel.get("io_error_devices") or []) or "a disk"
         lines.append(f"{kernel['io_error_count']} disk I/O error(s) in the kernel log ({devices})")
+    storage = summary.get("storage") or {}
+    for disk in (storage.get("failing") or [])[:3]:
+        lines.append(f"Disk {disk} fails its health check (SMART): back up its data now")
     for disk in summary.get("disk_full") or []:
         lines.append(f"Disk {disk['mount']} is {disk['used_percent']:g} % full")
     for mount in summary.get("tmpfs_full") or []:
@@ -140,11 +149,27 @@ def attention_lines(summary: Mapping[str, Any]) -> list[str]:
             lines.append(f"{probe.get('target')} is unreachable ({probe.get('problem') or 'no connection'})")
     for failure in (network.get("failures") or [])[:3]:
         lines.append(failure)
+    netconfig = summary.get("netconfig") or {}
+    if netconfig.get("connectivity") in ("none", "limited", "portal"):
+        lines.append(f"NetworkManager reports {netconfig['connectivity']} connectivity")
+    wifi = netconfig.get("wifi") or {}
+    signal = wifi.get("signal_percent")
+    if isinstance(signal, (int, float)) and signal < WEAK_SIGNAL_PERCENT:
+        lines.append(f"Wi-Fi signal is weak ({signal:g} %) on {wifi.get('ssid') or 'the current network'}")
+    for mount in (storage.get("fstab_missing") or [])[:3]:
+        lines.append(f"fstab mounts {mount} from a device that is not attached (boot may stall)")
     if kernel.get("driver_error_count"):
         lines.append(f"{kernel['driver_error_count']} driver error(s) in the kernel log")
     for problem in ((summary.get("printers") or {}).get("problems") or [])[:3]:
         target = "Printing" if problem.get("printer") == "*" else f"Printer {problem.get('printer')}"
         lines.append(f"{target}: {problem.get('problem')}")
+    for problem in ((summary.get("devices") or {}).get("problems") or [])[:3]:
+        lines.append(f"Device {problem.get('device')}: {problem.get('problem')}")
+    updates = summary.get("updates") or {}
+    if updates.get("broken"):
+        lines.append(f"Broken package(s), half installed: {', '.join(updates['broken'][:5])}")
+    for failed in (updates.get("failed") or [])[:2]:
+        lines.append(f"Update failed: {failed}")
     clock = summary.get("clock") or {}
     if clock.get("synchronized") is False:
         lines.append("The clock is not synchronised" + (" (NTP is off)" if clock.get("ntp_enabled") is False else "")
@@ -249,6 +274,76 @@ def _kernel(kernel: dict | None, crashes: dict | None) -> dict[str, Any] | None:
             "error_count": _int(previous.get("error_count")),
         },
         "note": _str(kernel.get("note")),
+    }
+
+
+def _storage(storage: dict | None) -> dict[str, Any] | None:
+    if storage is None:
+        return None
+    smart = [s for s in _list(storage.get("smart")) if isinstance(s, dict)]
+    return {
+        "failing": [str(d) for d in _list(storage.get("failing")) if d],
+        "smart_checked": [str(s.get("disk")) for s in smart if s.get("health")],
+        "encrypted": [str(d) for d in _list(storage.get("encrypted")) if d],
+        "fstab_missing": [m["mountpoint"] for m in _list(storage.get("fstab_missing"))
+                          if isinstance(m, dict) and _str(m.get("mountpoint"))],
+    }
+
+
+def _devices(devices: dict | None) -> dict[str, Any] | None:
+    if devices is None:
+        return None
+    identity = _dict(devices.get("identity")) or {}
+    bios = _dict(identity.get("bios")) or {}
+    return {
+        "manufacturer": _str(identity.get("manufacturer")),
+        "product": _str(identity.get("product")),
+        "serial": _str(identity.get("serial")),
+        "bios_version": _str(bios.get("version")),
+        "bios_date": _str(bios.get("date")),
+        "usb_count": len(devices["usb"]) if isinstance(devices.get("usb"), list) else None,
+        "problems": [{"device": _str(p.get("device")), "problem": _str(p.get("problem"))}
+                     for p in _list(devices.get("problems")) if isinstance(p, dict)],
+    }
+
+
+def _netconfig(netconfig: dict | None) -> dict[str, Any] | None:
+    if netconfig is None:
+        return None
+    manager = _dict(netconfig.get("networkmanager")) or {}
+    wifi = _dict(netconfig.get("wifi"))
+    firewall = _dict(netconfig.get("firewall"))
+    return {
+        "state": _str(manager.get("state")),
+        "connectivity": _str(manager.get("connectivity")),
+        "wifi": None if wifi is None else {"ssid": _str(wifi.get("ssid")), "signal_percent": _num(wifi.get("signal_percent"))},
+        "firewall": None if firewall is None else {
+            "backend": _str(firewall.get("backend")),
+            "enabled": firewall.get("enabled") if isinstance(firewall.get("enabled"), bool) else None,
+            "rule_count": _int(firewall.get("rule_count")), "input_policy": _str(firewall.get("input_policy"))},
+        "hosts_entries": len(_list(netconfig.get("hosts"))),
+    }
+
+
+def _updates(updates: dict | None) -> dict[str, Any] | None:
+    if updates is None:
+        return None
+    recent = [r for r in _list(updates.get("recent")) if isinstance(r, dict)]
+    failed = []
+    for entry in _list(updates.get("failed")):
+        if isinstance(entry, dict):
+            label = _str(entry.get("title")) or _str(entry.get("command")) or "?"
+            detail = _str(entry.get("hresult")) or _str(entry.get("error"))
+            failed.append(f"{label}" + (f" ({detail})" if detail else "")
+                          + (f" at {entry['time']}" if _str(entry.get("time")) else ""))
+    return {
+        "manager": _str(updates.get("manager")),
+        "last": None if not recent else {"time": _str(recent[0].get("time")),
+                                         "what": _str(recent[0].get("title") or recent[0].get("command")
+                                                      or recent[0].get("action"))},
+        "failed": failed,
+        "held": [str(h) for h in _list(updates.get("held")) if h],
+        "broken": [str(b) for b in _list(updates.get("broken")) if b],
     }
 
 

@@ -1,7 +1,8 @@
 """`helpline share --output` for real on a PC with problems planted: a full tmpfs and a file system
 out of inodes (real mounts, root only), kernel-log lines (an OOM kill, segfaults, disk I/O errors)
 and a stopped print queue (recorded outputs served through HELPLINE_DIAG_FIXTURES, since this
-machine has neither a journal nor a CUPS scheduler). The triage view and summary.json name each one."""
+machine has neither a journal nor a CUPS scheduler), likewise a disk failing its SMART check and an
+unsynchronised clock. The triage view and summary.json name each one."""
 
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ def recorded_outputs(tmp_path: Path) -> Path:
         "printers/lpstat-l-p.txt": "linux/lpstat-l-p.txt",
         "printers/cups-error_log.txt": "linux/cups-error_log.txt",
         "clock/timedatectl.txt": "linux/timedatectl-show.txt",
+        "storage/lsblk.json": "linux/lsblk.json",
+        "storage/smartctl-sda.txt": "linux/smartctl-sda.txt",
+        "storage/smartctl-nvme0n1.txt": "linux/smartctl-nvme0n1.txt",
     }.items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(FIXTURES / fixture, root / relpath)
@@ -101,7 +105,8 @@ def test_share_names_every_planted_problem(make_pc, tmp_path, planted_mounts):
     # Real mounts on this machine.
     assert named(f"tmpfs {full} is 100 % full")
     assert named(f"File system {starved} is out of inodes (100 % used)")
-    # Printing (recorded) and the clock (recorded).
+    # A failing disk, printing and the clock (recorded).
+    assert named("Disk sda fails its health check (SMART)")
     assert named("Printer Zebra_ZD420: queue stopped: Filter failed")
     assert named("The clock is not synchronised")
     for line in lines:
@@ -113,5 +118,6 @@ def test_share_names_every_planted_problem(make_pc, tmp_path, planted_mounts):
     assert str(starved) in {m["mount"] for m in summary["inode_full"]}
     assert summary["printers"]["problems"] == [{"printer": "Zebra_ZD420", "problem": "queue stopped: Filter failed"}]
     assert summary["clock"]["synchronized"] is False
+    assert summary["storage"]["failing"] == ["sda"]
     assert summary["answers"] == {"what_happened": "Labels do not print and Firefox vanished",
                                   "since_when": "since this morning", "already_tried": "restarted the printer"}

@@ -136,3 +136,33 @@ def test_windows_and_macos_kernel_facts_reach_the_triage():
 
 def test_attention_lines_accept_an_older_summary_without_the_new_sections():
     assert attention_lines({"disk_full": [{"mount": "/", "used_percent": 97}]}) == ["Disk / is 97 % full"]
+
+
+def test_disk_health_devices_updates_and_wifi_reach_the_triage():
+    summary = summary_of(
+        ok("storage", {"failing": ["sda"], "smart": [{"disk": "sda", "health": "FAILED"}], "encrypted": ["nvme0n1p2"],
+                       "fstab_missing": [{"source": "UUID=77aa", "mountpoint": "/mnt/backup"}]}),
+        ok("devices", {"identity": {"manufacturer": "Dell Inc.", "product": "Latitude 7420",
+                                    "bios": {"version": "1.31.1", "date": "01/17/2024"}},
+                       "problems": [{"device": "Intel Wi-Fi 6 AX201", "problem": "no driver in use"}], "usb": []}),
+        ok("updates", {"manager": "apt", "recent": [{"time": "2024-03-13 17:02:11", "command": "unattended-upgrade",
+                                                     "error": "dpkg returned an error code (1)"}],
+                       "failed": [{"time": "2024-03-13 17:02:11", "command": "unattended-upgrade",
+                                   "error": "dpkg returned an error code (1)"}],
+                       "held": ["linux-image-amd64"], "broken": ["firefox-esr"]}),
+        ok("netconfig", {"networkmanager": {"state": "connected (site only)", "connectivity": "limited"},
+                         "wifi": {"ssid": "Office WLAN", "signal_percent": 28}, "hosts": [{}],
+                         "firewall": {"backend": "nftables", "rule_count": 3, "input_policy": "drop"}}),
+    )
+    lines = summary["attention"]
+    assert lines[0] == "Disk sda fails its health check (SMART): back up its data now"
+    assert "fstab mounts /mnt/backup from a device that is not attached (boot may stall)" in lines
+    assert "Device Intel Wi-Fi 6 AX201: no driver in use" in lines
+    assert "Broken package(s), half installed: firefox-esr" in lines
+    assert "Update failed: unattended-upgrade (dpkg returned an error code (1)) at 2024-03-13 17:02:11" in lines
+    assert "NetworkManager reports limited connectivity" in lines
+    assert "Wi-Fi signal is weak (28 %) on Office WLAN" in lines
+    assert summary["devices"]["product"] == "Latitude 7420" and summary["devices"]["bios_version"] == "1.31.1"
+    assert summary["updates"]["held"] == ["linux-image-amd64"]
+    assert summary["netconfig"]["firewall"]["input_policy"] == "drop"
+    assert summary["storage"]["encrypted"] == ["nvme0n1p2"]

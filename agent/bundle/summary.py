@@ -559,7 +559,7 @@ def _services(services: dict | None, platform: str) -> dict[str, Any] | None:
         "stopped_enabled": _names(services.get("enabled_not_running"), "unit"),
         "note": _str(services.get("note")),
         # Without systemd nothing was asked: say so instead of an empty list that reads as "all fine".
-        "checked": failed is not None,
+        "checked": services["checked"] if isinstance(services.get("checked"), bool) else failed is not None,
     }
 
 

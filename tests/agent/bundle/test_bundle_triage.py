@@ -166,3 +166,17 @@ def test_disk_health_devices_updates_and_wifi_reach_the_triage():
     assert summary["updates"]["held"] == ["linux-image-amd64"]
     assert summary["netconfig"]["firewall"]["input_policy"] == "drop"
     assert summary["storage"]["encrypted"] == ["nvme0n1p2"]
+
+
+def test_report_page_never_shows_ok_for_services_not_checked():
+    from agent.bundle.report_html import render_report
+
+    facts = {"init_system": "tini", "systemd": False, "checked": False, "failed": None,
+             "note": "systemd is not the init system (PID 1 is tini); services were not checked"}
+    manifest = {"items": [], "collectors": [{"name": "services", "category": "services", "status": "ok"}]}
+    page = render_report(manifest, summary_of(ok("services", facts)), {"services": facts})
+    section = page.split('id="cat-services"', 1)[1].split("</section>", 1)[0]
+    assert "st-not_checked" in section and "st-ok" not in section
+    checked = {**facts, "systemd": True, "checked": True, "failed": []}
+    page = render_report(manifest, summary_of(ok("services", checked)), {"services": checked})
+    assert "st-ok" in page.split('id="cat-services"', 1)[1].split("</section>", 1)[0]

@@ -16,9 +16,11 @@ import re
 import signal
 from collections import Counter
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from ..context import CollectContext
 from ..model import ItemKind, ItemStatus
@@ -33,8 +35,9 @@ JOURNAL_KERNEL = ("journalctl", "-k", "-b", "--no-pager", "-o", "short-iso")
 DMESG = ("dmesg", "--time-format", "iso")
 PREVIOUS_BOOT_ERRORS = ("journalctl", "-b", "-1", "-p", "err", "--no-pager", "-o", "short-iso")
 PREVIOUS_BOOT_END = ("journalctl", "-b", "-1", "-n", "40", "--no-pager", "-o", "short-iso")
-MAC_SHUTDOWN_CAUSE = ("log", "show", "--style", "syslog", "--last", "7d", "--predicate",
-                      'eventMessage CONTAINS "Previous shutdown cause"')
+MAC_SHUTDOWN_PREDICATE = 'eventMessage CONTAINS "Previous shutdown cause"'
+#: The kernel logs the cause within seconds of boot; reading only that window keeps ``log show`` fast.
+MAC_BOOT_WINDOW = (-60, 600)
 
 #: Windows System-log events that matter to a helpdesk, by provider: disks, drivers, power.
 WINDOWS_SYSTEM_SCRIPT = (
@@ -302,7 +305,11 @@ class KernelCollector(Collector):
                 staged = ctx.copy_file(f"kernel/panics/{entry['name']}", entry["path"], max_bytes=512 * 1024)
                 panics.append({"name": entry["name"], "time": entry["modified"],
                                "panic": parse_panic_report(read_text(ctx, staged) or "")})
-        cause_item = ctx.run("kernel/shutdown-cause.txt", MAC_SHUTDOWN_CAUSE, timeout=6, kind=ItemKind.LOG)
+        boot = psutil.boot_time()
+        start, end = (datetime.fromtimestamp(boot + offset).strftime("%Y-%m-%d %H:%M:%S") for offset in MAC_BOOT_WINDOW)
+        cause_item = ctx.run("kernel/shutdown-cause.txt", ("log", "show", "--style", "syslog", "--start", start,
+                                                           "--end", end, "--predicate", MAC_SHUTDOWN_PREDICATE),
+                             timeout=6, kind=ItemKind.LOG)
         cause = parse_mac_shutdown_cause(read_text(ctx, cause_item) or "")
         return {
             "source": "diagnostic-reports",

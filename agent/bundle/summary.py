@@ -24,8 +24,8 @@ SUMMARY_SCHEMA_VERSION = 1
 TOP_PROCESSES = 5
 #: The user's answers to the three questions, in the order ``helpline share`` asks them.
 ANSWER_KEYS = ("what_happened", "since_when", "already_tried")
-#: Idle kernel threads (Linux) and the idle pseudo-process (Windows): never worth a top-CPU row.
-_IDLE_PROCESSES = frozenset({"System Idle Process", "Idle", "idle_inject", "kernel_task"})
+#: The idle pseudo-process of Windows: never worth a top-CPU row (idle Linux kernel threads are spotted by shape).
+_IDLE_PROCESSES = frozenset({"System Idle Process", "Idle"})
 TOP_ERRORS = 10
 RECENT_CRASHES = 10
 

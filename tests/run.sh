@@ -13,6 +13,8 @@ ensure_packages \
     "python3-venv:python3 -c 'import ensurepip'" \
     "restic:command -v restic" \
     "openssh-client:command -v ssh" \
+    "cups-client:command -v lpstat" "pciutils:command -v lspci" "usbutils:command -v lsusb" \
+    "dmidecode:command -v dmidecode" "smartmontools:command -v smartctl" \
     "postgresql:pg_bindir"
 ensure_venv "server,dev"
 

@@ -91,7 +91,8 @@ def build_bundle(
     metadata = redact_metadata(report, exclude, extra, redactor, metadata_counts)
     assign_paths(entries, redactor, raw_root)
     clean_report = with_bundle_paths(metadata.report, entries)
-    summary = build_summary(clean_report, excluded=exclude)
+    answers = metadata.extra.get("answers") if isinstance(metadata.extra, Mapping) else None
+    summary = build_summary(clean_report, excluded=exclude, answers=answers)
     written = verify_and_write(
         entries, redactor, out_dir, raw_root,
         lambda: make_manifest(report, clean_report, entries, exclude, metadata.extra, metadata.hostname, created_at,

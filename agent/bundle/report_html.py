@@ -53,7 +53,7 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .st-ok,.st-scrubbed{background:#e3f5ea;color:#1e7b45}
 .st-truncated,.st-timeout{background:#fff3d6;color:#8a5a00}
 .st-error,.st-denied,.st-dropped,.st-not_scrubbed,.st-unlisted,.st-excluded{background:#fde6e4;color:#a5281b}
-.st-not_found,.st-skipped,.st-no_file{background:#eceef2;color:#5b6476}
+.st-not_found,.st-skipped,.st-no_file,.st-not_checked{background:#eceef2;color:#5b6476}
 nav a{margin-right:12px}
 footer{color:#6b7487;font-size:12px;margin-top:32px}
 """
@@ -198,6 +198,8 @@ def _category_section(category: str, facts: Any, manifest: Mapping[str, Any]) ->
     items = [item for item in manifest.get("items") or [] if item.get("category") == category]
     collector = next((c for c in manifest.get("collectors") or [] if c.get("category") == category), {})
     status = collector.get("status")
+    if status == "ok" and isinstance(facts, dict) and facts.get("checked") is False:
+        status = "not_checked"  # the collector ran, but had nothing to ask (no systemd): never a green "ok"
     out = [f'<section id="cat-{_h(category)}"><h2>{_h(_title(category))} {_status(status) if status else ""}</h2>']
     if collector.get("error"):
         out.append(f"<p>Collector problem: {_code(collector['error'])}</p>")

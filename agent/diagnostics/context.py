@@ -40,6 +40,10 @@ from .runner import CommandResult, run_command
 
 PLATFORMS = ("linux", "windows", "darwin")
 MIB = 1024 * 1024
+#: For tests and demonstrations only: a directory of recorded outputs laid out like the staging
+#: directory. A command or file copy whose staging path has a file there is answered from that
+#: file instead of the PC (see :meth:`CollectContext.recorded`); nothing else changes.
+RECORDED_OUTPUTS_ENV = "HELPLINE_DIAG_FIXTURES"
 
 #: Environment variables worth showing an engineer; values are written as they
 #: are (proxy URLs may carry credentials: the redactor downstream scrubs them).
@@ -189,6 +193,8 @@ class CollectContext:
         self._items: list[Item] = []
         self._lock = threading.Lock()
         self._closed = False
+        recorded = self.env.get(RECORDED_OUTPUTS_ENV)
+        self.recorded_root = Path(recorded) if recorded else None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -220,6 +226,16 @@ class CollectContext:
         """A copy of the items recorded so far."""
         with self._lock:
             return list(self._items)
+
+    def record_replace(self, item: Item, source: str) -> Item:
+        """Restate the last recorded ``item`` as coming from ``source`` (a command answered from a recording)."""
+        restated = Item(item.path, item.category, source, item.kind, item.status, item.duration, item.size,
+                        item.exit_code, "; ".join(filter(None, [item.note, f"recorded output ({RECORDED_OUTPUTS_ENV})"])))
+        with self._lock:
+            if self._closed:
+                raise CollectionClosed(f"{self.category or 'collection'} ran past its deadline")
+            self._items[self._items.index(item)] = restated
+        return restated
 
     def record(self, item: Item) -> Item:
         """Add an item to this context's list; raise CollectionClosed once the context is closed."""
@@ -263,6 +279,17 @@ class CollectContext:
         if resolved_parent != self.out_dir and self.out_dir not in resolved_parent.parents:
             raise InvalidInputError(f"bad staging path {relpath!r}: it leaves the staging directory")
         return target
+
+    def recorded(self, relpath: str) -> Path | None:
+        """Return the recorded output standing in for ``relpath`` (see :data:`RECORDED_OUTPUTS_ENV`), or None."""
+        if self.recorded_root is None:
+            return None
+        candidate = self.recorded_root.joinpath(*PurePosixPath(relpath).parts)
+        return candidate if candidate.is_file() else None
+
+    def available(self, relpath: str, program: str) -> bool:
+        """Say whether ``program`` can fill ``relpath``: it is on PATH, or a recorded output stands in for it."""
+        return self.recorded(relpath) is not None or self.which(program) is not None
 
     def expand_user(self, pattern: str) -> str:
         """Expand a leading ``~`` with this context's home folder (pluggable for tests)."""
@@ -312,6 +339,10 @@ class CollectContext:
         self._check_open()
         dest = self.path(relpath)
         source = shlex.join(argv)
+        recorded = self.recorded(relpath)
+        if recorded is not None:
+            item = self.copy_file(relpath, recorded, max_bytes, kind=kind)
+            return self.record_replace(item, source), None
         left = self.remaining()
         if left < _MIN_TIME_LEFT:
             return self.note(relpath, source, ItemStatus.SKIPPED, "no time left before the deadline", kind=kind), None
@@ -380,6 +411,7 @@ class CollectContext:
         self._check_open()
         cap = self.options.command_max_bytes if max_bytes is None else max_bytes
         source = os.fspath(src)
+        src = self.recorded(relpath) or src
         dest = self.path(relpath)
         started = time.monotonic()
 

@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 from .base import Collector
+from .clock import ClockCollector
 from .crashes import CrashesCollector
+from .devices import DevicesCollector
 from .environment import EnvironmentCollector
 from .hardware import HardwareCollector
+from .kernel import KernelCollector
 from .logs import LogsCollector
+from .netconfig import NetConfigCollector
 from .network import NetworkCollector
+from .printers import PrintersCollector
 from .processes import ProcessesCollector
 from .services import ServicesCollector
 from .software import SoftwareCollector
+from .storage import StorageCollector
 from .system import SystemCollector
+from .updates import UpdatesCollector
 
 #: Every collector, in the order reports list them.
 ALL_COLLECTORS: tuple[Collector, ...] = (
     SystemCollector(),
     HardwareCollector(),
+    DevicesCollector(),
+    StorageCollector(),
     NetworkCollector(),
+    NetConfigCollector(),
     ProcessesCollector(),
     ServicesCollector(),
     SoftwareCollector(),
+    UpdatesCollector(),
     LogsCollector(),
+    KernelCollector(),
     CrashesCollector(),
+    PrintersCollector(),
+    ClockCollector(),
     EnvironmentCollector(),
 )
 

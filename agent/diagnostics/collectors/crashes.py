@@ -170,6 +170,7 @@ def parse_apport(text: str) -> dict[str, Any]:
             values[match.group(1)] = match.group(2).strip()
     return {
         "problem_type": values.get("ProblemType"),
+        "title": values.get("Title"),
         "executable": values.get("ExecutablePath"),
         "package": values.get("Package"),
         "signal": values.get("Signal"),

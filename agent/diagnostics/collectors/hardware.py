@@ -1,7 +1,10 @@
 """What the PC is made of and how full it is: CPU, memory and swap, disks, battery, temperatures.
 
 Any mount 90 % full or more is listed in ``disk_full``: a full disk is the most
-common cause of "my PC is broken" an engineer should see first.
+common cause of "my PC is broken" an engineer should see first. On Linux, a file
+system out of inodes (``inode_full``) and a full in-memory tmpfs such as /tmp,
+/dev/shm or /run/user/… (``tmpfs_full``) break programs the same way, so they are
+checked too (over 95 %).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from ..context import CollectContext
 from .base import ALL_PLATFORMS, Collector, as_list, parse_colon_pairs, powershell, read_json, read_text
 
 DISK_FULL_PERCENT = 90.0
+#: Inode use and tmpfs use at or above this are flagged (a tmpfs at 90 % is often normal).
+SCRATCH_FULL_PERCENT = 95.0
+#: tmpfs mounts under these are the kernel's own (cgroups, sysfs), never a place programs write files.
+_KERNEL_TMPFS_ROOTS = ("/sys", "/proc")
 #: File systems that are full by design (snap images, CDs) or not disks at all.
 _IGNORED_FSTYPES = frozenset({"squashfs", "iso9660", "udf", "devtmpfs", "proc", "sysfs", "nsfs"})
 _MAX_PARTITIONS = 64
@@ -51,11 +58,19 @@ class HardwareCollector(Collector):
         lscpu = read_text(ctx, ctx.run("hardware/lscpu.txt", ("lscpu",), timeout=5)) or ""
         model = parse_colon_pairs(lscpu).get("Model name") or _cpuinfo_model()
         disks = psutil_disks()
+        tmpfs = tmpfs_mounts()
         return {
             "cpu": _cpu_facts(model),
             "memory": _memory_facts(),
             "disks": disks,
             "disk_full": full_mounts(disks),
+            "tmpfs": tmpfs,
+            "tmpfs_full": [{"mountpoint": t["mountpoint"], "percent": t["percent"], "free": t["free"]}
+                           for t in tmpfs if t.get("percent") is not None and t["percent"] >= SCRATCH_FULL_PERCENT],
+            "inode_full": [{"mountpoint": d["mountpoint"], "fstype": d["fstype"], "inodes_percent": d["inodes_percent"],
+                            "inodes_free": d["inodes_free"]}
+                           for d in disks + tmpfs
+                           if d.get("inodes_percent") is not None and d["inodes_percent"] >= SCRATCH_FULL_PERCENT],
             "battery": _battery_facts(),
             "temperatures": _temperature_facts(),
         }
@@ -182,8 +197,40 @@ def psutil_disks() -> list[dict[str, Any]]:
             entry.update({"total": None, "used": None, "free": None, "percent": None, "problem": usage})
         else:
             entry.update({"total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent})
+            entry.update(inode_usage(part.mountpoint))
         disks.append(entry)
     return disks
+
+
+def tmpfs_mounts() -> list[dict[str, Any]]:
+    """Return space and inode use of the writable tmpfs mounts (/tmp, /dev/shm, /run/user/…), which psutil skips."""
+    mounts, seen = [], set()
+    for part in psutil.disk_partitions(all=True):
+        if part.fstype != "tmpfs" or part.mountpoint in seen or len(mounts) >= _MAX_PARTITIONS:
+            continue
+        if "ro" in part.opts.split(",") or part.mountpoint.startswith(_KERNEL_TMPFS_ROOTS):
+            continue
+        seen.add(part.mountpoint)
+        usage = _disk_usage(part.mountpoint)
+        if isinstance(usage, str) or not usage.total:
+            continue  # unreadable, or a tmpfs without a size limit: it cannot fill up on its own
+        mounts.append({"device": part.device, "mountpoint": part.mountpoint, "fstype": "tmpfs",
+                       "total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent,
+                       **inode_usage(part.mountpoint)})
+    return mounts
+
+
+def inode_usage(mountpoint: str) -> dict[str, Any]:
+    """Return the inode counts of ``mountpoint`` (os.statvfs); None where the file system has no fixed count."""
+    try:
+        stats = os.statvfs(mountpoint)
+    except OSError:
+        return {"inodes_total": None, "inodes_free": None, "inodes_percent": None}
+    if not stats.f_files:  # btrfs, vfat and friends allocate inodes on demand
+        return {"inodes_total": None, "inodes_free": None, "inodes_percent": None}
+    used = stats.f_files - stats.f_ffree
+    return {"inodes_total": stats.f_files, "inodes_free": stats.f_ffree,
+            "inodes_percent": round(used * 100.0 / stats.f_files, 1)}
 
 
 def _disk_usage(mountpoint: str):

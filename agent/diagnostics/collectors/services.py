@@ -49,11 +49,13 @@ class ServicesCollector(Collector):
             for relpath, argv in SYSTEMCTL_COMMANDS.items():
                 ctx.note(relpath, shlex.join(argv), ItemStatus.NOT_FOUND, "systemctl is not installed")
             facts["note"] = "systemctl is not installed; services are not managed by systemd"
+            facts["checked"] = False
             return facts
         if not systemd_booted():
             for relpath, argv in SYSTEMCTL_COMMANDS.items():
                 ctx.note(relpath, shlex.join(argv), ItemStatus.SKIPPED, f"systemd is not running (PID 1 is {init})")
             facts["note"] = f"systemd is not the init system (PID 1 is {init}); services were not checked"
+            facts["checked"] = False
             return facts
 
         items = {relpath: ctx.run(relpath, argv, timeout=5) for relpath, argv in SYSTEMCTL_COMMANDS.items()}
@@ -68,6 +70,7 @@ class ServicesCollector(Collector):
                 not_running.append({"unit": unit, "active": state["active"] if state else "inactive",
                                     "sub": state["sub"] if state else "dead"})
         facts.update({
+            "checked": True,
             "systemd": True,
             "failed": failed,
             "enabled_not_running": not_running,

@@ -55,7 +55,7 @@ def test_malformed_facts_give_nulls_not_exceptions():
     assert summary["services"]["failed"] is None and summary["services"]["stopped_enabled"] == ["ssh.service"]
     assert summary["software"] == {"manager": None, "package_count": 1, "extra_counts": {}, "apps": {"git": "2.43"}}
     assert summary["errors"]["top"] == [{"message": "boom", "count": 0, "source": None}]
-    assert summary["crashes"]["count"] == 0 and summary["crashes"]["recent"][0]["detail"] == "signal 11"
+    assert summary["crashes"]["count"] == 0 and summary["crashes"]["recent"][0]["detail"] == "SIGSEGV"  # by name, not "11"
     assert summary["processes"]["zombies"] is None and summary["processes"]["top_cpu"][0]["pid"] is None
     render_report({"items": [], "collectors": []}, summary, {r.category: r.facts for r in weird})
 

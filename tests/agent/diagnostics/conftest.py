@@ -54,6 +54,16 @@ class FixtureRunner:
 
 
 WINDOWS_RULES = [
+    # First: these scripts also name cmdlets the older rules below look for.
+    ("powershell.exe", "41,6008", "windows/system-events.json", 0),
+    ("powershell.exe", "Get-Printer", "windows/printers.json", 0),
+    ("w32tm", "/query /status", "windows/w32tm-status.txt", 0),
+    ("query", "user", "windows/query-user.txt", 0),
+    ("powershell.exe", "Microsoft.Update.Session", "windows/update-history.json", 0),
+    ("powershell.exe", "Win32_PnPEntity", "windows/devices.json", 0),
+    ("powershell.exe", "Get-PhysicalDisk", "windows/storage.json", 0),
+    ("netsh", "wlan show interfaces", "windows/netsh-wlan.txt", 0),
+    ("netsh", "advfirewall", "windows/netsh-firewall.txt", 0),
     ("powershell.exe", "Win32_OperatingSystem", "windows/os.json", 0),
     ("systeminfo", "/fo csv", "windows/systeminfo.csv", 0),
     ("powershell.exe", "Win32_Processor", "windows/hardware.json", 0),
@@ -66,6 +76,17 @@ WINDOWS_RULES = [
 ]
 
 DARWIN_RULES = [
+    ("log", "Previous shutdown cause", "darwin/shutdown-cause.txt", 0),
+    ("lpstat", "-t", "darwin/lpstat-t.txt", 0),
+    ("lpstat", "-l -p", "darwin/lpstat-t.txt", 0),
+    ("systemsetup", "-getusingnetworktime", "darwin/network-time.txt", 0),
+    ("who", "", "darwin/who.txt", 0),
+    ("networksetup", "-getairportnetwork", "darwin/airport-network.txt", 0),
+    ("/usr/libexec/ApplicationFirewall/socketfilterfw", "--getglobalstate", "darwin/firewall-state.txt", 0),
+    ("softwareupdate", "--history", "darwin/softwareupdate-history.txt", 0),
+    ("system_profiler", "SPUSBDataType", "darwin/usb.json", 0),
+    ("diskutil", "info", "darwin/diskutil-info.txt", 0),
+    ("fdesetup", "status", "darwin/fdesetup-status.txt", 0),
     ("sw_vers", "", "darwin/sw_vers.txt", 0),
     ("sysctl", "kern.boottime", "darwin/kern-boottime.txt", 0),
     ("sysctl", "machdep.cpu.brand_string", "darwin/cpu-brand.txt", 0),

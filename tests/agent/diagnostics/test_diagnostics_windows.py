@@ -37,7 +37,8 @@ def test_every_windows_collector_runs_on_recorded_outputs(tmp_path, windows_runn
     assert windows_runner.unmatched == [], "a Windows command has no recorded output"
     assert not any(item.status is ItemStatus.NOT_FOUND for item in report.items)
     assert all(call.startswith(("powershell.exe -NoLogo -NoProfile -NonInteractive -Command",
-                                "systeminfo", "netsh", "ipconfig")) for call in windows_runner.calls)
+                                "systeminfo", "netsh", "ipconfig", "w32tm", "query user"))
+               for call in windows_runner.calls)
 
 
 def test_windows_system_facts(tmp_path, windows_runner, windows_env):

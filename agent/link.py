@@ -1,15 +1,23 @@
-"""Linking this PC to a Helpline server: enrollment, pairing, self-service tickets, status."""
+"""Linking this PC to a Helpline server: enrollment, pairing, self-service tickets, status.
+
+These run in the process of whoever calls them, on the identity in an
+:class:`~agent.store.AgentStore`; user-facing commands reach them through
+:func:`agent.local.this_pc`, so that a PC with the agent service can answer
+the same calls from the service instead.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent import identity
 from agent.client import HelplineClient
 from agent.http import normalize_url
-from agent.state import AgentState, accept_credential, load_key, load_state, require_state, save_state
+from agent.store import AgentState, AgentStore
 from protocol import pairing, signing
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, HelplineError
 from protocol.schemas import AgentCredential, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
 from protocol.tickets import parse_ticket_ref
 
@@ -50,14 +58,40 @@ def _credential(previous: AgentState | None, server_url: str) -> str | None:
     return (prior.credential or None) if prior else None
 
 
+def accept_credential(
+    key: Ed25519PrivateKey, answer: AgentCredential, *, pinned: str | None, expected_fingerprint: str | None
+) -> None:
+    """Check that the server's answer is signed by the key we trust; raise otherwise.
+
+    ``pinned`` is the server key saved at an earlier enrollment or pairing;
+    ``expected_fingerprint`` is one an admin handed out of band. Without
+    either, the first key seen is trusted and pinned.
+    """
+    own = signing.public_key_b64(key)
+    payload = signing.agent_binding_payload(answer.agent_id, own)
+    if not signing.verify(answer.server_public_key, payload, answer.server_signature):
+        raise HelplineError("The server's answer is not signed by its key.",
+                            hint="Something between this PC and the server altered it; do not continue on this network.")
+    got = signing.fingerprint(answer.server_public_key)
+    if expected_fingerprint and got != expected_fingerprint.strip():
+        raise HelplineError(f"The server's key is {got}, not the expected {expected_fingerprint}.",
+                            hint="Check the address; ask your administrator for the server's fingerprint.")
+    if pinned and pinned != answer.server_public_key:
+        raise HelplineError(
+            f"The server's key changed (now {got}).",
+            hint="If your administrator replaced the server, remove the agent state and enroll again; otherwise stop.",
+        )
+
+
 def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = None, directory: Path | None = None) -> AgentState:
     """Enroll this PC with a bootstrap token; keep the credential and pin the server key.
 
     Enrolling again (same key) updates the same agent instead of adding a twin.
     """
     url = normalize_url(server_url)
-    key = load_key(directory)
-    previous = load_state(directory)
+    store = AgentStore(directory)
+    key = store.key()
+    previous = store.load()
     me = identity.describe(key)
     payload = signing.proof_payload("enroll", "token", token, me.model_dump())
     body = parse_input(EnrollRequest, token=token, identity=me, signature=signing.sign(key, payload))
@@ -65,7 +99,7 @@ def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = No
         answer = client.enroll(body)
     accept_credential(key, answer, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer, previous, enrolled=True)
-    save_state(state, directory)
+    store.save(state)
     return state
 
 
@@ -82,9 +116,10 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
          directory: Path | None = None) -> tuple[AgentState, AgentTicket]:
     """Link this PC to the ticket behind a one-time pairing code."""
     canonical = pairing.normalize(code)  # a typo fails here, without spending a rate-limited attempt
-    previous = load_state(directory)
+    store = AgentStore(directory)
+    previous = store.load()
     url = _server_for(server_url, previous)
-    key = load_key(directory)
+    key = store.key()
     me = identity.describe(key)
     payload = signing.proof_payload("pair", "code", canonical, me.model_dump())
     token = _credential(previous, url)
@@ -94,16 +129,17 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
     accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer.agent, previous)
     _remember_ticket(state, answer.ticket.number)
-    save_state(state, directory)
+    store.save(state)
     return state, answer.ticket
 
 
 def request_help(title: str, *, description: str = "", requester: str = "", server_url: str | None = None,
                  directory: Path | None = None) -> tuple[AgentState, SelfServiceResponse]:
     """Open a ticket from this PC (when the server allows it) and link the PC to it."""
-    previous = load_state(directory)
+    store = AgentStore(directory)
+    previous = store.load()
     url = _server_for(server_url, previous)
-    key = load_key(directory)
+    key = store.key()
     token = _credential(previous, url)
     body = parse_input(SelfServiceRequest, title=title, description=description, requester=requester)
     if token is None:
@@ -119,14 +155,14 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
     else:
         state = previous
     _remember_ticket(state, answer.ticket.number)
-    save_state(state, directory)
+    store.save(state)
     return state, answer
 
 
 def my_tickets(directory: Path | None = None, number: str | None = None) -> list[AgentTicket]:
     """The tickets this PC is linked to, as the server has them now (one, if ``number``: any ticket reference)."""
     wanted = parse_ticket_ref(number) if number else None
-    state = require_state(directory)
+    state = AgentStore(directory).require()
     with HelplineClient.connect(state.server_url, state.credential) as client:
         if wanted is not None:
             return [client.my_ticket(wanted)]

@@ -19,9 +19,8 @@ from agent import link
 from agent.bundle import BundleResult, build_bundle
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
-from agent.paths import agent_dir
 from agent.redaction import RedactionOptions, Redactor
-from agent.state import require_state
+from agent.store import AgentStore
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
 from protocol.errors import ConfigError
@@ -99,7 +98,7 @@ def _extra(request: ShareRequest) -> dict:
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
             work_root: Path | None = None) -> PreparedBundle:
     """Collect, redact and bundle into a private work directory; return the packed bundle."""
-    root = work_root or agent_dir() / "work"
+    root = work_root or AgentStore().folder("work")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
     try:
@@ -131,7 +130,7 @@ DEFAULT_TITLE = "Diagnostics from my PC"
 def linked_ticket(reference: str, *, directory: Path | None = None) -> str:
     """The label of the ticket ``reference`` names, if this PC is linked to it; ConfigError otherwise."""
     wanted = ticket_label(parse_ticket_ref(reference))
-    if wanted not in require_state(directory).tickets:
+    if wanted not in AgentStore(directory).require().tickets:
         raise ConfigError(f"This PC is not linked to {wanted}.", hint="Pair with the code your engineer gives you: --code CODE.")
     return wanted
 

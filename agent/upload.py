@@ -21,8 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from agent.client import HelplineClient
-from agent.paths import agent_dir, write_private
-from agent.state import load_state
+from agent.paths import write_private
+from agent.store import AgentStore
 from protocol.archive import sha256_file
 from protocol.errors import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
 from protocol.schemas import BundlePublic, UploadCreate, UploadStatus, parse_input
@@ -64,9 +64,7 @@ class RetryPolicy:
 
 
 def outbox_dir(directory: Path | None = None) -> Path:
-    path = (directory or agent_dir()) / OUTBOX
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return AgentStore(directory).folder(OUTBOX)
 
 
 def enqueue(archive: Path, ticket: str, server_url: str, *, directory: Path | None = None, move: bool = True) -> OutboxEntry:
@@ -230,7 +228,7 @@ def send_queued(*, directory: Path | None = None, policy: RetryPolicy = QUEUE_PO
     A bundle for a server this PC is no longer linked to is left alone. Raise
     ConfigError only if the saved agent state is damaged.
     """
-    state = load_state(directory)
+    state = AgentStore(directory).load()
     results = []
     for entry in pending(directory):
         if state is None or state.server_url != entry.server_url:

@@ -118,3 +118,14 @@ def test_no_import_cycles_between_modules() -> None:
         if module not in index:
             visit(module)
     assert not cycles, f"import cycles: {cycles}"
+
+
+IDENTITY_MODULES = {"agent.link", "agent.store", "agent.identity"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("cli.")))
+def test_the_cli_reaches_the_pcs_identity_only_through_this_pc(module: str) -> None:
+    """A command acting as the PC goes through agent.local.this_pc(), so the agent service can answer it instead."""
+    used = {name for name in _imports(module, SOURCES[module], top_level_only=False)
+            if name in IDENTITY_MODULES or name.rpartition(".")[0] in IDENTITY_MODULES}
+    assert not used, f"{module} uses {sorted(used)}; go through agent.local.this_pc()"

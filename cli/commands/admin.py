@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agent import link
+from agent.local import this_pc
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt, read_secret
 from protocol.errors import InvalidInputError
@@ -164,7 +164,7 @@ def agent_enroll(
 
     Example: helpline agent enroll https://help.example.com hle_… --server-key SHA256:…
     """
-    state = link.enroll(url, token, expected_fingerprint=server_key)
+    state = this_pc().enroll(url, token, expected_fingerprint=server_key)
     if json_out:
         output.print_json({"agent_id": state.agent_id, "group": state.group, "server": state.server_url,
                            "server_fingerprint": state.server_fingerprint})

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from agent import link, upload
-from agent.state import load_state, require_state
+from agent import upload
+from agent.local import this_pc
 from cli import output
 from cli.commands.user import PANEL, JsonOpt, ServerOpt
 from protocol.errors import ConfigError, InvalidInputError, UnavailableError
@@ -62,14 +62,14 @@ def _show_preview(prepared) -> None:
     output.say(f"Bundle: {output.size(prepared.size)} (compressed). Read all of it first: {output.esc(prepared.report_html)}")
 
 
-def _deliver(entry: upload.OutboxEntry, credential: str) -> None:
+def _deliver(entry: upload.OutboxEntry) -> None:
     if not sys.stderr.isatty():
-        upload.deliver(entry, credential)
+        this_pc().deliver(entry)
         return
     with Progress(TextColumn("Uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                   console=output.err_console(), transient=True) as bar:
         task = bar.add_task("upload", total=entry.size)
-        upload.deliver(entry, credential, progress=lambda sent, total: bar.update(task, completed=sent, total=total))
+        this_pc().deliver(entry, progress=lambda sent, total: bar.update(task, completed=sent, total=total))
 
 
 def _queued_line(done: upload.QueuedDelivery) -> str:
@@ -86,7 +86,7 @@ def _queued_line(done: upload.QueuedDelivery) -> str:
 
 def send_queued() -> list[str]:
     """Try to deliver bundles queued earlier; return what happened to each, one line each."""
-    return [_queued_line(done) for done in upload.send_queued()]
+    return [_queued_line(done) for done in this_pc().send_queued()]
 
 
 def share(
@@ -127,10 +127,11 @@ def share(
         raise InvalidInputError("Give --code or --ticket, not both.")
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
-    from agent.share import ShareRequest, choose_ticket
+    from agent.share import ShareRequest
 
     label = ticket_label(parse_ticket_ref(ticket)) if ticket else None
-    previous = load_state()
+    pc = this_pc()
+    previous = pc.link()
     if not (output_path or preview or server or previous):
         # Say it now, not after gathering and asking: with no server there is nowhere to send to.
         raise ConfigError("This PC does not know its Helpline server yet.",
@@ -163,20 +164,19 @@ def share(
         if not yes and not typer.confirm("Send this to your support team?", default=False, err=True):
             output.say("Nothing was sent.")
             return
-        choice = choose_ticket(request, code=code, ticket=ticket, server_url=server)
+        choice = pc.choose_ticket(request, code=code, ticket=ticket, server_url=server)
         number, the_ticket, window = choice.number, choice.ticket, choice.response_minutes
-        state = require_state()
-        entry = upload.enqueue(prepared.archive, number, state.server_url)
+        entry = pc.queue(prepared.archive, number)
         try:
-            _deliver(entry, state.credential)
+            _deliver(entry)
             if the_ticket is None:
-                the_ticket = link.my_tickets(number=number)[0]
+                the_ticket = pc.tickets(number)[0]
         except UnavailableError as exc:
             raise UnavailableError(
                 f"{exc.message} The bundle is queued for {number}.",
                 hint="It is sent the next time you run `helpline share --send-queued` (or share again).",
             ) from exc
-        extra = send_queued() if upload.pending() else []
+        extra = send_queued() if pc.pending() else []
         window = window if window is not None else (the_ticket.first_response_due - the_ticket.created_at).total_seconds() / 60
         if json_out:
             output.print_json({"ticket": the_ticket.number, "size": prepared.size, "sha256": prepared.sha256,

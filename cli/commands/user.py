@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agent import link
+from agent.local import this_pc
 from cli import output
 from protocol.schemas import AgentTicket
 
@@ -30,7 +30,7 @@ def pair(
 
     Example: helpline pair 7KQ2-M9XD --server https://help.example.com
     """
-    state, ticket = link.pair(code, server_url=server, expected_fingerprint=server_key)
+    state, ticket = this_pc().pair(code, server_url=server, expected_fingerprint=server_key)
     if json_out:
         output.print_json({"ticket": ticket, "agent_id": state.agent_id, "server": state.server_url})
         return
@@ -53,7 +53,7 @@ def request(
 
     Example: helpline request "Outlook crashes on start" -d "since this morning, reboot did not help"
     """
-    state, answer = link.request_help(title, description=description, requester=name, server_url=server)
+    state, answer = this_pc().request_help(title, description=description, requester=name, server_url=server)
     if json_out:
         output.print_json({"ticket": answer.ticket, "response_minutes": answer.response_minutes, "server": state.server_url})
         return
@@ -68,7 +68,7 @@ def status(
 
     Example: helpline status T-1042
     """
-    tickets = link.my_tickets(number=ticket)
+    tickets = this_pc().tickets(ticket)
     if json_out:
         output.print_json(tickets)
         return

@@ -7,7 +7,7 @@ import pytest
 
 from agent import upload
 from agent.share import ShareRequest, TicketChoice, choose_ticket, linked_ticket
-from agent.state import AgentState, save_state
+from agent.store import AgentState, AgentStore
 from protocol.errors import ConfigError, InvalidInputError
 from tests.support.bundles import write_archive
 from tests.support.net import free_port
@@ -17,7 +17,7 @@ QUICK = upload.RetryPolicy(attempts=2, first_delay=0.01, max_delay=0.02, deadlin
 
 def linked_pc(directory, server_url: str, tickets: list[str]) -> AgentState:
     state = AgentState(server_url=server_url, agent_id="agent-1", credential="hla_x", server_public_key="key", tickets=tickets)
-    save_state(state, directory)
+    AgentStore(directory).save(state)
     return state
 
 

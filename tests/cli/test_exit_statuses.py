@@ -8,7 +8,7 @@ import pytest
 
 from cli import main as cli_main
 from cli import output
-from cli.commands import user
+from agent.local import ThisPC
 from protocol import errors as st
 
 
@@ -37,7 +37,7 @@ def test_each_error_has_its_exit_status(monkeypatch, capsys, error, code):
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(user.link, "my_tickets", fail)
+    monkeypatch.setattr(ThisPC, "tickets", fail)
     status, out, err = run(capsys, ["status"])
     assert status == code
     assert out == ""
@@ -46,14 +46,14 @@ def test_each_error_has_its_exit_status(monkeypatch, capsys, error, code):
 
 
 def test_hint_is_printed_on_its_own_line(monkeypatch, capsys):
-    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: (_ for _ in ()).throw(st.ConfigError("Not linked.", hint="Run helpline pair.")))
+    monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(st.ConfigError("Not linked.", hint="Run helpline pair.")))
     status, _, err = run(capsys, ["status"])
     assert status == 3
     assert err.splitlines() == ["error: Not linked.", "hint: Run helpline pair."]
 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys):
-    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
     status, _, err = run(capsys, ["--debug", "status"])
     assert status == 1 and "Traceback" in err and "RuntimeError: boom" in err
 
@@ -76,7 +76,7 @@ def test_version_and_help(capsys):
 
 
 def test_no_colour_when_not_a_terminal(monkeypatch, capsys):
-    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: (_ for _ in ()).throw(st.AuthError("x")))
+    monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(st.AuthError("x")))
     _, _, err = run(capsys, ["status"])
     assert "\x1b[" not in err
 
@@ -94,7 +94,7 @@ def test_promise_line():
 
 def test_brackets_in_messages_are_printed_as_they_are(monkeypatch, capsys):
     error = st.ConfigError("The server is not installed here.", hint="Install it with: pip install 'helpline[server]'.")
-    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: (_ for _ in ()).throw(error))
+    monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(error))
     _, _, err = run(capsys, ["status"])
     assert "pip install 'helpline[server]'" in err
 
@@ -108,7 +108,7 @@ def test_user_text_with_brackets_is_shown_verbatim(monkeypatch, capsys):
         created_at=now, first_response_due=now + timedelta(hours=2), first_responded_at=None,
         timeline=[TimelineEntry(at=now, actor="Dana [IT]", kind="note", message="Try [bold]this[/] fix")],
     )
-    monkeypatch.setattr(user.link, "my_tickets", lambda **kw: [ticket])
+    monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: [ticket])
     status, out, _ = run(capsys, ["status"])
     assert status == 0
     assert "[URGENT] VPN [red]down[/]" in out and "Dana [IT]" in out and "Try [bold]this[/] fix" in out

@@ -1,0 +1,78 @@
+"""This PC's agent as the user-facing commands see it: one identity, one set of operations.
+
+Every `helpline` command acting as the PC (pair, request, status, share) goes
+through :func:`this_pc`. Today that returns :class:`ThisPC`, which runs the
+operations in the caller's process on the identity kept in the user's data
+folder. Where the agent service is installed, the identity belongs to the
+service and this function returns a client of its local socket with the same
+methods instead (docs/design.md, "One identity per PC"); callers do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent import link, upload
+from agent.store import AgentState, AgentStore
+from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
+
+if TYPE_CHECKING:  # share pulls in the diagnostics; only sharing needs them
+    from agent.share import ShareRequest, TicketChoice
+
+
+class ThisPC:
+    """The PC's agent, run in this process on the identity in ``store``."""
+
+    def __init__(self, store: AgentStore):
+        self.store = store
+
+    @property
+    def _dir(self) -> Path:
+        return self.store.directory
+
+    def link(self) -> AgentState | None:
+        """What this PC is linked to (server, agent id, tickets), or None before enrolling or pairing."""
+        return self.store.load()
+
+    def enroll(self, server_url: str, token: str, *, expected_fingerprint: str | None = None) -> AgentState:
+        return link.enroll(server_url, token, expected_fingerprint=expected_fingerprint, directory=self._dir)
+
+    def pair(self, code: str, *, server_url: str | None = None,
+             expected_fingerprint: str | None = None) -> tuple[AgentState, AgentTicket]:
+        return link.pair(code, server_url=server_url, expected_fingerprint=expected_fingerprint, directory=self._dir)
+
+    def request_help(self, title: str, *, description: str = "", requester: str = "",
+                     server_url: str | None = None) -> tuple[AgentState, SelfServiceResponse]:
+        return link.request_help(title, description=description, requester=requester, server_url=server_url,
+                                 directory=self._dir)
+
+    def tickets(self, reference: str | None = None) -> list[AgentTicket]:
+        """The tickets this PC is linked to, as the server has them now (one, if ``reference``)."""
+        return link.my_tickets(self._dir, reference)
+
+    def choose_ticket(self, request: ShareRequest, *, code: str | None = None, ticket: str | None = None,
+                      server_url: str | None = None) -> TicketChoice:
+        from agent.share import choose_ticket
+
+        return choose_ticket(request, code=code, ticket=ticket, server_url=server_url, directory=self._dir)
+
+    def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
+        """Put a bundle for ``ticket`` in the outbox, addressed to the server this PC is linked to."""
+        return upload.enqueue(archive, ticket, self.store.require().server_url, directory=self._dir)
+
+    def deliver(self, entry: upload.OutboxEntry, *, progress: Callable[[int, int], None] | None = None) -> BundlePublic:
+        """Send one queued bundle with this PC's credential (which never leaves the agent)."""
+        return upload.deliver(entry, self.store.require().credential, directory=self._dir, progress=progress)
+
+    def pending(self) -> list[upload.OutboxEntry]:
+        return upload.pending(self._dir)
+
+    def send_queued(self) -> list[upload.QueuedDelivery]:
+        return upload.send_queued(directory=self._dir)
+
+
+def this_pc() -> ThisPC:
+    """This PC's agent for the user-facing commands (HELPLINE_AGENT_DIR points it at a folder)."""
+    return ThisPC(AgentStore())

@@ -1,0 +1,75 @@
+"""Where this PC's agent identity lives: its key, credential, pinned server key and linked tickets.
+
+An :class:`AgentStore` is one folder: the per-user data folder on a PC without
+the agent service (the default, or HELPLINE_AGENT_DIR), or the service's
+machine-wide state folder where the service runs (docs/design.md, "One
+identity per PC"). Nothing outside this module knows the file names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.paths import agent_dir, write_private
+from protocol import signing
+from protocol.errors import ConfigError
+
+KEY_FILE = "agent-key.pem"
+STATE_FILE = "agent.json"
+
+
+@dataclass
+class AgentState:
+    server_url: str
+    agent_id: str
+    credential: str
+    server_public_key: str
+    enrolled: bool = False
+    group: str | None = None
+    tickets: list[str] = field(default_factory=list)
+
+    @property
+    def server_fingerprint(self) -> str:
+        return signing.fingerprint(self.server_public_key)
+
+
+class AgentStore:
+    """One folder holding this PC's agent identity and its outbox; files 0600, folders 0700."""
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = directory or agent_dir()
+
+    def key(self) -> Ed25519PrivateKey:
+        """This PC's agent key, created (0600) the first time it is needed."""
+        return signing.load_or_create_private_key(self.directory / KEY_FILE)
+
+    def load(self) -> AgentState | None:
+        """The saved state, or None if this PC has never enrolled or paired."""
+        path = self.directory / STATE_FILE
+        try:
+            return AgentState(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"The agent state file {path} is damaged.", hint="Enroll or pair this PC again.") from exc
+
+    def require(self) -> AgentState:
+        """The saved state; ConfigError if this PC is not linked to a server yet."""
+        state = self.load()
+        if state is None:
+            raise ConfigError("This PC is not linked to a Helpline server yet.",
+                              hint="Run `helpline pair CODE --server URL` with the code your engineer gives you.")
+        return state
+
+    def save(self, state: AgentState) -> None:
+        write_private(self.directory / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
+
+    def folder(self, name: str) -> Path:
+        """A private sub-folder (the outbox, share work folders), created 0700 when first needed."""
+        path = self.directory / name
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path

@@ -19,7 +19,7 @@ from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, Enroll
 from protocol.errors import AuthError, ConflictError, InvalidInputError, NotFoundError
 from server import ratelimit
 from server.audit import Actor, record, timeline
-from server.db import utcnow
+from server.db import touch, utcnow
 from server.models import Account, Agent, EnrollmentToken, Pairing, PairingCode, Ticket
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_ENROLL, keyed_digest, new_token, token_digest
 from server.settings import ServerSettings
@@ -93,13 +93,16 @@ def register_agent(
     return agent, credential, created
 
 
+# An agent's last-seen time is written at most this often, after the request's session closes.
+LAST_SEEN_INTERVAL = timedelta(seconds=60)
+
+
 def authenticate_agent(session: Session, credential: str) -> Agent:
+    """The agent holding ``credential``; raise AuthError if there is none or it is revoked."""
     agent = session.scalar(select(Agent).where(Agent.credential_hash == token_digest(credential)))
     if agent is None or agent.revoked_at is not None:
         raise AuthError("This PC's agent credential is not valid.", hint="Enroll again or pair with a new code.")
-    now = utcnow()
-    if agent.last_seen_at is None or now - agent.last_seen_at > timedelta(seconds=30):
-        agent.last_seen_at = now
+    touch(session, Agent.last_seen_at, agent.id, agent.last_seen_at, LAST_SEEN_INTERVAL)
     return agent
 
 

@@ -1,11 +1,21 @@
-"""Request dependencies: the database session, the client address and the principal."""
+"""Request dependencies: the database session, the client address and the principal.
+
+A route says what it does with the database by taking a :data:`ReadSession`
+or a :data:`WriteSession` (see server.db for what each means). Every other
+dependency of that request (the current account or agent) shares that one
+session, through :data:`RequestSession`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +24,7 @@ from protocol.schemas import Role
 from protocol.errors import AuthError, ForbiddenError
 from server.agents import authenticate_agent
 from server.audit import Actor
-from server.db import utcnow
+from server.db import apply_touches, pending_touches, touch, utcnow
 from server.models import Account, Agent, ApiToken
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
 from server.runtime import ServerRuntime
@@ -33,27 +43,76 @@ def get_state(request: Request) -> ServerRuntime:
 State = Annotated[ServerRuntime, Depends(get_state)]
 
 
-def get_session(state: State) -> Iterator[Session]:
-    """Yield a session for one request; commit before the response is sent.
+# A token or credential's last-used time is written at most this often (a burst of requests writes nothing).
+LAST_USED_INTERVAL = timedelta(seconds=60)
 
-    A refusal that must still leave a trace (a counted failed attempt, an audit
-    event) sets ``session.info[COMMIT_ON_ERROR]`` before raising.
-    """
-    session = state.sessions()
+
+def _end_session(state: ServerRuntime, session: Session, succeeded: bool) -> None:
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        if session.info.get(COMMIT_ON_ERROR):
+        if succeeded or session.info.get(COMMIT_ON_ERROR):
             session.commit()
         else:
             session.rollback()
-        raise
     finally:
         session.close()
+    apply_touches(state.sessions, pending_touches(session))
 
 
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
+async def get_session(request: Request, state: State) -> AsyncIterator[Session]:
+    """Yield the request's one session, read or write as its route declares; commit before the response.
+
+    The request first waits for one of the server's request slots, without a
+    thread or a connection, so it never holds a connection while waiting for a
+    worker thread that requests waiting for connections hold. A refusal that
+    must still leave a trace (a counted failed attempt, an audit event) sets
+    ``session.info[COMMIT_ON_ERROR]`` before raising.
+    """
+    factory = state.sessions if _route_writes(request) else state.read_sessions
+    async with state.request_slots.slot():
+        session = factory()
+        try:
+            yield session
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_end_session, state, session, False)
+            raise
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_session, state, session, True)
+
+
+RequestSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def get_read_session(session: RequestSession) -> Session:
+    """The request's session, which only reads (no write lock on SQLite, writes refused)."""
+    return session
+
+
+async def get_write_session(session: RequestSession) -> Session:
+    """The request's session, which may write (the write lock from its first write on SQLite)."""
+    return session
+
+
+ReadSession = Annotated[Session, Depends(get_read_session)]
+WriteSession = Annotated[Session, Depends(get_write_session)]
+DbSession = WriteSession  # the name routes used before sessions were split into read and write
+
+_WRITES: dict[int, bool] = {}
+
+
+def _route_writes(request: Request) -> bool:
+    """Whether the matched route takes a WriteSession anywhere among its dependencies (cached per route)."""
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return True
+    key = id(route.dependant)
+    if key not in _WRITES:
+        _WRITES[key] = _takes_write_session(route.dependant)
+    return _WRITES[key]
+
+
+def _takes_write_session(dependant: Dependant) -> bool:
+    return any(d.call is get_write_session or _takes_write_session(d) for d in dependant.dependencies)
 
 
 def client_ip(request: Request) -> str | None:
@@ -73,7 +132,7 @@ def bearer_token(credentials: HTTPAuthorizationCredentials | None, *, hint: str 
     return credentials.credentials
 
 
-def current_account(session: DbSession, credentials: Bearer) -> Account:
+def current_account(session: RequestSession, credentials: Bearer) -> Account:
     token = bearer_token(credentials)
     if not token.startswith(TOKEN_PREFIX_USER):
         raise AuthError("This request needs an engineer's or admin's token.", hint="Log in with `helpline login URL`.")
@@ -85,7 +144,7 @@ def current_account(session: DbSession, credentials: Bearer) -> Account:
         raise AuthError("Your token has expired.", hint="Log in again with `helpline login URL`.")
     if row.account.disabled:
         raise AuthError("Your account is disabled.", hint="Ask an administrator.")
-    row.last_used_at = now
+    touch(session, ApiToken.last_used_at, row.id, row.last_used_at, LAST_USED_INTERVAL)
     return row.account
 
 
@@ -101,7 +160,7 @@ def current_admin(account: CurrentAccount) -> Account:
 AdminAccount = Annotated[Account, Depends(current_admin)]
 
 
-def current_agent(session: DbSession, credentials: Bearer) -> Agent:
+def current_agent(session: RequestSession, credentials: Bearer) -> Agent:
     token = bearer_token(credentials, hint=AGENT_HINT)
     if not token.startswith(TOKEN_PREFIX_AGENT):
         raise AuthError("This request needs this PC's agent credential.", hint=AGENT_HINT)
@@ -111,7 +170,7 @@ def current_agent(session: DbSession, credentials: Bearer) -> Agent:
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
-def optional_agent(session: DbSession, credentials: Bearer) -> Agent | None:
+def optional_agent(session: RequestSession, credentials: Bearer) -> Agent | None:
     """The calling agent if it sent a credential; None if it sent nothing."""
     if credentials is None:
         return None

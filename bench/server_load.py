@@ -59,6 +59,7 @@ class Level:
     elapsed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     error_kinds: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -105,6 +106,8 @@ async def drive(url: str, token: str, workload: str, clients: int, requests: int
                     ok, kind = response.is_success, f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:
                     ok, kind = False, type(exc).__name__
+                    if len(level.error_samples) < 3:
+                        level.error_samples.append(f"{kind}: {exc!r} caused by {exc.__cause__!r} after {time.monotonic() - sent:.1f} s")
                 level.requests += 1
                 level.latencies_ms.append((time.monotonic() - sent) * 1000)
                 if not ok:
@@ -159,7 +162,8 @@ def line(level: Level) -> str:
 
     return (f"{level.requests} requests in {level.elapsed_s:.1f} s, {level.throughput:.0f} req/s, "
             f"p50 {ms(level.percentile(50))}, p99 {ms(level.percentile(99))}, errors {level.errors}"
-            + (f" ({', '.join(f'{k}: {v}' for k, v in level.error_kinds.items())})" if level.errors else ""))
+            + (f" ({', '.join(f'{k}: {v}' for k, v in level.error_kinds.items())})" if level.errors else "")
+            + "".join(f"\n    {sample}" for sample in level.error_samples))
 
 
 def table(results: dict[str, list[Level]]) -> str:

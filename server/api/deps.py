@@ -97,18 +97,19 @@ ReadSession = Annotated[Session, Depends(get_read_session)]
 WriteSession = Annotated[Session, Depends(get_write_session)]
 DbSession = WriteSession  # the name routes used before sessions were split into read and write
 
-_WRITES: dict[int, bool] = {}
+_WRITES = "helpline_writes"  # attribute caching _route_writes on the route
 
 
 def _route_writes(request: Request) -> bool:
-    """Whether the matched route takes a WriteSession anywhere among its dependencies (cached per route)."""
+    """Whether the matched route takes a WriteSession anywhere among its dependencies (cached on the route)."""
     route = request.scope.get("route")
     if route is None or not hasattr(route, "dependant"):
         return True
-    key = id(route.dependant)
-    if key not in _WRITES:
-        _WRITES[key] = _takes_write_session(route.dependant)
-    return _WRITES[key]
+    writes = getattr(route, _WRITES, None)
+    if writes is None:
+        writes = _takes_write_session(route.dependant)
+        setattr(route, _WRITES, writes)
+    return writes
 
 
 def _takes_write_session(dependant: Dependant) -> bool:

@@ -177,3 +177,29 @@ def test_many_concurrent_requests_queue_for_a_small_pool(tmp_path, new_database)
         with transaction(state.sessions) as session:
             numbers = session.scalars(select(Ticket.number)).all()
         assert len(set(numbers)) == 40
+
+
+def test_routes_that_change_things_take_write_sessions():
+    """A mutating route on a read session would fail at its first write; a GET that writes says so."""
+    from fastapi.routing import APIRoute
+
+    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api.deps import _takes_write_session, get_session
+
+    def uses_session(dependant) -> bool:
+        return any(d.call is get_session or uses_session(d) for d in dependant.dependencies)
+
+    routes = [r for module in (accounts, agents, audit, auth, health, tickets, uploads) for r in module.router.routes
+              if isinstance(r, APIRoute) and uses_session(r.dependant)]
+    assert len(routes) > 20
+    writers = {(m, r.path) for r in routes for m in r.methods if _takes_write_session(r.dependant)}
+    readers = {(m, r.path) for r in routes for m in r.methods if not _takes_write_session(r.dependant)}
+    assert {m for m, _ in readers} == {"GET"}
+    assert ("GET", "/v1/bundles/{bundle_id}/archive") in writers  # the download is audited
+    assert {("GET", "/v1/tickets"), ("GET", "/v1/tickets/{number}"), ("GET", "/v1/me")} <= readers
+    from starlette.requests import Request
+
+    from server.api.deps import _route_writes
+
+    for route in routes:  # what a request on the route gets
+        assert _route_writes(Request({"type": "http", "route": route})) == _takes_write_session(route.dependant)

@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results: dict[str, list[Level]] = {}
     problems: dict[str, str] = {}
-    quiet = {"HELPLINE_LOG_LEVEL": "warning"}  # no access log: the figures are the server's, not its logging's
+    # No access log: the figures are the server's, not its logging's. HELPLINE_* settings given to this
+    # script (HELPLINE_DATABASE_POOL_SIZE, HELPLINE_WORKER_THREADS, ...) go to the server.
+    quiet = {k: v for k, v in os.environ.items() if k.startswith("HELPLINE_")} | {"HELPLINE_LOG_LEVEL": "warning"}
     for backend in args.databases:
         log(f"{backend}: starting a server on loopback")
         cluster = None

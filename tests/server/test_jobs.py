@@ -75,3 +75,50 @@ def test_upload_sweep_is_registered(two_processes):
     assert sweep.period(state.settings) == state.settings.upload_sweep_seconds
     run_if_due(state, sweep)
     assert [r.outcome for r in _runs(state, "upload-sweep")] == ["ok"]
+
+
+def test_sweeping_deletes_blobs_before_it_takes_the_write_lock(tmp_path):
+    """The blob store (a network call on S3) is never called while SQLite's write lock is held."""
+    import sqlite3
+    import uuid
+    from datetime import timedelta
+
+    from server import tickets
+    from server.audit import Actor
+    from server.db import utcnow
+    from server.models import Agent, Upload, UploadChunk
+    from server.uploads import chunk_key
+
+    with runtime(tmp_path, None) as state:
+        with transaction(state.sessions) as session:
+            ticket = tickets.create_ticket(session, state.settings, Actor.system("test"), title="old uploads")
+            agent = Agent(id=str(uuid.uuid4()), public_key="k" * 43, hostname="pc", credential_hash="h" * 64, created_at=utcnow())
+            uploads = [Upload(id=str(uuid.uuid4()), ticket=ticket, agent_id=agent.id, filename="b.tar.gz", size=2, sha256="0" * 64,
+                              chunk_size=1, created_at=utcnow() - timedelta(days=4), expires_at=utcnow() - timedelta(days=1))
+                       for _ in range(2)]
+            session.add_all([agent, *uploads])
+            session.flush()
+            session.add_all([UploadChunk(upload_id=u.id, index=i, size=1, sha256="0" * 64) for u in uploads for i in range(2)])
+        deleted: list[tuple[str, bool]] = []
+        real_delete = state.blobs.delete
+
+        def delete(key: str) -> None:
+            probe = sqlite3.connect(state.engine.url.database, isolation_level=None, timeout=0.05)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                free = True
+            except sqlite3.OperationalError:
+                free = False
+            finally:
+                probe.close()
+            deleted.append((key, free))
+            real_delete(key)
+
+        state.blobs.delete = delete
+        [sweep] = [job for job in JOBS if job.name == "upload-sweep"]
+        run_if_due(state, sweep)
+        assert sorted(deleted) == sorted((chunk_key(u.id, i), True) for u in uploads for i in range(2))
+        with transaction(state.sessions) as session:
+            assert all(session.get(Upload, u.id) is None for u in uploads)
+        assert _runs(state, "upload-sweep")[-1].detail == "removed 2 expired unfinished uploads"

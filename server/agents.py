@@ -22,6 +22,7 @@ from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, Enroll
 from protocol.errors import AuthError, NotFoundError
 from server import ratelimit
 from server.audit import Actor, record
+from server.db import touch
 from server.models import Account, Agent, EnrollmentToken
 from server.refusals import refusal
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_ENROLL, keyed_digest, new_token, token_digest
@@ -95,13 +96,16 @@ def register_agent(
     return agent, credential, created
 
 
+# An agent's last-seen time is written at most this often, after the request's session closes.
+LAST_SEEN_INTERVAL = timedelta(seconds=60)
+
+
 def authenticate_agent(session: Session, credential: str, *, now: datetime) -> Agent:
-    """The agent whose credential this is (noting it was seen at ``now``); AuthError if none or revoked."""
+    """The agent holding ``credential`` (noting it was seen at ``now``); AuthError if there is none or it is revoked."""
     agent = session.scalar(select(Agent).where(Agent.credential_hash == token_digest(credential)))
     if agent is None or agent.revoked_at is not None:
         raise AuthError("This PC's agent credential is not valid.", hint="Enroll again or pair with a new code.")
-    if agent.last_seen_at is None or now - agent.last_seen_at > timedelta(seconds=30):
-        agent.last_seen_at = now
+    touch(session, Agent.last_seen_at, agent.id, agent.last_seen_at, LAST_SEEN_INTERVAL, now=now)
     return agent
 
 

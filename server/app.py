@@ -1,4 +1,4 @@
-"""The ASGI application: routers, error bodies and request limits."""
+"""The ASGI application: routers, error bodies, request limits, worker threads and background jobs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
 
+import anyio
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
@@ -19,9 +19,8 @@ from protocol.errors import HelplineError, http_status_of
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
-from server.db import transaction
+from server.jobs import run_jobs
 from server.runtime import ServerRuntime
-from server.uploads import sweep_expired
 
 log = logging.getLogger("helpline.server")
 
@@ -102,27 +101,12 @@ class _TooLarge(Exception):
     pass
 
 
-def _sweep_once(state: ServerRuntime) -> int:
-    with transaction(state.sessions) as session:
-        return sweep_expired(session, state.blobs, now=state.clock(), limit=200)
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    """Run the upload sweeper for as long as the app serves; stop it with the app."""
+    """Size the worker threads and keep the background jobs' schedule for as long as the app serves."""
     state: ServerRuntime = app.state.helpline
-
-    async def sweeper() -> None:
-        while True:
-            await asyncio.sleep(state.settings.upload_sweep_seconds)
-            try:
-                removed = await run_in_threadpool(_sweep_once, state)
-                if removed:
-                    log.info("removed %d expired unfinished uploads", removed)
-            except Exception:  # a failed sweep must not stop the next one
-                log.exception("sweeping expired uploads failed")
-
-    task = asyncio.create_task(sweeper())
+    anyio.to_thread.current_default_thread_limiter().total_tokens = state.settings.worker_threads
+    task = asyncio.create_task(run_jobs(state))
     try:
         yield
     finally:

@@ -236,3 +236,18 @@ class Bundle(Base):
     summary: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
 
     ticket: Mapped[Ticket] = relationship()
+
+
+class JobRun(Base):
+    """One run of a background job: which process ran it, when, and how it ended."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_job_started", "job", "started_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(64), nullable=False)
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)  # running | ok | failed
+    detail: Mapped[str] = mapped_column(Text, default="", nullable=False)

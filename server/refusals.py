@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from protocol.errors import HelplineError
 from server import ratelimit
 from server.audit import Actor, record
+from server.db import transaction
 
 Trace = Callable[[Session], None]
 E = TypeVar("E", bound=HelplineError)
@@ -58,12 +59,23 @@ def refusal(
     return error
 
 
-def roll_back(session: Session) -> None:
-    """End a failed request: roll back its work, then commit the traces kept for it, alone."""
+def roll_back(session: Session, *, traces_to: sessionmaker[Session] | None = None) -> None:
+    """End a failed request: roll back its work, then commit the traces kept for it, alone.
+
+    The traces go through ``session`` again, or through a fresh session of
+    ``traces_to`` (the server's write sessions) when the request's own session
+    may only read.
+    """
     traces = session.info.pop(_TRACES, [])
     session.rollback()
-    if traces:
+    if not traces:
+        return
+    if traces_to is None:
         for write in traces:
             write(session)
         session.commit()
+        return
+    with transaction(traces_to) as fresh:
+        for write in traces:
+            write(fresh)
 

@@ -2,30 +2,59 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import anyio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from protocol import signing
 from server.blobs import BlobStore, blob_store
-from server.db import create_db_engine, session_factory, utcnow
+from server.db import DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.settings import ServerSettings
+
+
+class RequestSlots:
+    """Admission for request sessions: at most ``size`` at once, the rest wait without a thread.
+
+    ``size`` is the pool size, so a request that holds a slot always finds a
+    connection, and one waiting for a slot holds neither a connection nor a
+    worker thread. That breaks the cycle of requests holding connections while
+    they wait for threads held by requests waiting for connections.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._semaphore: anyio.Semaphore | None = None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._semaphore is None:  # made on first use, inside the server's event loop
+            self._semaphore = anyio.Semaphore(self.size)
+        async with self._semaphore:
+            yield
 
 
 @dataclass
 class ServerRuntime:
     settings: ServerSettings
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: sessionmaker[Session]  # write sessions (see server.db)
     signing_key: Ed25519PrivateKey
     blobs: BlobStore
     started_at: datetime
     #: Where services and dependencies take the time from (an aware UTC datetime); tests set their own.
     clock: Callable[[], datetime] = field(default=utcnow)
+    read_sessions: sessionmaker[Session] | None = None
+    request_slots: RequestSlots = field(default_factory=lambda: RequestSlots(DEFAULT_POOL_SIZE))
+
+    def __post_init__(self) -> None:
+        if self.read_sessions is None:
+            self.read_sessions = read_sessions(self.engine)
 
     @property
     def public_key(self) -> str:
@@ -35,7 +64,12 @@ class ServerRuntime:
 def build_runtime(settings: ServerSettings, *, clock: Callable[[], datetime] = utcnow) -> ServerRuntime:
     """Open the database, the blob store and the signing key (created on first start); tell time by ``clock``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = create_db_engine(settings.resolved_database_url)
+    engine = create_db_engine(
+        settings.resolved_database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_overflow
+    )
     blobs = blob_store(settings.blobs)
     key = signing.load_or_create_private_key(settings.resolved_signing_key_file)
-    return ServerRuntime(settings, engine, session_factory(engine), key, blobs, clock(), clock)
+    return ServerRuntime(
+        settings, engine, write_sessions(engine), key, blobs, clock(), clock,
+        read_sessions=read_sessions(engine), request_slots=RequestSlots(settings.database_pool_size),
+    )

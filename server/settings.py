@@ -140,6 +140,12 @@ class ServerSettings(BaseSettings):
     upload_chunk_bytes: int = Field(default=4 << 20, ge=64 << 10, le=64 << 20)
     upload_ttl_hours: float = Field(default=72.0, gt=0)
     upload_sweep_seconds: float = Field(default=600.0, gt=0)  # how often expired, unfinished uploads are removed
+    # Requests use at most database_pool_size connections at once (more wait their turn, holding nothing);
+    # the overflow serves background jobs and upload steps. Blocking work runs on worker_threads threads.
+    database_pool_size: int = Field(default=20, ge=1, le=1000)
+    database_pool_overflow: int = Field(default=10, ge=1, le=1000)
+    worker_threads: int = Field(default=40, ge=1, le=1000)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     dev: bool = False
 
     @classmethod

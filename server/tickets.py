@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from protocol.schemas import (
@@ -45,9 +46,12 @@ def _next_number(session: Session, start: int) -> int:
     # UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before we read it back.
     result = session.execute(update(Counter).where(Counter.name == "ticket").values(value=Counter.value + 1))
     if result.rowcount == 0:
-        session.add(Counter(name="ticket", value=start))
-        session.flush()
-        return start
+        try:
+            with session.begin_nested():
+                session.add(Counter(name="ticket", value=start))
+            return start
+        except IntegrityError:  # a concurrent first ticket made the counter (PostgreSQL); advance it instead
+            session.execute(update(Counter).where(Counter.name == "ticket").values(value=Counter.value + 1))
     return session.scalar(select(Counter.value).where(Counter.name == "ticket"))
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from protocol.archive import inspect_archive
 from protocol.bundle import (
@@ -212,12 +212,18 @@ def ticket_bundles(session: Session, ticket: Ticket) -> list[Bundle]:
 
 
 def sweep_expired(session: Session, blobs: BlobStore, *, now: datetime, limit: int = 20) -> int:
-    """Delete a few unfinished uploads expired by ``now`` and their chunks; return how many."""
+    """Delete a few unfinished uploads expired by ``now`` and their chunks; return how many.
+
+    The chunks' blobs go first, before the rows are deleted, so that the blob
+    store is never called while the transaction holds the write lock (SQLite).
+    """
     rows = list(session.scalars(
-        select(Upload).where(Upload.completed_at.is_(None), Upload.expires_at <= now).limit(limit)
+        select(Upload).options(selectinload(Upload.chunks))
+        .where(Upload.completed_at.is_(None), Upload.expires_at <= now).limit(limit)
     ))
     for upload in rows:
         for chunk in upload.chunks:
             blobs.delete(chunk_key(upload.id, chunk.index))
+    for upload in rows:
         session.delete(upload)
     return len(rows)

@@ -6,7 +6,6 @@ modules are imported only when one of these commands runs.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -101,28 +100,8 @@ def run(
     Example: helpline server run --data-dir /var/lib/helpline --host 0.0.0.0 --port 8700
     """
     _require_server()
-    import uvicorn
-
-    from protocol import signing
-    from server.app import create_app
-    from server.migrate import upgrade
+    from server.serve import serve
     from server.settings import load_settings
-    from server.runtime import build_runtime
 
     settings = load_settings(_config_path(config, data_dir), data_dir=data_dir, host=host, port=port, dev=dev or None)
-    settings.refuse_insecure_defaults()
-    state = build_runtime(settings)
-    upgrade(state.engine)
-    app = create_app(state)
-    scheme = "https" if settings.tls_cert_file else "http"
-    print(f"Helpline server on {scheme}://{settings.host}:{settings.port} — data in {settings.data_dir}, "
-          f"key {signing.fingerprint(state.public_key)}", file=sys.stderr, flush=True)
-    try:
-        uvicorn.run(
-            app, host=settings.host, port=settings.port, forwarded_allow_ips=settings.forwarded_allow_ips,
-            ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
-            ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
-            access_log=access_log, log_level=os.environ.get("HELPLINE_LOG_LEVEL", "info"), server_header=False,
-        )
-    finally:
-        state.engine.dispose()
+    serve(settings, access_log=access_log, announce=lambda line: print(line, file=sys.stderr, flush=True))

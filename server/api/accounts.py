@@ -8,7 +8,7 @@ from sqlalchemy import select
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate
 from protocol.errors import ConflictError
 from server.accounts import account_public, create_account, get_account, update_account
-from server.api.deps import AdminAccount, DbSession, ClientIP
+from server.api.deps import AdminAccount, ClientIP, DbSession, ReadSession
 from server.audit import Actor
 from server.models import Account
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
 
 @router.get("", summary="List accounts")
-def list_accounts(admin: AdminAccount, session: DbSession) -> list[AccountPublic]:
+def list_accounts(admin: AdminAccount, session: ReadSession) -> list[AccountPublic]:
     return [account_public(a) for a in session.scalars(select(Account).order_by(Account.username))]
 
 

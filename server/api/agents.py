@@ -39,6 +39,7 @@ from server.api.deps import (
     DbSession,
     Now,
     OptionalAgent,
+    ReadSession,
     State,
 )
 from server.audit import Actor
@@ -62,7 +63,7 @@ def create_token(
 
 
 @router.get("/enrollment-tokens", tags=["enrollment"], summary="List enrollment tokens (never their secret)")
-def list_tokens(admin: AdminAccount, session: DbSession) -> list[EnrollmentTokenPublic]:
+def list_tokens(admin: AdminAccount, session: ReadSession) -> list[EnrollmentTokenPublic]:
     return [enrollment_token_public(r) for r in session.scalars(select(EnrollmentToken).order_by(EnrollmentToken.id.desc()))]
 
 
@@ -75,7 +76,7 @@ def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor
 
 
 @router.get("/agents", summary="List agents (enrolled and paired PCs)")
-def list_agents(account: CurrentAccount, session: DbSession, group: str | None = None) -> list[AgentPublic]:
+def list_agents(account: CurrentAccount, session: ReadSession, group: str | None = None) -> list[AgentPublic]:
     query = select(Agent).order_by(Agent.hostname)
     if group:
         query = query.where(Agent.group == group)
@@ -83,7 +84,7 @@ def list_agents(account: CurrentAccount, session: DbSession, group: str | None =
 
 
 @router.get("/agents/{agent_id}", summary="Show one agent")
-def show_agent(agent_id: str, account: CurrentAccount, session: DbSession) -> AgentPublic:
+def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession) -> AgentPublic:
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFoundError(f"There is no agent {agent_id}.")
@@ -121,10 +122,10 @@ def self_service(body: SelfServiceRequest, session: DbSession, state: State, ip:
 
 
 @router.get("/agent/tickets", tags=["pairing"], summary="The tickets this PC is linked to, newest first")
-def agent_tickets(agent: CurrentAgent, session: DbSession) -> list[AgentTicket]:
+def agent_tickets(agent: CurrentAgent, session: ReadSession) -> list[AgentTicket]:
     return [ticket_svc.to_agent_view(t) for t in pairing.linked_tickets(session, agent)]
 
 
 @router.get("/agent/tickets/{number}", tags=["pairing"], summary="One ticket this PC is linked to")
-def agent_ticket(number: str, agent: CurrentAgent, session: DbSession) -> AgentTicket:
+def agent_ticket(number: str, agent: CurrentAgent, session: ReadSession) -> AgentTicket:
     return ticket_svc.to_agent_view(pairing.paired_ticket(session, agent, number))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from protocol.schemas import AuditEventPublic
-from server.api.deps import AdminAccount, DbSession
+from server.api.deps import AdminAccount, ReadSession
 from server.models import AuditEvent
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 @router.get("", summary="Audit events, newest first")
 def list_events(
     admin: AdminAccount,
-    session: DbSession,
+    session: ReadSession,
     action: str | None = None,
     target: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,

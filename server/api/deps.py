@@ -1,12 +1,21 @@
-"""Request dependencies: the database session, the client address and the principal."""
+"""Request dependencies: the database session, the client address and the principal.
+
+A route says what it does with the database by taking a :data:`ReadSession`
+or a :data:`WriteSession` (see server.db for what each means). Every other
+dependency of that request (the current account or agent) shares that one
+session, through :data:`RequestSession`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +24,7 @@ from protocol.schemas import Role
 from protocol.errors import AuthError, ForbiddenError
 from server.agents import authenticate_agent
 from server.audit import Actor
+from server.db import apply_touches, pending_touches, touch
 from server.models import Account, Agent, ApiToken
 from server.refusals import roll_back
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
@@ -33,24 +43,78 @@ def get_state(request: Request) -> ServerRuntime:
 State = Annotated[ServerRuntime, Depends(get_state)]
 
 
-def get_session(state: State) -> Iterator[Session]:
-    """Yield a session for one request; commit before the response is sent.
+# A token or credential's last-used time is written at most this often (a burst of requests writes nothing).
+LAST_USED_INTERVAL = timedelta(seconds=60)
 
-    A failed request is rolled back; only the traces its refusals kept (counted
-    failures, audit events: :mod:`server.refusals`) are committed.
-    """
-    session = state.sessions()
+
+def _end_session(state: ServerRuntime, session: Session, succeeded: bool) -> None:
+    """Commit a request that succeeded; roll back one that failed, keeping only its refusals' traces."""
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        roll_back(session)
-        raise
+        if succeeded:
+            session.commit()
+        else:
+            roll_back(session, traces_to=state.sessions)
     finally:
         session.close()
+    apply_touches(state.sessions, pending_touches(session))
 
 
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
+async def get_session(request: Request, state: State) -> AsyncIterator[Session]:
+    """Yield the request's one session, read or write as its route declares; commit before the response.
+
+    The request first waits for one of the server's request slots, without a
+    thread or a connection, so it never holds a connection while waiting for a
+    worker thread that requests waiting for connections hold. A failed request
+    is rolled back; only the traces its refusals kept (counted failures, audit
+    events: :mod:`server.refusals`) are written, in a write transaction of their own.
+    """
+    factory = state.sessions if _route_writes(request) else state.read_sessions
+    async with state.request_slots.slot():
+        session = factory()
+        try:
+            yield session
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_end_session, state, session, False)
+            raise
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_session, state, session, True)
+
+
+RequestSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def get_read_session(session: RequestSession) -> Session:
+    """The request's session, which only reads (no write lock on SQLite, writes refused)."""
+    return session
+
+
+async def get_write_session(session: RequestSession) -> Session:
+    """The request's session, which may write (the write lock from its first write on SQLite)."""
+    return session
+
+
+ReadSession = Annotated[Session, Depends(get_read_session)]
+WriteSession = Annotated[Session, Depends(get_write_session)]
+DbSession = WriteSession  # the name routes used before sessions were split into read and write
+
+_WRITES = "helpline_writes"  # attribute caching _route_writes on the route
+
+
+def _route_writes(request: Request) -> bool:
+    """Whether the matched route takes a WriteSession anywhere among its dependencies (cached on the route)."""
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return True
+    writes = getattr(route, _WRITES, None)
+    if writes is None:
+        writes = _takes_write_session(route.dependant)
+        setattr(route, _WRITES, writes)
+    return writes
+
+
+def _takes_write_session(dependant: Dependant) -> bool:
+    return any(d.call is get_write_session or _takes_write_session(d) for d in dependant.dependencies)
 
 
 def current_time(state: State) -> datetime:
@@ -78,7 +142,7 @@ def bearer_token(credentials: HTTPAuthorizationCredentials | None, *, hint: str 
     return credentials.credentials
 
 
-def current_account(session: DbSession, credentials: Bearer, now: Now) -> Account:
+def current_account(session: RequestSession, credentials: Bearer, now: Now) -> Account:
     token = bearer_token(credentials)
     if not token.startswith(TOKEN_PREFIX_USER):
         raise AuthError("This request needs an engineer's or admin's token.", hint="Log in with `helpline login URL`.")
@@ -89,7 +153,7 @@ def current_account(session: DbSession, credentials: Bearer, now: Now) -> Accoun
         raise AuthError("Your token has expired.", hint="Log in again with `helpline login URL`.")
     if row.account.disabled:
         raise AuthError("Your account is disabled.", hint="Ask an administrator.")
-    row.last_used_at = now
+    touch(session, ApiToken.last_used_at, row.id, row.last_used_at, LAST_USED_INTERVAL, now=now)
     return row.account
 
 
@@ -105,7 +169,7 @@ def current_admin(account: CurrentAccount) -> Account:
 AdminAccount = Annotated[Account, Depends(current_admin)]
 
 
-def current_agent(session: DbSession, credentials: Bearer, now: Now) -> Agent:
+def current_agent(session: RequestSession, credentials: Bearer, now: Now) -> Agent:
     token = bearer_token(credentials, hint=AGENT_HINT)
     if not token.startswith(TOKEN_PREFIX_AGENT):
         raise AuthError("This request needs this PC's agent credential.", hint=AGENT_HINT)
@@ -115,7 +179,7 @@ def current_agent(session: DbSession, credentials: Bearer, now: Now) -> Agent:
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
-def optional_agent(session: DbSession, credentials: Bearer, now: Now) -> Agent | None:
+def optional_agent(session: RequestSession, credentials: Bearer, now: Now) -> Agent | None:
     """The calling agent if it sent a credential; None if it sent nothing."""
     if credentials is None:
         return None

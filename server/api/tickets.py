@@ -10,7 +10,7 @@ from sqlalchemy import select
 from protocol.schemas import NoteCreate, PairingCodeCreated, TicketCreate, TicketDetail, TicketPublic, TicketStatus, TicketUpdate
 from server import tickets as svc
 from server.accounts import get_account
-from server.api.deps import AccountActor, CurrentAccount, DbSession, Now, State
+from server.api.deps import AccountActor, CurrentAccount, DbSession, Now, ReadSession, State
 from server.pairing import create_pairing_code
 from server.models import Account, Ticket
 from server.uploads import bundle_public, ticket_bundles
@@ -31,7 +31,7 @@ def create(body: TicketCreate, account: CurrentAccount, session: DbSession, stat
 @router.get("", summary="List tickets, newest first")
 def list_tickets(
     account: CurrentAccount,
-    session: DbSession,
+    session: ReadSession,
     status: Annotated[list[TicketStatus] | None, Query()] = None,
     assignee: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -48,7 +48,7 @@ def list_tickets(
 
 
 @router.get("/{number}", summary="Show a ticket with its timeline and PCs")
-def show(number: str, account: CurrentAccount, session: DbSession) -> TicketDetail:
+def show(number: str, account: CurrentAccount, session: ReadSession) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
     return svc.to_detail(ticket, [bundle_public(b) for b in ticket_bundles(session, ticket)])
 

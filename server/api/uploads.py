@@ -18,7 +18,7 @@ from protocol.errors import DamagedError, InvalidInputError, TooLargeError
 from server import tickets as ticket_svc
 from server import uploads as svc
 from server.agents import authenticate_agent
-from server.api.deps import AGENT_HINT, Bearer, bearer_token, CurrentAccount, CurrentAgent, DbSession, Now, State
+from server.api.deps import AGENT_HINT, Bearer, bearer_token, CurrentAccount, CurrentAgent, DbSession, Now, ReadSession, State, WriteSession
 from server.audit import Actor, record
 from server.db import transaction
 
@@ -35,7 +35,7 @@ def start(number: str, body: UploadCreate, agent: CurrentAgent, session: DbSessi
 
 
 @router.get("/uploads/{upload_id}", summary="Which chunks of an upload the server has")
-def upload_status(upload_id: UploadId, agent: CurrentAgent, session: DbSession) -> UploadStatus:
+def upload_status(upload_id: UploadId, agent: CurrentAgent, session: ReadSession) -> UploadStatus:
     return svc.status_of(svc.agent_upload(session, agent, upload_id))
 
 
@@ -119,13 +119,13 @@ def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePu
 
 
 @router.get("/tickets/{number}/bundles", summary="The diagnostics bundles of a ticket")
-def list_bundles(number: str, account: CurrentAccount, session: DbSession) -> list[BundlePublic]:
+def list_bundles(number: str, account: CurrentAccount, session: ReadSession) -> list[BundlePublic]:
     ticket = ticket_svc.get_ticket(session, number)
     return [svc.bundle_public(b) for b in svc.ticket_bundles(session, ticket)]
 
 
 @router.get("/bundles/{bundle_id}", summary="One bundle with its summary for triage")
-def show_bundle(bundle_id: UploadId, account: CurrentAccount, session: DbSession) -> BundleDetail:
+def show_bundle(bundle_id: UploadId, account: CurrentAccount, session: ReadSession) -> BundleDetail:
     return svc.bundle_detail(svc.get_bundle(session, bundle_id))
 
 
@@ -135,7 +135,7 @@ def show_bundle(bundle_id: UploadId, account: CurrentAccount, session: DbSession
     response_class=StreamingResponse,
     responses={200: {"content": {"application/gzip": {}}}},
 )
-def download_bundle(bundle_id: UploadId, account: CurrentAccount, session: DbSession, state: State) -> StreamingResponse:
+def download_bundle(bundle_id: UploadId, account: CurrentAccount, session: WriteSession, state: State) -> StreamingResponse:
     bundle = svc.get_bundle(session, bundle_id)
     record(session, Actor.of_account(account), "bundle.download", "ticket", bundle.ticket.label, bundle_id=bundle.id)
     stream = state.blobs.open(bundle.blob_key)

@@ -71,12 +71,12 @@ def test_agent_routes_need_an_agent_credential(helpline):
     assert helpline.ok("GET", "agent/tickets", pc.credential) == []
 
 
-def test_an_agent_is_seen_when_it_calls_at_most_every_30_seconds(helpline, clock):
+def test_an_agent_is_seen_when_it_calls_at_most_once_a_minute(helpline, clock):
     pc = helpline.enrolled_pc()
     admin = helpline.admin()
     enrolled_at = datetime.fromisoformat(helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"])
     assert enrolled_at == clock()
-    clock.advance(seconds=20)
+    clock.advance(seconds=40)
     helpline.ok("GET", "agent/tickets", pc.credential)
     assert datetime.fromisoformat(helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"]) == enrolled_at
     clock.advance(seconds=20)

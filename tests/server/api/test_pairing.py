@@ -71,15 +71,15 @@ def test_wrong_codes_are_counted_audited_and_paused_until_the_window_passes(help
     assert len(helpline.audit("pairing.refused")) == 3  # a paused attempt is not audited as a guess
 
 
-def test_a_refused_code_keeps_only_its_trace(helpline, clock):
-    """The agent's 'last seen' update of the same request is rolled back; the count and audit event stay."""
+def test_a_refused_code_keeps_its_trace(helpline, clock):
+    """The count and the audit event stay; that the agent was seen is bookkeeping, kept as for any call it makes."""
     pc = helpline.enrolled_pc()
     admin = helpline.admin()
     enrolled_seen = helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"]
     clock.advance(minutes=1)  # long enough for this call to update last_seen_at
     response = pair(helpline, "AAAA-AAAA", pc.key, pc.credential)
     assert response.status_code == 401
-    assert helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"] == enrolled_seen
+    assert helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"] not in (None, enrolled_seen)
     [event] = helpline.audit("pairing.refused")
     assert (event.actor_type, event.actor_id) == ("agent", pc.agent_id)
     assert helpline.failures(f"pair-ip:{CLIENT_IP}") == 1

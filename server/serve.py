@@ -1,0 +1,39 @@
+"""Run the server: migrations, runtime, app and uvicorn, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import uvicorn
+
+from protocol import signing
+from server.app import create_app
+from server.migrate import upgrade
+from server.runtime import build_runtime
+from server.settings import ServerSettings
+
+
+def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callable[[str], None] = lambda line: None) -> None:
+    """Bring the schema up to date and serve ``settings`` on uvicorn until asked to stop.
+
+    ``announce`` receives the start-up line (address, data directory, key
+    fingerprint) once the app is built. Raise ConfigError if a default secret
+    would be used outside development. The database connections are closed
+    after uvicorn has drained the requests and stopped the background jobs.
+    """
+    settings.refuse_insecure_defaults()
+    state = build_runtime(settings)
+    try:
+        upgrade(state.engine)
+        app = create_app(state)
+        scheme = "https" if settings.tls_cert_file else "http"
+        announce(f"Helpline server on {scheme}://{settings.host}:{settings.port} — data in {settings.data_dir}, "
+                 f"key {signing.fingerprint(state.public_key)}")
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, forwarded_allow_ips=settings.forwarded_allow_ips,
+            ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+            ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
+            access_log=access_log, log_level=settings.log_level, server_header=False,
+        )
+    finally:
+        state.engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,9 @@ class LiveServer:
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    #: A data folder that `helpline server init` set up earlier, whose database this server's
+    #: database copies (PostgreSQL: made from its template database; SQLite: the file is copied).
+    template: Path | None = None
 
     @property
     def url(self) -> str:
@@ -62,13 +66,32 @@ class LiveServer:
         return env
 
     def init(self) -> None:
-        """`helpline server init` with the first admin, as an admin would on a new server."""
+        """`helpline server init` with the first admin, as an admin would on a new server.
+
+        With a ``template``, the database already holds what init creates (schema,
+        first admin), so only the server's own files are written: a config with a
+        fresh secret; the signing key is made at the first start, as init would.
+        """
+        if self.template is not None:
+            self._init_from_template()
+            return
         args = [helpline_bin(), "server", "init", "--data-dir", str(self.data_dir), "--admin", ADMIN, "--password-stdin"]
         if self.database_url:
             args += ["--database-url", self.database_url]
         done = subprocess.run(args, input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, env=self._env(), timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"server init failed ({done.returncode}): {done.stderr}{done.stdout}")
+
+    def _init_from_template(self) -> None:
+        self.data_dir.mkdir(parents=True, mode=0o700)
+        if self.database_url is None:
+            shutil.copyfile(self.template / "helpline.db", self.data_dir / "helpline.db")
+        lines = [f"data_dir = {json.dumps(str(self.data_dir))}", f"secret_key = {json.dumps(secrets.token_urlsafe(48))}"]
+        if self.database_url:
+            lines.append(f"database_url = {json.dumps(self.database_url)}")
+        config = self.data_dir / "server.toml"
+        config.write_text("\n".join(lines) + "\n")
+        config.chmod(0o600)
 
     def start(self) -> None:
         """Start the server and wait until it answers as itself.

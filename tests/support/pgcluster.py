@@ -330,15 +330,18 @@ class PgCluster:
     def _dsn(self, dbname: str) -> str:
         return f"host={HOST} port={self.port} user={DB_USER} dbname={dbname}"
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` (lowercase letters, digits, '_') and return its URL."""
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """Create database ``name`` (lowercase letters, digits, '_'), a copy of ``template`` if given; return its URL."""
         import psycopg
         from psycopg import sql
 
         if not _DATABASE_NAME.fullmatch(name):
             raise ValueError(f"database name {name!r} must match {_DATABASE_NAME.pattern}")
         with psycopg.connect(self._dsn("postgres"), autocommit=True, connect_timeout=5) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            if template is None:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            else:
+                connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:

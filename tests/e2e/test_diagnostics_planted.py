@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from agent.bundle.summary import attention_lines
 from protocol.archive import inspect_archive
+from tests.support.tmpfs import full_and_starved_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -24,37 +24,10 @@ ANSWERS = ["--what", "Labels do not print and Firefox vanished", "--since", "sin
            "--tried", "restarted the printer"]
 
 
-def _mount(target: Path, options: str) -> None:
-    target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip() or done.returncode}")
-
-
 @pytest.fixture
 def planted_mounts(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    full, starved = tmp_path / "full-tmpfs", tmp_path / "no-inodes"
-    mounted: list[Path] = []
-    try:
-        _mount(full, "size=1m,nr_inodes=1024")
-        mounted.append(full)
-        with open(full / "filler", "wb") as handle:
-            try:
-                handle.write(b"\0" * (2 * 1024 * 1024))
-            except OSError:
-                pass  # no space left: full, as planted
-        _mount(starved, "size=1m,nr_inodes=64")
-        mounted.append(starved)
-        for index in range(100):
-            try:
-                (starved / f"f{index}").touch()
-            except OSError:
-                break  # no inodes left
-        yield full, starved
-    finally:
-        for target in reversed(mounted):
-            subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=10)
+    with full_and_starved_tmpfs(tmp_path) as mounts:
+        yield mounts
 
 
 def recorded_outputs(tmp_path: Path) -> Path:

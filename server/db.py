@@ -33,6 +33,7 @@ for a connection while holding a worker thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -108,7 +109,11 @@ def create_db_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE, max_overfl
 
 def _sqlite_engine(url: str, database: str | None, pool_size: int, max_overflow: int) -> Engine:
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created owner-only before SQLite opens it: SQLite gives its -wal and -shm files the
+        # database file's mode, so tokens' digests and bundles' summaries stay private whatever the umask.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},

@@ -24,7 +24,9 @@ from protocol.schemas import (
     AccountPublic,
     AccountUpdate,
     AgentCredential,
+    AgentDecision,
     AgentPublic,
+    AgentStatus,
     AgentTicket,
     AuditEventPublic,
     BundleDetail,
@@ -75,6 +77,10 @@ def _row_id(value: int, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInputError(f"{value!r} is not a valid {what}.")
     return str(value)
+
+
+def _agent(agent_id: str) -> str:
+    return _segment(agent_id, "agent id", hint="List agents with `helpline agent list`.")
 
 
 def _ticket(reference: TicketRef) -> str:
@@ -174,12 +180,25 @@ class HelplineClient:
     def revoke_enrollment_token(self, token_id: int) -> EnrollmentTokenPublic:
         return self._call(EnrollmentTokenPublic, "DELETE", f"enrollment-tokens/{_row_id(token_id, 'enrollment token id')}")
 
-    def agents(self, group: str | None = None) -> list[AgentPublic]:
-        return self._call(list[AgentPublic], "GET", "agents", params={"group": group} if group else None)
+    def agents(self, group: str | None = None, status: AgentStatus | None = None) -> list[AgentPublic]:
+        """Agents, optionally of one fleet group and one status (pending ones await an admin)."""
+        params = {k: v for k, v in {"group": group, "status": AgentStatus(status).value if status else None}.items() if v}
+        return self._call(list[AgentPublic], "GET", "agents", params=params or None)
 
     def agent(self, agent_id: str) -> AgentPublic:
-        segment = _segment(agent_id, "agent id", hint="List agents with `helpline agent list`.")
-        return self._call(AgentPublic, "GET", f"agents/{segment}")
+        return self._call(AgentPublic, "GET", f"agents/{_agent(agent_id)}")
+
+    def approve_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
+        """Approve a pending agent (admins)."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/approve", json=_body(body))
+
+    def refuse_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
+        """Refuse a pending agent, which revokes it (admins)."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/refuse", json=_body(body))
+
+    def revoke_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
+        """Revoke an agent: its credential stops working (admins)."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/revoke", json=_body(body))
 
     def audit_events(self, *, action: str | None = None, target: str | None = None, limit: int | None = None) -> list[AuditEventPublic]:
         """Audit events, newest first, optionally only actions starting with ``action`` or about ``target``."""

@@ -19,22 +19,35 @@ _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 #: renamed it could; it grants nothing a PC's owner cannot already do (the hostname is the
 #: PC's own claim), and only describe() reads it.
 TEST_HOSTNAME_ENV = "HELPLINE_TEST_HOSTNAME"
+#: Test-only, like TEST_HOSTNAME_ENV: end-to-end tests set this to the raw machine id a PC
+#: reports (as if read from /etc/machine-id), so two test PCs can claim the same one, as a
+#: hostile PC can. It grants nothing: the machine id is evidence the PC sends, never identity.
+TEST_MACHINE_ID_ENV = "HELPLINE_TEST_MACHINE_ID"
 
 
 def machine_id() -> str:
-    """A stable, non-reversible id of this PC, so re-enrolling does not make a twin.
+    """A stable, non-reversible id of this PC: evidence the server compares, never proof of identity.
 
     The raw machine id is hashed with a Helpline-specific prefix: it is not
-    sent as is, since other software uses it as an identifier too.
+    sent as is, since other software uses it as an identifier too. Anyone on
+    the PC can read it, so the server never lets it stand in for the key
+    (see TEST_MACHINE_ID_ENV for tests).
     """
+    claimed = os.environ.get(TEST_MACHINE_ID_ENV, "").strip()
+    if claimed:
+        return _hashed(claimed)
     for path in _MACHINE_ID_FILES:
         try:
             raw = path.read_text().strip()
         except OSError:
             continue
         if raw:
-            return hashlib.sha256(b"helpline-machine-id:" + raw.encode()).hexdigest()
+            return _hashed(raw)
     return ""
+
+
+def _hashed(raw: str) -> str:
+    return hashlib.sha256(b"helpline-machine-id:" + raw.encode()).hexdigest()
 
 
 def os_description() -> str:

@@ -18,7 +18,7 @@ from agent.http import normalize_url
 from agent.store import AgentState, AgentStore
 from protocol import pairing, signing
 from protocol.errors import ConfigError, HelplineError
-from protocol.schemas import AgentCredential, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
+from protocol.schemas import AgentCredential, AgentStatus, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
 from protocol.tickets import parse_ticket_ref
 
 
@@ -45,6 +45,7 @@ def _state_after(
         enrolled=enrolled if enrolled is not None else bool(prior and prior.enrolled),
         group=answer.group,
         tickets=list(prior.tickets) if prior else [],
+        pending=answer.status == AgentStatus.PENDING,
     )
 
 
@@ -87,6 +88,9 @@ def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = No
     """Enroll this PC with a bootstrap token; keep the credential and pin the server key.
 
     Enrolling again (same key) updates the same agent instead of adding a twin.
+    A new key on a PC that looks like an enrolled one (a re-imaged PC, or one
+    claiming another's machine id and hostname) is enrolled as a new agent that
+    waits for an administrator's approval (``state.pending``).
     """
     url = normalize_url(server_url)
     store = AgentStore(directory)

@@ -31,6 +31,9 @@ class AgentState:
     enrolled: bool = False
     group: str | None = None
     tickets: list[str] = field(default_factory=list)
+    #: The server's answer at the last enrollment or pairing put this agent in "pending" (it looked like
+    #: another agent): an administrator must approve it. Informational; the server enforces it.
+    pending: bool = False
 
     @property
     def server_fingerprint(self) -> str:

@@ -37,6 +37,15 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+class AgentStatus(StrEnum):
+    """Where an agent stands: only an active agent's credential reaches ticket data."""
+
+    ACTIVE = "active"
+    PENDING = "pending"  # enrolled looking like an existing agent; an admin approves or refuses it
+    REFUSED = "refused"  # an admin refused the pending agent: revoked
+    REVOKED = "revoked"  # an admin revoked the agent: its credential stops working
+
+
 class Channel(StrEnum):
     ENGINEER = "engineer"  # opened by an engineer on someone's behalf
     SELF_SERVICE = "self-service"  # opened from the user's PC
@@ -290,6 +299,8 @@ class AgentCredential(_Model):
     group: str | None
     server_public_key: str
     server_signature: str = Field(description="The server's signature of {purpose: 'agent', agent_id, public_key}.")
+    status: AgentStatus = Field(default=AgentStatus.ACTIVE,
+                                description="'pending' until an admin approves a PC that enrolled looking like another agent.")
 
 
 class PairRequest(_Model):
@@ -342,6 +353,16 @@ class AgentPublic(_Model):
     created_at: datetime
     last_seen_at: datetime | None
     tickets: list[str]
+    status: AgentStatus = AgentStatus.ACTIVE
+    resembles: str | None = Field(default=None, description="The agent a pending PC looked like when it enrolled (evidence).")
+    evidence: str = Field(default="", description="What it shared with that agent, e.g. 'same machine id and hostname'.")
+    revoked_at: datetime | None = None
+
+
+class AgentDecision(_Model):
+    """An admin's approval, refusal or revocation of an agent, with the reason kept in the audit log."""
+
+    reason: Annotated[str, StringConstraints(max_length=500, strip_whitespace=True)] = ""
 
 
 class AuditEventPublic(_Model):

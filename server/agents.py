@@ -1,25 +1,29 @@
-"""Agents: enrollment with bootstrap tokens, registration and credentials.
+"""Agents: enrollment with bootstrap tokens, registration, credentials, and admins' decisions.
 
 Pairing a PC with a ticket (one-time codes, self-service tickets) is in
 :mod:`server.pairing`.
 
 An agent proves it holds the private half of the key it registers by signing
 the request; the server answers with its own signature so the agent can pin
-the server's key.
+the server's key. The key is the agent's identity; hardware facts (machine id,
+hostname) are evidence: a new key that repeats an enrolled agent's facts
+becomes a pending agent that an admin approves or refuses. An admin can
+revoke any agent; its credential stops working at the next request.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from protocol import signing
-from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, EnrollmentTokenPublic
-from protocol.errors import AuthError, NotFoundError
+from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, AgentStatus, EnrollmentTokenPublic
+from protocol.errors import AuthError, ConflictError, ForbiddenError, HelplineError, NotFoundError
 from server import ratelimit
 from server.audit import Actor, record
 from server.db import touch
@@ -47,6 +51,7 @@ def server_credential(
         group=agent.group,
         server_public_key=signing.public_key_b64(server_key),
         server_signature=signing.sign(server_key, payload),
+        status=AgentStatus(agent.status),
     )
 
 
@@ -59,33 +64,62 @@ def _apply_identity(agent: Agent, identity: AgentIdentity, now: datetime) -> Non
     agent.last_seen_at = now
 
 
+SAME_MACHINE = "same machine id and hostname"
+
+
+def resembled_agent(session: Session, identity: AgentIdentity) -> Agent | None:
+    """The enrolled agent whose hardware facts ``identity`` repeats (machine id and hostname), if any.
+
+    Evidence only: the machine id is readable by anyone on the PC and the
+    hostname is the PC's own claim, so a match never makes the enrolling key
+    that agent. Clones of one disk image share a machine id but not a hostname
+    and do not resemble each other. Paired-only agents are per-user identities
+    (several may live on one PC) and are not compared. An active agent is
+    named before a revoked or pending one, then the oldest.
+    """
+    if not identity.machine_id:
+        return None
+    query = (
+        select(Agent)
+        .where(Agent.machine_id == identity.machine_id, func.lower(Agent.hostname) == identity.hostname.lower(),
+               Agent.enrolled.is_(True), Agent.public_key != identity.public_key)
+        .order_by(case((Agent.status == AgentStatus.ACTIVE.value, 0), else_=1), Agent.created_at, Agent.id)
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
 def register_agent(
     session: Session, identity: AgentIdentity, *, enroll_group: str | None, now: datetime
 ) -> tuple[Agent, str, bool]:
-    """Find or create the agent for ``identity`` and issue it a fresh credential.
+    """Find the agent holding ``identity``'s key, or create one, and issue it a fresh credential.
 
-    With ``enroll_group`` the agent becomes (or stays) a fleet member; a PC that
-    lost its key but keeps its machine id is re-keyed rather than duplicated.
-    Return (agent, credential, created).
+    The key is the identity: the caller has checked the request is signed by it.
+    A new key never takes over an existing agent, whatever hardware facts it
+    claims. When enrolling (``enroll_group`` set), a new key that repeats an
+    enrolled agent's machine id and hostname becomes a *pending* agent linked
+    to it as evidence, for an admin to approve or refuse; the existing agent
+    keeps its key, credential and tickets. A brand-new PC is active at once.
+    Raise AuthError for a revoked agent's key, and (pairing, self-service)
+    ForbiddenError for a pending one. Return (agent, credential, created).
     """
     signing.load_public_key(identity.public_key)
     agent = session.scalar(select(Agent).where(Agent.public_key == identity.public_key))
-    if agent is None and enroll_group is not None and identity.machine_id:
-        # Same machine id and hostname: the PC lost its key. Clones of one disk image share
-        # a machine id but not a hostname, and must stay separate agents.
-        agent = session.scalar(
-            select(Agent).where(
-                Agent.machine_id == identity.machine_id, Agent.hostname == identity.hostname, Agent.enrolled.is_(True)
-            ).limit(1)
-        )
-        if agent is not None:
-            agent.public_key = identity.public_key
     created = agent is None
     if agent is None:
-        agent = Agent(id=str(uuid.uuid4()), public_key=identity.public_key, created_at=now)
+        agent = Agent(id=str(uuid.uuid4()), public_key=identity.public_key, created_at=now,
+                      status=AgentStatus.ACTIVE.value, evidence="")
+        if enroll_group is not None:
+            resembles = resembled_agent(session, identity)
+            if resembles is not None:
+                agent.status = AgentStatus.PENDING.value
+                agent.resembles_id = resembles.id
+                agent.evidence = SAME_MACHINE
         session.add(agent)
-    if agent.revoked_at is not None:
-        raise AuthError("This PC's agent has been revoked by an administrator.", hint="Ask your administrator.")
+    elif agent.revoked_at is not None or agent.status in _REVOKED:
+        raise _revoked_error(agent)
+    elif enroll_group is None:
+        admit_agent(session, agent, now=now)
     _apply_identity(agent, identity, now)
     if enroll_group is not None:
         agent.enrolled = True
@@ -99,13 +133,112 @@ def register_agent(
 # An agent's last-seen time is written at most this often, after the request's session closes.
 LAST_SEEN_INTERVAL = timedelta(seconds=60)
 
+_REVOKED = (AgentStatus.REFUSED.value, AgentStatus.REVOKED.value)
+PENDING_HINT = "An administrator must approve this PC (`helpline agent approve {id}`)."
+
+
+def _revoked_error(agent: Agent) -> AuthError:
+    if agent.status == AgentStatus.REFUSED.value:
+        return AuthError("An administrator refused this PC's enrollment.", hint="Ask your administrator.")
+    return AuthError("This PC's agent has been revoked by an administrator.", hint="Ask your administrator.")
+
+
+def admit_agent(session: Session, agent: Agent, *, now: datetime) -> Agent:
+    """Return ``agent`` if it may act (reach ticket data); refuse a revoked or pending one, audited.
+
+    Every way an agent authenticates ends here, so a revocation or a pending
+    state takes effect at the agent's next request. A revoked (or refused)
+    agent gets AuthError; a pending one ForbiddenError, with the hint that an
+    administrator must approve the PC.
+    """
+    if agent.revoked_at is not None or agent.status in _REVOKED:
+        problem: HelplineError = _revoked_error(agent)
+    elif agent.status == AgentStatus.PENDING.value:
+        problem = ForbiddenError("This PC's agent is waiting for an administrator's approval.",
+                                 hint=PENDING_HINT.format(id=agent.id))
+    else:
+        return agent
+    raise refusal(session, problem, actor=Actor.of_agent(agent), action="agent.request_refused", target_type="agent",
+                  target_id=agent.id, now=now, status=agent.status, reason=problem.message)
+
 
 def authenticate_agent(session: Session, credential: str, *, now: datetime) -> Agent:
-    """The agent holding ``credential`` (noting it was seen at ``now``); AuthError if there is none or it is revoked."""
+    """The agent holding ``credential`` (noting it was seen at ``now``), if it may act (:func:`admit_agent`).
+
+    AuthError if no agent holds it or the agent is revoked; ForbiddenError if it is pending.
+    """
     agent = session.scalar(select(Agent).where(Agent.credential_hash == token_digest(credential)))
-    if agent is None or agent.revoked_at is not None:
+    if agent is None:
         raise AuthError("This PC's agent credential is not valid.", hint="Enroll again or pair with a new code.")
+    admit_agent(session, agent, now=now)
     touch(session, Agent.last_seen_at, agent.id, agent.last_seen_at, LAST_SEEN_INTERVAL, now=now)
+    return agent
+
+
+# --- admins: approving, refusing and revoking agents ------------------------------------
+
+
+def _agent_for_decision(session: Session, actor: Actor, agent_id: str, action: str, *, now: datetime) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise refusal(session, NotFoundError(f"There is no agent {agent_id}.", hint="List agents with `helpline agent list`."),
+                      actor=actor, action=f"{action}_refused", target_type="agent", target_id=agent_id, now=now,
+                      reason="no such agent")
+    return agent
+
+
+def _evidence(agent: Agent) -> dict[str, Any]:
+    return {"hostname": agent.hostname, "resembles": agent.resembles_id, "evidence": agent.evidence}
+
+
+def _not_pending(session: Session, actor: Actor, agent: Agent, action: str, *, now: datetime, hint: str) -> ConflictError:
+    problem = ConflictError(f"Agent {agent.id} is {agent.status}, not waiting for approval.", hint=hint)
+    return refusal(session, problem, actor=actor, action=f"{action}_refused", target_type="agent", target_id=agent.id,
+                   now=now, reason=problem.message)
+
+
+def approve_agent(session: Session, actor: Actor, agent_id: str, *, reason: str, now: datetime) -> Agent:
+    """Let a pending agent act, as a normal agent of its own; ConflictError unless it is pending.
+
+    It gets nothing of the agent it resembled: tickets, notes and history stay
+    with that agent (carrying them over after a re-image is a separate, later step).
+    """
+    agent = _agent_for_decision(session, actor, agent_id, "agent.approve", now=now)
+    if agent.status != AgentStatus.PENDING.value:
+        raise _not_pending(session, actor, agent, "agent.approve", now=now,
+                           hint="Only pending agents are approved; see `helpline agent list --pending`.")
+    agent.status = AgentStatus.ACTIVE.value
+    record(session, actor, "agent.approve", "agent", agent.id, reason=reason, **_evidence(agent),
+           summary="agent approved" + (f" (it resembled agent {agent.resembles_id}: {agent.evidence}; "
+                                       "nothing of that agent carried over)" if agent.resembles_id else ""))
+    return agent
+
+
+def refuse_agent(session: Session, actor: Actor, agent_id: str, *, reason: str, now: datetime) -> Agent:
+    """Refuse a pending agent: it is revoked and its credential stops working; ConflictError unless pending."""
+    agent = _agent_for_decision(session, actor, agent_id, "agent.refuse", now=now)
+    if agent.status != AgentStatus.PENDING.value:
+        raise _not_pending(session, actor, agent, "agent.refuse", now=now,
+                           hint="To stop an approved agent, use `helpline agent revoke`.")
+    agent.status = AgentStatus.REFUSED.value
+    agent.revoked_at = now
+    record(session, actor, "agent.refuse", "agent", agent.id, reason=reason, **_evidence(agent), summary="agent refused")
+    return agent
+
+
+def revoke_agent(session: Session, actor: Actor, agent_id: str, *, reason: str, now: datetime) -> Agent:
+    """Revoke an agent: its credential stops working at its next request; its tickets and bundles stay.
+
+    Revoking an agent already revoked (or refused) changes nothing and records nothing.
+    """
+    agent = _agent_for_decision(session, actor, agent_id, "agent.revoke", now=now)
+    if agent.revoked_at is not None and agent.status in _REVOKED:
+        return agent
+    previous = agent.status
+    agent.status = AgentStatus.REVOKED.value
+    agent.revoked_at = now
+    record(session, actor, "agent.revoke", "agent", agent.id, reason=reason, previous_status=previous,
+           **_evidence(agent), summary="agent revoked")
     return agent
 
 
@@ -189,8 +322,14 @@ def enroll(
     if used.rowcount != 1:
         raise AuthError("That enrollment token has been used up.", hint="Ask your administrator for a new token.")
     agent, credential, created = register_agent(session, identity, enroll_group=row.group, now=now)
-    record(session, actor, "agent.enroll", "agent", agent.id, hostname=agent.hostname, group=row.group,
-           token_id=row.id, new=created)
+    if created and agent.status == AgentStatus.PENDING.value:
+        record(session, actor, "agent.enroll_pending", "agent", agent.id, hostname=agent.hostname, group=row.group,
+               token_id=row.id, resembles=agent.resembles_id, evidence=agent.evidence,
+               summary=f"enroll: pending, resembles agent {agent.resembles_id} ({agent.evidence})")
+    else:
+        record(session, actor, "agent.enroll", "agent", agent.id, hostname=agent.hostname, group=row.group,
+               token_id=row.id, new=created, status=agent.status,
+               summary="enroll: new agent" if created else "enroll: same key again, new credential")
     return agent, credential
 
 
@@ -199,4 +338,6 @@ def agent_public(agent: Agent) -> AgentPublic:
         id=agent.id, hostname=agent.hostname, os=agent.os, agent_version=agent.agent_version, group=agent.group,
         fingerprint=signing.fingerprint(agent.public_key), enrolled=agent.enrolled, created_at=agent.created_at,
         last_seen_at=agent.last_seen_at, tickets=[p.ticket.label for p in agent.pairings],
+        status=AgentStatus(agent.status), resembles=agent.resembles_id, evidence=agent.evidence,
+        revoked_at=agent.revoked_at,
     )

@@ -119,6 +119,12 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # active | pending | refused | revoked (protocol.schemas.AgentStatus); only active agents reach ticket data.
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active", nullable=False)
+    # Evidence, not identity: the agent a pending PC looked like at enrollment, and what they shared.
+    # A plain id (no foreign key): the record stays readable if that agent is ever removed.
+    resembles_id: Mapped[str | None] = mapped_column(String(36))
+    evidence: Mapped[str] = mapped_column(String(200), default="", server_default="", nullable=False)
 
     pairings: Mapped[list[Pairing]] = relationship(back_populates="agent", cascade="all, delete-orphan")
 

@@ -11,13 +11,24 @@ from agent.local import this_pc
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt, read_secret
 from protocol.errors import InvalidInputError
-from protocol.schemas import AccountCreate, AccountUpdate, EnrollmentTokenCreate, EnrollmentTokenPublic, Role, parse_input
+from protocol.schemas import (
+    AccountCreate,
+    AccountUpdate,
+    AgentDecision,
+    AgentPublic,
+    AgentStatus,
+    EnrollmentTokenCreate,
+    EnrollmentTokenPublic,
+    Role,
+    parse_input,
+)
 
 PANEL = "For admins"
 
 account_app = typer.Typer(help="Engineer and admin accounts.", no_args_is_help=True)
 token_app = typer.Typer(help="Bootstrap tokens that let PCs enroll in the fleet.", no_args_is_help=True)
-agent_app = typer.Typer(help="The fleet of PCs: enroll this PC, list and show agents.", no_args_is_help=True)
+agent_app = typer.Typer(help="The fleet of PCs: enroll this PC; list, show, approve, refuse and revoke agents.",
+                        no_args_is_help=True)
 
 
 def parse_duration_hours(text: str) -> float:
@@ -167,30 +178,54 @@ def agent_enroll(
     state = this_pc().enroll(url, token, expected_fingerprint=server_key)
     if json_out:
         output.print_json({"agent_id": state.agent_id, "group": state.group, "server": state.server_url,
-                           "server_fingerprint": state.server_fingerprint})
+                           "server_fingerprint": state.server_fingerprint,
+                           "status": (AgentStatus.PENDING if state.pending else AgentStatus.ACTIVE).value})
         return
     output.say(f"This PC is enrolled as agent {state.agent_id} in group [bold]{state.group}[/].")
     output.say(f"Server key pinned: {state.server_fingerprint}")
+    if state.pending:
+        output.say("It looks like a PC enrolled before, so it waits for an administrator's approval: "
+                   f"helpline agent approve {state.agent_id}")
+
+
+def _status_cell(a: AgentPublic) -> str:
+    if a.status == AgentStatus.PENDING and a.resembles:
+        return f"pending (resembles {a.resembles})"
+    return a.status.value
 
 
 @agent_app.command("list")
-def agent_list(group: Annotated[str | None, typer.Option("--group", "-g", metavar="GROUP", help="Only agents of this fleet group.")] = None, json_out: JsonOpt = False) -> None:
-    """List the fleet's agents (enrolled and paired PCs).
+def agent_list(
+    group: Annotated[str | None, typer.Option("--group", "-g", metavar="GROUP", help="Only agents of this fleet group.")] = None,
+    status: Annotated[AgentStatus | None, typer.Option("--status", help="Only agents in this state.")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only agents waiting for an admin's approval (--status pending).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the fleet's agents (enrolled and paired PCs) with their status.
 
-    Example: helpline agent list --group finance
+    A pending agent enrolled looking like another (same machine id and
+    hostname); approve or refuse it with `helpline agent approve|refuse ID`.
+
+    Example: helpline agent list --pending
     """
+    if pending and status not in (None, AgentStatus.PENDING):
+        raise InvalidInputError("--pending and --status name different states.", hint="Give one of them.")
     with credentials.connect() as client:
-        agents = client.agents(group)
+        agents = client.agents(group, AgentStatus.PENDING if pending else status)
     if json_out:
         output.print_json(agents)
         return
-    output.table(None, ["Hostname", "Id", "Group", "OS", "Agent", "Last seen", "Tickets"],
-                 [(a.hostname, a.id, a.group or ("—" if a.enrolled else "paired only"), a.os, a.agent_version,
-                   output.local_time(a.last_seen_at), ", ".join(a.tickets)) for a in agents])
+    output.table(None, ["Hostname", "Id", "Status", "Group", "OS", "Agent", "Last seen", "Tickets"],
+                 [(a.hostname, a.id, _status_cell(a), a.group or ("—" if a.enrolled else "paired only"), a.os,
+                   a.agent_version, output.local_time(a.last_seen_at), ", ".join(a.tickets)) for a in agents])
+
+
+AgentIdArg = Annotated[str, typer.Argument(metavar="ID", help="The agent's id, as `helpline agent list` shows it.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, kept in the audit log.")]
 
 
 @agent_app.command("show")
-def agent_show(agent_id: Annotated[str, typer.Argument(metavar="ID", help="The agent's id, as `helpline agent list` shows it.")], json_out: JsonOpt = False) -> None:
+def agent_show(agent_id: AgentIdArg, json_out: JsonOpt = False) -> None:
     """Show one agent.
 
     Example: helpline agent show 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e
@@ -200,8 +235,59 @@ def agent_show(agent_id: Annotated[str, typer.Argument(metavar="ID", help="The a
     if json_out:
         output.print_json(a)
         return
-    output.say(f"[bold]{output.esc(a.hostname)}[/] ({a.id})\nOS: {output.esc(a.os)}\nAgent: {output.esc(a.agent_version)}\nGroup: {a.group or '—'}\n"
-               f"Key: {a.fingerprint}\nLast seen: {output.local_time(a.last_seen_at)}\nTickets: {', '.join(a.tickets) or '—'}")
+    lines = (f"[bold]{output.esc(a.hostname)}[/] ({a.id})\nStatus: {a.status.value}\nOS: {output.esc(a.os)}\n"
+             f"Agent: {output.esc(a.agent_version)}\nGroup: {a.group or '—'}\n"
+             f"Key: {a.fingerprint}\nLast seen: {output.local_time(a.last_seen_at)}\nTickets: {', '.join(a.tickets) or '—'}")
+    if a.resembles:
+        lines += f"\nResembled at enrollment: agent {a.resembles} ({output.esc(a.evidence)})"
+    if a.revoked_at:
+        lines += f"\nRevoked: {output.local_time(a.revoked_at)}"
+    output.say(lines)
+
+
+def _decided(a: AgentPublic, json_out: bool, done: str) -> None:
+    if json_out:
+        output.print_json(a)
+        return
+    output.say(f"{done} agent {a.id} ({output.esc(a.hostname)}); it is now {a.status.value}.")
+
+
+@agent_app.command("approve")
+def agent_approve(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> None:
+    """Approve a pending agent (admins): it becomes a normal agent of its own.
+
+    It gets nothing of the agent it resembled: that agent keeps its tickets and history.
+
+    Example: helpline agent approve 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "re-imaged by IT"
+    """
+    body = parse_input(AgentDecision, reason=reason)
+    with credentials.connect() as client:
+        a = client.approve_agent(agent_id, body)
+    _decided(a, json_out, "Approved")
+
+
+@agent_app.command("refuse")
+def agent_refuse(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> None:
+    """Refuse a pending agent (admins): it is revoked and its credential stops working.
+
+    Example: helpline agent refuse 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "not one of ours"
+    """
+    body = parse_input(AgentDecision, reason=reason)
+    with credentials.connect() as client:
+        a = client.refuse_agent(agent_id, body)
+    _decided(a, json_out, "Refused")
+
+
+@agent_app.command("revoke")
+def agent_revoke(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> None:
+    """Revoke an agent (admins): its credential stops working at once; its tickets and bundles stay.
+
+    Example: helpline agent revoke 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "laptop stolen"
+    """
+    body = parse_input(AgentDecision, reason=reason)
+    with credentials.connect() as client:
+        a = client.revoke_agent(agent_id, body)
+    _decided(a, json_out, "Revoked")
 
 
 def audit(
@@ -219,5 +305,13 @@ def audit(
     if json_out:
         output.print_json(events)
         return
-    output.table(None, ["When", "Actor", "Action", "Target", "From"],
-                 [(output.local_time(e.at), e.actor, e.action, e.target, e.ip or "") for e in events])
+    output.table(None, ["When", "Actor", "Action", "Target", "From", "What"],
+                 [(output.local_time(e.at), e.actor, e.action, e.target, e.ip or "", _what(e.details)) for e in events])
+
+
+def _what(details: dict) -> str:
+    """What an audit event says happened, in words, with the reason given if any."""
+    what = str(details.get("summary") or "")
+    if details.get("reason"):
+        what = f"{what}; reason: {details['reason']}" if what else f"reason: {details['reason']}"
+    return what

@@ -1,4 +1,4 @@
-"""Agents: enrollment tokens (admins), the fleet list (engineers), and the PC's own calls."""
+"""Agents: enrollment tokens and decisions on agents (admins), the fleet list (engineers), and the PC's own calls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from sqlalchemy import select
 
 from protocol.schemas import (
     AgentCredential,
+    AgentDecision,
     AgentPublic,
+    AgentStatus,
     AgentTicket,
     EnrollmentTokenCreate,
     EnrollmentTokenCreated,
@@ -23,9 +25,12 @@ from server import pairing
 from server import tickets as ticket_svc
 from server.agents import (
     agent_public,
+    approve_agent,
     create_enrollment_token,
     enroll,
     enrollment_token_public,
+    refuse_agent,
+    revoke_agent,
     revoke_enrollment_token,
     server_credential,
 )
@@ -75,11 +80,14 @@ def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor
 # --- engineers: the fleet ----------------------------------------------------------
 
 
-@router.get("/agents", summary="List agents (enrolled and paired PCs)")
-def list_agents(account: CurrentAccount, session: ReadSession, group: str | None = None) -> list[AgentPublic]:
-    query = select(Agent).order_by(Agent.hostname)
+@router.get("/agents", summary="List agents (enrolled and paired PCs), optionally of one group or status")
+def list_agents(account: CurrentAccount, session: ReadSession, group: str | None = None,
+                status: AgentStatus | None = None) -> list[AgentPublic]:
+    query = select(Agent).order_by(Agent.hostname, Agent.created_at)
     if group:
         query = query.where(Agent.group == group)
+    if status:
+        query = query.where(Agent.status == status.value)
     return [agent_public(a) for a in session.scalars(query)]
 
 
@@ -89,6 +97,24 @@ def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession) -> 
     if agent is None:
         raise NotFoundError(f"There is no agent {agent_id}.")
     return agent_public(agent)
+
+
+# --- admins: decisions on agents ------------------------------------------------------
+
+
+@router.post("/agents/{agent_id}/approve", summary="Approve a pending agent: it becomes a normal agent of its own")
+def approve(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    return agent_public(approve_agent(session, actor, agent_id, reason=body.reason, now=now))
+
+
+@router.post("/agents/{agent_id}/refuse", summary="Refuse a pending agent: it is revoked")
+def refuse(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    return agent_public(refuse_agent(session, actor, agent_id, reason=body.reason, now=now))
+
+
+@router.post("/agents/{agent_id}/revoke", summary="Revoke an agent: its credential stops working; its tickets and bundles stay")
+def revoke(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    return agent_public(revoke_agent(session, actor, agent_id, reason=body.reason, now=now))
 
 
 # --- the PC itself -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFou
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
+    AgentDecision,
     AgentIdentity,
     EnrollmentTokenCreate,
     EnrollRequest,
@@ -81,6 +82,9 @@ def every_call(tmp_path: Path):
         ("revoke_enrollment_token", (4,)),
         ("agents", ()),
         ("agent", ("0f8fad5b",)),
+        ("approve_agent", ("0f8fad5b", AgentDecision(reason="re-imaged"))),
+        ("refuse_agent", ("0f8fad5b", AgentDecision())),
+        ("revoke_agent", ("0f8fad5b", AgentDecision(reason="stolen"))),
         ("audit_events", ()),
         ("create_ticket", (TicketCreate(title="VPN"),)),
         ("tickets", ()),

@@ -61,11 +61,12 @@ class PCKey:
 
     hostname: str
     key: Ed25519PrivateKey = field(default_factory=signing.generate_key)
+    machine_id: str = ""  # the hashed machine id the PC reports (evidence the server compares)
 
     @property
     def identity(self) -> dict[str, Any]:
         return AgentIdentity(public_key=signing.public_key_b64(self.key), hostname=self.hostname, os="Test OS",
-                             agent_version="test").model_dump()
+                             agent_version="test", machine_id=self.machine_id).model_dump()
 
     def signed(self, purpose: str, secret_field: str, secret: str) -> dict[str, Any]:
         """The identity and its signature of ``{purpose, secret_field: secret, identity}``."""

@@ -190,7 +190,7 @@ def agent_enroll(
 
 def _status_cell(a: AgentPublic) -> str:
     if a.status == AgentStatus.PENDING and a.resembles:
-        return f"pending (resembles {a.resembles})"
+        return f"pending, resembles {a.resembles[:8]}"
     return a.status.value
 
 

@@ -116,9 +116,8 @@ def register_agent(
                 agent.resembles_id = resembles.id
                 agent.evidence = SAME_MACHINE
         session.add(agent)
-    elif agent.revoked_at is not None or agent.status in _REVOKED:
-        raise _revoked_error(agent)
-    elif enroll_group is None:
+    elif enroll_group is None or agent.revoked_at is not None or agent.status in _REVOKED:
+        # A revoked key stays out (audited); pairing and self-service need an agent that may act.
         admit_agent(session, agent, now=now)
     _apply_identity(agent, identity, now)
     if enroll_group is not None:

@@ -180,6 +180,7 @@ def test_revoking_stops_the_credential_at_once_and_keeps_the_tickets(helpline, v
     token = helpline.ok("POST", "enrollment-tokens", admin, json={"group": "office"})["token"]
     again = helpline.call("POST", "agents/enroll", json={"token": token, **victim.pc.key.signed("enroll", "token", token)})
     assert again.status_code == 401 and "revoked" in again.json()["error"]["message"]
+    assert helpline.audit("agent.request_refused")[-1].details["status"] == "revoked"
 
 
 def test_a_pending_agent_can_be_revoked(helpline, victim):

@@ -100,11 +100,12 @@ def register_agent(
 LAST_SEEN_INTERVAL = timedelta(seconds=60)
 
 
-def authenticate_agent(session: Session, credential: str, *, now: datetime) -> Agent:
-    """The agent holding ``credential`` (noting it was seen at ``now``); AuthError if there is none or it is revoked."""
-    agent = session.scalar(select(Agent).where(Agent.credential_hash == token_digest(credential)))
+def authenticate_agent(session: Session, agent_id: str, *, now: datetime) -> Agent:
+    """The agent ``agent_id`` whose signed request :mod:`server.agent_requests` verified (noting it was seen at
+    ``now``); AuthError if it is gone or revoked."""
+    agent = session.get(Agent, agent_id)
     if agent is None or agent.revoked_at is not None:
-        raise AuthError("This PC's agent credential is not valid.", hint="Enroll again or pair with a new code.")
+        raise AuthError("This PC's agent is not valid here.", hint="Enroll again or pair with a new code.")
     touch(session, Agent.last_seen_at, agent.id, agent.last_seen_at, LAST_SEEN_INTERVAL, now=now)
     return agent
 

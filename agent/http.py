@@ -170,7 +170,7 @@ class ServerConnection:
         digest, size = hashlib.sha256(), 0
         try:
             response = self._client.send(request, stream=True)
-            with response:
+            try:
                 if response.status_code >= 400:
                     response.read()
                     if self.agent is not None:
@@ -185,6 +185,8 @@ class ServerConnection:
                         if progress:
                             progress(size, total)
                 claimed = response.headers.get("X-Content-SHA256")
+            finally:
+                response.close()
         except httpx.TransportError as exc:
             raise UnavailableError(f"The download from {self.base_url} broke off.", hint="Try again.") from exc
         if self.agent is not None:

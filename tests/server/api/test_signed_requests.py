@@ -8,7 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from protocol import agent_requests
+from agent.client import HelplineClient
+from agent.http import AgentSigner, UnverifiedAnswerError
+from protocol import agent_requests, signing
+from protocol.errors import ExitStatus, NotFoundError
 from server.db import transaction
 from server.agent_requests import sweep_nonces
 from server.models import AgentNonce
@@ -160,3 +163,22 @@ def test_an_unsigned_request_from_a_pc_without_a_link_still_bootstraps(helpline)
     response = helpline.call("POST", "pair", json={"code": code, **fresh.signed("pair", "code", code)})
     assert response.status_code == 200 and agent_requests.RESPONSE_SIGNATURE_HEADER not in response.headers
     assert [e.ip for e in helpline.audit("ticket.pair")] == [CLIENT_IP]
+
+
+def test_the_agent_client_checks_every_answer_against_the_pinned_key(helpline, monkeypatch):
+    """agent/http.py signs once for every call and refuses an answer the pinned key did not sign."""
+    monkeypatch.setenv("HELPLINE_INSECURE_HTTP", "1")  # the in-process app answers as http://testserver
+    pc, number = linked(helpline)
+    transport = helpline.http._transport
+
+    def client(pinned: str) -> HelplineClient:
+        signer = AgentSigner(pc.agent_id, pc.key.key, pinned, clock=helpline.clock)
+        return HelplineClient.connect("http://testserver", agent=signer, transport=transport)
+
+    with client(helpline.runtime.public_key) as api:
+        assert api.my_ticket(number).title == "Printer offline"
+        with pytest.raises(NotFoundError):  # a signed refusal is believed
+            api.my_ticket("T-999999")
+    with client(signing.public_key_b64(signing.generate_key())) as api, pytest.raises(UnverifiedAnswerError) as refused:
+        api.my_tickets()
+    assert refused.value.status == ExitStatus.AUTH and "intercept" in refused.value.message

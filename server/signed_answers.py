@@ -25,6 +25,9 @@ from server.runtime import ServerRuntime
 
 log = logging.getLogger("helpline.server")
 
+#: Answers to agents are held until complete to be signed; a longer one is passed on unsigned (agents refuse it).
+MAX_SIGNED_BYTES = 16 * 1024 * 1024
+
 _UNEXPECTED = ErrorBody(error=ErrorDetail(
     code="internal", message="The server hit an unexpected error.",
     hint="Try again; if it persists, give your administrator the time it happened.",
@@ -49,15 +52,22 @@ class SignedAnswers:
                    "target": request_target(scope), "content_sha256": headers.get(agent_requests.CONTENT_HEADER.lower(), "")}
         start: Message | None = None
         body = bytearray()
-        sent = False
+        sent = passing = False
 
         async def hold(message: Message) -> None:
-            nonlocal start, sent
+            nonlocal start, sent, passing
+            if passing:
+                return await send(message)
             if message["type"] == "http.response.start":
                 start = message
             elif message["type"] == "http.response.body":
                 body.extend(message.get("body", b""))
-                if not message.get("more_body") and start is not None:
+                if len(body) > MAX_SIGNED_BYTES and start is not None:
+                    # Not an answer any agent asks for (a bundle download with copied headers): sent as is, unsigned.
+                    sent = passing = True
+                    await send(start)
+                    await send({**message, "body": bytes(body)})
+                elif not message.get("more_body") and start is not None:
                     sent = True
                     await self._send(send, start, bytes(body), request)
             else:

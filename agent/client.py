@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from agent.http import ServerConnection
+from agent.http import AgentSigner, ServerConnection
 from protocol.errors import InvalidInputError, UnavailableError
 from protocol.schemas import (
     AccountCreate,
@@ -93,16 +93,20 @@ def _body(model: BaseModel) -> dict:
 
 
 class HelplineClient:
-    """One server, one bearer token (an engineer's token or this PC's agent credential), typed calls."""
+    """One server and one principal (an engineer's token, this PC's agent signing its requests, or nobody), typed calls."""
 
     def __init__(self, connection: ServerConnection):
         self.connection = connection
 
     @classmethod
-    def connect(cls, base_url: str, token: str | None = None, *, timeout: float = 30.0,
-                transport: httpx.BaseTransport | None = None) -> HelplineClient:
-        """A client for the server at ``base_url`` (ConfigError if the address is unusable)."""
-        return cls(ServerConnection(base_url, token, timeout=timeout, transport=transport))
+    def connect(cls, base_url: str, token: str | None = None, *, agent: AgentSigner | None = None,
+                timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> HelplineClient:
+        """A client for the server at ``base_url`` (ConfigError if the address is unusable).
+
+        With ``agent``, every request is signed by this PC's key and every answer
+        must be signed by the server key the PC pinned (UnverifiedAnswerError).
+        """
+        return cls(ServerConnection(base_url, token, agent=agent, timeout=timeout, transport=transport))
 
     @property
     def base_url(self) -> str:

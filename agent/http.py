@@ -6,15 +6,60 @@ import hashlib
 import ipaddress
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import __version__
+from protocol import agent_requests, signing
 from protocol.schemas import API_PREFIX
-from protocol.errors import ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
+from protocol.errors import AuthError, ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
+
+
+class UnverifiedAnswerError(AuthError):
+    """An answer to this PC's agent is not signed by the server key it pinned: it was altered or forged on the way."""
+
+
+@dataclass(frozen=True)
+class AgentSigner:
+    """This PC's agent as it talks to its server: its id and key sign requests, the pinned key checks answers."""
+
+    agent_id: str
+    key: Ed25519PrivateKey
+    server_public_key: str
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def headers(self, method: str, target: str, content_sha256: str) -> dict[str, str]:
+        return agent_requests.sign_request(self.key, agent_id=self.agent_id, method=method, target=target,
+                                           content_sha256=content_sha256, now=self.clock())
+
+    def check_answer(self, request: httpx.Request, response: httpx.Response, body_sha256: str) -> None:
+        """Raise UnverifiedAnswerError unless ``response`` is the server's signed answer to ``request``."""
+        sent = request.headers
+        payload = agent_requests.response_payload(
+            nonce=sent[agent_requests.NONCE_HEADER], request_signature=sent[agent_requests.SIGNATURE_HEADER],
+            method=request.method, target=_target(request), content_sha256=sent[agent_requests.CONTENT_HEADER],
+            status=response.status_code, body_sha256=body_sha256,
+        )
+        signature = response.headers.get(agent_requests.RESPONSE_SIGNATURE_HEADER, "")
+        if not signature or not agent_requests.verify(self.server_public_key, payload, signature):
+            host = request.url.host
+            raise UnverifiedAnswerError(
+                f"The answer from {host} is not signed by the server key this PC pinned "
+                f"({signing.fingerprint(self.server_public_key)}): something on the way may be intercepting it.",
+                hint="Nothing from it was shown or used. Try another network; if your administrator replaced "
+                     "the server, remove this PC's agent state and pair again.",
+            )
+
+
+def _target(request: httpx.Request) -> str:
+    """The path and query exactly as they go on the wire: what both sides sign."""
+    return request.url.raw_path.decode("ascii")
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -60,10 +105,13 @@ def error_from_response(response: httpx.Response) -> HelplineError:
 
 
 class ServerConnection:
-    """A client for one server and one bearer token (engineer token or agent credential)."""
+    """A client for one server, as an engineer (a bearer token), as this PC's agent (``agent``: signed
+    requests, answers checked against the pinned server key), or anonymously (bootstrap: enroll, pair)."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+    def __init__(self, base_url: str, token: str | None = None, *, agent: AgentSigner | None = None,
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
         self.base_url = normalize_url(base_url)
+        self.agent = agent
         headers = {"User-Agent": f"helpline/{__version__}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -82,15 +130,17 @@ class ServerConnection:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and return its JSON (see :meth:`_url` for ``path``)."""
-        url = self._url(path)
+        request = self._build(method, path, **kwargs)
         try:
-            response = self._client.request(method, url, **kwargs)
+            response = self._client.send(request)
         except httpx.TimeoutException as exc:
             raise UnavailableError(f"The server at {self.base_url} did not answer in time.", hint="Try again in a minute.") from exc
         except httpx.TransportError as exc:
             raise UnavailableError(
                 f"Cannot reach the Helpline server at {self.base_url}.", hint="Check the address and the network connection."
             ) from exc
+        if self.agent is not None:
+            self.agent.check_answer(request, response, agent_requests.body_digest(response.content))
         if response.status_code >= 400:
             raise error_from_response(response)
         if not response.content:
@@ -101,6 +151,14 @@ class ServerConnection:
             raise UnavailableError(f"{self.base_url} did not answer like a Helpline server.",
                                    hint="Check the address.") from exc
 
+    def _build(self, method: str, path: str, **kwargs: Any) -> httpx.Request:
+        """The request to send; as an agent, signed over its method, target, date, nonce and body digest."""
+        request = self._client.build_request(method, self._url(path), **kwargs)
+        if self.agent is not None:
+            body = request.read()  # the body is bytes already (JSON or one upload chunk); hashing it copies nothing
+            request.headers.update(self.agent.headers(request.method, _target(request), agent_requests.body_digest(body)))
+        return request
+
     @staticmethod
     def _url(path: str) -> str:
         """``tickets`` means /v1/tickets; an absolute path such as ``/healthz`` is taken as is."""
@@ -108,12 +166,15 @@ class ServerConnection:
 
     def download(self, path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
         """Stream a file to ``dest``; return (size, sha256), checked against X-Content-SHA256 if sent."""
-        url = self._url(path)
+        request = self._build("GET", path)
         digest, size = hashlib.sha256(), 0
         try:
-            with self._client.stream("GET", url) as response:
+            response = self._client.send(request, stream=True)
+            try:
                 if response.status_code >= 400:
                     response.read()
+                    if self.agent is not None:
+                        self.agent.check_answer(request, response, agent_requests.body_digest(response.content))
                     raise error_from_response(response)
                 total = int(response.headers.get("Content-Length") or 0)
                 with dest.open("wb") as out:
@@ -124,8 +185,16 @@ class ServerConnection:
                         if progress:
                             progress(size, total)
                 claimed = response.headers.get("X-Content-SHA256")
+            finally:
+                response.close()
         except httpx.TransportError as exc:
             raise UnavailableError(f"The download from {self.base_url} broke off.", hint="Try again.") from exc
+        if self.agent is not None:
+            try:
+                self.agent.check_answer(request, response, digest.hexdigest())
+            except UnverifiedAnswerError:
+                dest.unlink(missing_ok=True)
+                raise
         if claimed and claimed != digest.hexdigest():
             dest.unlink(missing_ok=True)
             raise DamagedError("The download arrived damaged (SHA-256 mismatch).", hint="Try again.")

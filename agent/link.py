@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import identity
 from agent.client import HelplineClient
-from agent.http import normalize_url
+from agent.http import AgentSigner, normalize_url
 from agent.store import AgentState, AgentStore
 from protocol import pairing, signing
 from protocol.errors import ConfigError, HelplineError
@@ -54,9 +54,14 @@ def _pinned(previous: AgentState | None, server_url: str) -> str | None:
     return prior.server_public_key if prior else None
 
 
-def _credential(previous: AgentState | None, server_url: str) -> str | None:
+def _signer(store: AgentStore, previous: AgentState | None, server_url: str) -> AgentSigner | None:
+    """How to talk to ``server_url`` as this PC's agent, if it is the server this PC is linked to (else None).
+
+    Only there is the agent id known and the server key pinned; with any other
+    server the PC starts afresh and sends nothing of its old link.
+    """
     prior = _on(previous, server_url)
-    return (prior.credential or None) if prior else None
+    return store.signer(prior) if prior and prior.agent_id and prior.server_public_key else None
 
 
 def accept_credential(
@@ -126,9 +131,10 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
     key = store.key()
     me = identity.describe(key)
     payload = signing.proof_payload("pair", "code", canonical, me.model_dump())
-    token = _credential(previous, url)
     body = parse_input(PairRequest, code=canonical, identity=me, signature=signing.sign(key, payload))
-    with HelplineClient.connect(url, token) as client:
+    # Linked to this server already: the request is signed by the agent and the answer checked against the
+    # pinned key before anything is kept. Any other server is a fresh start that learns nothing of the old link.
+    with HelplineClient.connect(url, agent=_signer(store, previous, url)) as client:
         answer = client.pair(body)
     accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer.agent, previous)
@@ -144,14 +150,14 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
     previous = store.load()
     url = _server_for(server_url, previous)
     key = store.key()
-    token = _credential(previous, url)
+    signer = _signer(store, previous, url)
     body = parse_input(SelfServiceRequest, title=title, description=description, requester=requester)
-    if token is None:
+    if signer is None:
         me = identity.describe(key)
         # Signed as the server reads it: the title after validation (surrounding spaces removed).
         proof = signing.sign(key, signing.proof_payload("self-service", "title", body.title, me.model_dump()))
         body = body.model_copy(update={"identity": me, "signature": proof})
-    with HelplineClient.connect(url, token) as client:
+    with HelplineClient.connect(url, agent=signer) as client:
         answer = client.request_help(body)
     if answer.agent is not None:
         accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=None)
@@ -166,8 +172,9 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
 def my_tickets(directory: Path | None = None, number: str | None = None) -> list[AgentTicket]:
     """The tickets this PC is linked to, as the server has them now (one, if ``number``: any ticket reference)."""
     wanted = parse_ticket_ref(number) if number else None
-    state = AgentStore(directory).require()
-    with HelplineClient.connect(state.server_url, state.credential) as client:
+    store = AgentStore(directory)
+    state = store.require()
+    with HelplineClient.connect(state.server_url, agent=store.signer(state)) as client:
         if wanted is not None:
             return [client.my_ticket(wanted)]
         return client.my_tickets()

@@ -63,8 +63,8 @@ class ThisPC:
         return upload.enqueue(archive, ticket, self.store.require().server_url, directory=self._dir)
 
     def deliver(self, entry: upload.OutboxEntry, *, progress: Callable[[int, int], None] | None = None) -> BundlePublic:
-        """Send one queued bundle with this PC's credential (which never leaves the agent)."""
-        return upload.deliver(entry, self.store.require().credential, directory=self._dir, progress=progress)
+        """Send one queued bundle as this PC's agent (requests signed with its key, which never leaves it)."""
+        return upload.deliver(entry, self.store.signer(), directory=self._dir, progress=progress)
 
     def pending(self) -> list[upload.OutboxEntry]:
         return upload.pending(self._dir)

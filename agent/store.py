@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.http import AgentSigner
 from agent.paths import agent_dir, write_private
 from protocol import signing
 from protocol.errors import ConfigError
@@ -67,6 +68,11 @@ class AgentStore:
             raise ConfigError("This PC is not linked to a Helpline server yet.",
                               hint="Run `helpline pair CODE --server URL` with the code your engineer gives you.")
         return state
+
+    def signer(self, state: AgentState | None = None) -> AgentSigner:
+        """How this PC's agent signs its requests to its server and checks the answers (ConfigError if not linked)."""
+        state = state or self.require()
+        return AgentSigner(state.agent_id, self.key(), state.server_public_key)
 
     def save(self, state: AgentState) -> None:
         write_private(self.directory / STATE_FILE, json.dumps(asdict(state), indent=2).encode())

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from agent.client import HelplineClient
+from agent.http import AgentSigner
 from agent.paths import write_private
 from agent.store import AgentStore
 from protocol.archive import sha256_file
@@ -127,7 +128,7 @@ def _retrying(policy: RetryPolicy, started: float, step: Callable[[], object], w
     raise UnavailableError(f"Could not {what}: {last.message}", hint="The bundle stays queued; run `helpline share --send-queued` later.") from last
 
 
-def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = None, progress: Progress | None = None,
+def deliver(entry: OutboxEntry, agent: AgentSigner, *, directory: Path | None = None, progress: Progress | None = None,
             policy: RetryPolicy = RetryPolicy(), client: HelplineClient | None = None) -> BundlePublic:
     """Send one outbox bundle to its ticket, resuming where any earlier attempt stopped.
 
@@ -138,7 +139,7 @@ def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = Non
     """
     box = outbox_dir(directory)
     started = time.monotonic()
-    server = client or HelplineClient.connect(entry.server_url, credential, timeout=60)
+    server = client or HelplineClient.connect(entry.server_url, agent=agent, timeout=60)
     try:
         first_contact = dataclasses.replace(policy, attempts=min(policy.attempts, policy.connect_attempts))
         info = _retrying(first_contact, started, server.server_info, "reach the server")
@@ -223,19 +224,20 @@ QUEUE_POLICY = RetryPolicy(attempts=3, deadline=60)
 
 
 def send_queued(*, directory: Path | None = None, policy: RetryPolicy = QUEUE_POLICY) -> list[QueuedDelivery]:
-    """Try to deliver every bundle in the outbox, oldest first, with this PC's credential; say what became of each.
+    """Try to deliver every bundle in the outbox, oldest first, as this PC's agent; say what became of each.
 
     A bundle for a server this PC is no longer linked to is left alone. Raise
     ConfigError only if the saved agent state is damaged.
     """
-    state = AgentStore(directory).load()
+    store = AgentStore(directory)
+    state = store.load()
     results = []
     for entry in pending(directory):
         if state is None or state.server_url != entry.server_url:
             results.append(QueuedDelivery(entry, Delivery.UNLINKED))
             continue
         try:
-            bundle = deliver(entry, state.credential, directory=directory, policy=policy)
+            bundle = deliver(entry, store.signer(state), directory=directory, policy=policy)
             results.append(QueuedDelivery(entry, Delivery.DELIVERED, bundle=bundle))
         except UnavailableError:
             results.append(QueuedDelivery(entry, Delivery.WAITING))

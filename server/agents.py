@@ -161,14 +161,15 @@ def admit_agent(session: Session, agent: Agent, *, now: datetime) -> Agent:
                   target_id=agent.id, now=now, status=agent.status, reason=problem.message)
 
 
-def authenticate_agent(session: Session, credential: str, *, now: datetime) -> Agent:
-    """The agent holding ``credential`` (noting it was seen at ``now``), if it may act (:func:`admit_agent`).
+def authenticate_agent(session: Session, agent_id: str, *, now: datetime) -> Agent:
+    """The agent ``agent_id`` whose signed request :mod:`server.agent_requests` verified (noting it was seen at
+    ``now``), if it may act (:func:`admit_agent`).
 
-    AuthError if no agent holds it or the agent is revoked; ForbiddenError if it is pending.
+    AuthError if it is gone or revoked; ForbiddenError if it is pending.
     """
-    agent = session.scalar(select(Agent).where(Agent.credential_hash == token_digest(credential)))
+    agent = session.get(Agent, agent_id)
     if agent is None:
-        raise AuthError("This PC's agent credential is not valid.", hint="Enroll again or pair with a new code.")
+        raise AuthError("This PC's agent is not valid here.", hint="Enroll again or pair with a new code.")
     admit_agent(session, agent, now=now)
     touch(session, Agent.last_seen_at, agent.id, agent.last_seen_at, LAST_SEEN_INTERVAL, now=now)
     return agent

@@ -21,6 +21,7 @@ from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
 from server.jobs import run_jobs
 from server.runtime import ServerRuntime
+from server.signed_answers import SignedAnswers
 
 log = logging.getLogger("helpline.server")
 
@@ -137,4 +138,5 @@ def create_app(state: ServerRuntime) -> FastAPI:
     for module in (health, auth, accounts, tickets, agents, audit, uploads):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/",))
+    app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit are signed too
     return app

@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 from sqlalchemy import delete, func, select
 
+from server.agent_requests import sweep_nonces
 from server.db import transaction, utcnow
 from server.models import JobRun
 from server.runtime import ServerRuntime
@@ -54,8 +55,19 @@ def sweep_uploads(state: ServerRuntime) -> str:
     return f"removed {removed} expired unfinished uploads"
 
 
+NONCE_SWEEP_SECONDS = 300.0  # nonces outlive their window by at most this long
+
+
+def sweep_agent_nonces(state: ServerRuntime) -> str:
+    """Delete agent request nonces whose requests' dates have left the clock-skew window."""
+    with transaction(state.sessions) as session:
+        removed = sweep_nonces(session, now=state.clock())
+    return f"removed {removed} expired agent request nonces"
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
+    Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
 )
 
 

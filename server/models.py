@@ -257,3 +257,12 @@ class JobRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(20), nullable=False)  # running | ok | failed
     detail: Mapped[str] = mapped_column(Text, default="", nullable=False)
+
+
+class AgentNonce(Base):
+    """A signed agent request's nonce, kept until its date leaves the clock-skew window so a replay is refused."""
+
+    __tablename__ = "agent_nonces"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

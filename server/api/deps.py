@@ -22,12 +22,13 @@ from sqlalchemy.orm import Session
 
 from protocol.schemas import Role
 from protocol.errors import AuthError, ForbiddenError
+from server import agent_requests
 from server.agents import authenticate_agent
 from server.audit import Actor
 from server.db import apply_touches, pending_touches, touch
 from server.models import Account, Agent, ApiToken
 from server.refusals import roll_back
-from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_USER, token_digest
+from server.security import TOKEN_PREFIX_USER, token_digest
 from server.runtime import ServerRuntime
 
 AGENT_HINT = "Enroll or pair this PC first."
@@ -131,7 +132,7 @@ def client_ip(request: Request) -> str | None:
 
 ClientIP = Annotated[str | None, Depends(client_ip)]
 
-_bearer = HTTPBearer(auto_error=False, description="An API token (engineers, admins) or an agent credential.")
+_bearer = HTTPBearer(auto_error=False, description="An API token (engineers and admins; agents sign their requests instead).")
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -169,21 +170,34 @@ def current_admin(account: CurrentAccount) -> Account:
 AdminAccount = Annotated[Account, Depends(current_admin)]
 
 
-def current_agent(session: RequestSession, credentials: Bearer, now: Now) -> Agent:
-    token = bearer_token(credentials, hint=AGENT_HINT)
-    if not token.startswith(TOKEN_PREFIX_AGENT):
-        raise AuthError("This request needs this PC's agent credential.", hint=AGENT_HINT)
-    return authenticate_agent(session, token, now=now)
+async def received_body_sha256(request: Request) -> str:
+    """The SHA-256 of the request's body as received (already size-limited by the app), for signature checks."""
+    return agent_requests.body_sha256(await request.body())
+
+
+ReceivedBodySha256 = Annotated[str, Depends(received_body_sha256)]
+
+
+def current_agent(session: RequestSession, request: Request, state: State, received: ReceivedBodySha256,
+                  ip: ClientIP, now: Now) -> Agent:
+    """The agent that signed this request with its key (server.agent_requests); AuthError, audited, otherwise."""
+    agent_id = agent_requests.verify_agent_request(
+        state.sessions, agent_requests.header_map(request.scope), method=request.method,
+        target=agent_requests.request_target(request.scope), content_sha256=received, ip=ip, now=now,
+    )
+    return authenticate_agent(session, agent_id, now=now)
 
 
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
-def optional_agent(session: RequestSession, credentials: Bearer, now: Now) -> Agent | None:
-    """The calling agent if it sent a credential; None if it sent nothing."""
-    if credentials is None:
+def optional_agent(session: RequestSession, request: Request, state: State, received: ReceivedBodySha256,
+                   ip: ClientIP, now: Now) -> Agent | None:
+    """The calling agent if the request is signed or carries a credential (which alone is refused); None if neither."""
+    headers = agent_requests.header_map(request.scope)
+    if not agent_requests.is_signed(headers) and "authorization" not in headers:
         return None
-    return current_agent(session, credentials, now)
+    return current_agent(session, request, state, received, ip, now)
 
 
 OptionalAgent = Annotated[Agent | None, Depends(optional_agent)]

@@ -7,18 +7,21 @@ database lock (SQLite) or a connection (PostgreSQL) while bytes trickle in.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from protocol.agent_requests import CONTENT_HEADER
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
 from protocol.errors import DamagedError, InvalidInputError, TooLargeError
+from server import agent_requests
 from server import tickets as ticket_svc
 from server import uploads as svc
 from server.agents import authenticate_agent
-from server.api.deps import AGENT_HINT, Bearer, bearer_token, CurrentAccount, CurrentAgent, DbSession, Now, ReadSession, State, WriteSession
+from server.api.deps import ClientIP, CurrentAccount, CurrentAgent, DbSession, Now, ReadSession, State, WriteSession
 from server.audit import Actor, record
 from server.db import transaction
 
@@ -44,23 +47,33 @@ def upload_status(upload_id: UploadId, agent: CurrentAgent, session: ReadSession
     summary="Send one chunk (raw bytes, checked against X-Chunk-SHA256)",
     openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
-async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkSha, request: Request, state: State, credentials: Bearer) -> UploadStatus:
-    token = bearer_token(credentials, hint=AGENT_HINT)
+async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkSha, request: Request, state: State,
+                    ip: ClientIP) -> UploadStatus:
     declared = request.headers.get("content-length")
+    target = agent_requests.request_target(request.scope)
+    headers = agent_requests.header_map(request.scope)
 
-    def authorize() -> int:
+    def authorize() -> tuple[str, int]:
+        # The signature covers the body's declared digest; the body itself is checked against it as it streams in.
+        now = state.clock()
+        agent_id = agent_requests.verify_agent_request(state.sessions, headers, method="PUT", target=target,
+                                                       content_sha256=None, ip=ip, now=now)
         with transaction(state.sessions) as session:
-            now = state.clock()
-            agent = authenticate_agent(session, token, now=now)
+            agent = authenticate_agent(session, agent_id, now=now)
             upload = svc.agent_upload(session, agent, upload_id)
-            return svc.check_chunk_request(upload, index, int(declared) if declared and declared.isdigit() else None, now=now)
+            return agent_id, svc.check_chunk_request(upload, index, int(declared) if declared and declared.isdigit() else None, now=now)
 
-    expected = await run_in_threadpool(authorize)
+    agent_id, expected = await run_in_threadpool(authorize)
     data = bytearray()
+    received = hashlib.sha256()
     async for block in request.stream():
         data += block
+        received.update(block)
         if len(data) > expected:
             raise TooLargeError(f"Chunk {index} is larger than {expected} bytes.")
+    if received.hexdigest() != headers[CONTENT_HEADER.lower()].lower():
+        raise await run_in_threadpool(lambda: agent_requests.refuse_altered_body(
+            state.sessions, agent_id, method="PUT", target=target, ip=ip, now=state.clock()))
     if len(data) != expected:
         raise DamagedError(f"Chunk {index} has {len(data)} bytes; {expected} were expected.", hint="It will be sent again.")
 
@@ -68,7 +81,7 @@ async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkS
 
     def remember() -> UploadStatus:
         with transaction(state.sessions) as session:
-            agent = authenticate_agent(session, token, now=state.clock())
+            agent = authenticate_agent(session, agent_id, now=state.clock())
             upload = svc.agent_upload(session, agent, upload_id)
             svc.record_chunk(session, upload, index, len(data), digest)
             return svc.status_of(upload)
@@ -77,11 +90,14 @@ async def put_chunk(upload_id: UploadId, index: ChunkIndex, chunk_sha256: ChunkS
 
 
 @router.post("/uploads/{upload_id}/complete", summary="Join the chunks, verify the bundle and add it to the ticket")
-def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePublic:
-    token = bearer_token(credentials, hint=AGENT_HINT)
+def complete(upload_id: UploadId, state: State, request: Request, ip: ClientIP) -> BundlePublic:
+    agent_id = agent_requests.verify_agent_request(
+        state.sessions, agent_requests.header_map(request.scope), method="POST",
+        target=agent_requests.request_target(request.scope), content_sha256=agent_requests.body_sha256(b""),
+        ip=ip, now=state.clock())
     with transaction(state.sessions) as session:
         now = state.clock()
-        agent = authenticate_agent(session, token, now=now)
+        agent = authenticate_agent(session, agent_id, now=now)
         upload = svc.agent_upload(session, agent, upload_id)
         if upload.completed_at is not None:
             return svc.bundle_public(svc.get_bundle(session, upload.bundle_id))
@@ -97,7 +113,7 @@ def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePu
             manifest, summary = svc.read_bundle(path)
         except InvalidInputError as exc:
             with transaction(state.sessions) as session:
-                agent = authenticate_agent(session, token, now=state.clock())
+                agent = authenticate_agent(session, agent_id, now=state.clock())
                 record(session, Actor.of_agent(agent), "bundle.refused", "upload", upload_id, reason=exc.message)
             raise
         info = state.blobs.put_file(blob_key, path)
@@ -105,7 +121,7 @@ def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePu
         path.unlink(missing_ok=True)
     with transaction(state.sessions) as session:
         now = state.clock()
-        agent = authenticate_agent(session, token, now=now)
+        agent = authenticate_agent(session, agent_id, now=now)
         upload = svc.agent_upload(session, agent, upload_id)
         if upload.completed_at is not None:  # a concurrent completion won the race
             state.blobs.delete(blob_key)

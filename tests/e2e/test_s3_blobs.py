@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from agent import upload
 from agent.http import ServerConnection
+from agent.store import AgentStore
 from tests.support.bundles import write_archive
 from tests.support.live import token_of
 from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, moto_server, s3_bucket  # noqa: F401 - fixtures
@@ -23,10 +23,10 @@ def test_bundle_lands_in_the_bucket_and_comes_back(server_factory, moto_server, 
     code = admin.ok("ticket", "pair-code", number, "--json").json()["code"]
     pc = make_pc("user")
     pc.ok("pair", code, "--server", server.url)
-    credential = json.loads((pc.agent_dir / "agent.json").read_text())["credential"]
+    signer = AgentStore(pc.agent_dir).signer()
     archive = write_archive(tmp_path / "b.tar.gz", payload=600_000)
     original = archive.read_bytes()
-    bundle = upload.deliver(upload.enqueue(archive, number, server.url, directory=pc.agent_dir), credential,
+    bundle = upload.deliver(upload.enqueue(archive, number, server.url, directory=pc.agent_dir), signer,
                             directory=pc.agent_dir)
 
     keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
@@ -50,9 +50,9 @@ def test_the_flat_blob_settings_of_older_configurations_still_work(server_factor
     code = admin.ok("ticket", "pair-code", number, "--json").json()["code"]
     pc = make_pc("user")
     pc.ok("pair", code, "--server", server.url)
-    credential = json.loads((pc.agent_dir / "agent.json").read_text())["credential"]
+    signer = AgentStore(pc.agent_dir).signer()
     archive = write_archive(server.data_dir.parent / "old.tar.gz", payload=1000)
-    bundle = upload.deliver(upload.enqueue(archive, number, server.url, directory=pc.agent_dir), credential,
+    bundle = upload.deliver(upload.enqueue(archive, number, server.url, directory=pc.agent_dir), signer,
                             directory=pc.agent_dir)
     keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
     assert keys == [f"old-spelling/bundles/{number}/{bundle.id}.tar.gz"]

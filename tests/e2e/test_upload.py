@@ -4,7 +4,6 @@ byte-identical on arrival; hostile or oversized bundles refused without losing a
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 
@@ -12,8 +11,9 @@ import pytest
 
 from agent import upload
 from agent.http import ServerConnection
+from agent.store import AgentStore
 from protocol.archive import sha256_file
-from protocol.errors import ExitStatus, InvalidInputError, TooLargeError, UnavailableError
+from protocol.errors import DamagedError, ExitStatus, InvalidInputError, NotFoundError, TooLargeError, UnavailableError
 from tests.support.bundles import manifest_bytes, write_archive
 from tests.support.flaky_proxy import FlakyProxy
 from tests.support.live import free_port, token_of
@@ -31,8 +31,8 @@ def paired_pc(server, admin_pc, make_pc, name="user"):
     code = admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"]
     pc = make_pc(name)
     pc.ok("pair", code, "--server", server.url)
-    credential = json.loads((pc.agent_dir / "agent.json").read_text())["credential"]
-    return number, pc, credential
+    signer = AgentStore(pc.agent_dir).signer()
+    return number, pc, signer
 
 
 def downloaded(server, admin_pc, number) -> tuple[dict, bytes]:
@@ -52,13 +52,13 @@ def chunked_server(server_factory):
 def test_upload_survives_dropped_connections(chunked_server, make_pc, tmp_path):
     admin = make_pc("admin")
     admin.login(chunked_server)
-    number, pc, credential = paired_pc(chunked_server, admin, make_pc)
+    number, pc, signer = paired_pc(chunked_server, admin, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz", payload=3 * 1024 * 1024)
     original = archive.read_bytes()
     proxy = FlakyProxy(chunked_server.port, drop_after=600 * 1024, drops=4).start()
     try:
         entry = upload.enqueue(archive, number, proxy.url, directory=pc.agent_dir)
-        bundle = upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST)
+        bundle = upload.deliver(entry, signer, directory=pc.agent_dir, policy=FAST)
     finally:
         proxy.stop()
     assert proxy.dropped >= 3
@@ -73,7 +73,7 @@ def test_upload_survives_dropped_connections(chunked_server, make_pc, tmp_path):
 def test_upload_resumes_after_server_restart(chunked_server, make_pc, tmp_path):
     admin = make_pc("admin")
     admin.login(chunked_server)
-    number, pc, credential = paired_pc(chunked_server, admin, make_pc)
+    number, pc, signer = paired_pc(chunked_server, admin, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz", payload=2 * 1024 * 1024)
     original = archive.read_bytes()
     restarted = threading.Event()
@@ -85,7 +85,7 @@ def test_upload_resumes_after_server_restart(chunked_server, make_pc, tmp_path):
             threading.Thread(target=lambda: (time.sleep(1.0), chunked_server.start()), daemon=True).start()
 
     entry = upload.enqueue(archive, number, chunked_server.url, directory=pc.agent_dir)
-    upload.deliver(entry, credential, directory=pc.agent_dir, policy=PATIENT, progress=restart_midway)
+    upload.deliver(entry, signer, directory=pc.agent_dir, policy=PATIENT, progress=restart_midway)
     assert restarted.is_set()
     _, data = downloaded(chunked_server, admin, number)
     assert data == original
@@ -94,7 +94,7 @@ def test_upload_resumes_after_server_restart(chunked_server, make_pc, tmp_path):
 def test_upload_resumes_after_client_restart(chunked_server, make_pc, tmp_path):
     admin = make_pc("admin")
     admin.login(chunked_server)
-    number, pc, credential = paired_pc(chunked_server, admin, make_pc)
+    number, pc, signer = paired_pc(chunked_server, admin, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz", payload=2 * 1024 * 1024)
     original = archive.read_bytes()
 
@@ -104,12 +104,12 @@ def test_upload_resumes_after_client_restart(chunked_server, make_pc, tmp_path):
 
     entry = upload.enqueue(archive, number, chunked_server.url, directory=pc.agent_dir)
     with pytest.raises(KeyboardInterrupt):
-        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST, progress=crash)
+        upload.deliver(entry, signer, directory=pc.agent_dir, policy=FAST, progress=crash)
     queued = upload.pending(pc.agent_dir)
     assert [e.id for e in queued] == [entry.id] and queued[0].upload_id
 
     first_report: list[int] = []
-    upload.deliver(queued[0], credential, directory=pc.agent_dir, policy=FAST,
+    upload.deliver(queued[0], signer, directory=pc.agent_dir, policy=FAST,
                    progress=lambda sent, total: first_report.append(sent))
     assert first_report[0] >= 4 * CHUNK  # only the missing chunks were sent again
     _, data = downloaded(chunked_server, admin, number)
@@ -118,12 +118,12 @@ def test_upload_resumes_after_client_restart(chunked_server, make_pc, tmp_path):
 
 
 def test_unreachable_server_keeps_the_bundle_queued(live_server, admin_pc, make_pc, tmp_path):
-    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    number, pc, signer = paired_pc(live_server, admin_pc, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz")
     entry = upload.enqueue(archive, number, f"http://127.0.0.1:{free_port()}", directory=pc.agent_dir)
     quick = upload.RetryPolicy(attempts=2, first_delay=0.01, max_delay=0.02, deadline=5)
     with pytest.raises(UnavailableError) as err:
-        upload.deliver(entry, credential, directory=pc.agent_dir, policy=quick)
+        upload.deliver(entry, signer, directory=pc.agent_dir, policy=quick)
     assert err.value.status == ExitStatus.UNAVAILABLE
     assert "stays queued" in err.value.hint
     assert [e.id for e in upload.pending(pc.agent_dir)] == [entry.id]
@@ -133,14 +133,14 @@ def test_oversized_bundle_is_refused_before_sending(server_factory, make_pc, tmp
     server = server_factory(max_bundle_bytes="20000")
     admin = make_pc("admin")
     admin.login(server)
-    number, pc, credential = paired_pc(server, admin, make_pc)
+    number, pc, signer = paired_pc(server, admin, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz", payload=100_000)
     entry = upload.enqueue(archive, number, server.url, directory=pc.agent_dir)
     with pytest.raises(TooLargeError):
-        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST)
+        upload.deliver(entry, signer, directory=pc.agent_dir, policy=FAST)
     assert admin.ok("audit", "--action", "upload.", "--json").json() == []
     # The server refuses it too, if asked directly.
-    with ServerConnection(server.url, credential) as conn, pytest.raises(TooLargeError):
+    with ServerConnection(server.url, agent=signer) as conn, pytest.raises(TooLargeError):
         conn.post(f"agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": 100_000, "sha256": "0" * 64})
 
 
@@ -156,14 +156,14 @@ def test_oversized_bundle_is_refused_before_sending(server_factory, make_pc, tmp
       ("helpline-bundle/report.html", b"<p></p>")], "summary.json is not a JSON object"),
 ])
 def test_hostile_bundles_are_refused(live_server, admin_pc, make_pc, tmp_path, members, reason):
-    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    number, pc, signer = paired_pc(live_server, admin_pc, make_pc)
     good = write_archive(tmp_path / "good.tar.gz")
-    upload.deliver(upload.enqueue(good, number, live_server.url, directory=pc.agent_dir), credential,
+    upload.deliver(upload.enqueue(good, number, live_server.url, directory=pc.agent_dir), signer,
                    directory=pc.agent_dir, policy=FAST)
     hostile = write_archive(tmp_path / "evil.tar.gz", members)
     entry = upload.enqueue(hostile, number, live_server.url, directory=pc.agent_dir)
     with pytest.raises(InvalidInputError) as err:
-        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST)
+        upload.deliver(entry, signer, directory=pc.agent_dir, policy=FAST)
     assert reason in err.value.message
     bundles = admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]
     assert len(bundles) == 1  # the earlier bundle is still there, the hostile one is not
@@ -172,36 +172,36 @@ def test_hostile_bundles_are_refused(live_server, admin_pc, make_pc, tmp_path, m
 
 
 def test_damaged_chunk_is_refused(live_server, admin_pc, make_pc, tmp_path):
-    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
+    number, pc, signer = paired_pc(live_server, admin_pc, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz")
     size = archive.stat().st_size
-    with ServerConnection(live_server.url, credential) as conn:
+    with ServerConnection(live_server.url, agent=signer) as conn:
         status = conn.post(f"agent/tickets/{number}/uploads",
                            json={"filename": "b.tar.gz", "size": size, "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()})
-        response = conn._client.put(f"/v1/uploads/{status['id']}/chunks/0", content=archive.read_bytes(),
-                                    headers={"X-Chunk-SHA256": "0" * 64, "Content-Type": "application/octet-stream"})
-    assert response.status_code == 422 and response.json()["error"]["code"] == "damaged"
+        with pytest.raises(DamagedError):
+            conn.request("PUT", f"uploads/{status['id']}/chunks/0", content=archive.read_bytes(),
+                         headers={"X-Chunk-SHA256": "0" * 64, "Content-Type": "application/octet-stream"})
 
 
 def test_other_pc_cannot_touch_an_upload(live_server, admin_pc, make_pc, tmp_path):
-    number, pc, credential = paired_pc(live_server, admin_pc, make_pc)
-    _, other, other_credential = paired_pc(live_server, admin_pc, make_pc, "other")
+    number, pc, signer = paired_pc(live_server, admin_pc, make_pc)
+    _, other, other_signer = paired_pc(live_server, admin_pc, make_pc, "other")
     archive = write_archive(tmp_path / "b.tar.gz")
     size, digest = sha256_file(archive)
-    with ServerConnection(live_server.url, credential) as conn:
+    with ServerConnection(live_server.url, agent=signer) as conn:
         status = conn.post(f"agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
-    with ServerConnection(live_server.url, other_credential) as conn:
-        response = conn._client.get(f"/v1/uploads/{status['id']}")
-        assert response.status_code == 404
-        refused = conn._client.post(f"/v1/agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
-        assert refused.status_code == 404  # not linked to that ticket
+    with ServerConnection(live_server.url, agent=other_signer) as conn:
+        with pytest.raises(NotFoundError):
+            conn.get(f"uploads/{status['id']}")
+        with pytest.raises(NotFoundError):  # not linked to that ticket
+            conn.post(f"agent/tickets/{number}/uploads", json={"filename": "b.tar.gz", "size": size, "sha256": digest})
 
 
 def test_abandoned_uploads_are_swept(server_factory, make_pc, tmp_path):
     server = server_factory(upload_ttl_hours="0.0005", upload_sweep_seconds="0.5", upload_chunk_bytes=str(CHUNK))  # 1.8 s
     admin = make_pc("admin")
     admin.login(server)
-    number, pc, credential = paired_pc(server, admin, make_pc)
+    number, pc, signer = paired_pc(server, admin, make_pc)
     archive = write_archive(tmp_path / "b.tar.gz", payload=3 * CHUNK)
     size = archive.stat().st_size
 
@@ -211,16 +211,15 @@ def test_abandoned_uploads_are_swept(server_factory, make_pc, tmp_path):
 
     entry = upload.enqueue(archive, number, server.url, directory=pc.agent_dir)
     with pytest.raises(KeyboardInterrupt):
-        upload.deliver(entry, credential, directory=pc.agent_dir, policy=FAST, progress=abandon)
+        upload.deliver(entry, signer, directory=pc.agent_dir, policy=FAST, progress=abandon)
     chunks_dir = server.data_dir / "blobs" / "uploads"
     assert any(p.is_file() for p in chunks_dir.rglob("*"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and chunks_dir.exists() and any(p.is_file() and "@" not in p.name for p in chunks_dir.rglob("*")):
         time.sleep(0.2)
     assert not chunks_dir.exists() or not any(p.is_file() and "@" not in p.name for p in chunks_dir.rglob("*"))
-    with ServerConnection(server.url, credential) as conn:
-        response = conn._client.get(f"/v1/uploads/{upload.pending(pc.agent_dir)[0].upload_id}")
-    assert response.status_code == 404
+    with ServerConnection(server.url, agent=signer) as conn, pytest.raises(NotFoundError):
+        conn.get(f"uploads/{upload.pending(pc.agent_dir)[0].upload_id}")
     # The PC still has the bundle and sends it again from the start.
-    bundle = upload.deliver(upload.pending(pc.agent_dir)[0], credential, directory=pc.agent_dir, policy=FAST)
+    bundle = upload.deliver(upload.pending(pc.agent_dir)[0], signer, directory=pc.agent_dir, policy=FAST)
     assert bundle.size == size

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol import signing
+from protocol import agent_requests, signing
 from protocol.schemas import AccountCreate, AgentIdentity, Role
 from server.accounts import create_account
 from server.app import create_app
@@ -76,6 +76,8 @@ class PCKey:
 
 @dataclass
 class EnrolledPC:
+    """An enrolled PC; passed to :meth:`Helpline.call` in place of a token, it signs the request as the agent does."""
+
     key: PCKey
     agent_id: str
     credential: str
@@ -93,14 +95,34 @@ class Helpline:
     def settings(self) -> ServerSettings:
         return self.runtime.settings
 
-    def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
-        """Send a request to ``/v1/<path>`` with ``token`` as its bearer token."""
+    def call(self, method: str, path: str, token: str | EnrolledPC | None = None, **kwargs: Any) -> httpx.Response:
+        """Send a request to ``/v1/<path>`` with ``token`` as its bearer token, or signed by an enrolled PC."""
+        if isinstance(token, EnrolledPC):
+            return self.http.send(self.signed(token, method, path, **kwargs))
         headers = kwargs.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return self.http.request(method, f"/v1/{path.lstrip('/')}", headers=headers, **kwargs)
 
-    def ok(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+    def signed(self, pc: EnrolledPC, method: str, path: str, *, at: datetime | None = None,
+               nonce: str | None = None, **kwargs: Any) -> httpx.Request:
+        """The request ``pc``'s agent would send: signed with its key, dated ``at`` (the clock's time by default)."""
+        request = self.http.build_request(method, f"/v1/{path.lstrip('/')}", **kwargs)
+        request.headers.update(agent_requests.sign_request(
+            pc.key.key, agent_id=pc.agent_id, method=method, target=request.url.raw_path.decode(),
+            content_sha256=agent_requests.body_digest(request.read()), now=at or self.clock(), nonce=nonce))
+        return request
+
+    def answer_is_signed(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Whether ``response`` carries the server's signature over its answer to ``request``."""
+        payload = agent_requests.response_payload(
+            nonce=request.headers[agent_requests.NONCE_HEADER], request_signature=request.headers[agent_requests.SIGNATURE_HEADER],
+            method=request.method, target=request.url.raw_path.decode(), content_sha256=request.headers[agent_requests.CONTENT_HEADER],
+            status=response.status_code, body_sha256=agent_requests.body_digest(response.content))
+        return agent_requests.verify(self.runtime.public_key, payload,
+                                     response.headers.get(agent_requests.RESPONSE_SIGNATURE_HEADER, ""))
+
+    def ok(self, method: str, path: str, token: str | EnrolledPC | None = None, **kwargs: Any) -> Any:
         """Like :meth:`call`, failing the test unless the answer is a 2xx; return its JSON."""
         response = self.call(method, path, token, **kwargs)
         assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"

@@ -122,3 +122,26 @@ def test_sweeping_deletes_blobs_before_it_takes_the_write_lock(tmp_path):
         with transaction(state.sessions) as session:
             assert all(session.get(Upload, u.id) is None for u in uploads)
         assert _runs(state, "upload-sweep")[-1].detail == "removed 2 expired unfinished uploads"
+
+
+def test_the_nonce_sweep_deletes_only_nonces_past_their_window(tmp_path):
+    """Replay protection keeps each nonce until its request's date leaves the window; the job deletes the rest."""
+    import uuid
+    from datetime import timedelta
+
+    from server.db import utcnow
+    from server.models import Agent, AgentNonce
+
+    with runtime(tmp_path, None) as state:
+        now = utcnow()
+        with transaction(state.sessions) as session:
+            agent = Agent(id=str(uuid.uuid4()), public_key="k" * 43, hostname="pc", credential_hash="h" * 64, created_at=now)
+            session.add(agent)
+            session.flush()
+            session.add_all([AgentNonce(agent_id=agent.id, nonce=f"old-nonce-{i:08d}", expires_at=now - timedelta(seconds=1))
+                             for i in range(3)] + [AgentNonce(agent_id=agent.id, nonce="live-nonce-000000", expires_at=now + timedelta(minutes=4))])
+        [sweep] = [job for job in JOBS if job.name == "nonce-sweep"]
+        run_if_due(state, sweep)
+        assert _runs(state, "nonce-sweep")[-1].detail == "removed 3 expired agent request nonces"
+        with transaction(state.sessions) as session:
+            assert [n.nonce for n in session.query(AgentNonce)] == ["live-nonce-000000"]

@@ -12,10 +12,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, update
 
+from protocol import signing
 from server.db import ReadOnlySessionError, read_sessions, transaction, utcnow, write_sessions
 from server.models import Agent, ApiToken, Counter, Ticket
 from server.security import TOKEN_PREFIX_AGENT, new_token, token_digest
-from tests.support.inprocess import client, engineer_token, runtime
+from tests.support.inprocess import AgentSigning, client, engineer_token, runtime
 
 
 @pytest.fixture
@@ -134,14 +135,15 @@ def test_burst_of_reads_writes_last_used_once(state):
     assert sum(s.lstrip().upper().startswith("UPDATE") for s in writes) >= 1
 
 
-def test_agent_reads_write_last_seen_once(state):
-    credential = new_token(TOKEN_PREFIX_AGENT)
+def test_agent_reads_write_last_seen_once_and_only_their_nonces(state):
+    key = signing.generate_key()
     agent_id = str(uuid.uuid4())
     with transaction(state.sessions) as session:
-        session.add(Agent(id=agent_id, public_key="k" * 43, hostname="pc-1", credential_hash=token_digest(credential), created_at=utcnow()))
+        session.add(Agent(id=agent_id, public_key=signing.public_key_b64(key), hostname="pc-1",
+                          credential_hash=token_digest(new_token(TOKEN_PREFIX_AGENT)), created_at=utcnow()))
 
     async def burst(n: int) -> list[int]:
-        async with client(state, credential) as api:
+        async with client(state, auth=AgentSigning(agent_id, key)) as api:
             return [r.status_code for r in await asyncio.gather(*(api.get("/v1/agent/tickets") for _ in range(n)))]
 
     def last_seen():
@@ -153,7 +155,8 @@ def test_agent_reads_write_last_seen_once(state):
     assert first is not None
     writes = _write_statements(state)
     assert asyncio.run(burst(10)) == [200] * 10
-    assert writes == [] and last_seen() == first
+    # Each signed request uses up its nonce (a replay must find it); nothing else is written.
+    assert len(writes) == 10 and all("INSERT INTO agent_nonces" in w for w in writes) and last_seen() == first
 
 
 def test_many_concurrent_requests_queue_for_a_small_pool(tmp_path, new_database):

@@ -8,6 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol import agent_requests
 
 from protocol.schemas import AccountCreate, Role
 from server.accounts import create_account
@@ -42,8 +45,23 @@ def engineer_token(state: ServerRuntime, username: str = "alice") -> str:
     return token
 
 
-def client(state: ServerRuntime, token: str | None = None) -> httpx.AsyncClient:
+class AgentSigning(httpx.Auth):
+    """Signs each request as agent ``agent_id`` with ``key``, the way the agent does."""
+
+    requires_request_body = True
+
+    def __init__(self, agent_id: str, key: Ed25519PrivateKey):
+        self.agent_id, self.key = agent_id, key
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers.update(agent_requests.sign_request(
+            self.key, agent_id=self.agent_id, method=request.method, target=request.url.raw_path.decode(),
+            content_sha256=agent_requests.body_digest(request.content), now=utcnow()))
+        yield request
+
+
+def client(state: ServerRuntime, token: str | None = None, *, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
     """An async client that calls the app in this process (no lifespan: background jobs do not run)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(state)), base_url="http://helpline.test",
-                             headers=headers, timeout=60)
+                             headers=headers, auth=auth, timeout=60)

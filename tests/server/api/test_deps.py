@@ -1,4 +1,4 @@
-"""The request dependencies: tokens (missing, wrong kind, expired, revoked), roles and agent credentials."""
+"""The request dependencies: tokens (missing, wrong kind, expired, revoked), roles and signed agent requests."""
 
 from __future__ import annotations
 
@@ -64,11 +64,11 @@ def test_admin_routes_need_the_admin_role(helpline):
     assert helpline.call("GET", "accounts", helpline.admin()).status_code == 200
 
 
-def test_agent_routes_need_an_agent_credential(helpline):
+def test_agent_routes_need_a_request_signed_by_the_agent(helpline):
     response = helpline.call("GET", "agent/tickets", helpline.token())
-    assert response.status_code == 401 and "agent credential" in error_of(response)["message"]
+    assert response.status_code == 401 and "not signed with this PC's key" in error_of(response)["message"]
     pc = helpline.enrolled_pc()
-    assert helpline.ok("GET", "agent/tickets", pc.credential) == []
+    assert helpline.ok("GET", "agent/tickets", pc) == []
 
 
 def test_an_agent_is_seen_when_it_calls_at_most_once_a_minute(helpline, clock):
@@ -77,8 +77,8 @@ def test_an_agent_is_seen_when_it_calls_at_most_once_a_minute(helpline, clock):
     enrolled_at = datetime.fromisoformat(helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"])
     assert enrolled_at == clock()
     clock.advance(seconds=40)
-    helpline.ok("GET", "agent/tickets", pc.credential)
+    helpline.ok("GET", "agent/tickets", pc)
     assert datetime.fromisoformat(helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"]) == enrolled_at
     clock.advance(seconds=20)
-    helpline.ok("GET", "agent/tickets", pc.credential)
+    helpline.ok("GET", "agent/tickets", pc)
     assert datetime.fromisoformat(helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"]) == clock()

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.server.conftest import CLIENT_IP, PCKey
+from tests.server.conftest import CLIENT_IP, EnrolledPC, PCKey
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def server_settings(server_settings):
     return server_settings.model_copy(update={"pairing_code_ttl_minutes": 3.0, "rate_limits": limits})
 
 
-def pair(helpline, code: str, pc: PCKey, token: str | None = None):
+def pair(helpline, code: str, pc: PCKey, token: EnrolledPC | None = None):
     return helpline.call("POST", "pair", token, json={"code": code, **pc.signed("pair", "code", code)})
 
 
@@ -77,7 +77,7 @@ def test_a_refused_code_keeps_its_trace(helpline, clock):
     admin = helpline.admin()
     enrolled_seen = helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"]
     clock.advance(minutes=1)  # long enough for this call to update last_seen_at
-    response = pair(helpline, "AAAA-AAAA", pc.key, pc.credential)
+    response = pair(helpline, "AAAA-AAAA", pc.key, pc)
     assert response.status_code == 401
     assert helpline.ok("GET", f"agents/{pc.agent_id}", admin)["last_seen_at"] not in (None, enrolled_seen)
     [event] = helpline.audit("pairing.refused")
@@ -85,22 +85,22 @@ def test_a_refused_code_keeps_its_trace(helpline, clock):
     assert helpline.failures(f"pair-ip:{CLIENT_IP}") == 1
 
 
-def test_an_enrolled_pc_pairs_with_its_credential_and_keeps_it(helpline):
+def test_an_enrolled_pc_pairs_as_itself_and_keeps_its_agent(helpline):
     engineer = helpline.token()
     number = helpline.ticket(engineer)
     pc = helpline.enrolled_pc()
     code = helpline.pairing_code(engineer, number)["code"]
-    answer = helpline.ok("POST", "pair", pc.credential, json={"code": code, **pc.key.signed("pair", "code", code)})
+    answer = helpline.ok("POST", "pair", pc, json={"code": code, **pc.key.signed("pair", "code", code)})
     assert answer["agent"]["agent_id"] == pc.agent_id and answer["agent"]["credential"] is None
-    assert [t["number"] for t in helpline.ok("GET", "agent/tickets", pc.credential)] == [number]
-    assert helpline.ok("GET", f"agent/tickets/{number}", pc.credential)["number"] == number
+    assert [t["number"] for t in helpline.ok("GET", "agent/tickets", pc)] == [number]
+    assert helpline.ok("GET", f"agent/tickets/{number}", pc)["number"] == number
 
 
-def test_a_pc_with_a_credential_must_present_its_own_key(helpline):
+def test_a_signed_pc_must_present_its_own_key(helpline):
     engineer = helpline.token()
     pc = helpline.enrolled_pc()
     code = helpline.pairing_code(engineer, helpline.ticket(engineer))["code"]
-    response = pair(helpline, code, PCKey("someone-else"), pc.credential)
+    response = pair(helpline, code, PCKey("someone-else"), pc)
     assert response.status_code == 401 and "does not match" in response.json()["error"]["message"]
 
 
@@ -108,5 +108,5 @@ def test_a_ticket_the_pc_is_not_linked_to_looks_missing(helpline):
     engineer = helpline.token()
     number = helpline.ticket(engineer)
     pc = helpline.enrolled_pc()
-    response = helpline.call("GET", f"agent/tickets/{number}", pc.credential)
+    response = helpline.call("GET", f"agent/tickets/{number}", pc)
     assert response.status_code == 404 and "not linked" in response.json()["error"]["message"]

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.server.conftest import PCKey
+from tests.server.conftest import EnrolledPC, PCKey
 
 
 @pytest.fixture
@@ -45,10 +45,11 @@ def test_a_pc_opens_a_ticket_itself_and_learns_when_it_will_be_answered(helpline
     assert body["agent"]["credential"]
     shown = helpline.ok("GET", f"tickets/{body['ticket']['number']}", helpline.token())
     assert (shown["channel"], shown["priority"], shown["requester"]) == ("self-service", "high", "user of kiosk")
-    # The PC comes back with its credential: the same agent, a second ticket.
-    again = helpline.ok("POST", "self-service/tickets", body["agent"]["credential"], json={"title": "And the mouse"})
+    # The PC comes back as its agent, signing with its key: the same agent, a second ticket.
+    me = EnrolledPC(pc, body["agent"]["agent_id"], body["agent"]["credential"])
+    again = helpline.ok("POST", "self-service/tickets", me, json={"title": "And the mouse"})
     assert again["agent"] is None
-    assert len(helpline.ok("GET", "agent/tickets", body["agent"]["credential"])) == 2
+    assert len(helpline.ok("GET", "agent/tickets", me)) == 2
 
 
 def test_the_first_thing_an_engineer_does_is_the_first_response(helpline, clock):

@@ -24,18 +24,18 @@ def paired(helpline):
     number = helpline.ticket(engineer)
     pc = helpline.enrolled_pc()
     code = helpline.pairing_code(engineer, number)["code"]
-    helpline.ok("POST", "pair", pc.credential, json={"code": code, **pc.key.signed("pair", "code", code)})
+    helpline.ok("POST", "pair", pc, json={"code": code, **pc.key.signed("pair", "code", code)})
     return engineer, number, pc
 
 
 def start(helpline, pc, number: str, data: bytes) -> dict:
     body = {"filename": "bundle.tar.gz", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    return helpline.ok("POST", f"agent/tickets/{number}/uploads", pc.credential, json=body)
+    return helpline.ok("POST", f"agent/tickets/{number}/uploads", pc, json=body)
 
 
 def put_chunk(helpline, pc, upload: dict, index: int, data: bytes):
     chunk = data[index * upload["chunk_size"]:(index + 1) * upload["chunk_size"]]
-    return helpline.call("PUT", f"uploads/{upload['id']}/chunks/{index}", pc.credential, content=chunk,
+    return helpline.call("PUT", f"uploads/{upload['id']}/chunks/{index}", pc, content=chunk,
                          headers={"X-Chunk-SHA256": hashlib.sha256(chunk).hexdigest(),
                                   "Content-Type": "application/octet-stream"})
 
@@ -49,7 +49,7 @@ def test_a_bundle_arrives_in_chunks_and_joins_the_ticket(helpline, clock, paired
     for index in reversed(range(upload["chunks"])):
         assert put_chunk(helpline, pc, upload, index, data).status_code == 200
     clock.advance(minutes=5)
-    bundle = helpline.ok("POST", f"uploads/{upload['id']}/complete", pc.credential)
+    bundle = helpline.ok("POST", f"uploads/{upload['id']}/complete", pc)
     assert bundle["size"] == len(data) and datetime.fromisoformat(bundle["created_at"]) == clock()
     archive = helpline.call("GET", f"bundles/{bundle['id']}/archive", engineer)
     assert archive.content == data

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from protocol import agent_requests
 from protocol.agent_requests import CLOCK_SKEW, SignedRequest
 from protocol.errors import AuthError, HelplineError
+from server.agents import revoked_error
 from server.audit import Actor
 from server.models import Agent, AgentNonce
 from server.refusals import refusal, roll_back
@@ -99,8 +100,8 @@ def _verify(session: Session, headers: dict[str, str], *, method: str, target: s
                      "Pair this PC again with a code from your engineer.")
     actor = Actor.of_agent(agent, ip)
     if agent.revoked_at is not None:
-        raise refuse("revoked agent", "This PC's agent has been revoked by an administrator.",
-                     "Ask your administrator.", agent.id, actor)
+        revoked = revoked_error(agent)
+        raise refuse("revoked agent", revoked.message, revoked.hint or "Ask your administrator.", agent.id, actor)
     if not agent_requests.verify(agent.public_key, signed.payload(method, target), signed.signature):
         raise refuse("bad signature", "The request's signature does not match this PC's key.", _ALTERED, agent.id, actor)
     if content_sha256 is not None and content_sha256 != signed.content_sha256:

@@ -136,7 +136,8 @@ _REVOKED = (AgentStatus.REFUSED.value, AgentStatus.REVOKED.value)
 PENDING_HINT = "An administrator must approve this PC (`helpline agent approve {id}`)."
 
 
-def _revoked_error(agent: Agent) -> AuthError:
+def revoked_error(agent: Agent) -> AuthError:
+    """The refusal a revoked or refused agent gets, saying which."""
     if agent.status == AgentStatus.REFUSED.value:
         return AuthError("An administrator refused this PC's enrollment.", hint="Ask your administrator.")
     return AuthError("This PC's agent has been revoked by an administrator.", hint="Ask your administrator.")
@@ -151,7 +152,7 @@ def admit_agent(session: Session, agent: Agent, *, now: datetime) -> Agent:
     administrator must approve the PC.
     """
     if agent.revoked_at is not None or agent.status in _REVOKED:
-        problem: HelplineError = _revoked_error(agent)
+        problem: HelplineError = revoked_error(agent)
     elif agent.status == AgentStatus.PENDING.value:
         problem = ForbiddenError("This PC's agent is waiting for an administrator's approval.",
                                  hint=PENDING_HINT.format(id=agent.id))

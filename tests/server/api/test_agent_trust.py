@@ -40,7 +40,7 @@ def victim(helpline) -> Victim:
     engineer = helpline.token()
     number = helpline.ticket(engineer, "Payroll export fails")
     code = helpline.pairing_code(engineer, number)["code"]
-    helpline.ok("POST", "pair", pc.credential, json={"code": code, **pc.key.signed("pair", "code", code)})
+    helpline.ok("POST", "pair", pc, json={"code": code, **pc.key.signed("pair", "code", code)})
     helpline.ok("POST", f"tickets/{number}/notes", engineer, json={"message": "Call me on the secret line"})
     return Victim(pc, number, engineer)
 
@@ -67,22 +67,23 @@ def test_claiming_an_agents_machine_id_and_hostname_gives_a_pending_agent_with_n
     assert answer["agent_id"] != victim.pc.agent_id and answer["status"] == "pending"
     after = stored_agent(helpline, victim.pc.agent_id)
     assert (after.public_key, after.credential_hash, after.status) == (before.public_key, before.credential_hash, "active")
-    mine = helpline.ok("GET", "agent/tickets", victim.pc.credential)
+    mine = helpline.ok("GET", "agent/tickets", victim.pc)
     assert [t["number"] for t in mine] == [victim.number]
     assert any("secret line" in e["message"] for e in mine[0]["timeline"])
 
     # The attacker's credential reaches no ticket data: not its list, not the victim's ticket, no upload.
     credential = answer["credential"]
-    refused_as_pending(helpline.call("GET", "agent/tickets", credential))
-    refused_as_pending(helpline.call("GET", f"agent/tickets/{victim.number}", credential))
+    pending_pc = EnrolledPC(attacker, answer["agent_id"], credential)
+    refused_as_pending(helpline.call("GET", "agent/tickets", pending_pc))
+    refused_as_pending(helpline.call("GET", f"agent/tickets/{victim.number}", pending_pc))
     upload = {"filename": "b.tar.gz", "size": 10, "sha256": "0" * 64}
-    refused_as_pending(helpline.call("POST", f"agent/tickets/{victim.number}/uploads", credential, json=upload))
+    refused_as_pending(helpline.call("POST", f"agent/tickets/{victim.number}/uploads", pending_pc, json=upload))
     # Pairing with the pending credential, or with the pending key and no credential, is refused too;
     # the code is not spent.
     code = helpline.pairing_code(victim.engineer, victim.number)["code"]
-    refused_as_pending(helpline.call("POST", "pair", credential, json={"code": code, **attacker.signed("pair", "code", code)}))
+    refused_as_pending(helpline.call("POST", "pair", pending_pc, json={"code": code, **attacker.signed("pair", "code", code)}))
     refused_as_pending(helpline.call("POST", "pair", json={"code": code, **attacker.signed("pair", "code", code)}))
-    helpline.ok("POST", "pair", victim.pc.credential, json={"code": code, **victim.pc.key.signed("pair", "code", code)})
+    helpline.ok("POST", "pair", victim.pc, json={"code": code, **victim.pc.key.signed("pair", "code", code)})
 
     # The admin sees it pending, linked to the agent it resembles, and why.
     admin = helpline.admin()
@@ -103,25 +104,27 @@ def test_a_new_pc_is_active_at_once_and_clones_or_strangers_do_not_resemble(help
                PCKey("pc-accounting")):  # no machine id: nothing to compare
         answer = enroll(helpline, pc)
         assert answer["status"] == "active"
-        assert helpline.ok("GET", "agent/tickets", answer["credential"]) == []
+        assert helpline.ok("GET", "agent/tickets", EnrolledPC(pc, answer["agent_id"], answer["credential"])) == []
     # The same key enrolling again is the same agent (its signature proves it), still active.
     again = enroll(helpline, victim.pc.key)
     assert again["agent_id"] == victim.pc.agent_id and again["status"] == "active"
-    assert [t["number"] for t in helpline.ok("GET", "agent/tickets", again["credential"])] == [victim.number]
+    assert [t["number"] for t in helpline.ok("GET", "agent/tickets", EnrolledPC(victim.pc.key, again["agent_id"], again["credential"]))] == [victim.number]
     assert helpline.audit("agent.enroll_pending") == []
 
 
 def test_approving_makes_a_normal_agent_that_inherits_nothing(helpline, victim):
-    attacker = enroll(helpline, PCKey("pc-accounting", machine_id=MACHINE))
+    attacker_key = PCKey("pc-accounting", machine_id=MACHINE)
+    attacker = enroll(helpline, attacker_key)
+    attacker_pc = EnrolledPC(attacker_key, attacker["agent_id"], attacker["credential"])
     admin_name = helpline.account(Role.ADMIN)
     admin = helpline.ok("POST", "auth/login", json={"username": admin_name, "password": "a-password-for-tests"})["token"]
     approved = helpline.ok("POST", f"agents/{attacker['agent_id']}/approve", admin, json={"reason": "re-imaged"})
     assert approved["status"] == "active" and approved["tickets"] == []
 
-    assert helpline.ok("GET", "agent/tickets", attacker["credential"]) == []
-    missing = helpline.call("GET", f"agent/tickets/{victim.number}", attacker["credential"])
+    assert helpline.ok("GET", "agent/tickets", attacker_pc) == []
+    missing = helpline.call("GET", f"agent/tickets/{victim.number}", attacker_pc)
     assert missing.status_code == 404
-    assert [t["number"] for t in helpline.ok("GET", "agent/tickets", victim.pc.credential)] == [victim.number]
+    assert [t["number"] for t in helpline.ok("GET", "agent/tickets", victim.pc)] == [victim.number]
     assert helpline.ok("GET", f"agents/{victim.pc.agent_id}", admin)["tickets"] == [victim.number]
 
     [event] = helpline.audit("agent.approve")
@@ -138,11 +141,12 @@ def test_approving_makes_a_normal_agent_that_inherits_nothing(helpline, victim):
 def test_refusing_revokes_the_pending_agent(helpline, victim):
     attacker_key = PCKey("pc-accounting", machine_id=MACHINE)
     attacker = enroll(helpline, attacker_key)
+    attacker_pc = EnrolledPC(attacker_key, attacker["agent_id"], attacker["credential"])
     admin = helpline.admin()
     refused = helpline.ok("POST", f"agents/{attacker['agent_id']}/refuse", admin, json={"reason": "not ours"})
     assert refused["status"] == "refused" and refused["revoked_at"]
 
-    response = helpline.call("GET", "agent/tickets", attacker["credential"])
+    response = helpline.call("GET", "agent/tickets", attacker_pc)
     assert response.status_code == 401 and "refused" in response.json()["error"]["message"]
     # Enrolling again with the refused key is refused; approving it later is a conflict.
     token = helpline.ok("POST", "enrollment-tokens", admin, json={"group": "office"})["token"]
@@ -151,18 +155,18 @@ def test_refusing_revokes_the_pending_agent(helpline, victim):
     assert helpline.call("POST", f"agents/{attacker['agent_id']}/approve", admin, json={}).status_code == 409
     # Refusing an active agent is a conflict: revoking is the word for that.
     assert helpline.call("POST", f"agents/{victim.pc.agent_id}/refuse", admin, json={}).status_code == 409
-    assert helpline.ok("GET", "agent/tickets", victim.pc.credential)[0]["number"] == victim.number
+    assert helpline.ok("GET", "agent/tickets", victim.pc)[0]["number"] == victim.number
     [event] = helpline.audit("agent.refuse")
     assert event.details["summary"] == "agent refused" and event.details["reason"] == "not ours"
 
 
 def test_revoking_stops_the_credential_at_once_and_keeps_the_tickets(helpline, victim):
     admin = helpline.admin()
-    assert helpline.ok("GET", "agent/tickets", victim.pc.credential)
+    assert helpline.ok("GET", "agent/tickets", victim.pc)
     revoked = helpline.ok("POST", f"agents/{victim.pc.agent_id}/revoke", admin, json={"reason": "laptop stolen"})
     assert revoked["status"] == "revoked" and revoked["tickets"] == [victim.number]
 
-    response = helpline.call("GET", "agent/tickets", victim.pc.credential)
+    response = helpline.call("GET", "agent/tickets", victim.pc)
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "This PC's agent has been revoked by an administrator."
     # The ticket still names the PC; its history stays.
@@ -184,21 +188,25 @@ def test_revoking_stops_the_credential_at_once_and_keeps_the_tickets(helpline, v
 
 
 def test_a_pending_agent_can_be_revoked(helpline, victim):
-    attacker = enroll(helpline, PCKey("pc-accounting", machine_id=MACHINE))
+    attacker_key = PCKey("pc-accounting", machine_id=MACHINE)
+    attacker = enroll(helpline, attacker_key)
+    attacker_pc = EnrolledPC(attacker_key, attacker["agent_id"], attacker["credential"])
     revoked = helpline.ok("POST", f"agents/{attacker['agent_id']}/revoke", helpline.admin(), json={})
     assert revoked["status"] == "revoked"
-    assert helpline.call("GET", "agent/tickets", attacker["credential"]).status_code == 401
+    assert helpline.call("GET", "agent/tickets", attacker_pc).status_code == 401
     assert helpline.audit("agent.revoke")[0].details["previous_status"] == "pending"
 
 
 @pytest.mark.parametrize("decision", ["approve", "refuse", "revoke"])
 def test_only_admins_decide(helpline, victim, decision):
-    attacker = enroll(helpline, PCKey("pc-accounting", machine_id=MACHINE))
+    attacker_key = PCKey("pc-accounting", machine_id=MACHINE)
+    attacker = enroll(helpline, attacker_key)
+    attacker_pc = EnrolledPC(attacker_key, attacker["agent_id"], attacker["credential"])
     path = f"agents/{attacker['agent_id']}/{decision}"
     engineer = helpline.call("POST", path, helpline.token(Role.ENGINEER), json={})
     assert engineer.status_code == 403 and "admin role" in engineer.json()["error"]["message"]
-    assert helpline.call("POST", path, victim.pc.credential, json={}).status_code == 401
-    assert helpline.call("POST", path, attacker["credential"], json={}).status_code == 401
+    assert helpline.call("POST", path, victim.pc, json={}).status_code == 401
+    assert helpline.call("POST", path, attacker_pc, json={}).status_code == 401
     assert helpline.call("POST", path, json={}).status_code == 401
     assert helpline.ok("GET", f"agents/{attacker['agent_id']}", helpline.admin())["status"] == "pending"
     missing = helpline.call("POST", f"agents/00000000-0000-0000-0000-000000000000/{decision}", helpline.admin(), json={})

@@ -24,7 +24,7 @@ from agent.client import HelplineClient
 from agent.paths import write_private
 from agent.store import AgentStore
 from protocol.archive import sha256_file
-from protocol.errors import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
+from protocol.errors import ConflictError, DamagedError, HelplineError, StorageFullError, TooLargeError, UnavailableError
 from protocol.schemas import BundlePublic, UploadCreate, UploadStatus, parse_input
 
 OUTBOX = "outbox"
@@ -114,6 +114,8 @@ def _retrying(policy: RetryPolicy, started: float, step: Callable[[], object], w
     for attempt in range(policy.attempts):
         try:
             return step()
+        except StorageFullError:
+            raise  # the server is full: retrying now cannot help; the bundle waits in the outbox
         except (UnavailableError, DamagedError) as exc:
             last = exc
         except HelplineError as exc:
@@ -132,7 +134,8 @@ def deliver(entry: OutboxEntry, credential: str, *, directory: Path | None = Non
     """Send one outbox bundle to its ticket, resuming where any earlier attempt stopped.
 
     On success the bundle leaves the outbox. Raise UnavailableError (the bundle
-    stays queued) when the server stays unreachable, TooLargeError before any
+    stays queued) when the server stays unreachable or is full (StorageFullError),
+    QuotaExceededError (queued too) when this PC is over a quota, TooLargeError before any
     data is sent if the server would refuse the size, and other HelplineErrors
     for refusals a retry cannot fix.
     """

@@ -132,9 +132,9 @@ def check_quotas(session: Session, settings: ServerSettings, blobs: BlobStore, a
     no longer count, swept or not.
     """
     quotas = settings.uploads
-    count, reserved = session.execute(
+    count, reserved = (int(value) for value in session.execute(  # sums are Decimal on PostgreSQL
         select(func.count(Upload.id), func.coalesce(func.sum(Upload.size), 0)).where(_live(now), Upload.agent_id == agent.id)
-    ).one()
+    ).one())
     if count + 1 > quotas.max_unfinished_per_pc:
         raise QuotaExceededError(
             f"This PC already has {count} unfinished uploads, the most this server allows at once.", hint=QUOTA_HINT)
@@ -142,25 +142,29 @@ def check_quotas(session: Session, settings: ServerSettings, blobs: BlobStore, a
         raise QuotaExceededError(
             f"This PC's unfinished uploads would hold {_mb(reserved + size)}, over its quota of "
             f"{_mb(quotas.max_unfinished_bytes_per_pc)}.", hint=QUOTA_HINT)
-    stored = session.scalar(select(func.coalesce(func.sum(Bundle.size), 0)).where(Bundle.agent_id == agent.id))
+    stored = _total(session, select(func.coalesce(func.sum(Bundle.size), 0)).where(Bundle.agent_id == agent.id))
     if stored + reserved + size > quotas.max_stored_bytes_per_pc:
         raise QuotaExceededError(
             f"This PC's bundles would take {_mb(stored + reserved + size)} on the server, over its quota of "
             f"{_mb(quotas.max_stored_bytes_per_pc)}.", hint=QUOTA_HINT)
-    all_reserved = session.scalar(select(func.coalesce(func.sum(Upload.size), 0)).where(_live(now)))
+    all_reserved = _total(session, select(func.coalesce(func.sum(Upload.size), 0)).where(_live(now)))
     if all_reserved + size > quotas.max_unfinished_bytes:
         raise StorageFullError("The server is taking in as many uploads as it can hold right now.", hint=FULL_HINT)
     if quotas.max_stored_bytes is not None:
-        all_stored = session.scalar(select(func.coalesce(func.sum(Bundle.size), 0)))
+        all_stored = _total(session, select(func.coalesce(func.sum(Bundle.size), 0)))
         if all_stored + all_reserved + size > quotas.max_stored_bytes:
             raise StorageFullError("The server's storage for diagnostics is full.", hint=FULL_HINT)
     free = blobs.free_bytes()
     if free is not None:
-        received = session.scalar(
-            select(func.coalesce(func.sum(UploadChunk.size), 0)).join(Upload, UploadChunk.upload_id == Upload.id).where(_live(now))
+        received = _total(
+            session, select(func.coalesce(func.sum(UploadChunk.size), 0)).join(Upload, UploadChunk.upload_id == Upload.id).where(_live(now))
         )
         if free - (all_reserved - received) - size < quotas.min_free_bytes:
             raise StorageFullError("The server's disk is too full to take this bundle.", hint=FULL_HINT)
+
+
+def _total(session: Session, query) -> int:
+    return int(session.scalar(query) or 0)
 
 
 def check_headroom(settings: ServerSettings, blobs: BlobStore, size: int) -> None:

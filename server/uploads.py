@@ -175,7 +175,11 @@ def check_headroom(settings: ServerSettings, blobs: BlobStore, size: int) -> Non
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+    """A size for a one-line message: bytes, kB, MB or GB, whichever reads best."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def start_upload(

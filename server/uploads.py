@@ -15,6 +15,8 @@ import os
 import tempfile
 import unicodedata
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -265,18 +267,17 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-class storage_errors:
+@contextmanager
+def storage_errors() -> Iterator[None]:
     """Turn a full disk met while writing (an OSError, or a store's error caused by one) into StorageFullError."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or isinstance(exc, StorageFullError) or not isinstance(exc, (OSError, HelplineError)):
-            return False
+    try:
+        yield
+    except StorageFullError:
+        raise
+    except (OSError, HelplineError) as exc:
         if is_disk_full(exc):
             raise StorageFullError("The server's disk is full.", hint=FULL_HINT) from exc
-        return False
+        raise
 
 
 def record_chunk(session: Session, settings: ServerSettings, upload: Upload, index: int, size: int, digest: str, *, now: datetime) -> None:

@@ -135,6 +135,7 @@ def complete(upload_id: UploadId, state: State, credentials: Bearer) -> BundlePu
         blob_key = svc.new_bundle_key(upload.ticket)
     work = state.settings.data_dir / "tmp"
     try:
+        svc.check_headroom(state.settings, state.blobs, upload.size)  # joining needs a copy of the whole bundle
         path = svc.assemble(state.blobs, upload, work)
     except StorageFullError as exc:
         audit_refusal(state, token, upload_id, "upload.refused", exc.message)

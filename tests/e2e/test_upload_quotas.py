@@ -59,3 +59,24 @@ def test_a_closed_ticket_refuses_a_share_and_keeps_its_bundles(live_server, admi
     assert len(queued(user)) == 1  # nothing the user gathered is lost
     assert len(admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]) == 1
     assert "upload.refused" in admin_pc.ok("audit", "--action", "upload.refused", "--json").stdout
+
+
+def test_a_share_to_a_full_server_is_queued_and_sent_once_there_is_room(server_factory, make_pc):
+    server = server_factory(uploads__min_free_bytes=str(1 << 62))  # more headroom than any disk: the server is full
+    admin = make_pc("admin")
+    admin.login(server)
+    number = admin.ok("ticket", "create", "Disk full", "--json").json()["number"]
+    code = admin.ok("ticket", "pair-code", number, "--json").json()["code"]
+    user = make_pc("user")
+
+    result = user.run("share", "--code", code, "--server", server.url, "--yes", *ANSWERS, "--exclude", "processes")
+    assert result.code == ExitStatus.UNAVAILABLE, result.stderr
+    line = one_line_error(result)
+    assert "disk is too full" in line and f"The bundle is queued for {number}." in line
+    assert len(queued(user)) == 1
+    assert "upload.refused" in admin.ok("audit", "--action", "upload.refused", "--json").stdout
+
+    del server.env["HELPLINE_UPLOADS__MIN_FREE_BYTES"]  # room again
+    server.restart()
+    assert f"{number}: delivered" in user.ok("share", "--send-queued").stdout
+    assert queued(user) == [] and len(admin.ok("ticket", "show", number, "--json").json()["bundles"]) == 1

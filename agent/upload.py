@@ -25,7 +25,7 @@ from agent.http import AgentSigner
 from agent.paths import write_private
 from agent.store import AgentStore
 from protocol.archive import sha256_file
-from protocol.errors import ConflictError, DamagedError, HelplineError, TooLargeError, UnavailableError
+from protocol.errors import ConflictError, DamagedError, HelplineError, StorageFullError, TooLargeError, UnavailableError
 from protocol.schemas import BundlePublic, UploadCreate, UploadStatus, parse_input
 
 OUTBOX = "outbox"
@@ -115,6 +115,8 @@ def _retrying(policy: RetryPolicy, started: float, step: Callable[[], object], w
     for attempt in range(policy.attempts):
         try:
             return step()
+        except StorageFullError:
+            raise  # the server is full: retrying now cannot help; the bundle waits in the outbox
         except (UnavailableError, DamagedError) as exc:
             last = exc
         except HelplineError as exc:
@@ -133,7 +135,8 @@ def deliver(entry: OutboxEntry, agent: AgentSigner, *, directory: Path | None = 
     """Send one outbox bundle to its ticket, resuming where any earlier attempt stopped.
 
     On success the bundle leaves the outbox. Raise UnavailableError (the bundle
-    stays queued) when the server stays unreachable, TooLargeError before any
+    stays queued) when the server stays unreachable or is full (StorageFullError),
+    QuotaExceededError (queued too) when this PC is over a quota, TooLargeError before any
     data is sent if the server would refuse the size, and other HelplineErrors
     for refusals a retry cannot fix.
     """

@@ -82,6 +82,14 @@ class UnavailableError(HelplineError):
     status = ExitStatus.UNAVAILABLE
 
 
+class QuotaExceededError(RateLimitedError):
+    """A PC is over one of its upload quotas (HTTP 429): nothing is lost, the bundle can be sent once room frees."""
+
+
+class StorageFullError(UnavailableError):
+    """The server has no room to take more (HTTP 507): its disk or configured cap is full; nothing stored is lost."""
+
+
 class InvalidInputError(HelplineError):
     status = ExitStatus.INVALID
 
@@ -101,10 +109,12 @@ HTTP_ERRORS: tuple[tuple[type[HelplineError], int, str], ...] = (
     (ForbiddenError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
+    (QuotaExceededError, 429, "quota_exceeded"),
     (RateLimitedError, 429, "rate_limited"),
     (TooLargeError, 413, "too_large"),
     (DamagedError, 422, "damaged"),
     (InvalidInputError, 422, "invalid"),
+    (StorageFullError, 507, "storage_full"),
     (UnavailableError, 503, "unavailable"),
 )
 

@@ -239,7 +239,8 @@ class Bundle(Base):
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     files: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    summary: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
+    # Deferred: only the bundle's own page reads it, through a path that survives whatever was stored.
+    summary: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False, deferred=True)
 
     ticket: Mapped[Ticket] = relationship()
 

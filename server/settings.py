@@ -69,6 +69,27 @@ class BlobSettings(BaseModel):
     s3_prefix: str = ""
 
 
+class UploadSettings(BaseModel):
+    """Quotas that keep one PC, or all of them together, from filling the server's storage.
+
+    ``[uploads]`` in server.toml, ``HELPLINE_UPLOADS__<NAME>`` in the environment.
+    An upload reserves its whole size when it starts; reservations are counted
+    against the quotas inside the write transaction, so parallel starts cannot
+    overshoot them. Unfinished uploads that see no chunk for ``idle_minutes``
+    expire (and stop counting at once); the upload sweep deletes their chunks.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_unfinished_per_pc: int = Field(default=4, ge=1)
+    max_unfinished_bytes_per_pc: int = Field(default=1 << 30, gt=0)  # reserved by one PC's unfinished uploads
+    max_stored_bytes_per_pc: int = Field(default=10 << 30, gt=0)  # bundles kept plus reservations, per PC
+    max_unfinished_bytes: int = Field(default=16 << 30, gt=0)  # reserved by every unfinished upload together
+    max_stored_bytes: int | None = Field(default=None, gt=0)  # bundles plus reservations over all PCs (set it for S3)
+    min_free_bytes: int = Field(default=1 << 30, ge=0)  # local blob store: free disk kept beyond all reservations
+    idle_minutes: float = Field(default=15.0, gt=0)
+
+
 #: The flat spellings of the blob settings before ``[blobs]``, still read (file and
 #: environment) and folded into ``blobs``: old name -> name in BlobSettings.
 FLAT_BLOB_SETTINGS = {
@@ -128,6 +149,7 @@ class ServerSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     blobs: BlobSettings = BlobSettings()
+    uploads: UploadSettings = UploadSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
     response_policy: ResponsePolicy = ResponsePolicy()
@@ -138,8 +160,8 @@ class ServerSettings(BaseSettings):
     max_request_bytes: int = Field(default=1 << 20, gt=0)
     max_bundle_bytes: int = Field(default=512 << 20, gt=0)
     upload_chunk_bytes: int = Field(default=4 << 20, ge=64 << 10, le=64 << 20)
-    upload_ttl_hours: float = Field(default=72.0, gt=0)
-    upload_sweep_seconds: float = Field(default=600.0, gt=0)  # how often expired, unfinished uploads are removed
+    upload_ttl_hours: float = Field(default=24.0, gt=0)  # the longest an unfinished upload lives, however active
+    upload_sweep_seconds: float = Field(default=60.0, gt=0)  # how often expired, unfinished uploads are removed
     # Requests use at most database_pool_size connections at once (more wait their turn, holding nothing);
     # the overflow serves background jobs and upload steps. Blocking work runs on worker_threads threads.
     database_pool_size: int = Field(default=20, ge=1, le=1000)

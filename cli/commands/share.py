@@ -14,7 +14,7 @@ from agent import upload
 from agent.local import this_pc
 from cli import output
 from cli.commands.user import PANEL, JsonOpt, ServerOpt
-from protocol.errors import ConfigError, InvalidInputError, UnavailableError
+from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 
 QUESTIONS = (
@@ -171,8 +171,8 @@ def share(
             _deliver(entry)
             if the_ticket is None:
                 the_ticket = pc.tickets(number)[0]
-        except UnavailableError as exc:
-            raise UnavailableError(
+        except (UnavailableError, QuotaExceededError) as exc:  # the bundle waits in the outbox: say so
+            raise type(exc)(
                 f"{exc.message} The bundle is queued for {number}.",
                 hint="It is sent the next time you run `helpline share --send-queued` (or share again).",
             ) from exc

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from protocol.errors import ConfigError, ConflictError, HelplineError, NotFoundError, UnavailableError
+from protocol.errors import ConfigError, ConflictError, HelplineError, NotFoundError, StorageFullError, UnavailableError
 from server.blobs.keys import MAX_KEY_LENGTH, SEGMENT_RE, SHA256_RE, good_segment, quoted, validate_key, validate_prefix
 from server.blobs.store import CHUNK_SIZE, BlobInfo, BlobStore, check_range, check_size_hint, chunks_of
 
@@ -108,7 +108,7 @@ class LocalBlobStore(BlobStore):
 
     def _failure(self, exc: OSError, doing: str) -> HelplineError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return UnavailableError(
+            return StorageFullError(
                 f"the blob directory {self.root} is full while {doing}",
                 hint="free disk space or move the blob directory to a larger disk",
             )
@@ -240,10 +240,17 @@ class LocalBlobStore(BlobStore):
             return  # the write itself will report the problem
         free = vfs.f_bavail * vfs.f_frsize
         if size > free:
-            raise UnavailableError(
+            raise StorageFullError(
                 f"the blob directory {self.root} is full: {quoted(key)} needs {size} bytes, {free} are free",
                 hint="free disk space or move the blob directory to a larger disk",
             )
+
+    def free_bytes(self) -> int | None:
+        try:
+            vfs = os.statvfs(self.root)
+        except OSError:
+            return None
+        return vfs.f_bavail * vfs.f_frsize
 
     def _write_sidecar(self, dir_fd: int, name: str, sha256: str, st: os.stat_result) -> None:
         record = {"sha256": sha256, "size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}

@@ -115,6 +115,10 @@ class BlobStore(abc.ABC):
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Yield the keys that start with ``prefix``, in lexicographic order."""
 
+    def free_bytes(self) -> int | None:
+        """Bytes still free where the store writes, or None where that is not known (object storage)."""
+        return None
+
     @abc.abstractmethod
     def check(self) -> None:
         """Readiness probe: return if the store can be written, else raise UnavailableError."""

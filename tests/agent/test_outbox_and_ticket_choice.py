@@ -8,7 +8,7 @@ import pytest
 from agent import upload
 from agent.share import ShareRequest, TicketChoice, choose_ticket, linked_ticket
 from agent.store import AgentState, AgentStore
-from protocol.errors import ConfigError, InvalidInputError
+from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, StorageFullError
 from tests.support.bundles import write_archive
 from tests.support.net import free_port
 
@@ -68,3 +68,29 @@ def test_a_ticket_this_pc_is_not_linked_to_is_refused(tmp_path):
         linked_ticket("#1042", directory=tmp_path)
     with pytest.raises(InvalidInputError, match="is not a ticket number"):
         linked_ticket("t1042", directory=tmp_path)
+
+
+class FullServer:
+    """A server that answers, but refuses every new upload with ``error``; counts the attempts."""
+
+    def __init__(self, error):
+        self.error, self.starts = error, 0
+
+    def server_info(self):
+        return type("Info", (), {"max_bundle_bytes": 1 << 30})()
+
+    def start_upload(self, ticket, body):
+        self.starts += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [StorageFullError("The server's disk is full."),
+                                   QuotaExceededError("This PC is over its quota.")])
+def test_a_full_server_or_quota_is_not_retried_and_the_bundle_stays_queued(tmp_path, error):
+    agent_dir = tmp_path / "agent"
+    entry = queued(agent_dir, tmp_path, "T-1", "https://help.example.com")
+    server = FullServer(error)
+    with pytest.raises(type(error)) as raised:
+        upload.deliver(entry, "hla_x", directory=agent_dir, policy=upload.RetryPolicy(attempts=5, first_delay=0.01), client=server)
+    assert raised.value is error and server.starts == 1
+    assert [e.id for e in upload.pending(agent_dir)] == [entry.id]

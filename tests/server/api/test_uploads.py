@@ -45,7 +45,7 @@ def test_a_bundle_arrives_in_chunks_and_joins_the_ticket(helpline, clock, paired
     data = write_archive(tmp_path / "b.tar.gz", payload=150_000).read_bytes()
     upload = start(helpline, pc, number, data)
     assert upload["chunks"] == -(-len(data) // (64 * 1024)) and upload["received"] == []
-    assert datetime.fromisoformat(upload["expires_at"]) == clock() + timedelta(hours=2)
+    assert datetime.fromisoformat(upload["expires_at"]) == clock() + timedelta(minutes=helpline.settings.uploads.idle_minutes)
     for index in reversed(range(upload["chunks"])):
         assert put_chunk(helpline, pc, upload, index, data).status_code == 200
     clock.advance(minutes=5)

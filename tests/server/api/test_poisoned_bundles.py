@@ -54,7 +54,7 @@ def refused_at_completion(helpline, pc, number: str, data: bytes) -> dict:
     upload = start(helpline, pc, number, data)
     for index in range(upload["chunks"]):
         assert put_chunk(helpline, pc, upload, index, data).status_code == 200
-    response = helpline.call("POST", f"uploads/{upload['id']}/complete", pc.credential)
+    response = helpline.call("POST", f"uploads/{upload['id']}/complete", pc)
     assert response.status_code == 422, response.text
     return response.json()["error"]
 

@@ -37,7 +37,7 @@ def server_settings(server_settings):
 def pair(helpline, engineer: str, number: str, hostname: str = "pc-1"):
     pc = helpline.enrolled_pc(hostname)
     code = helpline.pairing_code(engineer, number)["code"]
-    helpline.ok("POST", "pair", pc.credential, json={"code": code, **pc.key.signed("pair", "code", code)})
+    helpline.ok("POST", "pair", pc, json={"code": code, **pc.key.signed("pair", "code", code)})
     return pc
 
 
@@ -51,14 +51,14 @@ def paired(helpline):
 def reserve(helpline, pc, number: str, size: int):
     """Ask to start an upload of ``size`` bytes of a file no one has sent before."""
     body = {"filename": "bundle.tar.gz", "size": size, "sha256": secrets.token_hex(32)}
-    return helpline.call("POST", f"agent/tickets/{number}/uploads", pc.credential, json=body)
+    return helpline.call("POST", f"agent/tickets/{number}/uploads", pc, json=body)
 
 
 def deliver(helpline, pc, number: str, data: bytes) -> dict:
     upload = start(helpline, pc, number, data)
     for index in range(upload["chunks"]):
         assert put_chunk(helpline, pc, upload, index, data).status_code == 200
-    return helpline.ok("POST", f"uploads/{upload['id']}/complete", pc.credential)
+    return helpline.ok("POST", f"uploads/{upload['id']}/complete", pc)
 
 
 def refused(response, status: int, code: str, cls) -> dict:
@@ -226,17 +226,17 @@ def test_a_full_disk_keeps_what_is_stored_and_the_upload_resumes(helpline, paire
     error = refused(put_chunk(helpline, pc, upload, 1, data), 507, "storage_full", StorageFullError)
     assert "full" in error["message"]
     still_there(helpline, engineer, bundle, first)
-    status = helpline.ok("GET", f"uploads/{upload['id']}", pc.credential)
+    status = helpline.ok("GET", f"uploads/{upload['id']}", pc)
     assert status["received"] == [0]  # the chunk stored before the disk filled is kept
 
     disk.full = False
     for index in range(1, upload["chunks"]):
         assert put_chunk(helpline, pc, upload, index, data).status_code == 200
     disk.full = True  # the disk fills again just as the bundle is joined: the chunks stay
-    refused(helpline.call("POST", f"uploads/{upload['id']}/complete", pc.credential), 507, "storage_full", StorageFullError)
+    refused(helpline.call("POST", f"uploads/{upload['id']}/complete", pc), 507, "storage_full", StorageFullError)
     assert len(helpline.audit("upload.refused")) == 2
     disk.full = False
-    second = helpline.ok("POST", f"uploads/{upload['id']}/complete", pc.credential)
+    second = helpline.ok("POST", f"uploads/{upload['id']}/complete", pc)
     still_there(helpline, engineer, second, data)
     still_there(helpline, engineer, bundle, first)
 
@@ -252,12 +252,12 @@ def test_a_closed_ticket_takes_no_uploads(helpline, paired, tmp_path):
     data = write_archive(tmp_path / "b.tar.gz", payload=100_000).read_bytes()
     under_way = start(helpline, pc, number, data)
     close(helpline, engineer, number)
-    response = helpline.call("POST", f"agent/tickets/{number}/uploads", pc.credential,
+    response = helpline.call("POST", f"agent/tickets/{number}/uploads", pc,
                              json={"filename": "b.tar.gz", "size": 10, "sha256": "0" * 64})
     error = refused(response, 409, "conflict", type(error_class_for(409, "conflict")("x")))
     assert error["message"] == f"{number} is closed; it takes no more diagnostics."
     refused(put_chunk(helpline, pc, under_way, 0, data), 409, "conflict", type(error_class_for(409, "conflict")("x")))
-    refused(helpline.call("POST", f"uploads/{under_way['id']}/complete", pc.credential), 409, "conflict",
+    refused(helpline.call("POST", f"uploads/{under_way['id']}/complete", pc), 409, "conflict",
             type(error_class_for(409, "conflict")("x")))
     events = helpline.audit("upload.refused")
     assert len(events) == 3 and {e.details["reason"] for e in events} == {"ticket closed"}

@@ -67,12 +67,13 @@ def rate_limited(
 ) -> E:
     """Keep the trace of refusing with ``error`` because rate-limit ``key`` is used up; return ``error``.
 
-    Refusals are counted under ``refused:<key>`` in the same window, and the first
-    of each window is audited as ``action`` (with ``key`` and the count's name):
-    a flood of refused attempts is on record without writing one audit event each.
+    Refusals are counted per key and client address under ``refused:<key>@<address>``
+    in the same window, and the first of each is audited as ``action`` (with
+    ``key`` and the count's name): every refused client is on record, and a
+    flood of refused attempts does not write one audit event each.
     """
     target = str(target_id)
-    refused_key = f"refused:{key}"[:200]
+    refused_key = f"refused:{key}@{ratelimit.source_of(actor.ip).address}"[:200]
 
     def write(traced: Session) -> None:
         if ratelimit.hit(traced, refused_key, window_seconds, now=now) == 1:

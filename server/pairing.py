@@ -88,19 +88,27 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
     source = ratelimit.source_of(actor.ip)
     address_key = f"pair-addr:{source.address}"
     network_key = f"pair-net:{source.network}" if source.network else None
-    failures_here = ratelimit.count(session, address_key, window, now=now)
-    if failures_here >= limits.pairing_per_address:
-        wait = ratelimit.seconds_left(session, address_key, window, now=now)
-        raise rate_limited(session, RetryAfter("Too many failed pairing attempts from this address.", wait),
-                           actor=actor, action="pairing.rate_limited", target_type="pairing_code", target_id="unknown",
-                           key=address_key, window_seconds=window, now=now)
-    failed_before = failures_here > 0 or (
-        network_key is not None and ratelimit.count(session, network_key, window, now=now) >= limits.pairing_network_clean)
-    if failed_before and ratelimit.count(session, SUSPECTS_KEY, 1, now=now) >= limits.pairing_suspects_per_second:
-        problem = RetryAfter("Too many failed pairing attempts arriving; this address failed before, so it waits its turn.", 1,
-                             hint="Wait a second and try again.")
-        raise rate_limited(session, problem, actor=actor, action="pairing.rate_limited", target_type="pairing_code",
-                           target_id="unknown", key=SUSPECTS_KEY, window_seconds=1, now=now)
+
+    def refuse(message: str, key: str, key_window: int, hint: str | None = None) -> RetryAfter:
+        wait = ratelimit.seconds_left(session, key, key_window, now=now)
+        return rate_limited(session, RetryAfter(message, wait, hint=hint), actor=actor, action="pairing.rate_limited",
+                            target_type="pairing_code", target_id="unknown", key=key, window_seconds=key_window, now=now)
+
+    # The attempt is counted first, as a failure until it succeeds: one write statement each, so that however
+    # many attempts arrive at once, each is checked against all before it. A refusal takes the counts back.
+    tried_here = ratelimit.hit(session, address_key, window, now=now)
+    if tried_here > limits.pairing_per_address:
+        raise refuse("Too many failed pairing attempts from this address.", address_key, window)
+    counted = [(address_key, window)]
+    failed_before = tried_here > 1
+    if network_key is not None:
+        counted.append((network_key, window))
+        failed_before = failed_before or ratelimit.hit(session, network_key, window, now=now) - 1 >= limits.pairing_network_clean
+    if failed_before:
+        counted.append((SUSPECTS_KEY, 1))
+        if ratelimit.hit(session, SUSPECTS_KEY, 1, now=now) > limits.pairing_suspects_per_second:
+            raise refuse("Too many failed pairing attempts arriving; this address failed before, so it waits its turn.",
+                         SUSPECTS_KEY, 1, "Wait a second and try again.")
     try:
         canonical = pairing.normalize(code)
     except InvalidInputError:
@@ -117,11 +125,6 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
         problem = AuthError("That pairing code has expired.",
                             hint=f"Codes are valid for {code_lifetime(settings)}; ask your engineer for a new one.")
     if problem is not None:
-        counted = [(address_key, window)]
-        if network_key is not None:
-            counted.append((network_key, window))
-        if failed_before:
-            counted.append((SUSPECTS_KEY, 1))
         raise refusal(session, problem, actor=actor, action="pairing.refused", target_type="pairing_code",
                       target_id=row.id if row else "unknown", counted=counted, now=now, reason=problem.message)
     used = session.execute(
@@ -129,6 +132,8 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
     )
     if used.rowcount != 1:
         raise ConflictError("That pairing code has already been used.", hint="Ask your engineer for a new code.")
+    for key, key_window in counted:
+        ratelimit.give_back(session, key, key_window, now=now)
     return row
 
 

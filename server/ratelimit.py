@@ -17,6 +17,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import case, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from protocol.errors import RateLimitedError
@@ -59,7 +62,7 @@ def source_of(ip: str | None) -> Source:
 
 
 def _current(session: Session, key: str, window_seconds: int, now: datetime) -> RateLimitWindow | None:
-    row = session.get(RateLimitWindow, key)
+    row = session.get(RateLimitWindow, key, populate_existing=True)
     if row is None:
         return None
     if now - row.window_start >= timedelta(seconds=window_seconds):
@@ -88,14 +91,28 @@ def check(session: Session, key: str, limit: int, window_seconds: int, what: str
 
 
 def hit(session: Session, key: str, window_seconds: int, *, now: datetime) -> int:
-    """Count one failure for ``key`` at ``now``; return the count in the current window."""
-    row = session.get(RateLimitWindow, key)
-    if row is None:
-        row = RateLimitWindow(key=key, window_start=now, count=0)
-        session.add(row)
-    elif now - row.window_start >= timedelta(seconds=window_seconds):
-        row.window_start = now
-        row.count = 0
-    row.count += 1
-    session.flush()
-    return row.count
+    """Count one failure (or an attempt not yet known to succeed) for ``key`` at ``now``; return the window's count.
+
+    One statement (an upsert computing the count in the database), so that
+    concurrent requests never lose a count, and on SQLite it takes the write
+    lock: checks made on the returned count are made with every earlier count in.
+    """
+    table = RateLimitWindow.__table__
+    cutoff = now - timedelta(seconds=window_seconds)
+    expired = table.c.window_start <= cutoff
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect]
+    statement = insert(table).values(key=key, window_start=now, count=1)
+    statement = statement.on_conflict_do_update(index_elements=[table.c.key], set_={
+        "count": case((expired, 1), else_=table.c.count + 1),
+        "window_start": case((expired, now), else_=table.c.window_start),
+    }).returning(table.c.count)
+    return int(session.execute(statement).scalar_one())
+
+
+def give_back(session: Session, key: str, window_seconds: int, *, now: datetime) -> None:
+    """Take back one count of ``key`` made by :func:`hit` for an attempt that then succeeded."""
+    table = RateLimitWindow.__table__
+    session.execute(update(table).where(
+        table.c.key == key, table.c.count > 0, table.c.window_start > now - timedelta(seconds=window_seconds),
+    ).values(count=table.c.count - 1))

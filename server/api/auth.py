@@ -17,7 +17,7 @@ async def login(body: LoginRequest, state: State, ip: ClientIP, now: Now) -> Log
     # Three phases, so that the password check (scrypt, slow on purpose) holds no database connection,
     # lock or request slot, and waits for one of the server's few password-check places instead.
     settings = state.settings
-    attempt = await in_session(state, lambda s: logins.start_login(s, settings, ip, body.username, now=now), writes=False)
+    attempt = await in_session(state, lambda s: logins.start_login(s, settings, ip, body.username, now=now), writes=True)
     matched = await state.password_checks.run(logins.password_matches, attempt, body.password)
     done = await in_session(
         state, lambda s: logins.finish_login(s, settings, attempt, matched, body.token_name, now=now), writes=True)

@@ -8,6 +8,9 @@ checked, so the right password from it is always accepted (docs/threat-model.md)
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 from fastapi.testclient import TestClient
 
 from protocol.schemas import Role
@@ -108,3 +111,24 @@ def test_unknown_usernames_get_the_same_answers(helpline):
     send = login_from(helpline, "192.0.2.50")
     answers = [send(name, "wrong-password").json()["error"] for name in (real, "nobody-by-that-name")]
     assert answers[0] == answers[1]
+
+
+
+def test_attempts_arriving_at_once_are_each_counted_before_the_next_is_checked(helpline):
+    """A burst from one address gets no more password checks than the limit: each attempt is counted first."""
+    helpline.runtime.settings = helpline.settings.model_copy(update={
+        "rate_limits": helpline.settings.rate_limits.model_copy(update={"login_per_user_address": 3})})
+    owner = helpline.account(Role.ENGINEER)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=helpline.http.app, client=("203.0.113.77", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://helpline") as client:
+            answers = await asyncio.wait_for(asyncio.gather(*(
+                client.post("/v1/auth/login", json={"username": owner, "password": f"wrong-password-{i}"})
+                for i in range(12))), timeout=120)
+        return [a.status_code for a in answers]
+
+    assert sorted(asyncio.run(burst())) == [401] * 3 + [429] * 9
+    assert helpline.failures(f"login-ua:{owner}:203.0.113.77") == 3
+    assert login_from(helpline, "203.0.113.78")(owner, PASSWORD).status_code == 200
+    assert helpline.failures(f"login-user:{owner}") == 3  # the right password gave its count back

@@ -70,7 +70,7 @@ async def flood(url: str, rate: float, seconds: float, timeout: float, tally: di
         async def one(i: int) -> None:
             async with in_flight:
                 try:
-                    response = await api.post("/v1/auth/login", json={"username": f"{ENGINEER}", "password": f"wrong-{i}"})
+                    response = await api.post("/v1/auth/login", json={"username": ENGINEER, "password": f"wrong-password-{i}"})
                     kind = str(response.status_code)
                 except httpx.HTTPError as exc:
                     kind = type(exc).__name__

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate, Role
 from protocol.errors import ConflictError, NotFoundError
 from server.audit import Actor, record
-from server.db import utcnow
+from server.db import end_reads, utcnow
 from server.models import Account
 from server.security import hash_password
 
@@ -31,9 +31,11 @@ def get_account(session: Session, username: str) -> Account:
 def create_account(session: Session, actor: Actor, data: AccountCreate) -> Account:
     if session.scalar(select(Account.id).where(Account.username == data.username)) is not None:
         raise ConflictError(f"The account '{data.username}' already exists.")
+    end_reads(session)  # scrypt below holds no connection or lock (server.db.end_reads)
+    password_hash = hash_password(data.password)
     account = Account(
         username=data.username, display_name=data.display_name or data.username, email=data.email,
-        organisation=data.organisation, role=data.role.value, password_hash=hash_password(data.password),
+        organisation=data.organisation, role=data.role.value, password_hash=password_hash,
         disabled=False, created_at=utcnow(),
     )
     session.add(account)
@@ -43,6 +45,9 @@ def create_account(session: Session, actor: Actor, data: AccountCreate) -> Accou
 
 
 def update_account(session: Session, actor: Actor, account: Account, data: AccountUpdate) -> Account:
+    if data.password is not None:
+        end_reads(session)  # scrypt below holds no connection or lock (server.db.end_reads)
+        password_hash = hash_password(data.password)
     changed = []
     for field in ("role", "disabled", "display_name", "email", "organisation"):
         value = getattr(data, field)
@@ -50,7 +55,7 @@ def update_account(session: Session, actor: Actor, account: Account, data: Accou
             setattr(account, field, value.value if isinstance(value, Role) else value)
             changed.append(field)
     if data.password is not None:
-        account.password_hash = hash_password(data.password)
+        account.password_hash = password_hash
         changed.append("password")
     record(session, actor, "account.update", "account", account.username, fields=changed)
     return account

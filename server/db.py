@@ -55,6 +55,7 @@ _TXN = "helpline_transaction"  # execution option: "read" or "write" for request
 _READ_ONLY = "read_only"  # Session.info flag
 _TOUCHES = "touches"  # Session.info: bookkeeping updates to run after the session closes
 _READ_STATEMENTS = ("SELECT", "PRAGMA", "EXPLAIN")
+_WROTE = "helpline.wrote"  # Session.info flag: this transaction has written (flushed or executed a write)
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -175,6 +176,39 @@ def _refuse_flush(session: Session, flush_context, instances) -> None:
 def _refuse_write(state: ORMExecuteState) -> None:
     if state.session.info.get(_READ_ONLY) and not state.is_select:
         raise ReadOnlySessionError("A read session cannot run a write statement.")
+    if not state.is_select:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, flush_context) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_writes(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+def is_read_only(session: Session) -> bool:
+    """Whether ``session`` is a read session (see :func:`read_sessions`)."""
+    return bool(session.info.get(_READ_ONLY))
+
+
+def end_reads(session: Session) -> None:
+    """End the read phase of ``session`` before slow work (password hashing): nothing stays held.
+
+    The transaction, which has only read, is ended and its connection goes back
+    to the pool, so the slow work holds no connection, snapshot or lock (on
+    SQLite, no write lock however the session began). Loaded rows stay usable;
+    the session starts a new transaction at its next statement. Raise
+    RuntimeError if the session has already written: ending it here would
+    commit half a request.
+    """
+    if session.new or session.deleted or any(session.is_modified(o) for o in session.dirty) or session.info.get(_WROTE):
+        raise RuntimeError("end_reads() on a session that has written; do the slow work before the first write")
+    session.commit()
 
 
 def touch(session: Session, column: InstrumentedAttribute, key: object, stored: datetime | None, interval: timedelta,

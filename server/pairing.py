@@ -1,16 +1,18 @@
 """Pairing: linking a PC to a ticket, with a one-time code from an engineer or a ticket the PC opens itself.
 
 A pairing code is single use and short-lived; wrong codes are counted per
-client address and against a global budget, and audited, as kept traces
-(:mod:`server.refusals`) so the count survives the refused request.
+client address, and those from addresses that failed before are slowed
+together; all are audited, as kept traces (:mod:`server.refusals`) so the
+count survives the refused request.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from protocol import pairing
@@ -21,7 +23,8 @@ from server import tickets as ticket_svc
 from server.agents import check_proof, register_agent
 from server.audit import Actor, record, timeline
 from server.models import Account, Agent, Pairing, PairingCode, Ticket
-from server.refusals import refusal
+from server.ratelimit import RetryAfter
+from server.refusals import rate_limited, refusal
 from server.security import keyed_digest
 from server.settings import ServerSettings
 
@@ -37,7 +40,20 @@ def code_lifetime(settings: ServerSettings) -> str:
 def create_pairing_code(
     session: Session, settings: ServerSettings, actor: Actor, creator: Account, ticket: Ticket, *, now: datetime
 ) -> tuple[PairingCode, str]:
-    """Issue a one-time code that links a PC to ``ticket``, valid from ``now``; return the row and the code."""
+    """Issue a one-time code that links a PC to ``ticket``, valid from ``now``; return the row and the code.
+
+    Raise RetryAfter when ``pairing_live_codes`` codes are already live: the odds
+    of guessing one grow with their number (docs/threat-model.md).
+    """
+    live = session.scalar(select(func.count(PairingCode.id)).where(PairingCode.used_at.is_(None), PairingCode.expires_at > now))
+    if live >= settings.rate_limits.pairing_live_codes:
+        soonest = session.scalar(select(func.min(PairingCode.expires_at)).where(
+            PairingCode.used_at.is_(None), PairingCode.expires_at > now))
+        wait = max(1, math.ceil((soonest - now).total_seconds()))
+        problem = RetryAfter(f"This server already has {live} pairing codes waiting to be used.", wait,
+                             hint=f"Wait {wait} seconds for one to expire, or have a PC use its code first.")
+        raise rate_limited(session, problem, actor=actor, action="pairing_code.refused", target_type="ticket",
+                           target_id=ticket.label, key="pair-live-codes", window_seconds=wait, now=now)
     code = pairing.new_pairing_code()
     row = PairingCode(
         ticket=ticket,
@@ -53,16 +69,46 @@ def create_pairing_code(
     return row, code
 
 
+SUSPECTS_KEY = "pair-suspects"  # wrong codes in the current second from addresses that failed before
+
+
 def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor, code: str, *, now: datetime) -> PairingCode:
     """Return the pairing code row for ``code`` and mark it used at ``now``, or refuse.
 
-    Each failure counts against the client's address and against a global
-    budget, so guessing 40-bit codes stays hopeless even from many addresses.
+    Wrong codes are counted per client address (an IPv4 address or an IPv6
+    /64), which then waits after ``pairing_per_address`` of them, and per IPv6
+    /48. An address that failed before (or whose /48 failed often) is also
+    slowed with every other such address, to ``pairing_suspects_per_second``
+    wrong codes a second in all. An address without failures is never held up
+    by others, so its one right code always pairs, whatever the flood; the
+    guessing odds this leaves are worked out in docs/threat-model.md.
     """
     limits = settings.rate_limits
-    ip_key, global_key = f"pair-ip:{actor.ip}", "pair-global"
-    ratelimit.check(session, ip_key, limits.pairing_per_ip, limits.pairing_window_seconds, "pairing", now=now)
-    ratelimit.check(session, global_key, limits.pairing_global, limits.pairing_window_seconds, "pairing", now=now)
+    window = limits.pairing_window_seconds
+    source = ratelimit.source_of(actor.ip)
+    address_key = f"pair-addr:{source.address}"
+    network_key = f"pair-net:{source.network}" if source.network else None
+
+    def refuse(message: str, key: str, key_window: int, hint: str | None = None) -> RetryAfter:
+        wait = ratelimit.seconds_left(session, key, key_window, now=now)
+        return rate_limited(session, RetryAfter(message, wait, hint=hint), actor=actor, action="pairing.rate_limited",
+                            target_type="pairing_code", target_id="unknown", key=key, window_seconds=key_window, now=now)
+
+    # The attempt is counted first, as a failure until it succeeds: one write statement each, so that however
+    # many attempts arrive at once, each is checked against all before it. A refusal takes the counts back.
+    tried_here = ratelimit.hit(session, address_key, window, now=now)
+    if tried_here > limits.pairing_per_address:
+        raise refuse("Too many failed pairing attempts from this address.", address_key, window)
+    counted = [(address_key, window)]
+    failed_before = tried_here > 1
+    if network_key is not None:
+        counted.append((network_key, window))
+        failed_before = failed_before or ratelimit.hit(session, network_key, window, now=now) - 1 >= limits.pairing_network_clean
+    if failed_before:
+        counted.append((SUSPECTS_KEY, 1))
+        if ratelimit.hit(session, SUSPECTS_KEY, 1, now=now) > limits.pairing_suspects_per_second:
+            raise refuse("Too many failed pairing attempts arriving; this address failed before, so it waits its turn.",
+                         SUSPECTS_KEY, 1, "Wait a second and try again.")
     try:
         canonical = pairing.normalize(code)
     except InvalidInputError:
@@ -79,15 +125,15 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
         problem = AuthError("That pairing code has expired.",
                             hint=f"Codes are valid for {code_lifetime(settings)}; ask your engineer for a new one.")
     if problem is not None:
-        window = limits.pairing_window_seconds
         raise refusal(session, problem, actor=actor, action="pairing.refused", target_type="pairing_code",
-                      target_id=row.id if row else "unknown", counted=[(ip_key, window), (global_key, window)], now=now,
-                      reason=problem.message)
+                      target_id=row.id if row else "unknown", counted=counted, now=now, reason=problem.message)
     used = session.execute(
         update(PairingCode).where(PairingCode.id == row.id, PairingCode.used_at.is_(None)).values(used_at=now)
     )
     if used.rowcount != 1:
         raise ConflictError("That pairing code has already been used.", hint="Ask your engineer for a new code.")
+    for key, key_window in counted:
+        ratelimit.give_back(session, key, key_window, now=now)
     return row
 
 

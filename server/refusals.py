@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from protocol.errors import HelplineError
 from server import ratelimit
 from server.audit import Actor, record
-from server.db import transaction
+from server.db import is_read_only, transaction
 
 Trace = Callable[[Session], None]
 E = TypeVar("E", bound=HelplineError)
@@ -32,9 +32,11 @@ def keep_trace(session: Session, write: Trace) -> None:
     """Write ``write(session)`` now, and again on its own if the request's work is rolled back.
 
     ``write`` must only use plain values (not rows of this session), since it may
-    run after a rollback.
+    run after a rollback. A read session cannot write now: its traces are written
+    by :func:`roll_back` alone, through the server's write sessions.
     """
-    write(session)
+    if not is_read_only(session):
+        write(session)
     session.info.setdefault(_TRACES, []).append(write)
 
 
@@ -54,6 +56,29 @@ def refusal(
         for key, window_seconds in counted:
             ratelimit.hit(traced, key, window_seconds, now=now)
         record(traced, actor, action, target_type, target, **details)
+
+    keep_trace(session, write)
+    return error
+
+
+def rate_limited(
+    session: Session, error: E, *, actor: Actor, action: str, target_type: str, target_id: Any, key: str,
+    window_seconds: int, now: datetime, **details: Any,
+) -> E:
+    """Keep the trace of refusing with ``error`` because rate-limit ``key`` is used up; return ``error``.
+
+    Refusals are counted per key and client address under ``refused:<key>@<address>``
+    in the same window, and the first of each is audited as ``action`` (with
+    ``key`` and the count's name): every refused client is on record, and a
+    flood of refused attempts does not write one audit event each.
+    """
+    target = str(target_id)
+    refused_key = f"refused:{key}@{ratelimit.source_of(actor.ip).address}"[:200]
+
+    def write(traced: Session) -> None:
+        if ratelimit.hit(traced, refused_key, window_seconds, now=now) == 1:
+            record(traced, actor, action, target_type, target, limit=key, counted_as=refused_key,
+                   reason=error.message, **details)
 
     keep_trace(session, write)
     return error

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import anyio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,6 +17,8 @@ from protocol import signing
 from server.blobs import BlobStore, blob_store
 from server.db import DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.settings import ServerSettings
+
+T = TypeVar("T")
 
 
 class RequestSlots:
@@ -39,6 +42,25 @@ class RequestSlots:
             yield
 
 
+class PasswordChecks:
+    """Where password hashing runs: at most ``size`` at once, on worker threads, holding nothing else.
+
+    Hashing is slow on purpose; bounding it keeps CPUs for other requests during
+    a flood of failed logins, and the waiting checks hold no database connection
+    or request slot (server.api.auth runs them between its database phases).
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, check: Callable[..., T], *args: object) -> T:
+        """``check(*args)`` on a worker thread, once one of the ``size`` places is free."""
+        if self._limiter is None:  # made on first use, inside the server's event loop
+            self._limiter = anyio.CapacityLimiter(self.size)
+        return await anyio.to_thread.run_sync(check, *args, limiter=self._limiter)
+
+
 @dataclass
 class ServerRuntime:
     settings: ServerSettings
@@ -51,6 +73,7 @@ class ServerRuntime:
     clock: Callable[[], datetime] = field(default=utcnow)
     read_sessions: sessionmaker[Session] | None = None
     request_slots: RequestSlots = field(default_factory=lambda: RequestSlots(DEFAULT_POOL_SIZE))
+    password_checks: PasswordChecks = field(default_factory=lambda: PasswordChecks(1))
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:
@@ -72,4 +95,5 @@ def build_runtime(settings: ServerSettings, *, clock: Callable[[], datetime] = u
     return ServerRuntime(
         settings, engine, write_sessions(engine), key, blobs, clock(), clock,
         read_sessions=read_sessions(engine), request_slots=RequestSlots(settings.database_pool_size),
+        password_checks=PasswordChecks(settings.password_check_threads),
     )

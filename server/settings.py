@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.errors import ConfigError
@@ -33,16 +33,34 @@ class ResponsePolicy(BaseModel):
 
 
 class RateLimits(BaseModel):
-    """Failed attempts allowed per window before requests are refused (429)."""
+    """Failed attempts allowed before requests are refused or slowed (429 with Retry-After).
 
-    login_per_user: int = 10
-    login_per_ip: int = 30
-    login_window_seconds: int = 900
-    pairing_per_ip: int = 10
-    # A budget over all addresses bounds guessing from many machines (40-bit codes, a few live at
-    # once); the price is that a flood of failures can hold up pairing for everyone for one window.
-    pairing_global: int = 200
-    pairing_window_seconds: int = 600
+    Only counts of one client address (an IPv4 address or an IPv6 /64) refuse
+    outright; counts over many addresses slow only the addresses that have
+    failed before, so nobody can lock others out (docs/threat-model.md has the
+    arithmetic). Names of earlier versions are still read.
+    """
+
+    # Wrong passwords for one username from one address, per window: then that address waits for that username.
+    login_per_user_address: int = Field(default=10, ge=1, validation_alias=AliasChoices("login_per_user_address", "login_per_user"))
+    # Wrong passwords from one address for any usernames, per window: then that address waits.
+    login_per_address: int = Field(default=30, ge=1, validation_alias=AliasChoices("login_per_address", "login_per_ip"))
+    # Wrong passwords for one username from all addresses, per window, before the addresses that failed are slowed ...
+    login_per_user_free: int = Field(default=10, ge=1)
+    # ... to one wrong attempt per this many seconds for that username, all of them together.
+    login_user_slow_seconds: int = Field(default=5, ge=1, le=60)
+    # Wrong passwords for one username from one IPv6 /48 before its other /64s count as addresses that failed.
+    login_network_clean: int = Field(default=10, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+    # Wrong pairing codes from one address, per window: then that address waits.
+    pairing_per_address: int = Field(default=10, ge=1, validation_alias=AliasChoices("pairing_per_address", "pairing_per_ip"))
+    # Wrong codes from one IPv6 /48 before its other /64s count as addresses that failed.
+    pairing_network_clean: int = Field(default=10, ge=1)
+    # Wrong codes per second from all addresses that failed before, together: more wait a second.
+    pairing_suspects_per_second: int = Field(default=1, ge=1)
+    pairing_window_seconds: int = Field(default=600, ge=1)
+    # Pairing codes live (unused, unexpired) at once on this server; the guessing odds grow with it.
+    pairing_live_codes: int = Field(default=100, ge=1)
     enroll_per_ip: int = 20
     enroll_window_seconds: int = 600
     self_service_per_ip: int = 10
@@ -167,6 +185,9 @@ class ServerSettings(BaseSettings):
     database_pool_size: int = Field(default=20, ge=1, le=1000)
     database_pool_overflow: int = Field(default=10, ge=1, le=1000)
     worker_threads: int = Field(default=40, ge=1, le=1000)
+    # Password checks (scrypt: CPU and 16 MiB each) running at once; the rest queue holding no database
+    # connection, so a flood of failed logins leaves CPUs for everything else. Default: half the CPUs.
+    password_check_threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     dev: bool = False
 

@@ -7,14 +7,20 @@ from fastapi import APIRouter
 from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic, StatusMessage
 from server import logins, ssh_keys
 from server.accounts import account_public
-from server.api.deps import RowId, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, Now, State
+from server.api.deps import RowId, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, Now, State, in_session
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 
 @router.post("/auth/login", summary="Exchange a username and password for an API token")
-def login(body: LoginRequest, session: DbSession, state: State, ip: ClientIP, now: Now) -> LoginResponse:
-    done = logins.log_in(session, state.settings, ip, body.username, body.password, body.token_name, now=now)
+async def login(body: LoginRequest, state: State, ip: ClientIP, now: Now) -> LoginResponse:
+    # Three phases, so that the password check (scrypt, slow on purpose) holds no database connection,
+    # lock or request slot, and waits for one of the server's few password-check places instead.
+    settings = state.settings
+    attempt = await in_session(state, lambda s: logins.start_login(s, settings, ip, body.username, now=now), writes=True)
+    matched = await state.password_checks.run(logins.password_matches, attempt, body.password)
+    done = await in_session(
+        state, lambda s: logins.finish_login(s, settings, attempt, matched, body.token_name, now=now), writes=True)
     return LoginResponse(token=done.token, expires_at=done.expires_at, account=account_public(done.account))
 
 

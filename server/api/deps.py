@@ -8,9 +8,9 @@ session, through :data:`RequestSession`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Path, Request
@@ -32,6 +32,7 @@ from server.security import TOKEN_PREFIX_USER, token_digest
 from server.runtime import ServerRuntime
 
 AGENT_HINT = "Enroll or pair this PC first."
+T = TypeVar("T")
 
 # Row ids in paths: bounded so that an absurd number is a 422, not a database overflow.
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -83,6 +84,28 @@ async def get_session(request: Request, state: State) -> AsyncIterator[Session]:
 
 
 RequestSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def in_session(state: ServerRuntime, work: Callable[[Session], T], *, writes: bool) -> T:
+    """Run ``work`` in a session of its own, ended as a request's session is; return what it returns.
+
+    For a route done in phases (logging in: read, check the password with no
+    session, write), so its slow part holds neither a request slot nor a
+    connection. The session is a write session if ``writes``, else a read one;
+    a failure rolls back and keeps only its refusals' traces.
+    """
+    factory = state.sessions if writes else state.read_sessions
+    async with state.request_slots.slot():
+        session = factory()
+        try:
+            result = await run_in_threadpool(work, session)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_end_session, state, session, False)
+            raise
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_session, state, session, True)
+        return result
 
 
 async def get_read_session(session: RequestSession) -> Session:

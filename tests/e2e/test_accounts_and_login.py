@@ -44,11 +44,11 @@ def test_wrong_password_is_refused(live_server, make_pc):
 
 
 def test_login_is_rate_limited_per_user(server_factory, make_pc):
-    server = server_factory(rate_limits__login_per_user="3")
+    server = server_factory(rate_limits__login_per_user_address="3")
     pc = make_pc("guesser")
     for _ in range(3):
         assert pc.run("login", server.url, "-u", ADMIN, "--password-stdin", input="wrong-guess\n").code == ExitStatus.AUTH
-    # Even the right password is refused while the lock-out lasts.
+    # Even the right password is refused from this address while its pause lasts (other addresses: test_guessing_locks_nobody_out).
     locked = pc.run("login", server.url, "-u", ADMIN, "--password-stdin", input=ADMIN_PASSWORD + "\n")
     assert locked.code == ExitStatus.RATE_LIMITED
     assert "Too many failed login attempts" in locked.stderr

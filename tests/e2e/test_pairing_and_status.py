@@ -55,7 +55,8 @@ def test_malformed_code_is_caught_locally(live_server, make_pc):
 
 
 def test_guessed_codes_hit_the_rate_limit(server_factory, make_pc):
-    server = server_factory(rate_limits__pairing_per_ip="5")
+    # Guesses one after another, unpaced: this is about one address's own limit.
+    server = server_factory(rate_limits__pairing_per_address="5", rate_limits__pairing_suspects_per_second="1000")
     admin = make_pc("admin")
     admin.login(server)
     number, code = ticket_and_code(admin)

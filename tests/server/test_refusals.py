@@ -63,15 +63,16 @@ def test_roll_back_without_traces_is_a_plain_rollback(runtime):
 def test_failed_logins_are_counted_through_the_service_and_then_paused(runtime, helpline):
     username = helpline.account(Role.ENGINEER)
     limits = runtime.settings.rate_limits
-    for _ in range(limits.login_per_user):
+    for _ in range(limits.login_per_user_address):
         session = runtime.sessions()
         with pytest.raises(AuthError):
             logins.log_in(session, runtime.settings, CLIENT_IP, username.upper(), "wrong-password", "cli", now=NOW)
         roll_back(session)
         session.close()
     with runtime.sessions() as session:
-        assert session.get(RateLimitWindow, f"login-user:{username}").count == limits.login_per_user
-        assert count(session, AuditEvent) - 1 == limits.login_per_user  # and account.create
+        assert session.get(RateLimitWindow, f"login-ua:{username}:{CLIENT_IP}").count == limits.login_per_user_address
+        assert session.get(RateLimitWindow, f"login-user:{username}").count == limits.login_per_user_address
+        assert count(session, AuditEvent) - 1 == limits.login_per_user_address  # and account.create
         with pytest.raises(RateLimitedError):
             logins.log_in(session, runtime.settings, CLIENT_IP, username, PASSWORD, "cli", now=NOW)
     with runtime.sessions() as session:
@@ -83,4 +84,5 @@ def test_a_failed_login_through_the_api_is_audited_by_name(helpline):
     assert response.status_code == 401
     [event] = helpline.audit("auth.login_failed")
     assert (event.actor_type, event.target_id, event.ip) == ("anonymous", "nobody", CLIENT_IP)
-    assert helpline.failures("login-user:nobody") == 1 and helpline.failures(f"login-ip:{CLIENT_IP}") == 1
+    assert helpline.failures("login-user:nobody") == 1 and helpline.failures(f"login-addr:{CLIENT_IP}") == 1
+    assert helpline.failures(f"login-ua:nobody:{CLIENT_IP}") == 1

@@ -72,7 +72,7 @@ def test_example_config_is_valid():
 
     example = Path(__file__).resolve().parents[2] / "deploy" / "server.toml.example"
     settings = load_settings(example)
-    assert settings.self_service == "enrolled" and settings.rate_limits.pairing_per_ip == 10
+    assert settings.self_service == "enrolled" and settings.rate_limits.pairing_per_address == 10
 
 
 def test_example_config_keeps_blobs_locally_in_the_data_dir():

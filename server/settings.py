@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.errors import ConfigError
+from server.forwarding import parse_networks
 
 DEFAULT_SECRET = "change-me"
 CONFIG_FILE_NAME = "server.toml"
@@ -46,6 +47,8 @@ class RateLimits(BaseModel):
     enroll_per_ip: int = 20
     enroll_window_seconds: int = 600
     self_service_per_ip: int = 10
+    # Tickets one PC's credential may open per window (counted when opened, not only when refused).
+    self_service_per_agent: int = Field(default=10, ge=1)
     self_service_window_seconds: int = 3600
 
 
@@ -124,12 +127,16 @@ class ServerSettings(BaseSettings):
     signing_key_file: Path | None = None  # default: data_dir/server-signing-key.pem
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; none by default, so a
+    # local process cannot pick the address it is counted and audited under.
+    trusted_proxies: list[str] = []
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     blobs: BlobSettings = BlobSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    # Self-service tickets one PC may have open (not resolved or closed) at once.
+    self_service_open_per_agent: int = Field(default=3, ge=1)
     response_policy: ResponsePolicy = ResponsePolicy()
     rate_limits: RateLimits = RateLimits()
     token_ttl_hours: float = Field(default=12.0, gt=0)
@@ -162,6 +169,23 @@ class ServerSettings(BaseSettings):
         if self.blobs.dir is None:
             self.blobs = self.blobs.model_copy(update={"dir": self.data_dir / "blobs"})
         return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_are_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):  # HELPLINE_TRUSTED_PROXIES="10.0.0.5, 10.1.0.0/16"
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list | tuple):
+            parse_networks(tuple(str(v) for v in value))
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "forwarded_allow_ips" in values:
+            raise ValueError("forwarded_allow_ips is replaced by trusted_proxies, a list of proxy addresses or networks "
+                             "(none is trusted by default)")
+        return values
 
     @field_validator("secret_key")
     @classmethod

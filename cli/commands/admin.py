@@ -197,7 +197,7 @@ def enroll_token(argument: str | None, token_file: Path | None) -> str:
 def agent_enroll(
     url: Annotated[str, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com.")],
     token: Annotated[str | None, typer.Argument(
-        metavar="[TOKEN]", show_default=False,
+        metavar="TOKEN", show_default=False,
         help="An enrollment token from `helpline enroll-token create`, or '-' to read it from standard input. "
              "Other users of this PC can see command-line arguments: prefer '-', --token-file or "
              f"{ENROLL_TOKEN_ENV}.")] = None,
@@ -209,7 +209,7 @@ def agent_enroll(
 
     The token comes from TOKEN, standard input ('-'), --token-file or the HELPLINE_ENROLL_TOKEN variable.
 
-    Example: helpline agent enroll https://help.example.com --token-file /run/secrets/helpline-enroll --server-key SHA256:…
+    Example: echo "$TOKEN" | helpline agent enroll https://help.example.com - --server-key SHA256:…
     """
     state = this_pc().enroll(url, enroll_token(token, token_file), expected_fingerprint=server_key)
     if json_out:

@@ -6,13 +6,14 @@ with the default secret unless the server is started in development mode.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.errors import ConfigError
 from server.forwarding import parse_networks
@@ -129,7 +130,7 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8700, ge=0, le=65535)
     # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; none by default, so a
     # local process cannot pick the address it is counted and audited under.
-    trusted_proxies: list[str] = []
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     blobs: BlobSettings = BlobSettings()
@@ -173,8 +174,11 @@ class ServerSettings(BaseSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies_are_networks(cls, value: Any) -> Any:
-        if isinstance(value, str):  # HELPLINE_TRUSTED_PROXIES="10.0.0.5, 10.1.0.0/16"
-            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, str):  # HELPLINE_TRUSTED_PROXIES="10.0.0.5, 10.1.0.0/16" or a JSON list
+            try:
+                value = json.loads(value) if value.lstrip().startswith("[") else value.replace(",", " ").split()
+            except json.JSONDecodeError:
+                raise ValueError("must be addresses or networks separated by commas, or a JSON list") from None
         if isinstance(value, list | tuple):
             parse_networks(tuple(str(v) for v in value))
         return value

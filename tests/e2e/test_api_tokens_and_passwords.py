@@ -84,3 +84,32 @@ def test_a_reset_or_disable_ends_the_logins_for_good(live_server, admin_pc, make
     assert laptop.run("whoami").code == ExitStatus.AUTH
     weak = admin_pc.run("account", "create", "carol", "--password-stdin", input="carol\n")
     assert weak.code == ExitStatus.INVALID and "at least 12 characters" in weak.stderr
+
+
+def test_on_a_terminal_the_new_password_is_asked_twice(live_server, admin_pc, make_pc):
+    import pexpect
+
+    from tests.support.live import helpline_bin
+
+    create_engineer(admin_pc)
+    laptop = make_pc("laptop")
+    laptop.login(live_server, "alice", ENGINEER_PASSWORD)
+
+    def change(new: str, again: str) -> pexpect.spawn:
+        child = pexpect.spawn(helpline_bin(), ["account", "password"], env=laptop.env(), encoding="utf-8", timeout=60)
+        child.expect("Current password: ")
+        child.sendline(ENGINEER_PASSWORD)
+        child.expect("New password: ")
+        child.sendline(new)
+        child.expect("Type it again: ")
+        child.sendline(again)
+        child.expect(pexpect.EOF)
+        child.close()
+        return child
+
+    mistyped = change(NEW_PASSWORD, NEW_PASSWORD + "x")
+    assert mistyped.exitstatus == ExitStatus.INVALID and "differ" in mistyped.before
+    done = change(NEW_PASSWORD, NEW_PASSWORD)
+    assert done.exitstatus == 0 and "Password changed" in done.before
+    assert NEW_PASSWORD not in done.before  # not echoed
+    make_pc("desk").login(live_server, "alice", NEW_PASSWORD)

@@ -305,12 +305,15 @@ def _userinfo(body: str) -> tuple[str, str | None] | None:
 
 
 def _is_pairing_code(value: str) -> bool:
-    """Whether ``value`` reads as a Helpline pairing code (typo-tolerant, as the server reads it)."""
+    """Whether ``value`` reads as a Helpline pairing code (typo-tolerant, as the server reads it).
+
+    A lower-case word with no digit ("pair keyboard", "pairing password") is prose, not a code.
+    """
     try:
         pairing.normalize(value)
     except InvalidInputError:
         return False
-    return True
+    return any(ch.isdigit() for ch in value) or not any(ch.islower() for ch in value)
 
 
 def _secret_formats() -> list[Detector]:

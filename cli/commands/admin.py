@@ -165,9 +165,10 @@ ENROLL_TOKEN_ENV = "HELPLINE_ENROLL_TOKEN"
 
 
 def enroll_token(argument: str | None, token_file: Path | None) -> str:
-    """The enrollment token from exactly one place: the argument (``-`` for standard input), a file or the environment.
+    """The enrollment token from the argument (``-`` for standard input) or a file, else from the environment.
 
-    Raise InvalidInputError if none or more than one is given, or the token is empty.
+    Raise InvalidInputError if both the argument and a file are given, if none of
+    the three is, or if the token is empty.
     """
     from_env = os.environ.get(ENROLL_TOKEN_ENV) or None
     given = [name for name, value in (("TOKEN", argument), ("--token-file", token_file)) if value is not None]

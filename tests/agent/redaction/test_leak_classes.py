@@ -362,7 +362,14 @@ def test_the_first_piece_of_a_file_holds_the_line_after_the_first(tmp_path):
 def test_helpline_pairing_codes_next_to_pair(code, form, place):
     a, b = code[:4], code[4:]
     value = form.format(a=a, b=b, la=a.lower(), lb=b.lower())
+    if value.islower() and not any(ch.isdigit() for ch in value):
+        return  # typed in lower case with no digit, a code reads as a word: see the test below
     assert value not in redact(place.format(v=value) + "\n")
+
+
+def test_words_after_pair_are_not_taken_for_codes():
+    for line in ("Bluetooth: pair keyboard failed", "pairing password reset", "pair read-only mirror"):
+        assert redact(line + "\n") == line + "\n"
 
 
 def test_every_helpline_token_kind_the_server_issues_is_masked():

@@ -28,6 +28,7 @@ from protocol.schemas import (
     AgentPublic,
     AgentStatus,
     AgentTicket,
+    ApiTokenPublic,
     AuditEventPublic,
     BundleDetail,
     BundlePublic,
@@ -41,6 +42,8 @@ from protocol.schemas import (
     PairingCodeCreated,
     PairRequest,
     PairResponse,
+    PasswordChange,
+    PasswordChanged,
     SelfServiceRequest,
     SelfServiceResponse,
     ServerInfo,
@@ -151,6 +154,23 @@ class HelplineClient:
 
     def me(self) -> AccountPublic:
         return self._call(AccountPublic, "GET", "me")
+
+    def change_password(self, body: PasswordChange) -> PasswordChanged:
+        """Change this account's password; its other tokens end, this client's stays."""
+        return self._call(PasswordChanged, "POST", "me/password", json=_body(body))
+
+    def my_tokens(self) -> list[ApiTokenPublic]:
+        """This account's API tokens that still work, the one this client carries marked current."""
+        return self._call(list[ApiTokenPublic], "GET", "me/tokens")
+
+    def account_tokens(self, username: str) -> list[ApiTokenPublic]:
+        """Another account's API tokens that still work (admins)."""
+        name = _segment(username, "username", hint="List accounts with `helpline account list`.")
+        return self._call(list[ApiTokenPublic], "GET", f"accounts/{name}/tokens")
+
+    def revoke_token(self, token_id: int) -> ApiTokenPublic:
+        """Revoke an API token: one's own, or anyone's for an admin."""
+        return self._call(ApiTokenPublic, "DELETE", f"tokens/{_row_id(token_id, 'token id')}")
 
     def ssh_keys(self) -> list[SshKeyPublic]:
         return self._call(list[SshKeyPublic], "GET", "me/ssh-keys")

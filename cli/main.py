@@ -103,6 +103,7 @@ app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
 app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
 app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
+app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
 
 app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
 app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)

@@ -109,6 +109,13 @@ def local_time(when: datetime | None, *, now: datetime | None = None) -> str:
     return local.strftime("%H:%M") if local.date() == today else local.strftime("%a %d %b %H:%M")
 
 
+def full_time(when: datetime | None) -> str:
+    """Format a moment with its day and zone, in the PC's time zone: ``Mon 24 Nov 2026 09:00 CET``."""
+    if when is None:
+        return "—"
+    return when.astimezone().strftime("%a %d %b %Y %H:%M %Z")
+
+
 def duration(minutes: float) -> str:
     """Say a response window the way a person would: ``30 min``, ``4 h``, ``2 days``."""
     minutes = round(minutes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 
 from protocol.errors import InvalidInputError
+from protocol.untrusted import shown
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 8
@@ -33,7 +34,7 @@ def normalize(code: str) -> str:
     cleaned = "".join(ch for ch in code.upper() if ch not in " -_.").translate(_CONFUSABLE)
     if len(cleaned) != CODE_LENGTH or any(ch not in ALPHABET for ch in cleaned):
         raise InvalidInputError(
-            f"'{code}' is not a pairing code.",
+            f"{shown(code)} is not a pairing code.",
             hint="A pairing code has 8 letters and digits, like 7KQ2-M9XD; ask your engineer to read it again.",
         )
     return cleaned

@@ -161,9 +161,37 @@ class LoginResponse(_Model):
     account: AccountPublic
 
 
+#: The fewest characters a new password has, leading and trailing spaces not counted.
+PASSWORD_MIN_LENGTH = 12
+# Fewer different characters than this is a pattern ("aaaaaaaaaaaa", "abababababab"), not a password.
+_PASSWORD_MIN_DISTINCT = 5
+
+
+def password_problem(password: str, username: str | None = None) -> str | None:
+    """Why ``password`` is too weak to set for ``username``, in plain English; None if it will do.
+
+    A new password needs at least 12 characters besides leading and trailing
+    spaces, at least five different ones, and must not be the username.
+    """
+    core = password.strip()
+    if not core:
+        return "A password cannot be only spaces."
+    if len(core) < PASSWORD_MIN_LENGTH:
+        return f"A password needs at least {PASSWORD_MIN_LENGTH} characters (spaces at either end do not count)."
+    if len(set(core.casefold())) < _PASSWORD_MIN_DISTINCT:
+        return f"A password needs at least {_PASSWORD_MIN_DISTINCT} different characters, not a repeated pattern."
+    if username and username.casefold() in (core.casefold(), core.casefold()[::-1]):
+        return "A password cannot be the username."
+    return None
+
+
+#: A password being set; the server also checks it with :func:`password_problem`.
+NewPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
 class AccountCreate(_Model):
     username: Username
-    password: Annotated[str, StringConstraints(min_length=12, max_length=1024)]
+    password: NewPassword
     role: Role = Role.ENGINEER
     display_name: ShortText | None = None
     email: Annotated[str, StringConstraints(max_length=254)] | None = None
@@ -173,10 +201,34 @@ class AccountCreate(_Model):
 class AccountUpdate(_Model):
     role: Role | None = None
     disabled: bool | None = None
-    password: Annotated[str, StringConstraints(min_length=12, max_length=1024)] | None = None
+    password: NewPassword | None = None
     display_name: ShortText | None = None
     email: Annotated[str, StringConstraints(max_length=254)] | None = None
     organisation: ShortText | None = None
+
+
+
+class PasswordChange(_Model):
+    """Changing one's own password: the current one proves it is the owner, not a borrowed token."""
+
+    current_password: Password
+    new_password: NewPassword
+
+
+class PasswordChanged(_Model):
+    ended_tokens: int = Field(description="How many of the account's other tokens the change ended.")
+
+
+class ApiTokenPublic(_Model):
+    """An engineer's or admin's API token, never its secret."""
+
+    id: int
+    account: str
+    name: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    current: bool = Field(description="Whether this is the token the request was made with.")
 
 
 class SshKeyCreate(_Model):

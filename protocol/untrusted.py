@@ -167,3 +167,19 @@ def is_control(ch: str) -> bool:
     if code < 0x7F or ch in _JOINERS:
         return False
     return unicodedata.category(ch) in ("Cf", "Cs", "Zl", "Zp")
+
+
+#: Characters of a refused value an error message quotes back.
+SHOWN_CHARS = 40
+
+
+def shown(value: object, *, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as an error message may quote it: on one line, printable, cut to ``limit`` characters, in quotes.
+
+    Refusals name what they refused without echoing raw input: no control
+    character, no new line and no megabyte of text goes back to the sender or
+    into a log.
+    """
+    text = str(value)
+    cut = text if len(text) <= limit else text[:limit] + "…"
+    return f"'{printable(cut, multiline=False)}'"

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from protocol.schemas import ErrorBody, ErrorDetail, describe_invalid
 from protocol.errors import HelplineError, http_status_of
+from protocol.untrusted import is_control
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
 from server.ratelimit import RetryAfter
@@ -102,6 +103,28 @@ class _TooLarge(Exception):
     pass
 
 
+class PrintablePath:
+    """Refuse (400) a request whose decoded path holds a control or other invisible character, on every route.
+
+    No ticket number, username or id has one, and a NUL or an escape must reach
+    neither a database nor a log; the answer does not echo the path.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _printable_path(scope["path"]):
+            response = error_response(400, "bad_request", "The request's path holds control characters.",
+                                      "Ticket numbers, usernames and ids are plain printable text.")
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _printable_path(path: str) -> bool:
+    return path.isprintable() if path.isascii() else not any(is_control(ch) or ch == "\ufffd" for ch in path)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     """Size the worker threads and keep the background jobs' schedule for as long as the app serves."""
@@ -138,5 +161,6 @@ def create_app(state: ServerRuntime) -> FastAPI:
     for module in (health, auth, accounts, tickets, agents, audit, uploads):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/",))
-    app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit are signed too
+    app.add_middleware(PrintablePath)
+    app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit and bad paths are signed too
     return app

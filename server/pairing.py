@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from protocol import pairing
 from protocol.errors import AuthError, ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from protocol.schemas import AgentIdentity, Channel, Priority
+from protocol.schemas import AgentIdentity, Channel, Priority, TicketStatus
+from protocol.tickets import parse_ticket_ref, ticket_label
 from server import ratelimit
 from server import tickets as ticket_svc
 from server.agents import check_proof, register_agent
@@ -140,13 +141,17 @@ def redeem_pairing_code(session: Session, settings: ServerSettings, actor: Actor
 def paired_ticket(session: Session, agent: Agent, number: str) -> Ticket:
     """The ticket ``number`` if this agent is linked to it; NotFoundError otherwise.
 
-    A ticket the PC is not linked to gets the same answer as a missing one:
-    ticket numbers are not secrets, but their contents are.
+    A ticket the PC is not linked to gets the same answer as a missing one (the
+    same status, message and one query either way): ticket numbers are not
+    secrets, but their existence and contents are.
     """
-    ticket = ticket_svc.get_ticket(session, number)
-    linked = session.scalar(select(Pairing.id).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))
-    if linked is None:
-        raise NotFoundError(f"This PC is not linked to {ticket.label}.", hint="Pair with a code from your engineer first.")
+    wanted = parse_ticket_ref(number)
+    ticket = session.scalar(
+        select(Ticket).join(Pairing, Pairing.ticket_id == Ticket.id).where(Ticket.number == wanted, Pairing.agent_id == agent.id)
+    )
+    if ticket is None:
+        raise NotFoundError(f"This PC is not linked to a ticket {ticket_label(wanted)}.",
+                            hint="Check the number, or pair with a code from your engineer first.")
     return ticket
 
 
@@ -157,9 +162,17 @@ def linked_tickets(session: Session, agent: Agent) -> list[Ticket]:
 
 
 def pair_agent(session: Session, actor: Actor, ticket: Ticket, agent: Agent, via: str, *, now: datetime) -> Pairing:
-    """Link ``agent`` to ``ticket`` (once; linking again changes nothing) and note it on the timeline."""
+    """Link ``agent`` to ``ticket`` (once; linking again changes nothing) and note it on the timeline.
+
+    A closed ticket takes no new PC: ConflictError, audited as ``pairing.refused``.
+    """
     link = session.scalar(select(Pairing).where(Pairing.ticket_id == ticket.id, Pairing.agent_id == agent.id))
     if link is None:
+        if ticket.status == TicketStatus.CLOSED.value:
+            problem = ConflictError(f"{ticket.label} is closed and takes no new PCs.",
+                                    hint="Ask your support team to reopen it or to open a new ticket.")
+            raise refusal(session, problem, actor=actor, action="pairing.refused", target_type="ticket",
+                          target_id=ticket.label, now=now, reason="ticket closed", via=via)
         link = Pairing(ticket=ticket, agent=agent, created_at=now, via=via)
         session.add(link)
         timeline(session, ticket, actor, "paired", f"PC {agent.hostname} linked to the ticket ({via}).")
@@ -201,6 +214,37 @@ def pair_with_code(
     return Paired(code_row.ticket, agent, credential)
 
 
+def _check_agent_ticket_budget(session: Session, settings: ServerSettings, agent: Agent, ip: str | None, *,
+                               now: datetime) -> None:
+    """Count one self-service ticket for ``agent`` at ``now``, or refuse (audited) past its caps.
+
+    A PC may have at most ``self_service_open_per_agent`` of its own tickets
+    open at once (ConflictError), and open at most
+    ``rate_limits.self_service_per_agent`` per window (RetryAfter).
+    """
+    limits = settings.rate_limits
+    open_now = session.scalar(
+        select(func.count(Ticket.id)).join(Pairing, Pairing.ticket_id == Ticket.id).where(
+            Pairing.agent_id == agent.id, Pairing.via == "self-service", Ticket.channel == Channel.SELF_SERVICE.value,
+            Ticket.status.not_in([TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value]))
+    )
+    actor = Actor.of_agent(agent, ip)
+    if open_now >= settings.self_service_open_per_agent:
+        tickets = "ticket" if settings.self_service_open_per_agent == 1 else "tickets"
+        problem = ConflictError(f"This PC already has {open_now} open {tickets}; wait for an engineer to answer.",
+                                hint="See them with `helpline status`; add to one instead of opening another.")
+        raise refusal(session, problem, actor=actor, action="self_service.refused", target_type="agent", target_id=agent.id,
+                      now=now, reason="open tickets cap", open=open_now)
+    key, window = f"self-service-agent:{agent.id}", limits.self_service_window_seconds
+    try:
+        ratelimit.check(session, key, limits.self_service_per_agent, window, "ticket", now=now)
+    except ratelimit.RetryAfter as limited:
+        problem = ratelimit.RetryAfter("This PC has opened too many tickets lately.", limited.retry_after)
+        raise refusal(session, problem, actor=actor, action="self_service.refused", target_type="agent",
+                      target_id=agent.id, now=now, reason="rate") from None
+    ratelimit.hit(session, key, window, now=now)
+
+
 def open_self_service_ticket(
     session: Session, settings: ServerSettings, ip: str | None, agent: Agent | None, *, title: str, description: str,
     requester: str | None, identity: AgentIdentity | None, signature: str | None, now: datetime,
@@ -214,6 +258,13 @@ def open_self_service_ticket(
     if settings.self_service == "off":
         raise ForbiddenError("This server does not take tickets from PCs.", hint="Call or e-mail your support team.")
     credential = None
+    if agent is not None and settings.self_service == "enrolled" and not agent.enrolled:
+        problem = ForbiddenError("Only enrolled PCs may open tickets here; this PC is only paired.",
+                                 hint="Ask your support team to enroll this PC, or for a pairing code.")
+        raise refusal(session, problem, actor=Actor.of_agent(agent, ip), action="self_service.refused", target_type="agent",
+                      target_id=agent.id, now=now, reason="not enrolled")
+    if agent is not None:
+        _check_agent_ticket_budget(session, settings, agent, ip, now=now)
     if agent is None:
         if settings.self_service != "anyone":
             raise AuthError("Only enrolled PCs may open tickets here.", hint="Enroll this PC, or ask your support team for a pairing code.")

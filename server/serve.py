@@ -30,7 +30,7 @@ def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callab
         announce(f"Helpline server on {scheme}://{settings.host}:{settings.port} — data in {settings.data_dir}, "
                  f"key {signing.fingerprint(state.public_key)}")
         uvicorn.run(
-            app, host=settings.host, port=settings.port, forwarded_allow_ips=settings.forwarded_allow_ips,
+            app, host=settings.host, port=settings.port, proxy_headers=False,  # the app reads X-Forwarded-For itself (server.forwarding)
             ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
             ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
             access_log=access_log, log_level=settings.log_level, server_header=False,

@@ -6,15 +6,17 @@ with the default secret unless the server is started in development mode.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.errors import ConfigError
+from server.forwarding import parse_networks
 
 DEFAULT_SECRET = "change-me"
 CONFIG_FILE_NAME = "server.toml"
@@ -64,6 +66,8 @@ class RateLimits(BaseModel):
     enroll_per_ip: int = 20
     enroll_window_seconds: int = 600
     self_service_per_ip: int = 10
+    # Tickets one PC's credential may open per window (counted when opened, not only when refused).
+    self_service_per_agent: int = Field(default=10, ge=1)
     self_service_window_seconds: int = 3600
 
 
@@ -163,13 +167,17 @@ class ServerSettings(BaseSettings):
     signing_key_file: Path | None = None  # default: data_dir/server-signing-key.pem
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; none by default, so a
+    # local process cannot pick the address it is counted and audited under.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     blobs: BlobSettings = BlobSettings()
     uploads: UploadSettings = UploadSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    # Self-service tickets one PC may have open (not resolved or closed) at once.
+    self_service_open_per_agent: int = Field(default=3, ge=1)
     response_policy: ResponsePolicy = ResponsePolicy()
     rate_limits: RateLimits = RateLimits()
     token_ttl_hours: float = Field(default=12.0, gt=0)
@@ -205,6 +213,26 @@ class ServerSettings(BaseSettings):
         if self.blobs.dir is None:
             self.blobs = self.blobs.model_copy(update={"dir": self.data_dir / "blobs"})
         return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_are_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):  # HELPLINE_TRUSTED_PROXIES="10.0.0.5, 10.1.0.0/16" or a JSON list
+            try:
+                value = json.loads(value) if value.lstrip().startswith("[") else value.replace(",", " ").split()
+            except json.JSONDecodeError:
+                raise ValueError("must be addresses or networks separated by commas, or a JSON list") from None
+        if isinstance(value, list | tuple):
+            parse_networks(tuple(str(v) for v in value))
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "forwarded_allow_ips" in values:
+            raise ValueError("forwarded_allow_ips is replaced by trusted_proxies, a list of proxy addresses or networks "
+                             "(none is trusted by default)")
+        return values
 
     @field_validator("secret_key")
     @classmethod

@@ -47,6 +47,7 @@ from protocol.errors import (
     StorageFullError,
     TooLargeError,
 )
+from protocol.untrusted import shown
 from server.audit import Actor, record, timeline
 from server.blobs import BUNDLES, UPLOADS, BlobStore, key_under
 from server.models import Agent, Bundle, Counter, Ticket, Upload, UploadChunk
@@ -400,7 +401,7 @@ def attachment(filename: str) -> str:
 def get_bundle(session: Session, bundle_id: str) -> Bundle:
     bundle = session.get(Bundle, bundle_id)
     if bundle is None:
-        raise NotFoundError(f"There is no bundle {bundle_id}.", hint="List them with `helpline ticket show T-…`.")
+        raise NotFoundError(f"There is no bundle {shown(bundle_id)}.", hint="List them with `helpline ticket show T-…`.")
     return bundle
 
 

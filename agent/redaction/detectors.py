@@ -26,6 +26,8 @@ from agent.redaction.options import RedactionOptions
 from agent.redaction.pseudonyms import PSEUDONYM_DOMAIN, USERNAME, PseudonymMap
 from agent.redaction.tokens import Hit, is_redacted, token
 from agent.redaction.triggers import Triggers, line_starts
+from protocol import pairing
+from protocol.errors import InvalidInputError
 
 PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
@@ -302,6 +304,18 @@ def _userinfo(body: str) -> tuple[str, str | None] | None:
     return user, body[colon + 1 : candidates[-1]]
 
 
+def _is_pairing_code(value: str) -> bool:
+    """Whether ``value`` reads as a Helpline pairing code (typo-tolerant, as the server reads it).
+
+    A lower-case word with no digit ("pair keyboard", "pairing password") is prose, not a code.
+    """
+    try:
+        pairing.normalize(value)
+    except InvalidInputError:
+        return False
+    return any(ch.isdigit() for ch in value) or not any(ch.islower() for ch in value)
+
+
 def _secret_formats() -> list[Detector]:
     """Service tokens with a recognisable shape, most specific first."""
     b64url = r"[A-Za-z0-9_\-]"
@@ -350,6 +364,13 @@ def _secret_formats() -> list[Detector]:
             "helpline-token",  # Helpline's own bearer tokens: a kind prefix and 32 random bytes, base64url
             r"(?<![\w-])hl[uae]_[A-Za-z0-9_\-]{20,}",
             ("hlu_", "hla_", "hle_"),
+        ),
+        PatternDetector(
+            "helpline-pairing-code",  # ABCD-EFGH read out by an engineer: only next to "pair", as a code alone is a word
+            r"(?i:pair(?:ing)?(?:[ \t_-]?code)?s?)(?:[\"']?[ \t]*(?:[:=]|is|was)?[ \t]*[\"']?)"
+            r"(?P<secret>[0-9A-Za-z]{4}[ -]?[0-9A-Za-z]{4})(?![\w-])",
+            ("pair",),
+            valid=_is_pairing_code,
         ),
         PatternDetector(
             "anthropic-key",  # cut short at a line cap, a key is still a key: no fixed length

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from agent.local import this_pc
 from cli import credentials, output
-from cli.commands.engineer import JsonOpt, read_secret
+from cli.commands.engineer import JsonOpt, change_password, read_secret
 from protocol.errors import InvalidInputError
 from protocol.schemas import (
     AccountCreate,
@@ -25,7 +28,7 @@ from protocol.schemas import (
 
 PANEL = "For admins"
 
-account_app = typer.Typer(help="Engineer and admin accounts.", no_args_is_help=True)
+account_app = typer.Typer(help="Engineer and admin accounts, and changing your own password.", no_args_is_help=True)
 token_app = typer.Typer(help="Bootstrap tokens that let PCs enroll in the fleet.", no_args_is_help=True)
 agent_app = typer.Typer(help="The fleet of PCs: enroll this PC; list, show, approve, refuse and revoke agents.",
                         no_args_is_help=True)
@@ -50,7 +53,7 @@ def account_create(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create an engineer or admin account (at least 12 characters of password).
+    """Create an engineer or admin account (a password of at least 12 characters, not the username).
 
     Example: echo "$PW" | helpline account create alice --name "Alice Martin" --org "IT Support" --password-stdin
     """
@@ -63,6 +66,9 @@ def account_create(
         output.print_json(account)
         return
     output.say(f"Created {account.role.value} account [bold]{account.username}[/].")
+
+
+account_app.command("password")(change_password)
 
 
 @account_app.command("list")
@@ -89,6 +95,8 @@ def account_update(
     json_out: JsonOpt = False,
 ) -> None:
     """Change an account's role, disable or enable it, or reset its password.
+
+    A password reset or --disable ends all the account's logins (enabling it again brings none back).
 
     Example: helpline account update alice --role admin
     """
@@ -136,7 +144,7 @@ def token_create(
         return
     output.say(f"Enrollment token {t.id} for group [bold]{t.group}[/] ({t.max_uses} uses, until {output.local_time(t.expires_at)}):")
     output.say(t.token)
-    output.say(f"On each PC: helpline agent enroll {output.esc(credentials.load_login().server_url)} {t.token}")
+    output.say(f"On each PC: echo TOKEN | helpline agent enroll {output.esc(credentials.load_login().server_url)} -")
 
 
 @token_app.command("list")
@@ -164,18 +172,58 @@ def token_revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="The
     output.say(f"Revoked enrollment token {token_id}.")
 
 
+ENROLL_TOKEN_ENV = "HELPLINE_ENROLL_TOKEN"
+
+
+def enroll_token(argument: str | None, token_file: Path | None) -> str:
+    """The enrollment token from the argument (``-`` for standard input) or a file, else from the environment.
+
+    Raise InvalidInputError if both the argument and a file are given, if none of
+    the three is, or if the token is empty.
+    """
+    from_env = os.environ.get(ENROLL_TOKEN_ENV) or None
+    given = [name for name, value in (("TOKEN", argument), ("--token-file", token_file)) if value is not None]
+    if len(given) > 1:
+        raise InvalidInputError("Give the enrollment token once.", hint="Use either TOKEN (or '-') or --token-file.")
+    if argument == "-":
+        token, where = sys.stdin.readline(), "standard input"
+    elif argument is not None:
+        token, where = argument, "TOKEN"
+    elif token_file is not None:
+        try:
+            token, where = token_file.read_text(encoding="utf-8").partition("\n")[0], str(token_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"Cannot read the token file {output.esc(token_file)}: {getattr(exc, 'strerror', None) or exc}.",
+                                    hint="Give a readable file holding the token on its first line.") from None
+    elif from_env is not None:
+        token, where = from_env, ENROLL_TOKEN_ENV
+    else:
+        raise InvalidInputError("No enrollment token.", hint=f"Pipe it in with '-', or use --token-file or {ENROLL_TOKEN_ENV}.")
+    token = token.strip()
+    if not token:
+        raise InvalidInputError(f"The enrollment token from {where} is empty.")
+    return token
+
+
 @agent_app.command("enroll")
 def agent_enroll(
     url: Annotated[str, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com.")],
-    token: Annotated[str, typer.Argument(metavar="TOKEN", help="An enrollment token from `helpline enroll-token create`.")],
+    token: Annotated[str | None, typer.Argument(
+        metavar="TOKEN", show_default=False,
+        help="An enrollment token from `helpline enroll-token create`, or '-' to read it from standard input. "
+             "Other users of this PC can see command-line arguments: prefer '-', --token-file or "
+             f"{ENROLL_TOKEN_ENV}.")] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", metavar="FILE", help="Read the token from the first line of FILE.")] = None,
     server_key: Annotated[str | None, typer.Option("--server-key", metavar="FINGERPRINT", help="Refuse a server whose key has another fingerprint.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enroll this PC in the fleet (run on the PC, usually by a deployment script).
 
-    Example: helpline agent enroll https://help.example.com hle_… --server-key SHA256:…
+    The token comes from TOKEN, standard input ('-'), --token-file or the HELPLINE_ENROLL_TOKEN variable.
+
+    Example: echo "$TOKEN" | helpline agent enroll https://help.example.com - --server-key SHA256:…
     """
-    state = this_pc().enroll(url, token, expected_fingerprint=server_key)
+    state = this_pc().enroll(url, enroll_token(token, token_file), expected_fingerprint=server_key)
     if json_out:
         output.print_json({"agent_id": state.agent_id, "group": state.group, "server": state.server_url,
                            "server_fingerprint": state.server_fingerprint,

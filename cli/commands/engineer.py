@@ -17,6 +17,7 @@ from protocol.errors import InvalidInputError
 from protocol.schemas import (
     LoginRequest,
     NoteCreate,
+    PasswordChange,
     Priority,
     SshKeyCreate,
     TicketCreate,
@@ -287,3 +288,66 @@ def ssh_key_remove(key_id: Annotated[int, typer.Argument(metavar="ID", help="The
     with credentials.connect() as client:
         client.remove_ssh_key(key_id)
     output.say(f"Removed key {key_id}.")
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+api_token_app = typer.Typer(help="Your API tokens (one per login): list them and revoke the ones you no longer use.",
+                            no_args_is_help=True)
+
+
+@api_token_app.command("list")
+def api_token_list(
+    account: Annotated[str | None, typer.Option("--account", metavar="USER", help="Another account's tokens (admins).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the API tokens that still work, the one this login uses marked with *.
+
+    Example: helpline token list --account alice
+    """
+    with credentials.connect() as client:
+        tokens = client.account_tokens(account) if account else client.my_tokens()
+    if json_out:
+        output.print_json(tokens)
+        return
+    output.table(None, ["", "Id", "Account", "Name", "Created", "Last used", "Expires"],
+                 [("*" if t.current else "", t.id, t.account, t.name, output.full_time(t.created_at),
+                   output.full_time(t.last_used_at), output.full_time(t.expires_at)) for t in tokens])
+
+
+@api_token_app.command("revoke")
+def api_token_revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="The token's id, as `helpline token list` shows it.")]) -> None:
+    """Revoke an API token at once (your own; admins may revoke anyone's).
+
+    Example: helpline token revoke 12
+    """
+    with credentials.connect() as client:
+        t = client.revoke_token(token_id)
+    note = " This login used it: log in again to go on." if t.current else ""
+    output.say(f"Revoked token {t.id} ({output.esc(t.name)}) of {output.esc(t.account)}.{note}")
+
+
+def read_new_password(prompt: str, from_stdin: bool) -> str:
+    """A new password: from standard input as is, or typed twice on the terminal (InvalidInputError if they differ)."""
+    first = read_secret(prompt, from_stdin)
+    if not from_stdin and read_secret("Type it again: ", False) != first:
+        raise InvalidInputError("The two passwords differ.", hint="Run the command again and type the same password twice.")
+    return first
+
+
+def change_password(
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the current, then the new password from "
+                                                 "standard input, one a line.")] = False,
+) -> None:
+    """Change your own password. Your other logins end; this one stays logged in.
+
+    Example: helpline account password
+    """
+    current = read_secret("Current password: ", password_stdin)
+    new = read_new_password("New password: ", password_stdin)
+    body = parse_input(PasswordChange, current_password=current, new_password=new)
+    with credentials.connect() as client:
+        done = client.change_password(body)
+    ended = "no other login" if done.ended_tokens == 0 else (
+        "1 other login" if done.ended_tokens == 1 else f"{done.ended_tokens} other logins")
+    output.say(f"Password changed; ended {ended}.")

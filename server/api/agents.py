@@ -21,6 +21,7 @@ from protocol.schemas import (
     SelfServiceResponse,
 )
 from protocol.errors import NotFoundError
+from protocol.untrusted import shown
 from server import pairing
 from server import tickets as ticket_svc
 from server.agents import (
@@ -95,7 +96,7 @@ def list_agents(account: CurrentAccount, session: ReadSession, group: str | None
 def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession) -> AgentPublic:
     agent = session.get(Agent, agent_id)
     if agent is None:
-        raise NotFoundError(f"There is no agent {agent_id}.")
+        raise NotFoundError(f"There is no agent {shown(agent_id)}.", hint="List agents with `helpline agent list`.")
     return agent_public(agent)
 
 

@@ -1,13 +1,24 @@
-"""Logging in and out, who am I, and my SSH public keys."""
+"""Logging in and out, who am I, my password, my API tokens and my SSH public keys."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from protocol.schemas import AccountPublic, LoginRequest, LoginResponse, SshKeyCreate, SshKeyPublic, StatusMessage
+from protocol.schemas import (
+    AccountPublic,
+    ApiTokenPublic,
+    LoginRequest,
+    LoginResponse,
+    PasswordChange,
+    PasswordChanged,
+    SshKeyCreate,
+    SshKeyPublic,
+    StatusMessage,
+)
 from server import logins, ssh_keys
-from server.accounts import account_public
-from server.api.deps import RowId, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, Now, State, in_session
+from server.accounts import account_public, change_own_password
+from server.api_tokens import api_token_public, live_tokens, revoke_token, token_id_of
+from server.api.deps import RowId, AccountActor, Bearer, ClientIP, CurrentAccount, DbSession, Now, ReadSession, State, in_session
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
@@ -33,6 +44,27 @@ def logout(account: CurrentAccount, session: DbSession, credentials: Bearer, act
 @router.get("/me", summary="The account behind this token")
 def me(account: CurrentAccount) -> AccountPublic:
     return account_public(account)
+
+
+@router.post("/me/password", summary="Change my password; my other tokens end, this one stays")
+def change_password(body: PasswordChange, account: CurrentAccount, session: DbSession, credentials: Bearer, actor: AccountActor,
+                    now: Now) -> PasswordChanged:
+    keep = token_id_of(session, credentials.credentials)
+    ended = change_own_password(session, actor, account, body.current_password, body.new_password, now=now, keep_token=keep)
+    return PasswordChanged(ended_tokens=ended)
+
+
+@router.get("/me/tokens", summary="My API tokens that still work, oldest first (never their secret)")
+def my_tokens(account: CurrentAccount, session: ReadSession, credentials: Bearer, now: Now) -> list[ApiTokenPublic]:
+    current = token_id_of(session, credentials.credentials)
+    return [api_token_public(t, current) for t in live_tokens(session, account, now=now)]
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke an API token (my own; an admin's, anyone's)")
+def revoke(token_id: RowId, account: CurrentAccount, session: DbSession, credentials: Bearer, actor: AccountActor,
+           now: Now) -> ApiTokenPublic:
+    row = revoke_token(session, actor, account, token_id, now=now)
+    return api_token_public(row, token_id_of(session, credentials.credentials))
 
 
 @router.get("/me/ssh-keys", summary="My SSH public keys (used for remote sessions)")

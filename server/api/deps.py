@@ -26,6 +26,7 @@ from server import agent_requests
 from server.agents import authenticate_agent
 from server.audit import Actor
 from server.db import apply_touches, pending_touches, touch
+from server.forwarding import client_address, parse_networks
 from server.models import Account, Agent, ApiToken
 from server.refusals import roll_back
 from server.security import TOKEN_PREFIX_USER, token_digest
@@ -149,8 +150,11 @@ def current_time(state: State) -> datetime:
 Now = Annotated[datetime, Depends(current_time)]
 
 
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+def client_ip(request: Request, state: State) -> str | None:
+    """The client's address: the peer's, or behind a configured trusted proxy the one it forwarded (server.forwarding)."""
+    peer = request.client.host if request.client else None
+    trusted = parse_networks(tuple(state.settings.trusted_proxies))
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 ClientIP = Annotated[str | None, Depends(client_ip)]

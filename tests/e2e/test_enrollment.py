@@ -87,3 +87,23 @@ def test_unreachable_server(make_pc):
     result = make_pc("pc").run("agent", "enroll", f"http://127.0.0.1:{free_port()}", "hle_x")
     assert result.code == ExitStatus.UNAVAILABLE
     assert "Cannot reach" in result.stderr
+
+
+def test_the_token_comes_from_standard_input_a_file_or_the_environment(live_server, admin_pc, make_pc, tmp_path):
+    token = new_token(admin_pc, "--max-uses", "5")["token"]
+    from_stdin = make_pc("stdin").ok("agent", "enroll", live_server.url, "-", "--json", input=token + "\n").json()
+    token_file = tmp_path / "enroll-token"
+    token_file.write_text(token + "\n")
+    from_file = make_pc("file").ok("agent", "enroll", live_server.url, "--token-file", str(token_file), "--json").json()
+    from_env = make_pc("env").ok("agent", "enroll", live_server.url, "--json", env={"HELPLINE_ENROLL_TOKEN": token}).json()
+    assert all(answer["group"] == "default" for answer in (from_stdin, from_file, from_env))
+    assert admin_pc.ok("enroll-token", "list", "--json").json()[0]["uses"] == 3
+
+    none = make_pc("none").run("agent", "enroll", live_server.url)
+    assert none.code == ExitStatus.INVALID and "HELPLINE_ENROLL_TOKEN" in none.stderr
+    twice = make_pc("twice").run("agent", "enroll", live_server.url, token, "--token-file", str(token_file))
+    assert twice.code == ExitStatus.INVALID
+    missing = make_pc("missing").run("agent", "enroll", live_server.url, "--token-file", str(tmp_path / "nope"))
+    assert missing.code == ExitStatus.INVALID and "Cannot read the token file" in missing.stderr
+    help_text = make_pc("help").ok("agent", "enroll", "--help").stdout
+    assert "Other users of this PC can see command-line" in help_text

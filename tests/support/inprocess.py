@@ -39,7 +39,7 @@ def engineer_token(state: ServerRuntime, username: str = "alice") -> str:
     """Create an engineer account and return an API token for it (as logging in would)."""
     token = new_token(TOKEN_PREFIX_USER)
     with transaction(state.sessions) as session:
-        account = create_account(session, Actor.system("test"), AccountCreate(username=username, password="p" * 12, role=Role.ENGINEER))
+        account = create_account(session, Actor.system("test"), AccountCreate(username=username, password="p" * 6 + "-pass-long", role=Role.ENGINEER))
         session.add(ApiToken(account=account, token_hash=token_digest(token), name="test", created_at=utcnow(),
                              expires_at=utcnow() + timedelta(hours=1)))
     return token

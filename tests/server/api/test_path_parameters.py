@@ -47,6 +47,6 @@ def test_refusals_quote_what_they_refused_printable_and_cut(helpline):
     assert len(message) < 120
     code = "\x1b]0;owned\x07\x1b[2J" + "Z" * 3000
     pc = helpline.enrolled_pc()
-    response = helpline.call("POST", "pair", pc.credential, json={"code": code, **pc.key.signed("pair", "code", code)})
+    response = helpline.call("POST", "pair", pc, json={"code": code, **pc.key.signed("pair", "code", code)})
     error = response.json()["error"]["message"]
     assert response.status_code == 422 and "\x1b" not in error and "\x07" not in error and len(error) < 120

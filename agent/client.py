@@ -9,6 +9,7 @@ against its protocol model before anyone reads it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from protocol.schemas import (
     TicketCreate,
     TicketDetail,
     TicketPublic,
+    TicketSort,
     TicketStatus,
     TicketUpdate,
     UploadCreate,
@@ -192,8 +194,13 @@ class HelplineClient:
         return self._call(TicketDetail, "POST", "tickets", json=_body(body))
 
     def tickets(self, *, status: Sequence[TicketStatus] = (), assignee: str | None = None,
-                limit: int | None = None) -> list[TicketPublic]:
-        """Tickets, newest first; ``assignee`` '' or 'none' means unassigned ones."""
+                limit: int | None = None, closed: bool = False, overdue: bool = False,
+                due_before: datetime | None = None, sort: TicketSort | None = None) -> list[TicketPublic]:
+        """Tickets, newest first (or by due time with ``sort``); closed ones only with ``closed`` or a ``status`` naming them.
+
+        ``assignee`` '' or 'none' means unassigned ones; ``overdue`` keeps those whose
+        first response is late; ``due_before`` those unanswered and due before then.
+        """
         params: dict[str, Any] = {}
         if limit is not None:
             params["limit"] = limit
@@ -201,6 +208,14 @@ class HelplineClient:
             params["status"] = [TicketStatus(s).value for s in status]
         if assignee is not None:
             params["assignee"] = assignee
+        if closed:
+            params["closed"] = "true"
+        if overdue:
+            params["overdue"] = "true"
+        if due_before is not None:
+            params["due_before"] = due_before.isoformat()
+        if sort is not None:
+            params["sort"] = TicketSort(sort).value
         return self._call(list[TicketPublic], "GET", "tickets", params=params)
 
     def ticket(self, ticket: TicketRef) -> TicketDetail:
@@ -211,6 +226,10 @@ class HelplineClient:
 
     def add_note(self, ticket: TicketRef, body: NoteCreate) -> TicketDetail:
         return self._call(TicketDetail, "POST", f"tickets/{_ticket(ticket)}/notes", json=_body(body))
+
+    def reopen_ticket(self, ticket: TicketRef) -> TicketDetail:
+        """Bring a closed or resolved ticket back to open (audited)."""
+        return self._call(TicketDetail, "POST", f"tickets/{_ticket(ticket)}/reopen")
 
     def create_pairing_code(self, ticket: TicketRef) -> PairingCodeCreated:
         return self._call(PairingCodeCreated, "POST", f"tickets/{_ticket(ticket)}/pairing-codes")

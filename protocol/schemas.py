@@ -37,6 +37,11 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+class TicketSort(StrEnum):
+    NEWEST = "newest"  # highest number first
+    DUE = "due"  # unanswered open tickets by first-response due time, soonest (or most overdue) first; then the rest
+
+
 class Channel(StrEnum):
     ENGINEER = "engineer"  # opened by an engineer on someone's behalf
     SELF_SERVICE = "self-service"  # opened from the user's PC

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
+from sqlalchemy import case, select
 
-from protocol.schemas import NoteCreate, PairingCodeCreated, TicketCreate, TicketDetail, TicketPublic, TicketStatus, TicketUpdate
+from protocol.schemas import (
+    NoteCreate,
+    PairingCodeCreated,
+    TicketCreate,
+    TicketDetail,
+    TicketPublic,
+    TicketSort,
+    TicketStatus,
+    TicketUpdate,
+)
 from server import tickets as svc
 from server.accounts import get_account
 from server.api.deps import AccountActor, CurrentAccount, DbSession, Now, ReadSession, State
@@ -28,17 +38,33 @@ def create(body: TicketCreate, account: CurrentAccount, session: DbSession, stat
     return svc.to_detail(ticket)
 
 
-@router.get("", summary="List tickets, newest first")
+@router.get("", summary="List tickets, newest first or by when their first response is due")
 def list_tickets(
     account: CurrentAccount,
     session: ReadSession,
+    now: Now,
     status: Annotated[list[TicketStatus] | None, Query()] = None,
     assignee: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    closed: Annotated[bool, Query(description="Include closed tickets (also when --status names closed).")] = False,
+    overdue: Annotated[bool, Query(description="Only tickets whose promised first response has passed unanswered.")] = False,
+    due_before: Annotated[datetime | None, Query(description="Only unanswered open tickets due before this time.")] = None,
+    sort: Annotated[TicketSort, Query(description="newest first, or due: the soonest unanswered first response first.")] = TicketSort.NEWEST,
 ) -> list[TicketPublic]:
-    query = select(Ticket).order_by(Ticket.number.desc()).limit(limit)
+    query = select(Ticket).limit(limit)
+    if sort is TicketSort.DUE:
+        waiting = case((svc.awaiting_answer(), 0), else_=1)
+        query = query.order_by(waiting, Ticket.first_response_due, Ticket.number)
+    else:
+        query = query.order_by(Ticket.number.desc())
     if status:
         query = query.where(Ticket.status.in_([s.value for s in status]))
+    elif not closed:
+        query = query.where(Ticket.status != TicketStatus.CLOSED.value)
+    if overdue:
+        query = query.where(svc.awaiting_answer(), Ticket.first_response_due <= now)
+    if due_before is not None:
+        query = query.where(svc.awaiting_answer(), Ticket.first_response_due < (due_before if due_before.tzinfo else due_before.replace(tzinfo=UTC)))
     if assignee is not None:
         if assignee in ("", "none"):
             query = query.where(Ticket.assignee_id.is_(None))
@@ -57,7 +83,7 @@ def show(number: str, account: CurrentAccount, session: ReadSession) -> TicketDe
 def update(number: str, body: TicketUpdate, account: CurrentAccount, session: DbSession, actor: AccountActor, now: Now) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
     if body.assignee is not None:
-        svc.assign(session, ticket, actor, get_account(session, body.assignee) if body.assignee else None)
+        svc.assign(session, ticket, actor, get_account(session, body.assignee) if body.assignee else None, now=now)
     if body.priority is not None and body.priority.value != ticket.priority:
         svc.set_priority(session, ticket, actor, body.priority)
     if body.title is not None and body.title != ticket.title:
@@ -77,5 +103,13 @@ def add_note(number: str, body: NoteCreate, account: CurrentAccount, session: Db
 @router.post("/{number}/pairing-codes", status_code=201, summary="Issue a one-time code that links a PC to the ticket")
 def pairing_code(number: str, account: CurrentAccount, session: DbSession, state: State, actor: AccountActor, now: Now) -> PairingCodeCreated:
     ticket = svc.get_ticket(session, number)
+    svc.refuse_if_closed(session, ticket, actor, "pairing_code.refused", "pairing codes", now=now)
     row, code = create_pairing_code(session, state.settings, actor, account, ticket, now=now)
     return PairingCodeCreated(code=code, ticket=ticket.label, expires_at=row.expires_at)
+
+
+@router.post("/{number}/reopen", summary="Reopen a closed or resolved ticket")
+def reopen(number: str, account: CurrentAccount, session: DbSession, actor: AccountActor, now: Now) -> TicketDetail:
+    ticket = svc.get_ticket(session, number)
+    svc.reopen(session, ticket, actor, now=now)
+    return svc.to_detail(ticket)

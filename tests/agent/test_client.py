@@ -88,6 +88,7 @@ def every_call(tmp_path: Path):
         ("update_ticket", ("t-1042", TicketUpdate(status=TicketStatus.OPEN))),
         ("add_note", (1042, NoteCreate(message="hello"))),
         ("create_pairing_code", ("T-1042",)),
+        ("reopen_ticket", ("T-1042",)),
         ("ticket_bundles", ("1042",)),
         ("bundle", (BUNDLE,)),
         ("download_bundle", (BUNDLE, tmp_path / "b.tar.gz")),

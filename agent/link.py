@@ -20,7 +20,7 @@ from agent.store import AgentState, AgentStore
 from protocol import pairing, signing
 from protocol.errors import ConfigError, HelplineError, InvalidInputError
 from protocol.schemas import AgentCredential, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
-from protocol.tickets import is_open, parse_ticket_ref, ticket_label
+from protocol.tickets import is_open, parse_ticket_ref, short_title, ticket_label
 
 
 def _remember_ticket(state: AgentState, number: str) -> None:
@@ -200,8 +200,3 @@ def ticket_in_use(directory: Path | None = None, reference: str | None = None, *
         raise InvalidInputError(f"{ticket_label(parse_ticket_ref(chosen.number))} is not one of this PC's open tickets.")
     return chosen
 
-
-def short_title(title: str, limit: int = 60) -> str:
-    """A ticket title cut to one short line for a question or a list (still to be made printable where shown)."""
-    line = " ".join(title.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"

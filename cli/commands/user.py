@@ -8,12 +8,11 @@ from typing import Annotated
 
 import typer
 
-from agent.link import short_title
 from agent.local import this_pc
 from cli import output
 from protocol.errors import InvalidInputError
 from protocol.schemas import AgentTicket
-from protocol.tickets import canonical_ticket, is_open, parse_ticket_ref
+from protocol.tickets import canonical_ticket, is_open, parse_ticket_ref, short_title
 
 PANEL = "For users"
 

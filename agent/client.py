@@ -40,6 +40,7 @@ from protocol.schemas import (
     PairingCodeCreated,
     PairRequest,
     PairResponse,
+    ReplyCreate,
     SelfServiceRequest,
     SelfServiceResponse,
     ServerInfo,
@@ -247,6 +248,11 @@ class HelplineClient:
         """Stream a bundle's archive to ``dest``; return (size, sha256), checked against the server's digest."""
         return self.connection.download(f"bundles/{_segment(bundle_id, 'bundle id')}/archive", dest, progress)
 
+    def download_attachment(self, ticket: TicketRef, attachment_id: str, dest: Path) -> tuple[int, str]:
+        """Stream a file a user attached to ``dest``; return (size, sha256), checked against the server's digest."""
+        segment = _segment(attachment_id, "attachment id", hint="See the ids with `helpline ticket show`.")
+        return self.connection.download(f"tickets/{_ticket(ticket)}/attachments/{segment}", dest)
+
     # --- the PC itself --------------------------------------------------------------------
 
     def enroll(self, body: EnrollRequest) -> AgentCredential:
@@ -265,6 +271,10 @@ class HelplineClient:
 
     def my_ticket(self, ticket: TicketRef) -> AgentTicket:
         return self._call(AgentTicket, "GET", f"agent/tickets/{_ticket(ticket)}")
+
+    def reply(self, ticket: TicketRef, body: ReplyCreate) -> AgentTicket:
+        """Add the user's reply (and perhaps one small file) to a ticket this PC is linked to."""
+        return self._call(AgentTicket, "POST", f"agent/tickets/{_ticket(ticket)}/replies", json=_body(body))
 
     def start_upload(self, ticket: TicketRef, body: UploadCreate) -> UploadStatus:
         """Start (or resume, for the same file) uploading a bundle to a ticket this PC is linked to."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent import link, upload
+from agent import link, reply, upload
 from agent.store import AgentState, AgentStore
 from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
@@ -69,6 +69,11 @@ class ThisPC:
         from agent.share import open_ticket
 
         return open_ticket(request, server_url=server_url, directory=self._dir)
+
+    def reply(self, message: str, *, file: Path | None = None, ticket: str | None = None,
+              choose: link.ChooseTicket | None = None) -> AgentTicket:
+        """Add the user's reply (and one small file) to ``ticket`` or the PC's open ticket."""
+        return reply.reply(message, file=file, reference=ticket, choose=choose, directory=self._dir)
 
     def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
         """Put a bundle for ``ticket`` in the outbox, addressed to the server this PC is linked to."""

@@ -236,6 +236,36 @@ class TicketDetail(TicketPublic):
     agents: list[str]
     timeline: list[TimelineEntry]
     bundles: list[BundlePublic] = []
+    attachments: list[AttachmentPublic] = []
+
+
+#: The largest file a user may attach to a reply (its base64 form must fit the server's 1 MiB request limit).
+MAX_ATTACHMENT_BYTES = 512 * 1024
+
+
+class AttachmentUpload(_Model):
+    """A small file sent with a reply: its name on the PC (made safe by the server) and its bytes in base64."""
+
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    content: Annotated[str, StringConstraints(max_length=(MAX_ATTACHMENT_BYTES + 2) // 3 * 4)] = Field(
+        description="The file's bytes, base64 (standard alphabet, padded).")
+
+
+class ReplyCreate(_Model):
+    """What a user adds to their ticket from the PC: a message, and perhaps one small file."""
+
+    message: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    attachment: AttachmentUpload | None = None
+
+
+class AttachmentPublic(_Model):
+    id: str
+    ticket: str
+    hostname: str = Field(description="The PC it came from.")
+    filename: str = Field(description="One safe file name (the server replaced anything unsafe in the PC's name).")
+    size: int
+    sha256: str
+    created_at: datetime
 
 
 class PairingCodeCreated(_Model):

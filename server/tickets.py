@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from protocol.schemas import (
     AgentTicket,
+    AttachmentPublic,
     BundlePublic,
     Channel,
     Priority,
@@ -123,11 +124,13 @@ def reopen(session: Session, ticket: Ticket, actor: Actor, *, now: datetime) -> 
     record(session, actor, "ticket.reopen", "ticket", ticket.label, old=old.value, new=TicketStatus.OPEN.value)
 
 
-def refuse_if_closed(session: Session, ticket: Ticket, actor: Actor, action: str, what: str, *, now: datetime) -> None:
-    """Refuse ``what`` ("pairing codes") for a closed ticket with a hint to reopen it, audited as ``action``."""
+def refuse_if_closed(session: Session, ticket: Ticket, actor: Actor, action: str, what: str, *, now: datetime,
+                     hint: str | None = None) -> None:
+    """Refuse ``what`` ("pairing codes") for a closed ticket, audited as ``action``; the hint (an engineer's by
+    default: reopen it) should suit whoever asked."""
     if ticket.status == TicketStatus.CLOSED.value:
-        raise refusal(session, ConflictError(f"{ticket.label} is closed; it takes no new {what}.",
-                                             hint=f"Reopen it first: `helpline ticket reopen {ticket.label}`."),
+        hint = hint or f"Reopen it first: `helpline ticket reopen {ticket.label}`."
+        raise refusal(session, ConflictError(f"{ticket.label} is closed; it takes no new {what}.", hint=hint),
                       actor=actor, action=action, target_type="ticket", target_id=ticket.label, now=now,
                       reason="ticket closed")
 
@@ -187,12 +190,14 @@ def to_public(ticket: Ticket) -> TicketPublic:
     )
 
 
-def to_detail(ticket: Ticket, bundles: list[BundlePublic] | None = None) -> TicketDetail:
+def to_detail(ticket: Ticket, bundles: list[BundlePublic] | None = None,
+              attachments: list[AttachmentPublic] | None = None) -> TicketDetail:
     return TicketDetail(
         **to_public(ticket).model_dump(),
         agents=[f"{p.agent.hostname} ({p.agent.id})" for p in ticket.pairings],
         timeline=_timeline(ticket),
         bundles=bundles or [],
+        attachments=attachments or [],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -156,3 +157,26 @@ def status(
         output.say("None of this PC's tickets is open; the earlier ones:")
     for t in tickets:
         _show(t)
+
+
+def reply(
+    message: Annotated[str, typer.Argument(metavar="MESSAGE", help="What you want to tell your engineer.")],
+    file: Annotated[Path | None, typer.Option("--file", "-f", metavar="PATH", help="Attach one small file (a screenshot, a log; up to 512 KiB).")] = None,
+    ticket: Annotated[str | None, typer.Option("--ticket", "-t", metavar="TICKET", help="The ticket to reply to (default: this PC's open ticket).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer your engineer: add a message, and perhaps a file, to your ticket.
+
+    It goes to the ticket this PC is linked to when one is open (it asks which when several are).
+
+    Examples:
+      helpline reply "It crashed again at 10:15, right after I opened the calendar."
+      helpline reply "Here is the error window" --file ~/Pictures/error.png --ticket T-1042
+    """
+    after = this_pc().reply(message, file=file, ticket=ticket, choose=pick_ticket if interactive() else None)
+    if json_out:
+        output.print_json(after)
+        return
+    attached = f" with {output.esc(file.name)}" if file else ""
+    output.say(f"Your reply{attached} is on ticket [bold]{after.number}[/] — {output.esc(after.title)}. "
+               "Your engineer sees it in the ticket's timeline.")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
 from sqlalchemy import case, select
 
 from protocol.schemas import (
@@ -18,9 +19,11 @@ from protocol.schemas import (
     TicketStatus,
     TicketUpdate,
 )
+from server import replies
 from server import tickets as svc
 from server.accounts import get_account
-from server.api.deps import AccountActor, CurrentAccount, DbSession, Now, ReadSession, State
+from server.api.deps import AccountActor, CurrentAccount, DbSession, Now, ReadSession, State, WriteSession
+from server.audit import record
 from server.pairing import create_pairing_code
 from server.models import Account, Ticket
 from server.uploads import bundle_public, ticket_bundles
@@ -73,10 +76,11 @@ def list_tickets(
     return [svc.to_public(t) for t in session.scalars(query)]
 
 
-@router.get("/{number}", summary="Show a ticket with its timeline and PCs")
+@router.get("/{number}", summary="Show a ticket with its timeline, PCs, bundles and attachments")
 def show(number: str, account: CurrentAccount, session: ReadSession) -> TicketDetail:
     ticket = svc.get_ticket(session, number)
-    return svc.to_detail(ticket, [bundle_public(b) for b in ticket_bundles(session, ticket)])
+    return svc.to_detail(ticket, [bundle_public(b) for b in ticket_bundles(session, ticket)],
+                         [replies.attachment_public(a) for a in replies.ticket_attachments(session, ticket)])
 
 
 @router.patch("/{number}", summary="Change status, assignee, priority or title")
@@ -113,3 +117,34 @@ def reopen(number: str, account: CurrentAccount, session: DbSession, actor: Acco
     ticket = svc.get_ticket(session, number)
     svc.reopen(session, ticket, actor, now=now)
     return svc.to_detail(ticket)
+
+
+AttachmentId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+
+
+@router.get(
+    "/{number}/attachments/{attachment_id}",
+    summary="Download a file a user attached to a reply",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_attachment(number: str, attachment_id: AttachmentId, account: CurrentAccount, session: WriteSession,
+                        state: State, actor: AccountActor) -> StreamingResponse:
+    ticket = svc.get_ticket(session, number)
+    attachment = replies.get_attachment(session, ticket, attachment_id)
+    record(session, actor, "attachment.download", "ticket", ticket.label, attachment_id=attachment.id)
+    stream = state.blobs.open(attachment.blob_key)
+
+    def chunks():
+        with stream:
+            while block := stream.read(1 << 20):
+                yield block
+
+    # The stored name is already one safe component of [A-Za-z0-9._-] and letters; the header gets ASCII only.
+    ascii_name = attachment.filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{ascii_name}"',
+        "Content-Length": str(attachment.size),
+        "X-Content-SHA256": attachment.sha256,
+        "X-Content-Type-Options": "nosniff",
+    })

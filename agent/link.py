@@ -181,12 +181,12 @@ def ticket_in_use(directory: Path | None = None, reference: str | None = None, *
     ``reference`` names one (it must be linked to this PC). Otherwise the one
     open ticket this PC is linked to is meant; among several, ``choose`` picks
     one (the CLI asks on a terminal), and without ``choose`` InvalidInputError
-    lists them. A PC that was never linked asks the server nothing.
+    lists them. ConfigError for a PC not linked to a server; one linked to no
+    ticket asks the server nothing.
     """
     if reference is not None:
         return my_tickets(directory, reference)[0]
-    state = AgentStore(directory).load()
-    if state is None or not state.tickets:
+    if not AgentStore(directory).require().tickets:
         return None
     candidates = [t for t in my_tickets(directory) if is_open(t.status)]
     if len(candidates) <= 1:

@@ -167,7 +167,7 @@ def choose_ticket(*, code: str | None = None, ticket: str | None = None, new: bo
             return TicketChoice(number, link.my_tickets(directory, number)[0])
         except UnavailableError:
             return TicketChoice(number)
-    if new:
+    if new or AgentStore(directory).load() is None:  # a PC new to Helpline can only open a ticket
         return TicketChoice(None)
     current = link.ticket_in_use(directory, choose=choose)
     return TicketChoice(current.number, current) if current is not None else TicketChoice(None)

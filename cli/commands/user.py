@@ -146,7 +146,7 @@ def status(
         tickets = pc.tickets()
     else:
         current = pc.ticket_in_use(reference, choose=pick_ticket if interactive() else None)
-        tickets = [current] if current is not None else pc.tickets() if pc.link() else []
+        tickets = [current] if current is not None else pc.tickets()
     if json_out:
         output.print_json(tickets)
         return

@@ -43,6 +43,7 @@ class ShareRequest:
     server_url: str | None = None
     ticket: str | None = None  # known before bundling when the share goes to a ticket the PC is linked to
     ticket_title: str | None = None
+    new_ticket: bool = False  # the share opens a new ticket when it is sent
 
     def answers(self) -> dict[str, str]:
         return {"what_happened": self.what, "since_when": self.since, "already_tried": self.tried}
@@ -95,6 +96,8 @@ def _extra(request: ShareRequest) -> dict:
         extra["ticket"] = request.ticket
         if request.ticket_title:
             extra["ticket_title"] = request.ticket_title
+    elif request.new_ticket:
+        extra["new_ticket"] = True
     return extra
 
 

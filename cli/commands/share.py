@@ -156,7 +156,7 @@ def share(
     choice = None
     if not (output_path or preview):
         choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
-        request.ticket = choice.number
+        request.ticket, request.new_ticket = choice.number, choice.is_new
         request.ticket_title = choice.ticket.title if choice.ticket else None
     _ask(request)
     prepared = _collect(request)

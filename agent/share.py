@@ -23,8 +23,8 @@ from agent.redaction import RedactionOptions, Redactor
 from agent.store import AgentStore
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
-from protocol.errors import ConfigError, UnavailableError
-from protocol.schemas import AgentTicket
+from protocol.errors import ConfigError, ConflictError, UnavailableError
+from protocol.schemas import AgentTicket, TicketStatus
 from protocol.tickets import parse_ticket_ref, ticket_label
 
 
@@ -167,9 +167,13 @@ def choose_ticket(*, code: str | None = None, ticket: str | None = None, new: bo
     if ticket:
         number = linked_ticket(ticket, directory=directory)
         try:
-            return TicketChoice(number, link.my_tickets(directory, number)[0])
+            current = link.my_tickets(directory, number)[0]
         except UnavailableError:
             return TicketChoice(number)
+        if current.status == TicketStatus.CLOSED:  # say so before gathering, not after
+            raise ConflictError(f"{number} is closed; it takes no more diagnostics.",
+                                hint="Share to a new ticket with --new, or ask your support team to reopen it.")
+        return TicketChoice(number, current)
     if new or AgentStore(directory).load() is None:  # a PC new to Helpline can only open a ticket
         return TicketChoice(None)
     current = link.ticket_in_use(directory, choose=choose)

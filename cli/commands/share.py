@@ -13,7 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from agent import upload
 from agent.local import this_pc
 from cli import output
-from cli.commands.user import PANEL, JsonOpt, ServerOpt, interactive, pick_ticket, quoted_title
+from cli.commands.user import PANEL, JsonOpt, ServerOpt, interactive, pick_ticket, quoted_title, response_line
 from protocol.errors import ConfigError, InvalidInputError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import printable
@@ -201,8 +201,8 @@ def share(
             output.print_json({"ticket": the_ticket.number, "size": prepared.size, "sha256": prepared.sha256,
                                "first_response_due": the_ticket.first_response_due, "response_minutes": window, "queued": extra})
             return
-        answered = the_ticket.first_responded_at is not None or the_ticket.status in ("resolved", "closed")
-        tail = f"Status: {the_ticket.status}." if answered else output.promise(the_ticket.first_response_due, window)
+        # The promise as the user's `helpline status` tells it: answered, due, or late.
+        tail = response_line(the_ticket) or f"Status: {the_ticket.status}."
         output.say(f"Ticket [bold]{the_ticket.number}[/] — your diagnostics were delivered. {tail}")
         for line in extra:
             output.say(f"Also sent from the queue: {output.esc(line)}")

@@ -98,9 +98,11 @@ def test_several_open_tickets_are_asked_about_or_named(live_server, admin_pc, ma
     assert len(admin_pc.ok("ticket", "show", first, "--json").json()["bundles"]) == 1
     assert admin_pc.ok("ticket", "show", second, "--json").json()["bundles"] == []
 
-    # Once the engineer closes one, the other is the PC's ticket again.
+    # Once the engineer closes one, the other is the PC's ticket again; the closed one is refused before gathering.
     admin_pc.ok("ticket", "update", second, "--status", "closed", "--yes")
     assert user.ok("share", "--yes", *QUICK, "--json").json()["ticket"] == first
+    closed = user.run("share", "--ticket", second, "--yes", *QUICK)
+    assert closed.code == ExitStatus.CONFLICT and "--new" in closed.stderr and "What will be sent" not in closed.stdout
 
 
 def test_a_new_ticket_only_when_none_is_open_or_when_asked(server_factory, make_pc, tmp_path):

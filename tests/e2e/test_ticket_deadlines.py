@@ -53,6 +53,9 @@ def test_an_overdue_ticket_is_listed_marked_and_the_user_told(live_server, admin
     assert "OVERDUE since" in late_row and "due " in fresh_row and "OVERDUE" not in fresh_row
     due_first = admin_pc.ok("ticket", "list", "--sort", "due", "--json").json()
     assert [t["number"] for t in due_first][:2] == [late, fresh]
+    soon = (datetime.now(UTC) + timedelta(hours=1)).astimezone().replace(tzinfo=None).isoformat(timespec="minutes")
+    assert [t["number"] for t in admin_pc.ok("ticket", "list", "--due-before", soon, "--json").json()] == [late]
+    assert admin_pc.run("ticket", "list", "--due-before", "next tuesday").code == ExitStatus.INVALID
 
     told = user.ok("status").stdout
     assert "was due to answer by" in told and "it is late" in told and "will answer by" not in told

@@ -247,8 +247,16 @@ class AttachmentUpload(_Model):
     """A small file sent with a reply: its name on the PC (made safe by the server) and its bytes in base64."""
 
     filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    content: Annotated[str, StringConstraints(max_length=(MAX_ATTACHMENT_BYTES + 2) // 3 * 4)] = Field(
-        description="The file's bytes, base64 (standard alphabet, padded).")
+    content: str = Field(description=f"The file's bytes, base64 (standard alphabet, padded); at most {MAX_ATTACHMENT_BYTES} bytes decoded.")
+
+    @field_validator("content")
+    @classmethod
+    def _at_most_the_limit(cls, value: str) -> str:
+        # Checked here rather than as a schema maxLength: the request limit bounds it anyway, and the server
+        # checks the decoded size again with a clear refusal.
+        if len(value) > (MAX_ATTACHMENT_BYTES + 2) // 3 * 4:
+            raise ValueError(f"the file is over {MAX_ATTACHMENT_BYTES // 1024} KiB")
+        return value
 
 
 class ReplyCreate(_Model):

@@ -9,6 +9,7 @@ against its protocol model before anyone reads it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from protocol.schemas import (
     PairResponse,
     PasswordChange,
     PasswordChanged,
+    ReplyCreate,
     SelfServiceRequest,
     SelfServiceResponse,
     ServerInfo,
@@ -53,6 +55,7 @@ from protocol.schemas import (
     TicketCreate,
     TicketDetail,
     TicketPublic,
+    TicketSort,
     TicketStatus,
     TicketUpdate,
     UploadCreate,
@@ -235,8 +238,13 @@ class HelplineClient:
         return self._call(TicketDetail, "POST", "tickets", json=_body(body))
 
     def tickets(self, *, status: Sequence[TicketStatus] = (), assignee: str | None = None,
-                limit: int | None = None) -> list[TicketPublic]:
-        """Tickets, newest first; ``assignee`` '' or 'none' means unassigned ones."""
+                limit: int | None = None, closed: bool = False, overdue: bool = False,
+                due_before: datetime | None = None, sort: TicketSort | None = None) -> list[TicketPublic]:
+        """Tickets, newest first (or by due time with ``sort``); closed ones only with ``closed`` or a ``status`` naming them.
+
+        ``assignee`` '' or 'none' means unassigned ones; ``overdue`` keeps those whose
+        first response is late; ``due_before`` those unanswered and due before then.
+        """
         params: dict[str, Any] = {}
         if limit is not None:
             params["limit"] = limit
@@ -244,6 +252,14 @@ class HelplineClient:
             params["status"] = [TicketStatus(s).value for s in status]
         if assignee is not None:
             params["assignee"] = assignee
+        if closed:
+            params["closed"] = "true"
+        if overdue:
+            params["overdue"] = "true"
+        if due_before is not None:
+            params["due_before"] = due_before.isoformat()
+        if sort is not None:
+            params["sort"] = TicketSort(sort).value
         return self._call(list[TicketPublic], "GET", "tickets", params=params)
 
     def ticket(self, ticket: TicketRef) -> TicketDetail:
@@ -254,6 +270,10 @@ class HelplineClient:
 
     def add_note(self, ticket: TicketRef, body: NoteCreate) -> TicketDetail:
         return self._call(TicketDetail, "POST", f"tickets/{_ticket(ticket)}/notes", json=_body(body))
+
+    def reopen_ticket(self, ticket: TicketRef) -> TicketDetail:
+        """Bring a closed or resolved ticket back to open (audited)."""
+        return self._call(TicketDetail, "POST", f"tickets/{_ticket(ticket)}/reopen")
 
     def create_pairing_code(self, ticket: TicketRef) -> PairingCodeCreated:
         return self._call(PairingCodeCreated, "POST", f"tickets/{_ticket(ticket)}/pairing-codes")
@@ -270,6 +290,11 @@ class HelplineClient:
     def download_bundle(self, bundle_id: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
         """Stream a bundle's archive to ``dest``; return (size, sha256), checked against the server's digest."""
         return self.connection.download(f"bundles/{_segment(bundle_id, 'bundle id')}/archive", dest, progress)
+
+    def download_attachment(self, ticket: TicketRef, attachment_id: str, dest: Path) -> tuple[int, str]:
+        """Stream a file a user attached to ``dest``; return (size, sha256), checked against the server's digest."""
+        segment = _segment(attachment_id, "attachment id", hint="See the ids with `helpline ticket show`.")
+        return self.connection.download(f"tickets/{_ticket(ticket)}/attachments/{segment}", dest)
 
     # --- the PC itself --------------------------------------------------------------------
 
@@ -289,6 +314,10 @@ class HelplineClient:
 
     def my_ticket(self, ticket: TicketRef) -> AgentTicket:
         return self._call(AgentTicket, "GET", f"agent/tickets/{_ticket(ticket)}")
+
+    def reply(self, ticket: TicketRef, body: ReplyCreate) -> AgentTicket:
+        """Add the user's reply (and perhaps one small file) to a ticket this PC is linked to."""
+        return self._call(AgentTicket, "POST", f"agent/tickets/{_ticket(ticket)}/replies", json=_body(body))
 
     def start_upload(self, ticket: TicketRef, body: UploadCreate) -> UploadStatus:
         """Start (or resume, for the same file) uploading a bundle to a ticket this PC is linked to."""

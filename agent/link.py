@@ -8,6 +8,7 @@ the same calls from the service instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -17,9 +18,9 @@ from agent.client import HelplineClient
 from agent.http import AgentSigner, normalize_url
 from agent.store import AgentState, AgentStore
 from protocol import pairing, signing
-from protocol.errors import ConfigError, HelplineError
+from protocol.errors import ConfigError, HelplineError, InvalidInputError
 from protocol.schemas import AgentCredential, AgentStatus, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
-from protocol.tickets import parse_ticket_ref
+from protocol.tickets import is_open, parse_ticket_ref, short_title, ticket_label
 
 
 def _remember_ticket(state: AgentState, number: str) -> None:
@@ -178,3 +179,35 @@ def my_tickets(directory: Path | None = None, number: str | None = None) -> list
         if wanted is not None:
             return [client.my_ticket(wanted)]
         return client.my_tickets()
+
+
+#: Asked when several open tickets could be meant: given them (newest first), return the one the user picks.
+ChooseTicket = Callable[[list[AgentTicket]], AgentTicket]
+
+
+def ticket_in_use(directory: Path | None = None, reference: str | None = None, *,
+                  choose: ChooseTicket | None = None) -> AgentTicket | None:
+    """The linked ticket a user command acts on, as the server has it now; None when no linked ticket is open.
+
+    ``reference`` names one (it must be linked to this PC). Otherwise the one
+    open ticket this PC is linked to is meant; among several, ``choose`` picks
+    one (the CLI asks on a terminal), and without ``choose`` InvalidInputError
+    lists them. ConfigError for a PC not linked to a server; one linked to no
+    ticket asks the server nothing.
+    """
+    if reference is not None:
+        return my_tickets(directory, reference)[0]
+    if not AgentStore(directory).require().tickets:
+        return None
+    candidates = [t for t in my_tickets(directory) if is_open(t.status)]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    if choose is None:
+        listed = ", ".join(f"{t.number} {short_title(t.title)!r}" for t in candidates)
+        raise InvalidInputError(f"This PC is linked to {len(candidates)} open tickets: {listed}.",
+                                hint=f"Name one with --ticket {candidates[0].number}.")
+    chosen = choose(candidates)
+    if chosen.number not in {t.number for t in candidates}:
+        raise InvalidInputError(f"{ticket_label(parse_ticket_ref(chosen.number))} is not one of this PC's open tickets.")
+    return chosen
+

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent import link, upload
+from agent import link, reply, upload
 from agent.store import AgentState, AgentStore
 from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
@@ -52,11 +52,28 @@ class ThisPC:
         """The tickets this PC is linked to, as the server has them now (one, if ``reference``)."""
         return link.my_tickets(self._dir, reference)
 
-    def choose_ticket(self, request: ShareRequest, *, code: str | None = None, ticket: str | None = None,
-                      server_url: str | None = None) -> TicketChoice:
+    def ticket_in_use(self, reference: str | None = None, *, choose: link.ChooseTicket | None = None) -> AgentTicket | None:
+        """The linked ticket a user command acts on: ``reference``, else the one open ticket (``choose`` picks
+        among several); None when none is open. Every user command that works on "my ticket" goes through here."""
+        return link.ticket_in_use(self._dir, reference, choose=choose)
+
+    def choose_ticket(self, *, code: str | None = None, ticket: str | None = None, new: bool = False,
+                      server_url: str | None = None, choose: link.ChooseTicket | None = None) -> TicketChoice:
+        """The ticket a share goes to, before gathering (see :func:`agent.share.choose_ticket`)."""
         from agent.share import choose_ticket
 
-        return choose_ticket(request, code=code, ticket=ticket, server_url=server_url, directory=self._dir)
+        return choose_ticket(code=code, ticket=ticket, new=new, server_url=server_url, directory=self._dir, choose=choose)
+
+    def open_ticket(self, request: ShareRequest, *, server_url: str | None = None) -> TicketChoice:
+        """Open a new ticket for a share the user agreed to send."""
+        from agent.share import open_ticket
+
+        return open_ticket(request, server_url=server_url, directory=self._dir)
+
+    def reply(self, message: str, *, file: Path | None = None, ticket: str | None = None,
+              choose: link.ChooseTicket | None = None) -> AgentTicket:
+        """Add the user's reply (and one small file) to ``ticket`` or the PC's open ticket."""
+        return reply.reply(message, file=file, reference=ticket, choose=choose, directory=self._dir)
 
     def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
         """Put a bundle for ``ticket`` in the outbox, addressed to the server this PC is linked to."""

@@ -23,8 +23,8 @@ from agent.redaction import RedactionOptions, Redactor
 from agent.store import AgentStore
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
-from protocol.errors import ConfigError
-from protocol.schemas import AgentTicket
+from protocol.errors import ConfigError, ConflictError, UnavailableError
+from protocol.schemas import AgentTicket, TicketStatus
 from protocol.tickets import parse_ticket_ref, ticket_label
 
 
@@ -41,7 +41,9 @@ class ShareRequest:
     redact_network: bool = False
     redact_names: bool = False
     server_url: str | None = None
-    ticket: str | None = None  # known before bundling only when the PC shares to a ticket it is linked to
+    ticket: str | None = None  # known before bundling when the share goes to a ticket the PC is linked to
+    ticket_title: str | None = None
+    new_ticket: bool = False  # the share opens a new ticket when it is sent
 
     def answers(self) -> dict[str, str]:
         return {"what_happened": self.what, "since_when": self.since, "already_tried": self.tried}
@@ -92,6 +94,10 @@ def _extra(request: ShareRequest) -> dict:
     extra: dict = {"answers": request.answers()}
     if request.ticket:
         extra["ticket"] = request.ticket
+        if request.ticket_title:
+            extra["ticket_title"] = request.ticket_title
+    elif request.new_ticket:
+        extra["new_ticket"] = True
     return extra
 
 
@@ -117,11 +123,19 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
 
 @dataclass(frozen=True)
 class TicketChoice:
-    """The ticket a bundle goes to; ``ticket`` and ``response_minutes`` when the server was asked on the way."""
+    """The ticket a bundle goes to; ``number`` None until a new ticket is opened for it.
 
-    number: str
+    ``ticket`` is the ticket as the server had it when chosen (None if it could
+    not be asked), ``response_minutes`` the promise when the ticket was just opened.
+    """
+
+    number: str | None
     ticket: AgentTicket | None = None
     response_minutes: float | None = None
+
+    @property
+    def is_new(self) -> bool:
+        return self.number is None
 
 
 DEFAULT_TITLE = "Diagnostics from my PC"
@@ -135,19 +149,39 @@ def linked_ticket(reference: str, *, directory: Path | None = None) -> str:
     return wanted
 
 
-def choose_ticket(request: ShareRequest, *, code: str | None = None, ticket: str | None = None,
-                  server_url: str | None = None, directory: Path | None = None) -> TicketChoice:
-    """The ticket a bundle goes to: the one behind a pairing ``code``, a linked ``ticket``, or a new self-service one.
+def choose_ticket(*, code: str | None = None, ticket: str | None = None, new: bool = False,
+                  server_url: str | None = None, directory: Path | None = None,
+                  choose: link.ChooseTicket | None = None) -> TicketChoice:
+    """Which ticket a share goes to, decided before gathering so the question and the report can name it.
 
-    A ticket this PC is already linked to needs no server round trip, so a bundle
-    for it can be queued while the server is unreachable. A new ticket takes
-    its title and description from the user's answers.
+    The ticket behind a pairing ``code`` (the PC is paired now), a linked
+    ``ticket``, or the one open ticket this PC is linked to (``choose`` picks
+    among several: :func:`agent.link.ticket_in_use`). A new ticket (``number``
+    None, opened by :func:`open_ticket` once the user agrees) only when asked
+    (``new``) or when no linked ticket is open. A named linked ticket needs no
+    server: a bundle for it can be queued while the server is unreachable.
     """
     if code:
         _, paired = link.pair(code, server_url=server_url, directory=directory)
         return TicketChoice(paired.number, paired)
     if ticket:
-        return TicketChoice(linked_ticket(ticket, directory=directory))
+        number = linked_ticket(ticket, directory=directory)
+        try:
+            current = link.my_tickets(directory, number)[0]
+        except UnavailableError:
+            return TicketChoice(number)
+        if current.status == TicketStatus.CLOSED:  # say so before gathering, not after
+            raise ConflictError(f"{number} is closed; it takes no more diagnostics.",
+                                hint="Share to a new ticket with --new, or ask your support team to reopen it.")
+        return TicketChoice(number, current)
+    if new or AgentStore(directory).load() is None:  # a PC new to Helpline can only open a ticket
+        return TicketChoice(None)
+    current = link.ticket_in_use(directory, choose=choose)
+    return TicketChoice(current.number, current) if current is not None else TicketChoice(None)
+
+
+def open_ticket(request: ShareRequest, *, server_url: str | None = None, directory: Path | None = None) -> TicketChoice:
+    """Open a new self-service ticket for a share, titled and described from the user's answers."""
     title = (request.what or DEFAULT_TITLE).splitlines()[0][:120] or DEFAULT_TITLE
     description = "\n".join(f"{label}: {value}" for label, value in (
         ("What happened", request.what), ("Since when", request.since), ("Already tried", request.tried)) if value)

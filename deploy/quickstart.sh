@@ -85,7 +85,7 @@ fi
 
 log "Opening a ticket from this PC"
 "$HL" request "Quick start: my first ticket" -d "Opened by deploy/quickstart.sh" --name "$(id -un)"
-number="$("$HL" status --json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[0]["number"])')"
+number="$("$HL" status --all --json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[0]["number"])')"
 
 log "Sharing this PC's diagnostics with the ticket"
 "$HL" share --ticket "$number" --yes --what "Trying Helpline" --since "just now" --tried "nothing yet"

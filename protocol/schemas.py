@@ -46,6 +46,11 @@ class AgentStatus(StrEnum):
     REVOKED = "revoked"  # an admin revoked the agent: its credential stops working
 
 
+class TicketSort(StrEnum):
+    NEWEST = "newest"  # highest number first
+    DUE = "due"  # unanswered open tickets by first-response due time, soonest (or most overdue) first; then the rest
+
+
 class Channel(StrEnum):
     ENGINEER = "engineer"  # opened by an engineer on someone's behalf
     SELF_SERVICE = "self-service"  # opened from the user's PC
@@ -292,6 +297,44 @@ class TicketDetail(TicketPublic):
     agents: list[str]
     timeline: list[TimelineEntry]
     bundles: list[BundlePublic] = []
+    attachments: list[AttachmentPublic] = []
+
+
+#: The largest file a user may attach to a reply (its base64 form must fit the server's 1 MiB request limit).
+MAX_ATTACHMENT_BYTES = 512 * 1024
+
+
+class AttachmentUpload(_Model):
+    """A small file sent with a reply: its name on the PC (made safe by the server) and its bytes in base64."""
+
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    content: str = Field(description=f"The file's bytes, base64 (standard alphabet, padded); at most {MAX_ATTACHMENT_BYTES} bytes decoded.")
+
+    @field_validator("content")
+    @classmethod
+    def _at_most_the_limit(cls, value: str) -> str:
+        # Checked here rather than as a schema maxLength: the request limit bounds it anyway, and the server
+        # checks the decoded size again with a clear refusal.
+        if len(value) > (MAX_ATTACHMENT_BYTES + 2) // 3 * 4:
+            raise ValueError(f"the file is over {MAX_ATTACHMENT_BYTES // 1024} KiB")
+        return value
+
+
+class ReplyCreate(_Model):
+    """What a user adds to their ticket from the PC: a message, and perhaps one small file."""
+
+    message: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    attachment: AttachmentUpload | None = None
+
+
+class AttachmentPublic(_Model):
+    id: str
+    ticket: str
+    hostname: str = Field(description="The PC it came from.")
+    filename: str = Field(description="One safe file name (the server replaced anything unsafe in the PC's name).")
+    size: int
+    sha256: str
+    created_at: datetime
 
 
 class PairingCodeCreated(_Model):

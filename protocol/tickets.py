@@ -50,3 +50,18 @@ def canonical_ticket(reference: str | int) -> str:
             raise InvalidInputError(f"{reference} is not a ticket number.", hint="Ticket numbers look like T-1042.")
         return ticket_label(reference)
     return ticket_label(parse_ticket_ref(reference))
+
+
+#: Statuses in which a ticket is still being worked on: a user's commands go to such a ticket.
+OPEN_STATUSES = frozenset({"new", "open", "waiting"})
+
+
+def is_open(status: str) -> bool:
+    """Whether a ticket in ``status`` (a TicketStatus or its value) is still being worked on (not resolved or closed)."""
+    return str(getattr(status, "value", status)) in OPEN_STATUSES
+
+
+def short_title(title: str, limit: int = 60) -> str:
+    """A ticket title cut to one short line for a question or a list (still to be made printable where shown)."""
+    line = " ".join(str(title).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

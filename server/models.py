@@ -245,6 +245,23 @@ class Bundle(Base):
     ticket: Mapped[Ticket] = relationship()
 
 
+class Attachment(Base):
+    """A small file a user sent with a reply from their PC, kept in the blob store under its id."""
+
+    __tablename__ = "attachments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False, index=True)
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    hostname: Mapped[str] = mapped_column(String(255), nullable=False)
+    filename: Mapped[str] = mapped_column(String(255), nullable=False)  # made one safe path component on arrival
+    blob_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    ticket: Mapped[Ticket] = relationship()
+
+
 class JobRun(Base):
     """One run of a background job: which process ran it, when, and how it ended."""
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from protocol.schemas import (
     AgentTicket,
+    AttachmentPublic,
     BundlePublic,
     Channel,
     Priority,
@@ -19,9 +20,10 @@ from protocol.schemas import (
     TimelineEntry,
 )
 from protocol.errors import ConflictError, NotFoundError
-from protocol.tickets import parse_ticket_ref, ticket_label
+from protocol.tickets import OPEN_STATUSES, is_open, parse_ticket_ref, ticket_label
 from server.audit import Actor, record, timeline
 from server.models import Account, Counter, Ticket
+from server.refusals import refusal
 from server.settings import ServerSettings
 
 # Which status may follow which; anything else is refused with the allowed list.
@@ -30,8 +32,11 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.OPEN: frozenset({TicketStatus.WAITING, TicketStatus.RESOLVED, TicketStatus.CLOSED}),
     TicketStatus.WAITING: frozenset({TicketStatus.OPEN, TicketStatus.RESOLVED, TicketStatus.CLOSED}),
     TicketStatus.RESOLVED: frozenset({TicketStatus.OPEN, TicketStatus.CLOSED}),
-    TicketStatus.CLOSED: frozenset(),
+    TicketStatus.CLOSED: frozenset(),  # only a deliberate reopen (:func:`reopen`) brings a closed ticket back
 }
+
+# A status change that is an engineer working on the ticket counts as the first response; closing does not answer.
+_ANSWERING = frozenset({TicketStatus.OPEN, TicketStatus.WAITING, TicketStatus.RESOLVED})
 
 def get_ticket(session: Session, reference: str) -> Ticket:
     """The ticket ``reference`` names (``T-1042``, ``#1042``, ``1042``…); InvalidInputError or NotFoundError."""
@@ -97,23 +102,49 @@ def change_status(session: Session, ticket: Ticket, actor: Actor, new: TicketSta
     if new == old:
         return
     if new not in TRANSITIONS[old]:
-        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[old])) or "none (closed tickets stay closed)"
+        allowed = (", ".join(sorted(s.value for s in TRANSITIONS[old]))
+                   or f"none (closed tickets stay closed until reopened: `helpline ticket reopen {ticket.label}`)")
         raise ConflictError(
             f"{ticket.label} cannot go from {old.value} to {new.value}.", hint=f"From {old.value} it can go to: {allowed}."
         )
     ticket.status = new.value
     timeline(session, ticket, actor, "status", f"Status {old.value} → {new.value}.")
     record(session, actor, "ticket.status", "ticket", ticket.label, old=old.value, new=new.value)
-    mark_responded(ticket, actor, now=now)
+    if new in _ANSWERING:
+        mark_responded(ticket, actor, now=now)
 
 
-def assign(session: Session, ticket: Ticket, actor: Actor, assignee: Account | None) -> None:
+def reopen(session: Session, ticket: Ticket, actor: Actor, *, now: datetime) -> None:
+    """Bring a closed (or resolved) ticket back to open, audited; ConflictError if it is being worked on already."""
+    old = TicketStatus(ticket.status)
+    if old not in (TicketStatus.CLOSED, TicketStatus.RESOLVED):
+        raise ConflictError(f"{ticket.label} is {old.value}, not closed.", hint="Only closed or resolved tickets are reopened.")
+    ticket.status = TicketStatus.OPEN.value
+    timeline(session, ticket, actor, "reopened", f"Ticket reopened ({old.value} → open).")
+    record(session, actor, "ticket.reopen", "ticket", ticket.label, old=old.value, new=TicketStatus.OPEN.value)
+
+
+def refuse_if_closed(session: Session, ticket: Ticket, actor: Actor, action: str, what: str, *, now: datetime,
+                     hint: str | None = None) -> None:
+    """Refuse ``what`` ("pairing codes") for a closed ticket, audited as ``action``; the hint (an engineer's by
+    default: reopen it) should suit whoever asked."""
+    if ticket.status == TicketStatus.CLOSED.value:
+        hint = hint or f"Reopen it first: `helpline ticket reopen {ticket.label}`."
+        raise refusal(session, ConflictError(f"{ticket.label} is closed; it takes no new {what}.", hint=hint),
+                      actor=actor, action=action, target_type="ticket", target_id=ticket.label, now=now,
+                      reason="ticket closed")
+
+
+def assign(session: Session, ticket: Ticket, actor: Actor, assignee: Account | None, *, now: datetime | None = None) -> None:
+    """Give the ticket to ``assignee`` (None: nobody); an engineer taking or handing out a ticket answers it first."""
     if (ticket.assignee_id or None) == (assignee.id if assignee else None):
         return
     ticket.assignee = assignee
     message = f"Assigned to {assignee.display_name}." if assignee else "Unassigned."
     timeline(session, ticket, actor, "assigned", message)
     record(session, actor, "ticket.assign", "ticket", ticket.label, assignee=assignee.username if assignee else None)
+    if assignee is not None and now is not None:
+        mark_responded(ticket, actor, now=now)
 
 
 def add_note(session: Session, ticket: Ticket, actor: Actor, message: str, *, now: datetime) -> None:
@@ -123,9 +154,19 @@ def add_note(session: Session, ticket: Ticket, actor: Actor, message: str, *, no
 
 
 def mark_responded(ticket: Ticket, actor: Actor, *, now: datetime) -> None:
-    """The first thing an engineer does on a ticket (at ``now``) counts as its first response."""
+    """The first time an engineer answers the user (at ``now``: a note, taking the ticket) is its first response."""
     if actor.type == "account" and ticket.first_responded_at is None:
         ticket.first_responded_at = now
+
+
+def is_overdue(ticket: Ticket, now: datetime) -> bool:
+    """Whether the promised first response has passed at ``now`` with no answer on a ticket still being worked on."""
+    return ticket.first_responded_at is None and is_open(ticket.status) and ticket.first_response_due <= now
+
+
+def awaiting_answer():
+    """SQL condition of :func:`is_overdue` without the time: no first response, status still open."""
+    return and_(Ticket.first_responded_at.is_(None), Ticket.status.in_(sorted(OPEN_STATUSES)))
 
 
 def _timeline(ticket: Ticket) -> list[TimelineEntry]:
@@ -149,12 +190,14 @@ def to_public(ticket: Ticket) -> TicketPublic:
     )
 
 
-def to_detail(ticket: Ticket, bundles: list[BundlePublic] | None = None) -> TicketDetail:
+def to_detail(ticket: Ticket, bundles: list[BundlePublic] | None = None,
+              attachments: list[AttachmentPublic] | None = None) -> TicketDetail:
     return TicketDetail(
         **to_public(ticket).model_dump(),
         agents=[f"{p.agent.hostname} ({p.agent.id})" for p in ticket.pairings],
         timeline=_timeline(ticket),
         bundles=bundles or [],
+        attachments=attachments or [],
     )
 
 

@@ -67,6 +67,10 @@ def render_report(manifest: Mapping[str, Any], summary: Mapping[str, Any],
     os_info = summary.get("os") or {}
     hostname = manifest.get("hostname") or summary.get("hostname") or "unknown PC"
     ticket = extra.get("ticket") if isinstance(extra.get("ticket"), str) else None
+    if ticket and isinstance(extra.get("ticket_title"), str) and extra["ticket_title"]:
+        ticket = f"{ticket} — {extra['ticket_title']}"
+    elif not ticket:
+        ticket = "a new ticket, numbered when this is sent" if extra.get("new_ticket") is True else "none chosen yet"
     categories = _categories(manifest, facts)
     parts = [
         "<!DOCTYPE html>",
@@ -77,7 +81,7 @@ def render_report(manifest: Mapping[str, Any], summary: Mapping[str, Any],
         '<header class="top">',
         f"<h1>Diagnostics of {_h(hostname)}</h1>",
         '<div class="meta">',
-        f"<span>Ticket: <b>{_h(ticket or 'assigned when sent')}</b></span>",
+        f"<span>Ticket: <b>{_h(ticket)}</b></span>",
         f"<span>OS: {_h(os_info.get('pretty_name') or os_info.get('name') or manifest.get('platform'))}</span>",
         f"<span>Collected: {_h(manifest.get('created_at'))}</span>",
         f"<span>Helpline {_h(manifest.get('helpline_version'))}</span>",

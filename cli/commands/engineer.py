@@ -13,8 +13,9 @@ import typer
 from agent.client import HelplineClient
 from agent.http import normalize_url
 from cli import credentials, output
-from protocol.errors import InvalidInputError
+from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError
 from protocol.schemas import (
+    AttachmentPublic,
     LoginRequest,
     NoteCreate,
     PasswordChange,
@@ -23,11 +24,13 @@ from protocol.schemas import (
     TicketCreate,
     TicketDetail,
     TicketPublic,
+    TicketSort,
     TicketStatus,
     TicketUpdate,
     parse_input,
 )
-from protocol.tickets import parse_ticket_ref
+from protocol.tickets import is_open, parse_ticket_ref, short_title, ticket_label
+from protocol.untrusted import contained, printable, safe_component
 
 PANEL = "For engineers"
 
@@ -96,9 +99,30 @@ def whoami(json_out: JsonOpt = False) -> None:
     output.say(f"{me.username} ({output.esc(me.display_name)}), {me.role.value}, on {output.esc(credentials.load_login().server_url)}")
 
 
+def response_cell(t: TicketPublic, now: datetime) -> str:
+    """What a list says about a ticket's first response: answered when, due when, late since when, or nothing."""
+    if t.first_responded_at is not None:
+        return f"answered {output.local_time(t.first_responded_at)}"
+    if not is_open(t.status):
+        return "—"
+    if t.first_response_due <= now:
+        return f"OVERDUE since {output.local_time(t.first_response_due)}"
+    return f"due {output.local_time(t.first_response_due)}"
+
+
 def _ticket_rows(tickets: list[TicketPublic]):
+    now = datetime.now(UTC)
     for t in tickets:
-        yield (t.number, t.status.value, t.priority.value, t.assignee or "—", output.local_time(t.first_response_due), t.title)
+        yield (t.number, t.status.value, t.priority.value, t.assignee or "—", response_cell(t, now), t.title)
+
+
+def _when(text: str) -> datetime:
+    """A moment typed on the command line (ISO 8601; without a zone it is this PC's local time)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"{text!r} is not a date and time.", hint="Write it like 2026-12-02T15:00 or 2026-12-02.") from None
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _show_ticket(t: TicketDetail) -> None:
@@ -114,6 +138,9 @@ def _show_ticket(t: TicketDetail) -> None:
     if t.bundles:
         output.table("Diagnostics (helpline diag get ID)", ["Id", "From", "When", "Files", "Size"],
                      [(b.id, b.hostname, output.local_time(b.created_at), b.files, output.size(b.size)) for b in t.bundles])
+    if t.attachments:
+        output.table(f"Files from the user (helpline ticket attachment {t.number} ID)", ["Id", "From", "When", "Name", "Size"],
+                     [(a.id, a.hostname, output.local_time(a.created_at), a.filename, output.size(a.size)) for a in t.attachments])
 
 
 @ticket_app.command("create")
@@ -144,24 +171,35 @@ def ticket_list(
     status: Annotated[list[TicketStatus] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable).")] = None,
     assignee: Annotated[str | None, typer.Option("--assignee", "-a", metavar="USER", help="Only tickets of this engineer ('none' for unassigned).")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only tickets assigned to me.")] = False,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only tickets whose promised first response has passed unanswered (most late first).")] = False,
+    due_before: Annotated[str | None, typer.Option("--due-before", metavar="WHEN", help="Only unanswered tickets due before this time, like 2026-12-02T15:00 (local time).")] = None,
+    sort: Annotated[TicketSort | None, typer.Option("--sort", help="newest first, or due: the soonest first response first (the default with --overdue or --due-before).")] = None,
+    show_all: Annotated[bool, typer.Option("--all", "--closed", help="Include closed tickets (hidden unless asked for).")] = False,
     limit: Annotated[int, typer.Option("--limit", metavar="COUNT", min=1, max=1000, help="Show at most this many tickets.")] = 100,
     json_out: JsonOpt = False,
 ) -> None:
-    """List tickets, newest first.
+    """List tickets, newest first; closed ones only with --all. A late first response is marked OVERDUE.
 
-    Example: helpline ticket list --status new --status open --mine
+    Examples:
+      helpline ticket list --status new --status open --mine
+      helpline ticket list --overdue
+      helpline ticket list --sort due --due-before 2026-12-02T17:00
     """
     if mine:
         assignee = credentials.load_login().username
+    before = _when(due_before) if due_before else None
+    if sort is None:
+        sort = TicketSort.DUE if overdue or before else TicketSort.NEWEST
     with credentials.connect() as client:
-        tickets = client.tickets(status=status or (), assignee=assignee, limit=limit)
+        tickets = client.tickets(status=status or (), assignee=assignee, limit=limit, closed=show_all,
+                                 overdue=overdue, due_before=before, sort=sort)
     if json_out:
         output.print_json(tickets)
         return
     if not tickets:
-        output.say("No tickets match.")
+        output.say("No tickets match." if show_all or status else "No tickets match (closed ones are hidden; add --all).")
         return
-    output.table(None, ["Ticket", "Status", "Priority", "Assignee", "Response due", "Title"], _ticket_rows(tickets))
+    output.table(None, ["Ticket", "Status", "Priority", "Assignee", "First response", "Title"], _ticket_rows(tickets))
 
 
 @ticket_app.command("show")
@@ -187,9 +225,10 @@ def ticket_update(
     unassign: Annotated[bool, typer.Option("--unassign", help="Leave the ticket with no engineer.")] = False,
     priority: Annotated[Priority | None, typer.Option("--priority", "-p", help="The new priority.")] = None,
     title: Annotated[str | None, typer.Option("--title", metavar="TITLE", help="The new title.")] = None,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Change a ticket's status, assignee, priority or title.
+    """Change a ticket's status, assignee, priority or title. Closing asks first (--yes to skip).
 
     Example: helpline ticket update T-1042 --status open --assign alice
     """
@@ -211,11 +250,74 @@ def ticket_update(
         raise InvalidInputError("Nothing to change.", hint="Give --status, --assign, --unassign, --priority or --title.")
     changes = parse_input(TicketUpdate, **body)
     with credentials.connect() as client:
+        if status is TicketStatus.CLOSED and not confirm_close(client, number, yes):
+            return
         t = client.update_ticket(number, changes)
     if json_out:
         output.print_json(t)
         return
     output.say(f"{t.number}: status {t.status.value}, assignee {t.assignee or '—'}, priority {t.priority.value}.")
+
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking (for scripts).")]
+
+
+def confirm_close(client: HelplineClient, number: int, yes: bool) -> bool:
+    """Ask before closing a ticket; whether to go on. Without a terminal, closing needs --yes (one slip must not close a ticket)."""
+    if yes:
+        return True
+    label = ticket_label(number)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise InvalidInputError(f"Closing {label} needs a confirmation and there is no terminal to ask.",
+                                hint=f"Add --yes to close it: helpline ticket close {label} --yes")
+    t = client.ticket(number)
+    if t.status is TicketStatus.CLOSED:
+        return True  # nothing changes; the server answers as it always does
+    question = printable(f"Close {label} '{short_title(t.title)}'? It takes no new pairing codes until reopened.",
+                         multiline=False)
+    if typer.confirm(question, default=False, err=True):
+        return True
+    output.say(f"Nothing was changed; {label} stays {t.status.value}.")
+    return False
+
+
+@ticket_app.command("close")
+def ticket_close(
+    ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Close a ticket, after asking (--yes to skip). `helpline ticket reopen` brings it back.
+
+    Example: helpline ticket close T-1042
+    """
+    number = parse_ticket_ref(ticket)
+    with credentials.connect() as client:
+        if not confirm_close(client, number, yes):
+            return
+        t = client.update_ticket(number, TicketUpdate(status=TicketStatus.CLOSED))
+    if json_out:
+        output.print_json(t)
+        return
+    output.say(f"{t.number} is closed. Reopen it with `helpline ticket reopen {t.number}`.")
+
+
+@ticket_app.command("reopen")
+def ticket_reopen(
+    ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Reopen a closed or resolved ticket (recorded in the audit log and on the timeline).
+
+    Example: helpline ticket reopen T-1042
+    """
+    number = parse_ticket_ref(ticket)
+    with credentials.connect() as client:
+        t = client.reopen_ticket(number)
+    if json_out:
+        output.print_json(t)
+        return
+    output.say(f"{t.number} is open again.")
 
 
 @ticket_app.command("note")
@@ -232,6 +334,54 @@ def ticket_note(
     with credentials.connect() as client:
         t = client.add_note(number, note)
     output.say(f"Note added to {t.number}.")
+
+
+def _attachment(t: TicketDetail, ref: str) -> AttachmentPublic:
+    """The attachment of ``t`` whose id is ``ref`` or starts with it (unique); NotFoundError or InvalidInputError."""
+    wanted = ref.strip().lower()
+    found = [a for a in t.attachments if a.id == wanted] or [a for a in t.attachments if wanted and a.id.startswith(wanted)]
+    if not found:
+        raise NotFoundError(f"{t.number} has no attachment {printable(ref, multiline=False)}.",
+                            hint=f"See its attachments with `helpline ticket show {t.number}`.")
+    if len(found) > 1:
+        raise InvalidInputError(f"{printable(ref, multiline=False)} could be any of: " + ", ".join(a.id for a in found) + ".",
+                                hint="Give more of the id.")
+    return found[0]
+
+
+@ticket_app.command("attachment")
+def ticket_attachment(
+    ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
+    attachment_id: Annotated[str, typer.Argument(metavar="ID", help="The attachment's id (or its start), as `helpline ticket show` lists it.")],
+    directory: Annotated[Path, typer.Option("--dir", "-d", metavar="DIR", help="The folder to save it in (default: the current one).")] = Path("."),
+    json_out: JsonOpt = False,
+) -> None:
+    """Save a file a user attached to a reply; its name is made safe and it never overwrites a file.
+
+    Example: helpline ticket attachment T-1042 3f2c --dir ~/cases/T-1042
+    """
+    number = parse_ticket_ref(ticket)
+    with credentials.connect() as client:
+        chosen = _attachment(client.ticket(number), attachment_id)
+        folder = directory.expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = contained(folder.resolve(), safe_component(chosen.filename, fallback="attachment"))
+        if dest.exists():
+            raise ConflictError(f"{dest} already exists.", hint="Save it elsewhere with --dir DIR.")
+        partial = contained(folder.resolve(), dest.name + ".part")  # a link planted there is refused, never followed
+        if partial.exists():
+            raise ConflictError(f"{partial} is in the way.", hint="Remove it, or save elsewhere with --dir DIR.")
+        try:
+            size, sha256 = client.download_attachment(number, chosen.id, partial)
+            if sha256 != chosen.sha256:
+                raise DamagedError("The file arrived damaged (SHA-256 mismatch).", hint="Try again.")
+            partial.rename(dest)
+        finally:
+            partial.unlink(missing_ok=True)
+    if json_out:
+        output.print_json({"attachment": chosen, "path": str(dest)})
+        return
+    output.say(f"Saved {output.esc(chosen.filename)} ({output.size(size)}) from {output.esc(chosen.hostname)} to {output.esc(dest)}")
 
 
 @ticket_app.command("pair-code")

@@ -13,9 +13,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from agent import upload
 from agent.local import this_pc
 from cli import output
-from cli.commands.user import PANEL, JsonOpt, ServerOpt
+from cli.commands.user import PANEL, JsonOpt, ServerOpt, interactive, pick_ticket, quoted_title, response_line
 from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
+from protocol.untrusted import printable
 
 QUESTIONS = (
     ("what", "What happened?"),
@@ -24,8 +25,7 @@ QUESTIONS = (
 )
 
 
-def _interactive() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
+_interactive = interactive
 
 
 def _ask(request) -> None:
@@ -52,6 +52,14 @@ def _collect(request):
             bar.update(task, description=f"Gathering diagnostics ({name})", completed=len(done))
 
         return prepare(request, progress=tick)
+
+
+def send_question(choice) -> str:
+    """The question asked before anything is sent; it names the ticket ("Send to T-1002 'Laptop very slow'?")."""
+    if choice.is_new:
+        return "Open a new ticket and send this to your support team?"
+    named = f"{choice.number} {quoted_title(choice.ticket.title)}" if choice.ticket else choice.number
+    return printable(f"Send to {named}?", multiline=False)
 
 
 def _show_preview(prepared) -> None:
@@ -92,6 +100,7 @@ def send_queued() -> list[str]:
 def share(
     code: Annotated[str | None, typer.Option("--code", "-c", metavar="CODE", help="Pairing code from your engineer: links this PC to their ticket.")] = None,
     ticket: Annotated[str | None, typer.Option("--ticket", "-t", metavar="TICKET", help="A ticket this PC is already linked to, like T-1042.")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Open a new ticket even though this PC is linked to an open one.")] = False,
     server: ServerOpt = None,
     what: Annotated[str, typer.Option("--what", metavar="TEXT", help="What happened (asked if missing and on a terminal).")] = "",
     since: Annotated[str, typer.Option("--since", metavar="TEXT", help="Since when, and how often.")] = "",
@@ -109,12 +118,16 @@ def share(
 ) -> None:
     """Share this PC's diagnostics with support: gather, remove secrets, show you, send.
 
+    It goes to the ticket this PC is linked to when one is open (it asks which
+    when several are), and opens a new ticket when none is open or with --new.
+
     Examples:
       helpline share --code 7KQ2-M9XD --server https://help.example.com
+      helpline share                         (after `helpline pair CODE`)
       helpline share --ticket T-1042 --yes
       helpline share --output ~/diagnostics.tar.gz     (no server needed)
 
-    Without --yes it asks before sending anything.
+    Without --yes it asks before sending anything, naming the ticket.
     """
     if send_queued_only:
         lines = send_queued()
@@ -123,8 +136,8 @@ def share(
         else:
             output.say(output.esc("\n".join(lines)) if lines else "Nothing is waiting to be sent.")
         return
-    if code and ticket:
-        raise InvalidInputError("Give --code or --ticket, not both.")
+    if sum(1 for given in (code, ticket, new) if given) > 1:
+        raise InvalidInputError("Give one of --code, --ticket and --new.")
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
     from agent.share import ShareRequest
@@ -140,6 +153,11 @@ def share(
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),
                            ticket=label)
+    choice = None
+    if not (output_path or preview):
+        choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
+        request.ticket, request.new_ticket = choice.number, choice.is_new
+        request.ticket_title = choice.ticket.title if choice.ticket else None
     _ask(request)
     prepared = _collect(request)
     try:
@@ -161,10 +179,11 @@ def share(
             else:
                 output.say(f"Saved to {output.esc(target)} ({output.size(prepared.size)}, sha256 {prepared.sha256[:16]}…).")
             return
-        if not yes and not typer.confirm("Send this to your support team?", default=False, err=True):
+        if not yes and not typer.confirm(send_question(choice), default=False, err=True):
             output.say("Nothing was sent.")
             return
-        choice = pc.choose_ticket(request, code=code, ticket=ticket, server_url=server)
+        if choice.is_new:
+            choice = pc.open_ticket(request, server_url=server)
         number, the_ticket, window = choice.number, choice.ticket, choice.response_minutes
         entry = pc.queue(prepared.archive, number)
         try:
@@ -182,14 +201,30 @@ def share(
             output.print_json({"ticket": the_ticket.number, "size": prepared.size, "sha256": prepared.sha256,
                                "first_response_due": the_ticket.first_response_due, "response_minutes": window, "queued": extra})
             return
-        answered = the_ticket.first_responded_at is not None or the_ticket.status in ("resolved", "closed")
-        tail = f"Status: {the_ticket.status}." if answered else output.promise(the_ticket.first_response_due, window)
+        # The promise as the user's `helpline status` tells it: answered, due, or late.
+        tail = response_line(the_ticket) or f"Status: {the_ticket.status}."
         output.say(f"Ticket [bold]{the_ticket.number}[/] — your diagnostics were delivered. {tail}")
         for line in extra:
             output.say(f"Also sent from the queue: {output.esc(line)}")
     finally:
         if prepared is not None:
             prepared.discard()
+
+
+def _choose(pc, previous, *, code: str | None, ticket: str | None, new: bool, server: str | None):
+    """Decide the ticket before gathering: the question and the report name it, and a wrong choice fails fast."""
+    try:
+        return pc.choose_ticket(code=code, ticket=ticket, new=new, server_url=server,
+                                choose=pick_ticket if _interactive() else None)
+    except InvalidInputError as exc:
+        if exc.hint and exc.hint.startswith("Name one with --ticket"):
+            raise InvalidInputError(exc.message, hint=exc.hint.rstrip(".") + ", or open another with --new.") from exc
+        raise
+    except UnavailableError as exc:
+        if previous is not None and previous.tickets and not (code or ticket or new):
+            raise UnavailableError(exc.message, hint="To queue the bundle until the server answers, name your ticket: "
+                                   f"--ticket {previous.tickets[-1]}.") from exc
+        raise
 
 
 def register(app: typer.Typer) -> None:

@@ -17,12 +17,13 @@ from protocol.schemas import (
     EnrollRequest,
     PairRequest,
     PairResponse,
+    ReplyCreate,
     SelfServiceRequest,
     SelfServiceResponse,
 )
 from protocol.errors import NotFoundError
 from protocol.untrusted import shown
-from server import pairing
+from server import pairing, replies
 from server import tickets as ticket_svc
 from server.agents import (
     agent_public,
@@ -151,6 +152,22 @@ def self_service(body: SelfServiceRequest, session: DbSession, state: State, ip:
 @router.get("/agent/tickets", tags=["pairing"], summary="The tickets this PC is linked to, newest first")
 def agent_tickets(agent: CurrentAgent, session: ReadSession) -> list[AgentTicket]:
     return [ticket_svc.to_agent_view(t) for t in pairing.linked_tickets(session, agent)]
+
+
+@router.post("/agent/tickets/{number}/replies", status_code=201, tags=["pairing"],
+             summary="Add the user's reply (and one small file) to a ticket this PC is linked to")
+def reply(number: str, body: ReplyCreate, agent: CurrentAgent, session: DbSession, state: State, now: Now) -> AgentTicket:
+    ticket = pairing.paired_ticket(session, agent, number)
+    ticket_svc.refuse_if_closed(session, ticket, Actor.of_agent(agent), "ticket.reply.refused", "replies", now=now,
+                                hint="Ask your support team to reopen it, or open a new ticket with `helpline request`.")
+    received = replies.receive_file(state.blobs, ticket, body.attachment) if body.attachment else None
+    try:
+        replies.add_reply(session, ticket, agent, body.message, received, now=now)
+    except BaseException:
+        if received is not None:
+            state.blobs.delete(received.blob_key)
+        raise
+    return ticket_svc.to_agent_view(ticket)
 
 
 @router.get("/agent/tickets/{number}", tags=["pairing"], summary="One ticket this PC is linked to")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from protocol.errors import ConfigError
 from server.blobs.keys import (
+    ATTACHMENTS,
     BUNDLES,
     FOLDERS,
     MAX_KEY_LENGTH,
@@ -33,7 +34,7 @@ from server.blobs.store import CHUNK_SIZE, MAX_RANGE_LENGTH, BlobInfo, BlobStore
 from server.settings import BlobSettings
 
 __all__ = [
-    "BUNDLES", "CHUNK_SIZE", "FOLDERS", "MAX_KEY_LENGTH", "MAX_RANGE_LENGTH", "MAX_SEGMENT_LENGTH", "RECORDINGS",
+    "ATTACHMENTS", "BUNDLES", "CHUNK_SIZE", "FOLDERS", "MAX_KEY_LENGTH", "MAX_RANGE_LENGTH", "MAX_SEGMENT_LENGTH", "RECORDINGS",
     "SNAPSHOTS", "UPLOADS", "BlobInfo", "BlobSettings", "BlobStore", "LocalBlobStore", "S3BlobStore", "blob_store",
     "key_under", "validate_key", "validate_prefix",
 ]

@@ -82,7 +82,8 @@ BUNDLES = "bundles"  # finished diagnostics bundles, per ticket
 UPLOADS = "uploads"  # chunks of uploads under way
 RECORDINGS = "recordings"  # session recordings
 SNAPSHOTS = "snapshots"  # workstation snapshot data
-FOLDERS = frozenset({BUNDLES, UPLOADS, RECORDINGS, SNAPSHOTS})
+ATTACHMENTS = "attachments"  # files users send with their replies, per ticket
+FOLDERS = frozenset({BUNDLES, UPLOADS, RECORDINGS, SNAPSHOTS, ATTACHMENTS})
 
 
 def key_under(folder: str, *segments: str) -> str:

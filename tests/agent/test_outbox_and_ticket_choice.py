@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent import upload
-from agent.share import ShareRequest, TicketChoice, choose_ticket, linked_ticket
+from agent.share import TicketChoice, choose_ticket, linked_ticket
 from agent.store import AgentState, AgentStore
 from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, StorageFullError
 from tests.support.bundles import write_archive
@@ -59,7 +59,7 @@ def test_an_empty_outbox_sends_nothing(tmp_path):
 @pytest.mark.parametrize("spelling", ["T-1042", "t-1042", "#1042", "1042", " 1042 "])
 def test_a_linked_ticket_needs_no_server(tmp_path, spelling):
     linked_pc(tmp_path, f"http://127.0.0.1:{free_port()}", ["T-7", "T-1042"])  # nothing listens there
-    assert choose_ticket(ShareRequest(), ticket=spelling, directory=tmp_path) == TicketChoice("T-1042")
+    assert choose_ticket(ticket=spelling, directory=tmp_path) == TicketChoice("T-1042")
 
 
 def test_a_ticket_this_pc_is_not_linked_to_is_refused(tmp_path):

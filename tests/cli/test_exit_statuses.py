@@ -38,7 +38,7 @@ def test_each_error_has_its_exit_status(monkeypatch, capsys, error, code):
         raise error
 
     monkeypatch.setattr(ThisPC, "tickets", fail)
-    status, out, err = run(capsys, ["status"])
+    status, out, err = run(capsys, ["status", "--all"])
     assert status == code
     assert out == ""
     assert err.startswith("error: ")
@@ -47,14 +47,14 @@ def test_each_error_has_its_exit_status(monkeypatch, capsys, error, code):
 
 def test_hint_is_printed_on_its_own_line(monkeypatch, capsys):
     monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(st.ConfigError("Not linked.", hint="Run helpline pair.")))
-    status, _, err = run(capsys, ["status"])
+    status, _, err = run(capsys, ["status", "--all"])
     assert status == 3
     assert err.splitlines() == ["error: Not linked.", "hint: Run helpline pair."]
 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys):
     monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
-    status, _, err = run(capsys, ["--debug", "status"])
+    status, _, err = run(capsys, ["--debug", "status", "--all"])
     assert status == 1 and "Traceback" in err and "RuntimeError: boom" in err
 
 
@@ -77,7 +77,7 @@ def test_version_and_help(capsys):
 
 def test_no_colour_when_not_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(st.AuthError("x")))
-    _, _, err = run(capsys, ["status"])
+    _, _, err = run(capsys, ["status", "--all"])
     assert "\x1b[" not in err
 
 
@@ -95,7 +95,7 @@ def test_promise_line():
 def test_brackets_in_messages_are_printed_as_they_are(monkeypatch, capsys):
     error = st.ConfigError("The server is not installed here.", hint="Install it with: pip install 'helpline[server]'.")
     monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: (_ for _ in ()).throw(error))
-    _, _, err = run(capsys, ["status"])
+    _, _, err = run(capsys, ["status", "--all"])
     assert "pip install 'helpline[server]'" in err
 
 
@@ -109,7 +109,7 @@ def test_user_text_with_brackets_is_shown_verbatim(monkeypatch, capsys):
         timeline=[TimelineEntry(at=now, actor="Dana [IT]", kind="note", message="Try [bold]this[/] fix")],
     )
     monkeypatch.setattr(ThisPC, "tickets", lambda *a, **kw: [ticket])
-    status, out, _ = run(capsys, ["status"])
+    status, out, _ = run(capsys, ["status", "--all"])
     assert status == 0
     assert "[URGENT] VPN [red]down[/]" in out and "Dana [IT]" in out and "Try [bold]this[/] fix" in out
 

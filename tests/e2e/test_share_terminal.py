@@ -35,7 +35,7 @@ def test_questions_preview_and_refusal_on_a_terminal(live_server, admin_pc, make
     child.sendline("a reboot")
     child.expect("What will be sent")
     child.expect("report.html")
-    child.expect("Send this to your support team\\? \\[y/N\\]")
+    child.expect(f"Send to {number} 'Terminal test'\\? \\[y/N\\]")
     child.sendline("n")
     child.expect("Nothing was sent")
     child.expect(pexpect.EOF)
@@ -44,7 +44,7 @@ def test_questions_preview_and_refusal_on_a_terminal(live_server, admin_pc, make
     assert admin_pc.ok("ticket", "show", number, "--json").json()["bundles"] == []
 
     child = spawn(user, "share", "--ticket", number, "--what", "Outlook [crashes] on start", "--since", "Monday", "--tried", "reboot")
-    child.expect("Send this to your support team\\?")
+    child.expect(f"Send to {number} 'Terminal test'\\?")
     child.sendline("y")
     child.expect("your diagnostics were delivered")
     assert number in child.before and "\x1b[" in child.before  # colour (bold number) on a terminal only

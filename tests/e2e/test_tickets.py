@@ -43,7 +43,7 @@ def test_engineer_ticket_lifecycle(live_server, admin_pc, make_pc):
     text = eng.ok("ticket", "show", number).stdout
     assert "VPN drops every hour" in text and "Asked Dana to reboot the router." in text
 
-    eng.ok("ticket", "update", number, "--status", "closed")
+    eng.ok("ticket", "update", number, "--status", "closed", "--yes")
     refused = eng.run("ticket", "update", number, "--status", "open")
     assert refused.code == ExitStatus.CONFLICT
     assert "cannot go from closed to open" in refused.stderr

@@ -15,7 +15,7 @@ def paired(helpline, title: str = "Printer offline"):
     number = helpline.ticket(engineer, title)
     pc = helpline.enrolled_pc("dana-laptop")
     code = helpline.pairing_code(engineer, number)["code"]
-    helpline.ok("POST", "pair", pc.credential, json={"code": code, **pc.key.signed("pair", "code", code)})
+    helpline.ok("POST", "pair", pc, json={"code": code, **pc.key.signed("pair", "code", code)})
     return engineer, number, pc
 
 
@@ -27,7 +27,7 @@ def test_a_reply_with_a_file_reaches_the_engineer(helpline, clock):
     engineer, number, pc = paired(helpline)
     data = b"\x89PNG fake screenshot \x00\x01" * 100
     clock.advance(minutes=3)
-    answer = helpline.ok("POST", f"agent/tickets/{number}/replies", pc.credential,
+    answer = helpline.ok("POST", f"agent/tickets/{number}/replies", pc,
                          json={"message": "It printed one page, then stopped.", "attachment": attachment("../../etc/passwd", data)})
     assert answer["timeline"][-1]["kind"] == "reply" and answer["timeline"][-1]["actor"] == "PC dana-laptop"
 
@@ -49,20 +49,20 @@ def test_a_reply_with_a_file_reaches_the_engineer(helpline, clock):
 def test_a_reply_moves_a_waiting_ticket_back_to_open(helpline):
     engineer, number, pc = paired(helpline)
     helpline.ok("PATCH", f"tickets/{number}", engineer, json={"status": "waiting"})
-    helpline.ok("POST", f"agent/tickets/{number}/replies", pc.credential, json={"message": "Done, rebooted."})
+    helpline.ok("POST", f"agent/tickets/{number}/replies", pc, json={"message": "Done, rebooted."})
     assert helpline.ok("GET", f"tickets/{number}", engineer)["status"] == "open"
 
 
 def test_too_large_bad_or_foreign_replies_are_refused_and_nothing_is_kept(helpline, runtime):
     engineer, number, pc = paired(helpline)
     other = helpline.ticket(engineer, "Someone else's")
-    too_big = helpline.call("POST", f"agent/tickets/{number}/replies", pc.credential,
+    too_big = helpline.call("POST", f"agent/tickets/{number}/replies", pc,
                             json={"message": "big", "attachment": attachment("big.bin", b"x" * (MAX_ATTACHMENT_BYTES + 1))})
     assert too_big.status_code in (413, 422)
-    not_base64 = helpline.call("POST", f"agent/tickets/{number}/replies", pc.credential,
+    not_base64 = helpline.call("POST", f"agent/tickets/{number}/replies", pc,
                                json={"message": "bad", "attachment": {"filename": "a.txt", "content": "!!notbase64!!"}})
     assert not_base64.status_code == 422
-    foreign = helpline.call("POST", f"agent/tickets/{other}/replies", pc.credential, json={"message": "hi"})
+    foreign = helpline.call("POST", f"agent/tickets/{other}/replies", pc, json={"message": "hi"})
     assert foreign.status_code == 404
     engineer_token = helpline.call("POST", f"agent/tickets/{number}/replies", engineer, json={"message": "hi"})
     assert engineer_token.status_code == 401
@@ -73,7 +73,7 @@ def test_too_large_bad_or_foreign_replies_are_refused_and_nothing_is_kept(helpli
 def test_a_closed_ticket_takes_no_replies(helpline):
     engineer, number, pc = paired(helpline)
     helpline.ok("PATCH", f"tickets/{number}", engineer, json={"status": "closed"})
-    refused = helpline.call("POST", f"agent/tickets/{number}/replies", pc.credential,
+    refused = helpline.call("POST", f"agent/tickets/{number}/replies", pc,
                             json={"message": "still broken", "attachment": attachment("a.txt", b"x")})
     assert refused.status_code == 409 and "helpline request" in refused.json()["error"]["hint"]
     assert [e.target_id for e in helpline.audit("ticket.reply.refused")] == [number]
@@ -83,7 +83,7 @@ def test_a_closed_ticket_takes_no_replies(helpline):
 @pytest.mark.parametrize("attachment_id", ["00000000-0000-0000-0000-000000000000", "not-an-id"])
 def test_an_attachment_of_another_ticket_or_none_is_not_found(helpline, attachment_id):
     engineer, number, pc = paired(helpline)
-    helpline.ok("POST", f"agent/tickets/{number}/replies", pc.credential,
+    helpline.ok("POST", f"agent/tickets/{number}/replies", pc,
                 json={"message": "file", "attachment": attachment("a.txt", b"hello")})
     other = helpline.ticket(engineer, "Other")
     stored = helpline.ok("GET", f"tickets/{number}", engineer)["attachments"][0]["id"]

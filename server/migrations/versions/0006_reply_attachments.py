@@ -1,7 +1,7 @@
 """files users attach to their replies
 
-Revision ID: 0009
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02 08:40:00.000000
 """
 
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 import server.db
 
 
-revision = '0009'
-down_revision = '0003'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

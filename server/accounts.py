@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate, Role
-from protocol.errors import ConflictError, NotFoundError
+from protocol.errors import Audience, ConflictError, NotFoundError
 from server.audit import Actor, record
 from server.db import utcnow
 from server.models import Account
@@ -24,7 +24,10 @@ def account_public(account: Account) -> AccountPublic:
 def get_account(session: Session, username: str) -> Account:
     account = session.scalar(select(Account).where(Account.username == username.lower()))
     if account is None:
-        raise NotFoundError(f"There is no account '{username}'.", hint="List accounts with `helpline account list`.")
+        raise NotFoundError(f"There is no account '{username}'.", hint="Check the username.", hints={
+            Audience.ENGINEER: "Check the username; an admin can list the accounts.",
+            Audience.ADMIN: "List accounts with `helpline account list`.",
+        })
     return account
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from protocol import pairing
+from protocol import pairing, times
 from protocol.errors import AuthError, ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from protocol.schemas import AgentIdentity, Channel, Priority
 from server import ratelimit
@@ -27,11 +27,8 @@ from server.settings import ServerSettings
 
 
 def code_lifetime(settings: ServerSettings) -> str:
-    """How long this server's pairing codes live, in words ("10 minutes", "90 seconds")."""
-    minutes = settings.pairing_code_ttl_minutes
-    if minutes < 1:
-        return f"{minutes * 60:g} seconds"
-    return "1 minute" if minutes == 1 else f"{minutes:g} minutes"
+    """How long this server's pairing codes live, in words ("10 min", "1 min 30 s")."""
+    return times.duration(settings.pairing_code_ttl_minutes * 60)
 
 
 def create_pairing_code(

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from protocol import times
 from protocol.errors import RateLimitedError
 from server.models import RateLimitWindow
 
 
 class RetryAfter(RateLimitedError):
     def __init__(self, message: str, retry_after: int, hint: str | None = None):
-        super().__init__(message, hint=hint or f"Wait {retry_after} seconds before trying again.")
+        super().__init__(message, hint=hint or f"Wait {times.duration(retry_after)} before trying again.")
         self.retry_after = retry_after
 
 

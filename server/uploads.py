@@ -30,7 +30,7 @@ from protocol.bundle import (
     parse_summary,
 )
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
-from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
+from protocol.errors import Audience, ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
 from server.audit import Actor, record, timeline
 from server.blobs import BUNDLES, UPLOADS, BlobStore, key_under
 from server.models import Agent, Bundle, Ticket, Upload, UploadChunk
@@ -203,7 +203,8 @@ def bundle_detail(bundle: Bundle) -> BundleDetail:
 def get_bundle(session: Session, bundle_id: str) -> Bundle:
     bundle = session.get(Bundle, bundle_id)
     if bundle is None:
-        raise NotFoundError(f"There is no bundle {bundle_id}.", hint="List them with `helpline ticket show T-…`.")
+        raise NotFoundError(f"There is no bundle {bundle_id}.",
+                            hints={Audience.ENGINEER: "A ticket's bundles are listed by `helpline ticket show T-…`."})
     return bundle
 
 

@@ -13,7 +13,7 @@ import typer
 from agent.client import HelplineClient
 from agent.http import normalize_url
 from cli import credentials, output
-from protocol.errors import InvalidInputError
+from protocol.errors import ConfigError, InvalidInputError
 from protocol.schemas import (
     LoginRequest,
     NoteCreate,
@@ -50,17 +50,25 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
 
 
 def login(
-    url: Annotated[str, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com.")],
+    url: Annotated[str | None, typer.Argument(metavar="[URL]", help="The Helpline server, like https://help.example.com (default: the one you last logged in to).")] = None,
     username: Annotated[str | None, typer.Option("--username", "-u", metavar="USER", help="Your account name (asked if missing).")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
 ) -> None:
     """Log in to a Helpline server; the token is kept in your config directory (mode 0600).
 
-    Example: echo "$PW" | helpline login https://help.example.com -u alice --password-stdin
+    Examples:
+      echo "$PW" | helpline login https://help.example.com -u alice --password-stdin
+      helpline login     (again, on the server you last logged in to)
     """
+    if url is None:
+        url = credentials.saved_server()
+        if url is None:
+            raise ConfigError("Which server? This computer has not logged in to one yet.",
+                              hint="Run `helpline login URL` with your Helpline server's address.")
     base = normalize_url(url)
     if username is None:
-        username = typer.prompt("Username")
+        previous = credentials.saved_username() if normalize_url(url) == credentials.saved_server() else None
+        username = typer.prompt("Username", default=previous) if previous else typer.prompt("Username")
     password = read_secret("Password: ", password_stdin)
     body = parse_input(LoginRequest, username=username, password=password, token_name="cli")
     with HelplineClient.connect(base) as client:
@@ -245,8 +253,7 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(metavar="TICKET", hel
     if json_out:
         output.print_json(code)
         return
-    seconds = max(0.0, (code.expires_at - datetime.now(UTC)).total_seconds())
-    left = f"{seconds:.0f} s" if seconds < 60 else output.duration(seconds / 60)
+    left = output.span(max(0.0, (code.expires_at - datetime.now(UTC)).total_seconds()))
     output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid for {left}, until {output.local_time(code.expires_at)}).")
     output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(credentials.load_login().server_url)}")
 

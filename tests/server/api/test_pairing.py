@@ -45,7 +45,7 @@ def test_an_expired_code_is_refused_with_this_servers_lifetime_in_the_hint(helpl
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["message"] == "That pairing code has expired."
-    assert error["hint"] == "Codes are valid for 3 minutes; ask your engineer for a new one."
+    assert error["hint"] == "Codes are valid for 3 min; ask your engineer for a new one."
     assert [e.details["reason"] for e in helpline.audit("pairing.refused")] == ["That pairing code has expired."]
 
 

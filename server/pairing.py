@@ -167,7 +167,7 @@ def open_self_service_ticket(
     credential = None
     if agent is None:
         if settings.self_service != "anyone":
-            raise AuthError("Only enrolled PCs may open tickets here.", hint="Enroll this PC, or ask your support team for a pairing code.")
+            raise ForbiddenError("Only enrolled PCs may open tickets here.", hint="Ask your support team for a pairing code.")
         limits = settings.rate_limits
         key = f"self-service-ip:{ip}"
         ratelimit.check(session, key, limits.self_service_per_ip, limits.self_service_window_seconds, "ticket", now=now)

@@ -20,6 +20,14 @@ token_app = typer.Typer(help="Bootstrap tokens that let PCs enroll in the fleet.
 agent_app = typer.Typer(help="The fleet of PCs: enroll this PC, list and show agents.", no_args_is_help=True)
 
 
+def read_new_password(from_stdin: bool) -> str:
+    """A new account's password: from standard input, or typed twice on the terminal (refused if the two differ)."""
+    password = read_secret("Password for the new account: ", from_stdin)
+    if not from_stdin and read_secret("The same password again: ", False) != password:
+        raise InvalidInputError("The two passwords differ.", hint="Run the command again and type the same password twice.")
+    return password
+
+
 def parse_duration_hours(text: str) -> float:
     """Turn ``30s``, ``90m``, ``24h``, ``7d`` or ``2w`` into hours; raise InvalidInputError otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
@@ -43,7 +51,7 @@ def account_create(
 
     Example: echo "$PW" | helpline account create alice --name "Alice Martin" --org "IT Support" --password-stdin
     """
-    password = read_secret("Password for the new account: ", password_stdin)
+    password = read_new_password(password_stdin)
     body = parse_input(AccountCreate, username=username, password=password, role=role, display_name=name, email=email,
                        organisation=organisation)
     with credentials.connect() as client:
@@ -164,12 +172,18 @@ def agent_enroll(
 
     Example: helpline agent enroll https://help.example.com hle_… --server-key SHA256:…
     """
-    state = this_pc().enroll(url, token, expected_fingerprint=server_key)
+    pc = this_pc()
+    before = pc.link()
+    state = pc.enroll(url, token, expected_fingerprint=server_key)
+    moved_from = before.group if before and before.enrolled and before.server_url == state.server_url and before.group != state.group else None
     if json_out:
         output.print_json({"agent_id": state.agent_id, "group": state.group, "server": state.server_url,
-                           "server_fingerprint": state.server_fingerprint})
+                           "server_fingerprint": state.server_fingerprint, "previous_group": moved_from})
         return
-    output.say(f"This PC is enrolled as agent {state.agent_id} in group [bold]{state.group}[/].")
+    if moved_from:
+        output.say(f"This PC moved from group [bold]{output.esc(moved_from)}[/] to group [bold]{output.esc(state.group)}[/] (agent {state.agent_id}).")
+    else:
+        output.say(f"This PC is enrolled as agent {state.agent_id} in group [bold]{output.esc(state.group)}[/].")
     output.say(f"Server key pinned: {state.server_fingerprint}")
 
 
@@ -219,5 +233,32 @@ def audit(
     if json_out:
         output.print_json(events)
         return
-    output.table(None, ["When", "Actor", "Action", "Target", "From"],
-                 [(output.local_time(e.at), e.actor, e.action, e.target, e.ip or "") for e in events])
+    output.table(None, ["When", "Actor", "Action", "Target", "Details", "From"],
+                 [(output.local_time(e.at), e.actor, e.action, e.target, audit_details(e.details), e.ip or "") for e in events])
+
+
+def audit_details(details: dict, *, width: int = 80) -> str:
+    """What an audit event changed, in one short line: ``status new → open, assignee alice``."""
+    parts = []
+    details = dict(details)
+    for old_key, new_key in (("old", "new"), ("from", "to")):
+        if old_key in details and new_key in details:
+            old, new = details.pop(old_key, None), details.pop(new_key, None)
+            parts.append(f"{old if old not in (None, '') else '—'} → {new if new not in (None, '') else '—'}")
+    for key, value in details.items():
+        if isinstance(value, str) and len(value) > 20 and all(c in "0123456789abcdef-" for c in value):
+            value = value[:12] + "…"  # digests and ids: the start is enough to tell them apart
+        name = str(key).replace("_", " ")
+        if isinstance(value, dict) and set(value) <= {"from", "to", "old", "new"} and value:
+            old, new = value.get("from", value.get("old")), value.get("to", value.get("new"))
+            parts.append(f"{name} {old if old not in (None, '') else '—'} → {new if new not in (None, '') else '—'}")
+        elif isinstance(value, list | tuple):
+            parts.append(f"{name} {', '.join(map(str, value)) or '—'}")
+        elif isinstance(value, bool):
+            parts.append(name if value else f"not {name}")
+        elif value is None or value == "":
+            continue
+        else:
+            parts.append(f"{name} {value}")
+    line = "; ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"

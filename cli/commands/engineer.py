@@ -229,15 +229,21 @@ def ticket_update(
 def ticket_note(
     ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
     message: Annotated[str, typer.Argument(metavar="MESSAGE", help="The note's text.")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Add a note to a ticket's timeline (the user sees it in `helpline status`).
 
-    Example: helpline ticket note T-1042 "Replaced the power supply; please try again."
+    Examples:
+      helpline ticket note T-1042 "Replaced the power supply; please try again."
+      helpline ticket note 1042 "Called the user, no answer" --json
     """
     number = parse_ticket_ref(ticket)
     note = parse_input(NoteCreate, message=message)
     with credentials.connect() as client:
         t = client.add_note(number, note)
+    if json_out:
+        output.print_json(t)
+        return
     output.say(f"Note added to {t.number}.")
 
 

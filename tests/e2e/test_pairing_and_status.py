@@ -110,7 +110,7 @@ def test_self_service_ticket_answers_with_number_and_promise(server_factory, mak
 def test_self_service_policy_is_enforced(server_factory, make_pc):
     enrolled_only = server_factory()  # default: enrolled PCs only
     result = make_pc("stranger").run("request", "help", "--server", enrolled_only.url)
-    assert result.code == ExitStatus.AUTH and "Only enrolled PCs" in result.stderr
+    assert result.code == ExitStatus.FORBIDDEN and "Only enrolled PCs" in result.stderr
 
     closed = server_factory(self_service="off")
     result = make_pc("stranger2").run("request", "help", "--server", closed.url)

@@ -36,6 +36,7 @@ class ExitStatus(IntEnum):
     UNAVAILABLE = 9, "server unreachable or not ready"
     INVALID = 10, "invalid input, refused"
     PARTIAL = 11, "partly done (see the report)"
+    AMBIGUOUS = 12, "matches more than one; give more of it"
     INTERRUPTED = 130, "interrupted"
 
 
@@ -103,6 +104,12 @@ class ConflictError(HelplineError):
     status = ExitStatus.CONFLICT
 
 
+class AmbiguousError(ConflictError):
+    """A short id or a name that matches more than one thing; the message lists the candidates."""
+
+    status = ExitStatus.AMBIGUOUS
+
+
 class RateLimitedError(HelplineError):
     status = ExitStatus.RATE_LIMITED
 
@@ -129,6 +136,7 @@ HTTP_ERRORS: tuple[tuple[type[HelplineError], int, str], ...] = (
     (AuthError, 401, "unauthenticated"),
     (ForbiddenError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
+    (AmbiguousError, 409, "ambiguous"),
     (ConflictError, 409, "conflict"),
     (RateLimitedError, 429, "rate_limited"),
     (TooLargeError, 413, "too_large"),

@@ -11,6 +11,7 @@ from agent.local import this_pc
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt, read_secret
 from protocol.errors import InvalidInputError
+from protocol.identifiers import short_ids
 from protocol.schemas import AccountCreate, AccountUpdate, EnrollmentTokenCreate, EnrollmentTokenPublic, Role, parse_input
 
 PANEL = "For admins"
@@ -198,16 +199,19 @@ def agent_list(group: Annotated[str | None, typer.Option("--group", "-g", metava
     if json_out:
         output.print_json(agents)
         return
+    short = short_ids(a.id for a in agents)
     output.table(None, ["Hostname", "Id", "Group", "OS", "Agent", "Last seen", "Tickets"],
-                 [(a.hostname, a.id, a.group or ("—" if a.enrolled else "paired only"), a.os, a.agent_version,
+                 [(a.hostname, short[a.id], a.group or ("—" if a.enrolled else "paired only"), a.os, a.agent_version,
                    output.local_time(a.last_seen_at), ", ".join(a.tickets)) for a in agents])
 
 
 @agent_app.command("show")
-def agent_show(agent_id: Annotated[str, typer.Argument(metavar="ID", help="The agent's id, as `helpline agent list` shows it.")], json_out: JsonOpt = False) -> None:
-    """Show one agent.
+def agent_show(agent_id: Annotated[str, typer.Argument(metavar="AGENT", help="The agent's id or its start (as `helpline agent list` shows it), or its host name.")], json_out: JsonOpt = False) -> None:
+    """Show one agent, named by id, a unique start of its id, or host name.
 
-    Example: helpline agent show 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e
+    Examples:
+      helpline agent show 5d0c7a3e
+      helpline agent show laptop-042
     """
     with credentials.connect() as client:
         a = client.agent(agent_id)

@@ -26,6 +26,7 @@ from protocol.schemas import (
     TicketUpdate,
     parse_input,
 )
+from protocol.identifiers import short_ids
 from protocol.tickets import parse_ticket_ref
 
 PANEL = "For engineers"
@@ -50,7 +51,7 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
 
 
 def login(
-    url: Annotated[str | None, typer.Argument(metavar="[URL]", help="The Helpline server, like https://help.example.com (default: the one you last logged in to).")] = None,
+    url: Annotated[str | None, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com (default: the one you last logged in to).")] = None,
     username: Annotated[str | None, typer.Option("--username", "-u", metavar="USER", help="Your account name (asked if missing).")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
 ) -> None:
@@ -119,8 +120,9 @@ def _show_ticket(t: TicketDetail) -> None:
         output.say(output.esc("PCs: " + ", ".join(t.agents)))
     output.table("Timeline", ["When", "Who", "What"], [(output.local_time(e.at), e.actor, e.message) for e in t.timeline])
     if t.bundles:
+        short = short_ids(b.id for b in t.bundles)
         output.table("Diagnostics (helpline diag get ID)", ["Id", "From", "When", "Files", "Size"],
-                     [(b.id, b.hostname, output.local_time(b.created_at), b.files, output.size(b.size)) for b in t.bundles])
+                     [(short[b.id], b.hostname, output.local_time(b.created_at), b.files, output.size(b.size)) for b in t.bundles])
 
 
 @ticket_app.command("create")

@@ -18,7 +18,6 @@ from protocol.schemas import (
     SelfServiceRequest,
     SelfServiceResponse,
 )
-from protocol.errors import NotFoundError
 from server import pairing
 from server import tickets as ticket_svc
 from server.agents import (
@@ -43,6 +42,7 @@ from server.api.deps import (
     State,
 )
 from server.audit import Actor
+from server.identifiers import find_agent
 from server.models import Agent, EnrollmentToken
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -83,12 +83,9 @@ def list_agents(account: CurrentAccount, session: ReadSession, group: str | None
     return [agent_public(a) for a in session.scalars(query)]
 
 
-@router.get("/agents/{agent_id}", summary="Show one agent")
+@router.get("/agents/{agent_id}", summary="Show one agent (by id, a unique start of it, or host name)")
 def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession) -> AgentPublic:
-    agent = session.get(Agent, agent_id)
-    if agent is None:
-        raise NotFoundError(f"There is no agent {agent_id}.")
-    return agent_public(agent)
+    return agent_public(find_agent(session, agent_id))
 
 
 # --- the PC itself -------------------------------------------------------------------

@@ -42,7 +42,10 @@ def _saved() -> dict:
 
 def saved_server() -> str | None:
     """The server this computer last logged in to (kept after a logout), so `helpline login` needs no URL again."""
-    url = _saved().get("server_url")
+    try:
+        url = _saved().get("server_url")
+    except ConfigError:  # a damaged file remembers nothing; logging in again rewrites it
+        return None
     return url if isinstance(url, str) and url else None
 
 

@@ -69,7 +69,10 @@ def login(
     base = normalize_url(url)
     if username is None:
         previous = credentials.saved_username() if normalize_url(url) == credentials.saved_server() else None
-        username = typer.prompt("Username", default=previous) if previous else typer.prompt("Username")
+        if previous and password_stdin:  # standard input carries the password: keep the account of the last login
+            username = previous
+        else:
+            username = typer.prompt("Username", default=previous) if previous else typer.prompt("Username")
     password = read_secret("Password: ", password_stdin)
     body = parse_input(LoginRequest, username=username, password=password, token_name="cli")
     with HelplineClient.connect(base) as client:

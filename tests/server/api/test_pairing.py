@@ -26,7 +26,7 @@ def test_a_code_expires_as_the_settings_say_and_is_single_use(helpline, clock):
     issued = helpline.pairing_code(engineer, number)
     assert datetime.fromisoformat(issued["expires_at"]) == clock() + timedelta(minutes=3)
     timeline = helpline.ok("GET", f"tickets/{number}", engineer)["timeline"]
-    assert "valid 3 minutes" in timeline[-1]["message"]
+    assert "valid 3 min," in timeline[-1]["message"]
 
     clock.advance(minutes=3, seconds=-1)
     answer = pair(helpline, issued["code"], PCKey("pc-1"))

@@ -113,6 +113,11 @@ def duration(minutes: float) -> str:
     return times.duration(minutes * 60)
 
 
+def about(length: float | timedelta) -> str:
+    """Say a length of time in seconds rounded, for promises and waits: ``about 15 minutes``, ``about 3 hours``."""
+    return times.about(length)
+
+
 def span(length: float | timedelta) -> str:
     """Say a length of time given in seconds (or a timedelta): ``43 s``, ``14 min 43 s``, ``3 h 5 min``."""
     return times.duration(length)

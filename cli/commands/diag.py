@@ -34,10 +34,9 @@ def _resolve(client: HelplineClient, ref: str) -> BundlePublic:
         return client.bundle(ref.strip().lower())
     try:
         number = parse_ticket_ref(ref)
-    except InvalidInputError:
+    except InvalidInputError as exc:
         if id_prefix(ref) is None:
-            raise InvalidInputError(f"{ref[:40]!r} is neither a bundle id nor a ticket number.",
-                                    hint=f"Give a ticket like T-1042, or at least {MIN_PREFIX} characters of a bundle id.") from None
+            raise InvalidInputError(exc.message, hint=f"Give a ticket like T-1042, or at least {MIN_PREFIX} characters of a bundle id.") from None
         return client.bundle(id_prefix(ref))
     bundles = client.ticket_bundles(number)
     if not bundles:

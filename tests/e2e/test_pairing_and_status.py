@@ -91,7 +91,7 @@ def test_self_service_ticket_answers_with_number_and_promise(server_factory, mak
     server = server_factory(self_service="anyone")
     pc = make_pc("user")
     out = pc.ok("request", "Cannot print", "-d", "since this morning", "--name", "Dana", "--server", server.url).stdout
-    match = re.search(r"Ticket (T-\d+) is open\. An engineer will answer by (\d\d:\d\d|\w{3} \d\d \w{3} \d\d:\d\d) \(within 4 h\)\.", out)
+    match = re.search(r"Ticket (T-\d+) is open\. An engineer will answer by (today|tomorrow) \d\d:\d\d [A-Z][A-Z0-9:+-]+ \(within 4 h\)\.", out)
     assert match, out
     number = match.group(1)
     admin = make_pc("admin")

@@ -8,7 +8,7 @@ against its protocol model before anyone reads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agent.http import AgentSigner, ServerConnection
-from protocol.errors import InvalidInputError, UnavailableError
+from protocol.errors import Audience, InvalidInputError, UnavailableError
 from protocol.schemas import (
     AccountCreate,
     AccountPublic,
@@ -69,12 +69,12 @@ _MAX_SEGMENT = 200
 _adapter = lru_cache(maxsize=None)(TypeAdapter)  # building an adapter is slow; there are few answer types
 
 
-def _segment(value: str, what: str, hint: str | None = None) -> str:
+def _segment(value: str, what: str, hints: Mapping[Audience, str] | None = None) -> str:
     """``value`` as one encoded path segment; InvalidInputError if it could be read as anything more."""
     if (not isinstance(value, str) or not value or len(value) > _MAX_SEGMENT or value in (".", "..")
             or any(c in "/\\?#%" or not c.isprintable() for c in value)):
         shown = value[:40] if isinstance(value, str) else type(value).__name__
-        raise InvalidInputError(f"{shown!r} is not a valid {what}.", hint=hint)
+        raise InvalidInputError(f"{shown!r} is not a valid {what}.", hints=hints)
     return quote(value, safe="")
 
 
@@ -193,7 +193,7 @@ class HelplineClient:
         return self._call(AccountPublic, "POST", "accounts", json=_body(body))
 
     def update_account(self, username: str, body: AccountUpdate) -> AccountPublic:
-        name = _segment(username, "username", hint="List accounts with `helpline account list`.")
+        name = _segment(username, "username", hints={Audience.ADMIN: "List accounts with `helpline account list`."})
         return self._call(AccountPublic, "PATCH", f"accounts/{name}", json=_body(body))
 
     # --- enrollment tokens (admins) and the fleet ----------------------------------------
@@ -213,8 +213,8 @@ class HelplineClient:
         return self._call(list[AgentPublic], "GET", "agents", params=params or None)
 
     def agent(self, agent_id: str) -> AgentPublic:
-        return self._call(AgentPublic, "GET", f"agents/{_agent(agent_id)}")
-
+        segment = _segment(agent_id, "agent id", hints={Audience.ENGINEER: "List agents with `helpline agent list`."})
+        return self._call(AgentPublic, "GET", f"agents/{segment}")
     def approve_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
         """Approve a pending agent (admins)."""
         return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/approve", json=_body(body))

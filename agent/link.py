@@ -18,7 +18,7 @@ from agent.client import HelplineClient
 from agent.http import AgentSigner, normalize_url
 from agent.store import AgentState, AgentStore
 from protocol import pairing, signing
-from protocol.errors import ConfigError, HelplineError, InvalidInputError
+from protocol.errors import AuthError, ConfigError, HelplineError, InvalidInputError
 from protocol.schemas import AgentCredential, AgentStatus, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
 from protocol.tickets import is_open, parse_ticket_ref, short_title, ticket_label
 
@@ -77,17 +77,33 @@ def accept_credential(
     own = signing.public_key_b64(key)
     payload = signing.agent_binding_payload(answer.agent_id, own)
     if not signing.verify(answer.server_public_key, payload, answer.server_signature):
-        raise HelplineError("The server's answer is not signed by its key.",
+        raise AuthError("The server's answer is not signed by its key.",
                             hint="Something between this PC and the server altered it; do not continue on this network.")
-    got = signing.fingerprint(answer.server_public_key)
+    check_server_key(answer.server_public_key, pinned=pinned, expected_fingerprint=expected_fingerprint)
+
+
+def check_server_key(public_key: str, *, pinned: str | None, expected_fingerprint: str | None) -> None:
+    """Raise AuthError (a trust failure, exit status 4) unless ``public_key`` is the server key this PC expects."""
+    got = signing.fingerprint(public_key)
     if expected_fingerprint and got != expected_fingerprint.strip():
-        raise HelplineError(f"The server's key is {got}, not the expected {expected_fingerprint}.",
-                            hint="Check the address; ask your administrator for the server's fingerprint.")
-    if pinned and pinned != answer.server_public_key:
-        raise HelplineError(
+        raise AuthError(f"The server's key is {got}, not the expected {expected_fingerprint}.",
+                        hint="Check the address; ask your administrator for the server's fingerprint.")
+    if pinned and pinned != public_key:
+        raise AuthError(
             f"The server's key changed (now {got}).",
             hint="If your administrator replaced the server, remove the agent state and enroll again; otherwise stop.",
         )
+
+
+def _check_before_spending(client: HelplineClient, *, pinned: str | None, expected_fingerprint: str | None) -> None:
+    """Check the server's published key before a one-time secret (enrollment token, pairing code) is sent.
+
+    A server that is not the expected one is refused before it can use up the
+    secret; the signed answer is still checked afterwards (a key published here
+    proves nothing by itself).
+    """
+    if pinned or expected_fingerprint:
+        check_server_key(client.server_info().public_key, pinned=pinned, expected_fingerprint=expected_fingerprint)
 
 
 def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = None, directory: Path | None = None) -> AgentState:
@@ -106,6 +122,7 @@ def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = No
     payload = signing.proof_payload("enroll", "token", token, me.model_dump())
     body = parse_input(EnrollRequest, token=token, identity=me, signature=signing.sign(key, payload))
     with HelplineClient.connect(url) as client:
+        _check_before_spending(client, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
         answer = client.enroll(body)
     accept_credential(key, answer, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer, previous, enrolled=True)
@@ -136,6 +153,7 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
     # Linked to this server already: the request is signed by the agent and the answer checked against the
     # pinned key before anything is kept. Any other server is a fresh start that learns nothing of the old link.
     with HelplineClient.connect(url, agent=_signer(store, previous, url)) as client:
+        _check_before_spending(client, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
         answer = client.pair(body)
     accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer.agent, previous)

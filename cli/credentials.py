@@ -10,6 +10,7 @@ from agent.paths import config_dir, write_private
 from protocol.errors import ConfigError
 
 CREDENTIALS_FILE = "credentials.json"
+LOGIN_FIRST = "Run `helpline login` (add the server's URL the first time)."
 
 
 @dataclass
@@ -25,22 +26,65 @@ def save_login(login: Login) -> None:
     write_private(config_dir() / CREDENTIALS_FILE, json.dumps(asdict(login), indent=2).encode())
 
 
+def _saved() -> dict:
+    """What the credentials file holds (possibly only the server after a logout); {} if there is none."""
+    path = config_dir() / CREDENTIALS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} is damaged.", hint="Run `helpline login URL` again.") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is damaged.", hint="Run `helpline login URL` again.")
+    return data
+
+
+def saved_server() -> str | None:
+    """The server this computer last logged in to (kept after a logout), so `helpline login` needs no URL again."""
+    try:
+        url = _saved().get("server_url")
+    except ConfigError:  # a damaged file remembers nothing; logging in again rewrites it
+        return None
+    return url if isinstance(url, str) and url else None
+
+
+def saved_username() -> str | None:
+    """The account name of the last login here (offered as the default at the next one)."""
+    try:
+        name = _saved().get("username")
+    except ConfigError:
+        return None
+    return name if isinstance(name, str) and name else None
+
+
 def load_login() -> Login:
     path = config_dir() / CREDENTIALS_FILE
     try:
-        return Login(**json.loads(path.read_text()))
+        data = _saved()
+        if not data.get("token"):
+            raise FileNotFoundError(path)
+        return Login(**data)
     except FileNotFoundError as exc:
-        raise ConfigError("You are not logged in.", hint="Run `helpline login URL` first.") from exc
+        raise ConfigError("You are not logged in.", hint=LOGIN_FIRST) from exc
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path} is damaged.", hint="Run `helpline login URL` again.") from exc
+        raise ConfigError(f"{path} is damaged.", hint=LOGIN_FIRST) from exc
 
 
 def forget_login() -> bool:
+    """Forget the token (keeping the server's address for the next `helpline login`); whether there was one."""
     path = config_dir() / CREDENTIALS_FILE
-    if path.exists():
+    if not path.exists():
+        return False
+    try:
+        kept = {k: v for k, v in _saved().items() if k in ("server_url", "username") and isinstance(v, str)}
+    except ConfigError:
+        kept = {}
+    if kept.get("server_url"):
+        write_private(path, json.dumps(kept, indent=2).encode())
+    else:
         path.unlink()
-        return True
-    return False
+    return True
 
 
 def connect() -> HelplineClient:

@@ -17,7 +17,7 @@ from typer._click.exceptions import ClickException  # typer 0.26 exports no publ
 
 from cli import output
 from cli.commands import admin, diag, engineer, server, share, user
-from protocol.errors import ExitStatus, HelplineError
+from protocol.errors import Audience, ExitStatus, HelplineError
 
 
 def exit_status_epilog() -> str:
@@ -115,6 +115,35 @@ app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
 app.command(rich_help_panel="Set-up")(completion)
 
 
+def _user_commands() -> frozenset[str]:
+    """The commands the person at the PC runs (the "For users" panel): their errors' hints speak to that person."""
+    names = {c.name or typer.main.get_command_name(c.callback.__name__) for c in app.registered_commands
+             if c.rich_help_panel == user.PANEL and (c.name or c.callback)}
+    names |= {g.name for g in app.registered_groups if g.rich_help_panel == user.PANEL and g.name}
+    return frozenset(names)
+
+
+def reader(argv: list[str]) -> Audience:
+    """Who reads this command's messages: the PC's user for user commands, else the logged-in role (engineer by default)."""
+    words = [a for a in argv if not a.startswith("-")]
+    if words and words[0] in _user_commands():
+        return Audience.USER
+    from cli.credentials import load_login
+
+    try:
+        role = load_login().role
+    except HelplineError:
+        return Audience.ENGINEER
+    return Audience.ADMIN if role == Audience.ADMIN.value else Audience.ENGINEER
+
+
+def _interrupted(message: str = "Stopped.", hint: str | None = None) -> None:
+    """Say that the command was stopped, on a line of its own (a prompt may have the cursor)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    output.error(message, hint)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return (and exit with) its status."""
     if os.environ.get(COMPLETE_VAR):  # the shell asks for completions; the parser answers and exits
@@ -127,16 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(returned, int) and returned:
             status = returned
             if returned == ExitStatus.INTERRUPTED:
-                output.error("Stopped.")
+                _interrupted()
     except HelplineError as exc:
         if output.DEBUG["enabled"]:
             traceback.print_exc()
-        output.error(exc.message, exc.hint)
+        if exc.status == ExitStatus.INTERRUPTED:
+            _interrupted(exc.message, exc.hint)
+        else:
+            output.error(exc.message, exc.hint_for(reader(sys.argv[1:] if argv is None else argv)))
         status = exc.status
     except typer.Exit as exc:
         status = exc.exit_code
     except typer.Abort:
-        output.error("Stopped.")
+        _interrupted()
         status = ExitStatus.INTERRUPTED
     except ClickException as exc:  # click's usage and parameter errors (exit code 2)
         message = exc.format_message()
@@ -144,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             output.error(message, "Run the command with --help for its usage.")
         status = ExitStatus.USAGE if getattr(exc, "exit_code", 1) == 2 else ExitStatus.ERROR
     except KeyboardInterrupt:
-        output.error("Stopped.")
+        _interrupted()
         status = ExitStatus.INTERRUPTED
     except Exception as exc:  # the last net: one line, and the traceback on request
         if output.DEBUG["enabled"]:

@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,6 +25,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Span, Text
 
+from protocol import times
 from protocol.untrusted import is_control, printable
 
 DEBUG = {"enabled": False}
@@ -101,12 +102,10 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 
 def local_time(when: datetime | None, *, now: datetime | None = None) -> str:
-    """Format a moment in the PC's time zone: ``15:40`` today, ``Mon 24 Nov 09:00`` otherwise."""
+    """Say a moment in this computer's zone with its day and zone: ``today 15:40 CET``, ``Mon 24 Nov 09:00 UTC``."""
     if when is None:
         return "—"
-    local = when.astimezone()
-    today = (now or datetime.now(UTC)).astimezone().date()
-    return local.strftime("%H:%M") if local.date() == today else local.strftime("%a %d %b %H:%M")
+    return times.moment(when, now=now)
 
 
 def full_time(when: datetime | None) -> str:
@@ -118,14 +117,17 @@ def full_time(when: datetime | None) -> str:
 
 def duration(minutes: float) -> str:
     """Say a response window the way a person would: ``30 min``, ``4 h``, ``2 days``."""
-    minutes = round(minutes)
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 48 * 60:
-        hours, rest = divmod(minutes, 60)
-        return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
-    days = round(minutes / (24 * 60))
-    return f"{days} days"
+    return times.duration(minutes * 60)
+
+
+def about(length: float | timedelta) -> str:
+    """Say a length of time in seconds rounded, for promises and waits: ``about 15 minutes``, ``about 3 hours``."""
+    return times.about(length)
+
+
+def span(length: float | timedelta) -> str:
+    """Say a length of time given in seconds (or a timedelta): ``43 s``, ``14 min 43 s``, ``3 h 5 min``."""
+    return times.duration(length)
 
 
 def size(n: float) -> str:

@@ -6,7 +6,8 @@ with the status the CLI should exit with; cli/ turns it into one line and a hint
 
 from __future__ import annotations
 
-from enum import IntEnum
+from collections.abc import Mapping
+from enum import Enum, IntEnum
 
 
 class ExitStatus(IntEnum):
@@ -35,20 +36,49 @@ class ExitStatus(IntEnum):
     UNAVAILABLE = 9, "server unreachable or not ready"
     INVALID = 10, "invalid input, refused"
     PARTIAL = 11, "partly done (see the report)"
+    AMBIGUOUS = 12, "matches more than one; give more of it"
     INTERRUPTED = 130, "interrupted"
 
 
+class Audience(str, Enum):
+    """Who reads a hint, so it names only what that person can do.
+
+    The person at the PC runs the user commands (pair, share, status); an
+    engineer also works tickets and diagnostics; an admin can do all of it.
+    """
+
+    USER = "user"
+    ENGINEER = "engineer"
+    ADMIN = "admin"
+
+
 class HelplineError(Exception):
-    """An error that carries the exit status and a hint for the person who hit it."""
+    """An error that carries the exit status and a hint for the person who hit it.
+
+    ``hint`` suits anyone; ``hints`` gives other wording per :class:`Audience`
+    (a user is never told to run an engineer's command, an engineer never an
+    admin's), picked with :meth:`hint_for`.
+    """
 
     status: ExitStatus = ExitStatus.ERROR
 
-    def __init__(self, message: str, *, hint: str | None = None, status: ExitStatus | None = None):
+    def __init__(self, message: str, *, hint: str | None = None, status: ExitStatus | None = None,
+                 hints: Mapping[Audience, str] | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.hints = dict(hints or {})
         if status is not None:
             self.status = status
+
+    def hint_for(self, audience: Audience | None) -> str | None:
+        """The hint for ``audience``: its own wording, an admin the engineer's, else the hint for anyone."""
+        if audience is not None:
+            if audience in self.hints:
+                return self.hints[audience]
+            if audience is Audience.ADMIN and Audience.ENGINEER in self.hints:
+                return self.hints[Audience.ENGINEER]
+        return self.hint
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.message
@@ -72,6 +102,12 @@ class NotFoundError(HelplineError):
 
 class ConflictError(HelplineError):
     status = ExitStatus.CONFLICT
+
+
+class AmbiguousError(ConflictError):
+    """A short id or a name that matches more than one thing; the message lists the candidates."""
+
+    status = ExitStatus.AMBIGUOUS
 
 
 class RateLimitedError(HelplineError):
@@ -108,6 +144,7 @@ HTTP_ERRORS: tuple[tuple[type[HelplineError], int, str], ...] = (
     (AuthError, 401, "unauthenticated"),
     (ForbiddenError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
+    (AmbiguousError, 409, "ambiguous"),
     (ConflictError, 409, "conflict"),
     (QuotaExceededError, 429, "quota_exceeded"),
     (RateLimitedError, 429, "rate_limited"),

@@ -96,11 +96,10 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def describe_invalid(errors: list[Any]) -> str:
-    """One line naming the first problem of a validation error list (pydantic's ``errors()``), as the server says it."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"Invalid {where}: {first.get('msg')}{more}."
+    """One line naming the first problem of a validation error list (pydantic's ``errors()``), in plain English, as the server says it."""
+    from protocol.validation import describe
+
+    return describe(errors)
 
 
 def parse_input(model: type[Model], **fields: Any) -> Model:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.schemas import AccountCreate, AccountPublic, AccountUpdate, Role, password_problem
-from protocol.errors import AuthError, ConflictError, InvalidInputError, NotFoundError
+from protocol.errors import Audience, AuthError, ConflictError, InvalidInputError, NotFoundError
 from protocol.untrusted import shown
 from server.api_tokens import end_account_tokens
 from server.audit import Actor, record
@@ -38,7 +38,10 @@ def account_public(account: Account) -> AccountPublic:
 def get_account(session: Session, username: str) -> Account:
     account = session.scalar(select(Account).where(Account.username == username.lower()))
     if account is None:
-        raise NotFoundError(f"There is no account {shown(username)}.", hint="List accounts with `helpline account list`.")
+        raise NotFoundError(f"There is no account {shown(username)}.", hint="Check the username.", hints={
+            Audience.ENGINEER: "Check the username; an admin can list the accounts.",
+            Audience.ADMIN: "List accounts with `helpline account list`.",
+        })
     return account
 
 

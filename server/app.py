@@ -19,6 +19,7 @@ from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
 from server.api import accounts, agents, audit, auth, health, tickets, uploads
+from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
 from server.jobs import run_jobs
 from server.runtime import ServerRuntime
@@ -44,7 +45,7 @@ async def _helpline_error(request: Request, exc: HelplineError) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return error_response(status, code, exc.message, exc.hint, headers)
+    return error_response(status, code, exc.message, exc.hint_for(audience_of(request)), headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from protocol import pairing
+from protocol import pairing, times
 from protocol.errors import AuthError, ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from protocol.schemas import AgentIdentity, Channel, Priority, TicketStatus
 from protocol.tickets import parse_ticket_ref, ticket_label
@@ -31,11 +31,8 @@ from server.settings import ServerSettings
 
 
 def code_lifetime(settings: ServerSettings) -> str:
-    """How long this server's pairing codes live, in words ("10 minutes", "90 seconds")."""
-    minutes = settings.pairing_code_ttl_minutes
-    if minutes < 1:
-        return f"{minutes * 60:g} seconds"
-    return "1 minute" if minutes == 1 else f"{minutes:g} minutes"
+    """How long this server's pairing codes live, in words ("10 min", "1 min 30 s")."""
+    return times.duration(settings.pairing_code_ttl_minutes * 60)
 
 
 def create_pairing_code(
@@ -267,7 +264,7 @@ def open_self_service_ticket(
         _check_agent_ticket_budget(session, settings, agent, ip, now=now)
     if agent is None:
         if settings.self_service != "anyone":
-            raise AuthError("Only enrolled PCs may open tickets here.", hint="Enroll this PC, or ask your support team for a pairing code.")
+            raise ForbiddenError("Only enrolled PCs may open tickets here.", hint="Ask your support team for a pairing code.")
         limits = settings.rate_limits
         key = f"self-service-ip:{ip}"
         ratelimit.check(session, key, limits.self_service_per_ip, limits.self_service_window_seconds, "ticket", now=now)

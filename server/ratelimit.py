@@ -22,13 +22,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from protocol import times
 from protocol.errors import RateLimitedError
 from server.models import RateLimitWindow
 
 
 class RetryAfter(RateLimitedError):
     def __init__(self, message: str, retry_after: int, hint: str | None = None):
-        super().__init__(message, hint=hint or f"Wait {retry_after} seconds before trying again.")
+        super().__init__(message, hint=hint or f"Wait {times.duration(retry_after)} before trying again.")
         self.retry_after = retry_after
 
 

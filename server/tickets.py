@@ -19,7 +19,7 @@ from protocol.schemas import (
     TicketStatus,
     TimelineEntry,
 )
-from protocol.errors import ConflictError, NotFoundError
+from protocol.errors import Audience, ConflictError, NotFoundError
 from protocol.tickets import OPEN_STATUSES, is_open, parse_ticket_ref, ticket_label
 from server.audit import Actor, record, timeline
 from server.models import Account, Counter, Ticket
@@ -43,7 +43,10 @@ def get_ticket(session: Session, reference: str) -> Ticket:
     number = parse_ticket_ref(reference)
     ticket = session.scalar(select(Ticket).where(Ticket.number == number))
     if ticket is None:
-        raise NotFoundError(f"Ticket {ticket_label(number)} does not exist.", hint="Check the number with `helpline ticket list`.")
+        raise NotFoundError(f"Ticket {ticket_label(number)} does not exist.", hint="Check the ticket number.", hints={
+            Audience.USER: "See this PC's tickets with `helpline status`.",
+            Audience.ENGINEER: "Check the number with `helpline ticket list`.",
+        })
     return ticket
 
 

@@ -38,6 +38,7 @@ from protocol.bundle import (
 )
 from protocol.schemas import BundleDetail, BundlePublic, TicketStatus, UploadCreate, UploadStatus
 from protocol.errors import (
+    Audience,
     ConflictError,
     DamagedError,
     HelplineError,
@@ -401,7 +402,8 @@ def attachment(filename: str) -> str:
 def get_bundle(session: Session, bundle_id: str) -> Bundle:
     bundle = session.get(Bundle, bundle_id)
     if bundle is None:
-        raise NotFoundError(f"There is no bundle {shown(bundle_id)}.", hint="List them with `helpline ticket show T-…`.")
+        raise NotFoundError(f"There is no bundle {shown(bundle_id)}.",
+                            hints={Audience.ENGINEER: "A ticket's bundles are listed by `helpline ticket show T-…`."})
     return bundle
 
 

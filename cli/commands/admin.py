@@ -25,6 +25,7 @@ from protocol.schemas import (
     Role,
     parse_input,
 )
+from protocol.identifiers import short_ids
 
 PANEL = "For admins"
 
@@ -32,6 +33,14 @@ account_app = typer.Typer(help="Engineer and admin accounts, and changing your o
 token_app = typer.Typer(help="Bootstrap tokens that let PCs enroll in the fleet.", no_args_is_help=True)
 agent_app = typer.Typer(help="The fleet of PCs: enroll this PC; list, show, approve, refuse and revoke agents.",
                         no_args_is_help=True)
+
+
+def read_new_password(from_stdin: bool) -> str:
+    """A new account's password: from standard input, or typed twice on the terminal (refused if the two differ)."""
+    password = read_secret("Password for the new account: ", from_stdin)
+    if not from_stdin and read_secret("The same password again: ", False) != password:
+        raise InvalidInputError("The two passwords differ.", hint="Run the command again and type the same password twice.")
+    return password
 
 
 def parse_duration_hours(text: str) -> float:
@@ -57,7 +66,7 @@ def account_create(
 
     Example: echo "$PW" | helpline account create alice --name "Alice Martin" --org "IT Support" --password-stdin
     """
-    password = read_secret("Password for the new account: ", password_stdin)
+    password = read_new_password(password_stdin)
     body = parse_input(AccountCreate, username=username, password=password, role=role, display_name=name, email=email,
                        organisation=organisation)
     with credentials.connect() as client:
@@ -223,13 +232,19 @@ def agent_enroll(
 
     Example: echo "$TOKEN" | helpline agent enroll https://help.example.com - --server-key SHA256:…
     """
-    state = this_pc().enroll(url, enroll_token(token, token_file), expected_fingerprint=server_key)
+    pc = this_pc()
+    before = pc.link()
+    state = pc.enroll(url, enroll_token(token, token_file), expected_fingerprint=server_key)
+    moved_from = before.group if before and before.enrolled and before.server_url == state.server_url and before.group != state.group else None
     if json_out:
         output.print_json({"agent_id": state.agent_id, "group": state.group, "server": state.server_url,
-                           "server_fingerprint": state.server_fingerprint,
+                           "server_fingerprint": state.server_fingerprint, "previous_group": moved_from,
                            "status": (AgentStatus.PENDING if state.pending else AgentStatus.ACTIVE).value})
         return
-    output.say(f"This PC is enrolled as agent {state.agent_id} in group [bold]{state.group}[/].")
+    if moved_from:
+        output.say(f"This PC moved from group [bold]{output.esc(moved_from)}[/] to group [bold]{output.esc(state.group)}[/] (agent {state.agent_id}).")
+    else:
+        output.say(f"This PC is enrolled as agent {state.agent_id} in group [bold]{output.esc(state.group)}[/].")
     output.say(f"Server key pinned: {state.server_fingerprint}")
     if state.pending:
         output.say("It looks like a PC enrolled before, so it waits for an administrator's approval: "
@@ -263,20 +278,24 @@ def agent_list(
     if json_out:
         output.print_json(agents)
         return
+    short = short_ids(a.id for a in agents)
     output.table(None, ["Hostname", "Id", "Status", "Group", "OS", "Agent", "Last seen", "Tickets"],
-                 [(a.hostname, a.id, _status_cell(a), a.group or ("—" if a.enrolled else "paired only"), a.os,
+                 [(a.hostname, short[a.id], _status_cell(a), a.group or ("—" if a.enrolled else "paired only"), a.os,
                    a.agent_version, output.local_time(a.last_seen_at), ", ".join(a.tickets)) for a in agents])
 
 
-AgentIdArg = Annotated[str, typer.Argument(metavar="ID", help="The agent's id, as `helpline agent list` shows it.")]
+AgentIdArg = Annotated[str, typer.Argument(
+    metavar="AGENT", help="The agent's id or its start (as `helpline agent list` shows it), or its host name.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, kept in the audit log.")]
 
 
 @agent_app.command("show")
 def agent_show(agent_id: AgentIdArg, json_out: JsonOpt = False) -> None:
-    """Show one agent.
+    """Show one agent, named by id, a unique start of its id, or host name.
 
-    Example: helpline agent show 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e
+    Examples:
+      helpline agent show 5d0c7a3e
+      helpline agent show laptop-042
     """
     with credentials.connect() as client:
         a = client.agent(agent_id)
@@ -353,13 +372,32 @@ def audit(
     if json_out:
         output.print_json(events)
         return
-    output.table(None, ["When", "Actor", "Action", "Target", "From", "What"],
-                 [(output.local_time(e.at), e.actor, e.action, e.target, e.ip or "", _what(e.details)) for e in events])
+    output.table(None, ["When", "Actor", "Action", "Target", "Details", "From"],
+                 [(output.local_time(e.at), e.actor, e.action, e.target, audit_details(e.details), e.ip or "") for e in events])
 
 
-def _what(details: dict) -> str:
-    """What an audit event says happened, in words, with the reason given if any."""
-    what = str(details.get("summary") or "")
-    if details.get("reason"):
-        what = f"{what}; reason: {details['reason']}" if what else f"reason: {details['reason']}"
-    return what
+def audit_details(details: dict, *, width: int = 80) -> str:
+    """What an audit event changed, in one short line: ``status new → open, assignee alice``."""
+    parts = []
+    details = dict(details)
+    for old_key, new_key in (("old", "new"), ("from", "to")):
+        if old_key in details and new_key in details:
+            old, new = details.pop(old_key, None), details.pop(new_key, None)
+            parts.append(f"{old if old not in (None, '') else '—'} → {new if new not in (None, '') else '—'}")
+    for key, value in details.items():
+        if isinstance(value, str) and len(value) > 20 and all(c in "0123456789abcdef-" for c in value):
+            value = value[:12] + "…"  # digests and ids: the start is enough to tell them apart
+        name = str(key).replace("_", " ")
+        if isinstance(value, dict) and set(value) <= {"from", "to", "old", "new"} and value:
+            old, new = value.get("from", value.get("old")), value.get("to", value.get("new"))
+            parts.append(f"{name} {old if old not in (None, '') else '—'} → {new if new not in (None, '') else '—'}")
+        elif isinstance(value, list | tuple):
+            parts.append(f"{name} {', '.join(map(str, value)) or '—'}")
+        elif isinstance(value, bool):
+            parts.append(name if value else f"not {name}")
+        elif value is None or value == "":
+            continue
+        else:
+            parts.append(f"{name} {value}")
+    line = "; ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"

@@ -14,6 +14,7 @@ from cli import credentials, output
 from cli.commands.engineer import JsonOpt
 from agent.client import HelplineClient
 from protocol.bundle import REPORT_NAME
+from protocol.identifiers import MIN_PREFIX, id_prefix
 from protocol.errors import InvalidInputError, NotFoundError
 from protocol.schemas import BundlePublic
 from protocol.tickets import parse_ticket_ref, ticket_label
@@ -25,10 +26,18 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def _resolve(client: HelplineClient, ref: str) -> BundlePublic:
-    """A bundle id, or a ticket reference meaning that ticket's newest bundle."""
-    if _UUID.match(ref):
-        return client.bundle(ref)
-    number = parse_ticket_ref(ref)
+    """A bundle id or a unique start of it (as tables show it), or a ticket reference meaning that ticket's newest bundle.
+
+    Digits alone (``1042``) name a ticket; anything else that can start an id is looked up as one.
+    """
+    if _UUID.match(ref.strip().lower()):
+        return client.bundle(ref.strip().lower())
+    try:
+        number = parse_ticket_ref(ref)
+    except InvalidInputError as exc:
+        if id_prefix(ref) is None:
+            raise InvalidInputError(exc.message, hint=f"Give a ticket like T-1042, or at least {MIN_PREFIX} characters of a bundle id.") from None
+        return client.bundle(id_prefix(ref))
     bundles = client.ticket_bundles(number)
     if not bundles:
         raise NotFoundError(f"{ticket_label(number)} has no diagnostics yet.", hint="Ask the user to run `helpline share`.")
@@ -57,7 +66,7 @@ def _download(client: HelplineClient, bundle: BundlePublic, dest: Path) -> Path:
 
 @diag_app.command("get")
 def get(
-    ref: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle id, or a ticket number for its newest bundle.")],
+    ref: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle id (or its start, as tables show it), or a ticket number for its newest bundle.")],
     directory: Annotated[Path | None, typer.Option("--dir", "-d", metavar="DIR", help="Where to unpack it (default: ./T-…-HOST-TIME).")] = None,
     open_report: Annotated[bool, typer.Option("--open", help="Open report.html in the browser.")] = False,
     json_out: JsonOpt = False,

@@ -13,7 +13,7 @@ import typer
 from agent.client import HelplineClient
 from agent.http import normalize_url
 from cli import credentials, output
-from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError
+from protocol.errors import ConfigError, ConflictError, DamagedError, InvalidInputError, NotFoundError
 from protocol.schemas import (
     AttachmentPublic,
     LoginRequest,
@@ -29,6 +29,7 @@ from protocol.schemas import (
     TicketUpdate,
     parse_input,
 )
+from protocol.identifiers import short_ids
 from protocol.tickets import is_open, parse_ticket_ref, short_title, ticket_label
 from protocol.untrusted import contained, printable, safe_component
 
@@ -54,17 +55,28 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
 
 
 def login(
-    url: Annotated[str, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com.")],
+    url: Annotated[str | None, typer.Argument(metavar="URL", help="The Helpline server, like https://help.example.com (default: the one you last logged in to).")] = None,
     username: Annotated[str | None, typer.Option("--username", "-u", metavar="USER", help="Your account name (asked if missing).")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
 ) -> None:
     """Log in to a Helpline server; the token is kept in your config directory (mode 0600).
 
-    Example: echo "$PW" | helpline login https://help.example.com -u alice --password-stdin
+    Examples:
+      echo "$PW" | helpline login https://help.example.com -u alice --password-stdin
+      helpline login     (again, on the server you last logged in to)
     """
+    if url is None:
+        url = credentials.saved_server()
+        if url is None:
+            raise ConfigError("Which server? This computer has not logged in to one yet.",
+                              hint="Run `helpline login URL` with your Helpline server's address.")
     base = normalize_url(url)
     if username is None:
-        username = typer.prompt("Username")
+        previous = credentials.saved_username() if normalize_url(url) == credentials.saved_server() else None
+        if previous and password_stdin:  # standard input carries the password: keep the account of the last login
+            username = previous
+        else:
+            username = typer.prompt("Username", default=previous) if previous else typer.prompt("Username")
     password = read_secret("Password: ", password_stdin)
     body = parse_input(LoginRequest, username=username, password=password, token_name="cli")
     with HelplineClient.connect(base) as client:
@@ -136,8 +148,9 @@ def _show_ticket(t: TicketDetail) -> None:
         output.say(output.esc("PCs: " + ", ".join(t.agents)))
     output.table("Timeline", ["When", "Who", "What"], [(output.local_time(e.at), e.actor, e.message) for e in t.timeline])
     if t.bundles:
+        short = short_ids(b.id for b in t.bundles)
         output.table("Diagnostics (helpline diag get ID)", ["Id", "From", "When", "Files", "Size"],
-                     [(b.id, b.hostname, output.local_time(b.created_at), b.files, output.size(b.size)) for b in t.bundles])
+                     [(short[b.id], b.hostname, output.local_time(b.created_at), b.files, output.size(b.size)) for b in t.bundles])
     if t.attachments:
         output.table(f"Files from the user (helpline ticket attachment {t.number} ID)", ["Id", "From", "When", "Name", "Size"],
                      [(a.id, a.hostname, output.local_time(a.created_at), a.filename, output.size(a.size)) for a in t.attachments])
@@ -324,15 +337,21 @@ def ticket_reopen(
 def ticket_note(
     ticket: Annotated[str, typer.Argument(metavar="TICKET", help="Ticket number, like T-1042.")],
     message: Annotated[str, typer.Argument(metavar="MESSAGE", help="The note's text.")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Add a note to a ticket's timeline (the user sees it in `helpline status`).
 
-    Example: helpline ticket note T-1042 "Replaced the power supply; please try again."
+    Examples:
+      helpline ticket note T-1042 "Replaced the power supply; please try again."
+      helpline ticket note 1042 "Called the user, no answer" --json
     """
     number = parse_ticket_ref(ticket)
     note = parse_input(NoteCreate, message=message)
     with credentials.connect() as client:
         t = client.add_note(number, note)
+    if json_out:
+        output.print_json(t)
+        return
     output.say(f"Note added to {t.number}.")
 
 
@@ -396,8 +415,7 @@ def ticket_pair_code(ticket: Annotated[str, typer.Argument(metavar="TICKET", hel
     if json_out:
         output.print_json(code)
         return
-    seconds = max(0.0, (code.expires_at - datetime.now(UTC)).total_seconds())
-    left = f"{seconds:.0f} s" if seconds < 60 else output.duration(seconds / 60)
+    left = output.span(max(0.0, (code.expires_at - datetime.now(UTC)).total_seconds()))
     output.say(f"Pairing code for {code.ticket}: [bold]{code.code}[/] (single use, valid for {left}, until {output.local_time(code.expires_at)}).")
     output.say(f"On the user's PC: helpline pair {code.code} --server {output.esc(credentials.load_login().server_url)}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from agent import upload
 from agent.local import this_pc
 from cli import output
 from cli.commands.user import PANEL, JsonOpt, ServerOpt, interactive, pick_ticket, quoted_title, response_line
-from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, UnavailableError
+from protocol.errors import ConfigError, ExitStatus, HelplineError, InvalidInputError, QuotaExceededError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import printable
 
@@ -33,7 +34,7 @@ def _ask(request) -> None:
         return
     for field, question in QUESTIONS:
         if not getattr(request, field):
-            setattr(request, field, typer.prompt(question, default="", show_default=False, err=True).strip())
+            setattr(request, field, typer.prompt(question, default="", show_default=False, err=True, prompt_suffix=" ").strip())
 
 
 def _collect(request):
@@ -70,7 +71,12 @@ def _show_preview(prepared) -> None:
     output.say(f"Bundle: {output.size(prepared.size)} (compressed). Read all of it first: {output.esc(prepared.report_html)}")
 
 
+# Set once a bundle is queued for sending, so an interruption says the right thing about it.
+_SENDING = {"queued": False}
+
+
 def _deliver(entry: upload.OutboxEntry) -> None:
+    _SENDING["queued"] = True
     if not sys.stderr.isatty():
         this_pc().deliver(entry)
         return
@@ -227,5 +233,17 @@ def _choose(pc, previous, *, code: str | None, ticket: str | None, new: bool, se
         raise
 
 
+def _share_or_say_nothing_sent(*args, **kwargs) -> None:
+    """Run `share`; if the person stops it (Ctrl-C), say whether anything left the PC."""
+    _SENDING["queued"] = False
+    try:
+        share(*args, **kwargs)
+    except (KeyboardInterrupt, typer.Abort):
+        if _SENDING["queued"]:
+            raise HelplineError("Stopped while sending; the bundle stays queued.", status=ExitStatus.INTERRUPTED,
+                                hint="Send it later with `helpline share --send-queued`.") from None
+        raise HelplineError("Stopped. Nothing was sent.", status=ExitStatus.INTERRUPTED) from None
+
+
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel=PANEL)(share)
+    app.command(name="share", rich_help_panel=PANEL)(functools.wraps(share)(_share_or_say_nothing_sent))

@@ -21,7 +21,6 @@ from protocol.schemas import (
     SelfServiceRequest,
     SelfServiceResponse,
 )
-from protocol.errors import NotFoundError
 from protocol.untrusted import shown
 from server import pairing, replies
 from server import tickets as ticket_svc
@@ -50,6 +49,7 @@ from server.api.deps import (
     State,
 )
 from server.audit import Actor
+from server.identifiers import find_agent
 from server.models import Agent, EnrollmentToken
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -93,12 +93,9 @@ def list_agents(account: CurrentAccount, session: ReadSession, group: str | None
     return [agent_public(a) for a in session.scalars(query)]
 
 
-@router.get("/agents/{agent_id}", summary="Show one agent")
+@router.get("/agents/{agent_id}", summary="Show one agent (by id, a unique start of it, or host name)")
 def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession) -> AgentPublic:
-    agent = session.get(Agent, agent_id)
-    if agent is None:
-        raise NotFoundError(f"There is no agent {shown(agent_id)}.", hint="List agents with `helpline agent list`.")
-    return agent_public(agent)
+    return agent_public(find_agent(session, agent_id))
 
 
 # --- admins: decisions on agents ------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.schemas import Role
-from protocol.errors import AuthError, ForbiddenError
+from protocol.errors import Audience, AuthError, ForbiddenError
 from server import agent_requests
 from server.agents import authenticate_agent
 from server.audit import Actor
@@ -163,22 +163,36 @@ _bearer = HTTPBearer(auto_error=False, description="An API token (engineers and 
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def bearer_token(credentials: HTTPAuthorizationCredentials | None, *, hint: str = "Log in with `helpline login URL`.") -> str:
+LOGIN_HINT = "Log in with `helpline login` (add the server's URL the first time)."
+
+
+def set_audience(request: Request, audience: Audience) -> None:
+    """Note who is calling, so an error's hint names only what they can do (server.app picks it)."""
+    request.state.audience = audience
+
+
+def audience_of(request: Request) -> Audience | None:
+    """Who made ``request``, as far as it authenticated: an engineer, an admin, or a PC's user."""
+    return getattr(request.state, "audience", None)
+
+
+def bearer_token(credentials: HTTPAuthorizationCredentials | None, *, hint: str = LOGIN_HINT) -> str:
     """The token the request carries; AuthError (with ``hint``) if it carries none."""
     if credentials is None or not credentials.credentials:
         raise AuthError("This request needs a token.", hint=hint)
     return credentials.credentials
 
 
-def current_account(session: RequestSession, credentials: Bearer, now: Now) -> Account:
+def current_account(request: Request, session: RequestSession, credentials: Bearer, now: Now) -> Account:
     token = bearer_token(credentials)
     if not token.startswith(TOKEN_PREFIX_USER):
-        raise AuthError("This request needs an engineer's or admin's token.", hint="Log in with `helpline login URL`.")
+        raise AuthError("This request needs an engineer's or admin's token.", hint=LOGIN_HINT)
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
     if row is None or row.revoked_at is not None:
-        raise AuthError("Your token is not valid.", hint="Log in again with `helpline login URL`.")
+        raise AuthError("Your token is not valid.", hint="Log in again with `helpline login`.")
     if row.expires_at <= now:
-        raise AuthError("Your token has expired.", hint="Log in again with `helpline login URL`.")
+        raise AuthError("Your token has expired.", hint="Log in again with `helpline login`.")
+    set_audience(request, Audience.ADMIN if row.account.role == Role.ADMIN.value else Audience.ENGINEER)
     if row.account.disabled:
         raise AuthError("Your account is disabled.", hint="Ask an administrator.")
     touch(session, ApiToken.last_used_at, row.id, row.last_used_at, LAST_USED_INTERVAL, now=now)
@@ -208,6 +222,7 @@ ReceivedBodySha256 = Annotated[str, Depends(received_body_sha256)]
 def current_agent(session: RequestSession, request: Request, state: State, received: ReceivedBodySha256,
                   ip: ClientIP, now: Now) -> Agent:
     """The agent that signed this request with its key (server.agent_requests); AuthError, audited, otherwise."""
+    set_audience(request, Audience.USER)  # only a PC signs as an agent
     agent_id = agent_requests.verify_agent_request(
         state.sessions, agent_requests.header_map(request.scope), method=request.method,
         target=agent_requests.request_target(request.scope), content_sha256=received, ip=ip, now=now,
@@ -221,6 +236,7 @@ CurrentAgent = Annotated[Agent, Depends(current_agent)]
 def optional_agent(session: RequestSession, request: Request, state: State, received: ReceivedBodySha256,
                    ip: ClientIP, now: Now) -> Agent | None:
     """The calling agent if the request is signed or carries a credential (which alone is refused); None if neither."""
+    set_audience(request, Audience.USER)  # the caller is a PC either way
     headers = agent_requests.header_map(request.scope)
     if not agent_requests.is_signed(headers) and "authorization" not in headers:
         return None

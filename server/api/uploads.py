@@ -26,12 +26,15 @@ from server.agents import authenticate_agent
 from server.api.deps import ClientIP, CurrentAccount, CurrentAgent, DbSession, Now, ReadSession, State, WriteSession
 from server.audit import Actor, record
 from server.db import apply_touches, pending_touches, transaction
+from server.identifiers import find_bundle
 from server.refusals import roll_back
 from server.runtime import ServerRuntime
 
 router = APIRouter(prefix="/v1", tags=["bundles"])
 
 UploadId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
+# A bundle as people name it: the full id or a unique start of it (server/identifiers.py).
+BundleRef = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{4,36}$")]
 ChunkIndex = Annotated[int, Path(ge=0, le=1_000_000)]
 ChunkSha = Annotated[str, Header(alias="X-Chunk-SHA256", pattern=r"^[0-9a-fA-F]{64}$")]
 
@@ -192,9 +195,9 @@ def list_bundles(number: str, account: CurrentAccount, session: ReadSession) -> 
     return [svc.bundle_public(b) for b in svc.ticket_bundles(session, ticket)]
 
 
-@router.get("/bundles/{bundle_id}", summary="One bundle with its summary for triage")
-def show_bundle(bundle_id: UploadId, account: CurrentAccount, session: ReadSession) -> BundleDetail:
-    return svc.bundle_detail(session, svc.get_bundle(session, bundle_id))
+@router.get("/bundles/{bundle_id}", summary="One bundle with its summary for triage (by id or a unique start of it)")
+def show_bundle(bundle_id: BundleRef, account: CurrentAccount, session: ReadSession) -> BundleDetail:
+    return svc.bundle_detail(find_bundle(session, bundle_id))
 
 
 @router.get(

@@ -89,7 +89,9 @@ def test_durations_read_like_a_person_says_them(minutes, text):
 def test_promise_line():
     due = datetime.now(UTC) + timedelta(hours=4)
     line = output.promise(due, 240)
-    assert line == f"An engineer will answer by {due.astimezone().strftime('%H:%M') if due.astimezone().date() == datetime.now(UTC).astimezone().date() else due.astimezone().strftime('%a %d %b %H:%M')} (within 4 h)."
+    local = due.astimezone()
+    day = "today" if local.date() == datetime.now(UTC).astimezone().date() else "tomorrow"
+    assert line == f"An engineer will answer by {day} {local:%H:%M} {local.tzname()} (within 4 h)."
 
 
 def test_brackets_in_messages_are_printed_as_they_are(monkeypatch, capsys):

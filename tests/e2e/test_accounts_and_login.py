@@ -71,6 +71,12 @@ def test_missing_and_expired_tokens(server_factory, make_pc):
     expired = pc.run("ticket", "list")
     assert expired.code == ExitStatus.AUTH
     assert "expired" in expired.stderr
+    assert "`helpline login`" in expired.stderr  # no URL needed: login reuses the saved server
+    # The hint works as it says: the saved server and account are reused.
+    again = pc.run("login", "--password-stdin", input=ADMIN_PASSWORD + "\n")
+    assert again.code == 0, again.stderr
+    assert server.url in again.stdout and ADMIN in again.stdout
+    assert pc.run("ticket", "list").code == 0
 
     # The API itself refuses a request without a token.
     with pytest.raises(urllib.error.HTTPError) as err:

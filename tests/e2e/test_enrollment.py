@@ -9,6 +9,7 @@ import time
 import pytest
 
 from protocol.errors import ExitStatus
+from tests.support.live import json_request
 
 pytestmark = pytest.mark.e2e
 
@@ -70,9 +71,15 @@ def test_wrong_server_fingerprint_is_refused(live_server, admin_pc, make_pc):
     token = new_token(admin_pc)
     pc = make_pc("careful")
     result = pc.run("agent", "enroll", live_server.url, token["token"], "--server-key", "SHA256:not-the-servers-key")
-    assert result.code == ExitStatus.ERROR
-    assert "not the expected" in result.stderr
+    assert result.code == ExitStatus.AUTH  # a trust failure, not an unexpected error
+    assert "not the expected" in result.stderr and "hint:" in result.stderr
     assert not (pc.agent_dir / "agent.json").exists()
+    # The refused server never saw the token: its one use is still there for the right server.
+    [listed] = [t for t in admin_pc.ok("enroll-token", "list", "--json").json() if t["id"] == token["id"]]
+    assert listed["uses"] == 0
+    assert admin_pc.ok("agent", "list", "--json").json() == []
+    fingerprint = json_request(live_server, "GET", "/v1/server")[1]["fingerprint"]
+    pc.ok("agent", "enroll", live_server.url, token["token"], "--server-key", fingerprint)
 
 
 def test_plain_http_to_a_remote_host_is_refused(make_pc):

@@ -33,7 +33,7 @@ def test_a_code_expires_as_the_settings_say_and_is_single_use(helpline, clock):
     issued = helpline.pairing_code(engineer, number)
     assert datetime.fromisoformat(issued["expires_at"]) == clock() + timedelta(minutes=3)
     timeline = helpline.ok("GET", f"tickets/{number}", engineer)["timeline"]
-    assert "valid 3 minutes" in timeline[-1]["message"]
+    assert "valid 3 min," in timeline[-1]["message"]
 
     clock.advance(minutes=3, seconds=-1)
     answer = pair(helpline, issued["code"], PCKey("pc-1"))
@@ -52,7 +52,7 @@ def test_an_expired_code_is_refused_with_this_servers_lifetime_in_the_hint(helpl
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["message"] == "That pairing code has expired."
-    assert error["hint"] == "Codes are valid for 3 minutes; ask your engineer for a new one."
+    assert error["hint"] == "Codes are valid for 3 min; ask your engineer for a new one."
     assert [e.details["reason"] for e in helpline.audit("pairing.refused")] == ["That pairing code has expired."]
 
 

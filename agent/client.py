@@ -86,7 +86,7 @@ def _row_id(value: int, what: str) -> str:
 
 
 def _agent(agent_id: str) -> str:
-    return _segment(agent_id, "agent id", hint="List agents with `helpline agent list`.")
+    return _segment(agent_id, "agent id", hints={Audience.ENGINEER: "List agents with `helpline agent list`."})
 
 
 def _ticket(reference: TicketRef) -> str:
@@ -168,7 +168,8 @@ class HelplineClient:
 
     def account_tokens(self, username: str) -> list[ApiTokenPublic]:
         """Another account's API tokens that still work (admins)."""
-        name = _segment(username, "username", hint="List accounts with `helpline account list`.")
+        name = _segment(username, "username", hints={Audience.ENGINEER: "Check the username; an admin can list the accounts.",
+                                                     Audience.ADMIN: "List accounts with `helpline account list`."})
         return self._call(list[ApiTokenPublic], "GET", f"accounts/{name}/tokens")
 
     def revoke_token(self, token_id: int) -> ApiTokenPublic:
@@ -293,7 +294,7 @@ class HelplineClient:
 
     def download_attachment(self, ticket: TicketRef, attachment_id: str, dest: Path) -> tuple[int, str]:
         """Stream a file a user attached to ``dest``; return (size, sha256), checked against the server's digest."""
-        segment = _segment(attachment_id, "attachment id", hint="See the ids with `helpline ticket show`.")
+        segment = _segment(attachment_id, "attachment id", hints={Audience.ENGINEER: "See the ids with `helpline ticket show`."})
         return self.connection.download(f"tickets/{_ticket(ticket)}/attachments/{segment}", dest)
 
     # --- the PC itself --------------------------------------------------------------------

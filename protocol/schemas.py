@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from protocol.errors import InvalidInputError
 
@@ -189,8 +189,17 @@ def password_problem(password: str, username: str | None = None) -> str | None:
     return None
 
 
-#: A password being set; the server also checks it with :func:`password_problem`.
-NewPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+def _strong_enough(password: str) -> str:
+    """Refuse, in the policy's words, a new password that is weak whoever it is for (the username is checked later)."""
+    problem = password_problem(password)
+    if problem is not None:
+        raise ValueError(problem)
+    return password
+
+
+#: A password being set: checked against :func:`password_problem` wherever it is parsed (the CLI before sending,
+#: the server on receipt), and again with the username by the server.
+NewPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_strong_enough)]
 
 
 class AccountCreate(_Model):

@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from protocol import signing
 from protocol.schemas import AgentCredential, AgentIdentity, AgentPublic, AgentStatus, EnrollmentTokenPublic
-from protocol.errors import AuthError, ConflictError, ForbiddenError, HelplineError, NotFoundError
+from protocol.errors import AmbiguousError, Audience, AuthError, ConflictError, ForbiddenError, HelplineError, InvalidInputError, NotFoundError
 from server import ratelimit
 from server.audit import Actor, record
 from server.db import touch
+from server.identifiers import find_agent
 from server.models import Account, Agent, EnrollmentToken
 from server.refusals import refusal
 from server.security import TOKEN_PREFIX_AGENT, TOKEN_PREFIX_ENROLL, keyed_digest, new_token, token_digest
@@ -180,20 +181,20 @@ def authenticate_agent(session: Session, agent_id: str, *, now: datetime) -> Age
 
 
 def _agent_for_decision(session: Session, actor: Actor, agent_id: str, action: str, *, now: datetime) -> Agent:
-    agent = session.get(Agent, agent_id)
-    if agent is None:
-        raise refusal(session, NotFoundError(f"There is no agent {agent_id}.", hint="List agents with `helpline agent list`."),
-                      actor=actor, action=f"{action}_refused", target_type="agent", target_id=agent_id, now=now,
-                      reason="no such agent")
-    return agent
+    try:
+        return find_agent(session, agent_id)
+    except (NotFoundError, AmbiguousError, InvalidInputError) as problem:
+        raise refusal(session, problem, actor=actor, action=f"{action}_refused", target_type="agent",
+                      target_id=agent_id[:100], now=now, reason=problem.message) from None
 
 
 def _evidence(agent: Agent) -> dict[str, Any]:
     return {"hostname": agent.hostname, "resembles": agent.resembles_id, "evidence": agent.evidence}
 
 
-def _not_pending(session: Session, actor: Actor, agent: Agent, action: str, *, now: datetime, hint: str) -> ConflictError:
-    problem = ConflictError(f"Agent {agent.id} is {agent.status}, not waiting for approval.", hint=hint)
+def _not_pending(session: Session, actor: Actor, agent: Agent, action: str, *, now: datetime, hint: str,
+                 hints: dict[Audience, str]) -> ConflictError:
+    problem = ConflictError(f"Agent {agent.id} is {agent.status}, not waiting for approval.", hint=hint, hints=hints)
     return refusal(session, problem, actor=actor, action=f"{action}_refused", target_type="agent", target_id=agent.id,
                    now=now, reason=problem.message)
 
@@ -207,7 +208,8 @@ def approve_agent(session: Session, actor: Actor, agent_id: str, *, reason: str,
     agent = _agent_for_decision(session, actor, agent_id, "agent.approve", now=now)
     if agent.status != AgentStatus.PENDING.value:
         raise _not_pending(session, actor, agent, "agent.approve", now=now,
-                           hint="Only pending agents are approved; see `helpline agent list --pending`.")
+                           hint="Only pending agents are approved.",
+                           hints={Audience.ADMIN: "Only pending agents are approved; see `helpline agent list --pending`."})
     agent.status = AgentStatus.ACTIVE.value
     record(session, actor, "agent.approve", "agent", agent.id, reason=reason, **_evidence(agent),
            summary="agent approved" + (f" (it resembled agent {agent.resembles_id}: {agent.evidence}; "
@@ -220,7 +222,8 @@ def refuse_agent(session: Session, actor: Actor, agent_id: str, *, reason: str, 
     agent = _agent_for_decision(session, actor, agent_id, "agent.refuse", now=now)
     if agent.status != AgentStatus.PENDING.value:
         raise _not_pending(session, actor, agent, "agent.refuse", now=now,
-                           hint="To stop an approved agent, use `helpline agent revoke`.")
+                           hint="An approved agent is revoked, not refused.",
+                           hints={Audience.ADMIN: "To stop an approved agent, use `helpline agent revoke`."})
     agent.status = AgentStatus.REFUSED.value
     agent.revoked_at = now
     record(session, actor, "agent.refuse", "agent", agent.id, reason=reason, **_evidence(agent), summary="agent refused")

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from protocol.errors import AmbiguousError, Audience, InvalidInputError, NotFoundError
 from protocol.identifiers import MIN_PREFIX, describe_candidates, id_prefix
+from protocol.untrusted import shown
 from server.models import Agent, Bundle
 
 # How many candidates an ambiguous reference names (and says how many more there are).
@@ -40,11 +41,11 @@ def find_agent(session: Session, reference: str) -> Agent:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise NotFoundError(f"There is no agent {reference!r}.",
+        raise NotFoundError(f"There is no agent {shown(reference)}.",
                             hint=f"Give a host name or at least {MIN_PREFIX} characters of the agent's id.",
                             hints={Audience.ENGINEER: "List agents with `helpline agent list`."})
     raise AmbiguousError(
-        f"{reference!r} matches {_count(matches)} agents: "
+        f"{shown(reference)} matches {_count(matches)} agents: "
         + describe_candidates([(a.id, a.hostname) for a in matches], CANDIDATES_SHOWN) + ".",
         hint="Give more characters of the id.",
     )
@@ -61,17 +62,17 @@ def find_bundle(session: Session, reference: str) -> Bundle:
         return exact
     prefix = id_prefix(reference)
     if prefix is None:
-        raise InvalidInputError(f"{reference[:40]!r} is not a bundle id.",
+        raise InvalidInputError(f"{shown(reference)} is not a bundle id.",
                                 hint=f"Give at least {MIN_PREFIX} characters of the bundle's id.")
     matches = list(session.scalars(select(Bundle).where(Bundle.id.startswith(prefix, autoescape=True))
                                    .order_by(Bundle.created_at, Bundle.id).limit(CANDIDATES_SHOWN + 50)))
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise NotFoundError(f"There is no bundle {reference}.",
+        raise NotFoundError(f"There is no bundle {shown(reference)}.",
                             hints={Audience.ENGINEER: "A ticket's bundles are listed by `helpline ticket show T-…`."})
     raise AmbiguousError(
-        f"{reference!r} matches {_count(matches)} bundles: "
+        f"{shown(reference)} matches {_count(matches)} bundles: "
         + describe_candidates([(b.id, f"{b.ticket.label} from {b.hostname}") for b in matches], CANDIDATES_SHOWN) + ".",
         hint="Give more characters of the id.",
     )

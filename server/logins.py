@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol import times
 from protocol.errors import AuthError
 from server import ratelimit
 from server.audit import Actor, record
@@ -82,14 +83,14 @@ def start_login(session: Session, settings: ServerSettings, ip: str | None, user
 
     def refuse(message: str, key: str, key_window: int, hint: str | None = None) -> RetryAfter:
         wait = ratelimit.seconds_left(session, key, key_window, now=now)
-        problem = RetryAfter(message, wait, hint=hint.format(wait=wait) if hint else None)
+        problem = RetryAfter(message, wait, hint=hint.format(wait=times.duration(wait)) if hint else None)
         return rate_limited(session, problem, actor=actor, action="auth.login_rate_limited", target_type="account",
                             target_id=username, key=key, window_seconds=key_window, now=now)
 
     tried_here = ratelimit.hit(session, user_address_key, window, now=now)
     if tried_here > limits.login_per_user_address:
         raise refuse("Too many failed login attempts for this username from this address.", user_address_key, window,
-                     "Wait {wait} seconds, or log in from another network.")
+                     "Wait {wait}, or log in from another network.")
     if ratelimit.hit(session, address_key, window, now=now) > limits.login_per_address:
         raise refuse("Too many failed login attempts from this address.", address_key, window)
     counted = [(user_address_key, window), (address_key, window), (user_key, window)]

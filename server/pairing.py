@@ -49,7 +49,7 @@ def create_pairing_code(
             PairingCode.used_at.is_(None), PairingCode.expires_at > now))
         wait = max(1, math.ceil((soonest - now).total_seconds()))
         problem = RetryAfter(f"This server already has {live} pairing codes waiting to be used.", wait,
-                             hint=f"Wait {wait} seconds for one to expire, or have a PC use its code first.")
+                             hint=f"Wait {times.duration(wait)} for one to expire, or have a PC use its code first.")
         raise rate_limited(session, problem, actor=actor, action="pairing_code.refused", target_type="ticket",
                            target_id=ticket.label, key="pair-live-codes", window_seconds=wait, now=now)
     code = pairing.new_pairing_code()
@@ -148,7 +148,7 @@ def paired_ticket(session: Session, agent: Agent, number: str) -> Ticket:
     )
     if ticket is None:
         raise NotFoundError(f"This PC is not linked to a ticket {ticket_label(wanted)}.",
-                            hint="Check the number, or pair with a code from your engineer first.")
+                            hint="Check the number (`helpline status` lists your tickets), or pair with a code from your engineer first.")
     return ticket
 
 

@@ -17,9 +17,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.errors import NotFoundError, InvalidInputError, TooLargeError
+from protocol.errors import Audience, NotFoundError, InvalidInputError, TooLargeError
 from protocol.schemas import MAX_ATTACHMENT_BYTES, AttachmentPublic, AttachmentUpload, TicketStatus
-from protocol.untrusted import safe_component
+from protocol.untrusted import safe_component, shown
 from server import tickets as ticket_svc
 from server.audit import Actor, record, timeline
 from server.blobs import ATTACHMENTS, BlobStore, key_under
@@ -98,6 +98,6 @@ def get_attachment(session: Session, ticket: Ticket, attachment_id: str) -> Atta
     """The attachment ``attachment_id`` of ``ticket``; NotFoundError for any other id."""
     attachment = session.get(Attachment, attachment_id)
     if attachment is None or attachment.ticket_id != ticket.id:
-        raise NotFoundError(f"{ticket.label} has no attachment {attachment_id}.",
-                            hint=f"See its attachments with `helpline ticket show {ticket.label}`.")
+        raise NotFoundError(f"{ticket.label} has no attachment {shown(attachment_id)}.", hint="Check the attachment's id.",
+                            hints={Audience.ENGINEER: f"See its attachments with `helpline ticket show {ticket.label}`."})
     return attachment

@@ -197,7 +197,7 @@ def list_bundles(number: str, account: CurrentAccount, session: ReadSession) -> 
 
 @router.get("/bundles/{bundle_id}", summary="One bundle with its summary for triage (by id or a unique start of it)")
 def show_bundle(bundle_id: BundleRef, account: CurrentAccount, session: ReadSession) -> BundleDetail:
-    return svc.bundle_detail(find_bundle(session, bundle_id))
+    return svc.bundle_detail(session, find_bundle(session, bundle_id))
 
 
 @router.get(

@@ -81,7 +81,7 @@ def every_call(tmp_path: Path):
         ("add_ssh_key", (SshKeyCreate(public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA alice"),)),
         ("remove_ssh_key", (3,)),
         ("accounts", ()),
-        ("create_account", (AccountCreate(username="alice", password="x" * 12),)),
+        ("create_account", (AccountCreate(username="alice", password="correct horse battery"),)),
         ("update_account", ("alice", AccountUpdate(disabled=True))),
         ("create_enrollment_token", (EnrollmentTokenCreate(),)),
         ("enrollment_tokens", ()),
@@ -242,7 +242,7 @@ def test_plain_http_only_on_loopback():
 def test_typed_input_is_refused_as_the_server_words_it():
     with pytest.raises(InvalidInputError) as err:
         parse_input(AccountCreate, username="alice", password="short")
-    assert err.value.message == "The password must have at least 12 characters."
+    assert err.value.message == "A password needs at least 12 characters (spaces at either end do not count)."
     with pytest.raises(InvalidInputError) as err:
         parse_input(TicketCreate, title="  ", priority="sky-high")
     assert err.value.message.startswith("The title is empty") and err.value.message.endswith("(and 1 more problem).")

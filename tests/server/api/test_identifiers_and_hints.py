@@ -69,7 +69,7 @@ def test_a_missing_ticket_hint_fits_the_reader(helpline):
     hint = helpline.call("GET", "tickets/T-9999", engineer).json()["error"]["hint"]
     assert "`helpline ticket list`" in hint
     pc = helpline.enrolled_pc("user-pc")
-    hint = helpline.call("GET", "agent/tickets/T-9999", pc.credential).json()["error"]["hint"]
+    hint = helpline.call("GET", "agent/tickets/T-9999", pc).json()["error"]["hint"]
     assert "helpline ticket" not in hint and "`helpline status`" in hint
 
 

@@ -130,12 +130,18 @@ def _triage(summary: Mapping[str, Any]) -> str:
         window_text = f"last {window:g} h" if isinstance(window, (int, float)) else "recent"
         out.append(f"<h3>Most frequent errors ({_h(window_text)})</h3>")
         out.append(_table(["Count", "Message", "Source"],
-                          [[_num(e.get("count")), _code(e.get("message")), _h(e.get("source"))] for e in errors[:5]],
+                          [[_num(e.get("count")),
+                            _code(e.get("message")) + (f'<br><small>e.g. {_code(e.get("example"))}</small>'
+                                                       if e.get("example") else ""),
+                            _h(e.get("source"))] for e in errors[:5]],
                           numeric={0}))
     if crashes:
         out.append("<h3>Recent crashes</h3>")
+        # The crash report's own title ("python3 crashed with SIGSEGV in …") says more than a signal alone.
         out.append(_table(["Time", "Program", "Detail"],
-                          [[_h(c.get("time")), _h(c.get("program")), _h(c.get("detail"))] for c in crashes[:5]]))
+                          [[_h(c.get("time")), _h(c.get("program")),
+                            _h(" — ".join(filter(None, [c.get("detail"), c.get("title")])) or None)]
+                           for c in crashes[:5]]))
     out.append("</section>")
     return "".join(out)
 

@@ -591,8 +591,9 @@ def _errors(logs: dict | None) -> dict[str, Any] | None:
     top = []
     for entry in _list(logs.get("top_errors")):
         if isinstance(entry, dict) and _str(entry.get("message")):
+            # One real (redacted) line beside the shape: the shape groups, the example shows what happened.
             top.append({"message": entry["message"], "count": _int(entry.get("count")) or 0,
-                        "source": _str(entry.get("source"))})
+                        "example": _str(entry.get("example")), "source": _str(entry.get("source"))})
     # A one-off OOM kill or crash matters more than a warning repeated a thousand times: it goes first.
     top.sort(key=lambda entry: 0 if _SEVERE_ERROR.search(entry["message"]) else 1)
     return {

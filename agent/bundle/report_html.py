@@ -266,11 +266,18 @@ def _redaction_section(manifest: Mapping[str, Any]) -> str:
                             _h(i["redaction"].get("reason"))] for i in left_out], limit=None))
     excluded = manifest.get("excluded") or []
     out.append(f"<p>Categories excluded by choice: {_h(', '.join(excluded) or 'none')}.</p>")
-    dropped = (manifest.get("verification") or {}).get("dropped") or []
-    out.append(f"<p>Final check: {len(dropped)} file(s) removed because something was still found in them.</p>"
-               if dropped else "<p>Final check: nothing sensitive was found in the files sent.</p>")
+    out.append(f"<p>{_h(final_check_text(manifest.get('verification') or {}))}</p>")
     out.append("</section>")
     return "".join(out)
+
+
+def final_check_text(verification: Mapping[str, Any]) -> str:
+    """Say what the final check did, never what it guarantees: no check can prove a file holds no secret."""
+    dropped = len(verification.get("dropped") or [])
+    lines, values = verification.get("withheld_lines") or 0, verification.get("withheld_values") or 0
+    return (f"Final check: checked {verification.get('files_checked') or 0} file(s) for "
+            f"{verification.get('kinds_checked') or 0} kinds of secret; withheld {lines} line(s) and "
+            f"{values} value(s) in the summary; removed {dropped} file(s).")
 
 
 # -- value rendering ------------------------------------------------------------------------

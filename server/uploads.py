@@ -30,6 +30,7 @@ from protocol.bundle import (
     parse_summary,
 )
 from protocol.schemas import BundleDetail, BundlePublic, UploadCreate, UploadStatus
+from protocol.units import human_size
 from protocol.errors import ConflictError, DamagedError, InvalidInputError, NotFoundError, TooLargeError
 from server.audit import Actor, record, timeline
 from server.blobs import BUNDLES, UPLOADS, BlobStore, key_under
@@ -181,7 +182,7 @@ def finish(
     upload.bundle_id = bundle.id
     actor = Actor.of_agent(agent)
     timeline(session, upload.ticket, actor, "bundle",
-             f"Diagnostics from {agent.hostname} arrived ({files} files, {size / 1e6:.1f} MB).")
+             f"Diagnostics from {agent.hostname} arrived ({files} files, {human_size(size)}).")
     record(session, actor, "bundle.store", "ticket", upload.ticket.label, bundle_id=bundle.id, size=size, sha256=sha256)
     session.flush()
     return bundle

@@ -27,6 +27,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from agent.redaction.triggers import combined_literals
+
 #: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
 KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
 
@@ -65,8 +67,21 @@ _PREFILTER_WORDS = (
     r"bearer|sas|connection"
 )
 _PREFILTER = re.compile(_PREFILTER_WORDS)
-#: One pass over a whole text finds the lines worth a closer look: a key word, a URL, a key format, a PEM block.
-_CANDIDATE = re.compile(rf"(?i:{_PREFILTER_WORDS}|://|PRIVATE KEY|(?<!\S)-p\S|/p:)|{_KNOWN_KEY.pattern}")
+#: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
+#: "://", a password flag, the prefixes of the key formats, "private key".
+_CANDIDATE_LITERALS = (
+    "pass", "pw", "kennwort", "mot de", "mdp", "contrase", "clave", "senha", "parola", "wachtwoord", "senord",
+    "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
+    "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
+    "/p:", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
+    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private",
+)
+#: Twilio-style ids (two letters and 32 hex digits) have no telling prefix: found by their shape.
+_HEX_ID = re.compile(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
+#: The same without its boundaries, which a search over a whole text pays for at every position.
+_HEX_ID_LOOSE = re.compile(r"(?:AC|SK)[0-9a-f]{32}")
+#: The ``:port:`` of a .pgpass-style group, cheaper to look for than the whole group.
+_COLON_PORT = re.compile(r":(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:")
 
 #: What a value already removed or never secret starts with: markers, placeholders, paths, variables.
 _NOT_A_VALUE_START = ("[", "<", "$", "{", "%", "/", "~", "*", "(", "\\", "@", "#", "&")
@@ -156,7 +171,7 @@ def scan_line(line: str) -> list[str]:
     if line.count(":") >= 4:
         if any(looks_random(m.group("value")) for m in _COLON_FILE.finditer(line)):
             found.append("colon-file")
-    if _KNOWN_KEY.search(line):
+    if _KNOWN_KEY.search(line) or _HEX_ID.search(line):
         found.append("known-key-format")
     if "PRIVATE KEY" in line and _PRIVATE_KEY.search(line):
         found.append("private-key")
@@ -169,18 +184,20 @@ def scan_text(text: str) -> list[tuple[int, str]]:
     One combined search over the whole text picks the candidate lines (most log
     lines hold no key word at all), and only those are looked at closely.
     """
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few letters change length when lowered: offsets would not match
+        return scan_lines(text.split("\n"))
     starts: set[int] = set()
-    pos, size = 0, len(text)
-    while pos < size:
-        match = _CANDIDATE.search(text, pos)
-        if match is None:
-            break
-        start = text.rfind("\n", 0, match.start()) + 1
-        starts.add(start)
-        newline = text.find("\n", match.end())
-        pos = size if newline == -1 else newline + 1
-    for match in _COLON_FILE.finditer(text):
-        starts.add(text.rfind("\n", 0, match.start()) + 1)
+    combined = combined_literals(_CANDIDATE_LITERALS)
+    for pattern, subject in ((combined, lowered), (_HEX_ID_LOOSE, text), (_COLON_PORT, text)):
+        pos, size = 0, len(subject)
+        while pos < size:
+            match = pattern.search(subject, pos)
+            if match is None:
+                break
+            starts.add(subject.rfind("\n", 0, match.start()) + 1)
+            newline = subject.find("\n", match.end())
+            pos = size if newline == -1 else newline + 1
     found: list[tuple[int, str]] = []
     line_no, counted_to = 1, 0
     for start in sorted(starts):

@@ -84,7 +84,10 @@ _HEX_ID_LOOSE = re.compile(r"(?:AC|SK)[0-9a-f]{32}")
 _COLON_PORT = re.compile(r":(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:")
 
 #: What a value already removed or never secret starts with: markers, placeholders, paths, variables.
-_NOT_A_VALUE_START = ("[", "<", "$", "{", "%", "/", "~", "*", "(", "\\", "@", "#", "&")
+_NOT_A_VALUE_START = ("[", "<", "$", "{", "/", "~/", "(", "\\", "@", "&")
+#: ``/p:OutDir=lib`` is an msbuild property, not a password.
+_PROPERTY = re.compile(r"[A-Za-z_]\w*=")
+_VARIABLE = re.compile(r"%\w+%.*|\*+")
 _MARKER = re.compile(r"REDACTED|withheld|redacted\.invalid|^(?:ip|host|user|mac|email|ipv6)-\d+", re.IGNORECASE)
 _NUMBER_LIKE = re.compile(r"[\d.,:/+-]+[a-z%]{0,3}", re.IGNORECASE)
 #: Versions (``1:4.13+dfsg1-1+b1``), host:port pairs and paths: mixed classes, nothing secret.
@@ -107,6 +110,8 @@ def looks_random(value: str) -> bool:
     """
     value = value.rstrip("=")  # base64 padding, or the "=" of a key that follows
     if len(value) < 6 or value.startswith(_NOT_A_VALUE_START) or _MARKER.search(value) or "://" in value:
+        return False
+    if _VARIABLE.fullmatch(value):  # %APPDATA%\…, a row of stars
         return False
     if _NUMBER_LIKE.fullmatch(value) or value.strip("*•x.") == "" or _VERSION.fullmatch(value):
         return False
@@ -133,12 +138,14 @@ def _mixed(part: str) -> bool:
         and any(c.islower() for c in part)
 
 
+_NAME_PART = r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)"
+_NAME = re.compile(rf"{_NAME_PART}(?:[._-]?{_NAME_PART}){{0,5}}")
+
+
 def _is_name(value: str) -> bool:
-    """A CamelCase or dotted identifier, a version or a file name: classes mixed but nothing random."""
-    if re.fullmatch(r"(?:[A-Z]?[a-z]+|[A-Z]+|\d+)(?:[._-]?(?:[A-Z]?[a-z]+|[A-Z]+|\d+)){0,6}", value):
-        parts = re.findall(r"[A-Za-z]+|\d+", value)
-        return sum(1 for part in parts if part.isdigit()) <= 2 and all(len(p) >= 2 or p.isdigit() for p in parts)
-    return False
+    """A CamelCase, snake_case or dotted identifier made of words, acronyms and at most two numbers
+    (``GetWindowsVersion2``, ``NetworkManager``): mixed classes, nothing random."""
+    return bool(_NAME.fullmatch(value)) and len(re.findall(r"\d+", value)) <= 2
 
 
 def _entropy(value: str) -> float:
@@ -154,11 +161,12 @@ def scan_line(line: str) -> list[str]:
         line = _SHAPE_TOKENS.sub("0", line)
     lowered = line.lower()
     if _PREFILTER.search(lowered):
-        if any(looks_random(m.group("value").rstrip(".:!?")) for m in _KEYWORD_VALUE.finditer(line)):
+        if any(looks_random(m.group("value").rstrip(".:?")) for m in _KEYWORD_VALUE.finditer(line)):
             found.append("keyword-value")
 
     if "-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered:
-        if any(looks_random(m.group("value")) for m in _PASSWORD_FLAG.finditer(line)):
+        if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
+               for m in _PASSWORD_FLAG.finditer(line)):
             found.append("password-flag")
     if "://" in line:
         for match in _URL_PASSWORD.finditer(line):
@@ -207,3 +215,9 @@ def scan_text(text: str) -> list[tuple[int, str]]:
         line = text[start:] if end == -1 else text[start:end]
         found.extend((line_no, kind) for kind in scan_line(line.rstrip("\r")))
     return found
+
+
+def scan_lines(lines: Iterable[str], first_line: int = 1) -> list[tuple[int, str]]:
+    """Like :func:`scan_text` for lines already split (numbered from ``first_line``), each looked at closely."""
+    return [(number, kind) for number, line in enumerate(lines, start=first_line)
+            for kind in scan_line(line.rstrip("\r"))]

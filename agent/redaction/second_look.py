@@ -93,7 +93,7 @@ _NUMBER_LIKE = re.compile(r"[\d.,:/+-]+[a-z%]{0,3}", re.IGNORECASE)
 #: Versions (``1:4.13+dfsg1-1+b1``), host:port pairs and paths: mixed classes, nothing secret.
 _VERSION = re.compile(r"v?(?:\d+:)?\d+\.\d+[\w.+~:-]*", re.IGNORECASE)
 _HOST_PORT = re.compile(r"[A-Za-z][\w.-]*:\d{1,5}")
-_PATH = re.compile(r"[\w.-]*(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w .\\-]*|[\w-]+(?:\.[\w-]+)+")
+_PATH = re.compile(r"[\w.-]*(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w .\\-]*|[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,6}")
 
 
 #: The stand-ins of a normalised log line (see the logs collector): numbers, hex, addresses, UUIDs.

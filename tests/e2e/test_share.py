@@ -21,6 +21,9 @@ LOG_SECRETS = {
     "aws": "AKIAIOSFODNN7QWERTY12",
     "github": "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
     "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+    # In error lines, so that they become top errors with an example line.
+    "kennwort": "Qz8!vKp2Lm4x",
+    "pgpass": "Ty7wQ2mZx9Rb",
 }
 ANSWERS = ["--what", "Outlook crashes on start", "--since", "this morning, every time", "--tried", "rebooted twice"]
 
@@ -35,6 +38,9 @@ def plant_logs(tmp_path: Path) -> str:
         f"2026-11-22 09:00:04 DEBUG token {LOG_SECRETS['github']}\n"
         f"2026-11-22 09:00:05 DEBUG Authorization: Bearer {LOG_SECRETS['bearer']}\n"
         "2026-11-22 09:00:06 ERROR MyApp crashed: segmentation fault in libmail.so.3\n"
+        + "".join(f"2026-11-22 09:00:1{n} ERROR sync failed, Kennwort ist {LOG_SECRETS['kennwort']}\n"
+                  f"2026-11-22 09:00:2{n} ERROR cannot read db.internal:5432:mail:app:{LOG_SECRETS['pgpass']}\n"
+                  for n in range(3))
     )
     return str(logs / "*.log")
 
@@ -86,6 +92,8 @@ def test_share_with_a_code_delivers_a_clean_bundle(live_server, admin_pc, make_p
     for secret in LOG_SECRETS.values():
         assert secret not in text
     assert "MyApp crashed: segmentation fault" in text  # the useful line survives redaction
+    assert any("sync failed" in entry["message"] and entry["example"] for entry in summary["errors"]["top"])
+    assert "nothing sensitive" not in report and "Final check: checked" in report
     assert "4.2.1" in text
 
     brief = admin_pc.ok("diag", "show", number).stdout

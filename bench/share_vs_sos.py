@@ -46,7 +46,7 @@ import psutil  # noqa: E402
 
 from bench.measure import MB, Run, Summary, info_line, measure, ratio, summarize, verdict_line  # noqa: E402
 
-WALL_RATIO_TARGET = 0.20  # Helpline's full share: at most one fifth of sos's wall time
+WALL_RATIO_TARGET = 0.10  # Helpline's full share: at most one tenth of sos's wall time
 PEAK_MEMORY_TARGET = 100 * MB  # ... with peak memory under 100 MB
 HOST = "127.0.0.1"
 SERVER_READY_TIMEOUT = 30.0

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Span, Text
 
 from protocol import times
+from protocol.units import human_size
 from protocol.untrusted import is_control, printable
 
 DEBUG = {"enabled": False}
@@ -131,12 +132,8 @@ def span(length: float | timedelta) -> str:
 
 
 def size(n: float) -> str:
-    """Say a size in decimal units: ``812 B``, ``37.6 KB``, ``1.4 MB``."""
-    for unit in ("B", "KB", "MB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
+    """Say a size in decimal units: ``812 B``, ``37.6 KB``, ``1.4 MB`` (the timeline's formatter too)."""
+    return human_size(n)
 
 
 def promise(due: datetime, window_minutes: float) -> str:

@@ -152,6 +152,11 @@ class Verification(_Record):
     dropped: list[DroppedFile]
     withheld_values: int = Field(default=0, ge=0)
     report_html: str = FULL_REPORT
+    #: What was checked: files (raw files and documents) and kinds of secret looked for.
+    files_checked: int = Field(default=0, ge=0)
+    kinds_checked: int = Field(default=0, ge=0)
+    #: Lines of raw files replaced by a marker because the check still found something in them.
+    withheld_lines: int = Field(default=0, ge=0)
 
 
 class DocumentRecord(_Record):

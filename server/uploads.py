@@ -49,6 +49,7 @@ from protocol.errors import (
     TooLargeError,
 )
 from protocol.untrusted import shown
+from protocol.units import human_size
 from server.audit import Actor, record, timeline
 from server.blobs import BUNDLES, UPLOADS, BlobStore, key_under
 from server.models import Agent, Bundle, Counter, Ticket, Upload, UploadChunk
@@ -351,7 +352,7 @@ def finish(
     upload.bundle_id = bundle.id
     actor = Actor.of_agent(agent)
     timeline(session, upload.ticket, actor, "bundle",
-             f"Diagnostics from {agent.hostname} arrived ({files} files, {size / 1e6:.1f} MB).")
+             f"Diagnostics from {agent.hostname} arrived ({files} files, {human_size(size)}).")
     record(session, actor, "bundle.store", "ticket", upload.ticket.label, bundle_id=bundle.id, size=size, sha256=sha256)
     session.flush()
     return bundle

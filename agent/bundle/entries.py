@@ -41,6 +41,9 @@ class BundleEntry:
     size: int | None = None
     sha256: str | None = None
     retried: bool = False
+    #: Lines the final check withheld from this file, and in how many rounds.
+    withheld_lines: int = 0
+    withhold_rounds: int = 0
 
     @property
     def bundled(self) -> bool:

@@ -1,12 +1,14 @@
 """The final check: write the documents, verify the whole bundle, and fix what can be fixed —
-withhold flagged values, scrub again or drop flagged raw files, replace a flagged page —
-until the bundle is clean, or refuse it."""
+withhold flagged values, scrub again or withhold the flagged lines of raw files (dropping a
+file only when its lines cannot be told apart), replace a flagged page — until the bundle is
+clean, or refuse it."""
 
 from __future__ import annotations
 
 import html
 import json
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from typing import Any
 
 from agent.diagnostics.model import CollectionReport
 from agent.redaction import Redactor
+from agent.redaction.textfiles import NotText, atomic_text_writer, read_text_chunks
+from agent.redaction.verify import SECOND_LOOK
 from protocol.archive import sha256_file
 from protocol.bundle import (
     DOCUMENTS,
@@ -50,8 +54,11 @@ def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Pa
 
     Values that the final check would flag on their own are withheld from the
     documents first (see :func:`withhold_flagged`). A raw file flagged once is
-    scrubbed again from staging (the redactor may have learned a name since);
-    flagged again, it is removed and marked dropped. If report.html is still
+    scrubbed again from staging (the redactor may have learned a name since)
+    when the detectors flagged it; flagged again, or flagged by the second look
+    alone, its flagged lines are withheld (each replaced by a marker), and only a
+    file whose findings name no line, or that stays flagged after
+    :data:`WITHHOLD_ROUNDS` rounds, is removed and marked dropped. If report.html is still
     flagged (its fixed wording can collide with a learned name), a plain page
     replaces it. Every round changes at least one outcome, so this ends. A
     flagged manifest or summary cannot be fixed: the documents are removed and
@@ -59,7 +66,8 @@ def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Pa
     """
     facts = {result.category: result.facts for result in clean_report.results}
     plain_report: str | None = None
-    for _ in range(2 * len(entries) + 3):
+    kinds = redactor.kinds_checked()
+    for _ in range((WITHHOLD_ROUNDS + 2) * len(entries) + 3):
         rename_flagged_paths(entries, redactor, raw_root)
         by_path = {raw_member(entry.path): entry for entry in entries if entry.bundled}
         for entry in entries:
@@ -67,15 +75,20 @@ def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Pa
                 entry.size, entry.sha256 = sha256_file(raw_root.joinpath(*entry.path.split("/")))
         manifest_out, summary_out, facts_out, withheld = withhold_flagged(redactor, make_manifest().to_document(),
                                                                           summary, facts)
-        manifest_out["verification"].update({"withheld_values": withheld, "report_html": plain_report or FULL_REPORT})
+        manifest_out["verification"].update({
+            "withheld_values": withheld, "report_html": plain_report or FULL_REPORT,
+            "files_checked": sum(1 for entry in entries if entry.bundled) + len(DOCUMENTS), "kinds_checked": kinds,
+            "withheld_lines": sum(entry.withheld_lines for entry in entries if entry.bundled)})
         written = _write_documents(out_dir, Manifest.model_validate(manifest_out), summary_out, facts_out,
                                    plain_report is not None)
         findings = redactor.verify_tree(out_dir)
         if not findings:
             return written
         flagged: dict[str, set[str]] = defaultdict(set)
+        flagged_lines: dict[str, set[int]] = defaultdict(set)
         for finding in findings:
             flagged[finding.path].add(finding.detector)
+            flagged_lines[finding.path].add(finding.line)
         if REPORT_NAME in flagged and plain_report is None:
             found = ", ".join(sorted(flagged.pop(REPORT_NAME)))
             plain_report = f"replaced by a plain page: the final check found {found}"
@@ -84,14 +97,74 @@ def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Pa
             _refuse(out_dir, unfixable[0], flagged[unfixable[0]])
         for path, detectors in sorted(flagged.items()):
             entry = by_path[path]
-            if not entry.retried and entry.staged is not None:
+            first_pass = any(not detector.startswith(SECOND_LOOK) for detector in detectors)
+            if first_pass and not entry.retried and entry.staged is not None:
                 entry.retried = True
                 scrub_entry(entry, redactor, raw_root)
                 if entry.bundled:
                     continue
+            lines = flagged_lines[path]
+            if entry.bundled and 0 not in lines and entry.withhold_rounds < WITHHOLD_ROUNDS:
+                entry.withhold_rounds += 1
+                count = withhold_lines(raw_root.joinpath(*entry.path.split("/")), lines)
+                if count:
+                    entry.withheld_lines += count
+                    entry.size = entry.sha256 = None
+                    entry.reason = f"the final check withheld {entry.withheld_lines} line(s) ({', '.join(sorted(detectors))})"
+                    continue
             drop_entry(entry, raw_root, f"{VERIFICATION_FOUND} {', '.join(sorted(detectors))}")
     _refuse(out_dir, f"{RAW_DIR}/", {"findings that did not go away"})
     raise AssertionError("unreachable")  # pragma: no cover - _refuse always raises
+
+
+#: How many times the final check withholds lines of one file before it drops the file.
+WITHHOLD_ROUNDS = 2
+#: What a withheld line becomes; it names no detector, so it cannot be mistaken for what it replaced.
+WITHHELD_LINE = "[line withheld by the final check]"
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?')
+
+
+def _withhold_value(match: re.Match[str]) -> str:
+    """A JSON string in a withheld line: keys stay (the shape is kept), values become the marker."""
+    return match.group(0) if match.group(1) else json.dumps(WITHHELD_LINE)
+
+
+def withhold_lines(path: Path, lines: set[int]) -> int:
+    """Replace lines ``lines`` (1-based) of the text file at ``path`` with a marker; return how many were replaced.
+
+    The file keeps its encoding and line endings. In a JSON file only the flagged
+    lines' string values become the marker, so the file stays valid JSON; if it
+    would not, nothing is replaced and 0 returned (the caller drops the file).
+    """
+    json_file = path.suffix.lower() == ".json"
+    replaced = 0
+    try:
+        with open(path, "rb") as raw:
+            encoding, pieces = read_text_chunks(raw)
+            text_parts: list[str] = []
+            lines_before = 0
+            for piece in pieces:
+                # Numbered as the check numbers them: by "\n" alone, a piece cut mid-line continuing it.
+                parts = piece.split("\n")
+                for index, part in enumerate(parts):
+                    if lines_before + index + 1 in lines and part.strip("\r"):
+                        body = part.rstrip("\r")
+                        body = _JSON_STRING.sub(_withhold_value, body) if json_file else WITHHELD_LINE
+                        part = body + part[len(part.rstrip("\r")):]
+                        replaced += 1
+                    text_parts.append(part if index == len(parts) - 1 else part + "\n")
+                lines_before += piece.count("\n")
+    except (OSError, NotText, UnicodeError):
+        return 0
+    text = "".join(text_parts)
+    if json_file:
+        try:
+            json.loads(text)
+        except ValueError:
+            return 0
+    with atomic_text_writer(path, encoding) as out:
+        out.write(text)
+    return replaced
 
 
 def withhold_flagged(redactor: Redactor, manifest: dict[str, Any], summary: dict[str, Any],

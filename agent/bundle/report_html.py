@@ -134,12 +134,18 @@ def _triage(summary: Mapping[str, Any]) -> str:
         window_text = f"last {window:g} h" if isinstance(window, (int, float)) else "recent"
         out.append(f"<h3>Most frequent errors ({_h(window_text)})</h3>")
         out.append(_table(["Count", "Message", "Source"],
-                          [[_num(e.get("count")), _code(e.get("message")), _h(e.get("source"))] for e in errors[:5]],
+                          [[_num(e.get("count")),
+                            _code(e.get("message")) + (f'<br><small>e.g. {_code(e.get("example"))}</small>'
+                                                       if e.get("example") else ""),
+                            _h(e.get("source"))] for e in errors[:5]],
                           numeric={0}))
     if crashes:
         out.append("<h3>Recent crashes</h3>")
+        # The crash report's own title ("python3 crashed with SIGSEGV in …") says more than a signal alone.
         out.append(_table(["Time", "Program", "Detail"],
-                          [[_h(c.get("time")), _h(c.get("program")), _h(c.get("detail"))] for c in crashes[:5]]))
+                          [[_h(c.get("time")), _h(c.get("program")),
+                            _h(" — ".join(filter(None, [c.get("detail"), c.get("title")])) or None)]
+                           for c in crashes[:5]]))
     out.append("</section>")
     return "".join(out)
 
@@ -264,11 +270,18 @@ def _redaction_section(manifest: Mapping[str, Any]) -> str:
                             _h(i["redaction"].get("reason"))] for i in left_out], limit=None))
     excluded = manifest.get("excluded") or []
     out.append(f"<p>Categories excluded by choice: {_h(', '.join(excluded) or 'none')}.</p>")
-    dropped = (manifest.get("verification") or {}).get("dropped") or []
-    out.append(f"<p>Final check: {len(dropped)} file(s) removed because something was still found in them.</p>"
-               if dropped else "<p>Final check: nothing sensitive was found in the files sent.</p>")
+    out.append(f"<p>{_h(final_check_text(manifest.get('verification') or {}))}</p>")
     out.append("</section>")
     return "".join(out)
+
+
+def final_check_text(verification: Mapping[str, Any]) -> str:
+    """Say what the final check did, never what it guarantees: no check can prove a file holds no secret."""
+    dropped = len(verification.get("dropped") or [])
+    lines, values = verification.get("withheld_lines") or 0, verification.get("withheld_values") or 0
+    return (f"Final check: checked {verification.get('files_checked') or 0} file(s) for "
+            f"{verification.get('kinds_checked') or 0} kinds of secret; withheld {lines} line(s) and "
+            f"{values} value(s) in the summary; removed {dropped} file(s).")
 
 
 # -- value rendering ------------------------------------------------------------------------

@@ -33,8 +33,8 @@ RECENT_CRASHES = 10
 SUMMARY_KEYS: tuple[str, ...] = (
     "schema_version", "platform", "answers", "os", "hostname", "uptime", "uptime_seconds", "boot_time", "timezone",
     "hardware", "disks", "disk_full", "tmpfs_full", "inode_full", "storage", "devices", "network", "netconfig",
-    "services", "software", "updates", "errors", "kernel", "crashes", "printers", "clock", "processes", "attention",
-    "collection",
+    "services", "software", "updates", "errors", "kernel", "crashes", "printers", "clock", "display", "processes",
+    "attention", "collection",
 )
 
 
@@ -81,6 +81,7 @@ def build_summary(report: CollectionReport, *, excluded: Iterable[str] = (),
         "crashes": _crashes(facts.get("crashes")),
         "printers": _printers(facts.get("printers")),
         "clock": _clock(facts.get("clock")),
+        "display": _display(facts.get("display")),
         "processes": _processes(facts.get("processes")),
         "attention": [],
         "collection": _collection(report, set(excluded)),
@@ -170,6 +171,17 @@ def attention_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"Broken package(s), half installed: {', '.join(updates['broken'][:5])}")
     for failed in (updates.get("failed") or [])[:2]:
         lines.append(f"Update failed: {failed}")
+    display = summary.get("display") or {}
+    if display.get("xorg_fatal"):
+        lines.append(f"The X server failed to start: {display['xorg_fatal']}")
+    for adapter in (display.get("adapter_problems") or [])[:2]:
+        lines.append(f"Graphics adapter {adapter} reports a problem")
+    login = display.get("login") or {}
+    if login.get("unclean_shutdown_count"):
+        latest = (login.get("unclean_shutdowns") or [{}])[-1]
+        when = latest.get("boot") or latest.get("next_boot")
+        lines.append(f"{login['unclean_shutdown_count']} shutdown(s) without an orderly shutdown in the login records"
+                     + (f" (latest: the boot of {when})" if when else ""))
     clock = summary.get("clock") or {}
     if clock.get("synchronized") is False:
         lines.append("The clock is not synchronised" + (" (NTP is off)" if clock.get("ntp_enabled") is False else "")
@@ -591,8 +603,9 @@ def _errors(logs: dict | None) -> dict[str, Any] | None:
     top = []
     for entry in _list(logs.get("top_errors")):
         if isinstance(entry, dict) and _str(entry.get("message")):
+            # One real (redacted) line beside the shape: the shape groups, the example shows what happened.
             top.append({"message": entry["message"], "count": _int(entry.get("count")) or 0,
-                        "source": _str(entry.get("source"))})
+                        "example": _str(entry.get("example")), "source": _str(entry.get("source"))})
     # A one-off OOM kill or crash matters more than a warning repeated a thousand times: it goes first.
     top.sort(key=lambda entry: 0 if _SEVERE_ERROR.search(entry["message"]) else 1)
     return {
@@ -641,6 +654,32 @@ def _signal_text(value: Any) -> str | None:
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
         return signal_name(value) or f"signal {value}"
     return _str(value)
+
+
+def _display(display: dict | None) -> dict[str, Any] | None:
+    """The graphical session, its log problems, the monitors and unclean shutdowns from the login records."""
+    if display is None:
+        return None
+    xorg = _dict(display.get("xorg")) or {}
+    monitors = display.get("monitors")
+    login = _dict(display.get("login"))
+    return {
+        "session": _str((_dict(display.get("session")) or {}).get("type")),
+        "xorg_errors": _int(xorg.get("error_count")),
+        "xorg_fatal": _str(xorg.get("fatal")),
+        "display_manager_warnings": _int((_dict(display.get("display_manager")) or {}).get("count")),
+        "compositor_warnings": _int((_dict(display.get("compositor")) or {}).get("count")),
+        "adapter_problems": [str(a) for a in _list(display.get("adapter_problems")) if a],
+        # None: no display to ask (console, SSH); a list: what the display server reported.
+        "monitors": None if not isinstance(monitors, list) else [
+            {"name": _str(m.get("output") or m.get("name")), "connected": m.get("connected") is not False,
+             "mode": _str(m.get("mode"))} for m in monitors if isinstance(m, dict) and m.get("connected") is not False],
+        "login": None if login is None else {
+            "unclean_shutdown_count": _int(login.get("unclean_shutdown_count")) or 0,
+            "unclean_shutdowns": [u for u in _list(login.get("unclean_shutdowns")) if isinstance(u, dict)][-3:],
+            "crashed_sessions": _int(login.get("crashed_sessions")) or 0,
+        },
+    }
 
 
 def _processes(processes: dict | None) -> dict[str, Any] | None:

@@ -55,10 +55,15 @@ def _switches(value: str) -> float:
     return sum(a != b for a, b in zip(kinds, kinds[1:])) / max(1, len(value) - 1)
 
 
+_PSEUDONYMS = re.compile(r"(?<![\w-])(?:ip6?|mac|host|user|email)-\d+(?:@redacted\.invalid)?(?![\w-])", re.IGNORECASE)
+
+
 def looks_random(value: str) -> bool:
     """True for a token that looks generated (a key, a password, a session id), not for words,
     versions, dates, UUIDs, paths, host names, identifiers or plain numbers."""
-    v = value
+    # A pseudonym (user-1, host-2, ip-3) stands where a value was already replaced; it is no secret, and
+    # its digit must not make a path like "&/home/user-1" look random the second time text is redacted.
+    v = _PSEUDONYMS.sub("", value) if "-" in value else value
     if not 12 <= len(v) <= 512 or is_redacted(v):
         return False
     if _UUID.fullmatch(v) or _VERSION_OR_DATE.fullmatch(v) or _PATH_OR_HOST.fullmatch(v) or _IDENTIFIER.fullmatch(v):

@@ -25,7 +25,7 @@ from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedact
 from agent.redaction.pseudonyms import USERNAME, PseudonymMap
 from agent.redaction.scrubber import Scrubber
 from agent.redaction.textfiles import NotText, atomic_text_writer, read_text_chunks, read_whole_text
-from agent.redaction.verify import LeakScanner, scan_text, verify_tree
+from agent.redaction.verify import LeakScanner, kinds_checked, scan_text, verify_tree
 
 # JSON outputs up to this size are parsed to prove they are still valid JSON (larger ones would
 # have to be loaded whole, which the streaming design avoids; collected facts are far smaller).
@@ -87,6 +87,10 @@ class Redactor:
             if detectors:
                 flagged[text] = detectors[0]
         return flagged
+
+    def kinds_checked(self) -> int:
+        """How many kinds of secret the final check looks for (the detectors' and its second look's)."""
+        return kinds_checked(self._pipeline)
 
     def _scrub_parsed(self, document: Any) -> tuple[Any, dict[str, int]]:
         """Scrub a parsed JSON document value by value; secret-named values are replaced whole."""

@@ -22,9 +22,31 @@ class Triggers:
     pattern: re.Pattern[str] | None = None
 
 
-@lru_cache(maxsize=4096)
-def _literal_pattern(literal: str) -> re.Pattern[str]:
-    return re.compile(re.escape(literal))
+@lru_cache(maxsize=64)
+def combined_literals(literals: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One compiled pattern that finds any of ``literals``, written as a trie (``pass(?:word)?|pwd|…``).
+
+    One search over the text finds the next line with any trigger; the regex
+    engine follows the trie character by character, so a few hundred literals
+    cost about what one does, where a search per literal repeats the scan each time.
+    """
+    if not literals:
+        return None
+    trie: dict[str, dict] = {}
+    for literal in literals:
+        node = trie
+        for char in literal:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def build(node: dict[str, dict]) -> str:
+        branches = [re.escape(char) + build(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return re.compile(build(trie))
 
 
 def line_starts(text: str, pos: int, literals: tuple[str, ...], patterns: list[re.Pattern[str]]) -> list[int] | None:
@@ -38,10 +60,10 @@ def line_starts(text: str, pos: int, literals: tuple[str, ...], patterns: list[r
     if len(lowered) != len(text):
         return None
     starts: set[int] = set()
-    for literal in literals:
-        # A compiled literal searches at the same speed whatever the needle; str.find slows down
-        # tenfold on some needles, and there are a few hundred literals.
-        search = _literal_pattern(literal).search
+    combined = combined_literals(tuple(literals))
+    if combined is not None:
+        # After a hit the rest of its line needs no search: the next one starts at the next line.
+        search = combined.search
         found = search(lowered, pos)
         while found is not None:
             i = found.start()

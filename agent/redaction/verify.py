@@ -1,9 +1,10 @@
 """Re-scan the final files before anything leaves the PC.
 
 Verification runs the same detectors over the output, on a copy of the pseudonym
-map (so it records nothing), and also searches for every original value the map
-holds: an address or user name that was pseudonymised in one place must not appear
-in clear in another. Anything it cannot read as text, and any link or special file,
+map (so it records nothing), searches for every original value the map holds (an
+address or user name that was pseudonymised in one place must not appear in clear
+in another), and takes a second look of its own (:mod:`agent.redaction.second_look`:
+separate heuristics, so a secret the detectors do not know is still caught). Anything it cannot read as text, and any link or special file,
 is a finding too: what cannot be checked cannot be vouched for.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
 
-from agent.redaction import tree
+from agent.redaction import second_look, tree
 from agent.redaction.detectors import Pipeline
 from agent.redaction.identities import MIN_LEARNED_USERNAME, word_boundary_pattern
 from agent.redaction.outcomes import Finding
@@ -25,6 +26,8 @@ from agent.redaction.textfiles import NotText, read_text_chunks
 SYMLINK = "symlink"
 SPECIAL_FILE = "special-file"
 UNSCANNABLE = "unscannable"
+#: Prefix of the second look's finding names (``second-look-keyword-value``).
+SECOND_LOOK = "second-look-"
 
 
 def _alternatives(values: Iterable[str]) -> str:
@@ -137,5 +140,11 @@ def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline, leaks: LeakScanner) 
             line += piece.count("\n", counted_to, offset)
             counted_to = offset
             found.append((line, kind))
+        found.extend((lines_before + line_no, SECOND_LOOK + kind) for line_no, kind in second_look.scan_text(piece))
         lines_before += piece.count("\n")
     return [*(scrubber.hits or []), *found]
+
+
+def kinds_checked(pipeline: Pipeline) -> int:
+    """How many kinds of secret the final check looks for: the detectors' and the second look's."""
+    return len(pipeline.names) + len(second_look.KINDS)

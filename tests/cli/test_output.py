@@ -64,3 +64,11 @@ def test_hyperlink_markup_that_slipped_in_unescaped_makes_no_link(capsys):
     assert "\x1b]8" not in out and "evil.example" not in out
     assert without_our_styles(out) == "Assignee: Alice and here, T-1\n"
     assert "\x1b[1m" in out  # our own styles still apply
+
+
+def test_sizes_read_the_same_in_tables_and_the_timeline():
+    from cli import output
+    from protocol.units import human_size
+
+    for n, text in ((812, "812 B"), (43_700, "43.7 KB"), (1_400_000, "1.4 MB"), (2_100_000_000, "2.1 GB")):
+        assert human_size(n) == output.size(n) == text

@@ -1,8 +1,8 @@
 """`helpline share --output` for real on a PC with problems planted: a full tmpfs and a file system
 out of inodes (real mounts, root only), kernel-log lines (an OOM kill, segfaults, disk I/O errors)
 and a stopped print queue (recorded outputs served through HELPLINE_DIAG_FIXTURES, since this
-machine has neither a journal nor a CUPS scheduler), likewise a disk failing its SMART check and an
-unsynchronised clock. The triage view and summary.json name each one."""
+machine has neither a journal nor a CUPS scheduler), likewise a disk failing its SMART check, an
+unsynchronised clock, compositor warnings and a boot without a shutdown in the login records. The triage view and summary.json name each one."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def recorded_outputs(tmp_path: Path) -> Path:
         "storage/lsblk.json": "linux/lsblk.json",
         "storage/smartctl-sda.txt": "linux/smartctl-sda.txt",
         "storage/smartctl-nvme0n1.txt": "linux/smartctl-nvme0n1.txt",
+        "display/journal-compositor.txt": "linux/journal-compositor.txt",
+        "display/last.txt": "linux/last-x.txt",
     }.items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(FIXTURES / fixture, root / relpath)
@@ -82,6 +84,8 @@ def test_share_names_every_planted_problem(make_pc, tmp_path, planted_mounts):
     assert named("Disk sda fails its health check (SMART)")
     assert named("Printer Zebra_ZD420: queue stopped: Filter failed")
     assert named("The clock is not synchronised")
+    # Login records (recorded): a boot that ended without a shutdown.
+    assert named("1 shutdown(s) without an orderly shutdown in the login records")
     for line in lines:
         assert line.replace("&", "&amp;").replace("'", "&#x27;").replace('"', "&quot;") in report or line in report
 
@@ -92,5 +96,7 @@ def test_share_names_every_planted_problem(make_pc, tmp_path, planted_mounts):
     assert summary["printers"]["problems"] == [{"printer": "Zebra_ZD420", "problem": "queue stopped: Filter failed"}]
     assert summary["clock"]["synchronized"] is False
     assert summary["storage"]["failing"] == ["sda"]
+    assert summary["display"]["compositor_warnings"] == 3
+    assert summary["display"]["login"]["unclean_shutdown_count"] == 1
     assert summary["answers"] == {"what_happened": "Labels do not print and Firefox vanished",
                                   "since_when": "since this morning", "already_tried": "restarted the printer"}

@@ -21,6 +21,9 @@ LOG_SECRETS = {
     "aws": "AKIAIOSFODNN7QWERTY12",
     "github": "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
     "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+    # In error lines, so that they become top errors with an example line.
+    "kennwort": "Qz8!vKp2Lm4x",
+    "pgpass": "Ty7wQ2mZx9Rb",
 }
 ANSWERS = ["--what", "Outlook crashes on start", "--since", "this morning, every time", "--tried", "rebooted twice"]
 
@@ -35,6 +38,9 @@ def plant_logs(tmp_path: Path) -> str:
         f"2026-11-22 09:00:04 DEBUG token {LOG_SECRETS['github']}\n"
         f"2026-11-22 09:00:05 DEBUG Authorization: Bearer {LOG_SECRETS['bearer']}\n"
         "2026-11-22 09:00:06 ERROR MyApp crashed: segmentation fault in libmail.so.3\n"
+        + "".join(f"2026-11-22 09:00:1{n} ERROR sync failed, Kennwort ist {LOG_SECRETS['kennwort']}\n"
+                  f"2026-11-22 09:00:2{n} ERROR cannot read db.internal:5432:mail:app:{LOG_SECRETS['pgpass']}\n"
+                  for n in range(3))
     )
     return str(logs / "*.log")
 
@@ -86,6 +92,8 @@ def test_share_with_a_code_delivers_a_clean_bundle(live_server, admin_pc, make_p
     for secret in LOG_SECRETS.values():
         assert secret not in text
     assert "MyApp crashed: segmentation fault" in text  # the useful line survives redaction
+    assert any("sync failed" in entry["message"] and entry["example"] for entry in summary["errors"]["top"])
+    assert "nothing sensitive" not in report and "Final check: checked" in report
     assert "4.2.1" in text
 
     brief = admin_pc.ok("diag", "show", number).stdout
@@ -175,3 +183,68 @@ def test_no_server_known_fails_before_gathering(make_pc):
     assert result.code == ExitStatus.CONFIG
     assert "--server URL" in result.stderr and "What will be sent" not in result.stdout
     assert not (pc.agent_dir / "work").exists() or not any((pc.agent_dir / "work").iterdir())
+
+
+def _browser(tmp_path: Path, works: bool) -> dict[str, str]:
+    """A BROWSER for webbrowser: a script that records the page it was asked to open, or one that fails."""
+    script = tmp_path / ("browser.sh" if works else "no-browser.sh")
+    opened = tmp_path / "opened.txt"
+    script.write_text(f'#!/bin/sh\necho "$1" >> "{opened}"\n' if works else "#!/bin/sh\nexit 3\n")
+    script.chmod(0o755)
+    return {"BROWSER": str(script), "DISPLAY": ""}
+
+
+def test_diag_show_is_enough_to_triage_from(live_server, admin_pc, make_pc, tmp_path):
+    number, code = ticket_with_code(admin_pc)
+    logs = tmp_path / "app-logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(
+        f"2026-11-22 09:00:{n:02d} ERROR HP_LaserJet_4000 job {100 + n} failed: printer not responding\n"
+        for n in range(6)))
+    make_pc("user").ok("share", "--code", code, "--server", live_server.url, "--yes", *ANSWERS,
+                       "--logs", str(logs / "*.log"))
+    shown = admin_pc.ok("diag", "show", number).stdout
+    # The user's three answers, word for word.
+    for label, answer in (("What happened", "Outlook crashes on start"), ("Since when", "this morning, every time"),
+                          ("Already tried", "rebooted twice")):
+        assert f"{label}: {answer}" in shown, shown
+    assert "Needs attention" in shown
+    # The top error keeps its printer's name and one real line beside its shape.
+    assert re.search(r"6× .*HP_LaserJet_4000 job <n> failed: printer not responding", shown), shown
+    assert re.search(r"e\.g\. .*HP_LaserJet_4000 job 10\d failed", shown), shown
+    assert re.search(r"Load: (\d+\.\d\d ){2}\d+\.\d\d", shown), shown
+    assert re.search(r"Memory: [\d.]+ [KMG]?B of [\d.]+ [KMG]?B used", shown), shown
+    assert re.search(r"Disks:\n  /\S*: [\d.]+ [KMG]?B", shown), shown
+    assert f"Full report: report.html in the bundle; `helpline diag get {number} --open`" in shown
+    # The timeline and the bundle table say the same size, with the same formatter.
+    size = re.search(r"files, ([\d.]+ [KMG]?B)\n", shown).group(1)
+    timeline = admin_pc.ok("ticket", "show", number, "--json").json()["timeline"][-1]["message"]
+    assert f"files, {size})" in timeline, (timeline, size)
+
+
+def test_diag_get_open_reuses_a_verified_copy_and_names_the_page_without_a_browser(
+        live_server, admin_pc, make_pc, tmp_path):
+    number, code = ticket_with_code(admin_pc)
+    make_pc("user").ok("share", "--code", code, "--server", live_server.url, "--yes", *ANSWERS)
+    here = tmp_path / "engineer"
+    here.mkdir()
+    first = admin_pc.ok("diag", "get", number, "--open", cwd=here, env=_browser(tmp_path, works=True))
+    assert "is in" in first.stdout
+    [folder] = [p for p in here.iterdir() if p.is_dir()]
+    report_uri = (folder / "report.html").resolve().as_uri()
+    assert (tmp_path / "opened.txt").read_text().split() == [report_uri]
+
+    again = admin_pc.ok("diag", "get", number, "--open", cwd=here, env=_browser(tmp_path, works=True))
+    assert "was already in" in again.stdout and "unchanged since it was downloaded" in again.stdout
+    assert (tmp_path / "opened.txt").read_text().split() == [report_uri, report_uri]
+    # diag show now points at the local copy.
+    assert f"Full report: {folder / 'report.html'}" in admin_pc.ok("diag", "show", number, cwd=here).stdout
+
+    lonely = admin_pc.ok("diag", "get", number, "--open", cwd=here, env=_browser(tmp_path, works=False))
+    assert "No browser could be started here; open" in lonely.stdout
+    assert str(folder / "report.html") in lonely.stdout.replace("\n", "")
+
+    # A copy changed since it was downloaded is not reused (and not overwritten).
+    (folder / "summary.json").write_text("{}")
+    changed = admin_pc.run("diag", "get", number, cwd=here)
+    assert changed.code != 0 and "already exists" in changed.stderr

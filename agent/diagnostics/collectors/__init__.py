@@ -6,6 +6,7 @@ from .base import Collector
 from .clock import ClockCollector
 from .crashes import CrashesCollector
 from .devices import DevicesCollector
+from .display import DisplayCollector
 from .environment import EnvironmentCollector
 from .hardware import HardwareCollector
 from .kernel import KernelCollector
@@ -37,6 +38,7 @@ ALL_COLLECTORS: tuple[Collector, ...] = (
     CrashesCollector(),
     PrintersCollector(),
     ClockCollector(),
+    DisplayCollector(),
     EnvironmentCollector(),
 )
 

@@ -47,7 +47,9 @@ _UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{
 _HEX_PREFIXED = re.compile(r"\b0x[0-9a-fA-F]+\b")
 _HEX_LONG = re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
-_NUMBER = re.compile(r"\d+")
+#: A number standing on its own (a count, an id, a time, a port); digits inside a name (``EXT4-fs``,
+#: ``HP_LaserJet_4000``, ``python3``, ``sda1``) belong to the name and are kept.
+_NUMBER = re.compile(r"(?<!\w)\d+")
 _SPACES = re.compile(r"\s+")
 
 WINDOWS_EVENTS_SCRIPT = (
@@ -61,7 +63,11 @@ WINDOWS_EVENTS_SCRIPT = (
 
 
 def normalise_line(line: str, *, has_host: bool = False) -> str:
-    """Reduce a log line to its shape: timestamp (and host) dropped, UUIDs, hex, IPs and numbers replaced."""
+    """Reduce a log line to its shape: timestamp (and host) dropped, UUIDs, hex, IPs and numbers replaced.
+
+    Only numbers that stand alone are replaced: digits that continue a name are part of it, so
+    ``EXT4-fs error`` stays readable and two printers' errors do not merge into one shape.
+    """
     text = line.strip()
     match = _ISO_TS.match(text) or _BSD_TS.match(text)
     if match:

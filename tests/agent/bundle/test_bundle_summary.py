@@ -54,7 +54,7 @@ def test_malformed_facts_give_nulls_not_exceptions():
     assert summary["network"]["dns"] == [] and summary["network"]["default_route"] is None
     assert summary["services"]["failed"] is None and summary["services"]["stopped_enabled"] == ["ssh.service"]
     assert summary["software"] == {"manager": None, "package_count": 1, "extra_counts": {}, "apps": {"git": "2.43"}}
-    assert summary["errors"]["top"] == [{"message": "boom", "count": 0, "source": None}]
+    assert summary["errors"]["top"] == [{"message": "boom", "count": 0, "example": None, "source": None}]
     assert summary["crashes"]["count"] == 0 and summary["crashes"]["recent"][0]["detail"] == "SIGSEGV"  # by name, not "11"
     assert summary["processes"]["zombies"] is None and summary["processes"]["top_cpu"][0]["pid"] is None
     render_report({"items": [], "collectors": []}, summary, {r.category: r.facts for r in weird})
@@ -98,6 +98,9 @@ def test_windows_facts(tmp_path):
     assert {"source": "windows-user", "name": "server", "value": "proxy.corp.example.com:8080"} in \
         summary["network"]["proxies"]
     assert summary["errors"]["top"][0]["count"] == 3 and "Print Spooler" in summary["errors"]["top"][0]["message"]
+    # Beside its shape, a top error keeps one real line as it was logged.
+    assert "Print Spooler" in summary["errors"]["top"][0]["example"]
+    assert "<n>" not in summary["errors"]["top"][0]["example"]
     assert summary["hardware"]["battery"] == {"percent": 64, "plugged": False, "minutes_left": 187}
     assert "Disk D: is 95.3 % full" in summary["attention"]
 

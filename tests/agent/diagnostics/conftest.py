@@ -54,6 +54,7 @@ class FixtureRunner:
 
 
 WINDOWS_RULES = [
+    ("powershell.exe", "WmiMonitorID", "windows/display.json", 0),
     # First: these scripts also name cmdlets the older rules below look for.
     ("powershell.exe", "41,6008", "windows/system-events.json", 0),
     ("powershell.exe", "Get-Printer", "windows/printers.json", 0),
@@ -76,6 +77,8 @@ WINDOWS_RULES = [
 ]
 
 DARWIN_RULES = [
+    ("system_profiler", "SPDisplaysDataType", "darwin/displays.json", 0),
+    ("last", "-n", "darwin/last.txt", 0),
     ("log", "Previous shutdown cause", "darwin/shutdown-cause.txt", 0),
     ("lpstat", "-t", "darwin/lpstat-t.txt", 0),
     ("lpstat", "-l -p", "darwin/lpstat-t.txt", 0),

@@ -16,7 +16,7 @@ from agent.diagnostics.context import PLATFORMS, CollectContext, CollectOptions
 from agent.diagnostics.model import CollectorStatus, ItemKind, ItemStatus
 
 LINUX_CATEGORIES = {"system", "hardware", "network", "processes", "services", "software", "logs", "crashes",
-                    "environment", "kernel", "printers", "clock", "netconfig", "updates", "devices", "storage"}
+                    "environment", "kernel", "printers", "clock", "netconfig", "updates", "devices", "storage", "display"}
 FILE_STATUSES = {ItemStatus.OK, ItemStatus.TRUNCATED, ItemStatus.ERROR, ItemStatus.TIMEOUT}
 
 

@@ -114,6 +114,31 @@ def test_disk_full_threshold_is_ninety_percent():
     assert [(d["mountpoint"], d["percent"]) for d in parsed] == [("/", 95.0)]
 
 
+@pytest.mark.parametrize(("line", "shape"), [
+    ("Mar 14 09:02:11 pc kernel: EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm python3: "
+     "reading directory lblock 0",
+     "kernel: EXT4-fs error (device sda1): ext4_find_entry:<n>: inode #<n>: comm python3: reading directory lblock <n>"),
+    ("Mar 14 09:02:11 pc cupsd[811]: [Job 42] HP_LaserJet_4000 stopped: 404 after 1500ms",
+     "cupsd[<n>]: [Job <n>] HP_LaserJet_4000 stopped: <n> after <n>ms"),
+    ("2024-03-14T09:02:11Z pc python3.11[77]: nvme0n1 timeout on eth0 at 12:30:01",
+     "python3.<n>[<n>]: nvme0n1 timeout on eth0 at <n>:<n>:<n>"),
+])
+def test_normalisation_keeps_digits_inside_names(line, shape):
+    # Names keep their digits (EXT4-fs, HP_LaserJet_4000, python3, sda1); counts, ids, ports and times go.
+    assert normalise_line(line, has_host=True) == shape
+
+
+def test_printers_with_numbered_names_stay_apart_but_job_numbers_merge():
+    counter = ErrorCounter(_secrets_only)
+    for job in (1, 2, 3):
+        counter.add(f"Mar 14 09:02:1{job} pc cupsd[811]: [Job {job}] HP_LaserJet_4000 stopped", "cups", has_host=True)
+    counter.add("Mar 14 09:02:14 pc cupsd[811]: [Job 4] HP_LaserJet_5000 stopped", "cups", has_host=True)
+    top = counter.top()
+    assert [(entry["message"], entry["count"]) for entry in top] == [
+        ("cupsd[<n>]: [Job <n>] HP_LaserJet_4000 stopped", 3), ("cupsd[<n>]: [Job <n>] HP_LaserJet_5000 stopped", 1)]
+    assert top[0]["example"] == "Mar 14 09:02:11 pc cupsd[811]: [Job 1] HP_LaserJet_4000 stopped"
+
+
 def test_normalised_lines_group_errors_that_differ_only_in_numbers():
     a = "2024-03-14T09:02:11+0100 laptop kernel: usb 1-3: device descriptor read/64, error -71 at 0xffff8a3c"
     b = "2024-03-14T11:45:00+0100 laptop kernel: usb 1-4: device descriptor read/64, error -110 at 0xffff1234"

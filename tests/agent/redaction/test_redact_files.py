@@ -242,6 +242,9 @@ def test_verify_tree_reports_what_is_still_there(tmp_path):
     assert findings == {
         ("leak.txt", 2, "github-token"),
         ("leak.txt", 3, "private-key"),
+        # The second look, with its own patterns, sees the same two lines.
+        ("leak.txt", 2, "second-look-known-key-format"),
+        ("leak.txt", 3, "second-look-private-key"),
         ("blob.bin", 0, "unscannable"),
         ("link", 0, "symlink"),
     }

@@ -1,0 +1,223 @@
+"""The final check's second look: its own detectors, written apart from the first pass's, so it can
+catch what the detectors missed.
+
+The first pass (:mod:`agent.redaction.detectors`) decides what to *replace*; this
+module only decides which *lines* still look as if they hold a secret. It shares
+no pattern or helper with the first pass: a class of secret the first pass does
+not know, or a spelling its pattern misses, meets different code here. Its
+heuristics:
+
+- a value that looks random (mixed character classes, letters and digits
+  interleaved, or long and high in entropy) in a credential position: after a
+  key word for a secret in one of several languages, as a URL's password,
+  after a password flag (``-pX``, ``--password=X``, ``/p:X``), or as the last
+  field of a ``.pgpass``-style ``host:port:db:user:password`` group;
+- keys whose format announces them wherever they stand (``sk-…``, ``ghp_…``,
+  ``xoxb-…``, ``AKIA…``, ``SG.….…``, JSON web tokens, PEM private keys).
+
+What it finds is never replaced in place: the final check withholds the whole
+line (see :func:`withhold_lines`), because a line the two passes disagree on
+cannot be trusted in part.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from agent.redaction.triggers import combined_literals
+
+#: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
+KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
+
+#: Words that announce a secret, in several languages (matched case-insensitively, at a word start).
+_SECRET_WORDS = (
+    r"pass(?:w(?:or)?d|phrase|code|wort)?|pwd|pw|kennwort|mot[ \t]+de[ \t]+passe|mdp|contrase(?:ñ|n)a|clave|senha|"
+    r"parola(?:[ \t]+d'ordine)?|wachtwoord|l(?:ö|o)senord|passord|adgangskode|has(?:ł|l)o|heslo|jelsz(?:ó|o)|"
+    r"salasana|пароль|парол|密码|密碼|パスワード|비밀번호|secret|token|api[ _.-]?key|apikey|access[ _.-]?key|"
+    r"private[ _.-]?key|auth(?:[ _.-]?token)?|credentials?|psk|pre[ _-]?shared[ _-]?key|client[ _.-]?secret|"
+    r"bearer|sas|connection[ _.-]?string"
+)
+#: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
+#: separator (``:``, ``=``, ``=>``, a verb "is" in several languages, or just spaces), the value.
+_KEYWORD_VALUE = re.compile(
+    rf"(?i)(?<![^\W_])(?:{_SECRET_WORDS})(?-i:(?![a-z]))(?:[\w.-]{{0,24}}|[ \t]+(?:key|phrase|value|word))?[\"']?"
+    r"(?:[ \t]*(?::=|=>|[:=]|->)|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|:)?)[ \t]*[\"'(]?"
+    r"(?P<value>[^\s\"',;()<>\[\]{}=]{6,}={0,2})"
+)
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"']{0,128}:(?P<value>[^\s@/\"']{1,256})@")
+_PASSWORD_FLAG = re.compile(
+    r"(?:^|[\s\"'])(?:-p|-P|-pw|--?pass(?:word)?[= ]|/p:|/password:|-Password[ \t]+)(?P<value>[^\s\"']{4,})"
+)
+_COLON_FILE = re.compile(r"(?<![\w.:-])[\w.-]+:(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:(?P<value>[^\s:\"',;]+)(?=[\s\"',;]|$)")
+_KNOWN_KEY = re.compile(
+    r"(?<![\w-])(?:sk-(?:proj-|ant-(?:api\d\d-)?|live_|test_)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|"
+    r"github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20}|xox[abposr]-[A-Za-z0-9-]{10,}|"
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|"
+    r"(?:AC|SK)[0-9a-f]{32}|npm_[A-Za-z0-9]{36}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|"
+    r"(?:sk|rk|pk)_live_[A-Za-z0-9]{16,})(?![\w-])"
+)
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+#: Cheap words that must be in a line before the keyword pattern is worth running (lower-cased line).
+_PREFILTER_WORDS = (
+    r"pass|pw|kennwort|mot de|mdp|contrase|clave|senha|parola|wachtwoord|senord|passord|adgangskode|"
+    r"hasło|haslo|heslo|jelsz|salasana|парол|密[码碼]|パスワード|비밀번호|secret|token|key|auth|credential|psk|"
+    r"bearer|sas|connection"
+)
+_PREFILTER = re.compile(_PREFILTER_WORDS)
+#: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
+#: "://", a password flag, the prefixes of the key formats, "private key".
+_CANDIDATE_LITERALS = (
+    "pass", "pw", "kennwort", "mot de", "mdp", "contrase", "clave", "senha", "parola", "wachtwoord", "senord",
+    "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
+    "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
+    "/p:", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
+    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private",
+)
+#: Twilio-style ids (two letters and 32 hex digits) have no telling prefix: found by their shape.
+_HEX_ID = re.compile(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
+#: The same without its boundaries, which a search over a whole text pays for at every position.
+_HEX_ID_LOOSE = re.compile(r"(?:AC|SK)[0-9a-f]{32}")
+#: The ``:port:`` of a .pgpass-style group, cheaper to look for than the whole group.
+_COLON_PORT = re.compile(r":(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:")
+
+#: What a value already removed or never secret starts with: markers, placeholders, paths, variables.
+_NOT_A_VALUE_START = ("[", "<", "$", "{", "/", "~/", "(", "\\", "@", "&")
+#: ``/p:OutDir=lib`` is an msbuild property, not a password.
+_PROPERTY = re.compile(r"[A-Za-z_]\w*=")
+_VARIABLE = re.compile(r"%\w+%.*|\*+")
+_MARKER = re.compile(r"REDACTED|withheld|redacted\.invalid|^(?:ip|host|user|mac|email|ipv6)-\d+", re.IGNORECASE)
+_NUMBER_LIKE = re.compile(r"[\d.,:/+-]+[a-z%]{0,3}", re.IGNORECASE)
+#: Versions (``1:4.13+dfsg1-1+b1``), host:port pairs and paths: mixed classes, nothing secret.
+_VERSION = re.compile(r"v?(?:\d+:)?\d+\.\d+[\w.+~:-]*", re.IGNORECASE)
+_HOST_PORT = re.compile(r"[A-Za-z][\w.-]*:\d{1,5}")
+_PATH = re.compile(r"[\w.-]*(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w .\\-]*|[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,6}")
+
+
+#: The stand-ins of a normalised log line (see the logs collector): numbers, hex, addresses, UUIDs.
+_SHAPE_TOKENS = re.compile(r"<(?:n|hex|ip|uuid)>")
+
+
+def looks_random(value: str) -> bool:
+    """True for a value shaped like a generated secret rather than a word, number, name or path.
+
+    Random-looking means: at least three character classes (lower, upper, digit,
+    other symbol); or letters and digits interleaved at least three times; or
+    twenty characters and more with high entropy. Words, numbers, snake_case
+    names and versions stay below all three.
+    """
+    value = value.rstrip("=")  # base64 padding, or the "=" of a key that follows
+    if len(value) < 6 or value.startswith(_NOT_A_VALUE_START) or _MARKER.search(value) or "://" in value:
+        return False
+    if _VARIABLE.fullmatch(value):  # %APPDATA%\…, a row of stars
+        return False
+    if _NUMBER_LIKE.fullmatch(value) or value.strip("*•x.") == "" or _VERSION.fullmatch(value):
+        return False
+    if _HOST_PORT.fullmatch(value) or (_PATH.fullmatch(value) and all(
+            not _mixed(part) for part in re.split(r"[/\\.]", value))):
+        return False
+    classes = (any(c.islower() for c in value) + any(c.isupper() for c in value) + any(c.isdigit() for c in value)
+               + any(not c.isalnum() and c not in "_-." for c in value))
+    if classes >= 3 and not _is_name(value):
+        return True
+    switches = sum(1 for a, b in zip(value, value[1:]) if a.isalpha() != b.isalpha() and a.isalnum() and b.isalnum())
+    if switches >= 3 and not _is_name(value):
+        return True
+    if len(value) < 20 or _entropy(value) < 3.6:
+        return False
+    # Long words glued together (DefaultEndpointsProtocol) are high in entropy too; random letters change case often.
+    humps = sum(1 for a, b in zip(value, value[1:]) if a.islower() and b.isupper())
+    return not value.isalpha() or humps >= 5
+
+
+def _mixed(part: str) -> bool:
+    """A path or domain part that itself looks generated (``x7k2p`` does not; ``aB3xQ9zL7k`` does)."""
+    return len(part) >= 10 and sum(c.isdigit() for c in part) >= 2 and any(c.isupper() for c in part) \
+        and any(c.islower() for c in part)
+
+
+_NAME_PART = r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)"
+_NAME = re.compile(rf"{_NAME_PART}(?:[._-]?{_NAME_PART}){{0,5}}")
+
+
+def _is_name(value: str) -> bool:
+    """A CamelCase, snake_case or dotted identifier made of words, acronyms and at most two numbers
+    (``GetWindowsVersion2``, ``NetworkManager``): mixed classes, nothing random."""
+    return bool(_NAME.fullmatch(value)) and len(re.findall(r"\d+", value)) <= 2
+
+
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def scan_line(line: str) -> list[str]:
+    """Return the kinds of secret the second look sees in one line (empty: nothing)."""
+    found: list[str] = []
+    if "<" in line:
+        # A top error's shape stands numbers in for "<n>": "host:<n>:db:user:pw" is still a .pgpass line.
+        line = _SHAPE_TOKENS.sub("0", line)
+    lowered = line.lower()
+    if _PREFILTER.search(lowered):
+        if any(looks_random(m.group("value").rstrip(".:?")) for m in _KEYWORD_VALUE.finditer(line)):
+            found.append("keyword-value")
+
+    if "-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered:
+        if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
+               for m in _PASSWORD_FLAG.finditer(line)):
+            found.append("password-flag")
+    if "://" in line:
+        for match in _URL_PASSWORD.finditer(line):
+            value = match.group("value")
+            if _MARKER.search(match.group(0)):
+                continue
+            if not value.startswith(_NOT_A_VALUE_START) and not value.isdigit():
+                found.append("url-password")
+                break
+    if line.count(":") >= 4:
+        if any(looks_random(m.group("value")) for m in _COLON_FILE.finditer(line)):
+            found.append("colon-file")
+    if _KNOWN_KEY.search(line) or _HEX_ID.search(line):
+        found.append("known-key-format")
+    if "PRIVATE KEY" in line and _PRIVATE_KEY.search(line):
+        found.append("private-key")
+    return found
+
+
+def scan_text(text: str) -> list[tuple[int, str]]:
+    """Return ``(line number, kind)`` (1-based) for every line of ``text`` the second look flags.
+
+    One combined search over the whole text picks the candidate lines (most log
+    lines hold no key word at all), and only those are looked at closely.
+    """
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few letters change length when lowered: offsets would not match
+        return scan_lines(text.split("\n"))
+    starts: set[int] = set()
+    combined = combined_literals(_CANDIDATE_LITERALS)
+    for pattern, subject in ((combined, lowered), (_HEX_ID_LOOSE, text), (_COLON_PORT, text)):
+        pos, size = 0, len(subject)
+        while pos < size:
+            match = pattern.search(subject, pos)
+            if match is None:
+                break
+            starts.add(subject.rfind("\n", 0, match.start()) + 1)
+            newline = subject.find("\n", match.end())
+            pos = size if newline == -1 else newline + 1
+    found: list[tuple[int, str]] = []
+    line_no, counted_to = 1, 0
+    for start in sorted(starts):
+        line_no += text.count("\n", counted_to, start)
+        counted_to = start
+        end = text.find("\n", start)
+        line = text[start:] if end == -1 else text[start:end]
+        found.extend((line_no, kind) for kind in scan_line(line.rstrip("\r")))
+    return found
+
+
+def scan_lines(lines: Iterable[str], first_line: int = 1) -> list[tuple[int, str]]:
+    """Like :func:`scan_text` for lines already split (numbered from ``first_line``), each looked at closely."""
+    return [(number, kind) for number, line in enumerate(lines, start=first_line)
+            for kind in scan_line(line.rstrip("\r"))]

@@ -16,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_serializer
 
 from protocol.errors import InvalidInputError
 
@@ -157,6 +157,18 @@ class Verification(_Record):
     kinds_checked: int = Field(default=0, ge=0)
     #: Lines of raw files replaced by a marker because the check still found something in them.
     withheld_lines: int = Field(default=0, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> Any:
+        """Leave out the counts a manifest did not carry (written before they existed), so stored ones round-trip."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in _LATER_COUNTS - self.model_fields_set:
+                data.pop(name, None)
+        return data
+
+
+_LATER_COUNTS = frozenset({"files_checked", "kinds_checked", "withheld_lines"})
 
 
 class DocumentRecord(_Record):

@@ -45,13 +45,20 @@ def test_secrets_in_credential_positions_are_flagged(template, kind):
         assert kind in scan_line(line), line
 
 
-@pytest.mark.parametrize("key", [
-    "sk-proj-" + secrets.token_urlsafe(36), "sk-ant-api03-" + secrets.token_urlsafe(60),
-    "SG." + secrets.token_urlsafe(16) + "." + secrets.token_urlsafe(32), "AC" + secrets.token_hex(16),
-    "ghp_" + secrets.token_hex(18), "xoxb-" + secrets.token_hex(12), "AKIA" + "".join(
-        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16)),
-])
-def test_key_formats_are_flagged_wherever_they_stand(key):
+KEY_MAKERS = {  # fresh random values each run, named so that every test worker collects the same tests
+    "openai": lambda: "sk-proj-" + secrets.token_urlsafe(36),
+    "anthropic": lambda: "sk-ant-api03-" + secrets.token_urlsafe(60),
+    "sendgrid": lambda: "SG." + secrets.token_urlsafe(16) + "." + secrets.token_urlsafe(32),
+    "twilio": lambda: "AC" + secrets.token_hex(16),
+    "github": lambda: "ghp_" + secrets.token_hex(18),
+    "slack": lambda: "xoxb-" + secrets.token_hex(12),
+    "aws": lambda: "AKIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16)),
+}
+
+
+@pytest.mark.parametrize("maker", KEY_MAKERS.values(), ids=KEY_MAKERS.keys())
+def test_key_formats_are_flagged_wherever_they_stand(maker):
+    key = maker()
     assert "known-key-format" in scan_line(f"loaded config value {key} for the mailer")
 
 

@@ -159,8 +159,11 @@ def test_downloads_are_named_safely_whatever_the_hostname(helpline, paired, tmp_
     data = write_archive(tmp_path / "good.tar.gz").read_bytes()
     bundle = deliver(helpline, pc, number, data)
     hostname, kept = HOSTNAMES[kind]
-    with helpline.db() as session:
-        session.execute(update(Bundle).where(Bundle.id == bundle["id"]).values(hostname=hostname))
+    try:
+        with helpline.db() as session:
+            session.execute(update(Bundle).where(Bundle.id == bundle["id"]).values(hostname=hostname))
+    except DBAPIError:
+        pytest.skip("this database refuses to store it in the first place")
     response = helpline.call("GET", f"bundles/{bundle['id']}/archive", engineer)
     assert response.status_code == 200 and response.content == data
     header = response.headers["content-disposition"]

@@ -50,6 +50,7 @@ def reply(message: str, *, file: Path | None = None, reference: str | None = Non
     if ticket is None:
         raise ConfigError("This PC has no open ticket to reply to.",
                           hint='Open one with `helpline request "what is wrong"`, or name one with --ticket T-1042.')
-    state = AgentStore(directory).require()
-    with HelplineClient.connect(state.server_url, state.credential) as client:
+    store = AgentStore(directory)
+    state = store.require()
+    with HelplineClient.connect(state.server_url, agent=store.signer(state)) as client:
         return client.reply(ticket.number, body)

@@ -124,9 +124,37 @@ def admin_pc(make_pc, live_server) -> PC:
     return pc
 
 
+# Journeys whose server work depends on the database (restarts, jobs, uploads and quotas, counters of failed
+# attempts, enrollment) run on both backends; the other journeys run on SQLite only, because what they check is
+# the CLI and the server's logic, which the in-process tests already run on both backends.
+# HELPLINE_E2E_ALL_DATABASES=1 runs every journey on every backend.
+BOTH_BACKEND_JOURNEYS = frozenset({
+    "test_enrollment.py", "test_guessing_locks_nobody_out.py", "test_jobs.py", "test_pairing_and_status.py",
+    "test_restart.py", "test_upload.py", "test_upload_quotas.py",
+})
+
+
+def _journey_left_to_sqlite(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec else None
+    return (backend == "postgresql" and "sqlite" in BACKENDS and item.path.name not in BOTH_BACKEND_JOURNEYS
+            and os.environ.get("HELPLINE_E2E_ALL_DATABASES") != "1")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Everything under tests/e2e is end to end, marked or not, so `-m "not e2e"` selects the fast tests."""
+    """Everything under tests/e2e is end to end, marked or not, so `-m "not e2e"` selects the fast tests.
+
+    Journeys outside :data:`BOTH_BACKEND_JOURNEYS` are deselected on PostgreSQL when SQLite runs too.
+    """
     e2e_dir = os.path.join(os.path.dirname(__file__), "e2e") + os.sep
+    kept, left = [], []
     for item in items:
         if str(item.path).startswith(e2e_dir):
             item.add_marker(pytest.mark.e2e)
+            if _journey_left_to_sqlite(item):
+                left.append(item)
+                continue
+        kept.append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept

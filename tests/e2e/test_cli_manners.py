@@ -154,7 +154,7 @@ def test_times_say_day_and_zone_and_waits_say_durations(live_server, admin_pc, m
             break
     assert result.code == ExitStatus.RATE_LIMITED
     hint = next(l for l in result.stderr.splitlines() if l.startswith("hint:"))
-    assert "seconds" not in hint and re.search(r"Wait (\d+ min( \d+ s)?|\d+ s) before", hint), hint
+    assert "seconds" not in hint and re.search(r"Wait (\d+ min( \d+ s)?|\d+ s)( before|,)", hint), hint
 
 
 # --- 11: the small things ---------------------------------------------------------------------------

@@ -33,10 +33,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import httpx  # noqa: E402
 
-from bench.server_load import NotMeasured, _call, percentile  # noqa: E402
-from tests.support.live import ADMIN, ADMIN_PASSWORD, LiveServer  # noqa: E402
+from bench.server_load import ENGINEER, NotMeasured, percentile, start_with_engineer  # noqa: E402
+from tests.support.live import LiveServer  # noqa: E402
 
-ENGINEER, ENGINEER_PASSWORD = "bench-engineer", "bench-engineer-password"
 FLOOD_IN_FLIGHT = 64  # failed logins waiting for an answer at once, at most (the rest are dropped and counted)
 RAISED_LIMITS = {  # every flooding request reaches the password check (names of this and earlier versions)
     f"HELPLINE_RATE_LIMITS__{name}": "1000000000"
@@ -127,15 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     server = LiveServer(data_dir=work / "sqlite", env=env)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
-        server.data_dir.mkdir(parents=True)
-        try:
-            server.init()
-            server.start()
-        except RuntimeError as exc:
-            raise NotMeasured(f"the server did not start: {str(exc)[:300]}") from exc
-        admin = _call(server, "POST", "/v1/auth/login", body={"username": ADMIN, "password": ADMIN_PASSWORD})["token"]
-        _call(server, "POST", "/v1/accounts", admin, {"username": ENGINEER, "password": ENGINEER_PASSWORD, "role": "engineer"})
-        token = _call(server, "POST", "/v1/auth/login", body={"username": ENGINEER, "password": ENGINEER_PASSWORD})["token"]
+        token = start_with_engineer(server)
         quiet = figures(asyncio.run(probe(server.url, token, args.seconds, args.timeout)))
         latencies, tally = asyncio.run(flooded(server.url, token, args.rate, args.seconds, args.timeout))
         loud = figures(latencies)

@@ -129,8 +129,8 @@ def _call(server: LiveServer, method: str, path: str, token: str | None = None, 
     return response.json()
 
 
-def prepare(server: LiveServer) -> str:
-    """Start ``server``, make an engineer with a few tickets; return the engineer's token."""
+def start_with_engineer(server: LiveServer) -> str:
+    """Initialise and start ``server`` and make an engineer account; return the engineer's token."""
     server.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         server.init()
@@ -139,7 +139,12 @@ def prepare(server: LiveServer) -> str:
         raise NotMeasured(f"the server did not start: {str(exc)[:300]}") from exc
     admin = _call(server, "POST", "/v1/auth/login", body={"username": ADMIN, "password": ADMIN_PASSWORD})["token"]
     _call(server, "POST", "/v1/accounts", admin, {"username": ENGINEER, "password": ENGINEER_PASSWORD, "role": "engineer"})
-    token = _call(server, "POST", "/v1/auth/login", body={"username": ENGINEER, "password": ENGINEER_PASSWORD})["token"]
+    return _call(server, "POST", "/v1/auth/login", body={"username": ENGINEER, "password": ENGINEER_PASSWORD})["token"]
+
+
+def prepare(server: LiveServer) -> str:
+    """Start ``server``, make an engineer with a few tickets; return the engineer's token."""
+    token = start_with_engineer(server)
     for i in range(SEED_TICKETS):
         _call(server, "POST", "/v1/tickets", token, {"title": f"seed ticket {i}", "requester": "bench"})
     return token

@@ -8,6 +8,7 @@ session, through :data:`RequestSession`.
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
@@ -71,7 +72,14 @@ async def get_session(request: Request, state: State) -> AsyncIterator[Session]:
     is rolled back; only the traces its refusals kept (counted failures, audit
     events: :mod:`server.refusals`) are written, in a write transaction of their own.
     """
-    factory = state.sessions if _route_writes(request) else state.read_sessions
+    async with _session_in_slot(state, writes=_route_writes(request)) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _session_in_slot(state: ServerRuntime, *, writes: bool) -> AsyncIterator[Session]:
+    """A write or read session, inside one of the server's request slots, ended (committed or rolled back) on exit."""
+    factory = state.sessions if writes else state.read_sessions
     async with state.request_slots.slot():
         session = factory()
         try:
@@ -95,18 +103,8 @@ async def in_session(state: ServerRuntime, work: Callable[[Session], T], *, writ
     connection. The session is a write session if ``writes``, else a read one;
     a failure rolls back and keeps only its refusals' traces.
     """
-    factory = state.sessions if writes else state.read_sessions
-    async with state.request_slots.slot():
-        session = factory()
-        try:
-            result = await run_in_threadpool(work, session)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(_end_session, state, session, False)
-            raise
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end_session, state, session, True)
-        return result
+    async with _session_in_slot(state, writes=writes) as session:
+        return await run_in_threadpool(work, session)
 
 
 async def get_read_session(session: RequestSession) -> Session:

@@ -22,7 +22,8 @@ def id_prefix(reference: str) -> str | None:
 
 
 def short_ids(ids: Iterable[str], *, length: int = SHORT_ID) -> dict[str, str]:
-    """Each id cut to the shortest start of at least ``length`` characters that no other of ``ids`` shares."""
+    """Each id cut to the shortest start of at least ``length`` characters that no other of ``ids`` shares
+    and that is not digits alone (which name a ticket where both are accepted)."""
     unique = sorted(set(ids))
     shown: dict[str, str] = {}
     for i, full in enumerate(unique):
@@ -33,13 +34,15 @@ def short_ids(ids: Iterable[str], *, length: int = SHORT_ID) -> dict[str, str]:
                 while common < min(len(full), len(other)) and full[common] == other[common]:
                     common += 1
                 need = max(need, common + 1)
+        while need < len(full) and full[:need].isdigit():
+            need += 1  # digits alone would be read back as a ticket number
         shown[full] = full[:need]
     return shown
 
 
 def short_id(full: str) -> str:
-    """One id cut to :data:`SHORT_ID` characters (use :func:`short_ids` for several that may share a start)."""
-    return full[:SHORT_ID]
+    """One id cut to :data:`SHORT_ID` characters, or more if those are digits alone (see :func:`short_ids`)."""
+    return short_ids([full])[full]
 
 
 def describe_candidates(candidates: Sequence[tuple[str, str]], shown: int) -> str:

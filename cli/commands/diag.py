@@ -40,7 +40,12 @@ def _resolve(client: HelplineClient, ref: str) -> BundlePublic:
         if id_prefix(ref) is None:
             raise InvalidInputError(exc.message, hint=f"Give a ticket like T-1042, or at least {MIN_PREFIX} characters of a bundle id.") from None
         return client.bundle(id_prefix(ref))
-    bundles = client.ticket_bundles(number)
+    try:
+        bundles = client.ticket_bundles(number)
+    except NotFoundError:
+        if ref.strip().isdigit() and id_prefix(ref) is not None:  # no such ticket: digits may start a bundle id
+            return client.bundle(id_prefix(ref))
+        raise
     if not bundles:
         raise NotFoundError(f"{ticket_label(number)} has no diagnostics yet.", hint="Ask the user to run `helpline share`.")
     return bundles[-1]

@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agent.http import AgentSigner, ServerConnection
@@ -62,6 +61,9 @@ from protocol.schemas import (
     UploadStatus,
 )
 from protocol.tickets import canonical_ticket
+
+if TYPE_CHECKING:
+    import httpx
 
 TicketRef = str | int  # T-1042, t-1042, #1042, 1042, or the number itself
 

@@ -9,16 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import __version__
 from protocol import agent_requests, signing
 from protocol.schemas import API_PREFIX
 from protocol.errors import AuthError, ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
+
+if TYPE_CHECKING:  # httpx is imported where a connection is made: commands that never connect skip its import
+    import httpx
 
 
 class UnverifiedAnswerError(AuthError):
@@ -117,6 +119,8 @@ class ServerConnection:
             headers["Authorization"] = f"Bearer {token}"
         # Plain http (loopback, or explicitly allowed) has nothing to verify: skip loading the CA store.
         verify: Any = (os.environ.get("HELPLINE_CA_BUNDLE") or True) if self.base_url.startswith("https:") else False
+        import httpx
+
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify, transport=transport)
 
     def close(self) -> None:
@@ -130,6 +134,8 @@ class ServerConnection:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and return its JSON (see :meth:`_url` for ``path``)."""
+        import httpx
+
         request = self._build(method, path, **kwargs)
         try:
             response = self._client.send(request)
@@ -166,6 +172,8 @@ class ServerConnection:
 
     def download(self, path: str, dest: Path, progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
         """Stream a file to ``dest``; return (size, sha256), checked against X-Content-SHA256 if sent."""
+        import httpx
+
         request = self._build("GET", path)
         digest, size = hashlib.sha256(), 0
         try:

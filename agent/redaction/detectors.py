@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -469,6 +470,25 @@ def _secret_formats() -> list[Detector]:
     ]
 
 
+@functools.lru_cache(maxsize=32)
+def _literal_index(literals_by_detector: tuple[tuple[str, ...], ...], extra_literals: tuple[str, ...],
+                   ) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]], tuple[str, ...]]:
+    """The literals a pipeline searches, the detectors each one wakes, and the ASCII ones among them.
+
+    A literal that contains another adds nothing: wherever "password" is, "pass" is too. So
+    only the shortest literals are searched, each standing for every detector whose literal
+    contains it (which may wake a detector needlessly, never miss one). Every pipeline of a
+    run (the redaction's and the final check's copies) asks for the same index: it is built once.
+    """
+    literals = {lit for group in literals_by_detector for lit in group} | set(extra_literals)
+    shortest = tuple(sorted(lit for lit in literals if not any(o != lit and o in lit for o in literals)))
+    by_literal = {
+        short: tuple(i for i, group in enumerate(literals_by_detector) if any(short in lit for lit in group))
+        for short in shortest
+    }
+    return shortest, by_literal, tuple(lit for lit in shortest if lit.isascii())
+
+
 class Pipeline:
     """The ordered detectors for one set of options, and which lines and detectors each line needs."""
 
@@ -498,16 +518,8 @@ class Pipeline:
         if self._version == self.triggers_version:
             return
         triggers = [d.triggers() for d in self.detectors]
-        literals = {lit for t in triggers for lit in t.literals} | set(self._extra_literals)
-        # A literal that contains another adds nothing: wherever "password" is, "pass" is too. So
-        # only the shortest literals are searched, each standing for every detector whose literal
-        # contains it (which may wake a detector needlessly, never miss one).
-        self._literals = tuple(sorted(lit for lit in literals if not any(o != lit and o in lit for o in literals)))
-        self._by_literal = {
-            short: tuple(i for i, t in enumerate(triggers) if any(short in lit for lit in t.literals))
-            for short in self._literals
-        }
-        self._ascii_literals = tuple(lit for lit in self._literals if lit.isascii())
+        self._literals, self._by_literal, self._ascii_literals = _literal_index(
+            tuple(tuple(t.literals) for t in triggers), tuple(self._extra_literals))
         self._by_pattern = [(i, t.pattern) for i, t in enumerate(triggers) if t.pattern is not None]
         self._patterns = [pattern for _, pattern in self._by_pattern]
         self._version = self.triggers_version

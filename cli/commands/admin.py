@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from agent.client import HelplineClient
 from agent.local import this_pc
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt, change_password, read_secret
@@ -312,7 +314,12 @@ def agent_show(agent_id: AgentIdArg, json_out: JsonOpt = False) -> None:
     output.say(lines)
 
 
-def _decided(a: AgentPublic, json_out: bool, done: str) -> None:
+def _decide(decide: Callable[[HelplineClient, str, AgentDecision], AgentPublic], agent_id: str, reason: str,
+            json_out: bool, done: str) -> None:
+    """Send an admin's decision on an agent (``decide``: a HelplineClient method) and say where the agent stands."""
+    body = parse_input(AgentDecision, reason=reason)
+    with credentials.connect() as client:
+        a = decide(client, agent_id, body)
     if json_out:
         output.print_json(a)
         return
@@ -327,10 +334,7 @@ def agent_approve(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOp
 
     Example: helpline agent approve 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "re-imaged by IT"
     """
-    body = parse_input(AgentDecision, reason=reason)
-    with credentials.connect() as client:
-        a = client.approve_agent(agent_id, body)
-    _decided(a, json_out, "Approved")
+    _decide(HelplineClient.approve_agent, agent_id, reason, json_out, "Approved")
 
 
 @agent_app.command("refuse")
@@ -339,10 +343,7 @@ def agent_refuse(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt
 
     Example: helpline agent refuse 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "not one of ours"
     """
-    body = parse_input(AgentDecision, reason=reason)
-    with credentials.connect() as client:
-        a = client.refuse_agent(agent_id, body)
-    _decided(a, json_out, "Refused")
+    _decide(HelplineClient.refuse_agent, agent_id, reason, json_out, "Refused")
 
 
 @agent_app.command("revoke")
@@ -351,10 +352,7 @@ def agent_revoke(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt
 
     Example: helpline agent revoke 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "laptop stolen"
     """
-    body = parse_input(AgentDecision, reason=reason)
-    with credentials.connect() as client:
-        a = client.revoke_agent(agent_id, body)
-    _decided(a, json_out, "Revoked")
+    _decide(HelplineClient.revoke_agent, agent_id, reason, json_out, "Revoked")
 
 
 def audit(

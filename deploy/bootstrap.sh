@@ -46,7 +46,16 @@ ensure_packages() {
     log "Installing from Debian's packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+    # Installing a package must not start its service (openssh-server would listen on every
+    # address): while apt runs, a policy-rc.d that refuses starts, unless the machine has its own.
+    local policy=/usr/sbin/policy-rc.d placed=0 status=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# placed by Helpline while installing packages\nexit 101\n' | $sudo tee "$policy" >/dev/null \
+            && $sudo chmod 0755 "$policy" && placed=1
+    fi
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    [ "$placed" = 1 ] && $sudo rm -f "$policy"
+    [ "$status" = 0 ] || die "apt-get install ${missing[*]} failed"
 }
 
 # ensure_venv EXTRAS : create .venv and install Helpline (editable) with those extras

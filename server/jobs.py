@@ -28,6 +28,7 @@ from sqlalchemy import delete, func, select
 from server.agent_requests import sweep_nonces
 from server.db import transaction, utcnow
 from server.models import JobRun
+from server.pc_requests import request_bell, sweep
 from server.runtime import ServerRuntime
 from server.settings import ServerSettings
 from server.uploads import sweep_expired
@@ -65,9 +66,19 @@ def sweep_agent_nonces(state: ServerRuntime) -> str:
     return f"removed {removed} expired agent request nonces"
 
 
+def sweep_pc_requests(state: ServerRuntime) -> str:
+    """Mark engineers' requests to PCs expired when nobody started them in time (failed when gone silent)."""
+    with transaction(state.sessions) as session:
+        changed = [row.id for row in sweep(session, now=state.clock())]
+    for request_id in changed:
+        state.doorbell.ring(request_bell(request_id))
+    return f"expired {len(changed)} requests to PCs"
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
+    Job("pc-request-sweep", lambda settings: settings.snapshots.request_sweep_seconds, sweep_pc_requests),
 )
 
 

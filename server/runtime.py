@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from protocol import signing
 from server.blobs import BlobStore, blob_store
+from server.doorbell import Doorbell
 from server.db import DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.settings import ServerSettings
 
@@ -74,6 +75,8 @@ class ServerRuntime:
     read_sessions: sessionmaker[Session] | None = None
     request_slots: RequestSlots = field(default_factory=lambda: RequestSlots(DEFAULT_POOL_SIZE))
     password_checks: PasswordChecks = field(default_factory=lambda: PasswordChecks(1))
+    #: Wakes long polls (a PC waiting for requests, an engineer following one) when something changes.
+    doorbell: Doorbell = field(default_factory=Doorbell)
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:

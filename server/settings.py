@@ -156,6 +156,19 @@ def _fold_flat_blob_settings(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+class SnapshotSettings(BaseModel):
+    """Snapshots and restores: ``[snapshots]`` in server.toml, ``HELPLINE_SNAPSHOTS__<NAME>`` in the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # An engineer's restore runs on a PC without its user's consent (the admin's allowance; never a shell).
+    unattended_restore: bool = False
+    # How often an engineer's request to a PC that nobody ran before its expiry is marked expired.
+    request_sweep_seconds: float = Field(default=60.0, gt=0)
+    # How often a waiting long poll looks in the database besides its in-process wake-up (other replicas).
+    request_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+
+
 class ServerSettings(BaseSettings):
     """Everything the server needs; see deploy/server.toml.example for a commented file."""
 
@@ -174,6 +187,7 @@ class ServerSettings(BaseSettings):
     tls_key_file: Path | None = None
     blobs: BlobSettings = BlobSettings()
     uploads: UploadSettings = UploadSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
     # Self-service tickets one PC may have open (not resolved or closed) at once.

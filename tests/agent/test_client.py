@@ -12,6 +12,7 @@ import pytest
 from starlette.routing import Match
 
 from agent.client import HelplineClient
+from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from protocol.schemas import (
     AccountCreate,
@@ -113,13 +114,18 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("create_pc_request", ("0f8fad5b", PcRequestCreate(kind="snapshot"))),
+        ("pc_requests", ("0f8fad5b",)),
+        ("pc_request", ("0f8fad5b", BUNDLE, 25, 3)),
+        ("next_pc_requests", (25,)),
+        ("update_pc_request", (BUNDLE, PcRequestUpdate(state="running", progress=0.5))),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, pc_requests, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, pc_requests, tickets, uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

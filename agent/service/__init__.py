@@ -1,0 +1,1 @@
+"""The agent service: the PC's long-running agent (schedule, check-in, engineers' requests)."""

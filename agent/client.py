@@ -60,6 +60,7 @@ from protocol.schemas import (
     UploadCreate,
     UploadStatus,
 )
+from protocol.snapshots import CredentialRequest, RepositoryCredential
 from protocol.tickets import canonical_ticket
 
 if TYPE_CHECKING:
@@ -338,3 +339,9 @@ class HelplineClient:
     def complete_upload(self, upload_id: str) -> BundlePublic:
         """Ask the server to join and verify the chunks; idempotent, so a lost answer can be asked for again."""
         return self._call(BundlePublic, "POST", f"uploads/{_segment(upload_id, 'upload id')}/complete")
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_credential(self, body: CredentialRequest) -> RepositoryCredential:
+        """A short-lived credential for a server-side restic repository (this PC's own, or a replacement restore's)."""
+        return self._call(RepositoryCredential, "POST", "agent/snapshots/credential", json=_body(body))

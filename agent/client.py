@@ -61,6 +61,7 @@ from protocol.schemas import (
     UploadStatus,
 )
 from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
+from protocol.snapshots import CredentialRequest, RepositoryCredential
 from protocol.tickets import canonical_ticket
 
 if TYPE_CHECKING:
@@ -377,3 +378,9 @@ class HelplineClient:
         """Report where one of this PC's requests stands (running, progress, done, failed, refused)."""
         return self._call(PcRequestPublic, "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
                           json=_body(body))
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_credential(self, body: CredentialRequest) -> RepositoryCredential:
+        """A short-lived credential for a server-side restic repository (this PC's own, or a replacement restore's)."""
+        return self._call(RepositoryCredential, "POST", "agent/snapshots/credential", json=_body(body))

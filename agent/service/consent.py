@@ -19,13 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from agent.paths import write_private
 from protocol.errors import AmbiguousError, ConfigError, InvalidInputError, NotFoundError
-from protocol.pc_requests import CLOCK_SKEW, PcRequest
+
+if TYPE_CHECKING:  # the user's commands read the waiting requests without loading the wire schemas
+    from protocol.pc_requests import PcRequest
 
 WAITING = "waiting"
 ANSWERS = "answers"
 _POLL_SECONDS = 0.25
+#: How far this PC's clock may be from the server's: protocol.pc_requests.CLOCK_SKEW (kept light to import here).
+CLOCK_SKEW = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,6 @@ def received_requests(directory: Path) -> ReceivedRequests:
 
 
 def consent_box(directory: Path) -> ConsentBox:
-    """The consent folder (``requests``) of the agent folder ``directory``."""
+    """The consent folder (``requests``) of the agent folder ``directory`` (where ``ThisPC`` looks too)."""
     return ConsentBox(Path(directory) / "requests")
 

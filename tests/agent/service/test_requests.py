@@ -224,3 +224,10 @@ def test_the_user_sees_only_waiting_unexpired_requests_and_answers_by_a_unique_s
         pc.consent.answer(second.id, approve=True, by="ana")
     assert pc.consent.answer(first.id[:6], approve=False, by="ana").id == first.id
     assert pc.consent.waiting() == []
+
+
+def test_the_consent_box_allows_the_same_clock_skew_as_the_requests():
+    from agent.service import consent
+    from protocol import pc_requests
+
+    assert consent.CLOCK_SKEW == pc_requests.CLOCK_SKEW

@@ -61,6 +61,7 @@ from protocol.schemas import (
     UploadStatus,
 )
 from protocol.snapshots import CredentialRequest, RepositoryCredential
+from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
 from protocol.tickets import canonical_ticket
 
 if TYPE_CHECKING:
@@ -94,6 +95,15 @@ def _agent(agent_id: str) -> str:
 
 def _ticket(reference: TicketRef) -> str:
     return quote(canonical_ticket(reference), safe="")
+
+
+def _wait(wait: int | None) -> dict[str, Any]:
+    """The query and the per-request timeout of a long poll that the server may hold ``wait`` seconds."""
+    if wait is None:
+        return {}
+    if isinstance(wait, bool) or not isinstance(wait, int) or not 0 <= wait <= 300:
+        raise InvalidInputError(f"{wait!r} is not a number of seconds to wait.")
+    return {"params": {"wait": wait}, "timeout": wait + 20.0}
 
 
 def _body(model: BaseModel) -> dict:
@@ -345,3 +355,32 @@ class HelplineClient:
     def snapshot_credential(self, body: CredentialRequest) -> RepositoryCredential:
         """A short-lived credential for a server-side restic repository (this PC's own, or a replacement restore's)."""
         return self._call(RepositoryCredential, "POST", "agent/snapshots/credential", json=_body(body))
+
+    # --- engineer -> PC requests ------------------------------------------------------------
+
+    def create_pc_request(self, agent_id: str, body: PcRequestCreate) -> PcRequestPublic:
+        """Ask a PC to do something (snapshot, restore, diagnostics, browse, diff); the server signs it for the PC."""
+        return self._call(PcRequestPublic, "POST", f"agents/{_agent(agent_id)}/requests", json=_body(body))
+
+    def pc_requests(self, agent_id: str, *, active: bool = False, limit: int | None = None) -> list[PcRequestPublic]:
+        """A PC's requests, newest first; only those still under way with ``active``."""
+        params = {k: v for k, v in {"active": "true" if active else None, "limit": limit}.items() if v is not None}
+        return self._call(list[PcRequestPublic], "GET", f"agents/{_agent(agent_id)}/requests", params=params or None)
+
+    def pc_request(self, agent_id: str, request_id: str, wait: int | None = None, seen: int | None = None) -> PcRequestPublic:
+        """One request; with ``wait``, the server holds the answer up to that many seconds until its version
+        passes ``seen`` (or it is final)."""
+        segment = _segment(request_id, "request id")
+        extra = _wait(wait)
+        if seen is not None:
+            extra.setdefault("params", {})["seen"] = _row_id(seen, "version")
+        return self._call(PcRequestPublic, "GET", f"agents/{_agent(agent_id)}/requests/{segment}", **extra)
+
+    def next_pc_requests(self, wait: int | None = None) -> list[SignedPcRequest]:
+        """This PC's requests the server has for it (signed by the server key), waiting up to ``wait`` seconds for one."""
+        return self._call(list[SignedPcRequest], "GET", "agent/requests", **_wait(wait))
+
+    def update_pc_request(self, request_id: str, body: PcRequestUpdate) -> PcRequestPublic:
+        """Report where one of this PC's requests stands (running, progress, done, failed, refused)."""
+        return self._call(PcRequestPublic, "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
+                          json=_body(body))

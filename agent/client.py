@@ -60,8 +60,8 @@ from protocol.schemas import (
     UploadCreate,
     UploadStatus,
 )
-from protocol.snapshots import CredentialRequest, RepositoryCredential
 from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
+from protocol.snapshots import CredentialRequest, RepositoryCredential
 from protocol.tickets import canonical_ticket
 
 if TYPE_CHECKING:

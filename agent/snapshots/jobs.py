@@ -304,7 +304,8 @@ class Snapshots:
             if name == "local":
                 self._check_room(repository)
             summary = R.backup(self.restic, repository, host=self.host, paths=paths, excludes=self._excludes(),
-                               one_file_system=self.policy.one_file_system, on_progress=on_progress, cancel=cancel)
+                               one_file_system=self.policy.one_file_system, on_progress=on_progress, cancel=cancel,
+                               time=started)
         except HelplineError as exc:
             run = SnapshotRun(name, "failed", started, self.clock(), error=exc.message, exception=exc)
             self._remember(run, paths)
@@ -452,13 +453,20 @@ class Snapshots:
             return exc
 
     def run_due(self, *, cancel: threading.Event | None = None) -> list[tuple[Work, object]]:
-        """Run all work due now (in order), report to the server, and return what each piece gave."""
-        work, _next, _waiting = self.due()
-        done = []
-        for item in work:
-            if cancel is not None and cancel.is_set():
+        """Run all work due now, in order, and what falls due through it (a first snapshot makes retention and the
+        checks due); report to the server; return what each piece gave. Each kind runs once per repository a pass."""
+        done: list[tuple[Work, object]] = []
+        ran: set[tuple[str, str]] = set()
+        for _round in range(3):
+            work = [w for w in self.due()[0] if (w.kind, w.repository) not in ran]
+            if not work:
                 break
-            done.append((item, self.run_work(item, cancel=cancel)))
+            for item in work:
+                if cancel is not None and cancel.is_set():
+                    self.send_reports()
+                    return done
+                ran.add((item.kind, item.repository))
+                done.append((item, self.run_work(item, cancel=cancel)))
         self.send_reports()
         return done
 

@@ -225,3 +225,11 @@ def test_a_credentialed_location_in_a_file_is_named_by_repository_file_only():
     assert not any("s3cr3t" in arg for arg in argv)
     assert child_env(repo)["RESTIC_REPOSITORY"] == ""
     assert "s3cr3t-t0ken" in repo.secrets
+
+
+def test_a_backup_can_be_dated_by_the_agents_clock_in_this_pcs_zone():
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    argv = backup_argv(OLD, REPO, host="pc", paths=["/a"], time=when)
+    assert argv[-4:] == ("--time", when.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "--", "/a")

@@ -18,8 +18,9 @@ from agent import link, reply, upload
 from agent.store import AgentState, AgentStore
 from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
-if TYPE_CHECKING:  # share pulls in the diagnostics; only sharing needs them
+if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
     from agent.share import ShareRequest, TicketChoice
+    from agent.snapshots.jobs import Snapshots
 
 
 class ThisPC:
@@ -88,6 +89,12 @@ class ThisPC:
 
     def send_queued(self) -> list[upload.QueuedDelivery]:
         return upload.send_queued(directory=self._dir)
+
+    def snapshots(self) -> Snapshots:
+        """This PC's snapshots: take one, list, restore, how protected it is (the agent service runs the same)."""
+        from agent.snapshots.jobs import Snapshots
+
+        return Snapshots(self.store)
 
 
 def this_pc() -> ThisPC:

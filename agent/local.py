@@ -18,9 +18,10 @@ from agent import link, reply, upload
 from agent.store import AgentState, AgentStore
 from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
-if TYPE_CHECKING:  # share pulls in the diagnostics; only sharing needs them
+if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
     from agent.service.consent import WaitingRequest
     from agent.share import ShareRequest, TicketChoice
+    from agent.snapshots.jobs import Snapshots
 
 
 class ThisPC:
@@ -103,6 +104,12 @@ class ThisPC:
         from agent.service.consent import ConsentBox
 
         return ConsentBox(self._dir / "requests").answer(reference, approve=approve, by=getpass.getuser())
+
+    def snapshots(self) -> Snapshots:
+        """This PC's snapshots: take one, list, restore, how protected it is (the agent service runs the same)."""
+        from agent.snapshots.jobs import Snapshots
+
+        return Snapshots(self.store)
 
 
 def this_pc() -> ThisPC:

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, consent, diag, engineer, server, share, user
+from cli.commands import admin, consent, diag, engineer, server, share, snapshots, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -102,7 +102,9 @@ app.command(rich_help_panel=user.PANEL)(user.pair)
 app.command(rich_help_panel=user.PANEL)(user.request)
 app.command(rich_help_panel=user.PANEL)(user.status)
 app.command(rich_help_panel=user.PANEL)(user.reply)
-app.add_typer(consent.requests_app, name="requests", rich_help_panel=user.PANEL)
+app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
+app.command(rich_help_panel=user.PANEL)(snapshots.restore)
+app.command(rich_help_panel=user.PANEL)(consent.requests)
 
 app.command(rich_help_panel=engineer.PANEL)(engineer.login)
 app.command(rich_help_panel=engineer.PANEL)(engineer.logout)

@@ -253,6 +253,17 @@ def agent_enroll(
                    f"helpline agent approve {state.agent_id}")
 
 
+@agent_app.command("run")
+def agent_run(once: Annotated[bool, typer.Option("--once", help="Run the work that is due now, then exit (for cron and tests).")] = False) -> None:
+    """Run this PC's agent service: scheduled snapshots, check-in, engineers' requests. Stops on SIGTERM or Ctrl-C.
+
+    Example: helpline agent run --once
+    """
+    from cli.commands.snapshots import run_service
+
+    run_service(once=once)
+
+
 def _status_cell(a: AgentPublic) -> str:
     if a.status == AgentStatus.PENDING and a.resembles:
         return f"pending, resembles {a.resembles[:8]}"

@@ -217,7 +217,14 @@ def run_service(*, once: bool) -> None:
         else:
             output.error(line)
 
-    service = AgentService(snapshots, stop=stop, on_event=show)
+    from agent.service.channel import service_channel
+
+    def said(line: str, ok: bool) -> None:  # the request channel's lines, shown as the loop's are
+        (output.say if ok else output.error)(output.esc(f"{output.local_time(snapshots.clock())}  {line}") if ok
+                                             else f"{output.local_time(snapshots.clock())}  {line}")
+
+    channel = service_channel(snapshots, on_event=said) if snapshots.linked else None
+    service = AgentService(snapshots, stop=stop, on_event=show, channel=channel)
     put_back = stop_on_signals(stop)
     try:
         if not once:

@@ -235,7 +235,13 @@ def begin_upload(session: Session, options: SnapshotSettings, grant: Grant, wher
     if length > MAX_OBJECT_BYTES:
         raise TooLargeError(f"An object of {length} bytes is over the server's limit of {MAX_OBJECT_BYTES} bytes.")
     repo = _refuse_when_fenced(session, grant) or ensure_repository(session, grant.repository, now)
-    if _live(session, where) is not None:
+    row = session.get(ResticObject, (where.repository, where.type, where.name))
+    if row is not None and row.trashed_at is not None and where.named_by_content:
+        # Back from the trash, whose blob is still stored: the name fixes the bytes, checked as they arrive.
+        row.trashed_at, row.created_by = None, grant.mode.value
+        _settle(session, where.repository, row.size)
+        return Upload(exists=True, reserved=0)
+    if row is not None:
         return Upload(exists=True, reserved=0)  # checked against its name, or (config) against what is stored
     claimed = session.execute(
         update(ResticRepository)

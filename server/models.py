@@ -284,3 +284,51 @@ class AgentNonce(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class ResticRepository(Base):
+    """An agent's server-side restic repository: its usage (for the quota) and the prune fence.
+
+    While ``fenced_at`` is set the server is about to prune (or is pruning) and
+    the agent may only read and remove its own locks: see docs/threat-model.md.
+    """
+
+    __tablename__ = "restic_repositories"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)  # live objects plus reservations
+    fenced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ResticObject(Base):
+    """One file of a restic repository: config, or data/keys/locks/snapshots/index named by its SHA-256.
+
+    ``trashed_at`` set: deleted by the server's prune, kept in the blob store until the trash is emptied.
+    """
+
+    __tablename__ = "restic_objects"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(10), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(10), nullable=False)  # the mode of the credential: append | admin
+    trashed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class ResticCredential(Base):
+    """A short-lived credential for one agent's repository (HTTP Basic), its secret stored as a SHA-256 digest."""
+
+    __tablename__ = "restic_credentials"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    repository_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True)
+    # The agent it was issued to; None for the server's own (admin) credential.
+    issued_to: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(10), nullable=False)  # protocol.snapshots.RepositoryMode
+    purpose: Mapped[str] = mapped_column(String(20), nullable=False)  # backup | check | restore | prune
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

@@ -25,7 +25,9 @@ from pathlib import Path
 import anyio
 from sqlalchemy import delete, func, select
 
+from server import escrow, snapshots
 from server.agent_requests import sweep_nonces
+from server.audit import Actor
 from server.db import transaction, utcnow
 from server.restic_rest.prune import empty_trash, prune_repositories
 from server.models import JobRun
@@ -67,11 +69,35 @@ def sweep_agent_nonces(state: ServerRuntime) -> str:
     return f"removed {removed} expired agent request nonces"
 
 
+PROTECTION_WATCH_SECONDS = 600.0  # a PC that went stale or unverified is audited within this long
+
+
+def watch_protection(state: ServerRuntime) -> str:
+    """Audit the PCs whose snapshot protection changed with time alone (stale, unverified)."""
+    with transaction(state.sessions) as session:
+        changed = snapshots.watch(session, state.settings.snapshots, now=state.clock())
+    return f"{changed} PCs changed protection state"
+
+
+ESCROW_PURGE_SECONDS = 300.0  # escrowed passwords are gone within this long of escrow being turned off
+
+
+def purge_escrow(state: ServerRuntime) -> str:
+    """With escrow off, delete the repository passwords PCs escrowed before (each audited)."""
+    if state.settings.snapshots.escrow:
+        return "escrow is on: nothing to purge"
+    with transaction(state.sessions) as session:
+        removed = escrow.purge(session, Actor.system("escrow-purge"))
+    return f"escrow is off: deleted {removed} escrowed passwords"
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
     Job("restic-prune", lambda settings: settings.snapshots.prune_check_minutes * 60, prune_repositories),
     Job("restic-trash", lambda settings: RESTIC_TRASH_SECONDS, empty_trash),
+    Job("protection-watch", lambda settings: PROTECTION_WATCH_SECONDS, watch_protection),
+    Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
 )
 
 

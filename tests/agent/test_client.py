@@ -12,6 +12,7 @@ import pytest
 from starlette.routing import Match
 
 from agent.client import HelplineClient
+from protocol.snapshots import EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from protocol.schemas import (
     AccountCreate,
@@ -35,6 +36,10 @@ from protocol.schemas import (
 )
 
 BASE = "http://127.0.0.1:8700"
+SNAPSHOT_REPORT = SnapshotReport(repository="server", status="ok", snapshot_id="0" * 64,
+                                 started_at="2026-12-01T10:00:00Z", finished_at="2026-12-01T10:05:00Z")
+VERIFY_REPORT = VerifyReport(repository="server", snapshot_id="0" * 64, at="2026-12-01T11:00:00Z", files_checked=3,
+                             bytes_checked=10, ok=True)
 BUNDLE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 IDENTITY = AgentIdentity(public_key="A" * 44, hostname="pc-1")
 
@@ -113,13 +118,19 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("report_snapshot", (SNAPSHOT_REPORT,)),
+        ("report_verification", (VERIFY_REPORT,)),
+        ("put_escrow", (EscrowPut(password="correct horse"),)),
+        ("get_escrow", ("r-1",)),
+        ("agent_snapshots", ("0f8fad5b",)),
+        ("agent_protection", ("0f8fad5b",)),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, snapshots, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, snapshots, tickets, uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

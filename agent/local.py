@@ -19,6 +19,7 @@ from agent.store import AgentState, AgentStore
 from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
 if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
+    from agent.service.consent import WaitingRequest
     from agent.share import ShareRequest, TicketChoice
     from agent.snapshots.jobs import Snapshots
 
@@ -95,6 +96,20 @@ class ThisPC:
         from agent.snapshots.jobs import Snapshots
 
         return Snapshots(self.store)
+
+    def waiting_requests(self) -> list[WaitingRequest]:
+        """Engineers' requests that wait for this PC's user to agree (a restore, fresh diagnostics), oldest first."""
+        from agent.service.consent import ConsentBox
+
+        return ConsentBox(self._dir / "requests").waiting()
+
+    def answer_request(self, reference: str, *, approve: bool) -> WaitingRequest:
+        """Approve or refuse the waiting request ``reference`` names (its id or a unique start of it)."""
+        import getpass
+
+        from agent.service.consent import ConsentBox
+
+        return ConsentBox(self._dir / "requests").answer(reference, approve=approve, by=getpass.getuser())
 
 
 def this_pc() -> ThisPC:

@@ -31,6 +31,7 @@ from server.audit import Actor
 from server.db import transaction, utcnow
 from server.restic_rest.prune import empty_trash, prune_repositories
 from server.models import JobRun
+from server.pc_requests import request_bell, sweep
 from server.runtime import ServerRuntime
 from server.settings import ServerSettings
 from server.uploads import sweep_expired
@@ -91,6 +92,15 @@ def purge_escrow(state: ServerRuntime) -> str:
     return f"escrow is off: deleted {removed} escrowed passwords"
 
 
+def sweep_pc_requests(state: ServerRuntime) -> str:
+    """Mark engineers' requests to PCs expired when nobody started them in time (failed when gone silent)."""
+    with transaction(state.sessions) as session:
+        changed = [row.id for row in sweep(session, now=state.clock())]
+    for request_id in changed:
+        state.doorbell.ring(request_bell(request_id))
+    return f"expired {len(changed)} requests to PCs"
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
@@ -98,6 +108,7 @@ JOBS: tuple[Job, ...] = (
     Job("restic-trash", lambda settings: RESTIC_TRASH_SECONDS, empty_trash),
     Job("protection-watch", lambda settings: PROTECTION_WATCH_SECONDS, watch_protection),
     Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
+    Job("pc-request-sweep", lambda settings: settings.snapshots.request_sweep_seconds, sweep_pc_requests),
 )
 
 

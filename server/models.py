@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, UTCDateTime, utcnow
@@ -285,6 +285,44 @@ class AgentNonce(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class PcRequestRow(Base):
+    """An engineer's request to one PC (protocol.pc_requests), signed by the server key when it was made.
+
+    ``payload`` is the exact signed payload the PC checks; the other columns say
+    where the request stands, as the PC reported it (untrusted text) or as the
+    server decided (expired).
+    """
+
+    __tablename__ = "pc_requests"
+    __table_args__ = (Index("ix_pc_requests_agent_state", "agent_id", "state"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
+    # A replacement restore reads this other PC's server-side repository (a plain id: the record outlives it).
+    source_agent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    requested_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    requested_by_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    nonce: Mapped[str] = mapped_column(String(64), nullable=False)
+    unattended: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    payload: Mapped[dict] = mapped_column(JSON, nullable=False)
+    signature: Mapped[str] = mapped_column(String(200), nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    progress: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+    agent: Mapped[Agent] = relationship()
+    ticket: Mapped[Ticket | None] = relationship()
 
 
 class ResticRepository(Base):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from protocol import signing
 from server.blobs import BlobStore, blob_store
+from server.doorbell import Doorbell
 from server.db import DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.escrow import SESSION_INFO as ESCROW_INFO
 from server.escrow import EscrowKey, EscrowContext
@@ -78,6 +79,8 @@ class ServerRuntime:
     password_checks: PasswordChecks = field(default_factory=lambda: PasswordChecks(1))
     #: The escrow key (derived from the signing key), snapshot settings and blobs, also carried by every session.
     escrow: EscrowContext = field(init=False)
+    #: Wakes long polls (a PC waiting for requests, an engineer following one) when something changes.
+    doorbell: Doorbell = field(default_factory=Doorbell)
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:

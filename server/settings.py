@@ -166,6 +166,12 @@ class SnapshotSettings(BaseModel):
     stale_after_hours: float = Field(default=26.0, gt=0)
     # A PC whose last verified sample restore is older than this is "unverified".
     unverified_after_days: float = Field(default=8.0, gt=0)
+    # An engineer's restore runs on a PC without its user's consent (the admin's allowance; never a shell).
+    unattended_restore: bool = False
+    # How often an engineer's request to a PC that nobody ran before its expiry is marked expired.
+    request_sweep_seconds: float = Field(default=60.0, gt=0)
+    # How often a waiting long poll looks in the database besides its in-process wake-up (other replicas).
+    request_poll_seconds: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("public_url", "local_url")
     @classmethod

@@ -12,7 +12,8 @@ import pytest
 from starlette.routing import Match
 
 from agent.client import HelplineClient
-from protocol.snapshots import EscrowPut, SnapshotReport, VerifyReport
+from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
+from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from protocol.schemas import (
     AccountCreate,
@@ -118,19 +119,25 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("snapshot_credential", (CredentialRequest(purpose="backup"),)),
         ("report_snapshot", (SNAPSHOT_REPORT,)),
         ("report_verification", (VERIFY_REPORT,)),
         ("put_escrow", (EscrowPut(password="correct horse"),)),
         ("get_escrow", ("r-1",)),
         ("agent_snapshots", ("0f8fad5b",)),
         ("agent_protection", ("0f8fad5b",)),
+        ("create_pc_request", ("0f8fad5b", PcRequestCreate(kind="snapshot"))),
+        ("pc_requests", ("0f8fad5b",)),
+        ("pc_request", ("0f8fad5b", BUNDLE, 25, 3)),
+        ("next_pc_requests", (25,)),
+        ("update_pc_request", (BUNDLE, PcRequestUpdate(state="running", progress=0.5))),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, snapshots, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, snapshots, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

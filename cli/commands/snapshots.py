@@ -205,7 +205,7 @@ def run_service(*, once: bool) -> None:
     """`helpline agent run`: the agent's loop in this process, printing one line per thing it did."""
     import threading
 
-    from agent.service.run import AgentService, stop_on_signals
+    from agent.service.run import agent_service, stop_on_signals
 
     stop = threading.Event()
     snapshots = this_pc().snapshots()
@@ -217,7 +217,7 @@ def run_service(*, once: bool) -> None:
         else:
             output.error(line)
 
-    service = AgentService(snapshots, stop=stop, on_event=show)
+    service = agent_service(snapshots, stop=stop, on_event=show)
     put_back = stop_on_signals(stop)
     try:
         if not once:

@@ -91,6 +91,12 @@ class ThisPC:
     def send_queued(self) -> list[upload.QueuedDelivery]:
         return upload.send_queued(directory=self._dir)
 
+    def snapshots(self) -> Snapshots:
+        """This PC's snapshots: take one, list, restore, how protected it is (the agent service runs the same)."""
+        from agent.snapshots.jobs import Snapshots
+
+        return Snapshots(self.store)
+
     def waiting_requests(self) -> list[WaitingRequest]:
         """Engineers' requests that wait for this PC's user to agree (a restore, fresh diagnostics), oldest first."""
         from agent.service.consent import ConsentBox
@@ -104,12 +110,6 @@ class ThisPC:
         from agent.service.consent import ConsentBox
 
         return ConsentBox(self._dir / "requests").answer(reference, approve=approve, by=getpass.getuser())
-
-    def snapshots(self) -> Snapshots:
-        """This PC's snapshots: take one, list, restore, how protected it is (the agent service runs the same)."""
-        from agent.snapshots.jobs import Snapshots
-
-        return Snapshots(self.store)
 
 
 def this_pc() -> ThisPC:

@@ -93,9 +93,15 @@ def _check_paths(paths: list[str]) -> list[str]:
 
 
 class SnapshotParams(_Model):
-    """Take a snapshot of the policy's paths now."""
+    """Take a snapshot now: of the policy's paths, or of ``paths``."""
 
+    paths: list[AbsolutePath] = Field(default_factory=list)
     repository: Literal["local", "server"] | None = None  # None: every repository the policy names
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return _check_paths(value)
 
 
 def parse_target(target: str) -> tuple[str, str | None]:

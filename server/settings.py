@@ -132,9 +132,15 @@ class RetentionPolicy(BaseModel):
 
 
 class SnapshotSettings(BaseModel):
-    """The server-side restic repositories: one per agent, append-only for the agent, pruned by the server.
+    """The server-side restic repositories (one per agent, append-only for the agent, pruned by the server),
+    escrow of repository passwords, and when a PC counts as not protected.
 
     ``[snapshots]`` in server.toml, ``HELPLINE_SNAPSHOTS__<NAME>`` in the environment.
+    With ``escrow`` on, PCs hand the server their repository password (kept
+    encrypted with a key derived from the server's signing key) so an engineer
+    can restore onto a replacement PC; the server can then read every PC's
+    snapshots. With it off, the server refuses passwords and deletes those it
+    holds (the ``escrow-purge`` job), and only each PC can read its snapshots.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -156,6 +162,10 @@ class SnapshotSettings(BaseModel):
     # when the server listens on every address).
     local_url: str | None = None
     restic: str = "restic"  # the restic binary the prune job runs
+    # A PC without a good snapshot for this long is "stale" (not protected).
+    stale_after_hours: float = Field(default=26.0, gt=0)
+    # A PC whose last verified sample restore is older than this is "unverified".
+    unverified_after_days: float = Field(default=8.0, gt=0)
     # An engineer's restore runs on a PC without its user's consent (the admin's allowance; never a shell).
     unattended_restore: bool = False
     # How often an engineer's request to a PC that nobody ran before its expiry is marked expired.

@@ -20,16 +20,12 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from agent.client import HelplineClient
 from agent.service.requests import Handler, RequestRunner, consent_box, received_requests
 from agent.store import AgentStore
 from protocol.errors import HelplineError
 from protocol.pc_requests import PcRequestKind, PcRequestState, PcRequestUpdate, SignedPcRequest
-
-if TYPE_CHECKING:
-    from agent.snapshots.jobs import Snapshots
 
 log = logging.getLogger("helpline.agent.channel")
 
@@ -175,21 +171,3 @@ class RequestChannel:
     def _report(self, request_id: str, update: PcRequestUpdate) -> None:
         self._client().update_pc_request(request_id, update)
 
-
-def service_channel(snapshots: Snapshots, *, on_event: Callable[[str, bool], None] | None = None,
-                    wait: int = POLL_WAIT) -> Callable[[threading.Event], None]:
-    """What `helpline agent run` starts beside its loop: the channel over this PC's identity, running snapshots,
-    restores, listings and diffs with ``snapshots``, until the stop event it is given is set."""
-    from agent.service.handlers import request_handlers
-
-    store = snapshots.store
-
-    def client() -> HelplineClient:
-        state = store.require()
-        return HelplineClient.connect(state.server_url, agent=store.signer(state), timeout=60)
-
-    def run(stop: threading.Event) -> None:
-        RequestChannel(client, request_handlers(snapshots, cancel=stop), stop, store=store, wait=wait,
-                       on_event=on_event).run()
-
-    return run

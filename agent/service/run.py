@@ -21,8 +21,10 @@ from datetime import datetime
 from protocol.errors import ConfigError, HelplineError
 
 from ..snapshots import restic as R
+from ..snapshots.handlers import request_handlers
 from ..snapshots.jobs import Snapshots
 from ..snapshots.schedule import Work
+from .channel import RequestChannel
 
 logger = logging.getLogger("helpline.service")
 
@@ -123,6 +125,20 @@ class AgentService:
             self.stop.set()
             if thread is not None:
                 thread.join(timeout=10)
+
+
+def agent_service(snapshots: Snapshots, *, stop: threading.Event,
+                  on_event: Callable[[Event], None] | None = None) -> AgentService:
+    """The service of this PC: the snapshot loop, and, when the PC is linked to a server, the request channel that
+    brings engineers' requests (snapshot now, restore, browse, diff) to the handlers of :mod:`agent.snapshots`."""
+    channel = None
+    if snapshots.linked:
+        handlers = request_handlers(snapshots, cancel=stop)
+
+        def channel(stop_event: threading.Event) -> None:
+            RequestChannel(snapshots.new_client, handlers, stop_event, store=snapshots.store).run()
+
+    return AgentService(snapshots, stop=stop, on_event=on_event, channel=channel)
 
 
 def stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -193,14 +194,20 @@ class Snapshots:
         """True when this PC is linked to a Helpline server (so it has a server repository and reports)."""
         return self.store.load() is not None
 
+    def new_client(self) -> HelplineClient:
+        """A new client of this PC's server, signing as this PC's agent (ConfigError if it is not linked)."""
+        if self._client_factory is not None:
+            return self._client_factory()
+        state = self.store.require()
+        return HelplineClient.connect(state.server_url, agent=self.store.signer(state), timeout=60)
+
     @contextmanager
     def client(self) -> Iterator[HelplineClient]:
-        """A client of this PC's server, signing as this PC's agent (ConfigError if it is not linked)."""
+        """A client of this PC's server for one errand, closed after it."""
         if self._client_factory is not None:
             yield self._client_factory()
             return
-        state = self.store.require()
-        client = HelplineClient.connect(state.server_url, agent=self.store.signer(state), timeout=60)
+        client = self.new_client()
         try:
             yield client
         finally:
@@ -235,6 +242,22 @@ class Snapshots:
         raise InvalidInputError(f"no repository is called {name!r}", hint="use local or server")
 
     # --- snapshots --------------------------------------------------------------------------
+
+    def source_repository(self, source_agent_id: str, request_id: str) -> R.Repository:
+        """Another PC's server-side repository, readable by this PC for the replacement restore ``request_id`` only:
+        a read-only credential and the escrowed password, both released by the server for that request."""
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", request_id):
+            raise InvalidInputError(f"not a request id: {request_id!r}")
+        with self.client() as client:
+            credential = client.snapshot_credential(CredentialRequest(purpose="restore", request_id=request_id,
+                                                                      agent_id=source_agent_id))
+            escrowed = client.get_escrow(request_id)
+        folder = self.directory / "replacement" / request_id
+        location = credential.url if credential.url.startswith("rest:") else f"rest:{credential.url}"
+        write_private(folder / "repository", location.encode())
+        write_private(folder / "password", (escrowed.password + "\n").encode())
+        return R.Repository(location, folder / "password", cache_dir=self.directory / "cache",
+                            location_file=folder / "repository")
 
     def _ensure_initialized(self, name: str, repository: R.Repository) -> None:
         record = self.state.read().repository(name)
@@ -288,7 +311,7 @@ class Snapshots:
         return (*self.policy.excludes, *own)
 
     def snapshot_into(self, name: str, *, on_progress: Callable[[R.Progress], None] | None = None,
-                      cancel: threading.Event | None = None) -> SnapshotRun:
+                      cancel: threading.Event | None = None, paths: tuple[str, ...] = ()) -> SnapshotRun:
         """Take one snapshot of the policy's paths into repository ``name``; remember and report how it went.
 
         Failures are returned as a ``failed`` run (and remembered as failures,
@@ -297,7 +320,7 @@ class Snapshots:
         """
         started = self.clock()
         self.state.change(lambda s: setattr(s.repository(name), "last_attempt", started))
-        paths = [str(path) for path in self.policy.paths]
+        paths = list(paths) or [str(path) for path in self.policy.paths]
         try:
             repository = self.repository(name, purpose="backup")
             self._ensure_initialized(name, repository)
@@ -351,12 +374,13 @@ class Snapshots:
 
     def run_snapshot(self, *, repositories: tuple[str, ...] | None = None,
                      on_progress: Callable[[str, R.Progress], None] | None = None,
-                     cancel: threading.Event | None = None) -> list[SnapshotRun]:
-        """Take a snapshot into each repository (default: the policy's), now, whatever the schedule says."""
+                     cancel: threading.Event | None = None, paths: tuple[str, ...] = ()) -> list[SnapshotRun]:
+        """Take a snapshot (of the policy's paths, or ``paths``) into each repository (default: the policy's), now,
+        whatever the schedule says."""
         runs = []
         for name in repositories or self.repositories():
             progress = (lambda p, name=name: on_progress(name, p)) if on_progress is not None else None
-            runs.append(self.snapshot_into(name, on_progress=progress, cancel=cancel))
+            runs.append(self.snapshot_into(name, on_progress=progress, cancel=cancel, paths=paths))
         self.send_reports()
         return runs
 
@@ -541,10 +565,11 @@ class Snapshots:
                           failing.last_failure if failing else None, failing.last_error if failing else None)
 
     def find_snapshot(self, repository: R.Repository, path: str, *, snapshot: str | None = None,
-                      at: datetime | None = None, no_lock: bool = False) -> R.Snapshot:
+                      at: datetime | None = None, no_lock: bool = False, any_host: bool = False) -> R.Snapshot:
         """The snapshot to restore ``path`` from: the one named, else the last at or before ``at``, else the latest;
-        only this PC's snapshots that hold ``path``."""
-        found = [s for s in R.snapshots(self.restic, repository, host=self.host, no_lock=no_lock) if _covers(s, path)]
+        only this PC's snapshots that hold ``path`` (any host's with ``any_host``: another PC's repository)."""
+        found = [s for s in R.snapshots(self.restic, repository, host=None if any_host else self.host,
+                                        no_lock=no_lock) if _covers(s, path)]
         if snapshot is not None and snapshot != "latest":
             named = [s for s in found if s.id.startswith(snapshot)]
             if not named:
@@ -568,6 +593,7 @@ class Snapshots:
         to: Path | None = None,
         overwrite: bool = False,
         repository: str = "local",
+        source: R.Repository | None = None,
         owner: tuple[int, int] | None = None,
         on_progress: Callable[[R.Progress], None] | None = None,
         cancel: threading.Event | None = None,
@@ -578,7 +604,9 @@ class Snapshots:
         (the snapshot's time), or into the folder ``to``; with ``overwrite`` it
         takes the original's place and what it replaced is kept as
         ``NAME.replaced-YYYYMMDD-HHMM``. ``owner`` (uid, gid) is given to every
-        restored file when the agent restores for another account.
+        restored file when the agent restores for another account. ``source``
+        is another PC's repository this PC may only read (a replacement
+        restore): opened without a lock, any host's snapshots.
         """
         original = Path(os.path.abspath(os.path.expanduser(str(path))))
         if original == Path(original.anchor):
@@ -586,9 +614,11 @@ class Snapshots:
                                     hint="name the folder to bring back, e.g. your home folder")
         if overwrite and to is not None:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
-        repo = self.repository(repository, purpose="restore")
-        chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at)
-        listing = R.ls(self.restic, repo, snapshot=chosen.id, folders=[str(original)], limit=1)
+        repo = source or self.repository(repository, purpose="restore")
+        read_only = source is not None
+        chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only,
+                                    any_host=read_only)
+        listing = R.ls(self.restic, repo, snapshot=chosen.id, folders=[str(original)], limit=1, no_lock=read_only)
         if not listing.nodes:
             raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of {chosen.time:%Y-%m-%d %H:%M %Z}",
                                 hint="pick another snapshot with --at or --snapshot")
@@ -606,7 +636,7 @@ class Snapshots:
         os.chmod(staging, 0o700)
         try:
             R.restore(self.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
-                      on_progress=on_progress, cancel=cancel)
+                      no_lock=read_only, on_progress=on_progress, cancel=cancel)
             from .verify import _restored_path
 
             restored = _restored_path(staging, str(original))

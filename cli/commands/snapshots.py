@@ -205,7 +205,7 @@ def run_service(*, once: bool) -> None:
     """`helpline agent run`: the agent's loop in this process, printing one line per thing it did."""
     import threading
 
-    from agent.service.run import AgentService, stop_on_signals
+    from agent.service.run import agent_service, stop_on_signals
 
     stop = threading.Event()
     snapshots = this_pc().snapshots()
@@ -217,14 +217,7 @@ def run_service(*, once: bool) -> None:
         else:
             output.error(line)
 
-    from agent.service.channel import service_channel
-
-    def said(line: str, ok: bool) -> None:  # the request channel's lines, shown as the loop's are
-        (output.say if ok else output.error)(output.esc(f"{output.local_time(snapshots.clock())}  {line}") if ok
-                                             else f"{output.local_time(snapshots.clock())}  {line}")
-
-    channel = service_channel(snapshots, on_event=said) if snapshots.linked else None
-    service = AgentService(snapshots, stop=stop, on_event=show, channel=channel)
+    service = agent_service(snapshots, stop=stop, on_event=show)
     put_back = stop_on_signals(stop)
     try:
         if not once:

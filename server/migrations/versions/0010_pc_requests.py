@@ -1,7 +1,7 @@
 """engineer -> PC requests
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-02 13:10:00.000000
 """
 
@@ -11,7 +11,7 @@ import server.db
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

@@ -24,6 +24,8 @@ from protocol.pc_requests import (
     PcRequestKind,
     PcRequestPublic,
     PcRequestState,
+    RestoreResult,
+    SnapshotResult,
 )
 from protocol.schemas import parse_input
 from protocol.tickets import canonical_ticket
@@ -167,11 +169,10 @@ def snapshot_now(
     r = _ask(pc, PcRequestKind.SNAPSHOT, params, ticket=ticket, expires=expires, wait=not no_wait, json_out=json_out)
     if _done(r, json_out):
         return
-    for run in (r.result or {}).get("runs", []):
-        line = (f"{run.get('repository')}: {run.get('status')}, snapshot {run.get('snapshot_id') or '—'}, "
-                f"{run.get('files_new', 0)} new and {run.get('files_changed', 0)} changed files, "
-                f"{output.size(run.get('bytes_added') or 0)} added")
-        output.say(output.esc(line + (f" — {run['error']}" if run.get("error") else "")))
+    for run in SnapshotResult.model_validate(r.result or {}).runs:
+        line = (f"{run.repository}: {run.status}, snapshot {run.snapshot_id or '—'}, {run.files_new} new files, "
+                f"{output.size(run.bytes_added)} added")
+        output.say(output.esc(line + (f" — {run.error}" if run.error else "")))
 
 
 @pc_app.command("restore")
@@ -214,15 +215,11 @@ def restore(
     r = _ask(pc, PcRequestKind.RESTORE, params, ticket=ticket, expires=expires, wait=not no_wait, json_out=json_out)
     if _done(r, json_out):
         return
-    result = r.result or {}
-    where = result.get("target", "beside")
-    where = "beside the originals" if where == "beside" else ("in place" if where == "overwrite" else f"into {where}")
-    output.say(output.esc(f"Restored {result.get('files_restored', 0)} files ({output.size(result.get('bytes_restored') or 0)}) "
-                          f"from snapshot {str(result.get('snapshot', ''))[:8]} {where} on PC {r.hostname}."))
-    for placed in result.get("placed", [])[:20]:
-        output.say(output.esc(f"  {placed}"))
-    if result.get("kept"):
-        output.say(output.esc(f"What was replaced is kept in: {result['kept']}"))
+    restored = RestoreResult.model_validate(r.result or {}).restored
+    output.say(output.esc(f"Restored {len(restored)} path(s) on PC {r.hostname}:"))
+    for item in restored:
+        line = f"  {item.path} → {item.placed_at}" + (f" (snapshot {item.snapshot_id[:8]})" if item.snapshot_id else "")
+        output.say(output.esc(line + (f"; what it replaced is kept in {item.kept_at}" if item.kept_at else "")))
 
 
 @pc_app.command("files")
@@ -235,7 +232,7 @@ def files(
     expires: ExpiresOpt = 10,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the files of a PC's snapshot under a folder (the PC answers; at most 2000 entries).
+    """List the files of a PC's snapshot under a folder (the PC answers with the first 1000 entries).
 
     Example: helpline pc files pc-ana latest /home/ana/Documents
     """
@@ -246,11 +243,11 @@ def files(
     if _done(r, json_out):
         return
     listing = BrowseResult.model_validate(r.result or {})
-    output.table(f"Snapshot {listing.snapshot[:8]}: {listing.path}", ["Type", "Size", "Modified", "Path"],
+    output.table(f"Snapshot {(listing.snapshot_id or snapshot)[:8]}: {path}", ["Type", "Size", "Modified", "Path"],
                  [(e.type, output.size(e.size) if e.size is not None and e.type == "file" else "", output.local_time(e.mtime),
-                   e.path) for e in listing.entries])
+                   e.path) for e in listing.nodes])
     if listing.truncated:
-        output.say("Only the first 2000 entries are shown; list a folder further down.")
+        output.say("Only the first entries are shown; list a folder further down.")
 
 
 @pc_app.command("diff")
@@ -273,10 +270,10 @@ def diff(
     if _done(r, json_out):
         return
     changes = DiffResult.model_validate(r.result or {})
-    output.table(f"{changes.snapshot[:8]} → {changes.other[:8]}", ["Change", "Path"],
-                 [(c.change, c.path) for c in changes.changes])
-    output.say(f"{changes.added} added, {changes.removed} removed, {changes.changed} changed"
-               + (" (only the first 2000 are listed)." if changes.truncated else "."))
+    output.table(f"{first} → {second}", ["Change", "Path"], [(c.modifier, c.path) for c in changes.changes])
+    counts = {m: sum(1 for c in changes.changes if c.modifier == m) for m in ("+", "-")}
+    output.say(f"{counts['+']} added, {counts['-']} removed, {len(changes.changes) - counts['+'] - counts['-']} changed"
+               + (" (only the first ones are listed)." if changes.truncated else "."))
 
 
 @pc_app.command("requests")

@@ -120,7 +120,7 @@ def ana(live_server, admin_pc, make_pc, tmp_path) -> PC:
     """Ana's PC: enrolled, with a local snapshot policy over her (test) home and one snapshot taken."""
     token = admin_pc.ok("enroll-token", "create", "--json").json()["token"]
     pc = make_pc("ana-pc")
-    pc.ok("agent", "enroll", live_server.url, token, "--json")
+    agent_id = pc.ok("agent", "enroll", live_server.url, token, "--json").json()["agent_id"]
     home = tmp_path / "home" / "ana"
     (home / "Documents").mkdir(parents=True)
     (home / "Documents" / "report.odt").write_bytes(os.urandom(64_000))
@@ -135,6 +135,7 @@ def ana(live_server, admin_pc, make_pc, tmp_path) -> PC:
         "wait_on_battery = false\n".replace("'", '"'))
     pc.ok("snapshot", "now")
     pc.home = home  # type: ignore[attr-defined]
+    pc.agent_id = agent_id  # type: ignore[attr-defined]
     return pc
 
 
@@ -148,7 +149,7 @@ def test_a_restore_request_reaches_the_running_agent_waits_for_consent_and_runs_
         until("the agent is running", lambda: "running" in agent.output() or agent.process.poll() is not None)
         assert agent.process.poll() is None, agent.output()
         number = admin_pc.ok("ticket", "create", "Deleted my report", "--json").json()["number"]
-        made = admin_pc.ok("pc", "restore", "ana-pc", str(report), "--ticket", number, "--no-wait", "--json").json()
+        made = admin_pc.ok("pc", "restore", ana.agent_id, str(report), "--ticket", number, "--no-wait", "--json").json()
         assert made["state"] == "queued"
 
         # The request reaches the running agent within seconds and waits for Ana.
@@ -157,11 +158,12 @@ def test_a_restore_request_reaches_the_running_agent_waits_for_consent_and_runs_
         assert "asks to restore" in ana.ok("status").stderr  # any command mentions it
         ana.ok("requests", "approve", made["id"][:8])
 
-        done = admin_pc.run("pc", "requests", "ana-pc", made["id"][:8], "--follow", "--json", timeout=WAIT_SECONDS)
+        done = admin_pc.run("pc", "requests", ana.agent_id, made["id"][:8], "--follow", "--json", timeout=WAIT_SECONDS)
         assert done.code == 0, done.stderr
         result = done.json()
         assert result["state"] == "done", result
-        [placed] = result["result"]["placed"]
+        [restored] = result["result"]["restored"]
+        placed = restored["placed_at"]
         assert Path(placed).parent == report.parent and Path(placed).name.startswith("report.odt.restored-")
         assert digest(Path(placed)) == original
         timeline = admin_pc.ok("ticket", "show", number, "--json").json()["timeline"]
@@ -187,11 +189,11 @@ def test_a_restore_request_reaches_the_running_agent_waits_for_consent_and_runs_
 def test_a_refused_restore_never_runs_and_the_engineer_is_told(live_server, admin_pc, ana, tmp_path):
     agent = Agent(ana, tmp_path / "agent.log")
     try:
-        made = admin_pc.ok("pc", "restore", "ana-pc", str(ana.home / "Documents"), "--overwrite", "--no-wait",
+        made = admin_pc.ok("pc", "restore", ana.agent_id, str(ana.home / "Documents"), "--overwrite", "--no-wait",
                            "--json").json()
         until("the request waits for Ana", lambda: ana.ok("requests", "--json").json())
         ana.ok("requests", "refuse", made["id"][:8])
-        followed = admin_pc.run("pc", "requests", "ana-pc", made["id"][:8], "--follow", timeout=WAIT_SECONDS)
+        followed = admin_pc.run("pc", "requests", ana.agent_id, made["id"][:8], "--follow", timeout=WAIT_SECONDS)
         assert followed.code == ExitStatus.FORBIDDEN
         assert "refused" in followed.stderr and "user refused" in followed.stderr
         assert sorted(p.name for p in ana.home.iterdir()) == ["Documents"]  # nothing was put back or aside

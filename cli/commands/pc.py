@@ -152,6 +152,32 @@ def _done(r: PcRequestPublic, json_out: bool) -> bool:
 # --- commands ---------------------------------------------------------------------------------------------
 
 
+@pc_app.command("snapshots")
+def snapshots(
+    pc: HostArg,
+    limit: Annotated[int, typer.Option("--limit", metavar="COUNT", min=1, max=500, help="Show at most this many runs.")] = 30,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show how protected a PC is and the snapshot runs it reported, newest first.
+
+    Example: helpline pc snapshots pc-ana
+    """
+    with credentials.connect() as client:
+        protection = client.agent_protection(pc)
+        runs = client.agent_snapshots(pc, limit=limit)
+    if json_out:
+        output.print_json({"protection": protection, "snapshots": runs})
+        return
+    output.say(output.esc(f"PC {protection.hostname}: {protection.words}"))
+    if not runs:
+        output.say("It has reported no snapshot runs yet.")
+        return
+    output.table(None, ["Snapshot", "Repository", "Status", "Finished", "Files", "Added", "Problem"],
+                 [(r.snapshot_id[:8] if r.snapshot_id else "—", r.repository, r.status, output.local_time(r.finished_at),
+                   r.total_files, output.size(r.bytes_added), r.error or (r.warnings[0] if r.warnings else ""))
+                  for r in runs])
+
+
 @pc_app.command("snapshot-now")
 def snapshot_now(
     pc: HostArg,

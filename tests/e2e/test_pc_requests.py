@@ -199,3 +199,64 @@ def test_a_refused_restore_never_runs_and_the_engineer_is_told(live_server, admi
         assert sorted(p.name for p in ana.home.iterdir()) == ["Documents"]  # nothing was put back or aside
     finally:
         assert agent.stop() == 0, agent.output()
+
+
+def enrolled(admin: PC, server: LiveServer, pc: PC, home: Path, *, local: bool) -> str:
+    """Enroll ``pc`` (approved: PCs on one test machine share its machine id and host name) with a snapshot policy
+    over ``home`` into the server's repository (and a local one with ``local``); return its agent id."""
+    token = admin.ok("enroll-token", "create", "--json").json()["token"]
+    agent_id = pc.ok("agent", "enroll", server.url, token, "--json").json()["agent_id"]
+    if admin.ok("agent", "show", agent_id, "--json").json()["status"] == "pending":
+        admin.ok("agent", "approve", agent_id, "--reason", "a second test PC on the same machine")
+    pc.config_dir.mkdir(parents=True, exist_ok=True)
+    (pc.config_dir / "agent.toml").write_text(
+        "[snapshots]\n"
+        f'paths = ["{home}"]\n'
+        f"local = {'true' if local else 'false'}\n"
+        "server = true\n"
+        "free_space_margin = 0\n"
+        "wait_on_battery = false\n")
+    return agent_id
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_whole_tree_comes_back_on_a_replacement_pc_from_the_old_pcs_server_repository(server_factory, make_pc,
+                                                                                          tmp_path):
+    # The admin allows unattended restores here: the new PC's agent runs it without anyone at its keyboard.
+    server = server_factory(snapshots__unattended_restore="true")
+    admin = make_pc("admin")
+    admin.login(server)
+    old_home = tmp_path / "old" / "home" / "ana"
+    for folder in ("Documents/2026", "Pictures", ".config/app"):
+        (old_home / folder).mkdir(parents=True)
+    (old_home / "Documents" / "2026" / "budget.ods").write_bytes(os.urandom(200_000))
+    (old_home / "Documents" / "letter.txt").write_text("Dear bank,\n" * 100)
+    (old_home / "Pictures" / "cat.jpg").write_bytes(os.urandom(350_000))
+    (old_home / ".config" / "app" / "settings.ini").write_text("[ui]\ntheme = dark\n")
+    old, new = make_pc("old-pc"), make_pc("new-pc")
+    old_id = enrolled(admin, server, old, old_home, local=False)
+    old.ok("snapshot", "now")  # into the server's repository; the password goes to escrow
+    new_home = tmp_path / "new" / "home" / "ana"
+    new_home.mkdir(parents=True)
+    new_id = enrolled(admin, server, new, new_home, local=False)
+    agent = Agent(new, tmp_path / "new-agent.log")
+    try:
+        until("the new PC's agent is running", lambda: "running" in agent.output() or agent.process.poll() is not None)
+        assert agent.process.poll() is None, agent.output()
+        target = new_home / "from-old-pc"
+        done = admin.run("pc", "restore", new_id, str(old_home), "--from", old_id, "--into", str(target), "--json",
+                         timeout=WAIT_SECONDS * 2)
+        assert done.code == 0, done.stderr + "\n" + agent.output()
+        answer = done.json()
+        assert answer["state"] == "done" and answer["unattended"] is True
+        [restored] = answer["result"]["restored"]
+        assert tree(Path(restored["placed_at"])) == tree(old_home)
+        # The old PC's repository was read for that request only: nothing of it stays on the new PC.
+        assert not any(new.agent_dir.rglob("replacement/*/password"))
+        released = admin.ok("audit", "--action", "snapshot.escrow.released", "--json").json()
+        assert [e["details"]["to_agent"] for e in released] == [new_id]
+    finally:
+        assert agent.stop() == 0, agent.output()

@@ -29,6 +29,7 @@ from server import escrow, snapshots
 from server.agent_requests import sweep_nonces
 from server.audit import Actor
 from server.db import transaction, utcnow
+from server.restic_rest.prune import empty_trash, prune_repositories
 from server.models import JobRun
 from server.runtime import ServerRuntime
 from server.settings import ServerSettings
@@ -57,7 +58,8 @@ def sweep_uploads(state: ServerRuntime) -> str:
     return f"removed {removed} expired unfinished uploads"
 
 
-NONCE_SWEEP_SECONDS = 300.0  # nonces outlive their window by at most this long
+NONCE_SWEEP_SECONDS = 300.0
+RESTIC_TRASH_SECONDS = 3600.0  # the restic trash is emptied, and expired repository credentials deleted, hourly  # nonces outlive their window by at most this long
 
 
 def sweep_agent_nonces(state: ServerRuntime) -> str:
@@ -92,6 +94,8 @@ def purge_escrow(state: ServerRuntime) -> str:
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
+    Job("restic-prune", lambda settings: settings.snapshots.prune_check_minutes * 60, prune_repositories),
+    Job("restic-trash", lambda settings: RESTIC_TRASH_SECONDS, empty_trash),
     Job("protection-watch", lambda settings: PROTECTION_WATCH_SECONDS, watch_protection),
     Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
 )

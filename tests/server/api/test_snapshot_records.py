@@ -228,6 +228,28 @@ def test_escrow_release_is_refused_until_a_replacement_restore_names_the_pc(help
     assert helpline.call("GET", "agent/snapshots/escrow?request_id=a/b", new).status_code == 422
 
 
+def test_escrow_is_released_to_the_pc_a_replacement_restore_names(helpline, monkeypatch):
+    from server.restic_rest import hooks
+
+    old, new, stranger = helpline.enrolled_pc("old"), helpline.enrolled_pc("new"), helpline.enrolled_pc("stranger")
+    helpline.ok("PUT", "agent/snapshots/escrow", old, json={"password": PASSWORD})
+
+    def replacement_source(session, caller, request_id):  # what the engineer -> PC request channel decides
+        if (caller.id, request_id) != (new.agent_id, "r-7"):
+            raise hooks.ForbiddenError("No replacement restore names this PC.")
+        return old.agent_id
+
+    monkeypatch.setattr(hooks, "replacement_source", replacement_source)
+    assert helpline.ok("GET", "agent/snapshots/escrow?request_id=r-7", new) == {"password": PASSWORD}
+    assert helpline.call("GET", "agent/snapshots/escrow?request_id=r-7", stranger).status_code == 403
+    [released] = helpline.audit("snapshot.escrow.released")
+    assert (released.actor_id, released.target_id) == (new.agent_id, old.agent_id)
+    assert released.details == {"request_id": "r-7", "to_agent": new.agent_id}
+    # an old PC that escrowed nothing: nothing to release
+    monkeypatch.setattr(hooks, "replacement_source", lambda session, caller, request_id: stranger.agent_id)
+    assert helpline.call("GET", "agent/snapshots/escrow?request_id=r-8", new).status_code == 404
+
+
 class TestEscrowOff:
     @pytest.fixture
     def server_settings(self, server_settings):

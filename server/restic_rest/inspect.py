@@ -49,10 +49,11 @@ from sqlalchemy.orm import Session
 
 from protocol.errors import ForbiddenError
 from protocol.untrusted import shown
-from server.audit import Actor
+from server import ratelimit
+from server.audit import Actor, record
 from server.escrow import open_password, session_escrow
 from server.models import Agent, ResticObject
-from server.refusals import refusal
+from server.refusals import keep_trace
 from server.restic_rest.backend import target
 
 #: How far ahead of the server's clock a snapshot may be dated (clocks drift).
@@ -66,6 +67,8 @@ MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 MAX_SCRYPT_MEMORY = 256 * 1024 * 1024  # 128 * N * r bytes
 MAX_SCRYPT_WORK = 1 << 25  # N * r * p; restic's usual 32768 * 8 * 10 is about 1 << 21.3
 _CACHE_SIZE = 1024
+#: A refused snapshot (restic retries it many times) is audited once per this many seconds.
+REFUSAL_WINDOW_SECONDS = 3600
 
 _IV, _MAC = 16, 16
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -248,9 +251,16 @@ def check_snapshot_upload(session: Session, agent_id: str, data: bytes, now: dat
     agent = session.get(Agent, agent_id)
     actor = Actor.of_agent(agent) if agent is not None else Actor("agent", agent_id, "PC")
 
+    name = hashlib.sha256(data).hexdigest()
+
     def refused(message: str, hint: str, **details: Any) -> ForbiddenError:
-        return refusal(session, ForbiddenError(message, hint=hint), actor=actor, action="snapshot.upload_refused",
-                       target_type="agent", target_id=agent_id, now=now, **details)
+        # restic tries a refused upload again and again: each snapshot's refusal is audited once a window.
+        def write(traced: Session) -> None:
+            if ratelimit.hit(traced, f"snapshot-refused:{agent_id}:{name}", REFUSAL_WINDOW_SECONDS, now=now) == 1:
+                record(traced, actor, "snapshot.upload_refused", "agent", agent_id, snapshot=name, **details)
+
+        keep_trace(session, write)
+        return ForbiddenError(message, hint=hint)
 
     for key in master_keys(session, agent_id, password):
         try:

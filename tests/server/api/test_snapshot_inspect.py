@@ -167,8 +167,10 @@ def test_a_real_snapshot_is_stored_and_a_forged_future_one_refused_and_audited(h
     future = forge(key, snapshot_document(clock() + timedelta(days=400)))
     refused = repo.put("snapshots", future)
     assert refused.status_code == 403 and "ahead of the server's clock" in refused.text
+    assert repo.put("snapshots", future).status_code == 403  # restic tries again: refused again, audited once
     [event] = helpline.audit("snapshot.upload_refused")
     assert event.actor_id == pc.agent_id and event.details["reason"] == "dated in the future"
+    assert event.details["snapshot"] == hashlib.sha256(future).hexdigest()
     plain = forge(key, snapshot_document(clock() + timedelta(days=400)), compressed=False)  # repository version 1
     assert repo.put("snapshots", plain).status_code == 403
 

@@ -204,6 +204,13 @@ def test_escrow_is_sealed_at_rest_and_audited_without_the_password(helpline, clo
     assert all("grated" not in repr(e.details) for e in helpline.audit(""))
 
 
+def test_a_refused_password_is_not_echoed(helpline):
+    pc = helpline.enrolled_pc()
+    long = "secret-" + "x" * 1100
+    refused = helpline.call("PUT", "agent/snapshots/escrow", pc, json={"password": long})
+    assert refused.status_code == 422 and "secret-" not in refused.text
+
+
 def test_a_seal_from_another_server_key_opens_nothing(helpline, runtime):
     from protocol import signing
     pc = helpline.enrolled_pc()

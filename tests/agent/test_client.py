@@ -13,6 +13,7 @@ from starlette.routing import Match
 
 from agent.client import HelplineClient
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.snapshots import CredentialRequest
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
@@ -113,13 +114,14 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("snapshot_credential", (CredentialRequest(purpose="backup"),)),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, restic_rest, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads, restic_rest) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

@@ -12,8 +12,8 @@ import pytest
 from starlette.routing import Match
 
 from agent.client import HelplineClient
-from protocol.snapshots import EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
@@ -118,6 +118,7 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("snapshot_credential", (CredentialRequest(purpose="backup"),)),
         ("report_snapshot", (SNAPSHOT_REPORT,)),
         ("report_verification", (VERIFY_REPORT,)),
         ("put_escrow", (EscrowPut(password="correct horse"),)),
@@ -128,9 +129,9 @@ def every_call(tmp_path: Path):
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, snapshots, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, restic_rest, snapshots, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, snapshots, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads, restic_rest, snapshots) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

@@ -201,7 +201,7 @@ def test_a_refused_restore_never_runs_and_the_engineer_is_told(live_server, admi
         assert agent.stop() == 0, agent.output()
 
 
-def enrolled(admin: PC, server: LiveServer, pc: PC, home: Path, *, local: bool) -> str:
+def enrolled(admin: PC, server: LiveServer, pc: PC, home: Path, *, local: bool, scheduled: bool = True) -> str:
     """Enroll ``pc`` (approved: PCs on one test machine share its machine id and host name) with a snapshot policy
     over ``home`` into the server's repository (and a local one with ``local``); return its agent id."""
     token = admin.ok("enroll-token", "create", "--json").json()["token"]
@@ -211,6 +211,7 @@ def enrolled(admin: PC, server: LiveServer, pc: PC, home: Path, *, local: bool) 
     pc.config_dir.mkdir(parents=True, exist_ok=True)
     (pc.config_dir / "agent.toml").write_text(
         "[snapshots]\n"
+        f"enabled = {'true' if scheduled else 'false'}\n"
         f'paths = ["{home}"]\n'
         f"local = {'true' if local else 'false'}\n"
         "server = true\n"
@@ -241,7 +242,8 @@ def test_a_whole_tree_comes_back_on_a_replacement_pc_from_the_old_pcs_server_rep
     old.ok("snapshot", "now")  # into the server's repository; the password goes to escrow
     new_home = tmp_path / "new" / "home" / "ana"
     new_home.mkdir(parents=True)
-    new_id = enrolled(admin, server, new, new_home, local=False)
+    # The new PC runs no scheduled snapshot work of its own here: only the engineer's request.
+    new_id = enrolled(admin, server, new, new_home, local=False, scheduled=False)
     agent = Agent(new, tmp_path / "new-agent.log")
     try:
         until("the new PC's agent is running", lambda: "running" in agent.output() or agent.process.poll() is not None)

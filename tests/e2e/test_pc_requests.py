@@ -133,8 +133,9 @@ def ana(live_server, admin_pc, make_pc, tmp_path) -> PC:
         "server = false\n"
         "free_space_margin = 0\n"
         "wait_on_battery = false\n".replace("'", '"'))
-    pc.ok("snapshot", "now")
+    [first] = pc.ok("snapshot", "now", "--json").json()
     pc.home = home  # type: ignore[attr-defined]
+    pc.first_snapshot = first["snapshot_id"]  # type: ignore[attr-defined]
     pc.agent_id = agent_id  # type: ignore[attr-defined]
     return pc
 
@@ -186,7 +187,8 @@ def test_a_restore_request_reaches_the_running_agent_waits_for_consent_and_runs_
     assert code == 0, agent.output()
 
 
-def test_a_refused_restore_never_runs_and_the_engineer_is_told(live_server, admin_pc, ana, tmp_path):
+def test_a_refused_restore_never_runs_and_snapshots_are_taken_listed_and_compared_from_afar(live_server, admin_pc,
+                                                                                           ana, tmp_path):
     agent = Agent(ana, tmp_path / "agent.log")
     try:
         made = admin_pc.ok("pc", "restore", ana.agent_id, str(ana.home / "Documents"), "--overwrite", "--no-wait",
@@ -197,6 +199,21 @@ def test_a_refused_restore_never_runs_and_the_engineer_is_told(live_server, admi
         assert followed.code == ExitStatus.FORBIDDEN
         assert "refused" in followed.stderr and "user refused" in followed.stderr
         assert sorted(p.name for p in ana.home.iterdir()) == ["Documents"]  # nothing was put back or aside
+
+        # A snapshot now, a listing and a diff: no consent needed, answered by the running agent.
+        (ana.home / "Documents" / "new-plan.txt").write_text("the new plan\n")
+        taken = admin_pc.run("pc", "snapshot-now", ana.agent_id, "--json", timeout=WAIT_SECONDS)
+        assert taken.code == 0, taken.stderr
+        [run] = taken.json()["result"]["runs"]
+        assert run["status"] == "ok" and run["files_new"] >= 1
+        listed = admin_pc.run("pc", "files", ana.agent_id, run["snapshot_id"], str(ana.home / "Documents"), "--json",
+                              timeout=WAIT_SECONDS)
+        assert listed.code == 0, listed.stderr
+        names = {Path(node["path"]).name for node in listed.json()["result"]["nodes"]}
+        assert {"report.odt", "notes.txt", "new-plan.txt"} <= names
+        compared = admin_pc.run("pc", "diff", ana.agent_id, ana.first_snapshot, run["snapshot_id"], timeout=WAIT_SECONDS)
+        assert compared.code == 0, compared.stderr
+        assert "new-plan.txt" in compared.stdout and "1 added" in compared.stdout
     finally:
         assert agent.stop() == 0, agent.output()
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from protocol import signing
 from protocol.errors import ExitStatus
-from protocol.pc_requests import PcRequest, PcRequestKind, sign_pc_request
+from protocol.pc_requests import PcRequest, sign_pc_request
 from server.db import create_db_engine, transaction, write_sessions
 from server.models import PcRequestRow
 from tests.support.live import PC, LiveServer, helpline_bin

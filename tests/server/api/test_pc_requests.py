@@ -3,19 +3,17 @@ reported on by that PC only, expired by the clock, and followed by engineers."""
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from protocol.errors import AuthError, ForbiddenError
+from protocol.errors import ForbiddenError
 from protocol.pc_requests import SignedPcRequest, verify_pc_request
 from server import jobs
 from server import pc_requests as svc
-from server.models import Agent, PcRequestRow, Ticket
+from server.models import Agent, PcRequestRow
 from tests.server.conftest import EnrolledPC
 
 RESTORE = {"kind": "restore", "params": {"paths": ["/home/ana/Documents/report.odt"], "target": "beside"}}
@@ -240,3 +238,19 @@ def test_a_replacement_restore_names_the_old_pc_by_id_and_releases_its_data_for_
     clock.advance(minutes=31)
     with pytest.raises(ForbiddenError):
         release(new, made["id"])
+
+
+def test_a_request_queued_by_another_replica_reaches_a_waiting_poll_by_the_database_look(helpline, engineer):
+    # Another server process queues it: no in-process doorbell rings here, the poll's own look finds it.
+    helpline.runtime.settings.snapshots.request_poll_seconds = 0.2
+    pc, _ = linked_pc(helpline, engineer)
+    made = helpline.ok("POST", f"agents/{pc.agent_id}/requests", engineer, json=RESTORE)
+    with helpline.db() as session:
+        session.get(PcRequestRow, made["id"]).state = "failed"  # park it while the poll starts
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(helpline.ok, "GET", "agent/requests?wait=50", pc)
+        wait_for_listener(helpline)
+        with helpline.db() as session:
+            session.get(PcRequestRow, made["id"]).state = "queued"
+        taken = poll.result(timeout=60)
+    assert [t["payload"]["id"] for t in taken] == [made["id"]]

@@ -25,6 +25,7 @@ from ..snapshots.handlers import request_handlers
 from ..snapshots.jobs import Snapshots
 from ..snapshots.schedule import Work
 from .channel import RequestChannel
+from .diagnostics import service_handlers
 
 logger = logging.getLogger("helpline.service")
 
@@ -133,7 +134,7 @@ def agent_service(snapshots: Snapshots, *, stop: threading.Event,
     brings engineers' requests (snapshot now, restore, browse, diff) to the handlers of :mod:`agent.snapshots`."""
     channel = None
     if snapshots.linked:
-        handlers = request_handlers(snapshots, cancel=stop)
+        handlers = {**request_handlers(snapshots, cancel=stop), **service_handlers(snapshots.store)}
 
         def channel(stop_event: threading.Event) -> None:
             RequestChannel(snapshots.new_client, handlers, stop_event, store=snapshots.store).run()

@@ -248,6 +248,27 @@ def restore(
         output.say(output.esc(line + (f"; what it replaced is kept in {item.kept_at}" if item.kept_at else "")))
 
 
+@pc_app.command("diagnostics")
+def diagnostics(
+    pc: HostArg,
+    ticket: Annotated[str, typer.Option("--ticket", "-t", metavar="TICKET", help="The ticket the PC is linked to; the bundle goes there.")],
+    expires: ExpiresOpt = DEFAULT_EXPIRES_MINUTES,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ask a PC for fresh diagnostics (its user agrees first); the bundle goes to the ticket.
+
+    Example: helpline pc diagnostics pc-ana --ticket T-1042
+    """
+    r = _ask(pc, PcRequestKind.DIAGNOSTICS, {}, ticket=ticket, expires=expires, wait=not no_wait, json_out=json_out)
+    if _done(r, json_out):
+        return
+    result = r.result or {}
+    output.say(output.esc(f"Bundle {str(result.get('bundle_id', ''))[:8]} ({output.size(result.get('size') or 0)}, "
+                          f"{result.get('files', 0)} files) from PC {r.hostname} is on {result.get('ticket', ticket)}; "
+                          f"read it with `helpline diag show {result.get('ticket', ticket)}`."))
+
+
 @pc_app.command("files")
 def files(
     pc: HostArg,

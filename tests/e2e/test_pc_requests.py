@@ -279,3 +279,20 @@ def test_a_whole_tree_comes_back_on_a_replacement_pc_from_the_old_pcs_server_rep
         assert [e["details"]["to_agent"] for e in released] == [new_id]
     finally:
         assert agent.stop() == 0, agent.output()
+
+
+def test_fresh_diagnostics_reach_the_ticket_once_the_user_agrees(live_server, admin_pc, ana, tmp_path):
+    number = admin_pc.ok("ticket", "create", "Printer queue stuck", "--json").json()["number"]
+    ana.ok("pair", admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"])
+    agent = Agent(ana, tmp_path / "agent.log")
+    try:
+        made = admin_pc.ok("pc", "diagnostics", ana.agent_id, "--ticket", number, "--no-wait", "--json").json()
+        [item] = until("the request waits for Ana", lambda: ana.ok("requests", "--json").json())
+        assert item["kind"] == "diagnostics" and "fresh diagnostics" in ana.ok("requests").stdout
+        ana.ok("requests", "approve", made["id"][:8])
+        done = admin_pc.run("pc", "requests", ana.agent_id, made["id"][:8], "--follow", "--json", timeout=WAIT_SECONDS * 3)
+        assert done.code == 0, done.stderr + agent.output()
+        bundles = admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]
+        assert [b["id"] for b in bundles] == [done.json()["result"]["bundle_id"]]
+    finally:
+        assert agent.stop() == 0, agent.output()

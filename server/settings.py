@@ -171,7 +171,7 @@ class SnapshotSettings(BaseModel):
     # How often an engineer's request to a PC that nobody ran before its expiry is marked expired.
     request_sweep_seconds: float = Field(default=60.0, gt=0)
     # How often a waiting long poll looks in the database besides its in-process wake-up (other replicas).
-    request_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    request_poll_seconds: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("public_url", "local_url")
     @classmethod

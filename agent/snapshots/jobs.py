@@ -426,7 +426,8 @@ class Snapshots:
         """Restore a random sample of the latest snapshot into a private folder and compare it; remember and
         report the result. NotFoundError when the repository has no snapshot of this PC yet."""
         repository = self.repository(name, purpose="restore")
-        found = R.snapshots(self.restic, repository, host=self.host)
+        read_only = name == "server"  # the server's restore credential reads, never locks
+        found = R.snapshots(self.restic, repository, host=self.host, no_lock=read_only)
         if not found:
             raise NotFoundError(f"the {name} repository holds no snapshot of this PC yet",
                                 hint="take one first: helpline snapshot now")
@@ -434,7 +435,7 @@ class Snapshots:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         result = sample_restore(self.restic, repository, snapshot=found[-1], files=self.policy.verify_files,
                                 max_bytes=self.policy.verify_bytes, now=self.clock(), rng=rng, workdir=workdir,
-                                cancel=cancel)
+                                no_lock=read_only, cancel=cancel)
 
         def edit(state: SnapshotState) -> None:
             record = state.repository(name)
@@ -531,7 +532,7 @@ class Snapshots:
             raise R.RepositoryMissing(f"there is no restic repository at {repository.display}",
                                       command="", exit_code=None, stderr_tail="",
                                       hint="take a first snapshot: helpline snapshot now")
-        return R.snapshots(self.restic, repository, host=self.host)
+        return R.snapshots(self.restic, repository, host=self.host, no_lock=name == "server")
 
     def protection(self) -> Protection:
         """How protected this PC is, in one state word and one sentence, from what it remembers (no restic run)."""
@@ -615,9 +616,9 @@ class Snapshots:
         if overwrite and to is not None:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
         repo = source or self.repository(repository, purpose="restore")
-        read_only = source is not None
+        read_only = source is not None or repository == "server"  # a restore credential reads, never locks
         chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only,
-                                    any_host=read_only)
+                                    any_host=source is not None)
         listing = R.ls(self.restic, repo, snapshot=chosen.id, folders=[str(original)], limit=1, no_lock=read_only)
         if not listing.nodes:
             raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of {chosen.time:%Y-%m-%d %H:%M %Z}",

@@ -6,6 +6,7 @@ files from the server; the PC's own credential cannot delete its history."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol.errors import ExitStatus
 from tests.support.live import PC, helpline_bin, json_request, token_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
@@ -152,3 +154,35 @@ def test_a_replacement_pc_restores_the_old_pcs_files_from_the_server(server, adm
         out, err = service.communicate(timeout=60)
     assert done["state"] == "done", (done["detail"], out, err)
     assert {p.name: digest(p) for p in (target / "Documents").iterdir()} == originals
+
+
+def test_reports_wait_while_the_server_is_away_and_escrow_off_is_remembered(server_factory, make_pc, tmp_path):
+    server = server_factory(snapshots__escrow="false")
+    admin = make_pc("admin")
+    admin.login(server)
+    pc = make_pc("pc")
+    home = make_home(tmp_path / "home" / "ann", 3)
+    env = configure(pc, home)
+    agent_id = enroll(pc, admin, server)
+    runs = pc.ok("snapshot", "now", "--json", env=env).json()
+    assert {run["status"] for run in runs} == {"ok"}
+    state = json.loads((pc.agent_dir / "snapshots" / "state.json").read_text())
+    assert state["repositories"]["server"]["escrow"] == "refused" and state["pending"] == []
+
+    server.stop()
+    (home / "Documents" / "later.txt").write_text("written while the server was away\n")
+    away = pc.run("snapshot", "now", "--json", env=env)
+    assert away.code == ExitStatus.PARTIAL, away.stderr  # the local snapshot was made, the server's was not
+    by_repository = {run["repository"]: run for run in away.json()}
+    assert by_repository["local"]["status"] == "ok" and by_repository["server"]["status"] == "failed"
+    pending = json.loads((pc.agent_dir / "snapshots" / "state.json").read_text())["pending"]
+    assert [item["body"]["repository"] for item in pending] == ["local", "server"]
+
+    server.start()
+    pc.ok("agent", "run", "--once", env=env)
+    assert json.loads((pc.agent_dir / "snapshots" / "state.json").read_text())["pending"] == []
+    status, reports = json_request(server, "GET", f"/v1/agents/{agent_id}/snapshots", token_of(admin))
+    assert status == 200
+    statuses = sorted((r["repository"], r["status"]) for r in reports)
+    assert ("local", "ok") in statuses and ("server", "failed") in statuses
+    assert sum(1 for r in reports if r["repository"] == "local") >= 2

@@ -8,7 +8,9 @@ repository:
 
 1. raw ``restic backup`` and ``restic restore latest`` into a local repository;
 2. the same through ``helpline snapshot now`` and ``helpline restore`` (local
-   repository), target: within 5 % of raw restic's time;
+   repository), target: within 5 % of raw restic's time. Each repository is
+   created before the clock starts (``restic init`` for raw restic, a first
+   snapshot of an empty folder for Helpline, which creates its own);
 3. (unless ``--no-server``) the same through the Helpline server's REST
    repository (``helpline server run`` on loopback, the PC enrolled), target:
    at least 80 % of the local repository's throughput through Helpline, with
@@ -138,17 +140,34 @@ def raw_restic(tree: Path, size: int, work: Path, expected: str) -> list[Row]:
 
 
 def agent_env(work: Path, name: str, tree: Path, *, local: bool, server: bool) -> dict[str, str]:
+    """The environment of a PC whose policy snapshots ``tree`` (call :func:`point_at` to change that)."""
     home = work / name
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "agent.toml"
-    config.write_text("\n".join([
+    env = restic_env()
+    env.update({"HELPLINE_AGENT_DIR": str(home / "agent"), "HELPLINE_CONFIG_DIR": str(home / "config"),
+                "HELPLINE_AGENT_CONFIG": str(home / "agent.toml"), "NO_COLOR": "1", "HOME": str(home)})
+    point_at(env, tree, local=local, server=server)
+    return env
+
+
+def point_at(env: dict[str, str], tree: Path, *, local: bool, server: bool) -> None:
+    """Write the PC's policy: snapshot ``tree`` into the local and/or the server's repository."""
+    home = Path(env["HOME"])
+    Path(env["HELPLINE_AGENT_CONFIG"]).write_text("\n".join([
         "[snapshots]", f'paths = ["{tree}"]', f"server = {'true' if server else 'false'}",
         f"local = {'true' if local else 'false'}", "default_excludes = false", "free_space_margin = 0",
         f'local_repository = "{home / "repo"}"',
     ]) + "\n")
-    env = restic_env()
-    env.update({"HELPLINE_AGENT_DIR": str(home / "agent"), "HELPLINE_CONFIG_DIR": str(home / "config"),
-                "HELPLINE_AGENT_CONFIG": str(config), "NO_COLOR": "1", "HOME": str(home)})
+
+
+def prepared(env: dict[str, str], tree: Path, work: Path, *, local: bool, server: bool) -> dict[str, str]:
+    """Let Helpline create its repository (password, ``restic init``, escrow) untimed, with a snapshot of an empty
+    folder, as raw restic's ``init`` is untimed; then point the policy at ``tree``."""
+    empty = work / "empty"
+    empty.mkdir(exist_ok=True)
+    point_at(env, empty, local=local, server=server)
+    subprocess.run([helpline_bin(), "snapshot", "now"], check=True, capture_output=True, env=env, timeout=600)
+    point_at(env, tree, local=local, server=server)
     return env
 
 
@@ -184,6 +203,7 @@ def with_server(tree: Path, size: int, work: Path, expected: str) -> tuple[list[
                                           capture_output=True, env=env, timeout=120).stdout)["token"]
         subprocess.run([helpline, "agent", "enroll", server.url, token], text=True, check=True, capture_output=True,
                        env=env, timeout=120)
+        prepared(env, tree, work, local=False, server=True)
         sampler = TreeSampler(server.process.pid, 0.05, kcmp_same_address_space())
         sampler.start()
         try:
@@ -230,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         log("raw restic:")
         rows = raw_restic(tree, size, work, expected)
         log("through helpline, local repository:")
-        rows += through_helpline(tree, size, work, expected, agent_env(work, "local-pc", tree, local=True,
-                                                                        server=False), "local", "local")
+        local_env = prepared(agent_env(work, "local-pc", tree, local=True, server=False), tree, work, local=True,
+                             server=False)
+        rows += through_helpline(tree, size, work, expected, local_env, "local", "local")
         server_peak = None
         if not args.no_server:
             log("through helpline, the server's REST repository:")

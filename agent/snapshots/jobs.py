@@ -619,10 +619,6 @@ class Snapshots:
         read_only = source is not None or repository == "server"  # a restore credential reads, never locks
         chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only,
                                     any_host=source is not None)
-        listing = R.ls(self.restic, repo, snapshot=chosen.id, folders=[str(original)], limit=1, no_lock=read_only)
-        if not listing.nodes:
-            raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of {chosen.time:%Y-%m-%d %H:%M %Z}",
-                                hint="pick another snapshot with --at or --snapshot")
         stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
         if overwrite:
             final = original
@@ -641,8 +637,10 @@ class Snapshots:
             from .verify import _restored_path
 
             restored = _restored_path(staging, str(original))
-            if not os.path.lexists(restored):
-                raise NotFoundError(f"{original} did not come back from snapshot {chosen.short_id}")
+            if not os.path.lexists(restored):  # restic restores nothing, and says nothing, for a path not in it
+                raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of "
+                                    f"{chosen.time.astimezone():%Y-%m-%d %H:%M %Z}",
+                                    hint="pick another snapshot with --at or --snapshot")
             if owner is not None:
                 _give(restored, owner)
             kept = None

@@ -126,6 +126,19 @@ def _covers(snapshot: R.Snapshot, path: str) -> bool:
     return any(target == PurePath(root) or PurePath(root) in target.parents for root in snapshot.paths)
 
 
+def windows_elevated() -> bool:
+    """True on Windows when the agent runs elevated (an administrator or LocalSystem): restic may then ask for a
+    VSS snapshot, so files other programs hold open are read whole. False everywhere else."""
+    if os.name != "nt":
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return False
+
+
 def _free_bytes(folder: Path) -> int:
     """Free bytes on the disk that holds ``folder`` (or would, once made)."""
     probe = folder
@@ -164,6 +177,7 @@ class Snapshots:
         client_factory: ClientFactory | None = None,
         host: str | None = None,
         battery: Callable[[], bool] = on_battery,
+        fs_snapshot: Callable[[], bool] = windows_elevated,
     ):
         self.store = store or AgentStore()
         self.directory = self.store.directory / "snapshots"
@@ -173,6 +187,7 @@ class Snapshots:
         self._client_factory = client_factory
         self.host = host or this_host()
         self.battery = battery
+        self.fs_snapshot = fs_snapshot
         self.state = StateFile(self.directory)
 
     # --- what it works with ---------------------------------------------------------------
@@ -327,8 +342,8 @@ class Snapshots:
             if name == "local":
                 self._check_room(repository)
             summary = R.backup(self.restic, repository, host=self.host, paths=paths, excludes=self._excludes(),
-                               one_file_system=self.policy.one_file_system, on_progress=on_progress, cancel=cancel,
-                               time=started)
+                               one_file_system=self.policy.one_file_system, use_fs_snapshot=self.fs_snapshot(),
+                               on_progress=on_progress, cancel=cancel, time=started)
         except HelplineError as exc:
             run = SnapshotRun(name, "failed", started, self.clock(), error=exc.message, exception=exc)
             self._remember(run, paths)

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, consent, diag, engineer, server, share, snapshots, user
+from cli.commands import admin, consent, diag, engineer, pc, server, share, snapshots, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -104,13 +104,14 @@ app.command(rich_help_panel=user.PANEL)(user.status)
 app.command(rich_help_panel=user.PANEL)(user.reply)
 app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
 app.command(rich_help_panel=user.PANEL)(snapshots.restore)
-app.add_typer(consent.requests_app, name="requests", rich_help_panel=user.PANEL)
+app.command(rich_help_panel=user.PANEL)(consent.requests)
 
 app.command(rich_help_panel=engineer.PANEL)(engineer.login)
 app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
 app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
 app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
 app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
+app.add_typer(pc.pc_app, name="pc", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
 

@@ -366,45 +366,58 @@ class PcRequestUpdate(_Model):
 
 
 # --- results the PC sends back (in PcRequestUpdate.result) -------------------------------------
+# What the PC's handlers (agent.snapshots.handlers) answer; read leniently (a newer PC may add fields).
 
 
-class BrowseEntry(_Model):
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SnapshotRunResult(_Result):
+    repository: str
+    status: str  # ok | partial | failed
+    snapshot_id: str | None = None
+    files_new: int = 0
+    bytes_added: int = 0
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class SnapshotResult(_Result):
+    runs: list[SnapshotRunResult] = Field(default_factory=list)
+
+
+class RestoredPath(_Result):
     path: str
-    type: str  # file | dir | symlink | other
+    placed_at: str
+    kept_at: str | None = None  # overwriting: where what it replaced was put aside
+    snapshot_id: str | None = None
+
+
+class RestoreResult(_Result):
+    restored: list[RestoredPath] = Field(default_factory=list)
+
+
+class BrowseEntry(_Result):
+    path: str
+    type: str  # file | dir | symlink | …
     size: int | None = None
     mtime: datetime | None = None
 
 
-class BrowseResult(_Model):
-    snapshot: str
-    path: str
-    entries: list[BrowseEntry]
+class BrowseResult(_Result):
+    snapshot_id: str | None = None
+    nodes: list[BrowseEntry] = Field(default_factory=list)
     truncated: bool = False
 
 
-class DiffChange(_Model):
+class DiffChange(_Result):
     path: str
-    change: str  # + added, - removed, M modified, T type changed, U metadata
+    modifier: str  # + added, - removed, M modified, T type changed, U metadata
 
 
-class DiffResult(_Model):
-    snapshot: str
-    other: str
-    changes: list[DiffChange]
-    added: int = 0
-    removed: int = 0
-    changed: int = 0
+class DiffResult(_Result):
+    changes: list[DiffChange] = Field(default_factory=list)
     truncated: bool = False
-
-
-class RestoreResult(_Model):
-    snapshot: str
-    source_agent_id: str | None = None
-    target: str  # where the files went: the folder, or "beside" / "overwrite"
-    files_restored: int = 0
-    bytes_restored: int = 0
-    kept: str | None = None  # overwriting: the folder that holds what was replaced
-
-
-#: Results longer than this many entries are cut (``truncated``) so an answer fits the server's body limit.
-MAX_RESULT_ENTRIES = 2000
+    added_bytes: int | None = None
+    removed_bytes: int | None = None

@@ -42,6 +42,7 @@ from server.audit import Actor, record
 from server.blobs import BlobStore
 from server.models import Agent, EscrowedPassword
 from server.refusals import refusal
+from server.restic_rest import hooks
 from server.settings import SnapshotSettings
 
 log = logging.getLogger("helpline.server.escrow")
@@ -166,11 +167,12 @@ def escrow_release_allowed(session: Session, caller: Agent, request_id: str) -> 
 
     Allowed only when an engineer's replacement-restore request names ``caller``
     as its target PC and is still live; the request says which old PC's
-    repository it restores from. The engineer -> PC request channel is not in
-    this server yet, so every release is refused.
+    repository it restores from. The same decision hands out the read-only
+    credential for that repository (server.restic_rest.hooks.replacement_source,
+    filled by the engineer -> PC request channel); until that channel exists
+    every release is refused.
     """
-    raise ForbiddenError("No replacement restore names this PC, so it gets no other PC's snapshot password.",
-                         hint="An engineer starts a replacement restore for this PC; it then runs on its own.")
+    return hooks.replacement_source(session, caller, request_id)
 
 
 def release_password(session: Session, key: EscrowKey, settings: SnapshotSettings, caller: Agent, request_id: str,

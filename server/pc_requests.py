@@ -36,6 +36,7 @@ from protocol.schemas import AgentStatus
 from protocol.untrusted import shown
 from server import tickets as ticket_svc
 from server.audit import Actor, record, timeline
+from server.db import session_now
 from server.identifiers import find_agent
 from server.models import Account, Agent, Pairing, PcRequestRow
 from server.settings import ServerSettings
@@ -315,10 +316,21 @@ def replacement_request(session: Session, caller: Agent, request_id: str | None,
     if row is None or row.agent_id != caller.id or not row.source_agent_id:
         raise ForbiddenError("No replacement restore names this PC.",
                              hint="An engineer starts one with `helpline pc restore NEW-PC --from OLD-PC`.")
-    expire_if_due(session, row, now=now)
     if PcRequestState(row.state) not in (PcRequestState.DELIVERED, PcRequestState.WAITING_CONSENT,
                                          PcRequestState.RUNNING):
         raise ForbiddenError(f"That replacement restore is {row.state}; nothing is released for it any more.")
-    if row.expires_at <= now and row.state != PcRequestState.RUNNING.value:
+    if is_due(row.state, row.expires_at, row.updated_at, now):  # the sweep marks it; this answer already refuses
         raise ForbiddenError("That replacement restore has expired.")
     return row
+
+
+def replacement_source(session: Session, caller: Agent, request_id: str) -> str:
+    """The agent whose server-side repository (and escrowed password) ``caller`` may read for the replacement
+    restore ``request_id``, now; ForbiddenError otherwise (see :func:`replacement_request`).
+
+    The restic REST backend's credential route and the escrow release ask this
+    through server.restic_rest.hooks, so both follow one decision.
+    """
+    row = replacement_request(session, caller, request_id, now=session_now(session))
+    assert row.source_agent_id is not None  # replacement_request refuses a request that names no source
+    return row.source_agent_id

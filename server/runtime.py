@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from protocol import signing
 from server.blobs import BlobStore, blob_store
 from server.doorbell import Doorbell
-from server.db import DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
+from server.db import CLOCK_INFO, DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.escrow import SESSION_INFO as ESCROW_INFO
 from server.escrow import EscrowKey, EscrowContext
 from server.settings import ServerSettings
@@ -90,6 +90,7 @@ class ServerRuntime:
         self.escrow = EscrowContext(EscrowKey(self.signing_key), self.settings.snapshots, self.blobs)
         for sessions in (self.sessions, self.read_sessions):
             sessions.kw.setdefault("info", {})[ESCROW_INFO] = self.escrow
+            sessions.kw["info"][CLOCK_INFO] = self.clock  # and its clock (tests move it), for seams given only a session
 
     @property
     def public_key(self) -> str:

@@ -51,7 +51,8 @@ class RequestChannel:
     def __init__(self, client_factory: Callable[[], HelplineClient], handlers: Mapping[PcRequestKind | str, Handler],
                  stop_event: threading.Event, *, store: AgentStore | None = None, wait: int = POLL_WAIT,
                  workers: int = 4, rng: random.Random | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_event: Callable[[str, bool], None] | None = None):
         self.client_factory = client_factory
         self.handlers = dict(handlers)
         self.stop = stop_event
@@ -63,6 +64,7 @@ class RequestChannel:
         self.failures = 0  # polls failed in a row
         self.last_error: HelplineError | None = None
         self.handled: list[tuple[str, PcRequestState]] = []  # (request id, end state), most recent last
+        self.on_event = on_event or (lambda line, ok: None)
         self._local = threading.local()
 
     # --- running ---------------------------------------------------------------------------
@@ -137,8 +139,13 @@ class RequestChannel:
 
     def _handle(self, runner: RequestRunner, signed: SignedPcRequest) -> None:
         request_id = str(signed.payload.get("id", "?"))
+        kind, who = str(signed.payload.get("kind", "?"))[:20], str(signed.payload.get("requested_by", "?"))[:64]
         try:
-            self.handled.append((request_id, runner.handle(signed)))
+            self.on_event(f"request {request_id[:8]} ({kind}) from {who}: received", True)
+            end = runner.handle(signed)
+            self.handled.append((request_id, end))
+            self.on_event(f"request {request_id[:8]} ({kind}) from {who}: {end.value}",
+                          end in (PcRequestState.DONE, PcRequestState.WAITING_CONSENT, PcRequestState.EXPIRED))
         except Exception:  # the runner reports its own failures; this is a bug in it, never the channel's end
             log.exception("handling request %s failed", request_id)
         finally:
@@ -163,3 +170,4 @@ class RequestChannel:
 
     def _report(self, request_id: str, update: PcRequestUpdate) -> None:
         self._client().update_pc_request(request_id, update)
+

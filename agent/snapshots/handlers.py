@@ -12,6 +12,7 @@ for another.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -123,5 +124,15 @@ def request_handlers(snapshots: Snapshots, *, cancel: threading.Event | None = N
                 "truncated": len(changes) > DIFF_LIMIT, "added_bytes": found.added_bytes,
                 "removed_bytes": found.removed_bytes}
 
-    return {PcRequestKind.SNAPSHOT: snapshot, PcRequestKind.RESTORE: restore, PcRequestKind.BROWSE: browse,
-            PcRequestKind.DIFF: diff}
+    def forgetting_source(handler: Callable) -> Callable:
+        # Another PC's password and read credential (a replacement restore) are this request's only: gone after it.
+        def run(request: PcRequest, report: Report) -> dict[str, Any]:
+            try:
+                return handler(request, report)
+            finally:
+                shutil.rmtree(snapshots.directory / "replacement" / request.id, ignore_errors=True)
+
+        return run
+
+    return {PcRequestKind.SNAPSHOT: snapshot, PcRequestKind.RESTORE: forgetting_source(restore),
+            PcRequestKind.BROWSE: forgetting_source(browse), PcRequestKind.DIFF: diff}

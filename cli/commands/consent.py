@@ -7,23 +7,25 @@ user answers here; unanswered, it expires and nothing runs. Any other
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.local import this_pc
 from cli import output
+from protocol.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from agent.service.consent import WaitingRequest
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
-IdArg = Annotated[str, typer.Argument(metavar="ID", help="The request's id, or its start as `helpline requests` shows it.")]
 
-requests_app = typer.Typer(
-    help="Engineers' requests waiting for your answer on this PC (restores, fresh diagnostics).",
-    invoke_without_command=True,
-)
+
+
+class Answer(str, Enum):
+    APPROVE = "approve"
+    REFUSE = "refuse"
 
 
 def describe(item: WaitingRequest) -> str:
@@ -58,16 +60,39 @@ def notice() -> str | None:
             f"answer with `helpline requests approve {first.id[:8]}` or `helpline requests refuse {first.id[:8]}`.")
 
 
-@requests_app.callback()
-def requests_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """List the engineers' requests that wait for your answer on this PC.
+def requests(
+    answer: Annotated[Answer | None, typer.Argument(metavar="ANSWER", help="approve or refuse a waiting request (leave out to list them).")] = None,
+    request_id: Annotated[str | None, typer.Argument(metavar="ID", help="The request's id, or its start as `helpline requests` shows it.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """See the engineers' requests that wait for your answer on this PC, and approve or refuse one.
+
+    A restore or fresh diagnostics an engineer asks for runs only once you approve it; unanswered, it expires.
 
     Examples:
       helpline requests
       helpline requests approve 3f2c9a1e
+      helpline requests refuse 3f2c9a1e
     """
-    if ctx.invoked_subcommand is not None:
+    if answer is None:
+        if request_id is not None:
+            raise InvalidInputError("Say what to do with the request first.",
+                                    hint=f"helpline requests approve {request_id}  (or refuse)")
+        _list(json_out)
         return
+    if request_id is None:
+        raise InvalidInputError(f"Which request do you {answer.value}?", hint="See their ids with `helpline requests`.")
+    item = this_pc().answer_request(request_id, approve=answer is Answer.APPROVE)
+    if json_out:
+        output.print_json({"id": item.id, "answer": "approved" if answer is Answer.APPROVE else "refused"})
+    elif answer is Answer.APPROVE:
+        output.say(f"Approved: {output.esc(item.requested_by_name)} may {output.esc(describe(item))}. "
+                   "It starts now; your engineer follows it.")
+    else:
+        output.say(f"Refused: nothing of it runs. {output.esc(item.requested_by_name)} is told.")
+
+
+def _list(json_out: bool) -> None:
     waiting = this_pc().waiting_requests()
     if json_out:
         output.print_json([item.to_json() for item in waiting])
@@ -80,30 +105,3 @@ def requests_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         output.say(f"[bold]{item.id[:8]}[/] {output.esc(item.requested_by_name)} ({output.esc(item.requested_by)}){ticket} "
                    f"asks to {output.esc(describe(item))}. Answer by {output.local_time(item.expires_at)}.")
     output.say("Approve with `helpline requests approve ID`, or refuse with `helpline requests refuse ID`.")
-
-
-@requests_app.command("approve")
-def requests_approve(request_id: IdArg, json_out: JsonOpt = False) -> None:
-    """Agree to an engineer's request; this PC's agent starts it at once.
-
-    Example: helpline requests approve 3f2c9a1e
-    """
-    item = this_pc().answer_request(request_id, approve=True)
-    if json_out:
-        output.print_json({"id": item.id, "answer": "approved"})
-        return
-    output.say(f"Approved: {output.esc(item.requested_by_name)} may {output.esc(describe(item))}. "
-               "It starts now; your engineer follows it.")
-
-
-@requests_app.command("refuse")
-def requests_refuse(request_id: IdArg, json_out: JsonOpt = False) -> None:
-    """Refuse an engineer's request; nothing runs and your engineer is told.
-
-    Example: helpline requests refuse 3f2c9a1e
-    """
-    item = this_pc().answer_request(request_id, approve=False)
-    if json_out:
-        output.print_json({"id": item.id, "answer": "refused"})
-        return
-    output.say(f"Refused: nothing of it runs. {output.esc(item.requested_by_name)} is told.")

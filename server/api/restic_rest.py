@@ -143,11 +143,21 @@ async def _get(request: Request, state: ServerRuntime, agent_id: str, where: Cal
 
 async def _post(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
     grant = await _grant(request, state, agent_id)
-    backend.refuse_unless_writable(grant)
     place = where(grant.repository)
     length = _length(request)
-    options, now = state.settings.snapshots, state.clock()
     reader = backend.BodyReader(request.stream(), length, place.name if place.named_by_content else None)
+    try:
+        return await _store(state, grant, place, reader)
+    except HelplineError:
+        # Read what restic is still sending before refusing, so it sees the answer rather than a reset connection.
+        if length <= backend.MAX_OBJECT_BYTES:
+            await reader.discard()
+        raise
+
+
+async def _store(state: ServerRuntime, grant: Grant, place: Target, reader: backend.BodyReader) -> Response:
+    backend.refuse_unless_writable(grant)
+    options, now, length = state.settings.snapshots, state.clock(), reader.length
     small = place.type in (backend.CONFIG, "snapshots")
     data = await reader.read_all(backend.MAX_SMALL_OBJECT_BYTES) if small else None
     if place.type == "snapshots":

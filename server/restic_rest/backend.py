@@ -357,6 +357,17 @@ class BodyReader:
                 return b"".join(parts)
             parts.append(data)
 
+    async def discard(self) -> None:
+        """Read what is left of the body unchecked, keeping nothing (before a refusal is answered)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            async for _ in self._chunks:
+                pass
+        except Exception:  # noqa: BLE001 - the client went away: nothing to read, the refusal stands
+            return
+
     async def drain(self) -> None:
         """Read and check the body without keeping it (an upload of an object that exists already)."""
         while True:

@@ -15,6 +15,7 @@ from agent.client import HelplineClient
 from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,

@@ -1,7 +1,7 @@
 """engineer -> PC requests
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-02 13:10:00.000000
 """
 

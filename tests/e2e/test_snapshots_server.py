@@ -118,8 +118,6 @@ def test_snapshots_reach_the_server_and_an_engineers_restore_request_runs_on_the
     assert service.returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the server's replacement_source (helper F, t-requests) is not filled yet: "
-                   "the server refuses the read credential; strict, so this fails loudly once it is")
 def test_a_replacement_pc_restores_the_old_pcs_files_from_the_server(server, admin_pc, make_pc, tmp_path):
     old = make_pc("old")
     home = make_home(tmp_path / "old-home" / "ann", 2)

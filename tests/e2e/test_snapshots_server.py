@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from protocol.errors import ExitStatus
-from tests.support.live import PC, helpline_bin, json_request, token_of
+from tests.support.live import ADMIN, PC, helpline_bin, json_request, token_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
 
@@ -114,8 +114,9 @@ def test_snapshots_reach_the_server_and_an_engineers_restore_request_runs_on_the
         assert protection["words"].startswith(("Protected", "At risk", "Not"))
     finally:
         service.terminate()
-        service.communicate(timeout=60)
+        out, _err = service.communicate(timeout=60)
     assert service.returncode == 0
+    assert f"request {created['id'][:8]} (restore) from {ADMIN}: done" in out  # the service says what it ran
 
 
 def test_a_replacement_pc_restores_the_old_pcs_files_from_the_server(server, admin_pc, make_pc, tmp_path):

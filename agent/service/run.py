@@ -133,13 +133,16 @@ def agent_service(snapshots: Snapshots, *, stop: threading.Event,
     """The service of this PC: the snapshot loop, and, when the PC is linked to a server, the request channel that
     brings engineers' requests (snapshot now, restore, browse, diff) to the handlers of :mod:`agent.snapshots`."""
     channel = None
+    service = AgentService(snapshots, stop=stop, on_event=on_event)
     if snapshots.linked:
         handlers = {**request_handlers(snapshots, cancel=stop), **service_handlers(snapshots.store)}
 
         def channel(stop_event: threading.Event) -> None:
-            RequestChannel(snapshots.new_client, handlers, stop_event, store=snapshots.store).run()
+            RequestChannel(snapshots.new_client, handlers, stop_event, store=snapshots.store,
+                           on_event=lambda line, ok: service._tell(line, ok=ok)).run()
 
-    return AgentService(snapshots, stop=stop, on_event=on_event, channel=channel)
+        service.channel = channel
+    return service
 
 
 def stop_on_signals(stop: threading.Event) -> Callable[[], None]:

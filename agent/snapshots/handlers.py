@@ -106,7 +106,8 @@ def request_handlers(snapshots: Snapshots, *, cancel: threading.Event | None = N
         if params.source_agent_id is not None:
             repo, no_lock, host = snapshots.source_repository(params.source_agent_id, request.id), True, None
         else:
-            repo, no_lock, host = snapshots.repository(params.repository or "local", purpose="restore"), False, snapshots.host
+            name = params.repository or "local"
+            repo, no_lock, host = snapshots.repository(name, purpose="restore"), name == "server", snapshots.host
         listing = R.ls(snapshots.restic, repo, snapshot=params.snapshot, folders=[params.path],
                        recursive=params.recursive, host=host, limit=BROWSE_LIMIT, no_lock=no_lock)
         return {"snapshot_id": listing.snapshot.id if listing.snapshot else None, "truncated": listing.truncated,
@@ -115,8 +116,9 @@ def request_handlers(snapshots: Snapshots, *, cancel: threading.Event | None = N
 
     def diff(request: PcRequest, report: Report) -> dict[str, Any]:
         params: DiffParams = request.typed_params()
-        repo = snapshots.repository(params.repository or "local", purpose="restore")
-        found = R.diff(snapshots.restic, repo, before=params.snapshot, after=params.other)
+        name = params.repository or "local"
+        repo = snapshots.repository(name, purpose="restore")
+        found = R.diff(snapshots.restic, repo, before=params.snapshot, after=params.other, no_lock=name == "server")
         changes = [c for c in found.changes if params.path is None or c.path.startswith(params.path)]
         return {"changes": [{"path": c.path, "modifier": c.modifier} for c in changes[:DIFF_LIMIT]],
                 "truncated": len(changes) > DIFF_LIMIT, "added_bytes": found.added_bytes,

@@ -126,6 +126,19 @@ def _covers(snapshot: R.Snapshot, path: str) -> bool:
     return any(target == PurePath(root) or PurePath(root) in target.parents for root in snapshot.paths)
 
 
+def windows_elevated() -> bool:
+    """True on Windows when the agent runs elevated (an administrator or LocalSystem): restic may then ask for a
+    VSS snapshot, so files other programs hold open are read whole. False everywhere else."""
+    if os.name != "nt":
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return False
+
+
 def _free_bytes(folder: Path) -> int:
     """Free bytes on the disk that holds ``folder`` (or would, once made)."""
     probe = folder
@@ -164,6 +177,7 @@ class Snapshots:
         client_factory: ClientFactory | None = None,
         host: str | None = None,
         battery: Callable[[], bool] = on_battery,
+        fs_snapshot: Callable[[], bool] = windows_elevated,
     ):
         self.store = store or AgentStore()
         self.directory = self.store.directory / "snapshots"
@@ -173,6 +187,7 @@ class Snapshots:
         self._client_factory = client_factory
         self.host = host or this_host()
         self.battery = battery
+        self.fs_snapshot = fs_snapshot
         self.state = StateFile(self.directory)
 
     # --- what it works with ---------------------------------------------------------------
@@ -327,8 +342,8 @@ class Snapshots:
             if name == "local":
                 self._check_room(repository)
             summary = R.backup(self.restic, repository, host=self.host, paths=paths, excludes=self._excludes(),
-                               one_file_system=self.policy.one_file_system, on_progress=on_progress, cancel=cancel,
-                               time=started)
+                               one_file_system=self.policy.one_file_system, use_fs_snapshot=self.fs_snapshot(),
+                               on_progress=on_progress, cancel=cancel, time=started)
         except HelplineError as exc:
             run = SnapshotRun(name, "failed", started, self.clock(), error=exc.message, exception=exc)
             self._remember(run, paths)
@@ -426,7 +441,8 @@ class Snapshots:
         """Restore a random sample of the latest snapshot into a private folder and compare it; remember and
         report the result. NotFoundError when the repository has no snapshot of this PC yet."""
         repository = self.repository(name, purpose="restore")
-        found = R.snapshots(self.restic, repository, host=self.host)
+        read_only = name == "server"  # the server's restore credential reads, never locks
+        found = R.snapshots(self.restic, repository, host=self.host, no_lock=read_only)
         if not found:
             raise NotFoundError(f"the {name} repository holds no snapshot of this PC yet",
                                 hint="take one first: helpline snapshot now")
@@ -434,7 +450,7 @@ class Snapshots:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         result = sample_restore(self.restic, repository, snapshot=found[-1], files=self.policy.verify_files,
                                 max_bytes=self.policy.verify_bytes, now=self.clock(), rng=rng, workdir=workdir,
-                                cancel=cancel)
+                                no_lock=read_only, cancel=cancel)
 
         def edit(state: SnapshotState) -> None:
             record = state.repository(name)
@@ -531,7 +547,7 @@ class Snapshots:
             raise R.RepositoryMissing(f"there is no restic repository at {repository.display}",
                                       command="", exit_code=None, stderr_tail="",
                                       hint="take a first snapshot: helpline snapshot now")
-        return R.snapshots(self.restic, repository, host=self.host)
+        return R.snapshots(self.restic, repository, host=self.host, no_lock=name == "server")
 
     def protection(self) -> Protection:
         """How protected this PC is, in one state word and one sentence, from what it remembers (no restic run)."""
@@ -615,13 +631,9 @@ class Snapshots:
         if overwrite and to is not None:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
         repo = source or self.repository(repository, purpose="restore")
-        read_only = source is not None
+        read_only = source is not None or repository == "server"  # a restore credential reads, never locks
         chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only,
-                                    any_host=read_only)
-        listing = R.ls(self.restic, repo, snapshot=chosen.id, folders=[str(original)], limit=1, no_lock=read_only)
-        if not listing.nodes:
-            raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of {chosen.time:%Y-%m-%d %H:%M %Z}",
-                                hint="pick another snapshot with --at or --snapshot")
+                                    any_host=source is not None)
         stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
         if overwrite:
             final = original
@@ -640,8 +652,10 @@ class Snapshots:
             from .verify import _restored_path
 
             restored = _restored_path(staging, str(original))
-            if not os.path.lexists(restored):
-                raise NotFoundError(f"{original} did not come back from snapshot {chosen.short_id}")
+            if not os.path.lexists(restored):  # restic restores nothing, and says nothing, for a path not in it
+                raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of "
+                                    f"{chosen.time.astimezone():%Y-%m-%d %H:%M %Z}",
+                                    hint="pick another snapshot with --at or --snapshot")
             if owner is not None:
                 _give(restored, owner)
             kept = None

@@ -189,3 +189,24 @@ def test_a_wrong_password_is_said_in_one_clear_line(make_pc, home):
     taken = pc.run("snapshot", "now", env=env)
     assert taken.code == ExitStatus.AUTH and "password" in taken.stderr
     assert pc.ok("snapshot", "status", "--json", env=env).json()["state"] == "failing"
+
+
+def test_snapshot_now_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = random.Random(5)
+    for index in range(300):
+        (big / f"file-{index:04}.bin").write_bytes(rng.randbytes(512 * 1024))
+    pc = make_pc("pc")
+    env = {**pc.env(), **configure(pc, big)}
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(helpline_bin(), ["snapshot", "now"], env=env, encoding="utf-8", timeout=120,
+                          dimensions=(40, 160))
+    child.expect(r"Snapshot \(local\)")  # the bar's label, drawn while restic reports progress
+    child.expect(r"MB")  # its byte counts
+    child.expect(r"Snapshot \S+ in the local repository: 300 new")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    piped = pc.run("snapshot", "now", env=configure(pc, big))
+    assert "Snapshot (local)" not in piped.stderr + piped.stdout  # no bar when nobody watches a terminal

@@ -217,3 +217,40 @@ def test_a_full_disk_stops_the_local_repository_growing(tmp_path, home, clock):
     assert run.status == "failed" and "stops growing" in run.error
     record = jobs.state.read().repositories["local"]
     assert record.full and record.last_success is None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving files away needs root")
+def test_a_restore_for_another_user_gives_them_the_files(jobs, home):
+    import pwd
+
+    from agent.snapshots.handlers import owner_of
+
+    jobs.snapshot_into("local")
+    nobody = pwd.getpwnam("nobody")
+    owner = owner_of("nobody")
+    assert owner == (nobody.pw_uid, nobody.pw_gid) and owner_of("root") is None
+    done = jobs.restore(home / "Documents", owner=owner)
+    for path in (done.placed_at, *done.placed_at.rglob("*")):
+        assert (path.lstat().st_uid, path.lstat().st_gid) == owner
+    with pytest.raises(NotFoundError):
+        owner_of("no-such-user-here")
+
+
+def test_an_elevated_windows_agent_asks_restic_for_a_vss_snapshot(tmp_path, home, clock, monkeypatch):
+    from agent.snapshots import jobs as jobs_module
+
+    seen = {}
+
+    def fake_backup(restic, repository, **options):
+        seen.update(options)
+        raise R.ResticError("stop here", command="restic backup", exit_code=1, stderr_tail="")
+
+    monkeypatch.setattr(jobs_module.R, "backup", fake_backup)
+    elevated = make_jobs(tmp_path, home, clock)
+    elevated.fs_snapshot = lambda: True
+    assert elevated.snapshot_into("local").status == "failed" and seen["use_fs_snapshot"] is True
+    if os.name != "nt":
+        assert jobs_module.windows_elevated() is False
+    plain = make_jobs(tmp_path / "plain", home, clock)
+    plain.snapshot_into("local")
+    assert seen["use_fs_snapshot"] is False

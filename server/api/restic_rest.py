@@ -19,6 +19,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from protocol.errors import AuthError, HelplineError, InvalidInputError, UnavailableError, http_status_of
 from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential, RepositoryMode
@@ -73,6 +74,9 @@ def _answers(handler: Callable[..., T]) -> Callable[..., T]:
             return await handler(*args, **kwargs)
         except HelplineError as exc:
             return _refused(exc)
+        except ClientDisconnect:
+            # restic went away mid-upload (stopped, or its PC slept): nothing was kept, nobody reads an answer.
+            return Response(status_code=400)
 
     return wrapped  # type: ignore[return-value]
 

@@ -186,7 +186,7 @@ def test_append_only_holds_against_the_pcs_own_credential(server, admin, make_pc
     assert names
     for rel in (f"data/{names[0]}", f"snapshots/{snapshot['id']}"):
         assert restic.http("DELETE", rel) == 403
-    assert restic.http("POST", f"data/{names[0]}", b"replacement bytes") == 422
+    assert restic.http("POST", f"data/{names[0]}", b"replacement bytes") == 409
     assert restic.http("POST", f"keys/{hashlib.sha256(b'x').hexdigest()}", b"not x") == 422
     restic.ok("check", "--read-data")
     # The quota: a clear refusal, nothing stored.

@@ -169,6 +169,8 @@ def test_restic_round_trip_config_objects_listing_and_ranges(helpline, pc):
     pack = os.urandom(3 * 1024 * 1024 + 17)
     assert r.put("data", pack).status_code == 200
     assert r.put("data", pack).status_code == 200  # a retried upload after a lost answer
+    replaced = r.put("data", b"other bytes", name=sha(pack))
+    assert replaced.status_code == 409 and "never replaced" in replaced.json()["error"]["message"]
     name = sha(pack)
     assert r("HEAD", f"data/{name}").headers["content-length"] == str(len(pack))
     assert r("GET", f"data/{name}").content == pack

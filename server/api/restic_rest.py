@@ -36,6 +36,8 @@ T = TypeVar("T")
 V1 = "application/vnd.x.restic.rest.v1"
 V2 = "application/vnd.x.restic.rest.v2"
 OCTETS = "application/octet-stream"
+#: Reads up to this size are answered from memory in one step; longer ones are streamed.
+SMALL_READ = 4 * 1024 * 1024
 
 router = APIRouter(prefix="/v1", tags=["snapshots"])
 rest = APIRouter(prefix=RESTIC_PREFIX, include_in_schema=False)
@@ -92,7 +94,11 @@ async def _grant(request: Request, state: ServerRuntime, agent_id: str) -> Grant
     repository = backend.repository_of(agent_id)
     header = request.headers.get("authorization")
     now = state.clock()
-    return await _db(state, lambda s: credentials.authenticate(s, repository, header, now), writes=False)
+    grant = credentials.recent_grants.get(repository, header, now)
+    if grant is None:
+        grant = await _db(state, lambda s: credentials.authenticate(s, repository, header, now), writes=False)
+        credentials.recent_grants.put(header, grant)
+    return grant
 
 
 def _actor(grant: Grant, request: Request) -> Actor:
@@ -120,29 +126,54 @@ async def create_repository(agent_id: str, request: Request, state: State) -> Re
     return Response(status_code=200)
 
 
+async def _found(request: Request, state: ServerRuntime, agent_id: str,
+                 where: Callable[[str], Target]) -> tuple[Grant, Target, int]:
+    """The grant, the object and its size, in one short read session (reads are many and small)."""
+    set_audience(request, Audience.USER)
+    if not state.settings.snapshots.enabled:
+        raise UnavailableError("Server-side snapshots are turned off on this server.")
+    repository = backend.repository_of(agent_id)
+    header, now = request.headers.get("authorization"), state.clock()
+
+    known = credentials.recent_grants.get(repository, header, now)
+
+    def look(session: Session) -> tuple[Grant, Target, int]:
+        grant = known or credentials.authenticate(session, repository, header, now)
+        place = where(grant.repository)
+        return grant, place, backend.stat(session, place)
+
+    grant, place, size = await _db(state, look, writes=False)
+    if known is None:
+        credentials.recent_grants.put(header, grant)
+    return grant, place, size
+
+
 async def _head(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
-    grant = await _grant(request, state, agent_id)
-    place = where(grant.repository)
-    size = await _db(state, lambda s: backend.stat(s, place), writes=False)
+    _, _, size = await _found(request, state, agent_id, where)
     return Response(status_code=200, headers={"content-length": str(size), "content-type": OCTETS})
 
 
 async def _get(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
-    grant = await _grant(request, state, agent_id)
-    place = where(grant.repository)
-    size = await _db(state, lambda s: backend.stat(s, place), writes=False)
+    _, place, size = await _found(request, state, agent_id, where)
     try:
         span = backend.parse_range(request.headers.get("range"), size)
     except ValueError:
         return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
     start, end = span if span is not None else (0, size - 1)
     length = end - start + 1
-    stream = await anyio.to_thread.run_sync(state.blobs.open_range, place.key, start)
-    headers = {"content-length": str(length), "accept-ranges": "bytes"}
+    headers = {"accept-ranges": "bytes"}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{size}"
-    return StreamingResponse(backend.read_chunks(stream, place, length), status_code=206 if span else 200,
-                             headers=headers, media_type=OCTETS)
+    status = 206 if span is not None else 200
+    if length <= SMALL_READ:  # restic reads blobs one range at a time: most are small, read in one step
+        data = await anyio.to_thread.run_sync(state.blobs.read_range, place.key, start, length) if length else b""
+        if len(data) != length:
+            raise UnavailableError(f"{place} is shorter in the blob store than the repository lists it.")
+        return Response(data, status_code=status, headers=headers, media_type=OCTETS)
+    stream = await anyio.to_thread.run_sync(state.blobs.open_range, place.key, start)
+    headers["content-length"] = str(length)
+    return StreamingResponse(backend.read_chunks(stream, place, length), status_code=status, headers=headers,
+                             media_type=OCTETS)
 
 
 async def _post(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:

@@ -126,53 +126,68 @@ async def create_repository(agent_id: str, request: Request, state: State) -> Re
     return Response(status_code=200)
 
 
-async def _found(request: Request, state: ServerRuntime, agent_id: str,
-                 where: Callable[[str], Target]) -> tuple[Grant, Target, int]:
-    """The grant, the object and its size, in one short read session (reads are many and small)."""
+async def _found(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target],
+                 then: Callable[[Target, int], T] = lambda place, size: None) -> tuple[Grant, Target, int, T]:
+    """The grant, the object, its size and ``then(object, size)``, in one short read session.
+
+    restic reads many small ranges, so a read is one trip to a worker thread:
+    ``then`` reads a small range there too.
+    """
     set_audience(request, Audience.USER)
     if not state.settings.snapshots.enabled:
         raise UnavailableError("Server-side snapshots are turned off on this server.")
     repository = backend.repository_of(agent_id)
     header, now = request.headers.get("authorization"), state.clock()
-
     known = credentials.recent_grants.get(repository, header, now)
 
-    def look(session: Session) -> tuple[Grant, Target, int]:
+    def look(session: Session) -> tuple[Grant, Target, int, T]:
         grant = known or credentials.authenticate(session, repository, header, now)
         place = where(grant.repository)
-        return grant, place, backend.stat(session, place)
+        size = backend.stat(session, place)
+        return grant, place, size, then(place, size)
 
-    grant, place, size = await _db(state, look, writes=False)
+    found = await _db(state, look, writes=False)
     if known is None:
-        credentials.recent_grants.put(header, grant)
-    return grant, place, size
+        credentials.recent_grants.put(header, found[0])
+    return found
 
 
 async def _head(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
-    _, _, size = await _found(request, state, agent_id, where)
+    _, _, size, _ = await _found(request, state, agent_id, where)
     return Response(status_code=200, headers={"content-length": str(size), "content-type": OCTETS})
 
 
 async def _get(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
-    _, place, size = await _found(request, state, agent_id, where)
-    try:
-        span = backend.parse_range(request.headers.get("range"), size)
-    except ValueError:
+    wanted = request.headers.get("range")
+
+    def small_read(place: Target, size: int) -> tuple[tuple[int, int] | None, bytes | None] | None:
+        try:
+            span = backend.parse_range(wanted, size)
+        except ValueError:
+            return None
+        start, end = span if span is not None else (0, size - 1)
+        length = end - start + 1
+        if length > SMALL_READ:
+            return span, None
+        data = state.blobs.read_range(place.key, start, length) if length else b""
+        if len(data) != length:
+            raise UnavailableError(f"{place} is shorter in the blob store than the repository lists it.")
+        return span, data
+
+    _, place, size, read = await _found(request, state, agent_id, where, small_read)
+    if read is None:
         return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+    span, data = read
     start, end = span if span is not None else (0, size - 1)
-    length = end - start + 1
     headers = {"accept-ranges": "bytes"}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{size}"
     status = 206 if span is not None else 200
-    if length <= SMALL_READ:  # restic reads blobs one range at a time: most are small, read in one step
-        data = await anyio.to_thread.run_sync(state.blobs.read_range, place.key, start, length) if length else b""
-        if len(data) != length:
-            raise UnavailableError(f"{place} is shorter in the blob store than the repository lists it.")
+    if data is not None:  # restic reads blobs one range at a time: most are small, read in the same step
         return Response(data, status_code=status, headers=headers, media_type=OCTETS)
     stream = await anyio.to_thread.run_sync(state.blobs.open_range, place.key, start)
-    headers["content-length"] = str(length)
-    return StreamingResponse(backend.read_chunks(stream, place, length), status_code=status, headers=headers,
+    headers["content-length"] = str(end - start + 1)
+    return StreamingResponse(backend.read_chunks(stream, place, end - start + 1), status_code=status, headers=headers,
                              media_type=OCTETS)
 
 

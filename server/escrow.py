@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from protocol.errors import ForbiddenError, NotFoundError
@@ -123,12 +125,11 @@ def store_password(session: Session, key: EscrowKey, settings: SnapshotSettings,
                       action="snapshot.escrow.refused", target_type="agent", target_id=agent.id, now=now,
                       reason="escrow is off")
     sealed_key, sealed_password = key.seal(agent.id, password)
-    row = session.get(EscrowedPassword, agent.id)
-    replaced = row is not None
-    if row is None:
-        row = EscrowedPassword(agent_id=agent.id, created_at=now)
-        session.add(row)
-    row.key_id, row.sealed_key, row.sealed_password, row.updated_at = key.key_id, sealed_key, sealed_password, now
+    replaced = session.get(EscrowedPassword, agent.id) is not None
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
+    values = {"key_id": key.key_id, "sealed_key": sealed_key, "sealed_password": sealed_password, "updated_at": now}
+    session.execute(insert(EscrowedPassword).values(agent_id=agent.id, created_at=now, **values)
+                    .on_conflict_do_update(index_elements=[EscrowedPassword.agent_id], set_=values))
     record(session, actor, "snapshot.escrow.stored", "agent", agent.id, replaced=replaced)
     return replaced
 

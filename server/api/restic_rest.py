@@ -19,8 +19,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
-from protocol.errors import AuthError, HelplineError, InvalidInputError, UnavailableError, http_status_of
+from protocol.errors import AuthError, ConflictError, HelplineError, InvalidInputError, UnavailableError, http_status_of
 from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential, RepositoryMode
 from server.api.deps import ClientIP, CurrentAgent, DbSession, Now, State, in_session, set_audience
 from server.audit import Actor
@@ -73,6 +74,9 @@ def _answers(handler: Callable[..., T]) -> Callable[..., T]:
             return await handler(*args, **kwargs)
         except HelplineError as exc:
             return _refused(exc)
+        except ClientDisconnect:
+            # restic went away mid-upload (stopped, or its PC slept): nothing was kept, nobody reads an answer.
+            return Response(status_code=400)
 
     return wrapped  # type: ignore[return-value]
 
@@ -165,7 +169,10 @@ async def _store(state: ServerRuntime, grant: Grant, place: Target, reader: back
     upload = await _db(state, lambda s: backend.begin_upload(s, options, grant, place, length, now), writes=True)
     if upload.exists:
         if data is None:
-            await reader.drain()
+            try:
+                await reader.drain()
+            except backend.HashMismatch:
+                raise ConflictError(f"{place} exists already and is never replaced; nothing was stored.") from None
         elif place.type == backend.CONFIG:
             stored = await anyio.to_thread.run_sync(state.blobs.read_range, place.key, 0, backend.MAX_SMALL_OBJECT_BYTES)
             backend.refuse_config_change(stored, data)

@@ -31,6 +31,7 @@ from server.models import ResticCredential, ResticRepository
 from server.restic_rest import hooks, prune
 from server.runtime import build_runtime
 from server.settings import load_settings
+from tests.support.s3 import moto_server, s3_bucket  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
 
@@ -185,7 +186,7 @@ def test_append_only_holds_against_the_pcs_own_credential(server, admin, make_pc
     assert names
     for rel in (f"data/{names[0]}", f"snapshots/{snapshot['id']}"):
         assert restic.http("DELETE", rel) == 403
-    assert restic.http("POST", f"data/{names[0]}", b"replacement bytes") == 422
+    assert restic.http("POST", f"data/{names[0]}", b"replacement bytes") == 409
     assert restic.http("POST", f"keys/{hashlib.sha256(b'x').hexdigest()}", b"not x") == 422
     restic.ok("check", "--read-data")
     # The quota: a clear refusal, nothing stored.
@@ -215,3 +216,22 @@ def test_append_only_holds_against_the_pcs_own_credential(server, admin, make_pc
 
 def snapshot_agent(restic: Restic) -> str:
     return urlsplit(restic.url).path.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_the_repository_lives_in_an_s3_bucket_too(server_factory, moto_server, s3_bucket, make_pc, tmp_path):  # noqa: F811
+    server = server_factory(**moto_server.blob_env(s3_bucket))
+    admin = make_pc("admin")
+    admin.login(server)
+    store = enroll(make_pc("laptop"), server, admin, "laptop")
+    restic = Restic(tmp_path / "restic", credential(store).url)
+    home = tmp_path / "home"
+    make_files(home, seed=3)
+    restic.ok("init")
+    restic.ok("backup", str(home))
+    restic.ok("check", "--read-data")
+    restic.ok("restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree(tmp_path / "out" / home.relative_to("/")) == tree(home)
+    agent_id = store.require().agent_id
+    keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert f"snapshots/{agent_id}/config" in keys and any(k.startswith(f"snapshots/{agent_id}/data/") for k in keys)
+    assert not (server.data_dir / "blobs").exists()

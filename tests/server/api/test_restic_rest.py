@@ -169,6 +169,8 @@ def test_restic_round_trip_config_objects_listing_and_ranges(helpline, pc):
     pack = os.urandom(3 * 1024 * 1024 + 17)
     assert r.put("data", pack).status_code == 200
     assert r.put("data", pack).status_code == 200  # a retried upload after a lost answer
+    replaced = r.put("data", b"other bytes", name=sha(pack))
+    assert replaced.status_code == 409 and "never replaced" in replaced.json()["error"]["message"]
     name = sha(pack)
     assert r("HEAD", f"data/{name}").headers["content-length"] == str(len(pack))
     assert r("GET", f"data/{name}").content == pack
@@ -407,3 +409,21 @@ def test_objects_rows_are_the_listing(helpline, pc):
     with helpline.db() as session:
         [row] = session.scalars(select(ResticObject))
     assert (row.type, row.name, row.size, row.created_by) == ("keys", sha(b"key-file"), 8, "append")
+
+
+def test_an_upload_cut_off_midway_keeps_nothing_and_gives_back_its_reservation(helpline, pc):
+    r = repo(helpline, pc)
+    data = os.urandom(3 * 1024 * 1024)
+
+    def cut_off():
+        yield data[: 1024 * 1024]
+        raise ConnectionError("restic was stopped")
+
+    try:
+        answer = r("POST", f"data/{sha(data)}", content=cut_off(), headers={"Content-Length": str(len(data))})
+    except ConnectionError:
+        answer = None
+    assert answer is None or answer.status_code >= 400
+    assert stored_keys(helpline, pc.agent_id) == [] and usage(helpline, pc.agent_id) == 0
+    assert r("HEAD", f"data/{sha(data)}").status_code == 404
+    assert r.put("data", data).status_code == 200

@@ -28,6 +28,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,9 +36,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from protocol.errors import ForbiddenError, NotFoundError
+from protocol.errors import ForbiddenError, HelplineError, NotFoundError
 from server.audit import Actor, record
 from server.blobs import BlobStore
 from server.models import Agent, EscrowedPassword
@@ -46,6 +49,7 @@ from server.restic_rest import hooks
 from server.settings import SnapshotSettings
 
 log = logging.getLogger("helpline.server.escrow")
+E = TypeVar("E", bound=HelplineError)
 
 _NONCE_BYTES = 12
 _KEY_INFO = b"helpline snapshot escrow key v1"
@@ -123,12 +127,11 @@ def store_password(session: Session, key: EscrowKey, settings: SnapshotSettings,
                       action="snapshot.escrow.refused", target_type="agent", target_id=agent.id, now=now,
                       reason="escrow is off")
     sealed_key, sealed_password = key.seal(agent.id, password)
-    row = session.get(EscrowedPassword, agent.id)
-    replaced = row is not None
-    if row is None:
-        row = EscrowedPassword(agent_id=agent.id, created_at=now)
-        session.add(row)
-    row.key_id, row.sealed_key, row.sealed_password, row.updated_at = key.key_id, sealed_key, sealed_password, now
+    replaced = session.get(EscrowedPassword, agent.id) is not None
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
+    values = {"key_id": key.key_id, "sealed_key": sealed_key, "sealed_password": sealed_password, "updated_at": now}
+    session.execute(insert(EscrowedPassword).values(agent_id=agent.id, created_at=now, **values)
+                    .on_conflict_do_update(index_elements=[EscrowedPassword.agent_id], set_=values))
     record(session, actor, "snapshot.escrow.stored", "agent", agent.id, replaced=replaced)
     return replaced
 
@@ -142,7 +145,12 @@ def open_password(session: Session, key: EscrowKey, agent_id: str) -> str | None
         log.warning("the escrowed password of agent %s was sealed with another server key; it waits for the PC "
                     "to escrow it again", agent_id)
         return None
-    return key.open(agent_id, row.sealed_key, row.sealed_password)
+    try:
+        return key.open(agent_id, row.sealed_key, row.sealed_password)
+    except ValueError:
+        log.warning("the escrowed password of agent %s does not open (damaged); it waits for the PC to escrow it "
+                    "again", agent_id)
+        return None
 
 
 def session_escrow(session: Session) -> EscrowContext | None:
@@ -182,7 +190,7 @@ def release_password(session: Session, key: EscrowKey, settings: SnapshotSetting
     ForbiddenError (audited) when escrow is off or the request does not name
     ``caller``; NotFoundError when the old PC escrowed nothing the server can open.
     """
-    def refused(error: ForbiddenError | NotFoundError, reason: str) -> ForbiddenError | NotFoundError:
+    def refused(error: E, reason: str) -> E:
         return refusal(session, error, actor=actor, action="snapshot.escrow.release_refused", target_type="agent",
                        target_id=caller.id, now=now, request_id=request_id, reason=reason)
 
@@ -191,7 +199,7 @@ def release_password(session: Session, key: EscrowKey, settings: SnapshotSetting
                       "escrow is off")
     try:
         source = escrow_release_allowed(session, caller, request_id)
-    except ForbiddenError as exc:
+    except HelplineError as exc:
         raise refused(exc, "no replacement restore names this PC") from None
     password = open_password(session, key, source)
     if password is None:

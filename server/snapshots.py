@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from protocol.errors import InvalidInputError
@@ -112,11 +114,11 @@ def record_check(session: Session, settings: SnapshotSettings, agent: Agent, rep
 
 
 def _protection_row(session: Session, agent_id: str) -> Protection:
-    row = session.get(Protection, agent_id)
-    if row is None:
-        row = Protection(agent_id=agent_id, state="never", last_check_detail="")
-        session.add(row)
-    return row
+    """``agent_id``'s summary row, made if missing and locked for this transaction (reports of one PC never race)."""
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
+    session.execute(insert(Protection).values(agent_id=agent_id, state="never", last_check_detail="")
+                    .on_conflict_do_nothing(index_elements=[Protection.agent_id]))
+    return session.get_one(Protection, agent_id, with_for_update=True, populate_existing=True)
 
 
 def _keep_newest(session: Session, model: type[SnapshotRun] | type[RestoreCheck], agent_id: str) -> None:

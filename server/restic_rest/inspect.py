@@ -32,12 +32,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import json
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import zstandard
@@ -47,7 +48,7 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.errors import ForbiddenError
+from protocol.errors import ForbiddenError, HelplineError
 from protocol.untrusted import shown
 from server import ratelimit
 from server.audit import Actor, record
@@ -55,9 +56,8 @@ from server.escrow import open_password, session_escrow
 from server.models import Agent, ResticObject
 from server.refusals import keep_trace
 from server.restic_rest.backend import target
+from server.snapshots import FUTURE_ALLOWANCE
 
-#: How far ahead of the server's clock a snapshot may be dated (clocks drift).
-FUTURE_ALLOWANCE = timedelta(minutes=10)
 #: Key files tried per upload (a PC could add many); the oldest first, as the one made at ``init`` is.
 MAX_KEY_FILES = 20
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -69,6 +69,8 @@ MAX_SCRYPT_WORK = 1 << 25  # N * r * p; restic's usual 32768 * 8 * 10 is about 1
 _CACHE_SIZE = 1024
 #: A refused snapshot (restic retries it many times) is audited once per this many seconds.
 REFUSAL_WINDOW_SECONDS = 3600
+
+log = logging.getLogger("helpline.server.restic_rest.inspect")
 
 _IV, _MAC = 16, 16
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -226,8 +228,12 @@ def master_keys(session: Session, agent_id: str, password: str) -> list[MasterKe
         known, key = _opened.get(entry)
         if not known:
             try:
-                key = open_key_file(password, escrow.blobs.read_range(target(agent_id, "keys", name).key, 0,
-                                                                      MAX_KEY_FILE_BYTES))
+                key_file = escrow.blobs.read_range(target(agent_id, "keys", name).key, 0, MAX_KEY_FILE_BYTES)
+            except HelplineError as exc:  # the blob store failed us: try again next time, remember nothing
+                log.warning("could not read key file %s of agent %s: %s", name, agent_id, exc.message)
+                continue
+            try:
+                key = open_key_file(password, key_file)
             except Unreadable:
                 key = None
             _opened.put(entry, key)

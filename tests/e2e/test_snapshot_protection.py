@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,43 @@ def test_a_protected_pc_a_silent_one_and_a_future_snapshot_refused(live_server, 
     refused = admin_pc.ok("audit", "--action", "snapshot.upload_refused", "--json").json()
     assert [(e["details"]["reason"], e["target"]) for e in refused] == [("dated in the future", f"agent:{laptop_id}")]
     assert PASSWORD not in json.dumps(admin_pc.ok("audit", "--json").json())
+
+
+def test_the_servers_prune_opens_the_repository_with_the_escrowed_password(server_factory, make_pc, tmp_path):
+    server = server_factory(snapshots__retention__hourly="1", snapshots__retention__daily="0",
+                            snapshots__retention__weekly="0", snapshots__prune_check_minutes="0.05")
+    admin_pc = make_pc("admin")
+    admin_pc.login(server)
+    laptop, laptop_id = enroll(admin_pc, make_pc, server, "laptop")
+    with HelplineClient.connect(server.url, agent=AgentStore(laptop.agent_dir).signer()) as client:
+        client.put_escrow(EscrowPut(password=PASSWORD))
+        credential = client.snapshot_credential(CredentialRequest(purpose="backup"))
+    work = tmp_path / "laptop-restic"
+    work.mkdir()
+    repository_file, password_file = work / "repository", work / "password"
+    for path, text in ((repository_file, "rest:" + credential.url), (password_file, PASSWORD)):
+        path.write_text(text)
+        path.chmod(0o600)
+    (work / "documents").mkdir()
+    assert restic(repository_file, password_file, "init").returncode == 0
+    for hours_ago in (3, 2, 1):  # three snapshots, an hour apart, all in the past
+        (work / "documents" / "notes.txt").write_text(f"version {hours_ago}")
+        when = (datetime.now().astimezone() - timedelta(hours=hours_ago)).strftime("%Y-%m-%d %H:%M:%S")
+        done = restic(repository_file, password_file, "backup", "--host", "laptop", "--time", when, str(work / "documents"))
+        assert done.returncode == 0, done.stderr
+    before = json.loads(restic(repository_file, password_file, "snapshots", "--json").stdout)
+    assert len(before) == 3
+    newest = max(before, key=lambda s: datetime.fromisoformat(s["time"]))["id"]
+
+    # The prune is due at once from now on; it can only open the repository with the password the PC escrowed.
+    server.env["HELPLINE_SNAPSHOTS__PRUNE_INTERVAL_HOURS"] = "0.0001"
+    server.restart()
+    pruned = []
+    for _ in range(90):  # bounded: the job looks every 3 s
+        pruned = admin_pc.ok("audit", "--action", "restic.prune", "--json").json()
+        if pruned:
+            break
+        time.sleep(1)
+    assert [e["action"] for e in pruned] == ["restic.prune"], pruned
+    kept = json.loads(restic(repository_file, password_file, "snapshots", "--json").stdout)
+    assert [s["id"] for s in kept] == [newest]

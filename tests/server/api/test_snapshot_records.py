@@ -136,6 +136,19 @@ def test_only_changes_of_state_are_audited_and_time_alone_is_caught_by_the_watch
     assert events[1].details["words"] == "Not protected: last snapshot yesterday"
 
 
+def test_the_watch_goes_through_every_pc_in_batches(helpline, clock):
+    from server import snapshots
+
+    pcs = [helpline.enrolled_pc(f"pc-{n}") for n in range(3)]
+    for pc in pcs:
+        run(helpline, pc)
+    clock.advance(hours=30)
+    with helpline.db() as session:
+        assert snapshots.watch(session, helpline.settings.snapshots, now=clock(), batch=1) == 3
+    assert sorted(e.target_id for e in helpline.audit("snapshot.protection") if e.details["state"] == "stale") == sorted(
+        pc.agent_id for pc in pcs)
+
+
 def test_the_newest_runs_are_kept(helpline, clock):
     pc = helpline.enrolled_pc()
     other = helpline.enrolled_pc("pc-2")

@@ -79,6 +79,12 @@ class RequestChannel:
         )
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="helpline-request")
         try:
+            for waiting in runner.consent.unfinished() if runner.consent is not None else []:
+                # Put before the user by an earlier run of the agent and not answered then: wait on.
+                try:
+                    pool.submit(self._handle, runner, SignedPcRequest.model_validate(waiting), resume=True)
+                except ValueError:
+                    log.warning("a waiting request in the consent folder is unreadable; it is left alone")
             while not self.stop.is_set():
                 batch = self._poll_once()
                 if batch is None:
@@ -137,12 +143,12 @@ class RequestChannel:
         self.last_error = None
         return list(outcome["batch"])  # type: ignore[arg-type]
 
-    def _handle(self, runner: RequestRunner, signed: SignedPcRequest) -> None:
+    def _handle(self, runner: RequestRunner, signed: SignedPcRequest, *, resume: bool = False) -> None:
         request_id = str(signed.payload.get("id", "?"))
         kind, who = str(signed.payload.get("kind", "?"))[:20], str(signed.payload.get("requested_by", "?"))[:64]
         try:
             self.on_event(f"request {request_id[:8]} ({kind}) from {who}: received", True)
-            end = runner.handle(signed)
+            end = runner.resume(signed) if resume else runner.handle(signed)
             self.handled.append((request_id, end))
             self.on_event(f"request {request_id[:8]} ({kind}) from {who}: {end.value}",
                           end in (PcRequestState.DONE, PcRequestState.WAITING_CONSENT, PcRequestState.EXPIRED))

@@ -87,10 +87,33 @@ class ConsentBox:
 
     # --- the agent's side ------------------------------------------------------------------
 
-    def ask(self, request: PcRequest) -> None:
-        """Put ``request`` before the user (its earlier answer, if any, is forgotten)."""
-        self._file(ANSWERS, request.id).unlink(missing_ok=True)
-        write_private(self._file(WAITING, request.id), json.dumps(WaitingRequest.of(request).to_json()).encode())
+    def ask(self, request: PcRequest, signed: dict | None = None) -> None:
+        """Put ``request`` before the user; ``signed`` (the request as the server signed it) lets an agent that
+        restarts pick the question up again (:meth:`unfinished`). Asking again keeps an answer already given."""
+        question = self._file(WAITING, request.id)
+        if not question.exists():
+            self._file(ANSWERS, request.id).unlink(missing_ok=True)  # an answer left from nothing asked is no answer
+        body = WaitingRequest.of(request).to_json()
+        if signed is not None:
+            body["signed"] = signed
+        write_private(question, json.dumps(body).encode())
+
+    def unfinished(self) -> list[dict]:
+        """The signed requests put before the user that an earlier run of the agent did not see answered."""
+        folder = self.directory / WAITING
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            try:
+                signed = json.loads((folder / name).read_text(encoding="utf-8")).get("signed")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(signed, dict):
+                found.append(signed)
+        return found
 
     def answer_for(self, request_id: str) -> Answer | None:
         try:
@@ -104,19 +127,24 @@ class ConsentBox:
     def wait(self, request: PcRequest, stop: threading.Event, *, poll: float = _POLL_SECONDS) -> str:
         """Wait for the user's answer to ``request``: "approved", "refused", "expired" or "stopped" (``stop`` set).
 
-        The question is withdrawn whatever the outcome.
+        The question is withdrawn, unless the agent is stopping: then it stays
+        for the next run of the agent, which waits on (:meth:`unfinished`).
         """
+        outcome = "stopped"
         try:
             while True:
                 answer = self.answer_for(request.id)
                 if answer is not None:
-                    return "approved" if answer.approve else "refused"
+                    outcome = "approved" if answer.approve else "refused"
+                    return outcome
                 if self.clock() >= request.expires_at + self.skew:
-                    return "expired"
+                    outcome = "expired"
+                    return outcome
                 if stop.wait(poll):
-                    return "stopped"
+                    return outcome
         finally:
-            self.withdraw(request.id)
+            if outcome != "stopped":
+                self.withdraw(request.id)
 
     def withdraw(self, request_id: str) -> None:
         self._file(WAITING, request_id).unlink(missing_ok=True)

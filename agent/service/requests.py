@@ -130,10 +130,36 @@ class RequestRunner:
             if isinstance(claimed_id, str) and len(claimed_id) == 36:
                 self._send(claimed_id, PcRequestState.REFUSED, detail=f"Refused by the PC: {exc.message}")
             return PcRequestState.REFUSED
-        return self.run(request)
+        return self.run(request, signed=signed)
 
-    def run(self, request: PcRequest) -> PcRequestState:
-        """Run a request that passed the checks (consent first where it needs it)."""
+    def resume(self, signed: SignedPcRequest) -> PcRequestState:
+        """Wait on for the user's answer to a request an earlier run of this agent received and put before them.
+
+        It is checked again (signature, this PC, expiry) and must be in the
+        record of received requests; it is not claimed again, since it is the
+        same request continuing, never a second run.
+        """
+        try:
+            request = verify_pc_request(signed, pinned_server_key=self.server_public_key, agent_id=self.agent_id,
+                                        now=self.clock(), skew=self.skew)
+        except HelplineError as exc:
+            log.warning("dropped a waiting request: %s", exc.message)
+            if self.consent is not None and isinstance(signed.payload.get("id"), str):
+                try:
+                    self.consent.withdraw(signed.payload["id"])
+                except HelplineError:
+                    pass
+            return PcRequestState.REFUSED
+        if request.id not in self.received:
+            log.warning("dropped a waiting request this PC has no record of receiving: %s", request.id)
+            if self.consent is not None:
+                self.consent.withdraw(request.id)
+            return PcRequestState.REFUSED
+        return self.run(request, signed=signed, resumed=True)
+
+    def run(self, request: PcRequest, *, signed: SignedPcRequest | None = None, resumed: bool = False) -> PcRequestState:
+        """Run a request that passed the checks (consent first where it needs it; ``signed`` is kept with the
+        question so that a restarted agent can wait on; ``resumed``: it is that restarted agent)."""
         handler = self.handlers.get(request.kind)
         if handler is None:
             self._send(request.id, PcRequestState.FAILED, detail=f"This PC cannot do {request.kind.value} requests.")
@@ -142,8 +168,9 @@ class RequestRunner:
             if self.consent is None:
                 self._send(request.id, PcRequestState.REFUSED, detail="Nobody on this PC can agree to it.")
                 return PcRequestState.REFUSED
-            self.consent.ask(request)
-            self._send(request.id, PcRequestState.WAITING_CONSENT, detail="Waiting for the user to agree.")
+            self.consent.ask(request, signed=signed.model_dump() if signed is not None else None)
+            if not resumed:
+                self._send(request.id, PcRequestState.WAITING_CONSENT, detail="Waiting for the user to agree.")
             outcome = self.consent.wait(request, self.stop)
             if outcome == "refused":
                 self._send(request.id, PcRequestState.REFUSED, detail="The user refused it.")

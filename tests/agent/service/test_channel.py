@@ -123,3 +123,29 @@ def test_failed_polls_back_off_doubling_with_jitter_up_to_a_minute(tmp_path):
         thread.join(timeout=5)
         server.release.set()
     assert server.polls >= 4 and channel.failures == 0 and channel.last_error is None
+
+
+def test_a_request_left_waiting_for_consent_by_an_earlier_run_goes_on_when_the_channel_starts(tmp_path):
+    from agent.service.requests import ReceivedRequests, consent_box
+
+    key = signing.generate_key()
+    store = linked_store(tmp_path, key)
+    signed = signed_request(key, kind="restore")
+    request = PcRequest.model_validate(signed.payload)
+    ReceivedRequests(store.directory).claim(request, now=datetime.now(UTC))  # the earlier run received it
+    box = consent_box(store.directory)
+    box.ask(request, signed=signed.model_dump())
+    box.answer(request.id, approve=True, by="ana")
+    server = FakeServer([])
+    ran = []
+    stop = threading.Event()
+    channel = RequestChannel(server.client, {"restore": lambda req, report: ran.append(req.id) or {}}, stop,
+                             store=store, rng=random.Random(1))
+    thread = channel.start()
+    try:
+        wait_until(lambda: ran == [request.id] and (request.id, "done") in server.reports, "the restore ran")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.release.set()
+    assert box.unfinished() == []

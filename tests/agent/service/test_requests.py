@@ -231,3 +231,27 @@ def test_the_consent_box_allows_the_same_clock_skew_as_the_requests():
     from protocol import pc_requests
 
     assert consent.CLOCK_SKEW == pc_requests.CLOCK_SKEW
+
+
+def test_a_restore_still_waiting_when_the_agent_stops_waits_on_after_its_restart(pc):
+    signed = pc.request("restore")
+    rid = signed.payload["id"]
+    pc.stop.set()
+    assert pc.runner().handle(signed) is PcRequestState.WAITING_CONSENT  # stopping: the question stays
+    assert [w.id for w in pc.consent.waiting()] == [rid]
+    pc.consent.answer(rid[:8], approve=True, by="ana")  # answered while the agent was down
+    pc.stop.clear()
+    restarted = pc.runner()
+    [waiting] = pc.consent.unfinished()
+    assert restarted.resume(SignedPcRequest.model_validate(waiting)) is PcRequestState.DONE
+    assert pc.ran == [rid]
+    assert pc.states(rid) == ["waiting_consent", "running", "running", "done"]  # asked once, run once
+    assert restarted.handle(signed) is PcRequestState.REFUSED  # the same request again is still a replay
+    assert pc.consent.unfinished() == [] and pc.ran == [rid]
+
+
+def test_a_waiting_request_this_pc_never_received_is_not_resumed(pc, tmp_path):
+    planted = pc.request("restore")
+    pc.consent.ask(PcRequest.model_validate(planted.payload), signed=planted.model_dump())
+    assert pc.runner().resume(planted) is PcRequestState.REFUSED
+    assert pc.ran == [] and pc.consent.waiting() == []

@@ -204,7 +204,7 @@ def snapshot_now(
 @pc_app.command("restore")
 def restore(
     pc: HostArg,
-    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Absolute paths on the PC to bring back (none: everything in the snapshot).")] = None,
+    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Absolute paths to bring back (none: every path the PC's policy snapshots; a restore --from names them).")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", "-s", metavar="ID", help="The snapshot to restore from (default: the latest).")] = None,
     at: Annotated[str | None, typer.Option("--at", metavar="TIME", help="The newest snapshot at or before this time, like 2026-12-01T17:00.")] = None,
     into: Annotated[str | None, typer.Option("--into", metavar="DIR", help="Restore into this folder on the PC (an absolute path) instead of beside the originals.")] = None,

@@ -15,7 +15,7 @@ import typer
 
 from agent.client import HelplineClient
 from cli import credentials, output
-from protocol.errors import ConflictError, ForbiddenError, HelplineError, InvalidInputError, UnavailableError
+from protocol.errors import ConflictError, ExitStatus, ForbiddenError, HelplineError, InvalidInputError, UnavailableError
 from protocol.pc_requests import (
     DEFAULT_EXPIRES_MINUTES,
     BrowseResult,
@@ -72,7 +72,19 @@ def _state_words(r: PcRequestPublic) -> str:
 
 
 def follow(client: HelplineClient, request: PcRequestPublic, *, show: bool = True) -> PcRequestPublic:
-    """Wait for ``request`` to end, showing its progress (a bar on a terminal, a line per state otherwise)."""
+    """Wait for ``request`` to end, showing its progress (a bar on a terminal, a line per state otherwise).
+
+    Ctrl-C stops following, not the request (exit status 130, with how to follow it again).
+    """
+    try:
+        return _follow(client, request, show=show)
+    except KeyboardInterrupt:
+        raise HelplineError("Stopped following; the request goes on.", status=ExitStatus.INTERRUPTED,
+                            hint=f"Follow it again with `helpline pc requests {request.agent_id[:8]} {request.id[:8]} "
+                                 "--follow`.") from None
+
+
+def _follow(client: HelplineClient, request: PcRequestPublic, *, show: bool) -> PcRequestPublic:
     current = request
     if not show:
         while not current.final:

@@ -296,3 +296,23 @@ def test_fresh_diagnostics_reach_the_ticket_once_the_user_agrees(live_server, ad
         assert [b["id"] for b in bundles] == [done.json()["result"]["bundle_id"]]
     finally:
         assert agent.stop() == 0, agent.output()
+
+
+def test_following_on_a_terminal_shows_progress_and_ctrl_c_leaves_the_request_going(live_server, admin_pc, make_pc):
+    import pexpect
+
+    token = admin_pc.ok("enroll-token", "create", "--json").json()["token"]
+    agent_id = make_pc("offline-pc").ok("agent", "enroll", live_server.url, token, "--json").json()["agent_id"]
+    env = admin_pc.env()
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(helpline_bin(), ["pc", "snapshot-now", agent_id], env=env, encoding="utf-8", timeout=60,
+                          dimensions=(40, 160))
+    child.expect("sent to PC")
+    child.expect("waiting for the PC to fetch it")  # the progress bar's words: nobody runs this PC's agent
+    child.sendintr()
+    child.expect("Stopped following; the request goes on.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == ExitStatus.INTERRUPTED
+    [still] = admin_pc.ok("pc", "requests", agent_id, "--active", "--json").json()
+    assert still["kind"] == "snapshot" and still["state"] == "queued"

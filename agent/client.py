@@ -44,6 +44,7 @@ from protocol.schemas import (
     PairResponse,
     PasswordChange,
     PasswordChanged,
+    ProtectionState,
     ReplyCreate,
     SelfServiceRequest,
     SelfServiceResponse,
@@ -59,6 +60,15 @@ from protocol.schemas import (
     TicketUpdate,
     UploadCreate,
     UploadStatus,
+)
+from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
+from protocol.snapshots import (
+    CredentialRequest,
+    EscrowPut,
+    ProtectionStatus,
+    RepositoryCredential,
+    SnapshotReport,
+    VerifyReport,
 )
 from protocol.tickets import canonical_ticket
 
@@ -93,6 +103,15 @@ def _agent(agent_id: str) -> str:
 
 def _ticket(reference: TicketRef) -> str:
     return quote(canonical_ticket(reference), safe="")
+
+
+def _wait(wait: int | None) -> dict[str, Any]:
+    """The query and the per-request timeout of a long poll that the server may hold ``wait`` seconds."""
+    if wait is None:
+        return {}
+    if isinstance(wait, bool) or not isinstance(wait, int) or not 0 <= wait <= 300:
+        raise InvalidInputError(f"{wait!r} is not a number of seconds to wait.")
+    return {"params": {"wait": wait}, "timeout": wait + 20.0}
 
 
 def _body(model: BaseModel) -> dict:
@@ -210,9 +229,12 @@ class HelplineClient:
     def revoke_enrollment_token(self, token_id: int) -> EnrollmentTokenPublic:
         return self._call(EnrollmentTokenPublic, "DELETE", f"enrollment-tokens/{_row_id(token_id, 'enrollment token id')}")
 
-    def agents(self, group: str | None = None, status: AgentStatus | None = None) -> list[AgentPublic]:
-        """Agents, optionally of one fleet group and one status (pending ones await an admin)."""
-        params = {k: v for k, v in {"group": group, "status": AgentStatus(status).value if status else None}.items() if v}
+    def agents(self, group: str | None = None, status: AgentStatus | None = None,
+               protection: Sequence[ProtectionState] = ()) -> list[AgentPublic]:
+        """Agents, optionally of one fleet group, one status (pending ones await an admin) and some protection states."""
+        params: dict[str, Any] = {k: v for k, v in {"group": group, "status": AgentStatus(status).value if status else None}.items() if v}
+        if protection:
+            params["protection"] = [ProtectionState(p).value for p in protection]
         return self._call(list[AgentPublic], "GET", "agents", params=params or None)
 
     def agent(self, agent_id: str) -> AgentPublic:
@@ -338,3 +360,63 @@ class HelplineClient:
     def complete_upload(self, upload_id: str) -> BundlePublic:
         """Ask the server to join and verify the chunks; idempotent, so a lost answer can be asked for again."""
         return self._call(BundlePublic, "POST", f"uploads/{_segment(upload_id, 'upload id')}/complete")
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_credential(self, body: CredentialRequest) -> RepositoryCredential:
+        """A short-lived credential for a server-side restic repository (this PC's own, or a replacement restore's)."""
+        return self._call(RepositoryCredential, "POST", "agent/snapshots/credential", json=_body(body))
+
+    def report_snapshot(self, body: SnapshotReport) -> StatusMessage:
+        """Report a snapshot run of this PC (successful or not); the answer's status is the PC's protection state."""
+        return self._call(StatusMessage, "POST", "agent/snapshots/reports", json=_body(body))
+
+    def report_verification(self, body: VerifyReport) -> StatusMessage:
+        """Report a sample restore this PC checked by hash; the answer's status is the PC's protection state."""
+        return self._call(StatusMessage, "POST", "agent/snapshots/verifications", json=_body(body))
+
+    def put_escrow(self, body: EscrowPut) -> StatusMessage:
+        """Escrow this PC's server-repository password (ForbiddenError when the server keeps none: escrow off)."""
+        return self._call(StatusMessage, "PUT", "agent/snapshots/escrow", json=_body(body))
+
+    def get_escrow(self, request_id: str) -> EscrowPut:
+        """The old PC's repository password, for the replacement restore ``request_id`` that names this PC."""
+        return self._call(EscrowPut, "GET", "agent/snapshots/escrow", params={"request_id": request_id})
+
+    def agent_snapshots(self, agent_id: str, limit: int | None = None) -> list[SnapshotReport]:
+        """A PC's reported snapshot runs, newest first (engineers)."""
+        params = {"limit": limit} if limit is not None else None
+        return self._call(list[SnapshotReport], "GET", f"agents/{_agent(agent_id)}/snapshots", params=params)
+
+    def agent_protection(self, agent_id: str) -> ProtectionStatus:
+        """Whether a PC is protected by snapshots, in plain words (engineers)."""
+        return self._call(ProtectionStatus, "GET", f"agents/{_agent(agent_id)}/protection")
+
+    # --- engineer -> PC requests ------------------------------------------------------------
+
+    def create_pc_request(self, agent_id: str, body: PcRequestCreate) -> PcRequestPublic:
+        """Ask a PC to do something (snapshot, restore, diagnostics, browse, diff); the server signs it for the PC."""
+        return self._call(PcRequestPublic, "POST", f"agents/{_agent(agent_id)}/requests", json=_body(body))
+
+    def pc_requests(self, agent_id: str, *, active: bool = False, limit: int | None = None) -> list[PcRequestPublic]:
+        """A PC's requests, newest first; only those still under way with ``active``."""
+        params = {k: v for k, v in {"active": "true" if active else None, "limit": limit}.items() if v is not None}
+        return self._call(list[PcRequestPublic], "GET", f"agents/{_agent(agent_id)}/requests", params=params or None)
+
+    def pc_request(self, agent_id: str, request_id: str, wait: int | None = None, seen: int | None = None) -> PcRequestPublic:
+        """One request; with ``wait``, the server holds the answer up to that many seconds until its version
+        passes ``seen`` (or it is final)."""
+        segment = _segment(request_id, "request id")
+        extra = _wait(wait)
+        if seen is not None:
+            extra.setdefault("params", {})["seen"] = _row_id(seen, "version")
+        return self._call(PcRequestPublic, "GET", f"agents/{_agent(agent_id)}/requests/{segment}", **extra)
+
+    def next_pc_requests(self, wait: int | None = None) -> list[SignedPcRequest]:
+        """This PC's requests the server has for it (signed by the server key), waiting up to ``wait`` seconds for one."""
+        return self._call(list[SignedPcRequest], "GET", "agent/requests", **_wait(wait))
+
+    def update_pc_request(self, request_id: str, body: PcRequestUpdate) -> PcRequestPublic:
+        """Report where one of this PC's requests stands (running, progress, done, failed, refused)."""
+        return self._call(PcRequestPublic, "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
+                          json=_body(body))

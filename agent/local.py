@@ -18,8 +18,10 @@ from agent import link, reply, upload
 from agent.store import AgentState, AgentStore
 from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
-if TYPE_CHECKING:  # share pulls in the diagnostics; only sharing needs them
+if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
+    from agent.service.consent import WaitingRequest
     from agent.share import ShareRequest, TicketChoice
+    from agent.snapshots.jobs import Snapshots
 
 
 class ThisPC:
@@ -88,6 +90,26 @@ class ThisPC:
 
     def send_queued(self) -> list[upload.QueuedDelivery]:
         return upload.send_queued(directory=self._dir)
+
+    def snapshots(self) -> Snapshots:
+        """This PC's snapshots: take one, list, restore, how protected it is (the agent service runs the same)."""
+        from agent.snapshots.jobs import Snapshots
+
+        return Snapshots(self.store)
+
+    def waiting_requests(self) -> list[WaitingRequest]:
+        """Engineers' requests that wait for this PC's user to agree (a restore, fresh diagnostics), oldest first."""
+        from agent.service.consent import ConsentBox
+
+        return ConsentBox(self._dir / "requests").waiting()
+
+    def answer_request(self, reference: str, *, approve: bool) -> WaitingRequest:
+        """Approve or refuse the waiting request ``reference`` names (its id or a unique start of it)."""
+        import getpass
+
+        from agent.service.consent import ConsentBox
+
+        return ConsentBox(self._dir / "requests").answer(reference, approve=approve, by=getpass.getuser())
 
 
 def this_pc() -> ThisPC:

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, diag, engineer, server, share, user
+from cli.commands import admin, consent, diag, engineer, pc, server, share, snapshots, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -52,10 +52,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show a traceback when something fails."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
 ) -> None:
     output.DEBUG["enabled"] = debug
+    if ctx.invoked_subcommand not in (None, "requests", "completion") and not ctx.resilient_parsing:
+        waiting = consent.notice()  # an engineer's request waits for this PC's user: say so, on stderr
+        if waiting:
+            output.err_console().print(f"[bold]note:[/] {output.esc(waiting)}")
 
 
 # The variable a completion script sets when the shell asks `helpline` for completions.
@@ -97,12 +102,16 @@ app.command(rich_help_panel=user.PANEL)(user.pair)
 app.command(rich_help_panel=user.PANEL)(user.request)
 app.command(rich_help_panel=user.PANEL)(user.status)
 app.command(rich_help_panel=user.PANEL)(user.reply)
+app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
+app.command(rich_help_panel=user.PANEL)(snapshots.restore)
+app.command(rich_help_panel=user.PANEL)(consent.requests)
 
 app.command(rich_help_panel=engineer.PANEL)(engineer.login)
 app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
 app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
 app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
 app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
+app.add_typer(pc.pc_app, name="pc", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
 

@@ -46,6 +46,16 @@ class AgentStatus(StrEnum):
     REVOKED = "revoked"  # an admin revoked the agent: its credential stops working
 
 
+class ProtectionState(StrEnum):
+    """Whether a PC's snapshots protect it (protocol.snapshots.ProtectionStatus words it for people)."""
+
+    PROTECTED = "protected"
+    STALE = "stale"  # no good snapshot for too long
+    NEVER = "never"  # no snapshot yet
+    FAILING = "failing"  # the last run failed, or the last sample restore did not match
+    UNVERIFIED = "unverified"  # no verified sample restore for too long
+
+
 class TicketSort(StrEnum):
     NEWEST = "newest"  # highest number first
     DUE = "due"  # unanswered open tickets by first-response due time, soonest (or most overdue) first; then the rest
@@ -460,6 +470,10 @@ class AgentPublic(_Model):
     resembles: str | None = Field(default=None, description="The agent a pending PC looked like when it enrolled (evidence).")
     evidence: str = Field(default="", description="What it shared with that agent, e.g. 'same machine id and hostname'.")
     revoked_at: datetime | None = None
+    protection: ProtectionState | None = Field(default=None, description="Whether its snapshots protect it.")
+    protection_words: str = Field(default="", description="The same in plain words, e.g. 'Protected: last snapshot "
+                                                          "40 minutes ago; last verified restore yesterday'.")
+    last_snapshot_at: datetime | None = None
 
 
 class AgentDecision(_Model):

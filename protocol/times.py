@@ -4,7 +4,8 @@ A moment names its day unless it is today ("today 09:16 CET", "tomorrow 08:00 CE
 "Tue 2 Dec 09:16 UTC", with the year when it is another year) and always its zone,
 since an engineer and a user may sit in different ones. A duration reads as one:
 "43 s", "14 min 43 s", "3 h 5 min", "2 days 4 h"; or, rounded for promises and
-waits, "about 15 minutes", "about 3 hours".
+waits, "about 15 minutes", "about 3 hours". How long ago something happened reads
+"40 minutes ago", "yesterday", "9 days ago" (a PC's protection in plain words).
 """
 
 from __future__ import annotations
@@ -77,3 +78,23 @@ def about(length: float | timedelta) -> str:
     if hours < 48:
         return "about " + _plural(hours, "hour")
     return "about " + _plural(round(seconds / 86400), "day")
+
+
+def ago(when: datetime, *, now: datetime) -> str:
+    """Say how long ago ``when`` was, as people say it: "just now", "40 minutes ago", "3 hours ago", "yesterday", "9 days ago".
+
+    "yesterday" means 24 to 48 hours ago, so the words do not depend on anyone's zone;
+    a moment ahead of ``now`` (a clock a little fast) is "just now". A naive ``when`` is read as UTC.
+    """
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (now - when).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return _plural(int(seconds // 60), "minute") + " ago"
+    if seconds < 86400:
+        return _plural(int(seconds // 3600), "hour") + " ago"
+    if seconds < 2 * 86400:
+        return "yesterday"
+    return _plural(int(seconds // 86400), "day") + " ago"

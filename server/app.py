@@ -18,7 +18,7 @@ from protocol.schemas import ErrorBody, ErrorDetail, describe_invalid
 from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
-from server.api import accounts, agents, audit, auth, health, tickets, uploads
+from server.api import accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads
 from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
 from server.jobs import run_jobs
@@ -159,9 +159,10 @@ def create_app(state: ServerRuntime) -> FastAPI:
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (health, auth, accounts, tickets, agents, audit, uploads):
+    for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/",))
+    app.include_router(restic_rest.rest)
+    app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/", "/v1/restic/"))
     app.add_middleware(PrintablePath)
     app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit and bad paths are signed too
     return app

@@ -66,6 +66,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Where a session carries its runtime's clock (server.runtime), for code that is handed only a session.
+CLOCK_INFO = "helpline.clock"
+
+
+def session_now(session: Session) -> datetime:
+    """The time by the clock of the runtime ``session`` belongs to (the real time outside one)."""
+    return session.info.get(CLOCK_INFO, utcnow)()
+
+
 class UTCDateTime(TypeDecorator):
     """A timestamp stored in UTC and always read back timezone-aware."""
 

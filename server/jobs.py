@@ -25,9 +25,13 @@ from pathlib import Path
 import anyio
 from sqlalchemy import delete, func, select
 
+from server import escrow, snapshots
 from server.agent_requests import sweep_nonces
+from server.audit import Actor
 from server.db import transaction, utcnow
+from server.restic_rest.prune import empty_trash, prune_repositories
 from server.models import JobRun
+from server.pc_requests import request_bell, sweep
 from server.runtime import ServerRuntime
 from server.settings import ServerSettings
 from server.uploads import sweep_expired
@@ -55,7 +59,8 @@ def sweep_uploads(state: ServerRuntime) -> str:
     return f"removed {removed} expired unfinished uploads"
 
 
-NONCE_SWEEP_SECONDS = 300.0  # nonces outlive their window by at most this long
+NONCE_SWEEP_SECONDS = 300.0
+RESTIC_TRASH_SECONDS = 3600.0  # the restic trash is emptied, and expired repository credentials deleted, hourly  # nonces outlive their window by at most this long
 
 
 def sweep_agent_nonces(state: ServerRuntime) -> str:
@@ -65,9 +70,45 @@ def sweep_agent_nonces(state: ServerRuntime) -> str:
     return f"removed {removed} expired agent request nonces"
 
 
+PROTECTION_WATCH_SECONDS = 600.0  # a PC that went stale or unverified is audited within this long
+
+
+def watch_protection(state: ServerRuntime) -> str:
+    """Audit the PCs whose snapshot protection changed with time alone (stale, unverified)."""
+    with transaction(state.sessions) as session:
+        changed = snapshots.watch(session, state.settings.snapshots, now=state.clock())
+    return f"{changed} PCs changed protection state"
+
+
+ESCROW_PURGE_SECONDS = 300.0  # escrowed passwords are gone within this long of escrow being turned off
+
+
+def purge_escrow(state: ServerRuntime) -> str:
+    """With escrow off, delete the repository passwords PCs escrowed before (each audited)."""
+    if state.settings.snapshots.escrow:
+        return "escrow is on: nothing to purge"
+    with transaction(state.sessions) as session:
+        removed = escrow.purge(session, Actor.system("escrow-purge"))
+    return f"escrow is off: deleted {removed} escrowed passwords"
+
+
+def sweep_pc_requests(state: ServerRuntime) -> str:
+    """Mark engineers' requests to PCs expired when nobody started them in time (failed when gone silent)."""
+    with transaction(state.sessions) as session:
+        changed = [row.id for row in sweep(session, now=state.clock())]
+    for request_id in changed:
+        state.doorbell.ring(request_bell(request_id))
+    return f"expired {len(changed)} requests to PCs"
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
+    Job("restic-prune", lambda settings: settings.snapshots.prune_check_minutes * 60, prune_repositories),
+    Job("restic-trash", lambda settings: RESTIC_TRASH_SECONDS, empty_trash),
+    Job("protection-watch", lambda settings: PROTECTION_WATCH_SECONDS, watch_protection),
+    Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
+    Job("pc-request-sweep", lambda settings: settings.snapshots.request_sweep_seconds, sweep_pc_requests),
 )
 
 

@@ -1,15 +1,16 @@
-"""What the server keeps: accounts, tokens, tickets, agents, pairings and the audit log.
+"""What the server keeps: accounts, tokens, tickets, agents, pairings, snapshot records and the audit log.
 
 Secrets are never stored in the clear: passwords as scrypt hashes, API tokens
 and agent credentials as SHA-256 digests, pairing codes and enrollment tokens
-as keyed HMAC digests.
+as keyed HMAC digests. Snapshot repository passwords a PC escrows are sealed
+with a key derived from the server's signing key, which is not in the database.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, UTCDateTime, utcnow
@@ -284,3 +285,172 @@ class AgentNonce(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class PcRequestRow(Base):
+    """An engineer's request to one PC (protocol.pc_requests), signed by the server key when it was made.
+
+    ``payload`` is the exact signed payload the PC checks; the other columns say
+    where the request stands, as the PC reported it (untrusted text) or as the
+    server decided (expired).
+    """
+
+    __tablename__ = "pc_requests"
+    __table_args__ = (Index("ix_pc_requests_agent_state", "agent_id", "state"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
+    # A replacement restore reads this other PC's server-side repository (a plain id: the record outlives it).
+    source_agent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    requested_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    requested_by_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    nonce: Mapped[str] = mapped_column(String(64), nullable=False)
+    unattended: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    payload: Mapped[dict] = mapped_column(JSON, nullable=False)
+    signature: Mapped[str] = mapped_column(String(200), nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    progress: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+    agent: Mapped[Agent] = relationship()
+    ticket: Mapped[Ticket | None] = relationship()
+
+
+class ResticRepository(Base):
+    """An agent's server-side restic repository: its usage (for the quota) and the prune fence.
+
+    While ``fenced_at`` is set the server is about to prune (or is pruning) and
+    the agent may only read and remove its own locks: see docs/threat-model.md.
+    """
+
+    __tablename__ = "restic_repositories"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)  # live objects plus reservations
+    fenced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ResticObject(Base):
+    """One file of a restic repository: config, or data/keys/locks/snapshots/index named by its SHA-256.
+
+    ``trashed_at`` set: deleted by the server's prune, kept in the blob store until the trash is emptied.
+    """
+
+    __tablename__ = "restic_objects"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(10), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(10), nullable=False)  # the mode of the credential: append | admin
+    trashed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class ResticCredential(Base):
+    """A short-lived credential for one agent's repository (HTTP Basic), its secret stored as a SHA-256 digest."""
+
+    __tablename__ = "restic_credentials"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    repository_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True)
+    # The agent it was issued to; None for the server's own (admin) credential.
+    issued_to: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(10), nullable=False)  # protocol.snapshots.RepositoryMode
+    purpose: Mapped[str] = mapped_column(String(20), nullable=False)  # backup | check | restore | prune
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class SnapshotRun(Base):
+    """One snapshot run a PC reported (successful or not); the newest few hundred are kept per PC."""
+
+    __tablename__ = "snapshot_runs"
+    __table_args__ = (Index("ix_snapshot_runs_agent_finished", "agent_id", "finished_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    repository: Mapped[str] = mapped_column(String(20), nullable=False)  # local | server
+    status: Mapped[str] = mapped_column(String(20), nullable=False)  # ok | partial | failed
+    snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    paths: Mapped[list] = mapped_column(JSON, default=list, nullable=False)
+    files_new: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    files_changed: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    files_unmodified: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    total_files: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    bytes_added: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    warnings: Mapped[list] = mapped_column(JSON, default=list, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class RestoreCheck(Base):
+    """One sample restore a PC made from a snapshot and compared by hash (a verified restore, or a failed one)."""
+
+    __tablename__ = "restore_checks"
+    __table_args__ = (Index("ix_restore_checks_agent_at", "agent_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    repository: Mapped[str] = mapped_column(String(20), nullable=False)
+    snapshot_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    files_checked: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    bytes_checked: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    detail: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Protection(Base):
+    """A PC's snapshot standing, summed up from its reports as they arrive (one row per PC that reported).
+
+    ``state`` is the state last recorded in the audit log: a report or the
+    protection watch compares it with the state worked out now, and a change is
+    audited once.
+    """
+
+    __tablename__ = "protection"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    first_snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_status: Mapped[str | None] = mapped_column(String(20))
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last sample restore that matched
+    last_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last sample restore, matched or not
+    last_check_ok: Mapped[bool | None] = mapped_column(Boolean)
+    last_check_detail: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    state: Mapped[str] = mapped_column(String(20), default="never", nullable=False)
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EscrowedPassword(Base):
+    """A PC's server-repository password, sealed (envelope: a data key under the server's escrow key, AES-GCM).
+
+    Nothing here opens without the server's signing key, which is not in the
+    database; each seal is bound to its agent, so a row copied to another agent
+    does not open.
+    """
+
+    __tablename__ = "escrowed_passwords"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False)  # which escrow key sealed the data key
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # nonce + AES-GCM(data key)
+    sealed_password: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # nonce + AES-GCM(password)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

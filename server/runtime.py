@@ -1,4 +1,4 @@
-"""The long-lived parts of a running server (settings, database, blobs, signing key), built once."""
+"""The long-lived parts of a running server (settings, database, blobs, signing and escrow keys), built once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from protocol import signing
 from server.blobs import BlobStore, blob_store
-from server.db import DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
+from server.doorbell import Doorbell
+from server.db import CLOCK_INFO, DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
+from server.escrow import SESSION_INFO as ESCROW_INFO
+from server.escrow import EscrowKey, EscrowContext
 from server.settings import ServerSettings
 
 T = TypeVar("T")
@@ -74,10 +77,20 @@ class ServerRuntime:
     read_sessions: sessionmaker[Session] | None = None
     request_slots: RequestSlots = field(default_factory=lambda: RequestSlots(DEFAULT_POOL_SIZE))
     password_checks: PasswordChecks = field(default_factory=lambda: PasswordChecks(1))
+    #: The escrow key (derived from the signing key), snapshot settings and blobs, also carried by every session.
+    escrow: EscrowContext = field(init=False)
+    #: Wakes long polls (a PC waiting for requests, an engineer following one) when something changes.
+    doorbell: Doorbell = field(default_factory=Doorbell)
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:
             self.read_sessions = read_sessions(self.engine)
+        # Every session of this runtime carries its escrow context (server.escrow), so work
+        # that holds only a session (the prune job, the snapshot upload check) can open escrowed passwords.
+        self.escrow = EscrowContext(EscrowKey(self.signing_key), self.settings.snapshots, self.blobs)
+        for sessions in (self.sessions, self.read_sessions):
+            sessions.kw.setdefault("info", {})[ESCROW_INFO] = self.escrow
+            sessions.kw["info"][CLOCK_INFO] = self.clock  # and its clock (tests move it), for seams given only a session
 
     @property
     def public_key(self) -> str:

@@ -112,6 +112,77 @@ class UploadSettings(BaseModel):
     idle_minutes: float = Field(default=15.0, gt=0)
 
 
+class RetentionPolicy(BaseModel):
+    """How many snapshots the server's prune keeps per agent (restic forget's --keep-* options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hourly: int = Field(default=24, ge=0, le=10_000)
+    daily: int = Field(default=7, ge=0, le=10_000)
+    weekly: int = Field(default=4, ge=0, le=10_000)
+    monthly: int = Field(default=0, ge=0, le=10_000)
+    yearly: int = Field(default=0, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionPolicy:
+        if not any((self.hourly, self.daily, self.weekly, self.monthly, self.yearly)):
+            raise ValueError("a retention policy must keep at least one snapshot (set hourly, daily, weekly, "
+                             "monthly or yearly above 0)")
+        return self
+
+
+class SnapshotSettings(BaseModel):
+    """The server-side restic repositories (one per agent, append-only for the agent, pruned by the server),
+    escrow of repository passwords, and when a PC counts as not protected.
+
+    ``[snapshots]`` in server.toml, ``HELPLINE_SNAPSHOTS__<NAME>`` in the environment.
+    With ``escrow`` on, PCs hand the server their repository password (kept
+    encrypted with a key derived from the server's signing key) so an engineer
+    can restore onto a replacement PC; the server can then read every PC's
+    snapshots. With it off, the server refuses passwords and deletes those it
+    holds (the ``escrow-purge`` job), and only each PC can read its snapshots.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # off: no credentials are issued and the REST repositories answer 503
+    # Escrow of each PC's repository password (encrypted at rest); with it the server can read snapshots.
+    escrow: bool = True
+    backup_credential_minutes: float = Field(default=120.0, gt=0, le=7 * 24 * 60)  # purposes backup and check
+    restore_credential_minutes: float = Field(default=480.0, gt=0, le=7 * 24 * 60)
+    admin_credential_minutes: float = Field(default=240.0, gt=0, le=7 * 24 * 60)  # the server's own, for prune
+    quota_bytes: int = Field(default=100 << 30, gt=0)  # one agent's repository, trash not counted
+    trash_days: float = Field(default=7.0, ge=0)  # what the server's prune deletes is kept this long; 0: at once
+    prune_interval_hours: float = Field(default=168.0, gt=0)  # how often each repository is pruned
+    prune_check_minutes: float = Field(default=15.0, gt=0)  # how often the prune job looks for due repositories
+    retention: RetentionPolicy = RetentionPolicy()
+    # The base URL PCs reach this server by, for repository URLs; default: the one the PC's request came to.
+    public_url: str | None = None
+    # The base URL the server's own restic reaches the repositories by; default: http(s)://host:port (loopback
+    # when the server listens on every address).
+    local_url: str | None = None
+    restic: str = "restic"  # the restic binary the prune job runs
+    # A PC without a good snapshot for this long is "stale" (not protected).
+    stale_after_hours: float = Field(default=26.0, gt=0)
+    # A PC whose last verified sample restore is older than this is "unverified".
+    unverified_after_days: float = Field(default=8.0, gt=0)
+    # An engineer's restore runs on a PC without its user's consent (the admin's allowance; never a shell).
+    unattended_restore: bool = False
+    # How often an engineer's request to a PC that nobody ran before its expiry is marked expired.
+    request_sweep_seconds: float = Field(default=60.0, gt=0)
+    # How often a waiting long poll looks in the database besides its in-process wake-up (other replicas).
+    request_poll_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("public_url", "local_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
+            raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
+        return value.rstrip("/")
+
+
 #: The flat spellings of the blob settings before ``[blobs]``, still read (file and
 #: environment) and folded into ``blobs``: old name -> name in BlobSettings.
 FLAT_BLOB_SETTINGS = {
@@ -174,6 +245,7 @@ class ServerSettings(BaseSettings):
     tls_key_file: Path | None = None
     blobs: BlobSettings = BlobSettings()
     uploads: UploadSettings = UploadSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
     # Self-service tickets one PC may have open (not resolved or closed) at once.

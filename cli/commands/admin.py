@@ -24,6 +24,7 @@ from protocol.schemas import (
     AgentStatus,
     EnrollmentTokenCreate,
     EnrollmentTokenPublic,
+    ProtectionState,
     Role,
     parse_input,
 )
@@ -253,6 +254,17 @@ def agent_enroll(
                    f"helpline agent approve {state.agent_id}")
 
 
+@agent_app.command("run")
+def agent_run(once: Annotated[bool, typer.Option("--once", help="Run the work that is due now, then exit (for cron and tests).")] = False) -> None:
+    """Run this PC's agent service: scheduled snapshots, check-in, engineers' requests. Stops on SIGTERM or Ctrl-C.
+
+    Example: helpline agent run --once
+    """
+    from cli.commands.snapshots import run_service
+
+    run_service(once=once)
+
+
 def _status_cell(a: AgentPublic) -> str:
     if a.status == AgentStatus.PENDING and a.resembles:
         return f"pending, resembles {a.resembles[:8]}"
@@ -264,26 +276,40 @@ def agent_list(
     group: Annotated[str | None, typer.Option("--group", "-g", metavar="GROUP", help="Only agents of this fleet group.")] = None,
     status: Annotated[AgentStatus | None, typer.Option("--status", help="Only agents in this state.")] = None,
     pending: Annotated[bool, typer.Option("--pending", help="Only agents waiting for an admin's approval (--status pending).")] = False,
+    protection: Annotated[list[ProtectionState] | None, typer.Option(
+        "--protection", help="Only agents whose snapshots stand so (repeat for several).")] = None,
+    not_protected: Annotated[bool, typer.Option(
+        "--not-protected", help="Only agents that need a look: no recent snapshot, failing, or no recent verified "
+                                "restore (every --protection but protected).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the fleet's agents (enrolled and paired PCs) with their status.
+    """List the fleet's agents (enrolled and paired PCs) with their status and snapshot protection.
 
     A pending agent enrolled looking like another (same machine id and
     hostname); approve or refuse it with `helpline agent approve|refuse ID`.
+    Protection is "never" (no snapshot yet), "failing" (the last run or sample
+    restore failed), "stale" (no recent snapshot), "unverified" (no recent
+    verified restore) or "protected"; `helpline agent show` says it in words.
 
-    Example: helpline agent list --pending
+    Examples:
+      helpline agent list --pending
+      helpline agent list --not-protected
     """
     if pending and status not in (None, AgentStatus.PENDING):
         raise InvalidInputError("--pending and --status name different states.", hint="Give one of them.")
+    if not_protected and protection:
+        raise InvalidInputError("--not-protected and --protection both choose protection states.", hint="Give one of them.")
+    wanted = [p for p in ProtectionState if p is not ProtectionState.PROTECTED] if not_protected else (protection or [])
     with credentials.connect() as client:
-        agents = client.agents(group, AgentStatus.PENDING if pending else status)
+        agents = client.agents(group, AgentStatus.PENDING if pending else status, wanted)
     if json_out:
         output.print_json(agents)
         return
     short = short_ids(a.id for a in agents)
-    output.table(None, ["Hostname", "Id", "Status", "Group", "OS", "Agent", "Last seen", "Tickets"],
+    output.table(None, ["Hostname", "Id", "Status", "Group", "OS", "Agent", "Last seen", "Protection", "Last snapshot", "Tickets"],
                  [(a.hostname, short[a.id], _status_cell(a), a.group or ("—" if a.enrolled else "paired only"), a.os,
-                   a.agent_version, output.local_time(a.last_seen_at), ", ".join(a.tickets)) for a in agents])
+                   a.agent_version, output.local_time(a.last_seen_at), a.protection.value if a.protection else "—",
+                   output.local_time(a.last_snapshot_at), ", ".join(a.tickets)) for a in agents])
 
 
 AgentIdArg = Annotated[str, typer.Argument(
@@ -311,6 +337,8 @@ def agent_show(agent_id: AgentIdArg, json_out: JsonOpt = False) -> None:
         lines += f"\nResembled at enrollment: agent {a.resembles} ({output.esc(a.evidence)})"
     if a.revoked_at:
         lines += f"\nRevoked: {output.local_time(a.revoked_at)}"
+    if a.protection_words:
+        lines += f"\nSnapshots: {output.esc(a.protection_words)}\nLast snapshot: {output.local_time(a.last_snapshot_at)}"
     output.say(lines)
 
 

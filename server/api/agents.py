@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from protocol.schemas import (
@@ -17,12 +19,14 @@ from protocol.schemas import (
     EnrollRequest,
     PairRequest,
     PairResponse,
+    ProtectionState,
     ReplyCreate,
     SelfServiceRequest,
     SelfServiceResponse,
 )
+from protocol.snapshots import ProtectionStatus
 from protocol.untrusted import shown
-from server import pairing, replies
+from server import pairing, replies, snapshots
 from server import tickets as ticket_svc
 from server.agents import (
     agent_public,
@@ -82,20 +86,32 @@ def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor
 # --- engineers: the fleet ----------------------------------------------------------
 
 
-@router.get("/agents", summary="List agents (enrolled and paired PCs), optionally of one group or status")
-def list_agents(account: CurrentAccount, session: ReadSession, group: str | None = None,
-                status: AgentStatus | None = None) -> list[AgentPublic]:
+@router.get("/agents", summary="List agents (enrolled and paired PCs), optionally of one group, status or protection")
+def list_agents(account: CurrentAccount, session: ReadSession, state: State, now: Now, group: str | None = None,
+                status: AgentStatus | None = None,
+                protection: Annotated[list[ProtectionState] | None, Query(
+                    description="Only agents in these protection states (e.g. all but protected: the PCs to look at).")] = None,
+                ) -> list[AgentPublic]:
     query = select(Agent).order_by(Agent.hostname, Agent.created_at)
     if group:
         query = query.where(Agent.group == group)
     if status:
         query = query.where(Agent.status == status.value)
-    return [agent_public(a) for a in session.scalars(query)]
+    agents = list(session.scalars(query))
+    protected = snapshots.statuses(session, agents, state.settings.snapshots, now=now)
+    listed = [_with_protection(agent_public(a), protected[a.id]) for a in agents]
+    return [a for a in listed if a.protection in protection] if protection else listed
 
 
 @router.get("/agents/{agent_id}", summary="Show one agent (by id, a unique start of it, or host name)")
-def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession) -> AgentPublic:
-    return agent_public(find_agent(session, agent_id))
+def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession, state: State, now: Now) -> AgentPublic:
+    agent = find_agent(session, agent_id)
+    return _with_protection(agent_public(agent), snapshots.statuses(session, [agent], state.settings.snapshots, now=now)[agent.id])
+
+
+def _with_protection(public: AgentPublic, protection: ProtectionStatus) -> AgentPublic:
+    return public.model_copy(update={"protection": ProtectionState(protection.state), "protection_words": protection.words,
+                                     "last_snapshot_at": protection.last_snapshot_at})
 
 
 # --- admins: decisions on agents ------------------------------------------------------

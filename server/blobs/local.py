@@ -319,6 +319,17 @@ class LocalBlobStore(BlobStore):
         os.close(dir_fd)
         return os.fdopen(fd, "rb")
 
+    def open_range(self, key: str, start: int) -> BinaryIO:
+        check_range(start, 0)
+        dir_fd, fd, _ = self._open_blob(key)
+        os.close(dir_fd)
+        try:
+            os.lseek(fd, start, os.SEEK_SET)
+        except OSError as exc:
+            os.close(fd)
+            raise self._failure(exc, f"reading {quoted(key)}") from exc
+        return os.fdopen(fd, "rb")
+
     def read_range(self, key: str, start: int, length: int) -> bytes:
         check_range(start, length)
         dir_fd, fd, _ = self._open_blob(key)

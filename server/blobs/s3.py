@@ -308,6 +308,27 @@ class S3BlobStore(BlobStore):
         raw = _S3Reader(response["Body"], lambda exc: self._translate(exc, f"reading {quoted(key)}", key))
         return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)  # type: ignore[return-value]
 
+    def open_range(self, key: str, start: int) -> BinaryIO:
+        check_range(start, 0)
+        if start == 0:
+            return self.open(key)
+        name = self._name(key)
+        from botocore.exceptions import ClientError
+
+        with self._errors(f"reading {quoted(key)}", key=key):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return io.BytesIO(b"")  # type: ignore[return-value] - the range starts at or past the end
+                raise
+        if not response.get("ContentRange"):
+            response["Body"].close()
+            raise UnavailableError(f"the S3 endpoint for {self._where()} ignored a byte range request",
+                                   hint="use an S3 service that supports ranged GET")
+        raw = _S3Reader(response["Body"], lambda exc: self._translate(exc, f"reading {quoted(key)}", key))
+        return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)  # type: ignore[return-value]
+
     def read_range(self, key: str, start: int, length: int) -> bytes:
         name = self._name(key)
         check_range(start, length)

@@ -95,6 +95,26 @@ class BlobStore(abc.ABC):
     def open(self, key: str) -> BinaryIO:
         """Return a binary file object streaming the blob; the caller closes it."""
 
+    def open_range(self, key: str, start: int) -> BinaryIO:
+        """Return a binary file object streaming the blob from offset ``start`` to its end; the caller closes it.
+
+        Unlike :meth:`read_range` nothing is held in memory, whatever the span. This
+        default skips ``start`` bytes of :meth:`open`; stores override it with a seek.
+        """
+        check_range(start, 0)
+        stream = self.open(key)
+        remaining = start
+        try:
+            while remaining > 0:
+                skipped = stream.read(min(remaining, CHUNK_SIZE))
+                if not skipped:
+                    break
+                remaining -= len(skipped)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
     @abc.abstractmethod
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """Return up to ``length`` bytes from offset ``start``; fewer (or none) past the end."""

@@ -12,7 +12,10 @@ import pytest
 from starlette.routing import Match
 
 from agent.client import HelplineClient
+from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
+from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
@@ -35,6 +38,10 @@ from protocol.schemas import (
 )
 
 BASE = "http://127.0.0.1:8700"
+SNAPSHOT_REPORT = SnapshotReport(repository="server", status="ok", snapshot_id="0" * 64,
+                                 started_at="2026-12-01T10:00:00Z", finished_at="2026-12-01T10:05:00Z")
+VERIFY_REPORT = VerifyReport(repository="server", snapshot_id="0" * 64, at="2026-12-01T11:00:00Z", files_checked=3,
+                             bytes_checked=10, ok=True)
 BUNDLE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 IDENTITY = AgentIdentity(public_key="A" * 44, hostname="pc-1")
 
@@ -113,13 +120,25 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("snapshot_credential", (CredentialRequest(purpose="backup"),)),
+        ("report_snapshot", (SNAPSHOT_REPORT,)),
+        ("report_verification", (VERIFY_REPORT,)),
+        ("put_escrow", (EscrowPut(password="correct horse"),)),
+        ("get_escrow", ("r-1",)),
+        ("agent_snapshots", ("0f8fad5b",)),
+        ("agent_protection", ("0f8fad5b",)),
+        ("create_pc_request", ("0f8fad5b", PcRequestCreate(kind="snapshot"))),
+        ("pc_requests", ("0f8fad5b",)),
+        ("pc_request", ("0f8fad5b", BUNDLE, 25, 3)),
+        ("next_pc_requests", (25,)),
+        ("update_pc_request", (BUNDLE, PcRequestUpdate(state="running", progress=0.5))),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

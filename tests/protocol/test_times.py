@@ -83,3 +83,15 @@ def test_validation_errors_are_said_plainly():
         "The expires in hours must be more than 0 (and 1 more problem)."
     assert describe([{"type": "value_error", "loc": ("body", "title"), "msg": "Value error, The title is blank"}]) == "The title is blank."
     assert describe([{"type": "something_new", "loc": ("query", "limit"), "msg": "Input is odd"}]) == "The limit is not valid: input is odd."
+
+
+@pytest.mark.parametrize(("before", "text"), [
+    (timedelta(seconds=-90), "just now"), (timedelta(seconds=59), "just now"), (timedelta(minutes=1), "1 minute ago"),
+    (timedelta(minutes=40, seconds=59), "40 minutes ago"), (timedelta(hours=1), "1 hour ago"),
+    (timedelta(hours=23, minutes=59), "23 hours ago"), (timedelta(hours=24), "yesterday"),
+    (timedelta(hours=47), "yesterday"), (timedelta(days=2), "2 days ago"), (timedelta(days=9, hours=3), "9 days ago"),
+], ids=lambda value: str(value))
+def test_how_long_ago_reads_as_people_say_it(before, text):
+    now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    assert times.ago(now - before, now=now) == text
+    assert times.ago((now - before).replace(tzinfo=None), now=now) == text  # naive moments are UTC

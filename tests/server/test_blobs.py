@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from protocol.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from server.blobs import (
+    CHUNK_SIZE,
     MAX_KEY_LENGTH,
     MAX_RANGE_LENGTH,
     MAX_SEGMENT_LENGTH,
@@ -299,6 +300,19 @@ def test_read_range(store: BlobStore) -> None:
     with pytest.raises(InvalidInputError, match="larger than") as raised:
         store.read_range("data.bin", 0, MAX_RANGE_LENGTH + 1)
     assert "open()" in (raised.value.hint or "")
+
+
+def test_open_range_streams_from_an_offset_to_the_end(store: BlobStore) -> None:
+    data = bytes(range(256)) * 8192 + b"tail"  # over CHUNK_SIZE, so a skip spans reads
+    store.put("data.bin", data)
+    end = len(data)
+    for start in (0, 1, 255, CHUNK_SIZE + 7, end - 4, end, end + 100):
+        with store.open_range("data.bin", start) as stream:
+            assert stream.read() == data[start:], start
+    with pytest.raises(InvalidInputError):
+        store.open_range("data.bin", -1)
+    with pytest.raises(NotFoundError):
+        store.open_range("absent/x", 0)
 
 
 def test_missing_key(store: BlobStore) -> None:

@@ -8,6 +8,7 @@ elevated, restic is asked for a VSS snapshot so open files are read whole.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import PurePath
 
 from protocol.errors import InvalidInputError
@@ -29,11 +30,13 @@ def backup_argv(
     one_file_system: bool = False,
     use_fs_snapshot: bool = False,
     retry_lock: float | None = None,
+    time: datetime | None = None,
 ) -> tuple[str, ...]:
     """Return the argv that snapshots ``paths`` of ``host`` into ``repository``.
 
     ``excludes`` are restic patterns, ``exclude_files`` files of them;
-    ``use_fs_snapshot`` (Windows, elevated only: the caller knows) asks for VSS.
+    ``use_fs_snapshot`` (Windows, elevated only: the caller knows) asks for VSS;
+    ``time`` dates the snapshot (restic reads it in this PC's zone), else restic's now.
     """
     paths = tuple(values.absolute_path(path) for path in paths)
     if not paths:
@@ -50,4 +53,6 @@ def backup_argv(
         argv.append("--one-file-system")
     if use_fs_snapshot:
         argv.append("--use-fs-snapshot")
+    if time is not None:
+        argv += ["--time", time.astimezone().strftime("%Y-%m-%d %H:%M:%S")]
     return (*argv, "--", *paths)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import PurePath
 
 from .backup import backup_argv
@@ -96,6 +97,7 @@ def backup(
     cancel: threading.Event | None = None,
     timeout: float = LONG_TIMEOUT,
     lock_wait: float = LOCK_WAIT,
+    time: datetime | None = None,
 ) -> BackupSummary:
     """Snapshot ``paths`` of ``host`` and return what the snapshot holds.
 
@@ -104,7 +106,7 @@ def backup(
     """
     argv = backup_argv(
         restic, repository, host=host, paths=paths, tags=tags, excludes=excludes, exclude_files=exclude_files,
-        one_file_system=one_file_system, use_fs_snapshot=use_fs_snapshot, retry_lock=lock_wait,
+        one_file_system=one_file_system, use_fs_snapshot=use_fs_snapshot, retry_lock=lock_wait, time=time,
     )
     reader = BackupOutput(on_progress)
     done = run_restic(restic, repository, argv, timeout=timeout, exit_codes=BACKUP_EXIT_CODES, on_line=reader,

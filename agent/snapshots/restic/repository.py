@@ -3,8 +3,10 @@
 The password is only ever named by its file (``--password-file``): never in
 argv, never in a child's environment. A location that carries a credential
 (``rest:https://agent:token@host/repo``, as restic 0.14 needs for its REST
-backend) is handed over in the child's environment instead of argv, where
-every user of the PC could read it, and is masked in logs and errors.
+backend) never goes on argv, where every user of the PC could read it: it
+is written to a file only the agent can read and named with
+``--repository-file`` (``location_file``), or, without such a file, handed
+over in the child's environment; it is masked in logs and errors either way.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Repository:
     cacert: Path | None = None
     #: Restic's cache folder; restic's own default when None.
     cache_dir: Path | None = None
+    #: A 0600 file holding ``location`` (a credentialed URL), passed as ``--repository-file``.
+    location_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not str(self.location).strip():
@@ -78,7 +82,9 @@ def common_options(
     can (0.16 and newer; older ones are retried by the runner).
     """
     options: list[str] = []
-    if repository.credential is None:
+    if repository.location_file is not None:
+        options += ["--repository-file", str(repository.location_file)]
+    elif repository.credential is None:
         options += ["--repo", str(repository.location)]
     options += ["--password-file", str(repository.password_file)]
     if repository.cacert is not None:
@@ -95,7 +101,7 @@ def common_options(
 def child_env(repository: Repository) -> dict[str, str]:
     """Return what restic's environment gets laid over ours: clashing variables blanked, a credentialed location."""
     env = {name: "" for name in _BLANKED_ENV}
-    if repository.credential is not None:
+    if repository.credential is not None and repository.location_file is None:
         env["RESTIC_REPOSITORY"] = str(repository.location)
     env["RESTIC_PROGRESS_FPS"] = PROGRESS_FPS
     return env

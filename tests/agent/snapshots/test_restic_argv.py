@@ -215,3 +215,21 @@ def test_a_repository_needs_a_location_that_is_not_an_option():
         Repository("", Path("/p/pw"))
     with pytest.raises(InvalidInputError):
         Repository("--insecure-tls", Path("/p/pw"))
+
+
+def test_a_credentialed_location_in_a_file_is_named_by_repository_file_only():
+    repo = Repository("rest:https://pc-17:s3cr3t-t0ken@helpline.example/v1/restic/pc-17/", Path("/p/pw"),
+                      location_file=Path("/p/server.repository"))
+    argv = backup_argv(OLD, repo, host="pc-17", paths=["/home/ann"])
+    assert argv[:6] == ("restic", "backup", "--repository-file", "/p/server.repository", "--password-file", "/p/pw")
+    assert not any("s3cr3t" in arg for arg in argv)
+    assert child_env(repo)["RESTIC_REPOSITORY"] == ""
+    assert "s3cr3t-t0ken" in repo.secrets
+
+
+def test_a_backup_can_be_dated_by_the_agents_clock_in_this_pcs_zone():
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    argv = backup_argv(OLD, REPO, host="pc", paths=["/a"], time=when)
+    assert argv[-4:] == ("--time", when.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "--", "/a")

@@ -1,0 +1,107 @@
+"""The user's say on engineers' requests to this PC: see what waits, approve it or refuse it.
+
+A restore (or fresh diagnostics) an engineer asks for waits on the PC until its
+user answers here; unanswered, it expires and nothing runs. Any other
+`helpline` command the user runs meanwhile says, in one line, that a request waits.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from agent.local import this_pc
+from cli import output
+from protocol.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from agent.service.consent import WaitingRequest
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of text.")]
+
+
+
+class Answer(str, Enum):
+    APPROVE = "approve"
+    REFUSE = "refuse"
+
+
+def describe(item: WaitingRequest) -> str:
+    """What the request would do, in words: "restore /home/ana/report.odt (latest snapshot) beside the original"."""
+    params = item.params
+    if item.kind == "restore":
+        paths = params.get("paths") or []
+        what = "everything" if not paths else ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        when = f"as it was at {params['at']}" if params.get("at") else (
+            "from the latest snapshot" if params.get("snapshot", "latest") == "latest" else f"from snapshot {params['snapshot']}")
+        target = params.get("target", "beside")
+        where = ("over the current files (what they replace is kept aside)" if target == "overwrite" else
+                 f"into the folder {target[len('folder:'):]}" if target.startswith("folder:") else "beside the originals")
+        source = " from another PC's snapshots (a replacement restore)" if params.get("source_agent_id") else ""
+        return f"restore {what} {when}{source}, {where}"
+    if item.kind == "diagnostics":
+        return f"gather fresh diagnostics and send them to {item.ticket or 'the ticket'}"
+    return f"run a {item.kind} request"
+
+
+def notice() -> str | None:
+    """The one line other commands print when a request waits for this PC's user; None when none does."""
+    try:
+        waiting = this_pc().waiting_requests()
+    except Exception:  # a notice must never stop the command the user ran
+        return None
+    if not waiting:
+        return None
+    first = waiting[0]
+    more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+    return (f"{first.requested_by_name} asks to {describe(first)}{more}: "
+            f"answer with `helpline requests approve {first.id[:8]}` or `helpline requests refuse {first.id[:8]}`.")
+
+
+def requests(
+    answer: Annotated[Answer | None, typer.Argument(metavar="ANSWER", help="approve or refuse a waiting request (leave out to list them).")] = None,
+    request_id: Annotated[str | None, typer.Argument(metavar="ID", help="The request's id, or its start as `helpline requests` shows it.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """See the engineers' requests that wait for your answer on this PC, and approve or refuse one.
+
+    A restore or fresh diagnostics an engineer asks for runs only once you approve it; unanswered, it expires.
+
+    Examples:
+      helpline requests
+      helpline requests approve 3f2c9a1e
+      helpline requests refuse 3f2c9a1e
+    """
+    if answer is None:
+        if request_id is not None:
+            raise InvalidInputError("Say what to do with the request first.",
+                                    hint=f"helpline requests approve {request_id}  (or refuse)")
+        _list(json_out)
+        return
+    if request_id is None:
+        raise InvalidInputError(f"Which request do you {answer.value}?", hint="See their ids with `helpline requests`.")
+    item = this_pc().answer_request(request_id, approve=answer is Answer.APPROVE)
+    if json_out:
+        output.print_json({"id": item.id, "answer": "approved" if answer is Answer.APPROVE else "refused"})
+    elif answer is Answer.APPROVE:
+        output.say(f"Approved: {output.esc(item.requested_by_name)} may {output.esc(describe(item))}. "
+                   "It starts now; your engineer follows it.")
+    else:
+        output.say(f"Refused: nothing of it runs. {output.esc(item.requested_by_name)} is told.")
+
+
+def _list(json_out: bool) -> None:
+    waiting = this_pc().waiting_requests()
+    if json_out:
+        output.print_json([item.to_json() for item in waiting])
+        return
+    if not waiting:
+        output.say("No request waits for your answer on this PC.")
+        return
+    for item in waiting:
+        ticket = f" for {item.ticket}" if item.ticket else ""
+        output.say(f"[bold]{item.id[:8]}[/] {output.esc(item.requested_by_name)} ({output.esc(item.requested_by)}){ticket} "
+                   f"asks to {output.esc(describe(item))}. Answer by {output.local_time(item.expires_at)}.")
+    output.say("Approve with `helpline requests approve ID`, or refuse with `helpline requests refuse ID`.")

@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"generating {files} files, about {total / MB:.0f} MB (seed {args.seed}) in {tree}")
         size = generate(tree, files, total, args.seed)
         expected = tree_digest(tree)
+        os.sync()  # the first measured run must not pay for writing the generated tree back to disk
         log("raw restic:")
         rows = raw_restic(tree, size, work, expected)
         log("through helpline, local repository:")

@@ -21,21 +21,31 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
-from protocol.errors import AuthError, ConflictError, HelplineError, InvalidInputError, UnavailableError, http_status_of
-from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential, RepositoryMode
+from protocol.errors import (
+    Audience,
+    AuthError,
+    ConflictError,
+    DamagedError,
+    HelplineError,
+    InvalidInputError,
+    UnavailableError,
+    http_status_of,
+)
+from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential
 from server.api.deps import ClientIP, CurrentAgent, DbSession, Now, State, in_session, set_audience
 from server.audit import Actor
 from server.restic_rest import backend, credentials, hooks
 from server.restic_rest.backend import Target
 from server.restic_rest.credentials import Grant
 from server.runtime import ServerRuntime
-from protocol.errors import Audience
 
 T = TypeVar("T")
 
 V1 = "application/vnd.x.restic.rest.v1"
 V2 = "application/vnd.x.restic.rest.v2"
 OCTETS = "application/octet-stream"
+#: Reads up to this size are answered from memory in one step; longer ones are streamed.
+SMALL_READ = 4 * 1024 * 1024
 
 router = APIRouter(prefix="/v1", tags=["snapshots"])
 rest = APIRouter(prefix=RESTIC_PREFIX, include_in_schema=False)
@@ -92,7 +102,11 @@ async def _grant(request: Request, state: ServerRuntime, agent_id: str) -> Grant
     repository = backend.repository_of(agent_id)
     header = request.headers.get("authorization")
     now = state.clock()
-    return await _db(state, lambda s: credentials.authenticate(s, repository, header, now), writes=False)
+    grant = credentials.recent_grants.get(repository, header, now)
+    if grant is None:
+        grant = await _db(state, lambda s: credentials.authenticate(s, repository, header, now), writes=False)
+        credentials.recent_grants.put(header, grant)
+    return grant
 
 
 def _actor(grant: Grant, request: Request) -> Actor:
@@ -120,29 +134,69 @@ async def create_repository(agent_id: str, request: Request, state: State) -> Re
     return Response(status_code=200)
 
 
+async def _found(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target],
+                 then: Callable[[Target, int], T] = lambda place, size: None) -> tuple[Grant, Target, int, T]:
+    """The grant, the object, its size and ``then(object, size)``, in one short read session.
+
+    restic reads many small ranges, so a read is one trip to a worker thread:
+    ``then`` reads a small range there too.
+    """
+    set_audience(request, Audience.USER)
+    if not state.settings.snapshots.enabled:
+        raise UnavailableError("Server-side snapshots are turned off on this server.")
+    repository = backend.repository_of(agent_id)
+    header, now = request.headers.get("authorization"), state.clock()
+    known = credentials.recent_grants.get(repository, header, now)
+
+    def look(session: Session) -> tuple[Grant, Target, int, T]:
+        grant = known or credentials.authenticate(session, repository, header, now)
+        place = where(grant.repository)
+        size = backend.stat(session, place)
+        return grant, place, size, then(place, size)
+
+    found = await _db(state, look, writes=False)
+    if known is None:
+        credentials.recent_grants.put(header, found[0])
+    return found
+
+
 async def _head(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
-    grant = await _grant(request, state, agent_id)
-    place = where(grant.repository)
-    size = await _db(state, lambda s: backend.stat(s, place), writes=False)
+    _, _, size, _ = await _found(request, state, agent_id, where)
     return Response(status_code=200, headers={"content-length": str(size), "content-type": OCTETS})
 
 
 async def _get(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
-    grant = await _grant(request, state, agent_id)
-    place = where(grant.repository)
-    size = await _db(state, lambda s: backend.stat(s, place), writes=False)
-    try:
-        span = backend.parse_range(request.headers.get("range"), size)
-    except ValueError:
+    wanted = request.headers.get("range")
+
+    def small_read(place: Target, size: int) -> tuple[tuple[int, int] | None, bytes | None] | None:
+        try:
+            span = backend.parse_range(wanted, size)
+        except ValueError:
+            return None
+        start, end = span if span is not None else (0, size - 1)
+        length = end - start + 1
+        if length > SMALL_READ:
+            return span, None
+        data = state.blobs.read_range(place.key, start, length) if length else b""
+        if len(data) != length:
+            raise UnavailableError(f"{place} is shorter in the blob store than the repository lists it.")
+        return span, data
+
+    _, place, size, read = await _found(request, state, agent_id, where, small_read)
+    if read is None:
         return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+    span, data = read
     start, end = span if span is not None else (0, size - 1)
-    length = end - start + 1
-    stream = await anyio.to_thread.run_sync(state.blobs.open_range, place.key, start)
-    headers = {"content-length": str(length), "accept-ranges": "bytes"}
+    headers = {"accept-ranges": "bytes"}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{size}"
-    return StreamingResponse(backend.read_chunks(stream, place, length), status_code=206 if span else 200,
-                             headers=headers, media_type=OCTETS)
+    status = 206 if span is not None else 200
+    if data is not None:  # restic reads blobs one range at a time: most are small, read in the same step
+        return Response(data, status_code=status, headers=headers, media_type=OCTETS)
+    stream = await anyio.to_thread.run_sync(state.blobs.open_range, place.key, start)
+    headers["content-length"] = str(end - start + 1)
+    return StreamingResponse(backend.read_chunks(stream, place, end - start + 1), status_code=status, headers=headers,
+                             media_type=OCTETS)
 
 
 async def _post(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
@@ -178,8 +232,12 @@ async def _store(state: ServerRuntime, grant: Grant, place: Target, reader: back
             backend.refuse_config_change(stored, data)
         return Response(status_code=200)
     try:
-        body = data if data is not None else reader
-        await anyio.to_thread.run_sync(functools.partial(state.blobs.put, place.key, body, size_hint=length))
+        body, expected = (data, None) if data is not None else (reader, reader.leave_check_to_store())
+        try:
+            await anyio.to_thread.run_sync(functools.partial(state.blobs.put, place.key, body, size_hint=length,
+                                                             expected_sha256=expected))
+        except DamagedError:
+            raise backend.HashMismatch(backend.HASH_MISMATCH) from None
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _db(state, lambda s: backend.release(s, grant.repository, upload.reserved), writes=True)

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
@@ -42,12 +43,57 @@ _DUMMY_DIGEST = token_digest(secrets.token_urlsafe(32))
 
 @dataclass(frozen=True)
 class Grant:
-    """What a checked credential lets its bearer do: ``mode`` on ``repository`` (an agent id)."""
+    """What a checked credential lets its bearer do: ``mode`` on ``repository`` (an agent id) until ``expires_at``."""
 
     credential_id: int
     repository: str
     mode: RepositoryMode
     issued_to: str | None
+    expires_at: datetime
+
+
+class RecentGrants:
+    """Credentials checked in the last few seconds, so restic's many small requests skip the database.
+
+    restic restores a blob per request; a database round trip for each would
+    cost more than the read itself. A credential that expires is refused at
+    once (its expiry is kept with it); one whose PC is revoked meanwhile is
+    refused within ``seconds``. Keys are digests of the repository and the
+    header, never the secret itself.
+    """
+
+    def __init__(self, seconds: float = 10.0, size: int = 4096):
+        self.seconds, self.size = seconds, size
+        self._grants: dict[str, tuple[Grant, float]] = {}
+
+    @staticmethod
+    def _key(repository: str, header: str) -> str:
+        return token_digest(f"{repository}\0{header}")
+
+    def get(self, repository: str, header: str | None, now: datetime) -> Grant | None:
+        if not header:
+            return None
+        key = self._key(repository, header)
+        found = self._grants.get(key)
+        if found is None:
+            return None
+        grant, until = found
+        if time.monotonic() >= until or now >= grant.expires_at:
+            self._grants.pop(key, None)
+            return None
+        return grant
+
+    def put(self, header: str, grant: Grant) -> None:
+        if len(self._grants) >= self.size:
+            self._grants.clear()  # a burst of many credentials: start again rather than track ages
+        self._grants[self._key(grant.repository, header)] = (grant, time.monotonic() + self.seconds)
+
+    def forget(self) -> None:
+        self._grants.clear()
+
+
+#: The server process's recently checked credentials (see :class:`RecentGrants`).
+recent_grants = RecentGrants()
 
 
 def ensure_repository(session: Session, agent_id: str, now: datetime) -> ResticRepository:
@@ -179,7 +225,7 @@ def authenticate(session: Session, repository: str, header: str | None, now: dat
         holder = session.get(Agent, row.issued_to)
         if holder is None or holder.status != AgentStatus.ACTIVE.value:
             raise AuthError("The PC this credential was issued to is no longer trusted.")
-    return Grant(row.id, row.repository_id, RepositoryMode(row.mode), row.issued_to)
+    return Grant(row.id, row.repository_id, RepositoryMode(row.mode), row.issued_to, row.expires_at)
 
 
 def sweep_expired(session: Session, now: datetime) -> int:

@@ -427,3 +427,13 @@ def test_an_upload_cut_off_midway_keeps_nothing_and_gives_back_its_reservation(h
     assert stored_keys(helpline, pc.agent_id) == [] and usage(helpline, pc.agent_id) == 0
     assert r("HEAD", f"data/{sha(data)}").status_code == 404
     assert r.put("data", data).status_code == 200
+
+
+def test_recently_checked_credentials_skip_the_database_for_seconds_only(helpline, pc, monkeypatch):
+    r = repo(helpline, pc)
+    assert r("GET", "keys/").status_code == 200
+    helpline.ok("POST", f"agents/{pc.agent_id}/revoke", helpline.admin(), json={"reason": "stolen"})
+    assert r("GET", "keys/").status_code == 200  # checked a moment ago: within the window
+    later = credentials.time.monotonic() + credentials.recent_grants.seconds
+    monkeypatch.setattr(credentials.time, "monotonic", lambda: later)
+    assert r("GET", "keys/").status_code == 401

@@ -13,7 +13,9 @@ access log) is sampled for its peak memory while the REST runs go.
 
 The PC is enrolled with the real CLI and asks for its repository credential
 over its signed channel, as the agent does; restic reads the URL and the
-password from 0600 files.
+password from 0600 files and keeps its usual cache (one per repository, as an
+agent's restic does: the tree blobs then come from the cache, not one request
+each).
 
 Exits 0 when it measured (look for FAIL), 1 when it could not (no restic, the
 server did not start). Run: ``.venv/bin/python bench/restic_rest.py`` (about 1 GiB
@@ -93,7 +95,7 @@ class Repository:
     def argv(self, *args: str) -> list[str]:
         repository_file, password_file = self.files()
         return ["restic", "--repository-file", str(repository_file), "--password-file", str(password_file),
-                "--no-cache", *args]
+                "--cache-dir", str(self.folder / "cache"), *args]
 
 
 def restic_env(folder: Path) -> dict[str, str]:

@@ -21,15 +21,23 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
-from protocol.errors import AuthError, ConflictError, HelplineError, InvalidInputError, UnavailableError, http_status_of
-from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential, RepositoryMode
+from protocol.errors import (
+    Audience,
+    AuthError,
+    ConflictError,
+    DamagedError,
+    HelplineError,
+    InvalidInputError,
+    UnavailableError,
+    http_status_of,
+)
+from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential
 from server.api.deps import ClientIP, CurrentAgent, DbSession, Now, State, in_session, set_audience
 from server.audit import Actor
 from server.restic_rest import backend, credentials, hooks
 from server.restic_rest.backend import Target
 from server.restic_rest.credentials import Grant
 from server.runtime import ServerRuntime
-from protocol.errors import Audience
 
 T = TypeVar("T")
 
@@ -224,8 +232,12 @@ async def _store(state: ServerRuntime, grant: Grant, place: Target, reader: back
             backend.refuse_config_change(stored, data)
         return Response(status_code=200)
     try:
-        body = data if data is not None else reader
-        await anyio.to_thread.run_sync(functools.partial(state.blobs.put, place.key, body, size_hint=length))
+        body, expected = (data, None) if data is not None else (reader, reader.leave_check_to_store())
+        try:
+            await anyio.to_thread.run_sync(functools.partial(state.blobs.put, place.key, body, size_hint=length,
+                                                             expected_sha256=expected))
+        except DamagedError:
+            raise backend.HashMismatch(backend.HASH_MISMATCH) from None
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _db(state, lambda s: backend.release(s, grant.repository, upload.reserved), writes=True)

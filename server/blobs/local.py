@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from protocol.errors import ConfigError, ConflictError, HelplineError, NotFoundError, StorageFullError, UnavailableError
 from server.blobs.keys import MAX_KEY_LENGTH, SEGMENT_RE, SHA256_RE, good_segment, quoted, validate_key, validate_prefix
-from server.blobs.store import CHUNK_SIZE, BlobInfo, BlobStore, check_range, check_size_hint, chunks_of
+from server.blobs.store import CHUNK_SIZE, BlobInfo, BlobStore, check_digest, check_range, check_size_hint, chunks_of
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK so that a FIFO planted in the tree cannot hang an open.
@@ -145,7 +145,8 @@ class LocalBlobStore(BlobStore):
 
     # -- writing
 
-    def put(self, key: str, data: BinaryIO | bytes, *, size_hint: int | None = None) -> BlobInfo:
+    def put(self, key: str, data: BinaryIO | bytes, *, size_hint: int | None = None,
+            expected_sha256: str | None = None) -> BlobInfo:
         validate_key(key)
         check_size_hint(size_hint)
         *folders, name = key.split("/")
@@ -165,6 +166,7 @@ class LocalBlobStore(BlobStore):
                 os.fsync(out.fileno())
                 st = os.fstat(out.fileno())
             sha256 = digest.hexdigest()
+            check_digest(key, expected_sha256, sha256)
             self._write_sidecar(dir_fd, name, sha256, st)
             try:
                 os.replace(temp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

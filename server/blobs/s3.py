@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 from protocol.errors import ConfigError, HelplineError, InvalidInputError, NotFoundError, UnavailableError
 from server.blobs.keys import KEY_HINT, SHA256_RE, is_key, quoted, validate_key, validate_prefix
-from server.blobs.store import CHUNK_SIZE, MiB, BlobInfo, BlobStore, check_range, check_size_hint, chunks_of
+from server.blobs.store import CHUNK_SIZE, MiB, BlobInfo, BlobStore, check_digest, check_range, check_size_hint, chunks_of
 
 _MEMORY_SPOOL_LIMIT = 1 * MiB  # streams up to this size are uploaded from memory
 _MIN_PART_SIZE = 5 * MiB  # S3's minimum multipart part size
@@ -206,12 +206,15 @@ class S3BlobStore(BlobStore):
 
     # -- writing
 
-    def put(self, key: str, data: BinaryIO | bytes, *, size_hint: int | None = None) -> BlobInfo:
+    def put(self, key: str, data: BinaryIO | bytes, *, size_hint: int | None = None,
+            expected_sha256: str | None = None) -> BlobInfo:
         name = self._name(key)
         check_size_hint(size_hint)
         if isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= _MEMORY_SPOOL_LIMIT:
             body = bytes(data)
-            return self._put_bytes(key, name, body, hashlib.sha256(body).hexdigest())
+            sha256 = hashlib.sha256(body).hexdigest()
+            check_digest(key, expected_sha256, sha256)
+            return self._put_bytes(key, name, body, sha256)
         digest = hashlib.sha256()
         chunks = chunks_of(data)
         head = bytearray()
@@ -221,6 +224,7 @@ class S3BlobStore(BlobStore):
             if len(head) > _MEMORY_SPOOL_LIMIT:
                 break
         else:
+            check_digest(key, expected_sha256, digest.hexdigest())
             return self._put_bytes(key, name, bytes(head), digest.hexdigest())
         try:
             spool = tempfile.NamedTemporaryFile(prefix="helpline-blob-", dir=self._spool_dir)  # noqa: SIM115
@@ -241,6 +245,7 @@ class S3BlobStore(BlobStore):
                 spool.flush()
             except OSError as exc:
                 raise UnavailableError(f"cannot spool an upload of {quoted(key)}: {exc.strerror}") from exc
+            check_digest(key, expected_sha256, digest.hexdigest())
             return self._put_path(key, name, spool.name, digest.hexdigest(), size)
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> BlobInfo:

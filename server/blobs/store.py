@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
-from protocol.errors import InvalidInputError, NotFoundError, UnavailableError
+from protocol.errors import DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from server.blobs.keys import validate_key
 
 MiB = 1024 * 1024
@@ -31,6 +31,12 @@ class BlobInfo:
 def check_size_hint(size_hint: int | None) -> None:
     if size_hint is not None and (not isinstance(size_hint, int) or size_hint < 0):
         raise InvalidInputError(f"size hint must be a non-negative integer, not {size_hint!r}")
+
+
+def check_digest(key: str, expected: str | None, actual: str) -> None:
+    """Raise DamagedError if ``expected`` is given and is not ``actual``."""
+    if expected is not None and expected != actual:
+        raise DamagedError(f"the bytes for blob {key!r} do not hash to the expected SHA-256; nothing was stored")
 
 
 def check_range(start: int, length: int) -> None:
@@ -72,11 +78,15 @@ class BlobStore(abc.ABC):
     """
 
     @abc.abstractmethod
-    def put(self, key: str, data: BinaryIO | bytes, *, size_hint: int | None = None) -> BlobInfo:
+    def put(self, key: str, data: BinaryIO | bytes, *, size_hint: int | None = None,
+            expected_sha256: str | None = None) -> BlobInfo:
         """Store ``data`` (bytes or a binary stream read to its end) under ``key`` and return its info.
 
         ``size_hint`` is the expected size if known; a store may refuse early when
-        it cannot hold that much, and never trusts it as the real size.
+        it cannot hold that much, and never trusts it as the real size. With
+        ``expected_sha256`` the blob is committed only if its bytes hash to it;
+        otherwise DamagedError is raised and what was stored before stays (the
+        store hashes what it writes anyway, so the check costs no second pass).
         """
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> BlobInfo:

@@ -59,6 +59,11 @@ MAX_SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 #: restic refreshes its locks every 5 minutes and calls a lock stale after 30.
 LOCK_STALE_AFTER = timedelta(minutes=30)
 
+#: How much of a request body is gathered before it is handed to the blob store's writer thread.
+PIECE = 1024 * 1024
+
+HASH_MISMATCH = "The object's content does not match its name (the SHA-256 of the content); nothing was stored."
+
 PRUNING_MESSAGE = "The server is pruning this repository; the PC's next run will back up as usual."
 
 
@@ -302,13 +307,20 @@ class BodyReader:
         self._pending = b""
         self._done = False
         self.size = 0
-        self._digest = hashlib.sha256()
+        self._digest: hashlib._Hash | None = hashlib.sha256()
 
     async def _next(self) -> bytes:
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return b""
+        """The next piece of the body, up to :data:`PIECE` bytes gathered from the network's smaller chunks
+        (each piece is one trip between the worker thread and the event loop); b"" at the end."""
+        parts, size = [], 0
+        while size < PIECE:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
 
     def _pull(self, receive: Callable[[], bytes]) -> bytes:
         while not self._done:
@@ -320,20 +332,21 @@ class BodyReader:
             self.size += len(data)
             if self.size > self.length:
                 raise Truncated(f"The upload is longer than the {self.length} bytes it declared.")
-            self._digest.update(data)
+            if self._digest is not None:
+                self._digest.update(data)
             return data
         return b""
 
     def _finish(self) -> None:
         if self.size != self.length:
             raise Truncated(f"The upload ended after {self.size} of the {self.length} bytes it declared.")
-        if self.expected is not None and self._digest.hexdigest() != self.expected:
-            raise HashMismatch("The object's content does not match its name (the SHA-256 of the content); "
-                               "nothing was stored.")
+        if self.expected is not None and self._digest is not None and self._digest.hexdigest() != self.expected:
+            raise HashMismatch(HASH_MISMATCH)
 
-    @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
+    def leave_check_to_store(self) -> str | None:
+        """Stop hashing here: the blob store hashes what it writes and checks it against the returned name."""
+        self._digest = None
+        return self.expected
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (any amount if -1); b"" at the end. Called from a worker thread."""

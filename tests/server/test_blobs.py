@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from protocol.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.errors import ConfigError, ConflictError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from server.blobs import (
     CHUNK_SIZE,
     MAX_KEY_LENGTH,
@@ -300,6 +300,20 @@ def test_read_range(store: BlobStore) -> None:
     with pytest.raises(InvalidInputError, match="larger than") as raised:
         store.read_range("data.bin", 0, MAX_RANGE_LENGTH + 1)
     assert "open()" in (raised.value.hint or "")
+
+
+@pytest.mark.parametrize("size", [10, 3 * 1024 * 1024], ids=["small", "spooled"])
+def test_a_put_with_an_expected_digest_commits_only_matching_bytes(store: BlobStore, size: int) -> None:
+    old, new = b"o" * size, b"n" * size
+    store.put("checked", old)
+    with pytest.raises(DamagedError, match="do not hash to the expected SHA-256"):
+        store.put("checked", io.BytesIO(new), expected_sha256=hashlib.sha256(b"other").hexdigest())
+    assert store.open("checked").read() == old  # what was stored before stays
+    with pytest.raises(DamagedError):
+        store.put("fresh/one", new, expected_sha256="0" * 64)
+    assert not store.exists("fresh/one") and list(store.iter_keys("fresh/")) == []
+    info = store.put("checked", io.BytesIO(new), expected_sha256=hashlib.sha256(new).hexdigest())
+    assert info.sha256 == hashlib.sha256(new).hexdigest() and store.open("checked").read() == new
 
 
 def test_open_range_streams_from_an_offset_to_the_end(store: BlobStore) -> None:

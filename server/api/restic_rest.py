@@ -32,7 +32,7 @@ from protocol.errors import (
     http_status_of,
 )
 from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential
-from server.api.deps import ClientIP, CurrentAgent, DbSession, Now, State, in_session, set_audience
+from server.api.deps import ClientIP, CurrentAgent, DbSession, Now, State, client_ip, in_session, set_audience
 from server.audit import Actor
 from server.restic_rest import backend, credentials, hooks
 from server.restic_rest.backend import Target
@@ -109,11 +109,10 @@ async def _grant(request: Request, state: ServerRuntime, agent_id: str) -> Grant
     return grant
 
 
-def _actor(grant: Grant, request: Request) -> Actor:
-    ip = request.client.host if request.client else None
+def _actor(grant: Grant, request: Request, state: ServerRuntime) -> Actor:
     if grant.issued_to is None:
         return Actor.system("prune")
-    return Actor("agent", grant.issued_to, "PC (restic credential)", ip)
+    return Actor("agent", grant.issued_to, "PC (restic credential)", client_ip(request, state))
 
 
 def _length(request: Request) -> int:
@@ -249,7 +248,7 @@ async def _store(state: ServerRuntime, grant: Grant, place: Target, reader: back
 async def _delete(request: Request, state: ServerRuntime, agent_id: str, where: Callable[[str], Target]) -> Response:
     grant = await _grant(request, state, agent_id)
     place = where(grant.repository)
-    options, now, actor = state.settings.snapshots, state.clock(), _actor(grant, request)
+    options, now, actor = state.settings.snapshots, state.clock(), _actor(grant, request, state)
     remove = await _db(state, lambda s: backend.delete(s, state.blobs, options, grant, place, actor, now), writes=True)
     if remove:
         await anyio.to_thread.run_sync(state.blobs.delete, place.key)

@@ -22,7 +22,10 @@ def empty(session: Session, trash_days: float, now: datetime, limit: int = 500) 
 
     Each row goes only if it is still in the trash (an upload of the same name
     may have brought it back meanwhile); the caller deletes the blobs once
-    this transaction has committed.
+    this transaction has committed. An upload of the same name between that
+    commit and the blob's removal would lose its bytes; restic encrypts every
+    object with a fresh nonce, so it never makes a pruned name again, and only
+    a PC replaying old bytes of its own could (losing what it replayed).
     """
     cutoff = now - timedelta(days=trash_days)
     candidates = list(session.execute(select(ResticObject.agent_id, ResticObject.type, ResticObject.name).where(

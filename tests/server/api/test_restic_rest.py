@@ -220,7 +220,9 @@ def test_the_pc_cannot_delete_or_replace_history_only_its_own_locks(helpline, pc
         refused = r("DELETE", f"{type_}/{sha(data)}")
         assert refused.status_code == 403 and "append-only" in refused.json()["error"]["message"], type_
         assert r("GET", f"{type_}/{sha(data)}").content == data
-    assert len(helpline.audit("restic.delete.refused")) == 4
+    refusals = helpline.audit("restic.delete.refused")
+    assert len(refusals) == 4 and {e.actor_id for e in refusals} == {pc.agent_id}
+    assert {e.ip for e in refusals} == {"192.0.2.10"}
     lock = os.urandom(200)
     assert r.put("locks", lock).status_code == 200
     assert r("DELETE", f"locks/{sha(lock)}").status_code == 200

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, diag, engineer, server, share, user
+from cli.commands import admin, connect, diag, engineer, server, share, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -105,6 +105,7 @@ app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL
 app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
+connect.register(app)
 
 app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
 app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)

@@ -105,6 +105,7 @@ class Target:
     options: list[str]
     destination: str
     processes: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # the environment ssh runs in (None: this process's)
 
 
 # --- the engineer's key and the plain ssh options ------------------------------------------------
@@ -249,8 +250,9 @@ def helpline_target(work: Path, key: Path) -> Iterator[Target]:
     from bench.session_path import helpline_session
 
     with helpline_session(work, key) as session:
-        yield Target("helpline", ssh_options(key, session.known_hosts, *session.ssh_options), session.destination,
-                     session.processes)
+        # The printed block holds the relay, the pinned key and the identity; the rest is what every path shares.
+        options = ["-F", str(session.config), "-o", "BatchMode=yes", "-o", f"Ciphers={CIPHER}", "-o", "ConnectTimeout=20"]
+        yield Target("helpline", options, session.destination, session.processes, session.env)
 
 
 def _user() -> str:
@@ -285,13 +287,14 @@ class Mux:
         return ["ssh", *self.target.options, "-o", f"ControlPath={self.control}", *extra]
 
     def start(self, timeout: float = 60.0) -> None:
-        self.master = subprocess.Popen(self.argv("-M", "-N", self.target.destination),
+        self.master = subprocess.Popen(self.argv("-M", "-N", self.target.destination), env=self.target.env,
                                        stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.master.poll() is not None:
                 raise NotMeasured(f"{self.target.name}: ssh exited {self.master.returncode}: {self._log_tail()}")
-            check = subprocess.run(self.argv("-O", "check", self.target.destination), capture_output=True, timeout=10)
+            check = subprocess.run(self.argv("-O", "check", self.target.destination), capture_output=True, timeout=10,
+                                   env=self.target.env)
             if check.returncode == 0:
                 return
             time.sleep(0.1)
@@ -303,7 +306,8 @@ class Mux:
 
     def stop(self) -> None:
         if self.master is not None and self.master.poll() is None:
-            subprocess.run(self.argv("-O", "exit", self.target.destination), capture_output=True, timeout=10)
+            subprocess.run(self.argv("-O", "exit", self.target.destination), capture_output=True, timeout=10,
+                           env=self.target.env)
             try:
                 self.master.wait(10)
             except subprocess.TimeoutExpired:
@@ -315,7 +319,10 @@ class Mux:
     def pids(self) -> dict[str, list[int]]:
         found = {name: pids() for name, pids in self.target.processes.items()}
         if self.master is not None:
-            found["ssh client (master)"] = _tree(self.master.pid)
+            found["ssh client"] = [self.master.pid]
+            relay = _tree(self.master.pid)[1:]  # the ProxyCommand, where there is one
+            if relay:
+                found["ProxyCommand (helpline relay)"] = relay
         return found
 
 
@@ -335,7 +342,7 @@ def _read_exactly(fd: int, count: int, deadline: float) -> bytes:
 def keystroke_latency(mux: Mux, count: int) -> list[float]:
     """Round trips of one byte, in ms: typed into ssh, echoed by `cat` in a raw terminal on the far side."""
     ssh = subprocess.Popen(mux.argv("-tt", mux.target.destination, "stty raw -echo; echo READY; exec cat"),
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+                           env=mux.target.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
     try:
         out, into = ssh.stdout.fileno(), ssh.stdin.fileno()
         seen = b""
@@ -362,12 +369,12 @@ def keystroke_latency(mux: Mux, count: int) -> list[float]:
         ssh.wait(10)
 
 
-def timed(argv: list[str], *, stdin_path: Path | None = None, what: str) -> float:
+def timed(argv: list[str], *, stdin_path: Path | None = None, what: str, env: dict[str, str] | None = None) -> float:
     """Run ``argv`` to its end; its wall time in seconds (NotMeasured if it fails or hangs)."""
     with ExitStack() as stack:
         stdin = stack.enter_context(stdin_path.open("rb")) if stdin_path else subprocess.DEVNULL
         started = time.perf_counter()
-        done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=STEP_TIMEOUT)
+        done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=STEP_TIMEOUT, env=env)
         elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise NotMeasured(f"{what} exited {done.returncode}: {done.stderr.decode(errors='replace')[-300:].strip()}")
@@ -404,13 +411,13 @@ def measure_path(target: Target, work: Path, args: argparse.Namespace, payload: 
         before = cpu_of(mux.pids())
         for _ in range(args.runs):
             figures.raw_seconds.append(timed(mux.argv(target.destination, f"head -c {size} > /dev/null"),
-                                             stdin_path=payload, what=f"{target.name}: raw channel"))
+                                             stdin_path=payload, what=f"{target.name}: raw channel", env=target.env))
         batch = work / f"batch-{target.name.replace(' ', '-')}"
         batch.write_text(f"put {payload} {remote / 'payload.bin'}\n")
         for _ in range(args.runs):
             figures.sftp_seconds.append(timed(["sftp", *target.options, "-o", f"ControlPath={mux.control}",
                                                "-b", str(batch), target.destination],
-                                              what=f"{target.name}: sftp put"))
+                                              what=f"{target.name}: sftp put", env=target.env))
             if (remote / "payload.bin").stat().st_size != size:
                 raise NotMeasured(f"{target.name}: sftp put left a file of the wrong size")
             (remote / "payload.bin").unlink()

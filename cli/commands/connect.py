@@ -179,11 +179,19 @@ def wait_for_answer(client: HelplineClient, issued: GrantIssued) -> SessionPubli
 
 
 def approved_or_raise(session: SessionPublic, grant_id: str) -> SessionPublic:
-    """``session`` if the user approved grant ``grant_id``; otherwise the one-line reason as an error."""
+    """``session`` if the user approved grant ``grant_id``; otherwise the one-line reason as an error.
+
+    A refusal is exit status 5 (forbidden); a request that ran out, was replaced or
+    whose session ended is 7 (conflict). Nothing was opened in either case.
+    """
     if session.grant_id == grant_id and session.state in (SessionState.APPROVED, SessionState.ACTIVE):
         return session
-    reason = printable(session.end_reason or "", multiline=False)
-    if session.grant_id == grant_id and session.state is SessionState.REQUESTED:
+    reason = printable(session.end_reason or "", multiline=False).strip()
+    if reason.startswith("refused"):
+        why = reason.removeprefix("refused").lstrip(": ").strip()
+        raise ForbiddenError(f"The user refused the session{f' ({why})' if why else ''}.",
+                             hint="Nothing was opened. Talk to the user before asking again.")
+    if (session.grant_id == grant_id and session.state is SessionState.REQUESTED) or "did not answer" in reason:
         raise ConflictError("The user did not answer in time; the request has expired.",
                             hint="Call the user, then run `helpline connect` again.")
     if session.state is SessionState.ENDED:
@@ -191,8 +199,7 @@ def approved_or_raise(session: SessionPublic, grant_id: str) -> SessionPublic:
                             hint="Ask the user to run `helpline session` again.")
     if session.grant_id not in (None, grant_id):
         raise ConflictError("Another request replaced yours on this session.", hint="See `helpline sessions`.")
-    raise ForbiddenError(f"The user refused the session{f' ({reason})' if reason else ''}.",
-                         hint="Nothing was opened. Talk to the user before asking again.")
+    raise ForbiddenError("The user refused the session.", hint="Nothing was opened. Talk to the user before asking again.")
 
 
 def request_and_wait(client: HelplineClient, session: SessionPublic, fingerprint: str, scopes: list[Scope],

@@ -153,11 +153,13 @@ def test_an_approved_grant_goes_on():
 
 
 @pytest.mark.parametrize(("state", "grant_id", "reason", "error", "words"), [
-    (SessionState.WAITING, None, "refused by the user", ForbiddenError, "The user refused the session (refused by the user)."),
+    (SessionState.ENDED, "g1", "refused: refused by the user", ForbiddenError, "The user refused the session (refused by the user)."),
+    (SessionState.ENDED, "g1", "refused: timed out", ForbiddenError, "The user refused the session (timed out)."),
     (SessionState.REQUESTED, "g1", None, ConflictError, "did not answer in time"),
-    (SessionState.ENDED, "g1", "cancelled with Ctrl-C", ConflictError, "ended before it was approved (cancelled with Ctrl-C)"),
+    (SessionState.ENDED, "g1", "the user did not answer in time", ConflictError, "did not answer in time"),
+    (SessionState.ENDED, "g1", "the user stopped waiting", ConflictError, "ended before it was approved (the user stopped waiting)"),
     (SessionState.APPROVED, "g2", None, ConflictError, "Another request replaced yours"),
-], ids=["refused", "expired", "ended", "replaced"])
+], ids=["refused", "refused-by-timeout", "expired", "expired-ended", "ended", "replaced"])
 def test_anything_but_approval_is_one_line_and_a_status(state, grant_id, reason, error, words):
     with pytest.raises(error) as raised:
         connect.approved_or_raise(session(state, grant_id=grant_id, end_reason=reason), "g1")

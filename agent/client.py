@@ -60,6 +60,21 @@ from protocol.schemas import (
     UploadCreate,
     UploadStatus,
 )
+from protocol.sessions import (
+    MAX_WAIT_SECONDS,
+    ChatEntry,
+    ChatMessage,
+    ConsentAnswer,
+    GrantIssued,
+    GrantRequest,
+    RelayTicket,
+    ScopeChange,
+    SessionEnd,
+    SessionEvent,
+    SessionOffer,
+    SessionPublic,
+    SessionState,
+)
 from protocol.tickets import canonical_ticket
 
 if TYPE_CHECKING:
@@ -93,6 +108,24 @@ def _agent(agent_id: str) -> str:
 
 def _ticket(reference: TicketRef) -> str:
     return quote(canonical_ticket(reference), safe="")
+
+
+def _session(session_id: str) -> str:
+    return _segment(session_id, "session id", hints={Audience.ENGINEER: "List sessions with `helpline sessions`."})
+
+
+def _wait(wait: float) -> tuple[dict[str, Any], float]:
+    """The query of a long-poll that waits ``wait`` seconds (capped as the server caps it) and the HTTP timeout it needs."""
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+        raise InvalidInputError(f"{wait!r} is not a number of seconds to wait.")
+    seconds = min(int(wait), MAX_WAIT_SECONDS)
+    return {"wait": seconds}, seconds + 30.0
+
+
+def _after(after: int) -> int:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidInputError(f"{after!r} is not a sequence number.")
+    return after
 
 
 def _body(model: BaseModel) -> dict:
@@ -338,3 +371,89 @@ class HelplineClient:
     def complete_upload(self, upload_id: str) -> BundlePublic:
         """Ask the server to join and verify the chunks; idempotent, so a lost answer can be asked for again."""
         return self._call(BundlePublic, "POST", f"uploads/{_segment(upload_id, 'upload id')}/complete")
+
+    # --- remote sessions: the PC's side (signed agent requests) -------------------------------
+
+    def offer_session(self, body: SessionOffer) -> SessionPublic:
+        """Offer a session on a ticket this PC is linked to (replaces this PC's older waiting offer on it)."""
+        return self._call(SessionPublic, "POST", "agent/sessions", json=_body(body))
+
+    def session_events(self, session_id: str, after: int = 0, wait: float = 0) -> list[SessionEvent]:
+        """Events for this PC's session after sequence number ``after``, waiting up to ``wait`` seconds for one."""
+        params, timeout = _wait(wait)
+        params["after"] = _after(after)
+        return self._call(list[SessionEvent], "GET", f"agent/sessions/{_session(session_id)}/events",
+                          params=params, timeout=timeout)
+
+    def answer_session(self, session_id: str, body: ConsentAnswer) -> RelayTicket | None:
+        """Tell the server the user's answer to a grant: the PC's relay ticket if approved, None if refused."""
+        answer = self._call(RelayTicket | StatusMessage, "POST", f"agent/sessions/{_session(session_id)}/answer",
+                            json=_body(body))
+        return answer if isinstance(answer, RelayTicket) else None
+
+    def session_relay_ticket(self, session_id: str) -> RelayTicket:
+        """A fresh PC-side relay ticket for the approved session (to reconnect)."""
+        return self._call(RelayTicket, "POST", f"agent/sessions/{_session(session_id)}/relay")
+
+    def send_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
+        """The user's chat message to the engineer."""
+        return self._call(ChatEntry, "POST", f"agent/sessions/{_session(session_id)}/chat", json=_body(body))
+
+    def change_session_scopes(self, session_id: str, body: ScopeChange) -> SessionPublic:
+        """Record the scopes that remain after the user took some back."""
+        return self._call(SessionPublic, "POST", f"agent/sessions/{_session(session_id)}/scopes", json=_body(body))
+
+    def end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
+        """End this PC's session (or withdraw its offer), with the bytes it counted."""
+        return self._call(SessionPublic, "POST", f"agent/sessions/{_session(session_id)}/end", json=_body(body))
+
+    def upload_recording(self, session_id: str, data: bytes) -> SessionPublic:
+        """Attach the session's asciicast v2 recording to its ticket."""
+        return self._call(SessionPublic, "PUT", f"agent/sessions/{_session(session_id)}/recording", content=data,
+                          headers={"Content-Type": "application/x-asciicast"}, timeout=300.0)
+
+    # --- remote sessions: the engineer's side ---------------------------------------------------
+
+    def sessions(self, ticket: TicketRef | None = None, state: SessionState | None = None) -> list[SessionPublic]:
+        """Sessions, newest first, optionally of one ticket and in one state."""
+        params: dict[str, Any] = {}
+        if ticket is not None:
+            params["ticket"] = canonical_ticket(ticket)
+        if state is not None:
+            params["state"] = SessionState(state).value
+        return self._call(list[SessionPublic], "GET", "sessions", params=params or None)
+
+    def session(self, session_id: str) -> SessionPublic:
+        return self._call(SessionPublic, "GET", f"sessions/{_session(session_id)}")
+
+    def request_grant(self, session_id: str, body: GrantRequest) -> GrantIssued:
+        """Ask to connect: the server signs a grant for your key and asks the user."""
+        return self._call(GrantIssued, "POST", f"sessions/{_session(session_id)}/grants", json=_body(body))
+
+    def grant_status(self, session_id: str, grant_id: str, wait: float = 0) -> SessionPublic:
+        """The session once the user answered grant ``grant_id``, or as it is after ``wait`` seconds."""
+        params, timeout = _wait(wait)
+        return self._call(SessionPublic, "GET",
+                          f"sessions/{_session(session_id)}/grants/{_segment(grant_id, 'grant id')}",
+                          params=params, timeout=timeout)
+
+    def engineer_relay_ticket(self, session_id: str) -> RelayTicket:
+        """Your relay ticket for an approved session whose grant names you."""
+        return self._call(RelayTicket, "POST", f"sessions/{_session(session_id)}/relay")
+
+    def session_chat(self, session_id: str, after: int = 0, wait: float = 0) -> list[ChatEntry]:
+        """The session's chat after sequence number ``after``, waiting up to ``wait`` seconds for more."""
+        params, timeout = _wait(wait)
+        params["after"] = _after(after)
+        return self._call(list[ChatEntry], "GET", f"sessions/{_session(session_id)}/chat", params=params,
+                          timeout=timeout)
+
+    def post_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
+        return self._call(ChatEntry, "POST", f"sessions/{_session(session_id)}/chat", json=_body(body))
+
+    def engineer_end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
+        return self._call(SessionPublic, "POST", f"sessions/{_session(session_id)}/end", json=_body(body))
+
+    def download_recording(self, session_id: str, dest: Path) -> tuple[int, str]:
+        """Stream a session's asciicast recording to ``dest``; return (size, sha256)."""
+        return self.connection.download(f"sessions/{_session(session_id)}/recording", dest)

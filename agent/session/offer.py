@@ -61,6 +61,7 @@ TIMED_OUT = "timed out"
 CTRL_C = "cancelled with Ctrl-C"
 NO_ANSWER = "no answer (the input ended)"
 NO_TERMINAL = "no terminal to ask the user"
+WITHDRAWN = "the engineer withdrew the request"
 
 
 def check_platform() -> None:

@@ -90,7 +90,7 @@ def read_answer(request, *, seconds: float = CONSENT_SECONDS, fd: int | None = N
         while not line.endswith(b"\n"):
             if request.withdrawn.is_set():
                 _err()
-                return False, "the engineer withdrew the request"
+                return False, offers.WITHDRAWN
             left = until - time.monotonic()
             if left <= 0:
                 _err()
@@ -191,7 +191,8 @@ def run_session(reference: str | None = None) -> None:
                 raise HelplineError("Refused (Ctrl-C). Nothing was opened.", status=ExitStatus.INTERRUPTED)
             said = {offers.TIMED_OUT: "No answer in time: the request was refused.",
                     offers.NO_ANSWER: "The input ended: the request was refused.",
-                    offers.NO_TERMINAL: "There is no terminal to ask you: the request was refused."}
+                    offers.NO_TERMINAL: "There is no terminal to ask you: the request was refused.",
+                    offers.WITHDRAWN: "The engineer withdrew the request."}
             _err(said.get(reason, "You refused the request.") + " Nothing was opened; your engineer is told.")
             return
         mirror = Mirror(live, engineer=request.engineer_name, stdin_fd=sys.stdin.fileno(), stdout_fd=sys.stdout.fileno())

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, connect, diag, engineer, server, share, user
+from cli.commands import admin, connect, diag, engineer, server, session, share, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -97,6 +97,7 @@ app.command(rich_help_panel=user.PANEL)(user.pair)
 app.command(rich_help_panel=user.PANEL)(user.request)
 app.command(rich_help_panel=user.PANEL)(user.status)
 app.command(rich_help_panel=user.PANEL)(user.reply)
+session.register(app)
 
 app.command(rich_help_panel=engineer.PANEL)(engineer.login)
 app.command(rich_help_panel=engineer.PANEL)(engineer.logout)

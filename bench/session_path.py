@@ -134,7 +134,7 @@ def helpline_session(work: Path, key: Path) -> Iterator[HelplineSession]:
         _ok(user, "pair", code, "--server", server.url)
         pc_side = BenchPC(user.agent_dir, ticket)
         config = work / "helpline_ssh_config"
-        printed = _ok(engineer, "connect", pc_side.session.id, "--scope", "control", "--scope", "files",
+        printed = _ok(engineer, "connect", pc_side.session.id, "--scope", "control", "--scope", "files", "--scope", "forward",
                       "--minutes", "60", "--key", str(key), "--print-config")
         config.write_text(printed)
         if not pc_side.joined.wait(30) or pc_side.problem:

@@ -233,6 +233,9 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
         raise UnavailableError(f"Cannot reach the session relay at {host}.",
                                hint="Check the network connection; the relay uses the server's own address.") from exc
     sock = connection.socket
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # the relay closed this side already; the first recv tells why
+        pass
     return RelayStream(connection)

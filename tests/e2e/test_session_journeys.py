@@ -6,6 +6,7 @@ the end key and the time limit end the session and leave no process behind; the 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import time
 
 import pytest
 
+from tests.support.live import helpline_bin
 from tests.support.sessions import (
     EngineerRun,
     UserTerminal,
@@ -292,3 +294,36 @@ def test_the_time_limit_ends_the_session_and_every_process_it_started(desk, term
     assert all(pid_gone(pid) for pid in pids), pids
     assert b"maximum duration" in user.finished()  # the user is told why it ended
     assert desk.wait_for_state(user.session_id, "ended")["end_reason"]
+
+
+def test_engineer_and_user_chat_without_typing_into_the_shell(desk, terminals, runs):
+    user = offer(desk, terminals)
+    run = EngineerRun(desk, desk.ticket, "--scope", "control", "--key", str(desk.key), "--",
+                      "-o", "BatchMode=yes", "echo connected; sleep 600")
+    runs.append(run)
+    user.approve()
+    run.read_until(b"connected")
+    sent = desk.engineer.ok("chat", user.session_id[:8], "I am checking the printer queue")
+    assert "Sent to" in sent.stdout
+    user.child.expect(b"I am checking the printer queue")
+
+    follower = subprocess.Popen([helpline_bin(), "chat", desk.ticket], env=desk.engineer.env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        user.child.send(b"\x14")  # Ctrl-T: a line to the engineer
+        user.child.send(b"thanks, it is the red one\r")
+        seen = b""
+        deadline = time.monotonic() + STEP_SECONDS
+        while b"it is the red one" not in seen and time.monotonic() < deadline:
+            if select.select([follower.stdout], [], [], 0.5)[0]:
+                seen += os.read(follower.stdout.fileno(), 65536)
+        assert b"(user): thanks, it is the red one" in seen, seen
+        assert b"you: I am checking the printer queue" in seen
+        user.end_key()
+        out, _ = follower.communicate(timeout=60)  # its long-poll (at most 25 s) ends, then it sees the end
+        assert follower.returncode == 0 and b"The session has ended" in seen + out
+    finally:
+        if follower.poll() is None:
+            os.killpg(follower.pid, signal.SIGKILL)
+            follower.wait(10)
+    user.finished()

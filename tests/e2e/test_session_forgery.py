@@ -1,6 +1,6 @@
-"""A database compromise alone opens no shell: a grant written straight into the server's database,
+"""What the server's database says cannot open a shell on its own: a grant written straight into it,
 forged with another key or replayed from an earlier session, is refused by the user's PC without the
-user being asked, and the attacker's ssh gets nothing."""
+user being asked; and a request whose consent window has run out opens nothing, even after a late yes."""
 
 from __future__ import annotations
 
@@ -97,3 +97,22 @@ def test_a_grant_replayed_from_an_earlier_session_is_refused_without_asking(desk
     plant_request(desk, second.session_id, replayed)
     refused_without_asking(second)
     assert "for another session host key" in desk.wait_for_state(second.session_id, "ended")["end_reason"]
+
+
+def test_a_request_that_ran_out_opens_nothing_even_if_the_user_says_yes_late(desk, terminals):
+    """The consent window is ten minutes; the server's copy of its end is moved to the past instead of waiting."""
+    user = UserTerminal(desk)
+    terminals.append(user)
+    marker = desk.tmp / "should-not-exist"
+    run = EngineerRun(desk, desk.ticket, "--scope", "control", "--key", str(desk.key), "--", f"touch {marker}")
+    user.asked()
+    with database(desk) as db, db.begin():
+        db.get(RemoteSession, user.session_id).grant_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    status, out, err = run.finish()
+    assert status == 7, err
+    assert b"did not answer in time" in err and out == b""
+    user.child.sendline(b"yes")
+    shown = user.finished()
+    assert b"is connected" not in shown
+    assert not marker.exists()
+    assert desk.wait_for_state(user.session_id, "ended")["end_reason"] == "the user did not answer in time"

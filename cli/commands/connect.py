@@ -43,7 +43,15 @@ from protocol.errors import (
 from protocol.grants import Scope, openssh_fingerprint
 from protocol.identifiers import describe_candidates, id_prefix, short_id, short_ids
 from protocol.schemas import parse_input
-from protocol.sessions import MAX_WAIT_SECONDS, ChatMessage, GrantIssued, GrantRequest, SessionPublic, SessionState
+from protocol.sessions import (
+    MAX_WAIT_SECONDS,
+    ChatMessage,
+    GrantIssued,
+    GrantRequest,
+    SessionEnd,
+    SessionPublic,
+    SessionState,
+)
 from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import contained, printable, safe_component
 
@@ -51,6 +59,7 @@ from protocol.untrusted import contained, printable, safe_component
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 #: How long after a grant's consent window the engineer's side still waits for the server's word.
 ANSWER_GRACE = timedelta(seconds=30)
+WITHDRAWN = "the engineer withdrew the request"
 LIVE_STATES = (SessionState.WAITING, SessionState.REQUESTED, SessionState.APPROVED, SessionState.ACTIVE)
 
 SessionArg = Annotated[str, typer.Argument(metavar="SESSION", help="A session id (or a unique start of it), or a ticket like T-1042 that has one such session.")]
@@ -202,6 +211,14 @@ def approved_or_raise(session: SessionPublic, grant_id: str) -> SessionPublic:
     raise ForbiddenError("The user refused the session.", hint="Nothing was opened. Talk to the user before asking again.")
 
 
+def withdraw(client: HelplineClient, session_id: str) -> None:
+    """End the session whose request the engineer stopped waiting on, so no approval outlives their interest."""
+    try:
+        client.engineer_end_session(session_id, SessionEnd(reason=WITHDRAWN))
+    except (HelplineError, KeyboardInterrupt):
+        pass  # the request still runs out by itself at the end of its window
+
+
 def request_and_wait(client: HelplineClient, session: SessionPublic, fingerprint: str, scopes: list[Scope],
                      minutes: int) -> tuple[GrantIssued, SessionPublic]:
     """Ask for a grant and wait for the user's answer; (the grant, the approved session) or an error."""
@@ -215,7 +232,9 @@ def request_and_wait(client: HelplineClient, session: SessionPublic, fingerprint
     try:
         answered = wait_for_answer(client, issued)
     except KeyboardInterrupt:
-        raise HelplineError("Stopped waiting; the request expires by itself if the user does not answer.",
+        withdraw(client, session.id)
+        raise HelplineError("Stopped waiting; the request was withdrawn and nothing was opened.",
+                            hint="The user's offer ended with it: ask them to run `helpline session` again when you are ready.",
                             status=ExitStatus.INTERRUPTED) from None
     return issued, approved_or_raise(answered, grant_id)
 

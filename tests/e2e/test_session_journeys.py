@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 
+import pexpect
 import pytest
 
 from tests.support.live import helpline_bin
@@ -327,3 +328,26 @@ def test_engineer_and_user_chat_without_typing_into_the_shell(desk, terminals, r
             os.killpg(follower.pid, signal.SIGKILL)
             follower.wait(10)
     user.finished()
+
+
+def test_ctrl_c_while_waiting_withdraws_the_request(desk, terminals):
+    user = offer(desk, terminals)
+    env = desk.engineer.env()
+    env["TERM"] = "xterm-256color"
+    engineer = pexpect.spawn(helpline_bin(), ["connect", desk.ticket, "--scope", "control", "--key", str(desk.key)],
+                             env=env, timeout=STEP_SECONDS, dimensions=(40, 160))
+    try:
+        engineer.expect("Waiting for the user to approve")
+        user.asked()
+        engineer.sendintr()
+        engineer.expect("the request was withdrawn and nothing was opened")
+        engineer.expect(pexpect.EOF)
+        engineer.close()
+        assert engineer.exitstatus == 130
+    finally:
+        if engineer.isalive():
+            engineer.terminate(force=True)
+    ended = desk.wait_for_state(user.session_id, "ended")
+    assert ended["end_reason"] == "the engineer withdrew the request"
+    user.child.sendline(b"yes")  # a late yes opens nothing
+    assert b"is connected" not in user.finished()

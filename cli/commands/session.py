@@ -195,7 +195,7 @@ def run_session(reference: str | None = None, *, answer_within: float = CONSENT_
                     offers.WITHDRAWN: "The engineer withdrew the request."}
             _err(said.get(reason, "You refused the request.") + " Nothing was opened; your engineer is told.")
             return
-        mirror = Mirror(live, engineer=request.engineer_name, stdin_fd=sys.stdin.fileno(), stdout_fd=sys.stdout.fileno())
+        mirror = Mirror(live, engineer=request.engineer_name, account=request.engineer_username, stdin_fd=sys.stdin.fileno(), stdout_fd=sys.stdout.fileno())
         mirror_box.append(mirror)
         _err(f"Approved. Waiting for {printable(request.engineer_name, multiline=False)} to connect. "
              f"Keys: {KEYS_HELP}.")

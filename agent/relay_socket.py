@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from agent import __version__
 from agent.http import normalize_url
 from protocol.errors import AuthError, ConfigError, ConflictError, ExitStatus, HelplineError, UnavailableError
-from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RELAY_TIME_UP, RelayTicket
+from protocol.sessions import RELAY_BAD_TOKEN, RELAY_ENDED, RELAY_NO_PEER, RELAY_SIDE_TAKEN, RELAY_TIME_UP, RelayTicket
 
 #: The largest frame accepted from the relay (the other side sends what its socket read gave it).
 MAX_FRAME = 4 << 20
@@ -71,7 +71,9 @@ def _closed_error(exc: Exception) -> RelayClosed | None:
     if code == RELAY_SIDE_TAKEN:
         return RelayClosed("Another connection already holds this side of the session.", code,
                            hint="Only one connection per side is let in; end the other one first.")
-    if code == RELAY_TIME_UP:
+    if code == RELAY_NO_PEER:
+        return RelayClosed("The other side did not join the session in time.", code, hint="Try again.")
+    if code in (RELAY_TIME_UP, RELAY_ENDED):
         return None
     if code is None or code in (1000, 1001, 1005):
         return None
@@ -231,6 +233,9 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
         raise UnavailableError(f"Cannot reach the session relay at {host}.",
                                hint="Check the network connection; the relay uses the server's own address.") from exc
     sock = connection.socket
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # the relay closed this side already; the first recv tells why
+        pass
     return RelayStream(connection)

@@ -29,10 +29,12 @@ MAX_CHAT_CHARS = 2000
 #: The WebSocket close codes of the relay: a token that is unknown, used or expired; a side already taken.
 RELAY_BAD_TOKEN = 4401
 RELAY_SIDE_TAKEN = 4409
-#: The relay closes a side that waited this long without the other side arriving.
+#: The relay closes a side that waited this long without the other side arriving (close code RELAY_NO_PEER).
 RELAY_PAIR_SECONDS = 60
-#: Set when a side leaves because the grant's time is up.
-RELAY_TIME_UP = 4408
+RELAY_NO_PEER = 4408
+#: The relay closes both sides when the grant's maximum duration is over, or the session was ended.
+RELAY_TIME_UP = 4410
+RELAY_ENDED = 4000
 
 
 class SessionState(StrEnum):

@@ -13,6 +13,8 @@ from starlette.routing import Match
 
 from agent.client import HelplineClient
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
+from protocol.grants import Scope
+from protocol.sessions import ChatMessage, ConsentAnswer, GrantRequest, ScopeChange, SessionEnd, SessionOffer
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
@@ -35,6 +37,7 @@ from protocol.schemas import (
 )
 
 BASE = "http://127.0.0.1:8700"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG06IhQU+4hiaNXQIMZH+R8cYrDBWMOmnQpsB0OF30N2 host"
 BUNDLE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 IDENTITY = AgentIdentity(public_key="A" * 44, hostname="pc-1")
 
@@ -113,13 +116,30 @@ def every_call(tmp_path: Path):
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),
         ("complete_upload", (BUNDLE,)),
+        ("offer_session", (SessionOffer(ticket="T-1042", host_key=HOST_KEY),)),
+        ("session_events", (BUNDLE, 3, 20)),
+        ("answer_session", (BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True))),
+        ("session_relay_ticket", (BUNDLE,)),
+        ("send_session_chat", (BUNDLE, ChatMessage(text="hello"))),
+        ("change_session_scopes", (BUNDLE, ScopeChange(scopes=[Scope.VIEW]))),
+        ("end_session", (BUNDLE, SessionEnd(reason="done"))),
+        ("upload_recording", (BUNDLE, b'{"version": 2}\n')),
+        ("sessions", ()),
+        ("session", (BUNDLE,)),
+        ("request_grant", (BUNDLE, GrantRequest(key_fingerprint="SHA256:" + "A" * 43))),
+        ("grant_status", (BUNDLE, BUNDLE, 5)),
+        ("engineer_relay_ticket", (BUNDLE,)),
+        ("session_chat", (BUNDLE,)),
+        ("post_session_chat", (BUNDLE, ChatMessage(text="hi"))),
+        ("engineer_end_session", (BUNDLE, SessionEnd())),
+        ("download_recording", (BUNDLE, tmp_path / "r.cast")),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, sessions, tickets, uploads
 
-    return [r for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, sessions, tickets, uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 
@@ -246,3 +266,23 @@ def test_typed_input_is_refused_as_the_server_words_it():
     with pytest.raises(InvalidInputError) as err:
         parse_input(TicketCreate, title="  ", priority="sky-high")
     assert err.value.message.startswith("The title is empty") and err.value.message.endswith("(and 1 more problem).")
+
+
+def test_long_polls_wait_on_the_server_and_give_the_http_call_more_time():
+    recorder = Recorder({("GET", f"/v1/agent/sessions/{BUNDLE}/events"): httpx.Response(200, json=[])})
+    with client_with(recorder) as client:
+        assert client.session_events(BUNDLE, after=4, wait=300) == []
+        with pytest.raises(InvalidInputError):
+            client.session_events(BUNDLE, after=-1, wait=1)
+    request, = recorder.requests
+    assert dict(request.url.params) == {"wait": "25", "after": "4"}
+    assert request.extensions["timeout"]["read"] > 25
+
+
+def test_a_refused_answer_is_none_and_an_approved_one_a_relay_ticket():
+    path = f"/v1/agent/sessions/{BUNDLE}/answer"
+    ticket = {"url": "ws://127.0.0.1:8700/v1/relay", "token": "hlr_x", "expires_at": "2026-12-01T10:00:00Z", "side": "pc"}
+    with client_with(Recorder({("POST", path): httpx.Response(200, json={"status": "refused"})})) as client:
+        assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=False)) is None
+    with client_with(Recorder({("POST", path): httpx.Response(200, json=ticket)})) as client:
+        assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True)).token == "hlr_x"

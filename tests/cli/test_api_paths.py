@@ -16,9 +16,9 @@ RAW_ATTRIBUTES = {"connection", "_call", "_client"}
 
 
 def _first_segments() -> set[str]:
-    from server.api import accounts, agents, audit, auth, health, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, sessions, tickets, uploads
 
-    paths = [r.path for m in (accounts, agents, audit, auth, health, tickets, uploads) for r in m.router.routes]
+    paths = [r.path for m in (accounts, agents, audit, auth, health, sessions, tickets, uploads) for r in m.router.routes]
     return {p.split("/")[2] for p in paths if p.startswith("/v1/")}
 
 

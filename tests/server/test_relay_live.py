@@ -1,0 +1,177 @@
+"""The relay on a real uvicorn over loopback, with two real WebSocket clients (agent/relay_socket.py):
+frames spliced both ways and counted in the session, a second claimant refused (4409) and audited,
+bad, used and expired passes refused (4401), one side leaving closes the other, an ended session
+closes both.
+
+Sessions are set up through the in-process app on the same database and clock; only the relay
+(and the calls that must ring its process) go to the live server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from agent.relay_socket import RelayClosed, RelayStream, open_relay
+from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RelayTicket
+from server.app import create_app
+from server.models import RemoteSession
+from server.relay.hub import relay_hub
+from tests.server.api.test_sessions import approved, setup
+from tests.support.net import HOST, free_port
+
+TIMEOUT = 15.0
+
+
+@pytest.fixture
+def live_app(runtime):
+    return create_app(runtime)
+
+
+@pytest.fixture
+def live(live_app) -> Iterator[str]:
+    """The app of ``runtime`` on uvicorn on a free loopback port (no background jobs); yields its base URL."""
+    config = uvicorn.Config(live_app, host=HOST, port=free_port(), lifespan="off", log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://{HOST}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+
+
+def at(live: str, ticket: dict) -> RelayTicket:
+    """The pass as the live server would have given it (the in-process app names its own address)."""
+    return RelayTicket.model_validate({**ticket, "url": live.replace("http", "ws", 1) + "/v1/relay"})
+
+
+def session_row(helpline, sid: str) -> RemoteSession:
+    with helpline.db() as db:
+        row = db.get(RemoteSession, sid)
+        db.expunge(row)
+        return row
+
+
+def until(check, what: str):
+    """Wait (bounded) until ``check()`` returns something true; return it."""
+    for _ in range(300):
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+def recv_exactly(stream: RelayStream, size: int) -> bytes:
+    got = bytearray()
+    for _ in range(10_000):
+        if len(got) >= size:
+            break
+        chunk = stream.recv(1 << 20)
+        assert chunk, "the stream ended early"
+        got += chunk
+    return bytes(got)
+
+
+def both_sides(helpline, live) -> tuple[str, object, RelayStream, RelayStream]:
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    eng_ticket = helpline.ok("POST", f"sessions/{sid}/relay", s.engineer)
+    pc = open_relay(at(live, pc_ticket), ping_interval=None)
+    engineer = open_relay(at(live, eng_ticket), ping_interval=None)
+    return sid, s, pc, engineer
+
+
+def test_bytes_pass_both_ways_and_are_counted_in_the_session(helpline, live):
+    sid, s, pc, engineer = both_sides(helpline, live)
+    with pc, engineer:
+        engineer.send(b"SSH-2.0-OpenSSH_9.2\r\n")
+        assert recv_exactly(pc, 21) == b"SSH-2.0-OpenSSH_9.2\r\n"
+        bulk = os.urandom(3 << 20)
+        pc.send(bulk[: 1 << 20])
+        pc.send(bulk[1 << 20:])
+        assert hashlib.sha256(recv_exactly(engineer, len(bulk))).digest() == hashlib.sha256(bulk).digest()
+        assert session_row(helpline, sid).state == "active"
+        engineer.close()
+        assert until(lambda: pc.recv() == b"", "the PC side sees the end")
+    row = until(lambda: (r := session_row(helpline, sid)).state == "ended" and r, "the session ends")
+    assert row.bytes_to_pc == 21 and row.bytes_from_pc == len(bulk)
+    assert row.end_reason == "the engineer left the relay"
+    [started] = helpline.audit("session.started")
+    assert started.details["session_id"] == sid
+    [ended] = helpline.audit("session.ended")
+    assert ended.details["bytes_from_pc"] == len(bulk) and ended.details["reason"] == "the engineer left the relay"
+
+
+def test_a_side_that_drops_without_closing_ends_the_other(helpline, live):
+    sid, s, pc, engineer = both_sides(helpline, live)
+    with pc:
+        engineer.send(b"hello")
+        assert recv_exactly(pc, 5) == b"hello"
+        engineer._ws.socket.shutdown(socket.SHUT_RDWR)  # the engineer's network goes away: no close frame
+        engineer._ws.socket.close()
+        assert until(lambda: pc.recv() == b"", "the PC side is closed")
+    assert until(lambda: session_row(helpline, sid).state == "ended", "the session ends")
+
+
+def test_a_second_claimant_of_a_side_is_refused_and_audited(helpline, live, live_app):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    first = open_relay(at(live, pc_ticket), ping_interval=None)
+    again = helpline.ok("POST", f"agent/sessions/{sid}/relay", s.pc)
+    until(lambda: sid in relay_hub(live_app).sides, "the first PC side waits in the hub")
+    with first, open_relay(at(live, again), ping_interval=None) as second:
+        with pytest.raises(RelayClosed) as refused:
+            second.recv()
+        assert refused.value.code == RELAY_SIDE_TAKEN
+    [audited] = helpline.audit("session.relay_refused")
+    assert audited.details["reason"] == "this side is connected already" and audited.details["side"] == "pc"
+
+
+@pytest.mark.parametrize("case", ["unknown", "used", "expired", "missing"])
+def test_bad_used_or_expired_passes_are_refused(helpline, live, clock, case):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    ticket = at(live, pc_ticket)
+    if case == "unknown":
+        ticket = ticket.model_copy(update={"token": "hlr_" + "x" * 43})
+    elif case == "used":
+        with open_relay(ticket, ping_interval=None):
+            pass
+    elif case == "expired":
+        clock.advance(seconds=121)
+    elif case == "missing":
+        ticket = ticket.model_copy(update={"token": ""})
+    with open_relay(ticket, ping_interval=None) as stream, pytest.raises(RelayClosed) as refused:
+        stream.recv()
+    assert refused.value.code == RELAY_BAD_TOKEN
+    if case in ("used", "expired"):
+        assert helpline.audit("session.relay_refused")[-1].details["reason"] == f"{case} token"
+
+
+def test_an_engineer_ending_the_session_closes_both_sides(helpline, live):
+    sid, s, pc, engineer = both_sides(helpline, live)
+    with pc, engineer:
+        pc.send(b"x")
+        assert recv_exactly(engineer, 1) == b"x"
+        with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {s.engineer}"}, timeout=TIMEOUT) as http:
+            assert http.post(f"/v1/sessions/{sid}/end", json={"reason": "done"}).status_code == 200
+        assert until(lambda: pc.recv() == b"", "the PC side is closed")
+        assert until(lambda: engineer.recv() == b"", "the engineer side is closed")
+    assert session_row(helpline, sid).end_reason == "done"

@@ -3,7 +3,7 @@
 It runs in the user's own ``helpline session`` process. :class:`SessionOffer`
 makes a host key for this session, offers the session on the ticket (the server
 learns the host key over the PC's signed channel, so the grant can pin it) and
-long-polls the session's events. An engineer's ``request`` is checked before the
+long-polls the session's events (each poll keeps the offer open on the server). An engineer's ``request`` is checked before the
 user hears of it: the grant must be signed by the server key this PC pinned, name
 this agent and this host key, be within its window and never used before; a
 request that fails is refused without a prompt. What the user is asked about comes
@@ -41,15 +41,23 @@ from agent.session.host import SessionHost, new_host_key
 from agent.session.recording import Recording
 from protocol.errors import AuthError, ConflictError, ForbiddenError, HelplineError, InvalidInputError, NotFoundError
 from protocol.grants import Scope, SessionGrant, verify_grant
-from protocol.sessions import ChatMessage, ConsentAnswer, RelayTicket, ScopeChange, SessionEnd, SessionEvent, SessionPublic
+from protocol.sessions import (
+    RELAY_ENDED,
+    RELAY_NO_PEER,
+    ChatMessage,
+    ConsentAnswer,
+    RelayTicket,
+    ScopeChange,
+    SessionEnd,
+    SessionEvent,
+    SessionPublic,
+)
 
 log = logging.getLogger(__name__)
 
 WINDOWS_MESSAGE = "Remote sessions are not available on Windows yet."
 #: The long-poll's wait: the server answers at once when an event is there.
 EVENT_WAIT = 25
-#: Re-offer when the offer has less than this left, so a user who waits longer stays reachable.
-RENEW_BEFORE = timedelta(minutes=5)
 #: Consecutive failures to reach the relay (or the events) after which the session ends.
 MAX_RELAY_FAILURES = 3
 MAX_EVENT_FAILURES = 5
@@ -224,8 +232,6 @@ class SessionOffer:
         while not self._stop.is_set():
             session = self.session
             try:
-                if self._live is None and session.offer_expires_at - self.clock() < RENEW_BEFORE:
-                    session = self.offer()
                 events = self.client.session_events(session.id, after=self._after, wait=self.event_wait)
                 failures = 0
             except HelplineError as exc:
@@ -442,9 +448,13 @@ class LiveSession:
                 time.sleep(0.1)
             stream.close()
             self._count(stream)
-            if transport.is_authenticated():
-                failures = 0
-            elif getattr(stream, "close_code", None) not in (None, 1000, 1001):
+            code = getattr(stream, "close_code", None)
+            if code == RELAY_ENDED:
+                self.host.end("the session was ended on the server")
+                return
+            if transport.is_authenticated() or code == RELAY_NO_PEER:
+                failures = 0  # the engineer has not come yet: wait again on a fresh pass while the grant allows
+            elif code not in (None, 1000, 1001):
                 failures += 1  # refused by the relay: do not spin
                 if failures >= MAX_RELAY_FAILURES:
                     self.host.end("the relay refused this PC's connection")
@@ -459,8 +469,11 @@ class LiveSession:
 
     def event(self, event: SessionEvent) -> None:
         """An event of this session (from the offer's poller): the engineer ending it ends it here."""
-        if event.kind in ("ended", "cancelled"):
-            self.host.end("the engineer ended the session" if event.kind == "ended" else "the engineer cancelled the session")
+        if event.kind == "ended":
+            reason = (event.reason or "").strip()[:200]
+            self.host.end("the engineer ended the session" if reason in ("", "ended") else reason)
+        elif event.kind == "cancelled":
+            self.host.end("the engineer cancelled the session")
         if self.on_event is not None:
             self.on_event(event)
 

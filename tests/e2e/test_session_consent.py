@@ -255,3 +255,70 @@ def plant_request(server: LiveServer, session_id: str, signed: dict) -> None:
             db.execute("UPDATE remote_sessions SET event_seq = ? WHERE id = ?", (seq + 1, session_id))
     finally:
         db.close()
+
+
+def test_chat_both_ways_taking_control_back_and_the_engineer_ending_it(scene):
+    from protocol.sessions import ChatMessage, SessionEnd
+
+    child = spawn(scene.user)
+    offer = waiting_offer(scene, child)
+    issued = ask(scene, offer, scopes=("control", "files"))
+    child.expect(r"Allow this session\?")
+    child.sendline("yes")
+    child.expect("Approved")
+    transport, channel = engineer_shell(scene, issued)
+    child.expect(f"Verification: {issued.verification}")
+    # The engineer's message shows in the user's banner, made printable.
+    scene.client.post_session_chat(offer.id, ChatMessage(text="Checking the spooler now"))
+    child.expect("root-admin: Checking the spooler now")
+    # The user's message goes to the engineer, not into the shell.
+    child.send("\x14")  # Ctrl-T
+    child.expect("Message to root-admin")
+    child.send("thanks, go ahead\r")
+    for _ in range(100):
+        said = [e for e in scene.client.session_chat(offer.id) if e.sender == "user"]
+        if said:
+            break
+        time.sleep(0.1)
+    assert [e.text for e in said] == ["thanks, go ahead"]
+    # With control the engineer types; after the user takes it back, the engineer's keys are dropped
+    # while the user's own still reach the shell.
+    channel.sendall(b"echo engineer-$((1+1))\n")
+    read_channel(channel, "engineer-2")
+    child.send("\x0f")  # Ctrl-O
+    child.expect(r"Take back: \[c\] control  \[f\] files")
+    child.send("c")
+    child.expect("You took back 'control'. The engineer keeps: view\\+files.")
+    for _ in range(100):
+        if scene.client.session(offer.id).scopes == ["files", "view"]:
+            break
+        time.sleep(0.1)
+    assert sorted(scene.client.session(offer.id).scopes) == ["files", "view"]
+    channel.sendall(b"echo engineer-typed-$((2+2))\n")
+    child.send("echo user-typed-$((3+3))\r")
+    seen_by_engineer = read_channel(channel, "user-typed-6")  # the engineer still sees the shell
+    child.expect("user-typed-6")
+    assert "engineer-typed" not in child.before and "engineer-typed" not in seen_by_engineer
+    # The engineer ends it: the user's side ends too, and says so.
+    scene.client.engineer_end_session(offer.id, SessionEnd(reason="the engineer ended the session"))
+    child.expect(r"Session on .* ended \(the engineer")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_share_session_sends_then_waits_for_the_engineer(scene):
+    env = scene.user.env()
+    env["TERM"] = "xterm-256color"
+    child = pexpect.spawn(helpline_bin(), ["share", "--ticket", scene.ticket, "--what", "printer", "--since", "today",
+                                           "--tried", "nothing", "--yes", "--deadline", "5", "--session"],
+                          env=env, encoding="utf-8", timeout=90, dimensions=(40, 140), codec_errors="replace")
+    child.expect("your diagnostics were delivered")
+    offer = waiting_offer(scene, child)
+    assert offer.ticket == scene.ticket
+    child.sendintr()  # stop waiting: the offer is withdrawn
+    child.expect("Stopped waiting. No session was opened.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert settled(scene, offer.id, "ended").end_reason == "the user stopped waiting"

@@ -234,8 +234,12 @@ class SessionOffer:
             try:
                 events = self.client.session_events(session.id, after=self._after, wait=self.event_wait)
                 failures = 0
-            except HelplineError as exc:
+            except Exception as exc:  # noqa: BLE001 - a closed client at shutdown, or the server's answer
+                if self._stop.is_set():
+                    return
                 failures += 1
+                if not isinstance(exc, HelplineError):
+                    exc = HelplineError(f"Waiting for the session's events failed: {exc}")
                 if failures >= MAX_EVENT_FAILURES or isinstance(exc, (AuthError, ForbiddenError, NotFoundError)):
                     self._events.put(exc)
                     return
@@ -409,6 +413,13 @@ class LiveSession:
             self._user_on_end(reason)
 
     def _serve(self, ticket: RelayTicket | None) -> None:
+        try:
+            self._serve_connections(ticket)
+        except Exception:  # noqa: BLE001 - whatever broke, the shell must not outlive the relay
+            log.debug("the relay side failed", exc_info=True)
+            self.host.end("the connection to the relay failed")
+
+    def _serve_connections(self, ticket: RelayTicket | None) -> None:
         """Serve engineer connections over the relay, one PC-side relay connection each, until the session ends."""
         failures = 0
         while not self.host.ended:

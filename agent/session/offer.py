@@ -62,6 +62,8 @@ EVENT_WAIT = 25
 MAX_RELAY_FAILURES = 3
 MAX_EVENT_FAILURES = 5
 RETRY_PAUSE = 1.0
+#: The longest the user's end waits for the server to hear why (the PC takes nothing more in the meantime).
+END_REPORT_SECONDS = 1.0
 
 # The reasons the server and the engineer read when the user does not approve.
 REFUSED = "refused by the user"
@@ -386,6 +388,7 @@ class LiveSession:
         self.host.give_consent(grant.grant_id)
         self._relay: threading.Thread | None = None
         self._reported: SessionSummary | None = None
+        self._user_reason: str | None = None  # why the user ended it, whatever the relay's drop said first
 
     @property
     def session_id(self) -> str:
@@ -397,7 +400,7 @@ class LiveSession:
 
     @property
     def end_reason(self) -> str | None:
-        return self.host.end_reason
+        return self._user_reason or self.host.end_reason
 
     def seconds_left(self) -> float:
         return max(0.0, self.grant.max_duration_seconds - (time.monotonic() - self._started))
@@ -511,6 +514,32 @@ class LiveSession:
         return left
 
     def end(self, reason: str) -> None:
+        """The user ends the session: at once nothing more reaches the PC, then the server hears why, then all closes.
+
+        Control, files and forward are taken back first (no keystroke, file or
+        connection gets through from that moment); the server is told the reason
+        before the relay drops (waiting at most END_REPORT_SECONDS), so the ticket's
+        timeline says why it ended rather than that a side left; then the shell and
+        every process it started end.
+        """
+        if self.host.ended:
+            return
+        self._user_reason = self._user_reason or reason
+        for scope in (Scope.CONTROL, Scope.FILES, Scope.FORWARD):
+            if scope in self.host.scopes:
+                self.host.revoke(scope)
+        told = threading.Event()
+
+        def report() -> None:
+            try:
+                self.offer.client.end_session(self.session_id, SessionEnd(reason=reason[:200]))
+            except Exception:  # noqa: BLE001 - finish() reports again
+                log.debug("the end could not be reported yet", exc_info=True)
+            finally:
+                told.set()
+
+        threading.Thread(target=report, name="helpline-session-end", daemon=True).start()
+        told.wait(END_REPORT_SECONDS)
         self.host.end(reason)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -525,7 +554,7 @@ class LiveSession:
         self.offer.close()
         for stream in list(self._streams):
             self._count(stream)
-        reason = self.host.end_reason or "the session was ended"
+        reason = self.end_reason or "the session was ended"
         problems: list[str] = []
         client = self.offer.client
         try:

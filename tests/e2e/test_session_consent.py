@@ -171,6 +171,8 @@ def test_yes_lets_the_engineer_in_and_the_user_ends_it_at_once_with_the_recordin
     assert gone(job)  # the shell and what it started ended with the session
     ended = settled(scene, offer.id, "ended")
     assert ended.recording and ended.bytes_to_pc > 0 and ended.bytes_from_pc > 0
+    # The ticket's record says why, not merely that the PC left the relay.
+    assert ended.end_reason == ("the user ended the session" if end_by == "end-key" else "the user's terminal was closed")
     dest = scene.server.data_dir.parent / "session.cast"
     scene.client.download_recording(offer.id, dest)
     assert "seen-by-both-42" in read_cast(dest).output()  # the recording plays back what the shell showed

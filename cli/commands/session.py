@@ -137,7 +137,8 @@ def run_session(reference: str | None = None, *, answer_within: float = CONSENT_
     if not interactive():
         raise InvalidInputError("A remote session needs you at a terminal: only you can approve the engineer's request.",
                                 hint="Run `helpline session` in a terminal window; nothing approves a session for you.")
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())  # its errors must not land on the mirrored screen
+    for name in ("paramiko", "websockets", "agent"):  # their log lines must not land on the mirrored screen
+        logging.getLogger(name).addHandler(logging.NullHandler())
     pc = this_pc()
     ticket = pc.ticket_in_use(reference, choose=pick_ticket)
     if ticket is None:

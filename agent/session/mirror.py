@@ -117,10 +117,11 @@ class Mirror:
     (only on a terminal). ``on_problem`` hears errors of chat and scope changes.
     """
 
-    def __init__(self, live: Any, *, engineer: str, stdin_fd: int = 0, stdout_fd: int = 1, banner: bool | None = None,
+    def __init__(self, live: Any, *, engineer: str, account: str = "", stdin_fd: int = 0, stdout_fd: int = 1, banner: bool | None = None,
                  on_problem: Callable[[str], None] | None = None):
         self.live = live
         self.engineer = printable(engineer, multiline=False)
+        self.account = printable(account, multiline=False)
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.banner = os.isatty(stdout_fd) if banner is None else banner
@@ -159,8 +160,9 @@ class Mirror:
     def connected(self, verification: str, username: str) -> None:
         """The engineer's key authenticated: show who, and the verification string both sides see."""
         self._status = "connected"
-        self.notice(f"{self.engineer} is connected. Verification: {verification} — your engineer sees the same "
-                    "string; check it with them if you are on the phone.")
+        who = f"{self.engineer} (account {self.account})" if self.account else self.engineer
+        self.notice(f"{who} is connected with the key the grant names. Verification: {verification} — your engineer "
+                    "sees the same string; check it with them if you are on the phone.")
         self.redraw()
 
     def message(self, name: str, text: str) -> None:

@@ -3,7 +3,7 @@
 It runs in the user's own ``helpline session`` process. :class:`SessionOffer`
 makes a host key for this session, offers the session on the ticket (the server
 learns the host key over the PC's signed channel, so the grant can pin it) and
-long-polls the session's events. An engineer's ``request`` is checked before the
+long-polls the session's events (each poll keeps the offer open on the server). An engineer's ``request`` is checked before the
 user hears of it: the grant must be signed by the server key this PC pinned, name
 this agent and this host key, be within its window and never used before; a
 request that fails is refused without a prompt. What the user is asked about comes
@@ -41,19 +41,29 @@ from agent.session.host import SessionHost, new_host_key
 from agent.session.recording import Recording
 from protocol.errors import AuthError, ConflictError, ForbiddenError, HelplineError, InvalidInputError, NotFoundError
 from protocol.grants import Scope, SessionGrant, verify_grant
-from protocol.sessions import ChatMessage, ConsentAnswer, RelayTicket, ScopeChange, SessionEnd, SessionEvent, SessionPublic
+from protocol.sessions import (
+    RELAY_ENDED,
+    RELAY_NO_PEER,
+    ChatMessage,
+    ConsentAnswer,
+    RelayTicket,
+    ScopeChange,
+    SessionEnd,
+    SessionEvent,
+    SessionPublic,
+)
 
 log = logging.getLogger(__name__)
 
 WINDOWS_MESSAGE = "Remote sessions are not available on Windows yet."
 #: The long-poll's wait: the server answers at once when an event is there.
 EVENT_WAIT = 25
-#: Re-offer when the offer has less than this left, so a user who waits longer stays reachable.
-RENEW_BEFORE = timedelta(minutes=5)
 #: Consecutive failures to reach the relay (or the events) after which the session ends.
 MAX_RELAY_FAILURES = 3
 MAX_EVENT_FAILURES = 5
 RETRY_PAUSE = 1.0
+#: The longest the user's end waits for the server to hear why (the PC takes nothing more in the meantime).
+END_REPORT_SECONDS = 1.0
 
 # The reasons the server and the engineer read when the user does not approve.
 REFUSED = "refused by the user"
@@ -224,12 +234,14 @@ class SessionOffer:
         while not self._stop.is_set():
             session = self.session
             try:
-                if self._live is None and session.offer_expires_at - self.clock() < RENEW_BEFORE:
-                    session = self.offer()
                 events = self.client.session_events(session.id, after=self._after, wait=self.event_wait)
                 failures = 0
-            except HelplineError as exc:
+            except Exception as exc:  # noqa: BLE001 - a closed client at shutdown, or the server's answer
+                if self._stop.is_set():
+                    return
                 failures += 1
+                if not isinstance(exc, HelplineError):
+                    exc = HelplineError(f"Waiting for the session's events failed: {exc}")
                 if failures >= MAX_EVENT_FAILURES or isinstance(exc, (AuthError, ForbiddenError, NotFoundError)):
                     self._events.put(exc)
                     return
@@ -376,6 +388,7 @@ class LiveSession:
         self.host.give_consent(grant.grant_id)
         self._relay: threading.Thread | None = None
         self._reported: SessionSummary | None = None
+        self._user_reason: str | None = None  # why the user ended it, whatever the relay's drop said first
 
     @property
     def session_id(self) -> str:
@@ -387,7 +400,7 @@ class LiveSession:
 
     @property
     def end_reason(self) -> str | None:
-        return self.host.end_reason
+        return self._user_reason or self.host.end_reason
 
     def seconds_left(self) -> float:
         return max(0.0, self.grant.max_duration_seconds - (time.monotonic() - self._started))
@@ -403,6 +416,13 @@ class LiveSession:
             self._user_on_end(reason)
 
     def _serve(self, ticket: RelayTicket | None) -> None:
+        try:
+            self._serve_connections(ticket)
+        except Exception:  # noqa: BLE001 - whatever broke, the shell must not outlive the relay
+            log.debug("the relay side failed", exc_info=True)
+            self.host.end("the connection to the relay failed")
+
+    def _serve_connections(self, ticket: RelayTicket | None) -> None:
         """Serve engineer connections over the relay, one PC-side relay connection each, until the session ends."""
         failures = 0
         while not self.host.ended:
@@ -442,9 +462,13 @@ class LiveSession:
                 time.sleep(0.1)
             stream.close()
             self._count(stream)
-            if transport.is_authenticated():
-                failures = 0
-            elif getattr(stream, "close_code", None) not in (None, 1000, 1001):
+            code = getattr(stream, "close_code", None)
+            if code == RELAY_ENDED:
+                self.host.end("the session was ended on the server")
+                return
+            if transport.is_authenticated() or code == RELAY_NO_PEER:
+                failures = 0  # the engineer has not come yet: wait again on a fresh pass while the grant allows
+            elif code not in (None, 1000, 1001):
                 failures += 1  # refused by the relay: do not spin
                 if failures >= MAX_RELAY_FAILURES:
                     self.host.end("the relay refused this PC's connection")
@@ -459,8 +483,11 @@ class LiveSession:
 
     def event(self, event: SessionEvent) -> None:
         """An event of this session (from the offer's poller): the engineer ending it ends it here."""
-        if event.kind in ("ended", "cancelled"):
-            self.host.end("the engineer ended the session" if event.kind == "ended" else "the engineer cancelled the session")
+        if event.kind == "ended":
+            reason = (event.reason or "").strip()[:200]
+            self.host.end("the engineer ended the session" if reason in ("", "ended") else reason)
+        elif event.kind == "cancelled":
+            self.host.end("the engineer cancelled the session")
         if self.on_event is not None:
             self.on_event(event)
 
@@ -487,6 +514,32 @@ class LiveSession:
         return left
 
     def end(self, reason: str) -> None:
+        """The user ends the session: at once nothing more reaches the PC, then the server hears why, then all closes.
+
+        Control, files and forward are taken back first (no keystroke, file or
+        connection gets through from that moment); the server is told the reason
+        before the relay drops (waiting at most END_REPORT_SECONDS), so the ticket's
+        timeline says why it ended rather than that a side left; then the shell and
+        every process it started end.
+        """
+        if self.host.ended:
+            return
+        self._user_reason = self._user_reason or reason
+        for scope in (Scope.CONTROL, Scope.FILES, Scope.FORWARD):
+            if scope in self.host.scopes:
+                self.host.revoke(scope)
+        told = threading.Event()
+
+        def report() -> None:
+            try:
+                self.offer.client.end_session(self.session_id, SessionEnd(reason=reason[:200]))
+            except Exception:  # noqa: BLE001 - finish() reports again
+                log.debug("the end could not be reported yet", exc_info=True)
+            finally:
+                told.set()
+
+        threading.Thread(target=report, name="helpline-session-end", daemon=True).start()
+        told.wait(END_REPORT_SECONDS)
         self.host.end(reason)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -501,7 +554,7 @@ class LiveSession:
         self.offer.close()
         for stream in list(self._streams):
             self._count(stream)
-        reason = self.host.end_reason or "the session was ended"
+        reason = self.end_reason or "the session was ended"
         problems: list[str] = []
         client = self.offer.client
         try:

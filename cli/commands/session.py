@@ -128,7 +128,7 @@ def _summary_line(summary) -> str:
             f"({printable(summary.reason, multiline=False)}) after {duration(summary.seconds)}; {moved}; {tail}.")
 
 
-def run_session(reference: str | None = None) -> None:
+def run_session(reference: str | None = None, *, answer_within: float = CONSENT_SECONDS) -> None:
     """The whole flow of `helpline session` (also the end of `helpline share --session`)."""
     from agent.session import offer as offers
     from agent.session.mirror import KEYS_HELP, Mirror
@@ -137,7 +137,8 @@ def run_session(reference: str | None = None) -> None:
     if not interactive():
         raise InvalidInputError("A remote session needs you at a terminal: only you can approve the engineer's request.",
                                 hint="Run `helpline session` in a terminal window; nothing approves a session for you.")
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())  # its errors must not land on the mirrored screen
+    for name in ("paramiko", "websockets", "agent"):  # their log lines must not land on the mirrored screen
+        logging.getLogger(name).addHandler(logging.NullHandler())
     pc = this_pc()
     ticket = pc.ticket_in_use(reference, choose=pick_ticket)
     if ticket is None:
@@ -164,7 +165,7 @@ def run_session(reference: str | None = None) -> None:
         _err()
         for line in consent_text(request, server_fingerprint=server_fingerprint):
             _err(line)
-        approved, reason = read_answer(request)
+        approved, reason = read_answer(request, seconds=answer_within)
         mirror_box: list[Mirror] = []
 
         def shown(data: bytes) -> None:
@@ -195,7 +196,7 @@ def run_session(reference: str | None = None) -> None:
                     offers.WITHDRAWN: "The engineer withdrew the request."}
             _err(said.get(reason, "You refused the request.") + " Nothing was opened; your engineer is told.")
             return
-        mirror = Mirror(live, engineer=request.engineer_name, stdin_fd=sys.stdin.fileno(), stdout_fd=sys.stdout.fileno())
+        mirror = Mirror(live, engineer=request.engineer_name, account=request.engineer_username, stdin_fd=sys.stdin.fileno(), stdout_fd=sys.stdout.fileno())
         mirror_box.append(mirror)
         _err(f"Approved. Waiting for {printable(request.engineer_name, multiline=False)} to connect. "
              f"Keys: {KEYS_HELP}.")
@@ -213,6 +214,7 @@ def run_session(reference: str | None = None) -> None:
 
 def session(
     ticket: Annotated[str | None, typer.Option("--ticket", "-t", metavar="TICKET", help="The ticket the session is for, like T-1042 (default: this PC's open ticket).")] = None,
+    answer_within: Annotated[int, typer.Option("--answer-within", metavar="SECONDS", min=2, max=600, help="Seconds you have to answer the engineer's request before it is refused.")] = CONSENT_SECONDS,
 ) -> None:
     """Let your engineer connect to this PC: you approve their request, watch everything live, and can end it at any moment.
 
@@ -231,7 +233,7 @@ def session(
       helpline session
       helpline session --ticket T-1042
     """
-    run_session(ticket)
+    run_session(ticket, answer_within=answer_within)
 
 
 def register(app: typer.Typer) -> None:

@@ -168,3 +168,12 @@ def test_the_loop_ends_on_the_end_key_and_when_input_ends(screen):
     runner.join(5)
     assert not runner.is_alive() and live2.ended_with == "the terminal was closed"
     os.close(keys_r)
+
+
+def test_the_engineer_joining_shows_who_and_the_verification_string(screen):
+    read, out = screen
+    mirror = Mirror(FakeLive(), engineer="Ana Silva", account="ana", stdin_fd=0, stdout_fd=out, banner=True)
+    mirror.connected("482 019 736", "whatever-ssh-user")
+    drawn = read()
+    assert b"Ana Silva (account ana) is connected" in drawn and b"Verification: 482 019 736" in drawn
+    assert "connected" in mirror.banner_text() and "waiting" not in mirror.banner_text()

@@ -296,3 +296,18 @@ def test_sessions_are_refused_on_windows(monkeypatch):
     with pytest.raises(InvalidInputError, match="not available on Windows") as refused:
         offers.check_platform()
     assert refused.value.status == ExitStatus.INVALID
+
+
+def test_the_users_end_stops_input_at_once_and_tells_the_server_why_before_the_relay_drops(setup, server_key):
+    server, offer, engineer_ends = setup
+    engineer = make_engineer_key()
+    request(server, server_key, grant_for(offer, engineer, scopes={"control", "files"}))
+    live = offer.answer(offer.next_request(timeout=5), Decision(True))
+    client, channel = engineer_login(engineer_ends, engineer)
+    seen_at_report = []
+    server.end_session = lambda session_id, body: seen_at_report.append((body.reason, live.host.ended, live.host.scopes))
+    live.end("the user ended the session")
+    assert seen_at_report[0] == ("the user ended the session", False, {Scope.VIEW})
+    assert live.host.ended and live.end_reason == "the user ended the session"
+    assert live.finish().reason == "the user ended the session"
+    client.close()

@@ -265,6 +265,26 @@ class EngineerProcess:
             self.process.wait(10)
 
 
+def engineer_processes(desk) -> list[tuple[bytes, bytes]]:
+    """(command line, environment) of every process running with the engineer's Helpline config."""
+    marker = f"HELPLINE_CONFIG_DIR={desk.engineer.config_dir}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append((cmdline, environ))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads other processes' command lines from /proc")
 def test_the_end_key_ends_the_session_and_every_process_it_started(desk, terminals, runs):
     user = offer(desk, terminals)
     run = EngineerRun(desk, desk.ticket, "--scope", "control", "--key", str(desk.key), "--",
@@ -273,6 +293,10 @@ def test_the_end_key_ends_the_session_and_every_process_it_started(desk, termina
     user.approve()
     line = run.read_until(b"\n").split(b"PIDS=")[1].split(b"\n")[0]
     pids = [int(p) for p in line.decode().strip().split(",")]
+    # The engineer's ssh and its ProxyCommand carry no relay pass in their arguments or environment.
+    engineer_side = engineer_processes(desk)
+    assert any(b"relay" in cmdline and user.session_id.encode() in cmdline for cmdline, _ in engineer_side)
+    assert not any(b"hlr_" in cmdline or b"hlr_" in environ for cmdline, environ in engineer_side)
     user.end_key()
     status, _, _ = run.finish(timeout=30)
     assert status != 0

@@ -3,10 +3,11 @@
 The server is `helpline server run` on loopback (tests/support/live.py), set up as
 people would with the real CLI: an admin creates an engineer, who logs in and
 registers the benchmark's SSH key; a ticket is opened and the PC pairs with its
-code. The PC's side runs in this process: it offers a session with a fresh host
-key, verifies the grant the engineer's request brings against the pinned server
-key, says yes (the benchmark is the user), and bridges its relay ticket's
-WebSocket to the same session host the "paramiko direct" path uses. The
+code. The PC's side runs in this process with the code `helpline session` runs: it
+offers a session with a fresh host key, verifies the grant the engineer's
+request brings against the pinned server key, says yes (the benchmark is the
+user), records, and bridges its relay pass's WebSocket to the same session host
+the "paramiko direct" path uses. The
 engineer's side is `helpline connect SESSION --print-config`, whose ssh_config
 block (ProxyCommand `helpline relay SESSION`, the host key pinned) the
 benchmark's ssh uses.
@@ -14,16 +15,12 @@ benchmark's ssh uses.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import platform
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.server_load import NotMeasured
@@ -44,64 +41,37 @@ class HelplineSession:
 
 
 class BenchPC:
-    """The PC's side in this process: offer, verify the grant, consent, bridge the relay to the session host."""
+    """The PC's side in this process, with the code `helpline session` runs (agent/session/offer.py):
+    offer, verify the grant against the pinned server key, consent (the benchmark is the user), serve."""
 
     def __init__(self, agent_dir: Path, ticket: str):
-        from agent.client import HelplineClient
-        from agent.session.host import new_host_key
+        from agent.local import ThisPC
         from agent.store import AgentStore
-        from protocol.sessions import SessionOffer
 
-        store = AgentStore(agent_dir)
-        self.state = store.require()
-        self.client = HelplineClient.connect(self.state.server_url, agent=store.signer(self.state))
-        self.host_key = new_host_key()
-        offer = SessionOffer(ticket=ticket, host_key=f"{self.host_key.get_name()} {self.host_key.get_base64()}",
-                             platform=platform.system().lower(), username=getpass.getuser())
-        self.session = self.client.offer_session(offer)
-        self.host = None
+        self.offer = ThisPC(AgentStore(agent_dir)).session_offer(ticket)
+        self.session = self.offer.offer()
+        self.live = None
         self.problem: str | None = None
-        self.joined = threading.Event()
+        self.answered = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-pc", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        from agent.session.offer import Decision
+
         try:
-            self._serve()
+            request = self.offer.next_request(timeout=SETUP_TIMEOUT)
+            self.live = self.offer.answer(request, Decision(True))
         except Exception as exc:  # reported by the benchmark as the path's problem
             self.problem = f"the PC's side failed: {exc.__class__.__name__}: {getattr(exc, 'message', exc)}"
-            self.joined.set()
-
-    def _serve(self) -> None:
-        from agent.relay_socket import open_relay
-        from agent.session.host import SessionHost, key_fingerprint
-        from protocol.grants import verify_grant
-        from protocol.sessions import ConsentAnswer
-
-        after, deadline = 0, time.monotonic() + SETUP_TIMEOUT
-        while time.monotonic() < deadline:
-            for event in self.client.session_events(self.session.id, after=after, wait=10):
-                after = max(after, event.seq)
-                if event.kind != "request" or event.grant is None:
-                    continue
-                grant = verify_grant(event.grant, pinned_server_key=self.state.server_public_key,
-                                     agent_id=self.state.agent_id, host_key_fingerprint=key_fingerprint(self.host_key),
-                                     now=datetime.now(UTC))
-                self.host = SessionHost(grant, host_key=self.host_key, grace=0.3)
-                self.host.give_consent(grant.grant_id)
-                ticket = self.client.answer_session(self.session.id, ConsentAnswer(grant_id=grant.grant_id, approved=True))
-                if ticket is None:
-                    raise NotMeasured("the server took the approval as a refusal")
-                self.host.serve(open_relay(ticket).bridge_to_socket())
-                self.joined.set()
-                return
-        raise NotMeasured("no engineer request reached the PC")
+        finally:
+            self.answered.set()
 
     def close(self) -> None:
-        if self.host is not None:
-            self.host.end("the bench is over")
-            self.host.wait(10)
-        self.client.close()
+        if self.live is not None:
+            self.live.end("the benchmark is over")
+            self.live.finish()
+        self.offer.shutdown()
 
 
 def _ok(pc: PC, *args: str, input: str | None = None) -> str:
@@ -137,8 +107,8 @@ def helpline_session(work: Path, key: Path) -> Iterator[HelplineSession]:
         printed = _ok(engineer, "connect", pc_side.session.id, "--scope", "control", "--scope", "files", "--scope", "forward",
                       "--minutes", "60", "--key", str(key), "--print-config")
         config.write_text(printed)
-        if not pc_side.joined.wait(30) or pc_side.problem:
-            raise NotMeasured(pc_side.problem or "the PC's side did not join the relay")
+        if not pc_side.answered.wait(30) or pc_side.problem:
+            raise NotMeasured(pc_side.problem or "the PC's side did not answer")
         alias = next(line.split()[1] for line in printed.splitlines() if line.startswith("Host "))
         server_pid = server.process.pid if server.process else None
         yield HelplineSession(config, alias, engineer.env(), processes={

@@ -134,7 +134,7 @@ def test_a_second_claimant_of_a_side_is_refused_and_audited(helpline, live, live
     sid, _, pc_ticket = approved(helpline, s)
     first = open_relay(at(live, pc_ticket), ping_interval=None)
     again = helpline.ok("POST", f"agent/sessions/{sid}/relay", s.pc)
-    until(lambda: sid in relay_hub(live_app).sides, "the first PC side waits in the hub")
+    until(lambda: sid in relay_hub(live_app).pairs, "the first PC side waits in the hub")
     with first, open_relay(at(live, again), ping_interval=None) as second:
         with pytest.raises(RelayClosed) as refused:
             second.recv()
@@ -225,3 +225,31 @@ def test_full_traffic_both_ways_at_once_does_not_stall(helpline, live):
     sock.close()
     row = until(lambda: (r := session_row(helpline, sid)).state == "ended" and r, "the session ends")
     assert row.bytes_to_pc == size and row.bytes_from_pc == size
+
+
+def test_what_the_first_side_sends_waits_for_the_second(helpline, live, live_app):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    eng_ticket = helpline.ok("POST", f"sessions/{sid}/relay", s.engineer)
+    with open_relay(at(live, eng_ticket), ping_interval=None) as engineer:
+        engineer.send(b"SSH-2.0-OpenSSH_9.2\r\n")  # an ssh client speaks first
+        until(lambda: sid in relay_hub(live_app).pairs, "the engineer side waits in the hub")
+        with open_relay(at(live, pc_ticket), ping_interval=None) as pc:
+            assert recv_exactly(pc, 21) == b"SSH-2.0-OpenSSH_9.2\r\n"
+            pc.send(b"SSH-2.0-Helpline\r\n")
+            assert recv_exactly(engineer, 18) == b"SSH-2.0-Helpline\r\n"
+
+
+def test_a_side_that_leaves_before_the_other_comes_frees_its_place(helpline, live, live_app):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    with open_relay(at(live, pc_ticket), ping_interval=None):
+        until(lambda: sid in relay_hub(live_app).pairs, "the PC side waits in the hub")
+    until(lambda: sid not in relay_hub(live_app).pairs, "the PC side is gone from the hub")
+    again = helpline.ok("POST", f"agent/sessions/{sid}/relay", s.pc)  # the PC reconnects with a fresh pass
+    eng_ticket = helpline.ok("POST", f"sessions/{sid}/relay", s.engineer)
+    with open_relay(at(live, again), ping_interval=None) as pc, \
+            open_relay(at(live, eng_ticket), ping_interval=None) as engineer:
+        pc.send(b"hi")
+        assert recv_exactly(engineer, 2) == b"hi"
+    assert helpline.audit("session.relay_refused") == []

@@ -6,30 +6,40 @@ relay ticket; the relay pairs the two and splices binary frames. The ticket's
 token travels in the Authorization header only, never in a URL or an argv.
 
 :func:`open_relay` gives a :class:`RelayStream` (send, recv, close);
-:meth:`RelayStream.bridge_to_socket` turns it into a plain socket, pumped by two
-threads, for code that wants one (paramiko's Transport, a stdin/stdout pump).
-Frames are forwarded as they arrive, with TCP_NODELAY, no compression (SSH
-traffic is encrypted) and no copies beyond what the socket calls make.
+:meth:`RelayStream.bridge_to_socket` turns it into a plain socket for code that
+wants one (paramiko's Transport, a stdin/stdout pump). Frames are forwarded as
+they arrive, with TCP_NODELAY (asyncio's default) and no compression (SSH
+traffic is encrypted).
+
+The WebSocket runs on an event loop of its own, in one thread per stream: the
+sending and the receiving directions never wait for each other, so both can be
+full at once (an upload and a download through one session) without deadlock,
+which a blocking client that holds one lock while it writes cannot promise.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import contextlib
 import os
 import socket
 import ssl
 import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.http import normalize_url
-from protocol.errors import AuthError, ConfigError, ConflictError, ExitStatus, HelplineError, UnavailableError
+from protocol.errors import AuthError, ConfigError, ConflictError, ExitStatus, UnavailableError
 from protocol.sessions import RELAY_BAD_TOKEN, RELAY_ENDED, RELAY_NO_PEER, RELAY_SIDE_TAKEN, RELAY_TIME_UP, RelayTicket
 
 #: The largest frame accepted from the relay (the other side sends what its socket read gave it).
 MAX_FRAME = 4 << 20
 #: How much one read from the local socket may take before it is sent as one frame.
 READ_SIZE = 256 << 10
+T = TypeVar("T")
 
 
 class RelayClosed(UnavailableError):
@@ -58,13 +68,18 @@ def _ssl_context(url: str) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=os.environ.get("HELPLINE_CA_BUNDLE") or None)
 
 
-def _closed_error(exc: Exception) -> RelayClosed | None:
+def _close_code(exc: BaseException) -> int | None:
+    rcvd = getattr(exc, "rcvd", None)
+    return rcvd.code if rcvd is not None else None
+
+
+def _closed_error(exc: BaseException) -> RelayClosed | None:
     """The error a close by the relay stands for; None for a normal end."""
     from websockets.exceptions import ConnectionClosed
 
     if not isinstance(exc, ConnectionClosed):
         return RelayClosed("The connection to the relay broke off.", None, hint="Try again.")
-    code = exc.rcvd.code if exc.rcvd is not None else None
+    code = _close_code(exc)
     if code == RELAY_BAD_TOKEN:
         return RelayClosed("The relay refused this side's ticket (unknown, used or expired).", code,
                            hint="Ask for a new relay ticket.")
@@ -73,33 +88,56 @@ def _closed_error(exc: Exception) -> RelayClosed | None:
                            hint="Only one connection per side is let in; end the other one first.")
     if code == RELAY_NO_PEER:
         return RelayClosed("The other side did not join the session in time.", code, hint="Try again.")
-    if code in (RELAY_TIME_UP, RELAY_ENDED):
-        return None
-    if code is None or code in (1000, 1001, 1005):
+    if code is None or code in (1000, 1001, 1005, RELAY_TIME_UP, RELAY_ENDED):
         return None
     return RelayClosed(f"The relay closed the session (code {code}).", code)
 
 
-class RelayStream:
-    """A connected relay side: bytes in, bytes out, in the order sent."""
+class _Loop:
+    """An event loop running in a daemon thread of its own, for one relay side."""
 
-    def __init__(self, connection) -> None:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="relay-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(work, self.loop)
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5)
+
+
+class RelayStream:
+    """A connected relay side: bytes in, bytes out, in the order sent.
+
+    ``send`` and ``recv`` may be called from two threads at once (one each).
+    """
+
+    def __init__(self, loop: _Loop, connection: Any) -> None:
+        self._loop = loop
         self._ws = connection
         self._pending = memoryview(b"")
         self.sent = 0
         self.received = 0
         self.close_code: int | None = None
-        self._closed = threading.Event()
+        self._closed = False
+        self._bridge: Future | None = None
 
     def send(self, data: bytes) -> None:
         """Send ``data`` as one binary frame; RelayClosed if the relay has closed this side."""
         if not data:
             return
         try:
-            self._ws.send(data)
+            self._loop.run(self._ws.send(data))
         except Exception as exc:
-            error = _closed_error(exc) or RelayClosed("The session has ended.", None)
-            raise error from exc
+            raise (_closed_error(exc) or RelayClosed("The session has ended.", _close_code(exc))) from exc
         self.sent += len(data)
 
     def recv(self, max_bytes: int = 1 << 20) -> bytes:
@@ -130,16 +168,14 @@ class RelayStream:
 
         while True:
             try:
-                message = self._ws.recv()
+                message = self._loop.run(self._ws.recv())
             except ConnectionClosed as exc:
-                self.close_code = exc.rcvd.code if exc.rcvd is not None else None
-                self._closed.set()
+                self.close_code = _close_code(exc)
                 error = _closed_error(exc)
                 if error is not None:
                     raise error from exc
                 return None
             except (OSError, RuntimeError) as exc:
-                self._closed.set()
                 raise RelayClosed("The connection to the relay broke off.", None, hint="Try again.") from exc
             if isinstance(message, str):  # the relay sends binary frames only
                 continue
@@ -148,11 +184,13 @@ class RelayStream:
 
     def close(self) -> None:
         """End this side; the relay then closes the other side."""
-        self._closed.set()
-        try:
-            self._ws.close()
-        except Exception:  # already broken: nothing left to end
-            pass
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._loop.run(self._ws.close(), timeout=5)
+        if self._bridge is None:
+            self._loop.stop()
 
     def __enter__(self) -> RelayStream:
         return self
@@ -161,45 +199,57 @@ class RelayStream:
         self.close()
 
     def bridge_to_socket(self) -> socket.socket:
-        """Return one end of a socket pair whose other end is pumped to and from the relay by two threads.
+        """Return one end of a socket pair whose other end is pumped to and from the relay.
 
         Closing the returned socket ends this relay side; the relay ending
         closes the pair, so a reader of the returned socket sees end of file.
+        Use the returned socket instead of send and recv, not alongside them.
         """
         ours, theirs = socket.socketpair()
         for end in (ours, theirs):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-
-        def relay_to_socket() -> None:
-            try:
-                while frame := self.recv_frame():
-                    ours.sendall(frame)
-            except (HelplineError, OSError):
-                pass
-            finally:
-                try:
-                    ours.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                self.close()
-
-        def socket_to_relay() -> None:
-            try:
-                while data := ours.recv(READ_SIZE):
-                    self.send(data)
-            except (HelplineError, OSError):
-                pass
-            finally:
-                self.close()
-                try:
-                    ours.close()
-                except OSError:
-                    pass
-
-        threading.Thread(target=relay_to_socket, name="relay-in", daemon=True).start()
-        threading.Thread(target=socket_to_relay, name="relay-out", daemon=True).start()
+        ours.setblocking(False)
+        self._bridge = self._loop.submit(self._pump(ours))
         return theirs
+
+    async def _pump(self, ours: socket.socket) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        reader, writer = await asyncio.open_connection(sock=ours, limit=READ_SIZE)
+
+        async def relay_to_socket() -> None:
+            try:
+                while True:
+                    message = await self._ws.recv()
+                    if isinstance(message, str):
+                        continue
+                    self.received += len(message)
+                    writer.write(message)
+                    await writer.drain()
+            except ConnectionClosed as exc:
+                self.close_code = _close_code(exc)
+
+        async def socket_to_relay() -> None:
+            while data := await reader.read(READ_SIZE):
+                await self._ws.send(data)
+                self.sent += len(data)
+
+        tasks = [asyncio.create_task(relay_to_socket()), asyncio.create_task(socket_to_relay())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 5)
+            with contextlib.suppress(Exception):
+                writer.close()
+            asyncio.get_running_loop().call_soon(self._loop.loop.stop)
 
 
 def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval: float | None = 20.0) -> RelayStream:
@@ -208,20 +258,23 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
     The token goes in the Authorization header. A refused ticket shows up as
     RelayClosed at the first recv or send (the relay accepts, then closes with 4401/4409).
     """
+    from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
-    from websockets.sync.client import connect
 
     url = _checked_url(ticket.url)
-    # websockets 17 asks callers that keep the connection themselves to say so.
-    legacy = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
-    try:
-        connection = connect(
+    loop = _Loop()
+
+    async def dial() -> Any:
+        return await connect(
             url, ssl=_ssl_context(url), additional_headers={"Authorization": f"Bearer {ticket.token}"},
             user_agent_header=f"helpline/{__version__}", compression=None, max_size=MAX_FRAME,
             open_timeout=open_timeout, ping_interval=ping_interval, ping_timeout=ping_interval, close_timeout=2,
-            **legacy,
         )
+
+    try:
+        connection = loop.run(dial())
     except InvalidStatus as exc:
+        loop.stop()
         status = exc.response.status_code
         if status in (401, 403):
             raise AuthError("The relay refused this side's ticket.", hint="Ask for a new relay ticket.") from exc
@@ -229,13 +282,11 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
             raise ConflictError("Another connection already holds this side of the session.") from exc
         raise UnavailableError(f"The relay answered {status}.", hint="Try again in a minute.") from exc
     except (InvalidHandshake, OSError, TimeoutError) as exc:
+        loop.stop()
         host = urlsplit(url).hostname
         raise UnavailableError(f"Cannot reach the session relay at {host}.",
                                hint="Check the network connection; the relay uses the server's own address.") from exc
-    sock = connection.socket
-    try:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # the relay closed this side already; the first recv tells why
-        pass
-    return RelayStream(connection)
+    except BaseException:
+        loop.stop()
+        raise
+    return RelayStream(loop, connection)

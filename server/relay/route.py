@@ -43,25 +43,23 @@ async def relay(websocket: WebSocket) -> None:
         await close(websocket, RELAY_BAD_TOKEN, "relay pass refused")
         return
     me = Side(websocket, claim.side, claim.principal)
-    other = hub.join(claim.session_id, me)
-    if other is False:
+    pair = hub.join(claim.session_id, me)
+    if pair is None:
         await in_session(state, lambda s: svc.relay_refused(s, claim.session_id, claim.side.value, claim.principal,
                                                              "this side is connected already", ip), writes=True)
         await close(websocket, RELAY_SIDE_TAKEN, "this side is connected already")
         return
-    if other is None:
-        await hub.wait_for_partner(claim.session_id, me)
-        return
+    other = pair.other(me)
+    started = False
     try:
-        ends_at = await in_session(state, lambda s: svc.relay_started(s, claim.session_id, now=state.clock()), writes=True)
-        other.paired.set()
-        pc, engineer = (me, other) if me.side == RelaySide.PC else (other, me)
-        result = await hub.splice(claim.session_id, pc, engineer, (ends_at - state.clock()).total_seconds())
-        await in_session(state, lambda s: svc.relay_finished(
-            s, claim.session_id, bytes_to_pc=result.bytes_to_pc, bytes_from_pc=result.bytes_from_pc,
-            reason=result.reason, now=state.clock()), writes=True)
-        hub.doorbells.ring(claim.session_id)
+        if other is not None:
+            ends_at = await in_session(state, lambda s: svc.relay_started(s, claim.session_id, now=state.clock()),
+                                       writes=True)
+            await hub.connect(pair, me, other, (ends_at - state.clock()).total_seconds())
+        started = await hub.run(pair, me, first=other is None)
     finally:
-        hub.leave(claim.session_id, me, other)
-        other.paired.set()
-        other.done.set()
+        if hub.leave(pair, me, done=started):
+            await in_session(state, lambda s: svc.relay_finished(
+                s, claim.session_id, bytes_to_pc=pair.bytes_to_pc, bytes_from_pc=pair.bytes_from_pc,
+                reason=pair.reason or "ended", now=state.clock()), writes=True)
+            hub.doorbells.ring(claim.session_id)

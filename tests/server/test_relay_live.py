@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 import uvicorn
 
 from agent.relay_socket import RelayClosed, RelayStream, open_relay
-from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RelayTicket
+from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RELAY_TIME_UP, RelayTicket
 from server.app import create_app
 from server.models import RemoteSession
 from server.relay.hub import relay_hub
@@ -124,8 +123,8 @@ def test_a_side_that_drops_without_closing_ends_the_other(helpline, live):
     with pc:
         engineer.send(b"hello")
         assert recv_exactly(pc, 5) == b"hello"
-        engineer._ws.socket.shutdown(socket.SHUT_RDWR)  # the engineer's network goes away: no close frame
-        engineer._ws.socket.close()
+        # The engineer's network goes away: the TCP connection is torn down with no close frame.
+        engineer._loop.loop.call_soon_threadsafe(engineer._ws.transport.abort)
         assert until(lambda: pc.recv() == b"", "the PC side is closed")
     assert until(lambda: session_row(helpline, sid).state == "ended", "the session ends")
 
@@ -135,7 +134,7 @@ def test_a_second_claimant_of_a_side_is_refused_and_audited(helpline, live, live
     sid, _, pc_ticket = approved(helpline, s)
     first = open_relay(at(live, pc_ticket), ping_interval=None)
     again = helpline.ok("POST", f"agent/sessions/{sid}/relay", s.pc)
-    until(lambda: sid in relay_hub(live_app).sides, "the first PC side waits in the hub")
+    until(lambda: sid in relay_hub(live_app).pairs, "the first PC side waits in the hub")
     with first, open_relay(at(live, again), ping_interval=None) as second:
         with pytest.raises(RelayClosed) as refused:
             second.recv()
@@ -175,3 +174,82 @@ def test_an_engineer_ending_the_session_closes_both_sides(helpline, live):
         assert until(lambda: pc.recv() == b"", "the PC side is closed")
         assert until(lambda: engineer.recv() == b"", "the engineer side is closed")
     assert session_row(helpline, sid).end_reason == "done"
+
+
+def test_the_relay_closes_both_sides_when_the_granted_time_is_over(helpline, live):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    with helpline.db() as db:  # a grant of one second (the API's least is a minute)
+        db.get(RemoteSession, sid).max_duration_seconds = 1
+    eng_ticket = helpline.ok("POST", f"sessions/{sid}/relay", s.engineer)
+    with open_relay(at(live, pc_ticket), ping_interval=None) as pc, \
+            open_relay(at(live, eng_ticket), ping_interval=None) as engineer:
+        assert until(lambda: pc.recv() == b"", "the PC side is closed")
+        assert until(lambda: engineer.recv() == b"", "the engineer side is closed")
+        assert pc.close_code == engineer.close_code == RELAY_TIME_UP
+    row = until(lambda: (r := session_row(helpline, sid)).state == "ended" and r, "the session ends")
+    assert row.end_reason == "the granted time is over"
+
+
+def test_full_traffic_both_ways_at_once_does_not_stall(helpline, live):
+    """The PC side echoes all it gets while the engineer sends and reads at once: each direction depends on
+    the other, so a client that stops reading while it waits to write would stall here."""
+    sid, s, pc, engineer = both_sides(helpline, live)
+    size = 128 << 20
+    block = os.urandom(1 << 20)
+    sock = pc.bridge_to_socket()  # the PC side as paramiko uses it
+    sock.settimeout(TIMEOUT)
+    got = {"pc": 0, "engineer": 0}
+
+    def pc_echoes() -> None:
+        while got["pc"] < size and (data := sock.recv(1 << 20)):
+            got["pc"] += len(data)
+            sock.sendall(data)
+
+    def engineer_reads() -> None:
+        while got["engineer"] < size and (data := engineer.recv(1 << 20)):
+            got["engineer"] += len(data)
+
+    def engineer_writes() -> None:
+        for _ in range(size // len(block)):
+            engineer.send(block)
+
+    threads = [threading.Thread(target=t, daemon=True) for t in (pc_echoes, engineer_reads, engineer_writes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(t.is_alive() for t in threads), f"stalled after {got}"
+    assert got == {"pc": size, "engineer": size}
+    engineer.close()
+    sock.close()
+    row = until(lambda: (r := session_row(helpline, sid)).state == "ended" and r, "the session ends")
+    assert row.bytes_to_pc == size and row.bytes_from_pc == size
+
+
+def test_what_the_first_side_sends_waits_for_the_second(helpline, live, live_app):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    eng_ticket = helpline.ok("POST", f"sessions/{sid}/relay", s.engineer)
+    with open_relay(at(live, eng_ticket), ping_interval=None) as engineer:
+        engineer.send(b"SSH-2.0-OpenSSH_9.2\r\n")  # an ssh client speaks first
+        until(lambda: sid in relay_hub(live_app).pairs, "the engineer side waits in the hub")
+        with open_relay(at(live, pc_ticket), ping_interval=None) as pc:
+            assert recv_exactly(pc, 21) == b"SSH-2.0-OpenSSH_9.2\r\n"
+            pc.send(b"SSH-2.0-Helpline\r\n")
+            assert recv_exactly(engineer, 18) == b"SSH-2.0-Helpline\r\n"
+
+
+def test_a_side_that_leaves_before_the_other_comes_frees_its_place(helpline, live, live_app):
+    s = setup(helpline)
+    sid, _, pc_ticket = approved(helpline, s)
+    with open_relay(at(live, pc_ticket), ping_interval=None):
+        until(lambda: sid in relay_hub(live_app).pairs, "the PC side waits in the hub")
+    until(lambda: sid not in relay_hub(live_app).pairs, "the PC side is gone from the hub")
+    again = helpline.ok("POST", f"agent/sessions/{sid}/relay", s.pc)  # the PC reconnects with a fresh pass
+    eng_ticket = helpline.ok("POST", f"sessions/{sid}/relay", s.engineer)
+    with open_relay(at(live, again), ping_interval=None) as pc, \
+            open_relay(at(live, eng_ticket), ping_interval=None) as engineer:
+        pc.send(b"hi")
+        assert recv_exactly(engineer, 2) == b"hi"
+    assert helpline.audit("session.relay_refused") == []

@@ -207,7 +207,7 @@ def test_sftp_without_the_files_scope_gets_nothing(desk, terminals, runs):
                          ids=["without-forward", "with-forward"])
 def test_a_port_forward_needs_the_forward_scope(desk, terminals, runs, scopes, passes):
     service = socket.create_server(("127.0.0.1", 0))  # a service on the PC's loopback
-    service.settimeout(STEP_SECONDS)
+    service.settimeout(2 * STEP_SECONDS)
 
     def answer() -> None:
         try:
@@ -218,12 +218,12 @@ def test_a_port_forward_needs_the_forward_scope(desk, terminals, runs, scopes, p
         except OSError:
             pass
 
-    threading.Thread(target=answer, daemon=True).start()
     user = offer(desk, terminals)
     config_path, alias, run = printed_config(desk, user.session_id, *scopes)
     runs.append(run)
     user.approve()
     config = save_config(run, config_path)
+    threading.Thread(target=answer, daemon=True).start()
     local = socket.create_server(("127.0.0.1", 0))
     local_port = local.getsockname()[1]
     local.close()

@@ -70,6 +70,21 @@ from protocol.snapshots import (
     SnapshotReport,
     VerifyReport,
 )
+from protocol.sessions import (
+    MAX_WAIT_SECONDS,
+    ChatEntry,
+    ChatMessage,
+    ConsentAnswer,
+    GrantIssued,
+    GrantRequest,
+    RelayTicket,
+    ScopeChange,
+    SessionEnd,
+    SessionEvent,
+    SessionOffer,
+    SessionPublic,
+    SessionState,
+)
 from protocol.tickets import canonical_ticket
 
 if TYPE_CHECKING:
@@ -105,13 +120,23 @@ def _ticket(reference: TicketRef) -> str:
     return quote(canonical_ticket(reference), safe="")
 
 
-def _wait(wait: int | None) -> dict[str, Any]:
+def _session(session_id: str) -> str:
+    return _segment(session_id, "session id", hints={Audience.ENGINEER: "List sessions with `helpline sessions`."})
+
+
+def _wait(wait: float | None) -> dict[str, Any]:
     """The query and the per-request timeout of a long poll that the server may hold ``wait`` seconds."""
     if wait is None:
         return {}
-    if isinstance(wait, bool) or not isinstance(wait, int) or not 0 <= wait <= 300:
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 300:
         raise InvalidInputError(f"{wait!r} is not a number of seconds to wait.")
-    return {"params": {"wait": wait}, "timeout": wait + 20.0}
+    return {"params": {"wait": int(wait)}, "timeout": int(wait) + 30.0}
+
+
+def _after(after: int) -> int:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidInputError(f"{after!r} is not a sequence number.")
+    return after
 
 
 def _body(model: BaseModel) -> dict:
@@ -420,3 +445,86 @@ class HelplineClient:
         """Report where one of this PC's requests stands (running, progress, done, failed, refused)."""
         return self._call(PcRequestPublic, "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
                           json=_body(body))
+
+    # --- remote sessions: the PC's side (signed agent requests) -------------------------------
+
+    def offer_session(self, body: SessionOffer) -> SessionPublic:
+        """Offer a session on a ticket this PC is linked to (replaces this PC's older waiting offer on it)."""
+        return self._call(SessionPublic, "POST", "agent/sessions", json=_body(body))
+
+    def session_events(self, session_id: str, after: int = 0, wait: float = 0) -> list[SessionEvent]:
+        """Events for this PC's session after sequence number ``after``, waiting up to ``wait`` seconds for one."""
+        extra = _wait(min(wait, MAX_WAIT_SECONDS))
+        extra["params"]["after"] = _after(after)
+        return self._call(list[SessionEvent], "GET", f"agent/sessions/{_session(session_id)}/events", **extra)
+
+    def answer_session(self, session_id: str, body: ConsentAnswer) -> RelayTicket | None:
+        """Tell the server the user's answer to a grant: the PC's relay ticket if approved, None if refused."""
+        answer = self._call(RelayTicket | StatusMessage, "POST", f"agent/sessions/{_session(session_id)}/answer",
+                            json=_body(body))
+        return answer if isinstance(answer, RelayTicket) else None
+
+    def session_relay_ticket(self, session_id: str) -> RelayTicket:
+        """A fresh PC-side relay ticket for the approved session (to reconnect)."""
+        return self._call(RelayTicket, "POST", f"agent/sessions/{_session(session_id)}/relay")
+
+    def send_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
+        """The user's chat message to the engineer."""
+        return self._call(ChatEntry, "POST", f"agent/sessions/{_session(session_id)}/chat", json=_body(body))
+
+    def change_session_scopes(self, session_id: str, body: ScopeChange) -> SessionPublic:
+        """Record the scopes that remain after the user took some back."""
+        return self._call(SessionPublic, "POST", f"agent/sessions/{_session(session_id)}/scopes", json=_body(body))
+
+    def end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
+        """End this PC's session (or withdraw its offer), with the bytes it counted."""
+        return self._call(SessionPublic, "POST", f"agent/sessions/{_session(session_id)}/end", json=_body(body))
+
+    def upload_recording(self, session_id: str, data: bytes) -> SessionPublic:
+        """Attach the session's asciicast v2 recording to its ticket."""
+        return self._call(SessionPublic, "PUT", f"agent/sessions/{_session(session_id)}/recording", content=data,
+                          headers={"Content-Type": "application/x-asciicast"}, timeout=300.0)
+
+    # --- remote sessions: the engineer's side ---------------------------------------------------
+
+    def sessions(self, ticket: TicketRef | None = None, state: SessionState | None = None) -> list[SessionPublic]:
+        """Sessions, newest first, optionally of one ticket and in one state."""
+        params: dict[str, Any] = {}
+        if ticket is not None:
+            params["ticket"] = canonical_ticket(ticket)
+        if state is not None:
+            params["state"] = SessionState(state).value
+        return self._call(list[SessionPublic], "GET", "sessions", params=params or None)
+
+    def session(self, session_id: str) -> SessionPublic:
+        return self._call(SessionPublic, "GET", f"sessions/{_session(session_id)}")
+
+    def request_grant(self, session_id: str, body: GrantRequest) -> GrantIssued:
+        """Ask to connect: the server signs a grant for your key and asks the user."""
+        return self._call(GrantIssued, "POST", f"sessions/{_session(session_id)}/grants", json=_body(body))
+
+    def grant_status(self, session_id: str, grant_id: str, wait: float = 0) -> SessionPublic:
+        """The session once the user answered grant ``grant_id``, or as it is after ``wait`` seconds."""
+        return self._call(SessionPublic, "GET",
+                          f"sessions/{_session(session_id)}/grants/{_segment(grant_id, 'grant id')}",
+                          **_wait(min(wait, MAX_WAIT_SECONDS)))
+
+    def engineer_relay_ticket(self, session_id: str) -> RelayTicket:
+        """Your relay ticket for an approved session whose grant names you."""
+        return self._call(RelayTicket, "POST", f"sessions/{_session(session_id)}/relay")
+
+    def session_chat(self, session_id: str, after: int = 0, wait: float = 0) -> list[ChatEntry]:
+        """The session's chat after sequence number ``after``, waiting up to ``wait`` seconds for more."""
+        extra = _wait(min(wait, MAX_WAIT_SECONDS))
+        extra["params"]["after"] = _after(after)
+        return self._call(list[ChatEntry], "GET", f"sessions/{_session(session_id)}/chat", **extra)
+
+    def post_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
+        return self._call(ChatEntry, "POST", f"sessions/{_session(session_id)}/chat", json=_body(body))
+
+    def engineer_end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
+        return self._call(SessionPublic, "POST", f"sessions/{_session(session_id)}/end", json=_body(body))
+
+    def download_recording(self, session_id: str, dest: Path) -> tuple[int, str]:
+        """Stream a session's asciicast recording to ``dest``; return (size, sha256)."""
+        return self.connection.download(f"sessions/{_session(session_id)}/recording", dest)

@@ -20,6 +20,7 @@ from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
 if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
     from agent.service.consent import WaitingRequest
+    from agent.session.offer import SessionOffer
     from agent.share import ShareRequest, TicketChoice
     from agent.snapshots.jobs import Snapshots
 
@@ -76,6 +77,18 @@ class ThisPC:
               choose: link.ChooseTicket | None = None) -> AgentTicket:
         """Add the user's reply (and one small file) to ``ticket`` or the PC's open ticket."""
         return reply.reply(message, file=file, reference=ticket, choose=choose, directory=self._dir)
+
+    def session_offer(self, ticket: str) -> SessionOffer:
+        """A remote session to offer on ``ticket`` as this PC's agent: requests signed with its key, grants
+        checked against the server key it pinned, used grants remembered in its folder. The caller offers it,
+        asks the user, and closes it (:meth:`agent.session.offer.SessionOffer.shutdown`)."""
+        from agent.client import HelplineClient
+        from agent.session.offer import SessionOffer
+
+        state = self.store.require()
+        client = HelplineClient.connect(state.server_url, agent=self.store.signer(state))
+        return SessionOffer(client, ticket=ticket, agent_id=state.agent_id, server_key=state.server_public_key,
+                            state_dir=self._dir)
 
     def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
         """Put a bundle for ``ticket`` in the outbox, addressed to the server this PC is linked to."""

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, consent, diag, engineer, pc, server, share, snapshots, user
+from cli.commands import admin, connect, consent, diag, engineer, pc, server, session, share, snapshots, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -102,6 +102,7 @@ app.command(rich_help_panel=user.PANEL)(user.pair)
 app.command(rich_help_panel=user.PANEL)(user.request)
 app.command(rich_help_panel=user.PANEL)(user.status)
 app.command(rich_help_panel=user.PANEL)(user.reply)
+session.register(app)
 app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
 app.command(rich_help_panel=user.PANEL)(snapshots.restore)
 app.command(rich_help_panel=user.PANEL)(consent.requests)
@@ -114,6 +115,7 @@ app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
 app.add_typer(pc.pc_app, name="pc", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
 app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
+connect.register(app)
 
 app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
 app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)

@@ -18,11 +18,15 @@ from protocol.schemas import ErrorBody, ErrorDetail, describe_invalid
 from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
-from server.api import accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads
+from server.api import (
+    accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+)
 from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
 from server.jobs import run_jobs
 from server.runtime import ServerRuntime
+from server.relay import route as relay_route
+from server.relay.hub import relay_hub
 from server.signed_answers import SignedAnswers
 
 log = logging.getLogger("helpline.server")
@@ -69,14 +73,16 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes (413) before they reach a handler.
 
-    Paths under ``exempt`` (chunked uploads) enforce their own limits.
+    Paths under ``exempt`` (chunked uploads) and ending in ``exempt_ends`` (session
+    recordings) enforce their own limits.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()):
-        self.app, self.limit, self.exempt = app, limit, exempt
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = (), exempt_ends: tuple[str, ...] = ()):
+        self.app, self.limit, self.exempt, self.exempt_ends = app, limit, exempt, exempt_ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+        if (scope["type"] != "http" or scope["path"].startswith(self.exempt)
+                or (self.exempt_ends and scope["path"].endswith(self.exempt_ends))):
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
@@ -159,10 +165,13 @@ def create_app(state: ServerRuntime) -> FastAPI:
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests):
+    for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests,
+                   sessions, relay_route):
         app.include_router(module.router)
     app.include_router(restic_rest.rest)
-    app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/", "/v1/restic/"))
+    relay_hub(app)
+    app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/", "/v1/restic/"),
+                       exempt_ends=("/recording",))
     app.add_middleware(PrintablePath)
     app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit and bad paths are signed too
     return app

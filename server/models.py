@@ -287,6 +287,94 @@ class AgentNonce(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
 
 
+class RemoteSession(Base):
+    """A remote session: offered by a PC on a ticket, asked for by an engineer, approved by the user, relayed.
+
+    The grant the server signed is kept as sent (payload and signature), so what the
+    PC was shown can be checked later; its nonce is in the payload and never shown to
+    other engineers (``SessionPublic`` carries no grant).
+    """
+
+    __tablename__ = "remote_sessions"
+    __table_args__ = (Index("ix_remote_sessions_agent_state", "agent_id", "state"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False, index=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    hostname: Mapped[str] = mapped_column(String(255), nullable=False)
+    username: Mapped[str] = mapped_column(String(200), nullable=False)
+    platform: Mapped[str] = mapped_column(String(100), default="", nullable=False)
+    host_key: Mapped[str] = mapped_column(Text, nullable=False)
+    host_key_fingerprint: Mapped[str] = mapped_column(String(100), nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    offer_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    grant_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    grant_payload: Mapped[dict | None] = mapped_column(JSON)
+    grant_signature: Mapped[str | None] = mapped_column(String(200))
+    engineer_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    engineer_username: Mapped[str | None] = mapped_column(String(64))
+    scopes: Mapped[list] = mapped_column(JSON, default=list, nullable=False)
+    grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(200))
+    bytes_to_pc: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    bytes_from_pc: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    recording_key: Mapped[str | None] = mapped_column(String(512))
+    recording_size: Mapped[int | None] = mapped_column(BigInteger)
+    recording_sha256: Mapped[str | None] = mapped_column(String(64))
+    recording_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    ticket: Mapped[Ticket] = relationship()
+    agent: Mapped[Agent] = relationship()
+    engineer: Mapped[Account | None] = relationship()
+
+
+class SessionEventRow(Base):
+    """What the PC's `helpline session` learns by long-polling: a request to consent, chat, a cancel, the end."""
+
+    __tablename__ = "session_events"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("remote_sessions.id", ondelete="CASCADE"), nullable=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    details: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
+
+
+class SessionChat(Base):
+    """One chat message of a session, from the engineer or the user."""
+
+    __tablename__ = "session_chat"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("remote_sessions.id", ondelete="CASCADE"), nullable=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    sender: Mapped[str] = mapped_column(String(20), nullable=False)  # engineer | user
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class RelayToken(Base):
+    """A one-time pass to one side of a session's relay: stored hashed, short-lived, bound to who asked for it."""
+
+    __tablename__ = "relay_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("remote_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
+    side: Mapped[str] = mapped_column(String(20), nullable=False)  # pc | engineer
+    principal: Mapped[str] = mapped_column(String(100), nullable=False)  # the agent id, or the engineer's username
+    grant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class PcRequestRow(Base):
     """An engineer's request to one PC (protocol.pc_requests), signed by the server key when it was made.
 

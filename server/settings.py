@@ -112,6 +112,28 @@ class UploadSettings(BaseModel):
     idle_minutes: float = Field(default=15.0, gt=0)
 
 
+class SessionSettings(BaseModel):
+    """Remote sessions: who the user is told is asking, how long passes last, and who may replay recordings.
+
+    ``[sessions]`` in server.toml, ``HELPLINE_SESSIONS__<NAME>`` in the environment.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The organisation the user's consent prompt names (signed into every grant); default: the server's host name.
+    organisation: str = Field(default="", max_length=200)
+    # Grants one engineer may ask for per hour (each asks a user to consent; a flood would pester them).
+    grants_per_engineer_per_hour: int = Field(default=30, ge=1)
+    # How long a one-time relay pass lasts before it is used.
+    relay_token_seconds: int = Field(default=120, ge=10, le=900)
+    # The largest recording a PC may attach (asciicast v2, output only by default).
+    max_recording_bytes: int = Field(default=64 << 20, gt=0, le=4 << 30)
+    # Who may download a recording: the ticket's assignee (and admins), every engineer, or admins only.
+    recordings_readable_by: Literal["assignee", "engineers", "admins"] = "assignee"
+    # Recordings older than this are no longer handed out (and may be swept).
+    recording_retention_days: int = Field(default=90, ge=1)
+
+
 class RetentionPolicy(BaseModel):
     """How many snapshots the server's prune keeps per agent (restic forget's --keep-* options)."""
 
@@ -246,6 +268,7 @@ class ServerSettings(BaseSettings):
     blobs: BlobSettings = BlobSettings()
     uploads: UploadSettings = UploadSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
+    sessions: SessionSettings = SessionSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
     # Self-service tickets one PC may have open (not resolved or closed) at once.

@@ -23,6 +23,7 @@ READERS = {
     "cli/credentials.py": Audience.ENGINEER,
     "cli/commands/engineer.py": Audience.ENGINEER,
     "cli/commands/diag.py": Audience.ENGINEER,
+    "cli/commands/connect.py": Audience.ENGINEER,
     "cli/commands/admin.py": Audience.ADMIN,
     "cli/commands/server.py": Audience.ADMIN,
     "server/settings.py": Audience.ADMIN,
@@ -31,7 +32,8 @@ READERS = {
     "server/api/deps.py": Audience.ENGINEER,  # token hints; a PC is checked for its credential, with AGENT_HINT
 }
 # Engineers' own commands; with the users' commands, everything else is for admins.
-ENGINEER_COMMANDS = {"login", "logout", "whoami", "ticket", "diag", "ssh-key", "agent list", "agent show"}
+ENGINEER_COMMANDS = {"login", "logout", "whoami", "ticket", "diag", "ssh-key", "agent list", "agent show",
+                     "connect", "relay", "sessions", "chat", "recording"}
 
 _MENTION = re.compile(r"`helpline ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?")
 

@@ -138,6 +138,7 @@ class SessionHost:
         self._engineer_blob = openssh_key_blob(grant.engineer_key)
         self._scopes = set(grant.scopes)
         self._consented = False
+        self._joined = False  # an engineer key has authenticated
         self._lock = threading.RLock()
         self._ended = threading.Event()
         self._finished = threading.Event()  # set once everything is closed and reaped
@@ -171,6 +172,11 @@ class SessionHost:
     @property
     def consented(self) -> bool:
         return self._consented
+
+    @property
+    def joined(self) -> bool:
+        """True once the engineer's key has authenticated."""
+        return self._joined
 
     @property
     def scopes(self) -> frozenset[Scope]:
@@ -234,8 +240,8 @@ class SessionHost:
 
     def _watch(self) -> None:
         while not self._ended.wait(POLL):
-            if self.clock() >= self.grant.expires_at:
-                self.end("the session grant expired")
+            if not self._joined and self.clock() >= self.grant.expires_at:
+                self.end("the session grant expired before the engineer connected")
             elif time.monotonic() >= self._deadline:
                 self.end("the session reached its maximum duration")
 
@@ -317,6 +323,7 @@ class SessionHost:
         )
         if accepted:
             connection.key = key
+            self._joined = True
         return accepted
 
     def start_shell(self, connection: _Connection, channel: paramiko.Channel, pty: tuple[str, int, int] | None) -> bool:

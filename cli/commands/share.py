@@ -120,6 +120,7 @@ def share(
     redact_network: Annotated[bool, typer.Option("--redact-network", help="Also replace IP and MAC addresses with pseudonyms.")] = False,
     redact_names: Annotated[bool, typer.Option("--redact-names", help="Also replace host and user names with pseudonyms.")] = False,
     send_queued_only: Annotated[bool, typer.Option("--send-queued", help="Only send bundles queued while the server was unreachable.")] = False,
+    then_session: Annotated[bool, typer.Option("--session", help="After sending, wait for your engineer to connect, as `helpline session` does.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Share this PC's diagnostics with support: gather, remove secrets, show you, send.
@@ -132,6 +133,7 @@ def share(
       helpline share                         (after `helpline pair CODE`)
       helpline share --ticket T-1042 --yes
       helpline share --output ~/diagnostics.tar.gz     (no server needed)
+      helpline share --session               (then let your engineer connect)
 
     Without --yes it asks before sending anything, naming the ticket.
     """
@@ -144,6 +146,8 @@ def share(
         return
     if sum(1 for given in (code, ticket, new) if given) > 1:
         raise InvalidInputError("Give one of --code, --ticket and --new.")
+    if then_session:
+        _check_session_possible(preview=preview, output_path=output_path, json_out=json_out, send_queued_only=send_queued_only)
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
     from agent.share import ShareRequest
@@ -215,6 +219,22 @@ def share(
     finally:
         if prepared is not None:
             prepared.discard()
+    if then_session:
+        from cli.commands.session import run_session
+
+        run_session(the_ticket.number)
+
+
+def _check_session_possible(*, preview: bool, output_path: Path | None, json_out: bool, send_queued_only: bool) -> None:
+    """Refuse --session before anything is gathered when no session could follow."""
+    from agent.session.offer import check_platform
+
+    if preview or output_path or json_out or send_queued_only:
+        raise InvalidInputError("--session follows a share that is sent; it does not go with --preview, --output, --json or --send-queued.")
+    check_platform()
+    if not _interactive():
+        raise InvalidInputError("A remote session needs you at a terminal: only you can approve the engineer's request.",
+                                hint="Leave out --session here, and run `helpline session` in a terminal window.")
 
 
 def _choose(pc, previous, *, code: str | None, ticket: str | None, new: bool, server: str | None):

@@ -16,6 +16,8 @@ from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
+from protocol.grants import Scope
+from protocol.sessions import ChatMessage, ConsentAnswer, GrantRequest, ScopeChange, SessionEnd, SessionOffer
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
@@ -42,6 +44,7 @@ SNAPSHOT_REPORT = SnapshotReport(repository="server", status="ok", snapshot_id="
                                  started_at="2026-12-01T10:00:00Z", finished_at="2026-12-01T10:05:00Z")
 VERIFY_REPORT = VerifyReport(repository="server", snapshot_id="0" * 64, at="2026-12-01T11:00:00Z", files_checked=3,
                              bytes_checked=10, ok=True)
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG06IhQU+4hiaNXQIMZH+R8cYrDBWMOmnQpsB0OF30N2 host"
 BUNDLE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 IDENTITY = AgentIdentity(public_key="A" * 44, hostname="pc-1")
 
@@ -132,13 +135,33 @@ def every_call(tmp_path: Path):
         ("pc_request", ("0f8fad5b", BUNDLE, 25, 3)),
         ("next_pc_requests", (25,)),
         ("update_pc_request", (BUNDLE, PcRequestUpdate(state="running", progress=0.5))),
+        ("offer_session", (SessionOffer(ticket="T-1042", host_key=HOST_KEY),)),
+        ("session_events", (BUNDLE, 3, 20)),
+        ("answer_session", (BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True))),
+        ("session_relay_ticket", (BUNDLE,)),
+        ("send_session_chat", (BUNDLE, ChatMessage(text="hello"))),
+        ("change_session_scopes", (BUNDLE, ScopeChange(scopes=[Scope.VIEW]))),
+        ("end_session", (BUNDLE, SessionEnd(reason="done"))),
+        ("upload_recording", (BUNDLE, b'{"version": 2}\n')),
+        ("sessions", ()),
+        ("session", (BUNDLE,)),
+        ("request_grant", (BUNDLE, GrantRequest(key_fingerprint="SHA256:" + "A" * 43))),
+        ("grant_status", (BUNDLE, BUNDLE, 5)),
+        ("engineer_relay_ticket", (BUNDLE,)),
+        ("session_chat", (BUNDLE,)),
+        ("post_session_chat", (BUNDLE, ChatMessage(text="hi"))),
+        ("engineer_end_session", (BUNDLE, SessionEnd())),
+        ("download_recording", (BUNDLE, tmp_path / "r.cast")),
     ]
 
 
 def server_routes():
-    from server.api import accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads
+    from server.api import (
+        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+    )
 
-    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads) for r in m.router.routes
+    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets,
+                        uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 
@@ -265,3 +288,23 @@ def test_typed_input_is_refused_as_the_server_words_it():
     with pytest.raises(InvalidInputError) as err:
         parse_input(TicketCreate, title="  ", priority="sky-high")
     assert err.value.message.startswith("The title is empty") and err.value.message.endswith("(and 1 more problem).")
+
+
+def test_long_polls_wait_on_the_server_and_give_the_http_call_more_time():
+    recorder = Recorder({("GET", f"/v1/agent/sessions/{BUNDLE}/events"): httpx.Response(200, json=[])})
+    with client_with(recorder) as client:
+        assert client.session_events(BUNDLE, after=4, wait=300) == []
+        with pytest.raises(InvalidInputError):
+            client.session_events(BUNDLE, after=-1, wait=1)
+    request, = recorder.requests
+    assert dict(request.url.params) == {"wait": "25", "after": "4"}
+    assert request.extensions["timeout"]["read"] > 25
+
+
+def test_a_refused_answer_is_none_and_an_approved_one_a_relay_ticket():
+    path = f"/v1/agent/sessions/{BUNDLE}/answer"
+    ticket = {"url": "ws://127.0.0.1:8700/v1/relay", "token": "hlr_x", "expires_at": "2026-12-01T10:00:00Z", "side": "pc"}
+    with client_with(Recorder({("POST", path): httpx.Response(200, json={"status": "refused"})})) as client:
+        assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=False)) is None
+    with client_with(Recorder({("POST", path): httpx.Response(200, json=ticket)})) as client:
+        assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True)).token == "hlr_x"

@@ -16,9 +16,12 @@ RAW_ATTRIBUTES = {"connection", "_call", "_client"}
 
 
 def _first_segments() -> set[str]:
-    from server.api import accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads
+    from server.api import (
+        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+    )
 
-    paths = [r.path for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, snapshots, tickets, uploads) for r in m.router.routes]
+    paths = [r.path for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots,
+                              tickets, uploads) for r in m.router.routes]
     return {p.split("/")[2] for p in paths if p.startswith("/v1/")}
 
 

@@ -1,7 +1,7 @@
 """server-side restic repositories: objects, usage and prune fence, short-lived credentials
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02 13:10:00.000000
 """
 
@@ -11,7 +11,7 @@ import server.db
 
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

@@ -75,6 +75,8 @@ def test_a_protected_pc_a_silent_one_and_a_future_snapshot_refused(live_server, 
     assert listed[laptop_id]["protection"] == "protected" and listed[desk_id]["protection"] == "never"
     needing = admin_pc.ok("agent", "list", "--not-protected", "--json").json()
     assert [a["id"] for a in needing] == [desk_id]
+    chosen = admin_pc.ok("agent", "list", "--protection", "protected", "--protection", "stale", "--json").json()
+    assert [a["id"] for a in chosen] == [laptop_id]
     table = admin_pc.ok("agent", "list").stdout
     assert "Protection" in table and "protected" in table and "never" in table
     shown = admin_pc.ok("agent", "show", laptop_id).stdout

@@ -315,7 +315,7 @@ def replacement_request(session: Session, caller: Agent, request_id: str | None,
     row = session.get(PcRequestRow, request_id)
     if row is None or row.agent_id != caller.id or not row.source_agent_id:
         raise ForbiddenError("No replacement restore names this PC.",
-                             hint="An engineer starts one with `helpline pc restore NEW-PC --from OLD-PC`.")
+                             hints={Audience.ENGINEER: "Start one with `helpline pc restore NEW-PC --from OLD-PC`."})
     if PcRequestState(row.state) not in (PcRequestState.DELIVERED, PcRequestState.WAITING_CONSENT,
                                          PcRequestState.RUNNING):
         raise ForbiddenError(f"That replacement restore is {row.state}; nothing is released for it any more.")

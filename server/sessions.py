@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from protocol.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
+from protocol.errors import Audience, ConflictError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
 from protocol.grants import Scope, SessionGrant, SignedGrant, openssh_fingerprint, sign_grant, verification_string
 from protocol.schemas import Role
 from protocol.sessions import (
@@ -292,7 +292,7 @@ def issue_grant(session: Session, settings: ServerSettings, server_key: Ed25519P
     ssh_key = next((k for k in account.ssh_keys if k.fingerprint == body.key_fingerprint), None)
     if ssh_key is None:
         raise refusal(session, ForbiddenError("That SSH key is not one of yours.",
-                                              hint="Add it with `helpline ssh-key add`, or pick one `helpline ssh-key list` shows."),
+                                              hints={Audience.ENGINEER: "Add it with `helpline ssh-key add`, or pick one `helpline ssh-key list` shows."}),
                       actor=actor, action="session.grant_refused", target_type="ticket", target_id=row.ticket.label,
                       now=now, session_id=row.id, reason="not the engineer's key", fingerprint=body.key_fingerprint)
     ticket = row.ticket

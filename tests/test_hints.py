@@ -24,6 +24,7 @@ READERS = {
     "cli/commands/engineer.py": Audience.ENGINEER,
     "cli/commands/diag.py": Audience.ENGINEER,
     "cli/commands/connect.py": Audience.ENGINEER,
+    "cli/commands/pc.py": Audience.ENGINEER,
     "cli/commands/admin.py": Audience.ADMIN,
     "cli/commands/server.py": Audience.ADMIN,
     "server/settings.py": Audience.ADMIN,
@@ -33,7 +34,7 @@ READERS = {
 }
 # Engineers' own commands; with the users' commands, everything else is for admins.
 ENGINEER_COMMANDS = {"login", "logout", "whoami", "ticket", "diag", "ssh-key", "agent list", "agent show",
-                     "connect", "relay", "sessions", "chat", "recording"}
+                     "connect", "relay", "sessions", "chat", "recording", "pc"}
 
 _MENTION = re.compile(r"`helpline ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?")
 

@@ -123,8 +123,8 @@ def outcome(r: PcRequestPublic) -> PcRequestPublic:
                              hint="If the PC's user refused, talk to them; a PC refuses requests it cannot verify.")
     if r.state == PcRequestState.EXPIRED:
         raise UnavailableError(f"{what} expired before it started.",
-                               hint="Is the PC on and its agent running (`helpline agent run`)? A restore waits for "
-                                    "its user's `helpline requests approve`.")
+                               hint="Is the PC on and its agent service running? A restore waits for its user to approve it "
+                                    "(`helpline requests` on that PC).")
     if r.state == PcRequestState.FAILED:
         raise HelplineError(f"{what} failed: {r.detail or 'no detail'}")
     raise ConflictError(f"{what} is still {r.state.value}.",

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from protocol.agent_requests import CONTENT_HEADER
-from protocol.errors import ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
+from protocol.errors import Audience, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
 from protocol.sessions import (
     MAX_WAIT_SECONDS,
     ChatEntry,
@@ -280,7 +280,7 @@ async def grant_status(session_id: SessionId, grant_id: GrantId, request: Reques
         current_account(request, session, credentials, now)
         row = svc.find_session(session, session_id)
         if row.grant_id != grant_id:
-            raise NotFoundError("This session has no such request.", hint="Ask again with `helpline connect`.")
+            raise NotFoundError("This session has no such request.", hints={Audience.ENGINEER: "Ask again with `helpline connect`."})
         return svc.session_public(row, now)
 
     def again(session: Session) -> SessionPublic:

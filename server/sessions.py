@@ -399,7 +399,8 @@ def _end(session: Session, row: RemoteSession, actor: Actor, reason: str, *, now
 
 
 def recording_key(row: RemoteSession) -> str:
-    return key_under(RECORDINGS, row.ticket.label, f"{row.id}.cast")
+    """A fresh blob key for one upload of ``row``'s recording: two racing uploads never share one."""
+    return key_under(RECORDINGS, row.ticket.label, f"{row.id}-{secrets.token_hex(4)}.cast")
 
 
 def check_recording(settings: ServerSettings, row: RemoteSession, declared: int | None) -> int:

@@ -205,7 +205,7 @@ async def put_recording(session_id: SessionId, request: Request, state: State, i
     if headers.get("content-type", "").split(";")[0].strip() != RECORDING_TYPE:
         raise InvalidInputError(f"A recording is sent as {RECORDING_TYPE}.")
 
-    def authorize() -> tuple[str, int]:
+    def authorize() -> tuple[str, int, str]:
         # The signature covers the body's declared digest; the body is checked against it as it arrives.
         now = state.clock()
         agent_id = agent_requests.verify_agent_request(state.sessions, headers, method="PUT", target=target,
@@ -214,9 +214,9 @@ async def put_recording(session_id: SessionId, request: Request, state: State, i
             agent = authenticate_agent(session, agent_id, now=now)
             row = svc.agent_session(session, agent, session_id)
             cap = svc.check_recording(state.settings, row, int(declared) if declared and declared.isdigit() else None)
-        return agent_id, cap
+            return agent_id, cap, svc.recording_key(row)
 
-    agent_id, cap = await run_in_threadpool(authorize)
+    agent_id, cap, key = await run_in_threadpool(authorize)
     data = bytearray()
     received = hashlib.sha256()
     async for block in request.stream():
@@ -230,19 +230,19 @@ async def put_recording(session_id: SessionId, request: Request, state: State, i
     svc.check_asciicast(bytes(data[:4096]))
 
     def store() -> SessionPublic:
-        with transaction(state.sessions) as session:
-            now = state.clock()
-            agent = authenticate_agent(session, agent_id, now=now)
-            row = svc.agent_session(session, agent, session_id)
-            svc.check_recording(state.settings, row, len(data))
-            key = svc.recording_key(row)
-            info = state.blobs.put(key, bytes(data), size_hint=len(data))
-            try:
+        # The blob is written before the transaction that attaches it, so no database lock waits on the disk.
+        info = state.blobs.put(key, bytes(data), size_hint=len(data))
+        try:
+            with transaction(state.sessions) as session:
+                now = state.clock()
+                agent = authenticate_agent(session, agent_id, now=now)
+                row = svc.agent_session(session, agent, session_id)
+                svc.check_recording(state.settings, row, len(data))
                 svc.attach_recording(session, agent, row, key, info.size, received.hexdigest(), now=now)
                 return svc.session_public(row, now)
-            except BaseException:
-                state.blobs.delete(key)
-                raise
+        except BaseException:
+            state.blobs.delete(key)
+            raise
 
     return await run_in_threadpool(store)
 

@@ -98,10 +98,20 @@ class _Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="relay-loop", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="relay-loop", daemon=True)
         self.thread.start()
 
+    def _serve(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
     def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``work`` on the loop and wait for its result; RelayClosed once the loop has stopped."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            work.close()
+            raise RelayClosed("The session has ended.", None)
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
 
     def submit(self, work: Coroutine[Any, Any, T]) -> Future[T]:

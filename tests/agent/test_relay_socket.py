@@ -166,3 +166,12 @@ def test_a_relay_address_that_would_leak_the_token_is_refused(url, monkeypatch):
     monkeypatch.delenv("HELPLINE_INSECURE_HTTP", raising=False)
     with pytest.raises(ConfigError):
         open_relay(ticket(url))
+
+
+def test_a_closed_stream_refuses_to_send_instead_of_hanging():
+    with far_end(echo) as (url, _):
+        stream = open_relay(ticket(url))
+        stream.close()
+        stream._loop.thread.join(TIMEOUT)
+        with pytest.raises(RelayClosed):
+            stream.send(b"late")

@@ -70,6 +70,7 @@ After = Annotated[int, Query(ge=0, le=2**31 - 1, description="Only what came aft
 Wait = Annotated[int, Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for something new.")]
 T = TypeVar("T")
 RECORDING_TYPE = "application/x-asciicast"
+RECORDING_UPLOAD_TYPES = (RECORDING_TYPE, "application/octet-stream")  # the body is checked as asciicast either way
 
 
 def doorbells(request: Request) -> Doorbells:
@@ -196,13 +197,14 @@ def pc_end(session_id: SessionId, body: SessionEnd, agent: CurrentAgent, session
 
 @router.put(
     "/agent/sessions/{session_id}/recording", summary="Attach the session's recording (asciicast v2) to its ticket",
-    openapi_extra={"requestBody": {"required": True, "content": {RECORDING_TYPE: {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        kind: {"schema": {"type": "string", "format": "binary"}} for kind in RECORDING_UPLOAD_TYPES}}},
 )
 async def put_recording(session_id: SessionId, request: Request, state: State, ip: ClientIP) -> SessionPublic:
     declared = request.headers.get("content-length")
     target = agent_requests.request_target(request.scope)
     headers = agent_requests.header_map(request.scope)
-    if headers.get("content-type", "").split(";")[0].strip() != RECORDING_TYPE:
+    if headers.get("content-type", "").split(";")[0].strip().lower() not in RECORDING_UPLOAD_TYPES:
         raise InvalidInputError(f"A recording is sent as {RECORDING_TYPE}.")
 
     def authorize() -> tuple[str, int, str]:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from protocol.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
@@ -549,3 +549,20 @@ def relay_finished(session: Session, session_id: str, *, bytes_to_pc: int, bytes
     if row is None:
         return
     end(session, row, Actor.system("relay"), reason, bytes_to_pc=bytes_to_pc, bytes_from_pc=bytes_from_pc, now=now)
+
+
+# --- housekeeping -----------------------------------------------------------------------------
+
+
+def sweep(session: Session, blobs: Any, settings: ServerSettings, *, now: datetime, limit: int = 200) -> tuple[int, int]:
+    """Delete recordings past their retention and relay passes a day past their expiry; return (recordings, passes)."""
+    cutoff = now - timedelta(days=settings.sessions.recording_retention_days)
+    expired = list(session.scalars(select(RemoteSession).where(
+        RemoteSession.recording_key.is_not(None), RemoteSession.recording_at <= cutoff).limit(limit)))
+    for row in expired:
+        blobs.delete(row.recording_key)
+        record(session, Actor.system(), "session.recording_expired", "ticket", row.ticket.label, session_id=row.id,
+               size=row.recording_size)
+        row.recording_key = row.recording_size = row.recording_sha256 = None
+    passes = session.execute(delete(RelayToken).where(RelayToken.expires_at < now - timedelta(days=1))).rowcount or 0
+    return len(expired), passes

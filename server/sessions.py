@@ -45,7 +45,7 @@ from protocol.tickets import parse_ticket_ref
 from server import ratelimit
 from server.audit import Actor, record, timeline
 from server.blobs.keys import RECORDINGS, key_under
-from server.models import Account, Agent, Pairing, RelayToken, RemoteSession, SessionChat, SessionEventRow, SshKey, Ticket
+from server.models import Account, Agent, Pairing, RelayToken, RemoteSession, SessionChat, SessionEventRow, Ticket
 from server.pairing import paired_ticket
 from server.ratelimit import RetryAfter
 from server.refusals import refusal

@@ -8,7 +8,6 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -332,3 +331,15 @@ def test_the_session_sweep_deletes_recordings_past_their_retention(helpline, run
     assert not runtime.blobs.exists(key)
     assert helpline.ok("GET", f"sessions/{sid}", helpline.admin())["recording"] is False
     assert [e.details["session_id"] for e in helpline.audit("session.recording_expired")] == [sid]
+
+
+def test_the_relay_address_follows_the_address_the_request_came_to(helpline, runtime):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    s = setup(helpline)
+    sid, _, _ = approved(helpline, s)
+    with TestClient(create_app(runtime), base_url="https://help.example.com:8443") as tls:
+        answer = tls.post(f"/v1/sessions/{sid}/relay", headers={"Authorization": f"Bearer {s.engineer}"})
+    assert answer.status_code == 200 and answer.json()["url"] == "wss://help.example.com:8443/v1/relay"

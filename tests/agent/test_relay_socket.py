@@ -175,3 +175,13 @@ def test_a_closed_stream_refuses_to_send_instead_of_hanging():
         stream._loop.thread.join(TIMEOUT)
         with pytest.raises(RelayClosed):
             stream.send(b"late")
+
+
+def test_a_send_larger_than_a_frame_goes_as_several():
+    from agent.relay_socket import MAX_FRAME
+
+    data = os.urandom(MAX_FRAME + 1000)
+    with far_end(echo) as (url, _), open_relay(ticket(url)) as stream:
+        stream.send(data)
+        assert len(stream.recv_frame()) == MAX_FRAME
+        assert stream.recv_frame() == data[MAX_FRAME:]

@@ -25,7 +25,7 @@ from pathlib import Path
 import anyio
 from sqlalchemy import delete, func, select
 
-from server import escrow, snapshots
+from server import escrow, sessions, snapshots
 from server.agent_requests import sweep_nonces
 from server.audit import Actor
 from server.db import transaction, utcnow
@@ -99,6 +99,14 @@ def sweep_pc_requests(state: ServerRuntime) -> str:
     for request_id in changed:
         state.doorbell.ring(request_bell(request_id))
     return f"expired {len(changed)} requests to PCs"
+SESSION_SWEEP_SECONDS = 3600.0
+
+
+def sweep_session_leftovers(state: ServerRuntime) -> str:
+    """Delete session recordings past their retention and long-expired relay passes."""
+    with transaction(state.sessions) as session:
+        recordings, passes = sessions.sweep(session, state.blobs, state.settings, now=state.clock())
+    return f"removed {recordings} expired session recordings and {passes} old relay passes"
 
 
 JOBS: tuple[Job, ...] = (
@@ -109,6 +117,7 @@ JOBS: tuple[Job, ...] = (
     Job("protection-watch", lambda settings: PROTECTION_WATCH_SECONDS, watch_protection),
     Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
     Job("pc-request-sweep", lambda settings: settings.snapshots.request_sweep_seconds, sweep_pc_requests),
+    Job("session-sweep", lambda settings: SESSION_SWEEP_SECONDS, sweep_session_leftovers),
 )
 
 

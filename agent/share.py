@@ -19,6 +19,7 @@ from agent import link
 from agent.bundle import BundleResult, build_bundle
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
+from agent.diagnostics.cpu_sample import CpuSample
 from agent.redaction import RedactionOptions, Redactor
 from agent.store import AgentStore
 from protocol.archive import pack
@@ -102,14 +103,18 @@ def _extra(request: ShareRequest) -> dict:
 
 
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
-            work_root: Path | None = None) -> PreparedBundle:
-    """Collect, redact and bundle into a private work directory; return the packed bundle."""
+            work_root: Path | None = None, cpu_sample: CpuSample | None = None) -> PreparedBundle:
+    """Collect, redact and bundle into a private work directory; return the packed bundle.
+
+    ``cpu_sample`` is the first CPU reading if the caller took one when the share began.
+    """
     root = work_root or AgentStore().folder("work")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
     try:
         redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
-        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor)
+        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor,
+                         cpu_sample=cpu_sample)
         bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor,
                               exclude=set(request.exclude), extra=_extra(request))
         shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed

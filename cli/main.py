@@ -16,7 +16,6 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, diag, engineer, server, share, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -28,7 +27,7 @@ def exit_status_epilog() -> str:
 
 EPILOG = exit_status_epilog()
 
-app = typer.Typer(
+_APP_SETTINGS = dict(
     name="helpline",
     help="Helpline: get expert help for this PC, and give it.\n\n"
     "Users: `helpline pair CODE` or `helpline request \"what is wrong\"`, then `helpline status`.\n\n"
@@ -50,12 +49,18 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show a traceback when something fails."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
 ) -> None:
     output.DEBUG["enabled"] = debug
+
+
+def _typer_app() -> typer.Typer:
+    """The root app with its options and no commands yet."""
+    root = typer.Typer(**_APP_SETTINGS)
+    root.callback()(_root)
+    return root
 
 
 # The variable a completion script sets when the shell asks `helpline` for completions.
@@ -92,31 +97,78 @@ def completion(shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="The
     sys.stdout.write(get_completion_script(prog_name="helpline", complete_var=COMPLETE_VAR, shell=shell.value) + "\n")
 
 
-share.register(app)
-app.command(rich_help_panel=user.PANEL)(user.pair)
-app.command(rich_help_panel=user.PANEL)(user.request)
-app.command(rich_help_panel=user.PANEL)(user.status)
-app.command(rich_help_panel=user.PANEL)(user.reply)
+def _full_app() -> typer.Typer:
+    """Every command, grouped in panels by who runs them."""
+    from cli.commands import admin, diag, engineer, server, share, user
 
-app.command(rich_help_panel=engineer.PANEL)(engineer.login)
-app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
-app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
-app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
-app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
-app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
-app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
+    app = _typer_app()
+    share.register(app)
+    app.command(rich_help_panel=user.PANEL)(user.pair)
+    app.command(rich_help_panel=user.PANEL)(user.request)
+    app.command(rich_help_panel=user.PANEL)(user.status)
+    app.command(rich_help_panel=user.PANEL)(user.reply)
 
-app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
-app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)
-app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
-app.command(rich_help_panel=admin.PANEL)(admin.audit)
-app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+    app.command(rich_help_panel=engineer.PANEL)(engineer.login)
+    app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
+    app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
+    app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
+    app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
+    app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
+    app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
 
-app.command(rich_help_panel="Set-up")(completion)
+    app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
+    app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)
+    app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
+    app.command(rich_help_panel=admin.PANEL)(admin.audit)
+    app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+
+    app.command(rich_help_panel="Set-up")(completion)
+    return app
+
+
+def _share_app() -> typer.Typer:
+    """The root app with `share` alone: what `helpline share` needs, so it loads no other command's code.
+
+    `share` is parsed, helped and run exactly as in the full app (same root options, same command).
+    """
+    from cli.commands import share
+
+    app = _typer_app()
+    share.register(app)
+    return app
+
+
+_APPS: dict[str, typer.Typer] = {}
+
+
+def _app() -> typer.Typer:
+    """The full app, built once."""
+    if "full" not in _APPS:
+        _APPS["full"] = _full_app()
+    return _APPS["full"]
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # `cli.main.app`: the full app, built on first use
+        return _app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command named on the line: the first word after the root options (which all are flags)."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _user_commands() -> frozenset[str]:
     """The commands the person at the PC runs (the "For users" panel): their errors' hints speak to that person."""
+    from cli.commands import user
+
+    app = _app()
     names = {c.name or typer.main.get_command_name(c.callback.__name__) for c in app.registered_commands
              if c.rich_help_panel == user.PANEL and (c.name or c.callback)}
     names |= {g.name for g in app.registered_groups if g.rich_help_panel == user.PANEL and g.name}
@@ -146,9 +198,13 @@ def _interrupted(message: str = "Stopped.", hint: str | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return (and exit with) its status."""
-    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions; the parser answers and exits
+    completing = bool(os.environ.get(COMPLETE_VAR))
+    if completing:  # the shell asks for completions; the parser answers and exits
         _register_completion_classes()
-    command = typer.main.get_command(app)
+    words = sys.argv[1:] if argv is None else argv
+    # `helpline share` is the one command a user at a broken PC waits for: it loads only its own code.
+    sharing = not completing and _command_word(words) == "share"
+    command = typer.main.get_command(_share_app() if sharing else _app())
     status = ExitStatus.OK
     try:
         # Without standalone mode, click returns the status of an Exit or an interrupt instead of exiting.

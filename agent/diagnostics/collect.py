@@ -22,6 +22,7 @@ from agent.redaction import Redactor
 from protocol.errors import InvalidInputError
 
 from .collectors import Collector, collector_names, collectors_for
+from .cpu_sample import CpuSample
 from .context import CollectContext, CollectionClosed, CollectOptions, CommandRunner, current_platform, json_default
 from .model import CollectionReport, CollectorResult, CollectorStatus
 
@@ -46,6 +47,7 @@ def collect(
     home: Path | None = None,
     redactor: Redactor | None = None,
     now: datetime | None = None,
+    cpu_sample: CpuSample | None = None,
 ) -> CollectionReport:
     """Gather diagnostics into ``out_dir`` (created; must be empty) and return the report.
 
@@ -56,7 +58,9 @@ def collect(
     will be built with; secrets only if not given) redacts what collectors derive
     from raw text, such as normalised log lines. ``now`` (aware; default: the
     clock) is the time "the last hours" of logs and crash reports are measured
-    back from. Raise InvalidInputError for an
+    back from. ``cpu_sample`` is the first CPU reading if the caller took one early
+(the processes collector then waits only for the rest of its interval). Raise
+InvalidInputError for an
     unknown category or a non-empty staging directory; never for a collector's
     failure.
     """
@@ -74,7 +78,7 @@ def collect(
                                 hint="collect into a new, empty directory")
 
     root = CollectContext(out_dir, platform, options, command_runner=command_runner, which=which, env=env, home=home,
-                          redactor=redactor, now=now)
+                          redactor=redactor, now=now, cpu_sample=cpu_sample)
     chosen = list(collectors) if collectors is not None else collectors_for(platform)
     results: dict[str, CollectorResult] = {}
     jobs: list[Collector] = []

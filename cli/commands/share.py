@@ -37,11 +37,11 @@ def _ask(request) -> None:
             setattr(request, field, typer.prompt(question, default="", show_default=False, err=True, prompt_suffix=" ").strip())
 
 
-def _collect(request):
+def _collect(request, cpu_sample):
     from agent.share import prepare  # diagnostics load only when sharing
 
     if not sys.stderr.isatty():
-        return prepare(request)
+        return prepare(request, cpu_sample=cpu_sample)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   console=output.err_console(), transient=True) as bar:
         task = bar.add_task("Gathering diagnostics", total=None)
@@ -52,7 +52,7 @@ def _collect(request):
                 done.add(name)
             bar.update(task, description=f"Gathering diagnostics ({name})", completed=len(done))
 
-        return prepare(request, progress=tick)
+        return prepare(request, progress=tick, cpu_sample=cpu_sample)
 
 
 def send_question(choice) -> str:
@@ -146,6 +146,10 @@ def share(
         raise InvalidInputError("Give one of --code, --ticket and --new.")
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
+    from agent.diagnostics.cpu_sample import CpuSample
+
+    # The first CPU reading now, so that loading the collectors and asking the server count towards its interval.
+    cpu_sample = CpuSample()
     from agent.share import ShareRequest
 
     label = ticket_label(parse_ticket_ref(ticket)) if ticket else None
@@ -165,7 +169,7 @@ def share(
         request.ticket, request.new_ticket = choice.number, choice.is_new
         request.ticket_title = choice.ticket.title if choice.ticket else None
     _ask(request)
-    prepared = _collect(request)
+    prepared = _collect(request, cpu_sample)
     try:
         if not json_out:
             _show_preview(prepared)

@@ -16,7 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent import link
-from agent.bundle import BundleResult, build_bundle
+from agent.bundle import BundleResult
+from agent.bundle.build import BundleBuilder
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
 from agent.diagnostics.cpu_sample import CpuSample
@@ -113,10 +114,11 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
     try:
         redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
+        # Files of collectors that are done are scrubbed while the slower ones still work.
+        builder = BundleBuilder(work / "staging", work / "bundle", redactor=redactor, exclude=set(request.exclude))
         report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor,
-                         cpu_sample=cpu_sample)
-        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor,
-                              exclude=set(request.exclude), extra=_extra(request))
+                         cpu_sample=cpu_sample, on_result=builder.scrub_early)
+        bundle = builder.finish(report, extra=_extra(request))
         shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"
         size, sha256 = pack(work / "bundle", archive)

@@ -48,6 +48,7 @@ def collect(
     redactor: Redactor | None = None,
     now: datetime | None = None,
     cpu_sample: CpuSample | None = None,
+    on_result: Callable[[CollectorResult], None] | None = None,
 ) -> CollectionReport:
     """Gather diagnostics into ``out_dir`` (created; must be empty) and return the report.
 
@@ -59,7 +60,10 @@ def collect(
     from raw text, such as normalised log lines. ``now`` (aware; default: the
     clock) is the time "the last hours" of logs and crash reports are measured
     back from. ``cpu_sample`` is the first CPU reading if the caller took one early
-(the processes collector then waits only for the rest of its interval). Raise
+(the processes collector then waits only for the rest of its interval).
+``on_result(result)`` is called from the calling thread, holding the
+redactor's lock, for each collector that returned (its files are final), as
+soon as it returns: the bundle scrubs them while slower collectors work. Raise
 InvalidInputError for an
     unknown category or a non-empty staging directory; never for a collector's
     failure.
@@ -91,7 +95,7 @@ InvalidInputError for an
         else:
             jobs.append(collector)
 
-    _run_parallel(jobs, root, results, progress)
+    _run_parallel(jobs, root, results, progress, on_result)
     return CollectionReport(
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
@@ -139,7 +143,7 @@ def _skip_reason(collector: Collector, root: CollectContext) -> str | None:
 
 
 def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str, CollectorResult],
-                  progress: Progress | None) -> None:
+                  progress: Progress | None, on_result: Callable[[CollectorResult], None] | None = None) -> None:
     """Feed ``jobs`` to daemon worker threads and fill ``results`` until all end or the global deadline passes."""
     if not jobs:
         return
@@ -181,6 +185,9 @@ def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str
                         results[name] = payload
                         del pending[name]
                         _notify(progress, name, payload.status.value)
+                        if on_result is not None:
+                            with root.redaction_lock:
+                                on_result(payload)
             except queue.Empty:
                 pass
             now = time.monotonic()

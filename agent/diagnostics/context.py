@@ -212,6 +212,11 @@ class CollectContext:
             redaction_lock=self._redaction_lock, now=self.now, cpu_sample=self.cpu_sample,
         )
 
+    @property
+    def redaction_lock(self) -> threading.Lock:
+        """The lock every use of this collection's redactor holds (it is not thread-safe)."""
+        return self._redaction_lock
+
     def remaining(self) -> float:
         """Seconds left before this context's deadline (negative once passed)."""
         return self.deadline - time.monotonic()

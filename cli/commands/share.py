@@ -196,6 +196,7 @@ def share(
             choice = pc.open_ticket(request, server_url=server)
         number, the_ticket, window = choice.number, choice.ticket, choice.response_minutes
         entry = pc.queue(prepared.archive, number)
+        prepared.discard_in_background()  # the archive waits in the outbox; its work folder goes while it is sent
         try:
             _deliver(entry)
             if the_ticket is None:

@@ -204,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     # `helpline share` is the one command a user at a broken PC waits for: it loads only its own code.
     sharing = not completing and _command_word(words) == "share"
+    if sharing:  # its first CPU reading before its code loads (agent.diagnostics.cpu_sample loads only psutil)
+        from agent.diagnostics.cpu_sample import start_early
+
+        start_early()
     command = typer.main.get_command(_share_app() if sharing else _app())
     status = ExitStatus.OK
     try:

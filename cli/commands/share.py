@@ -146,10 +146,11 @@ def share(
         raise InvalidInputError("Give one of --code, --ticket and --new.")
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
-    from agent.diagnostics.cpu_sample import CpuSample
+    from agent.diagnostics.cpu_sample import early_or_new
 
-    # The first CPU reading now, so that loading the collectors and asking the server count towards its interval.
-    cpu_sample = CpuSample()
+    # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
+    # server count towards the interval CPU percentages are measured over.
+    cpu_sample = early_or_new()
     from agent.share import ShareRequest
 
     label = ticket_label(parse_ticket_ref(ticket)) if ticket else None

@@ -10,7 +10,7 @@ import pytest
 from agent.diagnostics import collect
 from agent.diagnostics.collectors.processes import ProcessesCollector
 from agent.diagnostics.context import CollectOptions
-from agent.diagnostics.cpu_sample import SAMPLE_SECONDS, STALE_SECONDS, CpuSample, busy_percent
+from agent.diagnostics.cpu_sample import SAMPLE_SECONDS, STALE_SECONDS, CpuSample, busy_percent, early_or_new, start_early
 
 Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
 
@@ -81,3 +81,10 @@ def test_a_stale_early_sample_is_replaced_by_a_fresh_one(tmp_path) -> None:
 def test_without_an_early_sample_the_collector_measures_the_whole_interval(tmp_path) -> None:
     facts = collect_processes(tmp_path, None)
     assert facts["cpu_sample_seconds"] >= SAMPLE_SECONDS
+
+
+def test_the_early_reading_is_handed_out_once() -> None:
+    start_early()
+    first = early_or_new()
+    assert first.age() >= 0
+    assert early_or_new() is not first, "a second collection takes a reading of its own"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from agent import upload
 from agent.local import this_pc
@@ -42,6 +41,8 @@ def _collect(request, cpu_sample):
 
     if not sys.stderr.isatty():
         return prepare(request, cpu_sample=cpu_sample)
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn  # bars only on a terminal
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   console=output.err_console(), transient=True) as bar:
         task = bar.add_task("Gathering diagnostics", total=None)
@@ -80,6 +81,8 @@ def _deliver(entry: upload.OutboxEntry) -> None:
     if not sys.stderr.isatty():
         this_pc().deliver(entry)
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     with Progress(TextColumn("Uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                   console=output.err_console(), transient=True) as bar:
         task = bar.add_task("upload", total=entry.size)

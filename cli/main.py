@@ -6,6 +6,7 @@ protocol.errors.ExitStatus; a traceback only with --debug.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
@@ -208,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         from agent.diagnostics.cpu_sample import start_early
 
         start_early()
-    command = typer.main.get_command(_share_app() if sharing else _app())
+        # Loading, collecting and redacting make few reference cycles; the cycle collector would mostly walk the
+        # loaded modules' objects again and again. `share` turns it back on once its bundle is made.
+        gc.disable()
     status = ExitStatus.OK
     try:
+        command = typer.main.get_command(_share_app() if sharing else _app())
         # Without standalone mode, click returns the status of an Exit or an interrupt instead of exiting.
         returned = command.main(args=argv, prog_name="helpline", standalone_mode=False)
         if isinstance(returned, int) and returned:
@@ -243,4 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         output.error(f"Unexpected error: {exc.__class__.__name__}: {exc}", "Run again with --debug and report the output.")
         status = ExitStatus.ERROR
+    finally:
+        if sharing:
+            gc.enable()  # whatever happened (share may have stopped before it could)
     sys.exit(int(status))

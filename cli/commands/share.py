@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import shutil
 import sys
 from pathlib import Path
@@ -173,7 +174,10 @@ def share(
         request.ticket, request.new_ticket = choice.number, choice.is_new
         request.ticket_title = choice.ticket.title if choice.ticket else None
     _ask(request)
-    prepared = _collect(request, cpu_sample)
+    try:
+        prepared = _collect(request, cpu_sample)
+    finally:
+        gc.enable()  # `helpline` turned the cycle collector off while the bundle was made
     try:
         if not json_out:
             _show_preview(prepared)

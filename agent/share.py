@@ -10,15 +10,18 @@ import getpass
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent import link
-from agent.bundle import BundleResult, build_bundle
+from agent.bundle import BundleResult
+from agent.bundle.build import BundleBuilder
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
+from agent.diagnostics.cpu_sample import CpuSample
 from agent.redaction import RedactionOptions, Redactor
 from agent.store import AgentStore
 from protocol.archive import pack
@@ -57,13 +60,40 @@ class PreparedBundle:
     archive: Path
     size: int
     sha256: str
+    #: Removes the unredacted staging directory (then, once asked, the whole work directory) in the background.
+    removal: threading.Thread | None = None
 
     @property
     def report_html(self) -> Path:
         return self.bundle.out_dir / REPORT_NAME
 
     def discard(self) -> None:
+        """Remove the work directory (the bundle folder and what is left of the archive), waiting for it."""
+        if self.removal is not None:
+            self.removal.join()
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def discard_in_background(self) -> None:
+        """Start removing the work directory once the archive is elsewhere (the outbox): it goes while the
+        bundle is sent. :meth:`discard` waits for it."""
+        self.removal = _remove_in_background(self.work_dir, after=self.removal)
+
+
+def _remove_in_background(directory: Path, *, after: threading.Thread | None = None) -> threading.Thread:
+    """Start removing ``directory`` on a thread of its own (after the thread ``after``); the interpreter
+    waits for it before it exits.
+
+    Removing a few dozen folders takes a tenth of a second on some file systems: time
+    the share can spend packing and sending instead of waiting.
+    """
+    def remove() -> None:
+        if after is not None:
+            after.join()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    thread = threading.Thread(target=remove, name=f"remove-{directory.name}", daemon=False)
+    thread.start()
+    return thread
 
 
 def collect_options(request: ShareRequest) -> CollectOptions:
@@ -102,23 +132,31 @@ def _extra(request: ShareRequest) -> dict:
 
 
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
-            work_root: Path | None = None) -> PreparedBundle:
-    """Collect, redact and bundle into a private work directory; return the packed bundle."""
+            work_root: Path | None = None, cpu_sample: CpuSample | None = None) -> PreparedBundle:
+    """Collect, redact and bundle into a private work directory; return the packed bundle.
+
+    ``cpu_sample`` is the first CPU reading if the caller took one when the share began.
+    """
     root = work_root or AgentStore().folder("work")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
+    removal: threading.Thread | None = None
     try:
         redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
-        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor)
-        bundle = build_bundle(report, work / "staging", work / "bundle", redactor=redactor,
-                              exclude=set(request.exclude), extra=_extra(request))
-        shutil.rmtree(work / "staging", ignore_errors=True)  # unredacted: gone as soon as it is not needed
+        # Files of collectors that are done are scrubbed while the slower ones still work.
+        builder = BundleBuilder(work / "staging", work / "bundle", redactor=redactor, exclude=set(request.exclude))
+        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor,
+                         cpu_sample=cpu_sample, on_result=builder.scrub_early)
+        bundle = builder.finish(report, extra=_extra(request))
+        removal = _remove_in_background(work / "staging")  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"
         size, sha256 = pack(work / "bundle", archive)
     except BaseException:
+        if removal is not None:
+            removal.join()
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return PreparedBundle(work, report, bundle, archive, size, sha256)
+    return PreparedBundle(work, report, bundle, archive, size, sha256, removal)
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,42 @@ def helpline_bin() -> str:
     return found
 
 
+def script_interpreter(script: str) -> str:
+    """The Python a console script runs with (its ``#!`` line), else this one."""
+    try:
+        first = Path(script).read_bytes()[:256].split(b"\n", 1)[0].decode()
+    except (OSError, UnicodeDecodeError):
+        return sys.executable
+    if first.startswith("#!") and "python" in first:
+        words = first[2:].split()
+        if words and Path(words[0]).name.startswith("python") and Path(words[0]).exists():
+            return words[0]
+    return sys.executable
+
+
+#: Compile the bytecode of Helpline's packages as the interpreter running `helpline` imports them.
+COMPILE_BYTECODE = ("import compileall, importlib, sys; sys.exit(0 if all(compileall.compile_dir("
+                    "importlib.import_module(p).__path__[0], quiet=1) for p in ('cli', 'agent', 'protocol')) else 1)")
+
+
+def compile_bytecode(helpline: str, env: dict[str, str]) -> str | None:
+    """Compile Helpline's bytecode, as installing it does; return why not, or None.
+
+    An installed package has its ``.pyc`` files; a source checkout run with
+    PYTHONDONTWRITEBYTECODE (or whose sources just changed) would compile every
+    changed module on every run, a cost no installed copy pays (nor sos, whose
+    package ships compiled).
+    """
+    try:
+        done = subprocess.run([script_interpreter(helpline), "-c", COMPILE_BYTECODE], capture_output=True, text=True,
+                              env=env, timeout=STEP_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not compile Helpline's bytecode first: {exc}"
+    if done.returncode != 0:
+        return f"could not compile all of Helpline's bytecode first: {(done.stderr or done.stdout).strip()[-200:]}"
+    return None
+
+
 def clean_env(config_dir: Path, agent_dir: Path) -> dict[str, str]:
     """This environment with Helpline pointed at the benchmark's own directories only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
@@ -355,6 +391,9 @@ def prepare_output(row: Row, args: argparse.Namespace, work: Path) -> RunOnce:
     """Return the function that runs and measures `helpline share --output` once, from a never-paired PC."""
     helpline = helpline_bin()
     env = clean_env(work / "output-pc" / "config", work / "output-pc" / "agent")
+    problem = compile_bytecode(helpline, env)
+    if problem:
+        row.notes.append(problem)
     answers = share_answers(share_help(helpline, env))
     row.command = [helpline, "share", "--yes", "--output", "FILE.tar.gz", *answers]
     row.version = helpline_version(helpline)
@@ -378,6 +417,9 @@ def prepare_upload(row: Row, args: argparse.Namespace, work: Path, cleanup: Exit
     function that runs and measures the full `helpline share --ticket` once."""
     helpline = helpline_bin()
     server = LocalServer(helpline, work / "upload-pc")
+    problem = compile_bytecode(helpline, server.env)
+    if problem:
+        row.notes.append(problem)
     answers = share_answers(share_help(helpline, server.env))
     row.version = helpline_version(helpline)
     row.notes.append("the server runs on loopback for this row; only the `helpline share` process tree is measured")

@@ -6,6 +6,7 @@ protocol.errors.ExitStatus; a traceback only with --debug.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
@@ -16,7 +17,6 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
 from cli import output
-from cli.commands import admin, connect, consent, diag, engineer, pc, server, session, share, snapshots, user
 from protocol.errors import Audience, ExitStatus, HelplineError
 
 
@@ -28,7 +28,7 @@ def exit_status_epilog() -> str:
 
 EPILOG = exit_status_epilog()
 
-app = typer.Typer(
+_APP_SETTINGS = dict(
     name="helpline",
     help="Helpline: get expert help for this PC, and give it.\n\n"
     "Users: `helpline pair CODE` or `helpline request \"what is wrong\"`, then `helpline status`.\n\n"
@@ -50,7 +50,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show a traceback when something fails."),
@@ -58,9 +57,18 @@ def _root(
 ) -> None:
     output.DEBUG["enabled"] = debug
     if ctx.invoked_subcommand not in (None, "requests", "completion") and not ctx.resilient_parsing:
+        from cli.commands import consent
+
         waiting = consent.notice()  # an engineer's request waits for this PC's user: say so, on stderr
         if waiting:
             output.err_console().print(f"[bold]note:[/] {output.esc(waiting)}")
+
+
+def _typer_app() -> typer.Typer:
+    """The root app with its options and no commands yet."""
+    root = typer.Typer(**_APP_SETTINGS)
+    root.callback()(_root)
+    return root
 
 
 # The variable a completion script sets when the shell asks `helpline` for completions.
@@ -97,37 +105,84 @@ def completion(shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="The
     sys.stdout.write(get_completion_script(prog_name="helpline", complete_var=COMPLETE_VAR, shell=shell.value) + "\n")
 
 
-share.register(app)
-app.command(rich_help_panel=user.PANEL)(user.pair)
-app.command(rich_help_panel=user.PANEL)(user.request)
-app.command(rich_help_panel=user.PANEL)(user.status)
-app.command(rich_help_panel=user.PANEL)(user.reply)
-session.register(app)
-app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
-app.command(rich_help_panel=user.PANEL)(snapshots.restore)
-app.command(rich_help_panel=user.PANEL)(consent.requests)
+def _full_app() -> typer.Typer:
+    """Every command, grouped in panels by who runs them."""
+    from cli.commands import admin, connect, consent, diag, engineer, pc, server, session, share, snapshots, user
 
-app.command(rich_help_panel=engineer.PANEL)(engineer.login)
-app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
-app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
-app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
-app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
-app.add_typer(pc.pc_app, name="pc", rich_help_panel=engineer.PANEL)
-app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
-app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
-connect.register(app)
+    app = _typer_app()
+    share.register(app)
+    app.command(rich_help_panel=user.PANEL)(user.pair)
+    app.command(rich_help_panel=user.PANEL)(user.request)
+    app.command(rich_help_panel=user.PANEL)(user.status)
+    app.command(rich_help_panel=user.PANEL)(user.reply)
+    session.register(app)
+    app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
+    app.command(rich_help_panel=user.PANEL)(snapshots.restore)
+    app.command(rich_help_panel=user.PANEL)(consent.requests)
 
-app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
-app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)
-app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
-app.command(rich_help_panel=admin.PANEL)(admin.audit)
-app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+    app.command(rich_help_panel=engineer.PANEL)(engineer.login)
+    app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
+    app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
+    app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
+    app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
+    app.add_typer(pc.pc_app, name="pc", rich_help_panel=engineer.PANEL)
+    app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
+    app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
+    connect.register(app)
 
-app.command(rich_help_panel="Set-up")(completion)
+    app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
+    app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)
+    app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
+    app.command(rich_help_panel=admin.PANEL)(admin.audit)
+    app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+
+    app.command(rich_help_panel="Set-up")(completion)
+    return app
+
+
+def _share_app() -> typer.Typer:
+    """The root app with `share` alone: what `helpline share` needs, so it loads no other command's code.
+
+    `share` is parsed, helped and run exactly as in the full app (same root options, same command).
+    """
+    from cli.commands import share
+
+    app = _typer_app()
+    share.register(app)
+    return app
+
+
+_APPS: dict[str, typer.Typer] = {}
+
+
+def _app() -> typer.Typer:
+    """The full app, built once."""
+    if "full" not in _APPS:
+        _APPS["full"] = _full_app()
+    return _APPS["full"]
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # `cli.main.app`: the full app, built on first use
+        return _app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command named on the line: the first word after the root options (which all are flags)."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _user_commands() -> frozenset[str]:
     """The commands the person at the PC runs (the "For users" panel): their errors' hints speak to that person."""
+    from cli.commands import user
+
+    app = _app()
     names = {c.name or typer.main.get_command_name(c.callback.__name__) for c in app.registered_commands
              if c.rich_help_panel == user.PANEL and (c.name or c.callback)}
     names |= {g.name for g in app.registered_groups if g.rich_help_panel == user.PANEL and g.name}
@@ -157,11 +212,22 @@ def _interrupted(message: str = "Stopped.", hint: str | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return (and exit with) its status."""
-    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions; the parser answers and exits
+    completing = bool(os.environ.get(COMPLETE_VAR))
+    if completing:  # the shell asks for completions; the parser answers and exits
         _register_completion_classes()
-    command = typer.main.get_command(app)
+    words = sys.argv[1:] if argv is None else argv
+    # `helpline share` is the one command a user at a broken PC waits for: it loads only its own code.
+    sharing = not completing and _command_word(words) == "share"
+    if sharing:  # its first CPU reading before its code loads (agent.diagnostics.cpu_sample loads only psutil)
+        from agent.diagnostics.cpu_sample import start_early
+
+        start_early()
+        # Loading, collecting and redacting make few reference cycles; the cycle collector would mostly walk the
+        # loaded modules' objects again and again. `share` turns it back on once its bundle is made.
+        gc.disable()
     status = ExitStatus.OK
     try:
+        command = typer.main.get_command(_share_app() if sharing else _app())
         # Without standalone mode, click returns the status of an Exit or an interrupt instead of exiting.
         returned = command.main(args=argv, prog_name="helpline", standalone_mode=False)
         if isinstance(returned, int) and returned:
@@ -194,4 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         output.error(f"Unexpected error: {exc.__class__.__name__}: {exc}", "Run again with --debug and report the output.")
         status = ExitStatus.ERROR
+    finally:
+        if sharing:
+            gc.enable()  # whatever happened (share may have stopped before it could)
     sys.exit(int(status))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from agent.diagnostics.model import CollectionReport, ItemStatus
+from agent.diagnostics.model import CollectionReport, Item, ItemStatus
 from agent.redaction import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedaction, Redactor
 from protocol.bundle import NO_FILE, UNLISTED
 
@@ -58,10 +59,14 @@ class BundleEntry:
 
 def listed_entries(report: CollectionReport, staging: Path, exclude: set[str]) -> list[BundleEntry]:
     """Make one entry per report item of a kept category, in report order."""
+    return entries_for(report.items, staging, exclude, set())
+
+
+def entries_for(items: Iterable[Item], staging: Path, exclude: set[str], seen: set[str]) -> list[BundleEntry]:
+    """Make one entry per item of a kept category, in order; ``seen`` holds the staged paths listed so far."""
     entries: list[BundleEntry] = []
-    seen: set[str] = set()
     real_staging = staging.resolve()
-    for item in report.items:
+    for item in items:
         if item.category in exclude:
             continue
         entry = BundleEntry(path="", category=item.category or "unknown", source=item.source,

@@ -22,6 +22,7 @@ from agent.redaction import Redactor
 from protocol.errors import InvalidInputError
 
 from .collectors import Collector, collector_names, collectors_for
+from .cpu_sample import CpuSample
 from .context import CollectContext, CollectionClosed, CollectOptions, CommandRunner, current_platform, json_default
 from .model import CollectionReport, CollectorResult, CollectorStatus
 
@@ -46,6 +47,8 @@ def collect(
     home: Path | None = None,
     redactor: Redactor | None = None,
     now: datetime | None = None,
+    cpu_sample: CpuSample | None = None,
+    on_result: Callable[[CollectorResult], None] | None = None,
 ) -> CollectionReport:
     """Gather diagnostics into ``out_dir`` (created; must be empty) and return the report.
 
@@ -56,7 +59,12 @@ def collect(
     will be built with; secrets only if not given) redacts what collectors derive
     from raw text, such as normalised log lines. ``now`` (aware; default: the
     clock) is the time "the last hours" of logs and crash reports are measured
-    back from. Raise InvalidInputError for an
+    back from. ``cpu_sample`` is the first CPU reading if the caller took one early
+(the processes collector then waits only for the rest of its interval).
+``on_result(result)`` is called from the calling thread, holding the
+redactor's lock, for each collector that returned (its files are final), as
+soon as it returns: the bundle scrubs them while slower collectors work. Raise
+InvalidInputError for an
     unknown category or a non-empty staging directory; never for a collector's
     failure.
     """
@@ -74,7 +82,7 @@ def collect(
                                 hint="collect into a new, empty directory")
 
     root = CollectContext(out_dir, platform, options, command_runner=command_runner, which=which, env=env, home=home,
-                          redactor=redactor, now=now)
+                          redactor=redactor, now=now, cpu_sample=cpu_sample)
     chosen = list(collectors) if collectors is not None else collectors_for(platform)
     results: dict[str, CollectorResult] = {}
     jobs: list[Collector] = []
@@ -87,7 +95,7 @@ def collect(
         else:
             jobs.append(collector)
 
-    _run_parallel(jobs, root, results, progress)
+    _run_parallel(jobs, root, results, progress, on_result)
     return CollectionReport(
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
@@ -135,7 +143,7 @@ def _skip_reason(collector: Collector, root: CollectContext) -> str | None:
 
 
 def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str, CollectorResult],
-                  progress: Progress | None) -> None:
+                  progress: Progress | None, on_result: Callable[[CollectorResult], None] | None = None) -> None:
     """Feed ``jobs`` to daemon worker threads and fill ``results`` until all end or the global deadline passes."""
     if not jobs:
         return
@@ -177,6 +185,9 @@ def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str
                         results[name] = payload
                         del pending[name]
                         _notify(progress, name, payload.status.value)
+                        if on_result is not None:
+                            with root.redaction_lock:
+                                on_result(payload)
             except queue.Empty:
                 pass
             now = time.monotonic()

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.redaction import Redactor
 from protocol.errors import ConfigError, HelplineError, InvalidInputError
 
+from .cpu_sample import CpuSample
 from .model import Item, ItemKind, ItemStatus
 from .runner import CommandResult, run_command
 
@@ -170,6 +171,7 @@ class CollectContext:
         redactor: Redactor | None = None,
         redaction_lock: threading.Lock | None = None,
         now: datetime | None = None,
+        cpu_sample: CpuSample | None = None,
     ):
         if platform not in PLATFORMS:
             raise InvalidInputError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
@@ -186,6 +188,8 @@ class CollectContext:
         self.forbidden_paths = tuple(forbidden_paths)
         #: The wall-clock time "the last hours" (of logs, of crash reports) and uptimes are measured from.
         self.now = now if now is not None else datetime.now(timezone.utc)
+        #: The first CPU reading, taken when the share began (None: the processes collector takes its own).
+        self.cpu_sample = cpu_sample
         #: Redacts the few values a collector derives from raw text (see :meth:`redact_text`); secrets only by default.
         self.redactor = redactor if redactor is not None else Redactor()
         # One lock per redactor (it is not thread-safe), shared by every context made from this one.
@@ -205,8 +209,13 @@ class CollectContext:
             deadline=min(self.deadline, time.monotonic() + timeout),
             command_runner=self.command_runner, which=self.which, env=self.env, home=self.home,
             category=category, forbidden_paths=forbidden_paths, redactor=self.redactor,
-            redaction_lock=self._redaction_lock, now=self.now,
+            redaction_lock=self._redaction_lock, now=self.now, cpu_sample=self.cpu_sample,
         )
+
+    @property
+    def redaction_lock(self) -> threading.Lock:
+        """The lock every use of this collection's redactor holds (it is not thread-safe)."""
+        return self._redaction_lock
 
     def remaining(self) -> float:
         """Seconds left before this context's deadline (negative once passed)."""

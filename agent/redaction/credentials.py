@@ -565,7 +565,8 @@ class CredentialPositions:
     names = (HIGH_ENTROPY,)
 
     def triggers(self) -> Triggers:
-        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS, "auth", "-p", "-w", "-a", "-k"))
+        # The flag positions by their own pattern: "-p" as a literal woke the detector on every package name.
+        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS, "auth"), _FLAG_POSITION)
 
     def apply(self, line: str, hit: Hit) -> str:
         out: list[str] = []

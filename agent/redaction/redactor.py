@@ -25,7 +25,7 @@ from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedact
 from agent.redaction.pseudonyms import USERNAME, PseudonymMap
 from agent.redaction.scrubber import Scrubber
 from agent.redaction.textfiles import NotText, atomic_text_writer, read_text_chunks, read_whole_text
-from agent.redaction.verify import LeakScanner, kinds_checked, scan_text, verify_tree
+from agent.redaction.verify import CheckedContents, LeakScanner, kinds_checked, scan_text, verify_tree
 
 # JSON outputs up to this size are parsed to prove they are still valid JSON (larger ones would
 # have to be loaded whole, which the streaming design avoids; collected facts are far smaller).
@@ -41,6 +41,7 @@ class Redactor:
         self.options = options
         self.pseudonyms = PseudonymMap()
         self._pipeline = build_pipeline(options, self.pseudonyms)
+        self._checked = CheckedContents()
 
     def _make_pipeline(self, pseudonyms: PseudonymMap) -> Pipeline:
         return build_pipeline(self.options, pseudonyms)
@@ -227,7 +228,20 @@ class Redactor:
 
     def verify_tree(self, root: Path) -> list[Finding]:
         """Return what is still present in the final files under ``root`` (empty: safe to upload)."""
-        return verify_tree(Path(root), self._make_pipeline, self.pseudonyms, self.options.known_usernames)
+        return verify_tree(Path(root), self._make_pipeline, self.pseudonyms, self.options.known_usernames,
+                           self._checked)
+
+    def check_early(self, path: Path) -> None:
+        """Let the final check read a finished output file now, while there is time (see :class:`CheckedContents`).
+
+        Only when no detector depends on what the pseudonym map learns (no user
+        names, host names or addresses are pseudonymised): then the detectors and the
+        second look find in the same bytes the same things now as at the end.
+        :meth:`verify_tree` reads every file again and uses these findings only for
+        identical bytes; the originals the map holds are searched for at the end.
+        """
+        if not (self.options.usernames or self.options.hostnames or self.options.network):
+            self._checked.check(Path(path), self._make_pipeline, self.pseudonyms)
 
 
 def _has_leak(leaks: LeakScanner, path: Path) -> bool:

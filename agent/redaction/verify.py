@@ -10,6 +10,8 @@ is a finding too: what cannot be checked cannot be vouched for.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from collections.abc import Callable, Iterable
 from contextlib import closing
@@ -87,13 +89,65 @@ class LeakScanner:
                 return any(self.pattern.search(piece) for piece in pieces)
 
 
+#: Files up to this size are read whole to be matched with what was checked before (larger ones are streamed).
+CHECKED_SIZE_LIMIT = 8 << 20
+
+
+class CheckedContents:
+    """What the final check's own detectors found in file contents it read before the bundle was complete.
+
+    A file's findings are its detectors' hits, its second look's and the originals
+    the pseudonym map holds. The first two depend on nothing but the bytes when no
+    detector depends on what the map has learned (no pseudonymised user names, host
+    names or addresses: :meth:`Redactor.check_early` decides), so the check may read a
+    file as soon as it is scrubbed and, if the same bytes are there at the end, use
+    what it found then. The originals are always searched for at the end, with the
+    map as it is then. Keyed by the SHA-256 of the file's bytes.
+    """
+
+    def __init__(self) -> None:
+        self._found: dict[str, list[tuple[int, str]]] = {}
+
+    def check(self, path: Path, make_pipeline: Callable[[PseudonymMap], Pipeline], pseudonyms: PseudonymMap) -> None:
+        """Read ``path`` now and remember its detectors' and second look's findings (unreadable or large files:
+        nothing; the final check reads them then)."""
+        try:
+            if path.stat().st_size > CHECKED_SIZE_LIMIT:
+                return
+            data = path.read_bytes()
+            self._found[_digest(data)] = _scan_pieces(_decoded(data), make_pipeline(pseudonyms.copy()), None)
+        except (NotText, UnicodeDecodeError, OSError):
+            return
+
+    def found(self, data: bytes) -> list[tuple[int, str]] | None:
+        """The findings remembered for exactly these bytes, or None if they were never read."""
+        return self._found.get(_digest(data))
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decoded(data: bytes) -> Iterable[str]:
+    _, pieces = read_text_chunks(io.BytesIO(data))
+    return pieces
+
+
 def verify_tree(
     root: Path,
     make_pipeline: Callable[[PseudonymMap], Pipeline],
     pseudonyms: PseudonymMap,
     known_usernames: Iterable[str] = (),
+    checked: CheckedContents | None = None,
 ) -> list[Finding]:
-    """Return every finding in the files under ``root``; an empty list means the tree is clean."""
+    """Return every finding in the files under ``root``; an empty list means the tree is clean.
+
+    ``checked`` holds findings for contents read earlier (see :class:`CheckedContents`);
+    a file with the same bytes is searched only for the originals the map holds now.
+    """
     leaks = LeakScanner(pseudonyms, known_usernames)
     pipeline = make_pipeline(pseudonyms.copy())
     findings: dict[tuple[str, int, str], Finding] = {}
@@ -110,7 +164,7 @@ def verify_tree(
             add(entry.relpath, 0, UNSCANNABLE)
         else:
             try:
-                for line, detector in _scan_file(entry.path, pipeline, leaks):
+                for line, detector in _scan_file(entry.path, pipeline, leaks, checked):
                     add(entry.relpath, line, detector)
             except (NotText, UnicodeDecodeError, OSError):
                 add(entry.relpath, 0, UNSCANNABLE)
@@ -122,27 +176,40 @@ def scan_text(text: str, pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[i
     return _scan_pieces([text if text.endswith("\n") else text + "\n"], pipeline, leaks)
 
 
-def _scan_file(path: Path, pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[int, str]]:
+def _scan_file(path: Path, pipeline: Pipeline, leaks: LeakScanner,
+               checked: CheckedContents | None = None) -> list[tuple[int, str]]:
     """Return ``(line, detector)`` for every detector match and leaked original in one file."""
+    if checked is not None and len(checked) and path.stat().st_size <= CHECKED_SIZE_LIMIT:
+        data = path.read_bytes()
+        earlier = checked.found(data)
+        if earlier is not None:
+            return [*earlier, *_scan_pieces(_decoded(data), None, leaks)]
+        return _scan_pieces(_decoded(data), pipeline, leaks)
     with open(path, "rb") as raw:
         _, pieces = read_text_chunks(raw)
         return _scan_pieces(pieces, pipeline, leaks)
 
 
-def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline, leaks: LeakScanner) -> list[tuple[int, str]]:
-    scrubber = Scrubber(pipeline, record_lines=True)
+def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline | None, leaks: LeakScanner | None) -> list[tuple[int, str]]:
+    """The findings of the detectors and the second look (unless ``pipeline`` is None) and of ``leaks`` (unless None)."""
+    scrubber = Scrubber(pipeline, record_lines=True) if pipeline is not None else None
     found: list[tuple[int, str]] = []
     lines_before = 0
     for piece in pieces:
-        scrubber.scrub(piece)
-        counted_to, line = 0, lines_before + 1
-        for offset, kind in leaks.scan(piece):
-            line += piece.count("\n", counted_to, offset)
-            counted_to = offset
-            found.append((line, kind))
-        found.extend((lines_before + line_no, SECOND_LOOK + kind) for line_no, kind in second_look.scan_text(piece))
+        if scrubber is not None:
+            scrubber.scrub(piece)
+        if leaks is not None:
+            counted_to, line = 0, lines_before + 1
+            for offset, kind in leaks.scan(piece):
+                line += piece.count("\n", counted_to, offset)
+                counted_to = offset
+                found.append((line, kind))
+        if pipeline is not None:
+            found.extend((lines_before + line_no, SECOND_LOOK + kind)
+                         for line_no, kind in second_look.scan_text(piece))
         lines_before += piece.count("\n")
-    return [*(scrubber.hits or []), *found]
+    hits = (scrubber.hits or []) if scrubber is not None else []
+    return [*hits, *found]
 
 
 def kinds_checked(pipeline: Pipeline) -> int:

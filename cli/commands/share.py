@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
+import gc
 import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from agent import upload
 from agent.local import this_pc
@@ -37,11 +37,13 @@ def _ask(request) -> None:
             setattr(request, field, typer.prompt(question, default="", show_default=False, err=True, prompt_suffix=" ").strip())
 
 
-def _collect(request):
+def _collect(request, cpu_sample):
     from agent.share import prepare  # diagnostics load only when sharing
 
     if not sys.stderr.isatty():
-        return prepare(request)
+        return prepare(request, cpu_sample=cpu_sample)
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn  # bars only on a terminal
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   console=output.err_console(), transient=True) as bar:
         task = bar.add_task("Gathering diagnostics", total=None)
@@ -52,7 +54,7 @@ def _collect(request):
                 done.add(name)
             bar.update(task, description=f"Gathering diagnostics ({name})", completed=len(done))
 
-        return prepare(request, progress=tick)
+        return prepare(request, progress=tick, cpu_sample=cpu_sample)
 
 
 def send_question(choice) -> str:
@@ -80,6 +82,8 @@ def _deliver(entry: upload.OutboxEntry) -> None:
     if not sys.stderr.isatty():
         this_pc().deliver(entry)
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     with Progress(TextColumn("Uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                   console=output.err_console(), transient=True) as bar:
         task = bar.add_task("upload", total=entry.size)
@@ -150,6 +154,11 @@ def share(
         _check_session_possible(preview=preview, output_path=output_path, json_out=json_out, send_queued_only=send_queued_only)
     if not (yes or preview or output_path) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
+    from agent.diagnostics.cpu_sample import early_or_new
+
+    # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
+    # server count towards the interval CPU percentages are measured over.
+    cpu_sample = early_or_new()
     from agent.share import ShareRequest
 
     label = ticket_label(parse_ticket_ref(ticket)) if ticket else None
@@ -169,7 +178,10 @@ def share(
         request.ticket, request.new_ticket = choice.number, choice.is_new
         request.ticket_title = choice.ticket.title if choice.ticket else None
     _ask(request)
-    prepared = _collect(request)
+    try:
+        prepared = _collect(request, cpu_sample)
+    finally:
+        gc.enable()  # `helpline` turned the cycle collector off while the bundle was made
     try:
         if not json_out:
             _show_preview(prepared)
@@ -196,6 +208,7 @@ def share(
             choice = pc.open_ticket(request, server_url=server)
         number, the_ticket, window = choice.number, choice.ticket, choice.response_minutes
         entry = pc.queue(prepared.archive, number)
+        prepared.discard_in_background()  # the archive waits in the outbox; its work folder goes while it is sent
         try:
             _deliver(entry)
             if the_ticket is None:

@@ -3,6 +3,7 @@ timeouts, and the summary and verdict lines it prints."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import psutil
 import pytest
 
 from bench.measure import MB, Run, TreeSampler, kcmp_same_address_space, measure, ratio, summarize, verdict_line
-from bench.share_vs_sos import find_sos_archive, share_answers, sos_version_from_output
+from bench.share_vs_sos import (compile_bytecode, find_sos_archive, script_interpreter, share_answers,
+                                sos_version_from_output)
 
 
 def python(code: str) -> list[str]:
@@ -201,3 +203,25 @@ def test_share_answers_follow_the_options_share_has():
     help_text = "--yes  Send without asking\n--what TEXT  What is wrong\n--tried TEXT\n--ticket TEXT"
     assert share_answers(help_text) == ["--what", "bench", "--tried", "nothing"]
     assert share_answers("--whatever TEXT") == []
+
+
+def test_the_interpreter_of_a_console_script_is_its_shebang(tmp_path):
+    script = tmp_path / "helpline"
+    script.write_text(f"#!{sys.executable}\nimport sys\n")
+    assert script_interpreter(str(script)) == sys.executable
+    script.write_text("#!/bin/sh\nexec true\n")
+    assert script_interpreter(str(script)) == sys.executable, "not a Python script: this interpreter"
+    assert script_interpreter(str(tmp_path / "missing")) == sys.executable
+
+
+def test_helplines_bytecode_is_compiled_as_an_install_would_have_it(tmp_path):
+    script = tmp_path / "helpline"
+    script.write_text(f"#!{sys.executable}\n")
+    import protocol.units
+
+    cached = importlib.util.cache_from_source(protocol.units.__file__)
+    if os.path.exists(cached):
+        os.unlink(cached)  # Python falls back to the source meanwhile
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    assert compile_bytecode(str(script), env) is None
+    assert os.path.exists(cached)

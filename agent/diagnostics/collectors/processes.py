@@ -1,7 +1,11 @@
 """What runs on the PC and what eats it: the top CPU and memory consumers, counts, zombies.
 
-CPU percentages need two samples; the collector takes them :data:`SAMPLE_SECONDS`
-apart, so a process that spins right now shows up even if it started seconds ago.
+CPU percentages need two readings at least
+:data:`~agent.diagnostics.cpu_sample.SAMPLE_SECONDS` apart, so a
+process that spins right now shows up even if it started seconds ago. The first
+reading is the run's early :class:`~agent.diagnostics.cpu_sample.CpuSample` when
+the share took one (then the collector waits only for the rest of the interval),
+else one the collector takes itself.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from typing import Any
 import psutil
 
 from ..context import CollectContext
+from ..cpu_sample import CpuSample
 from .base import ALL_PLATFORMS, Collector, iso_utc
 
 TOP_N = 15
-SAMPLE_SECONDS = 0.3
 CMDLINE_CHARS = 300
 _ATTRS = ["pid", "ppid", "name", "username", "status", "create_time", "num_threads", "memory_info",
           "memory_percent", "cmdline"]
@@ -32,26 +36,15 @@ class ProcessesCollector(Collector):
     timeout = 8.0
 
     def collect(self, ctx: CollectContext) -> dict[str, Any]:
-        primed = {}
-        for proc in psutil.process_iter():
-            try:
-                proc.cpu_percent(None)  # the first call only starts the measurement
-                primed[proc.pid] = proc
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        psutil.cpu_percent(None)
-        time.sleep(max(0.0, min(SAMPLE_SECONDS, ctx.remaining() - 1.0)))
-        total_cpu = psutil.cpu_percent(None)
+        sample = ctx.cpu_sample if ctx.cpu_sample is not None and ctx.cpu_sample.fresh() else CpuSample()
+        time.sleep(sample.wait_time(ctx.remaining() - 1.0))
+        total_cpu = sample.total_percent()
+        interval = sample.age()
 
         table = []
         for proc in psutil.process_iter(_ATTRS, ad_value=None):
             info = proc.info
-            cpu = None
-            if proc.pid in primed:
-                try:
-                    cpu = round(primed[proc.pid].cpu_percent(None), 1)
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    cpu = None
+            cpu = sample.process_percent(info["pid"])
             memory = info.get("memory_info")
             cmdline = info.get("cmdline")
             table.append({
@@ -77,7 +70,7 @@ class ProcessesCollector(Collector):
             "by_status": dict(states),
             "threads": sum(p["threads"] or 0 for p in table),
             "cpu_percent_total": total_cpu,
-            "cpu_sample_seconds": SAMPLE_SECONDS,
+            "cpu_sample_seconds": round(interval, 2),
             "top_cpu": [_summary(p) for p in by_cpu[:TOP_N]],
             "top_memory": [_summary(p) for p in by_memory[:TOP_N]],
             "zombies": [{"pid": p["pid"], "ppid": p["ppid"], "name": p["name"]}

@@ -1,0 +1,90 @@
+"""The early CPU reading a share takes when it starts, and the processes collector that finishes it."""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+import pytest
+
+from agent.diagnostics import collect
+from agent.diagnostics.collectors.processes import ProcessesCollector
+from agent.diagnostics.context import CollectOptions
+from agent.diagnostics.cpu_sample import SAMPLE_SECONDS, STALE_SECONDS, CpuSample, busy_percent, early_or_new, start_early
+
+Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_collector_waits_only_for_what_is_left_of_the_interval() -> None:
+    clock = Clock()
+    sample = CpuSample(clock=clock)
+    assert sample.wait_time(10.0) == pytest.approx(SAMPLE_SECONDS)
+    clock.now += SAMPLE_SECONDS / 3
+    assert sample.wait_time(10.0) == pytest.approx(SAMPLE_SECONDS * 2 / 3)
+    assert sample.wait_time(0.05) == pytest.approx(0.05), "never longer than the collector's budget"
+    clock.now += SAMPLE_SECONDS
+    assert sample.wait_time(10.0) == 0.0
+    assert sample.fresh()
+    clock.now += STALE_SECONDS
+    assert not sample.fresh()
+
+
+def test_processes_are_primed_and_read_back_this_process_included() -> None:
+    sample = CpuSample()
+    assert os.getpid() in sample.processes
+    assert sample.process_percent(os.getpid()) is not None
+    assert sample.process_percent(-1) is None, "a process that was not primed has no percentage"
+
+
+def test_busy_percent_counts_what_is_not_idle_or_waiting_and_not_guest_time_twice() -> None:
+    before = Times(100, 0, 50, 800, 50, 0, 0, 0, 10, 0)
+    after = Times(130, 0, 60, 850, 60, 0, 0, 0, 20, 0)
+    # deltas: user 30 (10 of it guest), system 10, idle 50, iowait 10: busy 40 of 100 (guest counted once)
+    assert busy_percent(before, after) == 40.0
+    assert busy_percent(before, before) == 0.0
+
+
+def collect_processes(tmp_path, sample):
+    report = collect(CollectOptions(), tmp_path / "staging", collectors=[ProcessesCollector()], cpu_sample=sample)
+    result = report.result("processes")
+    assert result.status.value == "ok", result.error
+    return result.facts
+
+
+def test_an_early_sample_old_enough_is_finished_without_waiting(tmp_path) -> None:
+    clock = Clock()
+    sample = CpuSample(clock=clock)
+    clock.now += 0.75  # the share loaded its code and asked the server meanwhile
+    facts = collect_processes(tmp_path, sample)
+    assert facts["cpu_sample_seconds"] == 0.75, "the interval measured is the early sample's"
+    assert facts["count"] >= 1 and facts["top_cpu"]
+
+
+def test_a_stale_early_sample_is_replaced_by_a_fresh_one(tmp_path) -> None:
+    clock = Clock()
+    sample = CpuSample(clock=clock)
+    clock.now += STALE_SECONDS + 1  # the person took their time answering the questions
+    facts = collect_processes(tmp_path, sample)
+    assert SAMPLE_SECONDS <= facts["cpu_sample_seconds"] < STALE_SECONDS
+
+
+def test_without_an_early_sample_the_collector_measures_the_whole_interval(tmp_path) -> None:
+    facts = collect_processes(tmp_path, None)
+    assert facts["cpu_sample_seconds"] >= SAMPLE_SECONDS
+
+
+def test_the_early_reading_is_handed_out_once() -> None:
+    start_early()
+    first = early_or_new()
+    assert first.age() >= 0
+    assert early_or_new() is not first, "a second collection takes a reading of its own"

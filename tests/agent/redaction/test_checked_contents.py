@@ -1,0 +1,100 @@
+"""The final check reading files early: the same findings as reading them at the end, or it reads them again."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.redaction import RedactionOptions, Redactor, tree
+from agent.redaction.detectors import build_pipeline
+from agent.redaction.pseudonyms import EMAIL, HOSTNAME, IPV4, IPV6, MAC, USERNAME, PseudonymMap
+from agent.redaction.textfiles import read_text_chunks
+from agent.redaction.verify import _scan_pieces
+from tests.agent.redaction.corpus_manifest import CORPUS
+
+CORPORA = ("secrets", "clean", "identities")
+
+
+def corpus_files() -> list[Path]:
+    return [entry.path for name in CORPORA for entry in tree.walk(CORPUS / name) if entry.kind == tree.FILE]
+
+
+def learned_map() -> PseudonymMap:
+    learned = PseudonymMap()
+    for kind, value in ((EMAIL, "jane.doe@corp.example"), (USERNAME, "jdoe"), (HOSTNAME, "pc-0042.corp.example"),
+                        (IPV4, "10.20.30.40"), (IPV6, "fd00::42"), (MAC, "00:11:22:33:44:55")):
+        learned.pseudonym(kind, value)
+    return learned
+
+
+def test_with_default_options_what_the_detectors_find_does_not_depend_on_what_the_map_learned() -> None:
+    """What reading files early rests on: if a detector starts to depend on learned values in the default
+    options, Redactor.check_early must stop reading early for them."""
+    files = corpus_files()
+    assert len(files) > 10
+    for path in files:
+        findings = []
+        for pseudonyms in (PseudonymMap(), learned_map()):
+            with open(path, "rb") as raw:
+                try:
+                    _, pieces = read_text_chunks(raw)
+                    findings.append(_scan_pieces(pieces, build_pipeline(RedactionOptions(), pseudonyms), None))
+                except (UnicodeDecodeError, ValueError):
+                    findings.append("unreadable")
+        assert findings[0] == findings[1], path.name
+
+
+def findings_of(redactor: Redactor, root: Path) -> set[tuple[str, int, str]]:
+    return {(f.path, f.line, f.detector) for f in redactor.verify_tree(root)}
+
+
+@pytest.fixture
+def unredacted(tmp_path) -> Path:
+    """The secrets corpus as it is: plenty for the final check to find."""
+    root = tmp_path / "bundle"
+    shutil.copytree(CORPUS / "secrets", root)
+    return root
+
+
+def test_files_read_early_give_the_final_check_the_same_findings(unredacted: Path) -> None:
+    at_the_end = findings_of(Redactor(), unredacted)
+    assert at_the_end
+    early = Redactor()
+    files = [entry.path for entry in tree.walk(unredacted) if entry.kind == tree.FILE]
+    for path in files:
+        early.check_early(path)
+    assert len(early._checked) > 0
+    assert findings_of(early, unredacted) == at_the_end
+
+
+def test_a_file_changed_after_it_was_read_early_is_read_again(tmp_path) -> None:
+    note = tmp_path / "bundle" / "notes.txt"
+    note.parent.mkdir()
+    note.write_text("all quiet on this PC\n")
+    redactor = Redactor()
+    redactor.check_early(note)
+    assert findings_of(redactor, note.parent) == set()
+    note.write_text("all quiet on this PC\ndb password=Kx9#mQ2vLz7w\n")
+    assert ("notes.txt", 2, "password") in {(p, line, d.split("-")[0]) for p, line, d in findings_of(redactor, note.parent)}
+
+
+def test_originals_the_map_learns_after_the_early_read_are_still_searched_for(tmp_path) -> None:
+    remote = tmp_path / "bundle" / "git.txt"
+    remote.parent.mkdir()
+    remote.write_text("remote: git@github.com:acme/tools.git\n")  # a git remote, not a mailbox: left alone
+    redactor = Redactor()
+    redactor.check_early(remote)
+    assert findings_of(redactor, remote.parent) == set()
+    redactor.redact_text("write to git@github.com about it")  # the same spelling, as a mailbox elsewhere
+    assert findings_of(redactor, remote.parent) == {("git.txt", 1, EMAIL)}
+
+
+@pytest.mark.parametrize("option", ["usernames", "hostnames", "network"])
+def test_nothing_is_read_early_when_a_detector_depends_on_learned_names(option, unredacted: Path) -> None:
+    redactor = Redactor(RedactionOptions(**{option: True}))
+    for entry in tree.walk(unredacted):
+        if entry.kind == tree.FILE:
+            redactor.check_early(entry.path)
+    assert len(redactor._checked) == 0

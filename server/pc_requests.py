@@ -311,16 +311,16 @@ def replacement_request(session: Session, caller: Agent, request_id: str | None,
     request only, to the PC it names, while it lasts.
     """
     if not request_id:
-        raise ForbiddenError("Another PC's snapshots are released for an engineer's replacement restore only.")
+        raise ForbiddenError("Another PC's snapshots are released for an engineer's replacement-restore request only.")
     row = session.get(PcRequestRow, request_id)
     if row is None or row.agent_id != caller.id or not row.source_agent_id:
-        raise ForbiddenError("No replacement restore names this PC.",
+        raise ForbiddenError("No replacement-restore request names this PC.",
                              hints={Audience.ENGINEER: "Start one with `helpline pc restore NEW-PC --from OLD-PC`."})
     if PcRequestState(row.state) not in (PcRequestState.DELIVERED, PcRequestState.WAITING_CONSENT,
                                          PcRequestState.RUNNING):
-        raise ForbiddenError(f"That replacement restore is {row.state}; nothing is released for it any more.")
+        raise ForbiddenError(f"That replacement-restore request is {row.state}; nothing is released for it any more.")
     if is_due(row.state, row.expires_at, row.updated_at, now):  # the sweep marks it; this answer already refuses
-        raise ForbiddenError("That replacement restore has expired.")
+        raise ForbiddenError("That replacement-restore request has expired.")
     return row
 
 

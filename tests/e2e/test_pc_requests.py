@@ -214,6 +214,10 @@ def test_a_refused_restore_never_runs_and_snapshots_are_taken_listed_and_compare
         compared = admin_pc.run("pc", "diff", ana.agent_id, ana.first_snapshot, run["snapshot_id"], timeout=WAIT_SECONDS)
         assert compared.code == 0, compared.stderr
         assert "new-plan.txt" in compared.stdout and "1 added" in compared.stdout
+        reported = admin_pc.ok("pc", "snapshots", ana.agent_id, "--json").json()
+        assert run["snapshot_id"] in [r["snapshot_id"] for r in reported["snapshots"]]
+        assert reported["protection"]["words"].startswith("Protected")
+        assert "Protected" in admin_pc.ok("pc", "snapshots", ana.agent_id).stdout
     finally:
         assert agent.stop() == 0, agent.output()
 

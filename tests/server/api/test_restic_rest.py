@@ -121,7 +121,7 @@ def test_another_pcs_repository_is_refused_without_a_replacement_restore(helplin
     assert refused.status_code == 403 and "its own snapshots only" in refused.json()["error"]["message"]
     refused = helpline.call("POST", "agent/snapshots/credential", pc,
                             json={"purpose": "restore", "request_id": "8d1c2b7a-0000-4000-8000-000000000001"})
-    assert refused.status_code == 403 and "replacement restore" in refused.json()["error"]["message"]
+    assert refused.status_code == 403 and "replacement-restore request" in refused.json()["error"]["message"]
     refused = helpline.call("POST", "agent/snapshots/credential", pc, json={"purpose": "backup", "request_id": "r-1"})
     assert refused.status_code == 403
     unsigned = helpline.call("POST", "agent/snapshots/credential", json={"purpose": "backup"})

@@ -12,6 +12,8 @@ from server.migrate import upgrade
 from server.runtime import build_runtime
 from server.settings import ServerSettings
 
+SHUTDOWN_GRACE_SECONDS = 5.0
+
 
 def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callable[[str], None] = lambda line: None) -> None:
     """Bring the schema up to date and serve ``settings`` on uvicorn until asked to stop.
@@ -36,6 +38,9 @@ def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callab
             access_log=access_log, log_level=settings.log_level, server_header=False,
             # The session relay pings each side every 5 s: a side gone without a word is closed within 15 s.
             ws_ping_interval=5.0, ws_ping_timeout=10.0,
+            # On SIGTERM, what still runs after this long is cancelled: agents' long polls and relayed sessions
+            # would otherwise hold the stop for their whole wait; agents poll again and uploads resume.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
     finally:
         state.engine.dispose()

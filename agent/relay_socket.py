@@ -98,10 +98,20 @@ class _Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="relay-loop", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="relay-loop", daemon=True)
         self.thread.start()
 
+    def _serve(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
     def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``work`` on the loop and wait for its result; RelayClosed once the loop has stopped."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            work.close()
+            raise RelayClosed("The session has ended.", None)
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
 
     def submit(self, work: Coroutine[Any, Any, T]) -> Future[T]:
@@ -134,8 +144,10 @@ class RelayStream:
         """Send ``data`` as one binary frame; RelayClosed if the relay has closed this side."""
         if not data:
             return
+        view = memoryview(data)
         try:
-            self._loop.run(self._ws.send(data))
+            for start in range(0, len(view), MAX_FRAME):  # the other side takes frames of at most MAX_FRAME
+                self._loop.run(self._ws.send(view[start:start + MAX_FRAME]))
         except Exception as exc:
             raise (_closed_error(exc) or RelayClosed("The session has ended.", _close_code(exc))) from exc
         self.sent += len(data)
@@ -252,8 +264,11 @@ class RelayStream:
             asyncio.get_running_loop().call_soon(self._loop.loop.stop)
 
 
-def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval: float | None = 20.0) -> RelayStream:
+def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval: float | None = 5.0) -> RelayStream:
     """Connect one side to the relay with ``ticket``; UnavailableError if the relay cannot be reached.
+
+    A ping every ``ping_interval`` seconds, unanswered for twice that, ends the
+    stream: a relay that vanished without closing is noticed within seconds.
 
     The token goes in the Authorization header. A refused ticket shows up as
     RelayClosed at the first recv or send (the relay accepts, then closes with 4401/4409).
@@ -268,7 +283,8 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
         return await connect(
             url, ssl=_ssl_context(url), additional_headers={"Authorization": f"Bearer {ticket.token}"},
             user_agent_header=f"helpline/{__version__}", compression=None, max_size=MAX_FRAME,
-            open_timeout=open_timeout, ping_interval=ping_interval, ping_timeout=ping_interval, close_timeout=2,
+            open_timeout=open_timeout, ping_interval=ping_interval,
+            ping_timeout=2 * ping_interval if ping_interval else None, close_timeout=2,
         )
 
     try:

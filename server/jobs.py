@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 from sqlalchemy import delete, func, select
 
+from server import sessions
 from server.agent_requests import sweep_nonces
 from server.db import transaction, utcnow
 from server.models import JobRun
@@ -65,9 +66,20 @@ def sweep_agent_nonces(state: ServerRuntime) -> str:
     return f"removed {removed} expired agent request nonces"
 
 
+SESSION_SWEEP_SECONDS = 3600.0
+
+
+def sweep_session_leftovers(state: ServerRuntime) -> str:
+    """Delete session recordings past their retention and long-expired relay passes."""
+    with transaction(state.sessions) as session:
+        recordings, passes = sessions.sweep(session, state.blobs, state.settings, now=state.clock())
+    return f"removed {recordings} expired session recordings and {passes} old relay passes"
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
+    Job("session-sweep", lambda settings: SESSION_SWEEP_SECONDS, sweep_session_leftovers),
 )
 
 

@@ -34,6 +34,8 @@ def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callab
             ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
             ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
             access_log=access_log, log_level=settings.log_level, server_header=False,
+            # The session relay pings each side every 5 s: a side gone without a word is closed within 15 s.
+            ws_ping_interval=5.0, ws_ping_timeout=10.0,
         )
     finally:
         state.engine.dispose()

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from protocol.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
@@ -45,7 +45,7 @@ from protocol.tickets import parse_ticket_ref
 from server import ratelimit
 from server.audit import Actor, record, timeline
 from server.blobs.keys import RECORDINGS, key_under
-from server.models import Account, Agent, Pairing, RelayToken, RemoteSession, SessionChat, SessionEventRow, SshKey, Ticket
+from server.models import Account, Agent, Pairing, RelayToken, RemoteSession, SessionChat, SessionEventRow, Ticket
 from server.pairing import paired_ticket
 from server.ratelimit import RetryAfter
 from server.refusals import refusal
@@ -399,7 +399,8 @@ def _end(session: Session, row: RemoteSession, actor: Actor, reason: str, *, now
 
 
 def recording_key(row: RemoteSession) -> str:
-    return key_under(RECORDINGS, row.ticket.label, f"{row.id}.cast")
+    """A fresh blob key for one upload of ``row``'s recording: two racing uploads never share one."""
+    return key_under(RECORDINGS, row.ticket.label, f"{row.id}-{secrets.token_hex(4)}.cast")
 
 
 def check_recording(settings: ServerSettings, row: RemoteSession, declared: int | None) -> int:
@@ -548,3 +549,20 @@ def relay_finished(session: Session, session_id: str, *, bytes_to_pc: int, bytes
     if row is None:
         return
     end(session, row, Actor.system("relay"), reason, bytes_to_pc=bytes_to_pc, bytes_from_pc=bytes_from_pc, now=now)
+
+
+# --- housekeeping -----------------------------------------------------------------------------
+
+
+def sweep(session: Session, blobs: Any, settings: ServerSettings, *, now: datetime, limit: int = 200) -> tuple[int, int]:
+    """Delete recordings past their retention and relay passes a day past their expiry; return (recordings, passes)."""
+    cutoff = now - timedelta(days=settings.sessions.recording_retention_days)
+    expired = list(session.scalars(select(RemoteSession).where(
+        RemoteSession.recording_key.is_not(None), RemoteSession.recording_at <= cutoff).limit(limit)))
+    for row in expired:
+        blobs.delete(row.recording_key)
+        record(session, Actor.system(), "session.recording_expired", "ticket", row.ticket.label, session_id=row.id,
+               size=row.recording_size)
+        row.recording_key = row.recording_size = row.recording_sha256 = None
+    passes = session.execute(delete(RelayToken).where(RelayToken.expires_at < now - timedelta(days=1))).rowcount or 0
+    return len(expired), passes

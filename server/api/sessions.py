@@ -70,6 +70,7 @@ After = Annotated[int, Query(ge=0, le=2**31 - 1, description="Only what came aft
 Wait = Annotated[int, Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for something new.")]
 T = TypeVar("T")
 RECORDING_TYPE = "application/x-asciicast"
+RECORDING_UPLOAD_TYPES = (RECORDING_TYPE, "application/octet-stream")  # the body is checked as asciicast either way
 
 
 def doorbells(request: Request) -> Doorbells:
@@ -196,16 +197,17 @@ def pc_end(session_id: SessionId, body: SessionEnd, agent: CurrentAgent, session
 
 @router.put(
     "/agent/sessions/{session_id}/recording", summary="Attach the session's recording (asciicast v2) to its ticket",
-    openapi_extra={"requestBody": {"required": True, "content": {RECORDING_TYPE: {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        kind: {"schema": {"type": "string", "format": "binary"}} for kind in RECORDING_UPLOAD_TYPES}}},
 )
 async def put_recording(session_id: SessionId, request: Request, state: State, ip: ClientIP) -> SessionPublic:
     declared = request.headers.get("content-length")
     target = agent_requests.request_target(request.scope)
     headers = agent_requests.header_map(request.scope)
-    if headers.get("content-type", "").split(";")[0].strip() != RECORDING_TYPE:
+    if headers.get("content-type", "").split(";")[0].strip().lower() not in RECORDING_UPLOAD_TYPES:
         raise InvalidInputError(f"A recording is sent as {RECORDING_TYPE}.")
 
-    def authorize() -> tuple[str, int]:
+    def authorize() -> tuple[str, int, str]:
         # The signature covers the body's declared digest; the body is checked against it as it arrives.
         now = state.clock()
         agent_id = agent_requests.verify_agent_request(state.sessions, headers, method="PUT", target=target,
@@ -214,9 +216,9 @@ async def put_recording(session_id: SessionId, request: Request, state: State, i
             agent = authenticate_agent(session, agent_id, now=now)
             row = svc.agent_session(session, agent, session_id)
             cap = svc.check_recording(state.settings, row, int(declared) if declared and declared.isdigit() else None)
-        return agent_id, cap
+            return agent_id, cap, svc.recording_key(row)
 
-    agent_id, cap = await run_in_threadpool(authorize)
+    agent_id, cap, key = await run_in_threadpool(authorize)
     data = bytearray()
     received = hashlib.sha256()
     async for block in request.stream():
@@ -230,19 +232,19 @@ async def put_recording(session_id: SessionId, request: Request, state: State, i
     svc.check_asciicast(bytes(data[:4096]))
 
     def store() -> SessionPublic:
-        with transaction(state.sessions) as session:
-            now = state.clock()
-            agent = authenticate_agent(session, agent_id, now=now)
-            row = svc.agent_session(session, agent, session_id)
-            svc.check_recording(state.settings, row, len(data))
-            key = svc.recording_key(row)
-            info = state.blobs.put(key, bytes(data), size_hint=len(data))
-            try:
+        # The blob is written before the transaction that attaches it, so no database lock waits on the disk.
+        info = state.blobs.put(key, bytes(data), size_hint=len(data))
+        try:
+            with transaction(state.sessions) as session:
+                now = state.clock()
+                agent = authenticate_agent(session, agent_id, now=now)
+                row = svc.agent_session(session, agent, session_id)
+                svc.check_recording(state.settings, row, len(data))
                 svc.attach_recording(session, agent, row, key, info.size, received.hexdigest(), now=now)
                 return svc.session_public(row, now)
-            except BaseException:
-                state.blobs.delete(key)
-                raise
+        except BaseException:
+            state.blobs.delete(key)
+            raise
 
     return await run_in_threadpool(store)
 

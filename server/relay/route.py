@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RelaySide
+from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN
 from server import sessions as svc
 from server.api.deps import in_session
 from server.forwarding import client_address, parse_networks

@@ -166,3 +166,22 @@ def test_a_relay_address_that_would_leak_the_token_is_refused(url, monkeypatch):
     monkeypatch.delenv("HELPLINE_INSECURE_HTTP", raising=False)
     with pytest.raises(ConfigError):
         open_relay(ticket(url))
+
+
+def test_a_closed_stream_refuses_to_send_instead_of_hanging():
+    with far_end(echo) as (url, _):
+        stream = open_relay(ticket(url))
+        stream.close()
+        stream._loop.thread.join(TIMEOUT)
+        with pytest.raises(RelayClosed):
+            stream.send(b"late")
+
+
+def test_a_send_larger_than_a_frame_goes_as_several():
+    from agent.relay_socket import MAX_FRAME
+
+    data = os.urandom(MAX_FRAME + 1000)
+    with far_end(echo) as (url, _), open_relay(ticket(url)) as stream:
+        stream.send(data)
+        assert len(stream.recv_frame()) == MAX_FRAME
+        assert stream.recv_frame() == data[MAX_FRAME:]

@@ -253,3 +253,47 @@ def test_a_side_that_leaves_before_the_other_comes_frees_its_place(helpline, liv
         pc.send(b"hi")
         assert recv_exactly(engineer, 2) == b"hi"
     assert helpline.audit("session.relay_refused") == []
+
+
+def test_an_ssh_session_runs_end_to_end_through_the_relay(helpline, live):
+    """paramiko on both ends, each over its relay side's bridged socket, as the PC and `helpline relay` use them."""
+    import paramiko
+
+    from agent.session.host import new_host_key
+    from tests.agent.session.conftest import make_engineer_key
+
+    host_key, engineer_key = new_host_key(), make_engineer_key()
+
+    class Host(paramiko.ServerInterface):
+        def get_allowed_auths(self, username):
+            return "publickey"
+
+        def check_auth_publickey(self, username, key):
+            ok = key.get_base64() == engineer_key.pkey.get_base64()
+            return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+        def check_channel_request(self, kind, chanid):
+            return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    sid, s, pc, engineer = both_sides(helpline, live)
+    server = paramiko.Transport(pc.bridge_to_socket())
+    server.add_server_key(host_key)
+    server.start_server(event=threading.Event(), server=Host())  # negotiates in its own thread
+    client = paramiko.Transport(engineer.bridge_to_socket())
+    try:
+        client.start_client(timeout=TIMEOUT)
+        assert client.get_remote_server_key().get_base64() == host_key.get_base64()  # what the grant pins
+        client.auth_publickey("eve", engineer_key.pkey)
+        channel = client.open_session(timeout=TIMEOUT)
+        served = server.accept(TIMEOUT)
+        channel.sendall(b"hello through the relay")
+        served.settimeout(TIMEOUT)
+        assert served.recv(100) == b"hello through the relay"
+        served.sendall(b"and back")
+        channel.settimeout(TIMEOUT)
+        assert channel.recv(100) == b"and back"
+    finally:
+        client.close()
+        server.close()
+    row = until(lambda: (r := session_row(helpline, sid)).state == "ended" and r, "the session ends")
+    assert row.bytes_to_pc > 0 and row.bytes_from_pc > 0

@@ -8,7 +8,6 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -313,3 +312,34 @@ def test_a_session_runs_out_at_its_granted_duration(helpline, clock):
     shown = helpline.ok("GET", f"sessions/{sid}", s.engineer)
     assert shown["state"] == "ended" and shown["end_reason"] == "the granted time is over"
     assert isinstance(datetime.fromisoformat(shown["ended_at"]), datetime)
+
+
+def test_the_session_sweep_deletes_recordings_past_their_retention(helpline, runtime, clock):
+    from server.jobs import JOBS
+
+    s = setup(helpline)
+    sid, _, _ = approved(helpline, s)
+    helpline.ok("PUT", f"agent/sessions/{sid}/recording", s.pc, content=ASCIICAST,
+                headers={"Content-Type": "application/x-asciicast"})
+    with helpline.db() as db:
+        key = db.get(RemoteSession, sid).recording_key
+    assert runtime.blobs.exists(key)
+    [sweep] = [job for job in JOBS if job.name == "session-sweep"]
+    assert sweep.run(runtime) == "removed 0 expired session recordings and 0 old relay passes"
+    clock.advance(days=91)
+    assert sweep.run(runtime) == "removed 1 expired session recordings and 1 old relay passes"  # the PC's pass
+    assert not runtime.blobs.exists(key)
+    assert helpline.ok("GET", f"sessions/{sid}", helpline.admin())["recording"] is False
+    assert [e.details["session_id"] for e in helpline.audit("session.recording_expired")] == [sid]
+
+
+def test_the_relay_address_follows_the_address_the_request_came_to(helpline, runtime):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    s = setup(helpline)
+    sid, _, _ = approved(helpline, s)
+    with TestClient(create_app(runtime), base_url="https://help.example.com:8443") as tls:
+        answer = tls.post(f"/v1/sessions/{sid}/relay", headers={"Authorization": f"Bearer {s.engineer}"})
+    assert answer.status_code == 200 and answer.json()["url"] == "wss://help.example.com:8443/v1/relay"

@@ -10,11 +10,13 @@ it never appears in an argument list or in a printed ssh_config.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -393,29 +395,36 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def pump(stream, read_fd: int = 0, write_fd: int = 1, read_size: int = 256 * 1024) -> None:
-    """Copy ``read_fd`` to the relay and the relay to ``write_fd`` until either side ends.
+def _copy(src: int, dst: int, size: int = 256 * 1024) -> None:
+    """Copy ``src`` to ``dst`` with large reads until ``src`` ends."""
+    while data := os.read(src, size):
+        _write_all(dst, data)
 
-    Large reads, frames forwarded whole: no per-byte work. Returns when the relay
-    closes or ``read_fd`` reaches its end (the relay side is then closed).
+
+def pump(bridge: socket.socket, read_fd: int = 0, write_fd: int = 1) -> None:
+    """Copy ``read_fd`` into the relay's ``bridge`` socket and the bridge to ``write_fd`` until either side ends.
+
+    The end of ``read_fd`` shuts the bridge for writing (the relay side then ends);
+    the relay's end shows as the bridge's end of file. No per-byte work happens
+    here: the relay client frames what the socket carries.
     """
+
     def upstream() -> None:
         try:
-            while data := os.read(read_fd, read_size):
-                stream.send(data)
-        except (OSError, HelplineError):
-            pass  # the relay side is closed below; the other direction then ends too
+            _copy(read_fd, bridge.fileno())
+        except OSError:
+            pass  # the bridge closed: the other direction ends too
         finally:
-            stream.close()
+            with contextlib.suppress(OSError):
+                bridge.shutdown(socket.SHUT_WR)
 
     threading.Thread(target=upstream, name="helpline-relay-up", daemon=True).start()
     try:
-        while frame := stream.recv_frame():
-            _write_all(write_fd, frame)
+        _copy(bridge.fileno(), write_fd)
     except BrokenPipeError:
-        pass
+        pass  # ssh went away
     finally:
-        stream.close()
+        bridge.close()
 
 
 def relay(target: Annotated[str, typer.Argument(metavar="SESSION", help="The session id, as `helpline connect` writes it.")]) -> None:
@@ -434,7 +443,7 @@ def relay(target: Annotated[str, typer.Argument(metavar="SESSION", help="The ses
         session = find_session(client, target, wanted=(SessionState.APPROVED, SessionState.ACTIVE), what="approved")
         ticket = client.engineer_relay_ticket(session.id)
     stream = open_relay(ticket)
-    pump(stream)
+    pump(stream.bridge_to_socket())
 
 
 # --- listing, chat, recordings ---------------------------------------------------------------------------------

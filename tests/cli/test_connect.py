@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
@@ -217,31 +218,8 @@ def test_openssh_reads_the_printed_config_as_meant(tmp_path):
 # --- the relay pump ---------------------------------------------------------------------------------------------
 
 
-class FakeStream:
-    """A relay side: frames to hand out, and what was sent."""
-
-    def __init__(self, frames: list[bytes]):
-        self.frames = list(frames)
-        self.sent: list[bytes] = []
-        self.closed = threading.Event()
-        self.release = threading.Event()
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def recv_frame(self) -> bytes:
-        if self.frames:
-            return self.frames.pop(0)
-        self.release.wait(5)  # the relay stays open until the other direction is done
-        return b""
-
-    def close(self) -> None:
-        self.closed.set()
-        self.release.set()
-
-
-def test_the_pump_carries_both_directions_and_closes_the_relay_at_the_end_of_input():
-    stream = FakeStream([b"SSH-2.0-PC\r\n", b"x" * 300_000])
+def test_the_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_input():
+    ours, relay_end = socket.socketpair()  # the relay client's bridge, as agent.relay_socket makes it
     up_read, up_write = os.pipe()
     down_read, down_write = os.pipe()
     os.write(up_write, b"SSH-2.0-OpenSSH\r\n")
@@ -249,12 +227,23 @@ def test_the_pump_carries_both_directions_and_closes_the_relay_at_the_end_of_inp
     received = bytearray()
     reader = threading.Thread(target=lambda: received.extend(_read_all(down_read)))
     reader.start()
-    connect.pump(stream, up_read, down_write)
+    from_ssh = bytearray()
+
+    def relay() -> None:  # the relay client: sends the PC's bytes, reads until our end shuts, then closes
+        relay_end.sendall(b"SSH-2.0-PC\r\n" + b"x" * 300_000)
+        while chunk := relay_end.recv(65536):
+            from_ssh.extend(chunk)
+        relay_end.close()
+
+    relay_thread = threading.Thread(target=relay)
+    relay_thread.start()
+    connect.pump(ours, up_read, down_write)
     os.close(down_write)
     reader.join(5)
-    assert b"".join(stream.sent) == b"SSH-2.0-OpenSSH\r\n"
+    relay_thread.join(5)
+    assert bytes(from_ssh) == b"SSH-2.0-OpenSSH\r\n"
     assert bytes(received) == b"SSH-2.0-PC\r\n" + b"x" * 300_000
-    assert stream.closed.is_set()
+    assert ours.fileno() == -1  # closed
     os.close(up_read)
     os.close(down_read)
 

@@ -68,7 +68,7 @@ def offer(desk, terminals) -> UserTerminal:
 def test_an_approved_session_runs_a_command_and_its_recording_plays_back(desk, terminals, runs):
     user = offer(desk, terminals)
     run = EngineerRun(desk, desk.ticket, "--scope", "control", "--key", str(desk.key), "--",
-                      "-o", "BatchMode=yes", "echo hello-from-$(hostname -s); exit 3")
+                      "-o", "BatchMode=yes", "echo hello-from-$(hostname -s); sleep 1; exit 3")
     runs.append(run)
     prompt = user.asked()
     assert b"alice" in prompt.lower() and desk.ticket.encode() in prompt  # who asks and for which ticket

@@ -393,12 +393,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Ask for a larger pipe buffer on ``fd`` if it is a pipe (Linux; capped by fs.pipe-max-size); else nothing."""
+    import fcntl
+
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    try:
+        if setting is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, setting, size)
+    except OSError:
+        pass  # the default pipe still works
+
+
 def pump(stream, read_fd: int = 0, write_fd: int = 1, read_size: int = 256 * 1024) -> None:
     """Copy ``read_fd`` to the relay and the relay to ``write_fd`` until either side ends.
 
     Large reads, frames forwarded whole: no per-byte work. Returns when the relay
-    closes or ``read_fd`` reaches its end (the relay side is then closed).
+    closes or ``read_fd`` reaches its end (the relay side is then closed). ssh talks
+    to this ProxyCommand over pipes; widened from 64 KiB, they let both sides move
+    a whole read at a time.
     """
+    if os.name != "nt":
+        _widen_pipe(read_fd)
+        _widen_pipe(write_fd)
     def upstream() -> None:
         try:
             while data := os.read(read_fd, read_size):

@@ -39,6 +39,9 @@ from protocol.sessions import RELAY_BAD_TOKEN, RELAY_ENDED, RELAY_NO_PEER, RELAY
 MAX_FRAME = 4 << 20
 #: How much one read from the local socket may take before it is sent as one frame.
 READ_SIZE = 256 << 10
+#: Socket buffer asked for on each end of the bridge pair (the system caps it at net.core.wmem_max/rmem_max):
+#: a few reads' worth, so neither the SSH transport nor the pump waits on the other for every block.
+BRIDGE_BUFFER = 4 << 20
 T = TypeVar("T")
 
 
@@ -219,8 +222,8 @@ class RelayStream:
         """
         ours, theirs = socket.socketpair()
         for end in (ours, theirs):
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BRIDGE_BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BRIDGE_BUFFER)
         ours.setblocking(False)
         self._bridge = self._loop.submit(self._pump(ours))
         return theirs

@@ -38,7 +38,7 @@ from paramiko.common import (
 )
 
 from agent.session.files import UserFiles
-from agent.session.pty import Terminal, login_shell, shell_environment, start_terminal
+from agent.session.pty import Piped, Terminal, login_shell, shell_environment, start_piped, start_terminal
 from agent.session.recording import Recording
 from protocol.errors import ForbiddenError, InvalidInputError
 from protocol.grants import Scope, SessionGrant, openssh_key_blob, verification_string
@@ -51,7 +51,8 @@ MAX_PACKET_SIZE = 128 * 1024
 # Only AES-GCM is offered: the client's order decides among shared ciphers, and OpenSSH (since 6.2)
 # lists CTR first, so offering CTR too would give up authenticated encryption and AES-NI throughput.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-READ_SIZE = 64 * 1024
+# One read moves up to this much: a bulk copy costs one Python round per 256 KiB, not per packet.
+READ_SIZE = 256 * 1024
 # Like OpenSSH's MaxAuthTries: after this many refused keys a connection cannot authenticate any more.
 MAX_AUTH_TRIES = 6
 POLL = 0.1
@@ -91,7 +92,7 @@ class _Connection:
     """One engineer SSH connection and what runs for it."""
 
     transport: paramiko.Transport
-    terminals: list[Terminal] = field(default_factory=list)
+    terminals: list[Terminal | Piped] = field(default_factory=list)
     sockets: dict[int, socket.socket] = field(default_factory=dict)
     forwards: list[socket.socket] = field(default_factory=list)
     key: paramiko.PKey | None = None
@@ -342,8 +343,13 @@ class SessionHost:
         if not self.allows(Scope.CONTROL):
             return False
         shell = login_shell()
-        term, cols, rows = pty or ("dumb", 80, 24)
-        terminal = start_terminal([shell, "-c", command], cols=cols, rows=rows, term=term, env=shell_environment(shell, term), raw=pty is None)
+        if pty is None:  # no terminal asked: three pipes, as an SSH server runs such a command
+            piped = start_piped([shell, "-c", command], env=shell_environment(shell, "dumb"))
+            connection.terminals.append(piped)
+            self._pump_piped(channel, piped)
+            return True
+        term, cols, rows = pty
+        terminal = start_terminal([shell, "-c", command], cols=cols, rows=rows, term=term, env=shell_environment(shell, term))
         connection.terminals.append(terminal)
         self._pump(channel, terminal, interactive=False)
         return True
@@ -383,6 +389,65 @@ class SessionHost:
     def _pump(self, channel: paramiko.Channel, terminal: Terminal, *, interactive: bool) -> None:
         threading.Thread(target=self._output, args=(channel, terminal, interactive), name="helpline-session-out", daemon=True).start()
         threading.Thread(target=self._input, args=(channel, terminal, interactive), name="helpline-session-in", daemon=True).start()
+
+    def _pump_piped(self, channel: paramiko.Channel, command: Piped) -> None:
+        """Output to the channel, errors to its error stream, input (while control is held) to the command.
+
+        The exit status goes out once the command has exited and its output has been
+        sent; what it left running in the background ends with it, as for a command in a terminal.
+        """
+
+        def copy_out(read: Callable[[int], bytes], send: Callable[[bytes], None]) -> None:
+            sending = True
+            while data := read(READ_SIZE):  # read to the end, so the pipe closes here
+                if self.recording is not None:
+                    self.recording.output(data)
+                if sending:
+                    try:
+                        send(data)
+                    except (OSError, EOFError, paramiko.SSHException):
+                        sending = False  # the channel went away; the command still ends below
+
+        def copy_in() -> None:
+            taking = True
+            try:
+                while data := channel.recv(READ_SIZE):
+                    if taking and self.allows(Scope.CONTROL):
+                        if self.recording is not None:
+                            self.recording.input(data)
+                        try:
+                            command.write(data)
+                        except OSError:
+                            taking = False  # the command stopped reading; the rest is dropped
+            except (OSError, EOFError, paramiko.SSHException):
+                log.debug("command input stopped", exc_info=True)
+            command.close_input()
+            while not channel.closed and not command.ended and not self._ended.is_set():
+                time.sleep(POLL)
+            if channel.closed and not command.ended:
+                command.end(self.grace)  # the engineer closed the channel before the command finished
+
+        def finish(readers: list[threading.Thread]) -> None:
+            status = command.wait()
+            command.end(self.grace)  # jobs the command left behind end with it, so the output pipes close
+            for reader in readers:
+                reader.join(self.grace + 5)
+            try:
+                if not channel.closed:
+                    channel.send_exit_status(status if status is not None and status >= 0 else 255)
+                    channel.shutdown_write()
+                    channel.close()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+
+        readers = [
+            threading.Thread(target=copy_out, args=(command.read, channel.sendall), name="helpline-command-out", daemon=True),
+            threading.Thread(target=copy_out, args=(command.read_errors, channel.sendall_stderr), name="helpline-command-err", daemon=True),
+        ]
+        for thread in readers:
+            thread.start()
+        threading.Thread(target=copy_in, name="helpline-command-in", daemon=True).start()
+        threading.Thread(target=finish, args=(readers,), name="helpline-command-end", daemon=True).start()
 
     def _splice(self, channel: paramiko.Channel, target: socket.socket) -> None:
         """Copy bytes both ways between a forward channel and its loopback target until either side closes."""

@@ -1,11 +1,14 @@
-"""The user's shell in a pseudo-terminal: start, resize, read, write, and end with every process it started.
+"""The user's shell in a pseudo-terminal, and commands on pipes: start, read, write, and end with every process started.
 
 Besides :mod:`agent.execute`, this is the one module of ``agent`` that starts a
-process: an interactive terminal needs a PTY as its controlling terminal and none
-of the executor's deadlines or output caps. The shell gets its own session and
-process group; ending it hangs up every process group of that session, then kills
-what is left after a grace, so nothing the engineer started outlives the session.
-POSIX only: on Windows, :func:`start_terminal` raises a clear error.
+process: an interactive terminal needs a PTY as its controlling terminal, and a
+session's commands need none of the executor's deadlines or output caps. A shell
+(:func:`start_terminal`) runs in a PTY; a command the engineer runs without asking
+for a terminal (:func:`start_piped`) gets three pipes, as an SSH server gives it,
+so bulk copies are not paced by a PTY's small buffer. Either way the process gets
+its own session and process group; ending it hangs up every process group of that
+session, then kills what is left after a grace, so nothing the engineer started
+outlives the session. POSIX only: on Windows, both raise a clear error.
 """
 
 from __future__ import annotations
@@ -80,71 +83,25 @@ def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-class Terminal:
-    """A process running in its own PTY and session; the master side is read and written here."""
+class _SessionProcess:
+    """A process leading its own session: wait for it, find every process of its session, end them all."""
 
-    def __init__(self, process: subprocess.Popen, master: int):
+    def __init__(self, process: subprocess.Popen):
         self._process = process
-        self.master = master
         self.pid = process.pid
         self.pgid = process.pid  # a session leader leads its own process group
         self._closed = False
         self._end_lock = threading.Lock()
 
-    def read(self, size: int = 65536) -> bytes:
-        """Up to ``size`` bytes of output; b"" once the terminal has no more (the shell and its jobs exited).
-
-        A PTY hands out a few KiB per read; what is already waiting is gathered into
-        one block, so a burst of output travels in a few large SSH packets, not many small ones.
-        """
-        try:
-            first = os.read(self.master, size)
-        except OSError:  # EIO on Linux once the slave side is closed everywhere
-            return b""
-        if not first or len(first) >= size:
-            return first
-        chunks, total = [first], len(first)
-        try:
-            while total < size and select.select([self.master], [], [], 0)[0]:
-                more = os.read(self.master, size - total)
-                if not more:
-                    break
-                chunks.append(more)
-                total += len(more)
-        except OSError:
-            pass  # the end shows up on the next read
-        return first if len(chunks) == 1 else b"".join(chunks)
-
-    def readable(self, timeout: float) -> bool:
-        """True when output (or the end) is waiting, within ``timeout`` seconds; False after an end() too."""
-        try:
-            return bool(select.select([self.master], [], [], timeout)[0])
-        except (OSError, ValueError):
-            return False
-
-    def write(self, data: bytes | memoryview) -> None:
-        """Send ``data`` as keystrokes to the shell."""
-        view = memoryview(data)
-        while view:
-            written = os.write(self.master, view)
-            view = view[written:]
-
-    def resize(self, cols: int, rows: int) -> None:
-        """Tell the terminal its new size (the shell gets SIGWINCH)."""
-        cols, rows = max(1, min(cols, 10000)), max(1, min(rows, 10000))
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def size(self) -> tuple[int, int]:
-        """(cols, rows) as the terminal has them now."""
-        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(self.master, termios.TIOCGWINSZ, b"\0" * 8))
-        return cols, rows
+    def _close_fds(self) -> None:
+        raise NotImplementedError
 
     def poll(self) -> int | None:
-        """The shell's exit status once it has exited, else None."""
+        """The exit status once it has exited, else None."""
         return self._process.poll()
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Wait up to ``timeout`` seconds for the shell to exit; return its status or None if it still runs."""
+        """Wait up to ``timeout`` seconds for the process to exit; return its status or None if it still runs."""
         try:
             return self._process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -200,7 +157,7 @@ class Terminal:
     def end(self, grace: float = 1.0) -> int | None:
         """Hang up every process group of the shell's session, kill what is left after ``grace``, reap the shell.
 
-        Safe to call more than once and from any thread; returns the shell's exit status.
+        Safe to call more than once and from any thread; returns the exit status of the session leader.
         """
         with self._end_lock:
             if not self._closed:
@@ -214,10 +171,7 @@ class Terminal:
                 until = time.monotonic() + 2
                 while time.monotonic() < until and self.members():
                     time.sleep(0.02)
-                try:
-                    os.close(self.master)
-                except OSError:
-                    pass
+                self._close_fds()
                 self._closed = True
                 return status
             return self._process.poll()
@@ -225,6 +179,68 @@ class Terminal:
     @property
     def ended(self) -> bool:
         return self._closed
+
+
+class Terminal(_SessionProcess):
+    """A process running in its own PTY and session; the master side is read and written here."""
+
+    def __init__(self, process: subprocess.Popen, master: int):
+        super().__init__(process)
+        self.master = master
+
+    def _close_fds(self) -> None:
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+    def read(self, size: int = 65536) -> bytes:
+        """Up to ``size`` bytes of output; b"" once the terminal has no more (the shell and its jobs exited).
+
+        A PTY hands out a few KiB per read; what is already waiting is gathered into
+        one block, so a burst of output travels in a few large SSH packets, not many small ones.
+        """
+        try:
+            first = os.read(self.master, size)
+        except OSError:  # EIO on Linux once the slave side is closed everywhere
+            return b""
+        if not first or len(first) >= size:
+            return first
+        chunks, total = [first], len(first)
+        try:
+            while total < size and select.select([self.master], [], [], 0)[0]:
+                more = os.read(self.master, size - total)
+                if not more:
+                    break
+                chunks.append(more)
+                total += len(more)
+        except OSError:
+            pass  # the end shows up on the next read
+        return first if len(chunks) == 1 else b"".join(chunks)
+
+    def readable(self, timeout: float) -> bool:
+        """True when output (or the end) is waiting, within ``timeout`` seconds; False after an end() too."""
+        try:
+            return bool(select.select([self.master], [], [], timeout)[0])
+        except (OSError, ValueError):
+            return False
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Send ``data`` as keystrokes to the shell."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self.master, view)
+            view = view[written:]
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Tell the terminal its new size (the shell gets SIGWINCH)."""
+        cols, rows = max(1, min(cols, 10000)), max(1, min(rows, 10000))
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def size(self) -> tuple[int, int]:
+        """(cols, rows) as the terminal has them now."""
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(self.master, termios.TIOCGWINSZ, b"\0" * 8))
+        return cols, rows
 
 
 def start_terminal(
@@ -279,3 +295,120 @@ def start_terminal(
     return Terminal(process, master)
 
 
+
+
+# A pipe holds 64 KiB unless asked for more; a larger one lets a bulk copy move in
+# large blocks (Linux only, capped by /proc/sys/fs/pipe-max-size; elsewhere the default stays).
+PIPE_SIZE = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setting is None:
+        return
+    try:
+        fcntl.fcntl(fd, setting, PIPE_SIZE)
+    except OSError:
+        pass  # over the system's limit: the default size still works
+
+
+class Piped(_SessionProcess):
+    """A command running in its own session with three pipes: input written here, output and errors read apart.
+
+    Each of :meth:`read` and :meth:`read_errors` belongs to one reader thread, which
+    reads until b"" (that closes the pipe's end here); :meth:`end` ends every process
+    of the command's session, so whatever still held the pipes lets go of them and
+    the readers see their end. Closing the output pipes from another thread while a
+    read waits on them could hand the read another file that took the same number,
+    so only the readers close them.
+    """
+
+    def __init__(self, process: subprocess.Popen, stdin: int, stdout: int, stderr: int):
+        super().__init__(process)
+        self._fds = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+        self._fd_lock = threading.Lock()
+
+    def _release(self, name: str) -> None:
+        with self._fd_lock:
+            fd = self._fds[name]
+            self._fds[name] = -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _read(self, name: str, size: int) -> bytes:
+        fd = self._fds[name]
+        if fd < 0:
+            return b""
+        try:
+            data = os.read(fd, size)
+        except OSError:
+            data = b""
+        if not data:
+            self._release(name)
+        return data
+
+    def read(self, size: int = 256 << 10) -> bytes:
+        """Up to ``size`` bytes of the command's output; b"" once every process holding its output is gone."""
+        return self._read("stdout", size)
+
+    def read_errors(self, size: int = 256 << 10) -> bytes:
+        """Up to ``size`` bytes of the command's error output; b"" at its end."""
+        return self._read("stderr", size)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Send ``data`` to the command's input; OSError (BrokenPipeError) once the command no longer reads it."""
+        fd = self._fds["stdin"]
+        if fd < 0:
+            raise BrokenPipeError("the command's input is closed")
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def close_input(self) -> None:
+        """The end of input: the command reads end-of-file."""
+        self._release("stdin")
+
+    def _close_fds(self) -> None:
+        self._release("stdin")
+
+
+def start_piped(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None) -> Piped:
+    """Start ``argv`` in a new session with its input, output and errors on three separate pipes, no terminal.
+
+    The working directory is the user's home (``env["HOME"]``) unless ``cwd`` says otherwise.
+    """
+    _require_posix()
+    parent_ends: list[int] = []
+    child_ends: list[int] = []
+    try:
+        for reading_child in (True, False, False):  # stdin, stdout, stderr
+            read_end, write_end = os.pipe()
+            _widen(write_end)
+            child, parent = (read_end, write_end) if reading_child else (write_end, read_end)
+            child_ends.append(child)
+            parent_ends.append(parent)
+        directory = cwd or Path(env.get("HOME") or "/")
+        if not directory.is_dir():
+            directory = Path("/")
+        process = subprocess.Popen(
+            list(argv),
+            stdin=child_ends[0],
+            stdout=child_ends[1],
+            stderr=child_ends[2],
+            cwd=directory,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        for fd in parent_ends:
+            os.close(fd)
+        raise ConfigError(f"The command {argv[0]} could not be started: {exc.strerror or exc}.") from exc
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    return Piped(process, *parent_ends)

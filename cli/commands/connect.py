@@ -401,13 +401,30 @@ def _copy(src: int, dst: int, size: int = 256 * 1024) -> None:
         _write_all(dst, data)
 
 
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Ask for a larger pipe buffer on ``fd`` if it is a pipe (Linux; capped by fs.pipe-max-size); else nothing."""
+    import fcntl
+
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    try:
+        if setting is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, setting, size)
+    except OSError:
+        pass  # the default pipe still works
+
+
 def pump(bridge: socket.socket, read_fd: int = 0, write_fd: int = 1) -> None:
     """Copy ``read_fd`` into the relay's ``bridge`` socket and the bridge to ``write_fd`` until either side ends.
 
     The end of ``read_fd`` shuts the bridge for writing (the relay side then ends);
     the relay's end shows as the bridge's end of file. No per-byte work happens
-    here: the relay client frames what the socket carries.
+    here: the relay client frames what the socket carries. ssh talks to this
+    ProxyCommand over pipes; widened from 64 KiB, they let both sides move a
+    whole read at a time.
     """
+    if os.name != "nt":
+        _widen_pipe(read_fd)
+        _widen_pipe(write_fd)
 
     def upstream() -> None:
         try:

@@ -382,3 +382,111 @@ def test_end_of_input_leaves_a_command_running_to_its_end(connect, make_grant, e
         output += chunk
     assert output == b"finished\n"
     assert channel.recv_exit_status() == 0
+
+
+def _drain(channel: paramiko.Channel) -> tuple[bytes, bytes]:
+    """Everything the command wrote to its output and to its errors, until the channel's end (bounded by its timeout)."""
+    channel.settimeout(5)
+    output = errors = b""
+    while chunk := channel.recv(65536):
+        output += chunk
+    while chunk := channel.recv_stderr(65536):
+        errors += chunk
+    return output, errors
+
+
+def test_exec_without_a_pty_runs_on_pipes_with_errors_apart(connect, make_grant, engineer):
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    channel.exec_command("test -t 0 || echo no-terminal; echo out=$((2*3)); echo err=$((3*3)) >&2; exit 5")
+    output, errors = _drain(channel)
+    assert output == b"no-terminal\nout=6\n"
+    assert errors == b"err=9\n"
+    assert channel.recv_exit_status() == 5
+
+
+def test_exec_with_a_pty_request_still_gets_a_terminal(connect, make_grant, engineer):
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    channel.get_pty("xterm", 90, 20)
+    channel.exec_command("test -t 0 && echo terminal; echo err >&2")
+    output, errors = _drain(channel)
+    assert output.replace(b"\r\n", b"\n") == b"terminal\nerr\n"  # one stream, as in any terminal
+    assert errors == b""
+    assert channel.recv_exit_status() == 0
+
+
+def test_the_end_of_input_reaches_the_command_and_bytes_pass_unchanged(connect, make_grant, engineer):
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    payload = os.urandom(3 * 1024 * 1024 + 17)  # several reads and windows' worth, every byte value
+    channel = link.client.open_session(timeout=5)
+    channel.exec_command("cat; echo done >&2")
+    received = bytearray()
+
+    def collect() -> None:
+        channel.settimeout(10)
+        while chunk := channel.recv(1 << 20):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    channel.sendall(payload)
+    channel.shutdown_write()  # cat only ends when it reads end-of-file
+    reader.join(15)
+    assert not reader.is_alive()
+    assert bytes(received) == payload
+    assert channel.recv_stderr(100) == b"done\n"
+    assert channel.recv_exit_status() == 0
+
+
+def test_a_command_that_stops_reading_still_ends_with_its_status(connect, make_grant, engineer):
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    channel.exec_command("head -c 10 > /dev/null; echo read-ten")
+    channel.sendall(b"x" * (4 * 1024 * 1024))  # far more than the command takes
+    channel.shutdown_write()
+    output, _ = _drain(channel)
+    assert output == b"read-ten\n"
+    assert channel.recv_exit_status() == 0
+
+
+def test_taking_control_back_stops_input_to_a_running_command(connect, make_grant, engineer, tmp_path):
+    target = tmp_path / "written-by-command"
+    link = connect(make_grant(scopes={"view", "control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    channel.exec_command(f"cat > {target}; echo closed")
+    channel.sendall(b"before\n")
+    assert _wait_for(lambda: target.exists() and target.read_bytes() == b"before\n")
+    link.host.revoke("control")
+    channel.sendall(b"after\n")
+    channel.shutdown_write()
+    output, _ = _drain(channel)
+    assert output == b"closed\n"
+    assert target.read_bytes() == b"before\n"
+    assert channel.recv_exit_status() == 0
+
+
+@pytest.mark.parametrize("ending", ["session-end", "channel-close"])
+def test_a_piped_command_and_everything_it_started_end_with_the_session_or_its_channel(connect, make_grant, engineer, ending):
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    # A job in the background, one in its own process group that ignores the hangup, and the command itself.
+    channel.exec_command("sleep 300 & echo job=$!; set -m; sh -c 'trap \"\" HUP; exec sleep 301' & echo deaf=$!; echo leader=$$; sleep 302")
+    out = read_until(channel, "leader=")
+    while not re.search(r"leader=\d+\n", out):
+        out += read_until(channel, "\n")
+    pids = [int(re.search(rf"{name}=(\d+)", out).group(1)) for name in ("job", "deaf", "leader")]
+    assert not any(_pid_gone(pid) for pid in pids)
+    if ending == "session-end":
+        link.host.end("the user pressed the end key")
+        assert link.host.wait(5)
+    else:
+        channel.close()
+    assert _wait_for(lambda: all(_pid_gone(pid) for pid in pids), within=5)
+    assert _wait_for(lambda: _gone(pids[2]), within=5)  # the command's own process group, zombies reaped too

@@ -120,3 +120,25 @@ def test_on_windows_sessions_say_they_are_not_available(monkeypatch):
         start_terminal(["/bin/sh"])
     with pytest.raises(HelplineError, match="not available on Windows"):
         login_shell()
+
+
+def test_a_piped_command_reads_its_input_to_the_end_and_keeps_errors_apart():
+    from agent.session.pty import start_piped
+
+    command = start_piped(["/bin/sh", "-c", "wc -c; echo oops >&2; exit 4"], env=shell_environment("/bin/sh", "dumb"))
+    try:
+        command.write(b"x" * 100000)
+        command.close_input()
+        output = errors = b""
+        while chunk := command.read():
+            output += chunk
+        while chunk := command.read_errors():
+            errors += chunk
+        assert output.strip() == b"100000"
+        assert errors == b"oops\n"
+        assert command.wait(5) == 4
+        with pytest.raises(OSError):
+            command.write(b"more")  # the input is closed
+    finally:
+        command.end(grace=0.3)
+    assert command.ended and command.members() == []

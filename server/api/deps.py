@@ -103,8 +103,22 @@ async def in_session(state: ServerRuntime, work: Callable[[Session], T], *, writ
     connection. The session is a write session if ``writes``, else a read one;
     a failure rolls back and keeps only its refusals' traces.
     """
-    async with _session_in_slot(state, writes=writes) as session:
-        return await run_in_threadpool(work, session)
+    factory = state.sessions if writes else state.read_sessions
+    async with state.request_slots.slot():
+        # One trip to a worker thread for the work and the commit (or rollback): restic's REST
+        # routes call this a few times per request, and each trip costs more than the work.
+        # A worker thread runs to its end even if the request is cancelled, so the session always ends.
+        return await run_in_threadpool(_work_and_end, state, factory(), work)
+
+
+def _work_and_end(state: ServerRuntime, session: Session, work: Callable[[Session], T]) -> T:
+    try:
+        result = work(session)
+    except BaseException:
+        _end_session(state, session, False)
+        raise
+    _end_session(state, session, True)
+    return result
 
 
 async def get_read_session(session: RequestSession) -> Session:

@@ -261,10 +261,11 @@ class LocalBlobStore(BlobStore):
             temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
         )
         try:
+            # Not fsynced: the sidecar only spares re-hashing. One lost or torn in a crash fails to
+            # parse or to describe this very file (inode, size, mtime), and the blob is hashed again;
+            # the blob itself is fsynced, and the folder once after both renames.
             with os.fdopen(fd, "wb") as out:
                 out.write(json.dumps(record).encode())
-                out.flush()
-                os.fsync(out.fileno())
             os.replace(temp_name, name + _SIDECAR_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -4,6 +4,7 @@ the consented grant's scopes name, and end with the shell and everything it star
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 import threading
@@ -203,7 +204,8 @@ def test_sftp_moves_files_byte_identical_with_the_files_scope(connect, make_gran
     sftp.get(str(tmp_path / "uploaded.bin"), str(tmp_path / "downloaded.bin"))
     assert (tmp_path / "downloaded.bin").read_bytes() == payload
     assert sorted(sftp.listdir(str(tmp_path))) == ["downloaded.bin", "local.bin", "uploaded.bin"]
-    assert sftp.normalize(".") == os.path.expanduser("~")  # relative paths start at the user's home
+    home = pwd.getpwuid(os.getuid()).pw_dir if servers else os.path.expanduser("~")
+    assert os.path.realpath(sftp.normalize(".")) == os.path.realpath(home)  # relative paths start at the user's home
     children = link.host.sftp_server_pids
     assert len(children) == (1 if servers else 0)  # no binary listed: the Python server answers
     link.host.revoke("files")
@@ -504,8 +506,11 @@ def test_a_command_that_stops_reading_still_ends_with_its_status(connect, make_g
     link.login(engineer.pkey)
     channel = link.client.open_session(timeout=5)
     channel.exec_command("head -c 10 > /dev/null; echo read-ten")
-    channel.sendall(b"x" * (4 * 1024 * 1024))  # far more than the command takes
-    channel.shutdown_write()
+    try:
+        channel.sendall(b"x" * (4 * 1024 * 1024))  # far more than the command takes
+        channel.shutdown_write()
+    except OSError:
+        pass  # the command ended and the host closed the channel before all of it was sent
     output, _ = _drain(channel)
     assert output == b"read-ten\n"
     assert channel.recv_exit_status() == 0

@@ -6,8 +6,9 @@ session channel whose shell output the engineer sees but whose input is dropped;
 control lets input reach the shell and allows ``exec``; files allows the ``sftp``
 subsystem (the system's OpenSSH ``sftp-server`` as the user's child on pipes, or the
 Python server of :mod:`agent.session.files` where there is none); forward allows
-``direct-tcpip`` to loopback targets only. Only the engineer key named in the grant authenticates, only after the user consented to
-exactly that grant, and only within its validity. The user can take scopes back at
+``direct-tcpip`` to loopback targets only. Only the engineer key named in the grant
+authenticates, only after the user consented to exactly that grant, and only within
+its validity. The user can take scopes back at
 any moment, and the session ends (shell and every process it started included) at
 the grant's expiry or maximum duration, whichever comes first.
 """

@@ -4,6 +4,12 @@ The session runs in the user's own process, so the operating system already limi
 what this can touch to what the user may; nothing here widens or narrows that.
 Paths are taken as the engineer's client sends them: absolute, or relative to the
 user's home.
+
+When the system has OpenSSH's own ``sftp-server``, the session runs that instead
+(a child of the user's session process, so again with the user's rights and no
+more): it answers each request in compiled code, where the server here answers in
+Python. The binary is looked for only at a short fixed list of absolute paths,
+never through ``PATH``, so nothing the user's environment says can swap it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,32 @@ from paramiko.sftp import SFTP_OK
 from paramiko.sftp_attr import SFTPAttributes
 from paramiko.sftp_handle import SFTPHandle
 from paramiko.sftp_server import SFTPServer
+
+# Where Debian/Ubuntu, Fedora/RHEL and macOS install OpenSSH's SFTP server; the first executable one is used.
+SFTP_SERVERS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/lib/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
+
+
+def find_sftp_server(candidates: tuple[str, ...] | list[str] = SFTP_SERVERS) -> str | None:
+    """The first of ``candidates`` that is an absolute path to an executable regular file, or None."""
+    for path in candidates:
+        if os.path.isabs(path) and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def sftp_server_argv(binary: str) -> list[str]:
+    """How the session starts ``binary``: log to its error pipe (``-e``), not to the system log.
+
+    It starts in the user's home (its working directory), serves with the user's
+    rights, reads and writes (no ``-R``: the files scope is file transfer both ways),
+    and ends at the end of its input, as under an SSH server.
+    """
+    return [binary, "-e"]
 
 
 class OpenFile(SFTPHandle):

@@ -4,9 +4,11 @@ Deny by default: every authentication method, channel type, request, subsystem a
 forward is refused unless the grant's scopes, still held, name it — view gives a
 session channel whose shell output the engineer sees but whose input is dropped;
 control lets input reach the shell and allows ``exec``; files allows the ``sftp``
-subsystem; forward allows ``direct-tcpip`` to loopback targets only. Only the
-engineer key named in the grant authenticates, only after the user consented to
-exactly that grant, and only within its validity. The user can take scopes back at
+subsystem (the system's OpenSSH ``sftp-server`` as the user's child on pipes, or the
+Python server of :mod:`agent.session.files` where there is none); forward allows
+``direct-tcpip`` to loopback targets only. Only the engineer key named in the grant
+authenticates, only after the user consented to exactly that grant, and only within
+its validity. The user can take scopes back at
 any moment, and the session ends (shell and every process it started included) at
 the grant's expiry or maximum duration, whichever comes first.
 """
@@ -37,10 +39,10 @@ from paramiko.common import (
     OPEN_SUCCEEDED,
 )
 
-from agent.session.files import UserFiles
+from agent.session.files import SFTP_SERVERS, UserFiles, find_sftp_server, sftp_server_argv
 from agent.session.pty import Piped, Terminal, login_shell, shell_environment, start_piped, start_terminal
 from agent.session.recording import Recording
-from protocol.errors import ForbiddenError, InvalidInputError
+from protocol.errors import ConfigError, ForbiddenError, InvalidInputError
 from protocol.grants import Scope, SessionGrant, openssh_key_blob, verification_string
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,9 @@ class SessionHost:
     verification string and the SSH user name once the engineer's key has
     authenticated; ``on_output`` gets every byte the shell shows (the user's mirror);
     ``on_end`` gets the reason the session ended. ``shell`` replaces the user's login
-    shell (tests). The maximum duration counts from the host's creation.
+    shell (tests). ``sftp_servers`` lists the absolute paths where OpenSSH's
+    ``sftp-server`` may be (empty: always the Python server). The maximum duration
+    counts from the host's creation.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class SessionHost:
         on_output: Callable[[bytes], None] | None = None,
         on_end: Callable[[str], None] | None = None,
         shell: Sequence[str] | None = None,
+        sftp_servers: Sequence[str] = SFTP_SERVERS,
         clock: Callable[[], datetime] = _utcnow,
         skew: timedelta = timedelta(seconds=60),
         grace: float = 1.0,
@@ -133,6 +138,7 @@ class SessionHost:
         self.on_output = on_output
         self.on_end = on_end
         self.shell_argv = list(shell) if shell else None
+        self.sftp_server = find_sftp_server(list(sftp_servers))
         self.clock = clock
         self.skew = skew
         self.grace = grace
@@ -148,6 +154,7 @@ class SessionHost:
         self.terminal: Terminal | None = None
         self._shell_channel: paramiko.Channel | None = None
         self._scoped_channels: dict[Scope, list[paramiko.Channel]] = {Scope.FILES: [], Scope.FORWARD: []}
+        self._sftp_servers: list[Piped] = []  # running under the files scope: ended when it is taken back
         self._deadline = time.monotonic() + grant.max_duration_seconds
         self._watchdog = threading.Thread(target=self._watch, name="helpline-session-deadline", daemon=True)
         self._watchdog.start()
@@ -201,10 +208,21 @@ class SessionHost:
             self._scopes.discard(scope)
             closing = self._scoped_channels.get(scope, [])
             self._scoped_channels[scope] = []
+            stopping = self._sftp_servers if scope is Scope.FILES else []
+            if scope is Scope.FILES:
+                self._sftp_servers = []
         for channel in closing:
             channel.close()
+        for server in stopping:
+            server.end(self.grace)
         if scope is Scope.VIEW:
             self.end("the user took back the view")
+
+    @property
+    def sftp_server_pids(self) -> tuple[int, ...]:
+        """Process ids of the ``sftp-server`` children running under the files scope now."""
+        with self._lock:
+            return tuple(server.pid for server in self._sftp_servers if not server.ended)
 
     def user_input(self, data: bytes) -> None:
         """Keystrokes from the user's own terminal, which always reach the shell, whatever the engineer's scope."""
@@ -354,6 +372,31 @@ class SessionHost:
         self._pump(channel, terminal, interactive=False)
         return True
 
+    def start_sftp_server(self, connection: _Connection, channel: paramiko.Channel) -> bool | None:
+        """Run OpenSSH's ``sftp-server`` for ``channel`` (already kept under the files scope).
+
+        None when there is no such binary or it would not start: the caller then serves
+        the channel with the Python server. Its requests and answers are not recorded
+        (file contents are not terminal output); its log lines stay on this PC.
+        """
+        if self.sftp_server is None:
+            return None
+        try:
+            server = start_piped(sftp_server_argv(self.sftp_server), env=shell_environment(login_shell(), "dumb"))
+        except ConfigError:
+            log.debug("sftp-server did not start; the Python server answers", exc_info=True)
+            return None
+        connection.terminals.append(server)
+        with self._lock:
+            held = Scope.FILES in self._scopes and not self._ended.is_set()
+            if held:
+                self._sftp_servers = [s for s in self._sftp_servers if not s.ended] + [server]
+        if not held:  # taken back while it started
+            server.end(self.grace)
+            return False
+        self._pump_piped(channel, server, scope=Scope.FILES, recorded=False, errors_to_channel=False)
+        return True
+
     def open_forward(self, connection: _Connection, chanid: int, host: str, port: int) -> int:
         if not self.allows(Scope.FORWARD):
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -390,17 +433,30 @@ class SessionHost:
         threading.Thread(target=self._output, args=(channel, terminal, interactive), name="helpline-session-out", daemon=True).start()
         threading.Thread(target=self._input, args=(channel, terminal, interactive), name="helpline-session-in", daemon=True).start()
 
-    def _pump_piped(self, channel: paramiko.Channel, command: Piped) -> None:
-        """Output to the channel, errors to its error stream, input (while control is held) to the command.
+    def _pump_piped(
+        self,
+        channel: paramiko.Channel,
+        command: Piped,
+        *,
+        scope: Scope = Scope.CONTROL,
+        recorded: bool = True,
+        errors_to_channel: bool = True,
+    ) -> None:
+        """Output to the channel, errors to its error stream, input (while ``scope`` is held) to the command.
 
         The exit status goes out once the command has exited and its output has been
         sent; what it left running in the background ends with it, as for a command in a terminal.
+        ``recorded`` False keeps both directions out of the recording; ``errors_to_channel``
+        False keeps the command's error output on this PC (debug log only).
         """
+
+        def log_errors(data: bytes) -> None:
+            log.debug("%s: %r", command.pid, data[:512])
 
         def copy_out(read: Callable[[int], bytes], send: Callable[[bytes], None]) -> None:
             sending = True
             while data := read(READ_SIZE):  # read to the end, so the pipe closes here
-                if self.recording is not None:
+                if recorded and self.recording is not None:
                     self.recording.output(data)
                 if sending:
                     try:
@@ -412,8 +468,8 @@ class SessionHost:
             taking = True
             try:
                 while data := channel.recv(READ_SIZE):
-                    if taking and self.allows(Scope.CONTROL):
-                        if self.recording is not None:
+                    if taking and self.allows(scope):
+                        if recorded and self.recording is not None:
                             self.recording.input(data)
                         try:
                             command.write(data)
@@ -442,7 +498,12 @@ class SessionHost:
 
         readers = [
             threading.Thread(target=copy_out, args=(command.read, channel.sendall), name="helpline-command-out", daemon=True),
-            threading.Thread(target=copy_out, args=(command.read_errors, channel.sendall_stderr), name="helpline-command-err", daemon=True),
+            threading.Thread(
+                target=copy_out,
+                args=(command.read_errors, channel.sendall_stderr if errors_to_channel else log_errors),
+                name="helpline-command-err",
+                daemon=True,
+            ),
         ]
         for thread in readers:
             thread.start()
@@ -593,9 +654,12 @@ class _Gate(paramiko.ServerInterface):
         return self.host.start_command(self.connection, channel, text, self.ptys.get(channel.get_id()))
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
-        if name == "sftp" and self.host.keep(Scope.FILES, channel):
+        if name != "sftp" or not self.host.keep(Scope.FILES, channel):
+            return False
+        started = self.host.start_sftp_server(self.connection, channel)
+        if started is None:  # no OpenSSH sftp-server on this PC: paramiko's server over agent.session.files
             return super().check_channel_subsystem_request(channel, name)
-        return False
+        return started
 
     def check_channel_window_change_request(self, channel, width, height, pixelwidth, pixelheight) -> bool:
         return self.host.resize(channel, width, height)

@@ -4,6 +4,7 @@ the consented grant's scopes name, and end with the shell and everything it star
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 import threading
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import paramiko
 import pytest
 
+from agent.session.files import SFTP_SERVERS, find_sftp_server, sftp_server_argv
 from agent.session.host import SessionHost, loopback_target
 from agent.session.recording import Recording, read_cast
 from protocol.errors import ForbiddenError
@@ -157,18 +159,44 @@ def test_exec_runs_with_control_and_returns_the_exit_status(connect, make_grant,
     assert channel.recv_exit_status() == 3
 
 
-def test_sftp_needs_the_files_scope(connect, make_grant, engineer):
-    link = connect(make_grant(scopes={"control"}))
+SFTP_SERVER = find_sftp_server()
+SERVERS = [
+    pytest.param(SFTP_SERVERS, id="openssh-sftp-server", marks=pytest.mark.skipif(SFTP_SERVER is None, reason="no sftp-server")),
+    pytest.param((), id="python-server"),
+]
+
+
+def test_the_sftp_server_argv_is_pinned():
+    assert sftp_server_argv("/usr/lib/openssh/sftp-server") == ["/usr/lib/openssh/sftp-server", "-e"]
+
+
+def test_the_sftp_server_is_found_only_at_absolute_executable_paths(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("#!/bin/sh\n")
+    runnable = tmp_path / "runnable"
+    runnable.write_text("#!/bin/sh\n")
+    runnable.chmod(0o755)
+    assert find_sftp_server(["sftp-server", str(tmp_path), str(plain), str(tmp_path / "missing")]) is None
+    assert find_sftp_server(["runnable", str(plain), str(runnable)]) == str(runnable)
+    assert SessionHost.__init__.__kwdefaults__["sftp_servers"] == SFTP_SERVERS
+    assert all(os.path.isabs(path) for path in SFTP_SERVERS)
+
+
+@pytest.mark.parametrize("servers", SERVERS)
+def test_sftp_needs_the_files_scope(connect, make_grant, engineer, servers):
+    link = connect(make_grant(scopes={"control"}), sftp_servers=servers)
     link.login(engineer.pkey)
     with pytest.raises(paramiko.SSHException):
         paramiko.SFTPClient.from_transport(link.client)
+    assert link.host.sftp_server_pids == ()
 
 
-def test_sftp_moves_files_byte_identical_with_the_files_scope(connect, make_grant, engineer, tmp_path):
+@pytest.mark.parametrize("servers", SERVERS)
+def test_sftp_moves_files_byte_identical_with_the_files_scope(connect, make_grant, engineer, tmp_path, servers):
     payload = os.urandom(3 * 1024 * 1024 + 17)
     local = tmp_path / "local.bin"
     local.write_bytes(payload)
-    link = connect(make_grant(scopes={"files"}))
+    link = connect(make_grant(scopes={"files"}), sftp_servers=servers)
     link.login(engineer.pkey)
     sftp = paramiko.SFTPClient.from_transport(link.client)
     sftp.put(str(local), str(tmp_path / "uploaded.bin"))
@@ -176,11 +204,42 @@ def test_sftp_moves_files_byte_identical_with_the_files_scope(connect, make_gran
     sftp.get(str(tmp_path / "uploaded.bin"), str(tmp_path / "downloaded.bin"))
     assert (tmp_path / "downloaded.bin").read_bytes() == payload
     assert sorted(sftp.listdir(str(tmp_path))) == ["downloaded.bin", "local.bin", "uploaded.bin"]
+    home = pwd.getpwuid(os.getuid()).pw_dir if servers else os.path.expanduser("~")
+    assert os.path.realpath(sftp.normalize(".")) == os.path.realpath(home)  # relative paths start at the user's home
+    children = link.host.sftp_server_pids
+    assert len(children) == (1 if servers else 0)  # no binary listed: the Python server answers
     link.host.revoke("files")
+    assert all(_pid_gone(pid) for pid in children)  # the child ended with the scope, before revoke returned
     with pytest.raises((OSError, EOFError, paramiko.SSHException)):  # the open sftp channel is closed...
         sftp.listdir(str(tmp_path))
     with pytest.raises(paramiko.SSHException):  # ...and a new one refused
         paramiko.SFTPClient.from_transport(link.client)
+    assert link.host.sftp_server_pids == ()
+
+
+@pytest.mark.skipif(SFTP_SERVER is None, reason="no sftp-server")
+def test_the_sftp_server_child_ends_with_the_session(connect, make_grant, engineer, tmp_path):
+    link = connect(make_grant(scopes={"view", "files"}))
+    link.login(engineer.pkey)
+    sftp = paramiko.SFTPClient.from_transport(link.client)
+    sftp.listdir(str(tmp_path))
+    (pid,) = link.host.sftp_server_pids
+    assert not _pid_gone(pid)
+    link.host.end("the user ended it")
+    assert link.host.wait(10)
+    assert _pid_gone(pid)
+
+
+@pytest.mark.skipif(SFTP_SERVER is None, reason="no sftp-server")
+def test_the_sftp_server_child_ends_when_the_engineer_closes_the_channel(connect, make_grant, engineer, tmp_path):
+    link = connect(make_grant(scopes={"files"}))
+    link.login(engineer.pkey)
+    sftp = paramiko.SFTPClient.from_transport(link.client)
+    sftp.listdir(str(tmp_path))
+    (pid,) = link.host.sftp_server_pids
+    sftp.close()
+    assert _wait_for(lambda: _pid_gone(pid), within=10)
+    assert not link.host.ended
 
 
 def _asks(client: paramiko.Transport, kind: str, *fields: str | bool | int) -> bool:
@@ -447,8 +506,11 @@ def test_a_command_that_stops_reading_still_ends_with_its_status(connect, make_g
     link.login(engineer.pkey)
     channel = link.client.open_session(timeout=5)
     channel.exec_command("head -c 10 > /dev/null; echo read-ten")
-    channel.sendall(b"x" * (4 * 1024 * 1024))  # far more than the command takes
-    channel.shutdown_write()
+    try:
+        channel.sendall(b"x" * (4 * 1024 * 1024))  # far more than the command takes
+        channel.shutdown_write()
+    except OSError:
+        pass  # the command ended and the host closed the channel before all of it was sent
     output, _ = _drain(channel)
     assert output == b"read-ten\n"
     assert channel.recv_exit_status() == 0

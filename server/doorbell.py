@@ -1,17 +1,19 @@
-"""In-process wake-ups for long polls: whoever changes a PC's requests rings, the waiting polls answer at once.
+"""In-process wake-ups for long polls: whoever commits a change rings its name, the waiting polls answer at once.
 
-A ring reaches the polls of this server process only; polls also look in the
-database every few seconds (``[snapshots] request_poll_seconds``), so a change
-made by another replica reaches them too, a little later. Rings come from worker
-threads (routes run there) and wake waiters on their event loops.
+One class serves every long poll of the server (a PC's requests, a session's events,
+grants and chat, the relay's end of a session). A poll registers before it reads,
+so a ring between its read and its wait is not lost. A ring reaches the polls of
+this server process only; polls also look in the database every few seconds, so a
+change made by another replica reaches them too, a little later. Rings come from
+worker threads (routes run there) and wake waiters on their event loops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class Doorbell:
@@ -31,9 +33,9 @@ class Doorbell:
             except RuntimeError:  # that loop has closed; its waiter is gone
                 pass
 
-    @asynccontextmanager
-    async def listening(self, name: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever ``name`` rings while the block runs; clear it before each look."""
+    @contextmanager
+    def listening(self, name: str) -> Iterator[asyncio.Event]:
+        """An event set whenever ``name`` rings while the block runs (inside a running event loop)."""
         entry = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             self._waiters.setdefault(name, set()).add(entry)
@@ -46,6 +48,11 @@ class Doorbell:
                     waiters.discard(entry)
                     if not waiters:
                         del self._waiters[name]
+
+    def waiting(self, name: str) -> int:
+        """How many are listening on ``name``."""
+        with self._lock:
+            return len(self._waiters.get(name, ()))
 
     def __len__(self) -> int:
         with self._lock:

@@ -49,7 +49,7 @@ async def _until(state: ServerRuntime, bell: str, wait: int, look: Callable[[], 
     if wait == 0:
         return await look()
     with anyio.move_on_after(wait):
-        async with state.doorbell.listening(bell) as rung:
+        with state.doorbell.listening(bell) as rung:
             while True:
                 rung.clear()  # before the look: a ring during it makes the wait below return at once
                 found = await look()

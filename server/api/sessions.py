@@ -58,7 +58,10 @@ from server.api.deps import (
 from server.audit import Actor
 from server.db import transaction
 from server.refusals import refusal
-from server.relay.doorbell import POLL_SECONDS, Doorbells
+from server.doorbell import Doorbell
+
+#: How often a waiting long-poll reads the database anyway (changes made by another server process).
+POLL_SECONDS = 1.0
 from server.relay.hub import end_key, relay_hub
 from server.runtime import ServerRuntime
 
@@ -73,7 +76,7 @@ RECORDING_TYPE = "application/x-asciicast"
 RECORDING_UPLOAD_TYPES = (RECORDING_TYPE, "application/octet-stream")  # the body is checked as asciicast either way
 
 
-def doorbells(request: Request) -> Doorbells:
+def doorbells(request: Request) -> Doorbell:
     return relay_hub(request.app).doorbells
 
 

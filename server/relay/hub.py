@@ -21,7 +21,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from protocol.sessions import RELAY_ENDED, RELAY_NO_PEER, RELAY_PAIR_SECONDS, RELAY_TIME_UP, RelaySide
-from server.relay.doorbell import Doorbells
+from server.doorbell import Doorbell
 
 NORMAL_CLOSE = 1000
 TOO_BIG = 1009
@@ -86,7 +86,7 @@ class RelayHub:
 
     def __init__(self) -> None:
         self.pairs: dict[str, Pair] = {}
-        self.doorbells = Doorbells()
+        self.doorbells = Doorbell()
 
     def join(self, session_id: str, me: Side) -> Pair | None:
         """Add ``me`` to its session's pair; None if a connection already holds ``me``'s side."""

@@ -13,7 +13,6 @@ any of these checks.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -21,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.paths import write_private
+from agent.once import OnceRecord
 from agent.service.consent import ConsentBox
-from protocol.errors import AuthError, ConfigError, HelplineError
+from protocol.errors import AuthError, HelplineError
 from protocol.pc_requests import (
     CLOCK_SKEW,
     PcRequest,
@@ -59,37 +58,17 @@ class ReceivedRequests:
     def __init__(self, directory: Path, *, skew: timedelta = CLOCK_SKEW):
         self.path = Path(directory) / RECEIVED_FILE
         self.skew = skew
-        self._lock = threading.Lock()
-
-    def _load(self) -> dict[str, dict[str, str]]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {"ids": {}, "nonces": {}}
-        except (OSError, ValueError) as exc:
-            # Refusing everything is the safe side: a lost record could let a replay run.
-            raise ConfigError(f"The record of received requests {self.path} is unreadable.",
-                              hint="Remove it only if no request is running and none was received in the last days.") from exc
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("ids", "nonces")):
-            raise ConfigError(f"The record of received requests {self.path} is not in the expected form.")
-        return data
+        self._record = OnceRecord(self.path, id_key="ids", skew=skew,
+                                  replayed="This request was received before; a request runs once.",
+                                  unreadable_hint="Remove it only if no request is running and none was received "
+                                                  "in the last days.")
 
     def claim(self, request: PcRequest, *, now: datetime) -> None:
         """Record ``request`` as received; AuthError if its id or nonce was received before."""
-        with self._lock:
-            data = self._load()
-            live = {kind: {key: until for key, until in data[kind].items()
-                           if datetime.fromisoformat(until) + self.skew > now} for kind in ("ids", "nonces")}
-            if request.id in live["ids"] or request.nonce in live["nonces"]:
-                raise AuthError("This request was received before; a request runs once.")
-            until = request.expires_at.isoformat()
-            live["ids"][request.id] = until
-            live["nonces"][request.nonce] = until
-            write_private(self.path, json.dumps(live, sort_keys=True).encode())
+        self._record.claim(request.id, request.nonce, until=request.expires_at, now=now)
 
     def __contains__(self, request_id: object) -> bool:
-        with self._lock:
-            return request_id in self._load()["ids"]
+        return isinstance(request_id, str) and self._record.seen(request_id)
 
 
 class RequestRunner:

@@ -318,3 +318,16 @@ def verdict_line(label: str, value: float | None, target: float, *, op: str, uni
 def info_line(label: str, value: float | None, decimals: int = 2) -> str:
     """Return e.g. ``archive size ratio = 0.20`` (``n/a`` when unknown); no target, no verdict."""
     return f"{label} = {'n/a' if value is None else f'{value:.{decimals}f}'}"
+
+
+def tree_digest(root: Path) -> str:
+    """One SHA-256 over every file's relative path and content under ``root``, to compare a restore with the original."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -25,7 +25,6 @@ and 20k files by default; ``--mib 200 --files 4000`` for a quicker look).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.measure import MB, Run, TreeSampler, kcmp_same_address_space, measure  # noqa: E402
+from bench.measure import MB, Run, TreeSampler, kcmp_same_address_space, measure, tree_digest  # noqa: E402
 from tests.support.live import PC, LiveServer  # noqa: E402
 
 PASSWORD = "bench-repository-password"
@@ -66,16 +65,6 @@ def generate_tree(root: Path, files: int, total_bytes: int, seed: int) -> int:
         (folder / f"file{i:05d}.bin").write_bytes(rng.randbytes(size))
         written += size
     return written
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        with path.open("rb") as fh:
-            while chunk := fh.read(MiB):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -26,7 +26,6 @@ room for about four copies of the tree).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -41,7 +40,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.measure import MB, Run, TreeSampler, kcmp_same_address_space, measure, ratio  # noqa: E402
+from bench.measure import MB, Run, TreeSampler, kcmp_same_address_space, measure, ratio, tree_digest  # noqa: E402
 from tests.support.live import ADMIN, ADMIN_PASSWORD, LiveServer, helpline_bin  # noqa: E402
 
 SEED = 20261202
@@ -98,17 +97,6 @@ def generate(root: Path, files: int, total: int, seed: int) -> int:
                 left -= chunk
         written += size
     return written
-
-
-def tree_digest(root: Path) -> str:
-    """One SHA-256 over every file's relative path and content, to compare a restore with the original."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def row(name: str, run: Run, size: int, problem: str = "") -> Row:

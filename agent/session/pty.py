@@ -20,6 +20,7 @@ import struct
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-class _SessionProcess:
+class _SessionProcess(ABC):
     """A process leading its own session: wait for it, find every process of its session, end them all."""
 
     def __init__(self, process: subprocess.Popen):
@@ -93,8 +94,9 @@ class _SessionProcess:
         self._closed = False
         self._end_lock = threading.Lock()
 
+    @abstractmethod
     def _close_fds(self) -> None:
-        raise NotImplementedError
+        """Close this side's ends of the process's terminal or pipes (each kind holds its own)."""
 
     def poll(self) -> int | None:
         """The exit status once it has exited, else None."""

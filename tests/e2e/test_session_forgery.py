@@ -16,26 +16,13 @@ from sqlalchemy.orm import Session
 
 from protocol.grants import SessionGrant, SignedGrant, openssh_fingerprint, sign_grant
 from server.models import RemoteSession, SessionEventRow
-from tests.support.sessions import ENGINEER, EngineerRun, UserTerminal, make_desk, ssh_keygen
+from tests.support.sessions import ENGINEER, EngineerRun, UserTerminal, ssh_keygen
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.name == "nt", reason="sessions run on Linux and macOS PCs"),
     pytest.mark.skipif(shutil.which("ssh") is None, reason="tests/run.sh installs the OpenSSH client"),
 ]
-
-
-@pytest.fixture
-def desk(live_server, admin_pc, make_pc, tmp_path):
-    return make_desk(live_server, admin_pc, make_pc, tmp_path)
-
-
-@pytest.fixture
-def terminals():
-    opened: list[UserTerminal] = []
-    yield opened
-    for terminal in opened:
-        terminal.close()
 
 
 def database(desk) -> Session:

@@ -22,7 +22,6 @@ from tests.support.sessions import (
     EngineerRun,
     UserTerminal,
     cast_output,
-    make_desk,
     pid_gone,
     printed_config,
     save_config,
@@ -36,19 +35,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ssh") is None or shutil.which("sftp") is None,
                        reason="tests/run.sh installs the OpenSSH client"),
 ]
-
-
-@pytest.fixture
-def desk(live_server, admin_pc, make_pc, tmp_path):
-    return make_desk(live_server, admin_pc, make_pc, tmp_path)
-
-
-@pytest.fixture
-def terminals():
-    opened: list[UserTerminal] = []
-    yield opened
-    for terminal in opened:
-        terminal.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from protocol.errors import AuthError, ForbiddenError, InvalidInputError
-from protocol.signing import public_key_b64, sign, verify
+from protocol.signing import sign, signed_by
 
 GRANT_PURPOSE = "session-grant"
 
@@ -153,8 +153,7 @@ def verify_grant(
     """
     if now.tzinfo is None:
         raise InvalidInputError("The time to check a grant at must carry a time zone.")
-    key_b64 = pinned_server_key if isinstance(pinned_server_key, str) else public_key_b64(pinned_server_key)
-    if not verify(key_b64, _signed_payload(signed.payload), signed.signature):
+    if not signed_by(pinned_server_key, _signed_payload(signed.payload), signed.signature):
         raise AuthError("The session grant is not signed by this PC's server.")
     try:
         grant = SessionGrant.model_validate(signed.payload)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from protocol.errors import AuthError, ForbiddenError, InvalidInputError
 from protocol.schemas import _Model, describe_invalid
-from protocol.signing import public_key_b64, sign, verify
+from protocol.signing import sign, signed_by
 
 PC_REQUEST_PURPOSE = "pc-request"
 
@@ -285,8 +285,7 @@ def verify_pc_request(signed: SignedPcRequest, *, pinned_server_key: str | Ed255
     """
     if now.tzinfo is None:
         raise InvalidInputError("The time to check a request at must carry a time zone.")
-    key_b64 = pinned_server_key if isinstance(pinned_server_key, str) else public_key_b64(pinned_server_key)
-    if not verify(key_b64, _signed_payload(signed.payload), signed.signature):
+    if not signed_by(pinned_server_key, _signed_payload(signed.payload), signed.signature):
         raise AuthError("The request is not signed by this PC's server.")
     try:
         request = PcRequest.model_validate(signed.payload)

@@ -70,6 +70,11 @@ def verify(public_b64: str, payload: Any, signature_b64: str) -> bool:
         return False
 
 
+def signed_by(pinned: str | Ed25519PublicKey, payload: Any, signature_b64: str) -> bool:
+    """Return True if the pinned key (base64 raw public key, or the key object) signed ``payload``."""
+    return verify(pinned if isinstance(pinned, str) else public_key_b64(pinned), payload, signature_b64)
+
+
 def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """Write the key as unencrypted PKCS#8 PEM readable by its owner only (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -13,8 +13,11 @@ import hashlib
 import json
 import os
 import random
+import selectors
 import shutil
+import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -53,11 +56,19 @@ class Restic:
             path.chmod(0o600)
         self.url = url
 
-    def run(self, *args: str) -> subprocess.CompletedProcess:
+    def _argv(self, *args: str) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ["PATH"], "HOME": str(self.folder), "RESTIC_CACHE_DIR": str(self.folder / "cache")}
-        return subprocess.run(["restic", "--repository-file", str(self.repository_file), "--password-file",
-                               str(self.password_file), "--no-cache", *args],
-                              capture_output=True, text=True, env=env, timeout=RESTIC_TIMEOUT)
+        return ["restic", "--repository-file", str(self.repository_file), "--password-file",
+                str(self.password_file), "--no-cache", *args], env
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        argv, env = self._argv(*args)
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=RESTIC_TIMEOUT)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """Start restic in the background: a refused request makes restic 0.14 retry for about a minute."""
+        argv, env = self._argv(*args)
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def ok(self, *args: str) -> subprocess.CompletedProcess:
         done = self.run(*args)
@@ -177,18 +188,30 @@ def test_append_only_holds_against_the_pcs_own_credential(server, admin, make_pc
     restic.ok("backup", str(home))
     [snapshot] = restic.snapshots()
 
+    # A refused request makes restic 0.14 retry with back-off for about a minute, so the two restic runs that
+    # must fail run in the background beside the checks below (which read without a lock).
     # restic forget with the PC's own credential cannot remove history.
-    forgot = restic.run("forget", snapshot["id"])
-    assert forgot.returncode != 0 and "403" in forgot.stderr
-    assert [s["id"] for s in restic.snapshots()] == [snapshot["id"]]
+    forget = restic.start("forget", snapshot["id"])
+    # An expired credential opens nothing, for raw requests and for restic.
+    late = Restic(tmp_path / "late", credential(store).url)
+    runtime = server_runtime(server, utcnow)
+    try:
+        with transaction(runtime.sessions) as session:
+            row = session.query(ResticCredential).filter(ResticCredential.username == urlsplit(late.url).username).one()
+            row.expires_at = row.created_at
+    finally:
+        runtime.engine.dispose()
+    assert late.http("GET", "keys/") == 401
+    late_snapshots = late.start("snapshots")
+
     # Nor can raw requests: delete, overwrite, or store bytes under a name they do not hash to.
-    names = restic.ok("list", "packs").stdout.split()
+    names = restic.ok("list", "packs", "--no-lock").stdout.split()
     assert names
     for rel in (f"data/{names[0]}", f"snapshots/{snapshot['id']}"):
         assert restic.http("DELETE", rel) == 403
     assert restic.http("POST", f"data/{names[0]}", b"replacement bytes") == 409
     assert restic.http("POST", f"keys/{hashlib.sha256(b'x').hexdigest()}", b"not x") == 422
-    restic.ok("check", "--read-data")
+    restic.ok("check", "--read-data", "--no-lock")
     # The quota: a clear refusal, nothing stored.
     assert restic.http("POST", f"data/{hashlib.sha256(bytes(QUOTA)).hexdigest()}", bytes(QUOTA)) == 507
 
@@ -198,20 +221,40 @@ def test_append_only_holds_against_the_pcs_own_credential(server, admin, make_pc
     reader.ok("restore", "latest", "--no-lock", "--target", str(tmp_path / "out"))
     assert tree(tmp_path / "out" / home.relative_to("/")) == tree(home)
 
-    # Another PC's credential does not open this repository; an expired one opens nothing.
+    # Another PC's credential does not open this repository.
     other = credential(enroll(make_pc("desktop"), server, admin, "desktop"))
     foreign = Restic(tmp_path / "foreign", other.url.replace(other.agent_id, snapshot_agent(restic)))
     assert foreign.http("GET", "keys/") == 403
-    runtime = server_runtime(server, utcnow)
+
+    assert refused_then_stopped(forget, "403"), "restic forget was not refused by the server"
+    assert refused_then_stopped(late_snapshots, "401"), "restic with an expired credential was not refused"
+    assert [s["id"] for s in reader.snapshots("--no-lock")] == [snapshot["id"]]  # history is whole
+
+
+def refused_then_stopped(process: subprocess.Popen, status: str, deadline: float = 120.0) -> bool:
+    """Whether restic reported the server's refusal ``status``; then stop it as a user would (Ctrl-C).
+
+    restic retries every refused request ten times with back-off (about a minute) before it gives up; each
+    retry gets the same answer, so the first refusal is the outcome, and waiting for the tenth proves nothing.
+    """
+    refused, seen, ends = False, [], time.monotonic() + deadline
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while not refused and time.monotonic() < ends and process.poll() is None:
+            if selector.select(timeout=1.0):
+                line = process.stderr.readline()
+                seen.append(line)
+                refused = status in line and ("retrying" in line or "Fatal" in line)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
     try:
-        with transaction(runtime.sessions) as session:
-            for row in session.query(ResticCredential).filter(ResticCredential.repository_id == snapshot_agent(restic)):
-                row.expires_at = row.created_at
-    finally:
-        runtime.engine.dispose()
-    assert restic.http("GET", "keys/") == 401
-    refused = restic.run("snapshots")
-    assert refused.returncode != 0
+        _, rest = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, rest = process.communicate()
+    refused = refused or status in rest
+    assert process.returncode != 0, "".join(seen) + rest
+    return refused
 
 
 def snapshot_agent(restic: Restic) -> str:

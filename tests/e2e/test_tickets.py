@@ -75,7 +75,9 @@ def test_every_spelling_of_a_ticket_reaches_it(live_server, admin_pc, make_pc):
     pc.ok("pair", code, "--server", live_server.url)
     assert [t["number"] for t in pc.ok("status", f"#{digits}", "--json").json()] == [number]
 
-    for bad in (f"{number}?x=1", f"t{digits}x", f"../{digits}", "T-", f"{number}/notes", f"t{digits}"):
+    # Every command refuses what is not a ticket number the same way (tests/protocol/test_tickets.py has the
+    # full list of spellings; here a few reach each command through the real CLI).
+    for bad in (f"{number}?x=1", f"../{digits}", f"t{digits}"):
         for result in (admin_pc.run("ticket", "show", bad), admin_pc.run("ticket", "note", bad, "x"),
                        admin_pc.run("diag", "get", bad), pc.run("status", bad)):
             assert result.code == ExitStatus.INVALID, (bad, result)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,17 @@ def hostile_hostnames(outside: Path) -> list[str]:
 
 def test_diag_get_writes_only_inside_the_chosen_folder(live_server, admin_pc, make_pc, tmp_path):
     outside = tmp_path / "outside"
-    for index, hostname in enumerate(hostile_hostnames(outside)):
-        number = admin_pc.ok("ticket", "create", "Screen flickers", "--json").json()["number"]
-        code = admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"]
+    hostnames = hostile_hostnames(outside)
+    numbers = [admin_pc.ok("ticket", "create", "Screen flickers", "--json").json()["number"] for _ in hostnames]
+
+    def share(index: int) -> None:
+        code = admin_pc.ok("ticket", "pair-code", numbers[index], "--json").json()["code"]
         make_pc(f"hostile-pc-{index}").ok("share", "--code", code, "--server", live_server.url, "--yes", *ANSWERS,
-                                          *ONLY_SYSTEM, env={TEST_HOSTNAME_ENV: hostname})
+                                          *ONLY_SYSTEM, env={TEST_HOSTNAME_ENV: hostnames[index]})
+
+    with ThreadPoolExecutor(max_workers=len(hostnames)) as pool:  # the PCs share at once, as a fleet would
+        list(pool.map(share, range(len(hostnames))))
+    for index, (hostname, number) in enumerate(zip(hostnames, numbers)):
         bundles = admin_pc.ok("ticket", "show", number, "--json").json()["bundles"]
         assert [b["hostname"] for b in bundles] == [hostname]  # the server kept what the PC claimed
 

@@ -13,11 +13,8 @@ import hashlib
 import json
 import os
 import random
-import selectors
 import shutil
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -34,6 +31,7 @@ from server.models import ResticCredential, ResticRepository
 from server.restic_rest import hooks, prune
 from server.runtime import build_runtime
 from server.settings import load_settings
+from tests.support.restic_cli import refused_then_stopped
 from tests.support.s3 import moto_server, s3_bucket  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
@@ -229,32 +227,6 @@ def test_append_only_holds_against_the_pcs_own_credential(server, admin, make_pc
     assert refused_then_stopped(forget, "403"), "restic forget was not refused by the server"
     assert refused_then_stopped(late_snapshots, "401"), "restic with an expired credential was not refused"
     assert [s["id"] for s in reader.snapshots("--no-lock")] == [snapshot["id"]]  # history is whole
-
-
-def refused_then_stopped(process: subprocess.Popen, status: str, deadline: float = 120.0) -> bool:
-    """Whether restic reported the server's refusal ``status``; then stop it as a user would (Ctrl-C).
-
-    restic retries every refused request ten times with back-off (about a minute) before it gives up; each
-    retry gets the same answer, so the first refusal is the outcome, and waiting for the tenth proves nothing.
-    """
-    refused, seen, ends = False, [], time.monotonic() + deadline
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
-        while not refused and time.monotonic() < ends and process.poll() is None:
-            if selector.select(timeout=1.0):
-                line = process.stderr.readline()
-                seen.append(line)
-                refused = status in line and ("retrying" in line or "Fatal" in line)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        _, rest = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, rest = process.communicate()
-    refused = refused or status in rest
-    assert process.returncode != 0, "".join(seen) + rest
-    return refused
 
 
 def snapshot_agent(restic: Restic) -> str:

@@ -15,6 +15,7 @@ import pytest
 from agent.client import HelplineClient
 from agent.store import AgentStore
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport
+from tests.support.restic_cli import refused_then_stopped
 
 pytestmark = pytest.mark.e2e
 
@@ -28,10 +29,18 @@ def enroll(admin_pc, make_pc, live_server, name: str):
     return pc, agent_id
 
 
+def restic_env(repository_file: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), "HOME": str(repository_file.parent),
+            "RESTIC_CACHE_DIR": str(repository_file.parent / "cache")}
+
+
+def restic_argv(repository_file: Path, password_file: Path, *args: str) -> list[str]:
+    return ["restic", "--repository-file", str(repository_file), "--password-file", str(password_file), "--no-cache", *args]
+
+
 def restic(repository_file: Path, password_file: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(repository_file.parent), "RESTIC_CACHE_DIR": str(repository_file.parent / "cache")}
-    return subprocess.run(["restic", "--repository-file", str(repository_file), "--password-file", str(password_file),
-                           "--no-cache", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(restic_argv(repository_file, password_file, *args), capture_output=True, text=True,
+                          env=restic_env(repository_file), timeout=120)
 
 
 def test_a_protected_pc_a_silent_one_and_a_future_snapshot_refused(live_server, admin_pc, make_pc, tmp_path):
@@ -59,8 +68,10 @@ def test_a_protected_pc_a_silent_one_and_a_future_snapshot_refused(live_server, 
     summary = [json.loads(line) for line in backup.stdout.splitlines() if '"summary"' in line][-1]
 
     # A snapshot dated next year (a hostile PC trying to push real ones out of retention) is refused.
-    future = restic(repository_file, password_file, "backup", "--host", "laptop", "--time", "2099-01-01 00:00:00", str(data))
-    assert future.returncode != 0
+    future = subprocess.Popen(restic_argv(repository_file, password_file, "backup", "--host", "laptop", "--time",
+                                          "2099-01-01 00:00:00", str(data)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=restic_env(repository_file))
+    assert refused_then_stopped(future, "403"), "the server stored a snapshot dated in the future"
     listed = restic(repository_file, password_file, "snapshots", "--json")
     assert [s["short_id"] for s in json.loads(listed.stdout)] == [summary["snapshot_id"][:8]]
 

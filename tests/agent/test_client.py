@@ -13,6 +13,7 @@ from starlette.routing import Match
 
 from agent.client import HelplineClient
 from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
+from protocol.policy import PolicyBody, PolicyCheckIn
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
@@ -135,6 +136,10 @@ def every_call(tmp_path: Path):
         ("pc_request", ("0f8fad5b", BUNDLE, 25, 3)),
         ("next_pc_requests", (25,)),
         ("update_pc_request", (BUNDLE, PcRequestUpdate(state="running", progress=0.5))),
+        ("set_policy", ("laptops", PolicyBody(unattended=["restore"]))),
+        ("policies", ()),
+        ("policy", ("laptops", 2)),
+        ("agent_policy", (PolicyCheckIn(running=1),)),
         ("offer_session", (SessionOffer(ticket="T-1042", host_key=HOST_KEY),)),
         ("session_events", (BUNDLE, 3, 20)),
         ("answer_session", (BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True))),
@@ -157,10 +162,11 @@ def every_call(tmp_path: Path):
 
 def server_routes():
     from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+        accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
+        uploads,
     )
 
-    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets,
+    return [r for m in (accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
                         uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 

@@ -82,7 +82,7 @@ def get_policy(session: Session, group: str, version: int | None = None) -> Grou
     else:
         row = session.scalar(select(GroupPolicy).where(GroupPolicy.group == group, GroupPolicy.version == version))
     if row is None:
-        what = f"version {version} of a policy" if version is not None else "a policy"
+        what = f"version {version} of its policy" if version is not None else "policy"
         raise NotFoundError(f"Group {shown(group)} has no {what}.",
                             hint="See the groups with a policy with `helpline policy list`.")
     return row

@@ -314,3 +314,26 @@ def test_a_refused_answer_is_none_and_an_approved_one_a_relay_ticket():
         assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=False)) is None
     with client_with(Recorder({("POST", path): httpx.Response(200, json=ticket)})) as client:
         assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True)).token == "hlr_x"
+
+
+def test_every_request_states_the_protocol_version_and_a_route_missing_on_an_older_server_says_upgrade_it():
+    from agent.client import ServerTooOldError
+    from protocol.policy import PolicyCheckIn
+    from protocol.version import PROTOCOL_HEADER, PROTOCOL_VERSION
+
+    recorder = Recorder()  # an older server: 404 for the route, and no version header
+    with client_with(recorder) as client:
+        with pytest.raises(ServerTooOldError, match="too old for group policies: upgrade it"):
+            client.agent_policy(PolicyCheckIn(running=1))
+        with pytest.raises(ServerTooOldError):
+            client.policies()
+    assert recorder.requests[0].headers[PROTOCOL_HEADER] == str(PROTOCOL_VERSION)
+
+    # A server that speaks the version: its 404 is a plain "not found" (no such group), never "upgrade it".
+    current = Recorder({("GET", "/v1/policies/lab"): httpx.Response(
+        404, json={"error": {"code": "not_found", "message": "Group lab has no policy."}},
+        headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION)})})
+    with client_with(current) as client:
+        with pytest.raises(NotFoundError) as raised:
+            client.policy("lab")
+    assert not isinstance(raised.value, ServerTooOldError)

@@ -46,7 +46,7 @@ def test_an_admin_sets_versions_and_engineers_read_them(helpline, admin):
     refused = helpline.call("PUT", "policies/office", engineer, json={"unattended": []})
     assert refused.status_code == 403
     missing = helpline.call("GET", "policies/office?version=7", engineer)
-    assert missing.status_code == 404 and missing.json()["error"]["message"] == "Group office has no version 7 of its policy."
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "Group 'office' has no version 7 of its policy."
     assert helpline.call("GET", "policies", None).status_code == 401
 
 

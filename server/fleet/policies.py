@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from protocol.errors import InvalidInputError, NotFoundError
+from protocol.errors import Audience, InvalidInputError, NotFoundError
 from protocol.policy import (
     PolicyBody,
     PolicyCheckInAnswer,
@@ -84,7 +84,7 @@ def get_policy(session: Session, group: str, version: int | None = None) -> Grou
     if row is None:
         what = f"version {version} of its policy" if version is not None else "policy"
         raise NotFoundError(f"Group {shown(group)} has no {what}.",
-                            hint="See the groups with a policy with `helpline policy list`.")
+                            hints={Audience.ENGINEER: "See the groups with a policy with `helpline policy list`."})
     return row
 
 

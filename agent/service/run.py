@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from agent.client import ServerTooOldError
 from agent.group_policy import GroupPolicy
 from protocol.errors import ConfigError, HelplineError
 from protocol.policy import PolicyStatement
@@ -147,10 +148,26 @@ def agent_service(snapshots: Snapshots, *, stop: threading.Event,
         group = GroupPolicy(snapshots.store.directory)
         lock = threading.Lock()
 
+        server_too_old: list[str] = []  # said once: a server without group policies stays without them for a while
+
         def refresh_policy(client) -> PolicyStatement | None:
-            """Check in with the server; apply a new group policy it hands over; return the one now run."""
+            """Check in with the server; apply a new group policy it hands over; return the one now run.
+
+            A server too old for group policies is told once, and not asked
+            again for the life of this service; the policy kept stays in force.
+            """
             with lock:
-                statement, changed = group.check_in(client)
+                if server_too_old:
+                    return group.held()
+                try:
+                    statement, changed = group.check_in(client)
+                except ServerTooOldError as exc:
+                    server_too_old.append(exc.message)
+                    service._tell(f"{exc.message} No group policy reaches this PC until then.", ok=False)
+                    return group.held()
+                except HelplineError as exc:  # the server away: the policy kept on this PC decides meanwhile
+                    service._tell(f"policy check-in failed: {exc.message}", ok=False)
+                    return group.held()
                 if changed:
                     snapshots.reload_policy()
                     service._tell(f"now running policy version {statement.version} of group {statement.group}"

@@ -155,3 +155,66 @@ def test_the_policys_consent_wait_ends_a_question_nobody_answered(tmp_path):
     pc.clock.now = NOW + timedelta(minutes=31)  # the policy gives the user 30 minutes from the request
     assert runner_under(pc, statement(1, {"consent": {"wait_minutes": 30}})).handle(request) is PcRequestState.REFUSED
     assert pc.ran == [] and "in the time the group's policy gives" in pc.sent[-1][2]
+
+
+# --- the service: checks in, applies, and says once when the server is too old -------------------------
+
+
+class ServiceClient:
+    """A client as the service's check-in uses it: answers from a list, or raises what it is given."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.running: list[int | None] = []
+
+    def agent_policy(self, body):
+        self.running.append(body.running)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self):
+        pass
+
+
+def service_with(agent_dir, client):
+    import threading
+
+    from agent.service.run import agent_service
+    from agent.snapshots.jobs import Snapshots
+
+    events = []
+    snapshots = Snapshots(AgentStore(agent_dir), client_factory=lambda: client)
+    service = agent_service(snapshots, stop=threading.Event(), on_event=events.append)
+    return service, snapshots, events
+
+
+def test_the_service_applies_a_new_policy_at_check_in_and_reads_its_snapshot_keys_again(agent_dir):
+    client = ServiceClient([PolicyCheckInAnswer(current_version=1, policy=signed(1, {"snapshots": {"interval": "3h"}})),
+                            PolicyCheckInAnswer(current_version=1), PolicyCheckInAnswer(current_version=1)])
+    service, snapshots, events = service_with(agent_dir, client)
+    assert snapshots.policy.interval == timedelta(hours=1)  # agent.toml's
+    service.check_in()
+    assert snapshots.policy.interval == timedelta(hours=3) and client.running == [None, 1]
+    assert [e.what for e in events] == ["now running policy version 1 of group office"]
+    service.check_in()
+    assert client.running == [None, 1, 1] and len(events) == 1  # nothing new: nothing said
+
+
+def test_a_server_too_old_for_policies_is_told_once_and_the_kept_policy_stays(agent_dir):
+    from agent.client import ServerTooOldError
+    from protocol.errors import UnavailableError
+
+    GroupPolicy(agent_dir).accept(signed(2, {"unattended": ["restore"]}))
+    too_old = ServerTooOldError("The server at http://x is too old for group policies: upgrade it.")
+    client = ServiceClient([UnavailableError("The server did not answer in time."), too_old])
+    service, _snapshots, events = service_with(agent_dir, client)
+    service.check_in()
+    service.check_in()
+    service.check_in()
+    assert len(client.running) == 2  # not asked again after it said it is too old
+    words = [e.what for e in events]
+    assert words[0] == "policy check-in failed: The server did not answer in time."
+    assert words[1].startswith("The server at http://x is too old for group policies: upgrade it.") and len(words) == 2
+    assert GroupPolicy(agent_dir).held().version == 2

@@ -11,6 +11,7 @@ What a policy may say (every part optional; a part left out leaves the PC's own
 configuration in force for it)::
 
     escrow = true
+    server_quota = "50G"   # each PC's repository on the server, instead of the server's [snapshots] quota_bytes
     unattended = ["restore", "diagnostics"]   # never a shell or session: no such value exists
 
     [snapshots]            # the keys of the agent's [snapshots], less local_repository
@@ -56,6 +57,18 @@ _DURATION = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*\d+(?:\.\d+)?\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 _MAX_ITEMS = 200
 _MAX_TEXT = 1024
+
+
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30,
+               "ti": 2**40}
+
+
+def size_bytes(text: str) -> int:
+    """``500M``, ``20G``, ``1.5TiB`` as a whole number of bytes (the agent's [snapshots] sizes, read alike)."""
+    found = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", text, re.IGNORECASE)
+    if not found:
+        raise ValueError("must be a size like 500M, 20G or 1T")
+    return int(float(found[1]) * _SIZE_UNITS[(found[2] or "").lower()])
 
 
 def _text_items(values: list[str] | None, what: str) -> list[str] | None:
@@ -158,10 +171,22 @@ class PolicyBody(_Part):
     """A group's policy. ``unattended`` names the only requests that may run without the user's approval."""
 
     snapshots: SnapshotRules | None = None
+    #: How much each of the group's PCs may keep in its repository on the server (instead of [snapshots] quota_bytes).
+    server_quota: str | None = None
     escrow: bool | None = None
     collectors: CollectorRules | None = None
     consent: ConsentRules | None = None
     unattended: list[str] = Field(default_factory=list)
+
+    @field_validator("server_quota")
+    @classmethod
+    def _quota(cls, value: str | None) -> str | None:
+        if value is not None and (not _SIZE.match(value) or size_bytes(value) < 1):
+            raise ValueError("must be a size like 500M, 20G or 1T")
+        return value
+
+    def server_quota_bytes(self) -> int | None:
+        return size_bytes(self.server_quota) if self.server_quota is not None else None
 
     @field_validator("unattended")
     @classmethod

@@ -144,3 +144,13 @@ def unattended_allowed(session: Session, agent: Agent, kind: str, *, server_wide
     if row is not None:
         return PolicyBody.model_validate(row.body).allows_unattended(kind)
     return kind == "restore" and server_wide_restore
+
+
+def server_quota(session: Session, agent_id: str, default: int) -> int:
+    """The bytes ``agent_id``'s repository on the server may hold: its group policy's ``server_quota``, else ``default``."""
+    group = session.scalar(select(Agent.group).where(Agent.id == agent_id))
+    row = current_policy(session, group)
+    if row is None:
+        return default
+    quota = PolicyBody.model_validate(row.body).server_quota_bytes()
+    return quota if quota is not None else default

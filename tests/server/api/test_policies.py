@@ -163,3 +163,23 @@ def test_requests_are_signed_unattended_only_where_the_groups_policy_allows_and_
                                 pinned_server_key=helpline.runtime.public_key, agent_id=pc.agent_id,
                                 now=helpline.clock())
     assert request.unattended is True
+
+
+def test_a_groups_server_quota_replaces_the_servers_for_its_pcs(helpline, admin):
+    import os
+
+    from server.settings import SnapshotSettings
+    from tests.server.api.test_restic_rest import repo, usage
+
+    helpline.runtime.settings.snapshots = SnapshotSettings(quota_bytes=100_000)
+    pc = helpline.enrolled_pc("pc-ana", group="office")
+    assert helpline.call("PUT", "policies/office", admin, json={"server_quota": "lots"}).status_code == 422
+    helpline.ok("PUT", "policies/office", admin, json={"server_quota": "10k"})
+    r = repo(helpline, pc)
+    assert r.put("data", os.urandom(6_000)).status_code == 200
+    refused = r.put("data", os.urandom(6_000))
+    assert refused.status_code == 507
+    assert "full: 6000 of 10000 bytes" in refused.json()["error"]["message"]
+    assert "server_quota" in refused.json()["error"]["hint"]
+    helpline.ok("PUT", "policies/office", admin, json={})  # no quota in the group's policy: the server's again
+    assert r.put("data", os.urandom(6_000)).status_code == 200 and usage(helpline, pc.agent_id) == 12_000

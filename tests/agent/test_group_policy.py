@@ -218,3 +218,37 @@ def test_a_server_too_old_for_policies_is_told_once_and_the_kept_policy_stays(ag
     assert words[0] == "policy check-in failed: The server did not answer in time."
     assert words[1].startswith("The server at http://x is too old for group policies: upgrade it.") and len(words) == 2
     assert GroupPolicy(agent_dir).held().version == 2
+
+
+def test_a_group_policy_with_escrow_off_keeps_the_repository_password_on_the_pc(agent_dir):
+    from agent.snapshots.jobs import Snapshots
+
+    class Escrow:
+        sent: list[str] = []
+
+        def put_escrow(self, body):
+            self.sent.append(body.password)
+
+        def close(self):
+            pass
+
+    client = Escrow()
+    snapshots = Snapshots(AgentStore(agent_dir), client_factory=lambda: client)
+    GroupPolicy(agent_dir).accept(signed(1, {"escrow": False}))
+    snapshots._escrow("server")
+    assert client.sent == [] and snapshots.state.read().repository("server").escrow is None  # asked again later
+    GroupPolicy(agent_dir).accept(signed(2, {"escrow": True}))
+    snapshots._escrow("server")
+    assert len(client.sent) == 1 and snapshots.state.read().repository("server").escrow == "sent"
+
+
+def test_a_group_policys_collectors_and_log_globs_add_to_the_admins_diagnostics_settings(agent_dir, monkeypatch):
+    from agent.share import ShareRequest, collect_options
+
+    monkeypatch.setenv("HELPLINE_AGENT_DIR", str(agent_dir))
+    before = collect_options(ShareRequest(logs=["/tmp/mine.log"]))
+    GroupPolicy(agent_dir).accept(signed(1, {"collectors": {"disabled": ["browser"],
+                                                            "extra_log_globs": ["/var/log/myapp/*.log"]}}))
+    after = collect_options(ShareRequest(logs=["/tmp/mine.log"]))
+    assert before.log_globs == ["/tmp/mine.log"] and "browser" not in before.exclude
+    assert after.log_globs == ["/tmp/mine.log", "/var/log/myapp/*.log"] and "browser" in after.exclude

@@ -14,6 +14,7 @@ from cli.commands.admin import PANEL as PANEL  # noqa: PLC0414 - the panel these
 from cli.commands.engineer import JsonOpt
 from protocol.errors import InvalidInputError
 from protocol.policy import PolicyPublic, read_policy
+from protocol.schemas import AgentPublic
 
 policy_app = typer.Typer(
     help="Per-group policies, delivered signed to the group's PCs.",
@@ -57,6 +58,18 @@ def _parts(body: dict) -> str:
         words.append(f"consent waits {body['consent']['wait_minutes']} min")
     words.append("unattended: " + (", ".join(body.get("unattended") or []) or "nothing"))
     return "; ".join(words)
+
+
+def policy_words(agent: AgentPublic) -> str:
+    """Which version of its group's policy a PC runs, in words (``agent show``)."""
+    runs, current = agent.policy_version, agent.current_policy_version
+    if current is None:
+        return "its group has no policy"
+    if runs is None:
+        return f"none yet; its group's is version {current} (policy behind)"
+    if runs < current:
+        return f"version {runs}; its group's is version {current} (policy behind)"
+    return f"version {runs} (current)"
 
 
 def _show(policy: PolicyPublic) -> None:

@@ -43,6 +43,7 @@ def test_a_group_policy_reaches_the_running_agent_and_lets_a_restore_run_unatten
         until("the agent runs policy version 1",
               lambda: admin_pc.ok("agent", "show", ana.agent_id, "--json").json().get("policy_version") == 1)
         assert "now running policy version 1" in agent.output()
+        assert "Policy: version 1 (current)" in admin_pc.ok("agent", "show", ana.agent_id).stdout
         listed = admin_pc.ok("policy", "list", "--json").json()
         assert [(p["group"], p["version"], p["agents_current"]) for p in listed] == [(group, 1, 1)]
 
@@ -72,3 +73,7 @@ def test_a_group_policy_reaches_the_running_agent_and_lets_a_restore_run_unatten
     finally:
         code = agent.stop()
     assert code == 0, agent.output()
+    # A version set while the PC's agent is not running: the PC shows as behind until it checks in.
+    policy.write_text('unattended = ["diagnostics"]\n')
+    admin_pc.ok("policy", "set", group, "--file", str(policy))
+    assert "version 2; its group's is version 3 (policy behind)" in admin_pc.ok("agent", "show", ana.agent_id).stdout

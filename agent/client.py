@@ -18,7 +18,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agent.http import AgentSigner, ServerConnection
-from protocol.errors import Audience, InvalidInputError, UnavailableError
+from protocol.errors import Audience, InvalidInputError, NotFoundError, UnavailableError
 from protocol.schemas import (
     AccountCreate,
     AccountPublic,
@@ -61,6 +61,7 @@ from protocol.schemas import (
     UploadCreate,
     UploadStatus,
 )
+from protocol.policy import PolicyBody, PolicyCheckIn, PolicyCheckInAnswer, PolicyPublic
 from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
 from protocol.snapshots import (
     CredentialRequest,
@@ -86,6 +87,7 @@ from protocol.sessions import (
     SessionState,
 )
 from protocol.tickets import canonical_ticket
+from protocol.version import POLICIES_SINCE
 
 if TYPE_CHECKING:
     import httpx
@@ -93,6 +95,10 @@ if TYPE_CHECKING:
 TicketRef = str | int  # T-1042, t-1042, #1042, 1042, or the number itself
 
 _MAX_SEGMENT = 200
+
+
+class ServerTooOldError(NotFoundError):
+    """A route this client needs is missing on a server of an older protocol version: the server needs upgrading."""
 _adapter = lru_cache(maxsize=None)(TypeAdapter)  # building an adapter is slow; there are few answer types
 
 
@@ -445,6 +451,43 @@ class HelplineClient:
         """Report where one of this PC's requests stands (running, progress, done, failed, refused)."""
         return self._call(PcRequestPublic, "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
                           json=_body(body))
+
+    # --- per-group policies ----------------------------------------------------------------------
+
+    def set_policy(self, group: str, body: PolicyBody) -> PolicyPublic:
+        """Set a group's policy (admins); the server stores it as the group's next version."""
+        return self._newer_server(POLICIES_SINCE, "group policies", lambda: self._call(
+            PolicyPublic, "PUT", f"policies/{_segment(group, 'group name')}", json=_body(body)))
+
+    def policies(self) -> list[PolicyPublic]:
+        """The current policy of every group that has one."""
+        return self._newer_server(POLICIES_SINCE, "group policies",
+                                  lambda: self._call(list[PolicyPublic], "GET", "policies"))
+
+    def policy(self, group: str, version: int | None = None) -> PolicyPublic:
+        """A group's current policy, or its ``version``."""
+        params = {"version": _row_id(version, "policy version")} if version is not None else None
+        return self._newer_server(POLICIES_SINCE, "group policies", lambda: self._call(
+            PolicyPublic, "GET", f"policies/{_segment(group, 'group name')}", params=params))
+
+    def agent_policy(self, body: PolicyCheckIn) -> PolicyCheckInAnswer:
+        """This PC's check-in: say the policy version it runs, get its group's current one (signed) if it differs."""
+        return self._newer_server(POLICIES_SINCE, "group policies",
+                                  lambda: self._call(PolicyCheckInAnswer, "POST", "agent/policy", json=_body(body)))
+
+    def _newer_server(self, since: int, what: str, call: Callable[[], Any]) -> Any:
+        """``call()``; a route missing on a server older than protocol ``since`` says the server is too old."""
+        try:
+            return call()
+        except NotFoundError as exc:
+            spoken = getattr(self.connection, "server_protocol", None) or 1
+            if spoken < since:
+                raise ServerTooOldError(
+                    f"The server at {self.base_url} is too old for {what}: upgrade it (it speaks protocol "
+                    f"{spoken}, {what} need {since} or newer).",
+                    hints={Audience.USER: "Tell your administrator.",
+                           Audience.ENGINEER: "Ask your administrator to upgrade the Helpline server."}) from exc
+            raise
 
     # --- remote sessions: the PC's side (signed agent requests) -------------------------------
 

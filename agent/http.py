@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import __version__
 from protocol import agent_requests, signing
 from protocol.schemas import API_PREFIX
+from protocol.version import PROTOCOL_HEADER, PROTOCOL_VERSION, parse_version
 from protocol.errors import AuthError, ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
 
 if TYPE_CHECKING:  # httpx is imported where a connection is made: commands that never connect skip its import
@@ -114,7 +115,9 @@ class ServerConnection:
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
         self.base_url = normalize_url(base_url)
         self.agent = agent
-        headers = {"User-Agent": f"helpline/{__version__}"}
+        headers = {"User-Agent": f"helpline/{__version__}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+        #: The protocol version the server stated in its last answer (protocol.version; no header: version 1).
+        self.server_protocol: int | None = None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         # Plain http (loopback, or explicitly allowed) has nothing to verify: skip loading the CA store.
@@ -147,6 +150,7 @@ class ServerConnection:
             ) from exc
         if self.agent is not None:
             self.agent.check_answer(request, response, agent_requests.body_digest(response.content))
+        self.server_protocol = parse_version(response.headers.get(PROTOCOL_HEADER))
         if response.status_code >= 400:
             raise error_from_response(response)
         if not response.content:

@@ -100,6 +100,12 @@ def collect_options(request: ShareRequest) -> CollectOptions:
     """The admin's diagnostics settings plus what this run adds (logs, deadline, server)."""
     config = dict(load_agent_config().get("diagnostics", {}))
     config["log_globs"] = list(config.get("log_globs", [])) + list(request.logs)
+    from agent.group_policy import GroupPolicy
+
+    group = GroupPolicy().body()  # the group policy's collectors and log globs add to the admin's agent.toml
+    if group is not None and group.collectors is not None:
+        config["log_globs"] += list(group.collectors.extra_log_globs or [])
+        config["exclude"] = sorted({*config.get("exclude", []), *(group.collectors.disabled or [])})
     if request.deadline is not None:
         config["deadline"] = request.deadline
         config["collector_timeout"] = min(float(config.get("collector_timeout", 10.0)), request.deadline)

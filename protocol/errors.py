@@ -88,6 +88,10 @@ class ConfigError(HelplineError):
     status = ExitStatus.CONFIG
 
 
+class UpgradeRequiredError(ConfigError):
+    """One side speaks a protocol version the other no longer (or not yet) serves (HTTP 426): upgrade it (exit 3)."""
+
+
 class AuthError(HelplineError):
     status = ExitStatus.AUTH
 
@@ -153,6 +157,7 @@ HTTP_ERRORS: tuple[tuple[type[HelplineError], int, str], ...] = (
     (InvalidInputError, 422, "invalid"),
     (StorageFullError, 507, "storage_full"),
     (UnavailableError, 503, "unavailable"),
+    (UpgradeRequiredError, 426, "upgrade_required"),
 )
 
 

@@ -474,6 +474,11 @@ class AgentPublic(_Model):
     protection_words: str = Field(default="", description="The same in plain words, e.g. 'Protected: last snapshot "
                                                           "40 minutes ago; last verified restore yesterday'.")
     last_snapshot_at: datetime | None = None
+    # Policies and protocol versions (server/fleet/policies.py): the group policy version the agent runs, its
+    # group's current one (None: the group has no policy), and the protocol version of its last request.
+    policy_version: int | None = None
+    current_policy_version: int | None = None
+    protocol_version: int | None = None
 
 
 class AgentDecision(_Model):

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from protocol import agent_requests
 from protocol.agent_requests import CLOCK_SKEW, SignedRequest
 from protocol.errors import AuthError, HelplineError
+from protocol.version import PROTOCOL_HEADER, parse_version
 from server.agents import revoked_error
 from server.audit import Actor
 from server.models import Agent, AgentNonce
@@ -112,6 +113,9 @@ def _verify(session: Session, headers: dict[str, str], *, method: str, target: s
         minutes = round(abs((dated - now).total_seconds()) / 60)
         raise refuse("stale date", f"The request is dated {minutes} minutes away from the server's clock.",
                      "Set this PC's clock right (automatic time), then try again.", agent.id, actor)
+    spoken = parse_version(headers.get(PROTOCOL_HEADER.lower()))
+    if spoken is not None and agent.protocol_version != spoken:
+        agent.protocol_version = spoken  # what `agent list` shows; checked against the minimum by the middleware
     session.add(AgentNonce(agent_id=agent.id, nonce=signed.nonce, expires_at=dated + CLOCK_SKEW))
     try:
         session.flush()

@@ -343,5 +343,16 @@ def agent_public(agent: Agent) -> AgentPublic:
         fingerprint=signing.fingerprint(agent.public_key), enrolled=agent.enrolled, created_at=agent.created_at,
         last_seen_at=agent.last_seen_at, tickets=[p.ticket.label for p in agent.pairings],
         status=AgentStatus(agent.status), resembles=agent.resembles_id, evidence=agent.evidence,
-        revoked_at=agent.revoked_at,
+        revoked_at=agent.revoked_at, policy_version=agent.policy_version,
+        current_policy_version=_current_policy_version(agent), protocol_version=agent.protocol_version,
     )
+
+
+def _current_policy_version(agent: Agent) -> int | None:
+    """The current version of ``agent``'s group's policy, read in the session the agent row belongs to."""
+    from sqlalchemy.orm import object_session
+
+    from server.fleet.policies import current_version
+
+    session = object_session(agent)
+    return current_version(session, agent.group) if session is not None else None

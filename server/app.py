@@ -19,7 +19,7 @@ from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
 from server.api import (
-    accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+    accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets, uploads,
 )
 from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
@@ -27,6 +27,7 @@ from server.jobs import run_jobs
 from server.runtime import ServerRuntime
 from server.relay import route as relay_route
 from server.relay.hub import relay_hub
+from server.protocol_version import ProtocolVersion
 from server.signed_answers import SignedAnswers
 
 log = logging.getLogger("helpline.server")
@@ -166,12 +167,13 @@ def create_app(state: ServerRuntime) -> FastAPI:
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
     for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests,
-                   sessions, relay_route):
+                   sessions, relay_route, policies):
         app.include_router(module.router)
     app.include_router(restic_rest.rest)
     relay_hub(app)
     app.add_middleware(BodyLimit, limit=state.settings.max_request_bytes, exempt=("/v1/uploads/", "/v1/restic/"),
                        exempt_ends=("/recording",))
     app.add_middleware(PrintablePath)
+    app.add_middleware(ProtocolVersion)  # inside SignedAnswers: a too-old agent's refusal is signed too
     app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit and bad paths are signed too
     return app

@@ -129,6 +129,11 @@ class Agent(Base):
 
     pairings: Mapped[list[Pairing]] = relationship(back_populates="agent", cascade="all, delete-orphan")
 
+    # Policies and protocol versions (server/fleet/policies.py, server/protocol_version.py): the version of its
+    # group's policy the agent reports running (None: none yet), and the protocol version of its last request.
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    protocol_version: Mapped[int | None] = mapped_column(Integer)
+
 
 class Pairing(Base):
     __tablename__ = "pairings"
@@ -542,3 +547,16 @@ class EscrowedPassword(Base):
     sealed_password: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # nonce + AES-GCM(password)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class GroupPolicy(Base):
+    """One version of a group's policy (server/fleet/policies.py): versions grow by one per group, never change."""
+
+    __tablename__ = "group_policies"
+    __table_args__ = (UniqueConstraint("group", "version", name="uq_group_policies_group_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    group: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    body: Mapped[dict] = mapped_column(JSON, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

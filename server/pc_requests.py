@@ -37,6 +37,7 @@ from protocol.untrusted import shown
 from server import tickets as ticket_svc
 from server.audit import Actor, record, timeline
 from server.db import session_now
+from server.fleet.policies import unattended_allowed
 from server.identifiers import find_agent
 from server.models import Account, Agent, Pairing, PcRequestRow
 from server.settings import ServerSettings
@@ -169,7 +170,8 @@ def create_request(session: Session, settings: ServerSettings, server_key, actor
             raise InvalidInputError("A replacement restore reads another PC's snapshots; this names the PC itself.",
                                     hint="Leave out --from to restore a PC's own snapshots.")
         params["source_agent_id"] = source.id
-    unattended = body.kind == PcRequestKind.RESTORE and settings.snapshots.unattended_restore
+    unattended = body.kind in (PcRequestKind.RESTORE, PcRequestKind.DIAGNOSTICS) and unattended_allowed(
+        session, agent, body.kind.value, server_wide_restore=settings.snapshots.unattended_restore)
     request = PcRequest(
         id=str(uuid.uuid4()), agent_id=agent.id, kind=body.kind, params=params,
         ticket=ticket.label if ticket else None, requested_by=account.username,

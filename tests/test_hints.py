@@ -34,7 +34,7 @@ READERS = {
 }
 # Engineers' own commands; with the users' commands, everything else is for admins.
 ENGINEER_COMMANDS = {"login", "logout", "whoami", "ticket", "diag", "ssh-key", "agent list", "agent show",
-                     "connect", "relay", "sessions", "chat", "recording", "pc"}
+                     "connect", "relay", "sessions", "chat", "recording", "pc", "policy list", "policy show"}
 
 _MENTION = re.compile(r"`helpline ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?")
 

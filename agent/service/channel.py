@@ -25,6 +25,7 @@ from agent.client import HelplineClient
 from agent.service.requests import Handler, RequestRunner, consent_box, received_requests
 from agent.store import AgentStore
 from protocol.errors import HelplineError
+from protocol.policy import PolicyStatement
 from protocol.pc_requests import PcRequestKind, PcRequestState, PcRequestUpdate, SignedPcRequest
 
 log = logging.getLogger("helpline.agent.channel")
@@ -52,8 +53,10 @@ class RequestChannel:
                  stop_event: threading.Event, *, store: AgentStore | None = None, wait: int = POLL_WAIT,
                  workers: int = 4, rng: random.Random | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 on_event: Callable[[str, bool], None] | None = None):
+                 on_event: Callable[[str, bool], None] | None = None,
+                 policy: Callable[[HelplineClient], PolicyStatement | None] | None = None):
         self.client_factory = client_factory
+        self.policy = policy
         self.handlers = dict(handlers)
         self.stop = stop_event
         self.store = store or AgentStore()
@@ -76,6 +79,7 @@ class RequestChannel:
             agent_id=state.agent_id, server_public_key=state.server_public_key,
             received=received_requests(self.store.directory), handlers=self.handlers, send=self._report,
             consent=consent_box(self.store.directory), stop=self.stop, clock=self.clock,
+            policy=(lambda: self.policy(self._client())) if self.policy is not None else None,
         )
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="helpline-request")
         try:

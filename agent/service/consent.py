@@ -124,8 +124,10 @@ class ConsentBox:
         except (OSError, ValueError, KeyError, TypeError):
             return Answer(False, "", self.clock())  # an unreadable answer is no consent
 
-    def wait(self, request: PcRequest, stop: threading.Event, *, poll: float = _POLL_SECONDS) -> str:
-        """Wait for the user's answer to ``request``: "approved", "refused", "expired" or "stopped" (``stop`` set).
+    def wait(self, request: PcRequest, stop: threading.Event, *, poll: float = _POLL_SECONDS,
+             until: datetime | None = None) -> str:
+        """Wait for the user's answer to ``request``: "approved", "refused", "expired", "timed_out" (nobody answered
+        by ``until``, the group policy's limit) or "stopped" (``stop`` set).
 
         The question is withdrawn, unless the agent is stopping: then it stays
         for the next run of the agent, which waits on (:meth:`unfinished`).
@@ -139,6 +141,9 @@ class ConsentBox:
                     return outcome
                 if self.clock() >= request.expires_at + self.skew:
                     outcome = "expired"
+                    return outcome
+                if until is not None and self.clock() >= until:
+                    outcome = "timed_out"
                     return outcome
                 if stop.wait(poll):
                     return outcome

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from agent.once import OnceRecord
 from agent.service.consent import ConsentBox
 from protocol.errors import AuthError, HelplineError
+from protocol.policy import PolicyStatement
 from protocol.pc_requests import (
     CLOCK_SKEW,
     PcRequest,
@@ -36,7 +37,7 @@ from protocol.pc_requests import (
 log = logging.getLogger("helpline.agent.requests")
 
 RECEIVED_FILE = "received-requests.json"
-#: Kinds that wait for the user's consent; an admin's unattended setting lifts it for restores only.
+#: Kinds that wait for the user's consent unless the group policy (or, for restores, the server-wide setting) lifts it.
 NEEDS_CONSENT = frozenset({PcRequestKind.RESTORE, PcRequestKind.DIAGNOSTICS})
 _DETAIL = 2000
 
@@ -77,8 +78,9 @@ class RequestRunner:
     def __init__(self, *, agent_id: str, server_public_key: str, received: ReceivedRequests,
                  handlers: Mapping[PcRequestKind | str, Handler], send: Send, consent: ConsentBox | None = None,
                  stop: threading.Event | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 skew: timedelta = CLOCK_SKEW):
+                 skew: timedelta = CLOCK_SKEW, policy: Callable[[], PolicyStatement | None] | None = None):
         self.agent_id = agent_id
+        self.policy = policy or (lambda: None)
         self.server_public_key = server_public_key
         self.received = received
         self.handlers = {PcRequestKind(k): v for k, v in handlers.items()}
@@ -143,22 +145,30 @@ class RequestRunner:
         if handler is None:
             self._send(request.id, PcRequestState.FAILED, detail=f"This PC cannot do {request.kind.value} requests.")
             return PcRequestState.FAILED
-        if request.kind in NEEDS_CONSENT and not (request.unattended and request.kind == PcRequestKind.RESTORE):
+        under, legacy, wait_until = None, False, None
+        if request.kind in NEEDS_CONSENT:
+            under, legacy, wait_until = self._unattended(request)
+        if request.kind in NEEDS_CONSENT and under is None and not legacy:
             if self.consent is None:
                 self._send(request.id, PcRequestState.REFUSED, detail="Nobody on this PC can agree to it.")
                 return PcRequestState.REFUSED
             self.consent.ask(request, signed=signed.model_dump() if signed is not None else None)
             if not resumed:
                 self._send(request.id, PcRequestState.WAITING_CONSENT, detail="Waiting for the user to agree.")
-            outcome = self.consent.wait(request, self.stop)
+            outcome = self.consent.wait(request, self.stop, until=wait_until)
             if outcome == "refused":
                 self._send(request.id, PcRequestState.REFUSED, detail="The user refused it.")
+                return PcRequestState.REFUSED
+            if outcome == "timed_out":
+                self._send(request.id, PcRequestState.REFUSED,
+                           detail="Nobody on this PC answered in the time the group's policy gives the user.")
                 return PcRequestState.REFUSED
             if outcome != "approved":  # expired (the server marks it) or this agent is stopping
                 return PcRequestState.EXPIRED if outcome == "expired" else PcRequestState.WAITING_CONSENT
         if self.clock() >= request.expires_at + self.skew:
             return PcRequestState.EXPIRED
-        self._send(request.id, PcRequestState.RUNNING, progress=0.0, detail="Started.")
+        how = f" unattended under policy version {under}" if under is not None else ""
+        self._send(request.id, PcRequestState.RUNNING, progress=0.0, detail=f"Started{how}.")
 
         def report(progress: float | None = None, detail: str = "") -> None:
             if progress is not None:
@@ -174,8 +184,35 @@ class RequestRunner:
             log.exception("request %s failed", request.id)
             self._send(request.id, PcRequestState.FAILED, detail=f"Unexpected error on the PC ({type(exc).__name__}).")
             return PcRequestState.FAILED
-        self._send(request.id, PcRequestState.DONE, progress=1.0, detail="Done.", result=result or {})
+        result = dict(result or {})
+        if under is not None:
+            result["unattended_policy_version"] = under
+        self._send(request.id, PcRequestState.DONE, progress=1.0, detail=f"Done{how}.", result=result)
         return PcRequestState.DONE
+
+    def _unattended(self, request: PcRequest) -> tuple[int | None, bool, datetime | None]:
+        """How a request that needs consent may run: (the policy version it runs unattended under, or None; whether
+        the server-wide unattended restore setting lets it run; how long it waits for the user at most).
+
+        With a group policy, the policy this PC holds (checked in with the
+        server first) decides, and the server must have signed the request as
+        unattended too; without one, only the server-wide setting for restores.
+        A shell or session never comes here: no policy can name one.
+        """
+        try:
+            statement = self.policy()
+        except Exception:  # a failed check-in: the policy kept on this PC still decides (checked when read)
+            log.exception("reading this PC's group policy failed")
+            statement = None
+        if statement is None:
+            return None, bool(request.unattended and request.kind == PcRequestKind.RESTORE), None
+        body = statement.policy()
+        wait_until = None
+        if body.consent is not None and body.consent.wait_minutes is not None:
+            wait_until = request.created_at + timedelta(minutes=body.consent.wait_minutes)
+        if request.unattended and body.allows_unattended(request.kind.value):
+            return statement.version, False, wait_until
+        return None, False, wait_until
 
 
 def received_requests(directory: Path) -> ReceivedRequests:

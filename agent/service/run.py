@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from agent.client import ServerTooOldError
+from agent.group_policy import GroupPolicy
 from protocol.errors import ConfigError, HelplineError
+from protocol.policy import PolicyStatement
 
 from ..snapshots import restic as R
 from ..snapshots.handlers import request_handlers
@@ -77,8 +80,9 @@ class AgentService:
     def __init__(self, snapshots: Snapshots, *, stop: threading.Event | None = None,
                  on_event: Callable[[Event], None] | None = None,
                  channel: Callable[[threading.Event], None] | None = None,
-                 max_sleep: float = MAX_SLEEP):
+                 max_sleep: float = MAX_SLEEP, check_in: Callable[[], object] | None = None):
         self.snapshots = snapshots
+        self.check_in = check_in
         self.stop = stop or threading.Event()
         self.on_event = on_event or (lambda event: None)
         self.channel = channel
@@ -90,6 +94,11 @@ class AgentService:
 
     def run_pass(self) -> list[tuple[Work, object]]:
         """Run the work due now and check in; return what ran. A cancelled run ends the pass (the stop is set)."""
+        if self.check_in is not None:
+            try:
+                self.check_in()
+            except HelplineError as exc:  # the server away: the policy kept on this PC stays in force
+                self._tell(f"policy check-in failed: {exc.message}", ok=False)
         try:
             done = self.snapshots.run_due(cancel=self.stop)
         except R.ResticCancelled:
@@ -136,12 +145,45 @@ def agent_service(snapshots: Snapshots, *, stop: threading.Event,
     service = AgentService(snapshots, stop=stop, on_event=on_event)
     if snapshots.linked:
         handlers = {**request_handlers(snapshots, cancel=stop), **service_handlers(snapshots.store)}
+        group = GroupPolicy(snapshots.store.directory)
+        lock = threading.Lock()
+
+        server_too_old: list[str] = []  # said once: a server without group policies stays without them for a while
+
+        def refresh_policy(client) -> PolicyStatement | None:
+            """Check in with the server; apply a new group policy it hands over; return the one now run.
+
+            A server too old for group policies is told once, and not asked
+            again for the life of this service; the policy kept stays in force.
+            """
+            with lock:
+                if server_too_old:
+                    return group.held()
+                try:
+                    statement, changed = group.check_in(client)
+                except ServerTooOldError as exc:
+                    server_too_old.append(exc.message)
+                    service._tell(f"{exc.message} No group policy reaches this PC until then.", ok=False)
+                    return group.held()
+                except HelplineError as exc:  # the server away: the policy kept on this PC decides meanwhile
+                    service._tell(f"policy check-in failed: {exc.message}", ok=False)
+                    return group.held()
+                if changed:
+                    snapshots.reload_policy()
+                    service._tell(f"now running policy version {statement.version} of group {statement.group}"
+                                  if statement is not None else "no group policy any more: this PC's own settings")
+                return statement
+
+        def check_in() -> None:
+            with snapshots.client() as client:
+                refresh_policy(client)
 
         def channel(stop_event: threading.Event) -> None:
             RequestChannel(snapshots.new_client, handlers, stop_event, store=snapshots.store,
-                           on_event=lambda line, ok: service._tell(line, ok=ok)).run()
+                           on_event=lambda line, ok: service._tell(line, ok=ok), policy=refresh_policy).run()
 
         service.channel = channel
+        service.check_in = check_in
     return service
 
 

@@ -196,7 +196,13 @@ class Snapshots:
     def policy(self) -> SnapshotPolicy:
         if self._policy is None:
             self._policy = load_policy(data_dir=self.store.directory)
+            self._policy_loaded = True
         return self._policy
+
+    def reload_policy(self) -> None:
+        """Read the policy again at its next use (a new group policy arrived); a policy given at creation stays."""
+        if getattr(self, "_policy_loaded", False):
+            self._policy = None
 
     @property
     def restic(self) -> R.Restic:
@@ -289,6 +295,11 @@ class Snapshots:
         """Send the repository password to the server's escrow once; remember a refusal (escrow turned off)."""
         if self.state.read().repository(name).escrow is not None or not self.linked:
             return
+        from agent.group_policy import GroupPolicy
+
+        group = GroupPolicy(self.store.directory).body()
+        if group is not None and group.escrow is False:
+            return  # the group's policy keeps the password on this PC alone (asked again if it turns escrow on)
         password = self.password_file().read_text().strip()
         try:
             with self.client() as client:

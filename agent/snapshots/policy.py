@@ -1,8 +1,9 @@
 """What the agent snapshots, how often, how long it keeps it and where: the ``[snapshots]`` policy.
 
 The policy comes from the agent's configuration (``[snapshots]`` in
-``agent.toml``, see :mod:`agent.config`) laid over the defaults below; the
-fleet issue will deliver it per group instead. Every value is checked here,
+``agent.toml``, see :mod:`agent.config`) laid over the defaults below, and
+the group policy delivered signed by the server (:mod:`agent.group_policy`)
+laid over both: a key the group policy sets wins. Every value is checked here,
 and a bad one fails with one line naming the key (a ConfigError, exit 3).
 Example::
 
@@ -240,9 +241,22 @@ def policy_from_config(config: dict[str, Any], *, home: Path, data_dir: Path) ->
     return policy
 
 
-def load_policy(*, home: Path | None = None, data_dir: Path | None = None) -> SnapshotPolicy:
-    """Return this PC's policy from its agent configuration files (ConfigError for a bad one)."""
+def load_policy(*, home: Path | None = None, data_dir: Path | None = None,
+                group_section: dict[str, Any] | None = None) -> SnapshotPolicy:
+    """Return this PC's policy from its agent configuration files under its group policy (ConfigError for a bad one).
+
+    Each key the group policy (agent.group_policy, kept in ``data_dir``) sets
+    wins over the same key in agent.toml; ``group_section`` checks a group
+    policy before it is kept.
+    """
     from agent.config import load_agent_config
+    from agent.group_policy import snapshot_section
     from agent.paths import agent_dir
 
-    return policy_from_config(load_agent_config(), home=home or Path.home(), data_dir=data_dir or agent_dir())
+    data_dir = data_dir or agent_dir()
+    config = load_agent_config()
+    group = snapshot_section(data_dir) if group_section is None else group_section
+    if group:
+        own = config.get("snapshots", {})
+        config = {**config, "snapshots": {**(own if isinstance(own, dict) else {}), **group}}
+    return policy_from_config(config, home=home or Path.home(), data_dir=data_dir)

@@ -339,6 +339,10 @@ def agent_show(agent_id: AgentIdArg, json_out: JsonOpt = False) -> None:
         lines += f"\nRevoked: {output.local_time(a.revoked_at)}"
     if a.protection_words:
         lines += f"\nSnapshots: {output.esc(a.protection_words)}\nLast snapshot: {output.local_time(a.last_snapshot_at)}"
+    if a.current_policy_version is not None or a.policy_version is not None:
+        from cli.commands.policy import policy_words
+
+        lines += f"\nPolicy: {policy_words(a)}"
     output.say(lines)
 
 

@@ -44,6 +44,7 @@ from protocol.errors import (
 from protocol.snapshots import OBJECT_TYPES, RepositoryMode, is_agent_id
 from server.audit import Actor
 from server.blobs import SNAPSHOTS, BlobStore, key_under
+from server.fleet.policies import server_quota
 from server.models import ResticObject, ResticRepository
 from server.refusals import refusal
 from server.restic_rest.credentials import Grant, ensure_repository
@@ -248,17 +249,19 @@ def begin_upload(session: Session, options: SnapshotSettings, grant: Grant, wher
         return Upload(exists=True, reserved=0)
     if row is not None:
         return Upload(exists=True, reserved=0)  # checked against its name, or (config) against what is stored
+    quota = server_quota(session, repo.agent_id, options.quota_bytes)  # the group policy's, else the server's
     claimed = session.execute(
         update(ResticRepository)
-        .where(ResticRepository.agent_id == repo.agent_id, ResticRepository.bytes + length <= options.quota_bytes)
+        .where(ResticRepository.agent_id == repo.agent_id, ResticRepository.bytes + length <= quota)
         .values(bytes=ResticRepository.bytes + length)
     ).rowcount
     if not claimed:
         session.refresh(repo)
         raise StorageFullError(
-            f"This PC's repository on the server is full: {repo.bytes} of {options.quota_bytes} bytes are used "
+            f"This PC's repository on the server is full: {repo.bytes} of {quota} bytes are used "
             f"and this object needs {length} more.",
-            hint="An administrator raises [snapshots] quota_bytes, or the server's prune makes room.")
+            hint="An administrator raises the group policy's server_quota or [snapshots] quota_bytes, "
+                 "or the server's prune makes room.")
     return Upload(exists=False, reserved=length)
 
 

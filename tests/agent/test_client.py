@@ -13,6 +13,7 @@ from starlette.routing import Match
 
 from agent.client import HelplineClient
 from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
+from protocol.policy import PolicyBody, PolicyCheckIn
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
@@ -135,6 +136,10 @@ def every_call(tmp_path: Path):
         ("pc_request", ("0f8fad5b", BUNDLE, 25, 3)),
         ("next_pc_requests", (25,)),
         ("update_pc_request", (BUNDLE, PcRequestUpdate(state="running", progress=0.5))),
+        ("set_policy", ("laptops", PolicyBody(unattended=["restore"]))),
+        ("policies", ()),
+        ("policy", ("laptops", 2)),
+        ("agent_policy", (PolicyCheckIn(running=1),)),
         ("offer_session", (SessionOffer(ticket="T-1042", host_key=HOST_KEY),)),
         ("session_events", (BUNDLE, 3, 20)),
         ("answer_session", (BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True))),
@@ -157,10 +162,11 @@ def every_call(tmp_path: Path):
 
 def server_routes():
     from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+        accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
+        uploads,
     )
 
-    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets,
+    return [r for m in (accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
                         uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
@@ -308,3 +314,26 @@ def test_a_refused_answer_is_none_and_an_approved_one_a_relay_ticket():
         assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=False)) is None
     with client_with(Recorder({("POST", path): httpx.Response(200, json=ticket)})) as client:
         assert client.answer_session(BUNDLE, ConsentAnswer(grant_id=BUNDLE, approved=True)).token == "hlr_x"
+
+
+def test_every_request_states_the_protocol_version_and_a_route_missing_on_an_older_server_says_upgrade_it():
+    from agent.client import ServerTooOldError
+    from protocol.policy import PolicyCheckIn
+    from protocol.version import PROTOCOL_HEADER, PROTOCOL_VERSION
+
+    recorder = Recorder()  # an older server: 404 for the route, and no version header
+    with client_with(recorder) as client:
+        with pytest.raises(ServerTooOldError, match="too old for group policies: upgrade it"):
+            client.agent_policy(PolicyCheckIn(running=1))
+        with pytest.raises(ServerTooOldError):
+            client.policies()
+    assert recorder.requests[0].headers[PROTOCOL_HEADER] == str(PROTOCOL_VERSION)
+
+    # A server that speaks the version: its 404 is a plain "not found" (no such group), never "upgrade it".
+    current = Recorder({("GET", "/v1/policies/lab"): httpx.Response(
+        404, json={"error": {"code": "not_found", "message": "Group lab has no policy."}},
+        headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION)})})
+    with client_with(current) as client:
+        with pytest.raises(NotFoundError) as raised:
+            client.policy("lab")
+    assert not isinstance(raised.value, ServerTooOldError)

@@ -12,6 +12,7 @@ import pytest
 from starlette.routing import Match
 
 from agent.client import HelplineClient
+from protocol.webhooks import WebhookCreate
 from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 from protocol.errors import ConfigError, DamagedError, InvalidInputError, NotFoundError, UnavailableError
@@ -102,6 +103,11 @@ def every_call(tmp_path: Path):
         ("refuse_agent", ("0f8fad5b", AgentDecision())),
         ("revoke_agent", ("0f8fad5b", AgentDecision(reason="stolen"))),
         ("audit_events", ()),
+        ("add_webhook", (WebhookCreate(url="https://helpdesk.example.org/hook", events=["ticket.opened"]),)),
+        ("webhooks", ()),
+        ("remove_webhook", (7,)),
+        ("test_webhook", (7,)),
+        ("webhook_deliveries", ()),
         ("create_ticket", (TicketCreate(title="VPN"),)),
         ("tickets", ()),
         ("ticket", ("#1042",)),
@@ -157,11 +163,11 @@ def every_call(tmp_path: Path):
 
 def server_routes():
     from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads, webhooks,
     )
 
     return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets,
-                        uploads) for r in m.router.routes
+                        uploads, webhooks) for r in m.router.routes
             if r.path.startswith("/v1/")]
 
 

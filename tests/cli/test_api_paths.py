@@ -17,11 +17,11 @@ RAW_ATTRIBUTES = {"connection", "_call", "_client"}
 
 def _first_segments() -> set[str]:
     from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads, webhooks,
     )
 
     paths = [r.path for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots,
-                              tickets, uploads) for r in m.router.routes]
+                              tickets, uploads, webhooks) for r in m.router.routes]
     return {p.split("/")[2] for p in paths if p.startswith("/v1/")}
 
 

@@ -107,7 +107,7 @@ def completion(shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="The
 
 def _full_app() -> typer.Typer:
     """Every command, grouped in panels by who runs them."""
-    from cli.commands import admin, connect, consent, diag, engineer, pc, server, session, share, snapshots, user
+    from cli.commands import admin, connect, consent, diag, engineer, pc, server, session, share, snapshots, user, webhook
 
     app = _typer_app()
     share.register(app)
@@ -135,6 +135,7 @@ def _full_app() -> typer.Typer:
     app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
     app.command(rich_help_panel=admin.PANEL)(admin.audit)
     app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+    app.add_typer(webhook.webhook_app, name="webhook", rich_help_panel=admin.PANEL)
 
     app.command(rich_help_panel="Set-up")(completion)
     return app

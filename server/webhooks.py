@@ -276,9 +276,9 @@ def ticket_data(ticket: Ticket, settings: ServerSettings | None = None) -> dict[
     return data
 
 
-def ticket_payload(session: Session, ticket: Ticket, **more: Any) -> dict[str, Any]:
+def ticket_payload(db: Session, ticket: Ticket, /, **more: Any) -> dict[str, Any]:
     """A payload naming ``ticket`` (with a link when ``[webhooks] public_url`` is set) and ``more``."""
-    return {"ticket": ticket_data(ticket, session.info.get(SETTINGS_INFO)), **more}
+    return {"ticket": ticket_data(ticket, db.info.get(SETTINGS_INFO)), **more}
 
 
 #: ``Session.info`` key under which a runtime's sessions carry its settings (for links in payloads).

@@ -286,3 +286,33 @@ def test_the_backoff_is_capped_and_jittered():
     assert all(300 <= d <= 600 for d in delays[5:])
     assert 15 <= delays[0] <= 30 and len({round(d, 3) for d in delays[5:]}) > 1
     assert timedelta(seconds=max(delays)) <= timedelta(seconds=600)
+
+
+def test_a_restore_reaching_its_end_is_told_with_its_outcome_and_no_paths(helpline):
+    from tests.server.api.test_pc_requests import RESTORE, linked_pc
+
+    add(helpline, helpline.admin(), events=("restore.done",))
+    engineer = helpline.token()
+    pc, number = linked_pc(helpline, engineer)
+    made = helpline.ok("POST", f"agents/{pc.agent_id}/requests", engineer, json={**RESTORE, "ticket": number})
+    helpline.ok("GET", "agent/requests", pc)
+    helpline.ok("POST", f"agent/requests/{made['id']}/update", pc, json={"state": "running", "progress": 0.5})
+    assert deliveries(helpline) == []  # running is not an end
+    helpline.ok("POST", f"agent/requests/{made['id']}/update", pc, json={"state": "done", "result": {"files_restored": 1}})
+    (row,) = deliveries(helpline)
+    assert row.event.payload["restore"]["outcome"] == "done" and row.event.payload["ticket"]["number"] == number
+    assert "report.odt" not in json.dumps(row.event.payload)  # what was restored is the PC's business
+
+
+
+def test_a_session_ending_is_told_once_with_its_figures(helpline):
+    from tests.server.api.test_sessions import approved, setup
+
+    add(helpline, helpline.admin(), events=("session.ended",))
+    s = setup(helpline)
+    sid, _, _ = approved(helpline, s)
+    helpline.ok("POST", f"sessions/{sid}/end", s.engineer, json={"reason": "fixed", "bytes_to_pc": 10})
+    helpline.ok("POST", f"agent/sessions/{sid}/end", s.pc, json={"reason": "closed", "bytes_from_pc": 99})
+    (row,) = deliveries(helpline)
+    told = row.event.payload["session"]
+    assert (told["id"], told["reason"], told["bytes_to_pc"]) == (sid, "fixed", 10)

@@ -151,7 +151,7 @@ def _public(address: str) -> bool:
 def _resolve(host: str, port: int) -> list[str]:
     try:
         return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
-    except (socket.gaierror, UnicodeError):
+    except (OSError, UnicodeError, ValueError):  # no such name, an over-long label, a character no resolver takes
         return []
 
 

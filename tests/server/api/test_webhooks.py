@@ -316,3 +316,21 @@ def test_a_session_ending_is_told_once_with_its_figures(helpline):
     (row,) = deliveries(helpline)
     told = row.event.payload["session"]
     assert (told["id"], told["reason"], told["bytes_to_pc"]) == (sid, "fixed", 10)
+
+
+def test_the_webhook_deadline_and_retention_jobs_run_from_the_registry(helpline, clock):
+    from server.jobs import JOBS, run_if_due
+    from server.models import JobRun
+
+    helpline.ticket(helpline.token(), priority="urgent")
+    clock.advance(minutes=31)
+    jobs = {job.name: job for job in JOBS}
+    for name in ("ticket-deadlines", "webhook-deliver", "retention"):
+        run_if_due(helpline.runtime, jobs[name])
+    with helpline.db() as session:
+        runs = {r.job: (r.outcome, r.detail) for r in session.scalars(select(JobRun))}
+    assert runs == {
+        "ticket-deadlines": ("ok", "1 tickets' first response due soon, 0 overdue"),
+        "webhook-deliver": ("ok", "delivered 0 webhook events, 0 to retry, 0 failed"),
+        "retention": ("ok", "removed 0 bundles and 0 old webhook events past their retention"),
+    }

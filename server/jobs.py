@@ -124,10 +124,11 @@ def watch_ticket_deadlines(state: ServerRuntime) -> str:
 
 
 def enforce_retention(state: ServerRuntime) -> str:
-    """Delete bundles and old webhook events past the ``[retention]`` settings (each bundle audited)."""
+    """Delete bundles, revoked PCs' snapshots and old webhook events past the ``[retention]`` settings (audited)."""
     with transaction(state.sessions) as session:
-        bundles, events = retention.enforce(session, state.blobs, state.settings, now=state.clock())
-    return f"removed {bundles} bundles and {events} old webhook events past their retention"
+        bundles, repositories, events = retention.enforce(session, state.blobs, state.settings, now=state.clock())
+    return (f"removed {bundles} bundles, {repositories} revoked PCs' snapshot repositories and {events} old webhook "
+            "events past their retention")
 
 
 JOBS: tuple[Job, ...] = (

@@ -268,6 +268,9 @@ class RetentionSettings(BaseModel):
 
     # Diagnostic bundles (and the reply attachments beside them) older than this many days are deleted.
     bundles_days: float | None = Field(default=None, gt=0)
+    # The server-side snapshots of a PC whose agent was revoked (or retired) this many days ago go to the
+    # snapshot trash (gone for good after [snapshots] trash_days). None: kept, e.g. for a replacement restore.
+    revoked_snapshots_days: float | None = Field(default=None, gt=0)
     # Webhook events and their deliveries (delivered or failed) older than this many days are deleted.
     webhook_days: float = Field(default=30.0, ge=8)  # at least the 7 days the deadline job looks back
     # How often the retention job runs.

@@ -254,12 +254,12 @@ def test_retention_deletes_only_expired_bundles_with_their_blobs_and_audits(help
 
     with helpline.db() as session:
         keys = {b.id: b.blob_key for b in session.scalars(select(Bundle))}
-    assert enforce() == (1, 0)
+    assert enforce() == (1, 0, 0)
     assert not helpline.runtime.blobs.exists(keys[old["id"]]) and helpline.runtime.blobs.exists(keys[young["id"]])
     with helpline.db() as session:
         assert [b.id for b in session.scalars(select(Bundle))] == [young["id"]]
     assert [e.details["id"] for e in helpline.audit("bundle.expired")] == [old["id"]]
-    assert enforce() == (0, 0)
+    assert enforce() == (0, 0, 0)
 
 
 def test_retention_keeps_bundles_by_default_and_deletes_old_finished_webhook_events(helpline, clock, tmp_path):
@@ -270,7 +270,7 @@ def test_retention_keeps_bundles_by_default_and_deletes_old_finished_webhook_eve
     clock.advance(days=helpline.settings.retention.webhook_days, seconds=1)
     upload_bundle(helpline, tmp_path)
     with transaction(helpline.runtime.sessions) as session:
-        assert retention.enforce(session, helpline.runtime.blobs, helpline.settings, now=clock()) == (0, 1)
+        assert retention.enforce(session, helpline.runtime.blobs, helpline.settings, now=clock()) == (0, 0, 1)
     with helpline.db() as session:
         assert len(session.scalars(select(Bundle)).all()) == 1
         left = sorted((e.kind, e.subject) for e in session.scalars(select(WebhookEvent)))
@@ -332,5 +332,35 @@ def test_the_webhook_deadline_and_retention_jobs_run_from_the_registry(helpline,
     assert runs == {
         "ticket-deadlines": ("ok", "1 tickets' first response due soon, 0 overdue"),
         "webhook-deliver": ("ok", "delivered 0 webhook events, 0 to retry, 0 failed"),
-        "retention": ("ok", "removed 0 bundles and 0 old webhook events past their retention"),
+        "retention": ("ok", "removed 0 bundles, 0 revoked PCs' snapshot repositories and 0 old webhook events past "
+                               "their retention"),
     }
+
+
+def test_retention_sends_long_revoked_pcs_snapshots_to_the_trash_and_no_other(helpline, clock):
+    from server.models import ResticObject, ResticRepository
+    from server.restic_rest import trash
+
+    helpline.runtime.settings.retention.revoked_snapshots_days = 7
+    admin = helpline.admin()
+    gone, recent, active = (helpline.enrolled_pc(f"pc-{n}") for n in ("gone", "recent", "active"))
+    with helpline.db() as session:
+        for pc in (gone, recent, active):
+            session.add(ResticRepository(agent_id=pc.agent_id, created_at=clock(), bytes=300))
+            for name in ("a" * 64, "b" * 64):
+                session.add(ResticObject(agent_id=pc.agent_id, type="data", name=name, size=150, created_at=clock(),
+                                         created_by="append"))
+    helpline.ok("POST", f"agents/{gone.agent_id}/revoke", admin, json={"reason": "stolen"})
+    clock.advance(days=7, seconds=1)
+    helpline.ok("POST", f"agents/{recent.agent_id}/revoke", helpline.admin(), json={"reason": "re-imaged"})
+    with transaction(helpline.runtime.sessions) as session:
+        assert retention.enforce(session, helpline.runtime.blobs, helpline.settings, now=clock()) == (0, 1, 0)
+    with helpline.db() as session:
+        assert {r.agent_id for r in session.scalars(select(ResticRepository))} == {recent.agent_id, active.agent_id}
+        trashed = {(o.agent_id, o.trashed_at) for o in session.scalars(select(ResticObject)) if o.trashed_at}
+        assert trashed == {(gone.agent_id, clock())}
+    assert [(e.target_id, e.details["objects"]) for e in helpline.audit("snapshots.expired")] == [(gone.agent_id, 2)]
+    with transaction(helpline.runtime.sessions) as session:
+        assert retention.enforce(session, helpline.runtime.blobs, helpline.settings, now=clock()) == (0, 0, 0)
+        keys = trash.empty(session, helpline.settings.snapshots.trash_days, clock() + timedelta(days=8))
+    assert len(keys) == 2 and all(gone.agent_id in key for key in keys)  # the trash job deletes their blobs later

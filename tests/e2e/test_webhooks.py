@@ -93,6 +93,15 @@ def test_a_pc_opened_ticket_reaches_a_receiver_that_fails_twice_then_accepts(ser
         assert number in receiver.received[-1][1].decode()
         listed = admin_pc.ok("webhook", "list").stdout
         assert receiver.url in listed and hook["secret"] not in listed
+        assert "delivered" in admin_pc.ok("webhook", "deliveries").stdout
+
+        admin_pc.ok("webhook", "test", str(hook["id"]))
+        wait_for(lambda: len(receiver.received) >= 4, "the test event")
+        assert receiver.received[3][0][EVENT_HEADER] == "webhook.test"
+        admin_pc.ok("webhook", "remove", str(hook["id"]))
+        assert admin_pc.ok("webhook", "list", "--json").json() == []
+        refused = admin_pc.run("webhook", "add", "ftp://127.0.0.1/x", "--events", "ticket.opened")
+        assert refused.code != 0 and "http:// or https://" in refused.stderr
     finally:
         receiver.stop()
 

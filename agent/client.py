@@ -62,6 +62,7 @@ from protocol.schemas import (
     UploadStatus,
 )
 from protocol.policy import PolicyBody, PolicyCheckIn, PolicyCheckInAnswer, PolicyPublic
+from protocol.webhooks import WebhookCreate, WebhookCreated, WebhookDeliveryPublic, WebhookPublic
 from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
 from protocol.snapshots import (
     CredentialRequest,
@@ -287,6 +288,29 @@ class HelplineClient:
         """Audit events, newest first, optionally only actions starting with ``action`` or about ``target``."""
         params = {k: v for k, v in {"action": action, "target": target, "limit": limit}.items() if v is not None}
         return self._call(list[AuditEventPublic], "GET", "audit", params=params)
+
+    # --- webhooks (admins) -----------------------------------------------------------------
+
+    def add_webhook(self, body: WebhookCreate) -> WebhookCreated:
+        return self._call(WebhookCreated, "POST", "webhooks", json=_body(body))
+
+    def webhooks(self) -> list[WebhookPublic]:
+        return self._call(list[WebhookPublic], "GET", "webhooks")
+
+    def remove_webhook(self, webhook_id: int) -> WebhookPublic:
+        return self._call(WebhookPublic, "DELETE", f"webhooks/{_row_id(webhook_id, 'webhook id')}")
+
+    def test_webhook(self, webhook_id: int) -> WebhookDeliveryPublic:
+        return self._call(WebhookDeliveryPublic, "POST", f"webhooks/{_row_id(webhook_id, 'webhook id')}/test")
+
+    def webhook_deliveries(self, *, webhook_id: int | None = None, failed: bool = False,
+                           limit: int | None = None) -> list[WebhookDeliveryPublic]:
+        """Recent deliveries, newest first: of one endpoint, and only the failed ones, if asked."""
+        params: dict[str, Any] = {"webhook": webhook_id, "limit": limit}
+        params = {k: v for k, v in params.items() if v is not None}
+        if failed:
+            params["failed"] = "true"
+        return self._call(list[WebhookDeliveryPublic], "GET", "webhooks/deliveries", params=params)
 
     # --- tickets (engineers) --------------------------------------------------------------
 

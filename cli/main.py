@@ -107,7 +107,9 @@ def completion(shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="The
 
 def _full_app() -> typer.Typer:
     """Every command, grouped in panels by who runs them."""
-    from cli.commands import admin, connect, consent, diag, engineer, pc, policy, server, session, share, snapshots, user
+    from cli.commands import (
+        admin, connect, consent, diag, engineer, pc, policy, server, session, share, snapshots, user, webhook,
+    )
 
     app = _typer_app()
     share.register(app)
@@ -136,6 +138,7 @@ def _full_app() -> typer.Typer:
     app.add_typer(policy.policy_app, name="policy", rich_help_panel=admin.PANEL)
     app.command(rich_help_panel=admin.PANEL)(admin.audit)
     app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+    app.add_typer(webhook.webhook_app, name="webhook", rich_help_panel=admin.PANEL)
 
     app.command(rich_help_panel="Set-up")(completion)
     return app

@@ -19,11 +19,13 @@ from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
 from server.api import (
-    accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets, uploads,
+    accounts, agents, audit, auth, health, metrics, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
+    uploads, webhooks,
 )
 from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
 from server.jobs import run_jobs
+from server.metrics import HttpMetrics, MetricsMiddleware
 from server.runtime import ServerRuntime
 from server.relay import route as relay_route
 from server.relay.hub import relay_hub
@@ -167,7 +169,7 @@ def create_app(state: ServerRuntime) -> FastAPI:
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
     for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests,
-                   sessions, relay_route, policies):
+                   sessions, policies, webhooks, metrics, relay_route):
         app.include_router(module.router)
     app.include_router(restic_rest.rest)
     relay_hub(app)
@@ -175,5 +177,7 @@ def create_app(state: ServerRuntime) -> FastAPI:
                        exempt_ends=("/recording",))
     app.add_middleware(PrintablePath)
     app.add_middleware(ProtocolVersion)  # inside SignedAnswers: a too-old agent's refusal is signed too
+    app.state.metrics = HttpMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # sees the route chosen; refusals before routing count as unmatched
     app.add_middleware(SignedAnswers, runtime=state)  # outermost: refusals by the body limit and bad paths are signed too
     return app

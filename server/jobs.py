@@ -25,7 +25,7 @@ from pathlib import Path
 import anyio
 from sqlalchemy import delete, func, select
 
-from server import escrow, sessions, snapshots
+from server import escrow, retention, sessions, snapshots, webhooks
 from server.agent_requests import sweep_nonces
 from server.audit import Actor
 from server.db import transaction, utcnow
@@ -109,6 +109,28 @@ def sweep_session_leftovers(state: ServerRuntime) -> str:
     return f"removed {recordings} expired session recordings and {passes} old relay passes"
 
 
+def deliver_webhooks(state: ServerRuntime) -> str:
+    """Send the webhook deliveries that are due (first attempts and retries)."""
+    delivered, retried, failed = webhooks.deliver_due(state.sessions, webhooks.WebhookKey(state.signing_key),
+                                                      state.settings.webhooks, now=state.clock)
+    return f"delivered {delivered} webhook events, {retried} to retry, {failed} failed"
+
+
+def watch_ticket_deadlines(state: ServerRuntime) -> str:
+    """Emit the webhook events of tickets whose first response is due soon or overdue (once per ticket)."""
+    with transaction(state.sessions) as session:
+        soon, overdue = webhooks.watch_deadlines(session, state.settings, now=state.clock())
+    return f"{soon} tickets' first response due soon, {overdue} overdue"
+
+
+def enforce_retention(state: ServerRuntime) -> str:
+    """Delete bundles, revoked PCs' snapshots and old webhook events past the ``[retention]`` settings (audited)."""
+    with transaction(state.sessions) as session:
+        bundles, repositories, events = retention.enforce(session, state.blobs, state.settings, now=state.clock())
+    return (f"removed {bundles} bundles, {repositories} revoked PCs' snapshot repositories and {events} old webhook "
+            "events past their retention")
+
+
 JOBS: tuple[Job, ...] = (
     Job("upload-sweep", lambda settings: settings.upload_sweep_seconds, sweep_uploads),
     Job("nonce-sweep", lambda settings: NONCE_SWEEP_SECONDS, sweep_agent_nonces),
@@ -118,6 +140,9 @@ JOBS: tuple[Job, ...] = (
     Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
     Job("pc-request-sweep", lambda settings: settings.snapshots.request_sweep_seconds, sweep_pc_requests),
     Job("session-sweep", lambda settings: SESSION_SWEEP_SECONDS, sweep_session_leftovers),
+    Job("webhook-deliver", lambda settings: settings.webhooks.deliver_seconds, deliver_webhooks),
+    Job("ticket-deadlines", lambda settings: settings.webhooks.deadline_check_seconds, watch_ticket_deadlines),
+    Job("retention", lambda settings: settings.retention.check_minutes * 60, enforce_retention),
 )
 
 

@@ -560,3 +560,58 @@ class GroupPolicy(Base):
     body: Mapped[dict] = mapped_column(JSON, nullable=False)
     created_by: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+# --- webhooks (fleet issue, hooks) --------------------------------------------------------------
+
+
+class WebhookEndpoint(Base):
+    """A URL an admin registered for some event kinds; its signing secret is sealed, never stored in the clear.
+
+    The secret must be readable by the server (it signs every delivery with it), so it cannot be only hashed:
+    it is sealed (AES-256-GCM) with a key derived from the server's signing key, bound to the endpoint's id.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    events: Mapped[list] = mapped_column(JSON, default=list, nullable=False)
+    description: Mapped[str] = mapped_column(String(200), default="", nullable=False)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False)  # which webhook key sealed the secret
+    sealed_secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # nonce + AES-GCM(secret); set right after insert
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class WebhookEvent(Base):
+    """One event in the outbox, written in the transaction of the change it tells of."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50), nullable=False)
+    subject: Mapped[str] = mapped_column(String(100), default="", nullable=False)  # e.g. the ticket's label
+    payload: Mapped[dict] = mapped_column(JSON, default=dict, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+    __table_args__ = (Index("ix_webhook_events_kind_subject", "kind", "subject"),)
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one endpoint: pending (with its next attempt), delivered or failed."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), nullable=False, index=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False,
+                                             index=True)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="", nullable=False)  # the receiver's words: untrusted text
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    event: Mapped[WebhookEvent] = relationship()
+    endpoint: Mapped[WebhookEndpoint] = relationship()
+
+    __table_args__ = (Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),)

@@ -35,6 +35,8 @@ from protocol.pc_requests import (
 from protocol.schemas import AgentStatus
 from protocol.untrusted import shown
 from server import tickets as ticket_svc
+from protocol.webhooks import WebhookKind
+from server import webhooks
 from server.audit import Actor, record, timeline
 from server.db import session_now
 from server.fleet.policies import unattended_allowed
@@ -122,6 +124,12 @@ def _change(session: Session, row: PcRequestRow, actor: Actor, state: PcRequestS
         return
     record(session, actor, f"pc_request.{state.value}", "pc_request", row.id, agent=row.agent_id, kind=row.kind,
            old=old.value, detail=(detail or "")[:_SHOWN_DETAIL])
+    if row.kind == PcRequestKind.RESTORE.value and state in FINAL_STATES:
+        restore = {"id": row.id, "outcome": state.value, "agent_id": row.agent_id, "hostname": row.agent.hostname,
+                   "requested_by": row.requested_by, "source_agent_id": row.source_agent_id}
+        payload = (webhooks.ticket_payload(session, row.ticket, restore=restore) if row.ticket is not None
+                   else {"ticket": None, "restore": restore})
+        webhooks.emit(session, WebhookKind.RESTORE_DONE, payload)
     if row.ticket is not None and state != PcRequestState.DELIVERED:
         told = f": {shown(detail[:_SHOWN_DETAIL])}" if detail else ""
         words = {

@@ -19,6 +19,7 @@ from server.doorbell import Doorbell
 from server.db import CLOCK_INFO, DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.escrow import SESSION_INFO as ESCROW_INFO
 from server.escrow import EscrowKey, EscrowContext
+from server.webhooks import SETTINGS_INFO as WEBHOOK_SETTINGS_INFO
 from server.settings import ServerSettings
 
 T = TypeVar("T")
@@ -91,6 +92,7 @@ class ServerRuntime:
         for sessions in (self.sessions, self.read_sessions):
             sessions.kw.setdefault("info", {})[ESCROW_INFO] = self.escrow
             sessions.kw["info"][CLOCK_INFO] = self.clock  # and its clock (tests move it), for seams given only a session
+            sessions.kw["info"][WEBHOOK_SETTINGS_INFO] = self.settings  # and its settings (links in webhook payloads)
 
     @property
     def public_key(self) -> str:

@@ -43,6 +43,8 @@ from protocol.sessions import (
 )
 from protocol.tickets import parse_ticket_ref
 from server import ratelimit
+from protocol.webhooks import WebhookKind
+from server import webhooks
 from server.audit import Actor, record, timeline
 from server.blobs.keys import RECORDINGS, key_under
 from server.models import Account, Agent, Pairing, RelayToken, RemoteSession, SessionChat, SessionEventRow, Ticket
@@ -396,6 +398,10 @@ def _end(session: Session, row: RemoteSession, actor: Actor, reason: str, *, now
         timeline(session, row.ticket, actor, "session.ended",
                  f"The remote session ended ({row.end_reason}): {duration} s, {row.bytes_to_pc} bytes to the PC, "
                  f"{row.bytes_from_pc} from it.")
+        webhooks.emit(session, WebhookKind.SESSION_ENDED, webhooks.ticket_payload(session, row.ticket, session={
+            "id": row.id, "reason": row.end_reason, "was": was, "duration_seconds": duration,
+            "bytes_to_pc": row.bytes_to_pc, "bytes_from_pc": row.bytes_from_pc, "engineer": row.engineer_username,
+            "agent_id": row.agent_id, "hostname": row.hostname}))
 
 
 def recording_key(row: RemoteSession) -> str:

@@ -205,6 +205,78 @@ class SnapshotSettings(BaseModel):
         return value.rstrip("/")
 
 
+class WebhookSettings(BaseModel):
+    """Signed webhooks on ticket events: delivery pace, retries and which addresses endpoints may have.
+
+    ``[webhooks]`` in server.toml, ``HELPLINE_WEBHOOKS__<NAME>`` in the environment. Each delivery is
+    retried with exponential back-off and jitter (``backoff_seconds`` doubling up to ``backoff_max_seconds``)
+    until ``max_attempts`` or ``max_age_hours``, then marked failed (``helpline webhook deliveries --failed``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # How often the delivery job looks for events due to be sent (seconds).
+    deliver_seconds: float = Field(default=10.0, gt=0)
+    # Connect and read timeout of one delivery (seconds); redirects are never followed.
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    max_age_hours: float = Field(default=24.0, gt=0)
+    backoff_seconds: float = Field(default=30.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    # Deliveries sent per run of the job (the rest wait for the next run).
+    batch: int = Field(default=50, ge=1, le=1000)
+    # Endpoints on loopback, private, link-local or otherwise non-public addresses are refused unless this is
+    # true (a helpdesk on the internal network needs it): the server must not be a way into its own network.
+    allow_private_networks: bool = False
+    # A ticket's first response is "due soon" this many minutes before it is due.
+    due_soon_minutes: float = Field(default=30.0, gt=0)
+    # How often the deadline job looks for tickets whose first response is due soon or overdue.
+    deadline_check_seconds: float = Field(default=60.0, gt=0)
+    # The base URL engineers reach this server by, for links in payloads (none: payloads carry no links).
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
+            raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
+        return value.rstrip("/")
+
+
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (Prometheus text format): readable with the bearer token in ``token_file`` or an admin's token.
+
+    ``[metrics]`` in server.toml, ``HELPLINE_METRICS__<NAME>`` in the environment.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A file holding the scrape token (one line, at least 32 characters); none: only admins' API tokens read /metrics.
+    token_file: Path | None = None
+
+
+class RetentionSettings(BaseModel):
+    """How long the server keeps what piles up; the ``retention`` job deletes what is older, audited.
+
+    ``[retention]`` in server.toml, ``HELPLINE_RETENTION__<NAME>`` in the environment. None keeps for ever.
+    Session recordings keep their setting, ``[sessions] recording_retention_days`` (the ``session-sweep`` job).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Diagnostic bundles (and the reply attachments beside them) older than this many days are deleted.
+    bundles_days: float | None = Field(default=None, gt=0)
+    # The server-side snapshots of a PC whose agent was revoked (or retired) this many days ago go to the
+    # snapshot trash (gone for good after [snapshots] trash_days). None: kept, e.g. for a replacement restore.
+    revoked_snapshots_days: float | None = Field(default=None, gt=0)
+    # Webhook events and their deliveries (delivered or failed) older than this many days are deleted.
+    webhook_days: float = Field(default=30.0, ge=8)  # at least the 7 days the deadline job looks back
+    # How often the retention job runs.
+    check_minutes: float = Field(default=60.0, gt=0)
+
+
 #: The flat spellings of the blob settings before ``[blobs]``, still read (file and
 #: environment) and folded into ``blobs``: old name -> name in BlobSettings.
 FLAT_BLOB_SETTINGS = {
@@ -293,6 +365,10 @@ class ServerSettings(BaseSettings):
     password_check_threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     dev: bool = False
+    # hooks (fleet issue): webhooks, /metrics, retention
+    webhooks: WebhookSettings = WebhookSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

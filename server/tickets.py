@@ -21,6 +21,8 @@ from protocol.schemas import (
 )
 from protocol.errors import Audience, ConflictError, NotFoundError
 from protocol.tickets import OPEN_STATUSES, is_open, parse_ticket_ref, ticket_label
+from protocol.webhooks import WebhookKind
+from server import webhooks
 from server.audit import Actor, record, timeline
 from server.models import Account, Counter, Ticket
 from server.refusals import refusal
@@ -97,6 +99,7 @@ def create_ticket(
     if assignee is not None:
         timeline(session, ticket, actor, "assigned", f"Assigned to {assignee.display_name}.")
     record(session, actor, "ticket.create", "ticket", ticket.label, priority=priority.value, channel=channel.value)
+    webhooks.emit(session, WebhookKind.TICKET_OPENED, webhooks.ticket_payload(session, ticket))
     return ticket
 
 

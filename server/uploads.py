@@ -50,6 +50,8 @@ from protocol.errors import (
 )
 from protocol.untrusted import shown
 from protocol.units import human_size
+from protocol.webhooks import WebhookKind
+from server import webhooks
 from server.audit import Actor, record, timeline
 from server.blobs import BUNDLES, UPLOADS, BlobStore, key_under
 from server.models import Agent, Bundle, Counter, Ticket, Upload, UploadChunk
@@ -354,6 +356,9 @@ def finish(
     timeline(session, upload.ticket, actor, "bundle",
              f"Diagnostics from {agent.hostname} arrived ({files} files, {human_size(size)}).")
     record(session, actor, "bundle.store", "ticket", upload.ticket.label, bundle_id=bundle.id, size=size, sha256=sha256)
+    webhooks.emit(session, WebhookKind.DIAGNOSTICS_ARRIVED, webhooks.ticket_payload(
+        session, upload.ticket, bundle={"id": bundle.id, "files": files, "size": size, "hostname": agent.hostname,
+                                        "agent_id": agent.id}))
     session.flush()
     return bundle
 

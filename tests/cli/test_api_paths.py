@@ -16,13 +16,9 @@ RAW_ATTRIBUTES = {"connection", "_call", "_client"}
 
 
 def _first_segments() -> set[str]:
-    from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
-        uploads,
-    )
+    from tests.agent.test_client import api_modules
 
-    paths = [r.path for m in (accounts, agents, audit, auth, health, pc_requests, policies, restic_rest, sessions, snapshots,
-                              tickets, uploads) for r in m.router.routes]
+    paths = [r.path for m in api_modules() for r in m.router.routes]
     return {p.split("/")[2] for p in paths if p.startswith("/v1/")}
 
 

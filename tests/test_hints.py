@@ -28,6 +28,8 @@ READERS = {
     "cli/commands/admin.py": Audience.ADMIN,
     "cli/commands/server.py": Audience.ADMIN,
     "server/settings.py": Audience.ADMIN,
+    "server/webhooks.py": Audience.ADMIN,  # only the admins' webhook routes raise these
+    "cli/commands/webhook.py": Audience.ADMIN,
     "server/db.py": Audience.ADMIN,
     "server/api/health.py": Audience.ADMIN,  # /readyz is the operator's probe
     "server/api/deps.py": Audience.ENGINEER,  # token hints; a PC is checked for its credential, with AGENT_HINT

@@ -177,16 +177,36 @@ if [ -z "$SOURCE" ]; then
 fi
 umask 022  # the venv is read by every user's `helpline`; the state folder below is the service's alone
 mkdir -p "$PREFIX/bin"
+# A pip of 22.3 or newer beside the chosen Python installs into the venv from outside (--python), so the
+# venv needs no pip of its own (seconds saved per install); otherwise the venv gets its own.
+OUTER_PIP=0
+if "$PYTHON" -c 'import sys, pip; sys.exit(tuple(int(p) for p in pip.__version__.split(".")[:2]) < (22, 3))' 2>/dev/null; then
+    OUTER_PIP=1
+fi
+pip_install() {
+    if [ "$OUTER_PIP" = 1 ]; then
+        "$PYTHON" -m pip --python "$VENV/bin/python" install --quiet --disable-pip-version-check "$@"
+    else
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    fi
+}
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
     say "upgrading the agent in $VENV from $SOURCE"
 else
     say "installing the agent into $VENV from $SOURCE"
-    "$PYTHON" -m venv "$VENV"
+    if [ "$OUTER_PIP" = 1 ]; then
+        "$PYTHON" -m venv --without-pip "$VENV"
+    else
+        "$PYTHON" -m venv "$VENV"
+    fi
 fi
-# The first run brings new dependencies; the second puts exactly this build in place even when its version
-# number did not change (a source folder).
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SOURCE"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$SOURCE"
+if [ "$OUTER_PIP" = 0 ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    "$VENV/bin/python" -m ensurepip --default-pip >/dev/null
+fi
+# The first pip run brings new dependencies; the second puts exactly this build in place even when its
+# version number did not change (a source folder).
+pip_install --upgrade "$SOURCE"
+pip_install --force-reinstall --no-deps "$SOURCE"
 ln -sf "$VENV/bin/helpline" "$HELPLINE"
 if [ "$BIN_DIR" != none ]; then
     mkdir -p "$BIN_DIR"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import INSTALL_SH, Installation
-from tests.support.live import json_request, token_of
+from tests.support.live import base_env, json_request, token_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
 
@@ -42,7 +42,7 @@ def programs_started(trace: Path) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (tests/run.sh installs it)")
-def test_install_enrolls_once_upgrades_in_place_and_the_token_is_in_no_argv(
+def test_install_enrolls_once_upgrades_in_place_the_token_in_no_argv_and_the_installed_agent_runs(
         live_server, admin_pc, installation: Installation, agent_wheel, tmp_path):
     token = new_token(admin_pc, "--max-uses", "1", "--group", "laptops")
     trace = tmp_path / "install.strace"
@@ -79,8 +79,10 @@ def test_install_enrolls_once_upgrades_in_place_and_the_token_is_in_no_argv(
     assert [a["id"] for a in admin_pc.ok("agent", "list", "--json").json()] == [state["agent_id"]]
     assert [t["uses"] for t in admin_pc.ok("enroll-token", "list", "--json").json()] == [1]
 
+    run_installed_agent(live_server, admin_pc, installation, state["agent_id"], tmp_path)
 
-def test_install_takes_the_token_from_a_file_or_the_environment_and_refuses_without_one(
+
+def test_install_takes_the_token_from_a_file_or_the_environment_and_writes_units_systemd_accepts(
         live_server, admin_pc, installation: Installation, agent_wheel, tmp_path):
     missing = installation.run(INSTALL_SH, "--server", live_server.url, "--from", str(agent_wheel),
                                *installation.options())
@@ -99,12 +101,31 @@ def test_install_takes_the_token_from_a_file_or_the_environment_and_refuses_with
     assert json.loads((installation.state_dir / "agent.json").read_text())["agent_id"] == first_id
     assert [a["id"] for a in admin_pc.ok("agent", "list", "--json").json()] == [first_id]
 
+    # The units as written for this prefix: systemd finds nothing to say about them (it checks that the
+    # command exists and is executable, every setting is known and well formed).
+    unit = installation.unit_dir / "helpline-agent.service"
+    user_unit = installation.user_unit_dir / "helpline-agent-user.service"
+    assert f"ExecStart={installation.helpline} agent run\n" in unit.read_text()
+    assert f"ReadWritePaths={installation.state_dir}\n" in unit.read_text()
+    assert "@PREFIX@" not in unit.read_text() + user_unit.read_text() and "@STATE_DIR@" not in unit.read_text()
+    assert_systemd_accepts(unit)
+    runtime = tmp_path / "xdg-runtime"
+    runtime.mkdir(mode=0o700)
+    assert_systemd_accepts(user_unit, "--user", env={"XDG_RUNTIME_DIR": str(runtime)})
 
-def test_the_installed_agent_runs_reaches_the_server_and_stops_on_sigterm(
-        live_server, admin_pc, installation: Installation, agent_wheel, tmp_path):
-    installed(installation.run(INSTALL_SH, "--server", live_server.url, "--from", str(agent_wheel),
-                               "--token-file", "-", *installation.options(), input=new_token(admin_pc) + "\n"))
-    agent_id = json.loads((installation.state_dir / "agent.json").read_text())["agent_id"]
+
+def assert_systemd_accepts(unit: Path, *options: str, env: dict[str, str] | None = None) -> None:
+    """`systemd-analyze verify` on ``unit`` exits 0 and prints nothing: any warning fails the test."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    done = subprocess.run(["systemd-analyze", *options, "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60, env={**base_env(), **(env or {})})
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), done.stdout + done.stderr
+
+
+def run_installed_agent(live_server, admin_pc, installation: Installation, agent_id: str, tmp_path: Path) -> None:
+    """Run ``PREFIX/bin/helpline agent run`` as the unit would; it fetches an engineer's request, then stops on
+    SIGTERM with a clean exit."""
     home = tmp_path / "home"
     (home / "Documents").mkdir(parents=True)
     (home / "Documents" / "notes.txt").write_text("remember the milk\n")

@@ -6,12 +6,13 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import INSTALL_SH, Installation
+from tests.deploy.conftest import INSTALL_SH, UNINSTALL_SH, Installation
 from tests.support.live import base_env, json_request, token_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
@@ -112,6 +113,22 @@ def test_install_takes_the_token_from_a_file_or_the_environment_and_writes_units
     runtime = tmp_path / "xdg-runtime"
     runtime.mkdir(mode=0o700)
     assert_systemd_accepts(user_unit, "--user", env={"XDG_RUNTIME_DIR": str(runtime)})
+
+    # Uninstalling with --keep-state leaves the identity (installing again is the same agent) and nothing else.
+    options = [o for o in installation.options() if o not in ("--python", sys.executable, "--no-start")]
+    kept = installation.run(UNINSTALL_SH, "--keep-state", "--no-stop", *options)
+    assert kept.returncode == 0, kept.stderr
+    assert not installation.prefix.exists() and not unit.exists() and not user_unit.exists()
+    assert json.loads((installation.state_dir / "agent.json").read_text())["agent_id"] == first_id
+    gone = installation.run(UNINSTALL_SH, "--no-stop", *options)
+    assert gone.returncode == 0, gone.stderr
+    assert not installation.state_dir.exists()
+    # A folder that is not an installation is left alone.
+    installation.prefix.mkdir(parents=True)
+    (installation.prefix / "precious").write_text("not ours\n")
+    refused = installation.run(UNINSTALL_SH, "--no-stop", *options)
+    assert refused.returncode != 0 and "does not look like" in refused.stderr
+    assert (installation.prefix / "precious").exists()
 
 
 def assert_systemd_accepts(unit: Path, *options: str, env: dict[str, str] | None = None) -> None:

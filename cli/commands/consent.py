@@ -124,14 +124,33 @@ def _follow(*, every: float = FOLLOW_SECONDS) -> None:
             for item in waiting:
                 if item.id in shown:
                     continue
-                output.say(f"{output.esc(item.requested_by_name)} asks to {output.esc(describe(item))}: answer by "
-                           f"{output.local_time(item.expires_at)} with `helpline requests approve {item.id[:8]}` "
-                           f"or `helpline requests refuse {item.id[:8]}`.")
+                line = (f"{item.requested_by_name} asks to {describe(item)}: answer by "
+                        f"{output.local_time(item.expires_at)} with `helpline requests approve {item.id[:8]}` "
+                        f"or `helpline requests refuse {item.id[:8]}`.")
+                output.say(output.esc(line))
                 sys.stdout.flush()  # a journal or a pipe reads it now, not when a buffer fills
+                _desktop_notice(line)
             shown = {item.id for item in waiting}  # an answered or expired request leaves; ids are never reused
             stop.wait(every)
     finally:
         put_back()
+
+
+def _desktop_notice(text: str) -> None:
+    """Show ``text`` as a desktop notification too, where the session has a display and notify-send; a
+    missing or failing notifier is no error (the line is printed anyway)."""
+    import os
+    import shutil
+
+    from agent.execute import run
+    from protocol.untrusted import printable
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or shutil.which("notify-send") is None:
+        return
+    # notify-send reads a little markup in the body: names from the server are shown as text, never as markup.
+    body = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    run(("notify-send", "--app-name=Helpline", "Helpline: an engineer's request waits for your answer", body),
+        timeout=10)
 
 
 def _list(json_out: bool) -> None:

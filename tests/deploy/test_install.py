@@ -137,7 +137,8 @@ def assert_systemd_accepts(unit: Path, *options: str, env: dict[str, str] | None
         pytest.skip("systemd-analyze is not installed")
     done = subprocess.run(["systemd-analyze", *options, "verify", str(unit)], capture_output=True, text=True,
                           timeout=60, env={**base_env(), **(env or {})})
-    assert (done.returncode, done.stdout + done.stderr) == (0, ""), done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert done.returncode == 0 and said == "", f"systemd-analyze verify {unit} exited {done.returncode}:\n{said}"
 
 
 def run_installed_agent(live_server, admin_pc, installation: Installation, agent_id: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ that waits for their answer, once, as it arrives, and stops cleanly on SIGTERM (
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -43,10 +44,18 @@ class Lines:
             raise AssertionError("no line from `helpline requests --follow` in time") from None
 
 
-def test_follow_shows_each_waiting_request_once_and_stops_on_sigterm(make_pc):
+def test_follow_shows_each_waiting_request_once_and_stops_on_sigterm(make_pc, tmp_path):
     pc = make_pc("ann")
     put_waiting_request(pc, "3f2c9a1e-0000-4000-8000-000000000001", "/home/ann/report.odt")
-    follow = subprocess.Popen([helpline_bin(), "requests", "--follow"], env=pc.env(), stdout=subprocess.PIPE,
+    # The desktop's notifier, standing in: it keeps the arguments it is given, one call per line.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "notify-send.calls"
+    notifier = bin_dir / "notify-send"
+    notifier.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> "{calls}"\necho >> "{calls}"\n')
+    notifier.chmod(0o755)
+    env = {**pc.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DISPLAY": ":99"}
+    follow = subprocess.Popen([helpline_bin(), "requests", "--follow"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     lines = Lines(follow)
     try:
@@ -70,6 +79,9 @@ def test_follow_shows_each_waiting_request_once_and_stops_on_sigterm(make_pc):
     while not lines.queue.empty():
         rest.append(lines.queue.get())
     assert not [line for line in rest if "report.odt" in line]
+    notices = calls.read_text().splitlines()
+    assert len(notices) == 2 and all(n.startswith("--app-name=Helpline|Helpline: an engineer's request") for n in notices)
+    assert "report.odt" in notices[0] and "notes.txt" in notices[1]
 
 
 def test_follow_cannot_answer_or_print_json(make_pc):

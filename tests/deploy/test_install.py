@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,9 +111,13 @@ def test_install_takes_the_token_from_a_file_or_the_environment_and_writes_units
     assert f"ReadWritePaths={installation.state_dir}\n" in unit.read_text()
     assert "@PREFIX@" not in unit.read_text() + user_unit.read_text() and "@STATE_DIR@" not in unit.read_text()
     assert_systemd_accepts(unit)
-    runtime = tmp_path / "xdg-runtime"
-    runtime.mkdir(mode=0o700)
-    assert_systemd_accepts(user_unit, "--user", env={"XDG_RUNTIME_DIR": str(runtime)})
+    # The user manager's runtime folder: a short path, since the socket units it reads put their sockets
+    # in it and a socket's path is limited to 107 bytes (a pytest folder can be longer).
+    runtime = Path(tempfile.mkdtemp(prefix="hl-xdg-"))
+    try:
+        assert_systemd_accepts(user_unit, "--user", env={"XDG_RUNTIME_DIR": str(runtime)})
+    finally:
+        shutil.rmtree(runtime)
 
     # Uninstalling with --keep-state leaves the identity (installing again is the same agent) and nothing else.
     options = [o for o in installation.options() if o not in ("--python", sys.executable, "--no-start")]

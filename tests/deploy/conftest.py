@@ -8,6 +8,7 @@ not PID 1 here, so they install with --no-start and run ``PREFIX/bin/helpline ag
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 AGENT_DEPLOY = ROOT / "deploy" / "agent"
 INSTALL_SH = AGENT_DEPLOY / "install.sh"
 UNINSTALL_SH = AGENT_DEPLOY / "uninstall.sh"
+
+
+@pytest.fixture
+def backend() -> str:
+    """One database backend for the deployment tests: what they check (scripts, units, the agent's way to
+    the server) does not depend on it, and each install costs seconds."""
+    chosen = [b.strip() for b in os.environ.get("HELPLINE_TEST_DATABASES", "sqlite").split(",") if b.strip()]
+    return "sqlite" if "sqlite" in chosen or not chosen else chosen[0]
 
 
 @pytest.fixture(scope="session")

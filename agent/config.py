@@ -10,6 +10,8 @@ files override earlier ones key by key. Example::
     log_since_hours = 12
     [diagnostics.app_versions]
     myapp = ["myapp", "--version"]
+    [server]
+    proxy = "http://proxy.example.com:3128"   # else the system's HTTPS_PROXY / HTTP_PROXY / NO_PROXY
 """
 
 from __future__ import annotations
@@ -52,3 +54,19 @@ def load_agent_config() -> dict[str, Any]:
             else:
                 merged[section] = values
     return merged
+
+
+def configured_proxy() -> str | None:
+    """The HTTP(S) proxy the admin set for reaching the server (``[server] proxy``), or None to follow the
+    system's proxy variables; raise ConfigError for a value that is not an http:// or https:// proxy URL."""
+    from urllib.parse import urlsplit
+
+    value = load_agent_config().get("server", {})
+    value = value.get("proxy") if isinstance(value, dict) else None
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"The agent configuration's [server] proxy {str(value)[:100]!r} is not a proxy address.",
+                          hint='Give it like proxy = "http://proxy.example.com:3128".')
+    return value

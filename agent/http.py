@@ -124,7 +124,13 @@ class ServerConnection:
         verify: Any = (os.environ.get("HELPLINE_CA_BUNDLE") or True) if self.base_url.startswith("https:") else False
         import httpx
 
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify, transport=transport)
+        from agent.config import configured_proxy
+
+        # A proxy set in the agent configuration wins; otherwise httpx follows HTTPS_PROXY, HTTP_PROXY,
+        # ALL_PROXY and NO_PROXY from the environment (trust_env), as every other program on the PC does.
+        # A transport given by the caller (in-process tests) is the whole way to the server: no proxy.
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify,
+                                    transport=transport, proxy=configured_proxy() if transport is None else None)
 
     def close(self) -> None:
         self._client.close()

@@ -279,7 +279,10 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+    from agent.config import configured_proxy
+
     url = _checked_url(ticket.url)
+    proxy: str | bool = configured_proxy() or True  # True: the system's proxy variables, as for every request
     loop = _Loop()
 
     async def dial() -> Any:
@@ -287,7 +290,7 @@ def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval
             url, ssl=_ssl_context(url), additional_headers={"Authorization": f"Bearer {ticket.token}"},
             user_agent_header=f"helpline/{__version__}", compression=None, max_size=MAX_FRAME,
             open_timeout=open_timeout, ping_interval=ping_interval,
-            ping_timeout=2 * ping_interval if ping_interval else None, close_timeout=2,
+            ping_timeout=2 * ping_interval if ping_interval else None, close_timeout=2, proxy=proxy,
         )
 
     try:

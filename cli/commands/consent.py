@@ -7,6 +7,7 @@ user answers here; unanswered, it expires and nothing runs. Any other
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
@@ -64,6 +65,7 @@ def requests(
     answer: Annotated[Answer | None, typer.Argument(metavar="ANSWER", help="approve or refuse a waiting request (leave out to list them).")] = None,
     request_id: Annotated[str | None, typer.Argument(metavar="ID", help="The request's id, or its start as `helpline requests` shows it.")] = None,
     json_out: JsonOpt = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep watching: print each request as it arrives, until SIGTERM or Ctrl-C (the user-session service runs this).")] = False,
 ) -> None:
     """See the engineers' requests that wait for your answer on this PC, and approve or refuse one.
 
@@ -73,7 +75,17 @@ def requests(
       helpline requests
       helpline requests approve 3f2c9a1e
       helpline requests refuse 3f2c9a1e
+      helpline requests --follow
     """
+    if follow:
+        if answer is not None:
+            raise InvalidInputError("--follow watches for requests; it cannot answer one.",
+                                    hint=f"helpline requests {answer.value} ID  (without --follow)")
+        if json_out:
+            raise InvalidInputError("--follow prints lines for people; it has no --json.",
+                                    hint="helpline requests --json  lists the waiting requests once.")
+        _follow()
+        return
     if answer is None:
         if request_id is not None:
             raise InvalidInputError("Say what to do with the request first.",
@@ -90,6 +102,55 @@ def requests(
                    "It starts now; your engineer follows it.")
     else:
         output.say(f"Refused: nothing of it runs. {output.esc(item.requested_by_name)} is told.")
+
+
+FOLLOW_SECONDS = 5.0
+
+
+def _follow(*, every: float = FOLLOW_SECONDS) -> None:
+    """Print each waiting request once, as it appears, until SIGTERM or Ctrl-C: the user-session part of the
+    deployed agent, so a request never waits unseen for a user who runs no other `helpline` command."""
+    import threading
+
+    from agent.service.run import stop_on_signals
+
+    stop = threading.Event()
+    put_back = stop_on_signals(stop)
+    shown: set[str] = set()
+    try:
+        output.say("Watching for engineers' requests on this PC; stops on SIGTERM or Ctrl-C.")
+        while not stop.is_set():
+            waiting = this_pc().waiting_requests()
+            for item in waiting:
+                if item.id in shown:
+                    continue
+                line = (f"{item.requested_by_name} asks to {describe(item)}: answer by "
+                        f"{output.local_time(item.expires_at)} with `helpline requests approve {item.id[:8]}` "
+                        f"or `helpline requests refuse {item.id[:8]}`.")
+                output.say(output.esc(line))
+                sys.stdout.flush()  # a journal or a pipe reads it now, not when a buffer fills
+                _desktop_notice(line)
+            shown = {item.id for item in waiting}  # an answered or expired request leaves; ids are never reused
+            stop.wait(every)
+    finally:
+        put_back()
+
+
+def _desktop_notice(text: str) -> None:
+    """Show ``text`` as a desktop notification too, where the session has a display and notify-send; a
+    missing or failing notifier is no error (the line is printed anyway)."""
+    import os
+    import shutil
+
+    from agent.execute import run
+    from protocol.untrusted import printable
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or shutil.which("notify-send") is None:
+        return
+    # notify-send reads a little markup in the body: names from the server are shown as text, never as markup.
+    body = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    run(("notify-send", "--app-name=Helpline", "Helpline: an engineer's request waits for your answer", body),
+        timeout=10)
 
 
 def _list(json_out: bool) -> None:

@@ -185,3 +185,23 @@ def test_a_send_larger_than_a_frame_goes_as_several():
         stream.send(data)
         assert len(stream.recv_frame()) == MAX_FRAME
         assert stream.recv_frame() == data[MAX_FRAME:]
+
+
+def test_the_relay_goes_through_the_configured_proxy(tmp_path, monkeypatch):
+    from tests.support.forward_proxy import ForwardProxy
+
+    proxy = ForwardProxy(timeout=TIMEOUT).start()
+    try:
+        config = tmp_path / "agent.toml"
+        config.write_text(f'[server]\nproxy = "{proxy.url}"\n')
+        monkeypatch.setattr("agent.config.SYSTEM_CONFIG", tmp_path / "absent.toml")
+        monkeypatch.setenv("HELPLINE_CONFIG_DIR", str(tmp_path / "config"))
+        monkeypatch.setenv("HELPLINE_AGENT_CONFIG", str(config))
+        with far_end(echo) as (url, seen), open_relay(ticket(url)) as stream:
+            stream.send(b"through the proxy")
+            assert stream.recv() == b"through the proxy"
+        port = url.split(":")[2].split("/")[0]
+        assert proxy.seen == [f"CONNECT 127.0.0.1:{port}"]  # a tunnel: the proxy sees the address, not the token
+        assert seen[0]["Authorization"] == "Bearer hlr_secret-token"
+    finally:
+        proxy.stop()

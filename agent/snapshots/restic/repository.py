@@ -104,4 +104,9 @@ def child_env(repository: Repository) -> dict[str, str]:
     if repository.credential is not None and repository.location_file is None:
         env["RESTIC_REPOSITORY"] = str(repository.location)
     env["RESTIC_PROGRESS_FPS"] = PROGRESS_FPS
+    from agent.config import configured_proxy
+
+    proxy = configured_proxy()
+    if proxy:  # the proxy the agent's configuration names reaches the server's REST repository too
+        env["HTTPS_PROXY"] = env["HTTP_PROXY"] = proxy
     return env

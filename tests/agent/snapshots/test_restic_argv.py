@@ -233,3 +233,15 @@ def test_a_backup_can_be_dated_by_the_agents_clock_in_this_pcs_zone():
     when = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
     argv = backup_argv(OLD, REPO, host="pc", paths=["/a"], time=when)
     assert argv[-4:] == ("--time", when.astimezone().strftime("%Y-%m-%d %H:%M:%S"), "--", "/a")
+
+
+def test_the_configured_proxy_reaches_restic_and_without_one_the_systems_variables_stay(tmp_path, monkeypatch):
+    config = tmp_path / "agent.toml"
+    config.write_text('[server]\nproxy = "http://proxy.example.com:3128"\n')
+    monkeypatch.setattr("agent.config.SYSTEM_CONFIG", tmp_path / "absent.toml")
+    monkeypatch.setenv("HELPLINE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("HELPLINE_AGENT_CONFIG", str(config))
+    env = child_env(REPO)
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://proxy.example.com:3128"
+    config.write_text("[server]\n")
+    assert "HTTPS_PROXY" not in child_env(REPO) and "HTTP_PROXY" not in child_env(REPO)

@@ -1,0 +1,394 @@
+"""The agent service's local socket: the PC's identity, lent to the users of the PC one call at a time.
+
+``helpline agent run`` listens on a Unix socket (:func:`agent.service.wire.socket_path`;
+its folder 0755, the socket 0666): anyone on the PC may connect, and what a
+call may do is decided per call from the caller's uid, which the kernel tells
+(:func:`agent.service.wire.peer_of`), never the caller. A user sees and acts on
+the tickets they linked (the service records the uid with each); root, the
+PC's administrator, sees all of them and alone may enroll the PC.
+
+The operations are those of :class:`agent.local.ThisPC` that the user-facing
+commands need. Nothing a user sends is trusted: ticket references are checked
+against the caller's own, a bundle arrives as a file descriptor the caller
+opened as themselves (so it can only be a file they could read), is copied
+with a size bound and checked against the digest they announced, and the
+service never opens a path a user names. Connections are bounded in number
+(one thread each), and each request in size and in time
+(:data:`READ_TIMEOUT`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from agent import link, upload
+from agent.client import HelplineClient
+from agent.http import normalize_url
+from agent.paths import write_private
+from agent.store import AgentState, AgentStore
+from protocol.errors import (ConfigError, DamagedError, ForbiddenError, HelplineError, InvalidInputError, NotFoundError,
+                             TooLargeError, UnavailableError)
+from protocol.schemas import ReplyCreate, parse_input
+from protocol.tickets import parse_ticket_ref, ticket_label
+
+from .wire import MAX_MESSAGE_BYTES, LineReader, Peer, error_to_wire, peer_of, send_line
+
+logger = logging.getLogger("helpline.service.localapi")
+
+#: Seconds a caller has to send its whole request once connected.
+READ_TIMEOUT = 30.0
+#: Connections served at once (one thread each); one more is answered "busy" and closed.
+MAX_CONNECTIONS = 16
+#: Who linked which ticket through the socket, in the service's state folder.
+OWNERS_FILE = "local-owners.json"
+
+Progress = Callable[[int, int], None]
+
+
+class TicketOwners:
+    """The OS users (uids) who linked each ticket through the socket; kept beside the PC's identity."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / OWNERS_FILE
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, list[int]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise ConfigError(f"The agent service's file {self.path} is damaged.",
+                              hint="An administrator can remove it; every ticket is then root's alone.") from exc
+        tickets = data.get("tickets") if isinstance(data, dict) else None
+        return {str(k): [int(u) for u in v] for k, v in tickets.items()} if isinstance(tickets, dict) else {}
+
+    def record(self, number: str, uid: int) -> None:
+        with self._lock:
+            owners = self._load()
+            if uid not in owners.setdefault(number, []):
+                owners[number].append(uid)
+            write_private(self.path, json.dumps({"tickets": owners}, indent=2).encode())
+
+    def may_see(self, number: str, peer: Peer) -> bool:
+        """Root sees every ticket of the PC; a user the tickets they linked."""
+        return peer.is_admin or peer.uid in self._load().get(number, [])
+
+
+class LocalAPI:
+    """The calls the socket serves, on the service's identity in ``store``; each given the caller's :class:`Peer`."""
+
+    def __init__(self, store: AgentStore):
+        self.store = store
+        self.owners = TicketOwners(store.directory)
+        self.ops: dict[str, Callable[[Peer, dict, int | None, Progress], object]] = {
+            "link": self.op_link, "enroll": self.op_enroll, "pair": self.op_pair, "request_help": self.op_request_help,
+            "tickets": self.op_tickets, "reply": self.op_reply, "deliver": self.op_deliver,
+        }
+
+    def call(self, peer: Peer, op: str, args: dict, fd: int | None = None, progress: Progress | None = None) -> object:
+        handler = self.ops.get(op)
+        if handler is None:
+            raise InvalidInputError(f"The agent service does not serve {op!r}.",
+                                    hint="This `helpline` may be newer than the agent service; upgrade the service.")
+        return handler(peer, args, fd, progress or (lambda done, total: None))
+
+    # -- what a caller may see --------------------------------------------------------------------------------------
+
+    def _public(self, state: AgentState, peer: Peer) -> dict:
+        """The PC's link as ``peer`` may see it: never the credential, only their own tickets."""
+        shown = asdict(state)
+        shown["credential"] = ""
+        shown["tickets"] = [t for t in state.tickets if self.owners.may_see(t, peer)]
+        return shown
+
+    def _own_ticket(self, reference: object, peer: Peer) -> str:
+        if not isinstance(reference, str):
+            raise InvalidInputError("Name a ticket, like T-1042.")
+        number = ticket_label(parse_ticket_ref(reference))
+        state = self.store.require()
+        if number not in state.tickets or not self.owners.may_see(number, peer):
+            raise NotFoundError(f"{number} is not one of your tickets on this PC.",
+                                hint="`helpline status --all` lists yours; pair with the code your engineer gives you.")
+        return number
+
+    def _server_for(self, peer: Peer, server_url: object) -> str | None:
+        """The server a link call goes to: the one the PC is enrolled with. Users cannot move the PC elsewhere."""
+        state = self.store.load()
+        if server_url is not None and not isinstance(server_url, str):
+            raise InvalidInputError("The server address must be text.")
+        if state is None:
+            if not peer.is_admin:
+                raise ConfigError("The agent service of this PC is not linked to a Helpline server yet.",
+                                  hint="Ask your administrator to enroll it: `helpline agent enroll URL -`.")
+            return server_url
+        if server_url and normalize_url(server_url) != state.server_url:
+            raise ForbiddenError(f"This PC's agent service is linked to {state.server_url}, not {server_url}.",
+                                 hint="Leave out --server; your administrator moves the PC to another server.")
+        return state.server_url
+
+    @staticmethod
+    def _text(args: dict, name: str, *, required: bool = True) -> str | None:
+        value = args.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            raise InvalidInputError(f"The call needs {name} as text.")
+        return value
+
+    # -- the calls --------------------------------------------------------------------------------------------------
+
+    def op_link(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict | None:
+        state = self.store.load()
+        return None if state is None else self._public(state, peer)
+
+    def op_enroll(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        if not peer.is_admin:
+            raise ForbiddenError("Only the PC's administrator (root) enrolls the PC's agent.", hint="Run it with sudo.")
+        state = link.enroll(self._text(args, "server_url"), self._text(args, "token"),
+                            expected_fingerprint=self._text(args, "expected_fingerprint", required=False),
+                            directory=self.store.directory)
+        logger.info("uid %d enrolled the PC as agent %s", peer.uid, state.agent_id)
+        return self._public(state, peer)
+
+    def op_pair(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        url = self._server_for(peer, args.get("server_url"))
+        state, ticket = link.pair(self._text(args, "code"), server_url=url,
+                                  expected_fingerprint=self._text(args, "expected_fingerprint", required=False),
+                                  directory=self.store.directory)
+        self.owners.record(ticket.number, peer.uid)
+        logger.info("uid %d paired the PC to %s", peer.uid, ticket.number)
+        return {"state": self._public(state, peer), "ticket": ticket.model_dump(mode="json")}
+
+    def op_request_help(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        url = self._server_for(peer, args.get("server_url"))
+        state, answer = link.request_help(self._text(args, "title"), description=self._text(args, "description", required=False) or "",
+                                          requester=self._text(args, "requester", required=False) or "",
+                                          server_url=url, directory=self.store.directory)
+        self.owners.record(answer.ticket.number, peer.uid)
+        logger.info("uid %d opened %s", peer.uid, answer.ticket.number)
+        shown = answer.model_copy(update={"agent": None})  # its credential is the PC's, never a user's
+        return {"state": self._public(state, peer), "answer": shown.model_dump(mode="json")}
+
+    def op_tickets(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> list[dict]:
+        reference = args.get("reference")
+        if reference is not None:
+            tickets = link.my_tickets(self.store.directory, self._own_ticket(reference, peer))
+        else:
+            tickets = [t for t in link.my_tickets(self.store.directory) if self.owners.may_see(t.number, peer)]
+        return [t.model_dump(mode="json") for t in tickets]
+
+    def _client(self) -> HelplineClient:
+        state = self.store.require()
+        return HelplineClient.connect(state.server_url, agent=self.store.signer(state), timeout=60)
+
+    def op_reply(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        number = self._own_ticket(args.get("ticket"), peer)
+        body = parse_input(ReplyCreate, message=self._text(args, "message"), attachment=args.get("attachment"))
+        with self._client() as client:
+            after = client.reply(number, body)
+        logger.info("uid %d replied on %s", peer.uid, number)
+        return after.model_dump(mode="json")
+
+    def op_deliver(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        """Upload the bundle the caller opened (``fd``) to one of their tickets, as the PC's agent."""
+        number = self._own_ticket(args.get("ticket"), peer)
+        size, sha256 = args.get("size"), self._text(args, "sha256")
+        if fd is None:
+            raise InvalidInputError("A bundle is handed over as an open file; none came with the call.")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not isinstance(size, int) or info.st_size != size:
+            raise InvalidInputError("The bundle handed to the agent service is not a regular file of the size announced.")
+        state = self.store.require()
+        with self._client() as client:
+            limit = client.server_info().max_bundle_bytes
+        if size > limit:  # before copying anything: a user cannot fill the service's disk
+            raise TooLargeError(f"The bundle is {size / 1e6:.1f} MB; the server takes at most {limit / 1e6:.0f} MB.",
+                                hint="Leave a category out with --exclude, or save it with --output and send it another way.")
+        copy = self._copy_in(fd, size)
+        entry = upload.enqueue(copy, number, state.server_url, directory=self.store.directory)
+        try:
+            if entry.sha256 != sha256:
+                raise DamagedError("The bundle changed while it was handed to the agent service.", hint="Share again.")
+            bundle = upload.deliver(entry, self.store.signer(state), directory=self.store.directory, progress=progress)
+        except BaseException:
+            upload.remove(entry, self.store.directory)  # the caller's own outbox keeps the bundle
+            raise
+        logger.info("uid %d delivered a bundle of %d bytes to %s", peer.uid, size, number)
+        return bundle.model_dump(mode="json")
+
+    def _copy_in(self, fd: int, size: int) -> Path:
+        """Copy ``size`` bytes of the caller's file into the service's folder (0600), from its start."""
+        target = self.store.folder("incoming") / f"{uuid.uuid4().hex}.tar.gz"
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            offset = 0
+            while offset < size:
+                chunk = os.pread(fd, min(1 << 20, size - offset), offset)
+                if not chunk:
+                    raise DamagedError("The bundle shrank while it was handed to the agent service.", hint="Share again.")
+                os.write(out, chunk)
+                offset += len(chunk)
+        except BaseException:
+            os.close(out)
+            target.unlink(missing_ok=True)
+            raise
+        os.close(out)
+        return target
+
+
+# -- the socket -----------------------------------------------------------------------------------------------------
+
+
+class LocalServer:
+    """Serves ``api`` on the Unix socket at ``path`` from a thread, one thread per connection (bounded)."""
+
+    def __init__(self, api: LocalAPI, path: Path, *, read_timeout: float = READ_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS, max_bytes: int = MAX_MESSAGE_BYTES):
+        self.api = api
+        self.path = path
+        self.read_timeout = read_timeout
+        self.max_bytes = max_bytes
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._inode: int | None = None
+
+    def start(self) -> LocalServer:
+        """Bind (folder 0755, socket 0666) and serve; ConfigError when another service is listening there."""
+        parent = self.path.parent
+        if not parent.exists():
+            parent.mkdir(parents=True, mode=0o755)
+            parent.chmod(0o755)
+        self._clear_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o666)  # everyone may call; each call is judged by the caller's uid
+            sock.listen(16)
+            sock.settimeout(0.5)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"The agent service cannot listen on {self.path}: {exc.strerror or exc}.",
+                              hint=f"Run it as root, or point it elsewhere with HELPLINE_AGENT_SOCKET.") from None
+        self._inode = os.lstat(self.path).st_ino
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept_loop, name="local-socket", daemon=True)
+        self._thread.start()
+        return self
+
+    def _clear_stale(self) -> None:
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError(f"{self.path} exists and is not a socket.", hint="Remove it, or choose another path.")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink(missing_ok=True)  # left by a service that is gone
+            return
+        finally:
+            probe.close()
+        raise ConfigError(f"Another agent service is listening on {self.path}.", hint="Stop it first.")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+        try:
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            if not self._slots.acquire(blocking=False):
+                self._refuse_busy(conn)
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), name="local-call", daemon=True).start()
+
+    @staticmethod
+    def _refuse_busy(conn: socket.socket) -> None:
+        try:
+            conn.settimeout(1)
+            send_line(conn, {"ok": False, "error": error_to_wire(UnavailableError(
+                "The agent service is busy with other calls.", hint="Try again in a moment."))})
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        reader = LineReader(conn, max_bytes=self.max_bytes, accept_fds=True)
+        try:
+            try:
+                peer = peer_of(conn)
+                request = reader.read(self.read_timeout)
+                if request is None:
+                    return
+                op, args = request.get("op"), request.get("args", {})
+                if not isinstance(op, str) or not isinstance(args, dict):
+                    raise InvalidInputError("A call names its op and gives its args as an object.")
+                fd = reader.fds.pop() if reader.fds else None
+                conn.settimeout(60)  # for the answers; a caller that stops reading is let go
+                try:
+                    result = self.api.call(peer, op, args, fd, lambda done, total: send_line(conn, {"progress": [done, total]}))
+                finally:
+                    if fd is not None:
+                        os.close(fd)
+                send_line(conn, {"ok": True, "result": result})
+            except HelplineError as exc:
+                self._answer_error(conn, exc)
+            except OSError:
+                pass  # the caller went away
+            except Exception:
+                logger.exception("a call on the local socket failed")
+                self._answer_error(conn, HelplineError("The agent service failed on this call; its log has the details."))
+        finally:
+            reader.close_fds()
+            conn.close()
+            self._slots.release()
+
+    @staticmethod
+    def _answer_error(conn: socket.socket, exc: HelplineError) -> None:
+        try:
+            send_line(conn, {"ok": False, "error": error_to_wire(exc)})
+        except OSError:
+            pass
+
+
+def open_local_socket(store: AgentStore, path: Path) -> LocalServer:
+    """Start serving this PC's identity in ``store`` on ``path``; the caller stops it."""
+    return LocalServer(LocalAPI(store), path).start()

@@ -1,0 +1,216 @@
+"""This PC's agent as a user's commands reach it where the agent service runs: through its local socket.
+
+:class:`ServicePC` has the methods of :class:`agent.local.ThisPC`; the
+identity stays with the service, which tells callers apart by their uid
+(:mod:`agent.service.localapi`). What belongs to the user stays in the user's
+own process and data folder: the bundle is gathered and queued there, as that
+user, and handed to the service as an open file; a reply's file is read here.
+Operations the service does not serve yet fail with one line naming the
+command, never falling back to another identity.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from agent import upload
+from agent.link import ChooseTicket, pick_open
+from agent.paths import agent_dir
+from agent.reply import read_attachment
+from agent.store import AgentState, AgentStore
+from protocol.errors import ConfigError, ConflictError, HelplineError, UnavailableError
+from protocol.schemas import AgentTicket, BundlePublic, ReplyCreate, SelfServiceResponse, TicketStatus, parse_input
+from protocol.tickets import parse_ticket_ref, ticket_label
+
+from .wire import LineReader, error_from_wire, send_line
+
+if TYPE_CHECKING:
+    from agent.share import ShareRequest, TicketChoice
+
+#: Seconds to wait for the service to accept a connection, and for each line of its answer.
+CONNECT_TIMEOUT = 10.0
+ANSWER_TIMEOUT = 900.0
+
+
+def _not_served(command: str) -> NoReturn:
+    raise ConfigError(f"`{command}` does not work through the Helpline agent service yet.",
+                      hint="Ask your administrator; the agent service of this PC holds its identity.")
+
+
+class ServicePC:
+    """The PC's agent behind the service's socket at ``path``; the user's own files in ``user_dir``."""
+
+    def __init__(self, path: Path, user_dir: Path | None = None):
+        self.path = path
+        self.user_store = AgentStore(user_dir or agent_dir())
+
+    # -- one call -----------------------------------------------------------------------------------------------
+
+    def call(self, op: str, args: dict | None = None, *, fd: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> object:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError, TimeoutError):
+                raise UnavailableError(f"The Helpline agent service is not answering on {self.path}.",
+                                       hint="Ask your administrator to start it (systemctl start helpline-agent).") from None
+            except PermissionError:
+                raise ConfigError(f"This account may not reach the Helpline agent service at {self.path}.",
+                                  hint="Ask your administrator.") from None
+            try:
+                send_line(sock, {"op": op, "args": args or {}}, fds=(fd,) if fd is not None else ())
+                reader = LineReader(sock)
+                while True:
+                    message = reader.read(ANSWER_TIMEOUT)
+                    if message is None:
+                        raise UnavailableError("The Helpline agent service closed the connection without answering.")
+                    done_total = message.get("progress")
+                    if done_total is not None:
+                        if progress is not None and isinstance(done_total, list) and len(done_total) == 2:
+                            progress(int(done_total[0]), int(done_total[1]))
+                        continue
+                    if message.get("ok") is True:
+                        return message.get("result")
+                    raise error_from_wire(message.get("error"))
+            except (ConnectionError, BrokenPipeError):
+                raise UnavailableError("The Helpline agent service dropped the connection.") from None
+        finally:
+            sock.close()
+
+    # -- the operations of ThisPC -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _state(data: object) -> AgentState | None:
+        return AgentState(**data) if isinstance(data, dict) else None
+
+    def link(self) -> AgentState | None:
+        """What this PC is linked to, as the service shows it to this user (their tickets; no credential)."""
+        return self._state(self.call("link"))
+
+    def _require(self) -> AgentState:
+        state = self.link()
+        if state is None:
+            raise ConfigError("The agent service of this PC is not linked to a Helpline server yet.",
+                              hint="Ask your administrator to enroll it: `helpline agent enroll URL -`.")
+        return state
+
+    def enroll(self, server_url: str, token: str, *, expected_fingerprint: str | None = None) -> AgentState:
+        return self._state(self.call("enroll", {"server_url": server_url, "token": token,
+                                                "expected_fingerprint": expected_fingerprint}))
+
+    def pair(self, code: str, *, server_url: str | None = None,
+             expected_fingerprint: str | None = None) -> tuple[AgentState, AgentTicket]:
+        got = self.call("pair", {"code": code, "server_url": server_url, "expected_fingerprint": expected_fingerprint})
+        return self._state(got["state"]), AgentTicket.model_validate(got["ticket"])
+
+    def request_help(self, title: str, *, description: str = "", requester: str = "",
+                     server_url: str | None = None) -> tuple[AgentState, SelfServiceResponse]:
+        got = self.call("request_help", {"title": title, "description": description, "requester": requester,
+                                         "server_url": server_url})
+        return self._state(got["state"]), SelfServiceResponse.model_validate(got["answer"])
+
+    def tickets(self, reference: str | None = None) -> list[AgentTicket]:
+        return [AgentTicket.model_validate(t) for t in self.call("tickets", {"reference": reference})]
+
+    def ticket_in_use(self, reference: str | None = None, *, choose: ChooseTicket | None = None) -> AgentTicket | None:
+        if reference is not None:
+            return self.tickets(reference)[0]
+        if not self._require().tickets:
+            return None
+        return pick_open(self.tickets(), choose)
+
+    def choose_ticket(self, *, code: str | None = None, ticket: str | None = None, new: bool = False,
+                      server_url: str | None = None, choose: ChooseTicket | None = None) -> TicketChoice:
+        """The ticket a share goes to, before gathering (as :func:`agent.share.choose_ticket`)."""
+        from agent.share import TicketChoice
+
+        if code:
+            _, paired = self.pair(code, server_url=server_url)
+            return TicketChoice(paired.number, paired)
+        if ticket:
+            number = ticket_label(parse_ticket_ref(ticket))
+            if number not in self._require().tickets:
+                raise ConfigError(f"This PC is not linked to {number} for you.",
+                                  hint="Pair with the code your engineer gives you: --code CODE.")
+            try:
+                current = self.tickets(number)[0]
+            except UnavailableError:
+                return TicketChoice(number)
+            if current.status == TicketStatus.CLOSED:
+                raise ConflictError(f"{number} is closed; it takes no more diagnostics.",
+                                    hint="Share to a new ticket with --new, or ask your support team to reopen it.")
+            return TicketChoice(number, current)
+        if new or self.link() is None:
+            return TicketChoice(None)
+        current = self.ticket_in_use(choose=choose)
+        return TicketChoice(current.number, current) if current is not None else TicketChoice(None)
+
+    def open_ticket(self, request: ShareRequest, *, server_url: str | None = None) -> TicketChoice:
+        from agent.share import TicketChoice, ticket_text
+
+        title, description = ticket_text(request)
+        _, answer = self.request_help(title, description=description, server_url=server_url)
+        return TicketChoice(answer.ticket.number, answer.ticket, float(answer.response_minutes))
+
+    def reply(self, message: str, *, file: Path | None = None, ticket: str | None = None,
+              choose: ChooseTicket | None = None) -> AgentTicket:
+        body = parse_input(ReplyCreate, message=message)  # checked here, before the file is read or anything asked
+        attachment = read_attachment(file).model_dump(mode="json") if file is not None else None
+        current = self.ticket_in_use(ticket, choose=choose)
+        if current is None:
+            raise ConfigError("This PC has no open ticket to reply to.",
+                              hint='Open one with `helpline request "what is wrong"`, or name one with --ticket T-1042.')
+        after = self.call("reply", {"ticket": current.number, "message": body.message, "attachment": attachment})
+        return AgentTicket.model_validate(after)
+
+    def session_offer(self, ticket: str) -> NoReturn:
+        _not_served("helpline session")
+
+    def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
+        """Put a bundle in this user's own outbox (their data folder), addressed to the service's server."""
+        return upload.enqueue(archive, ticket, self._require().server_url, directory=self.user_store.directory)
+
+    def deliver(self, entry: upload.OutboxEntry, *, progress: Callable[[int, int], None] | None = None) -> BundlePublic:
+        """Hand the queued bundle to the service as an open file; it uploads it as the PC's agent."""
+        path = entry.path(upload.outbox_dir(self.user_store.directory))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            got = self.call("deliver", {"ticket": entry.ticket, "size": entry.size, "sha256": entry.sha256},
+                            fd=fd, progress=progress)
+        finally:
+            os.close(fd)
+        upload.remove(entry, self.user_store.directory)
+        return BundlePublic.model_validate(got)
+
+    def pending(self) -> list[upload.OutboxEntry]:
+        return upload.pending(self.user_store.directory)
+
+    def send_queued(self) -> list[upload.QueuedDelivery]:
+        state = self.link()
+        results = []
+        for entry in self.pending():
+            if state is None or state.server_url != entry.server_url:
+                results.append(upload.QueuedDelivery(entry, upload.Delivery.UNLINKED))
+                continue
+            try:
+                results.append(upload.QueuedDelivery(entry, upload.Delivery.DELIVERED, bundle=self.deliver(entry)))
+            except UnavailableError:
+                results.append(upload.QueuedDelivery(entry, upload.Delivery.WAITING))
+            except HelplineError as exc:
+                results.append(upload.QueuedDelivery(entry, upload.Delivery.REFUSED, reason=exc.message))
+        return results
+
+    def snapshots(self) -> NoReturn:
+        _not_served("helpline snapshot / helpline restore")
+
+    def waiting_requests(self) -> NoReturn:
+        _not_served("helpline requests")
+
+    def answer_request(self, reference: str, *, approve: bool) -> NoReturn:
+        _not_served("helpline requests")

@@ -1,0 +1,255 @@
+"""The agent service's local socket: who the caller is (from the kernel), what each caller may see and do, and the
+bounds on every connection. No Helpline server is needed: every refusal here happens before the service would
+ask one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from agent.local import ThisPC, this_pc
+from agent.service import wire
+from agent.service.localapi import LocalAPI, LocalServer, TicketOwners
+from agent.service.socketpc import ServicePC
+from agent.store import AgentState, AgentStore
+from protocol.errors import ConfigError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError, UnavailableError
+
+USER, OTHER = 65534, 65533  # two unprivileged uids (the first is "nobody")
+
+
+@pytest.fixture
+def short_dir():
+    """A folder with a short path (socket paths are limited to ~100 bytes) that other uids may traverse."""
+    path = Path(tempfile.mkdtemp(prefix="hl-sock-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def service_store(short_dir) -> AgentStore:
+    """The service's identity, linked to a server nobody needs to reach, with tickets of two users and root's."""
+    store = AgentStore(short_dir / "state")
+    store.save(AgentState(server_url="http://127.0.0.1:9", agent_id="svc", credential="hla_secret",
+                          server_public_key="k", enrolled=True, tickets=["T-1001", "T-1002", "T-1003"]))
+    owners = TicketOwners(store.directory)
+    owners.record("T-1001", USER)
+    owners.record("T-1002", OTHER)
+    owners.record("T-1003", 0)
+    return store
+
+
+@pytest.fixture
+def served(service_store, short_dir):
+    server = LocalServer(LocalAPI(service_store), short_dir / "run" / "agent.sock").start()
+    yield server
+    server.stop()
+
+
+def test_the_peer_is_the_kernels_answer(served):
+    seen = {}
+    api = served.api
+    real_call = api.call
+
+    def spy(peer, op, args, fd=None, progress=None):
+        seen["peer"] = peer
+        return real_call(peer, op, args, fd, progress)
+
+    api.call = spy
+    ServicePC(served.path).link()
+    assert seen["peer"].uid == os.geteuid() and seen["peer"].pid == os.getpid()
+
+
+def test_socket_and_folder_modes(served):
+    assert served.path.stat().st_mode & 0o777 == 0o666
+    assert served.path.parent.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("uid, visible", [(USER, ["T-1001"]), (OTHER, ["T-1002"]), (0, ["T-1001", "T-1002", "T-1003"]),
+                                          (4242, [])], ids=["user", "other-user", "root", "stranger"])
+def test_each_caller_sees_their_own_tickets_and_root_all(service_store, uid, visible):
+    shown = LocalAPI(service_store).call(wire.Peer(uid=uid, gid=uid), "link", {})
+    assert shown["tickets"] == visible
+    assert shown["credential"] == ""  # the PC's credential never leaves the service
+
+
+@pytest.mark.parametrize("op, args", [
+    ("tickets", {"reference": "T-1002"}),
+    ("reply", {"ticket": "T-1002", "message": "hello"}),
+    ("deliver", {"ticket": "T-1002", "size": 1, "sha256": "00"}),
+    ("tickets", {"reference": "T-9999"}),
+], ids=["status", "reply", "deliver", "unlinked"])
+def test_a_user_cannot_act_on_another_users_ticket(service_store, op, args):
+    with pytest.raises(NotFoundError, match="not one of your tickets"):
+        LocalAPI(service_store).call(wire.Peer(uid=USER, gid=USER), op, args)
+
+
+def test_only_root_enrolls_and_users_cannot_move_the_pc(service_store):
+    api = LocalAPI(service_store)
+    with pytest.raises(ForbiddenError, match="administrator"):
+        api.call(wire.Peer(uid=USER, gid=USER), "enroll", {"server_url": "http://127.0.0.1:9", "token": "t"})
+    with pytest.raises(ForbiddenError, match="linked to http://127.0.0.1:9"):
+        api.call(wire.Peer(uid=USER, gid=USER), "pair", {"code": "ABCD-EFGH", "server_url": "http://127.0.0.1:8"})
+
+
+def test_users_cannot_link_an_unenrolled_service(short_dir):
+    api = LocalAPI(AgentStore(short_dir / "empty"))
+    with pytest.raises(ConfigError, match="not linked to a Helpline server"):
+        api.call(wire.Peer(uid=USER, gid=USER), "request_help", {"title": "help", "server_url": "http://127.0.0.1:9"})
+
+
+def test_unknown_calls_and_bad_lines_are_refused(served):
+    with pytest.raises(InvalidInputError, match="does not serve 'read_key'"):
+        ServicePC(served.path).call("read_key")
+    answer = _raw(served.path, b"not json\n")
+    assert answer["ok"] is False and "not JSON" in answer["error"]["message"]
+    answer = _raw(served.path, b'{"op": 1}\n')
+    assert answer["ok"] is False and answer["error"]["kind"] == "InvalidInputError"
+
+
+def _raw(path: Path, data: bytes, *, fds: list[int] | None = None) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        if fds:
+            socket.send_fds(sock, [data], fds)
+        else:
+            sock.sendall(data)
+        return wire.LineReader(sock).read(30)
+
+
+def test_an_oversized_request_is_refused(short_dir, service_store):
+    with LocalServer(LocalAPI(service_store), short_dir / "small.sock", max_bytes=1024) as server:
+        answer = _raw(server.path, b'{"op": "link", "args": {"pad": "' + b"x" * 70_000 + b'"}}\n')
+    assert answer["error"]["kind"] == "TooLargeError"
+    with pytest.raises(TooLargeError):  # and the client will not even send one over the wire's bound
+        wire.send_line(socket.socket(socket.AF_UNIX), {"pad": "x" * wire.MAX_MESSAGE_BYTES})
+
+
+def test_a_caller_that_sends_nothing_is_let_go(short_dir, service_store):
+    with LocalServer(LocalAPI(service_store), short_dir / "slow.sock", read_timeout=0.2) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(server.path))
+            sock.sendall(b'{"op": "li')  # and never the rest
+            answer = wire.LineReader(sock).read(30)
+    assert answer["error"]["kind"] == "UnavailableError" and "in time" in answer["error"]["message"]
+
+
+def test_connections_are_bounded_in_number(short_dir, service_store):
+    with LocalServer(LocalAPI(service_store), short_dir / "busy.sock", max_connections=1) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as holder:
+            holder.connect(str(server.path))  # holds the one slot, sending nothing
+            with pytest.raises(UnavailableError, match="busy"):
+                ServicePC(server.path).link()
+        # once it leaves (its thread sees the end), calls are served again; bounded retries, no sleeping
+        for _ in range(5000):
+            try:
+                ServicePC(server.path).link()
+                break
+            except UnavailableError:
+                continue
+        else:
+            pytest.fail("the slot was never given back")
+
+
+def test_a_request_carries_at_most_one_file(served, short_dir):
+    paths = [short_dir / "a", short_dir / "b"]
+    fds = []
+    for p in paths:
+        p.write_bytes(b"x")
+        fds.append(os.open(p, os.O_RDONLY))
+    try:
+        answer = _raw(served.path, b'{"op": "link"}\n', fds=fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert answer["ok"] is False and "at most 1 file" in answer["error"]["message"]
+
+
+def test_a_second_service_on_the_same_socket_is_refused(served):
+    with pytest.raises(ConfigError, match="Another agent service"):
+        LocalServer(served.api, served.path).start()
+
+
+def test_a_stale_socket_is_replaced(short_dir, service_store):
+    path = short_dir / "stale.sock"
+    old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old.bind(str(path))
+    old.close()  # a service that died: the file stays, nobody listens
+    with LocalServer(LocalAPI(service_store), path) as server:
+        assert ServicePC(server.path).link().agent_id == "svc"
+    assert not path.exists()
+
+
+def test_this_pc_takes_the_socket_when_it_is_there(served, monkeypatch, tmp_path):
+    monkeypatch.delenv("HELPLINE_AGENT_DIR", raising=False)
+    monkeypatch.setenv(wire.SOCKET_ENV, str(served.path))
+    assert isinstance(this_pc(), ServicePC)
+    monkeypatch.setenv("HELPLINE_AGENT_DIR", str(tmp_path / "own"))  # forces the in-process identity
+    assert isinstance(this_pc(), ThisPC)
+    monkeypatch.delenv("HELPLINE_AGENT_DIR")
+    monkeypatch.setenv(wire.SOCKET_ENV, str(tmp_path / "no.sock"))
+    assert isinstance(this_pc(), ThisPC)
+
+
+@pytest.mark.parametrize("method, command", [("snapshots", "helpline snapshot"), ("waiting_requests", "helpline requests"),
+                                             ("session_offer", "helpline session")], ids=["snapshot", "requests", "session"])
+def test_calls_not_served_yet_say_which_command(served, method, command):
+    pc = ServicePC(served.path)
+    with pytest.raises(ConfigError, match=command):
+        getattr(pc, method)(*(["T-1001"] if method == "session_offer" else []))
+
+
+def test_without_the_service_the_socket_client_says_so_in_one_line(short_dir):
+    with pytest.raises(UnavailableError, match="not answering"):
+        ServicePC(short_dir / "gone.sock").link()
+
+
+# -- real other uids: a child process that becomes another user, then calls (CI runs as root) ---------------------
+
+
+def _as_user(uid: int, fn) -> object:
+    """Run ``fn`` in a forked child that dropped to ``uid`` (groups, gid, uid); return what it returned."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                result = {"ok": fn()}
+            except Exception as exc:  # noqa: BLE001 - handed to the parent to assert on
+                result = {"error": type(exc).__name__, "message": str(exc)}
+            os.write(write, json.dumps(result).encode())
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(data)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to call as other uids")
+def test_other_uids_over_the_real_socket(served):
+    path = served.path
+    assert _as_user(USER, lambda: ServicePC(path, Path("/nonexistent")).link().tickets) == {"ok": ["T-1001"]}
+    assert _as_user(OTHER, lambda: ServicePC(path, Path("/nonexistent")).link().tickets) == {"ok": ["T-1002"]}
+    refused = _as_user(USER, lambda: ServicePC(path, Path("/nonexistent")).tickets("T-1002"))
+    assert refused["error"] == "NotFoundError" and "not one of your tickets" in refused["message"]
+    assert ServicePC(path).link().tickets == ["T-1001", "T-1002", "T-1003"]  # root, in this process
+    # A user cannot use the service's own state folder directly either: it is the service's, 0700.
+    assert _as_user(USER, lambda: sorted(os.listdir(served.api.store.directory)))["error"] == "PermissionError"

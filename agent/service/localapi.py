@@ -307,6 +307,11 @@ class LocalServer:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept under way (Linux); else its timeout does
+            except OSError:
+                pass
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._sock is not None:

@@ -1,0 +1,116 @@
+"""One identity per PC: with the agent service running, a user's `helpline pair`, `status`, `reply` and `share` go
+through its local socket, and the server sees one agent for the PC; without the service the per-user path works."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import ExitStatus
+from tests.support.live import PC, base_env, helpline_bin
+
+pytestmark = pytest.mark.e2e
+
+ANSWERS = ["--what", "Printer queue stuck", "--since", "today", "--tried", "restarting it"]
+
+
+class ServiceOfThePC:
+    """`helpline agent run` on its own state folder, serving its socket; stopped by PID."""
+
+    def __init__(self, root: Path, server_url: str, token: str, sock: Path):
+        self.state = root / "service-state"
+        self.sock = sock
+        config = root / "service-agent.toml"
+        config.write_text("[snapshots]\nenabled = false\n")
+        self.env = {**base_env(), "HELPLINE_AGENT_DIR": str(self.state), "HELPLINE_AGENT_SOCKET": str(sock),
+                    "HELPLINE_AGENT_CONFIG": str(config), "HELPLINE_CONFIG_DIR": str(root / "service-config")}
+        enrolled = subprocess.run([helpline_bin(), "agent", "enroll", server_url, "-", "--json"], input=token + "\n",
+                                  capture_output=True, text=True, env=self.env, timeout=120)
+        assert enrolled.returncode == 0, enrolled.stderr
+        self.log = (root / "service.log").open("w")
+        self.proc = subprocess.Popen([helpline_bin(), "agent", "run"], env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        until = time.monotonic() + 60
+        while time.monotonic() < until and not sock.exists() and self.proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.exists(), (root / "service.log").read_text()
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+        return Path(self.log.name).read_text()
+
+
+@pytest.fixture
+def sock_dir():
+    path = Path(tempfile.mkdtemp(prefix="hl-e2e-"))  # short: socket paths are limited to ~100 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def user_of_the_pc(root: Path, sock: Path) -> PC:
+    """A user of the PC: their own data folder and config, the service's socket, no HELPLINE_AGENT_DIR."""
+    user = PC(root, "user")
+
+    def env() -> dict[str, str]:
+        env = base_env()
+        env.update({"HELPLINE_CONFIG_DIR": str(user.config_dir), "HELPLINE_AGENT_SOCKET": str(sock),
+                    "XDG_DATA_HOME": str(root / "user-data"), "HOME": str(root / "user-home")})
+        return env
+
+    user.env = env
+    return user
+
+
+def test_users_commands_go_through_the_service_and_the_server_sees_one_agent(live_server, admin_pc, tmp_path, sock_dir):
+    token = admin_pc.ok("enroll-token", "create", "--json").json()["token"]
+    service = ServiceOfThePC(tmp_path, live_server.url, token, sock_dir / "agent.sock")
+    try:
+        user = user_of_the_pc(tmp_path, service.sock)
+        number = admin_pc.ok("ticket", "create", "Printer broken", "--json").json()["number"]
+        code = admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"]
+
+        assert f"linked to ticket {number}" in user.ok("pair", code).stdout
+        status = user.ok("status", "--json").json()
+        assert [t["number"] for t in status] == [number]
+        user.ok("reply", "It prints blank pages")
+        shared = user.ok("share", "--yes", *ANSWERS).stdout
+        assert re.search(rf"Ticket {number} — your diagnostics were delivered", shared), shared
+
+        # A user cannot move the PC's identity to another server.
+        moved = user.run("pair", code, "--server", "http://127.0.0.1:9")
+        assert moved.code == ExitStatus.FORBIDDEN and "linked to" in moved.stderr
+        # Commands the service does not serve yet say so, naming the command; nothing falls back to another identity.
+        snap = user.run("snapshot", "list")
+        assert snap.code == ExitStatus.CONFIG and "`helpline snapshot" in snap.stderr
+
+        agents = admin_pc.ok("agent", "list", "--json").json()
+        assert len(agents) == 1 and agents[0]["tickets"] == [number], agents
+        shown = admin_pc.ok("ticket", "show", number, "--json").json()
+        assert len(shown["agents"]) == 1 and len(shown["bundles"]) == 1
+        assert any("blank pages" in (e.get("message") or "") for e in shown["timeline"])
+        # The user's own folder holds no identity (only their outbox, now empty).
+        user_agent = tmp_path / "user-data" / "helpline" / "agent"
+        assert not (user_agent / "agent-key.pem").exists() and not (user_agent / "agent.json").exists()
+        assert not list((user_agent / "outbox").glob("*.tar.gz"))
+    finally:
+        log = service.stop()
+    assert "Serving this PC's users on" in log, log
+    assert not service.sock.exists()  # removed on a clean stop
+
+    # Without the service the per-user path is back: this user's own folder, which is not linked.
+    alone = user.run("status")
+    assert alone.code == ExitStatus.CONFIG and "not linked" in alone.stderr

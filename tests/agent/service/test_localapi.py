@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -148,15 +149,19 @@ def test_connections_are_bounded_in_number(short_dir, service_store):
             holder.connect(str(server.path))  # holds the one slot, sending nothing
             with pytest.raises(UnavailableError, match="busy"):
                 ServicePC(server.path).link()
-        # once it leaves (its thread sees the end), calls are served again; bounded retries, no sleeping
-        for _ in range(5000):
+        # once it leaves (its thread sees the end), calls are served again (bounded in count and time)
+        until = time.monotonic() + 30
+        for _ in range(3000):
             try:
                 ServicePC(server.path).link()
                 break
             except UnavailableError:
-                continue
+                if time.monotonic() > until:
+                    break
+                time.sleep(0.01)
         else:
             pytest.fail("the slot was never given back")
+        assert ServicePC(server.path).link().agent_id == "svc"
 
 
 def test_a_request_carries_at_most_one_file(served, short_dir):

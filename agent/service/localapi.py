@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import socket
 import stat
 import threading
@@ -29,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import link, upload
 from agent.client import HelplineClient
@@ -42,6 +44,9 @@ from protocol.tickets import parse_ticket_ref, ticket_label
 
 from .wire import MAX_MESSAGE_BYTES, LineReader, Peer, error_to_wire, peer_of, send_line
 
+if TYPE_CHECKING:  # the restic wrapper loads only when a snapshot call comes
+    from agent.snapshots.jobs import Snapshots
+
 logger = logging.getLogger("helpline.service.localapi")
 
 #: Seconds a caller has to send its whole request once connected.
@@ -51,7 +56,10 @@ MAX_CONNECTIONS = 16
 #: Who linked which ticket through the socket, in the service's state folder.
 OWNERS_FILE = "local-owners.json"
 
-Progress = Callable[[int, int], None]
+#: Tells the caller how far a long call is: (done, total, what), sent as a progress line.
+Progress = Callable[..., None]
+#: The repositories a user may name for a snapshot or a listing.
+REPOSITORIES = ("local", "server")
 
 
 class TicketOwners:
@@ -87,20 +95,32 @@ class TicketOwners:
 class LocalAPI:
     """The calls the socket serves, on the service's identity in ``store``; each given the caller's :class:`Peer`."""
 
-    def __init__(self, store: AgentStore):
+    def __init__(self, store: AgentStore, *, snapshots: Snapshots | None = None):
         self.store = store
         self.owners = TicketOwners(store.directory)
+        self._snapshots = snapshots
+        self._snapshot_lock = threading.Lock()  # one snapshot at a time for the socket's callers
         self.ops: dict[str, Callable[[Peer, dict, int | None, Progress], object]] = {
             "link": self.op_link, "enroll": self.op_enroll, "pair": self.op_pair, "request_help": self.op_request_help,
             "tickets": self.op_tickets, "reply": self.op_reply, "deliver": self.op_deliver,
+            "snapshot_now": self.op_snapshot_now, "snapshot_list": self.op_snapshot_list,
+            "snapshot_status": self.op_snapshot_status,
         }
+
+    @property
+    def snapshots(self) -> Snapshots:
+        if self._snapshots is None:
+            from agent.snapshots.jobs import Snapshots
+
+            self._snapshots = Snapshots(self.store)
+        return self._snapshots
 
     def call(self, peer: Peer, op: str, args: dict, fd: int | None = None, progress: Progress | None = None) -> object:
         handler = self.ops.get(op)
         if handler is None:
             raise InvalidInputError(f"The agent service does not serve {op!r}.",
                                     hint="This `helpline` may be newer than the agent service; upgrade the service.")
-        return handler(peer, args, fd, progress or (lambda done, total: None))
+        return handler(peer, args, fd, progress or (lambda done, total, what=None: None))
 
     # -- what a caller may see --------------------------------------------------------------------------------------
 
@@ -226,6 +246,67 @@ class LocalAPI:
         logger.info("uid %d delivered a bundle of %d bytes to %s", peer.uid, size, number)
         return bundle.model_dump(mode="json")
 
+    # -- snapshots of the caller's home ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _home(peer: Peer) -> Path | None:
+        """The caller's home, which their snapshot calls are about (None for root: the policy's paths, all of it).
+
+        It must be a folder the caller owns: an account whose home is missing or someone else's gets nothing."""
+        if peer.is_admin:
+            return None
+        try:
+            home = Path(pwd.getpwuid(peer.uid).pw_dir)
+        except KeyError:
+            raise ForbiddenError("Your account is not in this PC's list of users; the agent service serves only those.") from None
+        try:
+            info = os.stat(home)
+        except OSError:
+            info = None
+        if not home.is_absolute() or info is None or not stat.S_ISDIR(info.st_mode) or info.st_uid != peer.uid:
+            raise ConfigError(f"Your home folder {home} is missing or not yours; the agent service snapshots only a "
+                              "home its user owns.", hint="Ask your administrator.")
+        return home
+
+    @staticmethod
+    def _repositories(args: dict, *, one: bool = False) -> tuple[str, ...] | None:
+        names = args.get("repositories") if not one else [args.get("repository") or "local"]
+        if names is None:
+            return None
+        if not isinstance(names, list) or not all(n in REPOSITORIES for n in names):
+            raise InvalidInputError("A repository is local or server.")
+        return tuple(names)
+
+    def op_snapshot_now(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> list[dict]:
+        """A snapshot of the caller's home now (root: of the policy's paths), with progress per repository."""
+        home = self._home(peer)
+        names = self._repositories(args)
+        with self._snapshot_lock:
+            runs = self.snapshots.run_snapshot(
+                repositories=names, paths=(str(home),) if home else (),
+                on_progress=lambda name, p: progress(p.bytes_done, p.total_bytes, name))
+        logger.info("uid %d took a snapshot of %s", peer.uid, home or "the policy's paths")
+        return [run_to_wire(run) for run in runs]
+
+    def op_snapshot_list(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> list[dict]:
+        """The PC's snapshots that hold the caller's home (only those of their paths); root's: all of them."""
+        [name] = self._repositories(args, one=True)
+        home = self._home(peer)
+        shown = []
+        for snap in self.snapshots.list_snapshots(name):
+            paths = list(snap.paths) if home is None else [p for p in snap.paths if _touches(p, home)]
+            if paths:
+                shown.append({"id": snap.id, "short_id": snap.short_id, "time": snap.time.isoformat(),
+                              "hostname": snap.hostname, "paths": paths, "tags": list(snap.tags)})
+        return shown
+
+    def op_snapshot_status(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        """How protected the PC is (the service's own record: one for the PC, not per home yet)."""
+        self._home(peer)
+        found = self.snapshots.protection()
+        return {name: (value.isoformat() if hasattr(value, "isoformat") else value)
+                for name, value in asdict(found).items()}
+
     def _copy_in(self, fd: int, size: int) -> Path:
         """Copy ``size`` bytes of the caller's file into the service's folder (0600), from its start."""
         target = self.store.folder("incoming") / f"{uuid.uuid4().hex}.tar.gz"
@@ -244,6 +325,23 @@ class LocalAPI:
             raise
         os.close(out)
         return target
+
+
+def _touches(path: str, home: Path) -> bool:
+    """True when a snapshot's ``path`` is the home, inside it, or a folder that holds it."""
+    text = str(home).rstrip("/")
+    return path == text or path.startswith(text + "/") or text.startswith(path.rstrip("/") + "/")
+
+
+def run_to_wire(run) -> dict:
+    """A :class:`~agent.snapshots.jobs.SnapshotRun` as JSON (its error by class name, like every error here)."""
+    summary = asdict(run.summary) if run.summary is not None else None
+    if summary is not None:
+        summary["outcome"] = run.summary.outcome.value
+    return {"repository": run.repository, "status": run.status, "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat(), "snapshot_id": run.snapshot_id, "summary": summary,
+            "warnings": list(run.warnings), "error": run.error,
+            "exception": error_to_wire(run.exception) if run.exception is not None else None}
 
 
 # -- the socket -----------------------------------------------------------------------------------------------------
@@ -344,9 +442,15 @@ class LocalServer:
                 continue
             threading.Thread(target=self._serve_one, args=(conn,), name="local-call", daemon=True).start()
 
-    @staticmethod
-    def _refuse_busy(conn: socket.socket) -> None:
+    def _refuse_busy(self, conn: socket.socket) -> None:
+        """Answer "busy" and close. The request is read first (briefly, bounded), as closing a socket with unread
+        data would reset it and the caller would never see the answer."""
         try:
+            conn.settimeout(0.2)
+            try:
+                LineReader(conn, max_bytes=self.max_bytes).read(0.2)
+            except HelplineError:
+                pass
             conn.settimeout(1)
             send_line(conn, {"ok": False, "error": error_to_wire(UnavailableError(
                 "The agent service is busy with other calls.", hint="Try again in a moment."))})
@@ -369,7 +473,8 @@ class LocalServer:
                 fd = reader.fds.pop() if reader.fds else None
                 conn.settimeout(60)  # for the answers; a caller that stops reading is let go
                 try:
-                    result = self.api.call(peer, op, args, fd, lambda done, total: send_line(conn, {"progress": [done, total]}))
+                    result = self.api.call(peer, op, args, fd, lambda done, total, what=None: send_line(
+                        conn, {"progress": [done, total], "what": what}))
                 finally:
                     if fd is not None:
                         os.close(fd)
@@ -394,6 +499,6 @@ class LocalServer:
             pass
 
 
-def open_local_socket(store: AgentStore, path: Path) -> LocalServer:
-    """Start serving this PC's identity in ``store`` on ``path``; the caller stops it."""
-    return LocalServer(LocalAPI(store), path).start()
+def open_local_socket(store: AgentStore, path: Path, *, snapshots: Snapshots | None = None) -> LocalServer:
+    """Start serving this PC's identity in ``store`` (and its ``snapshots``) on ``path``; the caller stops it."""
+    return LocalServer(LocalAPI(store, snapshots=snapshots), path).start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -30,6 +31,8 @@ from .wire import LineReader, error_from_wire, send_line
 
 if TYPE_CHECKING:
     from agent.share import ShareRequest, TicketChoice
+    from agent.snapshots.jobs import Protection, SnapshotRun
+    from agent.snapshots.restic.output import BackupSummary, Progress, Snapshot
 
 #: Seconds to wait for the service to accept a connection, and for each line of its answer.
 CONNECT_TIMEOUT = 10.0
@@ -51,7 +54,8 @@ class ServicePC:
     # -- one call -----------------------------------------------------------------------------------------------
 
     def call(self, op: str, args: dict | None = None, *, fd: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> object:
+             progress: Callable[[int, int, str | None], None] | None = None) -> object:
+        """One call; ``progress`` gets (done, total, what) from the service's progress lines."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(CONNECT_TIMEOUT)
@@ -73,7 +77,8 @@ class ServicePC:
                     done_total = message.get("progress")
                     if done_total is not None:
                         if progress is not None and isinstance(done_total, list) and len(done_total) == 2:
-                            progress(int(done_total[0]), int(done_total[1]))
+                            what = message.get("what")
+                            progress(int(done_total[0]), int(done_total[1]), what if isinstance(what, str) else None)
                         continue
                     if message.get("ok") is True:
                         return message.get("result")
@@ -181,8 +186,8 @@ class ServicePC:
         path = entry.path(upload.outbox_dir(self.user_store.directory))
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
-            got = self.call("deliver", {"ticket": entry.ticket, "size": entry.size, "sha256": entry.sha256},
-                            fd=fd, progress=progress)
+            got = self.call("deliver", {"ticket": entry.ticket, "size": entry.size, "sha256": entry.sha256}, fd=fd,
+                            progress=(lambda done, total, what: progress(done, total)) if progress else None)
         finally:
             os.close(fd)
         upload.remove(entry, self.user_store.directory)
@@ -206,11 +211,75 @@ class ServicePC:
                 results.append(upload.QueuedDelivery(entry, upload.Delivery.REFUSED, reason=exc.message))
         return results
 
-    def snapshots(self) -> NoReturn:
-        _not_served("helpline snapshot / helpline restore")
+    def snapshots(self) -> ServiceSnapshots:
+        """Snapshots of this user's home, taken and listed by the service (restore is not served yet)."""
+        return ServiceSnapshots(self)
 
     def waiting_requests(self) -> NoReturn:
         _not_served("helpline requests")
 
     def answer_request(self, reference: str, *, approve: bool) -> NoReturn:
         _not_served("helpline requests")
+
+
+class ServiceSnapshots:
+    """The part of :class:`agent.snapshots.jobs.Snapshots` the service serves a user: a snapshot of their home now,
+    the PC's snapshots that hold it, and how protected the PC is."""
+
+    def __init__(self, pc: ServicePC):
+        self.pc = pc
+
+    def run_snapshot(self, *, repositories: tuple[str, ...] | None = None,
+                     on_progress: Callable[[str, Progress], None] | None = None,
+                     cancel: object = None, paths: tuple[str, ...] = ()) -> list[SnapshotRun]:
+        from agent.snapshots.restic.output import Progress
+
+        if paths:
+            raise ConfigError("Through the agent service a snapshot is of your home folder.")
+
+        def show(done: int, total: int, what: str | None) -> None:
+            if on_progress is not None:
+                percent = 100.0 * done / total if total else 0.0
+                on_progress(what or "local", Progress(percent, 0, 0, done, total))
+
+        runs = self.pc.call("snapshot_now", {"repositories": list(repositories) if repositories else None}, progress=show)
+        return [_run(r) for r in runs]
+
+    def list_snapshots(self, name: str = "local") -> tuple[Snapshot, ...]:
+        from agent.snapshots.restic.output import Snapshot
+
+        found = self.pc.call("snapshot_list", {"repository": name})
+        return tuple(Snapshot(id=s["id"], short_id=s["short_id"], time=datetime.fromisoformat(s["time"]),
+                              hostname=s["hostname"], paths=tuple(s["paths"]), tags=tuple(s["tags"])) for s in found)
+
+    def protection(self) -> Protection:
+        from agent.snapshots.jobs import Protection
+
+        got = self.pc.call("snapshot_status")
+        when = {k: datetime.fromisoformat(v) if isinstance(v, str) and k.endswith("_at") else v for k, v in got.items()}
+        return Protection(**when)
+
+    def restore(self, *args, **kwargs) -> NoReturn:
+        _not_served("helpline restore")
+
+    def repository(self, *args, **kwargs) -> NoReturn:
+        _not_served("helpline restore")
+
+    def find_snapshot(self, *args, **kwargs) -> NoReturn:
+        _not_served("helpline restore")
+
+
+def _run(data: dict) -> SnapshotRun:
+    from agent.execute import Outcome
+    from agent.snapshots.jobs import SnapshotRun
+    from agent.snapshots.restic.output import BackupSummary
+
+    summary = data.get("summary")
+    if summary is not None:
+        summary = BackupSummary(**{**summary, "outcome": Outcome(summary["outcome"]),
+                                   "unreadable": tuple(summary.get("unreadable") or ())})
+    exception = error_from_wire(data["exception"]) if data.get("exception") else None
+    return SnapshotRun(data["repository"], data["status"], datetime.fromisoformat(data["started_at"]),
+                       datetime.fromisoformat(data["finished_at"]), snapshot_id=data.get("snapshot_id"),
+                       summary=summary, warnings=tuple(data.get("warnings") or ()), error=data.get("error"),
+                       exception=exception)

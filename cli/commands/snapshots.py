@@ -201,7 +201,7 @@ def restore(
         output.say(f"What was there before is kept as {output.esc(done.kept_at)}.")
 
 
-def _local_socket(store):
+def _local_socket(store, snapshots):
     """The service's local socket for the users' commands: served where HELPLINE_AGENT_SOCKET names, or at the
     default place when running as root on the PC's own state (no HELPLINE_AGENT_DIR: the installed service); a
     user's own agent, and a test's, keep their identity to themselves."""
@@ -212,7 +212,7 @@ def _local_socket(store):
     if os.environ.get(SOCKET_ENV) is None and not installed:
         return None
     path = socket_path()
-    server = open_local_socket(store, path)
+    server = open_local_socket(store, path, snapshots=snapshots)
     output.say(f"Serving this PC's users on {output.esc(path)}.")
     return server
 
@@ -241,7 +241,7 @@ def run_service(*, once: bool) -> None:
     local = None
     try:
         if not once:
-            local = _local_socket(pc.store)
+            local = _local_socket(pc.store, snapshots)
             output.say("The Helpline agent is running; it stops on SIGTERM or Ctrl-C.")
         service.serve(once=once)
     finally:

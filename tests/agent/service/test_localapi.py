@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +20,8 @@ from agent.local import ThisPC, this_pc
 from agent.service import wire
 from agent.service.localapi import LocalAPI, LocalServer, TicketOwners
 from agent.service.socketpc import ServicePC
+from agent.snapshots.jobs import Snapshots
+from agent.snapshots.policy import policy_from_config
 from agent.store import AgentState, AgentStore
 from protocol.errors import ConfigError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError, UnavailableError
 
@@ -204,12 +208,24 @@ def test_this_pc_takes_the_socket_when_it_is_there(served, monkeypatch, tmp_path
     assert isinstance(this_pc(), ThisPC)
 
 
-@pytest.mark.parametrize("method, command", [("snapshots", "helpline snapshot"), ("waiting_requests", "helpline requests"),
-                                             ("session_offer", "helpline session")], ids=["snapshot", "requests", "session"])
+@pytest.mark.parametrize("method, command", [("restore", "helpline restore"), ("waiting_requests", "helpline requests"),
+                                             ("session_offer", "helpline session")], ids=["restore", "requests", "session"])
 def test_calls_not_served_yet_say_which_command(served, method, command):
     pc = ServicePC(served.path)
     with pytest.raises(ConfigError, match=command):
-        getattr(pc, method)(*(["T-1001"] if method == "session_offer" else []))
+        if method == "restore":
+            pc.snapshots().restore("/tmp/x")
+        else:
+            getattr(pc, method)(*(["T-1001"] if method == "session_offer" else []))
+
+
+def test_a_user_without_a_home_of_their_own_gets_no_snapshots(service_store):
+    api = LocalAPI(service_store)
+    for op in ("snapshot_now", "snapshot_list", "snapshot_status"):
+        with pytest.raises(ConfigError, match="missing or not yours"):
+            api.call(wire.Peer(uid=USER, gid=USER), op, {})  # nobody's home is /nonexistent
+    with pytest.raises(InvalidInputError, match="local or server"):
+        api.call(wire.Peer(uid=0, gid=0), "snapshot_list", {"repository": "elsewhere"})
 
 
 def test_without_the_service_the_socket_client_says_so_in_one_line(short_dir):
@@ -258,3 +274,60 @@ def test_other_uids_over_the_real_socket(served):
     assert ServicePC(path).link().tickets == ["T-1001", "T-1002", "T-1003"]  # root, in this process
     # A user cannot use the service's own state folder directly either: it is the service's, 0700.
     assert _as_user(USER, lambda: sorted(os.listdir(served.api.store.directory)))["error"] == "PermissionError"
+
+
+@pytest.fixture
+def test_user(short_dir):
+    """A real OS user made for the test (root only), with a home of their own holding two files."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to make a user")
+    name = f"hlt{os.getpid() % 100000}"
+    home = short_dir / "home" / name
+    done = subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/usr/sbin/nologin", "-U", name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    try:
+        entry = pwd.getpwnam(name)
+        (home / "Documents").mkdir(parents=True)
+        (home / "Documents" / "letter.txt").write_text("Dear Ann,\n" * 50)
+        (home / "photo.bin").write_bytes(os.urandom(20_000))
+        for path in (home.parent, home, home / "Documents", home / "Documents" / "letter.txt", home / "photo.bin"):
+            if path != home.parent:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        home.parent.chmod(0o755)
+        home.chmod(0o700)
+        yield entry
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+def test_a_user_snapshots_and_lists_their_own_home_through_the_service(short_dir, service_store, test_user):
+    others = short_dir / "other-files"
+    others.mkdir()
+    (others / "root-only.txt").write_text("not for users\n")
+    policy = policy_from_config({"snapshots": {"paths": [str(others)], "server": False, "free_space_margin": 0}},
+                                home=short_dir, data_dir=service_store.directory)
+    snapshots = Snapshots(service_store, policy=policy)
+    home = test_user.pw_dir
+    with LocalServer(LocalAPI(service_store, snapshots=snapshots), short_dir / "snap.sock") as server:
+        path = server.path
+
+        def snapshot_now():
+            [run] = ServicePC(path, Path("/nonexistent")).snapshots().run_snapshot()
+            return {"status": run.status, "files_new": run.summary.files_new}
+
+        assert _as_user(test_user.pw_uid, snapshot_now) == {"ok": {"status": "ok", "files_new": 2}}
+        ServicePC(path).snapshots().run_snapshot()  # root's: the policy's paths
+
+        def listed():
+            return [list(s.paths) for s in ServicePC(path, Path("/nonexistent")).snapshots().list_snapshots()]
+
+        assert _as_user(test_user.pw_uid, listed) == {"ok": [[home]]}  # not root's snapshot of other files
+        assert sorted(map(list, (s.paths for s in ServicePC(path).snapshots().list_snapshots()))) == \
+            sorted([[home], [str(others)]])
+        refused = _as_user(USER, listed)  # nobody has no home of their own
+        assert refused["error"] == "ConfigError"
+        status = _as_user(test_user.pw_uid, lambda: ServicePC(path, Path("/nonexistent")).snapshots().protection().state)
+        assert status["ok"] in {"unverified", "protected"}
+    # The snapshot is the service's: the user cannot read its repository.
+    assert _as_user(test_user.pw_uid, lambda: os.listdir(service_store.directory))["error"] == "PermissionError"

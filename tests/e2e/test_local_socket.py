@@ -27,8 +27,11 @@ class ServiceOfThePC:
     def __init__(self, root: Path, server_url: str, token: str, sock: Path):
         self.state = root / "service-state"
         self.sock = sock
+        self.files = root / "service-files"
+        (self.files / "Documents").mkdir(parents=True)
+        (self.files / "Documents" / "plan.txt").write_text("the plan\n" * 100)
         config = root / "service-agent.toml"
-        config.write_text("[snapshots]\nenabled = false\n")
+        config.write_text(f'[snapshots]\nenabled = false\npaths = ["{self.files}"]\nserver = false\nfree_space_margin = 0\n')
         self.env = {**base_env(), "HELPLINE_AGENT_DIR": str(self.state), "HELPLINE_AGENT_SOCKET": str(sock),
                     "HELPLINE_AGENT_CONFIG": str(config), "HELPLINE_CONFIG_DIR": str(root / "service-config")}
         enrolled = subprocess.run([helpline_bin(), "agent", "enroll", server_url, "-", "--json"], input=token + "\n",
@@ -93,9 +96,15 @@ def test_users_commands_go_through_the_service_and_the_server_sees_one_agent(liv
         # A user cannot move the PC's identity to another server.
         moved = user.run("pair", code, "--server", "http://127.0.0.1:9")
         assert moved.code == ExitStatus.FORBIDDEN and "linked to" in moved.stderr
+        # Snapshots are the service's: taken and listed through the socket (root's: the policy's paths).
+        [run] = user.ok("snapshot", "now", "--json").json()
+        assert run["status"] == "ok" and run["files_new"] == 1
+        [listed] = user.ok("snapshot", "list", "--json").json()
+        assert listed["paths"] == [str(service.files)] and listed["id"].startswith(run["snapshot_id"])
+        assert (service.state / "snapshots").is_dir()  # in the service's folder, not the user's
         # Commands the service does not serve yet say so, naming the command; nothing falls back to another identity.
-        snap = user.run("snapshot", "list")
-        assert snap.code == ExitStatus.CONFIG and "`helpline snapshot" in snap.stderr
+        restored = user.run("restore", str(service.files / "Documents" / "plan.txt"))
+        assert restored.code == ExitStatus.CONFIG and "`helpline restore`" in restored.stderr
 
         agents = admin_pc.ok("agent", "list", "--json").json()
         assert len(agents) == 1 and agents[0]["tickets"] == [number], agents

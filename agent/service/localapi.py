@@ -29,6 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,7 +105,8 @@ class LocalAPI:
             "link": self.op_link, "enroll": self.op_enroll, "pair": self.op_pair, "request_help": self.op_request_help,
             "tickets": self.op_tickets, "reply": self.op_reply, "deliver": self.op_deliver,
             "snapshot_now": self.op_snapshot_now, "snapshot_list": self.op_snapshot_list,
-            "snapshot_status": self.op_snapshot_status,
+            "snapshot_status": self.op_snapshot_status, "snapshot_find": self.op_snapshot_find,
+            "restore": self.op_restore,
         }
 
     @property
@@ -296,8 +298,7 @@ class LocalAPI:
         for snap in self.snapshots.list_snapshots(name):
             paths = list(snap.paths) if home is None else [p for p in snap.paths if _touches(p, home)]
             if paths:
-                shown.append({"id": snap.id, "short_id": snap.short_id, "time": snap.time.isoformat(),
-                              "hostname": snap.hostname, "paths": paths, "tags": list(snap.tags)})
+                shown.append(snapshot_to_wire(snap, paths))
         return shown
 
     def op_snapshot_status(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
@@ -306,6 +307,67 @@ class LocalAPI:
         found = self.snapshots.protection()
         return {name: (value.isoformat() if hasattr(value, "isoformat") else value)
                 for name, value in asdict(found).items()}
+
+    # -- restores into the caller's own home, placed by a child running as the caller -----------------------------
+
+    def _inside_home(self, args: dict, name: str, home: Path | None, *, required: bool = True) -> Path | None:
+        text = self._text(args, name, required=required)
+        if text is None:
+            return None
+        path = Path(os.path.normpath(text))
+        if not path.is_absolute():
+            raise InvalidInputError(f"The {name} to restore must be an absolute path.")
+        if home is not None and not (path == home or str(path).startswith(str(home).rstrip("/") + "/")):
+            raise ForbiddenError(f"{path} is not in your home folder; through the agent service you restore into your "
+                                 "own home only.", hint="Ask your administrator for files elsewhere.")
+        return path
+
+    def _when(self, args: dict):
+        at = self._text(args, "at", required=False)
+        if at is None:
+            return None
+        try:
+            return datetime.fromisoformat(at)
+        except ValueError:
+            raise InvalidInputError(f"'{at}' is not a time.") from None
+
+    def op_snapshot_find(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        """The snapshot a restore of ``path`` would take (shown before an overwrite is confirmed)."""
+        home = self._home(peer)
+        path = self._inside_home(args, "path", home)
+        [name] = self._repositories(args, one=True)
+        repo = self.snapshots.repository(name, purpose="restore")
+        found = self.snapshots.find_snapshot(repo, str(path), snapshot=self._text(args, "snapshot", required=False),
+                                             at=self._when(args), no_lock=name == "server")
+        return snapshot_to_wire(found, list(found.paths))
+
+    def op_restore(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        """Bring back a path of the caller's home; root's restores run as before, a user's are placed as the user."""
+        home = self._home(peer)
+        original = self._inside_home(args, "path", home)
+        to = self._inside_home(args, "to", home, required=False)
+        [name] = self._repositories(args, one=True)
+        snapshot, at, overwrite = self._text(args, "snapshot", required=False), self._when(args), args.get("overwrite") is True
+        show = lambda p: progress(p.bytes_done, p.total_bytes, "restore")  # noqa: E731
+        if home is None:
+            done = self.snapshots.restore(original, snapshot=snapshot, at=at, to=to, overwrite=overwrite,
+                                          repository=name, on_progress=show)
+        else:
+            from .user_restore import restore_as_user
+
+            done = restore_as_user(self.snapshots, pwd.getpwuid(peer.uid), original, snapshot=snapshot, at=at, to=to,
+                                   overwrite=overwrite, repository=name, area=self.restore_area(), on_progress=show)
+        logger.info("uid %d restored %s to %s", peer.uid, done.path, done.placed_at)
+        return {"snapshot": snapshot_to_wire(done.snapshot, list(done.snapshot.paths)), "path": done.path,
+                "placed_at": str(done.placed_at), "kept_at": str(done.kept_at) if done.kept_at else None}
+
+    def restore_area(self) -> Path:
+        """Where a user's restore is staged before the user's own process takes it: beside the service's state
+        folder (which is 0700), 0711 so a user reaches the one staging folder given to them and lists nothing."""
+        area = self.store.directory.parent / f"{self.store.directory.name}-restores"
+        area.mkdir(mode=0o711, exist_ok=True)
+        area.chmod(0o711)
+        return area
 
     def _copy_in(self, fd: int, size: int) -> Path:
         """Copy ``size`` bytes of the caller's file into the service's folder (0600), from its start."""
@@ -331,6 +393,11 @@ def _touches(path: str, home: Path) -> bool:
     """True when a snapshot's ``path`` is the home, inside it, or a folder that holds it."""
     text = str(home).rstrip("/")
     return path == text or path.startswith(text + "/") or text.startswith(path.rstrip("/") + "/")
+
+
+def snapshot_to_wire(snap, paths: list[str]) -> dict:
+    return {"id": snap.id, "short_id": snap.short_id, "time": snap.time.isoformat(), "hostname": snap.hostname,
+            "paths": paths, "tags": list(snap.tags)}
 
 
 def run_to_wire(run) -> dict:

@@ -31,7 +31,7 @@ from .wire import LineReader, error_from_wire, send_line
 
 if TYPE_CHECKING:
     from agent.share import ShareRequest, TicketChoice
-    from agent.snapshots.jobs import Protection, SnapshotRun
+    from agent.snapshots.jobs import Protection, Restored, SnapshotRun
     from agent.snapshots.restic.output import BackupSummary, Progress, Snapshot
 
 #: Seconds to wait for the service to accept a connection, and for each line of its answer.
@@ -246,11 +246,7 @@ class ServiceSnapshots:
         return [_run(r) for r in runs]
 
     def list_snapshots(self, name: str = "local") -> tuple[Snapshot, ...]:
-        from agent.snapshots.restic.output import Snapshot
-
-        found = self.pc.call("snapshot_list", {"repository": name})
-        return tuple(Snapshot(id=s["id"], short_id=s["short_id"], time=datetime.fromisoformat(s["time"]),
-                              hostname=s["hostname"], paths=tuple(s["paths"]), tags=tuple(s["tags"])) for s in found)
+        return tuple(_snapshot(s) for s in self.pc.call("snapshot_list", {"repository": name}))
 
     def protection(self) -> Protection:
         from agent.snapshots.jobs import Protection
@@ -259,14 +255,43 @@ class ServiceSnapshots:
         when = {k: datetime.fromisoformat(v) if isinstance(v, str) and k.endswith("_at") else v for k, v in got.items()}
         return Protection(**when)
 
-    def restore(self, *args, **kwargs) -> NoReturn:
-        _not_served("helpline restore")
+    def repository(self, name: str, *, purpose: str = "restore") -> str:
+        """The repository's name: the service opens it (see :meth:`find_snapshot`)."""
+        return name
 
-    def repository(self, *args, **kwargs) -> NoReturn:
-        _not_served("helpline restore")
+    def find_snapshot(self, repository: str, path: str, *, snapshot: str | None = None,
+                      at: datetime | None = None, **_ignored) -> Snapshot:
+        return _snapshot(self.pc.call("snapshot_find", {"repository": repository, "path": _absolute(path),
+                                                        "snapshot": snapshot, "at": at.isoformat() if at else None}))
 
-    def find_snapshot(self, *args, **kwargs) -> NoReturn:
-        _not_served("helpline restore")
+    def restore(self, path: str | Path, *, snapshot: str | None = None, at: datetime | None = None,
+                to: Path | None = None, overwrite: bool = False, repository: str = "local",
+                on_progress: Callable[[Progress], None] | None = None, **_ignored) -> Restored:
+        """Bring back a path of this user's home: the service restores it, this user's rights place it."""
+        from agent.snapshots.jobs import Restored
+        from agent.snapshots.restic.output import Progress
+
+        def show(done: int, total: int, what: str | None) -> None:
+            if on_progress is not None:
+                on_progress(Progress(100.0 * done / total if total else 0.0, 0, 0, done, total))
+
+        got = self.pc.call("restore", {"path": _absolute(path), "to": _absolute(to) if to is not None else None,
+                                       "snapshot": snapshot, "at": at.isoformat() if at else None,
+                                       "overwrite": overwrite, "repository": repository}, progress=show)
+        return Restored(_snapshot(got["snapshot"]), got["path"], Path(got["placed_at"]),
+                        Path(got["kept_at"]) if got.get("kept_at") else None)
+
+
+def _absolute(path: str | Path) -> str:
+    """``path`` as this user means it (``~`` is their home), absolute."""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def _snapshot(data: dict) -> Snapshot:
+    from agent.snapshots.restic.output import Snapshot
+
+    return Snapshot(id=data["id"], short_id=data["short_id"], time=datetime.fromisoformat(data["time"]),
+                    hostname=data["hostname"], paths=tuple(data["paths"]), tags=tuple(data["tags"]))
 
 
 def _run(data: dict) -> SnapshotRun:

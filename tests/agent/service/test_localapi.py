@@ -206,15 +206,12 @@ def test_this_pc_takes_the_socket_when_it_is_there(served, monkeypatch, tmp_path
     assert isinstance(this_pc(), ThisPC)
 
 
-@pytest.mark.parametrize("method, command", [("restore", "helpline restore"), ("waiting_requests", "helpline requests"),
-                                             ("session_offer", "helpline session")], ids=["restore", "requests", "session"])
+@pytest.mark.parametrize("method, command", [("waiting_requests", "helpline requests"), ("session_offer", "helpline session")],
+                         ids=["requests", "session"])
 def test_calls_not_served_yet_say_which_command(served, method, command):
     pc = ServicePC(served.path)
     with pytest.raises(ConfigError, match=command):
-        if method == "restore":
-            pc.snapshots().restore("/tmp/x")
-        else:
-            getattr(pc, method)(*(["T-1001"] if method == "session_offer" else []))
+        getattr(pc, method)(*(["T-1001"] if method == "session_offer" else []))
 
 
 def test_a_user_without_a_home_of_their_own_gets_no_snapshots(service_store):
@@ -329,3 +326,52 @@ def test_a_user_snapshots_and_lists_their_own_home_through_the_service(short_dir
         assert status["ok"] in {"unverified", "protected"}
     # The snapshot is the service's: the user cannot read its repository.
     assert _as_user(test_user.pw_uid, lambda: os.listdir(service_store.directory))["error"] == "PermissionError"
+
+
+def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_dir, service_store, test_user):
+    policy = policy_from_config({"snapshots": {"paths": [str(short_dir / "nothing")], "server": False,
+                                               "free_space_margin": 0}}, home=short_dir, data_dir=service_store.directory)
+    snapshots = Snapshots(service_store, policy=policy)
+    home = Path(test_user.pw_dir)
+    letter, photo = home / "Documents" / "letter.txt", home / "photo.bin"
+    original_letter, original_photo = letter.read_bytes(), photo.read_bytes()
+    with LocalServer(LocalAPI(service_store, snapshots=snapshots), short_dir / "rest.sock") as server:
+        path = server.path
+
+        def mine():
+            return ServicePC(path, Path("/nonexistent")).snapshots()
+
+        assert _as_user(test_user.pw_uid, lambda: mine().run_snapshot()[0].status) == {"ok": "ok"}
+        letter.unlink()
+        photo.write_bytes(b"ransomware was here")
+
+        beside = _as_user(test_user.pw_uid, lambda: str(mine().restore(letter).placed_at))["ok"]
+        assert Path(beside).parent == letter.parent and Path(beside).name.startswith("letter.txt.restored-")
+        assert Path(beside).read_bytes() == original_letter
+        assert os.stat(beside).st_uid == test_user.pw_uid and os.stat(beside).st_gid == test_user.pw_gid
+
+        def overwrite():
+            done = mine().restore(photo, overwrite=True)
+            return [str(done.placed_at), str(done.kept_at)]
+
+        placed, kept = _as_user(test_user.pw_uid, overwrite)["ok"]
+        assert placed == str(photo) and photo.read_bytes() == original_photo
+        assert Path(kept).read_bytes() == b"ransomware was here"
+        assert os.stat(photo).st_uid == test_user.pw_uid
+
+        # Only into their own home.
+        outside = _as_user(test_user.pw_uid, lambda: mine().restore("/etc/passwd"))
+        assert outside["error"] == "ForbiddenError" and "own home only" in outside["message"]
+        into = _as_user(test_user.pw_uid, lambda: mine().restore(photo, to=short_dir))
+        assert into["error"] == "ForbiddenError"
+        # A link the user planted in their home cannot make the service write where the user may not.
+        guarded = short_dir / "root-only"
+        guarded.mkdir()
+        guarded.chmod(0o755)
+        shutil.move(str(home / "Documents"), str(home / "Documents.moved"))
+        (home / "Documents").symlink_to(guarded)
+        planted = _as_user(test_user.pw_uid, lambda: mine().restore(letter))
+        assert planted["error"] == "HelplineError" and "Could not put the restored copy" in planted["message"]
+        assert list(guarded.iterdir()) == []
+    # Staging folders are gone, and they were never in the user's home.
+    assert [p for p in LocalAPI(service_store).restore_area().iterdir()] == []

@@ -102,9 +102,13 @@ def test_users_commands_go_through_the_service_and_the_server_sees_one_agent(liv
         [listed] = user.ok("snapshot", "list", "--json").json()
         assert listed["paths"] == [str(service.files)] and listed["id"].startswith(run["snapshot_id"])
         assert (service.state / "snapshots").is_dir()  # in the service's folder, not the user's
+        plan = service.files / "Documents" / "plan.txt"
+        plan.unlink()
+        restored = user.ok("restore", str(plan), "--json").json()
+        assert Path(restored["placed_at"]).read_text() == "the plan\n" * 100
         # Commands the service does not serve yet say so, naming the command; nothing falls back to another identity.
-        restored = user.run("restore", str(service.files / "Documents" / "plan.txt"))
-        assert restored.code == ExitStatus.CONFIG and "`helpline restore`" in restored.stderr
+        waiting = user.run("requests")
+        assert waiting.code == ExitStatus.CONFIG and "`helpline requests`" in waiting.stderr
 
         agents = admin_pc.ok("agent", "list", "--json").json()
         assert len(agents) == 1 and agents[0]["tickets"] == [number], agents

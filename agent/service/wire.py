@@ -43,6 +43,11 @@ def socket_path() -> Path:
     return Path("/var/run/helpline/agent.sock" if sys.platform == "darwin" else "/run/helpline/agent.sock")
 
 
+def is_installed_service() -> bool:
+    """True for the PC's installed agent service: root, on the PC's own state (no HELPLINE_AGENT_DIR)."""
+    return os.environ.get("HELPLINE_AGENT_DIR") is None and hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 @dataclass(frozen=True)
 class Peer:
     """The OS user at the other end of a connection, as the kernel tells it."""

@@ -206,10 +206,9 @@ def _local_socket(store, snapshots):
     default place when running as root on the PC's own state (no HELPLINE_AGENT_DIR: the installed service); a
     user's own agent, and a test's, keep their identity to themselves."""
     from agent.service.localapi import open_local_socket
-    from agent.service.wire import SOCKET_ENV, socket_path
+    from agent.service.wire import SOCKET_ENV, is_installed_service, socket_path
 
-    installed = os.environ.get("HELPLINE_AGENT_DIR") is None and hasattr(os, "geteuid") and os.geteuid() == 0
-    if os.environ.get(SOCKET_ENV) is None and not installed:
+    if os.environ.get(SOCKET_ENV) is None and not is_installed_service():
         return None
     path = socket_path()
     server = open_local_socket(store, path, snapshots=snapshots)
@@ -226,8 +225,10 @@ def run_service(*, once: bool) -> None:
     from agent.local import in_process_pc
 
     stop = threading.Event()
+    from agent.service.homes import service_snapshots
+
     pc = in_process_pc()  # the service is the identity's owner: never a client of its own socket
-    snapshots = pc.snapshots()
+    snapshots = service_snapshots(pc.store)  # installed: every user's home
 
     def show(event) -> None:
         line = f"{output.local_time(event.at)}  {event.what}"

@@ -106,7 +106,7 @@ class LocalAPI:
             "tickets": self.op_tickets, "reply": self.op_reply, "deliver": self.op_deliver,
             "snapshot_now": self.op_snapshot_now, "snapshot_list": self.op_snapshot_list,
             "snapshot_status": self.op_snapshot_status, "snapshot_find": self.op_snapshot_find,
-            "restore": self.op_restore,
+            "restore": self.op_restore, "hand_over": self.op_hand_over,
         }
 
     @property
@@ -208,6 +208,27 @@ class LocalAPI:
         else:
             tickets = [t for t in link.my_tickets(self.store.directory) if self.owners.may_see(t.number, peer)]
         return [t.model_dump(mode="json") for t in tickets]
+
+    def op_hand_over(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        """Take over the tickets of the caller's old per-user identity, which signed the statement in ``args``; the
+        tickets become the caller's on this PC. The server checks the old key's signature and revokes it."""
+        from protocol.hand_over import HandOverRequest
+
+        state = self.store.require()
+        server_url = self._text(args, "server_url")
+        if normalize_url(server_url) != state.server_url:
+            raise ConfigError("Your earlier identity on this PC belongs to another Helpline server; it stays as it is.")
+        body = parse_input(HandOverRequest, **{k: args.get(k) for k in ("from_agent_id", "tickets", "signed_at", "signature")})
+        with self._client() as client:
+            answer = client.hand_over(body)
+        for number in answer.tickets:
+            self.owners.record(number, peer.uid)
+        state = self.store.require()
+        for number in answer.tickets:
+            link._remember_ticket(state, number)
+        self.store.save(state)
+        logger.info("uid %d handed over %s from agent %s", peer.uid, ", ".join(answer.tickets), answer.from_agent_id)
+        return answer.model_dump(mode="json")
 
     def _client(self) -> HelplineClient:
         state = self.store.require()

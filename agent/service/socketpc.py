@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import datetime, timezone
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -22,7 +22,10 @@ from agent import upload
 from agent.link import ChooseTicket, pick_open
 from agent.paths import agent_dir
 from agent.reply import read_attachment
-from agent.store import AgentState, AgentStore
+from agent.paths import write_private
+from agent.store import KEY_FILE, STATE_FILE, AgentState, AgentStore
+from protocol import signing
+from protocol.hand_over import hand_over_payload
 from protocol.errors import ConfigError, ConflictError, HelplineError, UnavailableError
 from protocol.schemas import AgentTicket, BundlePublic, ReplyCreate, SelfServiceResponse, TicketStatus, parse_input
 from protocol.tickets import parse_ticket_ref, ticket_label
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
     from agent.snapshots.jobs import Protection, Restored, SnapshotRun
     from agent.snapshots.restic.output import BackupSummary, Progress, Snapshot
 
+#: Written in the user's data folder when the server refused a hand-over, so it is not tried on every command.
+REFUSED_FILE = "hand-over-refused.txt"
 #: Seconds to wait for the service to accept a connection, and for each line of its answer.
 CONNECT_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 900.0
@@ -50,12 +55,54 @@ class ServicePC:
     def __init__(self, path: Path, user_dir: Path | None = None):
         self.path = path
         self.user_store = AgentStore(user_dir or agent_dir())
+        self._offered = False
+
+    # -- moving from per-user to the service -------------------------------------------------------------------
+
+    def offer_old_identity(self) -> list[str]:
+        """Hand the tickets of this user's earlier per-user identity (if it has any, on the service's server) over
+        to the service: signed here with the old key, sent by the service signed with the PC's; then the old
+        identity is retired into ``retired/``. Returns the tickets handed over. An unreachable server leaves it
+        for next time; a refusal is written to ``hand-over-refused.txt`` and not tried again."""
+        folder = self.user_store.directory
+        if (folder / REFUSED_FILE).exists():
+            return []
+        try:
+            old = self.user_store.load()
+        except ConfigError:
+            return []
+        if old is None or not old.tickets or not old.agent_id:
+            return []
+        service = self._state(self.call("link", offer=False))
+        if service is None or service.server_url != old.server_url or service.agent_id == old.agent_id:
+            return []
+        signed_at = datetime.now(timezone.utc)
+        tickets = list(dict.fromkeys(old.tickets))
+        signature = signing.sign(self.user_store.key(), hand_over_payload(old.agent_id, service.agent_id, tickets, signed_at))
+        try:
+            answer = self.call("hand_over", {"from_agent_id": old.agent_id, "tickets": tickets, "server_url": old.server_url,
+                                             "signed_at": signed_at.isoformat(), "signature": signature}, offer=False)
+        except UnavailableError:
+            return []
+        except HelplineError as exc:
+            write_private(folder / REFUSED_FILE, f"{exc.message}\n".encode())
+            return []
+        retired = folder / "retired"
+        retired.mkdir(mode=0o700, exist_ok=True)
+        for name in (STATE_FILE, KEY_FILE):
+            if (folder / name).exists():
+                os.replace(folder / name, retired / name)
+        return list(answer["tickets"])
 
     # -- one call -----------------------------------------------------------------------------------------------
 
     def call(self, op: str, args: dict | None = None, *, fd: int | None = None,
-             progress: Callable[[int, int, str | None], None] | None = None) -> object:
-        """One call; ``progress`` gets (done, total, what) from the service's progress lines."""
+             progress: Callable[[int, int, str | None], None] | None = None, offer: bool = True) -> object:
+        """One call; ``progress`` gets (done, total, what) from the service's progress lines. The first call of a
+        process first offers this user's earlier per-user identity's tickets to the service (``offer``)."""
+        if offer and not self._offered:
+            self._offered = True
+            self.offer_old_identity()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(CONNECT_TIMEOUT)

@@ -127,3 +127,29 @@ def test_users_commands_go_through_the_service_and_the_server_sees_one_agent(liv
     # Without the service the per-user path is back: this user's own folder, which is not linked.
     alone = user.run("status")
     assert alone.code == ExitStatus.CONFIG and "not linked" in alone.stderr
+
+
+def test_a_users_earlier_identity_hands_its_tickets_to_the_service(live_server, admin_pc, tmp_path, sock_dir):
+    sock = sock_dir / "agent.sock"
+    user = user_of_the_pc(tmp_path, sock)
+    number = admin_pc.ok("ticket", "create", "Laptop slow", "--json").json()["number"]
+    code = admin_pc.ok("ticket", "pair-code", number, "--json").json()["code"]
+    user.ok("pair", code, "--server", live_server.url)  # no service yet: the user's own identity
+    [before] = admin_pc.ok("agent", "list", "--json").json()
+
+    token = admin_pc.ok("enroll-token", "create", "--json").json()["token"]
+    service = ServiceOfThePC(tmp_path, live_server.url, token, sock)
+    try:
+        status = user.ok("status", "--json").json()  # the first call through the socket offers the old tickets
+        assert [t["number"] for t in status] == [number]
+        agents = {a["id"]: a for a in admin_pc.ok("agent", "list", "--json").json()}
+        assert agents[before["id"]]["status"] == "revoked"
+        [service_agent] = [a for a in agents.values() if a["id"] != before["id"]]
+        assert service_agent["tickets"] == [number] and service_agent["status"] == "active"
+        user_agent = tmp_path / "user-data" / "helpline" / "agent"
+        assert (user_agent / "retired" / "agent-key.pem").exists() and not (user_agent / "agent.json").exists()
+        user.ok("reply", "Still slow after the update")  # acts through the service on the handed-over ticket
+        [event] = admin_pc.ok("audit", "--action", "agent.hand_over", "--json").json()
+        assert before["id"] in str(event) and event["action"] == "agent.hand_over"
+    finally:
+        service.stop()

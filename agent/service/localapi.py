@@ -107,6 +107,7 @@ class LocalAPI:
             "snapshot_now": self.op_snapshot_now, "snapshot_list": self.op_snapshot_list,
             "snapshot_status": self.op_snapshot_status, "snapshot_find": self.op_snapshot_find,
             "restore": self.op_restore, "hand_over": self.op_hand_over,
+            "requests_waiting": self.op_requests_waiting, "requests_answer": self.op_requests_answer,
         }
 
     @property
@@ -229,6 +230,46 @@ class LocalAPI:
         self.store.save(state)
         logger.info("uid %d handed over %s from agent %s", peer.uid, ", ".join(answer.tickets), answer.from_agent_id)
         return answer.model_dump(mode="json")
+
+    # -- engineers' requests waiting for a user's answer ------------------------------------------------------------
+
+    def _visible_requests(self, peer: Peer):
+        """The consent box and the waiting requests ``peer`` may answer: those on their tickets (root: all)."""
+        from agent.service.consent import ConsentBox
+
+        box = ConsentBox(self.store.directory / "requests")
+
+        def theirs(ticket: str | None) -> bool:
+            if peer.is_admin:
+                return True
+            try:
+                return ticket is not None and self.owners.may_see(ticket_label(parse_ticket_ref(ticket)), peer)
+            except HelplineError:
+                return False
+
+        return box, [w for w in box.waiting() if theirs(w.ticket)]
+
+    def op_requests_waiting(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> list[dict]:
+        return [w.to_json() for w in self._visible_requests(peer)[1]]
+
+    def op_requests_answer(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
+        from protocol.errors import AmbiguousError
+
+        reference = (self._text(args, "reference") or "").strip().lower()
+        box, visible = self._visible_requests(peer)
+        matches = [w for w in visible if w.id == reference or (len(reference) >= 4 and w.id.startswith(reference))]
+        if not matches:
+            raise NotFoundError(f"No request {reference[:40]!r} waits for your answer on this PC.",
+                                hint="See the waiting ones with `helpline requests`.")
+        if len(matches) > 1:
+            raise AmbiguousError(f"{reference!r} matches {len(matches)} waiting requests.", hint="Give more of the id.")
+        try:
+            name = pwd.getpwuid(peer.uid).pw_name
+        except KeyError:
+            name = f"uid {peer.uid}"
+        item = box.answer(matches[0].id, approve=args.get("approve") is True, by=name)
+        logger.info("uid %d %s request %s", peer.uid, "approved" if args.get("approve") is True else "refused", item.id)
+        return item.to_json()
 
     def _client(self) -> HelplineClient:
         state = self.store.require()

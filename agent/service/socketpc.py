@@ -33,6 +33,7 @@ from protocol.tickets import parse_ticket_ref, ticket_label
 from .wire import LineReader, error_from_wire, send_line
 
 if TYPE_CHECKING:
+    from agent.service.consent import WaitingRequest
     from agent.share import ShareRequest, TicketChoice
     from agent.snapshots.jobs import Protection, Restored, SnapshotRun
     from agent.snapshots.restic.output import BackupSummary, Progress, Snapshot
@@ -262,11 +263,16 @@ class ServicePC:
         """Snapshots of this user's home, taken and listed by the service (restore is not served yet)."""
         return ServiceSnapshots(self)
 
-    def waiting_requests(self) -> NoReturn:
-        _not_served("helpline requests")
+    def waiting_requests(self) -> list[WaitingRequest]:
+        """Engineers' requests on this user's tickets that wait for their answer (root: all), oldest first."""
+        from agent.service.consent import WaitingRequest
 
-    def answer_request(self, reference: str, *, approve: bool) -> NoReturn:
-        _not_served("helpline requests")
+        return [WaitingRequest.from_json(w) for w in self.call("requests_waiting")]
+
+    def answer_request(self, reference: str, *, approve: bool) -> WaitingRequest:
+        from agent.service.consent import WaitingRequest
+
+        return WaitingRequest.from_json(self.call("requests_answer", {"reference": reference, "approve": approve}))
 
 
 class ServiceSnapshots:

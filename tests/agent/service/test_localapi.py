@@ -206,12 +206,34 @@ def test_this_pc_takes_the_socket_when_it_is_there(served, monkeypatch, tmp_path
     assert isinstance(this_pc(), ThisPC)
 
 
-@pytest.mark.parametrize("method, command", [("waiting_requests", "helpline requests"), ("session_offer", "helpline session")],
-                         ids=["requests", "session"])
-def test_calls_not_served_yet_say_which_command(served, method, command):
-    pc = ServicePC(served.path)
-    with pytest.raises(ConfigError, match=command):
-        getattr(pc, method)(*(["T-1001"] if method == "session_offer" else []))
+def test_the_session_is_not_served_yet_and_says_which_command(served):
+    with pytest.raises(ConfigError, match="helpline session"):
+        ServicePC(served.path).session_offer("T-1001")
+
+
+def test_a_user_answers_only_requests_on_their_own_tickets(service_store):
+    from datetime import UTC, datetime, timedelta
+
+    from agent.service.consent import WaitingRequest
+
+    folder = service_store.directory / "requests" / "waiting"
+    folder.mkdir(parents=True)
+    now = datetime.now(UTC)
+    ids = {"T-1001": "aaaa1111-0000-0000-0000-000000000001", "T-1002": "bbbb2222-0000-0000-0000-000000000002",
+           None: "cccc3333-0000-0000-0000-000000000003"}
+    for ticket, request_id in ids.items():
+        item = WaitingRequest(request_id, "restore", "Alice", "alice", ticket, {"path": "/home/x"}, now, now + timedelta(hours=1))
+        (folder / f"{request_id}.json").write_text(json.dumps(item.to_json()))
+    api = LocalAPI(service_store)
+    user, root = wire.Peer(uid=USER, gid=USER), wire.Peer(uid=0, gid=0)
+    assert [w["ticket"] for w in api.call(user, "requests_waiting", {})] == ["T-1001"]
+    assert len(api.call(root, "requests_waiting", {})) == 3
+    with pytest.raises(NotFoundError):
+        api.call(user, "requests_answer", {"reference": ids["T-1002"][:8], "approve": True})
+    answered = api.call(user, "requests_answer", {"reference": ids["T-1001"][:8], "approve": True})
+    assert answered["id"] == ids["T-1001"]
+    assert json.loads((service_store.directory / "requests" / "answers" / f"{ids['T-1001']}.json").read_text())["by"] == _name(USER)
+    assert [w["ticket"] for w in api.call(root, "requests_waiting", {})] == ["T-1002", None]
 
 
 def test_a_user_without_a_home_of_their_own_gets_no_snapshots(service_store):
@@ -375,3 +397,10 @@ def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_d
         assert list(guarded.iterdir()) == []
     # Staging folders are gone, and they were never in the user's home.
     assert [p for p in LocalAPI(service_store).restore_area().iterdir()] == []
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

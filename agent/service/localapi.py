@@ -59,6 +59,8 @@ OWNERS_FILE = "local-owners.json"
 
 #: Tells the caller how far a long call is: (done, total, what), sent as a progress line.
 Progress = Callable[..., None]
+#: Calls that change the PC's saved link (its tickets): serialized.
+CHANGES_LINK = frozenset({"enroll", "pair", "request_help", "hand_over"})
 #: The repositories a user may name for a snapshot or a listing.
 REPOSITORIES = ("local", "server")
 
@@ -101,6 +103,7 @@ class LocalAPI:
         self.owners = TicketOwners(store.directory)
         self._snapshots = snapshots
         self._snapshot_lock = threading.Lock()  # one snapshot at a time for the socket's callers
+        self._state_lock = threading.Lock()  # calls that change the saved link run one at a time (no lost ticket)
         self.ops: dict[str, Callable[[Peer, dict, int | None, Progress], object]] = {
             "link": self.op_link, "enroll": self.op_enroll, "pair": self.op_pair, "request_help": self.op_request_help,
             "tickets": self.op_tickets, "reply": self.op_reply, "deliver": self.op_deliver,
@@ -123,7 +126,11 @@ class LocalAPI:
         if handler is None:
             raise InvalidInputError(f"The agent service does not serve {op!r}.",
                                     hint="This `helpline` may be newer than the agent service; upgrade the service.")
-        return handler(peer, args, fd, progress or (lambda done, total, what=None: None))
+        progress = progress or (lambda done, total, what=None: None)
+        if op in CHANGES_LINK:
+            with self._state_lock:
+                return handler(peer, args, fd, progress)
+        return handler(peer, args, fd, progress)
 
     # -- what a caller may see --------------------------------------------------------------------------------------
 

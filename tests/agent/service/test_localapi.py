@@ -28,6 +28,13 @@ from protocol.errors import ConfigError, ForbiddenError, InvalidInputError, NotF
 USER, OTHER = 65534, 65533  # two unprivileged uids (the first is "nobody")
 
 
+@pytest.fixture(autouse=True)
+def _own_data_folder(tmp_path, monkeypatch):
+    """The socket client's per-user folder is the test's, never the real user's (agent_dir() reads these)."""
+    monkeypatch.delenv("HELPLINE_AGENT_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
 @pytest.fixture
 def short_dir():
     """A folder with a short path (socket paths are limited to ~100 bytes) that other uids may traverse."""

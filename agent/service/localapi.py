@@ -445,7 +445,10 @@ class LocalAPI:
         try:
             offset = 0
             while offset < size:
-                chunk = os.pread(fd, min(1 << 20, size - offset), offset)
+                try:
+                    chunk = os.pread(fd, min(1 << 20, size - offset), offset)
+                except OSError as exc:
+                    raise InvalidInputError(f"The bundle handed to the agent service cannot be read: {exc.strerror}.") from None
                 if not chunk:
                     raise DamagedError("The bundle shrank while it was handed to the agent service.", hint="Share again.")
                 os.write(out, chunk)

@@ -411,3 +411,48 @@ def _name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def test_a_bundle_is_a_readable_regular_file_of_the_size_announced(service_store, short_dir):
+    api, peer = LocalAPI(service_store), wire.Peer(uid=USER, gid=USER)
+    bundle = short_dir / "bundle.tar.gz"
+    bundle.write_bytes(b"x" * 100)
+    for opened, size, expected in [(os.O_RDONLY, 99, "size announced"), (os.O_WRONLY, 100, "cannot be read")]:
+        fd = os.open(bundle, opened)
+        try:
+            with pytest.raises(InvalidInputError, match=expected):
+                api._copy_in(fd, size) if expected == "cannot be read" else \
+                    api.call(peer, "deliver", {"ticket": "T-1001", "size": size, "sha256": "0" * 64}, fd)
+        finally:
+            os.close(fd)
+    with pytest.raises(InvalidInputError, match="none came"):
+        api.call(peer, "deliver", {"ticket": "T-1001", "size": 100, "sha256": "0" * 64})
+    assert not list((service_store.directory / "incoming").iterdir())  # nothing left behind
+
+
+def test_an_earlier_identity_on_another_server_stays_as_it_is(served, tmp_path):
+    user_dir = tmp_path / "mine"
+    AgentStore(user_dir).save(AgentState(server_url="http://127.0.0.1:8", agent_id="old", credential="",
+                                         server_public_key="k", tickets=["T-7"]))
+    pc = ServicePC(served.path, user_dir)
+    assert pc.offer_old_identity() == []
+    assert (user_dir / "agent.json").exists() and not (user_dir / "retired").exists()
+
+
+def test_a_refused_hand_over_is_noted_once_and_commands_go_on(served, tmp_path, monkeypatch):
+    user_dir = tmp_path / "mine"
+    AgentStore(user_dir).save(AgentState(server_url="http://127.0.0.1:9", agent_id="old", credential="",
+                                         server_public_key="k", tickets=["T-7"]))
+    calls = []
+
+    def refuse(peer, args, fd, progress):
+        calls.append(args)
+        raise ForbiddenError("The hand-over statement is not signed by the agent it names.")
+
+    served.api.ops["hand_over"] = refuse
+    pc = ServicePC(served.path, user_dir)
+    assert pc.link().agent_id == "svc"  # the command itself goes on
+    assert calls and calls[0]["tickets"] == ["T-7"] and calls[0]["from_agent_id"] == "old"
+    assert "not signed" in (user_dir / "hand-over-refused.txt").read_text()
+    ServicePC(served.path, user_dir).link()
+    assert len(calls) == 1  # not tried again

@@ -43,9 +43,17 @@ def socket_path() -> Path:
     return Path("/var/run/helpline/agent.sock" if sys.platform == "darwin" else "/run/helpline/agent.sock")
 
 
+#: Set to 1 by the service's unit (which also points HELPLINE_AGENT_DIR at /var/lib/helpline-agent): this process
+#: is the PC's installed agent service.
+SERVICE_ENV = "HELPLINE_AGENT_SERVICE"
+
+
 def is_installed_service() -> bool:
-    """True for the PC's installed agent service: root, on the PC's own state (no HELPLINE_AGENT_DIR)."""
-    return os.environ.get("HELPLINE_AGENT_DIR") is None and hasattr(os, "geteuid") and os.geteuid() == 0
+    """True for the PC's installed agent service: root, and either marked so by its unit (HELPLINE_AGENT_SERVICE=1)
+    or on the default state (no HELPLINE_AGENT_DIR). Tests and a user's own agent are not."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    return os.environ.get(SERVICE_ENV) == "1" or os.environ.get("HELPLINE_AGENT_DIR") is None
 
 
 @dataclass(frozen=True)

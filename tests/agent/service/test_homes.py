@@ -50,3 +50,19 @@ def test_only_the_installed_service_reads_homes_per_user(tmp_path, monkeypatch):
     from agent.store import AgentStore
 
     assert homes.service_snapshots(AgentStore(tmp_path / "state"))._policy is None  # the policy as read, later
+
+
+@pytest.mark.parametrize("env, installed", [
+    ({}, True), ({"HELPLINE_AGENT_DIR": "/x"}, False), ({"HELPLINE_AGENT_DIR": "/x", "HELPLINE_AGENT_SERVICE": "1"}, True),
+], ids=["default-state", "a-test-folder", "the-unit"])
+def test_what_counts_as_the_installed_service(monkeypatch, env, installed):
+    from agent.service import wire
+
+    for name in ("HELPLINE_AGENT_DIR", "HELPLINE_AGENT_SERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert wire.is_installed_service() is installed
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert wire.is_installed_service() is False

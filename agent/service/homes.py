@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pwd
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,8 +44,11 @@ def uid_range(login_defs: Path = LOGIN_DEFS) -> tuple[int, int]:
     return found["UID_MIN"], found["UID_MAX"]
 
 
-def user_homes(entries: Iterable[pwd.struct_passwd] | None = None, *, uids: tuple[int, int] | None = None) -> list[Path]:
-    """The homes of the PC's people, sorted: existing folders owned by their user (never a shared or missing one)."""
+def user_homes(entries: Iterable | None = None, *, uids: tuple[int, int] | None = None) -> list[Path]:
+    """The homes of the PC's people, sorted: existing folders owned by their user (never a shared or missing one).
+    ``entries`` are pwd entries (default: the system's)."""
+    import pwd  # POSIX only; the installed service on Windows reads profiles another way (not built)
+
     low, high = uids or uid_range()
     homes = set()
     for entry in entries if entries is not None else pwd.getpwall():

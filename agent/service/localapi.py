@@ -11,9 +11,11 @@ The operations are those of :class:`agent.local.ThisPC` that the user-facing
 commands need. Nothing a user sends is trusted: ticket references are checked
 against the caller's own, a bundle arrives as a file descriptor the caller
 opened as themselves (so it can only be a file they could read), is copied
-with a size bound and checked against the digest they announced, and the
-service never opens a path a user names. Connections are bounded in number
-(one thread each), and each request in size and in time
+with a size bound and checked against the digest they announced. Snapshots
+and restores are of the caller's own home; whatever a restore writes in it is
+written by a child running as the caller (:mod:`.user_restore`), so the
+service never writes where a user points it. Connections are bounded in
+number (one thread each), and each request in size and in time
 (:data:`READ_TIMEOUT`).
 """
 
@@ -517,7 +519,7 @@ class LocalServer:
         except OSError as exc:
             sock.close()
             raise ConfigError(f"The agent service cannot listen on {self.path}: {exc.strerror or exc}.",
-                              hint=f"Run it as root, or point it elsewhere with HELPLINE_AGENT_SOCKET.") from None
+                              hint="Run it as root, or point it elsewhere with HELPLINE_AGENT_SOCKET.") from None
         self._inode = os.lstat(self.path).st_ino
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="local-socket", daemon=True)

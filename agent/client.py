@@ -63,6 +63,7 @@ from protocol.schemas import (
 )
 from protocol.policy import PolicyBody, PolicyCheckIn, PolicyCheckInAnswer, PolicyPublic
 from protocol.webhooks import WebhookCreate, WebhookCreated, WebhookDeliveryPublic, WebhookPublic
+from protocol.hand_over import HandOverRequest, HandOverResponse
 from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
 from protocol.snapshots import (
     CredentialRequest,
@@ -394,6 +395,10 @@ class HelplineClient:
 
     def my_ticket(self, ticket: TicketRef) -> AgentTicket:
         return self._call(AgentTicket, "GET", f"agent/tickets/{_ticket(ticket)}")
+
+    def hand_over(self, body: HandOverRequest) -> HandOverResponse:
+        """Take over the tickets of this PC's per-user identity, which signed ``body`` (the PC's service agent)."""
+        return self._call(HandOverResponse, "POST", "agent/hand-over", json=_body(body))
 
     def reply(self, ticket: TicketRef, body: ReplyCreate) -> AgentTicket:
         """Add the user's reply (and perhaps one small file) to a ticket this PC is linked to."""

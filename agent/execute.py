@@ -167,6 +167,15 @@ class Execution:
         )
 
 
+@dataclass(frozen=True)
+class RunAs:
+    """An OS user a command runs as: uid, primary gid and supplementary groups."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -182,8 +191,12 @@ def run(
     grace: float = DEFAULT_GRACE_SECONDS,
     secrets: Iterable[str] = (),
     secret_args: Iterable[int] = (),
+    as_user: RunAs | None = None,
 ) -> Execution:
     """Run ``argv`` (never through a shell) and return how it went; raise only for a call wrong in itself.
+
+    ``as_user`` runs it as another OS user (their uid, gid and groups; the agent service acting for a user of
+    the PC, which needs root): what it does, it does with that user's rights only.
 
     stdout goes to the file ``output`` or, decoded line by line without its
     line ending, to ``on_line`` (called in order from a reader thread; a last
@@ -214,6 +227,11 @@ def run(
     if grace < 0:
         raise InvalidInputError(f"a command needs a non-negative grace period, got {grace!r}")
 
+    identity = {}
+    if as_user is not None:
+        if os.name != "posix":
+            raise InvalidInputError("running a command as another user is done on POSIX systems only")
+        identity = {"user": as_user.uid, "group": as_user.gid, "extra_groups": list(as_user.groups)}
     secrets = tuple(secrets)
     command = render_command(argv, secrets=secrets, secret_args=secret_args)
     child_env = {**os.environ, **env} if env else dict(os.environ)
@@ -242,6 +260,7 @@ def run(
             stderr=subprocess.PIPE,
             env=child_env,
             cwd=cwd,
+            **identity,
             **_new_process_group(),
         )
     except OSError as exc:

@@ -217,7 +217,12 @@ def ticket_in_use(directory: Path | None = None, reference: str | None = None, *
         return my_tickets(directory, reference)[0]
     if not AgentStore(directory).require().tickets:
         return None
-    candidates = [t for t in my_tickets(directory) if is_open(t.status)]
+    return pick_open(my_tickets(directory), choose)
+
+
+def pick_open(tickets: list[AgentTicket], choose: ChooseTicket | None) -> AgentTicket | None:
+    """The one open ticket among ``tickets``; ``choose`` picks among several (InvalidInputError without it)."""
+    candidates = [t for t in tickets if is_open(t.status)]
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
     if choose is None:

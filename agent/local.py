@@ -1,15 +1,18 @@
 """This PC's agent as the user-facing commands see it: one identity, one set of operations.
 
 Every `helpline` command acting as the PC (pair, request, status, share) goes
-through :func:`this_pc`. Today that returns :class:`ThisPC`, which runs the
+through :func:`this_pc`. Without the service that is :class:`ThisPC`, which runs the
 operations in the caller's process on the identity kept in the user's data
-folder. Where the agent service is installed, the identity belongs to the
-service and this function returns a client of its local socket with the same
-methods instead (docs/design.md, "One identity per PC"); callers do not change.
+folder. Where the agent service runs (its socket exists), the identity belongs
+to the service and this function returns a client of its local socket with the
+same methods instead (:class:`agent.service.socketpc.ServicePC`;
+docs/design.md, "One identity per PC"); callers do not change.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +23,7 @@ from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
 if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
     from agent.service.consent import WaitingRequest
+    from agent.service.socketpc import ServicePC
     from agent.session.offer import SessionOffer
     from agent.share import ShareRequest, TicketChoice
     from agent.snapshots.jobs import Snapshots
@@ -125,6 +129,29 @@ class ThisPC:
         return ConsentBox(self._dir / "requests").answer(reference, approve=approve, by=getpass.getuser())
 
 
-def this_pc() -> ThisPC:
-    """This PC's agent for the user-facing commands (HELPLINE_AGENT_DIR points it at a folder)."""
+def this_pc() -> ThisPC | ServicePC:
+    """This PC's agent for the user-facing commands: the agent service's, through its local socket, where the
+    service listens; else the identity in this user's data folder. HELPLINE_AGENT_DIR points it at a folder
+    and always runs in-process (tests, demos, and the service itself)."""
+    if os.environ.get("HELPLINE_AGENT_DIR") is None:
+        from agent.service.wire import socket_path
+
+        path = socket_path()
+        if _is_socket(path):
+            from agent.service.socketpc import ServicePC
+
+            return ServicePC(path)
     return ThisPC(AgentStore())
+
+
+def in_process_pc() -> ThisPC:
+    """The identity in this process's own folder (HELPLINE_AGENT_DIR, else the user's data folder), never the
+    socket: the agent service's own (``helpline agent run``)."""
+    return ThisPC(AgentStore())
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -226,8 +226,14 @@ def choose_ticket(*, code: str | None = None, ticket: str | None = None, new: bo
 
 def open_ticket(request: ShareRequest, *, server_url: str | None = None, directory: Path | None = None) -> TicketChoice:
     """Open a new self-service ticket for a share, titled and described from the user's answers."""
+    title, description = ticket_text(request)
+    _, answer = link.request_help(title, description=description, server_url=server_url, directory=directory)
+    return TicketChoice(answer.ticket.number, answer.ticket, float(answer.response_minutes))
+
+
+def ticket_text(request: ShareRequest) -> tuple[str, str]:
+    """The title and description of a ticket a share opens, from the user's answers."""
     title = (request.what or DEFAULT_TITLE).splitlines()[0][:120] or DEFAULT_TITLE
     description = "\n".join(f"{label}: {value}" for label, value in (
         ("What happened", request.what), ("Since when", request.since), ("Already tried", request.tried)) if value)
-    _, answer = link.request_help(title, description=description, server_url=server_url, directory=directory)
-    return TicketChoice(answer.ticket.number, answer.ticket, float(answer.response_minutes))
+    return title, description

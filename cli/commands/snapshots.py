@@ -201,14 +201,34 @@ def restore(
         output.say(f"What was there before is kept as {output.esc(done.kept_at)}.")
 
 
+def _local_socket(store, snapshots):
+    """The service's local socket for the users' commands: served where HELPLINE_AGENT_SOCKET names, or at the
+    default place when running as root on the PC's own state (no HELPLINE_AGENT_DIR: the installed service); a
+    user's own agent, and a test's, keep their identity to themselves."""
+    from agent.service.localapi import open_local_socket
+    from agent.service.wire import SOCKET_ENV, is_installed_service, socket_path
+
+    if os.environ.get(SOCKET_ENV) is None and not is_installed_service():
+        return None
+    path = socket_path()
+    server = open_local_socket(store, path, snapshots=snapshots)
+    output.say(f"Serving this PC's users on {output.esc(path)}.")
+    return server
+
+
 def run_service(*, once: bool) -> None:
     """`helpline agent run`: the agent's loop in this process, printing one line per thing it did."""
     import threading
 
     from agent.service.run import agent_service, stop_on_signals
 
+    from agent.local import in_process_pc
+
     stop = threading.Event()
-    snapshots = this_pc().snapshots()
+    from agent.service.homes import service_snapshots
+
+    pc = in_process_pc()  # the service is the identity's owner: never a client of its own socket
+    snapshots = service_snapshots(pc.store)  # installed: every user's home
 
     def show(event) -> None:
         line = f"{output.local_time(event.at)}  {event.what}"
@@ -219,11 +239,15 @@ def run_service(*, once: bool) -> None:
 
     service = agent_service(snapshots, stop=stop, on_event=show)
     put_back = stop_on_signals(stop)
+    local = None
     try:
         if not once:
+            local = _local_socket(pc.store, snapshots)
             output.say("The Helpline agent is running; it stops on SIGTERM or Ctrl-C.")
         service.serve(once=once)
     finally:
         put_back()
+        if local is not None:
+            local.stop()
     if stop.is_set() and not once:
         output.say("The Helpline agent stopped.")

@@ -24,6 +24,7 @@ from protocol.schemas import (
     SelfServiceRequest,
     SelfServiceResponse,
 )
+from protocol.hand_over import HandOverRequest, HandOverResponse
 from protocol.snapshots import ProtectionStatus
 from protocol.untrusted import shown
 from server import pairing, replies, snapshots
@@ -53,6 +54,7 @@ from server.api.deps import (
     State,
 )
 from server.audit import Actor
+from server.hand_over import hand_over as hand_over_tickets
 from server.identifiers import find_agent
 from server.models import Agent, EnrollmentToken
 
@@ -186,3 +188,9 @@ def reply(number: str, body: ReplyCreate, agent: CurrentAgent, session: DbSessio
 @router.get("/agent/tickets/{number}", tags=["pairing"], summary="One ticket this PC is linked to")
 def agent_ticket(number: str, agent: CurrentAgent, session: ReadSession) -> AgentTicket:
     return ticket_svc.to_agent_view(pairing.paired_ticket(session, agent, number))
+
+
+@router.post("/agent/hand-over", tags=["pairing"],
+             summary="Take over the tickets of this PC's per-user identity (signed by both: the request and the statement)")
+def hand_over(body: HandOverRequest, agent: CurrentAgent, session: DbSession, now: Now) -> HandOverResponse:
+    return hand_over_tickets(session, agent, body, now=now)

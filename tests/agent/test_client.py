@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from starlette.routing import Match
 
 from agent.client import HelplineClient
 from protocol.webhooks import WebhookCreate
+from protocol.hand_over import HandOverRequest
 from protocol.pc_requests import PcRequestCreate, PcRequestUpdate
 from protocol.policy import PolicyBody, PolicyCheckIn
 from protocol.snapshots import CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
@@ -126,6 +128,8 @@ def every_call(tmp_path: Path):
         ("my_tickets", ()),
         ("my_ticket", (" T-1042 ",)),
         ("reply", ("T-1042", ReplyCreate(message="It happened again"))),
+        ("hand_over", (HandOverRequest(from_agent_id="a1", tickets=["T-1042"], signed_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                       signature="c2ln"),)),
         ("start_upload", ("T-1042", UploadCreate(filename="bundle.tar.gz", size=1, sha256="0" * 64))),
         ("upload_status", (BUNDLE,)),
         ("put_chunk", (BUNDLE, 0, b"x", "0" * 64)),

@@ -1,0 +1,80 @@
+"""A restore the agent service does for a user of the PC: the files come back as theirs, placed by the user.
+
+The service (root) reads the repository and restores the path into a staging
+folder of its own, outside the user's home, then gives that folder and
+everything in it to the user. Every step inside the user's home — making the
+target folder, moving an original aside before an overwrite, copying the
+restored copy into place — is a child process running as the user (their uid,
+gid and groups, through :mod:`agent.execute`), so it can do nothing there the
+user could not do themselves: a link the user planted cannot make the service
+write elsewhere. The staging folder is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from agent import execute
+from agent.snapshots import restic as R
+from agent.snapshots.jobs import Restored, Snapshots, _free_name, _give
+from agent.snapshots.verify import _restored_path
+from protocol.errors import HelplineError, InvalidInputError, NotFoundError
+
+#: Seconds one placing step (mkdir, mv, cp) may take.
+PLACE_TIMEOUT = 3600.0
+
+
+def _as_user(user, argv: tuple[str, ...], what: str) -> None:
+    """Run ``argv`` as ``user`` (a pwd entry) in their home; HelplineError with its stderr when it fails."""
+    run_as = execute.RunAs(user.pw_uid, user.pw_gid, tuple(os.getgrouplist(user.pw_name, user.pw_gid)))
+    done = execute.run(argv, timeout=PLACE_TIMEOUT, as_user=run_as, cwd=Path(user.pw_dir),
+                       env={"HOME": user.pw_dir, "PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+    if done.exit_code != 0:
+        detail = (done.stderr_tail or "").strip().splitlines()
+        raise HelplineError(f"Could not {what}: {detail[-1] if detail else f'exit status {done.exit_code}'}.",
+                            hint="Check the folder's permissions; nothing was overwritten.")
+
+
+def restore_as_user(snapshots: Snapshots, user, original: Path, *, snapshot: str | None, at: datetime | None,
+                    to: Path | None, overwrite: bool, repository: str, area: Path,
+                    on_progress: Callable[[R.Progress], None] | None = None) -> Restored:
+    """Restore ``original`` (in ``user``'s home) from a snapshot; staged in ``area``, placed by the user."""
+    if overwrite and to is not None:
+        raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
+    if original == Path(user.pw_dir):
+        raise InvalidInputError("restore a file or a folder of your home, not the whole of it at once",
+                                hint="name a folder in it, or restore beside it with --to")
+    repo = snapshots.repository(repository, purpose="restore")
+    read_only = repository == "server"
+    chosen = snapshots.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only)
+    stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
+    if overwrite:
+        final = original
+    elif to is not None:
+        _as_user(user, ("mkdir", "-p", "--", str(to)), f"make the folder {to}")
+        final = _free_name(to / original.name)
+    else:
+        final = _free_name(original.with_name(f"{original.name}.restored-{stamp}"))
+    staging = Path(tempfile.mkdtemp(prefix="restore-", dir=area))
+    try:
+        R.restore(snapshots.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
+                  no_lock=read_only, on_progress=on_progress)
+        restored = _restored_path(staging, str(original))
+        if not os.path.lexists(restored):
+            raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of "
+                                f"{chosen.time.astimezone():%Y-%m-%d %H:%M %Z}",
+                                hint="pick another snapshot with --at or --snapshot")
+        _give(staging, (user.pw_uid, user.pw_gid))  # theirs now, so their own process can take it
+        kept = None
+        if overwrite and os.path.lexists(original):
+            kept = _free_name(original.with_name(f"{original.name}.replaced-{snapshots.clock().astimezone():%Y%m%d-%H%M}"))
+            _as_user(user, ("mv", "--", str(original), str(kept)), f"move {original} aside")
+        _as_user(user, ("cp", "-a", "--", str(restored), str(final)), f"put the restored copy at {final}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Restored(chosen, str(original), final, kept)

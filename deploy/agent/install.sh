@@ -214,8 +214,10 @@ if [ "$BIN_DIR" != none ]; then
 fi
 
 # --- the identity: the service's own folder, then enrollment ---------------------------------------------
-(umask 077 && mkdir -p "$STATE_DIR")
-chmod 0700 "$STATE_DIR"
+(umask 077 && mkdir -p "$STATE_DIR" "$STATE_DIR-restores")
+# The restore staging area sits beside the state folder: the service restores there, then the user's own
+# child moves the files home (agent/service/localapi.py).
+chmod 0700 "$STATE_DIR" "$STATE_DIR-restores"
 if [ "$ENROLL" = 1 ]; then
     set -- agent enroll "$SERVER"
     [ -z "$SERVER_KEY" ] || set -- "$@" --server-key "$SERVER_KEY"

@@ -95,6 +95,6 @@ say "removed $PREFIX"
 if [ "$KEEP_STATE" = 1 ]; then
     say "kept the agent's identity and state in $STATE_DIR"
 else
-    rm -rf "$STATE_DIR"
+    rm -rf "$STATE_DIR" "$STATE_DIR-restores"
     say "removed the agent's identity and state ($STATE_DIR); an administrator retires the PC on the server"
 fi

@@ -108,7 +108,9 @@ def test_install_takes_the_token_from_a_file_or_the_environment_and_writes_units
     unit = installation.unit_dir / "helpline-agent.service"
     user_unit = installation.user_unit_dir / "helpline-agent-user.service"
     assert f"ExecStart={installation.helpline} agent run\n" in unit.read_text()
-    assert f"ReadWritePaths={installation.state_dir}\n" in unit.read_text()
+    assert f"ReadWritePaths={installation.state_dir} {installation.state_dir}-restores\n" in unit.read_text()
+    assert "Environment=HELPLINE_AGENT_SERVICE=1\n" in unit.read_text()  # it serves the users' local socket
+    assert installation.state_dir.with_name(installation.state_dir.name + "-restores").is_dir()
     assert "@PREFIX@" not in unit.read_text() + user_unit.read_text() and "@STATE_DIR@" not in unit.read_text()
     assert_systemd_accepts(unit)
     # The user manager's runtime folder: a short path, since the socket units it reads put their sockets

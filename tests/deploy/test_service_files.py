@@ -27,6 +27,7 @@ def test_the_launch_daemon_runs_the_installed_agent_and_restarts_it_only_after_a
     assert plist["Label"] == "com.helpline.agent"
     assert plist["ProgramArguments"] == [f"{PREFIX}/bin/helpline", "agent", "run"]
     assert plist["EnvironmentVariables"]["HELPLINE_AGENT_DIR"] == STATE
+    assert plist["EnvironmentVariables"]["HELPLINE_AGENT_SERVICE"] == "1"  # it serves the users' local socket
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"] == {"SuccessfulExit": False}
     assert plist["ExitTimeOut"] >= 20  # the agent's clean stop: restic gets time to remove its lock

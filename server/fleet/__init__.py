@@ -1,0 +1,1 @@
+"""Fleet: groups, enrollment tokens, policies, re-imaged and cloned PCs."""

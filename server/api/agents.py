@@ -113,7 +113,7 @@ def list_agents(account: CurrentAccount, session: ReadSession, state: State, now
     wanted = [listing.normalized(p) for p in problem or []]
     unknown = [p for p in wanted if p not in listing.PROBLEMS]
     if unknown:
-        raise InvalidInputError(f"'{shown(unknown[0])}' is not a problem an agent can have.",
+        raise InvalidInputError(f"{shown(unknown[0])} is not a problem an agent can have.",
                                 hint="Give one of: " + ", ".join(listing.PROBLEMS) + ".")
     query = select(Agent).order_by(Agent.hostname, Agent.created_at)
     if group:

@@ -295,7 +295,7 @@ def agent_run(once: Annotated[bool, typer.Option("--once", help="Run the work th
 
 def _status_cell(a: AgentPublic) -> str:
     if a.status == AgentStatus.PENDING and a.resembles:
-        return f"pending, looks like {a.resembles[:8]} ({_evidence_words(a.evidence)})"
+        return f"pending, looks like {a.resembles[:8]}"
     if a.status == AgentStatus.RETIRED and a.replaced_by:
         return f"retired, replaced by {a.replaced_by[:8]}"
     if a.replaces and a.status == AgentStatus.ACTIVE:
@@ -354,6 +354,10 @@ def agent_list(
                  [(a.hostname, short[a.id], _status_cell(a), a.group or ("—" if a.enrolled else "paired only"), a.os,
                    a.agent_version, output.local_time(a.last_seen_at), a.protection.value if a.protection else "—",
                    output.local_time(a.last_snapshot_at), ", ".join(a.problems) or "—", ", ".join(a.tickets)) for a in agents])
+    for a in agents:
+        if a.status == AgentStatus.PENDING and a.resembles:
+            output.say(f"{short[a.id]} looks like {a.resembles} ({_evidence_words(a.evidence)}): if it is that PC "
+                       f"re-imaged, `helpline agent replace {a.id} --of {a.resembles}`; else approve or refuse it.")
 
 
 AgentIdArg = Annotated[str, typer.Argument(

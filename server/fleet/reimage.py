@@ -27,7 +27,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from protocol.errors import AmbiguousError, ConflictError, HelplineError, InvalidInputError, NotFoundError
+from protocol.errors import AmbiguousError, Audience, ConflictError, HelplineError, InvalidInputError, NotFoundError
 from protocol.schemas import AgentStatus
 from server.audit import Actor, record
 from server.fleet.tokens import quarantine
@@ -167,7 +167,8 @@ def quarantine_agent(session: Session, actor: Actor, reference: str, *, reason: 
     if agent.status != AgentStatus.ACTIVE.value or agent.revoked_at is not None:
         raise _refuse(session, actor, agent.id, action, ConflictError(
             f"Agent {agent.id} is {agent.status}: only an active agent is quarantined.",
-            hint="A pending agent acts on nothing until approved; refuse it with `helpline agent refuse`."), now=now)
+            hints={Audience.ADMIN: "A pending agent acts on nothing until approved; refuse it with `helpline agent refuse`."}),
+            now=now)
     quarantine(session, actor, agent, reason=reason or "quarantined by an administrator", now=now)
     return agent
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from protocol.errors import AuthError, NotFoundError
+from protocol.errors import Audience, AuthError, NotFoundError
 from protocol.schemas import AgentStatus
 from server.audit import Actor, record
 from server.models import Agent, EnrollmentToken
@@ -70,7 +70,7 @@ def revoke(session: Session, actor: Actor, token_id: int, *, quarantine_agents: 
     """
     row = session.get(EnrollmentToken, token_id)
     if row is None:
-        raise NotFoundError(f"Enrollment token {token_id} does not exist.", hint="See `helpline enroll-token list`.")
+        raise NotFoundError(f"Enrollment token {token_id} does not exist.", hints={Audience.ADMIN: "See `helpline enroll-token list`."})
     if row.revoked_at is None:
         row.revoked_at = now
         record(session, actor, "enrollment_token.revoke", "enrollment_token", row.id, quarantine_agents=quarantine_agents)

@@ -31,20 +31,21 @@ def instance_id(directory: Path) -> str:
     installation (the service and the user's commands) until the PC restarts, different for a copy of the
     folder elsewhere.
 
-    It digests the boot id (Linux; a new one at each start of the PC), the host name and the folder's real
-    path. A disk image copied with the agent's key, started on another PC, boots with another boot id (and
-    usually another host name); a folder copied to another path on the same PC has another path. Nothing
-    here is secret: it tells the server apart two copies of one key, it proves nothing about who holds it.
+    It digests the boot id (Linux: a new one at each start of the PC) and the folder's real path. A disk
+    image copied with the agent's key and started on another PC boots with another boot id; a folder
+    copied to another path on the same PC has another path. Where there is no boot id (macOS, Windows)
+    the host name stands in for it, so copies are told apart when their host names differ. Nothing here
+    is secret: it tells the server two copies of one key apart, it proves nothing about who holds it.
     """
     try:
-        boot = _BOOT_ID.read_text(encoding="ascii").strip()
+        boot = "boot " + _BOOT_ID.read_text(encoding="ascii").strip()
     except OSError:
-        boot = ""  # no boot id here: copies are told apart by host name and folder alone
+        boot = "host " + socket.gethostname()
     try:
         where = str(directory.resolve())
     except OSError:
         where = str(directory.absolute())
-    material = "\0".join(("helpline agent instance", boot, socket.gethostname(), where))
+    material = "\0".join(("helpline agent instance", boot, where))
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

@@ -159,12 +159,15 @@ def quarantined_error(agent: Agent) -> ForbiddenError:
 
 
 def admit_agent(session: Session, agent: Agent, *, now: datetime) -> Agent:
-    """Return ``agent`` if it may act (reach ticket data); refuse a revoked or pending one, audited.
+    """Return ``agent`` if it may act (reach ticket data); refuse a revoked, pending, quarantined or retired one,
+    audited.
 
-    Every way an agent authenticates ends here, so a revocation or a pending
-    state takes effect at the agent's next request. A revoked (or refused)
-    agent gets AuthError; a pending one ForbiddenError, with the hint that an
-    administrator must approve the PC.
+    Every way an agent authenticates ends here, so a revocation, a pending or
+    quarantined state or a retirement takes effect at the agent's next request.
+    A revoked, refused or retired agent gets AuthError (exit status 4); a
+    pending one ForbiddenError (5), with the hint that an administrator must
+    approve the PC; a quarantined one ForbiddenError (5), saying why and that
+    an administrator releases or retires it (server.fleet).
     """
     if agent.revoked_at is not None or agent.status in _REVOKED:
         problem: HelplineError = revoked_error(agent)

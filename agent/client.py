@@ -25,6 +25,8 @@ from protocol.schemas import (
     AccountUpdate,
     AgentCredential,
     AgentDecision,
+    AgentReplace,
+    AgentRetire,
     AgentPublic,
     AgentStatus,
     AgentTicket,
@@ -35,6 +37,7 @@ from protocol.schemas import (
     EnrollmentTokenCreate,
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
+    EnrollmentTokenRevoked,
     EnrollRequest,
     LoginRequest,
     LoginResponse,
@@ -259,15 +262,20 @@ class HelplineClient:
     def enrollment_tokens(self) -> list[EnrollmentTokenPublic]:
         return self._call(list[EnrollmentTokenPublic], "GET", "enrollment-tokens")
 
-    def revoke_enrollment_token(self, token_id: int) -> EnrollmentTokenPublic:
-        return self._call(EnrollmentTokenPublic, "DELETE", f"enrollment-tokens/{_row_id(token_id, 'enrollment token id')}")
+    def revoke_enrollment_token(self, token_id: int, *, quarantine_agents: bool = False) -> EnrollmentTokenRevoked:
+        """Revoke an enrollment token (admins); with ``quarantine_agents`` also quarantine the agents it enrolled."""
+        return self._call(EnrollmentTokenRevoked, "DELETE", f"enrollment-tokens/{_row_id(token_id, 'enrollment token id')}",
+                          params={"quarantine_agents": "true"} if quarantine_agents else None)
 
     def agents(self, group: str | None = None, status: AgentStatus | None = None,
-               protection: Sequence[ProtectionState] = ()) -> list[AgentPublic]:
-        """Agents, optionally of one fleet group, one status (pending ones await an admin) and some protection states."""
+               protection: Sequence[ProtectionState] = (), problems: Sequence[str] = ()) -> list[AgentPublic]:
+        """Agents, optionally of one fleet group, one status (pending ones await an admin), some protection states
+        and some problems (offline, not protected, quarantined, pending)."""
         params: dict[str, Any] = {k: v for k, v in {"group": group, "status": AgentStatus(status).value if status else None}.items() if v}
         if protection:
             params["protection"] = [ProtectionState(p).value for p in protection]
+        if problems:
+            params["problem"] = list(problems)
         return self._call(list[AgentPublic], "GET", "agents", params=params or None)
 
     def agent(self, agent_id: str) -> AgentPublic:
@@ -280,6 +288,22 @@ class HelplineClient:
     def refuse_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
         """Refuse a pending agent, which revokes it (admins)."""
         return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/refuse", json=_body(body))
+
+    def replace_agent(self, agent_id: str, body: AgentReplace) -> AgentPublic:
+        """Make agent ``agent_id`` the re-imaged PC of ``body.replaces`` (admins); the old agent is retired."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/replace", json=_body(body))
+
+    def retire_agent(self, agent_id: str, body: AgentRetire) -> AgentPublic:
+        """Retire (decommission) an agent (admins)."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/retire", json=_body(body))
+
+    def quarantine_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
+        """Quarantine an active agent (admins)."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/quarantine", json=_body(body))
+
+    def release_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
+        """Release a quarantined agent (admins)."""
+        return self._call(AgentPublic, "POST", f"agents/{_agent(agent_id)}/release", json=_body(body))
 
     def revoke_agent(self, agent_id: str, body: AgentDecision) -> AgentPublic:
         """Revoke an agent: its credential stops working (admins)."""

@@ -36,10 +36,12 @@ class AgentSigner:
     key: Ed25519PrivateKey
     server_public_key: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: Which running copy of this identity signs (agent.store.instance_id); None sends no instance.
+    instance: str | None = None
 
     def headers(self, method: str, target: str, content_sha256: str) -> dict[str, str]:
         return agent_requests.sign_request(self.key, agent_id=self.agent_id, method=method, target=target,
-                                           content_sha256=content_sha256, now=self.clock())
+                                           content_sha256=content_sha256, now=self.clock(), instance=self.instance)
 
     def check_answer(self, request: httpx.Request, response: httpx.Response, body_sha256: str) -> None:
         """Raise UnverifiedAnswerError unless ``response`` is the server's signed answer to ``request``."""

@@ -8,7 +8,9 @@ identity per PC"). Nothing outside this module knows the file names.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,30 @@ from protocol.errors import ConfigError
 
 KEY_FILE = "agent-key.pem"
 STATE_FILE = "agent.json"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def instance_id(directory: Path) -> str:
+    """Which running copy of the agent identity in ``directory`` this is: the same for every process of one
+    installation (the service and the user's commands) until the PC restarts, different for a copy of the
+    folder elsewhere.
+
+    It digests the boot id (Linux: a new one at each start of the PC) and the folder's real path. A disk
+    image copied with the agent's key and started on another PC boots with another boot id; a folder
+    copied to another path on the same PC has another path. Where there is no boot id (macOS, Windows)
+    the host name stands in for it, so copies are told apart when their host names differ. Nothing here
+    is secret: it tells the server two copies of one key apart, it proves nothing about who holds it.
+    """
+    try:
+        boot = "boot " + _BOOT_ID.read_text(encoding="ascii").strip()
+    except OSError:
+        boot = "host " + socket.gethostname()
+    try:
+        where = str(directory.resolve())
+    except OSError:
+        where = str(directory.absolute())
+    material = "\0".join(("helpline agent instance", boot, where))
+    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 @dataclass
@@ -72,7 +98,7 @@ class AgentStore:
     def signer(self, state: AgentState | None = None) -> AgentSigner:
         """How this PC's agent signs its requests to its server and checks the answers (ConfigError if not linked)."""
         state = state or self.require()
-        return AgentSigner(state.agent_id, self.key(), state.server_public_key)
+        return AgentSigner(state.agent_id, self.key(), state.server_public_key, instance=instance_id(self.directory))
 
     def save(self, state: AgentState) -> None:
         write_private(self.directory / STATE_FILE, json.dumps(asdict(state), indent=2).encode())

@@ -30,6 +30,9 @@ DATE_HEADER = "Helpline-Date"
 NONCE_HEADER = "Helpline-Nonce"
 CONTENT_HEADER = "Helpline-Content-SHA256"
 SIGNATURE_HEADER = "Helpline-Signature"
+#: Which running copy of the agent signs (one installation on one boot; see agent.store.instance_id), signed with
+#: the request when present: the server tells a cloned identity (two copies alternating) from a restart by it.
+INSTANCE_HEADER = "Helpline-Instance"
 RESPONSE_SIGNATURE_HEADER = "Helpline-Response-Signature"
 
 #: How far a request's date may be from the server's clock, either way; nonces are kept this long after it.
@@ -38,6 +41,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_INSTANCE = re.compile(r"^[0-9a-f]{16,64}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _MAX_AGENT_ID = 64
 _MAX_SIGNATURE = 100
@@ -63,10 +67,17 @@ def parse_date(text: str) -> datetime | None:
         return None
 
 
-def request_payload(*, agent_id: str, method: str, target: str, content_sha256: str, date: str, nonce: str) -> dict:
-    """What an agent signs for one request; ``target`` is the path and query exactly as sent."""
-    return {"purpose": "agent-request", "agent": agent_id, "method": method.upper(), "target": target,
-            "content_sha256": content_sha256, "date": date, "nonce": nonce}
+def request_payload(*, agent_id: str, method: str, target: str, content_sha256: str, date: str, nonce: str,
+                    instance: str | None = None) -> dict:
+    """What an agent signs for one request; ``target`` is the path and query exactly as sent.
+
+    The instance is signed when the agent sends one (agents before it send none, and sign the rest alone).
+    """
+    payload = {"purpose": "agent-request", "agent": agent_id, "method": method.upper(), "target": target,
+               "content_sha256": content_sha256, "date": date, "nonce": nonce}
+    if instance is not None:
+        payload["instance"] = instance
+    return payload
 
 
 def response_payload(*, nonce: str, request_signature: str, method: str, target: str, content_sha256: str,
@@ -86,6 +97,7 @@ class SignedRequest:
     nonce: str
     content_sha256: str
     signature: str
+    instance: str | None = None
 
     @classmethod
     def parse(cls, headers: dict[str, str]) -> SignedRequest | str:
@@ -107,21 +119,28 @@ class SignedRequest:
             return "its content digest is malformed"
         if len(signature) > _MAX_SIGNATURE:
             return "its signature is malformed"
-        return cls(agent_id, date, nonce, content, signature)
+        instance = headers.get(INSTANCE_HEADER.lower())
+        if instance is not None and not _INSTANCE.match(instance):
+            return "its instance is malformed"
+        return cls(agent_id, date, nonce, content, signature, instance)
 
     def payload(self, method: str, target: str) -> dict:
         return request_payload(agent_id=self.agent_id, method=method, target=target,
-                               content_sha256=self.content_sha256, date=self.date, nonce=self.nonce)
+                               content_sha256=self.content_sha256, date=self.date, nonce=self.nonce,
+                               instance=self.instance)
 
 
 def sign_request(key: Ed25519PrivateKey, *, agent_id: str, method: str, target: str, content_sha256: str,
-                 now: datetime, nonce: str | None = None) -> dict[str, str]:
-    """The headers that sign one request as agent ``agent_id`` at ``now``."""
+                 now: datetime, nonce: str | None = None, instance: str | None = None) -> dict[str, str]:
+    """The headers that sign one request as agent ``agent_id`` at ``now`` (from running copy ``instance``)."""
     date, nonce = format_date(now), nonce or new_nonce()
     payload = request_payload(agent_id=agent_id, method=method, target=target, content_sha256=content_sha256,
-                              date=date, nonce=nonce)
-    return {AGENT_HEADER: agent_id, DATE_HEADER: date, NONCE_HEADER: nonce, CONTENT_HEADER: content_sha256,
-            SIGNATURE_HEADER: signing.sign(key, payload)}
+                              date=date, nonce=nonce, instance=instance)
+    headers = {AGENT_HEADER: agent_id, DATE_HEADER: date, NONCE_HEADER: nonce, CONTENT_HEADER: content_sha256,
+               SIGNATURE_HEADER: signing.sign(key, payload)}
+    if instance is not None:
+        headers[INSTANCE_HEADER] = instance
+    return headers
 
 
 def sign_response(key: Ed25519PrivateKey, payload: dict) -> str:

@@ -44,6 +44,8 @@ class AgentStatus(StrEnum):
     PENDING = "pending"  # enrolled looking like an existing agent; an admin approves or refuses it
     REFUSED = "refused"  # an admin refused the pending agent: revoked
     REVOKED = "revoked"  # an admin revoked the agent: its credential stops working
+    QUARANTINED = "quarantined"  # its identity ran on two PCs at once (or its token was revoked): refused until released
+    RETIRED = "retired"  # decommissioned (or replaced by a re-imaged PC's new agent): its credential ended
 
 
 class ProtectionState(StrEnum):
@@ -364,11 +366,23 @@ class PairingCodeCreated(_Model):
 # --- enrollment and agents --------------------------------------------------
 
 
+def _network(text: str) -> str:
+    """``text`` as a CIDR network (``10.0.0.0/8``; a bare address is one host), or ValueError."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"'{text}' is not a network (like 10.0.0.0/8 or 2001:db8::/32)") from None
+
+
 class EnrollmentTokenCreate(_Model):
     group: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "default"
     expires_in_hours: float = Field(default=24.0, gt=0, le=24 * 365)
     max_uses: int = Field(default=1, ge=1, le=100_000)
     note: Annotated[str, StringConstraints(max_length=200)] = ""
+    networks: list[Annotated[str, StringConstraints(max_length=50), AfterValidator(_network)]] = Field(
+        default_factory=list, max_length=50, description="Networks (CIDR) PCs may enroll from with it; empty: any.")
 
 
 class EnrollmentTokenPublic(_Model):
@@ -382,10 +396,18 @@ class EnrollmentTokenPublic(_Model):
     uses: int
     last_used_at: datetime | None
     revoked: bool
+    networks: list[str] = Field(default_factory=list, description="Networks PCs may enroll from with it; empty: any.")
+    last_used_by: str | None = Field(default=None, description="The agent it last enrolled.")
+    last_used_by_hostname: str | None = Field(default=None, description="That PC's host name (its own claim: untrusted).")
+    agents: int = Field(default=0, description="Agents it enrolled (each new key counts once).")
 
 
 class EnrollmentTokenCreated(EnrollmentTokenPublic):
     token: str
+
+
+class EnrollmentTokenRevoked(EnrollmentTokenPublic):
+    quarantined: list[str] = Field(default_factory=list, description="The agents quarantined with it.")
 
 
 class AgentIdentity(_Model):
@@ -479,12 +501,33 @@ class AgentPublic(_Model):
     policy_version: int | None = None
     current_policy_version: int | None = None
     protocol_version: int | None = None
+    quarantined_at: datetime | None = None
+    quarantine_reason: str = ""
+    retired_at: datetime | None = None
+    replaced_by: str | None = Field(default=None, description="The agent of the re-imaged PC that took this one's place.")
+    replaces: str | None = Field(default=None, description="The agent this one replaced (its server-side snapshots stay "
+                                                           "readable by this one).")
+    enrolled_by_token: int | None = None
+    problems: list[str] = Field(default_factory=list, description="What needs a look, in short words: offline, not "
+                                                                  "protected, quarantined, pending, policy behind.")
 
 
 class AgentDecision(_Model):
     """An admin's approval, refusal or revocation of an agent, with the reason kept in the audit log."""
 
     reason: Annotated[str, StringConstraints(max_length=500, strip_whitespace=True)] = ""
+
+
+class AgentReplace(AgentDecision):
+    """An admin's decision that a (pending) agent is the re-imaged PC of ``replaces``: it takes over its history."""
+
+    replaces: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class AgentRetire(AgentDecision):
+    """Decommissioning a PC: its credential ends; its server-side data kept by retention, or deleted now."""
+
+    delete_data: bool = False
 
 
 class AuditEventPublic(_Model):

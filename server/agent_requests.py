@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from sqlalchemy import delete
@@ -30,10 +30,13 @@ from protocol.errors import AuthError, HelplineError
 from protocol.version import PROTOCOL_HEADER, parse_version
 from server.agents import revoked_error
 from server.audit import Actor
+from server.fleet import clones
+from server.fleet.clones import FLEET_INFO
 from server.models import Agent, AgentNonce
 from server.refusals import refusal, roll_back
 
 REFUSED = "agent.request_refused"
+DEFAULT_CLONE_WINDOW_MINUTES = 30.0
 _ALTERED = "Something between this PC and the server may have altered it; try another network."
 
 
@@ -124,6 +127,9 @@ def _verify(session: Session, headers: dict[str, str], *, method: str, target: s
         raise refuse("replayed nonce", "This request was received before: it is refused as a replay.",
                      "If you did not send it twice, something between this PC and the server is replaying it.",
                      signed.agent_id, actor) from None
+    fleet = session.info.get(FLEET_INFO)
+    window = timedelta(minutes=fleet.clone_window_minutes if fleet is not None else DEFAULT_CLONE_WINDOW_MINUTES)
+    clones.note_instance(session, agent, signed.instance, window=window, ip=ip, now=now)
     return agent.id
 
 

@@ -27,6 +27,7 @@ from protocol.errors import AmbiguousError, Audience, AuthError, ConflictError, 
 from server import ratelimit
 from server.audit import Actor, record
 from server.db import touch
+from server.fleet import tokens as fleet_tokens
 from server.identifiers import find_agent
 from server.models import Account, Agent, EnrollmentToken
 from server.refusals import refusal
@@ -117,7 +118,7 @@ def register_agent(
                 agent.resembles_id = resembles.id
                 agent.evidence = SAME_MACHINE
         session.add(agent)
-    elif enroll_group is None or agent.revoked_at is not None or agent.status in _REVOKED:
+    elif enroll_group is None or agent.revoked_at is not None or agent.status in _REVOKED + (AgentStatus.QUARANTINED.value,):
         # A revoked key stays out (audited); pairing and self-service need an agent that may act.
         admit_agent(session, agent, now=now)
     _apply_identity(agent, identity, now)
@@ -133,30 +134,48 @@ def register_agent(
 # An agent's last-seen time is written at most this often, after the request's session closes.
 LAST_SEEN_INTERVAL = timedelta(seconds=60)
 
-_REVOKED = (AgentStatus.REFUSED.value, AgentStatus.REVOKED.value)
+_REVOKED = (AgentStatus.REFUSED.value, AgentStatus.REVOKED.value, AgentStatus.RETIRED.value)
 PENDING_HINT = "An administrator must approve this PC (`helpline agent approve {id}`)."
+QUARANTINE_HINT = ("An administrator checks where this PC's identity runs, then releases it "
+                   "(`helpline agent release {id}`) or retires it (`helpline agent retire {id}`).")
 
 
 def revoked_error(agent: Agent) -> AuthError:
-    """The refusal a revoked or refused agent gets, saying which."""
+    """The refusal a revoked, refused or retired agent gets, saying which."""
     if agent.status == AgentStatus.REFUSED.value:
         return AuthError("An administrator refused this PC's enrollment.", hint="Ask your administrator.")
+    if agent.status == AgentStatus.RETIRED.value:
+        if agent.replaced_by_id:
+            return AuthError(f"This PC's agent was replaced by agent {agent.replaced_by_id} (a re-imaged PC).",
+                             hint="Ask your administrator; this copy of the agent no longer acts for the PC.")
+        return AuthError("This PC's agent has been retired by an administrator.", hint="Ask your administrator.")
     return AuthError("This PC's agent has been revoked by an administrator.", hint="Ask your administrator.")
 
 
-def admit_agent(session: Session, agent: Agent, *, now: datetime) -> Agent:
-    """Return ``agent`` if it may act (reach ticket data); refuse a revoked or pending one, audited.
+def quarantined_error(agent: Agent) -> ForbiddenError:
+    """The refusal a quarantined agent gets: why, and what an administrator does about it."""
+    why = f" ({agent.quarantine_reason})" if agent.quarantine_reason else ""
+    return ForbiddenError(f"This PC's agent is quarantined{why}.", hint=QUARANTINE_HINT.format(id=agent.id))
 
-    Every way an agent authenticates ends here, so a revocation or a pending
-    state takes effect at the agent's next request. A revoked (or refused)
-    agent gets AuthError; a pending one ForbiddenError, with the hint that an
-    administrator must approve the PC.
+
+def admit_agent(session: Session, agent: Agent, *, now: datetime) -> Agent:
+    """Return ``agent`` if it may act (reach ticket data); refuse a revoked, pending, quarantined or retired one,
+    audited.
+
+    Every way an agent authenticates ends here, so a revocation, a pending or
+    quarantined state or a retirement takes effect at the agent's next request.
+    A revoked, refused or retired agent gets AuthError (exit status 4); a
+    pending one ForbiddenError (5), with the hint that an administrator must
+    approve the PC; a quarantined one ForbiddenError (5), saying why and that
+    an administrator releases or retires it (server.fleet).
     """
     if agent.revoked_at is not None or agent.status in _REVOKED:
         problem: HelplineError = revoked_error(agent)
     elif agent.status == AgentStatus.PENDING.value:
         problem = ForbiddenError("This PC's agent is waiting for an administrator's approval.",
                                  hint=PENDING_HINT.format(id=agent.id))
+    elif agent.status == AgentStatus.QUARANTINED.value:
+        problem = quarantined_error(agent)
     else:
         return agent
     raise refusal(session, problem, actor=Actor.of_agent(agent), action="agent.request_refused", target_type="agent",
@@ -251,9 +270,10 @@ def revoke_agent(session: Session, actor: Actor, agent_id: str, *, reason: str, 
 
 def create_enrollment_token(
     session: Session, settings: ServerSettings, actor: Actor, creator: Account, *, group: str,
-    expires_in_hours: float, max_uses: int, note: str, now: datetime,
+    expires_in_hours: float, max_uses: int, note: str, now: datetime, networks: list[str] | None = None,
 ) -> tuple[EnrollmentToken, str]:
-    """Make a bootstrap token for ``group``, valid from ``now``; return the row and the token (shown once)."""
+    """Make a bootstrap token for ``group``, valid from ``now`` (from ``networks`` only, if given); return the
+    row and the token (shown once)."""
     token = new_token(TOKEN_PREFIX_ENROLL)
     row = EnrollmentToken(
         token_hash=keyed_digest(settings.secret_key, token),
@@ -264,30 +284,23 @@ def create_enrollment_token(
         expires_at=now + timedelta(hours=expires_in_hours),
         max_uses=max_uses,
         uses=0,
+        networks=list(networks or []),
     )
     session.add(row)
     session.flush()
-    record(session, actor, "enrollment_token.create", "enrollment_token", row.id, group=group, max_uses=max_uses)
+    record(session, actor, "enrollment_token.create", "enrollment_token", row.id, group=group, max_uses=max_uses,
+           networks=row.networks)
     return row, token
 
 
-def enrollment_token_public(row: EnrollmentToken) -> EnrollmentTokenPublic:
+def enrollment_token_public(row: EnrollmentToken, agents: int = 0) -> EnrollmentTokenPublic:
     return EnrollmentTokenPublic(
         id=row.id, group=row.group, note=row.note,
         created_by=row.created_by.username if row.created_by else "(deleted)",
         created_at=row.created_at, expires_at=row.expires_at, max_uses=row.max_uses, uses=row.uses,
-        last_used_at=row.last_used_at, revoked=row.revoked_at is not None,
+        last_used_at=row.last_used_at, revoked=row.revoked_at is not None, networks=list(row.networks or []),
+        last_used_by=row.last_used_by_agent_id, last_used_by_hostname=row.last_used_by_hostname, agents=agents,
     )
-
-
-def revoke_enrollment_token(session: Session, actor: Actor, token_id: int, *, now: datetime) -> EnrollmentToken:
-    row = session.get(EnrollmentToken, token_id)
-    if row is None:
-        raise NotFoundError(f"Enrollment token {token_id} does not exist.")
-    if row.revoked_at is None:
-        row.revoked_at = now
-        record(session, actor, "enrollment_token.revoke", "enrollment_token", row.id)
-    return row
 
 
 def enroll(
@@ -312,6 +325,8 @@ def enroll(
         problem = AuthError("That enrollment token has expired.", hint="Ask your administrator for a new token.")
     elif row.uses >= row.max_uses:
         problem = AuthError("That enrollment token has been used up.", hint="Ask your administrator for a new token.")
+    elif not fleet_tokens.allowed_from(row, actor.ip):
+        problem = fleet_tokens.network_refusal(row, actor.ip)
     if problem is not None:
         raise refusal(session, problem, actor=actor, action="agent.enroll_refused", target_type="enrollment_token",
                       target_id=row.id if row else "unknown", counted=[(ip_key, limits.enroll_window_seconds)], now=now,
@@ -326,6 +341,7 @@ def enroll(
     if used.rowcount != 1:
         raise AuthError("That enrollment token has been used up.", hint="Ask your administrator for a new token.")
     agent, credential, created = register_agent(session, identity, enroll_group=row.group, now=now)
+    fleet_tokens.note_use(row, agent)
     if created and agent.status == AgentStatus.PENDING.value:
         record(session, actor, "agent.enroll_pending", "agent", agent.id, hostname=agent.hostname, group=row.group,
                token_id=row.id, resembles=agent.resembles_id, evidence=agent.evidence,
@@ -343,8 +359,11 @@ def agent_public(agent: Agent) -> AgentPublic:
         fingerprint=signing.fingerprint(agent.public_key), enrolled=agent.enrolled, created_at=agent.created_at,
         last_seen_at=agent.last_seen_at, tickets=[p.ticket.label for p in agent.pairings],
         status=AgentStatus(agent.status), resembles=agent.resembles_id, evidence=agent.evidence,
-        revoked_at=agent.revoked_at, policy_version=agent.policy_version,
+        policy_version=agent.policy_version,
         current_policy_version=_current_policy_version(agent), protocol_version=agent.protocol_version,
+        revoked_at=agent.revoked_at, quarantined_at=agent.quarantined_at, quarantine_reason=agent.quarantine_reason,
+        retired_at=agent.retired_at, replaced_by=agent.replaced_by_id, replaces=agent.replaces_id,
+        enrolled_by_token=agent.enrolled_by_token_id,
     )
 
 

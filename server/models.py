@@ -120,12 +120,27 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # active | pending | refused | revoked (protocol.schemas.AgentStatus); only active agents reach ticket data.
+    # active | pending | refused | revoked | quarantined | retired (protocol.schemas.AgentStatus); only active agents reach ticket data.
     status: Mapped[str] = mapped_column(String(20), default="active", server_default="active", nullable=False)
     # Evidence, not identity: the agent a pending PC looked like at enrollment, and what they shared.
     # A plain id (no foreign key): the record stays readable if that agent is ever removed.
     resembles_id: Mapped[str | None] = mapped_column(String(36))
     evidence: Mapped[str] = mapped_column(String(200), default="", server_default="", nullable=False)
+
+    # Fleet identity (server/fleet/): which token enrolled it, quarantine of a cloned identity, retirement,
+    # and the re-imaged PC's replacement link. Plain ids (no foreign keys): the record outlives the rows.
+    enrolled_by_token_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    quarantined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    quarantine_reason: Mapped[str] = mapped_column(String(500), default="", server_default="", nullable=False)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replaced_by_id: Mapped[str | None] = mapped_column(String(36))  # on the old agent: the one that took over
+    replaces_id: Mapped[str | None] = mapped_column(String(36), index=True)  # on the new agent: the one it replaced
+    # The agent process family (one installation on one boot) last seen signing for this agent, and the one
+    # before it: two families alternating within [fleet] clone_window are one identity running twice.
+    instance_id: Mapped[str | None] = mapped_column(String(64))
+    instance_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    previous_instance_id: Mapped[str | None] = mapped_column(String(64))
+    previous_instance_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     pairings: Mapped[list[Pairing]] = relationship(back_populates="agent", cascade="all, delete-orphan")
 
@@ -175,6 +190,11 @@ class EnrollmentToken(Base):
     uses: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Fleet identity: the networks (CIDR) it may be used from (empty: any), and the last agent it enrolled
+    # (its hostname is the PC's own claim: untrusted text).
+    networks: Mapped[list] = mapped_column(JSON, default=list, nullable=False)
+    last_used_by_agent_id: Mapped[str | None] = mapped_column(String(36))
+    last_used_by_hostname: Mapped[str | None] = mapped_column(String(255))
 
     created_by: Mapped[Account | None] = relationship()
 

@@ -18,6 +18,7 @@ from server.blobs import BlobStore, blob_store
 from server.doorbell import Doorbell
 from server.db import CLOCK_INFO, DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.escrow import SESSION_INFO as ESCROW_INFO
+from server.fleet.clones import FLEET_INFO
 from server.escrow import EscrowKey, EscrowContext
 from server.webhooks import SETTINGS_INFO as WEBHOOK_SETTINGS_INFO
 from server.settings import ServerSettings
@@ -93,6 +94,7 @@ class ServerRuntime:
             sessions.kw.setdefault("info", {})[ESCROW_INFO] = self.escrow
             sessions.kw["info"][CLOCK_INFO] = self.clock  # and its clock (tests move it), for seams given only a session
             sessions.kw["info"][WEBHOOK_SETTINGS_INFO] = self.settings  # and its settings (links in webhook payloads)
+            sessions.kw["info"][FLEET_INFO] = self.settings.fleet  # and the fleet settings (server.fleet.clones)
 
     @property
     def public_key(self) -> str:

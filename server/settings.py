@@ -291,6 +291,21 @@ FLAT_BLOB_SETTINGS = {
 }
 
 
+class FleetSettings(BaseModel):
+    """The fleet of enrolled PCs: when one counts as offline, and how a cloned identity is told apart.
+
+    ``[fleet]`` in server.toml, ``HELPLINE_FLEET__<NAME>`` in the environment.
+    An agent signs each request with its instance (one installation on one
+    boot): when an agent's requests come from one instance, then another, then
+    the first again within ``clone_window_minutes``, its key runs on two PCs at
+    once and the agent is quarantined. A restart (a new instance, the old one
+    gone) is never that.
+    """
+
+    offline_after_minutes: float = Field(default=24 * 60, gt=0)
+    clone_window_minutes: float = Field(default=30, gt=0, le=24 * 60)
+
+
 class _FlatBlobEnvironment(PydanticBaseSettingsSource):
     """Read the flat ``HELPLINE_BLOB_*``/``HELPLINE_S3_*`` variables, which name no field any more."""
 
@@ -341,6 +356,7 @@ class ServerSettings(BaseSettings):
     uploads: UploadSettings = UploadSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     sessions: SessionSettings = SessionSettings()
+    fleet: FleetSettings = FleetSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
     # Self-service tickets one PC may have open (not resolved or closed) at once.

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,13 +15,15 @@ import typer
 from agent.client import HelplineClient
 from agent.local import this_pc
 from cli import credentials, output
-from cli.commands.engineer import JsonOpt, change_password, read_secret
+from cli.commands.engineer import JsonOpt, YesOpt, change_password, read_secret
 from protocol.errors import InvalidInputError
 from protocol.schemas import (
     AccountCreate,
     AccountUpdate,
     AgentDecision,
     AgentPublic,
+    AgentReplace,
+    AgentRetire,
     AgentStatus,
     EnrollmentTokenCreate,
     EnrollmentTokenPublic,
@@ -29,12 +32,14 @@ from protocol.schemas import (
     parse_input,
 )
 from protocol.identifiers import short_ids
+from protocol.untrusted import printable
 
 PANEL = "For admins"
 
 account_app = typer.Typer(help="Engineer and admin accounts, and changing your own password.", no_args_is_help=True)
 token_app = typer.Typer(help="Bootstrap tokens that let PCs enroll in the fleet.", no_args_is_help=True)
-agent_app = typer.Typer(help="The fleet of PCs: enroll this PC; list, show, approve, refuse and revoke agents.",
+agent_app = typer.Typer(help="The fleet of PCs: enroll this PC; list, show, approve, refuse, replace, quarantine, "
+                             "release, retire and revoke agents.",
                         no_args_is_help=True)
 
 
@@ -130,31 +135,39 @@ def account_update(
     output.say(f"Updated {account.username}: {account.role.value}{', disabled' if account.disabled else ''}.")
 
 
-def _token_rows(tokens: list[EnrollmentTokenPublic]):
+def _token_rows(tokens: list[EnrollmentTokenPublic], now: datetime):
     for t in tokens:
-        state = "revoked" if t.revoked else ("used up" if t.uses >= t.max_uses else "active")
-        yield (t.id, t.group, f"{t.uses}/{t.max_uses}", output.local_time(t.expires_at), output.local_time(t.last_used_at), state, t.note)
+        state = ("revoked" if t.revoked else "used up" if t.uses >= t.max_uses else "expired" if t.expires_at <= now
+                 else "active")
+        last_by = f"{printable(t.last_used_by_hostname or '?', multiline=False)} ({t.last_used_by[:8]})" if t.last_used_by else "—"
+        yield (t.id, t.group, f"{t.uses}/{t.max_uses}", str(t.agents), ", ".join(t.networks) or "any",
+               output.local_time(t.expires_at), output.local_time(t.last_used_at), last_by, state, t.note)
 
 
 @token_app.command("create")
 def token_create(
     group: Annotated[str, typer.Option("--group", "-g", metavar="GROUP", help="The fleet group enrolled PCs join.")] = "default",
-    expires_in: Annotated[str, typer.Option("--expires-in", metavar="DURATION", help="How long it is valid: 90m, 24h, 7d.")] = "24h",
+    expires_in: Annotated[str, typer.Option("--expires-in", "--expires", metavar="DURATION", help="How long it is valid: 90m, 24h, 7d.")] = "24h",
     max_uses: Annotated[int, typer.Option("--max-uses", metavar="COUNT", min=1, help="How many PCs may enroll with it.")] = 1,
+    network: Annotated[list[str] | None, typer.Option(
+        "--network", metavar="CIDR", help="Only PCs enrolling from this network may use it, like 10.0.0.0/8 "
+                                          "(repeat for several; the address the server sees, behind its trusted proxies).")] = None,
     note: Annotated[str, typer.Option("--note", metavar="TEXT", help="A reminder of what the token is for, shown in the list.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
     """Create an enrollment token; it is shown once and stored only hashed.
 
-    Example: helpline enroll-token create --group finance --expires-in 7d --max-uses 40
+    Example: helpline enroll-token create --group finance --expires 7d --max-uses 40 --network 10.20.0.0/16
     """
-    body = parse_input(EnrollmentTokenCreate, group=group, expires_in_hours=parse_duration_hours(expires_in), max_uses=max_uses, note=note)
+    body = parse_input(EnrollmentTokenCreate, group=group, expires_in_hours=parse_duration_hours(expires_in), max_uses=max_uses,
+                       note=note, networks=list(network or []))
     with credentials.connect() as client:
         t = client.create_enrollment_token(body)
     if json_out:
         output.print_json(t)
         return
-    output.say(f"Enrollment token {t.id} for group [bold]{t.group}[/] ({t.max_uses} uses, until {output.local_time(t.expires_at)}):")
+    where = f", from {', '.join(t.networks)}" if t.networks else ""
+    output.say(f"Enrollment token {t.id} for group [bold]{t.group}[/] ({t.max_uses} uses{where}, until {output.local_time(t.expires_at)}):")
     output.say(t.token)
     output.say(f"On each PC: echo TOKEN | helpline agent enroll {output.esc(credentials.load_login().server_url)} -")
 
@@ -170,18 +183,33 @@ def token_list(json_out: JsonOpt = False) -> None:
     if json_out:
         output.print_json(tokens)
         return
-    output.table(None, ["Id", "Group", "Uses", "Expires", "Last used", "State", "Note"], _token_rows(tokens))
+    output.table(None, ["Id", "Group", "Uses", "Agents", "Networks", "Expires", "Last used", "Last used by", "State", "Note"],
+                 _token_rows(tokens, datetime.now(UTC)))
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="The token's id, as `helpline enroll-token list` shows it.")]) -> None:
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID", help="The token's id, as `helpline enroll-token list` shows it.")],
+    quarantine_agents: Annotated[bool, typer.Option(
+        "--quarantine-agents", help="Also quarantine the active agents it enrolled (a leaked token): their requests "
+                                    "are refused until you release each with `helpline agent release ID`.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Revoke an enrollment token so no more PCs can enroll with it.
 
-    Example: helpline enroll-token revoke 7
+    Examples:
+      helpline enroll-token revoke 7
+      helpline enroll-token revoke 7 --quarantine-agents
     """
     with credentials.connect() as client:
-        client.revoke_enrollment_token(token_id)
+        t = client.revoke_enrollment_token(token_id, quarantine_agents=quarantine_agents)
+    if json_out:
+        output.print_json(t)
+        return
     output.say(f"Revoked enrollment token {token_id}.")
+    if quarantine_agents:
+        output.say(f"Quarantined {len(t.quarantined)} agent(s) it enrolled"
+                   + (f": {', '.join(t.quarantined)}" if t.quarantined else "") + ".")
 
 
 ENROLL_TOKEN_ENV = "HELPLINE_ENROLL_TOKEN"
@@ -267,15 +295,26 @@ def agent_run(once: Annotated[bool, typer.Option("--once", help="Run the work th
 
 def _status_cell(a: AgentPublic) -> str:
     if a.status == AgentStatus.PENDING and a.resembles:
-        return f"pending, resembles {a.resembles[:8]}"
+        return f"pending, looks like {a.resembles[:8]}"
+    if a.status == AgentStatus.RETIRED and a.replaced_by:
+        return f"retired, replaced by {a.replaced_by[:8]}"
+    if a.replaces and a.status == AgentStatus.ACTIVE:
+        return f"active, replaces {a.replaces[:8]}"
     return a.status.value
+
+
+def _evidence_words(evidence: str) -> str:
+    return "same machine id and host name" if evidence == "same machine id and hostname" else evidence
 
 
 @agent_app.command("list")
 def agent_list(
     group: Annotated[str | None, typer.Option("--group", "-g", metavar="GROUP", help="Only agents of this fleet group.")] = None,
-    status: Annotated[AgentStatus | None, typer.Option("--status", help="Only agents in this state.")] = None,
-    pending: Annotated[bool, typer.Option("--pending", help="Only agents waiting for an admin's approval (--status pending).")] = False,
+    status: Annotated[AgentStatus | None, typer.Option("--state", "--status", help="Only agents in this state.")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only agents waiting for an admin's approval (--state pending).")] = False,
+    problem: Annotated[list[str] | None, typer.Option(
+        "--problem", metavar="PROBLEM", help="Only agents with this problem: offline, not-protected, quarantined, pending, policy-behind "
+                                             "(repeat for several).")] = None,
     protection: Annotated[list[ProtectionState] | None, typer.Option(
         "--protection", help="Only agents whose snapshots stand so (repeat for several).")] = None,
     not_protected: Annotated[bool, typer.Option(
@@ -283,33 +322,42 @@ def agent_list(
                                 "restore (every --protection but protected).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the fleet's agents (enrolled and paired PCs) with their status and snapshot protection.
+    """List the fleet's agents (enrolled and paired PCs) with their state, snapshot protection and problems.
 
     A pending agent enrolled looking like another (same machine id and
-    hostname); approve or refuse it with `helpline agent approve|refuse ID`.
+    hostname); approve it, refuse it, or make it that PC's replacement after a
+    re-image with `helpline agent replace NEW --of OLD`.
     Protection is "never" (no snapshot yet), "failing" (the last run or sample
     restore failed), "stale" (no recent snapshot), "unverified" (no recent
     verified restore) or "protected"; `helpline agent show` says it in words.
+    Problems: offline (not seen for the server's [fleet] offline_after_minutes),
+    not protected, quarantined, pending.
 
     Examples:
       helpline agent list --pending
-      helpline agent list --not-protected
+      helpline agent list --group finance --problem offline --problem not-protected
     """
     if pending and status not in (None, AgentStatus.PENDING):
-        raise InvalidInputError("--pending and --status name different states.", hint="Give one of them.")
+        raise InvalidInputError("--pending and --state name different states.", hint="Give one of them.")
     if not_protected and protection:
         raise InvalidInputError("--not-protected and --protection both choose protection states.", hint="Give one of them.")
     wanted = [p for p in ProtectionState if p is not ProtectionState.PROTECTED] if not_protected else (protection or [])
     with credentials.connect() as client:
-        agents = client.agents(group, AgentStatus.PENDING if pending else status, wanted)
+        agents = client.agents(group, AgentStatus.PENDING if pending else status, wanted,
+                               [p.replace("-", " ") for p in problem or []])
     if json_out:
         output.print_json(agents)
         return
     short = short_ids(a.id for a in agents)
-    output.table(None, ["Hostname", "Id", "Status", "Group", "OS", "Agent", "Last seen", "Protection", "Last snapshot", "Tickets"],
+    output.table(None, ["Hostname", "Id", "State", "Group", "OS", "Agent", "Last seen", "Protection", "Last snapshot",
+                        "Problems", "Tickets"],
                  [(a.hostname, short[a.id], _status_cell(a), a.group or ("—" if a.enrolled else "paired only"), a.os,
                    a.agent_version, output.local_time(a.last_seen_at), a.protection.value if a.protection else "—",
-                   output.local_time(a.last_snapshot_at), ", ".join(a.tickets)) for a in agents])
+                   output.local_time(a.last_snapshot_at), ", ".join(a.problems) or "—", ", ".join(a.tickets)) for a in agents])
+    for a in agents:
+        if a.status == AgentStatus.PENDING and a.resembles:
+            output.say(f"{short[a.id]} looks like {a.resembles} ({_evidence_words(a.evidence)}): if it is that PC "
+                       f"re-imaged, `helpline agent replace {a.id} --of {a.resembles}`; else approve or refuse it.")
 
 
 AgentIdArg = Annotated[str, typer.Argument(
@@ -335,8 +383,20 @@ def agent_show(agent_id: AgentIdArg, json_out: JsonOpt = False) -> None:
              f"Key: {a.fingerprint}\nLast seen: {output.local_time(a.last_seen_at)}\nTickets: {', '.join(a.tickets) or '—'}")
     if a.resembles:
         lines += f"\nResembled at enrollment: agent {a.resembles} ({output.esc(a.evidence)})"
-    if a.revoked_at:
+    if a.replaces:
+        lines += f"\nReplaces: agent {a.replaces} (a re-imaged PC; its server-side snapshots stay readable here)"
+    if a.replaced_by:
+        lines += f"\nReplaced by: agent {a.replaced_by}"
+    if a.quarantined_at:
+        lines += f"\nQuarantined: {output.local_time(a.quarantined_at)} ({output.esc(a.quarantine_reason)})"
+    if a.retired_at:
+        lines += f"\nRetired: {output.local_time(a.retired_at)}"
+    elif a.revoked_at:
         lines += f"\nRevoked: {output.local_time(a.revoked_at)}"
+    if a.enrolled_by_token is not None:
+        lines += f"\nEnrolled with token: {a.enrolled_by_token}"
+    if a.problems:
+        lines += f"\nProblems: {', '.join(a.problems)}"
     if a.protection_words:
         lines += f"\nSnapshots: {output.esc(a.protection_words)}\nLast snapshot: {output.local_time(a.last_snapshot_at)}"
     if a.current_policy_version is not None or a.policy_version is not None:
@@ -359,13 +419,26 @@ def _decide(decide: Callable[[HelplineClient, str, AgentDecision], AgentPublic],
 
 
 @agent_app.command("approve")
-def agent_approve(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> None:
+def agent_approve(
+    agent_id: AgentIdArg,
+    replaces: Annotated[str | None, typer.Option(
+        "--replaces", metavar="OLD", help="Approve it as the re-imaged PC of agent OLD (the same as "
+                                          "`helpline agent replace NEW --of OLD`).")] = None,
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
     """Approve a pending agent (admins): it becomes a normal agent of its own.
 
-    It gets nothing of the agent it resembled: that agent keeps its tickets and history.
+    It gets nothing of the agent it resembled: that agent keeps its tickets and
+    history, unless --replaces names it (a re-imaged PC).
 
-    Example: helpline agent approve 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "re-imaged by IT"
+    Examples:
+      helpline agent approve 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "a second PC of the same model"
+      helpline agent approve 9b1f4c2a --replaces 5d0c7a3e --reason "re-imaged by IT"
     """
+    if replaces is not None:
+        agent_replace(agent_id, replaces, reason, json_out)
+        return
     _decide(HelplineClient.approve_agent, agent_id, reason, json_out, "Approved")
 
 
@@ -385,6 +458,89 @@ def agent_revoke(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt
     Example: helpline agent revoke 5d0c7a3e-9b1f-4c2a-8e6d-0f3a1b2c4d5e --reason "laptop stolen"
     """
     _decide(HelplineClient.revoke_agent, agent_id, reason, json_out, "Revoked")
+
+
+@agent_app.command("replace")
+def agent_replace(
+    agent_id: Annotated[str, typer.Argument(metavar="NEW", help="The new agent (usually pending), as `helpline agent list --pending` shows it.")],
+    old: Annotated[str, typer.Option("--of", metavar="OLD", help="The agent of the PC before it was re-imaged.")],
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a re-imaged PC's new agent the replacement of its old one (admins).
+
+    The new agent takes over the old one's ticket links and may restore the
+    old one's server-side snapshots; the old agent is retired (its credential
+    ends). Nothing happens on its own: a PC that enrolls looking like another
+    waits as pending until you decide.
+
+    Example: helpline agent replace 9b1f4c2a --of 5d0c7a3e --reason "re-imaged by IT"
+    """
+    body = parse_input(AgentReplace, replaces=old, reason=reason)
+    with credentials.connect() as client:
+        a = client.replace_agent(agent_id, body)
+    if json_out:
+        output.print_json(a)
+        return
+    output.say(f"Agent {a.id} ({output.esc(a.hostname)}) replaces agent {a.replaces}: it has its tickets "
+               f"({', '.join(a.tickets) or 'none'}) and may restore its server-side snapshots; agent {a.replaces} is retired.")
+
+
+@agent_app.command("retire")
+def agent_retire(
+    agent_id: AgentIdArg,
+    delete_data: Annotated[bool, typer.Option(
+        "--delete-data", help="Also delete its server-side snapshots and escrowed password now (otherwise retention "
+                              "removes them). Ticket data stays with the tickets.")] = False,
+    yes: YesOpt = False,
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Retire (decommission) a PC's agent (admins): its credential ends and its key never enrolls again.
+
+    Asks first on a terminal; --yes for scripts.
+
+    Examples:
+      helpline agent retire laptop-042 --reason "sold"
+      helpline agent retire 5d0c7a3e --delete-data --yes
+    """
+    with credentials.connect() as client:
+        if not yes:
+            if not (sys.stdin.isatty() and sys.stderr.isatty()):
+                raise InvalidInputError("Retiring an agent needs a confirmation and there is no terminal to ask.",
+                                        hint=f"Add --yes: helpline agent retire {printable(agent_id, multiline=False)} --yes")
+            a = client.agent(agent_id)
+            what = ("its server-side snapshots and escrowed password are DELETED now" if delete_data
+                    else "its server-side data is kept until retention removes it")
+            question = printable(f"Retire agent {a.id} ({a.hostname})? Its credential ends, and {what}.", multiline=False)
+            if not typer.confirm(question, default=False, err=True):
+                output.say(f"Nothing was changed; agent {a.id} stays {a.status.value}.")
+                return
+            agent_id = a.id
+        a = client.retire_agent(agent_id, parse_input(AgentRetire, reason=reason, delete_data=delete_data))
+    if json_out:
+        output.print_json(a)
+        return
+    output.say(f"Retired agent {a.id} ({output.esc(a.hostname)})"
+               + ("; its server-side snapshots are deleted." if delete_data else "; its data is kept by retention."))
+
+
+@agent_app.command("quarantine")
+def agent_quarantine(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> None:
+    """Quarantine an agent (admins): every request of its key is refused until you release or retire it.
+
+    Example: helpline agent quarantine 5d0c7a3e --reason "disk image leaked"
+    """
+    _decide(HelplineClient.quarantine_agent, agent_id, reason, json_out, "Quarantined")
+
+
+@agent_app.command("release")
+def agent_release(agent_id: AgentIdArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> None:
+    """Release a quarantined agent (admins) once one PC alone holds its key (re-enroll or retire the other copy).
+
+    Example: helpline agent release 5d0c7a3e --reason "clone wiped"
+    """
+    _decide(HelplineClient.release_agent, agent_id, reason, json_out, "Released")
 
 
 def audit(

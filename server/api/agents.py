@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
@@ -16,7 +18,10 @@ from protocol.schemas import (
     EnrollmentTokenCreate,
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
+    EnrollmentTokenRevoked,
     EnrollRequest,
+    AgentReplace,
+    AgentRetire,
     PairRequest,
     PairResponse,
     ProtectionState,
@@ -25,6 +30,7 @@ from protocol.schemas import (
     SelfServiceResponse,
 )
 from protocol.hand_over import HandOverRequest, HandOverResponse
+from protocol.errors import InvalidInputError
 from protocol.snapshots import ProtectionStatus
 from protocol.untrusted import shown
 from server import pairing, replies, snapshots
@@ -37,9 +43,10 @@ from server.agents import (
     enrollment_token_public,
     refuse_agent,
     revoke_agent,
-    revoke_enrollment_token,
     server_credential,
 )
+from server.fleet import listing, reimage
+from server.fleet import tokens as fleet_tokens
 from server.api.deps import (
     RowId,
     AccountActor,
@@ -70,30 +77,46 @@ def create_token(
 ) -> EnrollmentTokenCreated:
     row, token = create_enrollment_token(
         session, state.settings, actor, admin, group=body.group, expires_in_hours=body.expires_in_hours,
-        max_uses=body.max_uses, note=body.note, now=now,
+        max_uses=body.max_uses, note=body.note, now=now, networks=body.networks,
     )
     return EnrollmentTokenCreated(token=token, **enrollment_token_public(row).model_dump())
 
 
 @router.get("/enrollment-tokens", tags=["enrollment"], summary="List enrollment tokens (never their secret)")
 def list_tokens(admin: AdminAccount, session: ReadSession) -> list[EnrollmentTokenPublic]:
-    return [enrollment_token_public(r) for r in session.scalars(select(EnrollmentToken).order_by(EnrollmentToken.id.desc()))]
+    rows = list(session.scalars(select(EnrollmentToken).order_by(EnrollmentToken.id.desc())))
+    counts = fleet_tokens.enrolled_counts(session, [r.id for r in rows])
+    return [enrollment_token_public(r, counts.get(r.id, 0)) for r in rows]
 
 
-@router.delete("/enrollment-tokens/{token_id}", tags=["enrollment"], summary="Revoke an enrollment token")
-def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> EnrollmentTokenPublic:
-    return enrollment_token_public(revoke_enrollment_token(session, actor, token_id, now=now))
+@router.delete("/enrollment-tokens/{token_id}", tags=["enrollment"],
+               summary="Revoke an enrollment token, and optionally quarantine the agents it enrolled")
+def revoke_token(token_id: RowId, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now,
+                 quarantine_agents: Annotated[bool, Query(
+                     description="Also quarantine the active agents this token enrolled.")] = False,
+                 ) -> EnrollmentTokenRevoked:
+    row, quarantined = fleet_tokens.revoke(session, actor, token_id, quarantine_agents=quarantine_agents, now=now)
+    counts = fleet_tokens.enrolled_counts(session, [row.id])
+    return EnrollmentTokenRevoked(quarantined=[a.id for a in quarantined],
+                                  **enrollment_token_public(row, counts.get(row.id, 0)).model_dump())
 
 
 # --- engineers: the fleet ----------------------------------------------------------
 
 
-@router.get("/agents", summary="List agents (enrolled and paired PCs), optionally of one group, status or protection")
+@router.get("/agents", summary="List agents (enrolled and paired PCs), optionally of one group, status, protection or problem")
 def list_agents(account: CurrentAccount, session: ReadSession, state: State, now: Now, group: str | None = None,
                 status: AgentStatus | None = None,
                 protection: Annotated[list[ProtectionState] | None, Query(
                     description="Only agents in these protection states (e.g. all but protected: the PCs to look at).")] = None,
+                problem: Annotated[list[str] | None, Query(
+                    description="Only agents with one of these problems: " + ", ".join(listing.PROBLEMS) + ".")] = None,
                 ) -> list[AgentPublic]:
+    wanted = [listing.normalized(p) for p in problem or []]
+    unknown = [p for p in wanted if p not in listing.PROBLEMS]
+    if unknown:
+        raise InvalidInputError(f"{shown(unknown[0])} is not a problem an agent can have.",
+                                hint="Give one of: " + ", ".join(listing.PROBLEMS) + ".")
     query = select(Agent).order_by(Agent.hostname, Agent.created_at)
     if group:
         query = query.where(Agent.group == group)
@@ -101,14 +124,22 @@ def list_agents(account: CurrentAccount, session: ReadSession, state: State, now
         query = query.where(Agent.status == status.value)
     agents = list(session.scalars(query))
     protected = snapshots.statuses(session, agents, state.settings.snapshots, now=now)
-    listed = [_with_protection(agent_public(a), protected[a.id]) for a in agents]
-    return [a for a in listed if a.protection in protection] if protection else listed
+    offline_after = timedelta(minutes=state.settings.fleet.offline_after_minutes)
+    listed = [_with_problems(a, _with_protection(agent_public(a), protected[a.id]), offline_after, now) for a in agents]
+    if protection:
+        listed = [a for a in listed if a.protection in protection]
+    return listing.having(listed, wanted)
 
 
 @router.get("/agents/{agent_id}", summary="Show one agent (by id, a unique start of it, or host name)")
 def show_agent(agent_id: str, account: CurrentAccount, session: ReadSession, state: State, now: Now) -> AgentPublic:
     agent = find_agent(session, agent_id)
-    return _with_protection(agent_public(agent), snapshots.statuses(session, [agent], state.settings.snapshots, now=now)[agent.id])
+    public = _with_protection(agent_public(agent), snapshots.statuses(session, [agent], state.settings.snapshots, now=now)[agent.id])
+    return _with_problems(agent, public, timedelta(minutes=state.settings.fleet.offline_after_minutes), now)
+
+
+def _with_problems(agent: Agent, public: AgentPublic, offline_after: timedelta, now) -> AgentPublic:
+    return public.model_copy(update={"problems": listing.problems(agent, public, offline_after=offline_after, now=now)})
 
 
 def _with_protection(public: AgentPublic, protection: ProtectionStatus) -> AgentPublic:
@@ -132,6 +163,30 @@ def refuse(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbS
 @router.post("/agents/{agent_id}/revoke", summary="Revoke an agent: its credential stops working; its tickets and bundles stay")
 def revoke(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
     return agent_public(revoke_agent(session, actor, agent_id, reason=body.reason, now=now))
+
+
+@router.post("/agents/{agent_id}/replace", summary="Make this (pending) agent the re-imaged PC of another: it takes over "
+             "its tickets and reads its server-side snapshots; the old agent is retired")
+def replace(agent_id: str, body: AgentReplace, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    new, _old = reimage.replace_agent(session, actor, agent_id, body.replaces, reason=body.reason, now=now)
+    return agent_public(new)
+
+
+@router.post("/agents/{agent_id}/retire", summary="Retire (decommission) an agent: its credential ends; its server-side "
+             "data kept by retention, or deleted now")
+def retire(agent_id: str, body: AgentRetire, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    return agent_public(reimage.retire_agent(session, actor, agent_id, reason=body.reason, delete_data=body.delete_data,
+                                             now=now))
+
+
+@router.post("/agents/{agent_id}/quarantine", summary="Quarantine an agent: its requests are refused until released")
+def quarantine(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    return agent_public(reimage.quarantine_agent(session, actor, agent_id, reason=body.reason, now=now))
+
+
+@router.post("/agents/{agent_id}/release", summary="Release a quarantined agent: it acts again")
+def release(agent_id: str, body: AgentDecision, admin: AdminAccount, session: DbSession, actor: AccountActor, now: Now) -> AgentPublic:
+    return agent_public(reimage.release_agent(session, actor, agent_id, reason=body.reason, now=now))
 
 
 # --- the PC itself -------------------------------------------------------------------

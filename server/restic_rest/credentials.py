@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from protocol.errors import AuthError, ForbiddenError, UnavailableError
 from protocol.schemas import AgentStatus
+from server.fleet.reimage import replaced_chain
 from protocol.snapshots import RESTIC_PREFIX, CredentialRequest, RepositoryCredential, RepositoryMode, is_agent_id
 from server import audit
 from server.audit import Actor
@@ -134,7 +135,8 @@ def issue_for_agent(session: Session, settings: ServerSettings, caller: Agent, b
     """A credential for the repository ``body`` asks for, if ``caller`` may have it; audited.
 
     Purposes backup and check give append mode on the caller's own repository,
-    restore gives read mode on it; a ``request_id`` gives read mode on the
+    restore gives read mode on it, and on the repositories of the agents the caller replaced (a re-imaged
+    PC, server.fleet.reimage); a ``request_id`` gives read mode on the
     repository of the agent that replacement-restore request names as source
     (:func:`server.restic_rest.hooks.replacement_source`), for restore only.
     """
@@ -151,8 +153,9 @@ def issue_for_agent(session: Session, settings: ServerSettings, caller: Agent, b
         mode = RepositoryMode.READ
     else:
         repository = body.agent_id or caller.id
-        if repository != caller.id:
-            raise ForbiddenError("A PC gets a credential for its own snapshots only.",
+        if repository != caller.id and not (body.purpose == "restore" and repository in replaced_chain(session, caller)):
+            raise ForbiddenError("A PC gets a credential for its own snapshots only (and, to restore, for those of "
+                                 "the agent it replaced after a re-image).",
                                  hint="Another PC's snapshots open only for an engineer's replacement restore naming this PC.")
         mode = RepositoryMode.READ if body.purpose == "restore" else RepositoryMode.APPEND
     if not is_agent_id(repository) or session.get(Agent, repository) is None:

@@ -54,7 +54,8 @@ def test_a_lookalike_pc_waits_for_the_admin_and_never_gets_the_victims_agent(liv
     [pending] = admin_pc.ok("agent", "list", "--pending", "--json").json()
     assert (pending["id"], pending["resembles"]) == (theirs["agent_id"], mine["agent_id"])
     table = admin_pc.ok("agent", "list").stdout
-    assert f"pending, resembles {mine['agent_id'][:8]}" in table
+    assert f"pending, looks like {mine['agent_id'][:8]}" in table
+    assert f"looks like {mine['agent_id']} (same machine id and host name)" in table
     [event] = admin_pc.ok("audit", "--action", "agent.enroll_pending", "--json").json()
     assert event["details"]["summary"] == f"enroll: pending, resembles agent {mine['agent_id']} (same machine id and hostname)"
     assert "resembles" in admin_pc.ok("audit", "--action", "agent.enroll_pending").stdout  # the table says what happened

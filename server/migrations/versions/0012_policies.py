@@ -1,7 +1,7 @@
 """per-group policies; the policy and protocol versions agents report
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02 16:20:00.000000
 """
 
@@ -11,7 +11,7 @@ import server.db
 
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

@@ -103,6 +103,10 @@ def test_a_pc_gets_its_groups_policy_signed_for_it_and_reports_the_version_it_ru
     with helpline.db() as session:
         assert policy_behind(session, session.get(Agent, pc.agent_id))
     assert helpline.ok("GET", "policies/office", admin)["agents_behind"] == 1
+    listed = {a["id"]: a for a in helpline.ok("GET", "agents", admin)}
+    assert "policy behind" in listed[pc.agent_id]["problems"] and "policy behind" not in listed[other.agent_id]["problems"]
+    behind = helpline.ok("GET", "agents", admin, params={"problem": "policy-behind"})
+    assert [a["id"] for a in behind] == [pc.agent_id]
     assert check_in(helpline, pc, running=1)["policy"]["payload"]["version"] == 2
     # A version the server never issued is not taken as the one the PC runs.
     check_in(helpline, pc, running=9)

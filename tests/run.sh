@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine too: installs restic,
-# the OpenSSH client and server (sessions are checked against sshd), tmux and PostgreSQL if missing, makes .venv, installs Helpline
+# the OpenSSH client and server (sessions are checked against sshd), tmux, PostgreSQL and nginx if missing, makes .venv, installs Helpline
 # with its server and dev extras, then runs pytest on SQLite and PostgreSQL
 # (a throwaway cluster on loopback that the tests start and stop).
 # With no arguments: the fast tests first, and the end-to-end tests only if they pass.
@@ -15,7 +15,7 @@ ensure_packages \
     "openssh-client:command -v ssh" "openssh-server:test -x /usr/sbin/sshd" "tmux:command -v tmux" \
     "cups-client:command -v lpstat" "pciutils:command -v lspci" "usbutils:command -v lsusb" \
     "dmidecode:command -v dmidecode" "smartmontools:command -v smartctl" \
-    "postgresql:pg_bindir"
+    "postgresql:pg_bindir" "nginx-light:command -v nginx || test -x /usr/sbin/nginx"
 ensure_venv "server,dev"
 
 export HELPLINE_TEST_DATABASES="${HELPLINE_TEST_DATABASES:-sqlite,postgresql}"

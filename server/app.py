@@ -19,7 +19,7 @@ from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
 from server.api import (
-    accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+    accounts, agents, audit, auth, health, keys, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
 )
 from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
@@ -166,7 +166,7 @@ def create_app(state: ServerRuntime) -> FastAPI:
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
     for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests,
-                   sessions, relay_route):
+                   sessions, relay_route, keys):
         app.include_router(module.router)
     app.include_router(restic_rest.rest)
     relay_hub(app)

@@ -80,6 +80,8 @@ def every_call(tmp_path: Path):
     """One call of every client method, with arguments the server would accept."""
     return [
         ("server_info", ()),
+        ("key_handovers", ()),
+        ("rotate_server_key", ()),
         ("login", (LoginRequest(username="alice", password="pw"),)),
         ("logout", ()),
         ("me", ()),
@@ -157,10 +159,10 @@ def every_call(tmp_path: Path):
 
 def server_routes():
     from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+        accounts, agents, audit, auth, health, keys, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
     )
 
-    return [r for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets,
+    return [r for m in (accounts, agents, audit, auth, health, keys, pc_requests, restic_rest, sessions, snapshots, tickets,
                         uploads) for r in m.router.routes
             if r.path.startswith("/v1/")]
 

@@ -17,10 +17,10 @@ RAW_ATTRIBUTES = {"connection", "_call", "_client"}
 
 def _first_segments() -> set[str]:
     from server.api import (
-        accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
+        accounts, agents, audit, auth, health, keys, pc_requests, restic_rest, sessions, snapshots, tickets, uploads,
     )
 
-    paths = [r.path for m in (accounts, agents, audit, auth, health, pc_requests, restic_rest, sessions, snapshots,
+    paths = [r.path for m in (accounts, agents, audit, auth, health, keys, pc_requests, restic_rest, sessions, snapshots,
                               tickets, uploads) for r in m.router.routes]
     return {p.split("/")[2] for p in paths if p.startswith("/v1/")}
 

@@ -39,7 +39,9 @@ from protocol import signing
 from protocol.errors import ConfigError
 from protocol.key_handover import Handover, KeyRotated, make_handover
 from server.audit import Actor, record
+from server.db import create_db_engine, session_factory, transaction
 from server.escrow import EscrowKey
+from server.settings import ServerSettings
 
 log = logging.getLogger("helpline.server.keys")
 
@@ -239,3 +241,22 @@ def rotate_key(keys: KeyRing, session: Session, actor: Actor, *, now: datetime, 
     log.warning("the server's signing key was rotated: %s -> %s", handover.old_fingerprint, handover.new_fingerprint)
     return KeyRotated(fingerprint=handover.new_fingerprint, previous_fingerprint=handover.old_fingerprint,
                       handover=handover)
+
+
+def rotate_local(settings: ServerSettings, *, now: datetime) -> KeyRotated:
+    """`helpline server rotate-key` on the server machine: rotate the key files and audit it in the database.
+
+    A running server notices the new key at its next signature. Raise
+    ConfigError if the server has no signing key yet (never set up).
+    """
+    key_file = settings.resolved_signing_key_file
+    if not key_file.exists():
+        raise ConfigError(f"There is no signing key at {key_file}.",
+                          hint="Set the server up first: `helpline server init`.")
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            return rotate_key(KeyRing(key_file), session, Actor.system("server rotate-key"), now=now,
+                              valid_for=timedelta(days=settings.keys.handover_days))
+    finally:
+        engine.dispose()

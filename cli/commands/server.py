@@ -105,3 +105,40 @@ def run(
 
     settings = load_settings(_config_path(config, data_dir), data_dir=data_dir, host=host, port=port, dev=dev or None)
     serve(settings, access_log=access_log, announce=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+@server_app.command("rotate-key")
+def rotate_key(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    over_api: Annotated[bool, typer.Option("--over-api", help="Rotate on the server you are logged in to (admins), not in this machine's files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new and the retired key and the hand-over as JSON.")] = False,
+) -> None:
+    """Replace the server's signing key; agents follow a hand-over signed by the old key, without enrolling again.
+
+    The old key is kept (retired) so escrowed passwords still open; a running
+    server signs with the new key from its next answer. PCs offline for longer
+    than \\[keys] handover_days must pair or enroll again.
+
+    Example: helpline server rotate-key --data-dir /var/lib/helpline
+    """
+    from datetime import UTC, datetime
+
+    if over_api:
+        from cli.credentials import connect
+
+        with connect() as client:
+            done = client.rotate_server_key()
+    else:
+        _require_server()
+        from server.keys import rotate_local
+        from server.settings import load_settings
+
+        settings = load_settings(_config_path(config, data_dir), data_dir=data_dir)
+        done = rotate_local(settings, now=datetime.now(UTC))
+    if as_json:
+        output.print_json(done.model_dump(mode="json"))
+        return
+    output.say(f"The server signs with a new key: {done.fingerprint}")
+    output.say(f"Retired (kept to open what it sealed): {done.previous_fingerprint}")
+    output.say(f"Agents follow the hand-over on their next contact until {output.full_time(done.handover.not_after)}.")

@@ -130,7 +130,7 @@ def admin_pc(make_pc, live_server) -> PC:
 # HELPLINE_E2E_ALL_DATABASES=1 runs every journey on every backend.
 BOTH_BACKEND_JOURNEYS = frozenset({
     "test_enrollment.py", "test_guessing_locks_nobody_out.py", "test_jobs.py", "test_pairing_and_status.py",
-    "test_restart.py", "test_upload.py", "test_upload_quotas.py",
+    "test_restart.py", "test_upload.py", "test_upload_quotas.py", "test_server_backup.py",
 })
 
 

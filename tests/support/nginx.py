@@ -24,8 +24,13 @@ def nginx_bin() -> str | None:
     return shutil.which("nginx") or (("/usr/sbin/nginx") if Path("/usr/sbin/nginx").exists() else None)
 
 
-def render_site(upstream_port: int, https_port: int, http_port: int, certs: TestCertificates) -> str:
-    """The shipped site with this test's addresses and certificate; fails if an expected line is gone."""
+def render_site(upstream_port: int, https_port: int, http_port: int, certs: TestCertificates,
+                proxy_bind: str | None = None) -> str:
+    """The shipped site with this test's addresses and certificate; fails if an expected line is gone.
+
+    ``proxy_bind``: the loopback address nginx connects to the server from, so that the server can tell the
+    proxy (a trusted peer) from the client (127.0.0.1), as it does when they are different machines.
+    """
     text = SITE.read_text()
     swaps = {
         "server 127.0.0.1:8700;": f"server {HOST}:{upstream_port};",
@@ -35,6 +40,7 @@ def render_site(upstream_port: int, https_port: int, http_port: int, certs: Test
         "listen [::]:80;": "",
         "/etc/ssl/helpline/fullchain.pem": str(certs.cert_file),
         "/etc/ssl/helpline/privkey.pem": str(certs.key_file),
+        "proxy_http_version 1.1;": "proxy_http_version 1.1;" + (f"\n    proxy_bind {proxy_bind};" if proxy_bind else ""),
     }
     for old, new in swaps.items():
         assert old in text, f"{SITE.name} no longer has {old!r}"
@@ -79,6 +85,7 @@ class Nginx:
     folder: Path
     upstream_port: int
     certs: TestCertificates
+    proxy_bind: str | None = None
     https_port: int = 0
     process: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -89,7 +96,8 @@ class Nginx:
     def start(self) -> Nginx:
         for _ in range(5):  # a port free a moment ago may be taken by another test: try fresh ones (bounded)
             self.https_port = free_port()
-            conf = write_config(self.folder, render_site(self.upstream_port, self.https_port, free_port(), self.certs))
+            conf = write_config(self.folder, render_site(self.upstream_port, self.https_port, free_port(), self.certs,
+                                                             self.proxy_bind))
             log = (self.folder / "stderr.log").open("ab")
             self.process = subprocess.Popen([nginx_bin(), "-p", str(self.folder), "-c", str(conf)],
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

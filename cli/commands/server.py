@@ -190,14 +190,17 @@ def restore(
 
     Refuses to replace an existing signing key, database or blob without
     --force. Agents keep trusting the restored server: it has the same keys.
+    Run it as the user the server runs as (the files it writes are theirs).
 
     Example: helpline server restore /backup/helpline-2026-12-01.tar --data-dir /var/lib/helpline
     """
     _require_server()
     from server.backup import restore_backup
-    from server.settings import default_config_path
+    from server.settings import default_config_path, load_settings
 
-    data_dir = data_dir or Path("/var/lib/helpline")
+    if data_dir is None:  # the data directory an existing config names, else the default
+        existing = config or default_config_path(None)
+        data_dir = load_settings(existing).data_dir if existing.exists() else Path("/var/lib/helpline")
     settings = restore_backup(archive, data_dir, config_path=config or default_config_path(data_dir),
                               database_url=database_url, force=force,
                               progress=lambda line: output.say(f"[dim]{output.esc(line)}…[/]"))

@@ -67,6 +67,7 @@ from protocol.schemas import (
 from protocol.policy import PolicyBody, PolicyCheckIn, PolicyCheckInAnswer, PolicyPublic
 from protocol.webhooks import WebhookCreate, WebhookCreated, WebhookDeliveryPublic, WebhookPublic
 from protocol.hand_over import HandOverRequest, HandOverResponse
+from protocol.key_handover import Handover, KeyRotated
 from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
 from protocol.snapshots import (
     CredentialRequest,
@@ -160,6 +161,8 @@ class HelplineClient:
 
     def __init__(self, connection: ServerConnection):
         self.connection = connection
+        if connection.agent is not None:  # an answer signed by a key this PC does not know: follow the hand-overs
+            connection.handovers = self.key_handovers
 
     @classmethod
     def connect(cls, base_url: str, token: str | None = None, *, agent: AgentSigner | None = None,
@@ -174,6 +177,11 @@ class HelplineClient:
     @property
     def base_url(self) -> str:
         return self.connection.base_url
+
+    @property
+    def pinned_server_key(self) -> str | None:
+        """The server key this PC's agent trusts now (after following a hand-over, the new one); None for others."""
+        return self.connection.agent.server_public_key if self.connection.agent is not None else None
 
     def close(self) -> None:
         self.connection.close()
@@ -202,6 +210,14 @@ class HelplineClient:
     def server_info(self) -> ServerInfo:
         """The server's version, limits and the public key agents pin."""
         return self._call(ServerInfo, "GET", "server")
+
+    def key_handovers(self) -> list[Handover]:
+        """Every hand-over from a retired server key to its successor (sent unsigned: each carries its signatures)."""
+        return self._call(list[Handover], "GET", "server/key-handovers", unsigned=True)
+
+    def rotate_server_key(self) -> KeyRotated:
+        """Rotate the server's signing key (admins); agents follow the hand-over."""
+        return self._call(KeyRotated, "POST", "server/key-rotations")
 
     # --- logging in, who am I, my SSH keys -----------------------------------------------
 

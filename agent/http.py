@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import __version__
-from protocol import agent_requests, signing
+from protocol import agent_requests, key_handover, signing
 from protocol.schemas import API_PREFIX
 from protocol.version import PROTOCOL_HEADER, PROTOCOL_VERSION, parse_version
 from protocol.errors import AuthError, ConfigError, DamagedError, HelplineError, UnavailableError, error_class_for
@@ -38,6 +38,8 @@ class AgentSigner:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: Which running copy of this identity signs (agent.store.instance_id); None sends no instance.
     instance: str | None = None
+    #: Called with the server's new key after this agent followed a key hand-over, to pin it for good.
+    on_repin: Callable[[str], None] | None = None
 
     def headers(self, method: str, target: str, content_sha256: str) -> dict[str, str]:
         return agent_requests.sign_request(self.key, agent_id=self.agent_id, method=method, target=target,
@@ -120,6 +122,10 @@ class ServerConnection:
         headers = {"User-Agent": f"helpline/{__version__}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
         #: The protocol version the server stated in its last answer (protocol.version; no header: version 1).
         self.server_protocol: int | None = None
+        #: Fetches the server's key hand-overs (set by agent.client.HelplineClient): an answer signed by a key
+        #: this PC does not know is accepted only after a chain of hand-overs from the pinned key leads to it.
+        self.handovers: Callable[[], list[key_handover.Handover]] | None = None
+        self._following = False
         if token:
             headers["Authorization"] = f"Bearer {token}"
         # Plain http (loopback, or explicitly allowed) has nothing to verify: skip loading the CA store.
@@ -143,11 +149,15 @@ class ServerConnection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request and return its JSON (see :meth:`_url` for ``path``)."""
+    def request(self, method: str, path: str, *, unsigned: bool = False, **kwargs: Any) -> Any:
+        """Send a request and return its JSON (see :meth:`_url` for ``path``).
+
+        ``unsigned``: sent without the agent's signature and its answer not checked
+        (only for answers that carry their own signatures: the key hand-overs).
+        """
         import httpx
 
-        request = self._build(method, path, **kwargs)
+        request = self._build(method, path, unsigned=unsigned, **kwargs)
         try:
             response = self._client.send(request)
         except httpx.TimeoutException as exc:
@@ -156,8 +166,8 @@ class ServerConnection:
             raise UnavailableError(
                 f"Cannot reach the Helpline server at {self.base_url}.", hint="Check the address and the network connection."
             ) from exc
-        if self.agent is not None:
-            self.agent.check_answer(request, response, agent_requests.body_digest(response.content))
+        if self.agent is not None and not unsigned:
+            self._check_answer(request, response, agent_requests.body_digest(response.content))
         self.server_protocol = parse_version(response.headers.get(PROTOCOL_HEADER))
         if response.status_code >= 400:
             raise error_from_response(response)
@@ -169,10 +179,39 @@ class ServerConnection:
             raise UnavailableError(f"{self.base_url} did not answer like a Helpline server.",
                                    hint="Check the address.") from exc
 
-    def _build(self, method: str, path: str, **kwargs: Any) -> httpx.Request:
+    def _check_answer(self, request: httpx.Request, response: httpx.Response, body_sha256: str) -> None:
+        """The agent's check of a signed answer; an unknown signer is accepted only through a valid key hand-over."""
+        assert self.agent is not None
+        try:
+            self.agent.check_answer(request, response, body_sha256)
+        except UnverifiedAnswerError:
+            if not self._follow_handovers():
+                raise
+            self.agent.check_answer(request, response, body_sha256)
+
+    def _follow_handovers(self) -> bool:
+        """Pin the key the server's hand-overs lead to from the pinned one; False if none does (or none is served)."""
+        if self.agent is None or self.handovers is None or self._following:
+            return False
+        self._following = True
+        try:
+            statements = self.handovers()
+        except HelplineError:
+            return False
+        finally:
+            self._following = False
+        new_key = key_handover.follow(self.agent.server_public_key, statements, self.agent.clock())
+        if new_key is None:
+            return False
+        self.agent = replace(self.agent, server_public_key=new_key)
+        if self.agent.on_repin is not None:
+            self.agent.on_repin(new_key)
+        return True
+
+    def _build(self, method: str, path: str, *, unsigned: bool = False, **kwargs: Any) -> httpx.Request:
         """The request to send; as an agent, signed over its method, target, date, nonce and body digest."""
         request = self._client.build_request(method, self._url(path), **kwargs)
-        if self.agent is not None:
+        if self.agent is not None and not unsigned:
             body = request.read()  # the body is bytes already (JSON or one upload chunk); hashing it copies nothing
             request.headers.update(self.agent.headers(request.method, _target(request), agent_requests.body_digest(body)))
         return request
@@ -194,7 +233,7 @@ class ServerConnection:
                 if response.status_code >= 400:
                     response.read()
                     if self.agent is not None:
-                        self.agent.check_answer(request, response, agent_requests.body_digest(response.content))
+                        self._check_answer(request, response, agent_requests.body_digest(response.content))
                     raise error_from_response(response)
                 total = int(response.headers.get("Content-Length") or 0)
                 with dest.open("wb") as out:
@@ -211,7 +250,7 @@ class ServerConnection:
             raise UnavailableError(f"The download from {self.base_url} broke off.", hint="Try again.") from exc
         if self.agent is not None:
             try:
-                self.agent.check_answer(request, response, digest.hexdigest())
+                self._check_answer(request, response, digest.hexdigest())
             except UnverifiedAnswerError:
                 dest.unlink(missing_ok=True)
                 raise

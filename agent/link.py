@@ -9,6 +9,7 @@ the same calls from the service instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -17,7 +18,7 @@ from agent import identity
 from agent.client import HelplineClient
 from agent.http import AgentSigner, normalize_url
 from agent.store import AgentState, AgentStore
-from protocol import pairing, signing
+from protocol import key_handover, pairing, signing
 from protocol.errors import AuthError, ConfigError, HelplineError, InvalidInputError
 from protocol.schemas import AgentCredential, AgentStatus, AgentTicket, EnrollRequest, PairRequest, SelfServiceRequest, SelfServiceResponse, parse_input
 from protocol.tickets import is_open, parse_ticket_ref, short_title, ticket_label
@@ -53,6 +54,26 @@ def _state_after(
 def _pinned(previous: AgentState | None, server_url: str) -> str | None:
     prior = _on(previous, server_url)
     return prior.server_public_key if prior else None
+
+
+def _trusted_key(client: HelplineClient, store: AgentStore, previous: AgentState | None, server_url: str) -> str | None:
+    """The server key this PC trusts for ``server_url`` now: the pinned one, or the key the server's hand-overs
+    lead to from it (then pinned for good), so a rotated server key needs no new enrollment.
+
+    None when this PC has no link to ``server_url`` yet.
+    """
+    pinned = _pinned(previous, server_url)
+    if pinned is None:
+        return None
+    published = client.server_info().public_key  # a signed connection follows the hand-overs on this answer already
+    pinned = client.pinned_server_key or pinned
+    if published != pinned:
+        followed = key_handover.follow(pinned, client.key_handovers(), datetime.now(UTC))
+        if followed == published:
+            pinned = followed
+            if previous is not None:
+                store.repin(server_url, previous.agent_id, followed)
+    return pinned
 
 
 def _signer(store: AgentStore, previous: AgentState | None, server_url: str) -> AgentSigner | None:
@@ -122,9 +143,10 @@ def enroll(server_url: str, token: str, *, expected_fingerprint: str | None = No
     payload = signing.proof_payload("enroll", "token", token, me.model_dump())
     body = parse_input(EnrollRequest, token=token, identity=me, signature=signing.sign(key, payload))
     with HelplineClient.connect(url) as client:
-        _check_before_spending(client, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
+        pinned = _trusted_key(client, store, previous, url)
+        _check_before_spending(client, pinned=pinned, expected_fingerprint=expected_fingerprint)
         answer = client.enroll(body)
-    accept_credential(key, answer, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
+    accept_credential(key, answer, pinned=pinned, expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer, previous, enrolled=True)
     store.save(state)
     return state
@@ -153,9 +175,10 @@ def pair(code: str, *, server_url: str | None = None, expected_fingerprint: str 
     # Linked to this server already: the request is signed by the agent and the answer checked against the
     # pinned key before anything is kept. Any other server is a fresh start that learns nothing of the old link.
     with HelplineClient.connect(url, agent=_signer(store, previous, url)) as client:
-        _check_before_spending(client, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
+        pinned = _trusted_key(client, store, previous, url)
+        _check_before_spending(client, pinned=pinned, expected_fingerprint=expected_fingerprint)
         answer = client.pair(body)
-    accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=expected_fingerprint)
+    accept_credential(key, answer.agent, pinned=pinned, expected_fingerprint=expected_fingerprint)
     state = _state_after(url, answer.agent, previous)
     _remember_ticket(state, answer.ticket.number)
     store.save(state)
@@ -178,8 +201,9 @@ def request_help(title: str, *, description: str = "", requester: str = "", serv
         body = body.model_copy(update={"identity": me, "signature": proof})
     with HelplineClient.connect(url, agent=signer) as client:
         answer = client.request_help(body)
+        pinned = client.pinned_server_key or _pinned(previous, url)  # after a hand-over the signed answer followed
     if answer.agent is not None:
-        accept_credential(key, answer.agent, pinned=_pinned(previous, url), expected_fingerprint=None)
+        accept_credential(key, answer.agent, pinned=pinned, expected_fingerprint=None)
         state = _state_after(url, answer.agent, previous)
     else:
         state = previous

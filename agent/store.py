@@ -98,7 +98,16 @@ class AgentStore:
     def signer(self, state: AgentState | None = None) -> AgentSigner:
         """How this PC's agent signs its requests to its server and checks the answers (ConfigError if not linked)."""
         state = state or self.require()
-        return AgentSigner(state.agent_id, self.key(), state.server_public_key, instance=instance_id(self.directory))
+        return AgentSigner(state.agent_id, self.key(), state.server_public_key, instance=instance_id(self.directory),
+                           on_repin=lambda key: self.repin(state.server_url, state.agent_id, key))
+
+    def repin(self, server_url: str, agent_id: str, server_public_key: str) -> None:
+        """Pin the server's new key (after a verified hand-over), if this folder still holds that link."""
+        state = self.load()
+        if state is None or (state.server_url, state.agent_id) != (server_url, agent_id):
+            return
+        state.server_public_key = server_public_key
+        self.save(state)
 
     def save(self, state: AgentState) -> None:
         write_private(self.directory / STATE_FILE, json.dumps(asdict(state), indent=2).encode())

@@ -19,8 +19,8 @@ from protocol.errors import HelplineError, http_status_of
 from protocol.untrusted import is_control
 from server import __version__
 from server.api import (
-    accounts, agents, audit, auth, health, metrics, pc_requests, policies, restic_rest, sessions, snapshots, tickets,
-    uploads, webhooks,
+    accounts, agents, audit, auth, health, keys, metrics, pc_requests, policies, restic_rest, sessions, snapshots,
+    tickets, uploads, webhooks,
 )
 from server.api.deps import audience_of
 from server.ratelimit import RetryAfter
@@ -169,7 +169,7 @@ def create_app(state: ServerRuntime) -> FastAPI:
     app.add_exception_handler(UnicodeEncodeError, _data_error)
     app.add_exception_handler(Exception, _unexpected)
     for module in (health, auth, accounts, tickets, agents, audit, uploads, snapshots, restic_rest, pc_requests,
-                   sessions, policies, webhooks, metrics, relay_route):
+                   sessions, policies, webhooks, metrics, relay_route, keys):
         app.include_router(module.router)
     app.include_router(restic_rest.rest)
     relay_hub(app)

@@ -14,8 +14,10 @@ Both seals are bound to the agent's id, so a row copied onto another agent does
 not open. The escrow key is derived (HKDF-SHA256) from the server's Ed25519
 signing key, which lives in its own file and never in the database: a stolen
 database alone opens nothing, and there is no second secret to back up.
-Replacing the signing key makes stored passwords unreadable (PCs escrow again
-on their next run). Passwords never reach a log or an audit event.
+Rotating the signing key (server.keys) keeps the old key as retired, so the
+passwords sealed before still open; new seals use the new key. Replacing the
+key by hand (without a rotation) makes stored passwords unreadable (PCs escrow
+again on their next run). Passwords never reach a log or an audit event.
 
 Turning escrow off refuses new passwords (403) and the ``escrow-purge`` job
 deletes the ones stored, each deletion audited: an admin who turns escrow off
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -74,32 +77,74 @@ class EscrowContext:
 
 
 class EscrowKey:
-    """The server's escrow key, derived from its signing key; seals and opens repository passwords."""
+    """The server's escrow key, derived from its signing key; seals and opens repository passwords.
 
-    def __init__(self, signing_key: Ed25519PrivateKey):
-        raw = signing_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                        serialization.NoEncryption())
-        self._key = HKDF(hashes.SHA256(), 32, salt=None, info=_KEY_INFO).derive(raw)
-        #: Names the key without revealing it, so a seal made with another key is told apart from damage.
-        self.key_id = HKDF(hashes.SHA256(), 16, salt=None, info=_KEY_ID_INFO).derive(raw).hex()
+    ``retired`` are signing keys the server used before a rotation (server.keys):
+    passwords sealed with a key derived from one of them still open, and new
+    seals always use the current key.
+    """
+
+    def __init__(self, signing_key: Ed25519PrivateKey, retired: Iterable[Ed25519PrivateKey] = (),
+                 before_use: Callable[[], None] = lambda: None):
+        #: Called before each use: the key ring (server.keys) re-reads its files there if another process rotated.
+        self._before_use = before_use
+        self._use(signing_key, retired)
+
+    def _use(self, signing_key: Ed25519PrivateKey, retired: Iterable[Ed25519PrivateKey]) -> None:
+        current_id, current = _derive(signing_key)
+        known = dict(_derive(key) for key in retired)
+        known[current_id] = current
+        #: (current key id, key id -> key), replaced in one assignment so a reader never sees half of a change.
+        self._state = (current_id, known)
+
+    @property
+    def key_id(self) -> str:
+        """Names the current key without revealing it, so a seal made with another key is told apart from damage."""
+        self._before_use()
+        return self._state[0]
+
+    def knows(self, key_id: str) -> bool:
+        """Whether a seal made under ``key_id`` opens here (the current key or a retired one)."""
+        self._before_use()
+        return key_id in self._state[1]
 
     def __repr__(self) -> str:
         return f"EscrowKey({self.key_id})"
 
+    def seal_with_id(self, agent_id: str, password: str) -> tuple[str, bytes, bytes]:
+        """Return (key id, sealed data key, sealed password) for ``agent_id``'s ``password``, with the current key."""
+        self._before_use()
+        key_id, known = self._state
+        data_key = AESGCM.generate_key(256)
+        sealed_key = _seal(known[key_id], data_key, _bound(agent_id, b"data key"))
+        sealed_password = _seal(data_key, password.encode("utf-8"), _bound(agent_id, b"password"))
+        return key_id, sealed_key, sealed_password
+
     def seal(self, agent_id: str, password: str) -> tuple[bytes, bytes]:
         """Return (sealed data key, sealed password) for ``agent_id``'s ``password``."""
-        data_key = AESGCM.generate_key(256)
-        sealed_key = _seal(self._key, data_key, _bound(agent_id, b"data key"))
-        sealed_password = _seal(data_key, password.encode("utf-8"), _bound(agent_id, b"password"))
-        return sealed_key, sealed_password
+        return self.seal_with_id(agent_id, password)[1:]
 
-    def open(self, agent_id: str, sealed_key: bytes, sealed_password: bytes) -> str:
-        """Return the password sealed for ``agent_id``; ValueError if the seals do not open with this key."""
+    def open(self, agent_id: str, sealed_key: bytes, sealed_password: bytes, key_id: str | None = None) -> str:
+        """Return the password sealed for ``agent_id`` (under ``key_id``, default the current key); ValueError if
+        the seals do not open with that key."""
+        self._before_use()
+        current_id, known = self._state
+        key = known.get(key_id or current_id)
+        if key is None:
+            raise ValueError("the escrowed password was sealed with a key this server does not hold")
         try:
-            data_key = _open(self._key, sealed_key, _bound(agent_id, b"data key"))
+            data_key = _open(key, sealed_key, _bound(agent_id, b"data key"))
             return _open(data_key, sealed_password, _bound(agent_id, b"password")).decode("utf-8")
         except (InvalidTag, UnicodeDecodeError) as exc:
             raise ValueError("the escrowed password does not open with this server's key") from exc
+
+
+def _derive(signing_key: Ed25519PrivateKey) -> tuple[str, bytes]:
+    """(key id, escrow key) derived from a signing key."""
+    raw = signing_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
+    key = HKDF(hashes.SHA256(), 32, salt=None, info=_KEY_INFO).derive(raw)
+    return HKDF(hashes.SHA256(), 16, salt=None, info=_KEY_ID_INFO).derive(raw).hex(), key
 
 
 def _bound(agent_id: str, what: bytes) -> bytes:
@@ -126,10 +171,10 @@ def store_password(session: Session, key: EscrowKey, settings: SnapshotSettings,
         raise refusal(session, ForbiddenError(ESCROW_OFF, hint=ESCROW_OFF_HINT), actor=actor,
                       action="snapshot.escrow.refused", target_type="agent", target_id=agent.id, now=now,
                       reason="escrow is off")
-    sealed_key, sealed_password = key.seal(agent.id, password)
+    key_id, sealed_key, sealed_password = key.seal_with_id(agent.id, password)
     replaced = session.get(EscrowedPassword, agent.id) is not None
     insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
-    values = {"key_id": key.key_id, "sealed_key": sealed_key, "sealed_password": sealed_password, "updated_at": now}
+    values = {"key_id": key_id, "sealed_key": sealed_key, "sealed_password": sealed_password, "updated_at": now}
     session.execute(insert(EscrowedPassword).values(agent_id=agent.id, created_at=now, **values)
                     .on_conflict_do_update(index_elements=[EscrowedPassword.agent_id], set_=values))
     record(session, actor, "snapshot.escrow.stored", "agent", agent.id, replaced=replaced)
@@ -141,12 +186,12 @@ def open_password(session: Session, key: EscrowKey, agent_id: str) -> str | None
     row = session.get(EscrowedPassword, agent_id)
     if row is None:
         return None
-    if row.key_id != key.key_id:
+    if not key.knows(row.key_id):
         log.warning("the escrowed password of agent %s was sealed with another server key; it waits for the PC "
                     "to escrow it again", agent_id)
         return None
     try:
-        return key.open(agent_id, row.sealed_key, row.sealed_password)
+        return key.open(agent_id, row.sealed_key, row.sealed_password, row.key_id)
     except ValueError:
         log.warning("the escrowed password of agent %s does not open (damaged); it waits for the PC to escrow it "
                     "again", agent_id)

@@ -18,8 +18,9 @@ from server.blobs import BlobStore, blob_store
 from server.doorbell import Doorbell
 from server.db import CLOCK_INFO, DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.escrow import SESSION_INFO as ESCROW_INFO
+from server.escrow import EscrowContext
 from server.fleet.clones import FLEET_INFO
-from server.escrow import EscrowKey, EscrowContext
+from server.keys import KeyRing
 from server.webhooks import SETTINGS_INFO as WEBHOOK_SETTINGS_INFO
 from server.settings import ServerSettings
 
@@ -71,7 +72,8 @@ class ServerRuntime:
     settings: ServerSettings
     engine: Engine
     sessions: sessionmaker[Session]  # write sessions (see server.db)
-    signing_key: Ed25519PrivateKey
+    #: The signing keys (current, retired, hand-overs), kept in files and re-read when another process rotates.
+    keys: KeyRing
     blobs: BlobStore
     started_at: datetime
     #: Where services and dependencies take the time from (an aware UTC datetime); tests set their own.
@@ -89,12 +91,18 @@ class ServerRuntime:
             self.read_sessions = read_sessions(self.engine)
         # Every session of this runtime carries its escrow context (server.escrow), so work
         # that holds only a session (the prune job, the snapshot upload check) can open escrowed passwords.
-        self.escrow = EscrowContext(EscrowKey(self.signing_key), self.settings.snapshots, self.blobs)
+        assert self.keys.escrow_key is not None
+        self.escrow = EscrowContext(self.keys.escrow_key, self.settings.snapshots, self.blobs)
         for sessions in (self.sessions, self.read_sessions):
             sessions.kw.setdefault("info", {})[ESCROW_INFO] = self.escrow
             sessions.kw["info"][CLOCK_INFO] = self.clock  # and its clock (tests move it), for seams given only a session
             sessions.kw["info"][WEBHOOK_SETTINGS_INFO] = self.settings  # and its settings (links in webhook payloads)
             sessions.kw["info"][FLEET_INFO] = self.settings.fleet  # and the fleet settings (server.fleet.clones)
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The key the server signs with now (after a rotation, the new one)."""
+        return self.keys.current
 
     @property
     def public_key(self) -> str:
@@ -108,9 +116,9 @@ def build_runtime(settings: ServerSettings, *, clock: Callable[[], datetime] = u
         settings.resolved_database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_overflow
     )
     blobs = blob_store(settings.blobs)
-    key = signing.load_or_create_private_key(settings.resolved_signing_key_file)
+    keys = KeyRing.open(settings.resolved_signing_key_file)
     return ServerRuntime(
-        settings, engine, write_sessions(engine), key, blobs, clock(), clock,
+        settings, engine, write_sessions(engine), keys, blobs, clock(), clock,
         read_sessions=read_sessions(engine), request_slots=RequestSlots(settings.database_pool_size),
         password_checks=PasswordChecks(settings.password_check_threads),
     )

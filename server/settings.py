@@ -277,6 +277,19 @@ class RetentionSettings(BaseModel):
     check_minutes: float = Field(default=60.0, gt=0)
 
 
+class KeySettings(BaseModel):
+    """The server's signing key rotation (``helpline server rotate-key``).
+
+    ``[keys]`` in server.toml, ``HELPLINE_KEYS__<NAME>`` in the environment.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # How long agents follow a hand-over from a retired key: a PC offline longer than this after a rotation
+    # no longer trusts the server and must be enrolled or paired again.
+    handover_days: float = Field(default=365.0, gt=0, le=3650)
+
+
 #: The flat spellings of the blob settings before ``[blobs]``, still read (file and
 #: environment) and folded into ``blobs``: old name -> name in BlobSettings.
 FLAT_BLOB_SETTINGS = {
@@ -385,6 +398,7 @@ class ServerSettings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     metrics: MetricsSettings = MetricsSettings()
     retention: RetentionSettings = RetentionSettings()
+    keys: KeySettings = KeySettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -129,8 +129,8 @@ def admin_pc(make_pc, live_server) -> PC:
 # the CLI and the server's logic, which the in-process tests already run on both backends.
 # HELPLINE_E2E_ALL_DATABASES=1 runs every journey on every backend.
 BOTH_BACKEND_JOURNEYS = frozenset({
-    "test_enrollment.py", "test_fleet_identity.py", "test_guessing_locks_nobody_out.py", "test_jobs.py", "test_pairing_and_status.py",
-    "test_restart.py", "test_upload.py", "test_upload_quotas.py",
+    "test_enrollment.py", "test_fleet_identity.py", "test_guessing_locks_nobody_out.py", "test_jobs.py",
+    "test_pairing_and_status.py", "test_restart.py", "test_server_backup.py", "test_upload.py", "test_upload_quotas.py",
 })
 
 

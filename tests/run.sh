@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine too: installs restic,
 # the OpenSSH client and server (sessions are checked against sshd), tmux, strace (the agent's install
-# script is checked to put no secret in any program's arguments) and PostgreSQL if missing, makes .venv, installs Helpline
+# script is checked to put no secret in any program's arguments), PostgreSQL and nginx (the server behind a
+# reverse proxy) if missing, makes .venv, installs Helpline
 # with its server and dev extras, then runs pytest on SQLite and PostgreSQL
 # (a throwaway cluster on loopback that the tests start and stop).
 # With no arguments: the fast tests first, and the end-to-end tests only if they pass.
@@ -17,7 +18,7 @@ ensure_packages \
     "cups-client:command -v lpstat" "pciutils:command -v lspci" "usbutils:command -v lsusb" \
     "dmidecode:command -v dmidecode" "smartmontools:command -v smartctl" \
     "strace:command -v strace" \
-    "postgresql:pg_bindir"
+    "postgresql:pg_bindir" "nginx-light:command -v nginx || test -x /usr/sbin/nginx"
 ensure_venv "server,dev"
 
 export HELPLINE_TEST_DATABASES="${HELPLINE_TEST_DATABASES:-sqlite,postgresql}"

@@ -95,6 +95,8 @@ class RequestChannel:
                     if self.stop.wait(self.backoff()):
                         break
                     continue
+                if batch:  # the poll may have followed a server key hand-over: check requests with the key pinned now
+                    runner.server_public_key = self.store.require().server_public_key
                 for signed in batch:
                     pool.submit(self._handle, runner, signed)
                 if self.stop.wait(self.rng.uniform(0, POLL_JITTER)):

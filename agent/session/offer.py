@@ -294,7 +294,10 @@ class SessionOffer:
             return self._pending
 
     def _verify(self, event: SessionEvent) -> SessionGrant:
-        grant = verify_grant(event.grant, pinned_server_key=self.server_key, agent_id=self.agent_id,
+        # The events came through this PC's signed connection: if it followed a server key hand-over on the
+        # way, the grant is checked against the key pinned now.
+        pinned = getattr(self.client, "pinned_server_key", None) or self.server_key
+        grant = verify_grant(event.grant, pinned_server_key=pinned, agent_id=self.agent_id,
                              host_key_fingerprint=self.host_key_fingerprint, now=self.clock())
         if grant.ticket != self.ticket:
             raise ForbiddenError(f"The session grant is for another ticket ({grant.ticket}).")

@@ -105,3 +105,107 @@ def run(
 
     settings = load_settings(_config_path(config, data_dir), data_dir=data_dir, host=host, port=port, dev=dev or None)
     serve(settings, access_log=access_log, announce=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+@server_app.command("rotate-key")
+def rotate_key(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    over_api: Annotated[bool, typer.Option("--over-api", help="Rotate on the server you are logged in to (admins), not in this machine's files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new and the retired key and the hand-over as JSON.")] = False,
+) -> None:
+    """Replace the server's signing key; agents follow a hand-over signed by the old key, without enrolling again.
+
+    The old key is kept (retired) so escrowed passwords still open; a running
+    server signs with the new key from its next answer. PCs offline for longer
+    than \\[keys] handover_days must pair or enroll again.
+
+    Example: helpline server rotate-key --data-dir /var/lib/helpline
+    """
+    from datetime import UTC, datetime
+
+    if over_api:
+        from cli.credentials import connect
+
+        with connect() as client:
+            done = client.rotate_server_key()
+    else:
+        _require_server()
+        from server.keys import rotate_local
+        from server.settings import load_settings
+
+        settings = load_settings(_config_path(config, data_dir), data_dir=data_dir)
+        done = rotate_local(settings, now=datetime.now(UTC))
+    if as_json:
+        output.print_json(done.model_dump(mode="json"))
+        return
+    output.say(f"The server signs with a new key: {done.fingerprint}")
+    output.say(f"Retired (kept to open what it sealed): {done.previous_fingerprint}")
+    output.say(f"Agents follow the hand-over on their next contact until {output.full_time(done.handover.not_after)}.")
+
+
+@server_app.command("backup")
+def backup(
+    to: Annotated[Path, typer.Option("--to", metavar="FILE", help="The backup file to write (mode 0600; never overwritten).")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was backed up as JSON.")] = False,
+) -> None:
+    """Back the server up into one file: database, blobs, signing keys and config, with a manifest of hashes.
+
+    The file holds every secret of the server (its signing keys, the secret
+    key, the sealed snapshot passwords with the key that opens them): keep it
+    as safe as the server itself. Runs while the server serves.
+
+    Example: helpline server backup --data-dir /var/lib/helpline --to /backup/helpline-$(date +%F).tar
+    """
+    _require_server()
+    from datetime import UTC, datetime
+
+    from server.backup import create_backup
+    from server.settings import load_settings
+
+    path = _config_path(config, data_dir)
+    settings = load_settings(path, data_dir=data_dir)
+    done = create_backup(settings, to, now=datetime.now(UTC), config_path=path,
+                         progress=lambda line: None if as_json else output.say(f"[dim]{output.esc(line)}…[/]"))
+    if as_json:
+        output.print_json({"path": str(done.path), "database": done.database, "blobs": done.blobs,
+                           "blob_bytes": done.blob_bytes, "size": done.size})
+        return
+    output.say(f"Backed up the {done.database} database, {done.blobs} blobs ({output.size(done.blob_bytes)}) and the "
+               f"keys into {output.esc(done.path)} ({output.size(done.size)}).")
+    output.say("It holds the server's secrets: keep it as safe as the server.")
+
+
+@server_app.command("restore")
+def restore(
+    archive: Annotated[Path, typer.Argument(metavar="FILE", help="A backup made by `helpline server backup`.")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", metavar="URL", help="Restore into this PostgreSQL database (default: a SQLite file in the data directory, or what the existing config says).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the keys, database and blobs this server has already.")] = False,
+) -> None:
+    """Restore a backup into an empty server: checks every file and hash first, then writes keys, database, blobs.
+
+    Refuses to replace an existing signing key, database or blob without
+    --force. Agents keep trusting the restored server: it has the same keys.
+    Run it as the user the server runs as (the files it writes are theirs).
+
+    Example: helpline server restore /backup/helpline-2026-12-01.tar --data-dir /var/lib/helpline
+    """
+    _require_server()
+    from server.backup import restore_backup
+    from server.settings import default_config_path, load_settings
+
+    if data_dir is None:  # the data directory an existing config names, else the default
+        existing = config or default_config_path(None)
+        data_dir = load_settings(existing).data_dir if existing.exists() else Path("/var/lib/helpline")
+    settings = restore_backup(archive, data_dir, config_path=config or default_config_path(data_dir),
+                              database_url=database_url, force=force,
+                              progress=lambda line: output.say(f"[dim]{output.esc(line)}…[/]"))
+    from protocol import signing
+
+    key = signing.load_private_key(settings.resolved_signing_key_file)
+    output.say(f"Restored into {output.esc(settings.data_dir)}; server key {signing.fingerprint(signing.public_key_b64(key))}.")
+    output.say("Start it with `helpline server run`.")

@@ -186,13 +186,14 @@ def test_routes_that_change_things_take_write_sessions():
     """A mutating route on a read session would fail at its first write; a GET that writes says so."""
     from fastapi.routing import APIRoute
 
-    from server.api import accounts, agents, audit, auth, health, policies, restic_rest, tickets, uploads
+    from server.api import accounts, agents, audit, auth, health, keys, policies, restic_rest, tickets, uploads
     from server.api.deps import _takes_write_session, get_session
 
     def uses_session(dependant) -> bool:
         return any(d.call is get_session or uses_session(d) for d in dependant.dependencies)
 
-    routes = [r for module in (accounts, agents, audit, auth, health, tickets, uploads, restic_rest, policies) for r in module.router.routes
+    routes = [r for module in (accounts, agents, audit, auth, health, keys, tickets, uploads, restic_rest, policies)
+              for r in module.router.routes
               if isinstance(r, APIRoute) and uses_session(r.dependant)]
     assert len(routes) > 20
     writers = {(m, r.path) for r in routes for m in r.methods if _takes_write_session(r.dependant)}

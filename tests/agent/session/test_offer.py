@@ -193,6 +193,19 @@ def test_a_request_that_does_not_verify_is_refused_without_asking(setup, server_
     assert answer.reason.startswith("the grant was refused by the PC")
 
 
+def test_a_grant_signed_by_the_key_the_connection_followed_a_handover_to_is_believed(setup, server_key):
+    """The server rotated its key while the offer waited: the signed connection followed the hand-over (and
+    says so by its pinned key), so the grant is checked against the new key, and no longer the old one."""
+    server, offer, _ = setup
+    new_key = signing.generate_key()
+    server.pinned_server_key = signing.public_key_b64(new_key)
+    request(server, new_key, grant_for(offer, make_engineer_key()))
+    assert offer.next_request(timeout=5).ticket == TICKET
+    request(server, server_key, grant_for(offer, make_engineer_key()))  # the retired key signs nothing any more
+    with pytest.raises(AuthError):
+        offer.next_request(timeout=5)
+
+
 def test_a_refusal_is_sent_with_its_reason_and_opens_nothing(setup, server_key):
     server, offer, engineer_ends = setup
     grant = grant_for(offer, make_engineer_key())

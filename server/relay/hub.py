@@ -84,9 +84,10 @@ class Pair:
 class RelayHub:
     """The pairs of this process, per session; the doorbells of this process's long-polls."""
 
-    def __init__(self) -> None:
+    def __init__(self, doorbells: Doorbell | None = None) -> None:
         self.pairs: dict[str, Pair] = {}
-        self.doorbells = Doorbell()
+        #: The server's one doorbell (its rings reach the other server processes through server.bus).
+        self.doorbells = doorbells if doorbells is not None else Doorbell()
 
     def join(self, session_id: str, me: Side) -> Pair | None:
         """Add ``me`` to its session's pair; None if a connection already holds ``me``'s side."""
@@ -188,5 +189,6 @@ def relay_hub(app: Any) -> RelayHub:
     """The hub of this app (one per server process)."""
     hub = getattr(app.state, "relay_hub", None)
     if hub is None:
-        hub = app.state.relay_hub = RelayHub()
+        runtime = getattr(app.state, "helpline", None)
+        hub = app.state.relay_hub = RelayHub(runtime.doorbell if runtime is not None else None)
     return hub

@@ -7,8 +7,9 @@ SSH client speaks first) and its leaving is noticed at once, so a reconnecting
 side is never refused for a ghost of itself. When the second side arrives it
 first passes on what was held, then both directions flow. Either side leaving,
 the grant's time running out, or the session being ended through the API closes
-both. Both sides must reach the same server process: the hub lives in memory
-(docs/design.md).
+both. The hub lives in memory: with several server processes, a side that
+reaches another process is forwarded here by it (server.relay.forward), so the
+two sides always meet in one hub.
 """
 
 from __future__ import annotations

@@ -122,3 +122,34 @@ def test_sqlite_has_no_bus_and_postgresql_has_one_unless_turned_off(tmp_path, da
     assert isinstance(doorbell_bus(Doorbell(), settings, database), DoorbellBus)
     off = ServerSettings(data_dir=tmp_path, bus={"enabled": False})
     assert doorbell_bus(Doorbell(), off, database) is None
+
+
+def test_the_advertise_url_defaults_to_the_bind_address_and_must_be_a_plain_base_url(tmp_path):
+    assert ServerSettings(data_dir=tmp_path, port=8123).resolved_advertise_url == "http://127.0.0.1:8123"
+    assert ServerSettings(data_dir=tmp_path, host="::1", port=8123).resolved_advertise_url == "http://[::1]:8123"
+    everywhere = ServerSettings(data_dir=tmp_path, host="0.0.0.0", port=8123).resolved_advertise_url
+    assert everywhere.startswith("http://") and "0.0.0.0" not in everywhere
+    given = ServerSettings(data_dir=tmp_path, bus={"advertise_url": "https://10.0.0.11:8700/"})
+    assert given.resolved_advertise_url == "https://10.0.0.11:8700"
+    for bad in ("10.0.0.11:8700", "http://user:pw@10.0.0.11", "http://10.0.0.11/?x=1", "ftp://10.0.0.11"):
+        with pytest.raises(ValueError):
+            ServerSettings(data_dir=tmp_path, bus={"advertise_url": bad})
+
+
+def test_long_polls_look_rarely_only_while_every_ring_is_heard(tmp_path, database):
+    from server.runtime import build_runtime
+
+    on_sqlite = build_runtime(ServerSettings(data_dir=tmp_path / "one", bus={"safety_look_seconds": 40}))
+    on_postgresql = build_runtime(ServerSettings(data_dir=tmp_path / "two", database_url=database,
+                                                 bus={"safety_look_seconds": 40}))
+    try:
+        assert on_sqlite.bus is None and on_sqlite.look_every(5.0) == 40  # one process: its doorbell hears all
+        assert on_postgresql.look_every(5.0) == 5.0  # the bus is not up yet: other processes' rings may be missed
+        on_postgresql.bus.start()
+        assert on_postgresql.bus.wait_up(DEADLINE)
+        assert on_postgresql.look_every(5.0) == 40
+        on_postgresql.bus.stop()
+        assert on_postgresql.look_every(5.0) == 5.0
+    finally:
+        for runtime in (on_sqlite, on_postgresql):
+            runtime.engine.dispose()

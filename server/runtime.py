@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import TypeVar
 
@@ -109,6 +110,11 @@ class ServerRuntime:
         for sessions in (self.sessions, self.read_sessions):
             sessions.kw.setdefault("info", {})[ESCROW_INFO] = self.escrow
             sessions.kw["info"][CLOCK_INFO] = self.clock  # and its clock (tests move it), for seams given only a session
+
+    @cached_property
+    def advertise_url(self) -> str:
+        """How the other server processes reach this one (``[bus] advertise_url``, else the bind address)."""
+        return self.settings.resolved_advertise_url
 
     @property
     def public_key(self) -> str:

@@ -386,7 +386,7 @@ class ServerSettings(BaseSettings):
         if host in ("0.0.0.0", "::", ""):
             import socket
 
-            host = socket.getfqdn() or socket.gethostname()
+            host = socket.gethostname()
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"{'https' if self.tls_cert_file else 'http'}://{host}:{self.port}"

@@ -71,7 +71,7 @@ async def replica(websocket: WebSocket) -> None:
         nonces = websocket.app.state.forward_nonces = forward.UsedNonces()
     side = forward.check_forward_pass(
         websocket.headers.get(forward.FORWARD_HEADER, ""), public_key=state.public_key,
-        me=state.settings.resolved_advertise_url, now=state.clock(), longest=state.settings.bus.forward_token_seconds,
+        me=state.advertise_url, now=state.clock(), longest=state.settings.bus.forward_token_seconds,
         nonces=nonces)
     await websocket.accept()
     if isinstance(side, str):
@@ -87,7 +87,7 @@ def _routed(state: ServerRuntime) -> bool:
 
 
 async def _hold_or_find(state: ServerRuntime, session_id: str, **options) -> str | None:
-    me = state.settings.resolved_advertise_url
+    me = state.advertise_url
     for attempt in range(2):  # two processes recording the first route at once: the loser reads the winner's
         try:
             return await in_session(state, lambda s: forward.hold_or_find(s, session_id, me, now=state.clock(), **options),
@@ -133,7 +133,7 @@ async def _serve(websocket: WebSocket, state: ServerRuntime, hub: RelayHub, sess
         return
     other = pair.other(me)
     started = False
-    advertised = state.settings.resolved_advertise_url
+    advertised = state.advertise_url
 
     def start(s) -> object:
         ends_at = svc.relay_started(s, session_id, now=state.clock())

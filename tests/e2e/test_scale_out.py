@@ -104,6 +104,8 @@ def test_a_request_made_through_one_process_reaches_an_agent_held_by_the_other(r
     assert [r.payload["id"] for r in answers[0]] == [made["id"]]
     followed = admin.ok("pc", "requests", agent_id, made["id"][:8], "--json").json()
     assert followed["state"] == "delivered"
+    for server in (a, b):  # each process says where the others reach it
+        assert f"other server processes forward relay sides to {server.url}" in server.log()
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="tests/run.sh installs the OpenSSH client")

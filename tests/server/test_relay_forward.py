@@ -258,3 +258,64 @@ def test_a_forward_pass_works_once(helpline, processes):
         until(lambda: sid in relay_hub(a.app).pairs, "the forwarded side waits in A's hub")  # a good pass is taken
     until(lambda: sid not in relay_hub(a.app).pairs, "the side left")
     assert _refused(a, value) == RELAY_BAD_TOKEN
+
+
+def test_a_route_names_its_live_holder_lapses_and_keeps_a_running_splice_s_longer_hold(helpline, clock):
+    sid, a, b = "00000000-0000-4000-8000-000000000002", "http://10.0.0.1:8700", "http://10.0.0.2:8700"
+    with helpline.db() as db:
+        assert forward.hold_or_find(db, sid, a, now=clock()) is None  # nobody held it: A does now
+    with helpline.db() as db:
+        assert forward.hold_or_find(db, sid, b, now=clock()) == a  # B is sent to A
+        assert forward.hold_or_find(db, sid, a, now=clock(), until=clock() + timedelta(hours=1)) is None
+    with helpline.db() as db:  # A's splice runs for an hour: a side joining A again does not shorten it
+        assert forward.hold_or_find(db, sid, a, now=clock()) is None
+    assert route_of(helpline, sid).expires_at == clock() + timedelta(hours=1)
+    with helpline.db() as db:  # A cannot be reached: B takes the session over
+        assert forward.hold_or_find(db, sid, b, now=clock(), unless_held_by=a) is None
+    assert route_of(helpline, sid).replica_url == b
+    clock.advance(hours=2)
+    with helpline.db() as db:  # B's route has lapsed (it died, say): A holds it again
+        assert forward.hold_or_find(db, sid, a, now=clock()) is None
+        forward.release(db, sid, b)  # only the holder's own release counts
+    assert route_of(helpline, sid).replica_url == a
+    with helpline.db() as db:
+        forward.release(db, sid, a)
+    assert route_of(helpline, sid) is None
+
+
+def test_two_processes_recording_the_first_route_at_once_agree_on_one_holder(helpline, clock):
+    """The second insert waits for the first transaction and then fails: the route code reads the winner then."""
+    from sqlalchemy.exc import IntegrityError
+
+    sid, a, b = "00000000-0000-4000-8000-000000000003", "http://10.0.0.1:8700", "http://10.0.0.2:8700"
+    first = helpline.runtime.sessions()
+    assert forward.hold_or_find(first, sid, a, now=clock()) is None
+    first.flush()  # A's row is written, not yet committed
+    outcome: list = []
+
+    def second() -> None:
+        with helpline.runtime.sessions() as db:
+            try:
+                forward.hold_or_find(db, sid, b, now=clock())
+                db.commit()
+                outcome.append("committed")
+            except IntegrityError:
+                outcome.append("lost")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    until(lambda: _waiting_on_a_lock(helpline), "B waits on A's uncommitted row")
+    first.commit()
+    first.close()
+    thread.join(TIMEOUT)
+    assert outcome == ["lost"]
+    with helpline.db() as db:
+        assert forward.hold_or_find(db, sid, b, now=clock()) == a
+
+
+def _waiting_on_a_lock(helpline) -> bool:
+    from sqlalchemy import text
+
+    with helpline.runtime.engine.connect() as connection:
+        return bool(connection.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")))

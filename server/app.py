@@ -137,9 +137,12 @@ def _printable_path(path: str) -> bool:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    """Size the worker threads and keep the background jobs' schedule for as long as the app serves."""
+    """Size the worker threads, keep the doorbell's bus to the other server processes and the background
+    jobs' schedule for as long as the app serves."""
     state: ServerRuntime = app.state.helpline
     anyio.to_thread.current_default_thread_limiter().total_tokens = state.settings.worker_threads
+    if state.bus is not None:
+        state.bus.start()
     task = asyncio.create_task(run_jobs(state))
     try:
         yield
@@ -147,6 +150,8 @@ async def _lifespan(app: FastAPI):
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+        if state.bus is not None:
+            await anyio.to_thread.run_sync(state.bus.stop)
 
 
 def create_app(state: ServerRuntime) -> FastAPI:

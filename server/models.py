@@ -580,6 +580,8 @@ class GroupPolicy(Base):
     body: Mapped[dict] = mapped_column(JSON, nullable=False)
     created_by: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 # --- webhooks (fleet issue, hooks) --------------------------------------------------------------
 
 
@@ -635,3 +637,17 @@ class WebhookDelivery(Base):
     endpoint: Mapped[WebhookEndpoint] = relationship()
 
     __table_args__ = (Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),)
+class RelayRoute(Base):
+    """Which server process splices a session's relay: the one the first side reached (several processes as one).
+
+    The process a side reaches records itself here when nobody live holds the
+    session, or forwards the side to the process that does (server.relay.forward).
+    A route lapses at ``expires_at`` (a process that died holds nothing for long)
+    and is deleted when its splice ends.
+    """
+
+    __tablename__ = "relay_routes"
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    replica_url: Mapped[str] = mapped_column(String(500), nullable=False)  # the holder's [bus] advertise_url
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from protocol import signing
 from server.blobs import BlobStore, blob_store
+from server.bus import DoorbellBus, doorbell_bus
 from server.doorbell import Doorbell
 from server.db import CLOCK_INFO, DEFAULT_POOL_SIZE, create_db_engine, read_sessions, utcnow, write_sessions
 from server.escrow import SESSION_INFO as ESCROW_INFO
@@ -85,6 +87,23 @@ class ServerRuntime:
     escrow: EscrowContext = field(init=False)
     #: Wakes long polls (a PC waiting for requests, an engineer following one) when something changes.
     doorbell: Doorbell = field(default_factory=Doorbell)
+    #: Carries the doorbell's rings between server processes (PostgreSQL LISTEN/NOTIFY); None on SQLite.
+    #: Started and stopped with the app (server.app's lifespan).
+    bus: DoorbellBus | None = None
+
+    def look_every(self, fallback: float) -> float:
+        """How often a waiting long poll looks in the database besides its doorbell.
+
+        Every change rings a doorbell once committed. When this process hears
+        every ring — SQLite (one server process) or the bus connected — a look is
+        only a safety net for a lost notification (``[bus] safety_look_seconds``);
+        otherwise (a bus that is off or away) ``fallback`` seconds, to catch other
+        processes' changes.
+        """
+        single_process = self.engine.dialect.name == "sqlite"
+        if single_process or (self.bus is not None and self.bus.up):
+            return self.settings.bus.safety_look_seconds
+        return fallback
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:
@@ -104,6 +123,11 @@ class ServerRuntime:
         """The key the server signs with now (after a rotation, the new one)."""
         return self.keys.current
 
+    @cached_property
+    def advertise_url(self) -> str:
+        """How the other server processes reach this one (``[bus] advertise_url``, else the bind address)."""
+        return self.settings.resolved_advertise_url
+
     @property
     def public_key(self) -> str:
         return signing.public_key_b64(self.signing_key)
@@ -117,8 +141,10 @@ def build_runtime(settings: ServerSettings, *, clock: Callable[[], datetime] = u
     )
     blobs = blob_store(settings.blobs)
     keys = KeyRing.open(settings.resolved_signing_key_file)
-    return ServerRuntime(
+    runtime = ServerRuntime(
         settings, engine, write_sessions(engine), keys, blobs, clock(), clock,
         read_sessions=read_sessions(engine), request_slots=RequestSlots(settings.database_pool_size),
         password_checks=PasswordChecks(settings.password_check_threads),
     )
+    runtime.bus = doorbell_bus(runtime.doorbell, settings, settings.resolved_database_url)
+    return runtime

@@ -19,7 +19,8 @@ def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callab
     """Bring the schema up to date and serve ``settings`` on uvicorn until asked to stop.
 
     ``announce`` receives the start-up line (address, data directory, key
-    fingerprint) once the app is built. Raise ConfigError if a default secret
+    fingerprint) once the app is built, and on PostgreSQL a second one (the
+    doorbell's channel, the address other server processes forward relay sides to). Raise ConfigError if a default secret
     would be used outside development. The database connections are closed
     after uvicorn has drained the requests and stopped the background jobs.
     """
@@ -31,6 +32,9 @@ def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callab
         scheme = "https" if settings.tls_cert_file else "http"
         announce(f"Helpline server on {scheme}://{settings.host}:{settings.port} — data in {settings.data_dir}, "
                  f"key {signing.fingerprint(state.public_key)}")
+        if state.bus is not None:  # PostgreSQL: one of possibly several processes
+            announce(f"Doorbell on PostgreSQL channel {settings.bus.channel}; other server processes forward relay "
+                     f"sides to {state.advertise_url}")
         uvicorn.run(
             app, host=settings.host, port=settings.port, proxy_headers=False,  # the app reads X-Forwarded-For itself (server.forwarding)
             ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,

@@ -290,6 +290,42 @@ class KeySettings(BaseModel):
     handover_days: float = Field(default=365.0, gt=0, le=3650)
 
 
+class BusSettings(BaseModel):
+    """Several server processes as one: the doorbell across processes and the relay's forwards between them.
+
+    ``[bus]`` in server.toml, ``HELPLINE_BUS__<NAME>`` in the environment. On
+    PostgreSQL every process listens on one LISTEN/NOTIFY channel, so a change
+    committed by one process wakes the long polls held by another at once. On
+    SQLite there is no bus: SQLite means one server process.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: no LISTEN/NOTIFY; long polls then look in the database every few seconds for other processes' changes.
+    enabled: bool = True
+    # The PostgreSQL channel the processes of one deployment share (one per deployment if several share a database).
+    channel: str = Field(default="helpline_doorbell", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # While the doorbell hears every change, a waiting long poll still looks in the database this often,
+    # so a notification lost on the way is late, never fatal.
+    safety_look_seconds: float = Field(default=45.0, ge=1, le=3600)
+    # The longest pause between attempts to reconnect the listening connection (doubling from 0.5 s).
+    reconnect_max_seconds: float = Field(default=30.0, ge=0.5, le=600)
+    # How the other server processes reach this one's internal relay endpoint (http:// or https:// base URL);
+    # default: http(s)://host:port of the bind address (this host's name when it listens on every address).
+    advertise_url: str | None = None
+    # How long a replica's forward pass (signed by the server key, bound to one session, side and replica) lasts.
+    forward_token_seconds: int = Field(default=30, ge=5, le=300)
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
+            raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
+        return value.rstrip("/")
+
+
 #: The flat spellings of the blob settings before ``[blobs]``, still read (file and
 #: environment) and folded into ``blobs``: old name -> name in BlobSettings.
 FLAT_BLOB_SETTINGS = {
@@ -369,6 +405,7 @@ class ServerSettings(BaseSettings):
     uploads: UploadSettings = UploadSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     sessions: SessionSettings = SessionSettings()
+    bus: BusSettings = BusSettings()
     fleet: FleetSettings = FleetSettings()
     self_service: Literal["off", "enrolled", "anyone"] = "enrolled"
     self_service_priority: Literal["urgent", "high", "normal", "low"] = "normal"
@@ -445,6 +482,20 @@ class ServerSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'helpline.db'}"
+
+    @property
+    def resolved_advertise_url(self) -> str:
+        """The base URL other server processes reach this one by (``[bus] advertise_url``, else the bind address)."""
+        if self.bus.advertise_url:
+            return self.bus.advertise_url
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.gethostname()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{'https' if self.tls_cert_file else 'http'}://{host}:{self.port}"
 
     @property
     def resolved_signing_key_file(self) -> Path:

@@ -4,8 +4,10 @@ The two long polls (``GET /v1/agent/requests?wait=`` for a PC,
 ``GET /v1/agents/{agent}/requests/{id}?wait=`` for an engineer following one)
 hold no database session, connection or request slot while they wait: they
 authenticate in a short session, then look in short read sessions when the
-in-process doorbell rings (server.doorbell) or every
-``[snapshots] request_poll_seconds`` (changes made by another replica).
+doorbell rings (server.doorbell; rings of other server processes arrive through
+server.bus). Besides, a waiting poll looks only every ``[bus] safety_look_seconds``
+while the doorbell hears every ring, else every ``[snapshots] request_poll_seconds``
+(ServerRuntime.look_every).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ RequestId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{4,36}$")]
 
 async def _until(state: ServerRuntime, bell: str, wait: int, look: Callable[[], T | None]) -> T | None:
     """``await look()`` until it returns something or ``wait`` seconds pass; look again whenever ``bell`` rings."""
-    poll = state.settings.snapshots.request_poll_seconds
     if wait == 0:
         return await look()
     with anyio.move_on_after(wait):
@@ -55,7 +56,7 @@ async def _until(state: ServerRuntime, bell: str, wait: int, look: Callable[[], 
                 found = await look()
                 if found is not None:
                     return found
-                with anyio.move_on_after(poll):
+                with anyio.move_on_after(state.look_every(state.settings.snapshots.request_poll_seconds)):
                     await rung.wait()
     return None
 

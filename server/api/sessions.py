@@ -3,8 +3,10 @@ engineer's grants, chat, end and recordings (bearer login).
 
 Long-polls (the PC's events, a grant's answer, the engineer's chat) hold no
 request slot or database connection while they wait: they read in short
-phases and sleep on this process's doorbell for the session in between, reading
-again at least every POLL_SECONDS for changes made by another server process.
+phases and sleep on the doorbell for the session in between (rings of other
+server processes arrive through server.bus), reading again at least every
+POLL_SECONDS when the doorbell may miss rings (ServerRuntime.look_every), else
+every TIMED_LOOK_SECONDS for what time alone changes.
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ from server.db import transaction
 from server.refusals import refusal
 from server.doorbell import Doorbell
 
-#: How often a waiting long-poll reads the database anyway (changes made by another server process).
+#: How often a waiting long-poll reads the database anyway when the doorbell may miss another process's ring.
 POLL_SECONDS = 1.0
+#: How often it reads anyway when the doorbell hears every ring: what time alone changes (a consent window or an
+#: offer running out, a PC gone silent) rings no bell. Session polls are few (one per offer or connect).
+TIMED_LOOK_SECONDS = 5.0
 from server.relay.hub import end_key, relay_hub
 from server.runtime import ServerRuntime
 
@@ -100,7 +105,7 @@ async def long_poll(request: Request, key: str, wait: int, first: Callable[[Sess
         result = await in_session(state, first, writes=first_writes)
         while not ready(result) and (left := deadline - time.monotonic()) > 0:
             try:
-                await asyncio.wait_for(bell.wait(), min(POLL_SECONDS, left))
+                await asyncio.wait_for(bell.wait(), min(state.look_every(POLL_SECONDS), TIMED_LOOK_SECONDS, left))
             except TimeoutError:
                 pass
             bell.clear()

@@ -7,8 +7,9 @@ SSH client speaks first) and its leaving is noticed at once, so a reconnecting
 side is never refused for a ghost of itself. When the second side arrives it
 first passes on what was held, then both directions flow. Either side leaving,
 the grant's time running out, or the session being ended through the API closes
-both. Both sides must reach the same server process: the hub lives in memory
-(docs/design.md).
+both. The hub lives in memory: with several server processes, a side that
+reaches another process is forwarded here by it (server.relay.forward), so the
+two sides always meet in one hub.
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ class Pair:
 class RelayHub:
     """The pairs of this process, per session; the doorbells of this process's long-polls."""
 
-    def __init__(self) -> None:
+    def __init__(self, doorbells: Doorbell | None = None) -> None:
         self.pairs: dict[str, Pair] = {}
-        self.doorbells = Doorbell()
+        #: The server's one doorbell (its rings reach the other server processes through server.bus).
+        self.doorbells = doorbells if doorbells is not None else Doorbell()
 
     def join(self, session_id: str, me: Side) -> Pair | None:
         """Add ``me`` to its session's pair; None if a connection already holds ``me``'s side."""
@@ -188,5 +190,6 @@ def relay_hub(app: Any) -> RelayHub:
     """The hub of this app (one per server process)."""
     hub = getattr(app.state, "relay_hub", None)
     if hub is None:
-        hub = app.state.relay_hub = RelayHub()
+        runtime = getattr(app.state, "helpline", None)
+        hub = app.state.relay_hub = RelayHub(runtime.doorbell if runtime is not None else None)
     return hub

@@ -29,6 +29,7 @@ READERS = {
     "cli/commands/server.py": Audience.ADMIN,
     "server/settings.py": Audience.ADMIN,
     "server/webhooks.py": Audience.ADMIN,  # only the admins' webhook routes raise these
+    "server/keys.py": Audience.ADMIN,  # the server's key files: read by `helpline server` commands and at start
     "cli/commands/webhook.py": Audience.ADMIN,
     "server/db.py": Audience.ADMIN,
     "server/api/health.py": Audience.ADMIN,  # /readyz is the operator's probe

@@ -161,7 +161,7 @@ class LocalAPI:
         if state is None:
             if not peer.is_admin:
                 raise ConfigError("The agent service of this PC is not linked to a Helpline server yet.",
-                                  hint="Ask your administrator to enroll it: `helpline agent enroll URL -`.")
+                                  hint="Ask your administrator to enroll this PC with the Helpline server.")
             return server_url
         if server_url and normalize_url(server_url) != state.server_url:
             raise ForbiddenError(f"This PC's agent service is linked to {state.server_url}, not {server_url}.",

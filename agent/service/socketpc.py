@@ -150,7 +150,7 @@ class ServicePC:
         state = self.link()
         if state is None:
             raise ConfigError("The agent service of this PC is not linked to a Helpline server yet.",
-                              hint="Ask your administrator to enroll it: `helpline agent enroll URL -`.")
+                              hint="Ask your administrator to enroll this PC with the Helpline server.")
         return state
 
     def enroll(self, server_url: str, token: str, *, expected_fingerprint: str | None = None) -> AgentState:

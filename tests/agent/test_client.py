@@ -173,6 +173,8 @@ def every_call(tmp_path: Path):
         ("post_session_chat", (BUNDLE, ChatMessage(text="hi"))),
         ("engineer_end_session", (BUNDLE, SessionEnd())),
         ("download_recording", (BUNDLE, tmp_path / "r.cast")),
+        ("key_handovers", ()),
+        ("rotate_server_key", ()),
     ]
 
 

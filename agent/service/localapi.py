@@ -8,7 +8,9 @@ the tickets they linked (the service records the uid with each); root, the
 PC's administrator, sees all of them and alone may enroll the PC.
 
 The operations are those of :class:`agent.local.ThisPC` that the user-facing
-commands need. Nothing a user sends is trusted: ticket references are checked
+commands need, and the server calls of a user's remote session (:mod:`.sessions`:
+the session itself runs in the user's own process; only the uid that offered a
+session is answered for it). Nothing a user sends is trusted: ticket references are checked
 against the caller's own, a bundle arrives as a file descriptor the caller
 opened as themselves (so it can only be a file they could read), is copied
 with a size bound and checked against the digest they announced. Snapshots
@@ -45,6 +47,7 @@ from protocol.errors import (ConfigError, DamagedError, ForbiddenError, Helpline
 from protocol.schemas import ReplyCreate, parse_input
 from protocol.tickets import parse_ticket_ref, ticket_label
 
+from .sessions import SessionCalls
 from .wire import MAX_MESSAGE_BYTES, LineReader, Peer, error_to_wire, peer_of, send_line
 
 if TYPE_CHECKING:  # the restic wrapper loads only when a snapshot call comes
@@ -114,6 +117,8 @@ class LocalAPI:
             "restore": self.op_restore, "hand_over": self.op_hand_over,
             "requests_waiting": self.op_requests_waiting, "requests_answer": self.op_requests_answer,
         }
+        self.sessions = SessionCalls(self._client, self._own_ticket)  # a user's remote session's server calls
+        self.ops.update(self.sessions.ops())
 
     @property
     def snapshots(self) -> Snapshots:

@@ -5,18 +5,21 @@ identity stays with the service, which tells callers apart by their uid
 (:mod:`agent.service.localapi`). What belongs to the user stays in the user's
 own process and data folder: the bundle is gathered and queued there, as that
 user, and handed to the service as an open file; a reply's file is read here.
-Operations the service does not serve yet fail with one line naming the
-command, never falling back to another identity.
+A remote session runs here too (the SSH host, the shell as this user, the
+consent prompt, the grant's check, the relay's WebSocket); only its server
+calls go through the service (:class:`ServiceSessionCalls`). Nothing falls
+back to another identity.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from datetime import datetime, timezone
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from agent import upload
 from agent.link import ChooseTicket, pick_open
@@ -28,12 +31,15 @@ from protocol import signing
 from protocol.hand_over import hand_over_payload
 from protocol.errors import ConfigError, ConflictError, HelplineError, UnavailableError
 from protocol.schemas import AgentTicket, BundlePublic, ReplyCreate, SelfServiceResponse, TicketStatus, parse_input
+from protocol.sessions import ChatEntry, ChatMessage, ConsentAnswer, RelayTicket, ScopeChange, SessionEnd, SessionEvent, SessionPublic
+from protocol.sessions import SessionOffer as SessionOfferBody
 from protocol.tickets import parse_ticket_ref, ticket_label
 
 from .wire import LineReader, error_from_wire, send_line
 
 if TYPE_CHECKING:
     from agent.service.consent import WaitingRequest
+    from agent.session.offer import SessionOffer
     from agent.share import ShareRequest, TicketChoice
     from agent.snapshots.jobs import Protection, Restored, SnapshotRun
     from agent.snapshots.restic.output import BackupSummary, Progress, Snapshot
@@ -43,11 +49,6 @@ REFUSED_FILE = "hand-over-refused.txt"
 #: Seconds to wait for the service to accept a connection, and for each line of its answer.
 CONNECT_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 900.0
-
-
-def _not_served(command: str) -> NoReturn:
-    raise ConfigError(f"`{command}` does not work through the Helpline agent service yet.",
-                      hint="Ask your administrator; the agent service of this PC holds its identity.")
 
 
 class ServicePC:
@@ -222,8 +223,20 @@ class ServicePC:
         after = self.call("reply", {"ticket": current.number, "message": body.message, "attachment": attachment})
         return AgentTicket.model_validate(after)
 
-    def session_offer(self, ticket: str) -> NoReturn:
-        _not_served("helpline session")
+    def session_offer(self, ticket: str) -> SessionOffer:
+        """A remote session on ``ticket`` run in this user's process (host key, shell, consent, relay side), its
+        server calls made by the service with the PC's identity (:class:`ServiceSessionCalls`). The grant is
+        verified here against the server key the service pinned; used grants are remembered in this user's folder."""
+        from agent.session.offer import SessionOffer
+
+        state = self._require()
+        number = ticket_label(parse_ticket_ref(ticket))
+        if number not in state.tickets:
+            raise ConfigError(f"This PC is not linked to {number} for you.",
+                              hint="Pair with the code your engineer gives you: `helpline pair CODE`.")
+        self.user_store.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return SessionOffer(ServiceSessionCalls(self, state.server_public_key), ticket=number, agent_id=state.agent_id,
+                            server_key=state.server_public_key, state_dir=self.user_store.directory)
 
     def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
         """Put a bundle in this user's own outbox (their data folder), addressed to the service's server."""
@@ -273,6 +286,57 @@ class ServicePC:
         from agent.service.consent import WaitingRequest
 
         return WaitingRequest.from_json(self.call("requests_answer", {"reference": reference, "approve": approve}))
+
+
+class ServiceSessionCalls:
+    """The server calls of :class:`agent.session.offer.SessionOffer` (the methods it uses of
+    :class:`agent.client.HelplineClient`, same names and answers), made by the agent service for this user."""
+
+    def __init__(self, pc: ServicePC, server_key: str):
+        self.pc = pc
+        #: The server key the service has pinned, as it said with the last events (it follows a key hand-over).
+        self.pinned_server_key = server_key
+
+    def offer_session(self, body: SessionOfferBody) -> SessionPublic:
+        got = self.pc.call("session_offer", {"ticket": body.ticket, "host_key": body.host_key, "platform": body.platform})
+        return SessionPublic.model_validate(got)
+
+    def session_events(self, session_id: str, after: int = 0, wait: float = 0) -> list[SessionEvent]:
+        got = self.pc.call("session_events", {"session_id": session_id, "after": after, "wait": wait})
+        if not isinstance(got, dict) or not isinstance(got.get("events"), list):
+            raise UnavailableError("The agent service gave an answer this command does not understand.")
+        if isinstance(got.get("server_key"), str) and got["server_key"]:
+            self.pinned_server_key = got["server_key"]
+        return [SessionEvent.model_validate(e) for e in got["events"]]
+
+    def answer_session(self, session_id: str, body: ConsentAnswer) -> RelayTicket | None:
+        got = self.pc.call("session_answer", {"session_id": session_id, "answer": body.model_dump(mode="json")})
+        return None if got is None else RelayTicket.model_validate(got)
+
+    def session_relay_ticket(self, session_id: str) -> RelayTicket:
+        return RelayTicket.model_validate(self.pc.call("session_relay", {"session_id": session_id}))
+
+    def send_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
+        return ChatEntry.model_validate(self.pc.call("session_chat", {"session_id": session_id, "text": body.text}))
+
+    def change_session_scopes(self, session_id: str, body: ScopeChange) -> SessionPublic:
+        got = self.pc.call("session_scopes", {"session_id": session_id, "scopes": [s.value for s in body.scopes]})
+        return SessionPublic.model_validate(got)
+
+    def end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
+        got = self.pc.call("session_end", {"session_id": session_id, "end": body.model_dump(mode="json")})
+        return SessionPublic.model_validate(got)
+
+    def upload_recording(self, session_id: str, data: bytes) -> SessionPublic:
+        """Hand the recording to the service as an open file (an unnamed one of this user's, holding ``data``)."""
+        with tempfile.TemporaryFile(dir=self.pc.user_store.directory) as fh:
+            fh.write(data)
+            fh.flush()
+            got = self.pc.call("session_recording", {"session_id": session_id}, fd=fh.fileno())
+        return SessionPublic.model_validate(got)
+
+    def close(self) -> None:
+        """Nothing stays open between calls (each is one connection to the socket)."""
 
 
 class ServiceSnapshots:

@@ -213,9 +213,9 @@ def test_this_pc_takes_the_socket_when_it_is_there(served, monkeypatch, tmp_path
     assert isinstance(this_pc(), ThisPC)
 
 
-def test_the_session_is_not_served_yet_and_says_which_command(served):
-    with pytest.raises(ConfigError, match="helpline session"):
-        ServicePC(served.path).session_offer("T-1001")
+def test_a_session_is_offered_only_on_the_users_own_ticket(served):
+    with pytest.raises(ConfigError, match="not linked to T-1009 for you"):
+        ServicePC(served.path).session_offer("T-1009")
 
 
 def test_a_user_answers_only_requests_on_their_own_tickets(service_store):

@@ -1,5 +1,6 @@
-"""One identity per PC: with the agent service running, a user's `helpline pair`, `status`, `reply` and `share` go
-through its local socket, and the server sees one agent for the PC; without the service the per-user path works."""
+"""One identity per PC: with the agent service running, a user's `helpline pair`, `status`, `reply`, `share` and
+`session` go through its local socket, and the server sees one agent for the PC; without the service the per-user
+path works."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from protocol.errors import ExitStatus
-from tests.support.live import PC, base_env, helpline_bin
+from tests.support.live import ENGINEER_PASSWORD, PC, base_env, create_engineer, helpline_bin
+from tests.support.sessions import ENGINEER, Desk, EngineerRun, UserTerminal, cast_output, ssh_keygen
 
 pytestmark = pytest.mark.e2e
 
@@ -150,4 +152,57 @@ def test_a_users_earlier_identity_hands_its_tickets_to_the_service(live_server, 
         [event] = admin_pc.ok("audit", "--action", "agent.hand_over", "--json").json()
         assert before["id"] in str(event) and event["action"] == "agent.hand_over"
     finally:
+        service.stop()
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="tests/run.sh installs the OpenSSH client")
+def test_a_users_session_runs_through_the_service(live_server, admin_pc, make_pc, tmp_path, sock_dir, terminals):
+    """The user's `helpline session` on a real terminal, its server calls made by the service with the PC's identity;
+    the engineer's real `ssh` (through `helpline connect`) runs a command; the recording reaches the ticket."""
+    token = admin_pc.ok("enroll-token", "create", "--json").json()["token"]
+    service = ServiceOfThePC(tmp_path, live_server.url, token, sock_dir / "agent.sock")
+    run = None
+    try:
+        create_engineer(admin_pc, ENGINEER)
+        engineer = make_pc("engineer")
+        engineer.login(live_server, ENGINEER, ENGINEER_PASSWORD)
+        key = ssh_keygen(tmp_path / "keys")
+        engineer.ok("ssh-key", "add", f"{key}.pub")
+        number = engineer.ok("ticket", "create", "Printer offline", "--assign", ENGINEER, "--json").json()["number"]
+        code = engineer.ok("ticket", "pair-code", number, "--json").json()["code"]
+        user = user_of_the_pc(tmp_path, service.sock)
+        user.ok("pair", code)
+        desk = Desk(live_server, engineer, user, number, key, tmp_path)
+
+        terminal = UserTerminal(desk)
+        terminals.append(terminal)
+        run = EngineerRun(desk, number, "--scope", "control", "--key", str(key), "--",
+                          "-o", "BatchMode=yes", "echo hello-through-the-service-$((40 + 2)); exit 3")
+        prompt = terminal.asked()
+        assert b"alice" in prompt.lower() and number.encode() in prompt  # the grant, verified in the user's process
+        terminal.child.sendline(b"yes")
+        status, out, err = run.finish()
+        assert status == 3, err
+        assert out.decode().strip() == "hello-through-the-service-42"
+        terminal.finished()
+        session = desk.wait_for_state(terminal.session_id, "ended")
+        assert session["bytes_to_pc"] > 0 and session["bytes_from_pc"] > 0
+        assert session["username"] == "root"  # the account the kernel named to the service, not the caller's word
+        deadline = time.monotonic() + 30
+        while not desk.session(terminal.session_id)["recording"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        saved = tmp_path / "session.cast"
+        engineer.ok("recording", terminal.session_id, "--output", str(saved))
+        assert "hello-through-the-service-42" in cast_output(saved)
+
+        # One agent for the PC: the service's, which offered the session; the user's folder holds no identity,
+        # only the grant it used (a grant opens one session).
+        [agent] = admin_pc.ok("agent", "list", "--json").json()
+        assert session["agent_id"] == agent["id"]
+        user_agent = tmp_path / "user-data" / "helpline" / "agent"
+        assert not (user_agent / "agent-key.pem").exists() and not (user_agent / "agent.json").exists()
+        assert (user_agent / "used-grants.json").exists()
+    finally:
+        if run is not None:
+            run.stop()
         service.stop()

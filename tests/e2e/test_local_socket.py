@@ -4,6 +4,8 @@ path works."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import shutil
 import signal
@@ -202,6 +204,81 @@ def test_a_users_session_runs_through_the_service(live_server, admin_pc, make_pc
         user_agent = tmp_path / "user-data" / "helpline" / "agent"
         assert not (user_agent / "agent-key.pem").exists() and not (user_agent / "agent.json").exists()
         assert (user_agent / "used-grants.json").exists()
+    finally:
+        if run is not None:
+            run.stop()
+        service.stop()
+
+
+@pytest.fixture
+def pc_user(sock_dir):
+    """A real OS user of the PC (root only), with a home of their own and /bin/sh as login shell."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs root, useradd and setpriv to run a command as another user")
+    name = f"hls{os.getpid() % 100000}"
+    home = sock_dir / "home" / name
+    done = subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", "-U", name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    try:
+        entry = pwd.getpwnam(name)
+        home.mkdir(parents=True)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        home.chmod(0o700)
+        for folder in (sock_dir, home.parent):
+            folder.chmod(0o755)  # the user reaches the service's socket and their home
+        yield entry
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="tests/run.sh installs the OpenSSH client")
+def test_another_users_session_runs_as_them_through_the_service(live_server, admin_pc, make_pc, tmp_path, sock_dir,
+                                                                 pc_user, terminals):
+    """A real unprivileged user pairs and runs `helpline session` through the root service: the session is offered
+    under their account, the engineer's shell runs as them, the grants they used are kept in their own folder.
+    (Another user's calls on it are refused: tests/agent/service/test_session_calls.py, over the real socket.)"""
+    token = admin_pc.ok("enroll-token", "create", "--json").json()["token"]
+    service = ServiceOfThePC(tmp_path, live_server.url, token, sock_dir / "agent.sock")
+    run = None
+    try:
+        create_engineer(admin_pc, ENGINEER)
+        engineer = make_pc("engineer")
+        engineer.login(live_server, ENGINEER, ENGINEER_PASSWORD)
+        key = ssh_keygen(tmp_path / "keys")
+        engineer.ok("ssh-key", "add", f"{key}.pub")
+        number = engineer.ok("ticket", "create", "Scanner offline", "--assign", ENGINEER, "--json").json()["number"]
+        code = engineer.ok("ticket", "pair-code", number, "--json").json()["code"]
+
+        home = Path(pc_user.pw_dir)
+        as_user = ("setpriv", f"--reuid={pc_user.pw_uid}", f"--regid={pc_user.pw_gid}", "--clear-groups")
+        user = PC(home, "user")
+        user.env = lambda: {**base_env(), "HELPLINE_CONFIG_DIR": str(home / "config"),
+                            "HELPLINE_AGENT_SOCKET": str(service.sock), "XDG_DATA_HOME": str(home / "data"),
+                            "HOME": str(home), "USER": pc_user.pw_name, "LOGNAME": pc_user.pw_name}
+        paired = subprocess.run([*as_user, helpline_bin(), "pair", code], env=user.env(), capture_output=True,
+                                text=True, timeout=120)
+        assert paired.returncode == 0, paired.stderr
+        desk = Desk(live_server, engineer, user, number, key, tmp_path)
+
+        terminal = UserTerminal(desk, run_as=as_user)
+        terminals.append(terminal)
+        # Root, the PC's administrator, sees the user's session; the waiting offer names the user's account.
+        offered = desk.session(terminal.session_id)
+        assert offered["username"] == pc_user.pw_name and offered["agent_id"]
+        run = EngineerRun(desk, number, "--scope", "control", "--key", str(key), "--",
+                          "-o", "BatchMode=yes", "echo shell-of-$(id -un)-in-$HOME")
+        terminal.asked()
+        terminal.child.sendline(b"yes")
+        status, out, err = run.finish()
+        assert status == 0, err
+        assert out.decode().strip() == f"shell-of-{pc_user.pw_name}-in-{home}"
+        terminal.finished()
+        session = desk.wait_for_state(terminal.session_id, "ended")
+        assert session["bytes_to_pc"] > 0
+        assert (home / "data" / "helpline" / "agent" / "used-grants.json").stat().st_uid == pc_user.pw_uid
+        [agent] = admin_pc.ok("agent", "list", "--json").json()
+        assert session["agent_id"] == agent["id"]  # the service's identity, the only one of the PC
     finally:
         if run is not None:
             run.stop()

@@ -74,13 +74,14 @@ def make_desk(server: LiveServer, admin: PC, make_pc, tmp: Path) -> Desk:
 class UserTerminal:
     """`helpline session` on the user's real terminal: offered, answered and watched as a person would."""
 
-    def __init__(self, desk: Desk, *args: str):
+    def __init__(self, desk: Desk, *args: str, run_as: tuple[str, ...] = ()):
+        """``run_as`` is a command that runs `helpline` as another OS user (like setpriv with its options)."""
         self.desk = desk
         env = desk.user.env()
         env.pop("NO_COLOR", None)
         env["TERM"] = "xterm-256color"
-        self.child = pexpect.spawn(helpline_bin(), ["session", "--ticket", desk.ticket, *args], env=env,
-                                   timeout=STEP, dimensions=(40, 120))
+        argv = [*run_as, helpline_bin(), "session", "--ticket", desk.ticket, *args]
+        self.child = pexpect.spawn(argv[0], argv[1:], env=env, timeout=STEP, dimensions=(40, 120))
         self.child.expect(b"Waiting for an engineer")
         self.session_id = self._offered()
 

@@ -75,6 +75,8 @@ TARGET_RSS_BYTES = 1 << 30
 TARGET_P99_S = 2.0
 MIB = 1 << 20
 REQUESTS_PATH = "/v1/agent/requests"
+REPO = Path(__file__).resolve().parent.parent
+PROGRESS_EVERY = 10.0  # seconds between progress lines while measuring
 
 
 class NotMeasured(RuntimeError):
@@ -393,6 +395,8 @@ class Sampler:
 def server_env(args: argparse.Namespace) -> dict[str, str]:
     """The bench server's settings: no access log, enrollment limits out of the way, the poll's look as asked."""
     env = {k: v for k, v in os.environ.items() if k.startswith("HELPLINE_")}
+    # The server runs this checkout's code, whatever the installed package points at.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env |= {"HELPLINE_LOG_LEVEL": "warning", "HELPLINE_RATE_LIMITS__ENROLL_PER_IP": str(max(20, args.agents * 2))}
     if args.request_poll_seconds is not None:
         env["HELPLINE_SNAPSHOTS__REQUEST_POLL_SECONDS"] = str(args.request_poll_seconds)
@@ -444,15 +448,26 @@ async def hold_fleet(url: str, agents: list[SimAgent], args: argparse.Namespace,
                                                        max(0.0, window_end - window_start), figures, deadline))
         figures.held_min = fleet.in_flight
         figures.up_min = fleet.up()
+        next_progress = window_start + PROGRESS_EVERY
         while time.monotonic() < window_end:
             await asyncio.sleep(min(0.5, max(0.0, window_end - time.monotonic())))
             figures.held_min = min(figures.held_min, fleet.in_flight)
             figures.held_max = max(figures.held_max, fleet.in_flight)
             figures.up_min = min(figures.up_min, fleet.up())
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY
+                log(f"{figures.label}: {time.monotonic() - window_start:.0f} s: {figures.polls} polls, "
+                    f"{fleet.in_flight} held, {fleet.up()} connected, {figures.poll_errors} errors, "
+                    f"requests {figures.requests_sent} sent / {len(figures.create_latencies_s)} created / "
+                    f"{len(fleet.received)} received, server RSS {_mib(sampler.rss())}")
         figures.duration_s = time.monotonic() - window_start
         fleet.measuring, sampler.window = False, False
         if sender is not None:
-            await sender
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await sender
+            except TimeoutError:
+                log(f"{figures.label}: the global deadline ended the wait for deliveries")
     finally:
         fleet.stop.set()
         done, stuck = await asyncio.wait(tasks, timeout=10)

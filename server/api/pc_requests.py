@@ -33,6 +33,7 @@ from server.api.deps import (
     WriteSession,
     current_account,
     in_session,
+    work_and_end,
 )
 from server.runtime import ServerRuntime
 
@@ -129,12 +130,16 @@ async def next_requests(request: Request, state: State, ip: ClientIP, wait: Wait
     target = agent_requests.request_target(request.scope)
     received = agent_requests.body_sha256(await request.body())
 
-    def verify() -> str:
-        return agent_requests.verify_agent_request(state.sessions, headers, method="GET", target=target,
-                                                   content_sha256=received, ip=ip, now=state.clock())
+    def admit() -> str:
+        agent_id = agent_requests.verify_agent_request(state.sessions, headers, method="GET", target=target,
+                                                       content_sha256=received, ip=ip, now=state.clock())
+        return work_and_end(state, state.read_sessions(), lambda s: authenticate_agent(s, agent_id, now=state.clock()).id)
 
-    agent_id = await run_in_threadpool(verify)
-    await in_session(state, lambda s: authenticate_agent(s, agent_id, now=state.clock()).id, writes=False)
+    # One request slot and one worker-thread trip for the signature check (its nonce is a short write) and
+    # the agent's admission: a fleet's polls arriving together queue for a slot, holding no thread or
+    # connection, instead of all taking threads and connections and then waiting for the database's lock.
+    async with state.request_slots.slot():
+        agent_id = await run_in_threadpool(admit)
 
     async def look() -> list[SignedPcRequest] | None:
         now = state.clock()

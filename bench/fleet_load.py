@@ -703,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = [
         f"fleet load on {facts['hostname']} ({facts['cpus']} CPUs, kernel {facts['kernel']}, Python {facts['python']}, "
-        f"load average at start {' '.join(map(str, facts['loadavg']))}, open files {nofile[0]})",
+        f"load average at start {' '.join(map(str, facts['loadavg']))}, at end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, open files {nofile[0]})",
         f"{args.agents} agents, each holding GET {REQUESTS_PATH}?wait={args.wait} (signed), {args.requests} requests "
         f"over {args.duration:.0f} s; the simulated agents run in this process, on the same machine",
         "No peer agent exists to run side by side: the figures are absolute, against the target "

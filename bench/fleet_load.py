@@ -57,6 +57,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# httpcore asks sniffio which async library runs at every request; where sniffio is not installed, that
+# failed import searches sys.path every time (a tenth of this process's CPU with thousands of agents).
+# Recording the absence once makes it fail at once; httpcore then assumes asyncio, which is what runs here.
+try:
+    import sniffio  # noqa: F401
+except ImportError:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
@@ -147,6 +155,9 @@ class Figures:
     delivered: int = 0
     latencies_s: list[float] = field(default_factory=list, repr=False)
     create_latencies_s: list[float] = field(default_factory=list, repr=False)
+    # The server's own view: from the request's creation to its delivery, by the server's clock (its record).
+    server_latencies_s: list[float] = field(default_factory=list, repr=False)
+    loop_lag_max_s: float = 0.0  # how late this process's event loop ran a 0.1 s timer: the simulator's own load
 
     def error(self, kind: str, sample: str) -> None:
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
@@ -161,9 +172,10 @@ class Figures:
         def pct(values: list[float]) -> dict:
             return {f"p{p}": percentile(values, p) for p in (50, 90, 99)} | {"max": max(values) if values else None}
 
-        data = {k: v for k, v in self.__dict__.items() if k not in ("latencies_s", "create_latencies_s")}
+        data = {k: v for k, v in self.__dict__.items()
+                if k not in ("latencies_s", "create_latencies_s", "server_latencies_s")}
         return data | {"checkins_per_s": round(self.checkins_per_s, 1), "delivery_s": pct(self.latencies_s),
-                       "create_s": pct(self.create_latencies_s)}
+                       "create_s": pct(self.create_latencies_s), "server_delivery_s": pct(self.server_latencies_s)}
 
 
 def identity_of(key: Ed25519PrivateKey, index: int, run: str) -> AgentIdentity:
@@ -293,6 +305,7 @@ async def send_requests(url: str, admin_token: str, fleet: Fleet, count: int, du
     """Create ``count`` PC requests spread evenly over ``duration``; wait for each to be delivered."""
     rng = random.Random(2)
     pending: list[tuple[str, float, asyncio.Event]] = []
+    created: list[tuple[str, str]] = []  # (agent id, request id)
     headers = {"Authorization": f"Bearer {admin_token}"}
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as api:
@@ -309,6 +322,7 @@ async def send_requests(url: str, admin_token: str, fleet: Fleet, count: int, du
                 figures.error(f"create: {type(exc).__name__}", f"create: {exc!r}")
                 return
             figures.create_latencies_s.append(returned - sent)
+            created.append((agent.signer.agent_id, request_id))
             arrived = fleet.arrived.setdefault(request_id, asyncio.Event())
             if request_id in fleet.received:
                 arrived.set()
@@ -336,6 +350,28 @@ async def send_requests(url: str, admin_token: str, fleet: Fleet, count: int, du
             figures.delivered += 1
             # A poll can bring the request before its create call has returned (the bell rings at commit).
             figures.latencies_s.append(max(0.0, fleet.received[request_id] - returned))
+    await server_view(url, headers, created, figures, deadline)
+
+
+async def server_view(url: str, headers: dict[str, str], created: list[tuple[str, str]], figures: Figures,
+                      deadline: float) -> None:
+    """Each delivered request's creation-to-delivery time as the server recorded it (its ``updated_at`` when
+    delivered): the server's part of the latency, without this process's own delays."""
+    queue = list(created)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as api:
+        async def worker() -> None:
+            while queue and time.monotonic() < deadline:
+                agent_id, request_id = queue.pop()
+                try:
+                    response = await api.get(f"/v1/agents/{agent_id}/requests/{request_id}")
+                    row = response.json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if response.status_code == 200 and row.get("state") == "delivered":
+                    made, moved = datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["updated_at"])
+                    figures.server_latencies_s.append(max(0.0, (moved - made).total_seconds()))
+
+        await asyncio.gather(*(worker() for _ in range(8)))
 
 
 # --- the server and its memory ------------------------------------------------------------------
@@ -354,7 +390,7 @@ class Sampler:
         self.window = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="fleet-load-sampler")
-        self._sockets_every = 10  # samples: counting sockets walks every one of them
+        self._sockets_every = 20  # samples: counting sockets walks every one of them
 
     def start(self) -> None:
         if self.process is not None:
@@ -430,6 +466,15 @@ async def hold_fleet(url: str, agents: list[SimAgent], args: argparse.Namespace,
     started = time.monotonic()
     tasks = [asyncio.create_task(fleet.run_agent(a, ramp * i / max(1, len(fleet.agents))))
              for i, a in enumerate(fleet.agents)]
+
+    async def watch_lag() -> None:
+        while not fleet.stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.1)
+            if fleet.measuring:
+                figures.loop_lag_max_s = max(figures.loop_lag_max_s, time.monotonic() - before - 0.1)
+
+    tasks.append(asyncio.create_task(watch_lag()))
     try:
         # Connected: every agent has sent its first poll and the server holds them (or answered them).
         while time.monotonic() < deadline and sum(a.connected for a in fleet.agents) < len(fleet.agents):
@@ -459,7 +504,8 @@ async def hold_fleet(url: str, agents: list[SimAgent], args: argparse.Namespace,
                 log(f"{figures.label}: {time.monotonic() - window_start:.0f} s: {figures.polls} polls, "
                     f"{fleet.in_flight} held, {fleet.up()} connected, {figures.poll_errors} errors, "
                     f"requests {figures.requests_sent} sent / {len(figures.create_latencies_s)} created / "
-                    f"{len(fleet.received)} received, server RSS {_mib(sampler.rss())}")
+                    f"{len(fleet.received)} received, server RSS {_mib(sampler.rss())}, "
+                    f"this process's loop late by up to {figures.loop_lag_max_s:.1f} s")
         figures.duration_s = time.monotonic() - window_start
         fleet.measuring, sampler.window = False, False
         if sender is not None:
@@ -588,6 +634,12 @@ def verdicts(f: Figures, floor: Figures | None = None) -> list[str]:
     lost = f.requests_sent - f.delivered
     lines.append(f"{f.label}: request delivery p99 = {_s(p99)} (target < 2 s), {lost} of {f.requests_sent} "
                  f"not delivered: {'PASS' if p99 is not None and p99 < TARGET_P99_S and lost == 0 else 'FAIL'}")
+    server = percentile(f.server_latencies_s, 99)
+    if f.server_latencies_s:
+        lines.append(f"{f.label}: the server's own record, creation to delivery: p50 "
+                     f"{_s(percentile(f.server_latencies_s, 50))}, p99 {_s(server)}, max {_s(max(f.server_latencies_s))} "
+                     f"({len(f.server_latencies_s)} requests; the simulator's event loop ran up to "
+                     f"{f.loop_lag_max_s:.1f} s late, which the end-to-end figure includes)")
     lines.append(f"{f.label}: errors = {f.poll_errors} polls, {f.enroll_errors} enrollments, "
                  f"{f.requests_failed} requests" + (f" ({', '.join(f'{k}: {v}' for k, v in f.error_kinds.items())})"
                                                     if f.error_kinds else ""))

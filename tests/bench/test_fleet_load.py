@@ -39,7 +39,9 @@ def test_a_tiny_fleet_gets_every_request(tmp_path, capsys):
     assert helpline["requests_sent"] == 5 and helpline["delivered"] == 5 and helpline["requests_failed"] == 0
     assert helpline["poll_errors"] == 0 and helpline["polls"] > 0 and helpline["rss_peak"] > 0
     assert helpline["delivery_s"]["max"] >= helpline["delivery_s"]["p50"] >= 0
+    assert helpline["server_delivery_s"]["max"] >= helpline["server_delivery_s"]["p50"] >= 0
     assert floor["label"].startswith("floor") and floor["connected"] == 20 and floor["rss_peak"] > 0
     printed = capsys.readouterr().out
     assert "| helpline (request_poll_seconds 60) | " in printed and "0 of 5 not delivered: PASS" in printed
+    assert "the server's own record, creation to delivery" in printed
     assert "No peer agent exists" in printed and "server RSS peak / floor's = " in printed

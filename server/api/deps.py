@@ -108,14 +108,10 @@ async def in_session(state: ServerRuntime, work: Callable[[Session], T], *, writ
         # One trip to a worker thread for the work and the commit (or rollback): restic's REST
         # routes call this a few times per request, and each trip costs more than the work.
         # A worker thread runs to its end even if the request is cancelled, so the session always ends.
-        return await run_in_threadpool(work_and_end, state, factory(), work)
+        return await run_in_threadpool(_work_and_end, state, factory(), work)
 
 
-def work_and_end(state: ServerRuntime, session: Session, work: Callable[[Session], T]) -> T:
-    """``work(session)``, then the session ended as a request's is (committed, or rolled back keeping refusals).
-
-    Runs on the calling thread: for a worker thread that already does other blocking work in the same trip.
-    """
+def _work_and_end(state: ServerRuntime, session: Session, work: Callable[[Session], T]) -> T:
     try:
         result = work(session)
     except BaseException:

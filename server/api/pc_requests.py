@@ -33,7 +33,6 @@ from server.api.deps import (
     WriteSession,
     current_account,
     in_session,
-    work_and_end,
 )
 from server.runtime import ServerRuntime
 
@@ -131,13 +130,13 @@ async def next_requests(request: Request, state: State, ip: ClientIP, wait: Wait
     received = agent_requests.body_sha256(await request.body())
 
     def admit() -> str:
-        agent_id = agent_requests.verify_agent_request(state.sessions, headers, method="GET", target=target,
-                                                       content_sha256=received, ip=ip, now=state.clock())
-        return work_and_end(state, state.read_sessions(), lambda s: authenticate_agent(s, agent_id, now=state.clock()).id)
+        return agent_requests.verify_agent_request(state.sessions, headers, method="GET", target=target,
+                                                   content_sha256=received, ip=ip, now=state.clock(), admit=True)
 
-    # One request slot and one worker-thread trip for the signature check (its nonce is a short write) and
-    # the agent's admission: a fleet's polls arriving together queue for a slot, holding no thread or
-    # connection, instead of all taking threads and connections and then waiting for the database's lock.
+    # One request slot, one worker-thread trip and one short write transaction for the signature check (its
+    # nonce) and the agent's admission (its last-seen time, when due): a fleet's polls arriving together
+    # queue for a slot, holding no thread or connection, instead of all taking threads and connections
+    # and then waiting for the database's write lock twice each.
     async with state.request_slots.slot():
         agent_id = await run_in_threadpool(admit)
 

@@ -75,6 +75,7 @@ from agent.link import accept_credential  # noqa: E402
 from agent.service.channel import BACKOFF_FIRST, BACKOFF_MAX, POLL_JITTER  # noqa: E402
 from protocol import agent_requests, signing  # noqa: E402
 from protocol.schemas import AgentCredential, AgentIdentity  # noqa: E402
+from server.serve import KEEP_ALIVE_SECONDS  # noqa: E402
 from tests.support.live import ADMIN, ADMIN_PASSWORD, LiveServer, free_port  # noqa: E402
 from tests.support.net import HOST  # noqa: E402
 
@@ -563,15 +564,16 @@ FLOOR_APP = textwrap.dedent("""
         await send({"type": "http.response.body", "body": b"[]"})
 
     uvicorn.run(app, host=sys.argv[1], port=int(sys.argv[2]), log_level="warning", access_log=False,
-                server_header=False, timeout_graceful_shutdown=5)
+                server_header=False, timeout_graceful_shutdown=5, timeout_keep_alive=int(sys.argv[3]))
 """)
 
 
 def measure_floor(args: argparse.Namespace, work: Path) -> Figures:
-    """The floor: a bare uvicorn app (the same interpreter and uvicorn) holding as many plain long polls."""
+    """The floor: a bare uvicorn app (the same interpreter, uvicorn and keep-alive as the server) holding as
+    many plain long polls."""
     port = free_port()
     log_file = (work / "floor.log").open("ab")
-    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, HOST, str(port)], stdout=log_file,
+    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, HOST, str(port), str(KEEP_ALIVE_SECONDS)], stdout=log_file,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://{HOST}:{port}"

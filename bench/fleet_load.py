@@ -44,6 +44,7 @@ import random
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -516,12 +517,20 @@ async def hold_fleet(url: str, agents: list[SimAgent], args: argparse.Namespace,
             except TimeoutError:
                 log(f"{figures.label}: the global deadline ended the wait for deliveries")
     finally:
+        # Polls in flight are abandoned, as the agent abandons one when it stops; the server ends them.
         fleet.stop.set()
-        done, stuck = await asyncio.wait(tasks, timeout=10)
-        for task in stuck:
+        for task in tasks:
             task.cancel()
-        if stuck:
-            await asyncio.wait(stuck, timeout=5)
+        await asyncio.wait(tasks, timeout=15)
+
+
+async def bounded(work, deadline: float, label: str) -> None:
+    """Run ``work`` until it ends or the global deadline passes."""
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            await work
+    except TimeoutError:
+        log(f"{label}: the global deadline ended the run")
 
 
 def measure(url: str, server_pid: int | None, port: int, admin_token: str | None, args: argparse.Namespace,
@@ -540,7 +549,8 @@ def measure(url: str, server_pid: int | None, port: int, admin_token: str | None
             figures.enroll_s = time.monotonic() - t0
             log(f"{label}: enrolled {figures.enrolled} agents in {figures.enroll_s:.1f} s "
                 f"({figures.enrolled / figures.enroll_s if figures.enroll_s else 0:.0f}/s), {figures.enroll_errors} errors")
-        asyncio.run(hold_fleet(url, agents, args, figures, sampler, deadline, admin_token, plain=plain), debug=False)
+        asyncio.run(bounded(hold_fleet(url, agents, args, figures, sampler, deadline, admin_token, plain=plain),
+                            deadline, figures.label))
     finally:
         sampler.stop()
     figures.rss_peak = sampler.peak or None
@@ -686,8 +696,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # the finally blocks stop the server by its PID
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     nofile = raise_nofile()
     if nofile[0] < 2 * args.agents + 100:
         log(f"warning: the open-file limit is {nofile[0]}; {args.agents} agents need about {2 * args.agents} "

@@ -81,8 +81,14 @@ class ServerRuntime:
     escrow: EscrowContext = field(init=False)
     #: Wakes long polls (a PC waiting for requests, an engineer following one) when something changes.
     doorbell: Doorbell = field(default_factory=Doorbell)
+    #: Admission of PCs' request polls (the signature check and its nonce write): a fleet's polls take at most
+    #: half the request slots, queueing here holding nothing, so engineers' requests and the looks that deliver
+    #: requests never wait behind thousands of polls being admitted.
+    poll_admissions: RequestSlots | None = None
 
     def __post_init__(self) -> None:
+        if self.poll_admissions is None:
+            self.poll_admissions = RequestSlots(max(1, self.request_slots.size // 2))
         if self.read_sessions is None:
             self.read_sessions = read_sessions(self.engine)
         # Every session of this runtime carries its escrow context (server.escrow), so work

@@ -136,8 +136,9 @@ async def next_requests(request: Request, state: State, ip: ClientIP, wait: Wait
     # One request slot, one worker-thread trip and one short write transaction for the signature check (its
     # nonce) and the agent's admission (its last-seen time, when due): a fleet's polls arriving together
     # queue for a slot, holding no thread or connection, instead of all taking threads and connections
-    # and then waiting for the database's write lock twice each.
-    async with state.request_slots.slot():
+    # and then waiting for the database's write lock twice each. Polls are admitted in at most half the
+    # slots (state.poll_admissions), so the looks that deliver requests and engineers' calls find a slot.
+    async with state.poll_admissions.slot(), state.request_slots.slot():
         agent_id = await run_in_threadpool(admit)
 
     async def look() -> list[SignedPcRequest] | None:

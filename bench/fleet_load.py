@@ -752,8 +752,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise NotMeasured(f"the server did not start: {str(exc)[:300]}") from exc
             url, pid, port = server.url, server.process.pid, server.port
             admin_token = login(url, ADMIN, ADMIN_PASSWORD)
-        label = "helpline" + (f" (request_poll_seconds {args.request_poll_seconds:g})"
-                              if args.request_poll_seconds is not None else "")
+        notes = ([] if args.url or (args.database == "sqlite" and not args.database_url) else
+                 ["postgresql" if args.database == "postgresql" and not args.database_url else "database URL"])
+        notes += [f"request_poll_seconds {args.request_poll_seconds:g}"] if args.request_poll_seconds is not None else []
+        label = "helpline" + (f" ({', '.join(notes)})" if notes else "")
         runs.append(measure(url, pid, port, admin_token, args, label))
     except NotMeasured as exc:
         problem = str(exc)

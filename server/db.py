@@ -247,13 +247,18 @@ def apply_touches(factory: sessionmaker[Session], touches: list[tuple]) -> None:
     if not touches:
         return
     with transaction(factory) as session:
-        for column, key, now, interval in touches:
-            model = column.class_
-            primary = inspect(model).primary_key[0]
-            stale = or_(column.is_(None), column <= now - interval)  # the same test as touch() made
-            session.execute(
-                update(model).where(primary == key, stale).values({column: now}).execution_options(synchronize_session=False)
-            )
+        apply_touches_in(session, touches)
+
+
+def apply_touches_in(session: Session, touches: list[tuple]) -> None:
+    """Run queued bookkeeping updates in ``session`` (a write session), as part of its transaction."""
+    for column, key, now, interval in touches:
+        model = column.class_
+        primary = inspect(model).primary_key[0]
+        stale = or_(column.is_(None), column <= now - interval)  # the same test as touch() made
+        session.execute(
+            update(model).where(primary == key, stale).values({column: now}).execution_options(synchronize_session=False)
+        )
 
 
 @contextmanager

@@ -90,6 +90,10 @@ class ServerRuntime:
     #: Carries the doorbell's rings between server processes (PostgreSQL LISTEN/NOTIFY); None on SQLite.
     #: Started and stopped with the app (server.app's lifespan).
     bus: DoorbellBus | None = None
+    #: Admission of PCs' request polls (the signature check and its nonce write): a fleet's polls take at most
+    #: half the request slots, queueing here holding nothing, so engineers' requests and the looks that deliver
+    #: requests never wait behind thousands of polls being admitted.
+    poll_admissions: RequestSlots | None = None
 
     def look_every(self, fallback: float) -> float:
         """How often a waiting long poll looks in the database besides its doorbell.
@@ -106,6 +110,8 @@ class ServerRuntime:
         return fallback
 
     def __post_init__(self) -> None:
+        if self.poll_admissions is None:
+            self.poll_admissions = RequestSlots(max(1, self.request_slots.size // 2))
         if self.read_sessions is None:
             self.read_sessions = read_sessions(self.engine)
         # Every session of this runtime carries its escrow context (server.escrow), so work

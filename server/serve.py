@@ -13,6 +13,7 @@ from server.runtime import build_runtime
 from server.settings import ServerSettings
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+KEEP_ALIVE_SECONDS = 30
 
 
 def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callable[[str], None] = lambda line: None) -> None:
@@ -42,6 +43,10 @@ def serve(settings: ServerSettings, *, access_log: bool = True, announce: Callab
             access_log=access_log, log_level=settings.log_level, server_header=False,
             # The session relay pings each side every 5 s: a side gone without a word is closed within 15 s.
             ws_ping_interval=5.0, ws_ping_timeout=10.0,
+            # An agent polls again on its connection within a second of its last poll's answer; with uvicorn's
+            # default 5 s a busy server (or a slow PC) closes connections as the next poll is sent on them, and
+            # the agent sees "server disconnected" and backs off. Idle connections cost little.
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             # On SIGTERM, what still runs after this long is cancelled: agents' long polls and relayed sessions
             # would otherwise hold the stop for their whole wait; agents poll again and uploads resume.
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,

@@ -130,12 +130,17 @@ async def next_requests(request: Request, state: State, ip: ClientIP, wait: Wait
     target = agent_requests.request_target(request.scope)
     received = agent_requests.body_sha256(await request.body())
 
-    def verify() -> str:
+    def admit() -> str:
         return agent_requests.verify_agent_request(state.sessions, headers, method="GET", target=target,
-                                                   content_sha256=received, ip=ip, now=state.clock())
+                                                   content_sha256=received, ip=ip, now=state.clock(), admit=True)
 
-    agent_id = await run_in_threadpool(verify)
-    await in_session(state, lambda s: authenticate_agent(s, agent_id, now=state.clock()).id, writes=False)
+    # One request slot, one worker-thread trip and one short write transaction for the signature check (its
+    # nonce) and the agent's admission (its last-seen time, when due): a fleet's polls arriving together
+    # queue for a slot, holding no thread or connection, instead of all taking threads and connections
+    # and then waiting for the database's write lock twice each. Polls are admitted in at most half the
+    # slots (state.poll_admissions), so the looks that deliver requests and engineers' calls find a slot.
+    async with state.poll_admissions.slot(), state.request_slots.slot():
+        agent_id = await run_in_threadpool(admit)
 
     async def look() -> list[SignedPcRequest] | None:
         now = state.clock()

@@ -75,6 +75,7 @@ def test_claiming_an_agents_machine_id_and_hostname_gives_a_pending_agent_with_n
     credential = answer["credential"]
     pending_pc = EnrolledPC(attacker, answer["agent_id"], credential)
     refused_as_pending(helpline.call("GET", "agent/tickets", pending_pc))
+    refused_as_pending(helpline.call("GET", "agent/requests", pending_pc))  # the long poll admits it the same way
     refused_as_pending(helpline.call("GET", f"agent/tickets/{victim.number}", pending_pc))
     upload = {"filename": "b.tar.gz", "size": 10, "sha256": "0" * 64}
     refused_as_pending(helpline.call("POST", f"agent/tickets/{victim.number}/uploads", pending_pc, json=upload))

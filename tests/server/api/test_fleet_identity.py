@@ -241,6 +241,21 @@ def test_two_copies_taking_turns_are_quarantined_and_both_refused(helpline, cloc
     assert from_instance(helpline, pc, INSTANCE_B).status_code == 200
 
 
+def test_two_copies_taking_turns_on_the_request_poll_stay_quarantined(helpline, clock):
+    """The fleet's long poll admits in the same transaction as the signature check: a clone found there is
+    quarantined for good, not rolled back with the refusal."""
+    admin = helpline.admin()
+    pc = enrolled(helpline, new_token(helpline, admin)["token"], PCKey("desk-9"))
+    for instance in (INSTANCE_A, INSTANCE_B):
+        assert from_instance(helpline, pc, instance, path="agent/requests").status_code == 200
+        clock.advance(minutes=1)
+    back = from_instance(helpline, pc, INSTANCE_A, path="agent/requests")
+    assert back.status_code == 403 and "quarantined" in error(back)
+    assert helpline.ok("GET", f"agents/{pc.agent_id}", admin)["status"] == "quarantined"
+    assert from_instance(helpline, pc, INSTANCE_B, path="agent/requests").status_code == 403
+    assert len(helpline.audit("agent.quarantine")) == 1
+
+
 @pytest.mark.parametrize("instances", [[INSTANCE_A, INSTANCE_B, INSTANCE_B], [INSTANCE_A, INSTANCE_B, INSTANCE_C, INSTANCE_C],
                                        [INSTANCE_A, INSTANCE_A, INSTANCE_A]], ids=["restart", "two-restarts", "one-copy"])
 def test_restarts_and_one_copy_are_never_quarantined(helpline, clock, instances):

@@ -254,3 +254,17 @@ def test_a_request_queued_by_another_replica_reaches_a_waiting_poll_by_the_datab
             session.get(PcRequestRow, made["id"]).state = "queued"
         taken = poll.result(timeout=60)
     assert [t["payload"]["id"] for t in taken] == [made["id"]]
+
+
+def test_a_poll_notes_when_its_agent_was_seen_and_refuses_a_revoked_one(helpline, clock):
+    pc = helpline.enrolled_pc("pc-seen")
+    helpline.ok("GET", "agent/requests", pc)
+    with helpline.db() as session:
+        first = session.get(Agent, pc.agent_id).last_seen_at
+    clock.advance(minutes=5)  # past the last-seen interval: this poll writes it, with its nonce
+    assert helpline.ok("GET", "agent/requests", pc) == []
+    with helpline.db() as session:
+        seen = session.get(Agent, pc.agent_id).last_seen_at
+    assert first is not None and (seen - first).total_seconds() == 300
+    helpline.ok("POST", f"agents/{pc.agent_id}/revoke", helpline.admin(), json={"reason": "stolen"})
+    assert helpline.call("GET", "agent/requests", pc).status_code == 401

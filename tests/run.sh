@@ -23,6 +23,9 @@ ensure_venv "server,dev"
 
 export HELPLINE_TEST_DATABASES="${HELPLINE_TEST_DATABASES:-sqlite,postgresql}"
 workers="${HELPLINE_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+# The journeys spend most of their time waiting on servers, terminals and restic, not on the CPU: twice as
+# many workers as cores keeps the cores busy while each waits.
+e2e_workers="${HELPLINE_E2E_WORKERS:-$((workers * 2))}"
 if [ $# -gt 0 ]; then
     log "Running pytest $* on ${HELPLINE_TEST_DATABASES} with $workers workers"
     exec "$VENV/bin/python" -m pytest -n "$workers" "$@"
@@ -30,5 +33,5 @@ fi
 # The fast tests (unit and in-process) first: when they fail, say so in a minute, not after the journeys.
 log "Fast tests (unit and in-process) on ${HELPLINE_TEST_DATABASES} with $workers workers"
 "$VENV/bin/python" -m pytest -n "$workers" -m "not e2e" || die "fast tests failed; end-to-end tests not run"
-log "End-to-end tests through the real CLI and server"
-exec "$VENV/bin/python" -m pytest -n "$workers" -m e2e
+log "End-to-end tests through the real CLI and server, with $e2e_workers workers"
+exec "$VENV/bin/python" -m pytest -n "$e2e_workers" -m e2e

@@ -153,6 +153,15 @@ class RetentionPolicy(BaseModel):
         return self
 
 
+def http_base_url(value: str | None) -> str | None:
+    """A setting that names a server by its base URL: http(s), no credentials, query or fragment; no final slash."""
+    if value is None:
+        return value
+    if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
+        raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
+    return value.rstrip("/")
+
+
 class SnapshotSettings(BaseModel):
     """The server-side restic repositories (one per agent, append-only for the agent, pruned by the server),
     escrow of repository passwords, and when a PC counts as not protected.
@@ -198,11 +207,7 @@ class SnapshotSettings(BaseModel):
     @field_validator("public_url", "local_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
-            raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
-        return value.rstrip("/")
+        return http_base_url(value)
 
 
 class WebhookSettings(BaseModel):
@@ -238,11 +243,7 @@ class WebhookSettings(BaseModel):
     @field_validator("public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
-            raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
-        return value.rstrip("/")
+        return http_base_url(value)
 
 
 class MetricsSettings(BaseModel):
@@ -319,11 +320,7 @@ class BusSettings(BaseModel):
     @field_validator("advertise_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.startswith(("http://", "https://")) or "@" in value or "?" in value or "#" in value:
-            raise ValueError("must be an http:// or https:// base URL without credentials, query or fragment")
-        return value.rstrip("/")
+        return http_base_url(value)
 
 
 #: The flat spellings of the blob settings before ``[blobs]``, still read (file and

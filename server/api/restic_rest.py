@@ -192,9 +192,10 @@ async def _get(request: Request, state: ServerRuntime, agent_id: str, where: Cal
     status = 206 if span is not None else 200
     if data is not None:  # restic reads blobs one range at a time: most are small, read in the same step
         return Response(data, status_code=status, headers=headers, media_type=OCTETS)
-    stream = await anyio.to_thread.run_sync(state.blobs.open_range, place.key, start)
-    headers["content-length"] = str(end - start + 1)
-    return StreamingResponse(backend.read_chunks(stream, place, end - start + 1), status_code=status, headers=headers,
+    length = end - start + 1
+    stream = await anyio.to_thread.run_sync(functools.partial(state.blobs.open_range, place.key, start, length=length))
+    headers["content-length"] = str(length)
+    return StreamingResponse(backend.read_ahead(stream, place, length), status_code=status, headers=headers,
                              media_type=OCTETS)
 
 

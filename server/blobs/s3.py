@@ -313,7 +313,7 @@ class S3BlobStore(BlobStore):
         raw = _S3Reader(response["Body"], lambda exc: self._translate(exc, f"reading {quoted(key)}", key))
         return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)  # type: ignore[return-value]
 
-    def open_range(self, key: str, start: int) -> BinaryIO:
+    def open_range(self, key: str, start: int, *, length: int | None = None) -> BinaryIO:
         check_range(start, 0)
         if start == 0:
             return self.open(key)
@@ -322,7 +322,8 @@ class S3BlobStore(BlobStore):
 
         with self._errors(f"reading {quoted(key)}", key=key):
             try:
-                response = self._client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-")
+                end = start + length - 1 if length else ""  # only what the caller reads: S3 sends no more
+                response = self._client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-{end}")
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                     return io.BytesIO(b"")  # type: ignore[return-value] - the range starts at or past the end

@@ -105,11 +105,14 @@ class BlobStore(abc.ABC):
     def open(self, key: str) -> BinaryIO:
         """Return a binary file object streaming the blob; the caller closes it."""
 
-    def open_range(self, key: str, start: int) -> BinaryIO:
+    def open_range(self, key: str, start: int, *, length: int | None = None) -> BinaryIO:
         """Return a binary file object streaming the blob from offset ``start`` to its end; the caller closes it.
 
-        Unlike :meth:`read_range` nothing is held in memory, whatever the span. This
-        default skips ``start`` bytes of :meth:`open`; stores override it with a seek.
+        Unlike :meth:`read_range` nothing is held in memory, whatever the span. A
+        ``length`` says how much of it the caller means to read: a store may fetch
+        just that, or start fetching it at once (the stream may end after it).
+        This default skips ``start`` bytes of :meth:`open`; stores override it
+        with a seek.
         """
         check_range(start, 0)
         stream = self.open(key)

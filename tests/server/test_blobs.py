@@ -329,6 +329,18 @@ def test_open_range_streams_from_an_offset_to_the_end(store: BlobStore) -> None:
         store.open_range("absent/x", 0)
 
 
+
+def test_open_range_with_a_length_gives_at_least_that_span(store: BlobStore) -> None:
+    data = bytes(range(256)) * 8192 + b"tail"
+    store.put("data.bin", data)
+    end = len(data)
+    for start, length in ((0, 10), (1, CHUNK_SIZE + 3), (CHUNK_SIZE + 7, 100), (end - 4, 4), (5, end - 5)):
+        with store.open_range("data.bin", start, length=length) as stream:
+            got = stream.read(length)
+        assert got == data[start : start + length], (start, length)
+    with pytest.raises(NotFoundError):
+        store.open_range("absent/x", 3, length=10)
+
 def test_missing_key(store: BlobStore) -> None:
     store.put("present", b"1")
     for read in (store.open, store.stat, lambda k: store.read_range(k, 0, 1), lambda k: store.read_range(k, 0, 0)):

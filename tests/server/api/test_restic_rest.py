@@ -3,10 +3,13 @@ the prune fence and the trash. tests/e2e/test_restic_rest.py drives the same wit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import io
 import json
 import os
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -15,10 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from protocol.errors import InvalidInputError
+from protocol.errors import InvalidInputError, UnavailableError
+from server.api import restic_rest
 from server.db import transaction
 from server.models import ResticCredential, ResticObject, ResticRepository
-from server.restic_rest import credentials, hooks, prune
+from server.restic_rest import backend, credentials, hooks, prune
 from server.settings import SnapshotSettings
 
 V2 = "application/vnd.x.restic.rest.v2"
@@ -186,6 +190,105 @@ def test_restic_round_trip_config_objects_listing_and_ranges(helpline, pc):
     assert r.names("index") == []
     assert usage(helpline, pc.agent_id) == len(pack) + len(b"config-bytes")
 
+
+
+@pytest.mark.parametrize("path", ["in-memory", "streamed"])
+def test_ranges_of_a_stored_object_on_both_read_paths(helpline, pc, monkeypatch, path):
+    """Short reads are answered from memory, long ones streamed in pieces read ahead: both answer every range alike."""
+    streamed = []
+    if path == "streamed":
+        monkeypatch.setattr(restic_rest, "SMALL_READ", 1000)
+        monkeypatch.setattr(backend, "PIECE", 4096)  # many pieces, so reading ahead spans piece boundaries
+        read_ahead = backend.read_ahead
+        monkeypatch.setattr(backend, "read_ahead", lambda *args, **kw: streamed.append(args[2]) or read_ahead(*args, **kw))
+    r = repo(helpline, pc)
+    assert r("POST", "?create=true").status_code == 200
+    pack = os.urandom(64 * 1024 + 17)
+    size, name = len(pack), sha(pack)
+    assert r.put("data", pack).status_code == 200
+
+    def get(range_: str | None) -> httpx.Response:
+        return r("GET", f"data/{name}", headers={"Range": range_} if range_ else None)
+
+    whole = get(None)
+    assert whole.status_code == 200 and whole.content == pack and whole.headers["content-length"] == str(size)
+    for header, start, end in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=100-5099", 100, 5099),  # a single range
+        ("bytes=4095-8192", 4095, 8192),  # across piece boundaries
+        (f"bytes=1-{size + 1000}", 1, size - 1),  # the end is cut to the object's
+        ("bytes=60000-", 60000, size - 1),  # open-ended
+        ("bytes=-5000", size - 5000, size - 1),  # the last 5000 bytes
+        (f"bytes=-{size * 2}", 0, size - 1),  # a suffix longer than the object: all of it
+    ]:
+        part = get(header)
+        assert part.status_code == 206, header
+        assert part.content == pack[start : end + 1], header
+        assert part.headers["content-range"] == f"bytes {start}-{end}/{size}", header
+        assert part.headers["content-length"] == str(end - start + 1), header
+    for header in (f"bytes={size}-", f"bytes={size + 10}-{size + 20}", "bytes=-0", "bytes=500-400"):
+        refused = get(header)
+        assert refused.status_code == 416, header
+        assert refused.headers["content-range"] == f"bytes */{size}", header
+    assert get("bytes=0-9,20-29").content == pack  # several ranges: the whole object, as HTTP allows
+    assert get("items=0-9").content == pack
+    missing = r("GET", f"data/{sha(b'never stored')}", headers={"Range": "bytes=0-9"})
+    assert missing.status_code == 404
+    assert streamed == ([size, 5000, 4098, size - 1, size - 60000, 5000, size, size, size] if path == "streamed" else [])
+
+
+class _Stream(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.reads = 0
+        self.closing = threading.Event()  # set by whichever thread closes it
+
+    def close(self) -> None:
+        super().close()
+        self.closing.set()
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def _pieces(stream: _Stream, length: int, take: int | None = None) -> list[bytes]:
+    async def run() -> list[bytes]:
+        got: list[bytes] = []
+        chunks = backend.read_ahead(stream, backend.config_target(AGENT), length, piece=10)
+        try:
+            async for data in chunks:
+                got.append(data)
+                if take is not None and len(got) == take:
+                    break
+        finally:
+            await chunks.aclose()
+        return got
+
+    return asyncio.run(run())
+
+
+AGENT = "0b6f0e8a-7a33-4e1b-9a4e-3d1f6c2d1a10"
+
+
+def test_reading_ahead_gives_the_span_in_pieces_and_closes_the_stream():
+    stream = _Stream(bytes(range(100)))
+    assert _pieces(stream, 35) == [bytes(range(0, 10)), bytes(range(10, 20)), bytes(range(20, 30)), bytes(range(30, 35))]
+    assert stream.closed and stream.reads == 4  # never past the span
+
+
+def test_reading_ahead_closes_the_stream_when_the_reader_goes_away():
+    stream = _Stream(bytes(100))
+    assert len(_pieces(stream, 100, take=2)) == 2
+    assert stream.closing.wait(timeout=30)  # closed by the thread reading ahead, once its read ends
+    assert stream.reads <= 3  # at most the one piece read ahead
+
+
+def test_reading_ahead_refuses_an_object_shorter_than_listed():
+    stream = _Stream(bytes(25))
+    with pytest.raises(UnavailableError, match="shorter in the blob store"):
+        _pieces(stream, 40)
+    assert stream.closed
 
 def test_names_types_and_repositories_are_checked_before_anything_is_built_from_them(helpline, pc):
     r = repo(helpline, pc)

@@ -22,10 +22,12 @@ ensure_packages \
 ensure_venv "server,dev"
 
 export HELPLINE_TEST_DATABASES="${HELPLINE_TEST_DATABASES:-sqlite,postgresql}"
-workers="${HELPLINE_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
-# The journeys spend most of their time waiting on servers, terminals and restic, not on the CPU: twice as
-# many workers as cores keeps the cores busy while each waits.
-e2e_workers="${HELPLINE_E2E_WORKERS:-$((workers * 2))}"
+cores="$(nproc 2>/dev/null || echo 2)"
+# One worker more than cores: the in-process tests wait on PostgreSQL now and then. The journeys spend most
+# of their time waiting on servers, terminals and restic, not on the CPU: more than twice as many workers
+# as cores keeps the cores busy while each waits.
+workers="${HELPLINE_TEST_WORKERS:-$((cores + 1))}"
+e2e_workers="${HELPLINE_E2E_WORKERS:-$((cores * 2 + 1))}"
 if [ $# -gt 0 ]; then
     log "Running pytest $* on ${HELPLINE_TEST_DATABASES} with $workers workers"
     exec "$VENV/bin/python" -m pytest -n "$workers" "$@"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.other_user import as_user
+
 from agent.local import ThisPC, this_pc
 from agent.service import wire
 from agent.service.localapi import LocalAPI, LocalServer, TicketOwners
@@ -260,44 +262,16 @@ def test_without_the_service_the_socket_client_says_so_in_one_line(short_dir):
 # -- real other uids: a child process that becomes another user, then calls (CI runs as root) ---------------------
 
 
-def _as_user(uid: int, fn) -> object:
-    """Run ``fn`` in a forked child that dropped to ``uid`` (groups, gid, uid); return what it returned."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            try:
-                result = {"ok": fn()}
-            except Exception as exc:  # noqa: BLE001 - handed to the parent to assert on
-                result = {"error": type(exc).__name__, "message": str(exc)}
-            os.write(write, json.dumps(result).encode())
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(data)
-
-
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to call as other uids")
 def test_other_uids_over_the_real_socket(served):
     path = served.path
-    assert _as_user(USER, lambda: ServicePC(path, Path("/nonexistent")).link().tickets) == {"ok": ["T-1001"]}
-    assert _as_user(OTHER, lambda: ServicePC(path, Path("/nonexistent")).link().tickets) == {"ok": ["T-1002"]}
-    refused = _as_user(USER, lambda: ServicePC(path, Path("/nonexistent")).tickets("T-1002"))
+    assert as_user(USER, lambda: ServicePC(path, Path("/nonexistent")).link().tickets) == {"ok": ["T-1001"]}
+    assert as_user(OTHER, lambda: ServicePC(path, Path("/nonexistent")).link().tickets) == {"ok": ["T-1002"]}
+    refused = as_user(USER, lambda: ServicePC(path, Path("/nonexistent")).tickets("T-1002"))
     assert refused["error"] == "NotFoundError" and "not one of your tickets" in refused["message"]
     assert ServicePC(path).link().tickets == ["T-1001", "T-1002", "T-1003"]  # root, in this process
     # A user cannot use the service's own state folder directly either: it is the service's, 0700.
-    assert _as_user(USER, lambda: sorted(os.listdir(served.api.store.directory)))["error"] == "PermissionError"
+    assert as_user(USER, lambda: sorted(os.listdir(served.api.store.directory)))["error"] == "PermissionError"
 
 
 @pytest.fixture
@@ -340,21 +314,21 @@ def test_a_user_snapshots_and_lists_their_own_home_through_the_service(short_dir
             [run] = ServicePC(path, Path("/nonexistent")).snapshots().run_snapshot()
             return {"status": run.status, "files_new": run.summary.files_new}
 
-        assert _as_user(test_user.pw_uid, snapshot_now) == {"ok": {"status": "ok", "files_new": 2}}
+        assert as_user(test_user.pw_uid, snapshot_now) == {"ok": {"status": "ok", "files_new": 2}}
         ServicePC(path).snapshots().run_snapshot()  # root's: the policy's paths
 
         def listed():
             return [list(s.paths) for s in ServicePC(path, Path("/nonexistent")).snapshots().list_snapshots()]
 
-        assert _as_user(test_user.pw_uid, listed) == {"ok": [[home]]}  # not root's snapshot of other files
+        assert as_user(test_user.pw_uid, listed) == {"ok": [[home]]}  # not root's snapshot of other files
         assert sorted(map(list, (s.paths for s in ServicePC(path).snapshots().list_snapshots()))) == \
             sorted([[home], [str(others)]])
-        refused = _as_user(USER, listed)  # nobody has no home of their own
+        refused = as_user(USER, listed)  # nobody has no home of their own
         assert refused["error"] == "ConfigError"
-        status = _as_user(test_user.pw_uid, lambda: ServicePC(path, Path("/nonexistent")).snapshots().protection().state)
+        status = as_user(test_user.pw_uid, lambda: ServicePC(path, Path("/nonexistent")).snapshots().protection().state)
         assert status["ok"] in {"unverified", "protected"}
     # The snapshot is the service's: the user cannot read its repository.
-    assert _as_user(test_user.pw_uid, lambda: os.listdir(service_store.directory))["error"] == "PermissionError"
+    assert as_user(test_user.pw_uid, lambda: os.listdir(service_store.directory))["error"] == "PermissionError"
 
 
 def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_dir, service_store, test_user):
@@ -370,11 +344,11 @@ def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_d
         def mine():
             return ServicePC(path, Path("/nonexistent")).snapshots()
 
-        assert _as_user(test_user.pw_uid, lambda: mine().run_snapshot()[0].status) == {"ok": "ok"}
+        assert as_user(test_user.pw_uid, lambda: mine().run_snapshot()[0].status) == {"ok": "ok"}
         letter.unlink()
         photo.write_bytes(b"ransomware was here")
 
-        beside = _as_user(test_user.pw_uid, lambda: str(mine().restore(letter).placed_at))["ok"]
+        beside = as_user(test_user.pw_uid, lambda: str(mine().restore(letter).placed_at))["ok"]
         assert Path(beside).parent == letter.parent and Path(beside).name.startswith("letter.txt.restored-")
         assert Path(beside).read_bytes() == original_letter
         assert os.stat(beside).st_uid == test_user.pw_uid and os.stat(beside).st_gid == test_user.pw_gid
@@ -383,15 +357,15 @@ def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_d
             done = mine().restore(photo, overwrite=True)
             return [str(done.placed_at), str(done.kept_at)]
 
-        placed, kept = _as_user(test_user.pw_uid, overwrite)["ok"]
+        placed, kept = as_user(test_user.pw_uid, overwrite)["ok"]
         assert placed == str(photo) and photo.read_bytes() == original_photo
         assert Path(kept).read_bytes() == b"ransomware was here"
         assert os.stat(photo).st_uid == test_user.pw_uid
 
         # Only into their own home.
-        outside = _as_user(test_user.pw_uid, lambda: mine().restore("/etc/passwd"))
+        outside = as_user(test_user.pw_uid, lambda: mine().restore("/etc/passwd"))
         assert outside["error"] == "ForbiddenError" and "own home only" in outside["message"]
-        into = _as_user(test_user.pw_uid, lambda: mine().restore(photo, to=short_dir))
+        into = as_user(test_user.pw_uid, lambda: mine().restore(photo, to=short_dir))
         assert into["error"] == "ForbiddenError"
         # A link the user planted in their home cannot make the service write where the user may not.
         guarded = short_dir / "root-only"
@@ -399,7 +373,7 @@ def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_d
         guarded.chmod(0o755)
         shutil.move(str(home / "Documents"), str(home / "Documents.moved"))
         (home / "Documents").symlink_to(guarded)
-        planted = _as_user(test_user.pw_uid, lambda: mine().restore(letter))
+        planted = as_user(test_user.pw_uid, lambda: mine().restore(letter))
         assert planted["error"] == "HelplineError" and "Could not put the restored copy" in planted["message"]
         assert list(guarded.iterdir()) == []
     # Staging folders are gone, and they were never in the user's home.

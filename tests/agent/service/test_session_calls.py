@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.other_user import as_user
+
 from agent.service import sessions as service_sessions
 from agent.service.localapi import LocalAPI, LocalServer, TicketOwners
 from agent.service.socketpc import ServicePC, ServiceSessionCalls
@@ -249,36 +251,6 @@ def _offer_body():
     return Body(ticket="T-1001", host_key=HOST_KEY, platform="Linux")
 
 
-def _as_user(uid: int, fn) -> dict:
-    """Run ``fn`` in a forked child that dropped to ``uid``; {"ok": result} or {"error": class name}."""
-    import json
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            try:
-                result = {"ok": fn()}
-            except Exception as exc:  # noqa: BLE001 - handed to the parent to assert on
-                result = {"error": type(exc).__name__, "message": str(exc)}
-            os.write(write, json.dumps(result).encode())
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(data)
-
-
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to call as other uids")
 def test_other_uids_over_the_real_socket(served):
     """The kernel's uid decides: a user's session is theirs and root's; another user gets "no such session"."""
@@ -289,10 +261,10 @@ def test_other_uids_over_the_real_socket(served):
         sid = pc.call("session_offer", {"ticket": "T-1001", "host_key": HOST_KEY})["id"]
         return [sid, pc.call("session_relay", {"session_id": sid})["token"]]
 
-    sid, token = _as_user(USER.uid, offer_and_relay)["ok"]
+    sid, token = as_user(USER.uid, offer_and_relay)["ok"]
     assert token == "pass-2"
     relay = lambda: ServicePC(path, Path("/nonexistent")).call("session_relay", {"session_id": sid})  # noqa: E731
-    refused = _as_user(OTHER.uid, relay)
+    refused = as_user(OTHER.uid, relay)
     assert refused["error"] == "NotFoundError" and "no such session for you" in refused["message"]
     assert ServicePC(path).call("session_relay", {"session_id": sid})["token"] == "pass-2"  # root, in this process
     offered_by = [c[1].username for c in served.api.sessions._client.calls if c[0] == "offer"]

@@ -6,10 +6,13 @@ The target: **backup and restore through the server's REST repository at least
 printed. In one run the script generates a tree (``--files`` files of mixed
 sizes, ``--mib`` MiB in all, fixed ``--seed``), then for each repository
 (local folder, then the server's REST repository on loopback) runs restic
-``init`` (untimed), ``backup`` and ``restore`` (timed, ``bench/measure.py``:
-wall time and peak memory of restic's process tree), and checks the restore is
-byte-identical. The server (`helpline server run`, SQLite, local blob folder, no
-access log) is sampled for its peak memory while the REST runs go.
+``init`` (untimed) and ``backup`` (timed, ``bench/measure.py``: wall time and
+peak memory of restic's process tree), and then ``--runs`` restores of each,
+taken in turn local, REST, local, REST… (the medians are compared: a slow spell
+of a noisy machine falls on both alike), each checked byte-identical. Every
+timed step starts after a sync, so none pays for the writeback of the gigabyte
+the step before it wrote. The server (`helpline server run`, SQLite, local blob
+folder, no access log) is sampled for its peak memory while the REST runs go.
 
 The PC is enrolled with the real CLI and asks for its repository credential
 over its signed channel, as the agent does; restic reads the URL and the
@@ -95,24 +98,37 @@ def restic_env(folder: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(folder)}
 
 
-def run_repository(repo: Repository, tree: Path, work: Path) -> dict[str, Run]:
+def settled() -> None:
+    """Write out what earlier steps left dirty, so no timed step pays for the previous step's writeback."""
+    os.sync()
+
+
+def backup(repo: Repository, tree: Path, work: Path) -> Run:
     env = restic_env(repo.folder)
     init = subprocess.run(repo.argv("init"), capture_output=True, text=True, env=env, timeout=300)
     if init.returncode != 0:
         raise NotMeasured(f"restic init on the {repo.name} repository failed: {init.stderr[-500:]}")
-    runs = {"backup": measure(repo.argv("backup", "-q", str(tree)), timeout=RUN_TIMEOUT, log_dir=work / "logs",
-                              env=env, name=f"{repo.name}-backup")}
+    settled()
+    run = measure(repo.argv("backup", "-q", str(tree)), timeout=RUN_TIMEOUT, log_dir=work / "logs",
+                  env=env, name=f"{repo.name}-backup")
+    if not run.ok:
+        raise NotMeasured(f"restic backup on the {repo.name} repository failed: {run.failure()}")
+    return run
+
+
+def restore(repo: Repository, tree: Path, work: Path, attempt: int, digest: str) -> Run:
+    """One timed restore of the latest snapshot into a fresh folder, checked byte-identical, then removed."""
     target = work / f"restored-{repo.name}"
-    runs["restore"] = measure(repo.argv("restore", "latest", "-q", "--target", str(target)), timeout=RUN_TIMEOUT,
-                              log_dir=work / "logs", env=env, name=f"{repo.name}-restore")
-    for step, run in runs.items():
-        if not run.ok:
-            raise NotMeasured(f"restic {step} on the {repo.name} repository failed: {run.failure()}")
-    restored = target / tree.relative_to("/")
-    if tree_digest(restored) != tree_digest(tree):
+    shutil.rmtree(target, ignore_errors=True)
+    settled()
+    run = measure(repo.argv("restore", "latest", "-q", "--target", str(target)), timeout=RUN_TIMEOUT,
+                  log_dir=work / "logs", env=restic_env(repo.folder), name=f"{repo.name}-restore-{attempt}")
+    if not run.ok:
+        raise NotMeasured(f"restic restore on the {repo.name} repository failed: {run.failure()}")
+    if tree_digest(target / tree.relative_to("/")) != digest:
         raise NotMeasured(f"the restore from the {repo.name} repository differs from the tree")
     shutil.rmtree(target)
-    return runs
+    return run
 
 
 def server_repository(server: LiveServer, work: Path) -> str:
@@ -131,21 +147,27 @@ def server_repository(server: LiveServer, work: Path) -> str:
         return "rest:" + client.snapshot_credential(CredentialRequest(purpose="backup")).url
 
 
-def throughput(size: int, run: Run) -> float:
-    return size / MiB / run.wall_s
+def throughput(size: int, seconds: float) -> float:
+    return size / MiB / seconds
+
+
+def median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda run: run.wall_s)[len(runs) // 2]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20_000, help="files in the tree (default 20000)")
     parser.add_argument("--mib", type=float, default=1024, help="MiB in the tree (default 1024)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="restores of each repository, taken in turn local/REST; the median counts (default 3)")
     parser.add_argument("--seed", type=int, default=2026, help="the tree's random seed (default 2026)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--work-dir", type=Path, help="where to make the scratch directory (default: the temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, repositories)")
     args = parser.parse_args(argv)
-    if args.files < 1 or args.mib <= 0:
-        parser.error("--files and --mib must be above 0")
+    if args.files < 1 or args.mib <= 0 or args.runs < 1:
+        parser.error("--files, --mib and --runs must be above 0")
     return args
 
 
@@ -161,15 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     sampler = None
     try:
         size = generate_tree(work / "tree", args.files, int(args.mib * MiB), args.seed)
-        local = run_repository(Repository("local", work / "local", str(work / "local-repo")), work / "tree", work)
+        digest = tree_digest(work / "tree")
+        local_repo = Repository("local", work / "local", str(work / "local-repo"))
+        backups = {"local": backup(local_repo, work / "tree", work)}
         server.init()
         server.start()
-        location = server_repository(server, work)
+        rest_repo = Repository("rest", work / "rest", server_repository(server, work))
         idle = TreeSampler(server.process.pid, same_address_space=kcmp_same_address_space()).sample()
         sampler = TreeSampler(server.process.pid, interval=SERVER_SAMPLE_INTERVAL,
                               same_address_space=kcmp_same_address_space())
         sampler.start()
-        rest = run_repository(Repository("rest", work / "rest", location), work / "tree", work)
+        backups["rest"] = backup(rest_repo, work / "tree", work)
+        # Restores in turn, so a slow spell of a noisy machine falls on both repositories alike.
+        restores: dict[str, list[Run]] = {"local": [], "rest": []}
+        for attempt in range(1, args.runs + 1):
+            for repo in (local_repo, rest_repo):
+                restores[repo.name].append(restore(repo, work / "tree", work, attempt, digest))
         sampler.stop()
     except NotMeasured as exc:
         print(f"NOT MEASURED: {exc}", file=sys.stderr)
@@ -182,17 +211,26 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(f"restic REST repository vs local on {platform.node()} ({os.cpu_count()} CPUs, {version}, "
           f"load average at start {load}); tree: {args.files} files, {size / MiB:.0f} MiB, seed {args.seed}")
-    print(f"{'repository':<12}{'step':<9}{'wall s':>9}{'MiB/s':>9}{'restic peak MB':>16}")
-    figures: dict = {"files": args.files, "bytes": size, "seed": args.seed, "restic": version, "load": load}
-    for name, runs in (("local", local), ("rest", rest)):
-        for step, run in runs.items():
-            print(f"{name:<12}{step:<9}{run.wall_s:>9.2f}{throughput(size, run):>9.1f}{run.peak_rss_bytes / MB:>16.0f}")
-            figures[f"{name}_{step}_s"] = run.wall_s
+    print(f"restores: {args.runs} of each repository, taken in turn; the median counts; "
+          "every timed step starts after a sync")
+    print(f"{'repository':<12}{'step':<9}{'wall s':>9}{'MiB/s':>9}{'restic peak MB':>16}  every run (s)")
+    figures: dict = {"files": args.files, "bytes": size, "seed": args.seed, "restic": version, "load": load,
+                     "runs": args.runs}
+    medians: dict[tuple[str, str], float] = {}
+    for name in ("local", "rest"):
+        for step, runs in (("backup", [backups[name]]), ("restore", restores[name])):
+            middle = median_run(runs)
+            medians[name, step] = middle.wall_s
+            every = " ".join(f"{run.wall_s:.2f}" for run in runs)
+            print(f"{name:<12}{step:<9}{middle.wall_s:>9.2f}{throughput(size, middle.wall_s):>9.1f}"
+                  f"{max(run.peak_rss_bytes for run in runs) / MB:>16.0f}  {every}")
+            figures[f"{name}_{step}_s"] = middle.wall_s
+            figures[f"{name}_{step}_runs_s"] = [run.wall_s for run in runs]
     print(f"server memory: {idle / MB:.0f} MB idle, {sampler.peak_rss / MB:.0f} MB peak during the REST runs "
           f"({sampler.samples} samples every {SERVER_SAMPLE_INTERVAL * 1000:.0f} ms, {sampler.cpu_s:.2f} s of CPU)")
     figures |= {"server_idle_bytes": idle, "server_peak_bytes": sampler.peak_rss, "sampler_cpu_s": sampler.cpu_s}
     for step in ("backup", "restore"):
-        share = local[step].wall_s / rest[step].wall_s
+        share = medians["local", step] / medians["rest", step]
         figures[f"{step}_ratio"] = share
         print(f"{step} throughput REST/local = {share:.2f} (target >= {TARGET:.2f}): {'PASS' if share >= TARGET else 'FAIL'}")
     if args.json:

@@ -96,11 +96,20 @@ def _closed_error(exc: BaseException) -> RelayClosed | None:
     return RelayClosed(f"The relay closed the session (code {code}).", code)
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (it moves each frame with less CPU), asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class _Loop:
     """An event loop running in a daemon thread of its own, for one relay side."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_event_loop()
         self.thread = threading.Thread(target=self._serve, name="relay-loop", daemon=True)
         self.thread.start()
 
@@ -196,6 +205,14 @@ class RelayStream:
                 continue
             self.received += len(message)
             return message
+
+    def shutdown(self) -> None:
+        """Close the WebSocket (the relay then closes the other side), keeping the loop for a reader still waiting.
+
+        A thread blocked in :meth:`recv_frame` then gets the end (b"") instead of waiting on a stopped loop.
+        """
+        with contextlib.suppress(Exception):
+            self._loop.run(self._ws.close(), timeout=5)
 
     def close(self) -> None:
         """End this side; the relay then closes the other side."""

@@ -41,6 +41,7 @@ from agent import link, upload
 from agent.client import HelplineClient
 from agent.http import normalize_url
 from agent.paths import write_private
+from agent.snapshots.state import touches
 from agent.store import AgentState, AgentStore
 from protocol.errors import (ConfigError, DamagedError, ForbiddenError, HelplineError, InvalidInputError, NotFoundError,
                              TooLargeError, UnavailableError)
@@ -372,15 +373,14 @@ class LocalAPI:
         home = self._home(peer)
         shown = []
         for snap in self.snapshots.list_snapshots(name):
-            paths = list(snap.paths) if home is None else [p for p in snap.paths if _touches(p, home)]
+            paths = list(snap.paths) if home is None else [p for p in snap.paths if touches(p, str(home))]
             if paths:
                 shown.append(snapshot_to_wire(snap, paths))
         return shown
 
     def op_snapshot_status(self, peer: Peer, args: dict, fd: int | None, progress: Progress) -> dict:
-        """How protected the PC is (the service's own record: one for the PC, not per home yet)."""
-        self._home(peer)
-        found = self.snapshots.protection()
+        """How protected the caller's home is (root: the PC), from the service's own records."""
+        found = self.snapshots.protection(self._home(peer))
         return {name: (value.isoformat() if hasattr(value, "isoformat") else value)
                 for name, value in asdict(found).items()}
 
@@ -466,12 +466,6 @@ class LocalAPI:
             raise
         os.close(out)
         return target
-
-
-def _touches(path: str, home: Path) -> bool:
-    """True when a snapshot's ``path`` is the home, inside it, or a folder that holds it."""
-    text = str(home).rstrip("/")
-    return path == text or path.startswith(text + "/") or text.startswith(path.rstrip("/") + "/")
 
 
 def snapshot_to_wire(snap, paths: list[str]) -> dict:

@@ -385,6 +385,8 @@ class Snapshots:
         def edit(state: SnapshotState) -> None:
             record = state.repository(run.repository)
             record.last_status = run.status
+            record.remember_paths(paths, succeeded=run.status != "failed", at=run.finished_at,
+                                  snapshot_id=run.snapshot_id, error=run.error)
             if run.status == "failed":
                 record.last_failure = run.finished_at
                 record.last_error = run.error
@@ -560,11 +562,17 @@ class Snapshots:
                                       hint="take a first snapshot: helpline snapshot now")
         return R.snapshots(self.restic, repository, host=self.host, no_lock=name == "server")
 
-    def protection(self) -> Protection:
-        """How protected this PC is, in one state word and one sentence, from what it remembers (no restic run)."""
+    def protection(self, home: Path | None = None) -> Protection:
+        """How protected this PC is, in one state word and one sentence, from what it remembers (no restic run).
+
+        With ``home``, how protected that home is: only runs that took it (or a folder holding it, or one in it)
+        count, so one user's own snapshot never tells another user that their files are safe.
+        """
         now = self.clock()
         state = self.state.read()
         records = [state.repositories.get(name, RepositoryRecord()) for name in self.repositories()]
+        if home is not None:
+            records = [record.for_folder(str(home)) for record in records]
         successes = [r for r in records if r.last_success is not None]
         last = max(successes, key=lambda r: r.last_success, default=None)
         verified = max((r.last_verified for r in records if r.last_verified is not None), default=None)

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,11 +31,42 @@ except ImportError:  # Windows: one process at a time is all the lock file can p
 STATE_FILE = "state.json"
 #: Reports kept at most while the server is unreachable (the oldest go first).
 MAX_PENDING = 500
+#: Paths whose last runs a repository record keeps (the least recently run go first).
+MAX_PATHS = 1000
 
 _TIME_FIELDS = ("last_attempt", "last_success", "last_failure", "last_forget", "last_prune", "last_check",
                 "last_verify", "last_verified")
 _threads = threading.Lock()
 T = TypeVar("T")
+
+
+def touches(path: str, folder: str) -> bool:
+    """True when a snapshot's ``path`` is ``folder``, inside it, or a folder that holds it."""
+    text = folder.rstrip("/") or "/"
+    path = path.rstrip("/") or "/"
+    return (path == text or path.startswith(text.rstrip("/") + "/")
+            or text.startswith(path.rstrip("/") + "/"))
+
+
+@dataclass
+class PathRecord:
+    """The last run that took one path into a repository, and the last that failed to."""
+
+    last_success: datetime | None = None
+    last_snapshot_id: str | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> PathRecord:
+        data = {f.name: value.get(f.name) for f in fields(cls)}
+        for name in ("last_success", "last_failure"):
+            data[name] = datetime.fromisoformat(data[name]) if data[name] else None
+        return cls(**data)
 
 
 @dataclass
@@ -63,12 +94,43 @@ class RepositoryRecord:
     escrow: str | None = None
     #: Why the repository stopped growing (the disk's margin or the size cap), until a run fits again.
     full: str | None = None
+    #: Per path a run named: its last run's outcome, so a user is told about their own home, not the PC's.
+    paths: dict[str, PathRecord] = field(default_factory=dict)
+
+    def remember_paths(self, paths: list[str], *, succeeded: bool, at: datetime, snapshot_id: str | None,
+                       error: str | None) -> None:
+        """Record one run's outcome for each of its ``paths`` (keeping the :data:`MAX_PATHS` most recent)."""
+        for path in paths:
+            record = self.paths.pop(path, None) or PathRecord()
+            if succeeded:
+                record.last_success, record.last_snapshot_id = at, snapshot_id
+            else:
+                record.last_failure, record.last_error = at, error
+            self.paths[path] = record  # re-inserted: the dict's order is the order paths last ran in
+        while len(self.paths) > MAX_PATHS:
+            del self.paths[next(iter(self.paths))]
+
+    def for_folder(self, folder: str) -> RepositoryRecord:
+        """This record as seen by one folder: the last success and failure of runs that touched it.
+
+        A record from before paths were kept (no path records) speaks for every folder, as it did then.
+        """
+        if not self.paths:
+            return self
+        touching = [record for path, record in self.paths.items() if touches(path, folder)]
+        success = max((r for r in touching if r.last_success), key=lambda r: r.last_success, default=None)
+        failure = max((r for r in touching if r.last_failure), key=lambda r: r.last_failure, default=None)
+        return replace(self, last_success=success.last_success if success else None,
+                       last_snapshot_id=success.last_snapshot_id if success else None,
+                       last_failure=failure.last_failure if failure else None,
+                       last_error=failure.last_error if failure else None)
 
     def to_json(self) -> dict[str, Any]:
         value = asdict(self)
         for name in _TIME_FIELDS:
             if value[name] is not None:
                 value[name] = value[name].isoformat()
+        value["paths"] = {path: record.to_json() for path, record in self.paths.items()}
         return value
 
     @classmethod
@@ -78,6 +140,9 @@ class RepositoryRecord:
         for name in _TIME_FIELDS:
             if data.get(name):
                 data[name] = datetime.fromisoformat(data[name])
+        paths = data.pop("paths", None)
+        data["paths"] = ({str(path): PathRecord.from_json(record) for path, record in paths.items()
+                          if isinstance(record, dict)} if isinstance(paths, dict) else {})
         return cls(**data)
 
 

@@ -112,7 +112,9 @@ def snapshot_list(repository: RepositoryOpt = None, json_out: JsonOpt = False) -
 
 @snapshot_app.command("status")
 def snapshot_status(json_out: JsonOpt = False) -> None:
-    """Say how protected this PC is: when the last snapshot was made and the last restore was proven.
+    """Say how protected your files are: when the last snapshot that holds them was made and the last restore was proven.
+
+    Where the agent service keeps this PC's snapshots, you are told about your own home; root is told about the PC.
 
     Example: helpline snapshot status
     """

@@ -314,8 +314,13 @@ def test_a_user_snapshots_and_lists_their_own_home_through_the_service(short_dir
             [run] = ServicePC(path, Path("/nonexistent")).snapshots().run_snapshot()
             return {"status": run.status, "files_new": run.summary.files_new}
 
+        def status():
+            return ServicePC(path, Path("/nonexistent")).snapshots().protection().state
+
+        ServicePC(path).snapshots().run_snapshot()  # root's: the policy's paths, which hold no home
+        assert ServicePC(path).snapshots().protection().state == "unverified"  # the PC (root's view) has one
+        assert as_user(test_user.pw_uid, status) == {"ok": "never"}  # but nothing of this user's home is kept yet
         assert as_user(test_user.pw_uid, snapshot_now) == {"ok": {"status": "ok", "files_new": 2}}
-        ServicePC(path).snapshots().run_snapshot()  # root's: the policy's paths
 
         def listed():
             return [list(s.paths) for s in ServicePC(path, Path("/nonexistent")).snapshots().list_snapshots()]
@@ -325,8 +330,7 @@ def test_a_user_snapshots_and_lists_their_own_home_through_the_service(short_dir
             sorted([[home], [str(others)]])
         refused = as_user(USER, listed)  # nobody has no home of their own
         assert refused["error"] == "ConfigError"
-        status = as_user(test_user.pw_uid, lambda: ServicePC(path, Path("/nonexistent")).snapshots().protection().state)
-        assert status["ok"] in {"unverified", "protected"}
+        assert as_user(test_user.pw_uid, status)["ok"] in {"unverified", "protected"}
     # The snapshot is the service's: the user cannot read its repository.
     assert as_user(test_user.pw_uid, lambda: os.listdir(service_store.directory))["error"] == "PermissionError"
 

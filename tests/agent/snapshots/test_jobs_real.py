@@ -254,3 +254,29 @@ def test_an_elevated_windows_agent_asks_restic_for_a_vss_snapshot(tmp_path, home
     plain = make_jobs(tmp_path / "plain", home, clock)
     plain.snapshot_into("local")
     assert seen["use_fs_snapshot"] is False
+
+
+def test_status_per_home_counts_only_runs_that_took_that_home(tmp_path, clock):
+    homes = tmp_path / "homes"
+    ann, bob = homes / "ann", homes / "bob"
+    for home in (ann, bob):
+        (home / "Documents").mkdir(parents=True)
+        (home / "Documents" / "a.txt").write_text(f"{home.name}'s file\n")
+    jobs = make_jobs(tmp_path, homes, clock)
+    [run] = jobs.run_snapshot(paths=(str(ann),))  # ann's own "snapshot now"
+    assert run.status == "ok"
+    assert jobs.protection(ann).state == "unverified" and jobs.protection(ann).last_snapshot_id == run.snapshot_id
+    assert jobs.protection(ann / "Documents").last_snapshot_at == T0  # a folder inside a home that ran
+    bob_sees = jobs.protection(bob)
+    assert bob_sees.state == "never" and bob_sees.words.startswith("Not protected")
+    assert jobs.protection().state == "unverified"  # the PC as a whole (root) did get a snapshot
+    clock.advance(hours=2)
+    [everyone] = jobs.run_snapshot()  # the service's scheduled run of the policy's paths: every home
+    assert jobs.protection(bob).last_snapshot_id == everyone.snapshot_id
+    assert jobs.protection(ann).last_snapshot_at == clock.now
+    # A failed run of bob's home alone puts bob at risk, not ann.
+    clock.advance(minutes=10)
+    jobs.state.change(lambda s: s.repository("local").remember_paths([str(bob)], succeeded=False, at=clock.now,
+                                                                    snapshot_id=None, error="restic failed"))
+    assert jobs.protection(bob).state == "failing" and "restic failed" in jobs.protection(bob).words
+    assert jobs.protection(ann).state != "failing"

@@ -29,6 +29,8 @@ from tests.support.sessions import (
     tool,
 )
 
+from protocol.identifiers import short_ids
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.name == "nt", reason="sessions run on Linux and macOS PCs"),
@@ -77,7 +79,7 @@ def test_an_approved_session_runs_a_command_and_its_recording_plays_back(desk, t
     saved = desk.tmp / "session.cast"
     desk.engineer.ok("recording", user.session_id, "--output", str(saved))
     assert "hello-from-" in cast_output(saved)
-    played = desk.engineer.ok("recording", user.session_id[:8], "--output", str(desk.tmp / "again.cast"),
+    played = desk.engineer.ok("recording", short_ids([user.session_id])[user.session_id], "--output", str(desk.tmp / "again.cast"),
                               "--play", "--speed", "0")
     assert "hello-from-" in played.stdout and "\x1b" not in played.stdout
 
@@ -314,7 +316,7 @@ def test_engineer_and_user_chat_without_typing_into_the_shell(desk, terminals, r
     runs.append(run)
     user.approve()
     run.read_until(b"connected")
-    sent = desk.engineer.ok("chat", user.session_id[:8], "I am checking the printer queue")
+    sent = desk.engineer.ok("chat", short_ids([user.session_id])[user.session_id], "I am checking the printer queue")
     assert "Sent to" in sent.stdout
     user.child.expect(b"I am checking the printer queue")
 

@@ -34,6 +34,8 @@ RELAY_PAIR_SECONDS = 60
 RELAY_NO_PEER = 4408
 #: The relay closes both sides when the grant's maximum duration is over, or the session was ended.
 RELAY_TIME_UP = 4410
+#: Why a session ended at its granted duration, whichever side noticed first (the PC or the relay).
+TIME_UP_REASON = "the session reached its maximum duration"
 RELAY_ENDED = 4000
 
 

@@ -31,6 +31,7 @@ from protocol.grants import Scope, SessionGrant, SignedGrant, openssh_fingerprin
 from protocol.schemas import Role
 from protocol.sessions import (
     OFFER_MINUTES,
+    TIME_UP_REASON,
     ChatEntry,
     GrantIssued,
     GrantRequest,
@@ -76,7 +77,7 @@ def effective_state(row: RemoteSession, now: datetime) -> tuple[SessionState, st
         return SessionState.ENDED, "nobody connected in time"
     if (state == SessionState.ACTIVE and row.started_at is not None and row.max_duration_seconds is not None
             and row.started_at + timedelta(seconds=row.max_duration_seconds) <= now):
-        return SessionState.ENDED, "the granted time is over"
+        return SessionState.ENDED, TIME_UP_REASON
     return state, row.end_reason
 
 

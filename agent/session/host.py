@@ -44,8 +44,13 @@ from agent.session.pty import Piped, Terminal, login_shell, shell_environment, s
 from agent.session.recording import Recording
 from protocol.errors import ConfigError, ForbiddenError, InvalidInputError
 from protocol.grants import Scope, SessionGrant, openssh_key_blob, verification_string
+from protocol.sessions import TIME_UP_REASON
 
 log = logging.getLogger(__name__)
+
+#: Why a session ended by itself, as the server, the ticket and the user read it.
+TIME_UP = TIME_UP_REASON
+GRANT_EXPIRED = "the session grant expired before the engineer connected"
 
 # Throughput: a large window keeps a long-latency relay path full; large packets cut per-packet cost.
 WINDOW_SIZE = 16 * 1024 * 1024
@@ -108,7 +113,9 @@ class SessionHost:
     claimed (:class:`agent.session.grants.UsedGrants`). ``on_authenticated`` gets the
     verification string and the SSH user name once the engineer's key has
     authenticated; ``on_output`` gets every byte the shell shows (the user's mirror);
-    ``on_end`` gets the reason the session ended. ``shell`` replaces the user's login
+    ``on_end`` gets the reason the session ended. ``on_time_up`` ends the session when
+    its time is up, given the reason (default :meth:`end`): the PC's session tells the
+    server why before the relay drops. ``shell`` replaces the user's login
     shell (tests). ``sftp_servers`` lists the absolute paths where OpenSSH's
     ``sftp-server`` may be (empty: always the Python server). The maximum duration
     counts from the host's creation.
@@ -123,6 +130,7 @@ class SessionHost:
         on_authenticated: Callable[[str, str], None] | None = None,
         on_output: Callable[[bytes], None] | None = None,
         on_end: Callable[[str], None] | None = None,
+        on_time_up: Callable[[str], None] | None = None,
         shell: Sequence[str] | None = None,
         sftp_servers: Sequence[str] = SFTP_SERVERS,
         clock: Callable[[], datetime] = _utcnow,
@@ -137,6 +145,7 @@ class SessionHost:
         self.on_authenticated = on_authenticated
         self.on_output = on_output
         self.on_end = on_end
+        self.on_time_up = on_time_up
         self.shell_argv = list(shell) if shell else None
         self.sftp_server = find_sftp_server(list(sftp_servers))
         self.clock = clock
@@ -258,11 +267,12 @@ class SessionHost:
             self._finished.set()
 
     def _watch(self) -> None:
+        ending = self.on_time_up or self.end
         while not self._ended.wait(POLL):
             if not self._joined and self.clock() >= self.grant.expires_at:
-                self.end("the session grant expired before the engineer connected")
+                ending(GRANT_EXPIRED)
             elif time.monotonic() >= self._deadline:
-                self.end("the session reached its maximum duration")
+                ending(TIME_UP)
 
     # The engineer's side: connections.
 

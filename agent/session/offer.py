@@ -386,7 +386,8 @@ class LiveSession:
         self._streams: list[Any] = []
         self._started = time.monotonic()
         self.host = SessionHost(grant, host_key=offer.host_key, recording=recording, on_output=on_output,
-                                on_authenticated=on_authenticated, on_end=self._ended, shell=offer.shell,
+                                on_authenticated=on_authenticated, on_end=self._ended, on_time_up=self.end,
+                                shell=offer.shell,
                                 clock=offer.clock)
         self.host.give_consent(grant.grant_id)
         self._relay: threading.Thread | None = None
@@ -517,7 +518,8 @@ class LiveSession:
         return left
 
     def end(self, reason: str) -> None:
-        """The user ends the session: at once nothing more reaches the PC, then the server hears why, then all closes.
+        """The user (or the time limit) ends the session: at once nothing more reaches the PC, then the server hears
+        why, then all closes.
 
         Control, files and forward are taken back first (no keystroke, file or
         connection gets through from that moment); the server is told the reason

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from protocol.sessions import RELAY_ENDED, RELAY_NO_PEER, RELAY_PAIR_SECONDS, RELAY_TIME_UP, RelaySide
+from protocol.sessions import RELAY_ENDED, RELAY_NO_PEER, RELAY_PAIR_SECONDS, RELAY_TIME_UP, TIME_UP_REASON, RelaySide
 from server.doorbell import Doorbell
 
 NORMAL_CLOSE = 1000
@@ -130,7 +130,7 @@ class RelayHub:
             try:
                 await asyncio.wait_for(ended.wait(), max(0.0, seconds_left))
             except TimeoutError:
-                await pair.end("the granted time is over", RELAY_TIME_UP)
+                await pair.end(TIME_UP_REASON, RELAY_TIME_UP)
                 return
         await pair.end("ended", RELAY_ENDED)
 

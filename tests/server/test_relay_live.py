@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from agent.relay_socket import RelayClosed, RelayStream, open_relay
-from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RELAY_TIME_UP, RelayTicket
+from protocol.sessions import RELAY_BAD_TOKEN, RELAY_SIDE_TAKEN, RELAY_TIME_UP, TIME_UP_REASON, RelayTicket
 from server.app import create_app
 from server.models import RemoteSession
 from server.relay.hub import relay_hub
@@ -188,7 +188,7 @@ def test_the_relay_closes_both_sides_when_the_granted_time_is_over(helpline, liv
         assert until(lambda: engineer.recv() == b"", "the engineer side is closed")
         assert pc.close_code == engineer.close_code == RELAY_TIME_UP
     row = until(lambda: (r := session_row(helpline, sid)).state == "ended" and r, "the session ends")
-    assert row.end_reason == "the granted time is over"
+    assert row.end_reason == TIME_UP_REASON
 
 
 def test_full_traffic_both_ways_at_once_does_not_stall(helpline, live):

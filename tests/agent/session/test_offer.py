@@ -19,7 +19,7 @@ from agent.session.offer import Decision, SessionOffer
 from protocol import signing
 from protocol.errors import AuthError, ExitStatus, ForbiddenError, InvalidInputError
 from protocol.grants import Scope, SessionGrant, openssh_fingerprint, sign_grant, verification_string
-from protocol.sessions import RelayTicket, SessionEvent, SessionPublic, SessionState
+from protocol.sessions import TIME_UP_REASON, RelayTicket, SessionEvent, SessionPublic, SessionState
 from tests.agent.session.conftest import AGENT_ID, make_engineer_key, read_until
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="sessions run on POSIX PCs")
@@ -323,4 +323,26 @@ def test_the_users_end_stops_input_at_once_and_tells_the_server_why_before_the_r
     assert seen_at_report[0] == ("the user ended the session", False, {Scope.VIEW})
     assert live.host.ended and live.end_reason == "the user ended the session"
     assert live.finish().reason == "the user ended the session"
+    client.close()
+
+
+def test_the_time_limit_tells_the_server_why_before_the_relay_drops(setup, server_key):
+    server, offer, engineer_ends = setup
+    engineer = make_engineer_key()
+    request(server, server_key, grant_for(offer, engineer, max_duration_seconds=2))
+    live = offer.answer(offer.next_request(timeout=5), Decision(True))
+    client, channel = engineer_login(engineer_ends, engineer)
+    seen_at_report = []
+    reported = threading.Event()
+
+    def end_session(session_id, body):
+        seen_at_report.append((body.reason, live.host.ended, client.is_active()))
+        reported.set()
+
+    server.end_session = end_session
+    assert reported.wait(10)
+    # Told while the engineer's connection was still up: the server's record says why, not that a side left.
+    assert seen_at_report[0] == (TIME_UP_REASON, False, True)
+    assert live.wait(10) and live.end_reason == TIME_UP_REASON
+    assert live.finish().reason == TIME_UP_REASON
     client.close()

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from protocol.grants import SignedGrant, openssh_fingerprint, verification_string, verify_grant
 from protocol.schemas import Role
+from protocol.sessions import TIME_UP_REASON
 from server.models import RelayToken, RemoteSession, TimelineEvent
 from server.relay.hub import relay_hub
 from tests.server.conftest import EnrolledPC
@@ -310,7 +311,7 @@ def test_a_session_runs_out_at_its_granted_duration(helpline, clock):
         row.state, row.started_at = "active", clock()
     clock.advance(minutes=5)
     shown = helpline.ok("GET", f"sessions/{sid}", s.engineer)
-    assert shown["state"] == "ended" and shown["end_reason"] == "the granted time is over"
+    assert shown["state"] == "ended" and shown["end_reason"] == TIME_UP_REASON
     assert isinstance(datetime.fromisoformat(shown["ended_at"]), datetime)
 
 

@@ -32,6 +32,7 @@ from server.db import transaction, utcnow
 from server.restic_rest.prune import empty_trash, prune_repositories
 from server.models import JobRun
 from server.pc_requests import request_bell, sweep
+from server.relay.hub import end_key
 from server.runtime import ServerRuntime
 from server.settings import ServerSettings
 from server.uploads import sweep_expired
@@ -100,6 +101,18 @@ def sweep_pc_requests(state: ServerRuntime) -> str:
         state.doorbell.ring(request_bell(request_id))
     return f"expired {len(changed)} requests to PCs"
 SESSION_SWEEP_SECONDS = 3600.0
+#: How often sessions that ran out unnoticed are ended (audited, on the timeline, announced).
+SESSION_SETTLE_SECONDS = 60.0
+
+
+def settle_sessions(state: ServerRuntime) -> str:
+    """End the sessions whose offer, request, grant or granted time ran out while nobody looked."""
+    with transaction(state.sessions) as session:
+        ended = sessions.settle_ran_out(session, now=state.clock())
+    for session_id in ended:
+        state.doorbell.ring(session_id)
+        state.doorbell.ring(end_key(session_id))
+    return f"ended {len(ended)} sessions that ran out"
 
 
 def sweep_session_leftovers(state: ServerRuntime) -> str:
@@ -140,6 +153,7 @@ JOBS: tuple[Job, ...] = (
     Job("escrow-purge", lambda settings: ESCROW_PURGE_SECONDS, purge_escrow),
     Job("pc-request-sweep", lambda settings: settings.snapshots.request_sweep_seconds, sweep_pc_requests),
     Job("session-sweep", lambda settings: SESSION_SWEEP_SECONDS, sweep_session_leftovers),
+    Job("session-settle", lambda settings: SESSION_SETTLE_SECONDS, settle_sessions),
     Job("webhook-deliver", lambda settings: settings.webhooks.deliver_seconds, deliver_webhooks),
     Job("ticket-deadlines", lambda settings: settings.webhooks.deadline_check_seconds, watch_ticket_deadlines),
     Job("retention", lambda settings: settings.retention.check_minutes * 60, enforce_retention),

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from protocol.errors import Audience, ConflictError, ForbiddenError, InvalidInputError, NotFoundError, TooLargeError
@@ -87,6 +87,27 @@ def settle(session: Session, row: RemoteSession, *, now: datetime) -> RemoteSess
     if state == SessionState.ENDED and row.state != SessionState.ENDED.value:
         _end(session, row, Actor.system(), reason or "ended", now=now)
     return row
+
+
+def settle_ran_out(session: Session, *, now: datetime, limit: int = 500) -> list[str]:
+    """End the open sessions whose offer, request, grant or granted time ran out by ``now``; their ids.
+
+    What reads a session settles it too; this sweep makes sure a session nobody
+    looks at again is still audited, put on its ticket's timeline and announced
+    (``session.ended``) soon after it ran out.
+    """
+    due = or_(
+        and_(RemoteSession.state == SessionState.WAITING.value, RemoteSession.offer_expires_at <= now),
+        and_(RemoteSession.state.in_((SessionState.REQUESTED.value, SessionState.APPROVED.value)),
+             RemoteSession.grant_expires_at <= now),
+        and_(RemoteSession.state == SessionState.ACTIVE.value, RemoteSession.started_at.is_not(None)),
+    )
+    ended = []
+    for row in session.scalars(select(RemoteSession).where(due).order_by(RemoteSession.created_at).limit(limit)):
+        if effective_state(row, now)[0] == SessionState.ENDED:  # an active one only once its time is over
+            settle(session, row, now=now)
+            ended.append(row.id)
+    return ended
 
 
 def session_public(row: RemoteSession, now: datetime) -> SessionPublic:

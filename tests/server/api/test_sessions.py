@@ -10,7 +10,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from protocol.grants import SignedGrant, openssh_fingerprint, verification_string, verify_grant
 from protocol.schemas import Role
@@ -313,6 +313,34 @@ def test_a_session_runs_out_at_its_granted_duration(helpline, clock):
     shown = helpline.ok("GET", f"sessions/{sid}", s.engineer)
     assert shown["state"] == "ended" and shown["end_reason"] == TIME_UP_REASON
     assert isinstance(datetime.fromisoformat(shown["ended_at"]), datetime)
+
+
+def test_sessions_that_ran_out_unnoticed_are_ended_audited_and_announced(helpline, runtime, clock):
+    from server.jobs import JOBS
+    from server.models import WebhookDelivery
+    from tests.server.api.test_webhooks import add
+
+    add(helpline, helpline.admin(), events=("session.ended",))
+    s = setup(helpline)
+    running, _, _ = approved(helpline, s, max_minutes=5)
+    with helpline.db() as db:
+        row = db.get(RemoteSession, running)
+        row.state, row.started_at = "active", clock()
+    [settle] = [job for job in JOBS if job.name == "session-settle"]
+    assert settle.run(runtime) == "ended 0 sessions that ran out"  # within its time: left alone
+    clock.advance(minutes=4)
+    assert settle.run(runtime) == "ended 0 sessions that ran out"
+    clock.advance(minutes=2)  # nobody reads the session again; the sweep ends it
+    assert settle.run(runtime) == "ended 1 sessions that ran out"
+    assert settle.run(runtime) == "ended 0 sessions that ran out"  # once
+    with helpline.db() as db:
+        row = db.get(RemoteSession, running)
+        assert (row.state, row.end_reason) == ("ended", TIME_UP_REASON)
+        assert db.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
+    [ended] = helpline.audit("session.ended")
+    assert ended.details["session_id"] == running and ended.details["reason"] == TIME_UP_REASON
+    timeline = helpline.ok("GET", f"tickets/{s.number}", s.engineer)["timeline"]
+    assert any(TIME_UP_REASON in event["message"] for event in timeline)
 
 
 def test_the_session_sweep_deletes_recordings_past_their_retention(helpline, runtime, clock):

@@ -60,6 +60,9 @@ MAX_PACKET_SIZE = 128 * 1024
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 # One read moves up to this much: a bulk copy costs one Python round per 256 KiB, not per packet.
 READ_SIZE = 256 * 1024
+# A read from a channel takes all the channel holds (at most a window): paramiko's channel buffer moves what a
+# partial read leaves on every read, which for a full window costs far more than the data read.
+CHANNEL_READ = WINDOW_SIZE
 # Like OpenSSH's MaxAuthTries: after this many refused keys a connection cannot authenticate any more.
 MAX_AUTH_TRIES = 6
 POLL = 0.1
@@ -477,7 +480,7 @@ class SessionHost:
         def copy_in() -> None:
             taking = True
             try:
-                while data := channel.recv(READ_SIZE):
+                while data := channel.recv(CHANNEL_READ):
                     if taking and self.allows(scope):
                         if recorded and self.recording is not None:
                             self.recording.input(data)
@@ -523,9 +526,10 @@ class SessionHost:
     def _splice(self, channel: paramiko.Channel, target: socket.socket) -> None:
         """Copy bytes both ways between a forward channel and its loopback target until either side closes."""
 
-        def copy(read: Callable[[int], bytes], write: Callable[[bytes], None], done: Callable[[], None]) -> None:
+        def copy(read: Callable[[int], bytes], write: Callable[[bytes], None], done: Callable[[], None],
+                 size: int = READ_SIZE) -> None:
             try:
-                while data := read(READ_SIZE):
+                while data := read(size):
                     write(data)
             except (OSError, EOFError, paramiko.SSHException):
                 pass
@@ -540,7 +544,7 @@ class SessionHost:
             target.close()
 
         def to_target() -> None:
-            copy(channel.recv, target.sendall, lambda: target.shutdown(socket.SHUT_WR))
+            copy(channel.recv, target.sendall, lambda: target.shutdown(socket.SHUT_WR), CHANNEL_READ)
 
         def to_channel() -> None:
             copy(target.recv, channel.sendall, close_both)
@@ -591,7 +595,7 @@ class SessionHost:
         """
         try:
             while not terminal.ended:
-                data = channel.recv(READ_SIZE)
+                data = channel.recv(CHANNEL_READ)
                 if not data:
                     break
                 if self.allows(Scope.CONTROL):

@@ -39,12 +39,16 @@ from paramiko.common import (
     OPEN_SUCCEEDED,
 )
 
+from agent.session import channel_buffer
 from agent.session.files import SFTP_SERVERS, UserFiles, find_sftp_server, sftp_server_argv
 from agent.session.pty import Piped, Terminal, login_shell, shell_environment, start_piped, start_terminal
 from agent.session.recording import Recording
 from protocol.errors import ConfigError, ForbiddenError, InvalidInputError
 from protocol.grants import Scope, SessionGrant, openssh_key_blob, verification_string
 from protocol.sessions import TIME_UP_REASON
+
+# Channels buffer their input as queued packets, not in paramiko's array (see agent.session.channel_buffer).
+channel_buffer.install()
 
 log = logging.getLogger(__name__)
 

@@ -267,4 +267,30 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sharing:
             gc.enable()  # whatever happened (share may have stopped before it could)
+    if sharing and argv is None and "--session" not in words:
+        _end_process(int(status))
     sys.exit(int(status))
+
+
+def _end_process(status: int) -> None:
+    """End this process now, with ``status``, once its threads, logs and output are done.
+
+    A share's process has loaded several thousand objects that the interpreter
+    would take apart one by one on the way out (0.03 s here, a tenth of what the
+    person waits for after the bundle is made); nothing of them needs it. What
+    does need the way out is done first: threads that are not daemons are waited
+    for (as the interpreter would), logging is shut down and the output flushed.
+    """
+    import logging
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(status)

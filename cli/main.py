@@ -9,15 +9,43 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import traceback
-from enum import Enum
-from typing import Annotated
 
-import typer
-from typer._click.exceptions import ClickException  # typer 0.26 exports no public base for click's errors
 
-from cli import output
-from protocol.errors import Audience, ExitStatus, HelplineError
+def _command_word(argv: list[str]) -> str | None:
+    """The command named on the line: the first word after the root options (which all are flags)."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _started_as_share() -> bool:
+    """Whether this process is `helpline share` (the installed command, not an import of this module)."""
+    program = os.path.splitext(os.path.basename(sys.argv[0]))[0] if sys.argv and sys.argv[0] else ""
+    return program == "helpline" and not os.environ.get(COMPLETE_VAR) and _command_word(sys.argv[1:]) == "share"
+
+
+# The variable a completion script sets when the shell asks `helpline` for completions.
+COMPLETE_VAR = "_HELPLINE_COMPLETE"
+if _started_as_share():
+    # The share measures CPU use from its first reading to its second, at least 0.3 s apart: taken before the
+    # rest of the command loads, that interval passes while it loads (agent.diagnostics.cpu_sample loads only psutil).
+    from agent.diagnostics.cpu_sample import start_early
+
+    start_early()
+    gc.disable()  # as main() does for a share (see there), from the first import on
+
+import traceback  # noqa: E402 - after the share's first reading
+from enum import Enum  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+from typer._click.exceptions import ClickException  # noqa: E402 - typer 0.26 exports no public base for click's errors
+
+from cli import output  # noqa: E402
+from protocol.errors import Audience, ExitStatus, HelplineError  # noqa: E402
 
 
 def exit_status_epilog() -> str:
@@ -69,10 +97,6 @@ def _typer_app() -> typer.Typer:
     root = typer.Typer(**_APP_SETTINGS)
     root.callback()(_root)
     return root
-
-
-# The variable a completion script sets when the shell asks `helpline` for completions.
-COMPLETE_VAR = "_HELPLINE_COMPLETE"
 
 
 class Shell(str, Enum):
@@ -172,16 +196,6 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _command_word(argv: list[str]) -> str | None:
-    """The command named on the line: the first word after the root options (which all are flags)."""
-    for arg in argv:
-        if arg == "--":
-            return None
-        if not arg.startswith("-"):
-            return arg
-    return None
-
-
 def _user_commands() -> frozenset[str]:
     """The commands the person at the PC runs (the "For users" panel): their errors' hints speak to that person."""
     from cli.commands import user
@@ -223,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     # `helpline share` is the one command a user at a broken PC waits for: it loads only its own code.
     sharing = not completing and _command_word(words) == "share"
     if sharing:  # its first CPU reading before its code loads (agent.diagnostics.cpu_sample loads only psutil)
-        from agent.diagnostics.cpu_sample import start_early
+        from agent.diagnostics.cpu_sample import start_early, taken_early
 
-        start_early()
+        if not (argv is None and taken_early()):  # the installed command took it as this module loaded
+            start_early()
         # Loading, collecting and redacting make few reference cycles; the cycle collector would mostly walk the
         # loaded modules' objects again and again. `share` turns it back on once its bundle is made.
         gc.disable()

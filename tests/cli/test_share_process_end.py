@@ -32,3 +32,31 @@ def test_the_status_is_kept_output_flushed_and_threads_waited_for(tmp_path) -> N
     assert done.returncode == 3
     assert done.stdout == "said without a newline" and done.stderr == "and a warning"
     assert marker.read_text() == "done", "a thread that is not a daemon finishes before the process ends"
+
+
+EARLY = """
+import sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+from agent.diagnostics import cpu_sample
+seen = []
+real = cpu_sample.start_early
+cpu_sample.start_early = lambda: seen.append(sorted(m for m in ("typer", "rich", "cli.output") if m in sys.modules)) or real()
+import cli.main
+print(seen, cpu_sample.taken_early(), cli.main.gc.isenabled())
+"""
+
+
+def test_the_installed_share_takes_its_first_cpu_reading_before_the_command_loads() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("_HELPLINE_COMPLETE", None)
+
+    def load(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-c", EARLY, *argv], capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert load("/usr/local/bin/helpline", "share", "--yes") == "[[]] True False"
+    assert load("/usr/local/bin/helpline", "--debug", "share") == "[[]] True False"
+    assert load("/usr/local/bin/helpline", "status") == "[] False True", "other commands take no reading"
+    assert load("/usr/bin/pytest", "share") == "[] False True", "importing the module is not running the command"

@@ -96,7 +96,7 @@ def _check_text(value):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod

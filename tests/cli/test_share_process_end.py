@@ -60,3 +60,23 @@ def test_the_installed_share_takes_its_first_cpu_reading_before_the_command_load
     assert load("/usr/local/bin/helpline", "--debug", "share") == "[[]] True False"
     assert load("/usr/local/bin/helpline", "status") == "[] False True", "other commands take no reading"
     assert load("/usr/bin/pytest", "share") == "[] False True", "importing the module is not running the command"
+
+
+IN_PROCESS = """
+import gc, sys
+from cli.main import main
+try:
+    main(["share", "--yes", "--output", sys.argv[1], "--what", "x", "--since", "now", "--tried", "y", "-x", "processes",
+          "-x", "software", "-x", "logs", "-x", "crashes"])
+except SystemExit as exc:
+    print("status", exc.code, "collector on", gc.isenabled())
+"""
+
+
+def test_a_share_run_inside_another_program_gives_it_back_the_cycle_collector(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HELPLINE_CONFIG_DIR": str(tmp_path / "config"),
+           "HELPLINE_AGENT_DIR": str(tmp_path / "agent")}
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS, str(tmp_path / "bundle.tar.gz")], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "status 0 collector on True", done.stderr[-2000:]
+    assert (tmp_path / "bundle.tar.gz").is_file()

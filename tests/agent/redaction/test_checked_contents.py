@@ -134,3 +134,25 @@ def test_judging_many_texts_in_one_scan_finds_what_judging_each_alone_does(optio
     assert sum(1 for found in alone if found) > 50, "the corpus gives the check plenty to find"
     differ = [(text[:80], a, j) for text, a, j in zip(texts, alone, joined) if a != j]
     assert not differ, differ[:5]
+
+
+def test_the_leak_search_finds_what_its_pattern_finds_in_any_text() -> None:
+    from agent.redaction.verify import LeakScanner
+
+    tricky = ["Jane.Doe@Corp.Example wrote", "login as JDOE", "PC-0042.CORP.EXAMPLE", "ſecret and İvan", "10.20.30.40",
+              "FD00::42", "00-11-22-33-44-55", "jdoe", "xjdoe", "nothing at all", "\u212adoe", "jdoe\n" * 3,
+              "İvan-pc.corp is up", "ſecret-pc is up", "sam-pc is up", "\u212adoe-pc is up"]
+    texts = tricky + corpus_texts()
+    for pseudonyms in (learned_map(), PseudonymMap()):
+        for extra in ((), ((USERNAME, "ſam"),), ((HOSTNAME, "ivan-pc.corp"), (HOSTNAME, "secret-pc"), (HOSTNAME, "kdoe-pc")),
+                      ((HOSTNAME, "ſam-pc"),)):
+            learned = pseudonyms.copy()
+            for kind, value in extra:
+                learned.pseudonym(kind, value)
+            scanner = LeakScanner(learned, ("jdoe", "ivan", "ſam"))
+            if scanner.pattern is None:
+                assert all(scanner.scan(text) == [] for text in texts)
+                continue
+            for text in texts:
+                assert scanner.scan(text) == [(m.start(), m.lastgroup) for m in scanner.pattern.finditer(text)], text[:80]
+    assert LeakScanner(learned_map(), ("jdoe",))._needles, "ASCII originals are searched plainly first"

@@ -67,7 +67,7 @@ def raw_member(path: str) -> str:
 class _Record(BaseModel):
     """A part of the manifest: unknown fields are refused, so a reader never guesses at them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class DetectorCount(_Record):

@@ -59,7 +59,7 @@ def openssh_fingerprint(line: str) -> str:
 class SessionGrant(BaseModel):
     """One engineer key's permission to open one PC's session host, for some scopes and a while."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     grant_id: str = Field(min_length=1, max_length=200)
     nonce: str = Field(min_length=16, max_length=200)
@@ -118,7 +118,7 @@ class SessionGrant(BaseModel):
 class SignedGrant(BaseModel):
     """A grant as it travels: the exact payload the server signed and the base64 signature."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     payload: dict[str, Any]
     signature: str

@@ -21,7 +21,7 @@ MAX_HAND_OVER_TICKETS = 200
 
 
 class HandOverRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     from_agent_id: str = Field(min_length=1, max_length=36)
     tickets: list[str] = Field(min_length=1, max_length=MAX_HAND_OVER_TICKETS)
@@ -31,7 +31,7 @@ class HandOverRequest(BaseModel):
 
 
 class HandOverResponse(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     #: The tickets now linked to the new agent, as labels (T-1042).
     tickets: list[str]

@@ -32,7 +32,7 @@ MAX_CHAIN = 64
 class Handover(BaseModel):
     """One signed hand-over, as the server publishes it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     old_key: str = Field(description="The retired key (base64 raw Ed25519), the one agents pinned.")
     new_key: str = Field(description="The key that replaces it.")
@@ -102,7 +102,7 @@ def follow(pinned: str, handovers: list[Handover], now: datetime) -> str | None:
 class KeyRotated(BaseModel):
     """What a rotation did: the key the server signs with now, the one it retired, and the hand-over between them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     fingerprint: str
     previous_fingerprint: str

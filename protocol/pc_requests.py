@@ -221,7 +221,7 @@ _ID = r"^[0-9a-f-]{36}$"
 class PcRequest(BaseModel):
     """The request as the server signs it and the PC checks it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     id: str = Field(pattern=_ID)
     agent_id: str = Field(min_length=1, max_length=64)
@@ -258,7 +258,7 @@ class PcRequest(BaseModel):
 class SignedPcRequest(BaseModel):
     """A request as it travels: the exact payload the server signed and the base64 signature."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     payload: dict[str, Any]
     signature: str = Field(max_length=200)
@@ -369,7 +369,7 @@ class PcRequestUpdate(_Model):
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
 
 class SnapshotRunResult(_Result):

@@ -93,7 +93,7 @@ def _home_or_absolute(values: list[str] | None, what: str) -> list[str] | None:
 
 
 class _Part(_Model):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class SnapshotRules(_Part):
@@ -222,7 +222,7 @@ def read_policy(data: Any, *, source: str = "The policy") -> PolicyBody:
 class PolicyStatement(BaseModel):
     """What the server signs for one PC: its group's policy at one version."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     agent_id: str = Field(min_length=1, max_length=64)
     group: GroupName
@@ -244,7 +244,7 @@ class PolicyStatement(BaseModel):
 class SignedPolicy(BaseModel):
     """A statement as it travels: the exact payload the server signed and the base64 signature."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     payload: dict[str, Any]
     signature: str = Field(max_length=200)
@@ -317,7 +317,7 @@ class PolicyCheckIn(_Model):
 class PolicyCheckInAnswer(BaseModel):
     """The server's answer: the PC's group's current policy when it differs from the one the PC runs."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     current_version: int | None = None
     policy: SignedPolicy | None = None

@@ -96,7 +96,9 @@ def _check_text(value):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Schemas are built on first use: a PC's command loads many models and validates few. The server builds
+    # every protocol model before its routes load (server/api/__init__.py).
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod

@@ -66,6 +66,7 @@ def entries_for(items: Iterable[Item], staging: Path, exclude: set[str], seen: s
     """Make one entry per item of a kept category, in order; ``seen`` holds the staged paths listed so far."""
     entries: list[BundleEntry] = []
     real_staging = staging.resolve()
+    real_parents: dict[Path, Path] = {}  # a collector writes many files into one folder: resolved once
     for item in items:
         if item.category in exclude:
             continue
@@ -81,7 +82,9 @@ def entries_for(items: Iterable[Item], staging: Path, exclude: set[str], seen: s
             continue
         seen.add(item.path)
         src = staging.joinpath(*item.path.split("/"))
-        parent = Path(os.path.realpath(src.parent))
+        parent = real_parents.get(src.parent)
+        if parent is None:
+            parent = real_parents[src.parent] = Path(os.path.realpath(src.parent))
         if parent != real_staging and real_staging not in parent.parents:
             entry.redaction, entry.reason = DROPPED, "its folder leads outside the staging directory; never read"
             continue

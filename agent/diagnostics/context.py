@@ -66,7 +66,7 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
 class CollectOptions(BaseModel):
     """What an admin (or the user) can tune about a diagnostics run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     server_url: str | None = None
     #: ``host`` or ``host:port`` (``[v6addr]:port`` for IPv6); port 443 when absent.

@@ -96,3 +96,8 @@ def early_or_new() -> CpuSample:
     """The reading :func:`start_early` took (handed out once, if still fresh), else one taken now."""
     early = _EARLY.pop() if _EARLY else None
     return early if early is not None and early.fresh() else CpuSample()
+
+
+def taken_early() -> bool:
+    """Whether :func:`start_early` took a reading that was not handed out yet."""
+    return bool(_EARLY)

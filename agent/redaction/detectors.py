@@ -15,6 +15,8 @@ import base64
 import binascii
 import functools
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -489,6 +491,44 @@ def _literal_index(literals_by_detector: tuple[tuple[str, ...], ...], extra_lite
     return shortest, by_literal, tuple(lit for lit in shortest if lit.isascii())
 
 
+class _RecentStarts:
+    """The line starts of the last long texts searched, for pipelines with the same triggers.
+
+    A share searches most text twice with the same triggers: to scrub it, then in
+    the final check, whose own pipeline reads the scrubbed file, which for most
+    files holds exactly the text scrubbed. The answer depends on nothing but the
+    text and the triggers, so the second search of identical text is looked up
+    (compared in full, never by a digest alone). Bounded in characters kept.
+    """
+
+    MIN_CHARS = 4096
+    MAX_CHARS = 4 << 20
+
+    def __init__(self) -> None:
+        self._starts: OrderedDict[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], list[int] | None] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def starts(self, text: str, literals: tuple[str, ...], patterns: tuple[re.Pattern[str], ...]) -> list[int] | None:
+        key = (text, literals, patterns)
+        with self._lock:
+            if key in self._starts:
+                found = self._starts[key]
+                return None if found is None else list(found)
+        found = line_starts(text, 0, literals, list(patterns))
+        with self._lock:
+            if key not in self._starts:
+                self._starts[key] = None if found is None else list(found)
+                self._chars += len(text)
+                while self._chars > self.MAX_CHARS and self._starts:
+                    (old, _, _), _ = self._starts.popitem(last=False)
+                    self._chars -= len(old)
+        return found
+
+
+_RECENT_STARTS = _RecentStarts()
+
+
 class Pipeline:
     """The ordered detectors for one set of options, and which lines and detectors each line needs."""
 
@@ -527,7 +567,9 @@ class Pipeline:
     def line_starts(self, text: str, pos: int = 0) -> list[int] | None:
         """Return where the lines of ``text[pos:]`` start that some detector may change (None: look at all)."""
         self._refresh()
-        return line_starts(text, pos, self._literals, self._patterns)
+        if pos or len(text) < _RecentStarts.MIN_CHARS:
+            return line_starts(text, pos, self._literals, self._patterns)
+        return _RECENT_STARTS.starts(text, self._literals, tuple(self._patterns))
 
     def apply(self, line: str, hit: Hit) -> str:
         """Run the detectors whose triggers fire, in pipeline order, over one line (without its line ending)."""

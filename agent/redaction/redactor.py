@@ -25,7 +25,7 @@ from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedact
 from agent.redaction.pseudonyms import USERNAME, PseudonymMap
 from agent.redaction.scrubber import Scrubber
 from agent.redaction.textfiles import NotText, atomic_text_writer, read_text_chunks, read_whole_text
-from agent.redaction.verify import CheckedContents, LeakScanner, kinds_checked, scan_text, verify_tree
+from agent.redaction.verify import CheckedContents, LeakScanner, kinds_checked, scan_texts, verify_tree
 
 # JSON outputs up to this size are parsed to prove they are still valid JSON (larger ones would
 # have to be loaded whole, which the streaming design avoids; collected facts are far smaller).
@@ -82,12 +82,9 @@ class Redactor:
         """
         leaks = LeakScanner(self.pseudonyms, self.options.known_usernames)
         pipeline = self._make_pipeline(self.pseudonyms.copy())
-        flagged: dict[str, str] = {}
-        for text in dict.fromkeys(texts):
-            detectors = sorted(detector for _, detector in scan_text(text, pipeline, leaks))
-            if detectors:
-                flagged[text] = detectors[0]
-        return flagged
+        unique = list(dict.fromkeys(texts))
+        return {text: min(detectors) for text, detectors in zip(unique, scan_texts(unique, pipeline, leaks))
+                if detectors}
 
     def kinds_checked(self) -> int:
         """How many kinds of secret the final check looks for (the detectors' and its second look's)."""

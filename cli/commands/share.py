@@ -181,7 +181,8 @@ def share(
     try:
         prepared = _collect(request, cpu_sample)
     finally:
-        gc.enable()  # `helpline` turned the cycle collector off while the bundle was made
+        if then_session:
+            gc.enable()  # `helpline` turned the cycle collector off while the bundle was made; a session runs long
     try:
         if not json_out:
             _show_preview(prepared)

@@ -37,14 +37,11 @@ class ProcessesCollector(Collector):
 
     def collect(self, ctx: CollectContext) -> dict[str, Any]:
         sample = ctx.cpu_sample if ctx.cpu_sample is not None and ctx.cpu_sample.fresh() else CpuSample()
-        time.sleep(sample.wait_time(ctx.remaining() - 1.0))
-        total_cpu = sample.total_percent()
-        interval = sample.age()
-
+        # The table is read while the interval runs: after it only the CPU readings are left to take,
+        # so a share waits for nothing but those once the interval is over.
         table = []
         for proc in psutil.process_iter(_ATTRS, ad_value=None):
             info = proc.info
-            cpu = sample.process_percent(info["pid"])
             memory = info.get("memory_info")
             cmdline = info.get("cmdline")
             table.append({
@@ -53,13 +50,18 @@ class ProcessesCollector(Collector):
                 "name": info.get("name"),
                 "username": info.get("username"),
                 "status": info.get("status"),
-                "cpu_percent": cpu,
+                "cpu_percent": None,
                 "rss": memory.rss if memory else None,
                 "memory_percent": round(info["memory_percent"], 2) if info.get("memory_percent") is not None else None,
                 "threads": info.get("num_threads"),
                 "started": iso_utc(info.get("create_time")),
                 "cmdline": " ".join(cmdline)[:CMDLINE_CHARS] if cmdline else None,
             })
+        time.sleep(sample.wait_time(ctx.remaining() - 1.0))
+        total_cpu = sample.total_percent()
+        interval = sample.age()
+        for row in table:  # a process that ended meanwhile keeps its row, with no percentage
+            row["cpu_percent"] = sample.process_percent(row["pid"])
 
         ctx.write_json("processes/processes.json", table, source="python:psutil")
         by_cpu = sorted((p for p in table if p["cpu_percent"] is not None), key=lambda p: -p["cpu_percent"])

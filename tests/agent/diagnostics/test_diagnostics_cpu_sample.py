@@ -88,3 +88,28 @@ def test_the_early_reading_is_handed_out_once() -> None:
     first = early_or_new()
     assert first.age() >= 0
     assert early_or_new() is not first, "a second collection takes a reading of its own"
+
+
+def test_the_table_is_read_during_the_interval_and_only_cpu_readings_after_it(tmp_path, monkeypatch) -> None:
+    from agent.diagnostics.collectors import processes
+
+    order: list[str] = []
+    real_iter, real_sleep = processes.psutil.process_iter, processes.time.sleep
+
+    def process_iter(*args, **kwargs):
+        order.append("table")
+        return real_iter(*args, **kwargs)
+
+    def sleep(seconds: float) -> None:
+        order.append("wait")
+        real_sleep(seconds)
+
+    sample = CpuSample()
+    real_percent = sample.process_percent
+    monkeypatch.setattr(processes.psutil, "process_iter", process_iter)
+    monkeypatch.setattr(processes.time, "sleep", sleep)
+    monkeypatch.setattr(sample, "process_percent", lambda pid: order.append("cpu") or real_percent(pid))
+    facts = collect_processes(tmp_path, sample)
+    assert order[:2] == ["table", "wait"] and set(order[2:]) == {"cpu"}, order[:5]
+    assert facts["cpu_sample_seconds"] >= SAMPLE_SECONDS
+    assert any(p["pid"] == os.getpid() and p["cpu_percent"] is not None for p in facts["top_cpu"] + facts["top_memory"])

@@ -98,3 +98,61 @@ def test_nothing_is_read_early_when_a_detector_depends_on_learned_names(option, 
         if entry.kind == tree.FILE:
             redactor.check_early(entry.path)
     assert len(redactor._checked) == 0
+
+
+def corpus_texts() -> list[str]:
+    """Every line of the corpora as a text of its own, a few whole files, and lines that must be judged alone."""
+    texts: list[str] = []
+    for path in corpus_files():
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        texts += content.splitlines()
+        if len(content) < 2000:
+            texts.append(content)  # several lines: scanned on its own
+    cut = "[... helpline: 900 bytes omitted here; kept the first 40 and the last 40 bytes ...]"
+    texts[len(texts) // 3:len(texts) // 3] = [
+        "secrets:", "  password: hunter2-correct-horse", "-----BEGIN PRIVATE KEY-----", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+        "x" * 39 + " tail-of-a-secret-9f8e7d6c5b4a", cut, "İstanbul şifre: Zq9!vR2#kL8@", "line\rwith a carriage return",
+        "token: [", "  \"abc\",", "]", "",
+    ]
+    return texts
+
+
+@pytest.mark.parametrize("options", [RedactionOptions(), RedactionOptions(usernames=True, hostnames=True, network=True)],
+                         ids=["default", "names-and-network"])
+def test_judging_many_texts_in_one_scan_finds_what_judging_each_alone_does(options) -> None:
+    from agent.redaction.verify import LeakScanner, scan_text, scan_texts
+
+    texts = corpus_texts()
+    assert len(texts) > 1000
+    alone_pipeline, joined_pipeline = build_pipeline(options, learned_map()), build_pipeline(options, learned_map())
+    leaks = LeakScanner(learned_map(), ("jdoe",))
+    alone = [sorted(detector for _, detector in scan_text(text, alone_pipeline, leaks)) for text in texts]
+    joined = [sorted(found) for found in scan_texts(texts, joined_pipeline, leaks)]
+    assert sum(1 for found in alone if found) > 50, "the corpus gives the check plenty to find"
+    differ = [(text[:80], a, j) for text, a, j in zip(texts, alone, joined) if a != j]
+    assert not differ, differ[:5]
+
+
+def test_the_leak_search_finds_what_its_pattern_finds_in_any_text() -> None:
+    from agent.redaction.verify import LeakScanner
+
+    tricky = ["Jane.Doe@Corp.Example wrote", "login as JDOE", "PC-0042.CORP.EXAMPLE", "ſecret and İvan", "10.20.30.40",
+              "FD00::42", "00-11-22-33-44-55", "jdoe", "xjdoe", "nothing at all", "\u212adoe", "jdoe\n" * 3,
+              "İvan-pc.corp is up", "ſecret-pc is up", "sam-pc is up", "\u212adoe-pc is up"]
+    texts = tricky + corpus_texts()
+    for pseudonyms in (learned_map(), PseudonymMap()):
+        for extra in ((), ((USERNAME, "ſam"),), ((HOSTNAME, "ivan-pc.corp"), (HOSTNAME, "secret-pc"), (HOSTNAME, "kdoe-pc")),
+                      ((HOSTNAME, "ſam-pc"),)):
+            learned = pseudonyms.copy()
+            for kind, value in extra:
+                learned.pseudonym(kind, value)
+            scanner = LeakScanner(learned, ("jdoe", "ivan", "ſam"))
+            if scanner.pattern is None:
+                assert all(scanner.scan(text) == [] for text in texts)
+                continue
+            for text in texts:
+                assert scanner.scan(text) == [(m.start(), m.lastgroup) for m in scanner.pattern.finditer(text)], text[:80]
+    assert LeakScanner(learned_map(), ("jdoe",))._needles, "ASCII originals are searched plainly first"

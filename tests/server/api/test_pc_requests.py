@@ -242,7 +242,8 @@ def test_a_replacement_restore_names_the_old_pc_by_id_and_releases_its_data_for_
 
 def test_a_request_queued_by_another_replica_reaches_a_waiting_poll_by_the_database_look(helpline, engineer):
     # Another server process queues it: no in-process doorbell rings here, the poll's own look finds it.
-    helpline.runtime.settings.snapshots.request_poll_seconds = 0.2
+    helpline.runtime.settings.snapshots.request_poll_seconds = 0.2  # where the bus is away (PostgreSQL)
+    helpline.runtime.settings.bus.safety_look_seconds = 1.0  # where every ring is heard (SQLite): the safety net
     pc, _ = linked_pc(helpline, engineer)
     made = helpline.ok("POST", f"agents/{pc.agent_id}/requests", engineer, json=RESTORE)
     with helpline.db() as session:

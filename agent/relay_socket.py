@@ -206,14 +206,6 @@ class RelayStream:
             self.received += len(message)
             return message
 
-    def shutdown(self) -> None:
-        """Close the WebSocket (the relay then closes the other side), keeping the loop for a reader still waiting.
-
-        A thread blocked in :meth:`recv_frame` then gets the end (b"") instead of waiting on a stopped loop.
-        """
-        with contextlib.suppress(Exception):
-            self._loop.run(self._ws.close(), timeout=5)
-
     def close(self) -> None:
         """End this side; the relay then closes the other side."""
         if self._closed:

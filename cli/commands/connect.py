@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -55,9 +56,6 @@ from protocol.sessions import (
 )
 from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import contained, printable, safe_component
-
-if TYPE_CHECKING:
-    from agent.relay_socket import RelayStream
 
 #: The keys `helpline connect` tries, in this order, when no --key is given (the first one registered wins).
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -397,6 +395,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _copy(src: int, dst: int, size: int = 256 * 1024) -> None:
+    """Copy ``src`` to ``dst`` with large reads until ``src`` ends."""
+    while data := os.read(src, size):
+        _write_all(dst, data)
+
+
 def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
     """Ask for a larger pipe buffer on ``fd`` if it is a pipe (Linux; capped by fs.pipe-max-size); else nothing."""
     import fcntl
@@ -409,39 +413,35 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
         pass  # the default pipe still works
 
 
-def pump(stream: RelayStream, read_fd: int = 0, write_fd: int = 1) -> None:
-    """Copy ``read_fd`` to the relay ``stream`` and the stream to ``write_fd`` until either side ends.
+def pump(bridge: socket.socket, read_fd: int = 0, write_fd: int = 1) -> None:
+    """Copy ``read_fd`` into the relay's ``bridge`` socket and the bridge to ``write_fd`` until either side ends.
 
-    Each read of ``read_fd`` (up to READ_SIZE) goes out as one frame and each
-    frame is written whole: no per-byte work and no copy through a socket pair
-    in between. The end of ``read_fd`` ends this relay side (the relay then
-    closes the other side); the relay's end ends the copy to ``write_fd``. ssh
-    talks to this ProxyCommand over pipes; widened from 64 KiB, they let both
-    sides move a whole read at a time.
+    The end of ``read_fd`` shuts the bridge for writing (the relay side then ends);
+    the relay's end shows as the bridge's end of file. No per-byte work happens
+    here: the relay client frames what the socket carries. ssh talks to this
+    ProxyCommand over pipes; widened from 64 KiB, they let both sides move a
+    whole read at a time.
     """
-    from agent.relay_socket import READ_SIZE, RelayClosed
-
     if os.name != "nt":
         _widen_pipe(read_fd)
         _widen_pipe(write_fd)
 
     def upstream() -> None:
         try:
-            while data := os.read(read_fd, READ_SIZE):
-                stream.send(data)
-        except (OSError, RelayClosed):
-            pass  # the relay went: the other direction ends too
+            _copy(read_fd, bridge.fileno())
+        except OSError:
+            pass  # the bridge closed: the other direction ends too
         finally:
-            stream.shutdown()
+            with contextlib.suppress(OSError):
+                bridge.shutdown(socket.SHUT_WR)
 
     threading.Thread(target=upstream, name="helpline-relay-up", daemon=True).start()
     try:
-        while frame := stream.recv_frame():
-            _write_all(write_fd, frame)
+        _copy(bridge.fileno(), write_fd)
     except BrokenPipeError:
         pass  # ssh went away
     finally:
-        stream.close()
+        bridge.close()
 
 
 def relay(target: Annotated[str, typer.Argument(metavar="SESSION", help="The session id, as `helpline connect` writes it.")]) -> None:
@@ -459,7 +459,8 @@ def relay(target: Annotated[str, typer.Argument(metavar="SESSION", help="The ses
     with credentials.connect() as client:
         session = find_session(client, target, wanted=(SessionState.APPROVED, SessionState.ACTIVE), what="approved")
         ticket = client.engineer_relay_ticket(session.id)
-    pump(open_relay(ticket))
+    stream = open_relay(ticket)
+    pump(stream.bridge_to_socket())
 
 
 # --- listing, chat, recordings ---------------------------------------------------------------------------------

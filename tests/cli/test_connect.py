@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
@@ -219,31 +219,8 @@ def test_openssh_reads_the_printed_config_as_meant(tmp_path):
 # --- the relay pump ---------------------------------------------------------------------------------------------
 
 
-class FakeRelayStream:
-    """A relay side: frames from the PC queued up front; the end comes once this side shuts (as the relay does)."""
-
-    def __init__(self, frames: list[bytes]):
-        self.incoming: queue.Queue[bytes] = queue.Queue()
-        for frame in frames:
-            self.incoming.put(frame)
-        self.sent: list[bytes] = []
-        self.shut = self.closed = False
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def recv_frame(self) -> bytes:
-        return self.incoming.get(timeout=10)
-
-    def shutdown(self) -> None:
-        self.shut = True
-        self.incoming.put(b"")
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def test_the_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_input():
+    ours, relay_end = socket.socketpair()  # the relay client's bridge, as agent.relay_socket makes it
     up_read, up_write = os.pipe()
     down_read, down_write = os.pipe()
     os.write(up_write, b"SSH-2.0-OpenSSH\r\n")
@@ -251,25 +228,25 @@ def test_the_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_
     received = bytearray()
     reader = threading.Thread(target=lambda: received.extend(_read_all(down_read)))
     reader.start()
-    stream = FakeRelayStream([b"SSH-2.0-PC\r\n", b"x" * 300_000])
-    connect.pump(stream, up_read, down_write)
+    from_ssh = bytearray()
+
+    def relay() -> None:  # the relay client: sends the PC's bytes, reads until our end shuts, then closes
+        relay_end.sendall(b"SSH-2.0-PC\r\n" + b"x" * 300_000)
+        while chunk := relay_end.recv(65536):
+            from_ssh.extend(chunk)
+        relay_end.close()
+
+    relay_thread = threading.Thread(target=relay)
+    relay_thread.start()
+    connect.pump(ours, up_read, down_write)
     os.close(down_write)
     reader.join(5)
-    assert b"".join(stream.sent) == b"SSH-2.0-OpenSSH\r\n"
-    assert bytes(received) == b"SSH-2.0-PC\r\n" + b"x" * 300_000  # each frame written whole
-    assert stream.shut and stream.closed
+    relay_thread.join(5)
+    assert bytes(from_ssh) == b"SSH-2.0-OpenSSH\r\n"
+    assert bytes(received) == b"SSH-2.0-PC\r\n" + b"x" * 300_000
+    assert ours.fileno() == -1  # closed
     os.close(up_read)
     os.close(down_read)
-
-
-def test_the_pump_stops_when_the_relay_ends_even_while_ssh_still_writes():
-    up_read, up_write = os.pipe()  # ssh has not closed its side
-    down_read, down_write = os.pipe()
-    stream = FakeRelayStream([b"bye", b""])  # the relay ended the session
-    connect.pump(stream, up_read, down_write)
-    assert os.read(down_read, 100) == b"bye" and stream.closed
-    for fd in (up_read, up_write, down_read, down_write):
-        os.close(fd)
 
 
 def _read_all(fd: int) -> bytes:

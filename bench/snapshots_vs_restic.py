@@ -16,8 +16,11 @@ repository:
    at least 80 % of the local repository's throughput through Helpline, with
    the server's peak memory.
 
-It prints every run's wall time and throughput and the ratios with their
-verdicts. Exits 0 when it measured (look for FAIL), 1 when a run failed.
+Every timed step starts after a sync (none pays for the writeback of what the
+step before it wrote), and the local restores run ``--runs`` times each, taken
+in turn raw/Helpline, the medians compared: a slow spell of a noisy machine
+falls on both alike. It prints every run's wall time and throughput and the
+ratios with their verdicts. Exits 0 when it measured (look for FAIL), 1 when a run failed.
 ``--small`` is a fast smoke scale (tests/bench). Run:
 ``.venv/bin/python bench/snapshots_vs_restic.py`` (``--work-dir`` on a disk with
 room for about four copies of the tree).
@@ -110,21 +113,33 @@ def restic_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "HELPLINE_"))}
 
 
-def raw_restic(tree: Path, size: int, work: Path, expected: str) -> list[Row]:
-    """Raw restic: init, backup, restore into a fresh folder."""
+def settled_measure(argv: list[str], **kwargs) -> Run:
+    """:func:`measure` after a sync: no step pays for the writeback of the gigabyte the step before it wrote."""
+    os.sync()
+    return measure(argv, **kwargs)
+
+
+def raw_restic(tree: Path, size: int, work: Path) -> tuple[list[Row], list[str]]:
+    """Raw restic: init, backup; the rows and the restore's argv (restores are taken later, in turn)."""
     repo, password, cache = work / "raw-repo", work / "raw-password", work / "raw-cache"
     password.write_text("bench-password\n")
     base = ["restic", "--repo", str(repo), "--password-file", str(password), "--cache-dir", str(cache)]
     subprocess.run([*base, "init"], check=True, capture_output=True, env=restic_env(), timeout=120)
-    logs = work / "logs"
-    backup = measure([*base, "backup", "--json", "--host", "bench", str(tree)], timeout=TIMEOUT, log_dir=logs,
-                     env=restic_env(), name="raw-backup")
+    backup = settled_measure([*base, "backup", "--json", "--host", "bench", str(tree)], timeout=TIMEOUT,
+                             log_dir=work / "logs", env=restic_env(), name="raw-backup")
+    return [row("restic backup (local)", backup, size)], [*base, "restore", "latest", "--target"]
+
+
+def raw_restore(argv: list[str], tree: Path, size: int, work: Path, expected: str, attempt: int) -> Row:
+    """One raw ``restic restore`` into a fresh folder, checked and then removed."""
     target = work / "raw-restore"
-    restore = measure([*base, "restore", "latest", "--target", str(target)], timeout=TIMEOUT, log_dir=logs,
-                      env=restic_env(), name="raw-restore")
+    shutil.rmtree(target, ignore_errors=True)
+    restore = settled_measure([*argv, str(target)], timeout=TIMEOUT, log_dir=work / "logs", env=restic_env(),
+                              name=f"raw-restore-{attempt}")
     restored = target.joinpath(*tree.parts[1:])
     problem = "" if restored.is_dir() and tree_digest(restored) == expected else "the restored tree differs"
-    return [row("restic backup (local)", backup, size), row("restic restore (local)", restore, size, problem)]
+    shutil.rmtree(target, ignore_errors=True)
+    return row("restic restore (local)", restore, size, problem)
 
 
 def agent_env(work: Path, name: str, tree: Path, *, local: bool, server: bool) -> dict[str, str]:
@@ -159,20 +174,31 @@ def prepared(env: dict[str, str], tree: Path, work: Path, *, local: bool, server
     return env
 
 
-def through_helpline(tree: Path, size: int, work: Path, expected: str, env: dict[str, str], where: str,
-                     repository: str) -> list[Row]:
-    """``helpline snapshot now`` and ``helpline restore`` with the PC's agent folder in ``env``."""
-    helpline = helpline_bin()
-    logs = work / "logs"
-    snap = measure([helpline, "snapshot", "now", "--repository", repository], timeout=TIMEOUT, log_dir=logs,
-                   env=env, name=f"helpline-snapshot-{where}")
+def helpline_snapshot(size: int, work: Path, env: dict[str, str], where: str, repository: str) -> Row:
+    """``helpline snapshot now`` with the PC's agent folder in ``env``."""
+    snap = settled_measure([helpline_bin(), "snapshot", "now", "--repository", repository], timeout=TIMEOUT,
+                           log_dir=work / "logs", env=env, name=f"helpline-snapshot-{where}")
+    return row(f"helpline snapshot now ({where})", snap, size)
+
+
+def helpline_restore(tree: Path, size: int, work: Path, expected: str, env: dict[str, str], where: str,
+                     repository: str, attempt: int = 1) -> Row:
+    """``helpline restore`` into a fresh folder, checked and then removed."""
     target = work / f"helpline-restore-{where}"
-    back = measure([helpline, "restore", str(tree), "--repository", repository, "--to", str(target), "--json"],
-                   timeout=TIMEOUT, log_dir=logs, env=env, name=f"helpline-restore-{where}")
+    shutil.rmtree(target, ignore_errors=True)
+    back = settled_measure([helpline_bin(), "restore", str(tree), "--repository", repository, "--to", str(target),
+                            "--json"], timeout=TIMEOUT, log_dir=work / "logs", env=env,
+                           name=f"helpline-restore-{where}-{attempt}")
     restored = target / tree.name
     problem = "" if restored.is_dir() and tree_digest(restored) == expected else "the restored tree differs"
-    return [row(f"helpline snapshot now ({where})", snap, size),
-            row(f"helpline restore ({where})", back, size, problem)]
+    shutil.rmtree(target, ignore_errors=True)
+    return row(f"helpline restore ({where})", back, size, problem)
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The run in the middle by wall time (a failed run is never hidden: it is returned if there is one)."""
+    failed = [r for r in rows if not r.ok]
+    return failed[0] if failed else sorted(rows, key=lambda r: r.wall_s)[len(rows) // 2]
 
 
 def with_server(tree: Path, size: int, work: Path, expected: str) -> tuple[list[Row], int]:
@@ -195,7 +221,8 @@ def with_server(tree: Path, size: int, work: Path, expected: str) -> tuple[list[
         sampler = TreeSampler(server.process.pid, 0.05, kcmp_same_address_space())
         sampler.start()
         try:
-            rows = through_helpline(tree, size, work, expected, env, "server", "server")
+            rows = [helpline_snapshot(size, work, env, "server", "server"),
+                    helpline_restore(tree, size, work, expected, env, "server", "server")]
         finally:
             sampler.stop()
         return rows, sampler.peak_rss
@@ -216,10 +243,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, help="how many files (default 20000, or 300 with --small)")
     parser.add_argument("--bytes", type=int, help="about how many bytes in all (default 1 GiB, or 8 MiB with --small)")
     parser.add_argument("--seed", type=int, default=SEED, help="the generator's seed (fixed by default)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="local restores of each kind, taken in turn raw/Helpline; the median counts (default 3)")
     parser.add_argument("--no-server", action="store_true", help="leave out the server's REST repository")
     parser.add_argument("--work-dir", type=Path, help="where the tree and repositories go (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,11 +269,20 @@ def main(argv: list[str] | None = None) -> int:
         expected = tree_digest(tree)
         os.sync()  # the first measured run must not pay for writing the generated tree back to disk
         log("raw restic:")
-        rows = raw_restic(tree, size, work, expected)
+        rows, restore_argv = raw_restic(tree, size, work)
         log("through helpline, local repository:")
         local_env = prepared(agent_env(work, "local-pc", tree, local=True, server=False), tree, work, local=True,
                              server=False)
-        rows += through_helpline(tree, size, work, expected, local_env, "local", "local")
+        rows.append(helpline_snapshot(size, work, local_env, "local", "local"))
+        log(f"restores, {args.runs} of each, taken in turn (the median counts):")
+        raw_runs, helpline_runs = [], []
+        for attempt in range(1, args.runs + 1):
+            raw_runs.append(raw_restore(restore_argv, tree, size, work, expected, attempt))
+            helpline_runs.append(helpline_restore(tree, size, work, expected, local_env, "local", "local", attempt))
+        restore_walls = {"restic restore (local)": [r.wall_s for r in raw_runs],
+                         "helpline restore (local)": [r.wall_s for r in helpline_runs]}
+        rows[1:1] = [median_row(raw_runs)]
+        rows.append(median_row(helpline_runs))
         server_peak = None
         if not args.no_server:
             log("through helpline, the server's REST repository:")
@@ -256,11 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         return found.wall_s if found is not None and found.ok else None
 
     print(f"Tree: {files} files, {size / MB:.1f} MB, seed {args.seed}")
-    print("| operation | wall s | MB/s | peak RSS MB | ok |")
-    print("|---|---|---|---|---|")
+    print(f"Every timed step starts after a sync; local restores: {args.runs} of each, taken in turn, the median shown")
+    print("| operation | wall s | MB/s | peak RSS MB | ok | every run (s) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
+        every = " ".join(f"{w:.2f}" for w in restore_walls.get(r.name, [r.wall_s]))
         print(f"| {r.name} | {r.wall_s:.2f} | {r.mb_per_s:.1f} | {r.peak_rss_bytes / MB:.0f} | "
-              f"{'yes' if r.ok else 'NO: ' + r.problem} |")
+              f"{'yes' if r.ok else 'NO: ' + r.problem} | {every} |")
     if server_peak is not None:
         print(f"server peak RSS during its snapshot and restore: {server_peak / MB:.0f} MB")
     verdicts = [
@@ -281,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in verdicts:
         print(line)
     if args.json:
-        args.json.write_text(json.dumps({"files": files, "bytes": size, "seed": args.seed,
+        args.json.write_text(json.dumps({"files": files, "bytes": size, "seed": args.seed, "runs": args.runs,
+                                         "restore_runs_s": restore_walls,
                                          "rows": [asdict(r) | {"mb_per_s": r.mb_per_s} for r in rows],
                                          "server_peak_rss_bytes": server_peak, "verdicts": verdicts}, indent=2))
     return 0 if all(r.ok for r in rows) else 1

@@ -24,11 +24,14 @@ def test_the_tree_is_the_same_for_a_seed_and_mixes_sizes(tmp_path):
 @pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
 def test_a_small_run_measures_raw_restic_helpline_and_the_server(tmp_path, capsys):
     out = tmp_path / "figures.json"
-    assert main(["--small", "--work-dir", str(tmp_path), "--json", str(out)]) == 0
+    assert main(["--small", "--runs", "2", "--work-dir", str(tmp_path), "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert [r["name"] for r in figures["rows"]] == [
         "restic backup (local)", "restic restore (local)", "helpline snapshot now (local)",
         "helpline restore (local)", "helpline snapshot now (server)", "helpline restore (server)"]
     assert all(r["ok"] and r["wall_s"] > 0 for r in figures["rows"]) and figures["server_peak_rss_bytes"] > 0
+    assert {name: len(walls) for name, walls in figures["restore_runs_s"].items()} == {
+        "restic restore (local)": 2, "helpline restore (local)": 2}
     printed = capsys.readouterr().out
+    assert "taken in turn" in printed
     assert "backup time helpline/restic (local) = " in printed and "restore throughput server/local = " in printed

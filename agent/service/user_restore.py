@@ -51,7 +51,7 @@ def restore_as_user(snapshots: Snapshots, user, original: Path, *, snapshot: str
                                 hint="name a folder in it, or restore beside it with --to")
     repo = snapshots.repository(repository, purpose="restore")
     read_only = repository == "server"
-    chosen = snapshots.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only)
+    chosen = snapshots.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True)  # it only reads
     stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
     if overwrite:
         final = original

@@ -651,7 +651,8 @@ class Snapshots:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
         repo = source or self.repository(repository, purpose="restore")
         read_only = source is not None or repository == "server"  # a restore credential reads, never locks
-        chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=read_only,
+        # Finding the snapshot only reads: no lock to write and remove (a restic run less of waiting on the disk).
+        chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True,
                                     any_host=source is not None)
         stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
         if overwrite:

@@ -52,8 +52,7 @@ channel_buffer.install()
 
 log = logging.getLogger(__name__)
 
-#: Why a session ended by itself, as the server, the ticket and the user read it.
-TIME_UP = TIME_UP_REASON
+#: Why a session nobody joined ended by itself (the time limit's reason is protocol.sessions.TIME_UP_REASON).
 GRANT_EXPIRED = "the session grant expired before the engineer connected"
 
 # Throughput: a large window keeps a long-latency relay path full; large packets cut per-packet cost.
@@ -279,7 +278,7 @@ class SessionHost:
             if not self._joined and self.clock() >= self.grant.expires_at:
                 ending(GRANT_EXPIRED)
             elif time.monotonic() >= self._deadline:
-                ending(TIME_UP)
+                ending(TIME_UP_REASON)
 
     # The engineer's side: connections.
 

@@ -396,6 +396,8 @@ class Snapshots:
                 record.last_success = run.finished_at
                 record.last_snapshot_id = run.snapshot_id
                 record.full = None
+                if run.snapshot_id:
+                    record.remember_snapshot(run.snapshot_id, run.started_at, paths)
             state.queue("snapshot", body.model_dump(mode="json"))
 
         self.state.change(edit)
@@ -419,7 +421,16 @@ class Snapshots:
         result = R.forget(self.restic, self.repository(name), host=self.host, retention=self.policy.retention,
                           cancel=cancel)
         at = self.clock()
-        self.state.change(lambda s: setattr(s.repository(name), "last_forget", at))
+        removed = set(result.removed)
+
+        def edit(state: SnapshotState) -> None:
+            record = state.repository(name)
+            record.last_forget = at
+            # restic's backup summary may give the short id: a removed full id starting with it is the same snapshot.
+            record.recent = [item for item in record.recent
+                             if not any(full.startswith(str(item.get("id"))) for full in removed)]
+
+        self.state.change(edit)
         return result
 
     def prune(self, name: str = "local", *, cancel: threading.Event | None = None) -> None:
@@ -599,6 +610,21 @@ class Snapshots:
                           last.last_snapshot_id if last else None, verified,
                           failing.last_failure if failing else None, failing.last_error if failing else None)
 
+    def recorded_latest(self, name: str, path: str) -> R.Snapshot | None:
+        """The latest snapshot this agent recorded in repository ``name`` that holds ``path``; None if none is."""
+        record = self.state.read().repositories.get(name)
+        found = None
+        for item in record.recent if record is not None else ():
+            try:
+                snap = R.Snapshot(id=str(item["id"]), short_id=str(item["id"])[:8],
+                                  time=datetime.fromisoformat(item["time"]), hostname=self.host,
+                                  paths=tuple(str(p) for p in item["paths"]), tags=(R.HELPLINE_TAG,))
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged entry: the listing will do
+            if _covers(snap, path) and (found is None or snap.time >= found.time):
+                found = snap
+        return found
+
     def find_snapshot(self, repository: R.Repository, path: str, *, snapshot: str | None = None,
                       at: datetime | None = None, no_lock: bool = False, any_host: bool = False) -> R.Snapshot:
         """The snapshot to restore ``path`` from: the one named, else the last at or before ``at``, else the latest;
@@ -651,9 +677,13 @@ class Snapshots:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
         repo = source or self.repository(repository, purpose="restore")
         read_only = source is not None or repository == "server"  # a restore credential reads, never locks
-        # Finding the snapshot only reads: no lock to write and remove (a restic run less of waiting on the disk).
-        chosen = self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True,
-                                    any_host=source is not None)
+        # The latest snapshot that holds the path, as this agent recorded it, spares a restic run (the key's scrypt
+        # and the listing); a recorded one restic no longer has sends the restore back to listing.
+        recorded = None if source is not None or snapshot not in (None, "latest") or at is not None else \
+            self.recorded_latest(repository, str(original))
+        # Finding the snapshot only reads: no lock to write and remove.
+        chosen = recorded or self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True,
+                                                any_host=source is not None)
         stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
         if overwrite:
             final = original
@@ -667,8 +697,21 @@ class Snapshots:
         staging = Path(tempfile.mkdtemp(prefix=".helpline-restore-", dir=final.parent))
         os.chmod(staging, 0o700)
         try:
-            R.restore(self.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
-                      no_lock=read_only, on_progress=on_progress, cancel=cancel)
+            try:
+                R.restore(self.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
+                          no_lock=read_only, on_progress=on_progress, cancel=cancel)
+            except R.ResticCancelled:
+                raise
+            except HelplineError:
+                if recorded is None:
+                    raise
+                logger.info("recorded snapshot %s could not be restored; asking restic for the latest", recorded.short_id)
+                recorded = None
+                chosen = self.find_snapshot(repo, str(original), no_lock=True)
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(mode=0o700)
+                R.restore(self.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
+                          no_lock=read_only, on_progress=on_progress, cancel=cancel)
             from .verify import _restored_path
 
             restored = _restored_path(staging, str(original))

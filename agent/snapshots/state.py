@@ -33,6 +33,8 @@ STATE_FILE = "state.json"
 MAX_PENDING = 500
 #: Paths whose last runs a repository record keeps (the least recently run go first).
 MAX_PATHS = 1000
+#: The agent's own latest snapshots a repository record keeps, for a restore to find one without asking restic.
+MAX_RECENT = 50
 
 _TIME_FIELDS = ("last_attempt", "last_success", "last_failure", "last_forget", "last_prune", "last_check",
                 "last_verify", "last_verified")
@@ -96,6 +98,13 @@ class RepositoryRecord:
     full: str | None = None
     #: Per path a run named: its last run's outcome, so a user is told about their own home, not the PC's.
     paths: dict[str, PathRecord] = field(default_factory=dict)
+    #: This agent's latest snapshots here, oldest first: ``{"id", "time" (ISO), "paths"}``.
+    recent: list[dict[str, Any]] = field(default_factory=list)
+
+    def remember_snapshot(self, snapshot_id: str, time: datetime, paths: list[str]) -> None:
+        """Add a snapshot this agent made (keeping the :data:`MAX_RECENT` latest)."""
+        self.recent.append({"id": snapshot_id, "time": time.isoformat(), "paths": list(paths)})
+        del self.recent[:-MAX_RECENT]
 
     def remember_paths(self, paths: list[str], *, succeeded: bool, at: datetime, snapshot_id: str | None,
                        error: str | None) -> None:
@@ -140,6 +149,8 @@ class RepositoryRecord:
         for name in _TIME_FIELDS:
             if data.get(name):
                 data[name] = datetime.fromisoformat(data[name])
+        recent = data.pop("recent", None)
+        data["recent"] = [r for r in recent if isinstance(r, dict)] if isinstance(recent, list) else []
         paths = data.pop("paths", None)
         data["paths"] = ({str(path): PathRecord.from_json(record) for path, record in paths.items()
                           if isinstance(record, dict)} if isinstance(paths, dict) else {})

@@ -280,3 +280,46 @@ def test_status_per_home_counts_only_runs_that_took_that_home(tmp_path, clock):
                                                                     snapshot_id=None, error="restic failed"))
     assert jobs.protection(bob).state == "failing" and "restic failed" in jobs.protection(bob).words
     assert jobs.protection(ann).state != "failing"
+
+
+def test_a_restore_of_the_latest_takes_the_recorded_snapshot_without_listing(jobs, home, clock, monkeypatch):
+    report = home / "Documents" / "report.odt"
+    original = digest(report)
+    first = jobs.snapshot_into("local")
+    clock.advance(hours=1)
+    report.write_text("second version\n")
+    second = jobs.snapshot_into("local")
+    listed = []
+    real_snapshots = R.snapshots
+    monkeypatch.setattr(R, "snapshots", lambda *a, **k: listed.append(1) or real_snapshots(*a, **k))
+    done = jobs.restore(report)
+    assert listed == []  # no restic run to find it
+    assert second.snapshot_id.startswith(done.snapshot.id[:8]) and done.snapshot.time == clock.now
+    assert done.placed_at.read_text() == "second version\n"
+    # A named or dated restore still asks restic, as does one of a folder the records do not cover.
+    older = jobs.restore(report, at=clock.now - timedelta(minutes=30))
+    assert older.snapshot.id.startswith(first.snapshot_id) and digest(older.placed_at) == original and len(listed) == 1
+
+
+def test_a_recorded_snapshot_restic_no_longer_has_falls_back_to_listing(jobs, home, clock, monkeypatch):
+    report = home / "Documents" / "report.odt"
+    original = digest(report)
+    made = jobs.snapshot_into("local")
+    bogus = "0" * 64
+    jobs.state.change(lambda s: s.repository("local").remember_snapshot(bogus, clock.now + timedelta(minutes=1),
+                                                                        [str(home)]))
+    assert jobs.recorded_latest("local", str(report)).id == bogus
+    done = jobs.restore(report)
+    assert done.snapshot.id.startswith(made.snapshot_id) and digest(done.placed_at) == original
+    assert not list(report.parent.glob(".helpline-restore-*"))
+
+
+def test_forget_drops_the_snapshots_it_removed_from_the_records(tmp_path, home, clock):
+    jobs = make_jobs(tmp_path, home, clock, keep_hourly=1, keep_daily=0, keep_weekly=0)
+    first = jobs.snapshot_into("local")
+    clock.advance(hours=2)
+    second = jobs.snapshot_into("local")
+    result = jobs.forget("local")
+    assert any(full.startswith(first.snapshot_id) for full in result.removed)
+    recent = [item["id"] for item in jobs.state.read().repositories["local"].recent]
+    assert recent == [second.snapshot_id]

@@ -696,22 +696,24 @@ class Snapshots:
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".helpline-restore-", dir=final.parent))
         os.chmod(staging, 0o700)
+
+        def restore_into_staging(snap: R.Snapshot) -> None:
+            R.restore(self.restic, repo, snapshot=snap.id, target=staging, includes=[str(original)],
+                      no_lock=read_only, on_progress=on_progress, cancel=cancel)
+
         try:
             try:
-                R.restore(self.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
-                          no_lock=read_only, on_progress=on_progress, cancel=cancel)
+                restore_into_staging(chosen)
             except R.ResticCancelled:
                 raise
             except HelplineError:
                 if recorded is None:
                     raise
                 logger.info("recorded snapshot %s could not be restored; asking restic for the latest", recorded.short_id)
-                recorded = None
                 chosen = self.find_snapshot(repo, str(original), no_lock=True)
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(mode=0o700)
-                R.restore(self.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
-                          no_lock=read_only, on_progress=on_progress, cancel=cancel)
+                restore_into_staging(chosen)
             from .verify import _restored_path
 
             restored = _restored_path(staging, str(original))

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from agent.paths import write_private
@@ -44,10 +44,8 @@ T = TypeVar("T")
 
 def touches(path: str, folder: str) -> bool:
     """True when a snapshot's ``path`` is ``folder``, inside it, or a folder that holds it."""
-    text = folder.rstrip("/") or "/"
-    path = path.rstrip("/") or "/"
-    return (path == text or path.startswith(text.rstrip("/") + "/")
-            or text.startswith(path.rstrip("/") + "/"))
+    taken, wanted = PurePath(path), PurePath(folder)
+    return taken == wanted or wanted in taken.parents or taken in wanted.parents
 
 
 @dataclass

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent.paths import agent_dir, write_private
 from protocol.errors import ConfigError, HelplineError, InvalidInputError
-from protocol.policy import PolicyBody, PolicyCheckIn, PolicyStatement, SignedPolicy, verify_policy
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the policy models load when a policy is kept or checked, not for a PC that has none
+    from protocol.policy import PolicyBody, PolicyCheckIn, PolicyStatement, SignedPolicy
     from agent.client import HelplineClient
 
 log = logging.getLogger("helpline.agent.policy")
@@ -53,6 +53,10 @@ class GroupPolicy:
 
     def held(self) -> PolicyStatement | None:
         """The statement this PC runs, checked again; None when there is none or it does not check out."""
+        if not self.path.exists():
+            return None
+        from protocol.policy import SignedPolicy, verify_policy
+
         try:
             signed = SignedPolicy.model_validate(json.loads(self.path.read_text(encoding="utf-8")))
         except FileNotFoundError:
@@ -79,6 +83,8 @@ class GroupPolicy:
         AuthError for a forged statement or a downgrade, ForbiddenError for one
         naming another PC, InvalidInputError for one that does not fit this PC.
         """
+        from protocol.policy import verify_policy
+
         pinned = self._pinned()
         if pinned is None:
             raise ConfigError("This PC is not linked to a Helpline server: it takes no group policy.")
@@ -104,6 +110,8 @@ class GroupPolicy:
         A statement refused here is logged and the policy run stays as it was;
         the server keeps showing this PC's group policy as behind.
         """
+        from protocol.policy import PolicyCheckIn
+
         held = self.held()
         answer = client.agent_policy(PolicyCheckIn(running=held.version if held is not None else None))
         if answer.current_version is None:

@@ -17,16 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent import link, reply, upload
 from agent.store import AgentState, AgentStore
-from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
-if TYPE_CHECKING:  # share pulls in the diagnostics, snapshots the restic wrapper; only their commands need them
+if TYPE_CHECKING:  # each operation loads its own code: a restore, say, starts without the server client's
+    from agent import link, upload
     from agent.service.consent import WaitingRequest
     from agent.service.socketpc import ServicePC
     from agent.session.offer import SessionOffer
     from agent.share import ShareRequest, TicketChoice
     from agent.snapshots.jobs import Snapshots
+    from protocol.schemas import AgentTicket, BundlePublic, SelfServiceResponse
 
 
 class ThisPC:
@@ -44,24 +44,34 @@ class ThisPC:
         return self.store.load()
 
     def enroll(self, server_url: str, token: str, *, expected_fingerprint: str | None = None) -> AgentState:
+        from agent import link
+
         return link.enroll(server_url, token, expected_fingerprint=expected_fingerprint, directory=self._dir)
 
     def pair(self, code: str, *, server_url: str | None = None,
              expected_fingerprint: str | None = None) -> tuple[AgentState, AgentTicket]:
+        from agent import link
+
         return link.pair(code, server_url=server_url, expected_fingerprint=expected_fingerprint, directory=self._dir)
 
     def request_help(self, title: str, *, description: str = "", requester: str = "",
                      server_url: str | None = None) -> tuple[AgentState, SelfServiceResponse]:
+        from agent import link
+
         return link.request_help(title, description=description, requester=requester, server_url=server_url,
                                  directory=self._dir)
 
     def tickets(self, reference: str | None = None) -> list[AgentTicket]:
         """The tickets this PC is linked to, as the server has them now (one, if ``reference``)."""
+        from agent import link
+
         return link.my_tickets(self._dir, reference)
 
     def ticket_in_use(self, reference: str | None = None, *, choose: link.ChooseTicket | None = None) -> AgentTicket | None:
         """The linked ticket a user command acts on: ``reference``, else the one open ticket (``choose`` picks
         among several); None when none is open. Every user command that works on "my ticket" goes through here."""
+        from agent import link
+
         return link.ticket_in_use(self._dir, reference, choose=choose)
 
     def choose_ticket(self, *, code: str | None = None, ticket: str | None = None, new: bool = False,
@@ -80,6 +90,8 @@ class ThisPC:
     def reply(self, message: str, *, file: Path | None = None, ticket: str | None = None,
               choose: link.ChooseTicket | None = None) -> AgentTicket:
         """Add the user's reply (and one small file) to ``ticket`` or the PC's open ticket."""
+        from agent import reply
+
         return reply.reply(message, file=file, reference=ticket, choose=choose, directory=self._dir)
 
     def session_offer(self, ticket: str) -> SessionOffer:
@@ -96,16 +108,24 @@ class ThisPC:
 
     def queue(self, archive: Path, ticket: str) -> upload.OutboxEntry:
         """Put a bundle for ``ticket`` in the outbox, addressed to the server this PC is linked to."""
+        from agent import upload
+
         return upload.enqueue(archive, ticket, self.store.require().server_url, directory=self._dir)
 
     def deliver(self, entry: upload.OutboxEntry, *, progress: Callable[[int, int], None] | None = None) -> BundlePublic:
         """Send one queued bundle as this PC's agent (requests signed with its key, which never leaves it)."""
+        from agent import upload
+
         return upload.deliver(entry, self.store.signer(), directory=self._dir, progress=progress)
 
     def pending(self) -> list[upload.OutboxEntry]:
+        from agent import upload
+
         return upload.pending(self._dir)
 
     def send_queued(self) -> list[upload.QueuedDelivery]:
+        from agent import upload
+
         return upload.send_queued(directory=self._dir)
 
     def snapshots(self) -> Snapshots:

@@ -13,13 +13,16 @@ import json
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from agent.http import AgentSigner
 from agent.paths import agent_dir, write_private
 from protocol import signing
 from protocol.errors import ConfigError
+
+if TYPE_CHECKING:  # signing loads when the PC talks to its server; a local restore reads its state alone
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.http import AgentSigner
 
 KEY_FILE = "agent-key.pem"
 STATE_FILE = "agent.json"
@@ -97,6 +100,8 @@ class AgentStore:
 
     def signer(self, state: AgentState | None = None) -> AgentSigner:
         """How this PC's agent signs its requests to its server and checks the answers (ConfigError if not linked)."""
+        from agent.http import AgentSigner
+
         state = state or self.require()
         return AgentSigner(state.agent_id, self.key(), state.server_public_key, instance=instance_id(self.directory),
                            on_repin=lambda key: self.repin(state.server_url, state.agent_id, key))

@@ -38,6 +38,7 @@ if _started_as_share():
     gc.disable()  # as main() does for a share (see there), from the first import on
 
 import traceback  # noqa: E402 - after the share's first reading
+from collections.abc import Callable  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Annotated  # noqa: E402
 
@@ -129,55 +130,147 @@ def completion(shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="The
     sys.stdout.write(get_completion_script(prog_name="helpline", complete_var=COMPLETE_VAR, shell=shell.value) + "\n")
 
 
-def _full_app() -> typer.Typer:
-    """Every command, grouped in panels by who runs them."""
-    from cli.commands import (
-        admin, connect, consent, diag, engineer, pc, policy, server, session, share, snapshots, user, webhook,
-    )
+def _share(app: typer.Typer) -> None:
+    from cli.commands import share
 
-    app = _typer_app()
     share.register(app)
-    app.command(rich_help_panel=user.PANEL)(user.pair)
-    app.command(rich_help_panel=user.PANEL)(user.request)
-    app.command(rich_help_panel=user.PANEL)(user.status)
-    app.command(rich_help_panel=user.PANEL)(user.reply)
+
+
+def _user(app: typer.Typer) -> None:
+    from cli.commands import user
+
+    for command in (user.pair, user.request, user.status, user.reply):
+        app.command(rich_help_panel=user.PANEL)(command)
+
+
+def _session(app: typer.Typer) -> None:
+    from cli.commands import session
+
     session.register(app)
+
+
+def _snapshots(app: typer.Typer) -> None:
+    from cli.commands import snapshots, user
+
     app.add_typer(snapshots.snapshot_app, name="snapshot", rich_help_panel=user.PANEL)
     app.command(rich_help_panel=user.PANEL)(snapshots.restore)
+
+
+def _consent(app: typer.Typer) -> None:
+    from cli.commands import consent, user
+
     app.command(rich_help_panel=user.PANEL)(consent.requests)
 
-    app.command(rich_help_panel=engineer.PANEL)(engineer.login)
-    app.command(rich_help_panel=engineer.PANEL)(engineer.logout)
-    app.command(rich_help_panel=engineer.PANEL)(engineer.whoami)
+
+def _engineer(app: typer.Typer) -> None:
+    from cli.commands import engineer
+
+    for command in (engineer.login, engineer.logout, engineer.whoami):
+        app.command(rich_help_panel=engineer.PANEL)(command)
     app.add_typer(engineer.ticket_app, name="ticket", rich_help_panel=engineer.PANEL)
+
+
+def _diag(app: typer.Typer) -> None:
+    from cli.commands import diag, engineer
+
     app.add_typer(diag.diag_app, name="diag", rich_help_panel=engineer.PANEL)
+
+
+def _pc(app: typer.Typer) -> None:
+    from cli.commands import engineer, pc
+
     app.add_typer(pc.pc_app, name="pc", rich_help_panel=engineer.PANEL)
+
+
+def _engineer_keys(app: typer.Typer) -> None:
+    from cli.commands import engineer
+
     app.add_typer(engineer.ssh_key_app, name="ssh-key", rich_help_panel=engineer.PANEL)
     app.add_typer(engineer.api_token_app, name="token", rich_help_panel=engineer.PANEL)
+
+
+def _connect(app: typer.Typer) -> None:
+    from cli.commands import connect
+
     connect.register(app)
+
+
+def _admin_groups(app: typer.Typer) -> None:
+    from cli.commands import admin
 
     app.add_typer(admin.account_app, name="account", rich_help_panel=admin.PANEL)
     app.add_typer(admin.token_app, name="enroll-token", rich_help_panel=admin.PANEL)
     app.add_typer(admin.agent_app, name="agent", rich_help_panel=admin.PANEL)
+
+
+def _policy(app: typer.Typer) -> None:
+    from cli.commands import admin, policy
+
     app.add_typer(policy.policy_app, name="policy", rich_help_panel=admin.PANEL)
+
+
+def _audit(app: typer.Typer) -> None:
+    from cli.commands import admin
+
     app.command(rich_help_panel=admin.PANEL)(admin.audit)
+
+
+def _server(app: typer.Typer) -> None:
+    from cli.commands import admin, server
+
     app.add_typer(server.server_app, name="server", rich_help_panel=admin.PANEL)
+
+
+def _webhook(app: typer.Typer) -> None:
+    from cli.commands import admin, webhook
+
     app.add_typer(webhook.webhook_app, name="webhook", rich_help_panel=admin.PANEL)
 
+
+def _completion(app: typer.Typer) -> None:
     app.command(rich_help_panel="Set-up")(completion)
-    return app
 
 
-def _share_app() -> typer.Typer:
-    """The root app with `share` alone: what `helpline share` needs, so it loads no other command's code.
+# Every top-level command word, and the part of the app that adds it, in the order `helpline --help` lists
+# them (grouped in panels by who runs them). A command loads only its own part's code (`_app_for`): the
+# commands people wait on — share, restore, relay as ssh's ProxyCommand — start without the others' imports.
+_PARTS: tuple[tuple[tuple[str, ...], Callable[[typer.Typer], None]], ...] = (
+    (("share",), _share),
+    (("pair", "request", "status", "reply"), _user),
+    (("session",), _session),
+    (("snapshot", "restore"), _snapshots),
+    (("requests",), _consent),
+    (("login", "logout", "whoami", "ticket"), _engineer),
+    (("diag",), _diag),
+    (("pc",), _pc),
+    (("ssh-key", "token"), _engineer_keys),
+    (("connect", "relay", "sessions", "chat", "recording"), _connect),
+    (("account", "enroll-token", "agent"), _admin_groups),
+    (("policy",), _policy),
+    (("audit",), _audit),
+    (("server",), _server),
+    (("webhook",), _webhook),
+    (("completion",), _completion),
+)
 
-    `share` is parsed, helped and run exactly as in the full app (same root options, same command).
-    """
-    from cli.commands import share
 
+def _full_app() -> typer.Typer:
+    """Every command, grouped in panels by who runs them."""
     app = _typer_app()
-    share.register(app)
+    for _words, add in _PARTS:
+        add(app)
     return app
+
+
+def _app_for(word: str | None) -> typer.Typer:
+    """The app that runs the command ``word``: the root with that command's part alone when ``word`` names one
+    (parsed, helped and run exactly as in the full app), else the full app (the root's help, a mistyped word)."""
+    for words, add in _PARTS:
+        if word in words:
+            app = _typer_app()
+            add(app)
+            return app
+    return _app()
 
 
 _APPS: dict[str, typer.Typer] = {}
@@ -247,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.disable()
     status = ExitStatus.OK
     try:
-        command = typer.main.get_command(_share_app() if sharing else _app())
+        command = typer.main.get_command(_app() if completing else _app_for(_command_word(words)))
         # Without standalone mode, click returns the status of an Exit or an interrupt instead of exiting.
         returned = command.main(args=argv, prog_name="helpline", standalone_mode=False)
         if isinstance(returned, int) and returned:

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.style import Style
@@ -36,12 +35,19 @@ def console() -> Console:
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
+def _is_model(value: Any) -> bool:
+    """Whether ``value`` is a pydantic model; pydantic is not loaded for it when nothing loaded it yet, since
+    then no model exists (a command that makes none, such as a local restore, starts without it)."""
+    models = sys.modules.get("pydantic")
+    return models is not None and isinstance(value, models.BaseModel)
+
+
 def err_console() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
+    if _is_model(value):
         return value.model_dump(mode="json")
     if isinstance(value, list):
         return [_plain(v) for v in value]

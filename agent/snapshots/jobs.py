@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
-from agent.client import HelplineClient
 from agent.execute import Outcome
 from agent.paths import write_private
 from agent.store import AgentStore
@@ -40,7 +40,6 @@ from protocol.errors import (
     NotFoundError,
     UnavailableError,
 )
-from protocol.snapshots import MAX_WARNINGS, CredentialRequest, EscrowPut, SnapshotReport, VerifyReport
 
 from . import restic as R
 from .policy import SnapshotPolicy, load_policy
@@ -49,6 +48,10 @@ from .schedule import Work, on_battery, plan
 from .state import RepositoryRecord, SnapshotState, StateFile
 from .verify import VerifyResult, sample_restore
 
+if TYPE_CHECKING:  # the server's client and the report models load when a run talks to the server, not for a
+    # local restore
+    from agent.client import HelplineClient
+
 logger = logging.getLogger("helpline.snapshots")
 
 #: The one repository password of this agent (both repositories open with it; the server escrows it).
@@ -56,7 +59,7 @@ PASSWORD_NAME = "repository"
 REPOSITORY_NAMES = ("local", "server")
 
 Clock = Callable[[], datetime]
-ClientFactory = Callable[[], HelplineClient]
+ClientFactory = Callable[[], "HelplineClient"]
 
 
 def utc_now() -> datetime:
@@ -207,7 +210,7 @@ class Snapshots:
     @property
     def restic(self) -> R.Restic:
         if self._restic is None:
-            self._restic = R.detect("restic")
+            self._restic = R.detect("restic", remember_in=self.directory / "restic-version.json")
         return self._restic
 
     @property
@@ -219,6 +222,8 @@ class Snapshots:
         """A new client of this PC's server, signing as this PC's agent (ConfigError if it is not linked)."""
         if self._client_factory is not None:
             return self._client_factory()
+        from agent.client import HelplineClient
+
         state = self.store.require()
         return HelplineClient.connect(state.server_url, agent=self.store.signer(state), timeout=60)
 
@@ -254,6 +259,8 @@ class Snapshots:
             if not self.linked:
                 raise ConfigError("this PC is not linked to a Helpline server, so it has no server repository",
                                   hint="use the local repository, or link this PC with `helpline pair` first")
+            from protocol.snapshots import CredentialRequest
+
             with self.client() as client:
                 credential = client.snapshot_credential(CredentialRequest(purpose=purpose))
             location = credential.url if credential.url.startswith("rest:") else f"rest:{credential.url}"
@@ -267,6 +274,8 @@ class Snapshots:
     def source_repository(self, source_agent_id: str, request_id: str) -> R.Repository:
         """Another PC's server-side repository, readable by this PC for the replacement restore ``request_id`` only:
         a read-only credential and the escrowed password, both released by the server for that request."""
+        from protocol.snapshots import CredentialRequest
+
         if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", request_id):
             raise InvalidInputError(f"not a request id: {request_id!r}")
         with self.client() as client:
@@ -293,6 +302,8 @@ class Snapshots:
 
     def _escrow(self, name: str) -> None:
         """Send the repository password to the server's escrow once; remember a refusal (escrow turned off)."""
+        from protocol.snapshots import EscrowPut
+
         if self.state.read().repository(name).escrow is not None or not self.linked:
             return
         from agent.group_policy import GroupPolicy
@@ -344,6 +355,8 @@ class Snapshots:
         never as a success); a cancelled run is remembered too, then its
         :class:`~.restic.ResticCancelled` is raised.
         """
+        from protocol.snapshots import MAX_WARNINGS
+
         started = self.clock()
         self.state.change(lambda s: setattr(s.repository(name), "last_attempt", started))
         paths = list(paths) or [str(path) for path in self.policy.paths]
@@ -369,6 +382,8 @@ class Snapshots:
         return run
 
     def _remember(self, run: SnapshotRun, paths: list[str]) -> None:
+        from protocol.snapshots import MAX_WARNINGS, SnapshotReport
+
         summary = run.summary
         body = SnapshotReport(
             repository=run.repository, status=run.status, snapshot_id=run.snapshot_id, started_at=run.started_at,
@@ -441,6 +456,8 @@ class Snapshots:
 
     def check(self, name: str = "local", *, cancel: threading.Event | None = None) -> bool:
         """Check repository ``name``'s structure; remember and return whether it is sound."""
+        from protocol.snapshots import VerifyReport
+
         ok = True
         detail = ""
         try:
@@ -464,6 +481,8 @@ class Snapshots:
                cancel: threading.Event | None = None) -> VerifyResult:
         """Restore a random sample of the latest snapshot into a private folder and compare it; remember and
         report the result. NotFoundError when the repository has no snapshot of this PC yet."""
+        from protocol.snapshots import VerifyReport
+
         repository = self.repository(name, purpose="restore")
         read_only = name == "server"  # the server's restore credential reads, never locks
         found = R.snapshots(self.restic, repository, host=self.host, no_lock=read_only)
@@ -539,6 +558,8 @@ class Snapshots:
     def send_reports(self) -> int:
         """Send the reports the server has not had yet, oldest first; return how many went. An unreachable server
         leaves them for the next check-in; a report the server refuses is dropped (and logged)."""
+        from protocol.snapshots import SnapshotReport, VerifyReport
+
         pending = self.state.read().pending
         if not pending or not self.linked:
             return 0

@@ -5,15 +5,17 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.local import this_pc
 from cli import output
 from protocol.errors import InvalidInputError
-from protocol.schemas import AgentTicket
 from protocol.tickets import canonical_ticket, is_open, parse_ticket_ref, short_title
+
+if TYPE_CHECKING:  # the ticket model is only named here; the commands that get one load it
+    from protocol.schemas import AgentTicket
 
 PANEL = "For users"
 

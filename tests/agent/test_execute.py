@@ -330,3 +330,24 @@ def test_only_the_executor_imports_subprocess_in_the_agent():
     )
     # The session's PTY shell is the one other place: an interactive terminal needs none of the executor.
     assert importers == [str(Path("agent", "execute.py")), str(Path("agent", "session", "pty.py"))]
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux's")
+def test_the_supervisor_is_woken_by_the_exit_itself_not_by_polling():
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    watch = execute._ExitWatch(child)
+    try:
+        assert watch.fd is not None, "on Linux the exit is watched through a pidfd"
+        watch.wait(0.01)
+        assert child.poll() is None, "a short wait on a running child ends with the child still running"
+        child.stdin.close()  # the child ends now
+        watch.wait(60)  # returns at the exit, far sooner than this
+        assert child.wait(timeout=5) == 0
+    finally:
+        watch.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert watch.fd is None

@@ -3,11 +3,14 @@
 The wrapper builds its argv and reads its results by :class:`Features`, so a
 newer restic's exit codes, ``--retry-lock`` and restore progress are used when
 present and 0.14 is handled from its stderr otherwise. Versions are detected
-once per binary (its path, size and modification time).
+once per binary (its path, inode, size, modification and change times): once
+per process, and once for all of an agent's commands when they name a file to
+remember it in.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -109,13 +112,42 @@ def parse_version(text: str) -> Version:
                       hint="check that the restic program is the real restic")
 
 
-_cache: dict[tuple[str, int, int], Restic] = {}
+_cache: dict[tuple[str, int, int, int, int], Restic] = {}
 _cache_lock = threading.Lock()
 
 
-def detect(program: str | os.PathLike = "restic", *, timeout: float = VERSION_TIMEOUT) -> Restic:
+def _remembered(path: Path | None, key: tuple) -> Version | None:
+    """The version kept in ``path`` for the binary ``key`` names; None if none is, or it is for another binary."""
+    if path is None:
+        return None
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if kept.get("binary") == list(key):
+            return parse_version(str(kept["version"]))
+    except (OSError, ValueError, KeyError, AttributeError, ConfigError):
+        pass  # unreadable, damaged or stale: ask restic again
+    return None
+
+
+def _remember(path: Path | None, key: tuple, output: str) -> None:
+    if path is None:
+        return
+    from agent.paths import write_private
+
+    try:
+        write_private(path, json.dumps({"binary": list(key), "version": output[:4096]}).encode())
+    except OSError:
+        pass  # not remembered: the next command asks restic again
+
+
+def detect(program: str | os.PathLike = "restic", *, timeout: float = VERSION_TIMEOUT,
+           remember_in: Path | None = None) -> Restic:
     """Return the restic that ``program`` names, with its version; detected once per binary file.
 
+    ``remember_in`` is a file (in the agent's private folder) where the version
+    is kept for the next process, so a command starts restic's real work
+    without a ``restic version`` run first; a binary replaced or updated in
+    place is asked again (its inode, size or times differ).
     Raise ConfigError if restic is not installed, does not answer or is older than 0.14.
     """
     found = shutil.which(str(program))
@@ -124,14 +156,18 @@ def detect(program: str | os.PathLike = "restic", *, timeout: float = VERSION_TI
                           hint="install restic 0.14 or newer, or set the path of the restic program")
     path = str(Path(found).resolve())
     stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
+    key = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-    lines: list[str] = []
-    done = execute.run((path, "version"), timeout=timeout, on_line=lines.append, max_bytes=64 * 1024)
-    done.check()
-    restic = Restic(path, parse_version("\n".join(lines)))
+    version = _remembered(remember_in, key)
+    if version is None:
+        lines: list[str] = []
+        done = execute.run((path, "version"), timeout=timeout, on_line=lines.append, max_bytes=64 * 1024)
+        done.check()
+        version = parse_version("\n".join(lines))
+        _remember(remember_in, key, "\n".join(lines))
+    restic = Restic(path, version)
     with _cache_lock:
         _cache[key] = restic
     return restic

@@ -221,3 +221,58 @@ def test_a_missing_restic_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ConfigError, match="restic is not installed"):
         detect(tmp_path / "no-restic-here")
+
+
+def _fake_restic(folder, version: str):
+    """A restic stand-in that says ``version`` and counts how often it was asked."""
+    program = folder / "restic"
+    program.write_text(f"#!/bin/sh\necho run >> {folder / 'runs'}\necho 'restic {version} compiled with go1.22 on linux/amd64'\n")
+    program.chmod(0o755)
+    return program
+
+
+def _runs(folder) -> int:
+    runs = folder / "runs"
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def test_the_version_is_remembered_for_the_next_process_until_the_binary_changes(tmp_path, monkeypatch):
+    import os
+
+    from agent.snapshots.restic import version as V
+
+    monkeypatch.setattr(V, "_cache", {})  # each detect below stands for a new process
+    program = _fake_restic(tmp_path, "0.16.4")
+    kept = tmp_path / "agent" / "restic-version.json"
+    assert V.detect(program, remember_in=kept).version == V.Version(0, 16, 4)
+    assert _runs(tmp_path) == 1 and kept.exists() and kept.stat().st_mode & 0o077 == 0
+    V._cache.clear()
+    again = V.detect(program, remember_in=kept)
+    assert again.version == V.Version(0, 16, 4) and again.features.retry_lock
+    assert _runs(tmp_path) == 1, "the next process reads the kept version instead of running restic"
+
+    # An update in place (same path, even the same size and modification time) is asked again.
+    stat = program.stat()
+    replacement = tmp_path / "new-restic"
+    replacement.write_text(program.read_text().replace("0.16.4", "0.17.3"))
+    replacement.chmod(0o755)
+    os.replace(replacement, program)
+    os.utime(program, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    V._cache.clear()
+    assert V.detect(program, remember_in=kept).version == V.Version(0, 17, 3)
+    assert _runs(tmp_path) == 2
+
+
+@pytest.mark.parametrize("damage", ["", "{", '{"binary": "x"}', '["a"]', '{"binary": [], "version": 3}'])
+def test_a_damaged_kept_version_is_asked_again(tmp_path, monkeypatch, damage):
+    from agent.snapshots.restic import version as V
+
+    monkeypatch.setattr(V, "_cache", {})
+    program = _fake_restic(tmp_path, "0.14.0")
+    kept = tmp_path / "restic-version.json"
+    kept.write_text(damage)
+    assert V.detect(program, remember_in=kept).version == V.Version(0, 14, 0)
+    assert _runs(tmp_path) == 1
+    V._cache.clear()
+    V.detect(program, remember_in=kept)
+    assert _runs(tmp_path) == 1, "rewritten whole after the damage"

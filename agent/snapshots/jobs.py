@@ -355,8 +355,6 @@ class Snapshots:
         never as a success); a cancelled run is remembered too, then its
         :class:`~.restic.ResticCancelled` is raised.
         """
-        from protocol.snapshots import MAX_WARNINGS
-
         started = self.clock()
         self.state.change(lambda s: setattr(s.repository(name), "last_attempt", started))
         paths = list(paths) or [str(path) for path in self.policy.paths]
@@ -365,6 +363,7 @@ class Snapshots:
             self._ensure_initialized(name, repository)
             if name == "local":
                 self._check_room(repository)
+            _load_in_background("protocol.snapshots")  # the report's models, ready when restic is done
             summary = R.backup(self.restic, repository, host=self.host, paths=paths, excludes=self._excludes(),
                                one_file_system=self.policy.one_file_system, use_fs_snapshot=self.fs_snapshot(),
                                on_progress=on_progress, cancel=cancel, time=started)
@@ -374,6 +373,8 @@ class Snapshots:
             if isinstance(exc, R.ResticCancelled):
                 raise
             return run
+        from protocol.snapshots import MAX_WARNINGS
+
         status = "partial" if summary.outcome is Outcome.WARNING else "ok"
         warnings = (summary.warning,) if summary.warning else ()
         run = SnapshotRun(name, status, started, self.clock(), snapshot_id=summary.snapshot_id, summary=summary,
@@ -752,6 +753,16 @@ class Snapshots:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return Restored(chosen, str(original), final, kept)
+
+
+def _load_in_background(module: str) -> None:
+    """Import ``module`` on a thread of its own: its loading overlaps a restic run instead of following it.
+    Whoever imports it next waits for this import to finish (the import lock), so nothing sees it half loaded."""
+    import importlib
+    import sys
+
+    if module not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=(module,), name=f"load {module}", daemon=True).start()
 
 
 def _free_name(path: Path) -> Path:

@@ -17,9 +17,10 @@ repository:
    the server's peak memory.
 
 Every timed step starts after a sync (none pays for the writeback of what the
-step before it wrote), and the local restores run ``--runs`` times each, taken
-in turn raw/Helpline, the medians compared: a slow spell of a noisy machine
-falls on both alike. It prints every run's wall time and throughput and the
+step before it wrote). The local backups and restores run ``--runs`` times
+each, taken in turn raw/Helpline (each backup into a fresh repository of its
+own; the last pair's repositories serve the restores), the medians compared: a
+slow spell of a noisy machine falls on both alike. It prints every run's wall time and throughput and the
 ratios with their verdicts. Exits 0 when it measured (look for FAIL), 1 when a run failed.
 ``--small`` is a fast smoke scale (tests/bench). Run:
 ``.venv/bin/python bench/snapshots_vs_restic.py`` (``--work-dir`` on a disk with
@@ -119,15 +120,18 @@ def settled_measure(argv: list[str], **kwargs) -> Run:
     return measure(argv, **kwargs)
 
 
-def raw_restic(tree: Path, size: int, work: Path) -> tuple[list[Row], list[str]]:
-    """Raw restic: init, backup; the rows and the restore's argv (restores are taken later, in turn)."""
-    repo, password, cache = work / "raw-repo", work / "raw-password", work / "raw-cache"
+def raw_restic(tree: Path, size: int, work: Path, attempt: int = 1) -> tuple[Row, list[str]]:
+    """Raw restic: init (untimed), backup into a fresh repository; its row and the restore's argv (restores are
+    taken later, in turn). The repository of the attempt before is removed first."""
+    shutil.rmtree(work / f"raw-repo-{attempt - 1}", ignore_errors=True)
+    shutil.rmtree(work / f"raw-cache-{attempt - 1}", ignore_errors=True)
+    repo, password, cache = work / f"raw-repo-{attempt}", work / "raw-password", work / f"raw-cache-{attempt}"
     password.write_text("bench-password\n")
     base = ["restic", "--repo", str(repo), "--password-file", str(password), "--cache-dir", str(cache)]
     subprocess.run([*base, "init"], check=True, capture_output=True, env=restic_env(), timeout=120)
     backup = settled_measure([*base, "backup", "--json", "--host", "bench", str(tree)], timeout=TIMEOUT,
-                             log_dir=work / "logs", env=restic_env(), name="raw-backup")
-    return [row("restic backup (local)", backup, size)], [*base, "restore", "latest", "--target"]
+                             log_dir=work / "logs", env=restic_env(), name=f"raw-backup-{attempt}")
+    return row("restic backup (local)", backup, size), [*base, "restore", "latest", "--target"]
 
 
 def raw_restore(argv: list[str], tree: Path, size: int, work: Path, expected: str, attempt: int) -> Row:
@@ -174,10 +178,11 @@ def prepared(env: dict[str, str], tree: Path, work: Path, *, local: bool, server
     return env
 
 
-def helpline_snapshot(size: int, work: Path, env: dict[str, str], where: str, repository: str) -> Row:
+def helpline_snapshot(size: int, work: Path, env: dict[str, str], where: str, repository: str,
+                      attempt: int = 1) -> Row:
     """``helpline snapshot now`` with the PC's agent folder in ``env``."""
     snap = settled_measure([helpline_bin(), "snapshot", "now", "--repository", repository], timeout=TIMEOUT,
-                           log_dir=work / "logs", env=env, name=f"helpline-snapshot-{where}")
+                           log_dir=work / "logs", env=env, name=f"helpline-snapshot-{where}-{attempt}")
     return row(f"helpline snapshot now ({where})", snap, size)
 
 
@@ -244,7 +249,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bytes", type=int, help="about how many bytes in all (default 1 GiB, or 8 MiB with --small)")
     parser.add_argument("--seed", type=int, default=SEED, help="the generator's seed (fixed by default)")
     parser.add_argument("--runs", type=int, default=3,
-                        help="local restores of each kind, taken in turn raw/Helpline; the median counts (default 3)")
+                        help="local backups and restores of each kind, taken in turn raw/Helpline; the median counts "
+                             "(default 3)")
     parser.add_argument("--no-server", action="store_true", help="leave out the server's REST repository")
     parser.add_argument("--work-dir", type=Path, help="where the tree and repositories go (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -268,21 +274,27 @@ def main(argv: list[str] | None = None) -> int:
         size = generate(tree, files, total, args.seed)
         expected = tree_digest(tree)
         os.sync()  # the first measured run must not pay for writing the generated tree back to disk
-        log("raw restic:")
-        rows, restore_argv = raw_restic(tree, size, work)
-        log("through helpline, local repository:")
-        local_env = prepared(agent_env(work, "local-pc", tree, local=True, server=False), tree, work, local=True,
-                             server=False)
-        rows.append(helpline_snapshot(size, work, local_env, "local", "local"))
-        log(f"restores, {args.runs} of each, taken in turn (the median counts):")
+        log(f"local backups, {args.runs} of each into fresh repositories, taken in turn raw/Helpline "
+            "(the median counts):")
+        raw_backups, helpline_backups = [], []
+        for attempt in range(1, args.runs + 1):
+            backup, restore_argv = raw_restic(tree, size, work, attempt)
+            raw_backups.append(backup)
+            shutil.rmtree(work / f"local-pc-{attempt - 1}", ignore_errors=True)
+            local_env = prepared(agent_env(work, f"local-pc-{attempt}", tree, local=True, server=False), tree, work,
+                                 local=True, server=False)
+            helpline_backups.append(helpline_snapshot(size, work, local_env, "local", "local", attempt))
+        log(f"local restores, {args.runs} of each, taken in turn raw/Helpline (the median counts):")
         raw_runs, helpline_runs = [], []
         for attempt in range(1, args.runs + 1):
             raw_runs.append(raw_restore(restore_argv, tree, size, work, expected, attempt))
             helpline_runs.append(helpline_restore(tree, size, work, expected, local_env, "local", "local", attempt))
-        restore_walls = {"restic restore (local)": [r.wall_s for r in raw_runs],
-                         "helpline restore (local)": [r.wall_s for r in helpline_runs]}
-        rows[1:1] = [median_row(raw_runs)]
-        rows.append(median_row(helpline_runs))
+        every_run = {"restic backup (local)": [r.wall_s for r in raw_backups],
+                     "helpline snapshot now (local)": [r.wall_s for r in helpline_backups],
+                     "restic restore (local)": [r.wall_s for r in raw_runs],
+                     "helpline restore (local)": [r.wall_s for r in helpline_runs]}
+        rows = [median_row(raw_backups), median_row(raw_runs), median_row(helpline_backups),
+                median_row(helpline_runs)]
         server_peak = None
         if not args.no_server:
             log("through helpline, the server's REST repository:")
@@ -297,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         return found.wall_s if found is not None and found.ok else None
 
     print(f"Tree: {files} files, {size / MB:.1f} MB, seed {args.seed}")
-    print(f"Every timed step starts after a sync; local restores: {args.runs} of each, taken in turn, the median shown")
+    print(f"Every timed step starts after a sync; local backups and restores: {args.runs} of each, taken in turn, "
+          "the median shown")
     print("| operation | wall s | MB/s | peak RSS MB | ok | every run (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        every = " ".join(f"{w:.2f}" for w in restore_walls.get(r.name, [r.wall_s]))
+        every = " ".join(f"{w:.2f}" for w in every_run.get(r.name, [r.wall_s]))
         print(f"| {r.name} | {r.wall_s:.2f} | {r.mb_per_s:.1f} | {r.peak_rss_bytes / MB:.0f} | "
               f"{'yes' if r.ok else 'NO: ' + r.problem} | {every} |")
     if server_peak is not None:
@@ -325,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.json:
         args.json.write_text(json.dumps({"files": files, "bytes": size, "seed": args.seed, "runs": args.runs,
-                                         "restore_runs_s": restore_walls,
+                                         "runs_s": every_run,
                                          "rows": [asdict(r) | {"mb_per_s": r.mb_per_s} for r in rows],
                                          "server_peak_rss_bytes": server_peak, "verdicts": verdicts}, indent=2))
     return 0 if all(r.ok for r in rows) else 1

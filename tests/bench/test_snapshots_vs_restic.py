@@ -30,7 +30,8 @@ def test_a_small_run_measures_raw_restic_helpline_and_the_server(tmp_path, capsy
         "restic backup (local)", "restic restore (local)", "helpline snapshot now (local)",
         "helpline restore (local)", "helpline snapshot now (server)", "helpline restore (server)"]
     assert all(r["ok"] and r["wall_s"] > 0 for r in figures["rows"]) and figures["server_peak_rss_bytes"] > 0
-    assert {name: len(walls) for name, walls in figures["restore_runs_s"].items()} == {
+    assert {name: len(walls) for name, walls in figures["runs_s"].items()} == {
+        "restic backup (local)": 2, "helpline snapshot now (local)": 2,
         "restic restore (local)": 2, "helpline restore (local)": 2}
     printed = capsys.readouterr().out
     assert "taken in turn" in printed

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from agent import execute
 from agent.snapshots import restic as R
-from agent.snapshots.jobs import Restored, Snapshots, _free_name, _give
-from agent.snapshots.verify import _restored_path
-from protocol.errors import HelplineError, InvalidInputError, NotFoundError
+from agent.snapshots.jobs import Restored, Snapshots, _free_name, _give, _stamp
+from protocol.errors import HelplineError, InvalidInputError
 
 #: Seconds one placing step (mkdir, mv, cp) may take.
 PLACE_TIMEOUT = 3600.0
@@ -49,30 +48,22 @@ def restore_as_user(snapshots: Snapshots, user, original: Path, *, snapshot: str
     if original == Path(user.pw_dir):
         raise InvalidInputError("restore a file or a folder of your home, not the whole of it at once",
                                 hint="name a folder in it, or restore beside it with --to")
-    repo = snapshots.repository(repository, purpose="restore")
-    read_only = repository == "server"
-    chosen = snapshots.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True)  # it only reads
-    stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
-    if overwrite:
-        final = original
-    elif to is not None:
+    if to is not None:
         _as_user(user, ("mkdir", "-p", "--", str(to)), f"make the folder {to}")
-        final = _free_name(to / original.name)
-    else:
-        final = _free_name(original.with_name(f"{original.name}.restored-{stamp}"))
     staging = Path(tempfile.mkdtemp(prefix="restore-", dir=area))
     try:
-        R.restore(snapshots.restic, repo, snapshot=chosen.id, target=staging, includes=[str(original)],
-                  no_lock=read_only, on_progress=on_progress)
-        restored = _restored_path(staging, str(original))
-        if not os.path.lexists(restored):
-            raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of "
-                                f"{chosen.time.astimezone():%Y-%m-%d %H:%M %Z}",
-                                hint="pick another snapshot with --at or --snapshot")
+        chosen, restored = snapshots.restore_into(staging, original, snapshot=snapshot, at=at, repository=repository,
+                                                  on_progress=on_progress)
         _give(staging, (user.pw_uid, user.pw_gid))  # theirs now, so their own process can take it
+        if overwrite:
+            final = original
+        elif to is not None:
+            final = _free_name(to / original.name)
+        else:
+            final = _free_name(original.with_name(f"{original.name}.restored-{_stamp(chosen.time)}"))
         kept = None
         if overwrite and os.path.lexists(original):
-            kept = _free_name(original.with_name(f"{original.name}.replaced-{snapshots.clock().astimezone():%Y%m%d-%H%M}"))
+            kept = _free_name(original.with_name(f"{original.name}.replaced-{_stamp(snapshots.clock())}"))
             _as_user(user, ("mv", "--", str(original), str(kept)), f"move {original} aside")
         _as_user(user, ("cp", "-a", "--", str(restored), str(final)), f"put the restored copy at {final}")
     finally:

@@ -667,6 +667,52 @@ class Snapshots:
                                 hint="list them with: helpline snapshot list")
         return found[-1]
 
+    def restore_into(self, staging: Path, original: Path, *, snapshot: str | None = None, at: datetime | None = None,
+                     repository: str = "local", source: R.Repository | None = None,
+                     on_progress: Callable[[R.Progress], None] | None = None,
+                     cancel: threading.Event | None = None) -> tuple[R.Snapshot, Path]:
+        """Restore ``original`` from the snapshot ``snapshot``/``at`` name (else its latest) into the empty private
+        folder ``staging``; return the snapshot restored and where the copy is in ``staging``.
+
+        The latest snapshot that holds the path, as this agent recorded it,
+        spares a restic run (the key's scrypt and the listing); a recorded one
+        restic no longer has sends the restore back to listing. ``source`` is
+        another PC's repository this PC may only read (opened without a lock,
+        any host's snapshots). NotFoundError when no snapshot holds the path.
+        """
+        repo = source or self.repository(repository, purpose="restore")
+        read_only = source is not None or repository == "server"  # a restore credential reads, never locks
+        recorded = None if source is not None or snapshot not in (None, "latest") or at is not None else \
+            self.recorded_latest(repository, str(original))
+        # Finding the snapshot only reads: no lock to write and remove.
+        chosen = recorded or self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True,
+                                                any_host=source is not None)
+
+        def restore(snap: R.Snapshot) -> None:
+            R.restore(self.restic, repo, snapshot=snap.id, target=staging, includes=[str(original)],
+                      no_lock=read_only, on_progress=on_progress, cancel=cancel)
+
+        try:
+            restore(chosen)
+        except R.ResticCancelled:
+            raise
+        except HelplineError:
+            if recorded is None:
+                raise
+            logger.info("recorded snapshot %s could not be restored; asking restic for the latest", recorded.short_id)
+            chosen = self.find_snapshot(repo, str(original), no_lock=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(mode=0o700)
+            restore(chosen)
+        from .verify import _restored_path
+
+        restored = _restored_path(staging, str(original))
+        if not os.path.lexists(restored):  # restic restores nothing, and says nothing, for a path not in it
+            raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of "
+                                f"{chosen.time.astimezone():%Y-%m-%d %H:%M %Z}",
+                                hint="pick another snapshot with --at or --snapshot")
+        return chosen, restored
+
     def restore(
         self,
         path: str | Path,
@@ -697,57 +743,24 @@ class Snapshots:
                                     hint="name the folder to bring back, e.g. your home folder")
         if overwrite and to is not None:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
-        repo = source or self.repository(repository, purpose="restore")
-        read_only = source is not None or repository == "server"  # a restore credential reads, never locks
-        # The latest snapshot that holds the path, as this agent recorded it, spares a restic run (the key's scrypt
-        # and the listing); a recorded one restic no longer has sends the restore back to listing.
-        recorded = None if source is not None or snapshot not in (None, "latest") or at is not None else \
-            self.recorded_latest(repository, str(original))
-        # Finding the snapshot only reads: no lock to write and remove.
-        chosen = recorded or self.find_snapshot(repo, str(original), snapshot=snapshot, at=at, no_lock=True,
-                                                any_host=source is not None)
-        stamp = chosen.time.astimezone().strftime("%Y%m%d-%H%M")
-        if overwrite:
-            final = original
-        elif to is not None:
-            folder = Path(os.path.abspath(os.path.expanduser(str(to))))
-            folder.mkdir(parents=True, exist_ok=True)
-            final = _free_name(folder / original.name)
-        else:
-            final = _free_name(original.with_name(f"{original.name}.restored-{stamp}"))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".helpline-restore-", dir=final.parent))
+        place = Path(os.path.abspath(os.path.expanduser(str(to)))) if to is not None else original.parent
+        place.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".helpline-restore-", dir=place))
         os.chmod(staging, 0o700)
-
-        def restore_into_staging(snap: R.Snapshot) -> None:
-            R.restore(self.restic, repo, snapshot=snap.id, target=staging, includes=[str(original)],
-                      no_lock=read_only, on_progress=on_progress, cancel=cancel)
-
         try:
-            try:
-                restore_into_staging(chosen)
-            except R.ResticCancelled:
-                raise
-            except HelplineError:
-                if recorded is None:
-                    raise
-                logger.info("recorded snapshot %s could not be restored; asking restic for the latest", recorded.short_id)
-                chosen = self.find_snapshot(repo, str(original), no_lock=True)
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(mode=0o700)
-                restore_into_staging(chosen)
-            from .verify import _restored_path
-
-            restored = _restored_path(staging, str(original))
-            if not os.path.lexists(restored):  # restic restores nothing, and says nothing, for a path not in it
-                raise NotFoundError(f"{original} is not in snapshot {chosen.short_id} of "
-                                    f"{chosen.time.astimezone():%Y-%m-%d %H:%M %Z}",
-                                    hint="pick another snapshot with --at or --snapshot")
+            chosen, restored = self.restore_into(staging, original, snapshot=snapshot, at=at, repository=repository,
+                                                 source=source, on_progress=on_progress, cancel=cancel)
             if owner is not None:
                 _give(restored, owner)
+            if overwrite:
+                final = original
+            elif to is not None:
+                final = _free_name(place / original.name)
+            else:
+                final = _free_name(original.with_name(f"{original.name}.restored-{_stamp(chosen.time)}"))
             kept = None
             if overwrite and os.path.lexists(original):
-                kept = _free_name(original.with_name(f"{original.name}.replaced-{self.clock().astimezone():%Y%m%d-%H%M}"))
+                kept = _free_name(original.with_name(f"{original.name}.replaced-{_stamp(self.clock())}"))
                 os.rename(original, kept)
             os.rename(restored, final)
         finally:
@@ -763,6 +776,11 @@ def _load_in_background(module: str) -> None:
 
     if module not in sys.modules:
         threading.Thread(target=importlib.import_module, args=(module,), name=f"load {module}", daemon=True).start()
+
+
+def _stamp(when: datetime) -> str:
+    """``when`` as a restored or replaced copy's name carries it: local time, to the minute."""
+    return when.astimezone().strftime("%Y%m%d-%H%M")
 
 
 def _free_name(path: Path) -> Path:

@@ -22,6 +22,7 @@ from agent.local import ThisPC, this_pc
 from agent.service import wire
 from agent.service.localapi import LocalAPI, LocalServer, TicketOwners
 from agent.service.socketpc import ServicePC
+from agent.snapshots import restic as R
 from agent.snapshots.jobs import Snapshots
 from agent.snapshots.policy import policy_from_config
 from agent.store import AgentState, AgentStore
@@ -335,7 +336,8 @@ def test_a_user_snapshots_and_lists_their_own_home_through_the_service(short_dir
     assert as_user(test_user.pw_uid, lambda: os.listdir(service_store.directory))["error"] == "PermissionError"
 
 
-def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_dir, service_store, test_user):
+def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_dir, service_store, test_user,
+                                                                         monkeypatch):
     policy = policy_from_config({"snapshots": {"paths": [str(short_dir / "nothing")], "server": False,
                                                "free_space_margin": 0}}, home=short_dir, data_dir=service_store.directory)
     snapshots = Snapshots(service_store, policy=policy)
@@ -351,8 +353,12 @@ def test_a_users_restore_comes_back_as_theirs_placed_by_their_own_rights(short_d
         assert as_user(test_user.pw_uid, lambda: mine().run_snapshot()[0].status) == {"ok": "ok"}
         letter.unlink()
         photo.write_bytes(b"ransomware was here")
+        listed = []
+        real_snapshots = R.snapshots
+        monkeypatch.setattr(R, "snapshots", lambda *a, **k: listed.append(1) or real_snapshots(*a, **k))
 
         beside = as_user(test_user.pw_uid, lambda: str(mine().restore(letter).placed_at))["ok"]
+        assert listed == [], "the latest snapshot of the user's file comes from the service's records, not a listing"
         assert Path(beside).parent == letter.parent and Path(beside).name.startswith("letter.txt.restored-")
         assert Path(beside).read_bytes() == original_letter
         assert os.stat(beside).st_uid == test_user.pw_uid and os.stat(beside).st_gid == test_user.pw_gid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -32,10 +33,12 @@ RepositoryOpt = Annotated[RepositoryName | None, typer.Option(
 
 
 def _progress_bar():
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=output.err_console(), transient=True)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=output.err_console(), transient=True)
 
 
 @snapshot_app.command("now")
@@ -192,7 +195,17 @@ def restore(
         if not typer.confirm("Replace it?", default=False, err=True):
             output.say("Nothing was changed.")
             raise typer.Exit(ExitStatus.OK)
-    done = snapshots.restore(path, snapshot=snapshot, at=when, to=to, overwrite=overwrite, repository=name)
+    restore = functools.partial(snapshots.restore, path, snapshot=snapshot, at=when, to=to, overwrite=overwrite,
+                                repository=name)
+    if sys.stderr.isatty() and not json_out:
+        # A bar from the start: it runs (elapsed time) while restic says nothing, and fills where restic reports
+        # its progress (0.17 and newer; 0.14 restores without a word until it is done).
+        with _progress_bar() as bar:
+            task = bar.add_task(f"Restoring {output.esc(Path(path).name)}", total=None)
+            done = restore(on_progress=lambda progress: bar.update(task, completed=progress.bytes_done,
+                                                                   total=progress.total_bytes or None))
+    else:
+        done = restore()
     if json_out:
         output.print_json({"snapshot_id": done.snapshot.id, "snapshot_time": done.snapshot.time, "path": done.path,
                            "placed_at": str(done.placed_at), "kept_at": str(done.kept_at) if done.kept_at else None})

@@ -210,3 +210,26 @@ def test_snapshot_now_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
     assert child.exitstatus == 0
     piped = pc.run("snapshot", "now", env=configure(pc, big))
     assert "Snapshot (local)" not in piped.stderr + piped.stdout  # no bar when nobody watches a terminal
+
+
+def test_restore_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = random.Random(6)
+    for index in range(200):
+        (big / f"file-{index:04}.bin").write_bytes(rng.randbytes(512 * 1024))
+    pc = make_pc("pc")
+    env = {**pc.env(), **configure(pc, big)}
+    env.pop("NO_COLOR", None)
+    pc.ok("snapshot", "now", env=configure(pc, big))
+    back = tmp_path / "back"
+    child = pexpect.spawn(helpline_bin(), ["restore", str(big), "--to", str(back)], env=env, encoding="utf-8",
+                          timeout=120, dimensions=(40, 160))
+    child.expect(r"Restoring big")  # the bar's label, drawn at once, whatever restic reports
+    child.expect(r"\d:\d\d:\d\d")  # its elapsed time
+    child.expect(r"Restored \S+ from snapshot")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and len(list((back / "big").iterdir())) == 200
+    piped = pc.run("restore", str(big), "--to", str(tmp_path / "again"), env=configure(pc, big))
+    assert piped.code == 0 and "Restoring" not in piped.stderr + piped.stdout  # no bar without a terminal

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent import execute
 from agent.snapshots import restic as R
-from agent.snapshots.jobs import Restored, Snapshots, _free_name, _give, _stamp
+from agent.snapshots.jobs import Restored, Snapshots, _give, _kept_at, _placed_at
 from protocol.errors import HelplineError, InvalidInputError
 
 #: Seconds one placing step (mkdir, mv, cp) may take.
@@ -55,15 +55,10 @@ def restore_as_user(snapshots: Snapshots, user, original: Path, *, snapshot: str
         chosen, restored = snapshots.restore_into(staging, original, snapshot=snapshot, at=at, repository=repository,
                                                   on_progress=on_progress)
         _give(staging, (user.pw_uid, user.pw_gid))  # theirs now, so their own process can take it
-        if overwrite:
-            final = original
-        elif to is not None:
-            final = _free_name(to / original.name)
-        else:
-            final = _free_name(original.with_name(f"{original.name}.restored-{_stamp(chosen.time)}"))
+        final = _placed_at(original, chosen, to=to, overwrite=overwrite)
         kept = None
         if overwrite and os.path.lexists(original):
-            kept = _free_name(original.with_name(f"{original.name}.replaced-{_stamp(snapshots.clock())}"))
+            kept = _kept_at(original, snapshots.clock())
             _as_user(user, ("mv", "--", str(original), str(kept)), f"move {original} aside")
         _as_user(user, ("cp", "-a", "--", str(restored), str(final)), f"put the restored copy at {final}")
     finally:

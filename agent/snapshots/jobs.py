@@ -752,15 +752,10 @@ class Snapshots:
                                                  source=source, on_progress=on_progress, cancel=cancel)
             if owner is not None:
                 _give(restored, owner)
-            if overwrite:
-                final = original
-            elif to is not None:
-                final = _free_name(place / original.name)
-            else:
-                final = _free_name(original.with_name(f"{original.name}.restored-{_stamp(chosen.time)}"))
+            final = _placed_at(original, chosen, to=place if to is not None else None, overwrite=overwrite)
             kept = None
             if overwrite and os.path.lexists(original):
-                kept = _free_name(original.with_name(f"{original.name}.replaced-{_stamp(self.clock())}"))
+                kept = _kept_at(original, self.clock())
                 os.rename(original, kept)
             os.rename(restored, final)
         finally:
@@ -781,6 +776,21 @@ def _load_in_background(module: str) -> None:
 def _stamp(when: datetime) -> str:
     """``when`` as a restored or replaced copy's name carries it: local time, to the minute."""
     return when.astimezone().strftime("%Y%m%d-%H%M")
+
+
+def _placed_at(original: Path, chosen: R.Snapshot, *, to: Path | None, overwrite: bool) -> Path:
+    """Where the restored copy of ``original`` goes: its own place (``overwrite``), a free name in the folder
+    ``to``, else beside it as ``NAME.restored-YYYYMMDD-HHMM`` (the snapshot's time)."""
+    if overwrite:
+        return original
+    if to is not None:
+        return _free_name(to / original.name)
+    return _free_name(original.with_name(f"{original.name}.restored-{_stamp(chosen.time)}"))
+
+
+def _kept_at(original: Path, now: datetime) -> Path:
+    """The free name ``NAME.replaced-YYYYMMDD-HHMM`` that keeps what an overwriting restore replaces."""
+    return _free_name(original.with_name(f"{original.name}.replaced-{_stamp(now)}"))
 
 
 def _free_name(path: Path) -> Path:

@@ -191,12 +191,17 @@ def test_a_wrong_password_is_said_in_one_clear_line(make_pc, home):
     assert pc.ok("snapshot", "status", "--json", env=env).json()["state"] == "failing"
 
 
+def random_files(folder: Path, count: int, *, seed: int) -> Path:
+    """``folder`` with ``count`` files of 512 KiB of random bytes: enough for restic to report progress."""
+    folder.mkdir()
+    rng = random.Random(seed)
+    for index in range(count):
+        (folder / f"file-{index:04}.bin").write_bytes(rng.randbytes(512 * 1024))
+    return folder
+
+
 def test_snapshot_now_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
-    big = tmp_path / "big"
-    big.mkdir()
-    rng = random.Random(5)
-    for index in range(300):
-        (big / f"file-{index:04}.bin").write_bytes(rng.randbytes(512 * 1024))
+    big = random_files(tmp_path / "big", 300, seed=5)
     pc = make_pc("pc")
     env = {**pc.env(), **configure(pc, big)}
     env.pop("NO_COLOR", None)
@@ -213,11 +218,7 @@ def test_snapshot_now_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
 
 
 def test_restore_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
-    big = tmp_path / "big"
-    big.mkdir()
-    rng = random.Random(6)
-    for index in range(200):
-        (big / f"file-{index:04}.bin").write_bytes(rng.randbytes(512 * 1024))
+    big = random_files(tmp_path / "big", 200, seed=6)
     pc = make_pc("pc")
     env = {**pc.env(), **configure(pc, big)}
     env.pop("NO_COLOR", None)

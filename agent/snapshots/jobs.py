@@ -358,21 +358,25 @@ class Snapshots:
         started = self.clock()
         self.state.change(lambda s: setattr(s.repository(name), "last_attempt", started))
         paths = list(paths) or [str(path) for path in self.policy.paths]
+        warming = None
         try:
             repository = self.repository(name, purpose="backup")
             self._ensure_initialized(name, repository)
             if name == "local":
                 self._check_room(repository)
-            _load_in_background("protocol.snapshots")  # the report's models, ready when restic is done
+            warming = _in_background(_ready_report)  # the report's model, built while restic works
             summary = R.backup(self.restic, repository, host=self.host, paths=paths, excludes=self._excludes(),
                                one_file_system=self.policy.one_file_system, use_fs_snapshot=self.fs_snapshot(),
                                on_progress=on_progress, cancel=cancel, time=started)
         except HelplineError as exc:
             run = SnapshotRun(name, "failed", started, self.clock(), error=exc.message, exception=exc)
+            if warming is not None:
+                warming.join()
             self._remember(run, paths)
             if isinstance(exc, R.ResticCancelled):
                 raise
             return run
+        warming.join()
         from protocol.snapshots import MAX_WARNINGS
 
         status = "partial" if summary.outcome is Outcome.WARNING else "ok"
@@ -763,14 +767,19 @@ class Snapshots:
         return Restored(chosen, str(original), final, kept)
 
 
-def _load_in_background(module: str) -> None:
-    """Import ``module`` on a thread of its own: its loading overlaps a restic run instead of following it.
-    Whoever imports it next waits for this import to finish (the import lock), so nothing sees it half loaded."""
-    import importlib
-    import sys
+def _ready_report() -> None:
+    """Load the snapshot report's model and build its validator (deferred until first use otherwise)."""
+    from protocol.snapshots import SnapshotReport
 
-    if module not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=(module,), name=f"load {module}", daemon=True).start()
+    SnapshotReport.model_rebuild()
+
+
+def _in_background(work: Callable[[], None]) -> threading.Thread:
+    """Start ``work`` (loading code) on a thread of its own, so that it overlaps a restic run instead of following
+    it; join the thread before using what it loads."""
+    thread = threading.Thread(target=work, name=f"helpline {work.__name__}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _stamp(when: datetime) -> str:

@@ -65,3 +65,14 @@ def test_a_mistyped_word_is_told_apart_from_the_commands(capsys):
         cli_main.main(["restor"])
     assert exited.value.code == 2
     assert "restor" in capsys.readouterr().err
+
+
+def test_a_command_never_looks_through_the_installed_packages_for_pydantic_plugins():
+    probe = ("from cli import main\n"
+             "from protocol.snapshots import SnapshotReport\n"
+             "SnapshotReport.model_rebuild()\n"
+             "from pydantic.plugin import _loader\n"
+             "print(_loader._plugins is None)")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+    assert done.stdout.strip() == "True", done.stderr

@@ -228,7 +228,7 @@ class RelayStream:
     def splice_pipes(self, read_fd: int, write_fd: int) -> None:
         """Carry ``read_fd`` to the relay and the relay to ``write_fd`` until either ends, then end this side.
 
-        Both are pipes or sockets (a ProxyCommand's standard input and output);
+        Both are pipes (a ProxyCommand's standard input and output, as ssh makes them);
         the loop reads and writes them itself, so each chunk crosses no thread and
         no extra socket. The end of ``read_fd`` ends this relay side; the relay's
         end stops the writes (``write_fd`` stays open: its owner closes it). The

@@ -416,12 +416,11 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
         pass  # the default pipe still works
 
 
-def _pipe_or_socket(fd: int) -> bool:
+def _is_pipe(fd: int) -> bool:
     try:
-        mode = os.fstat(fd).st_mode
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def pump(stream: RelayStream, read_fd: int = 0, write_fd: int = 1) -> None:
@@ -430,14 +429,14 @@ def pump(stream: RelayStream, read_fd: int = 0, write_fd: int = 1) -> None:
     ssh talks to this ProxyCommand over pipes: the relay client's own loop
     reads and writes them (:meth:`agent.relay_socket.RelayStream.splice_pipes`),
     so a chunk crosses no thread and no socket on its way. Widened from 64 KiB,
-    the pipes let both sides move a whole read at a time. Anything else (a file,
-    or Windows, whose loop cannot wait on pipes) goes through the stream's socket
-    bridge with a thread per direction (:func:`pump_bridge`).
+    the pipes let both sides move a whole read at a time. Anything else (a
+    socket, a file, or Windows, whose loop cannot wait on pipes) goes through the
+    stream's socket bridge with a thread per direction (:func:`pump_bridge`).
     """
     if os.name != "nt":
         _widen_pipe(read_fd)
         _widen_pipe(write_fd)
-        if _pipe_or_socket(read_fd) and _pipe_or_socket(write_fd):
+        if _is_pipe(read_fd) and _is_pipe(write_fd):
             stream.splice_pipes(read_fd, write_fd)
             return
     pump_bridge(stream.bridge_to_socket(), read_fd, write_fd)

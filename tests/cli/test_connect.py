@@ -266,7 +266,7 @@ class _Stream:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the loop splices pipes on POSIX only")
-def test_the_pump_gives_ssh_s_pipes_to_the_relay_client_s_loop_and_anything_else_to_the_bridge(tmp_path):
+def test_the_pump_gives_ssh_s_pipes_to_the_relay_client_s_loop_and_files_or_sockets_to_the_bridge(tmp_path):
     up_read, up_write = os.pipe()
     down_read, down_write = os.pipe()
     piped = _Stream()
@@ -277,6 +277,12 @@ def test_the_pump_gives_ssh_s_pipes_to_the_relay_client_s_loop_and_anything_else
         filed = _Stream()
         connect.pump(filed, source.fileno(), sink.fileno())
     assert filed.used == ["bridge"]
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.shutdown(socket.SHUT_WR)
+        socketed = _Stream()
+        connect.pump(socketed, ours.fileno(), ours.fileno())
+    assert socketed.used == ["bridge"]
     for fd in (up_read, down_read, down_write):
         os.close(fd)
 

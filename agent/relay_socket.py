@@ -7,9 +7,11 @@ token travels in the Authorization header only, never in a URL or an argv.
 
 :func:`open_relay` gives a :class:`RelayStream` (send, recv, close);
 :meth:`RelayStream.bridge_to_socket` turns it into a plain socket for code that
-wants one (paramiko's Transport, a stdin/stdout pump). Frames are forwarded as
-they arrive, with TCP_NODELAY (asyncio's default) and no compression (SSH
-traffic is encrypted).
+wants one (paramiko's Transport); :meth:`RelayStream.splice_pipes` carries a
+pair of pipes (a ProxyCommand's standard input and output) on the stream's own
+loop, with no thread and no socket in between. Frames are forwarded as they
+arrive, with TCP_NODELAY (asyncio's default) and no compression (SSH traffic is
+encrypted).
 
 The WebSocket runs on an event loop of its own, in one thread per stream: the
 sending and the receiving directions never wait for each other, so both can be
@@ -25,6 +27,7 @@ import os
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -222,6 +225,73 @@ class RelayStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def splice_pipes(self, read_fd: int, write_fd: int) -> None:
+        """Carry ``read_fd`` to the relay and the relay to ``write_fd`` until either ends, then end this side.
+
+        Both are pipes (a ProxyCommand's standard input and output, as ssh makes them);
+        the loop reads and writes them itself, so each chunk crosses no thread and
+        no extra socket. The end of ``read_fd`` ends this relay side; the relay's
+        end stops the writes (``write_fd`` stays open: its owner closes it). The
+        descriptors are duplicated, never closed here.
+        """
+        self._bridge = self._loop.submit(self._splice(os.dup(read_fd), os.dup(write_fd)))
+        try:
+            self._bridge.result()
+        finally:
+            self._loop.stop()
+
+    async def _splice(self, read_fd: int, write_fd: int) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        loop = asyncio.get_running_loop()
+        try:
+            reader = _PipeReader(READ_SIZE)
+            source, _ = await loop.connect_read_pipe(lambda: reader, open(read_fd, "rb", buffering=0))
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        try:
+            sink, writer = await loop.connect_write_pipe(_PipeWriter, open(write_fd, "wb", buffering=0))
+        except BaseException:
+            source.close()
+            os.close(write_fd)
+            raise
+
+        async def relay_to_pipe() -> None:
+            try:
+                while not writer.lost:
+                    message = await self._ws.recv()
+                    if isinstance(message, str):
+                        continue
+                    self.received += len(message)
+                    sink.write(message)
+                    await writer.drain()
+            except ConnectionClosed as exc:
+                self.close_code = _close_code(exc)
+
+        async def pipe_to_relay() -> None:
+            while data := await reader.next_chunk():
+                await self._ws.send(data)
+                self.sent += len(data)
+
+        tasks = [asyncio.create_task(relay_to_pipe()), asyncio.create_task(pipe_to_relay())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 5)
+            source.close()
+            sink.close()  # what the relay sent last still reaches the pipe: closing waits for the writes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(writer.gone), 5)
+
     def bridge_to_socket(self) -> socket.socket:
         """Return one end of a socket pair whose other end is pumped to and from the relay.
 
@@ -274,6 +344,90 @@ class RelayStream:
             with contextlib.suppress(Exception):
                 writer.close()
             asyncio.get_running_loop().call_soon(self._loop.loop.stop)
+
+
+class _PipeReader(asyncio.Protocol):
+    """What the loop reads from a pipe, chunk by chunk as read (no copy into a stream buffer), paused when
+    ``limit`` bytes wait to be sent."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._ended = False
+        self._paused = False
+        self._waiter: asyncio.Future | None = None
+        self._transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= self._limit and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_chunk(self) -> bytes:
+        """The next chunk read, b"" at the end of the pipe."""
+        while not self._chunks:
+            if self._ended:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._paused and self._size < self._limit and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+
+class _PipeWriter(asyncio.Protocol):
+    """Flow control for a pipe the loop writes: ``drain`` waits while the pipe's reader is behind."""
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._waiter: asyncio.Future | None = None
+        self.lost = False
+        self.gone = asyncio.get_running_loop().create_future()  # set once the transport has closed
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._wake()
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def drain(self) -> None:
+        while self._paused and not self.lost:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
 
 
 def open_relay(ticket: RelayTicket, *, open_timeout: float = 30.0, ping_interval: float | None = 5.0) -> RelayStream:

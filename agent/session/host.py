@@ -55,8 +55,13 @@ log = logging.getLogger(__name__)
 #: Why a session nobody joined ended by itself (the time limit's reason is protocol.sessions.TIME_UP_REASON).
 GRANT_EXPIRED = "the session grant expired before the engineer connected"
 
-# Throughput: a large window keeps a long-latency relay path full; large packets cut per-packet cost.
-WINDOW_SIZE = 16 * 1024 * 1024
+# The window each channel advertises is OpenSSH's own server's (2 MiB). The engineer's OpenSSH client reads
+# ahead into its channel buffer up to the window whenever this side takes bytes slower than it sends them, and
+# the larger that buffer, the more its handling costs (copies into fresh pages and zeroing were over half of ssh's
+# CPU): with a 16 MiB window ssh spent 3-4x the CPU it spends against sshd on a bulk upload, and the copy slowed
+# with it; at 2 MiB it spends what it spends against sshd (bench/README.md, session section).
+WINDOW_SIZE = 2 * 1024 * 1024
+# Large packets cut paramiko's per-packet cost (OpenSSH's client sends up to the size a channel advertises).
 MAX_PACKET_SIZE = 128 * 1024
 # Only AES-GCM is offered: the client's order decides among shared ciphers, and OpenSSH (since 6.2)
 # lists CTR first, so offering CTR too would give up authenticated encryption and AES-NI throughput.

@@ -24,7 +24,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -56,6 +56,9 @@ from protocol.sessions import (
 )
 from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import contained, printable, safe_component
+
+if TYPE_CHECKING:
+    from agent.relay_socket import RelayStream
 
 #: The keys `helpline connect` tries, in this order, when no --key is given (the first one registered wins).
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -413,18 +416,39 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
         pass  # the default pipe still works
 
 
-def pump(bridge: socket.socket, read_fd: int = 0, write_fd: int = 1) -> None:
-    """Copy ``read_fd`` into the relay's ``bridge`` socket and the bridge to ``write_fd`` until either side ends.
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
-    The end of ``read_fd`` shuts the bridge for writing (the relay side then ends);
-    the relay's end shows as the bridge's end of file. No per-byte work happens
-    here: the relay client frames what the socket carries. ssh talks to this
-    ProxyCommand over pipes; widened from 64 KiB, they let both sides move a
-    whole read at a time.
+
+def pump(stream: RelayStream, read_fd: int = 0, write_fd: int = 1) -> None:
+    """Carry ``read_fd`` into the relay ``stream`` and the stream to ``write_fd`` until either side ends.
+
+    ssh talks to this ProxyCommand over pipes: the relay client's own loop
+    reads and writes them (:meth:`agent.relay_socket.RelayStream.splice_pipes`),
+    so a chunk crosses no thread and no socket on its way. Widened from 64 KiB,
+    the pipes let both sides move a whole read at a time. Anything else (a
+    socket, a file, or Windows, whose loop cannot wait on pipes) goes through the
+    stream's socket bridge with a thread per direction (:func:`pump_bridge`).
     """
     if os.name != "nt":
         _widen_pipe(read_fd)
         _widen_pipe(write_fd)
+        if _is_pipe(read_fd) and _is_pipe(write_fd):
+            stream.splice_pipes(read_fd, write_fd)
+            return
+    pump_bridge(stream.bridge_to_socket(), read_fd, write_fd)
+
+
+def pump_bridge(bridge: socket.socket, read_fd: int = 0, write_fd: int = 1) -> None:
+    """Copy ``read_fd`` into the relay's ``bridge`` socket and the bridge to ``write_fd`` until either side ends.
+
+    The end of ``read_fd`` shuts the bridge for writing (the relay side then ends);
+    the relay's end shows as the bridge's end of file. No per-byte work happens
+    here: the relay client frames what the socket carries.
+    """
 
     def upstream() -> None:
         try:
@@ -459,8 +483,7 @@ def relay(target: Annotated[str, typer.Argument(metavar="SESSION", help="The ses
     with credentials.connect() as client:
         session = find_session(client, target, wanted=(SessionState.APPROVED, SessionState.ACTIVE), what="approved")
         ticket = client.engineer_relay_ticket(session.id)
-    stream = open_relay(ticket)
-    pump(stream.bridge_to_socket())
+    pump(open_relay(ticket))
 
 
 # --- listing, chat, recordings ---------------------------------------------------------------------------------

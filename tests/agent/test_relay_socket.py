@@ -205,3 +205,64 @@ def test_the_relay_goes_through_the_configured_proxy(tmp_path, monkeypatch):
         assert seen[0]["Authorization"] == "Bearer hlr_secret-token"
     finally:
         proxy.stop()
+
+
+def _read_exactly(fd: int, count: int) -> bytes:
+    data = bytearray()
+    while len(data) < count:
+        chunk = os.read(fd, count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def test_spliced_pipes_carry_bytes_both_ways_in_order_and_the_end_of_input_ends_the_side():
+    chunks = [os.urandom(n) for n in (1, 1000, 70_000, 3 << 20, 5)]
+    total = sum(map(len, chunks))
+    closed = threading.Event()
+
+    def echo_then_note_the_close(connection: ServerConnection) -> None:
+        echo(connection)
+        closed.set()
+
+    up_read, up_write = os.pipe()
+    down_read, down_write = os.pipe()
+    with far_end(echo_then_note_the_close) as (url, _):
+        stream = open_relay(ticket(url))
+        splice = threading.Thread(target=stream.splice_pipes, args=(up_read, down_write), daemon=True)
+        splice.start()
+        writer = threading.Thread(target=lambda: [os.write(up_write, c) for c in chunks], daemon=True)
+        writer.start()
+        got = _read_exactly(down_read, total)
+        writer.join(TIMEOUT)
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+        os.close(up_write)  # ssh closed its output: this relay side ends
+        splice.join(TIMEOUT)
+        assert not splice.is_alive()
+        assert closed.wait(TIMEOUT)
+        assert stream.sent == stream.received == total
+    for fd in (up_read, down_read, down_write):  # the caller's descriptors are left open
+        os.fstat(fd)
+        os.close(fd)
+
+
+def test_the_far_end_closing_ends_the_splice_after_its_last_bytes_reach_the_pipe():
+    last = os.urandom(3 << 20)  # more than a pipe holds: the splice has to wait for the reader
+
+    def send_and_close(connection: ServerConnection) -> None:
+        connection.send(last)
+        connection.close()
+
+    up_read, up_write = os.pipe()
+    down_read, down_write = os.pipe()
+    with far_end(send_and_close) as (url, _):
+        stream = open_relay(ticket(url))
+        splice = threading.Thread(target=stream.splice_pipes, args=(up_read, down_write), daemon=True)
+        splice.start()
+        got = _read_exactly(down_read, len(last))
+        splice.join(TIMEOUT)
+        assert not splice.is_alive()
+    assert got == last
+    for fd in (up_read, up_write, down_read, down_write):
+        os.close(fd)

@@ -219,7 +219,7 @@ def test_openssh_reads_the_printed_config_as_meant(tmp_path):
 # --- the relay pump ---------------------------------------------------------------------------------------------
 
 
-def test_the_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_input():
+def test_the_bridge_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_input():
     ours, relay_end = socket.socketpair()  # the relay client's bridge, as agent.relay_socket makes it
     up_read, up_write = os.pipe()
     down_read, down_write = os.pipe()
@@ -238,7 +238,7 @@ def test_the_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_
 
     relay_thread = threading.Thread(target=relay)
     relay_thread.start()
-    connect.pump(ours, up_read, down_write)
+    connect.pump_bridge(ours, up_read, down_write)
     os.close(down_write)
     reader.join(5)
     relay_thread.join(5)
@@ -247,6 +247,44 @@ def test_the_pump_carries_both_directions_and_ends_the_relay_side_at_the_end_of_
     assert ours.fileno() == -1  # closed
     os.close(up_read)
     os.close(down_read)
+
+
+class _Stream:
+    """Notes which way the pump hands its descriptors to the relay client."""
+
+    def __init__(self) -> None:
+        self.used: list[str] = []
+
+    def splice_pipes(self, read_fd: int, write_fd: int) -> None:
+        self.used.append("splice")
+
+    def bridge_to_socket(self) -> socket.socket:
+        self.used.append("bridge")
+        ours, theirs = socket.socketpair()
+        ours.close()  # the relay ended at once
+        return theirs
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the loop splices pipes on POSIX only")
+def test_the_pump_gives_ssh_s_pipes_to_the_relay_client_s_loop_and_files_or_sockets_to_the_bridge(tmp_path):
+    up_read, up_write = os.pipe()
+    down_read, down_write = os.pipe()
+    piped = _Stream()
+    connect.pump(piped, up_read, down_write)
+    assert piped.used == ["splice"]
+    os.close(up_write)
+    with (tmp_path / "in").open("wb+") as source, (tmp_path / "out").open("wb") as sink:
+        filed = _Stream()
+        connect.pump(filed, source.fileno(), sink.fileno())
+    assert filed.used == ["bridge"]
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.shutdown(socket.SHUT_WR)
+        socketed = _Stream()
+        connect.pump(socketed, ours.fileno(), ours.fileno())
+    assert socketed.used == ["bridge"]
+    for fd in (up_read, down_read, down_write):
+        os.close(fd)
 
 
 def _read_all(fd: int) -> bytes:

@@ -552,3 +552,13 @@ def test_a_piped_command_and_everything_it_started_end_with_the_session_or_its_c
         channel.close()
     assert _wait_for(lambda: all(_pid_gone(pid) for pid in pids), within=5)
     assert _wait_for(lambda: _gone(pids[2]), within=5)  # the command's own process group, zombies reaped too
+
+
+def test_channels_advertise_the_window_openssh_s_server_does(connect, make_grant, engineer):
+    """2 MiB, as sshd: a larger window makes the engineer's OpenSSH client buffer (and copy) that much ahead of us."""
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    assert channel.out_window_size == 2 * 1024 * 1024
+    assert channel.out_max_packet_size == 128 * 1024
+    channel.close()

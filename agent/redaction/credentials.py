@@ -21,7 +21,7 @@ from collections import Counter
 
 from agent.redaction import keys
 from agent.redaction.assignments import is_not_secret, spaced_to_end
-from agent.redaction.tokens import Hit, is_redacted, token
+from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
 
 PASSWORD = keys.PASSWORD
@@ -245,7 +245,10 @@ def _is_status_or_prose(value: str, following: str) -> bool:
 
 
 def _password_shaped(value: str) -> bool:
-    """After a bare space ("passwd Xk3#9f"), only a value with a letter and a digit or symbol is a password."""
+    """After a bare space ("passwd Xk3#9f"), only a value with a letter and a digit or symbol is a password.
+    A pseudonym the redaction wrote (``ip-1`` for an address) is its own output and counts as a plain number:
+    a value left alone as an address must stay alone once it reads ``ip-1`` (redacting twice changes nothing)."""
+    value = _PSEUDONYMS.sub("0", value)
     if len(value) < 4 or value.startswith("-") or _SETTING.match(value) or _PATH_LIKE.match(value):
         return False
     if _NUMBER_LIKE.fullmatch(value):
@@ -257,6 +260,7 @@ def _password_shaped(value: str) -> bool:
 
 def _token_shaped(value: str) -> bool:
     """After "token"/"secret"/"API key" in prose, a value with a digit, a symbol or mixed case, 8+ long."""
+    value = _PSEUDONYMS.sub("0", value)  # a pseudonym the redaction wrote is its own output (see above)
     if len(value) < 8 or _PATH_LIKE.match(value) or _NUMBER_LIKE.fullmatch(value):
         return False
     return any(c.isdigit() for c in value) or any(not c.isalnum() for c in value) or value != value.lower()
@@ -523,6 +527,11 @@ _COLON_LITERALS = (
 )  # fmt: skip
 
 
+def _overlaps_token(line: str, start: int, end: int) -> bool:
+    """Whether ``line[start:end]`` takes in part of a redaction token already in ``line``."""
+    return any(t.start() < end and start < t.end() for t in TOKEN_RE.finditer(line))
+
+
 class ColonFiles:
     """Credentials in files of fixed colon- or space-separated fields: ``.pgpass``, ``sasl_passwd``, ``ipsec.secrets``."""
 
@@ -540,10 +549,11 @@ class ColonFiles:
             def replace(m: re.Match[str]) -> str:
                 group = next(g for g in ("dq", "sq", "value") if g in m.re.groupindex and m.group(g) is not None)
                 value = m.group(group)
-                if not value or is_redacted(value) or TOKEN_IN.search(value) or value in ("*",):
-                    return m.group(0)
-                hit(PASSWORD)
                 s, e = m.span(group)
+                if not value or is_redacted(value) or TOKEN_IN.search(value) or value in ("*",) or \
+                        _overlaps_token(m.string, s, e):
+                    return m.group(0)  # "[REDACTED:password]" splits at its colon, but it is an earlier token
+                hit(PASSWORD)
                 return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]
 
             line = pattern.sub(replace, line)

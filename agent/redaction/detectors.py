@@ -597,7 +597,8 @@ def build_pipeline(options: RedactionOptions, pseudonyms: PseudonymMap) -> Pipel
         AuthorizationHeaders(),
         PatternDetector(
             "bearer-token",
-            r"(?i:\bbearer)[ \t]+(?P<secret>[A-Za-z0-9._~+/=\-]{12,})",
+            # A credential in parts joined by colons (user:token, key-id:secret) is one credential: all of it goes.
+            r"(?i:\bbearer)[ \t]+(?P<secret>[A-Za-z0-9._~+/=\-]{12,}(?::[A-Za-z0-9._~+/=\-]+)*)",
             ("bearer",),
             valid=_looks_like_token,
         ),

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.redaction import RedactionOptions, Redactor
@@ -105,11 +105,21 @@ FRAGMENTS = [
 structured = st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join)
 
 
+EVERYTHING = RedactionOptions(network=True, hostnames=True, usernames=True)
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     text=structured,
-    options=st.sampled_from([RedactionOptions(), RedactionOptions(network=True, hostnames=True, usernames=True)]),
+    options=st.sampled_from([RedactionOptions(), EVERYTHING]),
 )
+# Found by the search: a bearer credential in parts joined by a colon; an address left alone after "pwd=" that
+# reads as a password once it is a pseudonym; a colon-separated file's pattern splitting an earlier token.
+@example(text="Bearer host.corp.lan:eyJhbGciOiJIUzI1NiJ9", options=RedactionOptions())
+@example(text="pwd=1.2.3.4", options=EVERYTHING)
+@example(text="pwd=,1.2.3.4", options=EVERYTHING)
+@example(text="pwd=bob", options=EVERYTHING)
+@example(text="- password@<password>password", options=RedactionOptions())
 def test_redaction_of_structured_text_is_idempotent(text, options):
     redactor = Redactor(options)
     once, _ = redactor.redact_text(text)

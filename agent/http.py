@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent import __version__
 from protocol import agent_requests, key_handover, signing
 from protocol.schemas import API_PREFIX
 from protocol.version import PROTOCOL_HEADER, PROTOCOL_VERSION, parse_version
@@ -118,8 +119,6 @@ class ServerConnection:
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
         self.base_url = normalize_url(base_url)
         self.agent = agent
-        from agent import __version__  # read from the package metadata when a connection is made, not on import
-
         headers = {"User-Agent": f"helpline/{__version__}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
         #: The protocol version the server stated in its last answer (protocol.version; no header: version 1).
         self.server_protocol: int | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent import __version__
 from protocol import signing
 from protocol.schemas import AgentIdentity
 
@@ -66,8 +67,6 @@ def os_description() -> str:
 
 def describe(key: Ed25519PrivateKey) -> AgentIdentity:
     """What this PC tells the server about itself; the hostname is its own claim (see TEST_HOSTNAME_ENV)."""
-    from agent import __version__  # read from the package metadata here, not when this module loads
-
     hostname = os.environ.get(TEST_HOSTNAME_ENV) or socket.gethostname()
     return AgentIdentity(
         public_key=signing.public_key_b64(key),

@@ -95,6 +95,24 @@ def literal_line_starts(lowered: str, pos: int, literals: tuple[str, ...]) -> se
     return starts
 
 
+def literals_in(lowered: str, literals: tuple[str, ...], ascii_literals: tuple[str, ...] | None = None) -> set[str]:
+    """Return which of ``literals`` occur in ``lowered`` (one line), overlapping or not.
+
+    ``ascii_literals`` (the ASCII ones among them) spare looking for the others in ASCII
+    text, where they cannot occur, when each literal is looked for in turn (no automaton).
+    """
+    automaton = _automaton(tuple(literals))
+    if automaton is not None:
+        try:
+            found = automaton.find_matches_as_indexes(lowered, overlapping=True)
+        except UnicodeError:  # a lone surrogate: look for each literal instead
+            pass
+        else:
+            return {literals[index] for index, _, _ in found}
+    candidates = ascii_literals if ascii_literals is not None and lowered.isascii() else literals
+    return {literal for literal in candidates if literal in lowered}
+
+
 def _automaton_starts(automaton, lowered: str, begin: int, end: int, starts: set[int]) -> bool:
     """Add the starts of the lines of ``lowered[begin:end]`` (whole lines) that the automaton finds a literal in;
     False (nothing added) if it cannot read that text (a lone surrogate, from text decoded with surrogateescape)."""

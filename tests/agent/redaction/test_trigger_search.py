@@ -90,3 +90,17 @@ def test_a_pipeline_scrubs_the_same_without_the_package(monkeypatch) -> None:
     monkeypatch.setattr(detectors, "_RECENT_STARTS", detectors._RecentStarts())
     with_regex = [Redactor(RedactionOptions()).redact_text(text) for text in texts]
     assert with_automaton == with_regex
+
+
+@pytest.mark.parametrize("name", sorted(LITERAL_SETS))
+def test_the_literals_a_line_holds_are_the_same_with_the_automaton(monkeypatch, name: str) -> None:
+    literals = LITERAL_SETS[name]
+    ascii_literals = tuple(lit for lit in literals if lit.isascii())
+    lines = [line.lower() for text in corpus_texts() + edge_texts() for line in text.split("\n")]
+    lines += ["passwordpasswd", "the password is pwd and passwd", "密码密碼 pass", "a lone \udcff password"]
+    triggers._automaton.cache_clear()
+    with_automaton = [triggers.literals_in(line, literals, ascii_literals) for line in lines]
+    _regex_only(monkeypatch)
+    by_search = [triggers.literals_in(line, literals, ascii_literals) for line in lines]
+    assert with_automaton == by_search
+    assert sum(len(found) > 1 for found in by_search) > 5  # lines holding several literals, overlapping ones too

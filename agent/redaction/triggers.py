@@ -98,10 +98,12 @@ def literal_line_starts(lowered: str, pos: int, literals: tuple[str, ...]) -> se
 def literals_in(lowered: str, literals: tuple[str, ...], ascii_literals: tuple[str, ...] | None = None) -> set[str]:
     """Return which of ``literals`` occur in ``lowered`` (one line), overlapping or not.
 
-    ``ascii_literals`` (the ASCII ones among them) spare looking for the others in ASCII
-    text, where they cannot occur, when each literal is looked for in turn (no automaton).
+    The automaton reports every occurrence, so a line longer than :data:`SLICE_CHARS` is
+    searched for each literal in turn instead (a long line of ``$`` would give a match per
+    character). ``ascii_literals`` (the ASCII ones among them) spare looking for the others
+    in ASCII text, where they cannot occur.
     """
-    automaton = _automaton(tuple(literals))
+    automaton = _automaton(tuple(literals)) if len(lowered) <= SLICE_CHARS else None
     if automaton is not None:
         try:
             found = automaton.find_matches_as_indexes(lowered, overlapping=True)

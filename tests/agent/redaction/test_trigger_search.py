@@ -104,3 +104,16 @@ def test_the_literals_a_line_holds_are_the_same_with_the_automaton(monkeypatch, 
     by_search = [triggers.literals_in(line, literals, ascii_literals) for line in lines]
     assert with_automaton == by_search
     assert sum(len(found) > 1 for found in by_search) > 5  # lines holding several literals, overlapping ones too
+
+
+def test_a_line_longer_than_a_slice_is_searched_literal_by_literal(monkeypatch) -> None:
+    pytest.importorskip("ahocorasick_rs")
+    literals = LITERAL_SETS["default"]
+    triggers._automaton.cache_clear()
+    read = []
+    real = triggers._automaton
+    monkeypatch.setattr(triggers, "_automaton", lambda found: read.append(1) or real(found))
+    line = "$" * (triggers.SLICE_CHARS + 1) + " password"
+    assert triggers.literals_in(line, literals) == {lit for lit in literals if lit in line}
+    assert read == []  # no automaton asked: it would have listed a match for every "$"
+    assert triggers.literals_in("a short password line", literals) and read == [1]

@@ -8,10 +8,12 @@ against its protocol model before anyone reads it.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -65,38 +67,38 @@ from protocol.schemas import (
     UploadStatus,
 )
 from protocol.policy import PolicyBody, PolicyCheckIn, PolicyCheckInAnswer, PolicyPublic
-from protocol.webhooks import WebhookCreate, WebhookCreated, WebhookDeliveryPublic, WebhookPublic
-from protocol.hand_over import HandOverRequest, HandOverResponse
 from protocol.key_handover import Handover, KeyRotated
-from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
-from protocol.snapshots import (
-    CredentialRequest,
-    EscrowPut,
-    ProtectionStatus,
-    RepositoryCredential,
-    SnapshotReport,
-    VerifyReport,
-)
-from protocol.sessions import (
-    MAX_WAIT_SECONDS,
-    ChatEntry,
-    ChatMessage,
-    ConsentAnswer,
-    GrantIssued,
-    GrantRequest,
-    RelayTicket,
-    ScopeChange,
-    SessionEnd,
-    SessionEvent,
-    SessionOffer,
-    SessionPublic,
-    SessionState,
-)
 from protocol.tickets import canonical_ticket
 from protocol.version import POLICIES_SINCE
 
 if TYPE_CHECKING:
     import httpx
+
+    from protocol.hand_over import HandOverRequest, HandOverResponse
+    from protocol.pc_requests import PcRequestCreate, PcRequestPublic, PcRequestUpdate, SignedPcRequest
+    from protocol.sessions import (
+        ChatEntry,
+        ChatMessage,
+        ConsentAnswer,
+        GrantIssued,
+        GrantRequest,
+        RelayTicket,
+        ScopeChange,
+        SessionEnd,
+        SessionEvent,
+        SessionOffer,
+        SessionPublic,
+        SessionState,
+    )
+    from protocol.snapshots import (
+        CredentialRequest,
+        EscrowPut,
+        ProtectionStatus,
+        RepositoryCredential,
+        SnapshotReport,
+        VerifyReport,
+    )
+    from protocol.webhooks import WebhookCreate, WebhookCreated, WebhookDeliveryPublic, WebhookPublic
 
 TicketRef = str | int  # T-1042, t-1042, #1042, 1042, or the number itself
 
@@ -106,6 +108,13 @@ _MAX_SEGMENT = 200
 class ServerTooOldError(NotFoundError):
     """A route this client needs is missing on a server of an older protocol version: the server needs upgrading."""
 _adapter = lru_cache(maxsize=None)(TypeAdapter)  # building an adapter is slow; there are few answer types
+
+
+@lru_cache(maxsize=None)
+def _models(module: str) -> ModuleType:
+    """The protocol module of the models only some calls use (sessions, PC requests, snapshots, webhooks,
+    hand-overs), imported on the first such call: `helpline share` makes none and need not load them."""
+    return importlib.import_module(f"protocol.{module}")
 
 
 def _segment(value: str, what: str, hints: Mapping[Audience, str] | None = None) -> str:
@@ -333,16 +342,17 @@ class HelplineClient:
     # --- webhooks (admins) -----------------------------------------------------------------
 
     def add_webhook(self, body: WebhookCreate) -> WebhookCreated:
-        return self._call(WebhookCreated, "POST", "webhooks", json=_body(body))
+        return self._call(_models("webhooks").WebhookCreated, "POST", "webhooks", json=_body(body))
 
     def webhooks(self) -> list[WebhookPublic]:
-        return self._call(list[WebhookPublic], "GET", "webhooks")
+        return self._call(list[_models("webhooks").WebhookPublic], "GET", "webhooks")
 
     def remove_webhook(self, webhook_id: int) -> WebhookPublic:
-        return self._call(WebhookPublic, "DELETE", f"webhooks/{_row_id(webhook_id, 'webhook id')}")
+        return self._call(_models("webhooks").WebhookPublic, "DELETE", f"webhooks/{_row_id(webhook_id, 'webhook id')}")
 
     def test_webhook(self, webhook_id: int) -> WebhookDeliveryPublic:
-        return self._call(WebhookDeliveryPublic, "POST", f"webhooks/{_row_id(webhook_id, 'webhook id')}/test")
+        return self._call(_models("webhooks").WebhookDeliveryPublic,
+                          "POST", f"webhooks/{_row_id(webhook_id, 'webhook id')}/test")
 
     def webhook_deliveries(self, *, webhook_id: int | None = None, failed: bool = False,
                            limit: int | None = None) -> list[WebhookDeliveryPublic]:
@@ -351,7 +361,7 @@ class HelplineClient:
         params = {k: v for k, v in params.items() if v is not None}
         if failed:
             params["failed"] = "true"
-        return self._call(list[WebhookDeliveryPublic], "GET", "webhooks/deliveries", params=params)
+        return self._call(list[_models("webhooks").WebhookDeliveryPublic], "GET", "webhooks/deliveries", params=params)
 
     # --- tickets (engineers) --------------------------------------------------------------
 
@@ -438,7 +448,7 @@ class HelplineClient:
 
     def hand_over(self, body: HandOverRequest) -> HandOverResponse:
         """Take over the tickets of this PC's per-user identity, which signed ``body`` (the PC's service agent)."""
-        return self._call(HandOverResponse, "POST", "agent/hand-over", json=_body(body))
+        return self._call(_models("hand_over").HandOverResponse, "POST", "agent/hand-over", json=_body(body))
 
     def reply(self, ticket: TicketRef, body: ReplyCreate) -> AgentTicket:
         """Add the user's reply (and perhaps one small file) to a ticket this PC is linked to."""
@@ -465,7 +475,7 @@ class HelplineClient:
 
     def snapshot_credential(self, body: CredentialRequest) -> RepositoryCredential:
         """A short-lived credential for a server-side restic repository (this PC's own, or a replacement restore's)."""
-        return self._call(RepositoryCredential, "POST", "agent/snapshots/credential", json=_body(body))
+        return self._call(_models("snapshots").RepositoryCredential, "POST", "agent/snapshots/credential", json=_body(body))
 
     def report_snapshot(self, body: SnapshotReport) -> StatusMessage:
         """Report a snapshot run of this PC (successful or not); the answer's status is the PC's protection state."""
@@ -481,27 +491,30 @@ class HelplineClient:
 
     def get_escrow(self, request_id: str) -> EscrowPut:
         """The old PC's repository password, for the replacement restore ``request_id`` that names this PC."""
-        return self._call(EscrowPut, "GET", "agent/snapshots/escrow", params={"request_id": request_id})
+        return self._call(_models("snapshots").EscrowPut, "GET", "agent/snapshots/escrow", params={"request_id": request_id})
 
     def agent_snapshots(self, agent_id: str, limit: int | None = None) -> list[SnapshotReport]:
         """A PC's reported snapshot runs, newest first (engineers)."""
         params = {"limit": limit} if limit is not None else None
-        return self._call(list[SnapshotReport], "GET", f"agents/{_agent(agent_id)}/snapshots", params=params)
+        return self._call(list[_models("snapshots").SnapshotReport],
+                          "GET", f"agents/{_agent(agent_id)}/snapshots", params=params)
 
     def agent_protection(self, agent_id: str) -> ProtectionStatus:
         """Whether a PC is protected by snapshots, in plain words (engineers)."""
-        return self._call(ProtectionStatus, "GET", f"agents/{_agent(agent_id)}/protection")
+        return self._call(_models("snapshots").ProtectionStatus, "GET", f"agents/{_agent(agent_id)}/protection")
 
     # --- engineer -> PC requests ------------------------------------------------------------
 
     def create_pc_request(self, agent_id: str, body: PcRequestCreate) -> PcRequestPublic:
         """Ask a PC to do something (snapshot, restore, diagnostics, browse, diff); the server signs it for the PC."""
-        return self._call(PcRequestPublic, "POST", f"agents/{_agent(agent_id)}/requests", json=_body(body))
+        return self._call(_models("pc_requests").PcRequestPublic,
+                          "POST", f"agents/{_agent(agent_id)}/requests", json=_body(body))
 
     def pc_requests(self, agent_id: str, *, active: bool = False, limit: int | None = None) -> list[PcRequestPublic]:
         """A PC's requests, newest first; only those still under way with ``active``."""
         params = {k: v for k, v in {"active": "true" if active else None, "limit": limit}.items() if v is not None}
-        return self._call(list[PcRequestPublic], "GET", f"agents/{_agent(agent_id)}/requests", params=params or None)
+        return self._call(list[_models("pc_requests").PcRequestPublic],
+                          "GET", f"agents/{_agent(agent_id)}/requests", params=params or None)
 
     def pc_request(self, agent_id: str, request_id: str, wait: int | None = None, seen: int | None = None) -> PcRequestPublic:
         """One request; with ``wait``, the server holds the answer up to that many seconds until its version
@@ -510,15 +523,17 @@ class HelplineClient:
         extra = _wait(wait)
         if seen is not None:
             extra.setdefault("params", {})["seen"] = _row_id(seen, "version")
-        return self._call(PcRequestPublic, "GET", f"agents/{_agent(agent_id)}/requests/{segment}", **extra)
+        return self._call(_models("pc_requests").PcRequestPublic,
+                          "GET", f"agents/{_agent(agent_id)}/requests/{segment}", **extra)
 
     def next_pc_requests(self, wait: int | None = None) -> list[SignedPcRequest]:
         """This PC's requests the server has for it (signed by the server key), waiting up to ``wait`` seconds for one."""
-        return self._call(list[SignedPcRequest], "GET", "agent/requests", **_wait(wait))
+        return self._call(list[_models("pc_requests").SignedPcRequest], "GET", "agent/requests", **_wait(wait))
 
     def update_pc_request(self, request_id: str, body: PcRequestUpdate) -> PcRequestPublic:
         """Report where one of this PC's requests stands (running, progress, done, failed, refused)."""
-        return self._call(PcRequestPublic, "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
+        return self._call(_models("pc_requests").PcRequestPublic,
+                          "POST", f"agent/requests/{_segment(request_id, 'request id')}/update",
                           json=_body(body))
 
     # --- per-group policies ----------------------------------------------------------------------
@@ -562,39 +577,45 @@ class HelplineClient:
 
     def offer_session(self, body: SessionOffer) -> SessionPublic:
         """Offer a session on a ticket this PC is linked to (replaces this PC's older waiting offer on it)."""
-        return self._call(SessionPublic, "POST", "agent/sessions", json=_body(body))
+        return self._call(_models("sessions").SessionPublic, "POST", "agent/sessions", json=_body(body))
 
     def session_events(self, session_id: str, after: int = 0, wait: float = 0) -> list[SessionEvent]:
         """Events for this PC's session after sequence number ``after``, waiting up to ``wait`` seconds for one."""
-        extra = _wait(min(wait, MAX_WAIT_SECONDS))
+        extra = _wait(min(wait, _models("sessions").MAX_WAIT_SECONDS))
         extra["params"]["after"] = _after(after)
-        return self._call(list[SessionEvent], "GET", f"agent/sessions/{_session(session_id)}/events", **extra)
+        return self._call(list[_models("sessions").SessionEvent],
+                          "GET", f"agent/sessions/{_session(session_id)}/events", **extra)
 
     def answer_session(self, session_id: str, body: ConsentAnswer) -> RelayTicket | None:
         """Tell the server the user's answer to a grant: the PC's relay ticket if approved, None if refused."""
-        answer = self._call(RelayTicket | StatusMessage, "POST", f"agent/sessions/{_session(session_id)}/answer",
+        answer = self._call(_models("sessions").RelayTicket | StatusMessage,
+                            "POST", f"agent/sessions/{_session(session_id)}/answer",
                             json=_body(body))
-        return answer if isinstance(answer, RelayTicket) else None
+        return answer if isinstance(answer, _models("sessions").RelayTicket) else None
 
     def session_relay_ticket(self, session_id: str) -> RelayTicket:
         """A fresh PC-side relay ticket for the approved session (to reconnect)."""
-        return self._call(RelayTicket, "POST", f"agent/sessions/{_session(session_id)}/relay")
+        return self._call(_models("sessions").RelayTicket, "POST", f"agent/sessions/{_session(session_id)}/relay")
 
     def send_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
         """The user's chat message to the engineer."""
-        return self._call(ChatEntry, "POST", f"agent/sessions/{_session(session_id)}/chat", json=_body(body))
+        return self._call(_models("sessions").ChatEntry,
+                          "POST", f"agent/sessions/{_session(session_id)}/chat", json=_body(body))
 
     def change_session_scopes(self, session_id: str, body: ScopeChange) -> SessionPublic:
         """Record the scopes that remain after the user took some back."""
-        return self._call(SessionPublic, "POST", f"agent/sessions/{_session(session_id)}/scopes", json=_body(body))
+        return self._call(_models("sessions").SessionPublic,
+                          "POST", f"agent/sessions/{_session(session_id)}/scopes", json=_body(body))
 
     def end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
         """End this PC's session (or withdraw its offer), with the bytes it counted."""
-        return self._call(SessionPublic, "POST", f"agent/sessions/{_session(session_id)}/end", json=_body(body))
+        return self._call(_models("sessions").SessionPublic,
+                          "POST", f"agent/sessions/{_session(session_id)}/end", json=_body(body))
 
     def upload_recording(self, session_id: str, data: bytes) -> SessionPublic:
         """Attach the session's asciicast v2 recording to its ticket."""
-        return self._call(SessionPublic, "PUT", f"agent/sessions/{_session(session_id)}/recording", content=data,
+        return self._call(_models("sessions").SessionPublic,
+                          "PUT", f"agent/sessions/{_session(session_id)}/recording", content=data,
                           headers={"Content-Type": "application/x-asciicast"}, timeout=300.0)
 
     # --- remote sessions: the engineer's side ---------------------------------------------------
@@ -605,37 +626,39 @@ class HelplineClient:
         if ticket is not None:
             params["ticket"] = canonical_ticket(ticket)
         if state is not None:
-            params["state"] = SessionState(state).value
-        return self._call(list[SessionPublic], "GET", "sessions", params=params or None)
+            params["state"] = _models("sessions").SessionState(state).value
+        return self._call(list[_models("sessions").SessionPublic], "GET", "sessions", params=params or None)
 
     def session(self, session_id: str) -> SessionPublic:
-        return self._call(SessionPublic, "GET", f"sessions/{_session(session_id)}")
+        return self._call(_models("sessions").SessionPublic, "GET", f"sessions/{_session(session_id)}")
 
     def request_grant(self, session_id: str, body: GrantRequest) -> GrantIssued:
         """Ask to connect: the server signs a grant for your key and asks the user."""
-        return self._call(GrantIssued, "POST", f"sessions/{_session(session_id)}/grants", json=_body(body))
+        return self._call(_models("sessions").GrantIssued,
+                          "POST", f"sessions/{_session(session_id)}/grants", json=_body(body))
 
     def grant_status(self, session_id: str, grant_id: str, wait: float = 0) -> SessionPublic:
         """The session once the user answered grant ``grant_id``, or as it is after ``wait`` seconds."""
-        return self._call(SessionPublic, "GET",
+        return self._call(_models("sessions").SessionPublic, "GET",
                           f"sessions/{_session(session_id)}/grants/{_segment(grant_id, 'grant id')}",
-                          **_wait(min(wait, MAX_WAIT_SECONDS)))
+                          **_wait(min(wait, _models("sessions").MAX_WAIT_SECONDS)))
 
     def engineer_relay_ticket(self, session_id: str) -> RelayTicket:
         """Your relay ticket for an approved session whose grant names you."""
-        return self._call(RelayTicket, "POST", f"sessions/{_session(session_id)}/relay")
+        return self._call(_models("sessions").RelayTicket, "POST", f"sessions/{_session(session_id)}/relay")
 
     def session_chat(self, session_id: str, after: int = 0, wait: float = 0) -> list[ChatEntry]:
         """The session's chat after sequence number ``after``, waiting up to ``wait`` seconds for more."""
-        extra = _wait(min(wait, MAX_WAIT_SECONDS))
+        extra = _wait(min(wait, _models("sessions").MAX_WAIT_SECONDS))
         extra["params"]["after"] = _after(after)
-        return self._call(list[ChatEntry], "GET", f"sessions/{_session(session_id)}/chat", **extra)
+        return self._call(list[_models("sessions").ChatEntry], "GET", f"sessions/{_session(session_id)}/chat", **extra)
 
     def post_session_chat(self, session_id: str, body: ChatMessage) -> ChatEntry:
-        return self._call(ChatEntry, "POST", f"sessions/{_session(session_id)}/chat", json=_body(body))
+        return self._call(_models("sessions").ChatEntry, "POST", f"sessions/{_session(session_id)}/chat", json=_body(body))
 
     def engineer_end_session(self, session_id: str, body: SessionEnd) -> SessionPublic:
-        return self._call(SessionPublic, "POST", f"sessions/{_session(session_id)}/end", json=_body(body))
+        return self._call(_models("sessions").SessionPublic,
+                          "POST", f"sessions/{_session(session_id)}/end", json=_body(body))
 
     def download_recording(self, session_id: str, dest: Path) -> tuple[int, str]:
         """Stream a session's asciicast recording to ``dest``; return (size, sha256)."""

@@ -255,8 +255,9 @@ def compile_bytecode(helpline: str, env: dict[str, str]) -> str | None:
     package ships compiled).
     """
     try:
-        done = subprocess.run([script_interpreter(helpline), "-c", COMPILE_BYTECODE], capture_output=True, text=True,
-                              env=env, timeout=STEP_TIMEOUT)
+        # -P: the packages are found as `helpline` finds them (PYTHONPATH first), not in the working directory.
+        done = subprocess.run([script_interpreter(helpline), "-P", "-c", COMPILE_BYTECODE], capture_output=True,
+                              text=True, env=env, timeout=STEP_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"could not compile Helpline's bytecode first: {exc}"
     if done.returncode != 0:

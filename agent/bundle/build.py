@@ -154,10 +154,15 @@ class BundleBuilder:
         for index, entry in enumerate(entries):
             if index not in done:
                 scrub_entry(entry, redactor, raw_root)
-        # Metadata after the files, twice, so names the redactor learned anywhere are replaced everywhere.
-        redact_metadata(report, exclude, extra, redactor, Counter())
+        # Metadata after the files. A name the redactor learns in it must go from the fields redacted before
+        # it too: then the metadata is redacted once more, with the map that knows the name. A pass that learns
+        # nothing needs no second one: with the same map the same text is redacted the same way.
+        learned = redactor.pseudonyms.version
         metadata_counts: Counter[str] = Counter()
         metadata = redact_metadata(report, exclude, extra, redactor, metadata_counts)
+        if redactor.pseudonyms.version != learned:
+            metadata_counts = Counter()
+            metadata = redact_metadata(report, exclude, extra, redactor, metadata_counts)
         assign_paths(entries, redactor, raw_root)
         clean_report = with_bundle_paths(metadata.report, entries)
         answers = metadata.extra.get("answers") if isinstance(metadata.extra, Mapping) else None

@@ -28,7 +28,7 @@ from agent.redaction.network import IPv4Addresses, IPv6Addresses, MacAddresses
 from agent.redaction.options import RedactionOptions
 from agent.redaction.pseudonyms import PSEUDONYM_DOMAIN, USERNAME, PseudonymMap
 from agent.redaction.tokens import Hit, is_redacted, token
-from agent.redaction.triggers import Triggers, line_starts
+from agent.redaction.triggers import Triggers, line_starts, literals_in
 from protocol import pairing
 from protocol.errors import InvalidInputError
 
@@ -577,9 +577,7 @@ class Pipeline:
         lowered = line.lower()
         active: set[int] = set()
         by_literal = self._by_literal
-        # Most lines are ASCII, and a literal in another script cannot occur in them.
-        literals = self._ascii_literals if lowered.isascii() else self._literals
-        for literal in [lit for lit in literals if lit in lowered]:
+        for literal in literals_in(lowered, self._literals, self._ascii_literals):
             active.update(by_literal[literal])
         for i, pattern in self._by_pattern:
             if pattern.search(line):

@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from agent.redaction.triggers import combined_literals
+from agent.redaction.triggers import literal_line_starts
 
 #: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
 KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
@@ -195,9 +195,8 @@ def scan_text(text: str) -> list[tuple[int, str]]:
     lowered = text.lower()
     if len(lowered) != len(text):  # a few letters change length when lowered: offsets would not match
         return scan_lines(text.split("\n"))
-    starts: set[int] = set()
-    combined = combined_literals(_CANDIDATE_LITERALS)
-    for pattern, subject in ((combined, lowered), (_HEX_ID_LOOSE, text), (_COLON_PORT, text)):
+    starts = literal_line_starts(lowered, 0, _CANDIDATE_LITERALS)
+    for pattern, subject in ((_HEX_ID_LOOSE, text), (_COLON_PORT, text)):
         pos, size = 0, len(subject)
         while pos < size:
             match = pattern.search(subject, pos)

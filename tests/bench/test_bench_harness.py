@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -225,3 +226,19 @@ def test_helplines_bytecode_is_compiled_as_an_install_would_have_it(tmp_path):
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     assert compile_bytecode(str(script), env) is None
     assert os.path.exists(cached)
+
+
+def test_the_bytecode_compiled_is_that_of_the_code_on_pythonpath_not_of_the_working_directory(tmp_path, monkeypatch):
+    """A/B runs point PYTHONPATH at other code from a checkout: that code is what `helpline` runs."""
+    code = tmp_path / "other-code"
+    for package in ("cli", "agent", "protocol"):
+        (code / package).mkdir(parents=True)
+        (code / package / "__init__.py").write_text("")
+        (code / package / "part.py").write_text("VALUE = 1\n")
+    script = tmp_path / "helpline"
+    script.write_text(f"#!{sys.executable}\n")
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # a checkout with its own cli, agent and protocol
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(code))
+    assert compile_bytecode(str(script), env) is None
+    for package in ("cli", "agent", "protocol"):
+        assert os.path.exists(importlib.util.cache_from_source(str(code / package / "part.py"))), package

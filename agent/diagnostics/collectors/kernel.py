@@ -92,17 +92,55 @@ def signal_name(number: Any) -> str | None:
 
 def split_kernel_line(line: str) -> tuple[str | None, str]:
     """Split a ``dmesg --time-format iso`` or ``journalctl -o short-iso`` line into (ISO time, message)."""
+    stamp, message = _stamp_and_message(line)
+    return _iso_time(stamp), message
+
+
+def _stamp_and_message(line: str) -> tuple[tuple[str, str | None] | None, str]:
+    """The (time, zone) a kernel-log line starts with, unparsed (None: it has none), and its message.
+
+    Parsing the time is left to :func:`_iso_time`: a kernel log has hundreds of lines and
+    only the few that report something need their time.
+    """
     match = _ISO_PREFIX.match(line.strip())
     if not match:
         bracket = re.match(r"^\[\s*[\d.]+\]\s*(.*)$", line.strip())  # plain dmesg: seconds since boot
         return None, bracket.group(1) if bracket else line.strip()
     stamp, zone, rest = match.groups()
-    if zone and zone != "Z" and ":" not in zone:
-        zone = zone[:3] + ":" + zone[3:]
-    when = parse_timestamp(stamp + (zone or ""))
     if " kernel: " in rest[:80]:  # journal lines: "<host> kernel: <message>"
         rest = rest.split(" kernel: ", 1)[1]
-    return (when.isoformat(timespec="seconds") if when else None), rest
+    return (stamp, zone), rest
+
+
+def _iso_time(stamp: tuple[str, str | None] | None) -> str | None:
+    """The ISO 8601 UTC time of a (time, zone) from :func:`_stamp_and_message`, or None."""
+    if stamp is None:
+        return None
+    text, zone = stamp
+    if zone and zone != "Z" and ":" not in zone:
+        zone = zone[:3] + ":" + zone[3:]
+    when = parse_timestamp(text + (zone or ""))
+    return when.isoformat(timespec="seconds") if when else None
+
+
+#: Substrings one of which is in every message :data:`_IO_ERROR` matches (one per alternative).
+_IO_ERROR_HINTS = ("I/O error", "critical ", " error (device ", "ata", "nvme")
+#: The same for :data:`_DRIVER_ERROR`, lower-case: in a message that is ASCII, the pattern (case-insensitive)
+#: can match only where one of them is in the lower-cased message. Other messages go to the pattern itself.
+_DRIVER_ERROR_HINTS = ("firmware", "probe of ", "*error*", "device ", "gpu hang", "ring ", "hardware error",
+                       "machine check", "task ", "call trace", "bug:", "oops", "kernel panic")
+
+
+def _io_error(message: str) -> re.Match[str] | None:
+    return _IO_ERROR.search(message) if any(hint in message for hint in _IO_ERROR_HINTS) else None
+
+
+def _driver_error(message: str) -> re.Match[str] | None:
+    if message.isascii():
+        lowered = message.lower()
+        if not any(hint in lowered for hint in _DRIVER_ERROR_HINTS):
+            return None
+    return _DRIVER_ERROR.search(message)
 
 
 def parse_kernel_log(lines: Iterable[str]) -> dict[str, Any]:
@@ -115,19 +153,22 @@ def parse_kernel_log(lines: Iterable[str]) -> dict[str, Any]:
         if not raw.strip():
             continue
         total += 1
-        when, message = split_kernel_line(raw)
+        stamp, message = _stamp_and_message(raw)
         if match := _OOM.search(message):
+            when = _iso_time(stamp)
             rss = match.group(3)
             oom.append({"time": when, "pid": int(match.group(1)), "process": match.group(2),
                         "rss_kb": int(rss) if rss else None,
                         "cgroup": message.startswith("Memory cgroup")})
             continue
         if match := _SEGFAULT.search(message):
+            when = _iso_time(stamp)
             crashes.append({"time": when, "process": match.group(1), "pid": int(match.group(2)),
                             "signal": "SIGSEGV", "kind": "segfault", "address": match.group(3),
                             "module": match.group(4)})
             continue
         if match := _TRAP.search(message):
+            when = _iso_time(stamp)
             trap = match.group(3).replace(" fault", "")
             crashes.append({"time": when, "process": match.group(1), "pid": int(match.group(2)),
                             "signal": _TRAP_SIGNALS.get(trap, "SIGSEGV" if "protection" in trap else None),
@@ -135,19 +176,22 @@ def parse_kernel_log(lines: Iterable[str]) -> dict[str, Any]:
                             "module": module.group(1) if (module := _FAULT_MODULE.search(message)) else None})
             continue
         if match := _FATAL_SIGNAL.search(message):
+            when = _iso_time(stamp)
             if not any(c["pid"] == int(match.group(2)) for c in crashes):
                 crashes.append({"time": when, "process": match.group(1), "pid": int(match.group(2)),
                                 "signal": signal_name(match.group(3)) or f"signal {match.group(3)}",
                                 "kind": "fatal signal", "address": None, "module": None})
             continue
-        if match := _IO_ERROR.search(message):
+        if match := _io_error(message):
+            when = _iso_time(stamp)
             groups = match.groups()
             device = next((groups[i] for i in (0, 1, 2, 4, 5, 6) if groups[i]), None)
             io_devices[device or "?"] += 1
             if len(io) < MAX_EVENTS:
                 io.append({"time": when, "device": device, "message": message[:300]})
             continue
-        if match := _DRIVER_ERROR.search(message):
+        if match := _driver_error(message):
+            when = _iso_time(stamp)
             driver_kinds[match.group(1)] += 1
             if len(driver) < MAX_EVENTS:
                 driver.append({"time": when, "message": message[:300]})

@@ -65,12 +65,14 @@ def parse_apt_history(text: str) -> list[dict[str, Any]]:
     return transactions
 
 
+_DPKG_STATUS = re.compile(r"^\S+ \S+ status (\S+) (\S+) ")
+
+
 def half_installed(dpkg_log: str) -> list[str]:
     """Return packages dpkg.log last left half-installed or half-configured (a broken upgrade)."""
     state: dict[str, str] = {}
     for line in dpkg_log.splitlines():
-        match = re.match(r"^\S+ \S+ status (\S+) (\S+) ", line)
-        if match:
+        if " status " in line and (match := _DPKG_STATUS.match(line)):
             state[match.group(2).split(":")[0]] = match.group(1)
     return sorted(name for name, status in state.items() if status in ("half-installed", "half-configured",
                                                                       "unpacked", "triggers-awaited"))

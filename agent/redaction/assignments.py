@@ -111,7 +111,7 @@ _REFERENCE = re.compile(
     r"|[*•xX#]{3,}|[|>][-+0-9]*|!\S+[ \t]+[|>][-+0-9]*"
 )
 # The `passwd` program and nsswitch.conf both print "passwd: ..." without any secret.
-_NSS_SOURCES = frozenset(
+NSS_SOURCES = frozenset(
     "files systemd sss ldap nis nisplus compat winbind db dns mdns4_minimal myhostname resolve "
     "mymachines hesiod cache extrausers google_oslogin".split()
 )
@@ -323,7 +323,7 @@ class Assignments:
             value = self._mid_line_value(line, vstart, m)
             if value is None:
                 return None
-        if key.lower() == "passwd" and sep == ":" and (" " in value or value in _NSS_SOURCES):
+        if key.lower() == "passwd" and sep == ":" and (" " in value or value in NSS_SOURCES):
             return None  # "passwd: password updated successfully", nsswitch.conf
         if is_not_secret(value):
             return None

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 
 from agent.redaction import keys
-from agent.redaction.assignments import is_not_secret, spaced_to_end
+from agent.redaction.assignments import NSS_SOURCES, is_not_secret, spaced_to_end
 from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
 
@@ -55,7 +55,7 @@ def _switches(value: str) -> float:
     return sum(a != b for a, b in zip(kinds, kinds[1:])) / max(1, len(value) - 1)
 
 
-_PSEUDONYMS = re.compile(r"(?<![\w-])(?:ip6?|mac|host|user|email)-\d+(?:@redacted\.invalid)?(?![\w-])", re.IGNORECASE)
+PSEUDONYMS = re.compile(r"(?<![\w-])(?:ip6?|mac|host|user|email)-\d+(?:@redacted\.invalid)?(?![\w-])", re.IGNORECASE)
 
 
 def looks_random(value: str) -> bool:
@@ -63,7 +63,7 @@ def looks_random(value: str) -> bool:
     versions, dates, UUIDs, paths, host names, identifiers or plain numbers."""
     # A pseudonym (user-1, host-2, ip-3) stands where a value was already replaced; it is no secret, and
     # its digit must not make a path like "&/home/user-1" look random the second time text is redacted.
-    v = _PSEUDONYMS.sub("", value) if "-" in value else value
+    v = PSEUDONYMS.sub("", value) if "-" in value else value
     if not 12 <= len(v) <= 512 or is_redacted(v):
         return False
     if _UUID.fullmatch(v) or _VERSION_OR_DATE.fullmatch(v) or _PATH_OR_HOST.fullmatch(v) or _IDENTIFIER.fullmatch(v):
@@ -222,20 +222,18 @@ _STOP_WORDS = frozenset(
     неверный неправильный истек истёк пустой изменен изменён
     """.split()
 )
-# nsswitch.conf and `passwd` print "passwd: files systemd".
-_NSS_SOURCES = frozenset(
-    "files systemd sss ldap nis nisplus compat winbind db dns mdns4_minimal myhostname resolve "
-    "mymachines hesiod cache extrausers google_oslogin".split()
-)
 _TRAILING = ".,;:)]}»”"
 _SETTING = re.compile(r"[A-Za-z_][\w.\-]*=")
 _PATH_LIKE = re.compile(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%[A-Za-z_]\w*%|\$\{?[A-Za-z_])")
 _NUMBER_LIKE = re.compile(r"[\d.,:\-/]+(?:ms|s|m|h|d|k|kb|mb|gb|tb|b|x|px|%)?|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
 
 
-def _is_status_or_prose(value: str, following: str) -> bool:
+def _is_status_or_prose(value: str, following: str, word: str = "") -> bool:
+    """Whether ``value`` after the password word ``word`` is a status or the start of a sentence, not a secret.
+    Only ``passwd`` is followed by name-service sources (nsswitch.conf's "passwd: files systemd"); after any
+    other word ("mot de passe = systemd …") such a word may be a password."""
     lowered = value.lower().rstrip("?!.")
-    if lowered in _STOP_WORDS or lowered in _NSS_SOURCES or is_not_secret(value):
+    if lowered in _STOP_WORDS or (word.lower() == "passwd" and lowered in NSS_SOURCES) or is_not_secret(value):
         return True
     if value.isalpha() and value.islower():
         # "password is managed by IT", "Passwort vergessen? Hier klicken": a word followed by more words.
@@ -248,7 +246,7 @@ def _password_shaped(value: str) -> bool:
     """After a bare space ("passwd Xk3#9f"), only a value with a letter and a digit or symbol is a password.
     A pseudonym the redaction wrote (``ip-1`` for an address) is its own output and counts as a plain number:
     a value left alone as an address must stay alone once it reads ``ip-1`` (redacting twice changes nothing)."""
-    value = _PSEUDONYMS.sub("0", value)
+    value = PSEUDONYMS.sub("0", value)
     if len(value) < 4 or value.startswith("-") or _SETTING.match(value) or _PATH_LIKE.match(value):
         return False
     if _NUMBER_LIKE.fullmatch(value):
@@ -260,7 +258,7 @@ def _password_shaped(value: str) -> bool:
 
 def _token_shaped(value: str) -> bool:
     """After "token"/"secret"/"API key" in prose, a value with a digit, a symbol or mixed case, 8+ long."""
-    value = _PSEUDONYMS.sub("0", value)  # a pseudonym the redaction wrote is its own output (see above)
+    value = PSEUDONYMS.sub("0", value)  # a pseudonym the redaction wrote is its own output (see above)
     if len(value) < 8 or _PATH_LIKE.match(value) or _NUMBER_LIKE.fullmatch(value):
         return False
     return any(c.isdigit() for c in value) or any(not c.isalnum() for c in value) or value != value.lower()
@@ -331,7 +329,7 @@ class SpokenPasswords:
         word = m.group("word").lower()
         is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
         following = m.string[m.start(group) + len(value) :]
-        if _is_status_or_prose(value, following):
+        if _is_status_or_prose(value, following, word):
             return m.group(0)
         if word == "pwd" and _PATH_LIKE.match(value):
             return m.group(0)  # the working directory

@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agent.redaction import blocks
-from agent.redaction.credentials import ColonFiles, CredentialPositions, PasswordFlags, SpokenPasswords, looks_random
+from agent.redaction.credentials import (
+    PSEUDONYMS, ColonFiles, CredentialPositions, PasswordFlags, SpokenPasswords, looks_random,
+)
 from agent.redaction.assignments import Assignments, SpecialForms, XmlElements, is_not_secret, looks_like_prose
 from agent.redaction.identities import Emails, Hostnames, Usernames
 from agent.redaction.network import IPv4Addresses, IPv6Addresses, MacAddresses
@@ -77,6 +79,10 @@ class PatternDetector:
     def _replace(self, m: re.Match[str], hit: Hit) -> str:
         value = m.group(self._group)
         if is_redacted(value) or (self._valid is not None and not self._valid(value)):
+            return m.group(0)
+        if PSEUDONYMS.search(value) and not self._pattern.search(PSEUDONYMS.sub("0", m.group(0))):
+            # It reaches the format only with a pseudonym the redaction wrote for a name or an address (an
+            # earlier pass's output, not a secret): as the original was left alone, so is this.
             return m.group(0)
         hit(self.name)
         s, e = m.span(self._group)

@@ -120,6 +120,7 @@ EVERYTHING = RedactionOptions(network=True, hostnames=True, usernames=True)
 @example(text="pwd=,1.2.3.4", options=EVERYTHING)
 @example(text="pwd=bob", options=EVERYTHING)
 @example(text="- password@<password>password", options=RedactionOptions())
+@example(text="sig=sessionsig=bob@example.org", options=RedactionOptions())
 def test_redaction_of_structured_text_is_idempotent(text, options):
     redactor = Redactor(options)
     once, _ = redactor.redact_text(text)

@@ -275,7 +275,17 @@ class RelayStream:
                 await self._ws.send(data)
                 self.sent += len(data)
 
-        tasks = [asyncio.create_task(relay_to_pipe()), asyncio.create_task(pipe_to_relay())]
+        try:
+            await self._both_ways(relay_to_pipe(), pipe_to_relay())
+        finally:
+            source.close()
+            sink.close()  # what the relay sent last still reaches the pipe: closing waits for the writes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(writer.gone), 5)
+
+    async def _both_ways(self, *directions) -> None:
+        """Run the two directions of a splice until either ends; then stop the other and close this relay side."""
+        tasks = [asyncio.create_task(direction) for direction in directions]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -287,10 +297,6 @@ class RelayStream:
             self._closed = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 5)
-            source.close()
-            sink.close()  # what the relay sent last still reaches the pipe: closing waits for the writes
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(writer.gone), 5)
 
     def bridge_to_socket(self) -> socket.socket:
         """Return one end of a socket pair whose other end is pumped to and from the relay.
@@ -329,18 +335,9 @@ class RelayStream:
                 await self._ws.send(data)
                 self.sent += len(data)
 
-        tasks = [asyncio.create_task(relay_to_socket()), asyncio.create_task(socket_to_relay())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await self._both_ways(relay_to_socket(), socket_to_relay())
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            self._closed = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 5)
             with contextlib.suppress(Exception):
                 writer.close()
             asyncio.get_running_loop().call_soon(self._loop.loop.stop)

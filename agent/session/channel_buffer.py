@@ -128,5 +128,36 @@ class ChannelBuffer:
 
 
 def install() -> None:
-    """Make paramiko's channels created from now on in this process buffer their input in a :class:`ChannelBuffer`."""
+    """Make paramiko's channels created from now on in this process buffer their input in a :class:`ChannelBuffer`,
+    and run what :func:`after_reply` deferred once a channel request has been answered."""
+    from paramiko.common import MSG_CHANNEL_REQUEST
+    from paramiko.transport import Transport
+
     paramiko_channel.BufferedPipe = ChannelBuffer  # type: ignore[attr-defined]
+    # The transport dispatches a channel request through its own table, which holds the handler itself.
+    handlers = Transport._channel_handler_table
+    if not getattr(handlers[MSG_CHANNEL_REQUEST], "answers_first", False):
+        handlers[MSG_CHANNEL_REQUEST] = _answer_then_run(handlers[MSG_CHANNEL_REQUEST])
+
+
+_DEFERRED = "_helpline_after_reply"
+
+
+def after_reply(channel, work) -> None:
+    """Run ``work`` once paramiko has sent its answer to the request being handled on ``channel`` (an exec's
+    success, say). A command that ends at once must not close its channel before the client has heard that the
+    command started: the client would take the close for a refusal."""
+    setattr(channel, _DEFERRED, work)
+
+
+def _answer_then_run(handle_request):
+    def handle_then_run(channel, message):
+        try:
+            return handle_request(channel, message)
+        finally:
+            work = channel.__dict__.pop(_DEFERRED, None)
+            if work is not None:
+                work()
+
+    handle_then_run.answers_first = True  # type: ignore[attr-defined]
+    return handle_then_run

@@ -385,12 +385,13 @@ class SessionHost:
         if pty is None:  # no terminal asked: three pipes, as an SSH server runs such a command
             piped = start_piped([shell, "-c", command], env=shell_environment(shell, "dumb"))
             connection.terminals.append(piped)
-            self._pump_piped(channel, piped)
+            # Its output (and its end, which closes the channel) goes out after the exec's answer.
+            channel_buffer.after_reply(channel, lambda: self._pump_piped(channel, piped))
             return True
         term, cols, rows = pty
         terminal = start_terminal([shell, "-c", command], cols=cols, rows=rows, term=term, env=shell_environment(shell, term))
         connection.terminals.append(terminal)
-        self._pump(channel, terminal, interactive=False)
+        channel_buffer.after_reply(channel, lambda: self._pump(channel, terminal, interactive=False))
         return True
 
     def start_sftp_server(self, connection: _Connection, channel: paramiko.Channel) -> bool | None:

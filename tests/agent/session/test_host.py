@@ -562,3 +562,25 @@ def test_channels_advertise_the_window_openssh_s_server_does(connect, make_grant
     assert channel.out_window_size == 2 * 1024 * 1024
     assert channel.out_max_packet_size == 128 * 1024
     channel.close()
+
+
+@pytest.mark.parametrize("with_pty", [False, True])
+def test_a_command_that_ends_at_once_is_answered_before_its_channel_closes(connect, make_grant, engineer,
+                                                                          monkeypatch, with_pty):
+    from paramiko.common import cMSG_CHANNEL_SUCCESS
+
+    real = paramiko.Transport._send_user_message
+
+    def slow_answers(transport, message):  # the exec's answer leaves late, as on a loaded PC
+        if message.asbytes()[:1] == cMSG_CHANNEL_SUCCESS:
+            time.sleep(0.3)
+        return real(transport, message)
+
+    monkeypatch.setattr(paramiko.Transport, "_send_user_message", slow_answers)
+    link = connect(make_grant(scopes={"control"}))
+    link.login(engineer.pkey)
+    channel = link.client.open_session(timeout=5)
+    if with_pty:
+        channel.get_pty()
+    channel.exec_command("exit 7")  # refused ("Channel closed") if the close overtook the answer
+    assert channel.recv_exit_status() == 7

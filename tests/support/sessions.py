@@ -161,7 +161,10 @@ def printed_config(desk: Desk, session_id: str, *scopes: str) -> tuple[Path, str
     args = [session_id, "--print-config", "--key", str(desk.key)]
     for scope in scopes:
         args += ["--scope", scope]
-    return desk.tmp / f"ssh_config-{session_id[:8]}", f"helpline-{session_id[:8]}", EngineerRun(desk, *args)
+    from cli.commands.connect import host_alias
+
+    # The alias is the session's short id, which runs past 8 characters when those are digits alone.
+    return desk.tmp / f"ssh_config-{session_id[:8]}", host_alias(session_id), EngineerRun(desk, *args)
 
 
 def save_config(run: EngineerRun, path: Path) -> Path:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.paths import agent_dir, write_private
-from protocol import signing
 from protocol.errors import ConfigError
 
 if TYPE_CHECKING:  # signing loads when the PC talks to its server; a local restore reads its state alone
@@ -67,6 +66,8 @@ class AgentState:
 
     @property
     def server_fingerprint(self) -> str:
+        from protocol import signing  # the signing code (and cryptography) loads for the server's work only
+
         return signing.fingerprint(self.server_public_key)
 
 
@@ -78,6 +79,8 @@ class AgentStore:
 
     def key(self) -> Ed25519PrivateKey:
         """This PC's agent key, created (0600) the first time it is needed."""
+        from protocol import signing
+
         return signing.load_or_create_private_key(self.directory / KEY_FILE)
 
     def load(self) -> AgentState | None:

@@ -16,22 +16,24 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.style import Style
-from rich.table import Table
-from rich.text import Span, Text
+from typing import TYPE_CHECKING, Any
 
 from protocol import times
 from protocol.units import human_size
 from protocol.untrusted import is_control, printable
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.style import Style
+
 DEBUG = {"enabled": False}
 
 
+# rich loads when something is written for people, not before: a command that answers in JSON (or a restore,
+# whose restic waits for the CLI to start) does without it.
 def console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
@@ -43,6 +45,8 @@ def _is_model(value: Any) -> bool:
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
@@ -77,6 +81,8 @@ def _json_escape(match: re.Match[str]) -> str:
 
 def esc(value: object) -> str:
     """Text from users or the server, made printable and safe to put inside a message with markup."""
+    from rich.markup import escape
+
     return escape(printable(value))
 
 
@@ -88,6 +94,8 @@ def say(message: str) -> None:
     markup is dropped: Helpline's own messages have none, so one can only come
     from a value that slipped in unescaped.
     """
+    from rich.text import Span
+
     con = console()
     text = con.render_str(printable(message))
     text.spans = [Span(span.start, span.end, _unlinked(con, span.style)) for span in text.spans]
@@ -100,6 +108,9 @@ def _unlinked(con: Console, style: str | Style) -> str | Style:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         t.add_column(column)
@@ -147,6 +158,8 @@ def promise(due: datetime, window_minutes: float) -> str:
 
 
 def error(message: str, hint: str | None = None) -> None:
+    from rich.markup import escape
+
     con = err_console()
     con.print(f"[bold red]error:[/] {escape(printable(message, multiline=False))}", markup=True)
     if hint:

@@ -48,9 +48,9 @@ def test_a_command_alone_helps_as_in_the_full_app(argv):
 
 
 def test_restore_runs_without_the_other_commands_code():
-    probe = ("import sys; sys.argv = ['helpline', 'restore', '--help']\n"
+    probe = ("import sys\n"
              "from cli import main\n"
-             "try:\n    main.main()\nexcept SystemExit:\n    pass\n"
+             "try:\n    main.main(['restore', '--help'])\nexcept SystemExit:\n    pass\n"
              "print(sorted(m for m in sys.modules if m.startswith('cli.commands.')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "COLUMNS": "100", "NO_COLOR": "1"})

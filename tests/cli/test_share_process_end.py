@@ -1,4 +1,4 @@
-"""`helpline share` ends its process without the interpreter's teardown, once its threads and output are done."""
+"""`helpline share`, `restore` and `snapshot` end their processes without the interpreter's teardown, once its threads and output are done."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 ENDING = """
-import sys, threading, time
+import atexit, sys, threading, time
 from cli.main import _end_process
+
+atexit.register(lambda: open(sys.argv[1] + ".exit", "w").write("handled"))
 
 def late():
     time.sleep(0.2)
@@ -32,6 +34,7 @@ def test_the_status_is_kept_output_flushed_and_threads_waited_for(tmp_path) -> N
     assert done.returncode == 3
     assert done.stdout == "said without a newline" and done.stderr == "and a warning"
     assert marker.read_text() == "done", "a thread that is not a daemon finishes before the process ends"
+    assert Path(f"{marker}.exit").read_text() == "handled", "the exit handlers run"
 
 
 EARLY = """

@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def test_snapshot_now_list_status_and_a_deleted_file_restored_byte_identical(mak
 
     refused = pc.run("restore", str(home / "Documents" / "notes.txt"), "--overwrite", env=env)
     assert refused.code == ExitStatus.INVALID and "--yes" in refused.stderr
+
+
+def loaded_modules(pc: PC, *args: str, env: dict[str, str]) -> set[str]:
+    """The top-level packages a real `helpline` process loaded for ``args`` (read from -X importtime)."""
+    full_env = {**pc.env(), **env}
+    done = subprocess.run([sys.executable, "-X", "importtime", helpline_bin(), *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_a_restore_answering_in_json_starts_restic_without_the_terminal_or_server_code(make_pc, home):
+    # restic waits for the CLI to start: a restore that answers a script loads no terminal rendering (rich), no
+    # signing (cryptography) and no server models (pydantic); a person's answer still reads as before.
+    pc = make_pc("pc")
+    env = configure(pc, home)
+    pc.ok("snapshot", "now", env=env)
+    loaded = loaded_modules(pc, "restore", str(home / "Documents"), "--to", str(home / "one"), "--json", env=env)
+    assert "cli" in loaded and "typer" in loaded
+    assert not loaded & {"rich", "cryptography", "pydantic"}
+    assert digest(home / "one" / "Documents" / "report.odt") == digest(home / "Documents" / "report.odt")
+    told = pc.ok("restore", str(home / "Documents"), "--to", str(home / "two"), env=env)
+    assert told.stdout.startswith("Restored ") and "[bold]" not in told.stdout
 
 
 def test_overwrite_asks_first_in_a_terminal_and_keeps_what_it_replaced(make_pc, home):
@@ -208,7 +233,7 @@ def test_snapshot_now_shows_a_progress_bar_on_a_terminal(make_pc, tmp_path):
     child = pexpect.spawn(helpline_bin(), ["snapshot", "now"], env=env, encoding="utf-8", timeout=120,
                           dimensions=(40, 160))
     child.expect(r"Snapshot \(local\)")  # the bar's label, drawn while restic reports progress
-    child.expect(r"MB")  # its byte counts
+    child.expect(r"[\d.]+/[\d.]+ [kMG]B")  # its byte counts (done/total; the message at the end has no slash)
     child.expect(r"Snapshot \S+ in the local repository: 300 new")
     child.expect(pexpect.EOF)
     child.close()

@@ -19,8 +19,10 @@ repository:
 Every timed step starts after a sync (none pays for the writeback of what the
 step before it wrote). The local backups and restores run ``--runs`` times
 each, taken in turn raw/Helpline (each backup into a fresh repository of its
-own; the last pair's repositories serve the restores), the medians compared: a
-slow spell of a noisy machine falls on both alike. It prints every run's wall time and throughput and the
+own; the last pair's repositories serve the restores), who goes first
+alternating, the restores after an untimed one of each; the medians compared: a
+slow spell of a noisy machine falls on both alike, and so does whatever favours
+the first run of a pair. It prints every run's wall time and throughput and the
 ratios with their verdicts. Exits 0 when it measured (look for FAIL), 1 when a run failed.
 ``--small`` is a fast smoke scale (tests/bench). Run:
 ``.venv/bin/python bench/snapshots_vs_restic.py`` (``--work-dir`` on a disk with
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,18 +123,29 @@ def settled_measure(argv: list[str], **kwargs) -> Run:
     return measure(argv, **kwargs)
 
 
-def raw_restic(tree: Path, size: int, work: Path, attempt: int = 1) -> tuple[Row, list[str]]:
-    """Raw restic: init (untimed), backup into a fresh repository; its row and the restore's argv (restores are
-    taken later, in turn). The repository of the attempt before is removed first."""
+def in_turn(steps: list, attempt: int) -> list:
+    """The raw/Helpline pair of one attempt, in the order that attempt takes them: raw first in odd attempts,
+    Helpline first in even ones, so that whatever favours the first run of a pair (a fresh file system's free
+    space, the page cache) favours each tool alike."""
+    return steps if attempt % 2 else list(reversed(steps))
+
+
+def raw_restic(tree: Path, size: int, work: Path, attempt: int = 1) -> tuple[Callable[[], Row], list[str]]:
+    """Raw restic: init (untimed) a fresh repository; the backup into it as a step to take (its row), and the
+    restore's argv (restores are taken later, in turn). The repository of the attempt before is removed first."""
     shutil.rmtree(work / f"raw-repo-{attempt - 1}", ignore_errors=True)
     shutil.rmtree(work / f"raw-cache-{attempt - 1}", ignore_errors=True)
     repo, password, cache = work / f"raw-repo-{attempt}", work / "raw-password", work / f"raw-cache-{attempt}"
     password.write_text("bench-password\n")
     base = ["restic", "--repo", str(repo), "--password-file", str(password), "--cache-dir", str(cache)]
     subprocess.run([*base, "init"], check=True, capture_output=True, env=restic_env(), timeout=120)
-    backup = settled_measure([*base, "backup", "--json", "--host", "bench", str(tree)], timeout=TIMEOUT,
-                             log_dir=work / "logs", env=restic_env(), name=f"raw-backup-{attempt}")
-    return row("restic backup (local)", backup, size), [*base, "restore", "latest", "--target"]
+
+    def backup() -> Row:
+        taken = settled_measure([*base, "backup", "--json", "--host", "bench", str(tree)], timeout=TIMEOUT,
+                                log_dir=work / "logs", env=restic_env(), name=f"raw-backup-{attempt}")
+        return row("restic backup (local)", taken, size)
+
+    return backup, [*base, "restore", "latest", "--target"]
 
 
 def raw_restore(argv: list[str], tree: Path, size: int, work: Path, expected: str, attempt: int) -> Row:
@@ -274,21 +288,31 @@ def main(argv: list[str] | None = None) -> int:
         size = generate(tree, files, total, args.seed)
         expected = tree_digest(tree)
         os.sync()  # the first measured run must not pay for writing the generated tree back to disk
-        log(f"local backups, {args.runs} of each into fresh repositories, taken in turn raw/Helpline "
+        log(f"local backups, {args.runs} of each into fresh repositories, taken in turn, who goes first alternating "
             "(the median counts):")
         raw_backups, helpline_backups = [], []
         for attempt in range(1, args.runs + 1):
-            backup, restore_argv = raw_restic(tree, size, work, attempt)
-            raw_backups.append(backup)
+            # Each attempt's repositories are created (untimed) before either backup; who goes first alternates.
             shutil.rmtree(work / f"local-pc-{attempt - 1}", ignore_errors=True)
             local_env = prepared(agent_env(work, f"local-pc-{attempt}", tree, local=True, server=False), tree, work,
                                  local=True, server=False)
-            helpline_backups.append(helpline_snapshot(size, work, local_env, "local", "local", attempt))
-        log(f"local restores, {args.runs} of each, taken in turn raw/Helpline (the median counts):")
+            raw_step, restore_argv = raw_restic(tree, size, work, attempt)
+            steps = [lambda: raw_backups.append(raw_step()),
+                     lambda: helpline_backups.append(helpline_snapshot(size, work, local_env, "local", "local",
+                                                                       attempt))]
+            for step in in_turn(steps, attempt):
+                step()
+        log(f"local restores, {args.runs} of each after an untimed one of each, taken in turn, who goes first "
+            "alternating (the median counts):")
+        raw_restore(restore_argv, tree, size, work, expected, 0)
+        helpline_restore(tree, size, work, expected, local_env, "local", "local", 0)
         raw_runs, helpline_runs = [], []
         for attempt in range(1, args.runs + 1):
-            raw_runs.append(raw_restore(restore_argv, tree, size, work, expected, attempt))
-            helpline_runs.append(helpline_restore(tree, size, work, expected, local_env, "local", "local", attempt))
+            steps = [lambda: raw_runs.append(raw_restore(restore_argv, tree, size, work, expected, attempt)),
+                     lambda: helpline_runs.append(helpline_restore(tree, size, work, expected, local_env, "local",
+                                                                   "local", attempt))]
+            for step in in_turn(steps, attempt):
+                step()
         every_run = {"restic backup (local)": [r.wall_s for r in raw_backups],
                      "helpline snapshot now (local)": [r.wall_s for r in helpline_backups],
                      "restic restore (local)": [r.wall_s for r in raw_runs],
@@ -309,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         return found.wall_s if found is not None and found.ok else None
 
     print(f"Tree: {files} files, {size / MB:.1f} MB, seed {args.seed}")
-    print(f"Every timed step starts after a sync; local backups and restores: {args.runs} of each, taken in turn, "
+    print(f"Every timed step starts after a sync; local backups and restores: {args.runs} of each, taken in turn "
+          "(who goes first alternating; the restores after an untimed one of each), "
           "the median shown")
     print("| operation | wall s | MB/s | peak RSS MB | ok | every run (s) |")
     print("|---|---|---|---|---|---|")

@@ -11,7 +11,8 @@ waits, "about 15 minutes", "about 3 hours". How long ago something happened read
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta, tzinfo
+import re
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 _DAY_WORDS = {0: "today", 1: "tomorrow", -1: "yesterday"}
 
@@ -98,3 +99,64 @@ def ago(when: datetime, *, now: datetime) -> str:
     if seconds < 2 * 86400:
         return "yesterday"
     return _plural(int(seconds // 86400), "day") + " ago"
+
+
+#: Words for the units of how long ago (``3h``, ``90 min``, ``2 days``, ``1 week 2 days ago``), in seconds.
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 7 * 86400),
+}
+_AGO_PART = re.compile(r"(\d+)\s*([a-z]+)")
+_AGO = re.compile(r"(?:\d+\s*[a-z]+\s*,?\s*(?:and\s+)?)+(?:ago)?")
+_CLOCK = re.compile(r"(?:(today|yesterday)\s+(?:at\s+)?)?(\d{1,2}):(\d{2})(?::(\d{2}))?")
+MOMENT_HINT = ("Write a date and time like 2026-12-01 14:00 (a date alone means the end of that day), a time "
+               "today like 14:00, yesterday, or how long ago: 3h, 90 min, 2 days.")
+
+
+def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
+    """Read a moment a person typed, as "at or before" means it; aware, in this computer's zone unless given.
+
+    An ISO date and time (``2026-12-01 14:00``, ``2026-12-01T14:00+01:00``); a date alone, meaning the end of
+    that day; ``now`` or ``today`` (now); ``yesterday`` (its end); a time of day (``14:00``, ``today 14:00``,
+    ``yesterday 9:30``; a time still to come today means yesterday's); or how long ago (``3h``, ``90 min``,
+    ``2 days``, ``1w 2d ago``). Raise InvalidInputError for anything else, or a moment out of range.
+    """
+    from protocol.errors import InvalidInputError
+
+    now = (now or datetime.now()).astimezone()
+    words = " ".join(text.strip().lower().split())
+    try:
+        if words in ("now", "today"):
+            return now
+        if words == "yesterday":
+            return _end_of_day(now - timedelta(days=1))
+        clock = _CLOCK.fullmatch(words)
+        if clock:
+            day, hour, minute, second = clock[1], int(clock[2]), int(clock[3]), int(clock[4] or 0)
+            when = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+            if day == "yesterday" or (day is None and when > now):
+                when -= timedelta(days=1)
+            return when
+        if _AGO.fullmatch(words):
+            seconds = 0
+            for count, unit in _AGO_PART.findall(words):
+                if unit not in _UNITS:
+                    raise InvalidInputError(f"{text.strip()!r} is not a time: {unit!r} is not a unit.",
+                                            hint=MOMENT_HINT)
+                seconds += int(count) * _UNITS[unit]
+            return now - timedelta(seconds=seconds)
+        try:  # a date alone means the end of that day, in this computer's zone
+            return _end_of_day(datetime.combine(date.fromisoformat(text.strip()), time()).astimezone())
+        except ValueError:
+            when = datetime.fromisoformat(text.strip())
+        return when if when.tzinfo is not None else when.astimezone()  # read in this computer's zone
+    except (ValueError, OverflowError):
+        raise InvalidInputError(f"{text.strip()!r} is not a time, or none this computer can count back to.",
+                                hint=MOMENT_HINT) from None
+
+
+def _end_of_day(when: datetime) -> datetime:
+    return when.replace(hour=23, minute=59, second=59, microsecond=0)

@@ -29,6 +29,7 @@ from protocol.pc_requests import (
 )
 from protocol.schemas import parse_input
 from protocol.tickets import canonical_ticket
+from protocol.times import parse_moment
 
 PANEL = "For engineers"
 #: Seconds each follow-up poll asks the server to hold the answer for.
@@ -44,13 +45,6 @@ pc_app = typer.Typer(help="Ask a PC for a snapshot, a restore, or a look into it
                      no_args_is_help=True)
 
 
-def _moment(text: str) -> datetime:
-    """A time typed on the command line (ISO 8601; without a zone it is this computer's local time)."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidInputError(f"{text!r} is not a date and time.", hint="Write it like 2026-12-01T17:00.") from None
-    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _ticket(ticket: str | None) -> str | None:
@@ -218,7 +212,7 @@ def restore(
     pc: HostArg,
     paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Absolute paths to bring back (none: every path the PC's policy snapshots; a restore --from names them).")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", "-s", metavar="ID", help="The snapshot to restore from (default: the latest).")] = None,
-    at: Annotated[str | None, typer.Option("--at", metavar="TIME", help="The newest snapshot at or before this time, like 2026-12-01T17:00.")] = None,
+    at: Annotated[str | None, typer.Option("--at", metavar="TIME", help="The newest snapshot at or before this time: 2026-12-01 17:00, 2026-12-01 (its end), 17:00, yesterday, or how long ago: 3h, 2 days.")] = None,
     into: Annotated[str | None, typer.Option("--into", metavar="DIR", help="Restore into this folder on the PC (an absolute path) instead of beside the originals.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Put the files back in their place; what they replace is kept aside.")] = False,
     source: Annotated[str | None, typer.Option("--from", metavar="OTHER_PC", help="Restore another PC's server-side snapshot onto this one (a replacement PC).")] = None,
@@ -245,7 +239,7 @@ def restore(
     if snapshot:
         params["snapshot"] = snapshot
     if at:
-        params["at"] = _moment(at).isoformat()
+        params["at"] = parse_moment(at).isoformat()
     if source:
         params["source_agent_id"] = source
     if user:

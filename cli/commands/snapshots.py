@@ -6,7 +6,7 @@ import functools
 import os
 import re
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +17,7 @@ from agent.local import this_pc
 from cli import output
 from cli.commands.user import JsonOpt, interactive
 from protocol.errors import ExitStatus, InvalidInputError
+from protocol.times import parse_moment
 
 snapshot_app = typer.Typer(help="Snapshots of your files on this PC: take one now, list them, see how protected "
                                 "you are. Bring files back with `helpline restore`.", no_args_is_help=True)
@@ -133,33 +134,18 @@ def snapshot_status(json_out: JsonOpt = False) -> None:
         output.say(f"Last snapshot {found.last_snapshot_id}: {output.full_time(found.last_snapshot_at)}.")
 
 
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*(?:ago)?\s*$", re.IGNORECASE)
-
-
 def parse_when(text: str, *, now: datetime | None = None) -> datetime:
-    """Read ``--at``: an ISO date or date and time (this PC's zone unless given), or how long ago (``3h``, ``2d``)."""
-    now = now or datetime.now().astimezone()
-    found = _RELATIVE.match(text)
-    if found:
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[found[2].lower()]
-        return now - timedelta(**{unit: int(found[1])})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidInputError(f"'{text}' is not a time.",
-                                hint="Use a date and time like 2026-12-01 14:00, or how long ago: 3h, 2d.") from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # read in this PC's zone
-        if len(text.strip()) == 10:  # a date alone means the end of that day
-            when = when + timedelta(days=1, seconds=-1)
-    return when
+    """Read ``--at`` (see :func:`protocol.times.parse_moment`): a date and time, a date (its end), a time of
+    day, yesterday, or how long ago (``3h``, ``2 days``)."""
+    return parse_moment(text, now=now)
 
 
 def restore(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="The file or folder to bring back, as it was named.")],
     at: Annotated[str | None, typer.Option("--at", metavar="TIME",
                                            help="From the last snapshot at or before this time: 2026-12-01 14:00, "
-                                                "2026-12-01, or how long ago: 3h, 2d.")] = None,
+                                                "2026-12-01 (its end), 14:00, yesterday, or how long ago: "
+                                                "3h, 2 days.")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", metavar="ID",
                                                  help="From this snapshot (an id from `helpline snapshot list`).")] = None,
     to: Annotated[Path | None, typer.Option("--to", metavar="DIR",

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from protocol import times
 from protocol.errors import AuthError, ForbiddenError, InvalidInputError
 from protocol.schemas import _Model, describe_invalid
 from protocol.signing import sign, signed_by
@@ -53,7 +54,6 @@ UnattendedKind = Literal["restore", "diagnostics"]
 #: Words an admin might try that can never be unattended: refused with a message that says so.
 _NEVER_UNATTENDED = frozenset({"session", "sessions", "shell", "connect", "remote-session", "remote_session", "ssh"})
 
-_DURATION = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*\d+(?:\.\d+)?\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 _MAX_ITEMS = 200
 _MAX_TEXT = 1024
@@ -133,8 +133,11 @@ class SnapshotRules(_Part):
     @field_validator("interval", "retry_after", "forget_every", "prune_every", "check_every", "verify_every")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
-        if value is not None and not _DURATION.match(value):
-            raise ValueError("must be a duration like 90m, 1h, 3d or 2w")
+        if value is not None:
+            try:
+                times.parse_duration(value)
+            except ValueError:
+                raise ValueError("must be a duration like 90m, 1h, 1h30m, 3d, 2w or hourly") from None
         return value
 
     @field_validator("local_max_size", "free_space_margin")

@@ -109,11 +109,30 @@ _UNITS = {
     **dict.fromkeys(("d", "day", "days"), 86400),
     **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 7 * 86400),
 }
-_AGO_PART = re.compile(r"(\d+)\s*([a-z]+)")
-_AGO = re.compile(r"(?:\d+\s*[a-z]+\s*,?\s*(?:and\s+)?)+(?:ago)?")
+#: How often, in one word.
+_EVERY = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
+_DURATION_TEXT = re.compile(r"(?:\d+(?:\.\d+)?\s*[a-z]+\s*,?\s*(?:and\s+)?)+")
+_AGO = re.compile(r"(.+?)\s*\bago")
 _CLOCK = re.compile(r"(?:(today|yesterday)\s+(?:at\s+)?)?(\d{1,2}):(\d{2})(?::(\d{2}))?")
 MOMENT_HINT = ("Write a date and time like 2026-12-01 14:00 (a date alone means the end of that day), a time "
                "today like 14:00, yesterday, or how long ago: 3h, 90 min, 2 days.")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a length of time a person wrote: ``90m``, ``1.5h``, ``3d``, ``2w``, ``1h30m``,
+    ``1 hour 30 minutes``, ``2 days``, or ``hourly``, ``daily``, ``weekly``. ValueError for anything else."""
+    words = " ".join(str(text).strip().lower().split())
+    if words in _EVERY:
+        return float(_EVERY[words])
+    if not _DURATION_TEXT.fullmatch(words):
+        raise ValueError("not a length of time")
+    seconds = 0.0
+    for count, unit in _DURATION_PART.findall(words):
+        if unit not in _UNITS:
+            raise ValueError(f"{unit!r} is not a unit")
+        seconds += float(count) * _UNITS[unit]
+    return seconds
 
 
 def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
@@ -140,13 +159,12 @@ def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
             if day == "yesterday" or (day is None and when > now):
                 when -= timedelta(days=1)
             return when
-        if _AGO.fullmatch(words):
-            seconds = 0
-            for count, unit in _AGO_PART.findall(words):
-                if unit not in _UNITS:
-                    raise InvalidInputError(f"{text.strip()!r} is not a time: {unit!r} is not a unit.",
-                                            hint=MOMENT_HINT)
-                seconds += int(count) * _UNITS[unit]
+        ago = _AGO.fullmatch(words)
+        if (ago or _DURATION_TEXT.fullmatch(words)) and words not in _EVERY:
+            try:
+                seconds = parse_duration(ago[1] if ago else words)
+            except ValueError as exc:
+                raise InvalidInputError(f"{text.strip()!r} is not a time: {exc}.", hint=MOMENT_HINT) from None
             return now - timedelta(seconds=seconds)
         try:  # a date alone means the end of that day, in this computer's zone
             return _end_of_day(datetime.combine(date.fromisoformat(text.strip()), time()).astimezone())

@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from protocol import times
 from protocol.errors import ConfigError, HelplineError
 
 from .restic.forget import Retention
@@ -49,9 +50,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "**/helpline/agent/outbox", "**/helpline/agent/work", "**/helpline/agent/snapshots",
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
@@ -100,16 +99,17 @@ class SnapshotPolicy:
 
 
 def parse_duration(value: Any, key: str) -> timedelta:
-    """Return ``value`` (``90m``, ``1h``, ``3d``, ``2w``, or seconds as a number) as a positive timedelta."""
+    """Return ``value`` (``90m``, ``1h``, ``1h30m``, ``2 days``, ``hourly``, or seconds as a number; see
+    :func:`protocol.times.parse_duration`) as a timedelta of at least a minute."""
     if isinstance(value, bool):
-        raise _bad(key, value, "a duration like 90m, 1h, 3d or 2w")
+        raise _bad(key, value, "a duration like 90m, 1h, 1h30m, 3d, 2w or hourly")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        found = _DURATION.match(str(value))
-        if not found:
-            raise _bad(key, value, "a duration like 90m, 1h, 3d or 2w")
-        seconds = float(found[1]) * _UNIT_SECONDS[found[2].lower()]
+        try:
+            seconds = times.parse_duration(str(value))
+        except ValueError:
+            raise _bad(key, value, "a duration like 90m, 1h, 1h30m, 3d, 2w or hourly") from None
     if seconds < 60:
         raise _bad(key, value, "a duration of at least a minute")
     return timedelta(seconds=seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from agent.client import HelplineClient
 from agent.local import this_pc
 from cli import credentials, output
 from cli.commands.engineer import JsonOpt, YesOpt, change_password, read_secret
+from protocol import times
 from protocol.errors import InvalidInputError
 from protocol.schemas import (
     AccountCreate,
@@ -52,12 +52,14 @@ def read_new_password(from_stdin: bool) -> str:
 
 
 def parse_duration_hours(text: str) -> float:
-    """Turn ``30s``, ``90m``, ``24h``, ``7d`` or ``2w`` into hours; raise InvalidInputError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
-    if not match or float(match.group(1)) <= 0:
+    """Turn ``30s``, ``90m``, ``24h``, ``1d12h``, ``7 days`` or ``2w`` into hours; raise InvalidInputError otherwise."""
+    try:
+        seconds = times.parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
         raise InvalidInputError(f"'{text}' is not a duration.", hint="Use a number and a unit: 90m, 24h, 7d, 2w.")
-    value, unit = float(match.group(1)), match.group(2)
-    return value * {"s": 1 / 3600, "m": 1 / 60, "h": 1, "d": 24, "w": 168}[unit]
+    return seconds / 3600
 
 
 @account_app.command("create")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from protocol.errors import InvalidInputError
-from protocol.times import parse_moment
+from protocol.times import parse_duration, parse_moment
 
 NOW = datetime(2026, 12, 3, 10, 0).astimezone()  # moments without a zone are read in this computer's zone
 
@@ -57,3 +57,27 @@ def test_anything_else_is_refused_in_one_line_with_the_forms(text):
         parse_moment(text, now=NOW)
     assert "\n" not in refused.value.message and "is not a time" in refused.value.message
     assert "3h" in refused.value.hint and "yesterday" in refused.value.hint
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90m", 5400), ("1h", 3600), ("1.5h", 5400), ("1h30m", 5400), ("1 hour 30 minutes", 5400), ("2 days", 172800),
+    ("2w", 1209600), ("30 s", 30), ("hourly", 3600), ("Daily", 86400), ("weekly", 604800), ("1 day, and 2 hrs", 93600),
+])
+def test_lengths_of_time_in_their_spellings(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "3", "ago", "1 fortnight", "-1h", "1h-", "every hour"])
+def test_what_is_not_a_length_of_time(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_a_group_policy_takes_the_lengths_of_time_the_agent_reads():
+    from pydantic import ValidationError
+
+    from protocol.policy import SnapshotRules
+
+    assert SnapshotRules(interval="hourly", prune_every="1 week").interval == "hourly"
+    with pytest.raises(ValidationError):
+        SnapshotRules(interval="every so often")

@@ -73,6 +73,9 @@ def test_a_bad_value_fails_in_one_line_naming_the_key(section, names):
 def test_durations_and_sizes():
     assert parse_duration("90m", "k") == timedelta(minutes=90)
     assert parse_duration(3600, "k") == timedelta(hours=1)
+    for spelled in ("hourly", "1 hour", "60 minutes", "0.5h 30m", "1h"):  # what an admin writes, any way
+        assert parse_duration(spelled, "k") == timedelta(hours=1)
+    assert parse_duration("1d12h", "k") == timedelta(hours=36)
     assert parse_size("1.5T", "k") == 1_500_000_000_000
     assert parse_size("512MiB", "k") == 512 * 2**20
     assert parse_size(0, "k") == 0

@@ -136,7 +136,7 @@ _MID_VALUE = re.compile(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=))+")
 _CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[A-Za-z_][\w.\-]*[=:]")
 _NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
 # A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
-_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}[ \t]*")
+_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}\s*")
 _JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
 _QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
@@ -377,7 +377,7 @@ class Assignments:
             if word.startswith("-") or is_not_secret(word) or not re.search(r"\w", word):
                 return None  # `--password -h db`, `--with-token <<< ...`: no value follows the flag
             return vstart, vstart + len(word), token
-        config_line = not flag and (labelled or _CONFIG_PREFIX.fullmatch(line, 0, m.start()) is not None)
+        config_line = not flag and sep != "->" and (labelled or _CONFIG_PREFIX.fullmatch(line, 0, m.start()) is not None)
         rest = line[vstart:]
         opener = line[m.start() - 1] if m.start() > 0 and not m.group("kq") and not m.group("sigil") else ""
         if sep == ":" and not m.group("sep").endswith((" ", "\t")) and self._tight_colon_label(line, m, vstart):
@@ -400,6 +400,8 @@ class Assignments:
             return vstart, vstart + len(value), lambda k: f'"{token(k)}"'  # keep JSON valid
         elif config_line and not _ANOTHER_ASSIGNMENT.search(rest):
             value = rest.rstrip()  # `password = correct horse battery staple`
+            if labelled and rest.split(None, 1)[0].lower() in _LABEL_STOP | _NOT_SECRET_WORDS:
+                return None  # "router admin password: not set"
         elif self._names_the_next_setting(rest):
             return None  # `wifi psk: password = ...`: the setting named next holds the value
         elif spaced_to_end(m.group("sep"), rest):

@@ -23,6 +23,8 @@ KEYWORDS = (
     # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
     "wort", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
     "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호",
+    # "secret phrase", "WLAN-Schlüssel"
+    "phrase", "schlüssel", "schluessel",
 )  # fmt: skip
 _KEYWORD = "(?:" + "|".join(KEYWORDS) + ")"
 
@@ -37,7 +39,12 @@ _ASSIGN_AT = re.compile(
     r"(?P<kq>[\"'])?"
     r"(?P<key>\w[\w.\-]*)"
     r"(?(kq)(?P=kq)\]?)"
-    r"(?P<sep>[ \t]*(?:=>|:=|=|:(?![:/\\])|,)[ \t]*|[ \t]+)"
+    r"(?P<sep>[ \t]*(?:=>|:=|=|->|:(?![:/\\])|,)[ \t]*|[ \t]+)"
+)
+# A quoted key may hold spaces: "Access Token": "x", 'encryption key' => 'x', "DB Password" = "x".
+_QUOTED_SPACED_KEY = re.compile(
+    r"(?P<sigil>)(?P<kq>[\"'])(?P<key>\w[\w.\-]*(?:[ \t][\w.\-]+){1,4})(?P=kq)\]?"
+    r"(?P<sep>[ \t]*(?:=>|:=|=|:(?![:/\\]))[ \t]*)"
 )
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -65,7 +72,52 @@ def _assignment_at_keyword(line: str, start: int, end: int) -> re.Match[str] | N
         m = _ASSIGN_AT.match(line, p)
         if m is not None and m.start("key") == key_start and m.end("key") >= end:
             return m
+    if not sigil:
+        # A quoted key with spaces: the quote that opens it is the last one before the keyword.
+        quote = max(line.rfind('"', max(0, word_start - 48), word_start), line.rfind("'", max(0, word_start - 48), word_start))
+        if quote != -1 and (quote == 0 or line[quote - 1] in _KEY_DELIMITERS):
+            m = _QUOTED_SPACED_KEY.match(line, quote)
+            if m is not None and m.end("key") >= end:
+                return m
     return None
+
+
+# Words that cannot be part of a label before a key word: a sentence or a status ("Failed password: x",
+# "cannot read password: file not found").
+_LABEL_STOP = frozenset(
+    """
+    the a an to for of with from in on at by is was are be no not and or my your his her our their this that
+    error failed failure invalid wrong cannot can could will would should set get read reading write empty
+    missing bad new old current using use enter entered type typed check verify reset change wrong
+    """.split()
+)
+
+
+def _label_starts(line: str, key_start: int) -> list[int]:
+    """Where labels of one, two or three words before the key at ``key_start`` start (nearest first):
+    ``router admin password``, ``Security key``, ``WLAN-Schlüssel``."""
+    starts: list[int] = []
+    pos = key_start
+    for _ in range(3):
+        if pos < 2 or line[pos - 1] not in " \t" or line[pos - 2] in " \t":
+            break
+        end = pos - 1
+        begin = end
+        while begin > 0 and (line[begin - 1].isalnum() or line[begin - 1] in "_-"):
+            begin -= 1
+        word = line[begin:end].lower()
+        if not word or not word[0].isalpha() or word in _LABEL_STOP or word in _NOT_SECRET_WORDS \
+                or word.endswith(("ing", "ed")):
+            break
+        starts.append(begin)
+        pos = begin
+    return starts
+
+
+# A command's argument list as JSON or Python: ["mysql", "--password", "x"].
+_ARGV_PAIR = re.compile(
+    r"(?P<q>[\"'])(?:--?|/)(?P<key>[\w.\-]+)(?P=q)[ \t]*,[ \t]*(?P<vq>[\"'])(?P<value>(?!-)(?:[^\"'\\]|\\.)+)(?P=vq)"
+)
 
 
 # What may stand before a key for the line to be a config line (value runs to end of line):
@@ -81,10 +133,10 @@ _ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
 _CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
 # A value in a URL query ends at "&" that starts the next parameter; elsewhere "&" is part of it.
 _MID_VALUE = re.compile(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=))+")
-_CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[\w.\-]+[=:]")
+_CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[A-Za-z_][\w.\-]*[=:]")
 _NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
 # A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
-_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}[ \t]*")
+_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}\s*")
 _JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
 _QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
@@ -211,6 +263,8 @@ class Assignments:
         return Triggers(KEYWORDS)
 
     def apply(self, line: str, hit: Hit) -> str:
+        if '",' in line or "'," in line:
+            line = self._argv_pairs(line, hit)
         out: list[str] = []
         done = 0  # line[:done] is already in out
         pos = 0
@@ -224,7 +278,8 @@ class Assignments:
             if keyword.start() < pos:
                 continue
             m = _assignment_at_keyword(line, keyword.start(), keyword.end())
-            if m is None or m.start() < pos:
+            # A quoted key with spaces starts before a word of it that was looked at already.
+            if m is None or m.start() < done or (m.start() < pos and m.re is not _QUOTED_SPACED_KEY):
                 continue
             pos = m.end()
             sep = m.group("sep")
@@ -238,9 +293,19 @@ class Assignments:
                 pos = m.end("key")
                 continue
             kind = keys.classify_key(m.group("key"))
+            labelled = False
+            if not whitespace_sep and not sigil and not m.group("kq"):
+                for label_start in _label_starts(line, m.start()):
+                    if kind is None:
+                        kind = keys.classify_key(line[label_start : m.end("key")])
+                        if kind is None:
+                            continue
+                    if _CONFIG_PREFIX.fullmatch(line, 0, label_start) is not None:
+                        labelled = True
+                        break
             if kind is None:
                 continue  # keep scanning after the separator: `--from-literal=password=x`
-            span = self._value_span(line, m, kind, flag=flag, whitespace_sep=whitespace_sep)
+            span = self._value_span(line, m, kind, flag=flag, whitespace_sep=whitespace_sep, labelled=labelled)
             if span is None:
                 continue
             start, end, replacement = span
@@ -254,6 +319,21 @@ class Assignments:
         return "".join(out)
 
     @staticmethod
+    def _argv_pairs(line: str, hit: Hit) -> str:
+        """``"--password", "x"`` in an argument list: the flag names a secret, the next argument is its value."""
+
+        def replace(m: re.Match[str]) -> str:
+            kind = keys.classify_key(m.group("key"))
+            value = m.group("value")
+            if kind is None or value.startswith("-") or is_not_secret(value):
+                return m.group(0)
+            hit(kind)
+            s, e = m.span("value")
+            return m.group(0)[: s - m.start()] + token(kind) + m.group(0)[e - m.start() :]
+
+        return _ARGV_PAIR.sub(replace, line)
+
+    @staticmethod
     def _call_argument(line: str, m: re.Match[str]) -> bool:
         """``setenv("DB_PASSWORD", "x")``: a quoted name and a quoted value as arguments of a call."""
         before = line[: m.start()]
@@ -262,7 +342,7 @@ class Assignments:
         )
 
     def _value_span(
-        self, line: str, m: re.Match[str], kind: str, *, flag: bool, whitespace_sep: bool
+        self, line: str, m: re.Match[str], kind: str, *, flag: bool, whitespace_sep: bool, labelled: bool = False
     ) -> tuple[int, int, Callable[[str], str]] | None:
         """Return (start, end, make_replacement) for the value after ``m``, or None if it is not a secret."""
         vstart = m.end()
@@ -277,6 +357,11 @@ class Assignments:
             if is_not_secret(line[vstart + 3 : end]):
                 return None
             return vstart + 3, end, token
+        if line.startswith('\\"', vstart):
+            # An escaped quote inside a JSON string: "--password=\\"x\\"".
+            close = line.find('\\"', vstart + 2)
+            end = close if close != -1 else len(line.rstrip())
+            return None if is_not_secret(line[vstart + 2 : end]) else (vstart + 2, end, token)
         if first in "\"'`":
             close = _closing_quote(line, vstart + 1, first)
             end = close if close != -1 else len(line.rstrip())
@@ -292,7 +377,7 @@ class Assignments:
             if word.startswith("-") or is_not_secret(word) or not re.search(r"\w", word):
                 return None  # `--password -h db`, `--with-token <<< ...`: no value follows the flag
             return vstart, vstart + len(word), token
-        config_line = not flag and _CONFIG_PREFIX.fullmatch(line, 0, m.start()) is not None
+        config_line = not flag and sep != "->" and (labelled or _CONFIG_PREFIX.fullmatch(line, 0, m.start()) is not None)
         rest = line[vstart:]
         opener = line[m.start() - 1] if m.start() > 0 and not m.group("kq") and not m.group("sigil") else ""
         if sep == ":" and not m.group("sep").endswith((" ", "\t")) and self._tight_colon_label(line, m, vstart):
@@ -315,6 +400,8 @@ class Assignments:
             return vstart, vstart + len(value), lambda k: f'"{token(k)}"'  # keep JSON valid
         elif config_line and not _ANOTHER_ASSIGNMENT.search(rest):
             value = rest.rstrip()  # `password = correct horse battery staple`
+            if labelled and rest.split(None, 1)[0].lower() in _LABEL_STOP | _NOT_SECRET_WORDS:
+                return None  # "router admin password: not set"
         elif self._names_the_next_setting(rest):
             return None  # `wifi psk: password = ...`: the setting named next holds the value
         elif spaced_to_end(m.group("sep"), rest):
@@ -327,7 +414,7 @@ class Assignments:
             return None  # "passwd: password updated successfully", nsswitch.conf
         if is_not_secret(value):
             return None
-        if not config_line and sep == ":" and looks_like_prose(value, line[vstart + len(value) :]):
+        if not config_line and sep in (":", "->") and looks_like_prose(value, line[vstart + len(value) :]):
             return None
         return vstart, vstart + len(value), token
 
@@ -421,6 +508,11 @@ _NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>(?!
 _QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+))"
 # (literals, pattern): the pattern only runs on lines that contain one of the literals (lower case).
 _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    # Debian /etc/network/interfaces: "wpa-psk correct horse battery staple", "wireless-key s:abcde"
+    (
+        ("wpa-psk", "wpa-passphrase", "wireless-key"),
+        re.compile(r"(?i)^[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)[ \t]+(?P<value>\S.*?)[ \t]*$"),
+    ),
     # redis.conf / sentinel: requirepass hunter2, masterauth hunter2
     (("requirepass", "masterauth"), re.compile(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),
     # a continuation line of ~/.netrc: "  password hunter2"

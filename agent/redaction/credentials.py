@@ -15,6 +15,7 @@ prose ("password reset link sent"), paths, versions, numbers and flags stay.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -37,6 +38,7 @@ _VERSION_OR_DATE = re.compile(
 _PATH_OR_HOST = re.compile(r"(?:[~.]?/|[A-Za-z]:\\|\\\\|\$).*|[\w\-]+(?:\.[\w\-]+)+|.*://.*|[^@\s]+@[^@\s]+\.\w+")
 # "cl100k_base", "so-a0-gf-a0-83.ucode", "x86_64-linux-gnu": lower-case words and numbers joined by separators.
 _IDENTIFIER = re.compile(r"[a-z0-9]+(?:[._\-][a-z0-9]+)+|[A-Z0-9]+(?:[._\-][A-Z0-9]+)+")
+_HEX_WITH_LETTERS = re.compile(r"(?=[0-9]*[a-fA-F])[0-9a-f]+|(?=[0-9]*[A-F])[0-9A-F]+")
 _CAMEL_WORDS = re.compile(r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)+")
 
 
@@ -75,8 +77,8 @@ def looks_random(value: str) -> bool:
     digit = any(c.isdigit() for c in v)
     other = any(not c.isalnum() for c in v)
     digits = sum(c.isdigit() for c in v)
-    if digits > 0.7 * len(v):
-        return False
+    if digits > 0.7 * len(v) and not (len(v) >= 24 and _HEX_WITH_LETTERS.fullmatch(v)):
+        return False  # a number, a phone number, a date; not a long hex secret that happens to be mostly digits
     classes = lower + upper + digit + other
     entropy = _entropy(v)
     if classes >= 3 and (lower or upper) and digit and entropy >= 3.0 and _switches(v) >= 0.2:
@@ -98,8 +100,21 @@ _PASSWORD_WORDS_SPACED = (
 )
 # Written without spaces around them (Chinese, Japanese, Korean).
 _PASSWORD_WORDS_CJK = r"密码|密碼|口令|パスワード|暗証番号|비밀번호|암호"
+# The non-ASCII words above as a JSON encoder writes them by default ("contrase\\u00f1a", "\\u043f\\u0430…"): a
+# log written as JSON lines holds them so, in lower, upper or title case.
+_NON_ASCII_WORDS = (
+    "passwörter", "kennwörter", "contraseña", "hasło", "lösenord", "lösenordet", "jelszó", "parolă", "şifre",
+    "şifresi", "şifrem", "slaptažodis", "пароль", "пароля", "паролем", "лозинка", "κωδικός", "סיסמה", "סיסמא",
+    "mật khẩu", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
+)  # fmt: skip
+_ESCAPED_WORDS = tuple(sorted(
+    {json.dumps(form)[1:-1] for word in _NON_ASCII_WORDS for form in (word, word.upper(), word.capitalize())},
+    key=len, reverse=True,
+))
+_PASSWORD_WORDS_ESCAPED = "|".join(re.escape(word) for word in _ESCAPED_WORDS)
 _SECRET_WORDS = (
-    r"(?:api|access|secret|auth|bearer|refresh|session|private|app|client|license|licence|product)"
+    r"(?:api|access|secret|auth|bearer|refresh|session|private|app|client|license|licence|product|storage|account"
+    r"|shared|master|encryption|signing|subscription|network|security|wifi|wlan|wireless|pre-shared)"
     r"[ \t_\-]?(?:key|token|secret)s?|tokens?|secrets?|credentials?|cl[ée][ \t]api|cl[ée][ \t]secr[èe]te"
     r"|api-schl[üu]ssel|geheimnis"
 )
@@ -108,14 +123,24 @@ PASSWORD_TRIGGERS = (
     "senord", "salasana", "parol", "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "parool", "slapta",
     "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "khẩu", "khau", "sandi", "laluan", "पासवर्ड",
     "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
+    *sorted({word.lower() for word in _ESCAPED_WORDS}),
 )  # fmt: skip
 SECRET_TRIGGERS = ("key", "token", "secret", "credential", "clé", "cle ", "schlüssel", "schlussel", "geheimnis")
+# "pass" and "pw" are words of their own too ("the pass is", "pw:"), but "pass" also means a test or a round:
+# after these a value counts only if it is shaped like a password (see SpokenPasswords._replace).
+_SHORT_PASSWORD_WORDS = r"pass|pw|passw"
+# A PIN is digits: "PIN: 4821", "SIM PIN is 1234", "PIN-Code: 0000".
+_PIN_WORDS = r"pin(?:[ \t_\-]?code)?|code[ \t]pin"
+SHORT_TRIGGERS = ("pw", "pin ", "pin:", "pin=", "pin-", "pin\t", "pin_")
 
 # The boundary before a word is checked after the match (see _starts_word): a look-behind at the start
 # of a pattern stops the regex engine from skipping ahead to the letters a word can start with.
 _WORD_BEFORE = frozenset("-./\\@$%")
 _AFTER_WORD = r"(?![\w\-])"
-_PW_WORD = rf"(?:(?:{_PASSWORD_WORDS_SPACED}){_AFTER_WORD}|(?:{_PASSWORD_WORDS_CJK}))"
+_PW_WORD = (rf"(?:(?:{_PASSWORD_WORDS_SPACED}){_AFTER_WORD}|(?:{_PASSWORD_WORDS_CJK})"
+            rf"|(?:{_PASSWORD_WORDS_ESCAPED}){_AFTER_WORD})")
+_SHORT_WORD = rf"(?:{_SHORT_PASSWORD_WORDS}){_AFTER_WORD}"
+_PIN_WORD = rf"(?:{_PIN_WORDS}){_AFTER_WORD}"
 _SECRET_WORD = rf"(?:{_SECRET_WORDS}){_AFTER_WORD}"
 _CJK_START = frozenset("密口パ暗비암")
 
@@ -132,7 +157,10 @@ _STEMS = re.compile(
                 "geslo", "lozinka", "parool", "slapta", "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "mật",
                 "mat kh", "kata", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
                 "key", "token", "secret", "credential", "clé", "cle", "schl", "geheim", "auth", "bearer",
-                "refresh", "session", "private", "app", "client", "licen", "product", "access", "api",
+                "refresh", "session", "private", "app", "client", "licen", "product", "access", "api", "pw", "pin", "code",
+                "storage", "account", "shared", "master", "encryption", "signing", "subscription", "network",
+                "security", "wifi", "wlan", "wireless", "pre-shared", "signature",
+                *(word.lower() for word in _ESCAPED_WORDS),
             },
             key=len,
             reverse=True,
@@ -172,13 +200,14 @@ def _find_word_starts(line: str) -> list[int]:
 
 def _starts_word(line: str, start: int) -> bool:
     """True if ``line[start:]`` starts a word (CJK words need no boundary: they are written without spaces)."""
-    if start == 0 or line[start] in _CJK_START:
+    if start == 0 or line[start] in _CJK_START or line.startswith("\\u", start):
         return True
     before = line[start - 1]
     return not (before.isalnum() or before == "_" or before in _WORD_BEFORE)
 
 # Who or what the password is for: "password for bob is", "Passwort für den Server:", "(new)".
-_FOR = r"(?:[ \t]+(?:for|of|für|fuer|von|pour|de|para|per|voor|van|dla|pro|för|til|for|для|от)[ \t]+[^\s:=]{1,40}?)?"
+_FOR = (r"(?:[ \t]+(?:for|of|für|fuer|von|pour|de|para|per|voor|van|dla|pro|för|til|for|для|от)"
+        r"(?:[ \t]+[^\s:=\[\]\"'<>]{1,40}?){1,3}?)?")
 _VERBS = (
     r"is|was|are|were|ist|war|sind|lautet|lautete|est|était|es|era|é|è|jest|to|je|är|var|er|on|oli|este|van"
     r"|это|—|–|-|: "
@@ -197,9 +226,13 @@ _VALUE = (
     r"(?:(?P<q>[\"'“„«‘`])(?P<qv>[^\"'”»’`\n]{1,200})[\"'”»’`]"
     r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}))"
 )
-_SPOKEN_STRONG = re.compile(rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")
+_SPOKEN_STRONG = re.compile(
+    rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|{_PIN_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")
 # One space only: wider gaps are the columns of a table ("passwd      1:4.13-1  amd64").
-_SPOKEN_WEAK = re.compile(rf"(?i)(?P<word>{_PW_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
+_SPOKEN_WEAK = re.compile(rf"(?i)(?P<word>{_PW_WORD}|{_SHORT_WORD}|{_PIN_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
+_IS_SHORT_WORD = re.compile(_SHORT_WORD, re.I)
+_IS_PIN_WORD = re.compile(_PIN_WORD, re.I)
+_PIN = re.compile(r"\d{4,12}")
 
 # Words that follow "password is" / "password:" in prose and status messages, never a password.
 _STOP_WORDS = frozenset(
@@ -238,7 +271,8 @@ def _is_status_or_prose(value: str, following: str, word: str = "") -> bool:
     if value.isalpha() and value.islower():
         # "password is managed by IT", "Passwort vergessen? Hier klicken": a word followed by more words.
         rest = following.lstrip(" \t")
-        return len(rest) >= 2 and rest[0].isalpha() and following[:1] in (" ", "\t")
+        # A word the redaction replaced reads as a word too: the second pass must judge as the first did.
+        return len(rest) >= 2 and (rest[0].isalpha() or rest.startswith("[REDACTED:")) and following[:1] in (" ", "\t")
     return False
 
 
@@ -276,7 +310,7 @@ class SpokenPasswords:
     names = (PASSWORD, keys.SECRET)
 
     def triggers(self) -> Triggers:
-        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS))
+        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS, *SHORT_TRIGGERS))
 
     def apply(self, line: str, hit: Hit) -> str:
         out: list[str] = []
@@ -297,6 +331,8 @@ class SpokenPasswords:
                     and spaced_to_end(" = " if config_line else m.group("conn"), rest)
                     and not _is_status_or_prose(first_word, "")
                     and m.group("word").lower() != "passwd"  # `passwd: files systemd`, "passwd: password updated"
+                    and not _IS_SHORT_WORD.fullmatch(m.group("word"))  # "first pass = done in two minutes"
+                    and not _IS_PIN_WORD.fullmatch(m.group("word"))
                 ):
                     # `mot de passe = cheval correct batterie`: spaces around the separator, then plain
                     # words to the end of the line: they are all the value.
@@ -331,6 +367,22 @@ class SpokenPasswords:
         following = m.string[m.start(group) + len(value) :]
         if _is_status_or_prose(value, following, word):
             return m.group(0)
+        if _IS_PIN_WORD.fullmatch(m.group("word")):
+            # Digits only; after a bare space only the upper-case "PIN" ("GPIO pin 1234" is a pin number).
+            if not _PIN.fullmatch(value) or (not strong and "PIN" not in m.group("word")):
+                return m.group(0)
+            hit(PASSWORD)
+            s = m.start(group) - m.start()
+            return m.group(0)[:s] + token(PASSWORD) + m.group(0)[s + len(value) :]
+        if _IS_SHORT_WORD.fullmatch(m.group("word")):
+            # "pass" is also a test result or a round: only a password-shaped value, and after a bare space
+            # only one that looks generated.
+            if not _password_shaped(value) or (not strong and not quoted and not looks_random(value)):
+                return m.group(0)
+            if not quoted and (_IDENTIFIER.fullmatch(value) or _PATH_LIKE.match(value)
+                               or (value == value.lower() and _PATH_OR_HOST.fullmatch(value))):
+                return m.group(0)
+            is_password = True
         if word == "pwd" and _PATH_LIKE.match(value):
             return m.group(0)  # the working directory
         tight = conn.strip() in (":", "=", "：", "＝") and not conn.endswith((" ", "\t"))
@@ -355,7 +407,8 @@ TOKEN_IN = re.compile(r"\[REDACTED:")
 
 # --- password flags of command-line tools --------------------------------------------------------------
 
-_Q = r"(?:\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s\"',\]\[]+))"
+# A value in quotes, in escaped quotes (inside a JSON string) or bare.
+_Q = r"(?:\\\"(?P<eq>(?:[^\"\\]|\\[^\"])+)\\\"|\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s\"',\]\[\\]+(?:\\.[^\s\"',\]\[\\]*)*))"
 _CMD = r"(?:^|[\s\"'\[,;|&(/\\=])"  # a tool name starts the line or follows a separator or a path
 _ARG = r"(?:^|(?<=[\s\"'\[,=]))"  # a flag starts an argument (in a shell line or a JSON argv list)
 _GAP = r"[^\n|;&]*?"  # the rest of the same command
@@ -365,7 +418,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # mysql -pSECRET (attached: "-p SECRET" would be the database), mysqldump, mariadb, mysqladmin...
     (
         ("mysql", "mariadb"),
-        re.compile(rf"(?i){_CMD}(?:mysql\w*|mariadb[\w\-]*)(?:\.exe)?\b{_GAP}{_ARG}-p{_Q}"),
+        re.compile(rf"(?i){_CMD}(?:mysql\w*|mariadb[\w\-]*)(?:\.exe)?\b{_GAP}{_ARG}(?-i:-p){_Q}"),  # -P is the port
     ),
     (("sshpass",), re.compile(rf"(?i){_CMD}sshpass(?:\.exe)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
@@ -444,8 +497,8 @@ _TOOL_SEARCH = re.compile("|".join(re.escape(lit) for lit in _TOOL_LITERALS))
 
 
 def _flag_value(m: re.Match[str]) -> tuple[str, int, int] | None:
-    for group in ("dq", "sq", "bare"):
-        value = m.group(group)
+    for group in ("eq", "dq", "sq", "bare"):
+        value = m.group(group) if group in m.re.groupindex else None
         if value is not None:
             return value, m.start(group), m.end(group)
     return None
@@ -504,7 +557,7 @@ class PasswordFlags:
 _FIELD = r"(?:[^:\s\\]|\\.)+"
 _COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     # ~/.pgpass: hostname:port:database:username:password (port may be *; ":" and "\" escaped in fields)
-    (None, re.compile(rf"^[ \t]*{_FIELD}:(?:\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
+    (None, re.compile(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_FIELD}):(?:\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
     # postfix sasl_passwd: [smtp.example.com]:587 user@example.com:password
     (("@",), re.compile(r"^[ \t]*\[?[\w.\-]+\]?(?::\d{1,5})?[ \t]+[^\s:@]+@[^\s:]+:(?P<value>\S+)[ \t]*$")),
     # ipsec.secrets: [ids] : PSK "secret" (also XAUTH, EAP, NTLM, PIN)
@@ -561,7 +614,8 @@ class ColonFiles:
 # --- random tokens in a credential position ------------------------------------------------------------
 
 _CANDIDATE = re.compile(r"(?<![\w\-+/=.~!#$%^&*?@])[A-Za-z0-9+/=_\-.~!#$%^&*?]{12,512}")
-_POSITION = re.compile(rf"(?i)(?:{_PW_WORD}|{_SECRET_WORD}|(?:auth|apikey|api_key|x-api-key|passkey){_AFTER_WORD})")
+_POSITION = re.compile(
+    rf"(?i)(?:{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|(?:auth|apikey|api_key|x-api-key|passkey|key|signature){_AFTER_WORD})")
 _FLAG_POSITION = re.compile(r"[ \t]--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=])")
 _WINDOW = 48
 
@@ -574,7 +628,7 @@ class CredentialPositions:
 
     def triggers(self) -> Triggers:
         # The flag positions by their own pattern: "-p" as a literal woke the detector on every package name.
-        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS, "auth"), _FLAG_POSITION)
+        return Triggers((*PASSWORD_TRIGGERS, *SECRET_TRIGGERS, "auth", "pw", "signature"), _FLAG_POSITION)
 
     def apply(self, line: str, hit: Hit) -> str:
         out: list[str] = []

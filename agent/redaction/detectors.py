@@ -172,9 +172,13 @@ _URL_START = re.compile(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}://")
 _HOST_LIKE = re.compile(r"localhost|\[[0-9A-Fa-f:.]+\]|[\w\-]+(?:\.[\w\-]+)+")
 _TOKEN_USER = re.compile(r"[A-Za-z0-9_\-.~+/=%]+")
 _URL_BODY = re.compile(r"[^\s\"'<>`]*")
+# Outside single quotes a password may hold one too: `postgres://u:it's@db/x`.
+_URL_BODY_WITH_QUOTE = re.compile(r"[^\s\"<>`]*")
 # Where the password ends: an "@" followed by a host (name, IPv4 or [IPv6], optional port), then the end
 # of the URL or its path, query or fragment.
-_AT_HOST = re.compile(r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?(?:[/?#]|$))")
+_AT_HOST = re.compile(
+    r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?(?:[/?#]|[)\]}>.,;:!']*$))"
+)
 _PROXY_CREDENTIALS = re.compile(
     # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
     # the line or follow a space or quote (not "http://proxyuser:" nor "svc-proxy:"), and a "//" after
@@ -208,7 +212,8 @@ class UrlCredentials:
             if start.start() < done:
                 continue
             body_start = start.end()
-            body = _URL_BODY.match(line, body_start).group(0)  # type: ignore[union-attr]
+            quoted = start.start() > 0 and line[start.start() - 1] == "'"
+            body = (_URL_BODY if quoted else _URL_BODY_WITH_QUOTE).match(line, body_start).group(0)  # type: ignore[union-attr]
             if body.startswith("[REDACTED:"):
                 continue  # the user-info was a token, already replaced
             userinfo = _userinfo(body)
@@ -279,6 +284,38 @@ class TwilioCredentials:
         return _TWILIO_SECRET_AFTER_SID.sub(secret, line) if "twilio-key]" in line else line
 
 
+class AwsAccessKeys:
+    """AWS access key ids, and the secret key written right after one (the console's credentials CSV:
+    ``AKIA…,<40 characters>``; ``AKIA… <secret>``), which has no name before it."""
+
+    name = "aws-access-key-id"
+    names = (name, "aws-secret-key")
+    # Access key ids (long-term AKIA, temporary ASIA, and the older credential prefixes); other
+    # AWS unique ids (AIDA users, AROA roles...) name principals, not credentials.
+    _ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])")
+    _SECRET_AFTER_ID = re.compile(
+        r"(?P<id>\[REDACTED:aws-access-key-id\])(?P<gap>[ \t]*[,;|\t:][ \t]*[\"']?|[ \t]+[\"']?)"
+        r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+    )
+
+    def triggers(self) -> Triggers:
+        return Triggers(("akia", "asia", "abia", "acca", "a3t"))
+
+    def apply(self, line: str, hit: Hit) -> str:
+        def key_id(m: re.Match[str]) -> str:
+            hit(self.name)
+            return token(self.name)
+
+        def secret(m: re.Match[str]) -> str:
+            if not looks_random(m.group("secret")):
+                return m.group(0)
+            hit("aws-secret-key")
+            return m.group("id") + m.group("gap") + token("aws-secret-key")
+
+        line = self._ID.sub(key_id, line)
+        return self._SECRET_AFTER_ID.sub(secret, line) if "aws-access-key-id]" in line else line
+
+
 _TWILIO_SECRET_AFTER_SID = re.compile(
     r"(?P<sid>\[REDACTED:twilio-key\])(?P<gap>[^A-Za-z0-9\n]{1,8}(?:[A-Za-z_\-]{1,24}[ \t]*[:=][ \t]*[\"']?)?)"
     r"(?P<secret>[0-9a-zA-Z]{32})(?![A-Za-z0-9])"
@@ -335,13 +372,7 @@ def _secret_formats() -> list[Detector]:
             r".*?-{4,5} ?END \1PRIVATE KEY(?: BLOCK)? ?-{4,5}",
             ("begin",),
         ),
-        PatternDetector(
-            "aws-access-key-id",
-            # Access key ids (long-term AKIA, temporary ASIA, and the older credential prefixes); other
-            # AWS unique ids (AIDA users, AROA roles...) name principals, not credentials.
-            r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])",
-            ("akia", "asia", "abia", "acca", "a3t"),
-        ),
+        AwsAccessKeys(),
         PatternDetector(
             "aws-secret-key",
             r"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?[ \t]*(?:=>|:=|[=:]|[ \t])[ \t]*[\"']?"
@@ -449,6 +480,17 @@ def _secret_formats() -> list[Detector]:
             "jwt",  # header and claims are base64url JSON objects, so both start "ey" ("{" then '"' or space)
             rf"(?<![\w-])ey[IJA]{b64url}{{8,}}\.ey{b64url}{{8,}}\.{b64url}*=*(?![\w-])",
             (".ey",),
+        ),
+        PatternDetector(
+            "aws-presigned-url",  # a pre-signed URL's signature and session token grant access until it expires
+            r"(?i:X-Amz-(?:Signature|Security-Token))=(?P<secret>[A-Za-z0-9%+/=_\-]{16,})",
+            ("x-amz-",),
+        ),
+        PatternDetector(
+            "oauth-code",  # an OAuth authorization code in a redirect: it is exchanged for a token
+            r"(?<![\w.\-])code=(?P<secret>[A-Za-z0-9._~+/%\-]{16,})(?=(?:&[^\s&]*)*&(?:state|session_state|scope)=)",
+            ("code=",),
+            valid=looks_random,
         ),
         PatternDetector(
             "azure-storage-key",

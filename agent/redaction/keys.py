@@ -179,7 +179,16 @@ _KEY_QUALIFIERS = (
     "activation",
     "routing",
     "integration",
+    "network",
+    "security",
+    "wifi",
+    "wlan",
+    "wireless",
+    "wpa",
 )
+# German "key" (WLAN-Schlüssel, API-Schlüssel): a secret with the same qualifiers or these.
+_SCHLUESSEL = re.compile("(?:" + "|".join((*_KEY_QUALIFIERS, "netzwerk", "zugangs", "lizenz", "sicherheits", "geheim"))
+                         + ")[\\-_]?schl(?:ü|ue|u)ssel")
 _API_KEY = re.compile("(?:" + "|".join(_KEY_QUALIFIERS) + ")keys?")
 _SESSION_SUFFIXES = ("sessionid", "sessid", "sessionkey", "sessioncookie")
 _WEAK_TOKEN_LAST = frozenset({"auth", "bearer"})
@@ -238,7 +247,7 @@ def _classify(key: str) -> tuple[str, bool] | None:
         return TOKEN, True
     if "secret" in compact or "credential" in compact:
         return SECRET, True
-    if _API_KEY.search(compact):
+    if _API_KEY.search(compact) or _SCHLUESSEL.search(compact):
         return API_KEY, True
     if segs[-1] in ("cookie", "cookies") or compact.endswith("setcookie"):
         return COOKIE, False

@@ -302,10 +302,10 @@ class Snapshots:
 
     def _escrow(self, name: str) -> None:
         """Send the repository password to the server's escrow once; remember a refusal (escrow turned off)."""
+        if self.state.read().repository(name).escrow is not None or not self.linked:
+            return  # the usual case, before every snapshot: no server models load for it (restic waits)
         from protocol.snapshots import EscrowPut
 
-        if self.state.read().repository(name).escrow is not None or not self.linked:
-            return
         from agent.group_policy import GroupPolicy
 
         group = GroupPolicy(self.store.directory).body()

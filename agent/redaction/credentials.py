@@ -625,6 +625,9 @@ class CredentialPositions:
     announces a credential ("password", "Passwort", "token", "api key"...) or a password flag."""
 
     names = (HIGH_ENTROPY,)
+    # A pseudonym written later on the line (``user-1`` for a long user name) moves the tokens after it into
+    # the window a second pass looks in: the pipeline has this detector read the line again once one is written.
+    reads_pseudonyms = True
 
     def triggers(self) -> Triggers:
         # The flag positions by their own pattern: "-p" as a literal woke the detector on every package name.

@@ -620,19 +620,50 @@ class Pipeline:
         return _RECENT_STARTS.starts(text, self._literals, tuple(self._patterns))
 
     def apply(self, line: str, hit: Hit) -> str:
-        """Run the detectors whose triggers fire, in pipeline order, over one line (without its line ending)."""
+        """Run the detectors whose triggers fire, in pipeline order, over one line (without its line ending).
+
+        A second pass over the output must judge as this one did, so what a detector
+        writes counts as this pass goes on: a token or pseudonym that holds a later
+        detector's trigger ("[REDACTED:bearer-token]") wakes that detector now, as it
+        would on the second pass; and a detector that reads around pseudonyms
+        (:attr:`reads_pseudonyms`) reads the line again once a later detector wrote
+        one, since the second pass sees them in place from the start.
+        """
         self._refresh()
-        lowered = line.lower()
+        active = self._active(line)
+        pending = sorted(active)
+        ran_at: dict[int, int] = {}  # detector -> how many changes the line had had when it read it
+        changes = 0
+        k = 0
+        while k < len(pending):
+            i = pending[k]
+            k += 1
+            changed = self.detectors[i].apply(line, hit)
+            if changed == line:
+                ran_at[i] = changes
+                continue
+            line = changed
+            changes += 1
+            ran_at[i] = changes
+            woken = {j for j in self._active(line) if j > i} - active
+            if woken:
+                active |= woken
+                pending = pending[:k] + sorted({*pending[k:], *woken})
+        for i, seen in ran_at.items():
+            if seen < changes and getattr(self.detectors[i], "reads_pseudonyms", False):
+                line = self.detectors[i].apply(line, hit)
+        return line
+
+    def _active(self, line: str) -> set[int]:
+        """Return the detectors whose triggers fire on ``line``."""
         active: set[int] = set()
         by_literal = self._by_literal
-        for literal in literals_in(lowered, self._literals, self._ascii_literals):
+        for literal in literals_in(line.lower(), self._literals, self._ascii_literals):
             active.update(by_literal[literal])
         for i, pattern in self._by_pattern:
             if pattern.search(line):
                 active.add(i)
-        for i in sorted(active):
-            line = self.detectors[i].apply(line, hit)
-        return line
+        return active
 
 
 def build_pipeline(options: RedactionOptions, pseudonyms: PseudonymMap) -> Pipeline:

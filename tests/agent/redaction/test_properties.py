@@ -121,6 +121,13 @@ EVERYTHING = RedactionOptions(network=True, hostnames=True, usernames=True)
 @example(text="pwd=bob", options=EVERYTHING)
 @example(text="- password@<password>password", options=RedactionOptions())
 @example(text="sig=sessionsig=bob@example.org", options=RedactionOptions())
+# A token whose name holds a trigger ("[REDACTED:bearer-token]") wakes a detector the original line did not.
+@example(text="Bearer /home/zedexport eyJhbGciOiJIUzI1NiJ9", options=RedactionOptions())
+@example(text="Bearer Private-Lines: 2Private-Lines: 2", options=RedactionOptions())
+# A pseudonym shorter than what it replaced pulls a token into the window after "password", or leaves a
+# random-looking rest where an address stood.
+@example(text="password    /home/zedghp_" + "a" * 36 + ":eyJhbGciOiJIUzI1NiJ9", options=EVERYTHING)
+@example(text='password"::abc.eyJzdWIiOiIxMjM0In0', options=EVERYTHING)
 def test_redaction_of_structured_text_is_idempotent(text, options):
     redactor = Redactor(options)
     once, _ = redactor.redact_text(text)

@@ -45,6 +45,7 @@ from protocol import times
 from protocol.errors import AuthError, ForbiddenError, InvalidInputError
 from protocol.schemas import _Model, describe_invalid
 from protocol.signing import sign, signed_by
+from protocol.units import parse_size
 
 POLICY_PURPOSE = "group-policy"
 
@@ -54,21 +55,13 @@ UnattendedKind = Literal["restore", "diagnostics"]
 #: Words an admin might try that can never be unattended: refused with a message that says so.
 _NEVER_UNATTENDED = frozenset({"session", "sessions", "shell", "connect", "remote-session", "remote_session", "ssh"})
 
-_SIZE = re.compile(r"^\s*\d+(?:\.\d+)?\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 _MAX_ITEMS = 200
 _MAX_TEXT = 1024
 
 
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30,
-               "ti": 2**40}
-
-
 def size_bytes(text: str) -> int:
     """``500M``, ``20G``, ``1.5TiB`` as a whole number of bytes (the agent's [snapshots] sizes, read alike)."""
-    found = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", text, re.IGNORECASE)
-    if not found:
-        raise ValueError("must be a size like 500M, 20G or 1T")
-    return int(float(found[1]) * _SIZE_UNITS[(found[2] or "").lower()])
+    return parse_size(text)
 
 
 def _text_items(values: list[str] | None, what: str) -> list[str] | None:
@@ -143,8 +136,8 @@ class SnapshotRules(_Part):
     @field_validator("local_max_size", "free_space_margin")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
-        if value is not None and not _SIZE.match(value):
-            raise ValueError("must be a size like 500M, 20G or 1T")
+        if value is not None:
+            parse_size(value)  # ValueError: "must be a size like 500M, 20G or 1T"
         return value
 
     def section(self) -> dict[str, Any]:
@@ -184,7 +177,7 @@ class PolicyBody(_Part):
     @field_validator("server_quota")
     @classmethod
     def _quota(cls, value: str | None) -> str | None:
-        if value is not None and (not _SIZE.match(value) or size_bytes(value) < 1):
+        if value is not None and parse_size(value) < 1:
             raise ValueError("must be a size like 500M, 20G or 1T")
         return value
 

@@ -101,7 +101,7 @@ def ago(when: datetime, *, now: datetime) -> str:
     return _plural(int(seconds // 86400), "day") + " ago"
 
 
-#: Words for the units of how long ago (``3h``, ``90 min``, ``2 days``, ``1 week 2 days ago``), in seconds.
+#: Words for the units of a length of time (``3h``, ``90 min``, ``2 days``, ``1 week 2 days ago``), in seconds.
 _UNITS = {
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
     **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
@@ -160,7 +160,7 @@ def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
                 when -= timedelta(days=1)
             return when
         ago = _AGO.fullmatch(words)
-        if (ago or _DURATION_TEXT.fullmatch(words)) and words not in _EVERY:
+        if ago or _DURATION_TEXT.fullmatch(words):
             try:
                 seconds = parse_duration(ago[1] if ago else words)
             except ValueError as exc:

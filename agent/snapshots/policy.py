@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from protocol import times
 from protocol.errors import ConfigError, HelplineError
+from protocol import units
 
 from .restic.forget import Retention
 
@@ -50,9 +50,6 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "**/helpline/agent/outbox", "**/helpline/agent/work", "**/helpline/agent/snapshots",
 )
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 #: The keys ``[snapshots]`` may hold; anything else is a typo worth refusing.
 KNOWN_KEYS = frozenset({
@@ -122,11 +119,10 @@ def parse_size(value: Any, key: str) -> int:
     if isinstance(value, (int, float)):
         number = float(value)
     else:
-        found = _SIZE.match(str(value))
-        if not found:
-            raise _bad(key, value, "a size like 500M, 20G or 1T")
-        unit = found[2].lower().removesuffix("b")
-        number = float(found[1]) * _SIZE_UNITS[unit]
+        try:
+            number = units.parse_size(str(value))
+        except ValueError:
+            raise _bad(key, value, "a size like 500M, 20G or 1T") from None
     if number < 0:
         raise _bad(key, value, "a size of zero or more")
     return int(number)

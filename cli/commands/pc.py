@@ -45,8 +45,6 @@ pc_app = typer.Typer(help="Ask a PC for a snapshot, a restore, or a look into it
                      no_args_is_help=True)
 
 
-
-
 def _ticket(ticket: str | None) -> str | None:
     return canonical_ticket(ticket) if ticket else None
 

@@ -57,12 +57,13 @@ def test_every_key_is_read():
     ({"paths": "~"}, "paths"),
     ({"paths": ["Documents"]}, "paths"),
     ({"local_max_size": "lots"}, "local_max_size"),
+    ({"local_max_size": "5ib"}, "local_max_size"),
     ({"wait_on_battery": "yes"}, "wait_on_battery"),
     ({"local": False, "server": False}, "neither"),
     ({"intervall": "1h"}, "intervall"),
     ({"verify_files": 0}, "verify_files"),
 ], ids=["interval-word", "interval-short", "keep-negative", "keeps-nothing", "paths-string", "paths-relative",
-        "size-word", "battery-string", "no-repository", "typo", "verify-none"])
+        "size-word", "size-unit-half", "battery-string", "no-repository", "typo", "verify-none"])
 def test_a_bad_value_fails_in_one_line_naming_the_key(section, names):
     with pytest.raises(ConfigError) as raised:
         policy_from_config({"snapshots": section}, home=HOME, data_dir=DATA)

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from agent import link
 from agent.bundle import BundleResult
 from agent.bundle.build import BundleBuilder
 from agent.config import load_agent_config
@@ -27,8 +27,11 @@ from agent.store import AgentStore
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
 from protocol.errors import ConfigError, ConflictError, UnavailableError
-from protocol.schemas import AgentTicket, TicketStatus
 from protocol.tickets import parse_ticket_ref, ticket_label
+
+if TYPE_CHECKING:  # the server's client and its models load only when a share goes to a ticket
+    from agent import link
+    from protocol.schemas import AgentTicket
 
 
 @dataclass
@@ -205,6 +208,9 @@ def choose_ticket(*, code: str | None = None, ticket: str | None = None, new: bo
     (``new``) or when no linked ticket is open. A named linked ticket needs no
     server: a bundle for it can be queued while the server is unreachable.
     """
+    from agent import link
+    from protocol.schemas import TicketStatus
+
     if code:
         _, paired = link.pair(code, server_url=server_url, directory=directory)
         return TicketChoice(paired.number, paired)
@@ -226,6 +232,8 @@ def choose_ticket(*, code: str | None = None, ticket: str | None = None, new: bo
 
 def open_ticket(request: ShareRequest, *, server_url: str | None = None, directory: Path | None = None) -> TicketChoice:
     """Open a new self-service ticket for a share, titled and described from the user's answers."""
+    from agent import link
+
     title, description = ticket_text(request)
     _, answer = link.request_help(title, description=description, server_url=server_url, directory=directory)
     return TicketChoice(answer.ticket.number, answer.ticket, float(answer.response_minutes))

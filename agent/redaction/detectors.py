@@ -30,7 +30,7 @@ from agent.redaction.network import IPv4Addresses, IPv6Addresses, MacAddresses
 from agent.redaction.options import RedactionOptions
 from agent.redaction.pseudonyms import PSEUDONYM_DOMAIN, USERNAME, PseudonymMap
 from agent.redaction.tokens import Hit, is_redacted, token
-from agent.redaction.triggers import Triggers, line_starts, literals_in
+from agent.redaction.triggers import Triggers, line_starts, literals_in, literals_within
 from protocol import pairing
 from protocol.errors import InvalidInputError
 
@@ -530,12 +530,14 @@ def _literal_index(literals_by_detector: tuple[tuple[str, ...], ...], extra_lite
     contains it (which may wake a detector needlessly, never miss one). Every pipeline of a
     run (the redaction's and the final check's copies) asks for the same index: it is built once.
     """
-    literals = {lit for group in literals_by_detector for lit in group} | set(extra_literals)
-    shortest = tuple(sorted(lit for lit in literals if not any(o != lit and o in lit for o in literals)))
-    by_literal = {
-        short: tuple(i for i, group in enumerate(literals_by_detector) if any(short in lit for lit in group))
-        for short in shortest
-    }
+    literals = tuple(sorted({lit for group in literals_by_detector for lit in group} | set(extra_literals)))
+    within = dict(zip(literals, literals_within(literals, literals)))  # each literal is within itself
+    shortest = tuple(lit for lit in literals if within[lit] == {lit})
+    woken: dict[str, list[int]] = {short: [] for short in shortest}
+    for index, group in enumerate(literals_by_detector):
+        for short in sorted(set().union(*(within[lit] for lit in group)).intersection(woken)):
+            woken[short].append(index)
+    by_literal = {short: tuple(detectors) for short, detectors in woken.items()}
     return shortest, by_literal, tuple(lit for lit in shortest if lit.isascii())
 
 

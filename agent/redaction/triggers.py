@@ -10,6 +10,7 @@ lines the detector then leaves alone, but must never miss one it would change.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -113,6 +114,19 @@ def literals_in(lowered: str, literals: tuple[str, ...], ascii_literals: tuple[s
             return {literals[index] for index, _, _ in found}
     candidates = ascii_literals if ascii_literals is not None and lowered.isascii() else literals
     return {literal for literal in candidates if literal in lowered}
+
+
+def literals_within(texts: Sequence[str], literals: tuple[str, ...]) -> list[set[str]]:
+    """For each of ``texts`` (short, one line each), which of ``literals`` occur in it, overlapping or not:
+    one automaton pass per text where the package is installed, else a search per literal."""
+    automaton = _automaton(literals)
+    if automaton is not None:
+        try:
+            return [{literals[index] for index, _, _ in automaton.find_matches_as_indexes(text, overlapping=True)}
+                    for text in texts]
+        except UnicodeError:  # a lone surrogate: look for each literal instead
+            pass
+    return [{literal for literal in literals if literal in text} for text in texts]
 
 
 def _automaton_starts(automaton, lowered: str, begin: int, end: int, starts: set[int]) -> bool:

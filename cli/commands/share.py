@@ -7,17 +7,19 @@ import gc
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agent import upload
 from agent.local import this_pc
 from cli import output
 from cli.commands.user import PANEL, JsonOpt, ServerOpt, interactive, pick_ticket, quoted_title, response_line
 from protocol.errors import ConfigError, ExitStatus, HelplineError, InvalidInputError, QuotaExceededError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 from protocol.untrusted import printable
+
+if TYPE_CHECKING:  # the upload code (the server's client) loads only when a bundle is sent
+    from agent.upload import OutboxEntry, QueuedDelivery
 
 QUESTIONS = (
     ("what", "What happened?"),
@@ -77,7 +79,7 @@ def _show_preview(prepared) -> None:
 _SENDING = {"queued": False}
 
 
-def _deliver(entry: upload.OutboxEntry) -> None:
+def _deliver(entry: OutboxEntry) -> None:
     _SENDING["queued"] = True
     if not sys.stderr.isatty():
         this_pc().deliver(entry)
@@ -90,14 +92,16 @@ def _deliver(entry: upload.OutboxEntry) -> None:
         this_pc().deliver(entry, progress=lambda sent, total: bar.update(task, completed=sent, total=total))
 
 
-def _queued_line(done: upload.QueuedDelivery) -> str:
+def _queued_line(done: QueuedDelivery) -> str:
     """One line saying what became of a queued bundle."""
+    from agent.upload import Delivery
+
     entry = done.entry
-    if done.result is upload.Delivery.UNLINKED:
+    if done.result is Delivery.UNLINKED:
         return f"{entry.ticket}: waiting (this PC is not linked to {entry.server_url} any more)"
-    if done.result is upload.Delivery.DELIVERED:
+    if done.result is Delivery.DELIVERED:
         return f"{entry.ticket}: delivered ({output.size(done.bundle.size)})"
-    if done.result is upload.Delivery.WAITING:
+    if done.result is Delivery.WAITING:
         return f"{entry.ticket}: still waiting for the server"
     return f"{entry.ticket}: refused — {done.reason}"
 

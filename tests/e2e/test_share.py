@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from protocol.archive import inspect_archive
 from protocol.errors import ExitStatus
+from tests.support.live import helpline_bin
 
 pytestmark = pytest.mark.e2e
 
@@ -116,10 +119,17 @@ def test_share_opens_a_self_service_ticket(server_factory, make_pc):
     assert not any(item["category"] == "processes" for item in manifest["items"])
 
 
-def test_share_to_a_file_needs_no_server(make_pc, tmp_path):
+def test_share_to_a_file_needs_no_server_nor_its_client(make_pc, tmp_path):
+    # A share to a file talks to no server: it loads neither the HTTP client nor the signing code (-X importtime).
     target = tmp_path / "out" / "diag.tar.gz"
-    out = make_pc("offline").ok("share", "--yes", "--output", str(target), *ANSWERS, env=secret_env()).stdout
-    assert "Saved to" in out and target.exists()
+    pc = make_pc("offline")
+    done = subprocess.run([sys.executable, "-X", "importtime", helpline_bin(), "share", "--yes", "--output", str(target),
+                           *ANSWERS], capture_output=True, text=True, env={**pc.env(), **secret_env()}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Saved to" in done.stdout and target.exists()
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "agent.redaction" in loaded and "agent.bundle.build" in loaded
+    assert not loaded & {"httpx", "cryptography", "agent.client", "agent.upload", "agent.link"}
     listing = inspect_archive(target)
     assert {"manifest.json", "summary.json", "report.html"} <= {m.name for m in listing.members}
 

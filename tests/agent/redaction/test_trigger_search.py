@@ -117,3 +117,43 @@ def test_a_line_longer_than_a_slice_is_searched_literal_by_literal(monkeypatch) 
     assert triggers.literals_in(line, literals) == {lit for lit in literals if lit in line}
     assert read == []  # no automaton asked: it would have listed a match for every "$"
     assert triggers.literals_in("a short password line", literals) and read == [1]
+
+
+def _index_by_hand(groups: tuple[tuple[str, ...], ...], extra: tuple[str, ...]):
+    """The literal index as its definition reads: the literals no other literal is within, and for each, the
+    detectors with a literal it is within."""
+    literals = {lit for group in groups for lit in group} | set(extra)
+    shortest = tuple(sorted(lit for lit in literals if not any(o != lit and o in lit for o in literals)))
+    by_literal = {s: tuple(i for i, group in enumerate(groups) if any(s in lit for lit in group)) for s in shortest}
+    return shortest, by_literal, tuple(lit for lit in shortest if lit.isascii())
+
+
+@pytest.mark.parametrize("automaton", [True, False], ids=["automaton", "regex only"])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_literal_index_is_the_one_its_definition_gives(monkeypatch, automaton: bool, seed: int) -> None:
+    # Which literals are searched, and which detectors each wakes, come from one pass of the automaton per
+    # literal (or a search per literal without it): the same index as comparing every literal with every other.
+    import random
+
+    if not automaton:
+        _regex_only(monkeypatch)
+    rng = random.Random(seed)
+    words = list(_pipeline_literals(RedactionOptions())) + ["pass", "passwort", "wort", "kennwort", "pw", "clé", "é"]
+    groups = tuple(tuple(rng.sample(words, rng.randint(1, 6))) for _ in range(rng.randint(3, 40)))
+    extra = tuple(rng.sample(words, 3))
+    detectors._literal_index.cache_clear()
+    try:
+        assert detectors._literal_index(groups, extra) == _index_by_hand(groups, extra)
+    finally:
+        detectors._literal_index.cache_clear()
+        triggers._automaton.cache_clear()  # none of the index's automatons outlive the test
+
+
+def test_literals_within_finds_overlapping_and_nested_literals(monkeypatch) -> None:
+    literals = ("pass", "password", "word", "sword", "wort", "clé")
+    texts = ("password", "passwort", "clé-sword", "nothing")
+    expected = [{"pass", "password", "word", "sword"}, {"pass", "wort"}, {"clé", "word", "sword"}, set()]
+    assert triggers.literals_within(texts, literals) == expected
+    _regex_only(monkeypatch)
+    assert triggers.literals_within(texts, literals) == expected
+    triggers._automaton.cache_clear()

@@ -173,6 +173,8 @@ def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str
     hard_stop = root.deadline + GRACE_SECONDS
     try:
         while pending:
+            if len(pending) <= 1:
+                root.last_one.set()
             with lock:
                 deadlines = [ctx.deadline + GRACE_SECONDS for name, (_, ctx, _) in running.items() if name in pending]
             wake = min([hard_stop, *deadlines])

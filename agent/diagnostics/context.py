@@ -172,6 +172,7 @@ class CollectContext:
         redaction_lock: threading.Lock | None = None,
         now: datetime | None = None,
         cpu_sample: CpuSample | None = None,
+        last_one: threading.Event | None = None,
     ):
         if platform not in PLATFORMS:
             raise InvalidInputError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
@@ -190,6 +191,9 @@ class CollectContext:
         self.now = now if now is not None else datetime.now(timezone.utc)
         #: The first CPU reading, taken when the share began (None: the processes collector takes its own).
         self.cpu_sample = cpu_sample
+        #: Set by the run once at most one of its collectors still works (the processes collector then stops
+        #: measuring CPU use at its shortest interval). Shared by every context made from this one.
+        self.last_one = last_one if last_one is not None else threading.Event()
         #: Redacts the few values a collector derives from raw text (see :meth:`redact_text`); secrets only by default.
         self.redactor = redactor if redactor is not None else Redactor()
         # One lock per redactor (it is not thread-safe), shared by every context made from this one.
@@ -210,6 +214,7 @@ class CollectContext:
             command_runner=self.command_runner, which=self.which, env=self.env, home=self.home,
             category=category, forbidden_paths=forbidden_paths, redactor=self.redactor,
             redaction_lock=self._redaction_lock, now=self.now, cpu_sample=self.cpu_sample,
+            last_one=self.last_one,
         )
 
     @property

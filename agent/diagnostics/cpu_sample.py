@@ -13,13 +13,17 @@ starting a sample costs a pass over the process table and no imports.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import psutil
 
-#: The shortest interval CPU percentages are measured over: shorter ones are mostly noise.
+#: The interval CPU percentages are measured over while other collectors still work (it costs nothing then).
 SAMPLE_SECONDS = 0.3
+#: The shortest interval: once the processes collector is the last one left, it waits no longer than this.
+#: CPU times count in ticks of 10 ms, so over 0.2 s a process's share reads to within 5 points of one CPU.
+MIN_SAMPLE_SECONDS = 0.2
 #: A sample older than this measures minutes-old history, not "now": the collector starts a fresh one.
 STALE_SECONDS = 30.0
 
@@ -53,9 +57,27 @@ class CpuSample:
         """Whether this sample still measures "now" (see :data:`STALE_SECONDS`)."""
         return self.age() < STALE_SECONDS
 
-    def wait_time(self, budget: float) -> float:
-        """How long to sleep before the second reading: what is left of :data:`SAMPLE_SECONDS`, at most ``budget``."""
-        return max(0.0, min(SAMPLE_SECONDS - self.age(), budget))
+    def wait_time(self, budget: float, seconds: float = SAMPLE_SECONDS) -> float:
+        """How long to sleep before the second reading: what is left of ``seconds``, at most ``budget``."""
+        return max(0.0, min(seconds - self.age(), budget))
+
+    def wait(self, budget: float, last_one: threading.Event | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait until the second reading is due, at most ``budget`` seconds.
+
+        That is :data:`SAMPLE_SECONDS` after the first, or :data:`MIN_SAMPLE_SECONDS`
+        once ``last_one`` is set (the caller is the last collector still working: a
+        longer interval would only keep the share waiting). Without ``last_one``, the
+        whole interval.
+        """
+        if last_one is None:
+            sleep(self.wait_time(budget))
+            return
+        started = self._clock()
+        sleep(self.wait_time(budget, MIN_SAMPLE_SECONDS))
+        rest = min(self.wait_time(budget), max(0.0, budget - (self._clock() - started)))
+        if rest > 0:
+            last_one.wait(rest)
 
     def total_percent(self) -> float:
         """The PC's CPU use since the first reading, 0–100 over all CPUs (0.0 if no time has passed)."""

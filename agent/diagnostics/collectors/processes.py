@@ -1,8 +1,10 @@
 """What runs on the PC and what eats it: the top CPU and memory consumers, counts, zombies.
 
-CPU percentages need two readings at least
-:data:`~agent.diagnostics.cpu_sample.SAMPLE_SECONDS` apart, so a
-process that spins right now shows up even if it started seconds ago. The first
+CPU percentages need two readings
+:data:`~agent.diagnostics.cpu_sample.SAMPLE_SECONDS` apart (or
+:data:`~agent.diagnostics.cpu_sample.MIN_SAMPLE_SECONDS`, once every other
+collector is done), so a process that spins right now shows up even if it
+started seconds ago. The first
 reading is the run's early :class:`~agent.diagnostics.cpu_sample.CpuSample` when
 the share took one (then the collector waits only for the rest of the interval),
 else one the collector takes itself.
@@ -10,7 +12,6 @@ else one the collector takes itself.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -57,7 +58,7 @@ class ProcessesCollector(Collector):
                 "started": iso_utc(info.get("create_time")),
                 "cmdline": " ".join(cmdline)[:CMDLINE_CHARS] if cmdline else None,
             })
-        time.sleep(sample.wait_time(ctx.remaining() - 1.0))
+        sample.wait(ctx.remaining() - 1.0, ctx.last_one)
         total_cpu = sample.total_percent()
         interval = sample.age()
         for row in table:  # a process that ended meanwhile keeps its row, with no percentage

@@ -7,12 +7,14 @@ work, and never prints.
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import socket
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -26,7 +28,7 @@ from agent.redaction import RedactionOptions, Redactor
 from agent.store import AgentStore
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
-from protocol.errors import ConfigError, ConflictError, UnavailableError
+from protocol.errors import ConfigError, ConflictError, InvalidInputError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 
 if TYPE_CHECKING:  # the server's client and its models load only when a share goes to a ticket
@@ -166,6 +168,75 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
         shutil.rmtree(work, ignore_errors=True)
         raise
     return PreparedBundle(work, report, bundle, archive, size, sha256, removal)
+
+
+#: The name a bundle gets when --output names a folder: no host or user name (the file may travel further).
+OUTPUT_NAME = "helpline-diagnostics-{moment}.tar.gz"
+
+
+def output_target(path: str | Path, *, overwrite: bool = False, now: datetime | None = None) -> Path:
+    """The file a bundle saved with ``--output path`` goes to, checked before anything is gathered.
+
+    A folder (or a path ending in a separator) gets a new file named after the
+    moment (:data:`OUTPUT_NAME`). An existing file is replaced only with
+    ``overwrite``; anything else that exists there, a missing or unwritable folder
+    on the way, is refused (InvalidInputError). Folders that do not exist yet are
+    made when the bundle is saved.
+    """
+    if not str(path).strip():
+        raise InvalidInputError("--output needs a file or folder name.", hint="For example: --output ~/diagnostics.tar.gz")
+    target = Path(path).expanduser()
+    if target.is_dir() or str(path).endswith(("/", os.sep)):
+        moment = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        folder, target = target, target / OUTPUT_NAME.format(moment=moment)
+        for again in range(2, 100):  # two shares within the same second: the second is numbered
+            if not (target.exists() or target.is_symlink()):
+                break
+            target = folder / OUTPUT_NAME.format(moment=f"{moment}-{again}")
+    if target.exists() or target.is_symlink():
+        if not target.is_file() or target.is_symlink():
+            raise InvalidInputError(f"{target} is not a regular file; the bundle is not written over it.",
+                                    hint="Give the name of a new file, or of a folder to save it in.")
+        if not overwrite:
+            raise InvalidInputError(f"{target} already exists.", hint="Give another name, or add --overwrite to replace it.")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"Cannot save to {target}: {folder} is not a folder.", hint="Give another place to save it.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"Cannot save to {target}: you may not write in {folder}.", hint="Give another place to save it.")
+    return target
+
+
+def save_archive(archive: Path, target: Path, *, overwrite: bool = False) -> None:
+    """Move the packed bundle to ``target`` whole or not at all: a part file beside it, renamed at the end.
+
+    Without ``overwrite`` a file that appeared there meanwhile is kept (InvalidInputError). An
+    error of the file system (no space, read-only, not permitted) is one InvalidInputError line.
+    """
+    part = target.parent / f".{target.name}.{os.getpid()}.part"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(archive), part)
+        if overwrite:
+            os.replace(part, target)
+            return
+        try:
+            os.link(part, target)  # fails if the name is taken: never replaces a file
+        except FileExistsError:
+            raise InvalidInputError(f"{target} already exists.",
+                                    hint="Give another name, or add --overwrite to replace it.") from None
+        except OSError:  # a file system without hard links (FAT, exFAT): check, then rename
+            if target.exists():
+                raise InvalidInputError(f"{target} already exists.",
+                                        hint="Give another name, or add --overwrite to replace it.") from None
+            os.replace(part, target)
+    except OSError as exc:
+        raise InvalidInputError(f"Could not save the bundle to {target}: {exc.strerror or exc}.",
+                                hint="Give another place to save it.") from None
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

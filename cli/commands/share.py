@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import shutil
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -123,7 +121,8 @@ def share(
     preview: Annotated[bool, typer.Option("--preview", help="Gather and show what would be sent, then stop.")] = False,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", metavar="CATEGORY", help="Leave a category out (repeatable): system, hardware, network, processes, services, software, logs, crashes, environment.")] = None,
     logs: Annotated[list[str] | None, typer.Option("--logs", metavar="GLOB", help="Add application logs (repeatable), e.g. '~/.config/MyApp/*.log'.")] = None,
-    output_path: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the bundle to this file instead of sending it.")] = None,
+    output_path: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE", help="Write the bundle to this file (or a new file in this folder) instead of sending it.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --output: replace the file if it exists.")] = False,
     deadline: Annotated[float | None, typer.Option("--deadline", metavar="SECONDS", min=1, max=300, help="Seconds the gathering may take (default 20).")] = None,
     redact_network: Annotated[bool, typer.Option("--redact-network", help="Also replace IP and MAC addresses with pseudonyms.")] = False,
     redact_names: Annotated[bool, typer.Option("--redact-names", help="Also replace host and user names with pseudonyms.")] = False,
@@ -141,6 +140,7 @@ def share(
       helpline share                         (after `helpline pair CODE`)
       helpline share --ticket T-1042 --yes
       helpline share --output ~/diagnostics.tar.gz     (no server needed)
+      helpline share --output /media/usb/            (a new file in that folder)
       helpline share --session               (then let your engineer connect)
 
     Without --yes it asks before sending anything, naming the ticket.
@@ -156,19 +156,21 @@ def share(
         raise InvalidInputError("Give one of --code, --ticket and --new.")
     if then_session:
         _check_session_possible(preview=preview, output_path=output_path, json_out=json_out, send_queued_only=send_queued_only)
-    if not (yes or preview or output_path) and not _interactive():
+    if not (yes or preview or output_path is not None) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
     from agent.diagnostics.cpu_sample import early_or_new
 
     # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
     # server count towards the interval CPU percentages are measured over.
     cpu_sample = early_or_new()
-    from agent.share import ShareRequest
+    from agent.share import ShareRequest, output_target
+
+    target = output_target(output_path, overwrite=overwrite) if output_path is not None else None  # refused first
 
     label = ticket_label(parse_ticket_ref(ticket)) if ticket else None
     pc = this_pc()
     previous = pc.link()
-    if not (output_path or preview or server or previous):
+    if not (target or preview or server or previous):
         # Say it now, not after gathering and asking: with no server there is nowhere to send to.
         raise ConfigError("This PC does not know its Helpline server yet.",
                           hint="Add --server URL (your support team tells you the address), or save the bundle with --output FILE.")
@@ -177,7 +179,7 @@ def share(
                            server_url=server or (previous.server_url if previous else None),
                            ticket=label)
     choice = None
-    if not (output_path or preview):
+    if not (target or preview):
         choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
         request.ticket, request.new_ticket = choice.number, choice.is_new
         request.ticket_title = choice.ticket.title if choice.ticket else None
@@ -197,10 +199,10 @@ def share(
                 output.say(f"Nothing was sent. The bundle is in {output.esc(prepared.bundle.out_dir)}")
             prepared = None  # keep it for the user to read
             return
-        if output_path:
-            target = output_path.expanduser()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(prepared.archive), target)
+        if target is not None:
+            from agent.share import save_archive
+
+            save_archive(prepared.archive, target, overwrite=overwrite)
             if json_out:
                 output.print_json({"output": str(target), "size": prepared.size, "sha256": prepared.sha256})
             else:
@@ -243,11 +245,11 @@ def share(
         run_session(the_ticket.number)
 
 
-def _check_session_possible(*, preview: bool, output_path: Path | None, json_out: bool, send_queued_only: bool) -> None:
+def _check_session_possible(*, preview: bool, output_path: str | None, json_out: bool, send_queued_only: bool) -> None:
     """Refuse --session before anything is gathered when no session could follow."""
     from agent.session.offer import check_platform
 
-    if preview or output_path or json_out or send_queued_only:
+    if preview or output_path is not None or json_out or send_queued_only:
         raise InvalidInputError("--session follows a share that is sent; it does not go with --preview, --output, --json or --send-queued.")
     check_platform()
     if not _interactive():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -143,10 +144,16 @@ def _extra(request: ShareRequest) -> dict:
 
 
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
-            work_root: Path | None = None, cpu_sample: CpuSample | None = None) -> PreparedBundle:
+            work_root: Path | None = None, cpu_sample: CpuSample | None = None,
+            settle: Callable[[ShareRequest], None] | None = None,
+            cancelled: threading.Event | None = None) -> PreparedBundle:
     """Collect, redact and bundle into a private work directory; return the packed bundle.
 
     ``cpu_sample`` is the first CPU reading if the caller took one when the share began.
+    ``settle(request)`` is called once the collectors are done, before the bundle is
+    finished: what the bundle says of the ticket and the person's answers may be
+    settled while the collectors work (:class:`Gathering`). Once ``cancelled`` is set
+    the collection stops (CollectionCancelled) and the work directory is removed.
     """
     root = work_root or AgentStore().folder("work")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -157,7 +164,9 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
         # Files of collectors that are done are scrubbed while the slower ones still work.
         builder = BundleBuilder(work / "staging", work / "bundle", redactor=redactor, exclude=set(request.exclude))
         report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor,
-                         cpu_sample=cpu_sample, on_result=builder.scrub_early)
+                         cpu_sample=cpu_sample, on_result=builder.scrub_early, cancelled=cancelled)
+        if settle is not None:
+            settle(request)
         bundle = builder.finish(report, extra=_extra(request))
         removal = _remove_in_background(work / "staging")  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"
@@ -168,6 +177,93 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
         shutil.rmtree(work, ignore_errors=True)
         raise
     return PreparedBundle(work, report, bundle, archive, size, sha256, removal)
+
+
+class Gathering:
+    """A share's gathering on a thread of its own, started before the ticket check and the questions.
+
+    The collectors work while the server is asked about the ticket and while the
+    person types their answers (a thread blocked on the terminal leaves the
+    interpreter to the collectors); on a slow PC that is seconds the person no
+    longer waits after the last answer. What the bundle says of the ticket and the
+    answers is settled last: :meth:`result` lets the bundle be finished with the
+    request as it is then, and replays the progress so far to its listener.
+    :meth:`cancel` stops it and removes what it wrote. Not for a share that needs
+    no gathering.
+    """
+
+    #: Seconds :meth:`cancel` waits for the gathering to remove what it wrote.
+    CANCEL_WAIT = 10.0
+
+    def __init__(self, request: ShareRequest, *, cpu_sample: CpuSample | None = None, work_root: Path | None = None):
+        self.request = request
+        self._settled = threading.Event()
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, str]] = []
+        self._listener: Callable[[str, str], None] | None = None
+        self._prepared: PreparedBundle | None = None
+        self._error: BaseException | None = None
+        # A daemon: an interpreter that must end does not wait for collectors stuck on a command. Whoever made
+        # the gathering ends it (result or cancel) before the process ends, so its work folder never stays.
+        self._thread = threading.Thread(target=self._run, args=(cpu_sample, work_root), name="share-gathering",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, cpu_sample: CpuSample | None, work_root: Path | None) -> None:
+        if hasattr(signal, "pthread_sigmask"):
+            # Ctrl-C is the person's word to the command: the kernel gives a process's signal to any thread
+            # that does not block it, and one taken here (or by a collector's thread, which inherits this)
+            # would leave the question waiting for a line. The collectors' commands inherit the mask too:
+            # they run in process groups of their own and are stopped with SIGTERM or SIGKILL.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._prepared = prepare(self.request, progress=self._progress, work_root=work_root, cpu_sample=cpu_sample,
+                                     settle=self._wait_until_settled, cancelled=self._cancelled)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks for the result
+            self._error = exc
+
+    def _progress(self, name: str, status: str) -> None:
+        with self._lock:
+            self._events.append((name, status))
+            listener = self._listener
+        if listener is not None:
+            listener(name, status)
+
+    def _wait_until_settled(self, request: ShareRequest) -> None:
+        self._settled.wait()
+        if self._cancelled.is_set():
+            from agent.diagnostics.collect import CollectionCancelled
+
+            raise CollectionCancelled("the share was stopped")
+
+    def result(self, progress: Callable[[str, str], None] | None = None) -> PreparedBundle:
+        """Finish the bundle with the request as it is now and return it (an error of the gathering is raised here).
+
+        ``progress`` hears of every collector so far, then of the rest as they end.
+        """
+        with self._lock:
+            self._listener = progress
+            past = list(self._events)
+        if progress is not None:
+            for name, status in past:
+                progress(name, status)
+        self._settled.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        prepared, self._prepared = self._prepared, None  # the caller's now: cancel() no longer removes it
+        assert prepared is not None
+        return prepared
+
+    def cancel(self) -> None:
+        """Stop gathering and wait (at most :data:`CANCEL_WAIT` seconds) until what it wrote is removed."""
+        self._cancelled.set()
+        self._settled.set()
+        self._thread.join(self.CANCEL_WAIT)
+        if self._prepared is not None:  # it finished first: its bundle is not wanted either
+            self._prepared.discard()
+            self._prepared = None
 
 
 #: The name a bundle gets when --output names a folder: no host or user name (the file may travel further).

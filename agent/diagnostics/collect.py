@@ -32,6 +32,12 @@ MAX_WORKERS = 8
 GRACE_SECONDS = 0.5
 
 Progress = Callable[[str, str], None]
+#: How often a collection that may be cancelled looks whether it was.
+CANCEL_POLL_SECONDS = 0.05
+
+
+class CollectionCancelled(Exception):
+    """The caller cancelled the collection (the person stopped the share): its contexts are closed."""
 
 
 def collect(
@@ -49,6 +55,7 @@ def collect(
     now: datetime | None = None,
     cpu_sample: CpuSample | None = None,
     on_result: Callable[[CollectorResult], None] | None = None,
+    cancelled: threading.Event | None = None,
 ) -> CollectionReport:
     """Gather diagnostics into ``out_dir`` (created; must be empty) and return the report.
 
@@ -63,8 +70,10 @@ def collect(
 (the processes collector then waits only for the rest of its interval).
 ``on_result(result)`` is called from the calling thread, holding the
 redactor's lock, for each collector that returned (its files are final), as
-soon as it returns: the bundle scrubs them while slower collectors work. Raise
-InvalidInputError for an
+soon as it returns: the bundle scrubs them while slower collectors work. Once
+``cancelled`` is set, it stops waiting for collectors within
+:data:`CANCEL_POLL_SECONDS` and raises CollectionCancelled (no collector writes
+after that). Raise InvalidInputError for an
     unknown category or a non-empty staging directory; never for a collector's
     failure.
     """
@@ -95,7 +104,7 @@ InvalidInputError for an
         else:
             jobs.append(collector)
 
-    _run_parallel(jobs, root, results, progress, on_result)
+    _run_parallel(jobs, root, results, progress, on_result, cancelled)
     return CollectionReport(
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
@@ -143,7 +152,8 @@ def _skip_reason(collector: Collector, root: CollectContext) -> str | None:
 
 
 def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str, CollectorResult],
-                  progress: Progress | None, on_result: Callable[[CollectorResult], None] | None = None) -> None:
+                  progress: Progress | None, on_result: Callable[[CollectorResult], None] | None = None,
+                  cancelled: threading.Event | None = None) -> None:
     """Feed ``jobs`` to daemon worker threads and fill ``results`` until all end or the global deadline passes."""
     if not jobs:
         return
@@ -152,13 +162,18 @@ def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str
     running: dict[str, tuple[Collector, CollectContext, float]] = {}
     lock = threading.Lock()
 
+    stopped = threading.Event()  # the run is over (done, past its deadline or cancelled): start nothing more
+
     def worker() -> None:
         while (collector := work.get()) is not None:
-            if root.remaining() <= 0:
+            if root.remaining() <= 0 or stopped.is_set():
                 continue  # the main thread reports never-started collectors
             ctx = root.for_collector(collector.category, collector.effective_timeout(root.options.collector_timeout),
                                      collector.forbidden_paths)
             with lock:
+                if stopped.is_set():
+                    ctx.close()
+                    continue
                 running[collector.name] = (collector, ctx, time.monotonic())
             events.put(("start", collector.name, None))
             events.put(("done", collector.name, run_collector(collector, ctx)))
@@ -178,6 +193,10 @@ def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str
             with lock:
                 deadlines = [ctx.deadline + GRACE_SECONDS for name, (_, ctx, _) in running.items() if name in pending]
             wake = min([hard_stop, *deadlines])
+            if cancelled is not None:
+                if cancelled.is_set():
+                    raise CollectionCancelled("the collection was cancelled")
+                wake = min(wake, time.monotonic() + CANCEL_POLL_SECONDS)
             try:
                 kind, name, payload = events.get(timeout=max(0.0, wake - time.monotonic()))
                 if name in pending:
@@ -209,6 +228,7 @@ def _run_parallel(jobs: list[Collector], root: CollectContext, results: dict[str
     finally:
         # Whatever happened (even a failing progress callback), no late writes land in the staging dir.
         with lock:
+            stopped.set()
             for _, ctx, _ in running.values():
                 ctx.close()
 

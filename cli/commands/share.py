@@ -37,11 +37,10 @@ def _ask(request) -> None:
             setattr(request, field, typer.prompt(question, default="", show_default=False, err=True, prompt_suffix=" ").strip())
 
 
-def _collect(request, cpu_sample):
-    from agent.share import prepare  # diagnostics load only when sharing
-
+def _collect(gathering):
+    """The bundle the gathering makes (it began before the questions), with a bar on a terminal."""
     if not sys.stderr.isatty():
-        return prepare(request, cpu_sample=cpu_sample)
+        return gathering.result()
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn  # bars only on a terminal
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -54,7 +53,7 @@ def _collect(request, cpu_sample):
                 done.add(name)
             bar.update(task, description=f"Gathering diagnostics ({name})", completed=len(done))
 
-        return prepare(request, progress=tick, cpu_sample=cpu_sample)
+        return gathering.result(progress=tick)
 
 
 def send_question(choice) -> str:
@@ -163,7 +162,7 @@ def share(
     # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
     # server count towards the interval CPU percentages are measured over.
     cpu_sample = early_or_new()
-    from agent.share import ShareRequest, output_target
+    from agent.share import Gathering, ShareRequest, output_target
 
     target = output_target(output_path, overwrite=overwrite) if output_path is not None else None  # refused first
 
@@ -178,14 +177,20 @@ def share(
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),
                            ticket=label)
-    choice = None
-    if not (target or preview):
-        choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
-        request.ticket, request.new_ticket = choice.number, choice.is_new
-        request.ticket_title = choice.ticket.title if choice.ticket else None
-    _ask(request)
+    # The collectors start now and work while the server is asked about the ticket and the person answers;
+    # the ticket and the answers reach the bundle when it is finished (Gathering.result).
+    gathering = Gathering(request, cpu_sample=cpu_sample)
     try:
-        prepared = _collect(request, cpu_sample)
+        choice = None
+        if not (target or preview):
+            choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
+            request.ticket, request.new_ticket = choice.number, choice.is_new
+            request.ticket_title = choice.ticket.title if choice.ticket else None
+        _ask(request)
+        prepared = _collect(gathering)
+    except BaseException:
+        gathering.cancel()  # what it gathered goes before the error is told
+        raise
     finally:
         if then_session:
             gc.enable()  # `helpline` turned the cycle collector off while the bundle was made; a session runs long

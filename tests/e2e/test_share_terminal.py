@@ -57,3 +57,56 @@ def test_questions_preview_and_refusal_on_a_terminal(live_server, admin_pc, make
     admin_pc.ok("diag", "get", bundles[0]["id"], "--dir", str(dest))
     manifest = json.loads((dest / "manifest.json").read_text())
     assert "Outlook [crashes] on start" in json.dumps(manifest)
+
+
+def _gathered_so_far(pc) -> list:
+    """Facts the collectors of a share under way have written (its work folders' staging)."""
+    return sorted((pc.agent_dir / "work").glob("share-*/staging/*/facts.json"))
+
+
+def _wait_for(check, seconds: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    return check()
+
+
+def test_the_collectors_work_while_the_person_answers(make_pc, tmp_path):
+    # The gathering starts before the questions: by the time the first one waits for an answer, collectors
+    # have written their facts; the answers still reach the bundle, and nothing stays in the work folder.
+    user = make_pc("asked")
+    target = tmp_path / "diag.tar.gz"
+    child = spawn(user, "share", "--output", str(target))
+    child.expect("What happened\\?")
+    assert _wait_for(lambda: _gathered_so_far(user)), "nothing was gathered while the question waited"
+    child.sendline("Printer offline")
+    child.expect("Since when, and how often\\?")
+    child.sendline("today")
+    child.expect("What have you already tried\\?")
+    child.sendline("turned it off and on")
+    child.expect("Saved to")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    from protocol.archive import inspect_archive
+
+    summary = json.loads(inspect_archive(target).read_member("summary.json", 1 << 22))
+    assert summary["answers"] == {"what_happened": "Printer offline", "since_when": "today",
+                                  "already_tried": "turned it off and on"}
+    assert list((user.agent_dir / "work").glob("share-*")) == []
+
+    # Stopped at a question while gathering: what was gathered goes too.
+    child = spawn(user, "share", "--output", str(tmp_path / "second.tar.gz"))
+    child.expect("What happened\\?")
+    assert _wait_for(lambda: _gathered_so_far(user))
+    child.sendintr()
+    child.expect("Nothing was sent")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert list((user.agent_dir / "work").glob("share-*")) == [] and not (tmp_path / "second.tar.gz").exists()

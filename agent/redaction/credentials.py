@@ -572,6 +572,16 @@ _COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     ),
 )
 _PGPASS_TRIGGER = re.compile(r":(?:\d{1,5}|\*):[^\s:]+:[^\s:]+:")
+# The same five fields behind a log line's prefix ("2026-12-01T10:00:00 app[1]: host:5432:db:user:pw", "wrote
+# ~/.pgpass -> *:*:*:postgres:pw", echo 'host:…' >> ~/.pgpass). The group starts a word and is exactly five
+# fields long (a MAC address or a full IPv6 address has six or more); its password ends at a space or a quote.
+_PGPASS_IN_LINE = re.compile(
+    r"(?:(?<=[\s\"'`(=>,;])|^)(?:\[[0-9A-Fa-f:.]+\]|(?:[\w.\-*]|\\.)+):(?:\d{1,5}|\*)"
+    r":(?:[^\s:\\\"'`]|\\.)+:(?:[^\s:\\\"'`]|\\.)+:(?P<value>(?:[^\s:\\\"'`]|\\.)+)(?![^\s\"'`])"
+)
+# Five short hex or digit groups are a hardware address or a time, not a host, port, database, user and password.
+_HEX_GROUPS = re.compile(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){4}")
+
 _COLON_LITERALS = (
     "@", "psk", "xauth", "eap", "ntlm", ": pin", "{sha", "{ssha", "{md5", "{smd5", "{crypt", "{pbkdf2", "{argon2",
     "{cleartext",
@@ -608,7 +618,26 @@ class ColonFiles:
                 return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]
 
             line = pattern.sub(replace, line)
+        if ":" in line:
+            line = self._pgpass_in_line(line, hit)
         return line
+
+    @staticmethod
+    def _pgpass_in_line(line: str, hit: Hit) -> str:
+        """A ``.pgpass`` line behind a log line's prefix: replace its password, unless the five fields are
+        hex or digit groups or the "password" is a number, a wildcard or already replaced."""
+
+        def replace(m: re.Match[str]) -> str:
+            value = m.group("value").rstrip(".,;")
+            s = m.start("value")
+            e = s + len(value)
+            if not value or value.isdigit() or value == "*" or is_not_secret(value) or TOKEN_IN.search(value) \
+                    or _HEX_GROUPS.fullmatch(m.group(0)) or _overlaps_token(m.string, m.start(), e):
+                return m.group(0)
+            hit(PASSWORD)
+            return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]
+
+        return _PGPASS_IN_LINE.sub(replace, line)
 
 
 # --- random tokens in a credential position ------------------------------------------------------------

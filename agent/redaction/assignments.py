@@ -11,6 +11,7 @@ Whether a name holds a secret is decided by :func:`agent.redaction.keys.classify
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -112,6 +113,14 @@ def _label_starts(line: str, key_start: int) -> list[int]:
         starts.append(begin)
         pos = begin
     return starts
+
+
+# A quoted key written with JSON escapes ("pass\u0077ord", "contrase\u00f1a", "\u043f\u0430…"): judged by
+# the name it decodes to. The escapes a JSON encoder writes for non-ASCII letters are in every such key.
+_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
+_ESCAPED_KEY = re.compile(
+    r"(?P<sigil>)(?P<kq>[\"'])(?P<key>(?:[^\"'\\\s]|\\u[0-9a-fA-F]{4}){1,120})(?P=kq)(?P<sep>[ \t]*:[ \t]*)"
+)
 
 
 # A command's argument list as JSON or Python: ["mysql", "--password", "x"].
@@ -303,11 +312,13 @@ class Assignments:
     )
 
     def triggers(self) -> Triggers:
-        return Triggers(KEYWORDS)
+        return Triggers(KEYWORDS, _ESCAPE)
 
     def apply(self, line: str, hit: Hit) -> str:
         if '",' in line or "'," in line:
             line = self._argv_pairs(line, hit)
+        if "\\u" in line:
+            line = self._escaped_keys(line, hit)
         out: list[str] = []
         done = 0  # line[:done] is already in out
         pos = 0
@@ -379,6 +390,29 @@ class Assignments:
             return m.group(0)[: s - m.start()] + token(kind) + m.group(0)[e - m.start() :]
 
         return _ARGV_PAIR.sub(replace, line)
+
+    def _escaped_keys(self, line: str, hit: Hit) -> str:
+        """``{"pass\\u0077ord": "x"}``: a quoted key with JSON escapes whose decoded name is a secret's."""
+        out: list[str] = []
+        done = 0
+        for m in _ESCAPED_KEY.finditer(line):
+            if m.start() < done or "\\u" not in m.group("key"):
+                continue
+            kind = keys.classify_key(json.loads('"' + m.group("key") + '"'))
+            if kind is None:
+                continue
+            span = self._value_span(line, m, kind, flag=False, whitespace_sep=False)
+            if span is None:
+                continue
+            start, end, replacement = span
+            out.append(line[done:start])
+            out.append(replacement(kind))
+            hit(kind)
+            done = end
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
 
     @staticmethod
     def _call_argument(line: str, m: re.Match[str]) -> bool:

@@ -22,8 +22,8 @@ from agent.redaction.triggers import Triggers
 KEYWORDS = (
     "pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
     # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
-    "wort", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
-    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호",
+    "wort", "kennw", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
+    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호", "पासवर्ड",
     # "secret phrase", "WLAN-Schlüssel"
     "phrase", "schlüssel", "schluessel",
 )  # fmt: skip
@@ -38,7 +38,7 @@ _KEY_DELIMITERS = frozenset(" \t,;:{([&?|'\"`<>=*")
 _ASSIGN_AT = re.compile(
     r"(?P<sigil>--?|\$|@)?"
     r"(?P<kq>[\"'])?"
-    r"(?P<key>\w[\w.\-]*)"
+    r"(?P<key>\w[\w.\-\u0900-\u097f]*)"  # Devanagari's vowel signs are no \w: पासवर्ड
     r"(?(kq)(?P=kq)\]?)"
     r"(?P<sep>[ \t]*(?:=>|:=|=|->|:(?![:/\\])|,)[ \t]*|[ \t]+)"
 )

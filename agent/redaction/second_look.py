@@ -28,10 +28,19 @@ from collections import Counter
 from collections.abc import Iterable
 
 from agent.redaction import words
-from agent.redaction.triggers import literal_line_starts
+from agent.redaction.triggers import combined_literals, literal_line_starts
 
 #: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
 KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
+
+def _trie(literals, *, spaced: bool = False) -> str:
+    """One alternation of ``literals`` written as a trie (see :func:`combined_literals`); ``spaced``: a space
+    in a literal stands for a space or a tab."""
+    combined = combined_literals(tuple(sorted(set(literals))))
+    if combined is None:
+        return "(?!)"
+    return "(?:" + (combined.pattern.replace("\\ ", "[ \\t]") if spaced else combined.pattern) + ")"
+
 
 #: Words that announce a secret, in several languages (matched case-insensitively, at a word start).
 _SECRET_WORDS = (
@@ -41,9 +50,11 @@ _SECRET_WORDS = (
     r"private[ _.-]?key|auth(?:[ _.-]?token)?|credentials?|psk|pre[ _-]?shared[ _-]?key|client[ _.-]?secret|"
     r"bearer|sas|connection[ _.-]?string"
     # The word forms the first pass knows (agent/redaction/words.py): a spelling it learns, this look learns too.
-    rf"|{words.PASSWORD_WORDS_SPACED}|{words.PASSWORD_WORDS_CJK}|{words.PASSWORD_WORDS_ESCAPED}"
-    rf"|(?:{'|'.join(words.KEY_QUALIFIERS)})[ _.-]?keys?"
-    rf"|(?:{'|'.join(words.SCHLUESSEL_QUALIFIERS)})[ _.-]?{words.SCHLUESSEL}"
+    # Lists of plain words go in as tries (``pass(?:word)?|…`` written once per shared start): the regex engine
+    # tries this at every word of a line, and a trie costs about what one word does.
+    rf"|{_trie({word.lower() for word in words.password_words()}, spaced=True)}"
+    rf"|{_trie({word.lower() for word in words.ESCAPED_PASSWORD_WORDS})}"
+    rf"|{_trie(words.SCHLUESSEL_QUALIFIERS)}[ _.-]?(?:keys?|{words.SCHLUESSEL})"
 )
 #: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
 #: separator (``:``, ``=``, ``=>``, a verb "is" in several languages, or just spaces), the value.

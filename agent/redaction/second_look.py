@@ -3,9 +3,10 @@ catch what the detectors missed.
 
 The first pass (:mod:`agent.redaction.detectors`) decides what to *replace*; this
 module only decides which *lines* still look as if they hold a secret. It shares
-no pattern or helper with the first pass: a class of secret the first pass does
-not know, or a spelling its pattern misses, meets different code here. Its
-heuristics:
+no pattern or detector with the first pass: a class of secret the first pass does
+not know, or a spelling its pattern misses, meets different code here. It does
+read the same lists of word forms (:mod:`agent.redaction.words`), so a word the
+first pass learns is never one it does not know. Its heuristics:
 
 - a value that looks random (mixed character classes, letters and digits
   interleaved, or long and high in entropy) in a credential position: after a
@@ -32,6 +33,7 @@ from agent.redaction.triggers import combined_literals, literal_line_starts
 
 #: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
 KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
+
 
 def _trie(literals, *, spaced: bool = False) -> str:
     """One alternation of ``literals`` written as a trie (see :func:`combined_literals`); ``spaced``: a space

@@ -11,6 +11,7 @@ Whether a name holds a secret is decided by :func:`agent.redaction.keys.classify
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -21,8 +22,8 @@ from agent.redaction.triggers import Triggers
 KEYWORDS = (
     "pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
     # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
-    "wort", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
-    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호",
+    "wort", "kennw", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
+    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호", "पासवर्ड",
     # "secret phrase", "WLAN-Schlüssel"
     "phrase", "schlüssel", "schluessel",
 )  # fmt: skip
@@ -37,7 +38,7 @@ _KEY_DELIMITERS = frozenset(" \t,;:{([&?|'\"`<>=*")
 _ASSIGN_AT = re.compile(
     r"(?P<sigil>--?|\$|@)?"
     r"(?P<kq>[\"'])?"
-    r"(?P<key>\w[\w.\-]*)"
+    r"(?P<key>\w[\w.\-\u0900-\u097f]*)"  # Devanagari's vowel signs are no \w: पासवर्ड
     r"(?(kq)(?P=kq)\]?)"
     r"(?P<sep>[ \t]*(?:=>|:=|=|->|:(?![:/\\])|,)[ \t]*|[ \t]+)"
 )
@@ -107,11 +108,19 @@ def _label_starts(line: str, key_start: int) -> list[int]:
             begin -= 1
         word = line[begin:end].lower()
         if not word or not word[0].isalpha() or word in _LABEL_STOP or word in _NOT_SECRET_WORDS \
-                or word.endswith(("ing", "ed")):
+                or (word.endswith(("ing", "ed")) and "-" not in word):  # "pre-shared key" is a label
             break
         starts.append(begin)
         pos = begin
     return starts
+
+
+# A quoted key written with JSON escapes ("pass\u0077ord", "contrase\u00f1a", "\u043f\u0430…"): judged by
+# the name it decodes to. The escapes a JSON encoder writes for non-ASCII letters are in every such key.
+_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
+_ESCAPED_KEY = re.compile(
+    r"(?P<sigil>)(?P<kq>[\"'])(?P<key>(?:[^\"'\\\s]|\\u[0-9a-fA-F]{4}){1,120})(?P=kq)(?P<sep>[ \t]*:[ \t]*)"
+)
 
 
 # A command's argument list as JSON or Python: ["mysql", "--password", "x"].
@@ -129,6 +138,26 @@ _CONFIG_PREFIX = re.compile(
     r"(?:-[ \t]+)?",
     re.I,
 )
+# The header a log line starts with, as several tools write it: a timestamp, a date or time, a syslog host and
+# program[pid]:, a level (INFO, <info>, local.DEBUG:), a [tag] or a logger name, each followed by spaces. A
+# setting after such a header is the line's message, as a setting at the start of a config line is.
+_HEADER_TOKEN = (
+    r"(?:\d[\d:.,/+\-TZ]*(?:[ \t]+[A-Za-z][\w.\-]*(?=[ \t]+[\w.\-/@]+(?:\[\d+\])?:))?"  # 2026-12-01T10:00:00 host
+    r"|[IWEF]\d{4}"  # I1201: a level and a date in one
+    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun)[a-z]*,?|[ap]m"
+    r"|(?:info|debug|notice|warn(?:ing)?|err(?:or)?|crit(?:ical)?|trace|fatal|verbose|alert|emerg|dbg|inf|wrn):?"
+    r"|\[[^\]\n]{0,80}\]:?|<[^<>\n]{0,40}>:?|\([^()\n]{0,40}\):?"
+    r"|[\w.\-/@]+(?:\[\d+\])?:(?:\d+\])?"  # app[123]:, kernel:, local.DEBUG:, setup.go:42]
+    r"|[a-z][\w$]*(?:\.[\w$]+)+"  # a logger's name: c.e.Setup
+    r"|-{1,2}|\||>|»)"
+)
+_BRACKETED = r"(?:\[[^\]\n]{0,80}\]|<[^<>\n]{0,40}>|\([^()\n]{0,40}\)):?"
+# Tokens are apart by spaces (a bracketed one may touch what follows: "<7>psk=…"), so a run of digits or words
+# splits into tokens one way only.
+LOG_HEADER = rf"(?:{_HEADER_TOKEN}[ \t]+|{_BRACKETED}[ \t]*)+"
+# A word or two may tell which one: "INFO new psk: …", "[wifi] the guest password = …".
+_WHICH = r"(?:(?:new|old|current|default|initial|temporary|temp|guest|admin|root|my|your|the)[ \t]+){0,2}"
+_AFTER_LOG_HEADER = re.compile(rf"[ \t]*{LOG_HEADER}" + _CONFIG_PREFIX.pattern + _WHICH, re.I)
 _ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
 _CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
 # A value in a URL query ends at "&" that starts the next parameter; elsewhere "&" is part of it.
@@ -154,6 +183,17 @@ _NOT_SECRET_WORDS = frozenset(
     mismatched used unused consumed issued renewed rotated
     """.split()
 )
+# Words that start a sentence or a status, not a pass-phrase ("password: changed for alex", "psk: is too short").
+_PROSE_START = (
+    frozenset(
+        """
+        please see was were has have had been must should too will does did do may might contains now only still
+        already cannot can't isn't wasn't length at least
+        """.split()
+    )
+    | _LABEL_STOP
+    | _NOT_SECRET_WORDS
+) - {"my", "your", "our", "their", "his", "her"}
 # dpkg's multiarch qualifier: `libsecret-1-0:amd64` names a package, not a secret.
 _ARCHITECTURES = frozenset(
     "amd64 arm64 i386 i686 armhf armel all any x86_64 aarch64 noarch ppc64el ppc64le s390x riscv64 mips64el".split()
@@ -225,6 +265,18 @@ def spaced_to_end(sep: str, rest: str) -> bool:
     return rest.split(None, 1)[0].lower() not in _NOT_SECRET_WORDS
 
 
+# What a pass-phrase is kept as: a password, a network's key, a secret ("secret phrase"); never a token or a cookie.
+_PHRASE_KINDS = frozenset({keys.PASSWORD, keys.API_KEY, keys.SECRET})
+
+
+def _phrase_to_end(rest: str) -> bool:
+    """Whether ``rest`` (what follows a setting's separator behind a log header) is a pass-phrase: a few plain
+    words to the end of the line, the first of which does not start a sentence or a status."""
+    if _SPACED_VALUE.fullmatch(rest) is None or _ANOTHER_ASSIGNMENT.search(rest):
+        return False
+    return rest.split(None, 1)[0].lower().rstrip(".,:;!?") not in _PROSE_START
+
+
 def looks_like_prose(value: str, following: str) -> bool:
     """True for "Invalid token: signature mismatch" or "authorization: denied": a lower-case word that
     is a status or is followed by more words, rather than a credential."""
@@ -260,11 +312,13 @@ class Assignments:
     )
 
     def triggers(self) -> Triggers:
-        return Triggers(KEYWORDS)
+        return Triggers(KEYWORDS, _ESCAPE)
 
     def apply(self, line: str, hit: Hit) -> str:
         if '",' in line or "'," in line:
             line = self._argv_pairs(line, hit)
+        if "\\u" in line:
+            line = self._escaped_keys(line, hit)
         out: list[str] = []
         done = 0  # line[:done] is already in out
         pos = 0
@@ -293,7 +347,7 @@ class Assignments:
                 pos = m.end("key")
                 continue
             kind = keys.classify_key(m.group("key"))
-            labelled = False
+            labelled = logged = False
             if not whitespace_sep and not sigil and not m.group("kq"):
                 for label_start in _label_starts(line, m.start()):
                     if kind is None:
@@ -303,9 +357,13 @@ class Assignments:
                     if _CONFIG_PREFIX.fullmatch(line, 0, label_start) is not None:
                         labelled = True
                         break
+                    if _AFTER_LOG_HEADER.fullmatch(line, 0, label_start) is not None:
+                        logged = True  # "[wifi] WPA key: …"
+                        break
             if kind is None:
                 continue  # keep scanning after the separator: `--from-literal=password=x`
-            span = self._value_span(line, m, kind, flag=flag, whitespace_sep=whitespace_sep, labelled=labelled)
+            span = self._value_span(line, m, kind, flag=flag, whitespace_sep=whitespace_sep, labelled=labelled,
+                                    logged=logged)
             if span is None:
                 continue
             start, end, replacement = span
@@ -333,6 +391,29 @@ class Assignments:
 
         return _ARGV_PAIR.sub(replace, line)
 
+    def _escaped_keys(self, line: str, hit: Hit) -> str:
+        """``{"pass\\u0077ord": "x"}``: a quoted key with JSON escapes whose decoded name is a secret's."""
+        out: list[str] = []
+        done = 0
+        for m in _ESCAPED_KEY.finditer(line):
+            if m.start() < done or "\\u" not in m.group("key"):
+                continue
+            kind = keys.classify_key(json.loads('"' + m.group("key") + '"'))
+            if kind is None:
+                continue
+            span = self._value_span(line, m, kind, flag=False, whitespace_sep=False)
+            if span is None:
+                continue
+            start, end, replacement = span
+            out.append(line[done:start])
+            out.append(replacement(kind))
+            hit(kind)
+            done = end
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
+
     @staticmethod
     def _call_argument(line: str, m: re.Match[str]) -> bool:
         """``setenv("DB_PASSWORD", "x")``: a quoted name and a quoted value as arguments of a call."""
@@ -342,7 +423,8 @@ class Assignments:
         )
 
     def _value_span(
-        self, line: str, m: re.Match[str], kind: str, *, flag: bool, whitespace_sep: bool, labelled: bool = False
+        self, line: str, m: re.Match[str], kind: str, *, flag: bool, whitespace_sep: bool, labelled: bool = False,
+        logged: bool = False,
     ) -> tuple[int, int, Callable[[str], str]] | None:
         """Return (start, end, make_replacement) for the value after ``m``, or None if it is not a secret."""
         vstart = m.end()
@@ -402,6 +484,10 @@ class Assignments:
             value = rest.rstrip()  # `password = correct horse battery staple`
             if labelled and rest.split(None, 1)[0].lower() in _LABEL_STOP | _NOT_SECRET_WORDS:
                 return None  # "router admin password: not set"
+        elif (not config_line and not flag and sep != "->" and kind in _PHRASE_KINDS
+              and (logged or _AFTER_LOG_HEADER.fullmatch(line, 0, m.start()) is not None)
+              and _phrase_to_end(rest)):
+            value = rest.rstrip()  # `Dec  1 10:00:00 host wpa_supplicant[12]: psk: correct horse battery staple`
         elif self._names_the_next_setting(rest):
             return None  # `wifi psk: password = ...`: the setting named next holds the value
         elif spaced_to_end(m.group("sep"), rest):
@@ -511,7 +597,7 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # Debian /etc/network/interfaces: "wpa-psk correct horse battery staple", "wireless-key s:abcde"
     (
         ("wpa-psk", "wpa-passphrase", "wireless-key"),
-        re.compile(r"(?i)^[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)[ \t]+(?P<value>\S.*?)[ \t]*$"),
+        re.compile(rf"(?i)^(?:{LOG_HEADER})?[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)[ \t]+(?P<value>\S.*?)[ \t]*$"),
     ),
     # redis.conf / sentinel: requirepass hunter2, masterauth hunter2
     (("requirepass", "masterauth"), re.compile(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),

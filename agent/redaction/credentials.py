@@ -15,7 +15,6 @@ prose ("password reset link sent"), paths, versions, numbers and flags stay.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -24,6 +23,16 @@ from agent.redaction import keys
 from agent.redaction.assignments import NSS_SOURCES, is_not_secret, spaced_to_end
 from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
+from agent.redaction.words import (
+    ESCAPED_PASSWORD_WORDS as _ESCAPED_WORDS,
+    PASSWORD_TRIGGERS,
+    SHORT_TRIGGERS,
+)
+from agent.redaction.words import PASSWORD_WORDS_CJK as _PASSWORD_WORDS_CJK
+from agent.redaction.words import PASSWORD_WORDS_ESCAPED as _PASSWORD_WORDS_ESCAPED
+from agent.redaction.words import PASSWORD_WORDS_SPACED as _PASSWORD_WORDS_SPACED
+from agent.redaction.words import PIN_WORDS as _PIN_WORDS
+from agent.redaction.words import SHORT_PASSWORD_WORDS as _SHORT_PASSWORD_WORDS
 
 PASSWORD = keys.PASSWORD
 HIGH_ENTROPY = "high-entropy"
@@ -89,49 +98,13 @@ def looks_random(value: str) -> bool:
 
 # --- the word for "password" ---------------------------------------------------------------------------
 
-# Written as words between word boundaries (Latin, Cyrillic, Greek, Hebrew, Arabic, Devanagari scripts).
-_PASSWORD_WORDS_SPACED = (
-    r"pass(?:word|wd|phrase|code)s?|pwd|pass[ \t]phrase|passwort|kennwort|passw[öo]rter|kennw[öo]rter"
-    r"|mot[ \t]de[ \t]passe|mots[ \t]de[ \t]passe|mdp|contrase[ñn]a|contrasenya|clave|senha|palavra-passe"
-    r"|wachtwoord|has[łl]o|heslo|l[öo]senord(?:et)?|salasana(?:si)?|parol[aă]|jelsz[óo]|passord(?:et)?"
-    r"|adgangskode(?:n)?|[şs]ifre(?:si|m)?|geslo|lozinka|parool|slapta[žz]odis"
-    r"|пароль|пароля|паролем|лозинка|κωδικός|סיסמה|סיסמא|كلمة[ \t]المرور|كلمة[ \t]السر"
-    r"|m[ậa]t[ \t]kh[ẩa]u|kata[ \t]sandi|kata[ \t]laluan|पासवर्ड"
-)
-# Written without spaces around them (Chinese, Japanese, Korean).
-_PASSWORD_WORDS_CJK = r"密码|密碼|口令|パスワード|暗証番号|비밀번호|암호"
-# The non-ASCII words above as a JSON encoder writes them by default ("contrase\\u00f1a", "\\u043f\\u0430…"): a
-# log written as JSON lines holds them so, in lower, upper or title case.
-_NON_ASCII_WORDS = (
-    "passwörter", "kennwörter", "contraseña", "hasło", "lösenord", "lösenordet", "jelszó", "parolă", "şifre",
-    "şifresi", "şifrem", "slaptažodis", "пароль", "пароля", "паролем", "лозинка", "κωδικός", "סיסמה", "סיסמא",
-    "mật khẩu", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
-)  # fmt: skip
-_ESCAPED_WORDS = tuple(sorted(
-    {json.dumps(form)[1:-1] for word in _NON_ASCII_WORDS for form in (word, word.upper(), word.capitalize())},
-    key=len, reverse=True,
-))
-_PASSWORD_WORDS_ESCAPED = "|".join(re.escape(word) for word in _ESCAPED_WORDS)
 _SECRET_WORDS = (
     r"(?:api|access|secret|auth|bearer|refresh|session|private|app|client|license|licence|product|storage|account"
     r"|shared|master|encryption|signing|subscription|network|security|wifi|wlan|wireless|pre-shared)"
     r"[ \t_\-]?(?:key|token|secret)s?|tokens?|secrets?|credentials?|cl[ée][ \t]api|cl[ée][ \t]secr[èe]te"
     r"|api-schl[üu]ssel|geheimnis"
 )
-PASSWORD_TRIGGERS = (
-    "pass", "pwd", "wort", "mdp", "contrase", "clave", "senha", "wachtwoord", "hasło", "haslo", "heslo",
-    "senord", "salasana", "parol", "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "parool", "slapta",
-    "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "khẩu", "khau", "sandi", "laluan", "पासवर्ड",
-    "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
-    *sorted({word.lower() for word in _ESCAPED_WORDS}),
-)  # fmt: skip
 SECRET_TRIGGERS = ("key", "token", "secret", "credential", "clé", "cle ", "schlüssel", "schlussel", "geheimnis")
-# "pass" and "pw" are words of their own too ("the pass is", "pw:"), but "pass" also means a test or a round:
-# after these a value counts only if it is shaped like a password (see SpokenPasswords._replace).
-_SHORT_PASSWORD_WORDS = r"pass|pw|passw"
-# A PIN is digits: "PIN: 4821", "SIM PIN is 1234", "PIN-Code: 0000".
-_PIN_WORDS = r"pin(?:[ \t_\-]?code)?|code[ \t]pin"
-SHORT_TRIGGERS = ("pw", "pin ", "pin:", "pin=", "pin-", "pin\t", "pin_")
 
 # The boundary before a word is checked after the match (see _starts_word): a look-behind at the start
 # of a pattern stops the regex engine from skipping ahead to the letters a word can start with.
@@ -152,7 +125,7 @@ _STEMS = re.compile(
         re.escape(stem)
         for stem in sorted(
             {
-                "pass", "pwd", "wort", "mot", "mdp", "contrase", "clave", "senha", "palavra", "wachtwoord",
+                "pass", "pwd", "wort", "kennw", "mot", "mdp", "contrase", "clave", "senha", "palavra", "wachtwoord",
                 "hasło", "haslo", "heslo", "senord", "salasana", "parol", "jelsz", "adgangskode", "ifre",
                 "geslo", "lozinka", "parool", "slapta", "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "mật",
                 "mat kh", "kata", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
@@ -572,6 +545,16 @@ _COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     ),
 )
 _PGPASS_TRIGGER = re.compile(r":(?:\d{1,5}|\*):[^\s:]+:[^\s:]+:")
+# The same five fields behind a log line's prefix ("2026-12-01T10:00:00 app[1]: host:5432:db:user:pw", "wrote
+# ~/.pgpass -> *:*:*:postgres:pw", echo 'host:…' >> ~/.pgpass). The group starts a word and is exactly five
+# fields long (a MAC address or a full IPv6 address has six or more); its password ends at a space or a quote.
+_PGPASS_IN_LINE = re.compile(
+    r"(?:(?<=[\s\"'`(=>,;])|^)(?:\[[0-9A-Fa-f:.]+\]|(?:[\w.\-*]|\\.)+):(?:\d{1,5}|\*)"
+    r":(?:[^\s:\\\"'`]|\\.)+:(?:[^\s:\\\"'`]|\\.)+:(?P<value>(?:[^\s:\\\"'`]|\\.)+)(?![^\s\"'`])"
+)
+# Five short hex or digit groups are a hardware address or a time, not a host, port, database, user and password.
+_HEX_GROUPS = re.compile(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){4}")
+
 _COLON_LITERALS = (
     "@", "psk", "xauth", "eap", "ntlm", ": pin", "{sha", "{ssha", "{md5", "{smd5", "{crypt", "{pbkdf2", "{argon2",
     "{cleartext",
@@ -608,7 +591,26 @@ class ColonFiles:
                 return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]
 
             line = pattern.sub(replace, line)
+        if ":" in line:
+            line = self._pgpass_in_line(line, hit)
         return line
+
+    @staticmethod
+    def _pgpass_in_line(line: str, hit: Hit) -> str:
+        """A ``.pgpass`` line behind a log line's prefix: replace its password, unless the five fields are
+        hex or digit groups or the "password" is a number, a wildcard or already replaced."""
+
+        def replace(m: re.Match[str]) -> str:
+            value = m.group("value").rstrip(".,;")
+            s = m.start("value")
+            e = s + len(value)
+            if not value or value.isdigit() or value == "*" or is_not_secret(value) or TOKEN_IN.search(value) \
+                    or _HEX_GROUPS.fullmatch(m.group(0)) or _overlaps_token(m.string, m.start(), e):
+                return m.group(0)
+            hit(PASSWORD)
+            return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]
+
+        return _PGPASS_IN_LINE.sub(replace, line)
 
 
 # --- random tokens in a credential position ------------------------------------------------------------

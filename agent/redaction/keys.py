@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from agent.redaction import words
+
 # Detector names produced for key = value secrets.
 PASSWORD = "password"
 SECRET = "secret"
@@ -124,6 +126,9 @@ _PASSWORD_SEGMENTS = frozenset(
     {"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase", "mdp"}
 )
 _PASSWORD_WORDS = ("password", "passwd", "passphrase", "passcode", *PASSWORD_WORDS_WORLD)
+# Words written with combining marks (Devanagari's vowel signs are not letters to a regex): a key is split at
+# them, so these are looked for in the whole key, spaces and punctuation aside.
+_MARKED_WORDS = tuple(w for w in PASSWORD_WORDS_WORLD if not w.isalnum())
 # Names that glue a qualifier to `pass` or `pw` (keytool -storepass, redis requirepass, LDAP bindpw).
 _PASSWORD_COMPOUNDS = (
     "storepass",
@@ -146,49 +151,9 @@ _PASSWORD_COMPOUNDS = (
     "dbpw",
 )
 _WEP_KEY = re.compile(r"wepkey\d*$")
-# A qualifier glued to "key" makes an API/credential key (``api_key``, ``AccountKey``, ``APP_KEY``);
-# a bare "key" or ``public_key``/``host_key`` is not a secret.
-_KEY_QUALIFIERS = (
-    "api",
-    "access",
-    "secret",
-    "account",
-    "encryption",
-    "encrypt",
-    "signing",
-    "sign",
-    "master",
-    "license",
-    "licence",
-    "client",
-    "app",
-    "auth",
-    "shared",
-    "storage",
-    "sas",
-    "subscription",
-    "consumer",
-    "deploy",
-    "webhook",
-    "hmac",
-    "jwt",
-    "crypt",
-    "pass",
-    "product",
-    "registration",
-    "activation",
-    "routing",
-    "integration",
-    "network",
-    "security",
-    "wifi",
-    "wlan",
-    "wireless",
-    "wpa",
-)
-# German "key" (WLAN-Schlüssel, API-Schlüssel): a secret with the same qualifiers or these.
-_SCHLUESSEL = re.compile("(?:" + "|".join((*_KEY_QUALIFIERS, "netzwerk", "zugangs", "lizenz", "sicherheits", "geheim"))
-                         + ")[\\-_]?schl(?:ü|ue|u)ssel")
+# A qualifier glued to "key" makes an API/credential key (see words.KEY_QUALIFIERS); German "Schlüssel" too.
+_KEY_QUALIFIERS = words.KEY_QUALIFIERS
+_SCHLUESSEL = re.compile("(?:" + "|".join(words.SCHLUESSEL_QUALIFIERS) + ")[\\-_]?" + words.SCHLUESSEL)
 _API_KEY = re.compile("(?:" + "|".join(_KEY_QUALIFIERS) + ")keys?")
 _SESSION_SUFFIXES = ("sessionid", "sessid", "sessionkey", "sessioncookie")
 _WEAK_TOKEN_LAST = frozenset({"auth", "bearer"})
@@ -235,6 +200,7 @@ def _classify(key: str) -> tuple[str, bool] | None:
         any(s in _PASSWORD_SEGMENTS for s in segs)
         or any(w in compact for w in _PASSWORD_WORDS)
         or compact.endswith("pwd")
+        or (_MARKED_WORDS and not key.isascii() and any(w in "".join(key.lower().split()) for w in _MARKED_WORDS))
         or compact.endswith(_PASSWORD_COMPOUNDS)
         or _WEP_KEY.search(compact)
     ):

@@ -3,9 +3,10 @@ catch what the detectors missed.
 
 The first pass (:mod:`agent.redaction.detectors`) decides what to *replace*; this
 module only decides which *lines* still look as if they hold a secret. It shares
-no pattern or helper with the first pass: a class of secret the first pass does
-not know, or a spelling its pattern misses, meets different code here. Its
-heuristics:
+no pattern or detector with the first pass: a class of secret the first pass does
+not know, or a spelling its pattern misses, meets different code here. It does
+read the same lists of word forms (:mod:`agent.redaction.words`), so a word the
+first pass learns is never one it does not know. Its heuristics:
 
 - a value that looks random (mixed character classes, letters and digits
   interleaved, or long and high in entropy) in a credential position: after a
@@ -27,10 +28,21 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from agent.redaction.triggers import literal_line_starts
+from agent.redaction import words
+from agent.redaction.triggers import combined_literals, literal_line_starts
 
 #: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
 KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
+
+
+def _trie(literals, *, spaced: bool = False) -> str:
+    """One alternation of ``literals`` written as a trie (see :func:`combined_literals`); ``spaced``: a space
+    in a literal stands for a space or a tab."""
+    combined = combined_literals(tuple(sorted(set(literals))))
+    if combined is None:
+        return "(?!)"
+    return "(?:" + (combined.pattern.replace("\\ ", "[ \\t]") if spaced else combined.pattern) + ")"
+
 
 #: Words that announce a secret, in several languages (matched case-insensitively, at a word start).
 _SECRET_WORDS = (
@@ -39,19 +51,35 @@ _SECRET_WORDS = (
     r"salasana|пароль|парол|密码|密碼|パスワード|비밀번호|secret|token|api[ _.-]?key|apikey|access[ _.-]?key|"
     r"private[ _.-]?key|auth(?:[ _.-]?token)?|credentials?|psk|pre[ _-]?shared[ _-]?key|client[ _.-]?secret|"
     r"bearer|sas|connection[ _.-]?string"
+    # The word forms the first pass knows (agent/redaction/words.py): a spelling it learns, this look learns too.
+    # Lists of plain words go in as tries (``pass(?:word)?|…`` written once per shared start): the regex engine
+    # tries this at every word of a line, and a trie costs about what one word does.
+    rf"|{_trie({word.lower() for word in words.password_words()}, spaced=True)}"
+    rf"|{_trie({word.lower() for word in words.ESCAPED_PASSWORD_WORDS})}"
+    rf"|{_trie(words.SCHLUESSEL_QUALIFIERS)}[ _.-]?(?:keys?|{words.SCHLUESSEL})"
 )
 #: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
 #: separator (``:``, ``=``, ``=>``, a verb "is" in several languages, or just spaces), the value.
 _KEYWORD_VALUE = re.compile(
-    rf"(?i)(?<![^\W_])(?:{_SECRET_WORDS})(?-i:(?![a-z]))(?:[\w.-]{{0,24}}|[ \t]+(?:key|phrase|value|word))?[\"']?"
-    r"(?:[ \t]*(?::=|=>|[:=]|->)|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|:)?)[ \t]*[\"'(]?"
+    rf"(?i)(?<![^\W_])(?:{_SECRET_WORDS})(?-i:(?![a-z]))(?:[ \t]+(?:key|phrase|value|word)(?!\w)|[\w.-]{{0,24}})?[\"']?"
+    r"(?:[ \t]*(?::=|" + "|".join(re.escape(sep) for sep in sorted(words.SEPARATORS, key=len, reverse=True)) + r")"
+    r"|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|:)?)[ \t]*[\"'(]?"
     r"(?P<value>[^\s\"',;()<>\[\]{}=]{6,}={0,2})"
+)
+#: A PIN is digits, so never random-looking: after its word and a separator, four to twelve of them are a PIN.
+_PIN = re.compile(
+    rf"(?i)(?<![^\W_])(?:{words.PIN_WORDS})(?![\w-])(?:[ \t]*(?:{'|'.join(map(re.escape, words.SEPARATORS))})"
+    r"|[ \t]+(?:is|ist|est|es|:))[ \t]*[\"']?\d{4,12}(?![\w.,:/-]*\d)"
 )
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"']{0,128}:(?P<value>[^\s@/\"']{1,256})@")
 _PASSWORD_FLAG = re.compile(
     r"(?:^|[\s\"'])(?:-p|-P|-pw|--?pass(?:word)?[= ]|/p:|/password:|-Password[ \t]+)(?P<value>[^\s\"']{4,})"
 )
-_COLON_FILE = re.compile(r"(?<![\w.:-])[\w.-]+:(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:(?P<value>[^\s:\"',;]+)(?=[\s\"',;]|$)")
+#: host:port:db:user:password; the host may be ``*``, ``[::1]`` or ``\\:\\:1``, and a field may hold ``\\:``.
+_COLON_FILE = re.compile(
+    r"(?<![\w.:\\-])(?:\[[0-9A-Fa-f:.]+\]|(?:[\w.*-]|\\.)+):(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:"
+    r"(?P<value>(?:[^\s:\\\"',;]|\\.)+)(?=[\s\"',;]|$)"
+)
 _KNOWN_KEY = re.compile(
     r"(?<![\w-])(?:sk-(?:proj-|ant-(?:api\d\d-)?|live_|test_)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|"
     r"github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20}|xox[abposr]-[A-Za-z0-9-]{10,}|"
@@ -64,9 +92,9 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?----
 _PREFILTER_WORDS = (
     r"pass|pw|kennwort|mot de|mdp|contrase|clave|senha|parola|wachtwoord|senord|passord|adgangskode|"
     r"hasło|haslo|heslo|jelsz|salasana|парол|密[码碼]|パスワード|비밀번호|secret|token|key|auth|credential|psk|"
-    r"bearer|sas|connection"
+    r"bearer|sas|connection|schl"
 )
-_PREFILTER = re.compile(_PREFILTER_WORDS)
+_PREFILTER = re.compile(_PREFILTER_WORDS + "|" + "|".join(map(re.escape, words.PASSWORD_TRIGGERS)))
 #: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
 #: "://", a password flag, the prefixes of the key formats, "private key".
 _CANDIDATE_LITERALS = (
@@ -74,12 +102,14 @@ _CANDIDATE_LITERALS = (
     "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
     "/p:", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
-    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private",
+    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", *words.PASSWORD_TRIGGERS, *words.SHORT_TRIGGERS,
 )
 #: Twilio-style ids (two letters and 32 hex digits) have no telling prefix: found by their shape.
 _HEX_ID = re.compile(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
 #: The same without its boundaries, which a search over a whole text pays for at every position.
 _HEX_ID_LOOSE = re.compile(r"(?:AC|SK)[0-9a-f]{32}")
+#: A JSON escape (``pass\\u0077ord``): the line is looked at as decoded too.
+_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
 #: The ``:port:`` of a .pgpass-style group, cheaper to look for than the whole group.
 _COLON_PORT = re.compile(r":(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:")
 
@@ -155,14 +185,23 @@ def _entropy(value: str) -> float:
 
 def scan_line(line: str) -> list[str]:
     """Return the kinds of secret the second look sees in one line (empty: nothing)."""
+    found = _scan_line(line)
+    if "\\u" in line:
+        decoded = _ESCAPE.sub(lambda m: chr(int(m.group(0)[2:], 16)), line)
+        found += [kind for kind in _scan_line(decoded) if kind not in found]
+    return found
+
+
+def _scan_line(line: str) -> list[str]:
     found: list[str] = []
     if "<" in line:
         # A top error's shape stands numbers in for "<n>": "host:<n>:db:user:pw" is still a .pgpass line.
         line = _SHAPE_TOKENS.sub("0", line)
     lowered = line.lower()
-    if _PREFILTER.search(lowered):
-        if any(looks_random(m.group("value").rstrip(".:?")) for m in _KEYWORD_VALUE.finditer(line)):
-            found.append("keyword-value")
+    if (_PREFILTER.search(lowered) and any(looks_random(m.group("value").rstrip(".:?"))
+                                           for m in _KEYWORD_VALUE.finditer(line))) \
+            or ("pin" in lowered and _PIN.search(line)):
+        found.append("keyword-value")
 
     if "-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered:
         if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
@@ -196,7 +235,7 @@ def scan_text(text: str) -> list[tuple[int, str]]:
     if len(lowered) != len(text):  # a few letters change length when lowered: offsets would not match
         return scan_lines(text.split("\n"))
     starts = literal_line_starts(lowered, 0, _CANDIDATE_LITERALS)
-    for pattern, subject in ((_HEX_ID_LOOSE, text), (_COLON_PORT, text)):
+    for pattern, subject in ((_HEX_ID_LOOSE, text), (_COLON_PORT, text), (_ESCAPE, text)):
         pos, size = 0, len(subject)
         while pos < size:
             match = pattern.search(subject, pos)

@@ -208,8 +208,10 @@ words = st.text(alphabet=string.ascii_lowercase, min_size=5, max_size=9).filter(
 )
 def test_values_with_spaces_after_a_key_word(phrase, template):
     output = redact(template.format(v=phrase) + "\n")
+    # What stands before the value is the template's own text: a word such as "netwo" may be part of it.
+    after_key = output.removeprefix(template.split("{v}")[0])
     for word in phrase.split():
-        assert word not in output, output
+        assert word not in after_key, output
 
 
 @SETTINGS

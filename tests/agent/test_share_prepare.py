@@ -115,7 +115,9 @@ def test_the_answers_and_ticket_settled_while_gathering_reach_the_bundle(isolate
     gathering = Gathering(request, work_root=isolated / "work")
     request.what, request.since, request.tried = "Printer offline", "today", "nothing"  # typed meanwhile
     request.ticket, request.ticket_title = "T-1042", "Printer"
-    prepared = gathering.result()
+    heard: list[tuple[str, str]] = []
+    prepared = gathering.result(progress=lambda *event: heard.append(event))
+    assert ("processes", "ok") in heard, "the progress so far is replayed to a listener that comes late"
     try:
         listing = inspect_archive(prepared.archive)
         manifest = listing.read_member("manifest.json", 1 << 24).decode()
@@ -144,4 +146,3 @@ def test_a_cancelled_gathering_removes_what_it_wrote(isolated, monkeypatch) -> N
     held.release.set()
     with pytest.raises(collect_module.CollectionCancelled):
         gathering.result(progress=lambda *event: progress.append(event))
-    assert ("held", "running") in progress, "the progress so far is replayed to a late listener"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -111,6 +113,48 @@ def error_from_response(response: httpx.Response) -> HelplineError:
     return error
 
 
+_POOLS: dict[Any, Any] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pooled_transport(verify: Any) -> httpx.BaseTransport:
+    """This process's connection pool for servers verified by ``verify`` (False for plain http), lent to one
+    connection: closing the connection leaves the pool open.
+
+    One command often talks to its server through several connections in turn (a share
+    asks about the ticket, then sends the bundle). With one pool the second finds the
+    first's connection still open: no second TCP and TLS handshake (one to two round
+    trips each over a wide-area link), and the CA store is loaded once, not per
+    connection. Connections end with the process or the server's keep-alive.
+    """
+    import httpx
+
+    with _POOLS_LOCK:
+        pool = _POOLS.get(verify)
+        if pool is None:
+            pool = _POOLS[verify] = httpx.HTTPTransport(verify=verify)
+    return _borrowed_class()(pool)
+
+
+@functools.cache
+def _borrowed_class() -> type:
+    import httpx
+
+    class Borrowed(httpx.BaseTransport):
+        """A pool lent to one client: requests go to the pool, closing the client does not close it."""
+
+        def __init__(self, pool: httpx.BaseTransport):
+            self._pool = pool
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return self._pool.handle_request(request)
+
+        def close(self) -> None:
+            pass
+
+    return Borrowed
+
+
 class ServerConnection:
     """A client for one server, as an engineer (a bearer token), as this PC's agent (``agent``: signed
     requests, answers checked against the pinned server key), or anonymously (bootstrap: enroll, pair)."""
@@ -137,8 +181,11 @@ class ServerConnection:
         # A proxy set in the agent configuration wins; otherwise httpx follows HTTPS_PROXY, HTTP_PROXY,
         # ALL_PROXY and NO_PROXY from the environment (trust_env), as every other program on the PC does.
         # A transport given by the caller (in-process tests) is the whole way to the server: no proxy.
+        proxy = configured_proxy() if transport is None else None
+        if transport is None and proxy is None:
+            transport = pooled_transport(verify)
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify,
-                                    transport=transport, proxy=configured_proxy() if transport is None else None)
+                                    transport=transport, proxy=proxy)
 
     def close(self) -> None:
         self._client.close()

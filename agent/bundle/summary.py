@@ -160,7 +160,9 @@ def attention_lines(summary: Mapping[str, Any]) -> list[str]:
     for mount in (storage.get("fstab_missing") or [])[:3]:
         lines.append(f"fstab mounts {mount} from a device that is not attached (boot may stall)")
     if kernel.get("driver_error_count"):
-        lines.append(f"{kernel['driver_error_count']} driver error(s) in the kernel log")
+        drivers = kernel.get("driver_error_drivers") or []
+        lines.append(f"{kernel['driver_error_count']} driver error(s) in the kernel log"
+                     + (f" ({', '.join(drivers[:5])})" if drivers else ""))
     for problem in ((summary.get("printers") or {}).get("problems") or [])[:3]:
         target = "Printing" if problem.get("printer") == "*" else f"Printer {problem.get('printer')}"
         lines.append(f"{target}: {problem.get('problem')}")
@@ -278,6 +280,7 @@ def _kernel(kernel: dict | None, crashes: dict | None) -> dict[str, Any] | None:
         "io_error_count": _int(kernel.get("io_error_count")) or 0,
         "io_error_devices": [str(d) for d in devices],
         "driver_error_count": _int(kernel.get("driver_error_count")) or 0,
+        "driver_error_drivers": [str(d) for d in _dict(kernel.get("driver_error_sources")) or {} if d],
         "unexpected_shutdown_count": _int(kernel.get("unexpected_shutdown_count")) or 0,
         "kernel_panics": panics,
         "previous_boot": None if previous is None else {

@@ -397,9 +397,23 @@ def _clock(clock: dict | None) -> dict[str, Any] | None:
     }
 
 
-_DNS_FAILURE = ("temporary failure in name resolution", "name resolution", "dns server", "no dns server",
-                "servfail", "could not resolve", "dns-client", "name or service not known")
-_DHCP_FAILURE = ("dhcp", "no dhcpoffers", "lease", "apipa", "autoconfiguration")
+#: DHCP failures as dhclient, dhcpcd, NetworkManager, systemd-networkd and the Windows DHCP client
+#: (events 1001, 1002) word them; the lease is not renewed, refused or never offered.
+_DHCP_FAILURE = re.compile(r"no DHCPOFFERS|DHCPNA?C?K\b|not assigned an address|"
+                           r"(?:dhcp|lease)\S*\b.*?(?:timed? ?out|fail|denied|expired|no lease|not assigned|"
+                           r"could not|unable to)|(?:could not|failed to) (?:acquire|get|obtain) \S*\s?(?:dhcp|lease)|"
+                           r"IPv4LL|\bAPIPA\b|autoconfiguration (?:address|IP)",
+                           re.IGNORECASE)
+#: DNS failures as systemd-resolved, glibc, apt, curl, NetworkManager and the Windows DNS client (1014) word them.
+_DNS_FAILURE = re.compile(r"temporary failure (?:in name resolution|resolving)|\bSERVFAIL\b|could(?: not|n't) "
+                          r"resolve|name or service not known|no address associated with hostname|"
+                          r"name resolution\b.*?(?:timed? ?out|fail)|"
+                          r"(?:\bdns|resolv)\S*\b.*?(?:timed? ?out|fail|refused|unreachable|no (?:servers?|response)|"
+                          r"not respond)|DNS-Client|no DNS servers? (?:known|configured|available)", re.IGNORECASE)
+#: Lines that look like a DNS or DHCP failure and are not: NetworkManager announcing how long it will wait,
+#: systemd-resolved falling back to plain UDP, dhcpcd finding no IPv6 router on an IPv4 network.
+_NOT_A_NETWORK_FAILURE = re.compile(r"beginning transaction|\(timeout in \S+ seconds\)|degraded feature set|"
+                                    r"no IPv6 Routers available", re.IGNORECASE)
 
 
 def _network_failures(network: dict[str, Any], errors: dict[str, Any] | None) -> list[str]:
@@ -410,10 +424,9 @@ def _network_failures(network: dict[str, Any], errors: dict[str, Any] | None) ->
             failures.append(f"DNS failure: {probe.get('target')} could not be resolved")
     for entry in (errors or {}).get("top") or []:
         message = str(entry.get("message") or "")
-        lowered = message.lower()
-        kind = "DHCP" if any(word in lowered for word in _DHCP_FAILURE) and ("fail" in lowered or "timeout" in lowered
-                                                                          or "timed out" in lowered or "no " in lowered) \
-            else "DNS" if any(word in lowered for word in _DNS_FAILURE) else None
+        if _NOT_A_NETWORK_FAILURE.search(message):
+            continue
+        kind = "DHCP" if _DHCP_FAILURE.search(message) else "DNS" if _DNS_FAILURE.search(message) else None
         if kind:
             count = entry.get("count") or 0
             failures.append(f"{kind} failure in the log{f' ({count}×)' if count > 1 else ''}: {message[:160]}")

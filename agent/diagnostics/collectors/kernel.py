@@ -43,13 +43,27 @@ MAC_BOOT_WINDOW = (-60, 600)
 WINDOWS_SYSTEM_SCRIPT = (
     "$since = (Get-Date).AddHours(-{hours}); "
     "Get-WinEvent -FilterHashtable @{{LogName='System'; Level=1,2,3; StartTime=$since}} -MaxEvents 400 "
-    "-ErrorAction SilentlyContinue | Where-Object {{ $_.Level -le 2 -or $_.Id -in 41,6008,7,11,51,55,153,129 }} | "
+    "-ErrorAction SilentlyContinue | Where-Object {{ $_.Level -le 2 -or $_.Id -in 41,6008,7,11,51,55,98,153,129,19,47 }} | "
     "Select-Object @{{n='TimeCreated';e={{$_.TimeCreated.ToUniversalTime().ToString('o')}}}},Id,ProviderName,"
     "Level,@{{n='Message';e={{($_.Message -split \"`r?`n\")[0]}}}} | ConvertTo-Json -Depth 2"
 )
 
 _WINDOWS_DISK_PROVIDERS = {"disk", "ntfs", "microsoft-windows-ntfs", "volmgr", "storahci", "stornvme", "iastora",
-                           "microsoft-windows-storagespaces-driver", "partmgr"}
+                           "iastorac", "iastorv", "iastoravc", "atapi", "microsoft-windows-storagespaces-driver",
+                           "partmgr", "microsoft-windows-storport", "microsoft-windows-stornvme", "refs",
+                           "microsoft-windows-refs", "volsnap", "chkdsk"}
+#: A blue screen: the "rebooted from a bugcheck" event (1001) written at the next boot.
+_WINDOWS_BUGCHECK_PROVIDERS = {"microsoft-windows-wer-systemerrorreporting", "bugcheck", "save dump"}
+#: Which disk or volume a Windows disk event names: \Device\Harddisk1\DR1, "Disk 1", "volume C:".
+_WINDOWS_DEVICE = re.compile(r"\\Device\\(Harddisk\d+)|\b(Disk \d+)\b|\b[Vv]olume ([A-Z]:)|"
+                             r"\\Device\\(HarddiskVolume\d+)")
+#: The Service Control Manager's wording of a service that failed, by event id.
+_SCM_SERVICE = re.compile(r"^(?:The |A timeout was reached \(\d+ milliseconds\) while waiting for the )"
+                          r"(.+?) service (?:to connect|terminated|failed|hung|did not|depends)")
+_SCM_PROBLEMS = {7000: "failed to start", 7001: "failed to start (a service it depends on failed)",
+                 7009: "did not start in time", 7011: "did not answer in time", 7022: "hung on starting",
+                 7023: "stopped with an error", 7024: "stopped with an error", 7031: "crashed (restarted)",
+                 7034: "crashed", 7043: "did not shut down properly"}
 _WINDOWS_DRIVER_PROVIDERS = {"service control manager", "microsoft-windows-kernel-pnp",
                              "microsoft-windows-whea-logger", "display", "nvlddmkm", "amdkmdag", "igfx"}
 
@@ -335,52 +349,95 @@ def previous_shutdown_linux(end_lines: list[str]) -> dict[str, Any]:
 
 
 def parse_windows_system_events(events: list[Any]) -> dict[str, Any]:
-    """Sort Windows System-log events into unexpected shutdowns, disk errors, driver errors and other errors."""
-    shutdowns, disk, driver, other = [], [], [], []
+    """Sort Windows System-log events into unexpected shutdowns (Kernel-Power 41, EventLog 6008, a bugcheck),
+    disk errors with the disk or volume they name, driver errors (with the services that failed, by name)
+    and other errors."""
+    shutdowns, disk, driver, other, services = [], [], [], [], []
+    devices: Counter[str] = Counter()
     for event in events:
         if not isinstance(event, dict):
             continue
         provider = str(event.get("ProviderName") or "")
-        event_id = event.get("Id")
+        event_id = _int_or_none(event.get("Id"))
         when = parse_timestamp(event.get("TimeCreated"))
         entry = {"time": when.isoformat(timespec="seconds") if when else None, "id": event_id, "provider": provider,
                  "message": str(event.get("Message") or "")[:300]}
         lowered = provider.lower()
-        if (event_id == 41 and "kernel-power" in lowered) or (event_id == 6008 and lowered == "eventlog"):
+        if ((event_id == 41 and "kernel-power" in lowered) or (event_id == 6008 and lowered == "eventlog")
+                or (event_id == 1001 and lowered in _WINDOWS_BUGCHECK_PROVIDERS)):
             shutdowns.append(entry)
         elif lowered in _WINDOWS_DISK_PROVIDERS:
+            match = _WINDOWS_DEVICE.search(entry["message"])
+            device = next((group for group in match.groups() if group), None) if match else None
+            entry["device"] = device
+            devices[device or "?"] += 1
             disk.append(entry)
         elif lowered in _WINDOWS_DRIVER_PROVIDERS or "driver" in entry["message"].lower():
             driver.append(entry)
-        elif event.get("Level") in (1, 2):
+            if lowered == "service control manager" and (match := _SCM_SERVICE.search(entry["message"])):
+                services.append({"time": entry["time"], "id": event_id, "service": match.group(1),
+                                 "problem": _SCM_PROBLEMS.get(event_id, "failed")})
+        elif _int_or_none(event.get("Level")) in (1, 2):
             other.append(entry)
     return {"unexpected_shutdowns": shutdowns[:MAX_EVENTS], "unexpected_shutdown_count": len(shutdowns),
             "disk_errors": disk[:MAX_EVENTS], "io_error_count": len(disk),
+            "io_error_devices": {device: n for device, n in devices.items() if device != "?"},
             "driver_errors": driver[:MAX_EVENTS], "driver_error_count": len(driver),
+            "service_errors": services[:MAX_EVENTS],
             "other_errors": other[:MAX_EVENTS], "other_error_count": len(other)}
 
 
+def _int_or_none(value: Any) -> int | None:
+    """An event's id or level as a number, whether PowerShell wrote it as one or as text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
+#: Where a kernel .ips report keeps the panic: macOS's own, then (T2 Macs) the bridge chip's when macOS
+#: has none ("no macOS panic log available").
+_PANIC_KEYS = ("panicString", "macOSPanicString", "bridgeOSPanicString")
+
+
+def _first_panic_line(text: str) -> str | None:
+    line = text.strip().splitlines()[0][:300] if text.strip() else ""
+    return None if not line or "no macOS panic log" in line else line
+
+
 def parse_panic_report(text: str) -> str | None:
-    """Return the panic string of a macOS ``.panic`` or kernel ``.ips`` report (its first panic line)."""
-    for line in text.splitlines()[:400]:
+    """Return the panic string of a macOS ``.panic`` or kernel ``.ips`` report (its first panic line).
+
+    Reads the one-line and the pretty-printed JSON bodies of ``.ips`` reports and the old text
+    report ("*** Panic Report ***" then ``panic(cpu …)``).
+    """
+    lines = text.splitlines()[:400]
+    body_start = 1 if lines and lines[0].lstrip().startswith("{") and "bug_type" in lines[0] else 0
+    if len(lines) > body_start and lines[body_start].strip().startswith("{"):
+        try:
+            body = json.loads("\n".join(text.splitlines()[body_start:]))
+        except json.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            for key in _PANIC_KEYS:
+                if isinstance(body.get(key), str) and (line := _first_panic_line(body[key])):
+                    return line
+    for line in lines:
         stripped = line.strip()
-        if stripped.startswith("{") and "panicString" in stripped:
-            try:
-                return str(json.loads(stripped).get("panicString", "")).splitlines()[0][:300] or None
-            except (json.JSONDecodeError, IndexError):
-                pass
-        if '"panicString"' in stripped:
-            match = re.search(r'"panicString"\s*:\s*"((?:[^"\\]|\\.)*)', stripped)
-            if match:
-                return match.group(1).split("\\n")[0][:300]
-        if stripped.startswith("panic("):
+        for key in _PANIC_KEYS:
+            if f'"{key}"' in stripped:
+                match = re.search(rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)', stripped)
+                if match and (found := _first_panic_line(match.group(1).split("\\n")[0])):
+                    return found
+        if stripped.lower().startswith("panic("):
             return stripped[:300]
     return None
 
 
 def parse_mac_shutdown_cause(text: str) -> dict[str, Any] | None:
     """Return the last ``Previous shutdown cause: N`` of ``log show`` output, with what N means."""
-    causes = re.findall(r"Previous shutdown cause:\s*(-?\d+)", text)
+    causes = re.findall(r"Previous shutdown cause:\s*(-?\d+)", text, re.IGNORECASE)
     if not causes:
         return None
     code = int(causes[-1])

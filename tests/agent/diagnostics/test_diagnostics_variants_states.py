@@ -158,3 +158,33 @@ def test_dns_and_dhcp_failures_of_every_client(line, kind):
     lines = attention(logs={"since_hours": 24, "top_errors": [{"message": message, "count": 3}]},
                       network={"reachability": []})
     assert lines == ([f"{kind} failure in the log (3×): {message[:160]}"] if kind else [])
+
+
+@pytest.mark.parametrize("text, health", [
+    ("SMART overall-health self-assessment test result: PASSED", "PASSED"),
+    ("SMART overall-health self-assessment test result: FAILED!\nDrive failure expected in less than 24 hours.",
+     "FAILED"),
+    ("SMART Health Status: OK", "PASSED"),                                                  # SAS/SCSI
+    ("SMART Health Status: FAILURE PREDICTION THRESHOLD EXCEEDED [asc=5d, ascq=10]", "FAILED"),
+    ("SMART overall-health self-assessment test result: UNKNOWN!", None),                   # behind a USB bridge
+    ("SMART support is: Unavailable - device lacks SMART capability.", None),
+])
+def test_smartctl_verdicts_of_ata_nvme_and_scsi(text, health):
+    from agent.diagnostics.collectors.storage import parse_smartctl_health
+    assert parse_smartctl_health("=== START OF READ SMART DATA SECTION ===\n" + text) == health
+    storage = {"smart": [{"disk": "sdb", "health": health}], "failing": ["sdb"] if health == "FAILED" else []}
+    failing = "Disk sdb fails its health check (SMART): back up its data now"
+    assert (failing in attention(storage=storage)) is (health == "FAILED")
+
+
+@pytest.mark.parametrize("line, shape", [
+    ("python3[4242]: segfault at 0 ip 00007f sp 00007ffd error 4 in libgtk-3.so.0[7f+1000]",
+     "python3[<n>]: segfault at <n> ip <n>f sp <hex> error <n> in libgtk-3.so.0[<n>f+<n>]"),
+    ("evince[1]: segfault at 8 ip 1 sp 2 error 6 in libc.so.6[7f+195000]",
+     "evince[<n>]: segfault at <n> ip <n> sp <n> error <n> in libc.so.6[<n>f+<n>]"),
+    ("python3.12[99]: segfault at 0 ip 0 sp 0 error 4 in libpython3.12.so.1.0[7f+1]",
+     "python3.12[<n>]: segfault at <n> ip <n> sp <n> error <n> in libpython3.12.so.1.0[<n>f+<n>]"),
+    ("ld.so: version 2.35 took 12.5 s for libfoo.so", "ld.so: version <n>.<n> took <n>.<n> s for libfoo.so"),
+])
+def test_library_names_stay_whole_when_numbers_are_replaced(line, shape):
+    assert normalise_line(line) == shape

@@ -103,3 +103,17 @@ def test_a_kernel_crash_finds_its_crash_report(kernel_line, report_fields, title
     process = kernel_line.split("[", 1)[0]
     crash_lines = [line for line in result["attention"] if line.startswith(f"{process} (pid ")]
     assert len(crash_lines) == 1 and crash_lines[0].split(" — crash report: ")[1:] == ([title] if title else [])
+
+
+@pytest.mark.parametrize("fixture, errors, warnings, fatal", [
+    ("xorg-0-old.log", ['Failed to load module "nvidia" (module does not exist, 0)', "No drivers available."], 1,
+     "no screens found"),
+    ("xorg-0-sameline.log", ["modeset(0): drmSetMaster failed: Permission denied"], 0,
+     "AddScreen/ScreenInit failed for driver 0"),
+])
+def test_xorg_logs_of_other_versions(fixture, errors, warnings, fatal):
+    from agent.diagnostics.collectors.display import parse_xorg_log
+    parsed = parse_xorg_log((VARIANTS / fixture).read_text())
+    assert (parsed["errors"], parsed["warning_count"], parsed["fatal"]) == (errors, warnings, fatal)
+    display = {"session": {"type": "x11"}, "xorg": parsed}
+    assert f"The X server failed to start: {fatal}" in summary("linux", display=display)["attention"]

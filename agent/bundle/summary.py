@@ -121,9 +121,10 @@ def attention_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"The last shutdown was not clean: {previous.get('reason')}")
     if kernel.get("unexpected_shutdown_count"):
         lines.append(f"{kernel['unexpected_shutdown_count']} unexpected shutdown(s) in the System log")
+    log = "the System log" if kernel.get("source") == "windows-system-log" else "the kernel log"
     if kernel.get("io_error_count"):
         devices = ", ".join(kernel.get("io_error_devices") or []) or "a disk"
-        lines.append(f"{kernel['io_error_count']} disk I/O error(s) in the kernel log ({devices})")
+        lines.append(f"{kernel['io_error_count']} disk I/O error(s) in {log} ({devices})")
     storage = summary.get("storage") or {}
     for disk in (storage.get("failing") or [])[:3]:
         lines.append(f"Disk {disk} fails its health check (SMART): back up its data now")
@@ -159,8 +160,13 @@ def attention_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"Wi-Fi signal is weak ({signal:g} %) on {wifi.get('ssid') or 'the current network'}")
     for mount in (storage.get("fstab_missing") or [])[:3]:
         lines.append(f"fstab mounts {mount} from a device that is not attached (boot may stall)")
+    for failure in (kernel.get("service_errors") or [])[:3]:
+        lines.append(f"Service {failure['service']} {failure['problem']}"
+                     + (f" ({failure['count']}×)" if failure.get("count", 1) > 1 else ""))
     if kernel.get("driver_error_count"):
-        lines.append(f"{kernel['driver_error_count']} driver error(s) in the kernel log")
+        drivers = kernel.get("driver_error_drivers") or []
+        lines.append(f"{kernel['driver_error_count']} driver error(s) in {log}"
+                     + (f" ({', '.join(drivers[:5])})" if drivers else ""))
     for problem in ((summary.get("printers") or {}).get("problems") or [])[:3]:
         target = "Printing" if problem.get("printer") == "*" else f"Printer {problem.get('printer')}"
         lines.append(f"{target}: {problem.get('problem')}")
@@ -247,11 +253,20 @@ def _kernel(kernel: dict | None, crashes: dict | None) -> dict[str, Any] | None:
         return None
     reports = [c for c in _list((crashes or {}).get("recent")) if isinstance(c, dict)]
 
-    def report_for(process: str | None) -> str | None:
+    def report_for(process: str | None, pid: int | None) -> str | None:
+        """The crash report of a crashed process: same pid, else same program. The kernel names a process
+        by its ``comm``, cut to 15 characters and taken from the name it was started by (``python3`` for
+        /usr/bin/python3.12), so a program whose name goes on past it with a version matches too."""
+        if pid is not None:
+            for crash in reports:
+                if crash.get("pid") == pid and (crash.get("title") or crash.get("report")):
+                    return crash.get("title") or crash.get("report")
         for crash in reports:
-            program = crash.get("program") or ""
-            if process and (program == process or program.rsplit("/", 1)[-1] == process):
-                return crash.get("title") or crash.get("report")
+            program = (crash.get("program") or "").replace("\\", "/").rsplit("/", 1)[-1]
+            if process and program and (program == process or (len(process) >= 15 and program.startswith(process))
+                                        or re.fullmatch(re.escape(process) + r"[\d.]*(?:\.exe)?", program)):
+                if crash.get("title") or crash.get("report"):
+                    return crash.get("title") or crash.get("report")
         return None
 
     kills = [{"time": _str(k.get("time")), "process": _str(k.get("process")), "pid": _int(k.get("pid"))}
@@ -264,11 +279,17 @@ def _kernel(kernel: dict | None, crashes: dict | None) -> dict[str, Any] | None:
         segfaults.append({"time": _str(crash.get("time")), "process": _str(crash.get("process")),
                           "pid": _int(crash.get("pid")),
                           "signal": signal_name(sig) if isinstance(sig, int) else _str(sig),
-                          "module": _str(crash.get("module")), "report": report_for(_str(crash.get("process")))})
+                          "module": _str(crash.get("module")),
+                          "report": report_for(_str(crash.get("process")), _int(crash.get("pid")))})
     previous = _dict(kernel.get("previous_boot"))
     devices = _dict(kernel.get("io_error_devices")) or {}
     panics = [{"time": _str(p.get("time")), "name": _str(p.get("name")), "panic": _str(p.get("panic"))}
               for p in _list(kernel.get("kernel_panics")) if isinstance(p, dict)]
+    service_errors: dict[tuple[str, str], dict[str, Any]] = {}
+    for failure in _list(kernel.get("service_errors")):
+        if isinstance(failure, dict) and _str(failure.get("service")):
+            key = (failure["service"], _str(failure.get("problem")) or "failed")
+            service_errors.setdefault(key, {"service": key[0], "problem": key[1], "count": 0})["count"] += 1
     return {
         "source": _str(kernel.get("source")),
         "oom_kills": kills,
@@ -278,7 +299,9 @@ def _kernel(kernel: dict | None, crashes: dict | None) -> dict[str, Any] | None:
         "io_error_count": _int(kernel.get("io_error_count")) or 0,
         "io_error_devices": [str(d) for d in devices],
         "driver_error_count": _int(kernel.get("driver_error_count")) or 0,
+        "driver_error_drivers": [str(d) for d in _dict(kernel.get("driver_error_sources")) or {} if d],
         "unexpected_shutdown_count": _int(kernel.get("unexpected_shutdown_count")) or 0,
+        "service_errors": list(service_errors.values()),
         "kernel_panics": panics,
         "previous_boot": None if previous is None else {
             "clean": previous.get("clean") if isinstance(previous.get("clean"), bool) else None,
@@ -394,9 +417,23 @@ def _clock(clock: dict | None) -> dict[str, Any] | None:
     }
 
 
-_DNS_FAILURE = ("temporary failure in name resolution", "name resolution", "dns server", "no dns server",
-                "servfail", "could not resolve", "dns-client", "name or service not known")
-_DHCP_FAILURE = ("dhcp", "no dhcpoffers", "lease", "apipa", "autoconfiguration")
+#: DHCP failures as dhclient, dhcpcd, NetworkManager, systemd-networkd and the Windows DHCP client
+#: (events 1001, 1002) word them; the lease is not renewed, refused or never offered.
+_DHCP_FAILURE = re.compile(r"no DHCPOFFERS|DHCPNA?C?K\b|not assigned an address|"
+                           r"(?:dhcp|lease)\S*\b.*?(?:timed? ?out|fail|denied|expired|no lease|not assigned|"
+                           r"could not|unable to)|(?:could not|failed to) (?:acquire|get|obtain) \S*\s?(?:dhcp|lease)|"
+                           r"IPv4LL|\bAPIPA\b|autoconfiguration (?:address|IP)",
+                           re.IGNORECASE)
+#: DNS failures as systemd-resolved, glibc, apt, curl, NetworkManager and the Windows DNS client (1014) word them.
+_DNS_FAILURE = re.compile(r"temporary failure (?:in name resolution|resolving)|\bSERVFAIL\b|could(?: not|n't) "
+                          r"resolve|name or service not known|no address associated with hostname|"
+                          r"name resolution\b.*?(?:timed? ?out|fail)|"
+                          r"(?:\bdns|resolv)\S*\b.*?(?:timed? ?out|fail|refused|unreachable|no (?:servers?|response)|"
+                          r"not respond)|DNS-Client|no DNS servers? (?:known|configured|available)", re.IGNORECASE)
+#: Lines that look like a DNS or DHCP failure and are not: NetworkManager announcing how long it will wait,
+#: systemd-resolved falling back to plain UDP, dhcpcd finding no IPv6 router on an IPv4 network.
+_NOT_A_NETWORK_FAILURE = re.compile(r"beginning transaction|\(timeout in \S+ seconds\)|degraded feature set|"
+                                    r"no IPv6 Routers available", re.IGNORECASE)
 
 
 def _network_failures(network: dict[str, Any], errors: dict[str, Any] | None) -> list[str]:
@@ -407,10 +444,9 @@ def _network_failures(network: dict[str, Any], errors: dict[str, Any] | None) ->
             failures.append(f"DNS failure: {probe.get('target')} could not be resolved")
     for entry in (errors or {}).get("top") or []:
         message = str(entry.get("message") or "")
-        lowered = message.lower()
-        kind = "DHCP" if any(word in lowered for word in _DHCP_FAILURE) and ("fail" in lowered or "timeout" in lowered
-                                                                          or "timed out" in lowered or "no " in lowered) \
-            else "DNS" if any(word in lowered for word in _DNS_FAILURE) else None
+        if _NOT_A_NETWORK_FAILURE.search(message):
+            continue
+        kind = "DHCP" if _DHCP_FAILURE.search(message) else "DNS" if _DNS_FAILURE.search(message) else None
         if kind:
             count = entry.get("count") or 0
             failures.append(f"{kind} failure in the log{f' ({count}×)' if count > 1 else ''}: {message[:160]}")
@@ -630,11 +666,13 @@ def _crashes(crashes: dict | None) -> dict[str, Any] | None:
                 or entry.get("event_type") or entry.get("problem_type")),
             "title": _str(entry.get("title")),
             "report": _str(entry.get("staged")),
+            "pid": _int(entry.get("pid")),
         })
     for entry in _list(crashes.get("coredumps")):
         if isinstance(entry, dict):
             recent.append({"time": _str(entry.get("time")), "program": _str(entry.get("executable")),
-                           "detail": _signal_text(entry.get("signal")), "title": None, "report": None})
+                           "detail": _signal_text(entry.get("signal")), "title": None, "report": None,
+                           "pid": _int(entry.get("pid"))})
     # Recent reports and dumps that were listed but not copied (over the copy limit, or dumps never copied).
     copied_names = {entry.get("name") for entry in copied}
     for key, detail in (("crash_reports", "crash report"), ("core_files", "core file"), ("crash_dumps", "crash dump"),
@@ -642,7 +680,7 @@ def _crashes(crashes: dict | None) -> dict[str, Any] | None:
         for entry in _list(crashes.get(key)):
             if isinstance(entry, dict) and entry.get("recent") is True and entry.get("name") not in copied_names:
                 recent.append({"time": _str(entry.get("modified")), "program": _str(entry.get("name")),
-                               "detail": detail, "title": None, "report": None})
+                               "detail": detail, "title": None, "report": None, "pid": None})
     recent.sort(key=lambda r: r["time"] or "", reverse=True)
     return {"count": _int(crashes.get("recent_count")) or 0, "recent": recent[:RECENT_CRASHES]}
 

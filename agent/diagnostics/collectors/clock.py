@@ -25,12 +25,32 @@ QUERY_USER = ("query", "user")
 MAC_NETWORK_TIME = ("systemsetup", "-getusingnetworktime")
 
 
+#: ``timedatectl`` (status) keys across systemd versions, to the ``timedatectl show`` key they mean:
+#: 219-238 "NTP synchronized" / "NTP enabled" (232-238 "Network time on"), 239-244 "System clock
+#: synchronized" / "systemd-timesyncd.service active", 245+ "NTP service: active|inactive|n/a".
+_STATUS_KEYS = {"ntp synchronized": "NTPSynchronized", "system clock synchronized": "NTPSynchronized",
+                "ntp enabled": "NTP", "network time on": "NTP", "systemd-timesyncd.service active": "NTP",
+                "ntp service": "NTP", "rtc in local tz": "LocalRTC", "time zone": "Timezone",
+                "universal time": "TimeUSec", "rtc time": "RTCTimeUSec"}
+_YES_NO = {"yes": True, "active": True, "no": False, "inactive": False}
+
+
 def parse_timedatectl(text: str) -> dict[str, Any]:
-    """Parse ``timedatectl show`` (``Key=value`` lines) into the synchronisation facts."""
-    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    """Parse ``timedatectl show`` (``Key=value``) or plain ``timedatectl`` of any systemd version into the
+    synchronisation facts."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and " " not in key:
+            values[key] = value.strip()
+            continue
+        key, sep, value = line.partition(": ")
+        name = _STATUS_KEYS.get(key.strip().lower())
+        if sep and name:
+            values.setdefault(name, value.strip().split(" (")[0] if name == "Timezone" else value.strip())
 
     def yes(key: str) -> bool | None:
-        return {"yes": True, "no": False}.get(values.get(key, "").strip())
+        return _YES_NO.get(values.get(key, "").strip().lower())
 
     return {"source": "timedatectl", "synchronized": yes("NTPSynchronized"), "ntp_enabled": yes("NTP"),
             "can_ntp": yes("CanNTP"), "rtc_in_local_time": yes("LocalRTC"), "timezone": values.get("Timezone"),
@@ -38,17 +58,21 @@ def parse_timedatectl(text: str) -> dict[str, Any]:
 
 
 def parse_chrony_tracking(text: str) -> dict[str, Any]:
-    """Parse ``chronyc tracking``: synchronised unless the leap status says otherwise; the offset in seconds."""
+    """Parse ``chronyc tracking``: synchronised unless the leap status says "Not synchronised" (a pending
+    leap second, "Insert second" or "Delete second", is a synchronised clock); the offset in seconds."""
     values = parse_colon_pairs(text)
     leap = values.get("Leap status")
     offset = re.match(r"([\d.]+) seconds (fast|slow)", values.get("System time", ""))
-    return {"source": "chrony", "synchronized": None if leap is None else leap.lower() == "normal",
+    return {"source": "chrony", "synchronized": None if leap is None else "not synchron" not in leap.lower(),
             "ntp_enabled": True, "server": values.get("Reference ID"),
             "offset_seconds": (float(offset.group(1)) * (1 if offset.group(2) == "fast" else -1)) if offset else None}
 
 
 def parse_w32tm(text: str) -> dict[str, Any]:
     """Parse ``w32tm /query /status``: unsynchronised when the leap indicator is 3 or the source is the local clock."""
+    if "0x80070426" in text or "has not been started" in text:  # w32time is stopped: nothing keeps the time
+        return {"source": "w32time", "synchronized": False, "server": None, "last_sync": None,
+                "ntp_enabled": False}
     values = parse_colon_pairs(text)
     leap = values.get("Leap Indicator", "")
     source = values.get("Source")

@@ -173,7 +173,7 @@ def parse_apport(text: str) -> dict[str, Any]:
         "title": values.get("Title"),
         "executable": values.get("ExecutablePath"),
         "package": values.get("Package"),
-        "signal": values.get("Signal"),
+        "signal": values.get("Signal") or values.get("SignalName"),
         "date": values.get("Date"),
     }
 
@@ -194,35 +194,52 @@ def parse_coredumpctl(data: Any) -> list[dict[str, Any]]:
 
 
 def parse_ips_header(text: str) -> dict[str, Any]:
-    """Parse the one-line JSON header of a macOS .ips report."""
-    first = text.split("\n", 1)[0]
+    """Parse a macOS .ips report: its one-line JSON header, and from the body (when it is whole) the
+    process id and the exception with its signal (``EXC_BAD_ACCESS``, ``SIGSEGV``)."""
+    first, _, rest = text.partition("\n")
     try:
         header = json.loads(first)
     except json.JSONDecodeError:
         return {}
     if not isinstance(header, dict):
         return {}
+    try:
+        body = json.loads(rest) if rest.strip() else {}
+    except json.JSONDecodeError:
+        body = {}  # cut at the copy limit: the header alone still says which program
+    body = body if isinstance(body, dict) else {}
+    exception = body.get("exception") if isinstance(body.get("exception"), dict) else {}
     return {
-        "application": header.get("app_name") or header.get("name"),
+        "application": header.get("app_name") or header.get("name") or body.get("procName"),
         "app_version": header.get("app_version"),
         "bug_type": header.get("bug_type"),
         "time": header.get("timestamp"),
         "os_version": header.get("os_version"),
+        "pid": body.get("pid") if isinstance(body.get("pid"), int) else None,
+        "exception": exception.get("type"),
+        "signal": exception.get("signal"),
     }
 
 
 def parse_legacy_crash(text: str) -> dict[str, Any]:
-    """Parse the header of an older macOS .crash report (``Process:``, ``Version:``, ``Exception Type:``)."""
+    """Parse the header of an older macOS .crash report (``Process:``, ``Version:``, ``Exception Type:``),
+    with the signal from "EXC_BAD_ACCESS (SIGSEGV)" or "Termination Signal: Segmentation fault: 11"."""
     values = {}
     for line in text.splitlines()[:60]:
         key, sep, value = line.partition(":")
         if sep and key and not key.startswith(" "):
             values.setdefault(key.strip(), value.strip())
     process = values.get("Process", "")
+    pid = re.search(r"\[(\d+)\]", process)
+    exception = values.get("Exception Type")
+    signal = re.search(r"\((SIG[A-Z]+)\)", exception or "")
+    termination = re.search(r":\s*(\d+)\s*$", values.get("Termination Signal", ""))
     return {
         "application": process.split(" [")[0] or None,
         "app_version": values.get("Version"),
-        "exception": values.get("Exception Type"),
+        "exception": exception,
+        "signal": signal.group(1) if signal else termination.group(1) if termination else None,
+        "pid": int(pid.group(1)) if pid else None,
         "time": values.get("Date/Time"),
         "os_version": values.get("OS Version"),
     }

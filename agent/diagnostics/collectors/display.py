@@ -51,7 +51,9 @@ WINDOWS_DISPLAY_SCRIPT = (
     "ConvertTo-Json -Depth 3 -InputObject @{VideoControllers=@($video); Monitors=@($monitors); Events=@($events)}"
 )
 
-_XORG_LINE = re.compile(r"^\[\s*[\d.]+\]\s*\((EE|WW)\)\s*(.*)$")
+#: "[    14.460] (EE) message"; Xorg before 1.13 wrote no uptime in front.
+_XORG_LINE = re.compile(r"^(?:\[\s*[\d.]+\]\s*)?\((EE|WW)\)\s*(.*)$")
+_XORG_UPTIME = re.compile(r"^\[\s*[\d.]+\]\s*")
 _XRANDR_OUTPUT = re.compile(r"^(\S+) (connected|disconnected)( primary)?(?: (\d+x\d+)\+\d+\+\d+)?")
 _LAST_SYSTEM = re.compile(r"^(reboot|shutdown)\s+(?:system (?:boot|down)|~)\s+(?:(\d[\w.+~-]*)\s+)?(.*?)\s*$")
 _ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:?\d\d|Z)?")
@@ -73,9 +75,10 @@ def parse_xorg_log(text: str) -> dict[str, Any]:
     lines = text.splitlines()
     for index, line in enumerate(lines):
         if "Fatal server error" in line:
-            following = next((rest for rest in lines[index + 1:index + 3] if _XORG_LINE.match(rest)), "")
-            detail = _XORG_LINE.match(following).group(2) if following else ""
-            fatal = detail.replace("(EE)", "").strip()[:300] or "Fatal server error"
+            # The reason follows on the same line or the next ones, marked (EE) or (older servers) bare.
+            candidates = [line.split("Fatal server error", 1)[1].lstrip(":")] + lines[index + 1:index + 3]
+            details = (_XORG_UPTIME.sub("", rest).replace("(EE)", "").strip() for rest in candidates)
+            fatal = next((detail for detail in details if detail), "")[:300] or "Fatal server error"
             break  # what follows is the server's standard farewell ("Please consult …")
         match = _XORG_LINE.match(line)
         if match:

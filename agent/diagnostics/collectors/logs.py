@@ -50,6 +50,14 @@ _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 #: A number standing on its own (a count, an id, a time, a port); digits inside a name (``EXT4-fs``,
 #: ``HP_LaserJet_4000``, ``python3``, ``sda1``) belong to the name and are kept.
 _NUMBER = re.compile(r"(?<!\w)\d+")
+#: In a line that names a shared library (``libgtk-3.so.0``, ``libc.so.6``), the numbers after the dots and
+#: dashes of a library or a versioned program (``python3.12``) name it too, so it is kept whole; any other
+#: number standing alone is replaced.
+_NAME_OR_NUMBER = re.compile(r"(\b[A-Za-z][\w.+-]*(?:\.so(?:\.\d+)*|\d\.\d+(?:\.\d+)*)\b)|(?<!\w)\d+")
+
+
+def _number_unless_name(match: re.Match[str]) -> str:
+    return match.group(1) or "<n>"
 _SPACES = re.compile(r"\s+")
 
 WINDOWS_EVENTS_SCRIPT = (
@@ -78,7 +86,8 @@ def normalise_line(line: str, *, has_host: bool = False) -> str:
     text = _HEX_PREFIXED.sub("<hex>", text)
     text = _HEX_LONG.sub("<hex>", text)
     text = _IPV4.sub("<ip>", text)
-    text = _NUMBER.sub("<n>", text)
+    # Most lines name no library: they take the faster pattern.
+    text = _NAME_OR_NUMBER.sub(_number_unless_name, text) if ".so" in text else _NUMBER.sub("<n>", text)
     return _SPACES.sub(" ", text).strip()[:240]
 
 

@@ -37,7 +37,14 @@ _WINDOWS_FINE = {"normal", "idle", "printing", "warmingup", "processing", "0", "
 
 _PRINTER = re.compile(r"^printer (\S+) (?:(is idle)|now printing (\S+?)|(disabled))\.?\s+(?:enabled )?since (.+?)(?: -)?$")
 _ACCEPTING = re.compile(r"^(\S+) (not )?accepting requests since")
-_CUPS_LINE = re.compile(r"^([EW]) \[([^\]]+)\] (.*)$")
+#: CUPS log levels: X emerg, A alert, C crit, E error, W warn, N notice, I info, D and d debug.
+_CUPS_LINE = re.compile(r"^([XACEWNIDd]) \[([^\]]+)\] (.*)$")
+_CUPS_ERROR_LEVELS = frozenset("XACE")
+#: What CUPS says of an enabled queue whose printer cannot print ("printer-state-message"): unreachable,
+#: offline, out of paper or toner, jammed. "Ready to print." or "Spooling job" are ordinary.
+_QUEUE_TROUBLE = re.compile(r"not responding|unable to|can(?:no|')t|offline|off-line|not connected|"
+                            r"become available|will retry|\berror|fail|jam|out of (?:paper|media|toner)|"
+                            r"door open|cover open|busy", re.IGNORECASE)
 
 
 def parse_lpstat(text: str) -> dict[str, Any]:
@@ -67,8 +74,8 @@ def parse_lpstat(text: str) -> dict[str, Any]:
                     last["reason"] = detail
             continue
         last = None
-        if line.startswith("scheduler is "):
-            scheduler = line.strip() == "scheduler is running"
+        if line.lower().startswith(("scheduler is ", "lpstat: scheduler is ")):
+            scheduler = line.strip().lower().removeprefix("lpstat: ").rstrip(".") == "scheduler is running"
         elif line.startswith("system default destination:"):
             default = line.partition(":")[2].strip() or None
         elif line.startswith("no system default destination"):
@@ -92,11 +99,12 @@ def parse_lpstat(text: str) -> dict[str, Any]:
 
 
 def parse_cups_error_log(text: str) -> list[dict[str, str]]:
-    """Return the error (``E``) lines of a CUPS error_log as time and message, oldest first."""
+    """Return the error lines (``E``, and the graver ``C``, ``A``, ``X``) of a CUPS error_log as time and
+    message, oldest first."""
     errors = []
     for line in text.splitlines():
         match = _CUPS_LINE.match(line)
-        if match and match.group(1) == "E":
+        if match and match.group(1) in _CUPS_ERROR_LEVELS:
             errors.append({"time": match.group(2), "message": match.group(3)[:300]})
     return errors
 
@@ -117,7 +125,18 @@ def printer_problems(printers: list[dict[str, Any]], scheduler_running: bool | N
             problems.append({"printer": printer["name"], "problem": f"status {printer['status']}"})
         elif printer.get("error_jobs"):
             problems.append({"printer": printer["name"], "problem": f"{printer['error_jobs']} job(s) in error"})
+        elif printer.get("reason") and _QUEUE_TROUBLE.search(printer["reason"]):
+            problems.append({"printer": printer["name"], "problem": printer["reason"]})  # enabled, but cannot print
+        elif printer.get("alerts") and _alert_errors(printer["alerts"]):
+            problems.append({"printer": printer["name"], "problem": f"alerts {_alert_errors(printer['alerts'])}"})
     return problems
+
+
+def _alert_errors(alerts: str) -> str:
+    """The IPP printer-state-reasons of ``lpstat -l`` Alerts that stop printing (``media-jam-error``,
+    ``offline-report``), comma-separated; warnings such as ``toner-low-warning`` are left out."""
+    return ", ".join(a.strip() for a in alerts.split(",")
+                     if a.strip().endswith("-error") or a.strip().startswith("offline"))
 
 
 class PrintersCollector(Collector):

@@ -7,6 +7,7 @@ are stopped; macOS lists launchd jobs whose last exit status is not zero.
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -106,15 +107,40 @@ class ServicesCollector(Collector):
         }
 
 
+#: The state mark systemctl puts before a unit when it writes to a terminal or without ``--plain``
+#: ("●" failed or active, "*" where the terminal is not UTF-8, "○" inactive since systemd 246).
+_UNIT_MARKS = ("●", "○", "*", "x", "×")
+
+
 def parse_unit_list(lines) -> list[dict[str, str]]:
-    """Parse ``systemctl list-units --plain --no-legend`` lines: unit, load, active, sub, description."""
+    """Parse ``systemctl list-units`` / ``--failed`` lines: unit, load, active, sub, description.
+
+    Reads the plain form, the form with a state mark before the unit, the header and legend of a run
+    without ``--no-legend`` (skipped), and ``--output=json`` (systemd 250+).
+    """
+    lines = list(lines)
+    text = "\n".join(lines).strip()
+    if text.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError:
+            rows = None
+        if isinstance(rows, list):
+            return [{"unit": str(row.get("unit")), "load": str(row.get("load") or ""),
+                     "active": str(row.get("active") or ""), "sub": str(row.get("sub") or ""),
+                     "description": str(row.get("description") or "")}
+                    for row in rows if isinstance(row, dict) and row.get("unit")]
     units = []
     for line in lines:
-        fields = line.split(None, 4)
-        if len(fields) < 4 or "." not in fields[0]:
+        fields = line.split(None, 5)
+        if fields and fields[0] in _UNIT_MARKS:
+            fields = fields[1:]
+        else:
+            fields = line.split(None, 4)
+        if len(fields) < 4 or "." not in fields[0] or fields[1] in ("=",):
             continue
         units.append({"unit": fields[0], "load": fields[1], "active": fields[2], "sub": fields[3],
-                      "description": fields[4] if len(fields) > 4 else ""})
+                      "description": " ".join(fields[4:]) if len(fields) > 4 else ""})
     return units
 
 

@@ -41,7 +41,8 @@ def parse_smartctl_health(text: str) -> str | None:
     if not match:
         return None
     verdict = (match.group(1) or match.group(2)).upper()
-    return "PASSED" if verdict in ("PASSED", "OK") else "FAILED"
+    # "UNKNOWN!" (a USB bridge that passes no answer) is no verdict; FAILED and FAILURE are.
+    return "PASSED" if verdict in ("PASSED", "OK") else "FAILED" if verdict.startswith("FAIL") else None
 
 
 def flatten_lsblk(data: Any) -> list[dict[str, Any]]:

@@ -16,22 +16,16 @@ must come out unchanged.
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
-import subprocess
-import sys
-import tarfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from agent.redaction import Redactor, second_look, words
 from agent.redaction.verify import LeakScanner, scan_text
-from tests.agent.redaction.test_new_spellings import Case, _rand, leaks, password, phrase
+from tests.agent.redaction.test_new_spellings import Case, _rand, leaks, password, phrase, share_bundle_files
 
-ROOT = Path(__file__).resolve().parents[3]
 
 # What stands before the secret on a log line, in several tools' formats.
 LOG_PREFIXES = [
@@ -284,23 +278,8 @@ def test_a_sample_through_the_real_share_leaves_nothing_in_the_bundle(tmp_path):
     text = "".join(case.text + "\n" for case in picked)
     (logs / "app.log").write_text(text, encoding="utf-8")
     (logs / "legacy.log").write_bytes(b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"))
-    target = tmp_path / "bundle.tar.gz"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path / "home"),
-           "HELPLINE_CONFIG_DIR": str(tmp_path / "config"), "HELPLINE_AGENT_DIR": str(tmp_path / "agent"),
-           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys; from cli.main import main; main(sys.argv[1:])", "share", "--yes",
-         "--output", str(target), "--what", "wifi broken", "--since", "today", "--tried", "nothing",
-         "--logs", str(logs / "*.log"), "-x", "processes", "-x", "software", "-x", "crashes", "-x", "hardware"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    texts: dict[str, str] = {}
-    with tarfile.open(target) as archive:
-        for member in archive.getmembers():
-            if member.isfile():
-                data = archive.extractfile(member).read()  # type: ignore[union-attr]
-                texts[member.name] = data.decode("utf-16") if data[:2] == b"\xff\xfe" else data.decode("utf-8")
+    texts = {name: data.decode("utf-16") if data[:2] == b"\xff\xfe" else data.decode("utf-8")
+             for name, data in share_bundle_files(tmp_path, logs, "wifi broken").items()}
     assert any(name.endswith("app.log") for name in texts) and any(name.endswith("legacy.log") for name in texts)
     found = [f"{name}: {value!r} from {case.text[:100]!r}"
              for case in picked for name, body in texts.items() for value in leaks(case, body)]

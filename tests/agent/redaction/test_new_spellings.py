@@ -518,24 +518,9 @@ def test_a_sample_through_the_real_share_leaves_nothing_in_the_bundle(tmp_path):
     (logs / "legacy.log").write_bytes("".join(c.text + "\r\n" for c in windows if _encodable(c.text, "cp1252"))
                                       .encode("cp1252"))
     (logs / "unicode.log").write_bytes(b"\xff\xfe" + "".join(c.text + "\r\n" for c in windows).encode("utf-16-le"))
-    target = tmp_path / "bundle.tar.gz"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path / "home"),
-           "HELPLINE_CONFIG_DIR": str(tmp_path / "config"), "HELPLINE_AGENT_DIR": str(tmp_path / "agent"),
-           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys; from cli.main import main; main(sys.argv[1:])", "share", "--yes",
-         "--output", str(target), "--what", "mail broken", "--since", "today", "--tried", "nothing",
-         "--logs", str(logs / "*.log"), "-x", "processes", "-x", "software", "-x", "crashes", "-x", "hardware"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    texts: dict[str, str] = {}
-    with tarfile.open(target) as archive:
-        for member in archive.getmembers():
-            if member.isfile():
-                data = archive.extractfile(member).read()  # type: ignore[union-attr]
-                texts[member.name] = data.decode("utf-16" if data[:2] == b"\xff\xfe" else "cp1252", "replace") \
-                    if not _is_utf8(data) else data.decode("utf-8")
+    texts = {name: data.decode("utf-16" if data[:2] == b"\xff\xfe" else "cp1252", "replace")
+             if not _is_utf8(data) else data.decode("utf-8")
+             for name, data in share_bundle_files(tmp_path, logs, "mail broken").items()}
     names = " ".join(texts)
     assert "summary.json" in names and "report.html" in names and "app.log" in names
     assert "legacy.log" in names and "unicode.log" in names, "legacy Windows files are scrubbed, not dropped"
@@ -547,6 +532,28 @@ def test_a_sample_through_the_real_share_leaves_nothing_in_the_bundle(tmp_path):
             for value in leaks(case, text):
                 found.append(f"{name}: {value!r} from {case.text[:100]!r}")
     assert not found, "\n".join(found[:40])
+
+
+def share_bundle_files(tmp_path: Path, logs: Path, what: str) -> dict[str, bytes]:
+    """Run the real `helpline share --output` with the logs in ``logs`` (the slowest collectors left out) in a
+    PC of its own under ``tmp_path``; return every file of the bundle by its name in the archive."""
+    target = tmp_path / "bundle.tar.gz"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path / "home"),
+           "HELPLINE_CONFIG_DIR": str(tmp_path / "config"), "HELPLINE_AGENT_DIR": str(tmp_path / "agent"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from cli.main import main; main(sys.argv[1:])", "share", "--yes",
+         "--output", str(target), "--what", what, "--since", "today", "--tried", "nothing",
+         "--logs", str(logs / "*.log"), "-x", "processes", "-x", "software", "-x", "crashes", "-x", "hardware"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    files: dict[str, bytes] = {}
+    with tarfile.open(target) as archive:
+        for member in archive.getmembers():
+            if member.isfile():
+                files[member.name] = archive.extractfile(member).read()  # type: ignore[union-attr]
+    return files
 
 
 def _is_utf8(data: bytes) -> bool:

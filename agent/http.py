@@ -136,6 +136,14 @@ def pooled_transport(verify: Any) -> httpx.BaseTransport:
     return _borrowed_class()(pool)
 
 
+def _environment_proxies() -> bool:
+    """Whether a proxy variable (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, any case) is set: httpx then picks the proxy
+    per address itself, which it does only for a client with no transport of its own."""
+    from urllib.request import getproxies_environment
+
+    return any(scheme != "no" for scheme in getproxies_environment())
+
+
 @functools.cache
 def _borrowed_class() -> type:
     import httpx
@@ -182,8 +190,8 @@ class ServerConnection:
         # ALL_PROXY and NO_PROXY from the environment (trust_env), as every other program on the PC does.
         # A transport given by the caller (in-process tests) is the whole way to the server: no proxy.
         proxy = configured_proxy() if transport is None else None
-        if transport is None and proxy is None:
-            transport = pooled_transport(verify)
+        if transport is None and proxy is None and not _environment_proxies():
+            transport = pooled_transport(verify)  # (a transport given to httpx turns the environment's proxies off)
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify,
                                     transport=transport, proxy=proxy)
 

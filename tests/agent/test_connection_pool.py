@@ -67,3 +67,14 @@ def test_a_transport_given_by_the_caller_is_used_as_it_is(server):
         assert conn.get("info") == {"ok": True}
     assert Counting.connections == 2, "the caller's transport is not the pool"
     assert agent_http._POOLS and given not in agent_http._POOLS.values()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_is_still_followed(server, monkeypatch, variable):
+    # httpx picks the environment's proxy only for a client without a transport of its own: no pool then.
+    from protocol.errors import UnavailableError
+
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there: going through it fails
+    with ServerConnection(server) as conn, pytest.raises(UnavailableError):
+        conn.get("info")
+    assert Counting.connections == 0 and not agent_http._POOLS

@@ -180,12 +180,11 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
 
 
 class Gathering:
-    """A share's gathering on a thread of its own, started before the ticket check and the questions.
+    """A share's gathering on a thread of its own, started before the questions.
 
-    The collectors work while the server is asked about the ticket and while the
-    person types their answers (a thread blocked on the terminal leaves the
-    interpreter to the collectors); on a slow PC that is seconds the person no
-    longer waits after the last answer. What the bundle says of the ticket and the
+    The collectors work while the person types their answers (a thread blocked on
+    the terminal leaves the interpreter to the collectors); on a slow PC that is
+    seconds the person no longer waits after the last answer. What the bundle says of the ticket and the
     answers is settled last: :meth:`result` lets the bundle be finished with the
     request as it is then, and replays the progress so far to its listener.
     :meth:`cancel` stops it and removes what it wrote. Not for a share that needs

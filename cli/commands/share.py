@@ -177,15 +177,16 @@ def share(
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),
                            ticket=label)
-    # The collectors start now and work while the server is asked about the ticket and the person answers;
-    # the ticket and the answers reach the bundle when it is finished (Gathering.result).
+    choice = None
+    if not (target or preview):
+        choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
+        request.ticket, request.new_ticket = choice.number, choice.is_new
+        request.ticket_title = choice.ticket.title if choice.ticket else None
+    # The collectors start now and work while the person answers the questions; the answers reach the bundle
+    # when it is finished (Gathering.result). Started after the ticket check, not before: the check loads the
+    # server's client, and a thread loading code would slow the collectors' threads (one interpreter lock).
     gathering = Gathering(request, cpu_sample=cpu_sample)
     try:
-        choice = None
-        if not (target or preview):
-            choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
-            request.ticket, request.new_ticket = choice.number, choice.is_new
-            request.ticket_title = choice.ticket.title if choice.ticket else None
         _ask(request)
         prepared = _collect(gathering)
     except BaseException:

@@ -90,11 +90,12 @@ _KNOWN_KEY = re.compile(
 _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 #: Cheap words that must be in a line before the keyword pattern is worth running (lower-cased line).
 _PREFILTER_WORDS = (
-    r"pass|pw|kennwort|mot de|mdp|contrase|clave|senha|parola|wachtwoord|senord|passord|adgangskode|"
-    r"hasło|haslo|heslo|jelsz|salasana|парол|密[码碼]|パスワード|비밀번호|secret|token|key|auth|credential|psk|"
-    r"bearer|sas|connection|schl"
+    "pass", "pw", "kennwort", "mot de", "mdp", "contrase", "clave", "senha", "parola", "wachtwoord", "senord",
+    "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
+    "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "schl",
 )
-_PREFILTER = re.compile(_PREFILTER_WORDS + "|" + "|".join(map(re.escape, words.PASSWORD_TRIGGERS)))
+#: Written as a trie (combined_literals): a plain alternation of a few hundred words costs four times as much.
+_PREFILTER = combined_literals(tuple(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS})))
 #: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
 #: "://", a password flag, the prefixes of the key formats, "private key".
 _CANDIDATE_LITERALS = (

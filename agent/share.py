@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -102,8 +103,24 @@ def _remove_in_background(directory: Path, *, after: threading.Thread | None = N
     return thread
 
 
+def exclusions(values: Iterable[str]) -> set[str]:
+    """The categories (or collectors) ``--exclude`` names, as people write them: any case, several in one value
+    separated by commas or spaces. An unknown name is refused before anything is gathered (InvalidInputError)."""
+    wanted = {name.lower() for value in values for name in re.split(r"[,\s]+", value) if name}
+    if not wanted:
+        return set()
+    from agent.diagnostics.collectors import collector_names
+
+    known = collector_names()
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise InvalidInputError(f"Nothing to leave out is called {', '.join(unknown)}.",
+                                hint=f"Choose from {', '.join(sorted(known))}.")
+    return wanted
+
+
 def collect_options(request: ShareRequest) -> CollectOptions:
-    """The admin's diagnostics settings plus what this run adds (logs, deadline, server)."""
+    """The admin's diagnostics settings plus what this run adds (logs, deadline, server, what it leaves out)."""
     config = dict(load_agent_config().get("diagnostics", {}))
     config["log_globs"] = list(config.get("log_globs", [])) + list(request.logs)
     from agent.group_policy import GroupPolicy
@@ -112,6 +129,8 @@ def collect_options(request: ShareRequest) -> CollectOptions:
     if group is not None and group.collectors is not None:
         config["log_globs"] += list(group.collectors.extra_log_globs or [])
         config["exclude"] = sorted({*config.get("exclude", []), *(group.collectors.disabled or [])})
+    if request.exclude:  # left out of the bundle, and not gathered either
+        config["exclude"] = sorted({*config.get("exclude", []), *request.exclude})
     if request.deadline is not None:
         config["deadline"] = request.deadline
         config["collector_timeout"] = min(float(config.get("collector_timeout", 10.0)), request.deadline)

@@ -118,7 +118,7 @@ def share(
     tried: Annotated[str, typer.Option("--tried", metavar="TEXT", help="What you already tried.")] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (for scripts).")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Gather and show what would be sent, then stop.")] = False,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", metavar="CATEGORY", help="Leave a category out (repeatable): system, hardware, network, processes, services, software, logs, crashes, environment.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", metavar="CATEGORY", help="Leave a category out (repeatable, or several with commas): system, hardware, network, processes, services, software, logs, crashes, environment, …")] = None,
     logs: Annotated[list[str] | None, typer.Option("--logs", metavar="GLOB", help="Add application logs (repeatable), e.g. '~/.config/MyApp/*.log'.")] = None,
     output_path: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE", help="Write the bundle to this file (or a new file in this folder) instead of sending it.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="With --output: replace the file if it exists.")] = False,
@@ -162,7 +162,7 @@ def share(
     # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
     # server count towards the interval CPU percentages are measured over.
     cpu_sample = early_or_new()
-    from agent.share import Gathering, ShareRequest, output_target
+    from agent.share import Gathering, ShareRequest, exclusions, output_target
 
     target = output_target(output_path, overwrite=overwrite) if output_path is not None else None  # refused first
 
@@ -173,7 +173,7 @@ def share(
         # Say it now, not after gathering and asking: with no server there is nowhere to send to.
         raise ConfigError("This PC does not know its Helpline server yet.",
                           hint="Add --server URL (your support team tells you the address), or save the bundle with --output FILE.")
-    request = ShareRequest(what=what, since=since, tried=tried, exclude=set(exclude or ()), logs=list(logs or ()),
+    request = ShareRequest(what=what, since=since, tried=tried, exclude=exclusions(exclude or ()), logs=list(logs or ()),
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),
                            ticket=label)

@@ -133,3 +133,15 @@ def test_the_command_refuses_an_existing_file_before_it_gathers(tmp_path, monkey
     err = capsys.readouterr().err
     assert exited.value.code == 10 and err.splitlines()[0] == f"error: {kept} already exists."
     assert kept.read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("sending", [["--code", "7KQ2-M9XD"], ["--ticket", "T-1042"], ["--new"]])
+def test_output_with_an_option_for_sending_is_refused_before_anything_happens(tmp_path, monkeypatch, capsys, sending):
+    def gathered(*args, **kwargs):
+        raise AssertionError("gathered before refusing")
+
+    monkeypatch.setattr(share, "prepare", gathered)
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["share", "--yes", "--output", str(tmp_path / "d.tar.gz"), *sending])
+    err = capsys.readouterr().err
+    assert exited.value.code == 10 and err.startswith("error: --output keeps the bundle on this PC")

@@ -9,6 +9,7 @@ import pexpect
 import pytest
 
 from tests.support.live import helpline_bin
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -64,18 +65,6 @@ def _gathered_so_far(pc) -> list:
     return sorted((pc.agent_dir / "work").glob("share-*/staging/*/facts.json"))
 
 
-def _wait_for(check, seconds: float = 30.0):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    return check()
-
-
 def test_the_collectors_work_while_the_person_answers(make_pc, tmp_path):
     # The gathering starts before the questions: by the time the first one waits for an answer, collectors
     # have written their facts; the answers still reach the bundle, and nothing stays in the work folder.
@@ -83,7 +72,7 @@ def test_the_collectors_work_while_the_person_answers(make_pc, tmp_path):
     target = tmp_path / "diag.tar.gz"
     child = spawn(user, "share", "--output", str(target))
     child.expect("What happened\\?")
-    assert _wait_for(lambda: _gathered_so_far(user)), "nothing was gathered while the question waited"
+    wait_for(lambda: _gathered_so_far(user), "facts gathered while the question waits", seconds=30, every=0.05)
     child.sendline("Printer offline")
     child.expect("Since when, and how often\\?")
     child.sendline("today")
@@ -103,7 +92,7 @@ def test_the_collectors_work_while_the_person_answers(make_pc, tmp_path):
     # Stopped at a question while gathering: what was gathered goes too.
     child = spawn(user, "share", "--output", str(tmp_path / "second.tar.gz"))
     child.expect("What happened\\?")
-    assert _wait_for(lambda: _gathered_so_far(user))
+    wait_for(lambda: _gathered_so_far(user), "facts gathered while the question waits", seconds=30, every=0.05)
     child.sendintr()
     child.expect("Nothing was sent")
     child.expect(pexpect.EOF)

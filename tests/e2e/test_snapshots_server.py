@@ -18,6 +18,7 @@ import pytest
 
 from protocol.errors import ExitStatus
 from tests.support.live import ADMIN, PC, helpline_bin, json_request, token_of
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")]
 
@@ -46,16 +47,6 @@ def make_home(root: Path, seed: int) -> Path:
 def enroll(pc: PC, admin_pc: PC, server) -> str:
     token = admin_pc.ok("enroll-token", "create", "--json", "--max-uses", "5").json()["token"]
     return pc.ok("agent", "enroll", server.url, token, "--json").json()["agent_id"]
-
-
-def wait_for(check, what: str, seconds: float = 60.0):
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

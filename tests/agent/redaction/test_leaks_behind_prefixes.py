@@ -24,7 +24,8 @@ import pytest
 
 from agent.redaction import Redactor, second_look, words
 from agent.redaction.verify import LeakScanner, scan_text
-from tests.agent.redaction.test_new_spellings import Case, _rand, leaks, password, phrase, share_bundle_files
+from tests.agent.redaction.test_new_spellings import SEEDS, Case, _leaking, _rand, leaks, password, phrase, share_bundle_files
+from tests.agent.redaction.test_new_spellings import cases as generated_cases
 
 
 # What stands before the secret on a log line, in several tools' formats.
@@ -121,11 +122,10 @@ GENERATORS: dict[str, Callable[[random.Random], Iterator[Case]]] = {
     "pass-phrase-prefixed": pass_phrases_behind_prefixes,
     "json-escaped-key": json_escaped_keys,
 }
-SEEDS = (9, 19, 29)
 
 
 def cases(name: str, seed: int) -> list[Case]:
-    return list(GENERATORS[name](random.Random(f"{name}-{seed}")))
+    return generated_cases(name, seed, GENERATORS)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -134,12 +134,7 @@ def test_no_generated_secret_survives_redaction(name, seed):
     redactor = Redactor()
     generated = cases(name, seed)
     assert len(generated) >= 40
-    found = []
-    for case in generated:
-        output = redactor.redact_text(case.text + "\n")[0]
-        missed = leaks(case, output)
-        if missed:
-            found.append(f"{case.text[:160]!r} -> {output[:200]!r} (left {missed})")
+    found = _leaking(generated, lambda text: redactor.redact_text(text)[0])
     assert not found, f"{len(found)} of {len(generated)} leak:\n" + "\n".join(found[:40])
 
 

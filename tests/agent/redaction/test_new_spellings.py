@@ -377,8 +377,10 @@ GENERATORS: dict[str, Callable[[random.Random], Iterator[Case]]] = {
 SEEDS = (9, 19, 29)
 
 
-def cases(name: str, seed: int) -> list[Case]:
-    return list(GENERATORS[name](random.Random(f"{name}-{seed}")))
+def cases(name: str, seed: int, generators: dict[str, Callable[[random.Random], Iterator[Case]]] | None = None,
+          ) -> list[Case]:
+    """The cases ``name``'s generator (in ``generators``, default this module's) makes from ``seed``."""
+    return list((generators or GENERATORS)[name](random.Random(f"{name}-{seed}")))
 
 
 def _leaking(all_cases: list[Case], redact: Callable[[str], str]) -> list[str]:

@@ -203,11 +203,11 @@ class Gathering:
 
     The collectors work while the person types their answers (a thread blocked on
     the terminal leaves the interpreter to the collectors); on a slow PC that is
-    seconds the person no longer waits after the last answer. What the bundle says of the ticket and the
-    answers is settled last: :meth:`result` lets the bundle be finished with the
-    request as it is then, and replays the progress so far to its listener.
-    :meth:`cancel` stops it and removes what it wrote. Not for a share that needs
-    no gathering.
+    seconds the person no longer waits after the last answer. What the bundle says
+    of the ticket and the answers is settled last: :meth:`result` lets the bundle be
+    finished with the request as it is then, and replays the progress so far to its
+    listener. :meth:`cancel` stops it and removes what it wrote. Not for a share
+    that needs no gathering.
     """
 
     #: Seconds :meth:`cancel` waits for the gathering to remove what it wrote.

@@ -119,6 +119,21 @@ def exclusions(values: Iterable[str]) -> set[str]:
     return wanted
 
 
+def unmatched_logs(patterns: Iterable[str], *, home: Path | None = None) -> list[str]:
+    """The ``--logs`` patterns no file matches now (``~`` is the home folder), in the order given: a typo the
+    person hears of before gathering, not after."""
+    import glob
+    import itertools
+
+    def matches(pattern: str) -> bool:
+        expanded = pattern
+        if pattern == "~" or pattern.startswith(("~/", "~\\")):
+            expanded = str(home or Path.home()) + pattern[1:]
+        return any(not os.path.isdir(path) for path in itertools.islice(glob.iglob(expanded, recursive=True), 1000))
+
+    return [pattern for pattern in patterns if not matches(pattern)]
+
+
 def collect_options(request: ShareRequest) -> CollectOptions:
     """The admin's diagnostics settings plus what this run adds (logs, deadline, server, what it leaves out)."""
     config = dict(load_agent_config().get("diagnostics", {}))

@@ -165,7 +165,7 @@ def share(
     # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
     # server count towards the interval CPU percentages are measured over.
     cpu_sample = early_or_new()
-    from agent.share import Gathering, ShareRequest, exclusions, output_target
+    from agent.share import Gathering, ShareRequest, exclusions, output_target, unmatched_logs
 
     target = output_target(output_path, overwrite=overwrite) if output_path is not None else None  # refused first
 
@@ -180,6 +180,8 @@ def share(
                            deadline=deadline, redact_network=redact_network, redact_names=redact_names,
                            server_url=server or (previous.server_url if previous else None),
                            ticket=label)
+    for pattern in unmatched_logs(request.logs):
+        output.err_console().print(f"[bold]note:[/] no file matches --logs {output.esc(pattern)}; the share goes on without it.")
     choice = None
     if not (target or preview):
         choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)

@@ -1,5 +1,5 @@
-"""`helpline share --exclude`: names read as people write them, unknown ones refused before gathering, and
-what is left out is not gathered either."""
+"""`helpline share --exclude` and `--logs`: names read as people write them, unknown ones refused before
+gathering, what is left out is not gathered either, and a log pattern that matches nothing is said at once."""
 
 from __future__ import annotations
 
@@ -45,3 +45,28 @@ def test_the_command_refuses_an_unknown_name_before_it_gathers(tmp_path, monkeyp
                        "--what", "x", "--since", "y", "--tried", "z"])
     assert exited.value.code == 10
     assert capsys.readouterr().err.splitlines()[0] == "error: Nothing to leave out is called spooler."
+
+
+def test_log_patterns_that_match_no_file_are_named_in_order(tmp_path):
+    from agent.share import unmatched_logs
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app.log").write_text("started\n")
+    (tmp_path / "home" / ".config" / "App").mkdir(parents=True)
+    (tmp_path / "home" / ".config" / "App" / "sync.log").write_text("x\n")
+    patterns = [str(tmp_path / "nothing" / "*.log"), str(tmp_path / "logs" / "*.log"), "~/.config/App/*.log",
+                "~/.config/Other/*.log", str(tmp_path / "logs"), str(tmp_path / "**" / "app.log")]
+    assert unmatched_logs(patterns, home=tmp_path / "home") == [
+        str(tmp_path / "nothing" / "*.log"), "~/.config/Other/*.log", str(tmp_path / "logs")]  # a folder is no log
+
+
+def test_the_command_says_which_log_pattern_matched_nothing(tmp_path, capsys):
+    missing = str(tmp_path / "nowhere" / "*.log")
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["share", "--yes", "--output", str(tmp_path / "d.tar.gz"), "--logs", missing,
+                       "-x", "processes,software,updates,hardware,devices,kernel,crashes,network,storage,printers",
+                       "--what", "x", "--since", "y", "--tried", "z"])
+    assert exited.value.code == 0
+    err = capsys.readouterr().err
+    assert f"note: no file matches --logs {missing}; the share goes on without it." in err
+    assert (tmp_path / "d.tar.gz").is_file()

@@ -156,6 +156,9 @@ def share(
     if output_path is not None and (code or ticket or new):
         raise InvalidInputError("--output keeps the bundle on this PC; --code, --ticket and --new are for sending it.",
                                 hint="Leave out --output to send the bundle, or the others to save it.")
+    if output_path is not None and preview:
+        raise InvalidInputError("--preview stops before the bundle is saved; --output saves it.",
+                                hint="Leave out --preview: --output shows the same table before it saves.")
     if then_session:
         _check_session_possible(preview=preview, output_path=output_path, json_out=json_out, send_queued_only=send_queued_only)
     if not (yes or preview or output_path is not None) and not _interactive():

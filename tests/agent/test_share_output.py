@@ -135,8 +135,8 @@ def test_the_command_refuses_an_existing_file_before_it_gathers(tmp_path, monkey
     assert kept.read_bytes() == b"kept"
 
 
-@pytest.mark.parametrize("sending", [["--code", "7KQ2-M9XD"], ["--ticket", "T-1042"], ["--new"]])
-def test_output_with_an_option_for_sending_is_refused_before_anything_happens(tmp_path, monkeypatch, capsys, sending):
+@pytest.mark.parametrize("sending", [["--code", "7KQ2-M9XD"], ["--ticket", "T-1042"], ["--new"], ["--preview"]])
+def test_output_with_an_option_it_cannot_go_with_is_refused_before_anything_happens(tmp_path, monkeypatch, capsys, sending):
     def gathered(*args, **kwargs):
         raise AssertionError("gathered before refusing")
 
@@ -144,4 +144,5 @@ def test_output_with_an_option_for_sending_is_refused_before_anything_happens(tm
     with pytest.raises(SystemExit) as exited:
         cli_main.main(["share", "--yes", "--output", str(tmp_path / "d.tar.gz"), *sending])
     err = capsys.readouterr().err
-    assert exited.value.code == 10 and err.startswith("error: --output keeps the bundle on this PC")
+    assert exited.value.code == 10 and err.startswith(("error: --output keeps the bundle on this PC",
+                                                       "error: --preview stops before the bundle is saved"))

@@ -121,17 +121,10 @@ def exclusions(values: Iterable[str]) -> set[str]:
 
 def unmatched_logs(patterns: Iterable[str], *, home: Path | None = None) -> list[str]:
     """The ``--logs`` patterns no file matches now (``~`` is the home folder), in the order given: a typo the
-    person hears of before gathering, not after."""
-    import glob
-    import itertools
+    person hears of before gathering, not after. The files are found as the logs collector finds them."""
+    from agent.diagnostics.collectors.logs import log_glob_files
 
-    def matches(pattern: str) -> bool:
-        expanded = pattern
-        if pattern == "~" or pattern.startswith(("~/", "~\\")):
-            expanded = str(home or Path.home()) + pattern[1:]
-        return any(not os.path.isdir(path) for path in itertools.islice(glob.iglob(expanded, recursive=True), 1000))
-
-    return [pattern for pattern in patterns if not matches(pattern)]
+    return [pattern for pattern in patterns if next(log_glob_files(pattern, home or Path.home()), None) is None]
 
 
 def collect_options(request: ShareRequest) -> CollectOptions:

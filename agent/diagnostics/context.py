@@ -63,6 +63,13 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
 )
 
 
+def expand_home(pattern: str, home: Path) -> str:
+    """``pattern`` with a leading ``~`` (alone, or before a separator) replaced by ``home``."""
+    if pattern == "~" or pattern.startswith(("~/", "~\\")):
+        return str(home) + pattern[1:]
+    return pattern
+
+
 class CollectOptions(BaseModel):
     """What an admin (or the user) can tune about a diagnostics run."""
 
@@ -307,9 +314,7 @@ class CollectContext:
 
     def expand_user(self, pattern: str) -> str:
         """Expand a leading ``~`` with this context's home folder (pluggable for tests)."""
-        if pattern == "~" or pattern.startswith(("~/", "~\\")):
-            return str(self.home) + pattern[1:]
-        return pattern
+        return expand_home(pattern, self.home)
 
     def forbidden_match(self, src: str | os.PathLike) -> str | None:
         """Return the forbidden-path pattern ``src`` (or what it links to) matches, or None."""

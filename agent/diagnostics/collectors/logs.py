@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..context import CollectContext
+from ..context import CollectContext, expand_home
 from ..model import Item, ItemKind, ItemStatus
 from .base import ALL_PLATFORMS, Collector, as_list, iter_lines, powershell, produced_output, read_json, slug
 
@@ -326,16 +326,23 @@ def staged_log_name(path: str, taken: set[str]) -> str:
     return candidate
 
 
+def log_glob_files(pattern: str, home: Path) -> Iterator[str]:
+    """The files (not folders) a log glob matches, ``~`` being ``home``; at most twice :data:`MAX_LOG_FILES`
+    paths are looked at."""
+    for path in itertools.islice(glob.iglob(expand_home(pattern, home), recursive=True), MAX_LOG_FILES * 2):
+        if not os.path.isdir(path):
+            yield path
+
+
 def copy_log_globs(ctx: CollectContext, counter: ErrorCounter) -> dict[str, list[dict[str, Any]]]:
     """Copy every file the admin's log globs match (capped, head and tail kept) and count its error lines."""
     matched: list[tuple[str, str]] = []
     seen: set[str] = set()
     patterns = []
     for pattern in ctx.options.log_globs:
-        expanded = ctx.expand_user(pattern)
         hits = 0
-        for path in itertools.islice(glob.iglob(expanded, recursive=True), MAX_LOG_FILES * 2):
-            if os.path.isdir(path) or path in seen:
+        for path in log_glob_files(pattern, ctx.home):
+            if path in seen:
                 continue
             seen.add(path)
             matched.append((pattern, path))

@@ -32,6 +32,10 @@ COMPLETE_VAR = "_HELPLINE_COMPLETE"
 # Helpline's models use no pydantic plugin: without this, the first model a command builds looks through every
 # installed package's entry points for one (0.01-0.02 s of a command's start). Set it to "" to load plugins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+# httpx loads its own command-line client (rich's syntax highlighting, pygments, click) when it is imported, and
+# falls back to a placeholder when that import fails; Helpline never runs that client, so the import is refused
+# (about 0.01 s of every command that reaches a server).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 if _started_as_share():
     # The share measures CPU use from its first reading to its second, at least 0.3 s apart: taken before the
     # rest of the command loads, that interval passes while it loads (agent.diagnostics.cpu_sample loads only psutil).

@@ -59,7 +59,8 @@ ensure_packages() {
 }
 
 # ensure_venv EXTRAS : create .venv and install Helpline (editable) with those extras
-# (comma-separated). Skipped when this pyproject.toml was installed with them already.
+# (comma-separated). Skipped when this pyproject.toml (and the version it reads from protocol/version.py) was
+# installed with them already.
 ensure_venv() {
     local extras="$1" stamp hash have missing=0 extra
     if [ ! -x "$VENV/bin/python" ]; then
@@ -68,7 +69,7 @@ ensure_venv() {
     fi
     "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Helpline needs Python 3.11 or newer"
     stamp="$VENV/.helpline-installed"
-    hash="$(sha256sum "$HELPLINE_ROOT/pyproject.toml" | cut -d' ' -f1)"
+    hash="$(cat "$HELPLINE_ROOT/pyproject.toml" "$HELPLINE_ROOT/protocol/version.py" | sha256sum | cut -d' ' -f1)"
     have=""
     [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$hash" ] && have="$(sed -n 2p "$stamp")"
     for extra in ${extras//,/ }; do

@@ -14,6 +14,10 @@ Versions:
 
 from __future__ import annotations
 
+#: The release of Helpline this code is: the one place it is written. pyproject.toml reads it from here
+#: (setuptools parses the assignment without importing), and the agent, the CLI and the server show it, so no
+#: command asks the installed package's metadata (importlib.metadata, the email parser, a walk of sys.path).
+HELPLINE_VERSION = "0.1.0"
 #: The version this code speaks.
 PROTOCOL_VERSION = 2
 #: The oldest agent version this server still serves.

@@ -382,6 +382,8 @@ TOKEN_IN = re.compile(r"\[REDACTED:")
 
 # A value in quotes, in escaped quotes (inside a JSON string) or bare.
 _Q = r"(?:\\\"(?P<eq>(?:[^\"\\]|\\[^\"])+)\\\"|\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s\"',\]\[\\]+(?:\\.[^\s\"',\]\[\\]*)*))"
+# A value inside parentheses (a call's argument, a process substitution): quoted, or bare up to ")" or ",".
+_Q_IN_PARENS = r"(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'),]+))"
 _CMD = r"(?:^|[\s\"'\[,;|&(/\\=])"  # a tool name starts the line or follows a separator or a path
 _ARG = r"(?:^|(?<=[\s\"'\[,=]))"  # a flag starts an argument (in a shell line or a JSON argv list)
 _GAP = r"[^\n|;&]*?"  # the rest of the same command
@@ -424,7 +426,10 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
         ),
     ),
     (("openssl",), re.compile(rf"(?i){_CMD}openssl\b{_GAP}{_ARG}-k{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
-    (("/p:", "/password:", "/pass:", "/pwd:"), re.compile(rf"(?i){_ARG}/(?:p|pass|password|pwd):{_Q}")),
+    (
+        ("/p:", "/password:", "/pass:", "/pwd:", "/p=", "/password=", "/pass=", "/pwd="),
+        re.compile(rf"(?i){_ARG}/(?:p|pass|password|pwd)[:=]{_Q}"),  # Windows tools: /p:X, winscp /password=X
+    ),
     (("/rp",), re.compile(rf"(?i){_CMD}schtasks(?:\.exe)?\b{_GAP}{_ARG}/rp[ \t]+{_Q}")),
     (
         ("net ",),
@@ -455,11 +460,41 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
         re.compile(rf"(?i){_CMD}rabbitmqctl\b{_GAP}\b(?:add_user|change_password)[ \t]+\S+[ \t]+{_Q}"),
     ),
     (("useradd", "usermod"), re.compile(rf"(?i){_CMD}user(?:add|mod)\b{_GAP}{_ARG}-p[ \t]+{_Q}")),
+    # net user NAME PASSWORD [/add] (not "*", which asks for it, nor a /switch)
+    (("net ", "net.exe"), re.compile(rf"(?i){_CMD}net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"\n]*\"|[^\s/\"]\S*)[ \t]+(?![/*(])(?!\\?\"?/){_Q}")),
+    # PowerShell: ConvertTo-SecureString "X" -AsPlainText, and a NetworkCredential's second argument
+    (
+        ("convertto-securestring",),
+        re.compile(rf"(?i)\bConvertTo-SecureString\b(?:[ \t]+-(?:AsPlainText|Force)\b(?::\$true)?)*(?:[ \t]+-String)?[ \t]+(?!-){_Q}"),
+    ),
+    (
+        ("networkcredential",),
+        re.compile(rf"(?i)\bNetworkCredential\b(?:[ \t]*\(|\]?::new\()[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|\$\w+)[ \t]*,[ \t]*{_Q_IN_PARENS}"),
+    ),
+    (("pdftk",), re.compile(rf"(?i){_CMD}pdftk\b{_GAP}(?<!\S)(?:user_pw|owner_pw|input_pw)[ \t]+(?!PROMPT\b){_Q}")),
+    # A secret on the standard input of a command that reads a password: a here-string (kinit <<< X,
+    # sudo -S cmd <<< X, chpasswd <<< user:X) or an answer repeated by yes (yes X | passwd)
+    (
+        ("<<<",),
+        re.compile(
+            rf"(?i){_CMD}(?:sudo(?=[^\n|;&<]*?[ \t]-[a-zA-Z]*S\b)|passwd|chpasswd|kinit|k5start|cryptsetup|vncpasswd"
+            rf"|x11vnc|htpasswd|smbpasswd|pdbedit|ldappasswd|openssl|gpg2?|ksu|expect)(?:\.exe)?\b{_GAP}<<<[ \t]*"
+            r"(?:[\"']?[\w.\-]+:)?" + _Q
+        ),
+    ),
+    # --password-file=<(echo X), --passwd-file <(printf X): a file made on the fly from the secret
+    (
+        ("<(",),
+        re.compile(
+            r"(?i)pass[\w\-]*[= \t]+<\([ \t]*(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:\"%s\\?n?\"|'%s\\?n?'))?|cat[ \t]+<<<)"
+            r"[ \t]+" + _Q_IN_PARENS
+        ),
+    ),
     # echo SECRET | sudo -S / passwd --stdin / docker login --password-stdin / chpasswd (user:SECRET)
     (
-        ("echo", "printf"),
+        ("echo", "printf", "yes "),
         re.compile(
-            r"(?i)(?:^|[\s;&(])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:\"%s\\?n?\"|'%s\\?n?'))?)[ \t]+"
+            r"(?i)(?:^|[\s;&(])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:\"%s\\?n?\"|'%s\\?n?'))?|yes)[ \t]+"
             r"(?:[\"']?[\w.\-]+:)?" + _Q + r"[ \t]*\|[ \t]*(?:sudo[ \t]+(?:-\w+[ \t]+)*)?"
             r"(?=[^\n|;&]*?(?:sudo[ \t]+-S|-S\b|passwd|chpasswd|--password-stdin|kinit|cryptsetup|openssl|login))"
         ),

@@ -73,7 +73,13 @@ _PIN = re.compile(
 )
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"']{0,128}:(?P<value>[^\s@/\"']{1,256})@")
 _PASSWORD_FLAG = re.compile(
-    r"(?:^|[\s\"'])(?:-p|-P|-pw|--?pass(?:word)?[= ]|/p:|/password:|-Password[ \t]+)(?P<value>[^\s\"']{4,})"
+    r"(?:^|[\s\"'=.\[])(?:-p|-P|-pw|--?pass(?:word)?[= ]|/p[:=]|/pass(?:word)?[:=]|/pwd[:=]|-Password[ \t]+"
+    # what a command reads as its password: a here-string, an answer yes repeats, a file made from echo
+    r"|<<<[ \t]*[\"']?(?:[\w.-]+:)?|yes[ \t]+[\"']?|<\((?:echo|printf(?:[ \t]+[\"']%s(?:\\n)?[\"'])?)[ \t]+[\"']?"
+    # Windows and PowerShell: net user NAME X, ConvertTo-SecureString X, pdftk's user_pw X
+    r"|(?i:net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"]*\"|[^\s/]+)[ \t]+|ConvertTo-SecureString(?:[ \t]+-\w+)*[ \t]+[\"']?"
+    r"|NetworkCredential\]?(?:::new)?\([ \t]*(?:\"[^\"]*\"|'[^']*'|\$\w+)[ \t]*,[ \t]*[\"']?|(?:user|owner)_pw[ \t]+[\"']?))"
+    r"(?P<value>[^\s\"')]{4,})"
 )
 #: host:port:db:user:password; the host may be ``*``, ``[::1]`` or ``\\:\\:1``, and a field may hold ``\\:``.
 _COLON_FILE = re.compile(
@@ -102,8 +108,9 @@ _CANDIDATE_LITERALS = (
     "pass", "pw", "kennwort", "mot de", "mdp", "contrase", "clave", "senha", "parola", "wachtwoord", "senord",
     "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
-    "/p:", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
-    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", *words.PASSWORD_TRIGGERS, *words.SHORT_TRIGGERS,
+    "/p:", "/p=", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
+    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net user",
+    "net.exe", "securestring", "_pw", *words.PASSWORD_TRIGGERS, *words.SHORT_TRIGGERS,
 )
 #: Twilio-style ids (two letters and 32 hex digits) have no telling prefix: found by their shape.
 _HEX_ID = re.compile(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
@@ -204,7 +211,9 @@ def _scan_line(line: str) -> list[str]:
             or ("pin" in lowered and _PIN.search(line)):
         found.append("keyword-value")
 
-    if "-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered:
+    if ("-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered or "<<<" in line or "<(" in line
+            or "yes" in lowered or "net" in lowered or "securestring" in lowered or "_pw" in lowered
+            or "credential" in lowered):
         if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
                for m in _PASSWORD_FLAG.finditer(line)):
             found.append("password-flag")

@@ -1,0 +1,113 @@
+"""Passwords handed to a command other than by a flag the detectors knew: on its standard input (a
+here-string, ``yes X |``, a file made on the fly by ``<(echo X)``), and Windows' and PowerShell's ways
+(``/password=X``, ``net user NAME X``, ``ConvertTo-SecureString "X" -AsPlainText``, a NetworkCredential).
+
+Such lines reach a share through running processes' command lines, sudo's log of the commands it ran
+and PowerShell's script-block log. Each spelling gets fresh random values; the first pass must replace
+the value, and the second look (the final check, with its own patterns) must see it when the first pass
+has not run. The look-alike commands that carry no secret stay as they are.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+import pytest
+
+from agent.redaction import Redactor
+from agent.redaction.second_look import scan_line
+
+LINE_PREFIXES = (
+    "",
+    "Dec  3 09:14:02 pc42 sudo:      bob : TTY=pts/1 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/sh -c ",
+    "root      4242  0.0  0.1  12345  6789 pts/1    S+   09:14   0:00 ",
+    "2026-12-03 09:14:02 Microsoft-Windows-PowerShell/Operational 4104 Creating Scriptblock text (1 of 1): ",
+)
+
+FORMS = (
+    "kinit bob@CORP.EXAMPLE <<< {v}",
+    "kinit bob <<< '{v}'",
+    'sudo -S apt-get update <<< "{v}"',
+    "sudo -kS systemctl restart cups <<<{v}",
+    'sudo -S <<< "{v}" reboot',
+    'chpasswd <<< "alice:{v}"',
+    "passwd --stdin bob <<< {v}",
+    'cryptsetup open /dev/sdb1 vault <<< "{v}"',
+    "vncpasswd -f <<< {v} > ~/.vnc/passwd",
+    "yes {v} | passwd bob",
+    "yes '{v}' | sudo -S true",
+    "rsync --password-file=<(echo {v}) backup@nas::share /srv",
+    "rsync --password-file <(printf '%s\\n' {v}) -a /home nas::home",
+    "winscp.com /password={v} /command exit",
+    "WinSCP.exe sftp://bob@host /pass={v}",
+    "net user helpdesk {v} /add",
+    'NET.EXE user "Front Desk" {v} /add /domain',
+    'ConvertTo-SecureString "{v}" -AsPlainText -Force',
+    "ConvertTo-SecureString -String '{v}' -AsPlainText -Force",
+    '$p = ConvertTo-SecureString -AsPlainText -Force -String "{v}"',
+    '$c = New-Object System.Net.NetworkCredential("bob", "{v}")',
+    "[System.Net.NetworkCredential]::new('bob', '{v}')",
+    "pdftk in.pdf output out.pdf user_pw {v}",
+    "pdftk in.pdf output out.pdf owner_pw '{v}' allow printing",
+)
+
+LOOK_ALIKES = (
+    "sudo apt-get install cups <<< y",
+    "cat <<< \"hello world\" | wc -c",
+    "yes | apt-get install foo",
+    "yes y | apt-get upgrade",
+    "yes '' | passwd bob",
+    "net user",
+    "net user bob",
+    "net user bob /delete",
+    "net user bob * /add",
+    'net user "John Smith" /active:no',
+    "ConvertTo-SecureString $plain -AsPlainText -Force",
+    "New-Object System.Net.NetworkCredential($user, $pass)",
+    "diff <(sort a.txt) <(sort b.txt)",
+    "pdftk in.pdf output out.pdf user_pw PROMPT",
+    "kinit -k -t /etc/krb5.keytab",
+    "the answer was yes, version 4.2.1-3ubuntu2",
+)
+
+
+def _password(rng: secrets.SystemRandom, length: int) -> str:
+    """A fresh value with the character classes a password generator gives (no quotes, no spaces)."""
+    chars = [rng.choice(string.ascii_lowercase), rng.choice(string.ascii_uppercase), rng.choice(string.digits),
+             rng.choice("!#%+^~")]
+    chars += [rng.choice(string.ascii_letters + string.digits + "_-") for _ in range(length - len(chars))]
+    rng.shuffle(chars)
+    return "".join(chars).lstrip("-") or "x9Q!"
+
+
+def _cases():
+    rng = secrets.SystemRandom()
+    for form in FORMS:
+        for prefix in LINE_PREFIXES:
+            yield form, prefix, _password(rng, rng.randint(8, 24))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_first_pass_replaces_a_secret_fed_to_a_command(form):
+    redactor = Redactor()
+    for _, prefix, value in (case for case in _cases() if case[0] == form):
+        line = prefix + form.format(v=value)
+        out = redactor.redact_text(line + "\n")[0]
+        assert value not in out, out
+        assert "[REDACTED:password]" in out, out
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_second_look_alone_sees_a_secret_fed_to_a_command(form):
+    for _, prefix, value in (case for case in _cases() if case[0] == form):
+        line = prefix + form.format(v=value)
+        assert scan_line(line), line
+
+
+@pytest.mark.parametrize("line", LOOK_ALIKES)
+def test_commands_that_are_fed_no_secret_stay_as_they_are(line):
+    for prefix in LINE_PREFIXES:
+        text = prefix + line + "\n"
+        assert Redactor().redact_text(text)[0] == text
+        assert scan_line(prefix + line) == []

@@ -15,7 +15,8 @@ import json
 import re
 from collections.abc import Callable
 
-from agent.redaction import keys
+from agent.redaction import keys, words
+from agent.redaction.pseudonyms import is_pseudonym
 from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
 
@@ -166,6 +167,10 @@ _CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[A-Za-z_][\w.\-]*[=:]")
 _NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
 # A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
 _SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}\s*")
+#: An ODBC value in braces: no quote, colon or brace inside but "}}" (a "}"), up to the closing "}".
+_ODBC_BRACED = re.compile(r"\{((?:[^{}\"':\n]|\}\})+)\}(?!\})")
+#: `{password}`, `{db_pass}`: a template's placeholder, not a value.
+_PLACEHOLDER = re.compile(r"[a-z_][a-z0-9_]*|[A-Z_][A-Z0-9_]*|\d+")
 _JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
 _QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
@@ -293,6 +298,8 @@ def is_not_secret(value: str) -> bool:
         return True
     if v.lower() in _NOT_SECRET_WORDS:
         return True
+    if is_pseudonym(v.rstrip("=:;,.")):
+        return True  # what the first pass put for an address or a name, read again: redacting twice changes nothing
     return _REFERENCE.fullmatch(v) is not None
 
 
@@ -451,7 +458,12 @@ class Assignments:
                 return None
             return vstart + 1, end, token
         if first == "{":
-            return None  # a nested object: its own keys are found separately
+            # ODBC quotes a value in braces (`Pwd={a;b}`, "}}" for a "}" inside); anything else in braces is a
+            # nested object, whose own keys are found separately, or a placeholder (`{password}`).
+            braced = _ODBC_BRACED.match(line, vstart) if sep == "=" else None
+            if braced is None or _PLACEHOLDER.fullmatch(braced.group(1)) or is_not_secret(braced.group(1)):
+                return None
+            return vstart + 1, braced.end() - 1, token
         if first == "[":
             return self._list_span(line, vstart)
         if whitespace_sep:
@@ -592,6 +604,16 @@ class XmlElements:
 _NETRC_LINE = re.compile(r"(?i)(?:^|\s)(?:machine|default)(?:\s|$)")
 _NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>(?![=:](?:\s|$))\S+)")
 _QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+))"
+# A directive of a space-separated config file and its value: "bindpw X" (ldap.conf, nslcd.conf), "rootpw X"
+# (slapd.conf), "smtp_pass X", "AuthPass X". The name is glued of several words (a bare "password changed" is a
+# sentence) and must name a password (see SpecialForms.apply); it starts the line (a log line's message is not a
+# config file's), and the value is the rest of the line: one word, or a quoted string.
+_DIRECTIVE = re.compile(
+    r"^[ \t]*(?P<key>[A-Za-z][A-Za-z0-9]*(?:[_.\-][A-Za-z0-9]+)+|[A-Z]?[a-z0-9]+(?:[A-Z][a-z0-9]+)+"
+    r"|[a-z]+(?:pw|pass|passwd|authtok))[ \t]+(?P<q>[\"'])?(?P<value>(?(q)[^\"'\n]+|[^\s\"'=:]\S*))(?(q)[\"'])[ \t]*$"
+)
+# An ODBC connection string's password in braces: "Uid=sa;Pwd={a;b}}c}" (a "}" is written "}}").
+_ODBC_PASSWORD = re.compile(r"(?i)(?:^|[;\"'])[ \t]*(?:pwd|password|pass)[ \t]*=[ \t]*\{(?P<value>(?:[^{}\n]|\}\})+)\}(?!\})")
 # (literals, pattern): the pattern only runs on lines that contain one of the literals (lower case).
 _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # Debian /etc/network/interfaces: "wpa-psk correct horse battery staple", "wireless-key s:abcde"
@@ -603,8 +625,11 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("requirepass", "masterauth"), re.compile(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),
     # a continuation line of ~/.netrc: "  password hunter2"
     (("pass",), re.compile(r"(?i)^[ \t]+(?:password|passwd)[ \t]+(?P<value>[^\s=:]\S*)[ \t]*$")),
-    # netsh wlan show profile key=clear: "Key Content            : MyWifiPass"
-    (("content",), re.compile(r"(?i)\bKey[ \t]+Content[ \t]*:[ \t]*(?P<value>\S.*?)[ \t]*$")),
+    # netsh wlan show profile key=clear: "Key Content            : MyWifiPass", in Windows' languages
+    (
+        words.KEY_CONTENT_TRIGGERS,
+        re.compile(rf"(?i)(?<![^\W_])(?:{words.KEY_CONTENT_LABELS})[ \t]*:[ \t]*(?P<value>\S.*?)[ \t]*$"),
+    ),
     # sshpass -p secret ssh ...
     (("sshpass",), re.compile(rf"(?i)\bsshpass[ \t]+-p[ \t]*{_QUOTED_OR_WORD}")),
     # docker login -u user -p secret registry
@@ -625,6 +650,15 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     ((" -u", "\t-u", "--user"), re.compile(r"(?<!\S)(?:-U|--user)[ \t=]*[\"']?[^\s%\"']+%(?P<value>[^\s\"']+)")),
     # Windows: setx DB_PASSWORD "value"
     (("setx",), re.compile(rf"(?i)\bsetx[ \t]+[\"']?(?P<key>[\w.\-]+)[\"']?[ \t]+{_QUOTED_OR_WORD}")),
+    # an ODBC connection string's password in braces: "Uid=sa;Pwd={a;b}}c}" (a "}" is written "}}")
+    (("pwd", "pass"), _ODBC_PASSWORD),
+    # reg query: "    DefaultPassword    REG_SZ    value" (Winlogon's automatic logon, a service's settings)
+    (
+        ("reg_sz", "reg_expand_sz", "reg_multi_sz"),
+        re.compile(r"(?i)^[ \t]*(?P<key>[^\s\"][^\t\"]*?)[ \t]+REG_(?:SZ|EXPAND_SZ|MULTI_SZ)[ \t]+(?P<value>\S.*?)[ \t]*$"),
+    ),
+    # a directive of a space-separated config file: "bindpw X", "rootpw X", "smtp_pass X" (see _DIRECTIVE)
+    (KEYWORDS, _DIRECTIVE),
     # a two-column table of variables (PowerShell `Get-ChildItem Env:`): "API_TOKEN      value"
     (KEYWORDS, re.compile(r"^[ \t]*(?P<key>[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)[ \t]{2,}(?P<value>\S.*?)[ \t]*$")),
 )
@@ -644,10 +678,10 @@ class SpecialForms:
             kind = keys.PASSWORD
             if "key" in m.re.groupindex:
                 kind = keys.classify_key(m.group("key"))
-                if kind is None:
-                    return m.group(0)
+                if kind is None or (m.re is _DIRECTIVE and kind != keys.PASSWORD):
+                    return m.group(0)  # a directive's value is taken for a password's only ("SecretStorage 3.3.3")
             value = m.group("value")
-            if is_not_secret(value.strip("\"'")):
+            if is_not_secret(value.strip("\"'")) or (m.re is _ODBC_PASSWORD and _PLACEHOLDER.fullmatch(value)):
                 return m.group(0)
             hit(kind)
             s, e = m.span("value")

@@ -147,6 +147,8 @@ _PASSWORD_COMPOUNDS = (
     "ftppass",
     "bindpw",
     "rootpw",
+    "authtok",  # SSSD's ldap_default_authtok, PAM's authtok
+    "keymaterial",  # a Wi-Fi profile's <keyMaterial> (netsh wlan export profile key=clear)
     "adminpw",
     "dbpw",
 )

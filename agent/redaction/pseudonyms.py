@@ -35,6 +35,11 @@ KINDS = tuple(_FORMATS)
 _PSEUDONYM_RE = {kind: re.compile(re.escape(fmt).replace(r"\{n\}", r"\d+"), re.I) for kind, fmt in _FORMATS.items()}
 
 
+def is_pseudonym(value: str) -> bool:
+    """Whether ``value`` is one of the pseudonyms this module hands out (``host-1``, ``email-2@redacted.invalid``)."""
+    return any(pattern.fullmatch(value) for pattern in _PSEUDONYM_RE.values())
+
+
 def canonical(kind: str, original: str) -> str:
     """Return the form under which two spellings of one value are the same (case, IPv6 zeros, MAC separators)."""
     if kind == IPV6:

@@ -50,21 +50,35 @@ _SECRET_WORDS = (
     r"parola(?:[ \t]+d'ordine)?|wachtwoord|l(?:ö|o)senord|passord|adgangskode|has(?:ł|l)o|heslo|jelsz(?:ó|o)|"
     r"salasana|пароль|парол|密码|密碼|パスワード|비밀번호|secret|token|api[ _.-]?key|apikey|access[ _.-]?key|"
     r"private[ _.-]?key|auth(?:[ _.-]?token)?|credentials?|psk|pre[ _-]?shared[ _-]?key|client[ _.-]?secret|"
-    r"bearer|sas|connection[ _.-]?string"
+    r"bearer|sas|connection[ _.-]?string|key[ _.-]?material|authtok"
     # The word forms the first pass knows (agent/redaction/words.py): a spelling it learns, this look learns too.
     # Lists of plain words go in as tries (``pass(?:word)?|…`` written once per shared start): the regex engine
     # tries this at every word of a line, and a trie costs about what one word does.
     rf"|{_trie({word.lower() for word in words.password_words()}, spaced=True)}"
     rf"|{_trie({word.lower() for word in words.ESCAPED_PASSWORD_WORDS})}"
     rf"|{_trie(words.SCHLUESSEL_QUALIFIERS)}[ _.-]?(?:keys?|{words.SCHLUESSEL})"
+    rf"|{words.KEY_CONTENT_LABELS}"
 )
 #: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
 #: separator (``:``, ``=``, ``=>``, a verb "is" in several languages, or just spaces), the value.
 _KEYWORD_VALUE = re.compile(
     rf"(?i)(?<![^\W_])(?:{_SECRET_WORDS})(?-i:(?![a-z]))(?:[ \t]+(?:key|phrase|value|word)(?!\w)|[\w.-]{{0,24}})?[\"']?"
     r"(?:[ \t]*(?::=|" + "|".join(re.escape(sep) for sep in sorted(words.SEPARATORS, key=len, reverse=True)) + r")"
-    r"|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|:)?)[ \t]*[\"'(]?"
+    r"|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|:)?)[ \t]*[\"'({]?"
     r"(?P<value>[^\s\"',;()<>\[\]{}=]{6,}={0,2})"
+)
+#: The same in markup: an element named for a secret (``<Password>X</Password>``, a Wi-Fi profile's
+#: ``<keyMaterial>``), or a key/value pair of attributes (``<add key="DbPassword" value="X"/>``).
+_MARKUP_VALUE = re.compile(
+    rf"(?i)<(?:[\w.-]+:)?[\w.-]*?(?:{_SECRET_WORDS})[\w.-]*(?:[ \t][^<>]*)?>[ \t]*(?P<value>[^<>\s]{{6,}})[ \t]*</"
+    rf"|\b(?:key|name)[ \t]*=[ \t]*[\"'][^\"'<>]*?(?:{_SECRET_WORDS})[^\"'<>]*[\"'][ \t]+value[ \t]*=[ \t]*[\"']"
+    r"(?P<attr>[^\"'\s]{6,})[\"']"
+)
+#: A config file's directive or a registry value named for a password, its value alone after it: ``bindpw X``,
+#: ``rootpw X``, ``AuthPass X``, ``DefaultPassword    REG_SZ    X`` (reg query).
+_DIRECTIVE_VALUE = re.compile(
+    r"(?i)^[ \t]*[\w.-]*(?:pw|pass|passwd|password|passphrase|authtok)[ \t]+(?:REG_(?:SZ|EXPAND_SZ|MULTI_SZ)[ \t]+)?"
+    r"[\"']?(?P<value>[^\s\"']{6,})[\"']?[ \t]*$"
 )
 #: A PIN is digits, so never random-looking: after its word and a separator, four to twelve of them are a PIN.
 _PIN = re.compile(
@@ -101,7 +115,8 @@ _PREFILTER_WORDS = (
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "schl",
 )
 #: Written as a trie (combined_literals): a plain alternation of a few hundred words costs four times as much.
-_PREFILTER = combined_literals(tuple(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS})))
+_PREFILTER = combined_literals(tuple(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS,
+                                              *words.KEY_CONTENT_TRIGGERS})))
 #: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
 #: "://", a password flag, the prefixes of the key formats, "private key".
 _CANDIDATE_LITERALS = (
@@ -111,6 +126,7 @@ _CANDIDATE_LITERALS = (
     "/p:", "/p=", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
     "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net user",
     "net.exe", "securestring", "_pw", *words.PASSWORD_TRIGGERS, *words.SHORT_TRIGGERS,
+    *words.KEY_CONTENT_TRIGGERS,
 )
 #: Twilio-style ids (two letters and 32 hex digits) have no telling prefix: found by their shape.
 _HEX_ID = re.compile(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
@@ -129,6 +145,8 @@ _VARIABLE = re.compile(r"%\w+%.*|\*+")
 _MARKER = re.compile(r"REDACTED|withheld|redacted\.invalid|^(?:ip|host|user|mac|email|ipv6)-\d+", re.IGNORECASE)
 _NUMBER_LIKE = re.compile(r"[\d.,:/+-]+[a-z%]{0,3}", re.IGNORECASE)
 #: Versions (``1:4.13+dfsg1-1+b1``), host:port pairs and paths: mixed classes, nothing secret.
+#: A date and time (ISO 8601, with its T and Z): a password's expiry or last change, never a generated secret.
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
 _VERSION = re.compile(r"v?(?:\d+:)?\d+\.\d+[\w.+~:-]*", re.IGNORECASE)
 _HOST_PORT = re.compile(r"[A-Za-z][\w.-]*:\d{1,5}")
 _PATH = re.compile(r"[\w.-]*(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w .\\-]*|[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,6}")
@@ -151,7 +169,8 @@ def looks_random(value: str) -> bool:
         return False
     if _VARIABLE.fullmatch(value):  # %APPDATA%\…, a row of stars
         return False
-    if _NUMBER_LIKE.fullmatch(value) or value.strip("*•x.") == "" or _VERSION.fullmatch(value):
+    if _NUMBER_LIKE.fullmatch(value) or value.strip("*•x.") == "" or _VERSION.fullmatch(value) \
+            or _TIMESTAMP.fullmatch(value):
         return False
     if _HOST_PORT.fullmatch(value) or (_PATH.fullmatch(value) and all(
             not _mixed(part) for part in re.split(r"[/\\.]", value))):
@@ -209,6 +228,12 @@ def _scan_line(line: str) -> list[str]:
     if (_PREFILTER.search(lowered) and any(looks_random(m.group("value").rstrip(".:?"))
                                            for m in _KEYWORD_VALUE.finditer(line))) \
             or ("pin" in lowered and _PIN.search(line)):
+        found.append("keyword-value")
+    elif ("pw" in lowered or "pass" in lowered or "authtok" in lowered) and (
+            (m := _DIRECTIVE_VALUE.match(line)) is not None and looks_random(m.group("value"))):
+        found.append("keyword-value")
+    elif ("<" in line or "value" in lowered) and _PREFILTER.search(lowered) and any(
+            looks_random(m.group("value") or m.group("attr")) for m in _MARKUP_VALUE.finditer(line)):
         found.append("keyword-value")
 
     if ("-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered or "<<<" in line or "<(" in line

@@ -61,6 +61,18 @@ KEY_QUALIFIERS = (
 # German "key" (WLAN-Schlüssel, Netzwerkschlüssel, API-Schlüssel): the same qualifiers or these.
 SCHLUESSEL_QUALIFIERS = (*KEY_QUALIFIERS, "netzwerk", "zugangs", "lizenz", "sicherheits", "geheim")
 SCHLUESSEL = r"schl(?:ü|ue|u)ssel"
+# The label `netsh wlan show profile key=clear` puts before a Wi-Fi pass-phrase, in the languages Windows speaks
+# ("Key Content            : …"), and lower-case pieces of them that a line holding one contains.
+KEY_CONTENT_LABELS = (
+    r"key[ \t]+content|schl(?:ü|ue)sselinhalt|contenu[ \t]+de[ \t]+la[ \t]+cl[ée]|contenido[ \t]+de[ \t]+la[ \t]+clave"
+    r"|contenuto[ \t]+(?:della[ \t]+)?chiave|conte[úu]do[ \t]+da[ \t]+chave|inhoud[ \t]+van[ \t]+(?:de[ \t]+)?sleutel"
+    r"|sleutelinhoud|zawarto[śs][ćc][ \t]+klucza|содержимое[ \t]+ключа|nyckelinneh[åa]ll|anahtar[ \t]+i̇?[çc]eri[ğg]i"
+    r"|主要なコンテンツ|关键内容|關鍵內容|키[ \t]*콘텐츠"
+)
+KEY_CONTENT_TRIGGERS = (
+    "content", "inhalt", "contenu", "contenido", "contenuto", "conteúdo", "conteudo", "inhoud", "zawarto",
+    "содержимое", "innehåll", "innehall", "anahtar", "コンテンツ", "关键内容", "關鍵內容", "콘텐츠",
+)  # fmt: skip
 # Separators between a credential's word and its value, besides the spaces and verbs each pass knows.
 SEPARATORS = (":", "=", "->", "=>", "→", "：", "＝")
 

@@ -1,0 +1,112 @@
+"""Passwords in the forms config files, the registry and Windows' own tools write them, beyond `key = value`:
+
+- a space-separated directive (``bindpw X`` in ldap.conf/nslcd.conf, ``rootpw X`` in slapd.conf,
+  ``smtp_pass X``, ``AuthPass X``, SSSD's ``ldap_default_authtok``);
+- ``reg query`` output (``DefaultPassword    REG_SZ    X``: Winlogon's automatic logon);
+- a Wi-Fi profile's ``<keyMaterial>`` and netsh's "Key Content" label in Windows' languages;
+- an ODBC connection string's value in braces (``Pwd={a;b}}c}``).
+
+Each gets fresh random values; the first pass replaces them, the second look (the final check on its own)
+sees them, and the look-alikes (a package list, sshd_config switches, other registry values, a date in
+a password-expiry element) stay as they are.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+import pytest
+
+from agent.redaction import Redactor
+from agent.redaction.second_look import looks_random, scan_line
+
+
+def _password() -> str:
+    rng = secrets.SystemRandom()
+    chars = [rng.choice(string.ascii_lowercase), rng.choice(string.ascii_uppercase), rng.choice(string.digits),
+             rng.choice("!#%+^~")]
+    chars += [rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(6, 18))]
+    rng.shuffle(chars)
+    return "".join(chars)
+
+
+FORMS = (
+    "bindpw {v}",
+    "rootpw {v}",
+    "\tbindpw\t{v}",
+    "smtp_pass {v}",
+    "imap_password \"{v}\"",
+    "AuthPass {v}",
+    "ldap_default_authtok = {v}",
+    "authtok: {v}",
+    "    DefaultPassword    REG_SZ    {v}",
+    "    AltDefaultPassword    REG_EXPAND_SZ    {v}",
+    "    ProxyPassword    REG_SZ    {v}",
+    "<keyMaterial>{v}</keyMaterial>",
+    "            <KeyMaterial>{v}</KeyMaterial>",
+    '"keyMaterial": "{v}"',
+    "    Key Content            : {v}",
+    "    Schlüsselinhalt        : {v}",
+    "    Contenu de la clé      : {v}",
+    "    Contenido de la clave  : {v}",
+    "    Содержимое ключа       : {v}",
+    "Driver={{ODBC Driver 18 for SQL Server}};Server=db;Uid=sa;Pwd={{{v}}};",
+    "DSN=crm;UID=sa;PWD={{{v}}}",
+    'conn = "Server=db;Database=crm;User Id=sa;Password={{{v}}};"',
+)
+
+SECOND_LOOK_FORMS = (
+    "<Password>{v}</Password>",
+    "<AdminPassword>{v}</AdminPassword>",
+    '<add key="DbPassword" value="{v}" />',
+    "<ns:Password xmlns:ns=\"urn:x\">{v}</ns:Password>",
+    *FORMS,
+)
+
+LOOK_ALIKES = (
+    "SecretStorage      3.3.3",
+    "password changed",
+    "auth_token expired",
+    "session_timeout 30",
+    "password_file /etc/ldap.secret",
+    "PasswordAuthentication no",
+    "PermitEmptyPasswords no",
+    "KbdInteractiveAuthentication yes",
+    "    DefaultUserName    REG_SZ    bob",
+    "    AutoAdminLogon    REG_SZ    1",
+    "    PasswordExpiryWarning    REG_DWORD    0x5",
+    "    Content-Type: text/plain",
+    "Contenu de la page : accueil",
+    "password={password}",
+    "password={}",
+    "<PasswordExpires>2026-12-03T10:00:00Z</PasswordExpires>",
+    '<add key="PasswordLength" value="12" />',
+)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_first_pass_replaces_the_value(form):
+    for _ in range(4):
+        value = _password()
+        line = form.format(v=value) + "\n"
+        out = Redactor().redact_text(line)[0]
+        assert value not in out and "[REDACTED:" in out, out
+
+
+@pytest.mark.parametrize("form", SECOND_LOOK_FORMS)
+def test_the_second_look_alone_sees_the_value(form):
+    for _ in range(4):
+        line = form.format(v=_password())
+        assert scan_line(line), line
+
+
+@pytest.mark.parametrize("line", LOOK_ALIKES)
+def test_look_alikes_stay_as_they_are(line):
+    assert Redactor().redact_text(line + "\n")[0] == line + "\n"
+    assert scan_line(line) == []
+
+
+@pytest.mark.parametrize("value", ["2026-12-03T10:00:00Z", "2026-12-03 10:00:00", "2026-12-03T10:00:00.123+01:00"])
+def test_a_date_and_time_does_not_look_generated(value):
+    assert not looks_random(value)

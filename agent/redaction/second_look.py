@@ -57,7 +57,6 @@ _SECRET_WORDS = (
     rf"|{_trie({word.lower() for word in words.password_words()}, spaced=True)}"
     rf"|{_trie({word.lower() for word in words.ESCAPED_PASSWORD_WORDS})}"
     rf"|{_trie(words.SCHLUESSEL_QUALIFIERS)}[ _.-]?(?:keys?|{words.SCHLUESSEL})"
-    rf"|{words.KEY_CONTENT_LABELS}"
 )
 #: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
 #: separator (``:``, ``=``, ``=>``, a verb "is" in several languages, or just spaces), the value.
@@ -70,10 +69,16 @@ _KEYWORD_VALUE = re.compile(
 #: The same in markup: an element named for a secret (``<Password>X</Password>``, a Wi-Fi profile's
 #: ``<keyMaterial>``), or a key/value pair of attributes (``<add key="DbPassword" value="X"/>``).
 _MARKUP_VALUE = re.compile(
-    rf"(?i)<(?:[\w.-]+:)?[\w.-]*?(?:{_SECRET_WORDS})[\w.-]*(?:[ \t][^<>]*)?>[ \t]*(?P<value>[^<>\s]{{6,}})[ \t]*</"
-    rf"|\b(?:key|name)[ \t]*=[ \t]*[\"'][^\"'<>]*?(?:{_SECRET_WORDS})[^\"'<>]*[\"'][ \t]+value[ \t]*=[ \t]*[\"']"
-    r"(?P<attr>[^\"'\s]{6,})[\"']"
+    r"<(?P<tag>[\w.:-]{2,64})(?:[ \t][^<>]*)?>[ \t]*(?P<value>[^<>\s]{6,})[ \t]*</"
+    r"|\b(?:key|name)[ \t]*=[ \t]*[\"'](?P<name>[^\"'<>]{2,64})[\"'][ \t]+value[ \t]*=[ \t]*[\"'](?P<attr>[^\"'\s]{6,})[\"']",
+    re.IGNORECASE,
 )
+#: Whether a tag's or a setting's name holds a word for a secret.
+_SECRET_NAME = re.compile(rf"(?i)(?:{_SECRET_WORDS})")
+#: netsh's label of a Wi-Fi pass-phrase, in Windows' languages ("Key Content            : …"); apart from the key
+#: words above, which are tried at every word of a line, as this is needed only where a label's piece is.
+_KEY_CONTENT = re.compile(rf"(?i)(?<![^\W_])(?:{words.KEY_CONTENT_LABELS})[ \t]*:[ \t]*(?P<value>\S+)")
+_KEY_CONTENT_PIECES = combined_literals(words.KEY_CONTENT_TRIGGERS)
 #: A config file's directive or a registry value named for a password, its value alone after it: ``bindpw X``,
 #: ``rootpw X``, ``AuthPass X``, ``DefaultPassword    REG_SZ    X`` (reg query).
 _DIRECTIVE_VALUE = re.compile(
@@ -115,8 +120,7 @@ _PREFILTER_WORDS = (
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "schl",
 )
 #: Written as a trie (combined_literals): a plain alternation of a few hundred words costs four times as much.
-_PREFILTER = combined_literals(tuple(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS,
-                                              *words.KEY_CONTENT_TRIGGERS})))
+_PREFILTER = combined_literals(tuple(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS})))
 #: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
 #: "://", a password flag, the prefixes of the key formats, "private key".
 _CANDIDATE_LITERALS = (
@@ -225,20 +229,25 @@ def _scan_line(line: str) -> list[str]:
         # A top error's shape stands numbers in for "<n>": "host:<n>:db:user:pw" is still a .pgpass line.
         line = _SHAPE_TOKENS.sub("0", line)
     lowered = line.lower()
-    if (_PREFILTER.search(lowered) and any(looks_random(m.group("value").rstrip(".:?"))
-                                           for m in _KEYWORD_VALUE.finditer(line))) \
+    keyword = _PREFILTER.search(lowered) is not None
+    if (keyword and any(looks_random(m.group("value").rstrip(".:?")) for m in _KEYWORD_VALUE.finditer(line))) \
             or ("pin" in lowered and _PIN.search(line)):
+        found.append("keyword-value")
+    elif ":" in line and ("key" in lowered or "conten" in lowered or "inhoud" in lowered or not lowered.isascii()) \
+            and _KEY_CONTENT_PIECES.search(lowered) and (m := _KEY_CONTENT.search(line)) is not None \
+            and looks_random(m.group("value")):
         found.append("keyword-value")
     elif ("pw" in lowered or "pass" in lowered or "authtok" in lowered) and (
             (m := _DIRECTIVE_VALUE.match(line)) is not None and looks_random(m.group("value"))):
         found.append("keyword-value")
-    elif ("<" in line or "value" in lowered) and _PREFILTER.search(lowered) and any(
-            looks_random(m.group("value") or m.group("attr")) for m in _MARKUP_VALUE.finditer(line)):
+    elif keyword and ("</" in line or "value" in lowered) and any(
+            _SECRET_NAME.search(m.group("tag") or m.group("name")) and looks_random(m.group("value") or m.group("attr"))
+            for m in _MARKUP_VALUE.finditer(line)):
         found.append("keyword-value")
 
     if ("-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered or "<<<" in line or "<(" in line
-            or "yes" in lowered or "net" in lowered or "securestring" in lowered or "_pw" in lowered
-            or "credential" in lowered):
+            or "yes " in lowered or "net user" in lowered or "net.exe" in lowered or "securestring" in lowered
+            or "_pw" in lowered or "networkcredential" in lowered):
         if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
                for m in _PASSWORD_FLAG.finditer(line)):
             found.append("password-flag")

@@ -70,7 +70,7 @@ KEY_CONTENT_LABELS = (
     r"|主要なコンテンツ|关键内容|關鍵內容|키[ \t]*콘텐츠"
 )
 KEY_CONTENT_TRIGGERS = (
-    "content", "inhalt", "contenu", "contenido", "contenuto", "conteúdo", "conteudo", "inhoud", "zawarto",
+    "key content", "key\tcontent", "inhalt", "contenu", "contenido", "contenuto", "conteúdo", "conteudo", "inhoud", "zawarto",
     "содержимое", "innehåll", "innehall", "anahtar", "コンテンツ", "关键内容", "關鍵內容", "콘텐츠",
 )  # fmt: skip
 # Separators between a credential's word and its value, besides the spaces and verbs each pass knows.

@@ -427,8 +427,31 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     ),
     (("openssl",), re.compile(rf"(?i){_CMD}openssl\b{_GAP}{_ARG}-k{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
-        ("/p:", "/password:", "/pass:", "/pwd:", "/p=", "/password=", "/pass=", "/pwd="),
-        re.compile(rf"(?i){_ARG}/(?:p|pass|password|pwd)[:=]{_Q}"),  # Windows tools: /p:X, winscp /password=X
+        ("/p:", "/password:", "/pass:", "/pwd:", "/p=", "/password=", "/pass=", "/pwd=", ".password:", ".password="),
+        # Windows tools: /p:X, winscp /password=X, appcmd /processModel.password:X
+        re.compile(rf"(?i){_ARG}/(?:[\w-]+\.)*(?:p|pass|password|pwd)[:=]{_Q}"),
+    ),
+    # WMI and .NET: `wmic useraccount ... call SetPassword "X"`, `$user.SetPassword("X")`, `.ChangePassword("old", "X")`
+    (
+        ("setpassword", "changepassword"),
+        re.compile(rf"(?i)\b(?:Set|Change)Password\b[ \t]*\(?[ \t]*{_Q_IN_PARENS}"),
+    ),
+    (
+        ("changepassword",),  # the new password, after the old one
+        re.compile(rf"(?i)\bChangePassword\b[ \t]*\(?[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s,()]+)[ \t]*,[ \t]*{_Q_IN_PARENS}"),
+    ),
+    # wpa_cli set_network 0 psk '"X"' (the pass-phrase in quotes inside the shell's quotes), password, sae_password
+    (
+        ("set_network",),
+        re.compile(
+            rf"(?i){_CMD}wpa_cli\b{_GAP}\bset_network[ \t]+\d+[ \t]+(?:psk|password|sae_password|wep_key\d)[ \t]+"
+            r"(?:'\"(?P<sq>[^\"\n]+)\"'|\"\\?\"?(?P<dq>[^\"\\\n]+)\\?\"?\"|(?P<bare>[^\s\"']+))"
+        ),
+    ),
+    # macOS: networksetup -setairportnetwork en0 SSID PASSWORD
+    (
+        ("setairportnetwork",),
+        re.compile(rf"(?i){_CMD}networksetup\b{_GAP}-setairportnetwork[ \t]+\S+[ \t]+(?:\"[^\"\n]*\"|'[^'\n]*'|\S+)[ \t]+{_Q}"),
     ),
     (("/rp",), re.compile(rf"(?i){_CMD}schtasks(?:\.exe)?\b{_GAP}{_ARG}/rp[ \t]+{_Q}")),
     (

@@ -1,6 +1,7 @@
 """Passwords handed to a command other than by a flag the detectors knew: on its standard input (a
 here-string, ``yes X |``, a file made on the fly by ``<(echo X)``), and Windows' and PowerShell's ways
-(``/password=X``, ``net user NAME X``, ``ConvertTo-SecureString "X" -AsPlainText``, a NetworkCredential).
+(``/password=X``, ``net user NAME X``, ``ConvertTo-SecureString "X" -AsPlainText``, a NetworkCredential,
+WMI's ``SetPassword``), ``wpa_cli set_network N psk`` and macOS' ``networksetup -setairportnetwork``.
 
 Such lines reach a share through running processes' command lines, sudo's log of the commands it ran
 and PowerShell's script-block log. Each spelling gets fresh random values; the first pass must replace
@@ -50,6 +51,13 @@ FORMS = (
     "[System.Net.NetworkCredential]::new('bob', '{v}')",
     "pdftk in.pdf output out.pdf user_pw {v}",
     "pdftk in.pdf output out.pdf owner_pw '{v}' allow printing",
+    "appcmd set apppool /apppool.name:Pool /processModel.password:{v}",
+    'wmic useraccount where name="bob" call SetPassword "{v}"',
+    '$user.SetPassword("{v}")',
+    '$entry.ChangePassword("Old-Pass1", "{v}")',
+    "wpa_cli set_network 0 psk '\"{v}\"'",
+    'wpa_cli -i wlan0 set_network 1 psk "{v}"',
+    'networksetup -setairportnetwork en0 "Home WiFi" {v}',
 )
 
 LOOK_ALIKES = (
@@ -69,6 +77,10 @@ LOOK_ALIKES = (
     "pdftk in.pdf output out.pdf user_pw PROMPT",
     "kinit -k -t /etc/krb5.keytab",
     "the answer was yes, version 4.2.1-3ubuntu2",
+    "appcmd list apppool /processModel.userName:bob",
+    "wpa_cli set_network 0 ssid '\"Home\"'",
+    "networksetup -setairportnetwork en0 Home",
+    "call SetPassword $pw",
 )
 
 

@@ -477,6 +477,17 @@ def _secret_formats() -> list[Detector]:
             ("hooks.slack.com",),
         ),
         PatternDetector(
+            "teams-webhook",  # a Microsoft Teams / Office 365 connector URL: whoever has it posts to the channel
+            r"(?i:webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)/(?P<secret>[A-Za-z0-9@/_\-]{20,})",
+            ("webhook.office.com", "outlook.office"),
+        ),
+        PatternDetector(
+            "recovery-key",  # BitLocker's recovery password: eight groups of six digits (manage-bde, a saved .txt)
+            r"(?<![\w-])\d{6}(?:-\d{6}){7}(?![\w-])",
+            (),
+            shape=r"\d{6}-\d{6}-\d{6}-\d{6}",
+        ),
+        PatternDetector(
             "jwt",  # header and claims are base64url JSON objects, so both start "ey" ("{" then '"' or space)
             rf"(?<![\w-])ey[IJA]{b64url}{{8,}}\.ey{b64url}{{8,}}\.{b64url}*=*(?![\w-])",
             (".ey",),

@@ -110,3 +110,44 @@ def test_look_alikes_stay_as_they_are(line):
 @pytest.mark.parametrize("value", ["2026-12-03T10:00:00Z", "2026-12-03 10:00:00", "2026-12-03T10:00:00.123+01:00"])
 def test_a_date_and_time_does_not_look_generated(value):
     assert not looks_random(value)
+
+
+def _bitlocker_key() -> str:
+    # Real keys have blocks divisible by 11; the detector does not rely on it, so any digits must go.
+    return "-".join(f"{secrets.randbelow(10**6):06d}" for _ in range(8))
+
+
+def _teams_webhook() -> str:
+    hexes = [secrets.token_hex(16) for _ in range(4)]
+    return (f"https://{secrets.choice(['contoso', 'fabrikam', 'corp-it'])}.webhook.office.com/webhookb2/"
+            f"{hexes[0]}@{hexes[1]}/IncomingWebhook/{hexes[2]}/{hexes[3]}")
+
+
+@pytest.mark.parametrize("template", [
+    "BitLocker recovery key: {v}",
+    "        {v}",
+    "Password: {v}",
+    '{{"KeyProtectorType": "RecoveryPassword", "RecoveryPassword": "{v}"}}',
+    "Recovery key = '{v}'",
+])
+def test_a_bitlocker_recovery_key_goes_wherever_it_stands(template):
+    for _ in range(4):
+        key = _bitlocker_key()
+        out = Redactor().redact_text(template.format(v=key) + "\n")[0]
+        assert key not in out and key[7:20] not in out, out
+
+
+@pytest.mark.parametrize("template", ["TEAMS_WEBHOOK={v}", 'Invoke-RestMethod -Uri "{v}" -Method Post', "posting to {v} failed: 429"])
+def test_a_teams_webhook_url_loses_its_path(template):
+    for _ in range(4):
+        url = _teams_webhook()
+        out = Redactor().redact_text(template.format(v=url) + "\n")[0]
+        assert url.split("/webhookb2/")[1][:20] not in out and "webhook.office.com/webhookb2/" in out, out
+
+
+@pytest.mark.parametrize("label", ["Recovery key", "RecoveryKey", "recovery_key", "Personal recovery key", "Product key"])
+def test_a_labelled_recovery_or_product_key_goes(label):
+    for _ in range(4):
+        value = "-".join(secrets.token_hex(2).upper() for _ in range(6))
+        out = Redactor().redact_text(f"{label}: {value}\n")[0]
+        assert value not in out, out

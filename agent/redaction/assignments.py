@@ -24,7 +24,7 @@ KEYWORDS = (
     "pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
     # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
     "wort", "kennw", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
-    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "密码", "密碼", "パスワード", "비밀번호", "पासवर्ड",
+    "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "סיסמ", "密码", "密碼", "パスワード", "비밀번호", "पासवर्ड",
     # "secret phrase", "WLAN-Schlüssel"
     "phrase", "schlüssel", "schluessel",
 )  # fmt: skip

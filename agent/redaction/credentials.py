@@ -183,7 +183,7 @@ _FOR = (r"(?:[ \t]+(?:for|of|für|fuer|von|pour|de|para|per|voor|van|dla|pro|fö
         r"(?:[ \t]+[^\s:=\[\]\"'<>]{1,40}?){1,3}?)?")
 _VERBS = (
     r"is|was|are|were|ist|war|sind|lautet|lautete|est|était|es|era|é|è|jest|to|je|är|var|er|on|oli|este|van"
-    r"|это|—|–|-|: "
+    r"|это|е|є|είναι|היא|הוא|هي|هو|là|adalah|ialah|है|—|–|-|: "
 )
 _ADVERBS = r"now|still|jetzt|nun|noch|maintenant|toujours|ahora|todavía|agora|ainda|ora|nu|nyt|teraz|nyní|теперь"
 _SET_TO = (

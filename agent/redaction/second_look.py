@@ -63,7 +63,7 @@ _SECRET_WORDS = (
 _KEYWORD_VALUE = re.compile(
     rf"(?i)(?<![^\W_])(?:{_SECRET_WORDS})(?-i:(?![a-z]))(?:[ \t]+(?:key|phrase|value|word)(?!\w)|[\w.-]{{0,24}})?[\"']?"
     r"(?:[ \t]*(?::=|" + "|".join(re.escape(sep) for sep in sorted(words.SEPARATORS, key=len, reverse=True)) + r")"
-    r"|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|:)?)[ \t]*[\"'({]?"
+    r"|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|е|є|είναι|היא|הוא|هي|هو|là|adalah|है|:)?)[ \t]*[\"'({]?"
     r"(?P<value>[^\s\"',;()<>\[\]{}=]{6,}={0,2})"
 )
 #: The same in markup: an element named for a secret (``<Password>X</Password>``, a Wi-Fi profile's

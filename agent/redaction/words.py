@@ -20,7 +20,7 @@ PASSWORD_WORDS_SPACED = (
     r"|mot[ \t]de[ \t]passe|mots[ \t]de[ \t]passe|mdp|contrase[ñn]a|contrasenya|clave|senha|palavra-passe"
     r"|wachtwoord|has[łl]o|heslo|l[öo]senord(?:et)?|salasana(?:si)?|parol[aă]|jelsz[óo]|passord(?:et)?"
     r"|adgangskode(?:n)?|[şs]ifre(?:si|m)?|geslo|lozinka|parool|slapta[žz]odis"
-    r"|пароль|пароля|паролем|лозинка|κωδικός|סיסמה|סיסמא|كلمة[ \t]المرور|كلمة[ \t]السر"
+    r"|пароль|пароля|паролем|парола(?:та)?|лозинка|κωδικός|[ובלמש]?ה?סיסמ[הא]|كلمة[ \t]المرور|كلمة[ \t]السر"
     r"|m[ậa]t[ \t]kh[ẩa]u|kata[ \t]sandi|kata[ \t]laluan|पासवर्ड"
 )
 # Written without spaces around them (Chinese, Japanese, Korean).
@@ -29,7 +29,7 @@ PASSWORD_WORDS_CJK = r"密码|密碼|口令|パスワード|暗証番号|비밀�
 # log written as JSON lines holds them so, in lower, upper or title case.
 NON_ASCII_PASSWORD_WORDS = (
     "passwörter", "kennwörter", "contraseña", "hasło", "lösenord", "lösenordet", "jelszó", "parolă", "şifre",
-    "şifresi", "şifrem", "slaptažodis", "пароль", "пароля", "паролем", "лозинка", "κωδικός", "סיסמה", "סיסמא",
+    "şifresi", "şifrem", "slaptažodis", "пароль", "пароля", "паролем", "парола", "паролата", "лозинка", "κωδικός", "סיסמה", "סיסמא",
     "mật khẩu", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
 )  # fmt: skip
 ESCAPED_PASSWORD_WORDS = tuple(sorted(

@@ -101,6 +101,20 @@ def test_spoken_passwords_in_many_languages(template, value, lead):
     assert_gone(value, redact(lead + template.format(v=value) + "\n"))
 
 
+# The word with its article or a prefix glued on (Hebrew ה-, Bulgarian -та) and the verb "is" of more languages.
+SPOKEN_WITH_ARTICLES_AND_VERBS = [
+    "הסיסמה היא {v}", "הסיסמה: {v}", "והסיסמה {v}", "паролата е {v}", "парола: {v}", "пароль є {v}",
+    "ο κωδικός είναι {v}", "mật khẩu là {v}", "kata sandi adalah {v}", "كلمة المرور هي {v}", "पासवर्ड है {v}",
+]
+
+
+@pytest.mark.parametrize("template", SPOKEN_WITH_ARTICLES_AND_VERBS)
+@SETTINGS
+@given(value=passwords)
+def test_spoken_passwords_with_articles_and_verbs_of_more_languages(template, value):
+    assert_gone(value, redact(template.format(v=value) + "\n"))
+
+
 FLAGS = [
     "mysql -uroot -p{v} db",
     "mysql -h db -u app -p'{v}'",

@@ -174,6 +174,10 @@ _TOKEN_USER = re.compile(r"[A-Za-z0-9_\-.~+/=%]+")
 _URL_BODY = re.compile(r"[^\s\"'<>`]*")
 # Outside single quotes a password may hold one too: `postgres://u:it's@db/x`.
 _URL_BODY_WITH_QUOTE = re.compile(r"[^\s\"<>`]*")
+# A password may also hold a quote, an angle bracket or a backtick (unencoded, as people type them): when the URL cut
+# at those has no user-info, the URL read to the next space is tried, its user name free of them.
+_URL_BODY_TO_SPACE = re.compile(r"\S*")
+_URL_DELIMITERS = "\"'<>`"
 # Where the password ends: an "@" followed by a host (name, IPv4 or [IPv6], optional port), then the end
 # of the URL or its path, query or fragment.
 _AT_HOST = re.compile(
@@ -218,7 +222,10 @@ class UrlCredentials:
                 continue  # the user-info was a token, already replaced
             userinfo = _userinfo(body)
             if userinfo is None:
-                continue
+                loose = _URL_BODY_TO_SPACE.match(line, body_start).group(0)  # type: ignore[union-attr]
+                userinfo = _userinfo(loose) if len(loose) > len(body) else None
+                if userinfo is None or userinfo[1] is None or any(c in userinfo[0] for c in _URL_DELIMITERS):
+                    continue
             user, password = userinfo
             end = body_start + len(user) + (len(password) + 1 if password is not None else 0)
             if password is None:

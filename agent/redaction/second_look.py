@@ -90,7 +90,7 @@ _PIN = re.compile(
     rf"(?i)(?<![^\W_])(?:{words.PIN_WORDS})(?![\w-])(?:[ \t]*(?:{'|'.join(map(re.escape, words.SEPARATORS))})"
     r"|[ \t]+(?:is|ist|est|es|:))[ \t]*[\"']?\d{4,12}(?![\w.,:/-]*\d)"
 )
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"']{0,128}:(?P<value>[^\s@/\"']{1,256})@")
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"'<>`]{0,128}:(?P<value>[^\s@/]{1,256})@")
 _PASSWORD_FLAG = re.compile(
     r"(?:^|[\s\"'=.\[])(?:-p|-P|-pw|--?pass(?:word)?[= ]|/p[:=]|/pass(?:word)?[:=]|/pwd[:=]|-Password[ \t]+"
     # what a command reads as its password: a here-string, an answer yes repeats, a file made from echo

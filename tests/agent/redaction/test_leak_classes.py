@@ -18,6 +18,7 @@ from agent.diagnostics.context import _copy_capped
 from agent.redaction import SCRUBBED, Redactor
 from agent.redaction.assignments import _NOT_SECRET_WORDS
 from agent.redaction.credentials import _STOP_WORDS, looks_random
+from agent.redaction.second_look import scan_line as second_look_scan
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALNUM = string.ascii_letters + string.digits
@@ -241,6 +242,22 @@ def test_url_passwords_with_unusual_characters(left, special, right, scheme, hos
     output = redact(f"url={scheme}://user:{password}@{host}\n")
     assert_gone(password, output)
     assert left not in output and right not in output, output
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: "@" not in v and "'" not in v),
+    special=st.sampled_from(['"', "<", ">", "`", '"<', "`>"]),
+    right=passwords.filter(lambda v: "@" not in v and "'" not in v),
+    place=st.sampled_from(["{u}", "see {u} for the share", "({u})", "[link]({u})", "remote: {u} -> fetch"]),
+)
+def test_url_passwords_holding_quotes_angle_brackets_or_backticks(left, special, right, place):
+    # Unencoded, as people type them: the URL is read to the next space when its user-info holds one of them.
+    password = "k" + left + special + right  # the second look takes no value that starts like a reference ("&x", "$x")
+    url = f"https://bob:{password}@nas.example.lan/share"
+    output = redact(place.format(u=url) + "\n")
+    assert left not in output and right not in output, output
+    assert second_look_scan(url), url
 
 
 @SETTINGS

@@ -461,9 +461,15 @@ class Assignments:
             # ODBC quotes a value in braces (`Pwd={a;b}`, "}}" for a "}" inside); anything else in braces is a
             # nested object, whose own keys are found separately, or a placeholder (`{password}`).
             braced = _ODBC_BRACED.match(line, vstart) if sep == "=" else None
-            if braced is None or _PLACEHOLDER.fullmatch(braced.group(1)) or is_not_secret(braced.group(1)):
-                return None
-            return vstart + 1, braced.end() - 1, token
+            if braced is not None:
+                if _PLACEHOLDER.fullmatch(braced.group(1)) or is_not_secret(braced.group(1)):
+                    return None
+                return vstart + 1, braced.end() - 1, token
+            rest = line[vstart + 1 :].strip()
+            if not rest or "}" in rest or any(c in rest for c in "\"'") or ": " in rest or ", " in rest:
+                return None  # an object, also one that goes on on the next lines
+            # A "{" that nothing closes and that holds no key starts no object: in `password = {a:b` it is the
+            # value's first character.
         if first == "[":
             return self._list_span(line, vstart)
         if whitespace_sep:

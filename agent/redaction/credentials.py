@@ -195,9 +195,11 @@ _STRONG = (
     rf"|[ \t]+(?:(?:{_VERBS})(?:[ \t]+(?:{_ADVERBS}))?|{_SET_TO})(?!\w)[ \t]*:?[ \t]*"
     r"|[ \t]*(?:是|为|為|は|는|은|이|가|：)[ \t]*"
 )
+# A bare value is a word: brackets inside it belong to it ("Pd}&Q:tE7"); a quote or a bracket at its end does not,
+# nor a redaction token after it.
 _VALUE = (
     r"(?:(?P<q>[\"'“„«‘`])(?P<qv>[^\"'”»’`\n]{1,200})[\"'”»’`]"
-    r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}))"
+    r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}(?:(?!\[REDACTED:)[<>\[\](){}]+[^\s\"'<>\[\](){}]+){0,20}))"
 )
 _SPOKEN_STRONG = re.compile(
     rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|{_PIN_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")

@@ -415,3 +415,23 @@ def test_every_helpline_token_kind_the_server_issues_is_masked():
     for prefix in prefixes:
         value = security.new_token(prefix)
         assert_gone(value, redact(f"credential {value} saved\n"))
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: not set(v) & set("'\"")),
+    bracket=st.sampled_from(["}", "{", ")", "(", "]", "[", "<", ">", "}&", ")("]),
+    right=passwords.filter(lambda v: not set(v) & set("'\"")),
+    template=st.sampled_from(["my password is {v}", "the wifi password was {v} (changed)", "Passwort: {v}", "pwd {v}"]),
+)
+def test_a_spoken_password_with_a_bracket_inside_goes_whole(left, bracket, right, template):
+    # A bracket inside a word belongs to it; before, the value ended there and the rest of it stayed.
+    output = redact(template.format(v=left + bracket + right) + "\n")
+    assert left not in output and right not in output, output
+
+
+@SETTINGS
+@given(value=passwords.filter(lambda v: not set(v) & set("'\"{}")), sep=st.sampled_from([" = ", "=", ": "]))
+def test_a_setting_whose_value_starts_with_an_unclosed_brace_loses_it(value, sep):
+    output = redact(f"password{sep}{{{value}\n")
+    assert value not in output, output

@@ -250,6 +250,10 @@ def _closing_bracket(line: str, start: int) -> int:
     return -1
 
 
+_FLAG_WORD = re.compile(r"[^\s\"'`]\S*")
+_NEXT_QUERY_PAIR = re.compile(r"&[\w.\-]+=")
+
+
 def _strip_unbalanced(value: str) -> str:
     """Drop trailing separators and closing brackets that belong to the surrounding text."""
     while value and value[-1] in ",;)]}":
@@ -510,6 +514,18 @@ class Assignments:
             return None  # `wifi psk: password = ...`: the setting named next holds the value
         elif spaced_to_end(m.group("sep"), rest):
             value = _strip_unbalanced(rest.rstrip())  # `wifi: password = correct horse battery staple`
+        elif flag and sep == "=" and _FLAG_WORD.match(rest):
+            # `--password=a>b'c`: a command-line argument is one word, whatever it holds (a quote or bracket at its
+            # end that nothing opened belongs to the text around it).
+            value = _FLAG_WORD.match(rest).group(0)  # type: ignore[union-attr]
+            value = value[: m2.start()] if (m2 := _NEXT_QUERY_PAIR.search(value)) else value
+            while value:
+                trimmed = _strip_unbalanced(value)
+                if trimmed and trimmed[-1] in "\"'`" and trimmed.count(trimmed[-1]) % 2:
+                    trimmed = trimmed[:-1]
+                if trimmed == value:
+                    break
+                value = trimmed
         else:
             value = self._mid_line_value(line, vstart, m)
             if value is None:

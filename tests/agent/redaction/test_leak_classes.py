@@ -435,3 +435,17 @@ def test_a_spoken_password_with_a_bracket_inside_goes_whole(left, bracket, right
 def test_a_setting_whose_value_starts_with_an_unclosed_brace_loses_it(value, sep):
     output = redact(f"password{sep}{{{value}\n")
     assert value not in output, output
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: not set(v) & set("'\"&")),
+    inside=st.sampled_from([">", "<", "'", "`", "]", "}", ")", "'x'", '"y"']),
+    right=passwords.filter(lambda v: not set(v) & set("'\"&")),
+    flag=st.sampled_from(["--password", "--db-password", "--passwd", "-Dspring.datasource.password", "--token"]),
+    place=st.sampled_from(["app {a} --user bob", "root 4242 0.0 app {a}", "cmd=[app {a}]"]),
+)
+def test_a_flags_value_is_the_whole_argument_whatever_it_holds(left, inside, right, flag, place):
+    argument = f"{flag}={left}{inside}{right}"
+    output = redact(place.format(a=argument) + "\n")
+    assert left not in output and right not in output, output

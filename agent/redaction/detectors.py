@@ -470,8 +470,17 @@ def _secret_formats() -> list[Detector]:
             r"|gsk_[A-Za-z0-9]{48,}"
             r"|xai-[A-Za-z0-9]{60,}"
             r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}"
+            r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"  # Shopify
+            r"|sq0(?:atp|csp)-[A-Za-z0-9_\-]{22,}|EAAA[A-Za-z0-9_\-]{56,}"  # Square
+            r"|lin_(?:api|oauth)_[A-Za-z0-9]{40}"  # Linear
+            r"|ntn_[A-Za-z0-9]{40,}|secret_(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{43}"  # Notion
+            r"|NR(?:AK|JS|II)-[A-Za-z0-9]{19,32}"  # New Relic
+            r"|[0-9a-f]{32}-us\d{1,2}"  # Mailchimp
+            r"|AGE-SECRET-KEY-1[0-9A-Z]{58}"  # an age identity
             r")(?![\w-])",
-            ("gldt-", "glrt-", "glptt-", "glsa_", "glc_", "_v1_", "atatt3", "pmak-", "tskey-", "gsk_", "xai-", ".atlasv1."),
+            ("gldt-", "glrt-", "glptt-", "glsa_", "glc_", "_v1_", "atatt3", "pmak-", "tskey-", "gsk_", "xai-", ".atlasv1.",
+             "shpat_", "shpss_", "shpca_", "shppa_", "sq0atp-", "sq0csp-", "eaaa", "lin_api_", "lin_oauth_", "ntn_",
+             "secret_", "nrak-", "nrjs-", "nrii-", "-us", "age-secret-key-1"),
         ),
         PatternDetector(
             "slack-token",

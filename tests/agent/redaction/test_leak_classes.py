@@ -179,6 +179,18 @@ TOKEN_FORMATS = [
     st.tuples(tokens("M", 25), tokens(".", 6, B64URL), tokens(".", 38, B64URL)).map("".join),
     st.tuples(st.integers(10**7, 10**10).map(str), tokens(":AA", 33, B64URL)).map("".join),
 ]
+# More services whose tokens announce themselves by a prefix (each checked alone, so that every one is drawn).
+MORE_TOKEN_FORMATS = {
+    "shopify": tokens("shpat_", 32, "0123456789abcdef"),
+    "square": tokens("sq0atp-", 22, B64URL),
+    "square-access": tokens("EAAA", 60, B64URL),
+    "linear": tokens("lin_api_", 40),
+    "notion": tokens("ntn_", 46),
+    "newrelic": tokens("NRAK-", 27, string.ascii_uppercase + string.digits),
+    "mailchimp": st.tuples(_random_text("0123456789abcdef", 32), st.integers(1, 21).map(lambda n: f"-us{n}")).map("".join),
+    "age": tokens("AGE-SECRET-KEY-1", 58, string.ascii_uppercase + string.digits),
+    "bitlocker": st.lists(st.integers(0, 999999).map(lambda n: f"{n:06d}"), min_size=8, max_size=8).map("-".join),
+}
 TOKEN_PLACES = ["KEY={v}", "export SOME_VAR={v}", "2024-05-01 INFO using {v} for the request", '"value": "{v}",', "{v}"]
 
 
@@ -186,6 +198,15 @@ TOKEN_PLACES = ["KEY={v}", "export SOME_VAR={v}", "2024-05-01 INFO using {v} for
 @given(value=st.one_of(TOKEN_FORMATS), place=st.sampled_from(TOKEN_PLACES))
 def test_service_tokens_anywhere(value, place):
     assert_gone(value, redact(place.format(v=value) + "\n"))
+
+
+@pytest.mark.parametrize("kind", MORE_TOKEN_FORMATS)
+@SETTINGS
+@given(data=st.data(), place=st.sampled_from(TOKEN_PLACES))
+def test_more_service_tokens_anywhere(kind, data, place):
+    value = data.draw(MORE_TOKEN_FORMATS[kind])
+    output = redact(place.format(v=value) + "\n")
+    assert value not in output and value[-12:] not in output, output
 
 
 @SETTINGS

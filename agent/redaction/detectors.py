@@ -475,12 +475,17 @@ def _secret_formats() -> list[Detector]:
             r"|lin_(?:api|oauth)_[A-Za-z0-9]{40}"  # Linear
             r"|ntn_[A-Za-z0-9]{40,}|secret_(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{43}"  # Notion
             r"|NR(?:AK|JS|II)-[A-Za-z0-9]{19,32}"  # New Relic
-            r"|[0-9a-f]{32}-us\d{1,2}"  # Mailchimp
             r"|AGE-SECRET-KEY-1[0-9A-Z]{58}"  # an age identity
             r")(?![\w-])",
             ("gldt-", "glrt-", "glptt-", "glsa_", "glc_", "_v1_", "atatt3", "pmak-", "tskey-", "gsk_", "xai-", ".atlasv1.",
              "shpat_", "shpss_", "shpca_", "shppa_", "sq0atp-", "sq0csp-", "eaaa", "lin_api_", "lin_oauth_", "ntn_",
-             "secret_", "nrak-", "nrjs-", "nrii-", "-us", "age-secret-key-1"),
+             "secret_", "nrak-", "nrjs-", "nrii-", "age-secret-key-1"),
+        ),
+        PatternDetector(
+            "service-token",  # Mailchimp: 32 hex digits and the data centre; "-us" is common, so the pattern is small
+            r"(?<![\w-])[0-9a-f]{32}-us\d{1,2}(?![\w-])",
+            (),
+            shape=r"-us\d",
         ),
         PatternDetector(
             "slack-token",
@@ -501,7 +506,7 @@ def _secret_formats() -> list[Detector]:
             "recovery-key",  # BitLocker's recovery password: eight groups of six digits (manage-bde, a saved .txt)
             r"(?<![\w-])\d{6}(?:-\d{6}){7}(?![\w-])",
             (),
-            shape=r"\d{6}-\d{6}-\d{6}-\d{6}",
+            shape=r"-\d{6}-\d{6}-\d{6}-",  # a literal first: the engine skips to each "-"
         ),
         PatternDetector(
             "jwt",  # header and claims are base64url JSON objects, so both start "ey" ("{" then '"' or space)

@@ -42,6 +42,15 @@ _ARRAY_OPEN = re.compile(r"[:=][ \t]*\[(?P<rest>[^\]]*)$")
 _KEY_BEFORE = re.compile(r"(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*$")
 _LIST_ITEM = re.compile(r"(?P<lead>[ \t]*-[ \t]+)(?P<value>\S.*?)[ \t]*$")
 _NESTED_PAIR = re.compile(r"(?P<lead>[ \t]*[\"']?[\w.\-]+[\"']?[ \t]*:[ \t]*)(?P<value>.*?)[ \t]*$")
+# `- name: DB_PASSWORD` (also `Name:`, `key:`, `variable:`): a list item naming a setting, its value below.
+_NAMED_ITEM = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)(?:name|key|variable|env|envvar)[ \t]*:[ \t]*(?P<q>[\"']?)(?P<named>[\w.\-]+)(?P=q)"
+    r"[ \t]*(?:#.*)?$",
+    re.IGNORECASE,
+)
+_ITEM_VALUE = re.compile(r"(?P<lead>[ \t]*value[ \t]*:[ \t]*)(?P<value>\S.*?)[ \t]*", re.IGNORECASE)
+#: How many lines after the name a value is looked for (an item's other keys may stand between).
+NAMED_VALUE_LINES = 6
 _XML_OPEN_ALONE = re.compile(r"^[ \t]*<(?P<tag>[\w:.\-]+)(?:[ \t][^<>]*)?>[ \t]*$")
 _XML_TEXT = re.compile(r"(?<=>)(?P<text>[^<>]*[^<>\s][^<>]*)(?=<)|^(?P<bare>[ \t]*[^<>\s][^<>]*?)[ \t]*$")
 _JSON_SCALAR = re.compile(r"\"(?:[^\"\\]|\\.)*\"|(?<![\w.\-])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
@@ -153,6 +162,39 @@ class YamlNestedBlock:
         return BlockStep(body[:indent] + token(self._kind))
 
 
+class NamedValueBlock:
+    """A list item that names a secret and gives its value on another line, as Kubernetes, Compose, ECS and
+    GitHub Actions write environment variables::
+
+        - name: DB_PASSWORD
+          value: hunter2
+
+    The item's ``value`` key (at the item's own indentation) is secret. The block ends with the item: at a line
+    less indented, at the next item, after the value, or after :data:`NAMED_VALUE_LINES` lines.
+    """
+
+    def __init__(self, indent: int, kind: str) -> None:
+        self._indent = indent  # the indentation of the item's keys (after "- ")
+        self._kind = kind
+        self._left = NAMED_VALUE_LINES
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        if not body.strip():
+            return BlockStep(body)
+        indent = _indent(body)
+        self._left -= 1
+        if indent < self._indent or self._left < 0:
+            return BlockStep(None, done=True, rest=body)
+        m = _ITEM_VALUE.fullmatch(body) if indent == self._indent else None
+        if m is None:
+            return BlockStep(body)
+        if is_not_secret(m.group("value").strip("\"'")) or is_redacted(m.group("value")):
+            return BlockStep(body, done=True)
+        hit(self._kind)
+        quote = m.group("value")[0] if m.group("value")[0] in "\"'" else ""
+        return BlockStep(m.group("lead") + quote + token(self._kind) + quote, done=True)
+
+
 class JsonArrayBlock:
     """``"api_keys": [`` left open: every string and number up to the matching ``]`` is secret."""
 
@@ -253,6 +295,11 @@ def block_opened_by(body: str) -> Block | None:
             if m.group("indicator"):
                 return YamlScalarBlock(indent, kind)
             return YamlNestedBlock(indent, kind)
+    named_item = _NAMED_ITEM.match(body) if "-" in body else None
+    if named_item:
+        kind = keys.classify_key(named_item.group("named"))
+        if kind is not None:
+            return NamedValueBlock(len(named_item.group("indent")) + len(named_item.group("dash")), kind)
     opening = _ARRAY_OPEN.search(body) if "[" in body else None
     named = _KEY_BEFORE.search(body, 0, opening.start()) if opening else None
     if opening and named:

@@ -149,6 +149,7 @@ _PASSWORD_COMPOUNDS = (
     "ftppass",
     "bindpw",
     "rootpw",
+    "pgpass",  # PGPASS, as some scripts name PostgreSQL's password
     "authtok",  # SSSD's ldap_default_authtok, PAM's authtok
     "keymaterial",  # a Wi-Fi profile's <keyMaterial> (netsh wlan export profile key=clear)
     "adminpw",

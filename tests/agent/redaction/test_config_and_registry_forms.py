@@ -151,3 +151,32 @@ def test_a_labelled_recovery_or_product_key_goes(label):
         value = "-".join(secrets.token_hex(2).upper() for _ in range(6))
         out = Redactor().redact_text(f"{label}: {value}\n")[0]
         assert value not in out, out
+
+
+ENV_LISTS = (
+    # Kubernetes, Compose, ECS task definitions, GitHub Actions: the name on one line, the value on the next
+    "spec:\n  containers:\n    - env:\n        - name: {name}\n          value: {v}\n        - name: LOG_LEVEL\n          value: debug\n",
+    "env:\n- name: {name}\n  value: \"{v}\"\n- name: HOME\n  value: /root\n",
+    "environment:\n  - Name: {name}\n    Value: '{v}'\n",
+    "  - name: {name}\n    # from the vault\n    value: {v}\n",
+)
+
+
+@pytest.mark.parametrize("layout", ENV_LISTS)
+@pytest.mark.parametrize("name", ["DB_PASSWORD", "API_TOKEN", "client_secret", "PGPASS", "smtpPassword"])
+def test_a_value_below_the_name_of_a_secret_in_an_env_list_goes(layout, name):
+    value = _password().replace("#", "x")  # "#" would start a YAML comment after a space
+    out = Redactor().redact_text(layout.format(name=name, v=value))[0]
+    assert value not in out, out
+    for neighbour in ("value: debug", "value: /root"):  # the next item's value is its own
+        assert (neighbour in out) == (neighbour in layout), out
+
+
+@pytest.mark.parametrize("text", [
+    "env:\n- name: API_TOKEN\n  valueFrom:\n    secretKeyRef:\n      name: x\n      key: token\n- name: HOME\n  value: /root\n",
+    "  - name: DB_USER\n    value: app\n",
+    "- name: db_password\n  value: \"${DB_PASSWORD}\"\n",
+    "steps:\n  - name: Set password\n    run: echo hi\n    value: 3\n",
+])
+def test_env_list_items_that_hold_no_secret_stay(text):
+    assert Redactor().redact_text(text)[0] == text

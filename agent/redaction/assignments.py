@@ -679,6 +679,15 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
         ("reg_sz", "reg_expand_sz", "reg_multi_sz"),
         re.compile(r"(?i)^[ \t]*(?P<key>[^\s\"][^\t\"]*?)[ \t]+REG_(?:SZ|EXPAND_SZ|MULTI_SZ)[ \t]+(?P<value>\S.*?)[ \t]*$"),
     ),
+    # a name/value pair in one JSON object (ECS, `aws ssm`, CloudFormation parameters):
+    # {"name": "DB_PASSWORD", "value": "X"}, {"ParameterKey": "DbPassword", "ParameterValue": "X"}
+    (
+        ('"value"', '"parametervalue"'),
+        re.compile(
+            r"(?i)\"(?:name|key|parameterkey|variable)\"[ \t]*:[ \t]*\"(?P<key>[^\"\\]{1,80})\"[ \t]*,[ \t]*"
+            r"\"(?:value|parametervalue)\"[ \t]*:[ \t]*\"(?P<value>(?:[^\"\\]|\\.)+)\""
+        ),
+    ),
     # a directive of a space-separated config file: "bindpw X", "rootpw X", "smtp_pass X" (see _DIRECTIVE)
     (KEYWORDS, _DIRECTIVE),
     # a two-column table of variables (PowerShell `Get-ChildItem Env:`): "API_TOKEN      value"

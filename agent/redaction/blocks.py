@@ -43,12 +43,15 @@ _KEY_BEFORE = re.compile(r"(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*$")
 _LIST_ITEM = re.compile(r"(?P<lead>[ \t]*-[ \t]+)(?P<value>\S.*?)[ \t]*$")
 _NESTED_PAIR = re.compile(r"(?P<lead>[ \t]*[\"']?[\w.\-]+[\"']?[ \t]*:[ \t]*)(?P<value>.*?)[ \t]*$")
 # `- name: DB_PASSWORD` (also `Name:`, `key:`, `variable:`): a list item naming a setting, its value below.
+# The same in JSON, one key a line: `"name": "DB_PASSWORD",` then `"value": "hunter2"`.
 _NAMED_ITEM = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)(?:name|key|variable|env|envvar)[ \t]*:[ \t]*(?P<q>[\"']?)(?P<named>[\w.\-]+)(?P=q)"
-    r"[ \t]*(?:#.*)?$",
+    r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?(?P<kq>\"?)(?:name|key|variable|env|envvar)(?P=kq)[ \t]*:[ \t]*"
+    r"(?P<q>[\"']?)(?P<named>[\w.\-]+)(?P=q)[ \t]*,?[ \t]*(?:#.*)?$",
     re.IGNORECASE,
 )
-_ITEM_VALUE = re.compile(r"(?P<lead>[ \t]*value[ \t]*:[ \t]*)(?P<value>\S.*?)[ \t]*", re.IGNORECASE)
+_ITEM_VALUE = re.compile(
+    r"(?P<lead>[ \t]*(?P<kq>\"?)value(?P=kq)[ \t]*:[ \t]*)(?P<value>\S.*?)(?P<comma>,?)[ \t]*", re.IGNORECASE
+)
 #: How many lines after the name a value is looked for (an item's other keys may stand between).
 NAMED_VALUE_LINES = 6
 _XML_OPEN_ALONE = re.compile(r"^[ \t]*<(?P<tag>[\w:.\-]+)(?:[ \t][^<>]*)?>[ \t]*$")
@@ -188,11 +191,12 @@ class NamedValueBlock:
         m = _ITEM_VALUE.fullmatch(body) if indent == self._indent else None
         if m is None:
             return BlockStep(body)
-        if is_not_secret(m.group("value").strip("\"'")) or is_redacted(m.group("value")):
+        value = m.group("value")
+        if is_not_secret(value.strip("\"'")) or is_redacted(value):
             return BlockStep(body, done=True)
         hit(self._kind)
-        quote = m.group("value")[0] if m.group("value")[0] in "\"'" else ""
-        return BlockStep(m.group("lead") + quote + token(self._kind) + quote, done=True)
+        quote = value[0] if value[0] in "\"'" else ""
+        return BlockStep(m.group("lead") + quote + token(self._kind) + quote + m.group("comma"), done=True)
 
 
 class JsonArrayBlock:
@@ -295,11 +299,11 @@ def block_opened_by(body: str) -> Block | None:
             if m.group("indicator"):
                 return YamlScalarBlock(indent, kind)
             return YamlNestedBlock(indent, kind)
-    named_item = _NAMED_ITEM.match(body) if "-" in body else None
+    named_item = _NAMED_ITEM.match(body) if ":" in body else None
     if named_item:
         kind = keys.classify_key(named_item.group("named"))
         if kind is not None:
-            return NamedValueBlock(len(named_item.group("indent")) + len(named_item.group("dash")), kind)
+            return NamedValueBlock(len(named_item.group("indent")) + len(named_item.group("dash") or ""), kind)
     opening = _ARRAY_OPEN.search(body) if "[" in body else None
     named = _KEY_BEFORE.search(body, 0, opening.start()) if opening else None
     if opening and named:

@@ -159,6 +159,10 @@ ENV_LISTS = (
     "env:\n- name: {name}\n  value: \"{v}\"\n- name: HOME\n  value: /root\n",
     "environment:\n  - Name: {name}\n    Value: '{v}'\n",
     "  - name: {name}\n    # from the vault\n    value: {v}\n",
+    # the same in JSON: one object a line, or one key a line (ECS task definitions, `aws ssm`, CloudFormation)
+    '"environment": [{{"name": "{name}", "value": "{v}"}}, {{"name": "LOG_LEVEL", "value": "debug"}}]\n',
+    '      {{\n        "name": "{name}",\n        "value": "{v}"\n      }},\n      {{\n        "name": "HOME",\n        "value": "/root"\n      }}\n',
+    '[{{"ParameterKey": "{name}", "ParameterValue": "{v}"}}]\n',
 )
 
 
@@ -168,7 +172,7 @@ def test_a_value_below_the_name_of_a_secret_in_an_env_list_goes(layout, name):
     value = _password().replace("#", "x")  # "#" would start a YAML comment after a space
     out = Redactor().redact_text(layout.format(name=name, v=value))[0]
     assert value not in out, out
-    for neighbour in ("value: debug", "value: /root"):  # the next item's value is its own
+    for neighbour in ("debug", "/root"):  # the next item's value is its own
         assert (neighbour in out) == (neighbour in layout), out
 
 
@@ -177,6 +181,8 @@ def test_a_value_below_the_name_of_a_secret_in_an_env_list_goes(layout, name):
     "  - name: DB_USER\n    value: app\n",
     "- name: db_password\n  value: \"${DB_PASSWORD}\"\n",
     "steps:\n  - name: Set password\n    run: echo hi\n    value: 3\n",
+    '{"name": "LOG_LEVEL", "value": "debug"}\n',
+    '      {\n        "name": "HOME",\n        "value": "/root"\n      },\n',
 ])
 def test_env_list_items_that_hold_no_secret_stay(text):
     assert Redactor().redact_text(text)[0] == text

@@ -688,6 +688,17 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
             r"\"(?:value|parametervalue)\"[ \t]*:[ \t]*\"(?P<value>(?:[^\"\\]|\\.)+)\""
         ),
     ),
+    # a setting inside a URL-encoded value (a redirect's parameter, a logged form body): password%3DX, pass%3AX
+    (
+        ("%3d", "%3a"),
+        re.compile(
+            # Only a name with a key word is a candidate, so that an outer name (https%3A, next%3D) does not take
+            # the rest of the line, and the setting inside it, as its value.
+            r"(?i)(?:(?<![\w.\-])|(?<=%[0-9A-F]{2}))(?P<key>(?:[A-Za-z_][\w.\-]{0,30}?)?(?:pass|pwd|pw|secret|token|key|auth|credential|sess)"
+            r"[\w.\-]{0,30}?)(?:%3D|%3A)"
+            r"(?P<value>(?:(?!%2[6CcBb0]|%3[Bb])[^\s&\"'<>])+)"
+        ),
+    ),
     # a directive of a space-separated config file: "bindpw X", "rootpw X", "smtp_pass X" (see _DIRECTIVE)
     (KEYWORDS, _DIRECTIVE),
     # a two-column table of variables (PowerShell `Get-ChildItem Env:`): "API_TOKEN      value"

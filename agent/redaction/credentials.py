@@ -493,8 +493,15 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
         re.compile(rf"(?i)\bConvertTo-SecureString\b(?:[ \t]+-(?:AsPlainText|Force)\b(?::\$true)?)*(?:[ \t]+-String)?[ \t]+(?!-){_Q}"),
     ),
     (
-        ("networkcredential",),
-        re.compile(rf"(?i)\bNetworkCredential\b(?:[ \t]*\(|\]?::new\()[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|\$\w+)[ \t]*,[ \t]*{_Q_IN_PARENS}"),
+        # .NET's NetworkCredential, requests' HTTPBasicAuth/HTTPDigestAuth/HTTPProxyAuth, aiohttp's BasicAuth,
+        # Apache HttpClient's UsernamePasswordCredentials, Java's PasswordAuthentication: (user, password)
+        ("networkcredential", "basicauth", "digestauth", "proxyauth", "usernamepasswordcredentials",
+         "passwordauthentication("),
+        re.compile(
+            rf"(?i)\b(?:NetworkCredential|HTTP(?:Basic|Digest|Proxy)Auth|BasicAuth|UsernamePasswordCredentials"
+            rf"|PasswordAuthentication)\b(?:[ \t]*\(|\]?::new\()[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|\$?\w+)[ \t]*,[ \t]*"
+            rf"(?:new[ \t]+)?(?![A-Za-z_][\w.]*[ \t]*[),])(?!\$\w+[ \t]*[),]){_Q_IN_PARENS}"  # not a variable: code
+        ),
     ),
     (("pdftk",), re.compile(rf"(?i){_CMD}pdftk\b{_GAP}(?<!\S)(?:user_pw|owner_pw|input_pw)[ \t]+(?!PROMPT\b){_Q}")),
     # A secret on the standard input of a command that reads a password: a here-string (kinit <<< X,

@@ -97,7 +97,8 @@ _PASSWORD_FLAG = re.compile(
     r"|<<<[ \t]*[\"']?(?:[\w.-]+:)?|yes[ \t]+[\"']?|<\((?:echo|printf(?:[ \t]+[\"']%s(?:\\n)?[\"'])?)[ \t]+[\"']?"
     # Windows and PowerShell: net user NAME X, ConvertTo-SecureString X, pdftk's user_pw X
     r"|(?i:net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"]*\"|[^\s/]+)[ \t]+|ConvertTo-SecureString(?:[ \t]+-\w+)*[ \t]+[\"']?"
-    r"|NetworkCredential\]?(?:::new)?\([ \t]*(?:\"[^\"]*\"|'[^']*'|\$\w+)[ \t]*,[ \t]*[\"']?|(?:user|owner)_pw[ \t]+[\"']?"
+    r"|(?:NetworkCredential|HTTP(?:Basic|Digest|Proxy)Auth|BasicAuth|UsernamePasswordCredentials)\]?(?:::new)?"
+    r"\([ \t]*(?:\"[^\"]*\"|'[^']*'|\$?\w+)[ \t]*,[ \t]*[\"']?|(?:user|owner)_pw[ \t]+[\"']?"
     # WMI and .NET SetPassword("X"); wpa_cli set_network 0 psk '"X"'; networksetup -setairportnetwork en0 SSID X
     r"|(?:Set|Change)Password[ \t]*\(?[ \t]*(?:[\"'][^\"'\n]*[\"'][ \t]*,[ \t]*)?[\"']?"
     r"|set_network[ \t]+\d+[ \t]+(?:psk|password|sae_password|wep_key\d)[ \t]+[\"'\\]*"
@@ -252,7 +253,8 @@ def _scan_line(line: str) -> list[str]:
 
     if ("-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered or "<<<" in line or "<(" in line
             or "yes " in lowered or "net user" in lowered or "net.exe" in lowered or "securestring" in lowered
-            or "_pw" in lowered or "networkcredential" in lowered or "set_network" in lowered
+            or "_pw" in lowered or "networkcredential" in lowered or "auth(" in lowered or "credentials(" in lowered
+            or "set_network" in lowered
             or "setairportnetwork" in lowered):
         if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
                for m in _PASSWORD_FLAG.finditer(line)):

@@ -186,3 +186,15 @@ def test_a_value_below_the_name_of_a_secret_in_an_env_list_goes(layout, name):
 ])
 def test_env_list_items_that_hold_no_secret_stay(text):
     assert Redactor().redact_text(text)[0] == text
+
+
+@pytest.mark.parametrize("template", [
+    "GET /sso?next=%2Fapp%3Fuser%3Dbob%26password%3D{v}%26lang%3Den HTTP/1.1",
+    "redirect_uri=https%3A%2F%2Fapp%2Fcb%3Ftoken%3D{v}",
+    "body: user%3Dbob%26pass%3A{v}",
+])
+def test_a_setting_inside_a_url_encoded_value_loses_its_value(template):
+    for _ in range(4):
+        value = _password().replace("!", "x").replace("#", "x").replace("%", "x").replace("+", "x")
+        out = Redactor().redact_text(template.format(v=value) + "\n")[0]
+        assert value not in out, out

@@ -58,6 +58,10 @@ FORMS = (
     "wpa_cli set_network 0 psk '\"{v}\"'",
     'wpa_cli -i wlan0 set_network 1 psk "{v}"',
     'networksetup -setairportnetwork en0 "Home WiFi" {v}',
+    'basic = HTTPBasicAuth("bob", "{v}")',
+    "requests.get(url, auth=HTTPDigestAuth('bob', '{v}'))",
+    'aiohttp.BasicAuth("bob", "{v}")',
+    'new UsernamePasswordCredentials("bob", "{v}")',
 )
 
 LOOK_ALIKES = (
@@ -81,6 +85,9 @@ LOOK_ALIKES = (
     "wpa_cli set_network 0 ssid '\"Home\"'",
     "networksetup -setairportnetwork en0 Home",
     "call SetPassword $pw",
+    "HTTPBasicAuth(user, password)",
+    "HTTPBasicAuth(self.user, self.password)",
+    "new NetworkCredential($user, $pass)",
 )
 
 

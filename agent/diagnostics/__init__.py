@@ -9,8 +9,9 @@ from raw text (a normalised log line) goes through the redactor first, see
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from agent.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .collect import collect, run_collector
@@ -30,14 +31,7 @@ _WHERE = {
     "CommandResult": "runner", "run_command": "runner",
 }
 
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _WHERE, globals())
 
 
 __all__ = [

@@ -1,12 +1,12 @@
 """A share's redaction and bundling in a process of their own, beside the collectors.
 
-A share's own work is mostly Python on one interpreter lock: loading the
-redactor (compiling its patterns), scrubbing every collected file, the final
-check and the bundle's documents, while the collectors mostly wait on commands.
-`helpline share` starts this worker as it begins (:meth:`BundleWorker.start`),
-so the redactor loads on another core while the command loads the collectors and
-asks the server about the ticket; the collectors' files are then scrubbed there
-as each collector ends, and the bundle is finished there.
+A share's own work is mostly Python on one interpreter lock, and most of it is
+the redactor's: loading it (compiling its patterns), scrubbing every collected
+file and the final check's reading of them. `helpline share` starts this worker
+as it begins (:meth:`BundleWorker.start`), so the redactor loads on another core
+while the command loads the collectors and asks the server about the ticket; the
+share then builds its bundle with the worker's redactor (:class:`RemoteRedactor`),
+and only the redactor (not the bundle's code, nor its models) is loaded twice.
 
 The worker is this module run by the same interpreter (``python -P -m
 agent.bundle_worker``: the working directory is not on its import path). It reads
@@ -26,15 +26,14 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from protocol.errors import HelplineError
 
 if TYPE_CHECKING:
-    from agent.bundle import BundleResult
-    from agent.diagnostics.model import CollectionReport, CollectorResult
+    from agent.redaction.outcomes import FileRedaction, Finding
 
 _LENGTH = struct.Struct("!Q")
 #: Seconds :meth:`BundleWorker.close` waits for the worker to end before it is killed.
@@ -92,34 +91,37 @@ def _portable(exc: BaseException) -> tuple[BaseException, dict[str, Any]]:
 # --- the worker's side ------------------------------------------------------------------------------
 
 
+#: What the share may ask of the worker's redactor: its methods, and the pseudonym map's version.
+REDACTOR_METHODS = frozenset({"redact_text", "redact_document", "redact_file", "check_early", "verify_tree", "flags",
+                              "kinds_checked", "pseudonyms_version"})
+
+
 class _Serve:
-    """The worker's state: the redactor and bundle builder made by the first request."""
+    """The worker's state: the redactor the first request makes."""
 
     def __init__(self) -> None:
         self.redactor: Any = None
-        self.builder: Any = None
 
-    def make(self, settings: Mapping[str, Any], staging: str, out_dir: str, exclude: list[str]) -> None:
-        from agent.bundle.build import BundleBuilder
-        from agent.redaction import RedactionOptions, Redactor
+    def make(self, settings: Mapping[str, Any]) -> None:
+        from agent.redaction.options import RedactionOptions
+        from agent.redaction.redactor import Redactor
 
         self.redactor = Redactor(RedactionOptions(**settings))
-        self.builder = BundleBuilder(Path(staging), Path(out_dir), redactor=self.redactor, exclude=set(exclude))
 
-    def redact(self, text: str) -> tuple[str, dict[str, int]]:
-        return self.redactor.redact_text(text)
-
-    def scrub(self, result: CollectorResult) -> None:
-        self.builder.scrub_early(result)
-
-    def finish(self, report: CollectionReport, extra: Mapping[str, Any]) -> BundleResult:
-        return self.builder.finish(report, extra=extra)
+    def redactor_call(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method not in REDACTOR_METHODS:
+            raise ValueError(f"the redactor has no method {method!r} for the share")
+        if self.redactor is None:
+            raise RuntimeError("the worker's redactor was not made yet")
+        if method == "pseudonyms_version":
+            return self.redactor.pseudonyms.version
+        return getattr(self.redactor, method)(*args)
 
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> int:
     """Answer requests until ``requests`` ends; return the exit status (0)."""
     state = _Serve()
-    handlers = {"make": state.make, "redact": state.redact, "scrub": state.scrub, "finish": state.finish}
+    handlers = {"make": state.make, "redactor": state.redactor_call}
     while True:
         try:
             operation, args = _read(requests)
@@ -139,9 +141,9 @@ def main() -> int:
     sys.stdout = sys.stderr  # nothing but answers may reach the share's pipe
     sys.stdin = None  # type: ignore[assignment]
     try:
-        # Loaded before the first request comes: this is the work done while the share loads the collectors.
-        import agent.redaction  # noqa: F401  (first: compiling its patterns is most of it)
-        import agent.bundle.build  # noqa: F401
+        # Loaded before the first request comes (compiling the patterns is most of it): this is the work done
+        # while the share loads the collectors.
+        import agent.redaction.redactor  # noqa: F401
     except Exception:  # noqa: BLE001 - the first request then fails with the error, and the share tells it
         pass
     return serve(requests, answers)
@@ -154,10 +156,10 @@ class BundleWorker:
     """The share's end of a worker: requests are answered in order, one caller at a time.
 
     :meth:`post` sends a request without waiting for its answer; :meth:`call` sends
-    one and returns its answer, reading the answers to earlier posts first. The
-    error a posted request met is raised by :meth:`drain` (the share drains before
-    it finishes the bundle); the error a called request met is raised by the call,
-    as it was raised in the worker. A worker that ends or breaks its pipe raises
+    one and returns its answer, reading the answers to earlier posts first. An error
+    met by a posted request is raised by every call after it (what follows depends
+    on it); an error met by a called request is raised by that call; both as they
+    were raised in the worker. A worker that ends or breaks its pipe raises
     :class:`WorkerStopped`.
     """
 
@@ -196,16 +198,11 @@ class BundleWorker:
             self._send(operation, args)
             self._read_posted()
             kind, value = self._receive()
+            if self._posted_error is not None:
+                raise self._posted_error
             if kind == "error":
                 raise _rebuilt(value)
             return value
-
-    def drain(self) -> None:
-        """Wait for the answers to every posted request; raise the first error they met."""
-        with self._lock:
-            self._read_posted()
-            if self._posted_error is not None:
-                raise self._posted_error
 
     def _read_posted(self) -> None:
         while self._posted:
@@ -254,6 +251,51 @@ class BundleWorker:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+class RemoteRedactor:
+    """A :class:`~agent.redaction.Redactor` in a worker: what a share's collection and bundle ask of one.
+
+    Each method is the redactor's own, done in the worker, in the order asked;
+    ``pseudonyms.version`` is the worker's pseudonym map's.
+    """
+
+    def __init__(self, worker: BundleWorker) -> None:
+        self._worker = worker
+        self.pseudonyms = _RemotePseudonyms(worker)
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        return self._worker.call("redactor", method, args)
+
+    def redact_text(self, text: str) -> tuple[str, dict[str, int]]:
+        return self._ask("redact_text", text)
+
+    def redact_document(self, document: Any) -> tuple[Any, dict[str, int]]:
+        return self._ask("redact_document", document)
+
+    def redact_file(self, src: Path, dst: Path, relpath: str | None = None) -> FileRedaction:
+        return self._ask("redact_file", src, dst, relpath)
+
+    def check_early(self, path: Path) -> None:
+        self._ask("check_early", path)
+
+    def verify_tree(self, root: Path) -> list[Finding]:
+        return self._ask("verify_tree", root)
+
+    def flags(self, texts: Iterable[str]) -> dict[str, str]:
+        return self._ask("flags", list(texts))
+
+    def kinds_checked(self) -> int:
+        return self._ask("kinds_checked")
+
+
+class _RemotePseudonyms:
+    def __init__(self, worker: BundleWorker) -> None:
+        self._worker = worker
+
+    @property
+    def version(self) -> int:
+        return self._worker.call("redactor", "pseudonyms_version", ())
 
 
 _EARLY: list[BundleWorker] = []

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from agent import link  # the server's client and its models load only when a share goes to a ticket
     from agent.bundle import BundleResult
     from agent.bundle.build import BundleBuilder  # with the redactor, on a thread of its own (BundleTools)
-    from agent.bundle_worker import BundleWorker
+    from agent.bundle_worker import BundleWorker, RemoteRedactor
     from agent.redaction import Redactor
     from protocol.schemas import AgentTicket
 
@@ -270,49 +270,30 @@ class BundleTools:
 
 
 class WorkerTools:
-    """The same as :class:`BundleTools`, in a :class:`~agent.bundle_worker.BundleWorker`'s process.
+    """The same as :class:`BundleTools`, with the redactor in a :class:`~agent.bundle_worker.BundleWorker`.
 
-    The redactor and builder are made there as soon as the worker has loaded them;
-    what is asked of them here is done there, in the order asked.
+    The worker makes the redactor as soon as it has loaded it; the bundle builder
+    is made here, and what it asks of the redactor is done there, in the order asked.
     """
 
     def __init__(self, worker: BundleWorker, request: ShareRequest, work: Path) -> None:
+        from agent.bundle.build import BundleBuilder
+        from agent.bundle_worker import RemoteRedactor
+
         self._worker = worker
-        worker.post("make", redaction_settings(request), str(work / "staging"), str(work / "bundle"),
-                    sorted(request.exclude))
+        worker.post("make", redaction_settings(request))
+        self._redactor = RemoteRedactor(worker)
+        self._builder = BundleBuilder(work / "staging", work / "bundle", redactor=self._redactor,  # type: ignore[arg-type]
+                                      exclude=set(request.exclude))
 
-    def redactor(self) -> _RemoteRedactor:
-        return _RemoteRedactor(self._worker)
+    def redactor(self) -> RemoteRedactor:
+        return self._redactor
 
-    def builder(self) -> _RemoteBuilder:
-        return _RemoteBuilder(self._worker)
+    def builder(self) -> BundleBuilder:
+        return self._builder
 
     def close(self) -> None:
         self._worker.close()
-
-
-class _RemoteRedactor:
-    """What a collection asks of its redactor (:meth:`Redactor.redact_text`), asked of the worker's."""
-
-    def __init__(self, worker: BundleWorker) -> None:
-        self._worker = worker
-
-    def redact_text(self, text: str) -> tuple[str, dict[str, int]]:
-        return self._worker.call("redact", text)
-
-
-class _RemoteBuilder:
-    """What a share asks of its bundle builder, asked of the worker's."""
-
-    def __init__(self, worker: BundleWorker) -> None:
-        self._worker = worker
-
-    def scrub_early(self, result) -> None:
-        self._worker.post("scrub", result)  # the collection goes on meanwhile; an error is raised by finish
-
-    def finish(self, report: CollectionReport, *, extra: dict) -> BundleResult:
-        self._worker.drain()
-        return self._worker.call("finish", report, extra)
 
 
 class Gathering:

@@ -18,10 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from agent.diagnostics.model import CollectionReport, CollectorResult
-from agent.redaction import Redactor
 from protocol.bundle import RAW_DIR
 from protocol.errors import InvalidInputError
 
@@ -33,6 +32,9 @@ from .paths import assign_paths, safe_bundle_path, unique_path
 from .preview import preview
 from .result import BundleResult
 from .summary import build_summary
+
+if TYPE_CHECKING:  # the redactor may be a share's bundle worker's (agent.bundle_worker)
+    from agent.redaction import Redactor
 
 
 def build_bundle(
@@ -179,3 +181,4 @@ def _check_arguments(report: CollectionReport, staging: Path, out_dir: Path, exc
             json.dumps(extra)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"the extra bundle information is not plain JSON data: {exc}") from None
+

@@ -1,6 +1,5 @@
-"""The share's redaction and bundling in a worker process (agent.bundle_worker): the same bundle as in one
-process, errors told as they were raised, a worker that dies or is interrupted, and a share that never loads
-the redactor itself."""
+"""The share's redactor in a worker process (agent.bundle_worker): the same bundle as in one process, errors
+told as they were raised, a worker that dies or is interrupted, and a share that never loads the redactor."""
 
 from __future__ import annotations
 
@@ -60,23 +59,39 @@ def test_a_bundle_made_in_the_worker_is_the_bundle_made_in_one_process(isolated)
         beside.discard()
 
 
-def test_an_error_in_the_worker_is_raised_in_the_share_as_it_was_raised(isolated, worker) -> None:
-    from agent.diagnostics.model import CollectionReport
-
-    worker.post("make", {}, str(isolated / "missing"), str(isolated / "out"), [])
-    report = CollectionReport(started_at=None, finished_at=None, platform="linux", deadline=1.0, results=[])
-    with pytest.raises(InvalidInputError) as raised:
-        worker.call("finish", report, {})
-    assert raised.value.hint, "the hint crossed the pipe too"
-    assert raised.value.status == ExitStatus.INVALID
-    assert worker.call("redact", "plain words") == ("plain words", {}), "the worker goes on after an error"
-
-
-def test_a_posted_request_that_fails_is_told_when_the_share_drains(isolated, worker) -> None:
-    worker.post("make", {"no_such_option": True}, str(isolated / "s"), str(isolated / "o"), [])
-    worker.post("scrub", None)
+def test_an_error_in_the_worker_is_raised_in_the_share_as_it_was_raised(worker) -> None:
+    worker.post("make", {})
+    with pytest.raises(ValueError, match="no method 'redact_tree'"):
+        worker.call("redactor", "redact_tree", ("/",))  # the share may ask only for what it needs
     with pytest.raises(TypeError):
-        worker.drain()
+        worker.call("redactor", "redact_text", ())
+    assert worker.call("redactor", "redact_text", ("plain words",)) == ("plain words", {}), "it goes on after errors"
+
+
+def test_a_helpline_error_keeps_its_hint_and_status_across_the_pipe() -> None:
+    import pickle
+
+    from agent.bundle_worker import _portable, _rebuilt
+
+    sent = InvalidInputError("the staging directory is not empty", hint="collect into a new, empty directory")
+    got = _rebuilt(pickle.loads(pickle.dumps(_portable(sent))))
+    assert type(got) is InvalidInputError and got.message == sent.message
+    assert got.hint == sent.hint and got.status == ExitStatus.INVALID
+
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__("odd")
+            self.lock = threading.Lock()
+
+    told = _rebuilt(pickle.loads(pickle.dumps(_portable(Unpicklable()))))
+    assert isinstance(told, RuntimeError) and "Unpicklable: odd" in str(told)
+
+
+def test_a_redactor_that_could_not_be_made_is_the_error_of_every_call_after(worker) -> None:
+    worker.post("make", {"no_such_option": True})
+    for _ in range(2):
+        with pytest.raises(TypeError, match="no_such_option"):
+            worker.call("redactor", "redact_text", ("x",))
 
 
 def test_a_worker_that_dies_is_a_one_line_error_and_its_share_leaves_nothing(isolated) -> None:
@@ -88,15 +103,15 @@ def test_a_worker_that_dies_is_a_one_line_error_and_its_share_leaves_nothing(iso
     assert isinstance(raised.value, HelplineError)
     assert list((isolated / "work").iterdir()) == []
     with pytest.raises(WorkerStopped):
-        dying.call("redact", "again")
+        dying.call("redactor", "redact_text", ("again",))
 
 
-def test_the_worker_ignores_ctrl_c_and_ends_with_its_input(tmp_path, worker) -> None:
+def test_the_worker_ignores_ctrl_c_and_ends_with_its_input(worker) -> None:
     key = "sk-ant-api03-" + secrets.token_urlsafe(60)
-    worker.post("make", {}, str(tmp_path / "staging"), str(tmp_path / "out"), [])
-    assert worker.call("redact", "x")[0] == "x"  # loaded: past the start-up
+    worker.post("make", {})
+    assert worker.call("redactor", "redact_text", ("x",))[0] == "x"  # loaded: past the start-up
     os.kill(worker.pid, signal.SIGINT)
-    redacted, counts = worker.call("redact", f"key {key}")
+    redacted, counts = worker.call("redactor", "redact_text", (f"key {key}",))
     assert key not in redacted and counts
     worker.close()
     assert worker._process.returncode == 0
@@ -111,13 +126,14 @@ def test_a_share_with_a_worker_never_loads_the_redactor_itself(isolated) -> None
         prepared = prepare(ShareRequest(deadline=20, exclude={"processes"}), work_root=Path(sys.argv[1]),
                            worker=BundleWorker.start())
         assert prepared.archive.is_file()
-        print(sorted(m for m in sys.modules if m.startswith(("agent.redaction", "agent.bundle."))))
+        print(sorted(m for m in sys.modules if m.startswith("agent.redaction")))
         prepared.discard()
     """)
     done = subprocess.run([sys.executable, "-c", program, str(isolated / "work")], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "HELPLINE_CONFIG_DIR": str(isolated / "config")})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['agent.bundle.result']"
+    # What the bundle's code names of the redactor (its outcomes, its text files), not the redactor itself.
+    assert done.stdout.strip() == "['agent.redaction', 'agent.redaction.outcomes', 'agent.redaction.textfiles']"
 
 
 def test_a_collection_calls_a_redactor_function_once_and_only_when_a_value_is_derived() -> None:

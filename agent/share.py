@@ -18,24 +18,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from agent.bundle import BundleResult
+from agent.bundle.build import BundleBuilder
 from agent.config import load_agent_config
 from agent.diagnostics import CollectionReport, CollectOptions, collect
 from agent.diagnostics.cpu_sample import CpuSample
+from agent.redaction import RedactionOptions, Redactor
 from agent.store import AgentStore
 from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
 from protocol.errors import ConfigError, ConflictError, InvalidInputError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 
-if TYPE_CHECKING:
-    from agent import link  # the server's client and its models load only when a share goes to a ticket
-    from agent.bundle import BundleResult
-    from agent.bundle.build import BundleBuilder  # with the redactor, on a thread of its own (BundleTools)
-    from agent.bundle_worker import BundleWorker, RemoteRedactor
-    from agent.redaction import Redactor
+if TYPE_CHECKING:  # the server's client and its models load only when a share goes to a ticket
+    from agent import link
     from protocol.schemas import AgentTicket
 
 
@@ -148,23 +147,16 @@ def collect_options(request: ShareRequest) -> CollectOptions:
     return CollectOptions.from_config(config)
 
 
-def redaction_settings(request: ShareRequest) -> dict[str, Any]:
-    """The share's :class:`~agent.redaction.RedactionOptions`, as keyword arguments (for a worker too)."""
+def redactor_for(request: ShareRequest) -> Redactor:
     keep = (urlsplit(request.server_url).hostname,) if request.server_url else ()
-    return dict(
+    return Redactor(RedactionOptions(
         network=request.redact_network,
         hostnames=request.redact_names,
         usernames=request.redact_names,
         known_hostnames=(socket.gethostname(),),
         known_usernames=(getpass.getuser(),),
         keep_hosts=tuple(h for h in keep if h),
-    )
-
-
-def redactor_for(request: ShareRequest) -> Redactor:
-    from agent.redaction import RedactionOptions, Redactor
-
-    return Redactor(RedactionOptions(**redaction_settings(request)))
+    ))
 
 
 def _extra(request: ShareRequest) -> dict:
@@ -181,7 +173,7 @@ def _extra(request: ShareRequest) -> dict:
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
             work_root: Path | None = None, cpu_sample: CpuSample | None = None,
             settle: Callable[[ShareRequest], None] | None = None,
-            cancelled: threading.Event | None = None, worker: BundleWorker | None = None) -> PreparedBundle:
+            cancelled: threading.Event | None = None) -> PreparedBundle:
     """Collect, redact and bundle into a private work directory; return the packed bundle.
 
     ``cpu_sample`` is the first CPU reading if the caller took one when the share began.
@@ -189,111 +181,29 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     finished: what the bundle says of the ticket and the person's answers may be
     settled while the collectors work (:class:`Gathering`). Once ``cancelled`` is set
     the collection stops (CollectionCancelled) and the work directory is removed.
-    With a ``worker`` (:mod:`agent.bundle_worker`), the files are scrubbed and the
-    bundle finished there, beside the collectors; the worker is closed on return.
     """
     root = work_root or AgentStore().folder("work")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
     removal: threading.Thread | None = None
-    tools: BundleTools | WorkerTools | None = None
     try:
-        tools = WorkerTools(worker, request, work) if worker else BundleTools(request, work)
-        # One redactor (one pseudonym map) for what collectors derive and for the bundle. Files of collectors
-        # that are done are scrubbed while the slower ones still work.
-        report = collect(collect_options(request), work / "staging", progress=progress, redactor=tools.redactor,
-                         cpu_sample=cpu_sample, on_result=lambda result: tools.builder().scrub_early(result),
-                         cancelled=cancelled)
+        redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
+        # Files of collectors that are done are scrubbed while the slower ones still work.
+        builder = BundleBuilder(work / "staging", work / "bundle", redactor=redactor, exclude=set(request.exclude))
+        report = collect(collect_options(request), work / "staging", progress=progress, redactor=redactor,
+                         cpu_sample=cpu_sample, on_result=builder.scrub_early, cancelled=cancelled)
         if settle is not None:
             settle(request)
-        bundle = tools.builder().finish(report, extra=_extra(request))
-        tools.close()
+        bundle = builder.finish(report, extra=_extra(request))
         removal = _remove_in_background(work / "staging")  # unredacted: gone as soon as it is not needed
         archive = work / "bundle.tar.gz"
         size, sha256 = pack(work / "bundle", archive)
     except BaseException:
-        if tools is not None:
-            tools.close()  # the work folder goes once nothing is made in it any more
-        elif worker is not None:
-            worker.close()
         if removal is not None:
             removal.join()
         shutil.rmtree(work, ignore_errors=True)
         raise
     return PreparedBundle(work, report, bundle, archive, size, sha256, removal)
-
-
-class BundleTools:
-    """A share's redactor and bundle builder, made on a thread of their own while the collectors start.
-
-    Compiling the redactor's patterns is a large part of a share's own work; the
-    collectors' commands run meanwhile (on another core), instead of after it. The
-    first caller of :meth:`redactor` or :meth:`builder` waits until both are made,
-    and hears of an error in making them.
-    """
-
-    def __init__(self, request: ShareRequest, work: Path) -> None:
-        self._request, self._work = request, work
-        self._made: tuple[Redactor, BundleBuilder] | None = None
-        self._error: BaseException | None = None
-        # Not a daemon: it only loads code and builds two objects, and ends by itself.
-        self._thread = threading.Thread(target=self._make, name="share-redactor")
-        self._thread.start()
-
-    def _make(self) -> None:
-        try:
-            from agent.bundle.build import BundleBuilder
-
-            redactor = redactor_for(self._request)
-            self._made = redactor, BundleBuilder(self._work / "staging", self._work / "bundle", redactor=redactor,
-                                                 exclude=set(self._request.exclude))
-        except BaseException as exc:  # noqa: BLE001 - raised again to whoever asks for them
-            self._error = exc
-
-    def close(self) -> None:
-        """Wait until both are made, or making them failed."""
-        self._thread.join()
-
-    def wait(self) -> tuple[Redactor, BundleBuilder]:
-        """Both, once made (raises what making them raised)."""
-        self.close()
-        if self._error is not None:
-            raise self._error
-        assert self._made is not None
-        return self._made
-
-    def redactor(self) -> Redactor:
-        return self.wait()[0]
-
-    def builder(self) -> BundleBuilder:
-        return self.wait()[1]
-
-
-class WorkerTools:
-    """The same as :class:`BundleTools`, with the redactor in a :class:`~agent.bundle_worker.BundleWorker`.
-
-    The worker makes the redactor as soon as it has loaded it; the bundle builder
-    is made here, and what it asks of the redactor is done there, in the order asked.
-    """
-
-    def __init__(self, worker: BundleWorker, request: ShareRequest, work: Path) -> None:
-        from agent.bundle.build import BundleBuilder
-        from agent.bundle_worker import RemoteRedactor
-
-        self._worker = worker
-        worker.post("make", redaction_settings(request))
-        self._redactor = RemoteRedactor(worker)
-        self._builder = BundleBuilder(work / "staging", work / "bundle", redactor=self._redactor,  # type: ignore[arg-type]
-                                      exclude=set(request.exclude))
-
-    def redactor(self) -> RemoteRedactor:
-        return self._redactor
-
-    def builder(self) -> BundleBuilder:
-        return self._builder
-
-    def close(self) -> None:
-        self._worker.close()
 
 
 class Gathering:
@@ -305,17 +215,14 @@ class Gathering:
     of the ticket and the answers is settled last: :meth:`result` lets the bundle be
     finished with the request as it is then, and replays the progress so far to its
     listener. :meth:`cancel` stops it and removes what it wrote. Not for a share
-    that needs no gathering. A ``worker`` is handed to :func:`prepare` (and closed
-    by it).
+    that needs no gathering.
     """
 
     #: Seconds :meth:`cancel` waits for the gathering to remove what it wrote.
     CANCEL_WAIT = 10.0
 
-    def __init__(self, request: ShareRequest, *, cpu_sample: CpuSample | None = None, work_root: Path | None = None,
-                 worker: BundleWorker | None = None):
+    def __init__(self, request: ShareRequest, *, cpu_sample: CpuSample | None = None, work_root: Path | None = None):
         self.request = request
-        self._worker = worker
         self._settled = threading.Event()
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -338,7 +245,7 @@ class Gathering:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self._prepared = prepare(self.request, progress=self._progress, work_root=work_root, cpu_sample=cpu_sample,
-                                     settle=self._wait_until_settled, cancelled=self._cancelled, worker=self._worker)
+                                     settle=self._wait_until_settled, cancelled=self._cancelled)
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks for the result
             self._error = exc
 

@@ -42,11 +42,6 @@ if _started_as_share():
     from agent.diagnostics.cpu_sample import start_early
 
     start_early()
-    if not {"-h", "--help", "--send-queued"} & set(sys.argv):
-        # The share's redaction and bundling work in a process of their own: it starts loading them now.
-        from agent import bundle_worker
-
-        bundle_worker.start_early()
     gc.disable()  # as main() does for a share (see there), from the first import on
 
 import traceback  # noqa: E402 - after the share's first reading

@@ -13,14 +13,10 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from agent.diagnostics.model import CollectionReport, Item, ItemStatus
-from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedaction
+from agent.redaction import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedaction, Redactor
 from protocol.bundle import NO_FILE, UNLISTED
-
-if TYPE_CHECKING:  # the redactor may be a share's bundle worker's (agent.bundle_worker)
-    from agent.redaction import Redactor
 
 _WITHOUT_FILE = {ItemStatus.NOT_FOUND, ItemStatus.DENIED, ItemStatus.SKIPPED}
 

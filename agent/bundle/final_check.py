@@ -13,11 +13,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.diagnostics.model import CollectionReport
-from agent.redaction.outcomes import SECOND_LOOK
+from agent.redaction import Redactor
 from agent.redaction.textfiles import NotText, atomic_text_writer, read_text_chunks
+from agent.redaction.verify import SECOND_LOOK
 from protocol.archive import sha256_file
 from protocol.bundle import (
     DOCUMENTS,
@@ -36,9 +37,6 @@ from .entries import BundleEntry, drop_entry, scrub_entry
 from .manifest import VERIFICATION_FOUND
 from .paths import rename_flagged_paths
 from .report_html import render_plain_report, render_report
-
-if TYPE_CHECKING:  # the redactor may be a share's bundle worker's (agent.bundle_worker)
-    from agent.redaction import Redactor
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
 from agent.diagnostics.model import CollectionReport, CollectorResult
+from agent.redaction import Redactor
 
 from .entries import BundleEntry
-
-if TYPE_CHECKING:  # the redactor may be a share's bundle worker's (agent.bundle_worker)
-    from agent.redaction import Redactor
 
 
 @dataclass(frozen=True)
@@ -82,4 +80,3 @@ def _redact_str(redactor: Redactor, value: str | None, counts: Counter[str]) -> 
     text, found = redactor.redact_text(value)
     counts.update(found)
     return text
-

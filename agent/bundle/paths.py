@@ -7,13 +7,10 @@ import json
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
+from agent.redaction import Redactor
 
 from .entries import BundleEntry
-
-if TYPE_CHECKING:  # the redactor may be a share's bundle worker's (agent.bundle_worker)
-    from agent.redaction import Redactor
 
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _MAX_COMPONENT_BYTES = 200
@@ -113,4 +110,3 @@ def prune_empty_dirs(directory: Path, root: Path) -> None:
         except OSError:
             return
         directory = directory.parent
-

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 from .entries import BundleEntry
-from .result import CategoryPreview
+
+
+@dataclass(frozen=True)
+class CategoryPreview:
+    """One category's share of the bundle: files, their size after redaction, replacements, files left out."""
+
+    category: str
+    files: int  # files in the bundle
+    bytes: int  # their size after redaction
+    redactions: int  # values replaced in them
+    dropped: int  # files left out (dropped or not scrubbed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the preview as plain JSON types."""
+        return {"category": self.category, "files": self.files, "bytes": self.bytes,
+                "redactions": self.redactions, "dropped": self.dropped}
 
 
 def preview(entries: list[BundleEntry]) -> list[CategoryPreview]:

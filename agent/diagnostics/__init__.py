@@ -9,9 +9,8 @@ from raw text (a normalised log line) goes through the redactor first, see
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
-
-from agent.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .collect import collect, run_collector
@@ -31,7 +30,14 @@ _WHERE = {
     "CommandResult": "runner", "run_command": "runner",
 }
 
-__getattr__ = lazy_exports(__name__, _WHERE, globals())
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

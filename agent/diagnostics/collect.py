@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.redaction import Redactor
 from protocol.errors import InvalidInputError
 
 from .collectors import Collector, collector_names, collectors_for
 from .cpu_sample import CpuSample
-from .context import (CollectContext, CollectionClosed, CollectOptions, CommandRunner, RedactorSource, current_platform,
-                      json_default)
+from .context import CollectContext, CollectionClosed, CollectOptions, CommandRunner, current_platform, json_default
 from .model import CollectionReport, CollectorResult, CollectorStatus
 
 #: Worker threads; collectors mostly wait on commands, so a few more than cores is fine.
@@ -51,7 +51,7 @@ def collect(
     which: Callable[[str], str | None] | None = None,
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
-    redactor: RedactorSource | None = None,
+    redactor: Redactor | None = None,
     now: datetime | None = None,
     cpu_sample: CpuSample | None = None,
     on_result: Callable[[CollectorResult], None] | None = None,
@@ -63,9 +63,8 @@ def collect(
     when a collector starts, then its final status. ``collectors`` replaces the
     registry's list; ``command_runner``, ``which``, ``env`` and ``home`` replace
     the real ones (tests and recorded outputs). ``redactor`` (the one the bundle
-    will be built with, or a function that returns it once it is ready; secrets
-    only if not given) redacts what collectors derive from raw text, such as
-    normalised log lines. ``now`` (aware; default: the
+    will be built with; secrets only if not given) redacts what collectors derive
+    from raw text, such as normalised log lines. ``now`` (aware; default: the
     clock) is the time "the last hours" of logs and crash reports are measured
     back from. ``cpu_sample`` is the first CPU reading if the caller took one early
 (the processes collector then waits only for the rest of its interval).

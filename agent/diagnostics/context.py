@@ -28,22 +28,16 @@ from dataclasses import asdict, is_dataclass
 from datetime import date, datetime, timezone
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.redaction import Redactor
 from protocol.errors import ConfigError, HelplineError, InvalidInputError
 
 from .cpu_sample import CpuSample
 from .model import Item, ItemKind, ItemStatus
 from .runner import CommandResult, run_command
-
-if TYPE_CHECKING:  # the redactor's patterns load when the first derived value is redacted (see RedactorSource)
-    from agent.redaction import Redactor
-
-#: A collection's redactor, or a function that returns it (called when a collector first derives a value, and
-#: it may wait until the redactor is ready): a share compiles the redactor's patterns while the commands run.
-RedactorSource = Union["Redactor", Callable[[], "Redactor"]]
 
 PLATFORMS = ("linux", "windows", "darwin")
 MIB = 1024 * 1024
@@ -125,34 +119,6 @@ class CollectOptions(BaseModel):
             ) from exc
 
 
-class SharedRedactor:
-    """A :data:`RedactorSource` resolved once, for a collection's every context.
-
-    Called, it returns the redactor: the one it was given, the one its function
-    returns (called once; the callers wait meanwhile), or a new secrets-only
-    :class:`~agent.redaction.Redactor` when it was given none.
-    """
-
-    def __init__(self, source: RedactorSource | None) -> None:
-        self._source = source
-        self._redactor: Redactor | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Redactor:
-        with self._lock:
-            if self._redactor is None:
-                source = self._source
-                if source is None:
-                    from agent.redaction import Redactor
-
-                    self._redactor = Redactor()
-                elif hasattr(source, "redact_text"):
-                    self._redactor = source
-                else:
-                    self._redactor = source()
-            return self._redactor
-
-
 class CommandRunner(Protocol):
     """The signature of :func:`agent.diagnostics.runner.run_command`, which tests replace."""
 
@@ -209,7 +175,7 @@ class CollectContext:
         home: Path | None = None,
         category: str | None = None,
         forbidden_paths: Sequence[str] = (),
-        redactor: RedactorSource | None = None,
+        redactor: Redactor | None = None,
         redaction_lock: threading.Lock | None = None,
         now: datetime | None = None,
         cpu_sample: CpuSample | None = None,
@@ -235,8 +201,8 @@ class CollectContext:
         #: Set by the run once at most one of its collectors still works (the processes collector then stops
         #: measuring CPU use at its shortest interval). Shared by every context made from this one.
         self.last_one = last_one if last_one is not None else threading.Event()
-        # One redactor for the context and every context made from it, made or awaited when first needed.
-        self._redactor_source = redactor if isinstance(redactor, SharedRedactor) else SharedRedactor(redactor)
+        #: Redacts the few values a collector derives from raw text (see :meth:`redact_text`); secrets only by default.
+        self.redactor = redactor if redactor is not None else Redactor()
         # One lock per redactor (it is not thread-safe), shared by every context made from this one.
         self._redaction_lock = redaction_lock or threading.Lock()
         self._items: list[Item] = []
@@ -253,15 +219,10 @@ class CollectContext:
             self.out_dir, self.platform, self.options,
             deadline=min(self.deadline, time.monotonic() + timeout),
             command_runner=self.command_runner, which=self.which, env=self.env, home=self.home,
-            category=category, forbidden_paths=forbidden_paths, redactor=self._redactor_source,
+            category=category, forbidden_paths=forbidden_paths, redactor=self.redactor,
             redaction_lock=self._redaction_lock, now=self.now, cpu_sample=self.cpu_sample,
             last_one=self.last_one,
         )
-
-    @property
-    def redactor(self) -> Redactor:
-        """Redacts the few values a collector derives from raw text (see :meth:`redact_text`); secrets only by default."""
-        return self._redactor_source()
 
     @property
     def redaction_lock(self) -> threading.Lock:

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 SCRUBBED = "scrubbed"  # dst written; every line went through the detectors
 DROPPED = "dropped"  # src was examined and refused (binary, symlink, failure): no dst
 NOT_SCRUBBED = "not_scrubbed"  # src could not be read at all (vanished, no permission): no dst
-#: The start of the detector name of what the final check's second look finds (its own heuristics).
-SECOND_LOOK = "second-look-"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.redaction import blocks, second_look, tree
 from agent.redaction.detectors import Pipeline
 from agent.redaction.identities import MIN_LEARNED_USERNAME, word_boundary_pattern
-from agent.redaction.outcomes import SECOND_LOOK, Finding
+from agent.redaction.outcomes import Finding
 from agent.redaction.pseudonyms import EMAIL, HOSTNAME, IPV4, IPV6, KINDS, MAC, USERNAME, PseudonymMap
 from agent.redaction.scrubber import Scrubber
 from agent.redaction.textfiles import NotText, read_text_chunks
@@ -29,6 +29,7 @@ SYMLINK = "symlink"
 SPECIAL_FILE = "special-file"
 UNSCANNABLE = "unscannable"
 #: Prefix of the second look's finding names (``second-look-keyword-value``).
+SECOND_LOOK = "second-look-"
 
 
 #: Up to this many originals are looked for by plain search before the pattern runs.

@@ -163,25 +163,6 @@ def share(
         _check_session_possible(preview=preview, output_path=output_path, json_out=json_out, send_queued_only=send_queued_only)
     if not (yes or preview or output_path is not None) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
-    from agent import bundle_worker
-
-    # The redaction and the bundle are done in a process of their own (on another core), which loads the
-    # redactor while this one loads the collectors and settles the ticket (`helpline` may have started it as
-    # it began); None: they are done here.
-    worker = bundle_worker.early_or_new()
-    try:
-        return _share(worker, code=code, ticket=ticket, new=new, server=server, what=what, since=since, tried=tried,
-                      yes=yes, preview=preview, exclude=exclude, logs=logs, output_path=output_path,
-                      overwrite=overwrite, deadline=deadline, redact_network=redact_network, redact_names=redact_names,
-                      then_session=then_session, json_out=json_out)
-    finally:
-        if worker is not None:
-            worker.close()  # at once if the gathering used it, which closes it; else it never started work
-
-
-def _share(worker, *, code, ticket, new, server, what, since, tried, yes, preview, exclude, logs, output_path, overwrite,
-           deadline, redact_network, redact_names, then_session, json_out) -> None:
-    """The share once its options are checked: gather (the worker redacts and bundles, if any), then save or send."""
     from agent.diagnostics.cpu_sample import early_or_new
 
     # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
@@ -212,7 +193,7 @@ def _share(worker, *, code, ticket, new, server, what, since, tried, yes, previe
     # The collectors start now and work while the person answers the questions; the answers reach the bundle
     # when it is finished (Gathering.result). Started after the ticket check, not before: the check loads the
     # server's client, and a thread loading code would slow the collectors' threads (one interpreter lock).
-    gathering = Gathering(request, cpu_sample=cpu_sample, worker=worker)
+    gathering = Gathering(request, cpu_sample=cpu_sample)
     try:
         _ask(request)
         prepared = _collect(gathering)

@@ -328,10 +328,8 @@ def test_only_the_executor_imports_subprocess_in_the_agent():
         str(path.relative_to(AGENT.parent)) for path in AGENT.rglob("*.py")
         if SUBPROCESS_IMPORT.search(path.read_text(encoding="utf-8"))
     )
-    # Two other places, neither of which runs a command to its end: the session's PTY shell (an interactive
-    # terminal) and the share's bundle worker (Helpline's own code, answering requests on its pipes).
-    assert importers == [str(Path("agent", "bundle_worker.py")), str(Path("agent", "execute.py")),
-                         str(Path("agent", "session", "pty.py"))]
+    # The session's PTY shell is the one other place: an interactive terminal needs none of the executor.
+    assert importers == [str(Path("agent", "execute.py")), str(Path("agent", "session", "pty.py"))]
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux's")

@@ -12,6 +12,13 @@ from agent.share import ShareRequest, prepare
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="collects from this Linux PC")
 
 
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELPLINE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("HELPLINE_AGENT_CONFIG", raising=False)
+    return tmp_path
+
+
 def test_the_unredacted_staging_goes_and_the_archive_stays_until_discarded(isolated) -> None:
     prepared = prepare(ShareRequest(what="printer", deadline=20), work_root=isolated / "work", cpu_sample=CpuSample())
     assert prepared.archive.is_file() and prepared.size == prepared.archive.stat().st_size

@@ -625,7 +625,8 @@ class XmlElements:
 # `value` group; a `key` group, if present, must name a secret (see keys.classify_key).
 _NETRC_LINE = re.compile(r"(?i)(?:^|\s)(?:machine|default)(?:\s|$)")
 _NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>(?![=:](?:\s|$))\S+)")
-_QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+))"
+# A bare word goes on past a quote inside it ("-p X'Y"), not past one at its end.
+_QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+(?:[\"']+[^\s\"']+)*))"
 # A directive of a space-separated config file and its value: "bindpw X" (ldap.conf, nslcd.conf), "rootpw X"
 # (slapd.conf), "smtp_pass X", "AuthPass X". The name is glued of several words (a bare "password changed" is a
 # sentence) and must name a password (see SpecialForms.apply); it starts the line (a log line's message is not a

@@ -195,11 +195,14 @@ _STRONG = (
     rf"|[ \t]+(?:(?:{_VERBS})(?:[ \t]+(?:{_ADVERBS}))?|{_SET_TO})(?!\w)[ \t]*:?[ \t]*"
     r"|[ \t]*(?:是|为|為|は|는|은|이|가|：)[ \t]*"
 )
-# A bare value is a word: brackets inside it belong to it ("Pd}&Q:tE7"); a quote or a bracket at its end does not,
-# nor a redaction token after it.
+# A bare value is a word: brackets and quotes inside it belong to it ("Pd}&Q:tE7", "+iGp\"58@WAm!"); a quote or a
+# bracket at its end does not, nor a redaction token after it.
+# A value that opens with a bracket or a quote it never closes at a word's end is a word too ("(jEW[}Y{s!"); it counts
+# only when it looks generated (see _opens_with_a_bracket): "(none)", "<your-password>" and "[hidden]" are not.
 _VALUE = (
-    r"(?:(?P<q>[\"'“„«‘`])(?P<qv>[^\"'”»’`\n]{1,200})[\"'”»’`]"
-    r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}(?:(?!\[REDACTED:)[<>\[\](){}]+[^\s\"'<>\[\](){}]+){0,20}))"
+    r"(?:(?P<q>[\"'“„«‘`])(?P<qv>[^\"'”»’`\n]{1,200})[\"'”»’`](?=[\s,.;:)\]}]|$)"
+    r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}(?:(?!\[REDACTED:)[<>\[\](){}\"'`]+[^\s\"'<>\[\](){}`]+){0,20})"
+    r"|(?P<o>(?!\[REDACTED:)[\"'“„«‘`<\[({)\]}>][^\s]{5,200}))"
 )
 _SPOKEN_STRONG = re.compile(
     rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|{_PIN_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")
@@ -273,6 +276,23 @@ def _token_shaped(value: str) -> bool:
     return any(c.isdigit() for c in value) or any(not c.isalnum() for c in value) or value != value.lower()
 
 
+_BRACKETS = "\"'“„«‘`<[({)]}>”»’"
+_PLAIN_SYMBOLS = set("-_./:@")
+
+
+def _opens_with_a_bracket(value: str) -> bool:
+    """Whether a word that opens with a bracket or a quote is a generated secret, not a placeholder or an aside.
+
+    Without its brackets it must hold a letter, six characters or more, and a symbol
+    that names and paths do not use: "(jEW[}Y{s!" and "<SxSp\\H>" are secrets; "(none)",
+    "<your-password>", "[hidden]", "(v2.0)" and "{{password}}" are not.
+    """
+    inner = value.strip(_BRACKETS)
+    if len(inner) < 6 or not any(c.isalpha() for c in inner) or _PATH_LIKE.match(inner):
+        return False
+    return any(not c.isalnum() and c not in _PLAIN_SYMBOLS for c in value[1:-1] or inner)
+
+
 def _strip_trailing(value: str) -> str:
     while value and value[-1] in _TRAILING:
         value = value[:-1]
@@ -331,11 +351,18 @@ class SpokenPasswords:
     @staticmethod
     def _replace(m: re.Match[str], hit: Hit, *, strong: bool) -> str:
         quoted = m.group("q") is not None
-        group = "qv" if quoted else "v"
+        group = "qv" if quoted else "v" if m.group("v") is not None else "o"
         raw = m.group(group)
         value = raw if quoted else _strip_trailing(raw)
         if not value or is_redacted(value) or TOKEN_IN.search(value):
             return m.group(0)
+        if group == "o":
+            if not _opens_with_a_bracket(value):
+                return m.group(0)
+            kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
+            hit(kind)
+            s = m.start(group) - m.start()
+            return m.group(0)[:s] + token(kind) + m.group(0)[s + len(value) :]
         conn = m.group("conn")
         word = m.group("word").lower()
         is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
@@ -383,7 +410,10 @@ TOKEN_IN = re.compile(r"\[REDACTED:")
 # --- password flags of command-line tools --------------------------------------------------------------
 
 # A value in quotes, in escaped quotes (inside a JSON string) or bare.
-_Q = r"(?:\\\"(?P<eq>(?:[^\"\\]|\\[^\"])+)\\\"|\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s\"',\]\[\\]+(?:\\.[^\s\"',\]\[\\]*)*))"
+# A bare value goes on past a quote inside it ("-pX'Y"): a quote followed by more of the word, not by a comma or a
+# space (as in a JSON argument list: "-pX", "db").
+_Q = (r"(?:\\\"(?P<eq>(?:[^\"\\]|\\[^\"])+)\\\"|\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'"
+      r"|(?P<bare>[^\s\"',\]\[\\]+(?:\\.[^\s\"',\]\[\\]*)*(?:['\"]+[^\s\"',\]\[\\]+)*))")
 # A value inside parentheses (a call's argument, a process substitution): quoted, or bare up to ")" or ",".
 _Q_IN_PARENS = r"(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'),]+))"
 _CMD = r"(?:^|[\s\"'\[,;|&(/\\=])"  # a tool name starts the line or follows a separator or a path

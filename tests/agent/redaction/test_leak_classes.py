@@ -17,7 +17,7 @@ from agent.diagnostics.collectors.logs import ErrorCounter, example_of
 from agent.diagnostics.context import _copy_capped
 from agent.redaction import SCRUBBED, Redactor
 from agent.redaction.assignments import _NOT_SECRET_WORDS
-from agent.redaction.credentials import _STOP_WORDS, looks_random
+from agent.redaction.credentials import _PATH_LIKE, _STOP_WORDS, looks_random
 from agent.redaction.second_look import scan_line as second_look_scan
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -470,3 +470,70 @@ def test_a_flags_value_is_the_whole_argument_whatever_it_holds(left, inside, rig
     argument = f"{flag}={left}{inside}{right}"
     output = redact(place.format(a=argument) + "\n")
     assert left not in output and right not in output, output
+
+
+def _pieces(value: str, size: int = 6) -> list[str]:
+    """The pieces of ``value`` a reader could use: ``size`` characters in a row, three of them letters or digits."""
+    return [value[i : i + size] for i in range(len(value) - size + 1)
+            if sum(c.isalnum() for c in value[i : i + size]) >= 3]
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: v[0].isalnum()),
+    inside=st.sampled_from(['"', "'", "`", '"x', "'y'z", "`'"]),
+    right=passwords,
+    template=st.sampled_from(["my password is {v}", "pwd: {v}", "the wifi password was {v}", "Passwort: {v}",
+                              "Kennwort ist {v}", "contraseña: {v}", "пароль: {v}"]),
+)
+def test_a_spoken_password_with_a_quote_inside_goes_whole(left, inside, right, template):
+    # A quote inside a word belongs to it, as a bracket does; before, the value ended at the quote.
+    secret = left + inside + right
+    output = redact(template.format(v=secret) + "\n")
+    assert left not in output and right not in output, output
+
+
+@SETTINGS
+@given(
+    opening=st.sampled_from(list("([{<)]}>") + ['"', "'", "`"]),
+    value=passwords.filter(lambda v: v[0].isalnum()),
+    symbol=st.sampled_from(list("!#%&*+?^~$|;{([<")),  # (a closing bracket after "{" reads as ODBC's "{value}")
+    template=st.sampled_from(["my password is {v}", "pwd: {v}", "Passwort: {v}", "the wifi password is {v}",
+                              "password = {v}", "Kennwort {v}", "set password {v}"]),
+)
+def test_a_spoken_password_that_opens_with_a_bracket_or_a_stray_quote_goes(opening, value, symbol, template):
+    # "my password is (jEW[}Y{s!": a generated value may open with any symbol; placeholders stay (below).
+    half = len(value) // 2
+    secret = opening + value[:half] + symbol + value[half:]
+    output = redact(template.format(v=secret) + "\n")
+    assert value[:half] not in output or len(value[:half]) < 6, output
+    assert value[half:] not in output or len(value[half:]) < 6, output
+    assert not [p for p in _pieces(secret[1:]) if p in output], output
+
+
+@pytest.mark.parametrize("line", [
+    "password is (see below)", "Password: <hidden>", "PIN: (none)", "password: <your-password>",
+    "the password is (v2.0)", "password is {password}", "password is [hidden], call IT", "Kennwort: <leer>",
+    "password prompt (sudo) appeared", "set password (default)", "pwd: (unreachable)", "my password is: [see vault]",
+    "password (optional)", "Password: [REDACTED]", "pass (1/3)", "password [y/N]?",
+])
+def test_placeholders_in_brackets_after_the_password_word_stay(line):
+    assert redact(line + "\n") == line + "\n"
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: not set(v) & set("'\"")),
+    quote=st.sampled_from(["'", '"', "''", "'\""]),
+    right=passwords.filter(lambda v: not set(v) & set("'\"")),
+    template=st.sampled_from(["mysql -u root -p{v} shop", "sshpass -p {v} ssh backup@nas",
+                              "root 811 0.0 mysqldump -p{v} --all-databases"]),
+)
+def test_a_password_flags_bare_value_goes_on_past_a_quote_inside_it(left, quote, right, template):
+    output = redact(template.format(v=left + quote + right) + "\n")
+    assert left not in output and right not in output, output
+
+
+def test_a_json_argument_list_still_ends_the_flags_value_at_its_quote():
+    line = '["mysql", "-pS3cr3t!x", "shop"]\n'
+    assert redact(line) == '["mysql", "-p[REDACTED:password]", "shop"]\n'

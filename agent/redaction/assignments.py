@@ -161,8 +161,13 @@ _WHICH = r"(?:(?:new|old|current|default|initial|temporary|temp|guest|admin|root
 _AFTER_LOG_HEADER = re.compile(rf"[ \t]*{LOG_HEADER}" + _CONFIG_PREFIX.pattern + _WHICH, re.I)
 _ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
 _CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
+# The key after a ";" that ends a value: words of letters ("Database", "User ID", "Initial Catalog"); a random
+# value's own ";" is rarely followed by letters only up to a "=".
+_NEXT_CONNECTION_KEY = re.compile(r";[ \t]*[A-Za-z][A-Za-z_ .\-]*=")
 # A value in a URL query ends at "&" that starts the next parameter; elsewhere "&" is part of it.
-_MID_VALUE = re.compile(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=))+")
+# A quote or an angle bracket inside the value belongs to it (`password=z"JUt<k`); one before a space, a
+# separator or a closing bracket ends it (`"url": "x?token=abc", …`, `href="?token=abc">`).
+_MID_VALUE = re.compile(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=)|[\"'<>](?=[^\s\"'<>,;)\]}]))+")
 _CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[A-Za-z_][\w.\-]*[=:]")
 _NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
 # A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
@@ -559,10 +564,12 @@ class Assignments:
     def _mid_line_value(line: str, vstart: int, m: re.Match[str]) -> str | None:
         """Return the value of a setting in the middle of a line (log, command line, URL query)."""
         rest = line[vstart:]
-        semi = rest.find(";")
-        # Connection strings separate pairs with ';' and allow spaces in values: `Password=a b;`.
-        if semi > 0 and "=" not in rest[:semi] and _CONNECTION_STRING.search(line):
-            return rest[:semi].rstrip()
+        # Connection strings separate pairs with ';' and allow spaces in values: `Password=a b;`. The ';' that
+        # ends the value is one a setting follows: in `password=a;b c=d` the first is the value's own.
+        if ";" in rest and _CONNECTION_STRING.search(line):
+            semi = next((i for i in range(len(rest)) if rest[i] == ";" and _NEXT_CONNECTION_KEY.match(rest, i)), -1)
+            if semi > 0 and "=" not in rest[:semi]:
+                return rest[:semi].rstrip()
         mv = _MID_VALUE.match(rest)
         if mv is None:
             return None

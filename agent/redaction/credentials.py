@@ -278,6 +278,7 @@ def _token_shaped(value: str) -> bool:
 
 _BRACKETS = "\"'“„«‘`<[({)]}>”»’"
 _PLAIN_SYMBOLS = set("-_./:@")
+_CODE_START = re.compile(r"[A-Za-z_]\w{2,}(?:\.[A-Za-z_]\w*)*[.(]")
 
 
 def _opens_with_a_bracket(value: str) -> bool:
@@ -285,12 +286,13 @@ def _opens_with_a_bracket(value: str) -> bool:
 
     Without its brackets it must hold a letter, six characters or more, and a symbol
     that names and paths do not use: "(jEW[}Y{s!" and "<SxSp\\H>" are secrets; "(none)",
-    "<your-password>", "[hidden]", "(v2.0)" and "{{password}}" are not.
+    "<your-password>", "[hidden]", "(v2.0)", "{{password}}" and a version are not.
     """
     inner = value.strip(_BRACKETS)
-    if len(inner) < 6 or not any(c.isalpha() for c in inner) or _PATH_LIKE.match(inner):
-        return False
-    return any(not c.isalnum() and c not in _PLAIN_SYMBOLS for c in value[1:-1] or inner)
+    if len(inner) < 6 or not any(c.isalpha() for c in inner) or _PATH_LIKE.match(inner) \
+            or _NUMBER_LIKE.fullmatch(inner) or _CODE_START.match(inner):
+        return False  # "(1:4.13+dfsg1-1)" is a package's version, "(self.password.encode(…" code
+    return any(not c.isalnum() and c not in _PLAIN_SYMBOLS for c in inner)
 
 
 def _strip_trailing(value: str) -> str:

@@ -497,7 +497,7 @@ def test_a_spoken_password_with_a_quote_inside_goes_whole(left, inside, right, t
 @given(
     opening=st.sampled_from(list("([{<)]}>") + ['"', "'", "`"]),
     value=passwords.filter(lambda v: v[0].isalnum()),
-    symbol=st.sampled_from(list("!#%&*+?^~$|;{([<")),  # (a closing bracket after "{" reads as ODBC's "{value}")
+    symbol=st.sampled_from(list("!#%&*+?^~$|;{[<")),  # not "}" after "{" (ODBC's "{value}"), nor "(" (a call)
     template=st.sampled_from(["my password is {v}", "pwd: {v}", "Passwort: {v}", "the wifi password is {v}",
                               "password = {v}", "Kennwort {v}", "set password {v}"]),
 )
@@ -515,7 +515,8 @@ def test_a_spoken_password_that_opens_with_a_bracket_or_a_stray_quote_goes(openi
     "password is (see below)", "Password: <hidden>", "PIN: (none)", "password: <your-password>",
     "the password is (v2.0)", "password is {password}", "password is [hidden], call IT", "Kennwort: <leer>",
     "password prompt (sudo) appeared", "set password (default)", "pwd: (unreachable)", "my password is: [see vault]",
-    "password (optional)", "Password: [REDACTED]", "pass (1/3)", "password [y/N]?",
+    "password (optional)", "Password: [REDACTED]", "pass (1/3)", "password [y/N]?", "password: {{password}}",
+    "passwd (1:4.13+dfsg1-1) unstable", "        pwd = (self.password.encode('utf-8') if isinstance(x, str)",
 ])
 def test_placeholders_in_brackets_after_the_password_word_stay(line):
     assert redact(line + "\n") == line + "\n"
@@ -537,3 +538,36 @@ def test_a_password_flags_bare_value_goes_on_past_a_quote_inside_it(left, quote,
 def test_a_json_argument_list_still_ends_the_flags_value_at_its_quote():
     line = '["mysql", "-pS3cr3t!x", "shop"]\n'
     assert redact(line) == '["mysql", "-p[REDACTED:password]", "shop"]\n'
+
+
+@SETTINGS
+@given(
+    left=passwords.filter(lambda v: not set(v) & set("'\"&")),
+    inside=st.sampled_from(['"', "'", "<", ">", "'x\"", "<k"]),
+    right=passwords.filter(lambda v: not set(v) & set("'\"&") and v[0].isalnum()),
+    template=st.sampled_from(["INFO login ok user=bob password={v} from 10.0.0.7", "password -> {v}",
+                              "2024-05-01 app: db_password={v} retries=3", "auth token -> {v} (cached)"]),
+)
+def test_a_settings_value_in_a_line_goes_on_past_a_quote_or_bracket_inside_it(left, inside, right, template):
+    output = redact(template.format(v=left + inside + right) + "\n")
+    assert left not in output and right not in output, output
+
+
+@SETTINGS
+@given(left=passwords.filter(lambda v: not set(v) & set(";'\"&")), right=passwords.filter(lambda v: ";" not in v))
+def test_a_semicolon_in_a_value_ends_it_only_where_a_setting_follows(left, right):
+    # `password=a;b host=x`: the ";" is the value's own; in a connection string the ";" before a key ends it.
+    output = redact(f"user=bob password={left};{right} host=x\n")
+    assert left not in output and right not in output, output
+    assert redact(f"Server=db;Password={left};Database=shop\n") == "Server=db;Password=[REDACTED:password];Database=shop\n"
+
+
+@pytest.mark.parametrize("line", [
+    'log {"url": "https://x/cb?token=abc123XYZ", "b": 1}',
+    '<a href="/cb?token=abc123XYZ">x</a>',
+    "conn: Data Source=x;User ID=sa;Password=S3cr3t!;Initial Catalog=y",
+])
+def test_a_quote_or_bracket_that_closes_the_text_around_a_value_stays(line):
+    output = redact(line + "\n")
+    assert "abc123XYZ" not in output and "S3cr3t" not in output
+    assert output.count('"') == line.count('"') and output.endswith(line[-3:] + "\n"), output

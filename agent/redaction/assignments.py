@@ -602,7 +602,7 @@ _XML_ELEMENT = re.compile(
 )
 # .NET appSettings and similar: <add key="SmtpPassword" value="..." />
 _XML_KEY_VALUE = re.compile(
-    r"(?i)\b(?:key|name)=(?P<kq>[\"'])(?P<tag>[^\"']+)(?P=kq)[ \t]+value=(?P<vq>[\"'])(?P<value>[^\"']*)(?P=vq)"
+    r"(?i)\b(?:key|name)=(?P<kq>[\"'])(?P<tag>[^\"']+)(?P=kq)[ \t]+value=(?P<vq>[\"'])(?P<value>(?:(?!(?P=vq))[^\n])*)(?P=vq)"
 )
 
 

@@ -571,3 +571,13 @@ def test_a_quote_or_bracket_that_closes_the_text_around_a_value_stays(line):
     output = redact(line + "\n")
     assert "abc123XYZ" not in output and "S3cr3t" not in output
     assert output.count('"') == line.count('"') and output.endswith(line[-3:] + "\n"), output
+
+
+@SETTINGS
+@given(left=passwords.filter(lambda v: not set(v) & set("'\"")), right=passwords.filter(lambda v: not set(v) & set("'\"")),
+       quote=st.sampled_from(['"', "'"]), key=st.sampled_from(["DbPassword", "SmtpPassword", "ApiKey", "ClientSecret"]))
+def test_an_app_setting_in_markup_loses_a_value_holding_the_other_quote(left, right, quote, key):
+    other = "'" if quote == '"' else '"'
+    line = f"<add key={quote}{key}{quote} value={quote}{left}{other}{right}{quote} />\n"
+    output = redact(line)
+    assert left not in output and right not in output, output

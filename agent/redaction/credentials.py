@@ -536,6 +536,21 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
         ),
     ),
     (("pdftk",), re.compile(rf"(?i){_CMD}pdftk\b{_GAP}(?<!\S)(?:user_pw|owner_pw|input_pw)[ \t]+(?!PROMPT\b){_Q}")),
+    # A login call's password written into code or a log of it: ftplib/smtplib/imaplib's login("bob", "X"),
+    # a client's authenticate(user, "X"). The password only as a string literal (a variable is code).
+    (
+        ("login(", "log_in(", "signin(", "sign_in(", "authenticate("),
+        re.compile(
+            r"(?i)\b(?:login|log_in|signin|sign_in|authenticate)[ \t]*\([ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|[A-Za-z_][\w.]*)"
+            r"[ \t]*,[ \t]*(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)')[ \t]*[,)]"
+        ),
+    ),
+    # An ftp script's or session's login: "user bob X" (ftp -n), "ftp> user bob X"; only a value with a letter and
+    # a digit ("user bob created" is a log's sentence).
+    (
+        ("user ",),
+        re.compile(r"(?i)^[ \t]*(?:ftp>[ \t]*)?user[ \t]+[\w.@\-]+[ \t]+(?=\S{6})(?=\S*\d)(?=\S*[A-Za-z])(?P<bare>\S+)[ \t]*$"),
+    ),
     # A secret on the standard input of a command that reads a password: a here-string (kinit <<< X,
     # sudo -S cmd <<< X, chpasswd <<< user:X) or an answer repeated by yes (yes X | passwd)
     (

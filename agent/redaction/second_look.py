@@ -102,7 +102,9 @@ _PASSWORD_FLAG = re.compile(
     # WMI and .NET SetPassword("X"); wpa_cli set_network 0 psk '"X"'; networksetup -setairportnetwork en0 SSID X
     r"|(?:Set|Change)Password[ \t]*\(?[ \t]*(?:[\"'][^\"'\n]*[\"'][ \t]*,[ \t]*)?[\"']?"
     r"|set_network[ \t]+\d+[ \t]+(?:psk|password|sae_password|wep_key\d)[ \t]+[\"'\\]*"
-    r"|-setairportnetwork[ \t]+\S+[ \t]+(?:\"[^\"]*\"|\S+)[ \t]+[\"']?))"
+    r"|-setairportnetwork[ \t]+\S+[ \t]+(?:\"[^\"]*\"|\S+)[ \t]+[\"']?"
+    # a login call's literal password: ftp.login("bob", "X")
+    r"|(?:login|log_in|signin|sign_in|authenticate)[ \t]*\([ \t]*(?:\"[^\"]*\"|'[^']*'|[A-Za-z_][\w.]*)[ \t]*,[ \t]*[\"']))"
     r"(?P<value>[^\s\"')]{4,})"
 )
 #: host:port:db:user:password; the host may be ``*``, ``[::1]`` or ``\\:\\:1``, and a field may hold ``\\:``.
@@ -134,7 +136,8 @@ _CANDIDATE_LITERALS = (
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
     "/p:", "/p=", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
     "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net user",
-    "net.exe", "securestring", "_pw", "set_network", "setairportnetwork", *words.PASSWORD_TRIGGERS,
+    "net.exe", "securestring", "_pw", "set_network", "setairportnetwork", "login(", "log_in(", "signin(", "sign_in(",
+    *words.PASSWORD_TRIGGERS,
     *words.SHORT_TRIGGERS,
     *words.KEY_CONTENT_TRIGGERS,
 )
@@ -254,7 +257,8 @@ def _scan_line(line: str) -> list[str]:
     if ("-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered or "<<<" in line or "<(" in line
             or "yes " in lowered or "net user" in lowered or "net.exe" in lowered or "securestring" in lowered
             or "_pw" in lowered or "networkcredential" in lowered or "auth(" in lowered or "credentials(" in lowered
-            or "set_network" in lowered
+            or "set_network" in lowered or "login(" in lowered or "sign_in(" in lowered or "signin(" in lowered
+            or "authenticate(" in lowered or "log_in(" in lowered
             or "setairportnetwork" in lowered):
         if any(looks_random(m.group("value")) and not _PROPERTY.match(m.group("value"))
                for m in _PASSWORD_FLAG.finditer(line)):

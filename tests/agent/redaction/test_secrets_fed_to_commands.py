@@ -62,6 +62,11 @@ FORMS = (
     "requests.get(url, auth=HTTPDigestAuth('bob', '{v}'))",
     'aiohttp.BasicAuth("bob", "{v}")',
     'new UsernamePasswordCredentials("bob", "{v}")',
+    "ftp.login('bob', '{v}')",
+    'smtp.login("alerts@example.com", "{v}")',
+    "imap.login(user, '{v}')",
+    'client.authenticate("svc-backup", "{v}")',
+    "session.sign_in('bob', '{v}', remember=True)",
 )
 
 LOOK_ALIKES = (
@@ -88,6 +93,12 @@ LOOK_ALIKES = (
     "HTTPBasicAuth(user, password)",
     "HTTPBasicAuth(self.user, self.password)",
     "new NetworkCredential($user, $pass)",
+    "ftp.login(user, password)",
+    "smtp.login(self.user, self.password)",
+    "login('bob', pw)",
+    "user bob created",
+    "user alice deleted from group staff",
+    "user = pwd.getpwuid(os.getuid())[0]",
 )
 
 
@@ -130,3 +141,17 @@ def test_commands_that_are_fed_no_secret_stay_as_they_are(line):
         text = prefix + line + "\n"
         assert Redactor().redact_text(text)[0] == text
         assert scan_line(prefix + line) == []
+
+
+
+FTP_SCRIPTS = ("user bob {v}", "USER backup {v}", "ftp> user anonymous {v}", "  user svc.backup@example.com {v}")
+
+
+@pytest.mark.parametrize("form", FTP_SCRIPTS)
+def test_an_ftp_scripts_login_loses_its_password(form):
+    # `ftp -n host < script` reads "user NAME PASSWORD"; a transcript shows it after "ftp>".
+    rng = secrets.SystemRandom()
+    for _ in range(5):
+        value = _password(rng, rng.randint(8, 24))
+        out = Redactor().redact_text(form.format(v=value) + "\n")[0]
+        assert value not in out and "[REDACTED:password]" in out, out

@@ -21,7 +21,7 @@ PRIVATE_KEY = "private-key"
 
 # Lines that may open a block without any detector firing (PEM BEGIN, PuTTY Private-Lines);
 # settings that open YAML/JSON/XML blocks contain the key-value detectors' keywords anyway.
-TRIGGERS = ("begin", "private-lines", "bytes omitted here")
+TRIGGERS = ("begin", "private-lines", "bytes omitted here", "ugfzc3dvcmq6", "cgfzc3dvcmq6")
 CUT_LINE = "cut-line"
 # The line Helpline's collectors write where they left out the middle of a capped file (see
 # agent.diagnostics.context.OMISSION_MARKER). When the file was one long line, the head before the
@@ -199,6 +199,33 @@ class NamedValueBlock:
         return BlockStep(m.group("lead") + quote + token(self._kind) + quote + m.group("comma"), done=True)
 
 
+# SMTP AUTH LOGIN in a mail program's debug log: the server asks "334 UGFzc3dvcmQ6" (base64 of "Password:"), and
+# the client's next line ("C: …", ">>> …" or the bare answer) is the password in base64.
+_SMTP_PASSWORD_PROMPT = re.compile(r"(?<![\w+/=])334[ \t]+(?:UGFzc3dvcmQ6|cGFzc3dvcmQ6)(?![\w+/=])")
+_BASE64_ANSWER = re.compile(r"(?<![\w+/=])(?P<value>[A-Za-z0-9+/]{4,}={0,2})[ \t]*$")
+_SMTP_REPLY = re.compile(r"(?<![\w.:])[2-5]\d\d[ -]")  # the server's next reply ("535 5.7.8 failed"), not an answer
+#: How many lines after the prompt the answer is looked for (a blank line or a log's own line may come between).
+ANSWER_LINES = 3
+
+
+class NextLineAnswerBlock:
+    """A prompt whose answer, the next line's last word, is secret: SMTP's ``334 UGFzc3dvcmQ6``."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._left = ANSWER_LINES
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        self._left -= 1
+        if not body.strip():
+            return BlockStep(body, done=self._left <= 0)
+        m = _BASE64_ANSWER.search(body)
+        if m is None or is_redacted(m.group("value")) or _SMTP_REPLY.search(body):
+            return BlockStep(None, done=True, rest=body)
+        hit(self._kind)
+        return BlockStep(body[: m.start("value")] + token(self._kind), done=True)
+
+
 class JsonArrayBlock:
     """``"api_keys": [`` left open: every string and number up to the matching ``]`` is secret."""
 
@@ -322,4 +349,6 @@ def block_opened_by(body: str) -> Block | None:
     ppk = PPK_PRIVATE_LINES.match(body)
     if ppk and int(ppk.group(1)) > 0:
         return CountedLinesBlock(int(ppk.group(1)))
+    if "334" in body and _SMTP_PASSWORD_PROMPT.search(body):
+        return NextLineAnswerBlock(keys.PASSWORD)
     return None

@@ -155,3 +155,36 @@ def test_an_ftp_scripts_login_loses_its_password(form):
         value = _password(rng, rng.randint(8, 24))
         out = Redactor().redact_text(form.format(v=value) + "\n")[0]
         assert value not in out and "[REDACTED:password]" in out, out
+
+
+SMTP_TRANSCRIPTS = (
+    # (server prompt line, client answer line) as mail programs log them
+    ("<<< 334 UGFzc3dvcmQ6", ">>> {b64}"),
+    ("S: 334 UGFzc3dvcmQ6", "C: {b64}"),
+    ("2026-12-03 09:14:02 postfix/smtp[811]: < smtp.example.com[192.0.2.7]:587: 334 cGFzc3dvcmQ6",
+     "2026-12-03 09:14:02 postfix/smtp[811]: > smtp.example.com[192.0.2.7]:587: {b64}"),
+    ("334 UGFzc3dvcmQ6", "{b64}"),
+)
+
+
+@pytest.mark.parametrize(("prompt", "answer"), SMTP_TRANSCRIPTS)
+def test_the_answer_to_an_smtp_password_prompt_goes(prompt, answer):
+    # AUTH LOGIN: the server asks for the password in base64 ("Password:"), the client's next line answers.
+    import base64
+
+    rng = secrets.SystemRandom()
+    for blank in ("", "\n"):
+        value = _password(rng, rng.randint(8, 24))
+        b64 = base64.b64encode(value.encode()).decode()
+        user = base64.b64encode(b"bob@example.com").decode()
+        text = "\n".join([">>> AUTH LOGIN", "<<< 334 VXNlcm5hbWU6", f">>> {user}", prompt + blank,
+                          answer.format(b64=b64), "<<< 235 2.7.0 Authentication successful"]) + "\n"
+        out = Redactor().redact_text(text)[0]
+        assert b64 not in out and "[REDACTED:password]" in out, out
+        assert "235 2.7.0 Authentication successful" in out and "334 VXNlcm5hbWU6" in out
+        assert Redactor().redact_text(out)[0] == out, "a second pass changes nothing"
+
+
+def test_a_server_reply_after_the_password_prompt_is_not_an_answer():
+    text = "S: 334 UGFzc3dvcmQ6\nS: 535 5.7.8 Error: authentication failed\nS: 221 Bye\n"
+    assert Redactor().redact_text(text)[0] == text

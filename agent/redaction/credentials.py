@@ -545,12 +545,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
             r"[ \t]*,[ \t]*(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)')[ \t]*[,)]"
         ),
     ),
-    # An ftp script's or session's login: "user bob X" (ftp -n), "ftp> user bob X"; only a value with a letter and
-    # a digit ("user bob created" is a log's sentence).
-    (
-        ("user ",),
-        re.compile(r"(?i)^[ \t]*(?:ftp>[ \t]*)?user[ \t]+[\w.@\-]+[ \t]+(?=\S{6})(?=\S*\d)(?=\S*[A-Za-z])(?P<bare>\S+)[ \t]*$"),
-    ),
+
     # A secret on the standard input of a command that reads a password: a here-string (kinit <<< X,
     # sudo -S cmd <<< X, chpasswd <<< user:X) or an answer repeated by yes (yes X | passwd)
     (
@@ -591,15 +586,24 @@ def _flag_value(m: re.Match[str]) -> tuple[str, int, int] | None:
     return None
 
 
+# An ftp script's or session's login: "user bob X" (ftp -n), "ftp> user bob X"; only a value of six or more with a
+# letter and a digit ("user bob created" is a log's sentence). Found by where the line starts, not by the word
+# "user", which a log holds on many lines.
+_FTP_USER_START = re.compile(r"(?im)^[ \t]*(?:ftp>[ \t]*)?user[ \t]")
+_FTP_USER = re.compile(r"(?i)^[ \t]*(?:ftp>[ \t]*)?user[ \t]+[\w.@\-]+[ \t]+(?=\S{6})(?=\S*\d)(?=\S*[A-Za-z])(?P<bare>\S+)[ \t]*$")
+
+
 class PasswordFlags:
     """Passwords given to command-line tools: ``mysql -pX``, ``sshpass -p X``, ``sqlcmd -P X``, ``-w X``..."""
 
     names = (PASSWORD,)
 
     def triggers(self) -> Triggers:
-        return Triggers(_TOOL_LITERALS)
+        return Triggers(_TOOL_LITERALS, _FTP_USER_START)
 
     def apply(self, line: str, hit: Hit) -> str:
+        if _FTP_USER_START.match(line):
+            line = self._sub(_FTP_USER, line, hit)
         lowered = line.lower()
         if _TOOL_SEARCH.search(lowered) is None:
             return line

@@ -188,3 +188,18 @@ def test_the_answer_to_an_smtp_password_prompt_goes(prompt, answer):
 def test_a_server_reply_after_the_password_prompt_is_not_an_answer():
     text = "S: 334 UGFzc3dvcmQ6\nS: 535 5.7.8 Error: authentication failed\nS: 221 Bye\n"
     assert Redactor().redact_text(text)[0] == text
+
+
+def test_a_log_line_that_names_a_user_does_not_wake_the_password_flags():
+    # The ftp script's form is found by where its line starts: "user" is on a great many log lines, and a
+    # detector woken on each would double the time an authentication log takes.
+    from agent.redaction.credentials import PasswordFlags
+
+    pipeline = Redactor()._pipeline
+    pipeline._refresh()
+    flags = next(i for i, d in enumerate(pipeline.detectors) if isinstance(d, PasswordFlags))
+    line = "Dec  3 09:12:02 pc42 sshd[1234]: pam_unix(sshd:session): session opened for user bob(uid=1000) by (uid=0)"
+    assert flags not in pipeline._active(line)
+    text = "".join(f"{line}\n" for _ in range(50)) + "user bob Xk3f9Qzw1\n"
+    assert flags in pipeline._active("user bob Xk3f9Qzw1")
+    assert pipeline.line_starts(text) is None or len(text) - len("user bob Xk3f9Qzw1\n") in pipeline.line_starts(text)

@@ -545,7 +545,6 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
             r"[ \t]*,[ \t]*(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)')[ \t]*[,)]"
         ),
     ),
-
     # A secret on the standard input of a command that reads a password: a here-string (kinit <<< X,
     # sudo -S cmd <<< X, chpasswd <<< user:X) or an answer repeated by yes (yes X | passwd)
     (

@@ -281,6 +281,9 @@ _PLAIN_SYMBOLS = set("-_./:@")
 _CODE_START = re.compile(r"[A-Za-z_]\w{2,}(?:\.[A-Za-z_]\w*)*[.(]")
 
 
+_CLOSER = {"(": ")", "[": "]", "{": "}", "<": ">", '"': '"', "'": "'", "`": "`", "“": "”", "„": "“", "«": "»", "‘": "’"}
+
+
 def _opens_with_a_bracket(value: str) -> bool:
     """Whether a word that opens with a bracket or a quote is a generated secret, not a placeholder or an aside.
 
@@ -290,8 +293,8 @@ def _opens_with_a_bracket(value: str) -> bool:
     """
     inner = value.strip(_BRACKETS)
     if len(inner) < 6 or not any(c.isalpha() for c in inner) or _PATH_LIKE.match(inner) \
-            or _NUMBER_LIKE.fullmatch(inner) or _CODE_START.match(inner):
-        return False  # "(1:4.13+dfsg1-1)" is a package's version, "(self.password.encode(…" code
+            or _NUMBER_LIKE.fullmatch(inner) or _CODE_START.match(inner) or _SETTING.match(inner):
+        return False  # "(1:4.13+dfsg1-1)" is a package's version, "(self.password.encode(…" code, "(uid=0" a setting
     return any(not c.isalnum() and c not in _PLAIN_SYMBOLS for c in inner)
 
 
@@ -359,7 +362,11 @@ class SpokenPasswords:
         if not value or is_redacted(value) or TOKEN_IN.search(value):
             return m.group(0)
         if group == "o":
-            if not _opens_with_a_bracket(value):
+            # An aside in brackets ("(skipped=2)", "(uid=1000)") closes where it opened; after a bare space or the
+            # short words ("pass", "pw") only a value that looks generated counts.
+            closes = _CLOSER.get(raw[0]) == raw[-1]
+            if closes or not _opens_with_a_bracket(value) or (
+                    (not strong or _IS_SHORT_WORD.fullmatch(m.group("word"))) and not looks_random(value.strip(_BRACKETS))):
                 return m.group(0)
             kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
             hit(kind)

@@ -567,7 +567,8 @@ class Assignments:
         # Connection strings separate pairs with ';' and allow spaces in values: `Password=a b;`. The ';' that
         # ends the value is one a setting follows: in `password=a;b c=d` the first is the value's own.
         if ";" in rest and _CONNECTION_STRING.search(line):
-            semi = next((i for i in range(len(rest)) if rest[i] == ";" and _NEXT_CONNECTION_KEY.match(rest, i)), -1)
+            following = _NEXT_CONNECTION_KEY.search(rest)
+            semi = following.start() if following else -1
             if semi > 0 and "=" not in rest[:semi]:
                 return rest[:semi].rstrip()
         mv = _MID_VALUE.match(rest)

@@ -370,8 +370,7 @@ class SpokenPasswords:
                 return m.group(0)
             kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
             hit(kind)
-            s = m.start(group) - m.start()
-            return m.group(0)[:s] + token(kind) + m.group(0)[s + len(value) :]
+            return _with_token(m, group, value, kind)
         conn = m.group("conn")
         word = m.group("word").lower()
         is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
@@ -383,8 +382,7 @@ class SpokenPasswords:
             if not _PIN.fullmatch(value) or (not strong and "PIN" not in m.group("word")):
                 return m.group(0)
             hit(PASSWORD)
-            s = m.start(group) - m.start()
-            return m.group(0)[:s] + token(PASSWORD) + m.group(0)[s + len(value) :]
+            return _with_token(m, group, value, PASSWORD)
         if _IS_SHORT_WORD.fullmatch(m.group("word")):
             # "pass" is also a test result or a round: only a password-shaped value, and after a bare space
             # only one that looks generated.
@@ -410,11 +408,16 @@ class SpokenPasswords:
                 return m.group(0)
             kind = keys.classify_key(word.replace(" ", "_")) or keys.SECRET
         hit(kind)
-        s = m.start(group) - m.start()
-        return m.group(0)[:s] + token(kind) + m.group(0)[s + len(value) :]
+        return _with_token(m, group, value, kind)
 
 
 TOKEN_IN = re.compile(r"\[REDACTED:")
+
+
+def _with_token(m: re.Match[str], group: str, value: str, kind: str) -> str:
+    """The match's text with ``value`` (which starts its ``group``) replaced by the token of ``kind``."""
+    s = m.start(group) - m.start()
+    return m.group(0)[:s] + token(kind) + m.group(0)[s + len(value) :]
 
 # --- password flags of command-line tools --------------------------------------------------------------
 

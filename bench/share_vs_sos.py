@@ -242,8 +242,10 @@ def script_interpreter(script: str) -> str:
 
 
 #: Compile the bytecode of Helpline's packages as the interpreter running `helpline` imports them.
-COMPILE_BYTECODE = ("import compileall, importlib, sys; sys.exit(0 if all(compileall.compile_dir("
-                    "importlib.import_module(p).__path__[0], quiet=1) for p in ('cli', 'agent', 'protocol')) else 1)")
+#: Then fill the agent's cache of compiled patterns, as installing the agent does (``python -m agent.regexes``).
+COMPILE_BYTECODE = ("import compileall, importlib, sys; ok = all(compileall.compile_dir("
+                    "importlib.import_module(p).__path__[0], quiet=1) for p in ('cli', 'agent', 'protocol')); "
+                    "from agent import regexes; regexes.warm(); sys.exit(0 if ok else 1)")
 
 
 def compile_bytecode(helpline: str, env: dict[str, str]) -> str | None:

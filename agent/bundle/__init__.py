@@ -12,6 +12,8 @@ manifest from the entries), ``final_check`` (write, verify, fix or refuse),
 ``preview`` (per-category totals), ``summary``, ``report_html`` and ``diff``.
 """
 
+from agent.regexes import AGENT_CACHE
+
 from .build import BundleResult, build_bundle
 from .diff import BundleDiff, diff_bundles
 from .preview import CategoryPreview
@@ -19,3 +21,5 @@ from .summary import attention_lines, build_summary
 
 __all__ = ["BundleDiff", "BundleResult", "CategoryPreview", "attention_lines", "build_bundle", "build_summary",
            "diff_bundles"]
+
+AGENT_CACHE.save()  # the bundle's patterns, for the next start (see agent.regexes)

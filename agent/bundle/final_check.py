@@ -37,6 +37,7 @@ from .entries import BundleEntry, drop_entry, scrub_entry
 from .manifest import VERIFICATION_FOUND
 from .paths import rename_flagged_paths
 from .report_html import render_plain_report, render_report
+from agent.regexes import rx
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Pa
 WITHHOLD_ROUNDS = 2
 #: What a withheld line becomes; it names no detector, so it cannot be mistaken for what it replaced.
 WITHHELD_LINE = "[line withheld by the final check]"
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?')
+_JSON_STRING = rx(r'"(?:[^"\\]|\\.)*"(\s*:)?')
 
 
 def _withhold_value(match: re.Match[str]) -> str:

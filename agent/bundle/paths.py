@@ -11,8 +11,9 @@ from pathlib import Path, PurePosixPath
 from agent.redaction import Redactor
 
 from .entries import BundleEntry
+from agent.regexes import rx
 
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+_WINDOWS_RESERVED = rx(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _MAX_COMPONENT_BYTES = 200
 
 

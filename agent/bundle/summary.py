@@ -19,6 +19,7 @@ from agent.diagnostics.collectors.hardware import DISK_FULL_PERCENT, SCRATCH_FUL
 from agent.diagnostics.collectors.kernel import signal_name
 from agent.diagnostics.collectors.netconfig import WEAK_SIGNAL_PERCENT
 from agent.diagnostics.model import CollectionReport, CollectorStatus
+from agent.regexes import rx
 
 SUMMARY_SCHEMA_VERSION = 1
 TOP_PROCESSES = 5
@@ -419,20 +420,20 @@ def _clock(clock: dict | None) -> dict[str, Any] | None:
 
 #: DHCP failures as dhclient, dhcpcd, NetworkManager, systemd-networkd and the Windows DHCP client
 #: (events 1001, 1002) word them; the lease is not renewed, refused or never offered.
-_DHCP_FAILURE = re.compile(r"no DHCPOFFERS|DHCPNA?C?K\b|not assigned an address|"
+_DHCP_FAILURE = rx(r"no DHCPOFFERS|DHCPNA?C?K\b|not assigned an address|"
                            r"(?:dhcp|lease)\S*\b.*?(?:timed? ?out|fail|denied|expired|no lease|not assigned|"
                            r"could not|unable to)|(?:could not|failed to) (?:acquire|get|obtain) \S*\s?(?:dhcp|lease)|"
                            r"IPv4LL|\bAPIPA\b|autoconfiguration (?:address|IP)",
                            re.IGNORECASE)
 #: DNS failures as systemd-resolved, glibc, apt, curl, NetworkManager and the Windows DNS client (1014) word them.
-_DNS_FAILURE = re.compile(r"temporary failure (?:in name resolution|resolving)|\bSERVFAIL\b|could(?: not|n't) "
+_DNS_FAILURE = rx(r"temporary failure (?:in name resolution|resolving)|\bSERVFAIL\b|could(?: not|n't) "
                           r"resolve|name or service not known|no address associated with hostname|"
                           r"name resolution\b.*?(?:timed? ?out|fail)|"
                           r"(?:\bdns|resolv)\S*\b.*?(?:timed? ?out|fail|refused|unreachable|no (?:servers?|response)|"
                           r"not respond)|DNS-Client|no DNS servers? (?:known|configured|available)", re.IGNORECASE)
 #: Lines that look like a DNS or DHCP failure and are not: NetworkManager announcing how long it will wait,
 #: systemd-resolved falling back to plain UDP, dhcpcd finding no IPv6 router on an IPv4 network.
-_NOT_A_NETWORK_FAILURE = re.compile(r"beginning transaction|\(timeout in \S+ seconds\)|degraded feature set|"
+_NOT_A_NETWORK_FAILURE = rx(r"beginning transaction|\(timeout in \S+ seconds\)|degraded feature set|"
                                     r"no IPv6 Routers available", re.IGNORECASE)
 
 
@@ -629,7 +630,7 @@ def _software(software: dict | None) -> dict[str, Any] | None:
     }
 
 
-_SEVERE_ERROR = re.compile(r"out of memory|killed process|oom[-_ ]kill|segfault|general protection|kernel panic|"
+_SEVERE_ERROR = rx(r"out of memory|killed process|oom[-_ ]kill|segfault|general protection|kernel panic|"
                            r"I/O error|fatal signal|core dumped", re.IGNORECASE)
 
 

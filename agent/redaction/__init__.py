@@ -10,6 +10,9 @@ from agent.redaction.options import RedactionOptions
 from agent.redaction.outcomes import DROPPED, NOT_SCRUBBED, SCRUBBED, FileRedaction, Finding
 from agent.redaction.pseudonyms import PseudonymMap
 from agent.redaction.redactor import Redactor
+from agent.regexes import AGENT_CACHE
+
+AGENT_CACHE.save()  # the patterns compiled above, for the next start (where the agent's directory is writable)
 
 __all__ = [
     "DROPPED",

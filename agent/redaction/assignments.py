@@ -19,6 +19,7 @@ from agent.redaction import keys, words
 from agent.redaction.pseudonyms import is_pseudonym
 from agent.redaction.tokens import TOKEN_RE, Hit, is_redacted, token
 from agent.redaction.triggers import Triggers
+from agent.regexes import rx
 
 KEYWORDS = (
     "pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
@@ -33,10 +34,10 @@ _KEYWORD = "(?:" + "|".join(KEYWORDS) + ")"
 # A key is a word containing a keyword. It must start the line or follow a delimiter, so
 # `/etc/passwd:` or `bypass=` never qualify; the optional sigil covers flags (-/--), shell
 # and PHP variables ($) and @-names; a quoted key may be followed by `]` (`$cfg['password']`).
-_KEYWORD_IN_LOWERED = re.compile(_KEYWORD)
-_KEYWORD_IN_LINE = re.compile(_KEYWORD, re.I)
+_KEYWORD_IN_LOWERED = rx(_KEYWORD)
+_KEYWORD_IN_LINE = rx(_KEYWORD, re.I)
 _KEY_DELIMITERS = frozenset(" \t,;:{([&?|'\"`<>=*")
-_ASSIGN_AT = re.compile(
+_ASSIGN_AT = rx(
     r"(?P<sigil>--?|\$|@)?"
     r"(?P<kq>[\"'])?"
     r"(?P<key>\w[\w.\-\u0900-\u097f]*)"  # Devanagari's vowel signs are no \w: पासवर्ड
@@ -44,7 +45,7 @@ _ASSIGN_AT = re.compile(
     r"(?P<sep>[ \t]*(?:=>|:=|=|->|:(?![:/\\])|,)[ \t]*|[ \t]+)"
 )
 # A quoted key may hold spaces: "Access Token": "x", 'encryption key' => 'x', "DB Password" = "x".
-_QUOTED_SPACED_KEY = re.compile(
+_QUOTED_SPACED_KEY = rx(
     r"(?P<sigil>)(?P<kq>[\"'])(?P<key>\w[\w.\-]*(?:[ \t][\w.\-]+){1,4})(?P=kq)\]?"
     r"(?P<sep>[ \t]*(?:=>|:=|=|:(?![:/\\]))[ \t]*)"
 )
@@ -118,14 +119,14 @@ def _label_starts(line: str, key_start: int) -> list[int]:
 
 # A quoted key written with JSON escapes ("pass\u0077ord", "contrase\u00f1a", "\u043f\u0430…"): judged by
 # the name it decodes to. The escapes a JSON encoder writes for non-ASCII letters are in every such key.
-_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
-_ESCAPED_KEY = re.compile(
+_ESCAPE = rx(r"\\u[0-9a-fA-F]{4}")
+_ESCAPED_KEY = rx(
     r"(?P<sigil>)(?P<kq>[\"'])(?P<key>(?:[^\"'\\\s]|\\u[0-9a-fA-F]{4}){1,120})(?P=kq)(?P<sep>[ \t]*:[ \t]*)"
 )
 
 
 # A command's argument list as JSON or Python: ["mysql", "--password", "x"].
-_ARGV_PAIR = re.compile(
+_ARGV_PAIR = rx(
     r"(?P<q>[\"'])(?:--?|/)(?P<key>[\w.\-]+)(?P=q)[ \t]*,[ \t]*(?P<vq>[\"'])(?P<value>(?!-)(?:[^\"'\\]|\\.)+)(?P=vq)"
 )
 
@@ -133,7 +134,7 @@ _ARGV_PAIR = re.compile(
 # What may stand before a key for the line to be a config line (value runs to end of line):
 # indentation, a comment marker (commented-out secrets are still secrets), a shell builtin,
 # or a YAML list dash.
-_CONFIG_PREFIX = re.compile(
+_CONFIG_PREFIX = rx(
     r"[ \t]*(?:(?:#+|;+|//|--|\*|REM[ \t])[ \t]*)?"
     r"(?:(?:export|set|setx|declare(?:[ \t]+-\w+)*|local|readonly|typeset|env)[ \t]+)?"
     r"(?:-[ \t]+)?",
@@ -158,26 +159,26 @@ _BRACKETED = r"(?:\[[^\]\n]{0,80}\]|<[^<>\n]{0,40}>|\([^()\n]{0,40}\)):?"
 LOG_HEADER = rf"(?:{_HEADER_TOKEN}[ \t]+|{_BRACKETED}[ \t]*)+"
 # A word or two may tell which one: "INFO new psk: …", "[wifi] the guest password = …".
 _WHICH = r"(?:(?:new|old|current|default|initial|temporary|temp|guest|admin|root|my|your|the)[ \t]+){0,2}"
-_AFTER_LOG_HEADER = re.compile(rf"[ \t]*{LOG_HEADER}" + _CONFIG_PREFIX.pattern + _WHICH, re.I)
-_ANOTHER_ASSIGNMENT = re.compile(r"[ \t][\w.\-]+=")
-_CONNECTION_STRING = re.compile(r";[ \t]*[\w .\-]+=")
+_AFTER_LOG_HEADER = rx(rf"[ \t]*{LOG_HEADER}" + _CONFIG_PREFIX.pattern + _WHICH, re.I)
+_ANOTHER_ASSIGNMENT = rx(r"[ \t][\w.\-]+=")
+_CONNECTION_STRING = rx(r";[ \t]*[\w .\-]+=")
 # The key after a ";" that ends a value: words of letters ("Database", "User ID", "Initial Catalog"); a random
 # value's own ";" is rarely followed by letters only up to a "=".
-_NEXT_CONNECTION_KEY = re.compile(r";[ \t]*[A-Za-z][A-Za-z_ .\-]*=")
+_NEXT_CONNECTION_KEY = rx(r";[ \t]*[A-Za-z][A-Za-z_ .\-]*=")
 # A value in a URL query ends at "&" that starts the next parameter; elsewhere "&" is part of it.
 # A quote or an angle bracket inside the value belongs to it (`password=z"JUt<k`); one before a space, a
 # separator or a closing bracket ends it (`"url": "x?token=abc", …`, `href="?token=abc">`).
-_MID_VALUE = re.compile(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=)|[\"'<>](?=[^\s\"'<>,;)\]}]))+")
-_CUT_AT_NEXT_PAIR = re.compile(r"[,;][ \t]*[A-Za-z_][\w.\-]*[=:]")
-_NEXT_SETTING = re.compile(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
+_MID_VALUE = rx(r"(?:[^\s&\"'<>]|&(?![\w.\-]+=)|[\"'<>](?=[^\s\"'<>,;)\]}]))+")
+_CUT_AT_NEXT_PAIR = rx(r"[,;][ \t]*[A-Za-z_][\w.\-]*[=:]")
+_NEXT_SETTING = rx(r"([\w.\-]+)[ \t]*(?:=|:(?![:/\\]))")
 # A value that may hold spaces: plain words (no quotes, brackets, other settings or separators).
-_SPACED_VALUE = re.compile(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}\s*")
+_SPACED_VALUE = rx(r"[^\s\"'`<>{}\[\]=,;&|]+(?:[ \t]+[^\s\"'`<>{}\[\]=,;&|]+){1,9}\s*")
 #: An ODBC value in braces: no quote, colon or brace inside but "}}" (a "}"), up to the closing "}".
-_ODBC_BRACED = re.compile(r"\{((?:[^{}\"':\n]|\}\})+)\}(?!\})")
+_ODBC_BRACED = rx(r"\{((?:[^{}\"':\n]|\}\})+)\}(?!\})")
 #: `{password}`, `{db_pass}`: a template's placeholder, not a value.
-_PLACEHOLDER = re.compile(r"[a-z_][a-z0-9_]*|[A-Z_][A-Z0-9_]*|\d+")
-_JSON_BARE_VALUE = re.compile(r"[^,}\]\s]+")
-_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_PLACEHOLDER = rx(r"[a-z_][a-z0-9_]*|[A-Z_][A-Z0-9_]*|\d+")
+_JSON_BARE_VALUE = rx(r"[^,}\]\s]+")
+_QUOTED = rx(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 
 # Values that are not secrets: booleans, nulls, masks, placeholders, status words
 # ("Invalid token: expired"), variable references and YAML block indicators.
@@ -208,7 +209,7 @@ _PROSE_START = (
 _ARCHITECTURES = frozenset(
     "amd64 arm64 i386 i686 armhf armel all any x86_64 aarch64 noarch ppc64el ppc64le s390x riscv64 mips64el".split()
 )
-_REFERENCE = re.compile(
+_REFERENCE = rx(
     r"\$\{[^}\s]+\}|\$[A-Z_][A-Z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%|\{\{[^{}]*\}\}|<[^<>]*>"
     r"|[*•xX#]{3,}|[|>][-+0-9]*|!\S+[ \t]+[|>][-+0-9]*"
 )
@@ -255,8 +256,8 @@ def _closing_bracket(line: str, start: int) -> int:
     return -1
 
 
-_FLAG_WORD = re.compile(r"[^\s\"'`]\S*")
-_NEXT_QUERY_PAIR = re.compile(r"&[\w.\-]+=")
+_FLAG_WORD = rx(r"[^\s\"'`]\S*")
+_NEXT_QUERY_PAIR = rx(r"&[\w.\-]+=")
 
 
 def _strip_unbalanced(value: str) -> str:
@@ -597,12 +598,12 @@ class Assignments:
         return vstart + 1, end, token
 
 
-_XML_ELEMENT = re.compile(
+_XML_ELEMENT = rx(
     rf"<(?P<tag>[\w:.\-]*?{_KEYWORD}[\w:.\-]*)(?:\s[^>]*)?>(?:\s*<Value>)?(?P<value>[^<]+)",
     re.I,
 )
 # .NET appSettings and similar: <add key="SmtpPassword" value="..." />
-_XML_KEY_VALUE = re.compile(
+_XML_KEY_VALUE = rx(
     r"(?i)\b(?:key|name)=(?P<kq>[\"'])(?P<tag>[^\"']+)(?P=kq)[ \t]+value=(?P<vq>[\"'])(?P<value>(?:(?!(?P=vq))[^\n])*)(?P=vq)"
 )
 
@@ -631,68 +632,68 @@ class XmlElements:
 
 # Whitespace-separated forms that are secrets only in these well-known places. Each has a
 # `value` group; a `key` group, if present, must name a secret (see keys.classify_key).
-_NETRC_LINE = re.compile(r"(?i)(?:^|\s)(?:machine|default)(?:\s|$)")
-_NETRC_PASSWORD = re.compile(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>(?![=:](?:\s|$))\S+)")
+_NETRC_LINE = rx(r"(?i)(?:^|\s)(?:machine|default)(?:\s|$)")
+_NETRC_PASSWORD = rx(r"(?i)(?<!\S)(?:password|passwd)[ \t]+(?P<value>(?![=:](?:\s|$))\S+)")
 # A bare word goes on past a quote inside it ("-p X'Y"), not past one at its end.
 _QUOTED_OR_WORD = r"(?P<q>[\"'])?(?P<value>(?(q)[^\"']*|[^\s\"']+(?:[\"']+[^\s\"']+)*))"
 # A directive of a space-separated config file and its value: "bindpw X" (ldap.conf, nslcd.conf), "rootpw X"
 # (slapd.conf), "smtp_pass X", "AuthPass X". The name is glued of several words (a bare "password changed" is a
 # sentence) and must name a password (see SpecialForms.apply); it starts the line (a log line's message is not a
 # config file's), and the value is the rest of the line: one word, or a quoted string.
-_DIRECTIVE = re.compile(
+_DIRECTIVE = rx(
     r"^[ \t]*(?P<key>[A-Za-z][A-Za-z0-9]*(?:[_.\-][A-Za-z0-9]+)+|[A-Z]?[a-z0-9]+(?:[A-Z][a-z0-9]+)+"
     r"|[a-z]+(?:pw|pass|passwd|authtok))[ \t]+(?P<q>[\"'])?(?P<value>(?(q)[^\"'\n]+|[^\s\"'=:]\S*))(?(q)[\"'])[ \t]*$"
 )
 # An ODBC connection string's password in braces: "Uid=sa;Pwd={a;b}}c}" (a "}" is written "}}").
-_ODBC_PASSWORD = re.compile(r"(?i)(?:^|[;\"'])[ \t]*(?:pwd|password|pass)[ \t]*=[ \t]*\{(?P<value>(?:[^{}\n]|\}\})+)\}(?!\})")
+_ODBC_PASSWORD = rx(r"(?i)(?:^|[;\"'])[ \t]*(?:pwd|password|pass)[ \t]*=[ \t]*\{(?P<value>(?:[^{}\n]|\}\})+)\}(?!\})")
 # (literals, pattern): the pattern only runs on lines that contain one of the literals (lower case).
 _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # Debian /etc/network/interfaces: "wpa-psk correct horse battery staple", "wireless-key s:abcde"
     (
         ("wpa-psk", "wpa-passphrase", "wireless-key"),
-        re.compile(rf"(?i)^(?:{LOG_HEADER})?[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)[ \t]+(?P<value>\S.*?)[ \t]*$"),
+        rx(rf"(?i)^(?:{LOG_HEADER})?[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)[ \t]+(?P<value>\S.*?)[ \t]*$"),
     ),
     # redis.conf / sentinel: requirepass hunter2, masterauth hunter2
-    (("requirepass", "masterauth"), re.compile(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),
+    (("requirepass", "masterauth"), rx(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),
     # a continuation line of ~/.netrc: "  password hunter2"
-    (("pass",), re.compile(r"(?i)^[ \t]+(?:password|passwd)[ \t]+(?P<value>[^\s=:]\S*)[ \t]*$")),
+    (("pass",), rx(r"(?i)^[ \t]+(?:password|passwd)[ \t]+(?P<value>[^\s=:]\S*)[ \t]*$")),
     # netsh wlan show profile key=clear: "Key Content            : MyWifiPass", in Windows' languages
     (
         words.KEY_CONTENT_TRIGGERS,
-        re.compile(rf"(?i)(?<![^\W_])(?:{words.KEY_CONTENT_LABELS})[ \t]*:[ \t]*(?P<value>\S.*?)[ \t]*$"),
+        rx(rf"(?i)(?<![^\W_])(?:{words.KEY_CONTENT_LABELS})[ \t]*:[ \t]*(?P<value>\S.*?)[ \t]*$"),
     ),
     # sshpass -p secret ssh ...
-    (("sshpass",), re.compile(rf"(?i)\bsshpass[ \t]+-p[ \t]*{_QUOTED_OR_WORD}")),
+    (("sshpass",), rx(rf"(?i)\bsshpass[ \t]+-p[ \t]*{_QUOTED_OR_WORD}")),
     # docker login -u user -p secret registry
-    (("docker",), re.compile(rf"(?i)\bdocker[ \t]+login\b.*?(?<!\S)-p[ \t]+{_QUOTED_OR_WORD}")),
+    (("docker",), rx(rf"(?i)\bdocker[ \t]+login\b.*?(?<!\S)-p[ \t]+{_QUOTED_OR_WORD}")),
     # htpasswd -b[c] file user password
     (
         ("htpasswd",),
-        re.compile(
+        rx(
             r"\bhtpasswd(?:[ \t]+-\w+)*?[ \t]+-[a-zA-Z]*b[a-zA-Z]*(?:[ \t]+-\w+)*[ \t]+\S+[ \t]+\S+[ \t]+(?P<value>\S+)"
         ),
     ),
     # curl -u user:pass, --user, --proxy-user
     (
         (" -u", "\t-u", "--user", "--proxy-user"),
-        re.compile(r"(?<!\S)(?:-u|-U|--user|--proxy-user)[ \t=]*[\"']?[^\s:\"'@\[%]+:(?P<value>[^\s\"']+)"),
+        rx(r"(?<!\S)(?:-u|-U|--user|--proxy-user)[ \t=]*[\"']?[^\s:\"'@\[%]+:(?P<value>[^\s\"']+)"),
     ),
     # smbclient -U user%pass
-    ((" -u", "\t-u", "--user"), re.compile(r"(?<!\S)(?:-U|--user)[ \t=]*[\"']?[^\s%\"']+%(?P<value>[^\s\"']+)")),
+    ((" -u", "\t-u", "--user"), rx(r"(?<!\S)(?:-U|--user)[ \t=]*[\"']?[^\s%\"']+%(?P<value>[^\s\"']+)")),
     # Windows: setx DB_PASSWORD "value"
-    (("setx",), re.compile(rf"(?i)\bsetx[ \t]+[\"']?(?P<key>[\w.\-]+)[\"']?[ \t]+{_QUOTED_OR_WORD}")),
+    (("setx",), rx(rf"(?i)\bsetx[ \t]+[\"']?(?P<key>[\w.\-]+)[\"']?[ \t]+{_QUOTED_OR_WORD}")),
     # an ODBC connection string's password in braces: "Uid=sa;Pwd={a;b}}c}" (a "}" is written "}}")
     (("pwd", "pass"), _ODBC_PASSWORD),
     # reg query: "    DefaultPassword    REG_SZ    value" (Winlogon's automatic logon, a service's settings)
     (
         ("reg_sz", "reg_expand_sz", "reg_multi_sz"),
-        re.compile(r"(?i)^[ \t]*(?P<key>[^\s\"][^\t\"]*?)[ \t]+REG_(?:SZ|EXPAND_SZ|MULTI_SZ)[ \t]+(?P<value>\S.*?)[ \t]*$"),
+        rx(r"(?i)^[ \t]*(?P<key>[^\s\"][^\t\"]*?)[ \t]+REG_(?:SZ|EXPAND_SZ|MULTI_SZ)[ \t]+(?P<value>\S.*?)[ \t]*$"),
     ),
     # a name/value pair in one JSON object (ECS, `aws ssm`, CloudFormation parameters):
     # {"name": "DB_PASSWORD", "value": "X"}, {"ParameterKey": "DbPassword", "ParameterValue": "X"}
     (
         ('"value"', '"parametervalue"'),
-        re.compile(
+        rx(
             r"(?i)\"(?:name|key|parameterkey|variable)\"[ \t]*:[ \t]*\"(?P<key>[^\"\\]{1,80})\"[ \t]*,[ \t]*"
             r"\"(?:value|parametervalue)\"[ \t]*:[ \t]*\"(?P<value>(?:[^\"\\]|\\.)+)\""
         ),
@@ -700,7 +701,7 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # a setting inside a URL-encoded value (a redirect's parameter, a logged form body): password%3DX, pass%3AX
     (
         ("%3d", "%3a"),
-        re.compile(
+        rx(
             # Only a name with a key word is a candidate, so that an outer name (https%3A, next%3D) does not take
             # the rest of the line, and the setting inside it, as its value.
             r"(?i)(?:(?<![\w.\-])|(?<=%[0-9A-F]{2}))(?P<key>(?:[A-Za-z_][\w.\-]{0,30}?)?(?:pass|pwd|pw|secret|token|key|auth|credential|sess)"
@@ -711,7 +712,7 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # a directive of a space-separated config file: "bindpw X", "rootpw X", "smtp_pass X" (see _DIRECTIVE)
     (KEYWORDS, _DIRECTIVE),
     # a two-column table of variables (PowerShell `Get-ChildItem Env:`): "API_TOKEN      value"
-    (KEYWORDS, re.compile(r"^[ \t]*(?P<key>[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)[ \t]{2,}(?P<value>\S.*?)[ \t]*$")),
+    (KEYWORDS, rx(r"^[ \t]*(?P<key>[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)[ \t]{2,}(?P<value>\S.*?)[ \t]*$")),
 )
 _SPECIAL_LITERALS = tuple(sorted({literal for literals, _ in _SPECIAL for literal in literals}))
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from agent.redaction import keys
 from agent.redaction.assignments import is_not_secret
 from agent.redaction.tokens import Hit, is_redacted, token
+from agent.regexes import rx
 
 PRIVATE_KEY = "private-key"
 
@@ -27,36 +28,36 @@ CUT_LINE = "cut-line"
 # agent.diagnostics.context.OMISSION_MARKER). When the file was one long line, the head before the
 # marker ends inside that line and the tail after it starts inside it: a secret may be cut in two, and
 # the tail's half has no name before it that says it is a secret.
-CUT_MARKER = re.compile(
+CUT_MARKER = rx(
     r"^\[\.\.\. helpline: \d+ bytes omitted here; kept the first (?P<head>\d+) and the last (?P<tail>\d+) bytes \.\.\.\]$"
 )
-PEM_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
+PEM_BEGIN = rx(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
 # PuTTY .ppk files: "Private-Lines: 14" followed by that many base64 lines.
-PPK_PRIVATE_LINES = re.compile(r"^Private-Lines:[ \t]*(\d+)[ \t]*$")
+PPK_PRIVATE_LINES = rx(r"^Private-Lines:[ \t]*(\d+)[ \t]*$")
 
-_YAML_BLOCK_START = re.compile(
+_YAML_BLOCK_START = rx(
     r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*:"
     r"[ \t]*(?P<indicator>(?:!\S+[ \t]+)?[|>][-+0-9]*)?[ \t]*(?:#.*)?$"
 )
-_ARRAY_OPEN = re.compile(r"[:=][ \t]*\[(?P<rest>[^\]]*)$")
-_KEY_BEFORE = re.compile(r"(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*$")
-_LIST_ITEM = re.compile(r"(?P<lead>[ \t]*-[ \t]+)(?P<value>\S.*?)[ \t]*$")
-_NESTED_PAIR = re.compile(r"(?P<lead>[ \t]*[\"']?[\w.\-]+[\"']?[ \t]*:[ \t]*)(?P<value>.*?)[ \t]*$")
+_ARRAY_OPEN = rx(r"[:=][ \t]*\[(?P<rest>[^\]]*)$")
+_KEY_BEFORE = rx(r"(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*$")
+_LIST_ITEM = rx(r"(?P<lead>[ \t]*-[ \t]+)(?P<value>\S.*?)[ \t]*$")
+_NESTED_PAIR = rx(r"(?P<lead>[ \t]*[\"']?[\w.\-]+[\"']?[ \t]*:[ \t]*)(?P<value>.*?)[ \t]*$")
 # `- name: DB_PASSWORD` (also `Name:`, `key:`, `variable:`): a list item naming a setting, its value below.
 # The same in JSON, one key a line: `"name": "DB_PASSWORD",` then `"value": "hunter2"`.
-_NAMED_ITEM = re.compile(
+_NAMED_ITEM = rx(
     r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?(?P<kq>\"?)(?:name|key|variable|env|envvar)(?P=kq)[ \t]*:[ \t]*"
     r"(?P<q>[\"']?)(?P<named>[\w.\-]+)(?P=q)[ \t]*,?[ \t]*(?:#.*)?$",
     re.IGNORECASE,
 )
-_ITEM_VALUE = re.compile(
+_ITEM_VALUE = rx(
     r"(?P<lead>[ \t]*(?P<kq>\"?)value(?P=kq)[ \t]*:[ \t]*)(?P<value>\S.*?)(?P<comma>,?)[ \t]*", re.IGNORECASE
 )
 #: How many lines after the name a value is looked for (an item's other keys may stand between).
 NAMED_VALUE_LINES = 6
-_XML_OPEN_ALONE = re.compile(r"^[ \t]*<(?P<tag>[\w:.\-]+)(?:[ \t][^<>]*)?>[ \t]*$")
-_XML_TEXT = re.compile(r"(?<=>)(?P<text>[^<>]*[^<>\s][^<>]*)(?=<)|^(?P<bare>[ \t]*[^<>\s][^<>]*?)[ \t]*$")
-_JSON_SCALAR = re.compile(r"\"(?:[^\"\\]|\\.)*\"|(?<![\w.\-])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+_XML_OPEN_ALONE = rx(r"^[ \t]*<(?P<tag>[\w:.\-]+)(?:[ \t][^<>]*)?>[ \t]*$")
+_XML_TEXT = rx(r"(?<=>)(?P<text>[^<>]*[^<>\s][^<>]*)(?=<)|^(?P<bare>[ \t]*[^<>\s][^<>]*?)[ \t]*$")
+_JSON_SCALAR = rx(r"\"(?:[^\"\\]|\\.)*\"|(?<![\w.\-])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
 
 
 @dataclass
@@ -201,9 +202,9 @@ class NamedValueBlock:
 
 # SMTP AUTH LOGIN in a mail program's debug log: the server asks "334 UGFzc3dvcmQ6" (base64 of "Password:"), and
 # the client's next line ("C: …", ">>> …" or the bare answer) is the password in base64.
-_SMTP_PASSWORD_PROMPT = re.compile(r"(?<![\w+/=])334[ \t]+(?:UGFzc3dvcmQ6|cGFzc3dvcmQ6)(?![\w+/=])")
-_BASE64_ANSWER = re.compile(r"(?<![\w+/=])(?P<value>[A-Za-z0-9+/]{4,}={0,2})[ \t]*$")
-_SMTP_REPLY = re.compile(r"(?<![\w.:])[2-5]\d\d[ -]")  # the server's next reply ("535 5.7.8 failed"), not an answer
+_SMTP_PASSWORD_PROMPT = rx(r"(?<![\w+/=])334[ \t]+(?:UGFzc3dvcmQ6|cGFzc3dvcmQ6)(?![\w+/=])")
+_BASE64_ANSWER = rx(r"(?<![\w+/=])(?P<value>[A-Za-z0-9+/]{4,}={0,2})[ \t]*$")
+_SMTP_REPLY = rx(r"(?<![\w.:])[2-5]\d\d[ -]")  # the server's next reply ("535 5.7.8 failed"), not an answer
 #: How many lines after the prompt the answer is looked for (a blank line or a log's own line may come between).
 ANSWER_LINES = 3
 

@@ -33,22 +33,23 @@ from agent.redaction.words import PASSWORD_WORDS_ESCAPED as _PASSWORD_WORDS_ESCA
 from agent.redaction.words import PASSWORD_WORDS_SPACED as _PASSWORD_WORDS_SPACED
 from agent.redaction.words import PIN_WORDS as _PIN_WORDS
 from agent.redaction.words import SHORT_PASSWORD_WORDS as _SHORT_PASSWORD_WORDS
+from agent.regexes import rx
 
 PASSWORD = keys.PASSWORD
 HIGH_ENTROPY = "high-entropy"
 
 # --- what looks random ---------------------------------------------------------------------------------
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_VERSION_OR_DATE = re.compile(
+_UUID = rx(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_VERSION_OR_DATE = rx(
     r"[vV]?\d+(?:[.:\-_+~/T]\d+)*(?:[.\-_+~][A-Za-z]\w*)*[Zz]?"
     r"|[vV]?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*"  # package versions: 1:4.13+dfsg1-1+b1, 2.36-9+deb12u4
 )
-_PATH_OR_HOST = re.compile(r"(?:[~.]?/|[A-Za-z]:\\|\\\\|\$).*|[\w\-]+(?:\.[\w\-]+)+|.*://.*|[^@\s]+@[^@\s]+\.\w+")
+_PATH_OR_HOST = rx(r"(?:[~.]?/|[A-Za-z]:\\|\\\\|\$).*|[\w\-]+(?:\.[\w\-]+)+|.*://.*|[^@\s]+@[^@\s]+\.\w+")
 # "cl100k_base", "so-a0-gf-a0-83.ucode", "x86_64-linux-gnu": lower-case words and numbers joined by separators.
-_IDENTIFIER = re.compile(r"[a-z0-9]+(?:[._\-][a-z0-9]+)+|[A-Z0-9]+(?:[._\-][A-Z0-9]+)+")
-_HEX_WITH_LETTERS = re.compile(r"(?=[0-9]*[a-fA-F])[0-9a-f]+|(?=[0-9]*[A-F])[0-9A-F]+")
-_CAMEL_WORDS = re.compile(r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)+")
+_IDENTIFIER = rx(r"[a-z0-9]+(?:[._\-][a-z0-9]+)+|[A-Z0-9]+(?:[._\-][A-Z0-9]+)+")
+_HEX_WITH_LETTERS = rx(r"(?=[0-9]*[a-fA-F])[0-9a-f]+|(?=[0-9]*[A-F])[0-9A-F]+")
+_CAMEL_WORDS = rx(r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)+")
 
 
 def _entropy(value: str) -> float:
@@ -66,7 +67,7 @@ def _switches(value: str) -> float:
     return sum(a != b for a, b in zip(kinds, kinds[1:])) / max(1, len(value) - 1)
 
 
-PSEUDONYMS = re.compile(r"(?<![\w-])(?:ip6?|mac|host|user|email)-\d+(?:@redacted\.invalid)?(?![\w-])", re.IGNORECASE)
+PSEUDONYMS = rx(r"(?<![\w-])(?:ip6?|mac|host|user|email)-\d+(?:@redacted\.invalid)?(?![\w-])", re.IGNORECASE)
 
 
 def looks_random(value: str) -> bool:
@@ -120,7 +121,7 @@ _CJK_START = frozenset("密口パ暗비암")
 
 # Where a credential word can start, as plain lower-case text: searching these first is fast; the full
 # patterns then only run at the start of each word that holds one.
-_STEMS = re.compile(
+_STEMS = rx(
     "|".join(
         re.escape(stem)
         for stem in sorted(
@@ -135,8 +136,7 @@ _STEMS = re.compile(
                 "security", "wifi", "wlan", "wireless", "pre-shared", "signature",
                 *(word.lower() for word in _ESCAPED_WORDS),
             },
-            key=len,
-            reverse=True,
+            key=lambda stem: (-len(stem), stem),  # longest first; the same text on every run
         )
     )
 )  # fmt: skip
@@ -204,13 +204,13 @@ _VALUE = (
     r"|(?P<v>[^\s\"'<>\[\](){}]{1,200}(?:(?!\[REDACTED:)[<>\[\](){}\"'`]+[^\s\"'<>\[\](){}`]+){0,20})"
     r"|(?P<o>(?!\[REDACTED:)[\"'“„«‘`<\[({)\]}>][^\s]{5,200}))"
 )
-_SPOKEN_STRONG = re.compile(
+_SPOKEN_STRONG = rx(
     rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|{_PIN_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")
 # One space only: wider gaps are the columns of a table ("passwd      1:4.13-1  amd64").
-_SPOKEN_WEAK = re.compile(rf"(?i)(?P<word>{_PW_WORD}|{_SHORT_WORD}|{_PIN_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
-_IS_SHORT_WORD = re.compile(_SHORT_WORD, re.I)
-_IS_PIN_WORD = re.compile(_PIN_WORD, re.I)
-_PIN = re.compile(r"\d{4,12}")
+_SPOKEN_WEAK = rx(rf"(?i)(?P<word>{_PW_WORD}|{_SHORT_WORD}|{_PIN_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
+_IS_SHORT_WORD = rx(_SHORT_WORD, re.I)
+_IS_PIN_WORD = rx(_PIN_WORD, re.I)
+_PIN = rx(r"\d{4,12}")
 
 # Words that follow "password is" / "password:" in prose and status messages, never a password.
 _STOP_WORDS = frozenset(
@@ -234,9 +234,9 @@ _STOP_WORDS = frozenset(
     """.split()
 )
 _TRAILING = ".,;:)]}»”"
-_SETTING = re.compile(r"[A-Za-z_][\w.\-]*=")
-_PATH_LIKE = re.compile(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%[A-Za-z_]\w*%|\$\{?[A-Za-z_])")
-_NUMBER_LIKE = re.compile(r"[\d.,:\-/]+(?:ms|s|m|h|d|k|kb|mb|gb|tb|b|x|px|%)?|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
+_SETTING = rx(r"[A-Za-z_][\w.\-]*=")
+_PATH_LIKE = rx(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%[A-Za-z_]\w*%|\$\{?[A-Za-z_])")
+_NUMBER_LIKE = rx(r"[\d.,:\-/]+(?:ms|s|m|h|d|k|kb|mb|gb|tb|b|x|px|%)?|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
 
 
 def _is_status_or_prose(value: str, following: str, word: str = "") -> bool:
@@ -278,7 +278,7 @@ def _token_shaped(value: str) -> bool:
 
 _BRACKETS = "\"'“„«‘`<[({)]}>”»’"
 _PLAIN_SYMBOLS = set("-_./:@")
-_CODE_START = re.compile(r"[A-Za-z_]\w{2,}(?:\.[A-Za-z_]\w*)*[.(]")
+_CODE_START = rx(r"[A-Za-z_]\w{2,}(?:\.[A-Za-z_]\w*)*[.(]")
 
 
 _CLOSER = {"(": ")", "[": "]", "{": "}", "<": ">", '"': '"', "'": "'", "`": "`", "“": "”", "„": "“", "«": "»", "‘": "’"}
@@ -411,7 +411,7 @@ class SpokenPasswords:
         return _with_token(m, group, value, kind)
 
 
-TOKEN_IN = re.compile(r"\[REDACTED:")
+TOKEN_IN = rx(r"\[REDACTED:")
 
 
 def _with_token(m: re.Match[str], group: str, value: str, kind: str) -> str:
@@ -437,57 +437,57 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # mysql -pSECRET (attached: "-p SECRET" would be the database), mysqldump, mariadb, mysqladmin...
     (
         ("mysql", "mariadb"),
-        re.compile(rf"(?i){_CMD}(?:mysql\w*|mariadb[\w\-]*)(?:\.exe)?\b{_GAP}{_ARG}(?-i:-p){_Q}"),  # -P is the port
+        rx(rf"(?i){_CMD}(?:mysql\w*|mariadb[\w\-]*)(?:\.exe)?\b{_GAP}{_ARG}(?-i:-p){_Q}"),  # -P is the port
     ),
-    (("sshpass",), re.compile(rf"(?i){_CMD}sshpass(?:\.exe)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (("sshpass",), rx(rf"(?i){_CMD}sshpass(?:\.exe)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
         ("redis-cli", "keydb-cli"),
-        re.compile(rf"(?i){_CMD}(?:redis|keydb)-cli\b{_GAP}{_ARG}(?:-a|--pass|--askpass-value){_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+        rx(rf"(?i){_CMD}(?:redis|keydb)-cli\b{_GAP}{_ARG}(?:-a|--pass|--askpass-value){_FLAG_VALUE_AFTER_SPACE}{_Q}"),
     ),
     (
         ("mongo",),
-        re.compile(rf"(?i){_CMD}mongo(?:sh|dump|restore|export|import|stat|top|files)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+        rx(rf"(?i){_CMD}mongo(?:sh|dump|restore|export|import|stat|top|files)?\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
     ),
     (
         ("sqlcmd", "bcp", "osql", "isql", "ipmitool", "mosquitto", "psexec", "paexec"),
-        re.compile(
+        rx(
             rf"(?i){_CMD}(?:sqlcmd|bcp|osql|isql|ipmitool|mosquitto_(?:pub|sub|rr)|psexec(?:64)?|paexec)(?:\.exe)?\b"
             rf"{_GAP}{_ARG}-[Pp](?![\w\-]){_FLAG_VALUE_AFTER_SPACE}{_Q}"
         ),
     ),
-    (("ldap",), re.compile(rf"(?i){_CMD}ldap\w+\b{_GAP}{_ARG}-w{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (("ldap",), rx(rf"(?i){_CMD}ldap\w+\b{_GAP}{_ARG}-w{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
         ("zip", "7z", "7za", "rar"),
-        re.compile(rf"(?i){_CMD}(?:zip|unzip|7z|7za|7zz|7zr|rar|unrar|winrar)(?:\.exe)?\b{_GAP}{_ARG}-[pP]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+        rx(rf"(?i){_CMD}(?:zip|unzip|7z|7za|7zz|7zr|rar|unrar|winrar)(?:\.exe)?\b{_GAP}{_ARG}-[pP]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
     ),
-    (("freerdp", "rdp"), re.compile(rf"(?i){_CMD}\w*freerdp\w*(?:\.exe)?\b{_GAP}{_ARG}/p:{_Q}")),
-    (("rdesktop",), re.compile(rf"(?i){_CMD}rdesktop\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (("freerdp", "rdp"), rx(rf"(?i){_CMD}\w*freerdp\w*(?:\.exe)?\b{_GAP}{_ARG}/p:{_Q}")),
+    (("rdesktop",), rx(rf"(?i){_CMD}rdesktop\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
         ("login",),
-        re.compile(
+        rx(
             rf"(?i){_CMD}(?:docker|podman|buildah|skopeo|helm|oras|nerdctl|az|crane|regctl)\b{_GAP}\blogin\b"
             rf"{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}"
         ),
     ),
-    (("openssl",), re.compile(rf"(?i){_CMD}openssl\b{_GAP}{_ARG}-k{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
+    (("openssl",), rx(rf"(?i){_CMD}openssl\b{_GAP}{_ARG}-k{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
         ("/p:", "/password:", "/pass:", "/pwd:", "/p=", "/password=", "/pass=", "/pwd=", ".password:", ".password="),
         # Windows tools: /p:X, winscp /password=X, appcmd /processModel.password:X
-        re.compile(rf"(?i){_ARG}/(?:[\w-]+\.)*(?:p|pass|password|pwd)[:=]{_Q}"),
+        rx(rf"(?i){_ARG}/(?:[\w-]+\.)*(?:p|pass|password|pwd)[:=]{_Q}"),
     ),
     # WMI and .NET: `wmic useraccount ... call SetPassword "X"`, `$user.SetPassword("X")`, `.ChangePassword("old", "X")`
     (
         ("setpassword", "changepassword"),
-        re.compile(rf"(?i)\b(?:Set|Change)Password\b[ \t]*\(?[ \t]*{_Q_IN_PARENS}"),
+        rx(rf"(?i)\b(?:Set|Change)Password\b[ \t]*\(?[ \t]*{_Q_IN_PARENS}"),
     ),
     (
         ("changepassword",),  # the new password, after the old one
-        re.compile(rf"(?i)\bChangePassword\b[ \t]*\(?[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s,()]+)[ \t]*,[ \t]*{_Q_IN_PARENS}"),
+        rx(rf"(?i)\bChangePassword\b[ \t]*\(?[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s,()]+)[ \t]*,[ \t]*{_Q_IN_PARENS}"),
     ),
     # wpa_cli set_network 0 psk '"X"' (the pass-phrase in quotes inside the shell's quotes), password, sae_password
     (
         ("set_network",),
-        re.compile(
+        rx(
             rf"(?i){_CMD}wpa_cli\b{_GAP}\bset_network[ \t]+\d+[ \t]+(?:psk|password|sae_password|wep_key\d)[ \t]+"
             r"(?:'\"(?P<sq>[^\"\n]+)\"'|\"\\?\"?(?P<dq>[^\"\\\n]+)\\?\"?\"|(?P<bare>[^\s\"']+))"
         ),
@@ -495,62 +495,62 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # macOS: networksetup -setairportnetwork en0 SSID PASSWORD
     (
         ("setairportnetwork",),
-        re.compile(rf"(?i){_CMD}networksetup\b{_GAP}-setairportnetwork[ \t]+\S+[ \t]+(?:\"[^\"\n]*\"|'[^'\n]*'|\S+)[ \t]+{_Q}"),
+        rx(rf"(?i){_CMD}networksetup\b{_GAP}-setairportnetwork[ \t]+\S+[ \t]+(?:\"[^\"\n]*\"|'[^'\n]*'|\S+)[ \t]+{_Q}"),
     ),
-    (("/rp",), re.compile(rf"(?i){_CMD}schtasks(?:\.exe)?\b{_GAP}{_ARG}/rp[ \t]+{_Q}")),
+    (("/rp",), rx(rf"(?i){_CMD}schtasks(?:\.exe)?\b{_GAP}{_ARG}/rp[ \t]+{_Q}")),
     (
         ("net ",),
-        re.compile(rf"(?i){_CMD}net(?:\.exe)?[ \t]+use\b[^\n]*?\\\\\S+[ \t]+(?!/){_Q}(?=[^\n]*?/u(?:ser)?:)"),
+        rx(rf"(?i){_CMD}net(?:\.exe)?[ \t]+use\b[^\n]*?\\\\\S+[ \t]+(?!/){_Q}(?=[^\n]*?/u(?:ser)?:)"),
     ),
     (
         ("sqlplus", "rman", "expdp", "impdp", "exp ", "imp ", "sqlldr", "dgmgrl"),
-        re.compile(
+        rx(
             rf"(?i){_CMD}(?:sqlplus|rman|expdp|impdp|exp|imp|sqlldr|dgmgrl)(?:\.exe)?\b(?:[ \t]+(?:-\w+|target|catalog|auxiliary|userid=))*"
             r"[ \t]+[\"']?[\w$#]+/(?:\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<bare>[^\s@\"']+))"
         ),
     ),
-    (("lftp",), re.compile(rf"(?i){_CMD}lftp\b{_GAP}{_ARG}-u[ \t]+[^\s,]+,{_Q}")),
+    (("lftp",), rx(rf"(?i){_CMD}lftp\b{_GAP}{_ARG}-u[ \t]+[^\s,]+,{_Q}")),
     (
         ("snmp",),
-        re.compile(rf"(?i){_CMD}snmp\w+\b{_GAP}{_ARG}-[AX]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+        rx(rf"(?i){_CMD}snmp\w+\b{_GAP}{_ARG}-[AX]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
     ),
     (
         ("nmcli",),
-        re.compile(
+        rx(
             rf"(?i){_CMD}nmcli\b{_GAP}(?<!\S)(?:password|wifi-sec\.psk|802-11-wireless-security\.psk|wifi-sec\.wep-key0"
             rf"|802-1x\.password|vpn\.secrets|\+?vpn\.secrets\.password)[ \t]+{_Q}"
         ),
     ),
-    (("wpa_passphrase",), re.compile(rf"(?i){_CMD}wpa_passphrase[ \t]+(?:\"[^\"]*\"|'[^']*'|\S+)[ \t]+{_Q}")),
+    (("wpa_passphrase",), rx(rf"(?i){_CMD}wpa_passphrase[ \t]+(?:\"[^\"]*\"|'[^']*'|\S+)[ \t]+{_Q}")),
     (
         ("rabbitmqctl",),
-        re.compile(rf"(?i){_CMD}rabbitmqctl\b{_GAP}\b(?:add_user|change_password)[ \t]+\S+[ \t]+{_Q}"),
+        rx(rf"(?i){_CMD}rabbitmqctl\b{_GAP}\b(?:add_user|change_password)[ \t]+\S+[ \t]+{_Q}"),
     ),
-    (("useradd", "usermod"), re.compile(rf"(?i){_CMD}user(?:add|mod)\b{_GAP}{_ARG}-p[ \t]+{_Q}")),
+    (("useradd", "usermod"), rx(rf"(?i){_CMD}user(?:add|mod)\b{_GAP}{_ARG}-p[ \t]+{_Q}")),
     # net user NAME PASSWORD [/add] (not "*", which asks for it, nor a /switch)
-    (("net ", "net.exe"), re.compile(rf"(?i){_CMD}net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"\n]*\"|[^\s/\"]\S*)[ \t]+(?![/*(])(?!\\?\"?/){_Q}")),
+    (("net ", "net.exe"), rx(rf"(?i){_CMD}net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"\n]*\"|[^\s/\"]\S*)[ \t]+(?![/*(])(?!\\?\"?/){_Q}")),
     # PowerShell: ConvertTo-SecureString "X" -AsPlainText, and a NetworkCredential's second argument
     (
         ("convertto-securestring",),
-        re.compile(rf"(?i)\bConvertTo-SecureString\b(?:[ \t]+-(?:AsPlainText|Force)\b(?::\$true)?)*(?:[ \t]+-String)?[ \t]+(?!-){_Q}"),
+        rx(rf"(?i)\bConvertTo-SecureString\b(?:[ \t]+-(?:AsPlainText|Force)\b(?::\$true)?)*(?:[ \t]+-String)?[ \t]+(?!-){_Q}"),
     ),
     (
         # .NET's NetworkCredential, requests' HTTPBasicAuth/HTTPDigestAuth/HTTPProxyAuth, aiohttp's BasicAuth,
         # Apache HttpClient's UsernamePasswordCredentials, Java's PasswordAuthentication: (user, password)
         ("networkcredential", "basicauth", "digestauth", "proxyauth", "usernamepasswordcredentials",
          "passwordauthentication("),
-        re.compile(
+        rx(
             rf"(?i)\b(?:NetworkCredential|HTTP(?:Basic|Digest|Proxy)Auth|BasicAuth|UsernamePasswordCredentials"
             rf"|PasswordAuthentication)\b(?:[ \t]*\(|\]?::new\()[ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|\$?\w+)[ \t]*,[ \t]*"
             rf"(?:new[ \t]+)?(?![A-Za-z_][\w.]*[ \t]*[),])(?!\$\w+[ \t]*[),]){_Q_IN_PARENS}"  # not a variable: code
         ),
     ),
-    (("pdftk",), re.compile(rf"(?i){_CMD}pdftk\b{_GAP}(?<!\S)(?:user_pw|owner_pw|input_pw)[ \t]+(?!PROMPT\b){_Q}")),
+    (("pdftk",), rx(rf"(?i){_CMD}pdftk\b{_GAP}(?<!\S)(?:user_pw|owner_pw|input_pw)[ \t]+(?!PROMPT\b){_Q}")),
     # A login call's password written into code or a log of it: ftplib/smtplib/imaplib's login("bob", "X"),
     # a client's authenticate(user, "X"). The password only as a string literal (a variable is code).
     (
         ("login(", "log_in(", "signin(", "sign_in(", "authenticate("),
-        re.compile(
+        rx(
             r"(?i)\b(?:login|log_in|signin|sign_in|authenticate)[ \t]*\([ \t]*(?:\"[^\"\n]*\"|'[^'\n]*'|[A-Za-z_][\w.]*)"
             r"[ \t]*,[ \t]*(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)')[ \t]*[,)]"
         ),
@@ -559,7 +559,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # sudo -S cmd <<< X, chpasswd <<< user:X) or an answer repeated by yes (yes X | passwd)
     (
         ("<<<",),
-        re.compile(
+        rx(
             rf"(?i){_CMD}(?:sudo(?=[^\n|;&<]*?[ \t]-[a-zA-Z]*S\b)|passwd|chpasswd|kinit|k5start|cryptsetup|vncpasswd"
             rf"|x11vnc|htpasswd|smbpasswd|pdbedit|ldappasswd|openssl|gpg2?|ksu|expect)(?:\.exe)?\b{_GAP}<<<[ \t]*"
             r"(?:[\"']?[\w.\-]+:)?" + _Q
@@ -568,7 +568,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # --password-file=<(echo X), --passwd-file <(printf X): a file made on the fly from the secret
     (
         ("<(",),
-        re.compile(
+        rx(
             r"(?i)pass[\w\-]*[= \t]+<\([ \t]*(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:\"%s\\?n?\"|'%s\\?n?'))?|cat[ \t]+<<<)"
             r"[ \t]+" + _Q_IN_PARENS
         ),
@@ -576,7 +576,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # echo SECRET | sudo -S / passwd --stdin / docker login --password-stdin / chpasswd (user:SECRET)
     (
         ("echo", "printf", "yes "),
-        re.compile(
+        rx(
             r"(?i)(?:^|[\s;&(])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:\"%s\\?n?\"|'%s\\?n?'))?|yes)[ \t]+"
             r"(?:[\"']?[\w.\-]+:)?" + _Q + r"[ \t]*\|[ \t]*(?:sudo[ \t]+(?:-\w+[ \t]+)*)?"
             r"(?=[^\n|;&]*?(?:sudo[ \t]+-S|-S\b|passwd|chpasswd|--password-stdin|kinit|cryptsetup|openssl|login))"
@@ -584,7 +584,7 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     ),
 )
 _TOOL_LITERALS = tuple(sorted({lit for lits, _ in _TOOL_FLAGS for lit in lits}))
-_TOOL_SEARCH = re.compile("|".join(re.escape(lit) for lit in _TOOL_LITERALS))
+_TOOL_SEARCH = rx("|".join(re.escape(lit) for lit in _TOOL_LITERALS))
 
 
 def _flag_value(m: re.Match[str]) -> tuple[str, int, int] | None:
@@ -598,8 +598,8 @@ def _flag_value(m: re.Match[str]) -> tuple[str, int, int] | None:
 # An ftp script's or session's login: "user bob X" (ftp -n), "ftp> user bob X"; only a value of six or more with a
 # letter and a digit ("user bob created" is a log's sentence). Found by where the line starts, not by the word
 # "user", which a log holds on many lines.
-_FTP_USER_START = re.compile(r"(?im)^[ \t]*(?:ftp>[ \t]*)?user[ \t]")
-_FTP_USER = re.compile(r"(?i)^[ \t]*(?:ftp>[ \t]*)?user[ \t]+[\w.@\-]+[ \t]+(?=\S{6})(?=\S*\d)(?=\S*[A-Za-z])(?P<bare>\S+)[ \t]*$")
+_FTP_USER_START = rx(r"(?im)^[ \t]*(?:ftp>[ \t]*)?user[ \t]")
+_FTP_USER = rx(r"(?i)^[ \t]*(?:ftp>[ \t]*)?user[ \t]+[\w.@\-]+[ \t]+(?=\S{6})(?=\S*\d)(?=\S*[A-Za-z])(?P<bare>\S+)[ \t]*$")
 
 
 class PasswordFlags:
@@ -657,30 +657,30 @@ class PasswordFlags:
 _FIELD = r"(?:[^:\s\\]|\\.)+"
 _COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     # ~/.pgpass: hostname:port:database:username:password (port may be *; ":" and "\" escaped in fields)
-    (None, re.compile(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_FIELD}):(?:\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
+    (None, rx(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_FIELD}):(?:\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
     # postfix sasl_passwd: [smtp.example.com]:587 user@example.com:password
-    (("@",), re.compile(r"^[ \t]*\[?[\w.\-]+\]?(?::\d{1,5})?[ \t]+[^\s:@]+@[^\s:]+:(?P<value>\S+)[ \t]*$")),
+    (("@",), rx(r"^[ \t]*\[?[\w.\-]+\]?(?::\d{1,5})?[ \t]+[^\s:@]+@[^\s:]+:(?P<value>\S+)[ \t]*$")),
     # ipsec.secrets: [ids] : PSK "secret" (also XAUTH, EAP, NTLM, PIN)
     (
         ("psk", "xauth", "eap", "ntlm", "pin"),
-        re.compile(r"(?:^|\s):[ \t]*(?:PSK|XAUTH|EAP|NTLM|PIN(?:[ \t]+%\w+)?)[ \t]+(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<value>\S+))"),
+        rx(r"(?:^|\s):[ \t]*(?:PSK|XAUTH|EAP|NTLM|PIN(?:[ \t]+%\w+)?)[ \t]+(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<value>\S+))"),
     ),
     # htpasswd and LDAP userPassword: {SHA}base64, {SSHA}..., {PBKDF2-SHA256}...
     (
         ("{",),
-        re.compile(r"\{(?:S?SHA(?:256|384|512)?|S?MD5|CRYPT|PBKDF2(?:-SHA\d+)?|ARGON2|SSHA\d*|CLEARTEXT)\}(?!\[REDACTED:)(?P<value>[^\s:\"',]{8,})", re.I),
+        rx(r"\{(?:S?SHA(?:256|384|512)?|S?MD5|CRYPT|PBKDF2(?:-SHA\d+)?|ARGON2|SSHA\d*|CLEARTEXT)\}(?!\[REDACTED:)(?P<value>[^\s:\"',]{8,})", re.I),
     ),
 )
-_PGPASS_TRIGGER = re.compile(r":(?:\d{1,5}|\*):[^\s:]+:[^\s:]+:")
+_PGPASS_TRIGGER = rx(r":(?:\d{1,5}|\*):[^\s:]+:[^\s:]+:")
 # The same five fields behind a log line's prefix ("2026-12-01T10:00:00 app[1]: host:5432:db:user:pw", "wrote
 # ~/.pgpass -> *:*:*:postgres:pw", echo 'host:…' >> ~/.pgpass). The group starts a word and is exactly five
 # fields long (a MAC address or a full IPv6 address has six or more); its password ends at a space or a quote.
-_PGPASS_IN_LINE = re.compile(
+_PGPASS_IN_LINE = rx(
     r"(?:(?<=[\s\"'`(=>,;])|^)(?:\[[0-9A-Fa-f:.]+\]|(?:[\w.\-*]|\\.)+):(?:\d{1,5}|\*)"
     r":(?:[^\s:\\\"'`]|\\.)+:(?:[^\s:\\\"'`]|\\.)+:(?P<value>(?:[^\s:\\\"'`]|\\.)+)(?![^\s\"'`])"
 )
 # Five short hex or digit groups are a hardware address or a time, not a host, port, database, user and password.
-_HEX_GROUPS = re.compile(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){4}")
+_HEX_GROUPS = rx(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){4}")
 
 _COLON_LITERALS = (
     "@", "psk", "xauth", "eap", "ntlm", ": pin", "{sha", "{ssha", "{md5", "{smd5", "{crypt", "{pbkdf2", "{argon2",
@@ -742,10 +742,10 @@ class ColonFiles:
 
 # --- random tokens in a credential position ------------------------------------------------------------
 
-_CANDIDATE = re.compile(r"(?<![\w\-+/=.~!#$%^&*?@])[A-Za-z0-9+/=_\-.~!#$%^&*?]{12,512}")
-_POSITION = re.compile(
+_CANDIDATE = rx(r"(?<![\w\-+/=.~!#$%^&*?@])[A-Za-z0-9+/=_\-.~!#$%^&*?]{12,512}")
+_POSITION = rx(
     rf"(?i)(?:{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|(?:auth|apikey|api_key|x-api-key|passkey|key|signature){_AFTER_WORD})")
-_FLAG_POSITION = re.compile(r"[ \t]--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=])")
+_FLAG_POSITION = rx(r"[ \t]--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=])")
 _WINDOW = 48
 
 

@@ -33,6 +33,7 @@ from agent.redaction.tokens import Hit, is_redacted, token
 from agent.redaction.triggers import Triggers, line_starts, literals_in, literals_within
 from protocol import pairing
 from protocol.errors import InvalidInputError
+from agent.regexes import rx
 
 PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
@@ -64,9 +65,9 @@ class PatternDetector:
     ) -> None:
         self.name = name
         self.names = (name,)
-        self._pattern = re.compile(pattern)
+        self._pattern = rx(pattern)
         # A format without a fixed substring is selected by ``shape``, a regex every match contains.
-        self._triggers = Triggers(literals, re.compile(shape) if shape else None)
+        self._triggers = Triggers(literals, rx(shape) if shape else None)
         self._valid = valid
         self._group: int | str = "secret" if "secret" in self._pattern.groupindex else 0
 
@@ -90,7 +91,7 @@ class PatternDetector:
         return whole[: s - m.start()] + token(self.name) + whole[e - m.start() :]
 
 
-_PSEUDONYM_INSIDE = re.compile(r"(?:user|host|ip6?|mac|email)-\d+")
+_PSEUDONYM_INSIDE = rx(r"(?:user|host|ip6?|mac|email)-\d+")
 
 
 def _looks_like_token(value: str) -> bool:
@@ -117,8 +118,8 @@ def _is_basic_credential(value: str) -> bool:
     return ":" in decoded and decoded.isprintable()
 
 
-_AUTH_HEADER = re.compile(r"(?i)(?<![\w-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?")
-_AUTH_SCHEME = re.compile(
+_AUTH_HEADER = rx(r"(?i)(?<![\w-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?")
+_AUTH_SCHEME = rx(
     r"(?i)(bearer|basic|token|negotiate|ntlm|apikey|api-key|digest|sharedkey(?:lite)?|aws4-hmac-sha256|"
     r"hmac-sha256|gssapi|sso-key)[ \t]+"
 )
@@ -167,23 +168,23 @@ class AuthorizationHeaders:
         return "".join(out)
 
 
-_URL_START = re.compile(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}://")
+_URL_START = rx(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}://")
 # The URL runs to whitespace, a quote or an angle bracket; a password may hold anything else.
-_HOST_LIKE = re.compile(r"localhost|\[[0-9A-Fa-f:.]+\]|[\w\-]+(?:\.[\w\-]+)+")
-_TOKEN_USER = re.compile(r"[A-Za-z0-9_\-.~+/=%]+")
-_URL_BODY = re.compile(r"[^\s\"'<>`]*")
+_HOST_LIKE = rx(r"localhost|\[[0-9A-Fa-f:.]+\]|[\w\-]+(?:\.[\w\-]+)+")
+_TOKEN_USER = rx(r"[A-Za-z0-9_\-.~+/=%]+")
+_URL_BODY = rx(r"[^\s\"'<>`]*")
 # Outside single quotes a password may hold one too: `postgres://u:it's@db/x`.
-_URL_BODY_WITH_QUOTE = re.compile(r"[^\s\"<>`]*")
+_URL_BODY_WITH_QUOTE = rx(r"[^\s\"<>`]*")
 # A password may also hold a quote, an angle bracket or a backtick (unencoded, as people type them): when the URL cut
 # at those has no user-info, the URL read to the next space is tried, its user name free of them.
-_URL_BODY_TO_SPACE = re.compile(r"\S*")
+_URL_BODY_TO_SPACE = rx(r"\S*")
 _URL_DELIMITERS = "\"'<>`"
 # Where the password ends: an "@" followed by a host (name, IPv4 or [IPv6], optional port), then the end
 # of the URL or its path, query or fragment.
-_AT_HOST = re.compile(
+_AT_HOST = rx(
     r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?(?:[/?#]|[)\]}>.,;:!']*$))"
 )
-_PROXY_CREDENTIALS = re.compile(
+_PROXY_CREDENTIALS = rx(
     # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
     # the line or follow a space or quote (not "http://proxyuser:" nor "svc-proxy:"), and a "//" after
     # the colon means the scheme, never a user.
@@ -271,8 +272,8 @@ class TwilioCredentials:
 
     def __init__(self, prefix: str) -> None:
         # One detector per prefix: a search for a fixed prefix is fast, an alternation is not.
-        self._sid = re.compile(rf"(?<![A-Za-z0-9]){prefix}[0-9a-fA-F]{{32}}(?![A-Za-z0-9])")
-        self._trigger = re.compile(rf"{prefix}[0-9a-fA-F]{{32}}")
+        self._sid = rx(rf"(?<![A-Za-z0-9]){prefix}[0-9a-fA-F]{{32}}(?![A-Za-z0-9])")
+        self._trigger = rx(rf"{prefix}[0-9a-fA-F]{{32}}")
 
     def triggers(self) -> Triggers:
         return Triggers((), self._trigger)
@@ -299,8 +300,8 @@ class AwsAccessKeys:
     names = (name, "aws-secret-key")
     # Access key ids (long-term AKIA, temporary ASIA, and the older credential prefixes); other
     # AWS unique ids (AIDA users, AROA roles...) name principals, not credentials.
-    _ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])")
-    _SECRET_AFTER_ID = re.compile(
+    _ID = rx(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])")
+    _SECRET_AFTER_ID = rx(
         r"(?P<id>\[REDACTED:aws-access-key-id\])(?P<gap>[ \t]*[,;|\t:][ \t]*[\"']?|[ \t]+[\"']?)"
         r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
     )
@@ -323,7 +324,7 @@ class AwsAccessKeys:
         return self._SECRET_AFTER_ID.sub(secret, line) if "aws-access-key-id]" in line else line
 
 
-_TWILIO_SECRET_AFTER_SID = re.compile(
+_TWILIO_SECRET_AFTER_SID = rx(
     r"(?P<sid>\[REDACTED:twilio-key\])(?P<gap>[^A-Za-z0-9\n]{1,8}(?:[A-Za-z_\-]{1,24}[ \t]*[:=][ \t]*[\"']?)?)"
     r"(?P<secret>[0-9a-zA-Z]{32})(?![A-Za-z0-9])"
 )

@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from agent.redaction.pseudonyms import EMAIL, HOSTNAME, PSEUDONYM_DOMAIN, USERNAME, PseudonymMap
 from agent.redaction.tokens import Hit
 from agent.redaction.triggers import Triggers
+from agent.regexes import rx
 
 # Learned user names shorter than this are only replaced in paths: a user called "al"
 # replaced as a word everywhere would shred ordinary text.
 MIN_LEARNED_USERNAME = 3
 
-_EMAIL = re.compile(
+_EMAIL = rx(
     r"(?<![\w.%+\-])(?P<local>[A-Za-z0-9][A-Za-z0-9._%+\-]*)@"
     r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,63}))"
     r"(?![\w\-]|\.[A-Za-z0-9])"
@@ -69,10 +70,10 @@ class Emails:
         return _EMAIL.sub(replace, line)
 
 
-_HOME_PATH = re.compile(
+_HOME_PATH = rx(
     r"(?<![\w.~])(?P<prefix>/(?:home|Users|var/home)/)(?P<user>[A-Za-z0-9_][A-Za-z0-9_.\-]*\$?)(?![\w.\-])"
 )
-_WINDOWS_PROFILE = re.compile(
+_WINDOWS_PROFILE = rx(
     r"(?i)(?<!\w)(?P<prefix>[A-Z]:(?:\\\\|\\|/)+(?:Users|Documents and Settings)(?:\\\\|\\|/)+)"
     # Characters Windows forbids in user names ("/\\[]:;|=,+*?<>) end the name.
     r"(?:(?P<spaced>[^\\/\r\n\"*?<>|:;,=+\[\]\t]{1,64}?)(?=\\|/)|(?P<plain>[^\\/\s\"*?<>|:;,'=+\[\]]+))"

@@ -10,9 +10,9 @@ engineer information for no privacy gain.
 
 from __future__ import annotations
 
-import re
 
 from agent.redaction import words
+from agent.regexes import rx
 
 # Detector names produced for key = value secrets.
 PASSWORD = "password"
@@ -26,9 +26,9 @@ COOKIE = "cookie"
 SESSION = "session"
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_CAMEL = rx(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 # Any letter or digit, in any script, belongs to a segment: "Passwort", "contraseña", "пароль".
-_SPLIT = re.compile(r"[\W_]+")
+_SPLIT = rx(r"[\W_]+")
 
 # The word for "password" in the languages a Helpline user's PC may speak, lower case and
 # without spaces (a key "mot de passe" becomes "motdepasse"). Found anywhere in a key name.
@@ -155,11 +155,11 @@ _PASSWORD_COMPOUNDS = (
     "adminpw",
     "dbpw",
 )
-_WEP_KEY = re.compile(r"wepkey\d*$")
+_WEP_KEY = rx(r"wepkey\d*$")
 # A qualifier glued to "key" makes an API/credential key (see words.KEY_QUALIFIERS); German "Schlüssel" too.
 _KEY_QUALIFIERS = words.KEY_QUALIFIERS
-_SCHLUESSEL = re.compile("(?:" + "|".join(words.SCHLUESSEL_QUALIFIERS) + ")[\\-_]?" + words.SCHLUESSEL)
-_API_KEY = re.compile("(?:" + "|".join(_KEY_QUALIFIERS) + ")keys?")
+_SCHLUESSEL = rx("(?:" + "|".join(words.SCHLUESSEL_QUALIFIERS) + ")[\\-_]?" + words.SCHLUESSEL)
+_API_KEY = rx("(?:" + "|".join(_KEY_QUALIFIERS) + ")keys?")
 _SESSION_SUFFIXES = ("sessionid", "sessid", "sessionkey", "sessioncookie")
 _WEAK_TOKEN_LAST = frozenset({"auth", "bearer"})
 

@@ -29,31 +29,32 @@ from collections.abc import Iterable
 from agent.redaction.pseudonyms import IPV4, IPV6, MAC, PseudonymMap
 from agent.redaction.tokens import Hit
 from agent.redaction.triggers import Triggers
+from agent.regexes import rx
 
-_IPV4 = re.compile(r"(?<![\w.\-])(\d{1,3}+)\.(\d{1,3}+)\.(\d{1,3}+)\.(\d{1,3}+)(?![\w\-~+]|\.\w)")
-_VERSION_WORD = re.compile(
+_IPV4 = rx(r"(?<![\w.\-])(\d{1,3}+)\.(\d{1,3}+)\.(\d{1,3}+)\.(\d{1,3}+)(?![\w\-~+]|\.\w)")
+_VERSION_WORD = rx(
     r"(?i)(?:\b(?:v|ver|version|versions|release|rel|build|firmware|fw|bios|revision|rev|kernel|driver|"
     r"patch|update|package|pkg)\.?|==|>=|<=|~=|!=)[ \t.]*[:=]?[ \t]*[\"'(]?[ \t]*$"
 )
-_DPKG_ROW_PREFIX = re.compile(r"[uihrp][ncHUFWti]R?[ \t]+\S+[ \t]+")
-_APT_ROW_PREFIX = re.compile(r"[\w.+\-]+/\S+[ \t]+")
-_PIP_ROW_PREFIX = re.compile(r"[A-Za-z][\w.+\-]*[ \t]{2,}")
+_DPKG_ROW_PREFIX = rx(r"[uihrp][ncHUFWti]R?[ \t]+\S+[ \t]+")
+_APT_ROW_PREFIX = rx(r"[\w.+\-]+/\S+[ \t]+")
+_PIP_ROW_PREFIX = rx(r"[A-Za-z][\w.+\-]*[ \t]{2,}")
 _NETMASKS = frozenset(str(ipaddress.IPv4Network(f"0.0.0.0/{n}").netmask) for n in range(1, 33))
 
-_IPV6 = re.compile(
+_IPV6 = rx(
     r"(?<![\w:.%\-])(?P<addr>(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?)"
     r"(?P<zone>%[\w.\-]+)?(?![\w:]|\.\d)"
 )
-_HEX_GROUP3 = re.compile(r"[0-9A-Fa-f]{3}")
+_HEX_GROUP3 = rx(r"[0-9A-Fa-f]{3}")
 
-_MAC = re.compile(
+_MAC = rx(
     r"(?<![\w:.\-])(?:[0-9A-Fa-f]{2}([:\-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2})(?![\w:\-]|\.\w)"
     r"|(?<![\w.])(?=[0-9.]*[A-Fa-f])[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}(?![\w.])"
 )
 # Quick tests for the scrubber: every address has one of these shapes somewhere.
-_IPV4_QUICK = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
-_IPV6_QUICK = re.compile(r"::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}")
-_MAC_QUICK = re.compile(r"[0-9A-Fa-f]{2}([:\-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.")
+_IPV4_QUICK = rx(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+_IPV6_QUICK = rx(r"::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}")
+_MAC_QUICK = rx(r"[0-9A-Fa-f]{2}([:\-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.")
 _BLANK_MACS = frozenset({"00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"})
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
+from agent.regexes import rx
 
 IPV4 = "ipv4"
 IPV6 = "ipv6"
@@ -32,7 +33,7 @@ _FORMATS = {
     EMAIL: "email-{n}@" + PSEUDONYM_DOMAIN,
 }
 KINDS = tuple(_FORMATS)
-_PSEUDONYM_RE = {kind: re.compile(re.escape(fmt).replace(r"\{n\}", r"\d+"), re.I) for kind, fmt in _FORMATS.items()}
+_PSEUDONYM_RE = {kind: rx(re.escape(fmt).replace(r"\{n\}", r"\d+"), re.I) for kind, fmt in _FORMATS.items()}
 
 
 def is_pseudonym(value: str) -> bool:

@@ -8,14 +8,14 @@ one until the block closes.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from agent.redaction import blocks
 from agent.redaction.detectors import Pipeline
 from agent.redaction.tokens import is_redacted, token
+from agent.regexes import rx
 
-_LAST_WORD = re.compile(r"\S+$")
+_LAST_WORD = rx(r"\S+$")
 
 
 def split_eol(line: str) -> tuple[str, str]:

@@ -29,19 +29,20 @@ from collections import Counter
 from collections.abc import Iterable
 
 from agent.redaction import words
-from agent.redaction.triggers import combined_literals, literal_line_starts
+from agent.redaction.triggers import literal_line_starts, literal_trie
+from agent.regexes import rx
 
 #: Every kind of secret the second look knows, for "checked for N kinds" and its findings' names.
 KINDS = ("keyword-value", "url-password", "password-flag", "colon-file", "known-key-format", "private-key")
 
 
 def _trie(literals, *, spaced: bool = False) -> str:
-    """One alternation of ``literals`` written as a trie (see :func:`combined_literals`); ``spaced``: a space
+    """One alternation of ``literals`` written as a trie (see :func:`literal_trie`); ``spaced``: a space
     in a literal stands for a space or a tab."""
-    combined = combined_literals(tuple(sorted(set(literals))))
+    combined = literal_trie(sorted(set(literals)))
     if combined is None:
         return "(?!)"
-    return "(?:" + (combined.pattern.replace("\\ ", "[ \\t]") if spaced else combined.pattern) + ")"
+    return "(?:" + (combined.replace("\\ ", "[ \\t]") if spaced else combined) + ")"
 
 
 #: Words that announce a secret, in several languages (matched case-insensitively, at a word start).
@@ -60,7 +61,7 @@ _SECRET_WORDS = (
 )
 #: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
 #: separator (``:``, ``=``, ``=>``, a verb "is" in several languages, or just spaces), the value.
-_KEYWORD_VALUE = re.compile(
+_KEYWORD_VALUE = rx(
     rf"(?i)(?<![^\W_])(?:{_SECRET_WORDS})(?-i:(?![a-z]))(?:[ \t]+(?:key|phrase|value|word)(?!\w)|[\w.-]{{0,24}})?[\"']?"
     r"(?:[ \t]*(?::=|" + "|".join(re.escape(sep) for sep in sorted(words.SEPARATORS, key=len, reverse=True)) + r")"
     r"|[ \t]+(?:is|ist|est|es|é|er|är|jest|je|on|это|е|є|είναι|היא|הוא|هي|هو|là|adalah|है|:)?)[ \t]*[\"'({]?"
@@ -68,30 +69,30 @@ _KEYWORD_VALUE = re.compile(
 )
 #: The same in markup: an element named for a secret (``<Password>X</Password>``, a Wi-Fi profile's
 #: ``<keyMaterial>``), or a key/value pair of attributes (``<add key="DbPassword" value="X"/>``).
-_MARKUP_VALUE = re.compile(
+_MARKUP_VALUE = rx(
     r"<(?P<tag>[\w.:-]{2,64})(?:[ \t][^<>]*)?>[ \t]*(?P<value>[^<>\s]{6,})[ \t]*</"
     r"|\b(?:key|name)[ \t]*=[ \t]*[\"'](?P<name>[^\"'<>]{2,64})[\"'][ \t]+value[ \t]*=[ \t]*[\"'](?P<attr>[^\"'\s]{6,})[\"']",
     re.IGNORECASE,
 )
 #: Whether a tag's or a setting's name holds a word for a secret.
-_SECRET_NAME = re.compile(rf"(?i)(?:{_SECRET_WORDS})")
+_SECRET_NAME = rx(rf"(?i)(?:{_SECRET_WORDS})")
 #: netsh's label of a Wi-Fi pass-phrase, in Windows' languages ("Key Content            : …"); apart from the key
 #: words above, which are tried at every word of a line, as this is needed only where a label's piece is.
-_KEY_CONTENT = re.compile(rf"(?i)(?<![^\W_])(?:{words.KEY_CONTENT_LABELS})[ \t]*:[ \t]*(?P<value>\S+)")
-_KEY_CONTENT_PIECES = combined_literals(words.KEY_CONTENT_TRIGGERS)
+_KEY_CONTENT = rx(rf"(?i)(?<![^\W_])(?:{words.KEY_CONTENT_LABELS})[ \t]*:[ \t]*(?P<value>\S+)")
+_KEY_CONTENT_PIECES = rx(literal_trie(words.KEY_CONTENT_TRIGGERS))
 #: A config file's directive or a registry value named for a password, its value alone after it: ``bindpw X``,
 #: ``rootpw X``, ``AuthPass X``, ``DefaultPassword    REG_SZ    X`` (reg query).
-_DIRECTIVE_VALUE = re.compile(
+_DIRECTIVE_VALUE = rx(
     r"(?i)^[ \t]*[\w.-]*(?:pw|pass|passwd|password|passphrase|authtok)[ \t]+(?:REG_(?:SZ|EXPAND_SZ|MULTI_SZ)[ \t]+)?"
     r"[\"']?(?P<value>[^\s\"']{6,})[\"']?[ \t]*$"
 )
 #: A PIN is digits, so never random-looking: after its word and a separator, four to twelve of them are a PIN.
-_PIN = re.compile(
+_PIN = rx(
     rf"(?i)(?<![^\W_])(?:{words.PIN_WORDS})(?![\w-])(?:[ \t]*(?:{'|'.join(map(re.escape, words.SEPARATORS))})"
     r"|[ \t]+(?:is|ist|est|es|:))[ \t]*[\"']?\d{4,12}(?![\w.,:/-]*\d)"
 )
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"'<>`]{0,128}:(?P<value>[^\s@/]{1,256})@")
-_PASSWORD_FLAG = re.compile(
+_URL_PASSWORD = rx(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^/\s:@\"'<>`]{0,128}:(?P<value>[^\s@/]{1,256})@")
+_PASSWORD_FLAG = rx(
     r"(?:^|[\s\"'=.\[])(?:-p|-P|-pw|--?pass(?:word)?[= ]|/p[:=]|/pass(?:word)?[:=]|/pwd[:=]|-Password[ \t]+"
     # what a command reads as its password: a here-string, an answer yes repeats, a file made from echo
     r"|<<<[ \t]*[\"']?(?:[\w.-]+:)?|yes[ \t]+[\"']?|<\((?:echo|printf(?:[ \t]+[\"']%s(?:\\n)?[\"'])?)[ \t]+[\"']?"
@@ -108,26 +109,26 @@ _PASSWORD_FLAG = re.compile(
     r"(?P<value>[^\s\"')]{4,})"
 )
 #: host:port:db:user:password; the host may be ``*``, ``[::1]`` or ``\\:\\:1``, and a field may hold ``\\:``.
-_COLON_FILE = re.compile(
+_COLON_FILE = rx(
     r"(?<![\w.:\\-])(?:\[[0-9A-Fa-f:.]+\]|(?:[\w.*-]|\\.)+):(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:"
     r"(?P<value>(?:[^\s:\\\"',;]|\\.)+)(?=[\s\"',;]|$)"
 )
-_KNOWN_KEY = re.compile(
+_KNOWN_KEY = rx(
     r"(?<![\w-])(?:sk-(?:proj-|ant-(?:api\d\d-)?|live_|test_)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|"
     r"github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20}|xox[abposr]-[A-Za-z0-9-]{10,}|"
     r"(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|"
     r"(?:AC|SK)[0-9a-f]{32}|npm_[A-Za-z0-9]{36}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|"
     r"(?:sk|rk|pk)_live_[A-Za-z0-9]{16,})(?![\w-])"
 )
-_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+_PRIVATE_KEY = rx(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 #: Cheap words that must be in a line before the keyword pattern is worth running (lower-cased line).
 _PREFILTER_WORDS = (
     "pass", "pw", "kennwort", "mot de", "mdp", "contrase", "clave", "senha", "parola", "wachtwoord", "senord",
     "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "schl",
 )
-#: Written as a trie (combined_literals): a plain alternation of a few hundred words costs four times as much.
-_PREFILTER = combined_literals(tuple(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS})))
+#: Written as a trie (literal_trie): a plain alternation of a few hundred words costs four times as much.
+_PREFILTER = rx(literal_trie(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS})))
 #: Lower-case pieces one of which is in every line the second look could flag: its key words, a URL's
 #: "://", a password flag, the prefixes of the key formats, "private key".
 _CANDIDATE_LITERALS = (
@@ -142,31 +143,31 @@ _CANDIDATE_LITERALS = (
     *words.KEY_CONTENT_TRIGGERS,
 )
 #: Twilio-style ids (two letters and 32 hex digits) have no telling prefix: found by their shape.
-_HEX_ID = re.compile(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
+_HEX_ID = rx(r"(?<![\w-])(?:AC|SK)[0-9a-f]{32}(?![\w-])")
 #: The same without its boundaries, which a search over a whole text pays for at every position.
-_HEX_ID_LOOSE = re.compile(r"(?:AC|SK)[0-9a-f]{32}")
+_HEX_ID_LOOSE = rx(r"(?:AC|SK)[0-9a-f]{32}")
 #: A JSON escape (``pass\\u0077ord``): the line is looked at as decoded too.
-_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
+_ESCAPE = rx(r"\\u[0-9a-fA-F]{4}")
 #: The ``:port:`` of a .pgpass-style group, cheaper to look for than the whole group.
-_COLON_PORT = re.compile(r":(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:")
+_COLON_PORT = rx(r":(?:\d{1,5}|\*|<n>):[^\s:]+:[^\s:]+:")
 
 #: What a value already removed or never secret starts with: markers, placeholders, paths, variables.
 _NOT_A_VALUE_START = ("[", "<", "$", "{", "/", "~/", "(", "\\", "@", "&")
 #: ``/p:OutDir=lib`` is an msbuild property, not a password.
-_PROPERTY = re.compile(r"[A-Za-z_]\w*=")
-_VARIABLE = re.compile(r"%\w+%.*|\*+")
-_MARKER = re.compile(r"REDACTED|withheld|redacted\.invalid|^(?:ip|host|user|mac|email|ipv6)-\d+", re.IGNORECASE)
-_NUMBER_LIKE = re.compile(r"[\d.,:/+-]+[a-z%]{0,3}", re.IGNORECASE)
+_PROPERTY = rx(r"[A-Za-z_]\w*=")
+_VARIABLE = rx(r"%\w+%.*|\*+")
+_MARKER = rx(r"REDACTED|withheld|redacted\.invalid|^(?:ip|host|user|mac|email|ipv6)-\d+", re.IGNORECASE)
+_NUMBER_LIKE = rx(r"[\d.,:/+-]+[a-z%]{0,3}", re.IGNORECASE)
 #: Versions (``1:4.13+dfsg1-1+b1``), host:port pairs and paths: mixed classes, nothing secret.
 #: A date and time (ISO 8601, with its T and Z): a password's expiry or last change, never a generated secret.
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
-_VERSION = re.compile(r"v?(?:\d+:)?\d+\.\d+[\w.+~:-]*", re.IGNORECASE)
-_HOST_PORT = re.compile(r"[A-Za-z][\w.-]*:\d{1,5}")
-_PATH = re.compile(r"[\w.-]*(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w .\\-]*|[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,6}")
+_TIMESTAMP = rx(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+_VERSION = rx(r"v?(?:\d+:)?\d+\.\d+[\w.+~:-]*", re.IGNORECASE)
+_HOST_PORT = rx(r"[A-Za-z][\w.-]*:\d{1,5}")
+_PATH = rx(r"[\w.-]*(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w .\\-]*|[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,6}")
 
 
 #: The stand-ins of a normalised log line (see the logs collector): numbers, hex, addresses, UUIDs.
-_SHAPE_TOKENS = re.compile(r"<(?:n|hex|ip|uuid)>")
+_SHAPE_TOKENS = rx(r"<(?:n|hex|ip|uuid)>")
 
 
 def looks_random(value: str) -> bool:
@@ -209,7 +210,7 @@ def _mixed(part: str) -> bool:
 
 
 _NAME_PART = r"(?:[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])|\d+)"
-_NAME = re.compile(rf"{_NAME_PART}(?:[._-]?{_NAME_PART}){{0,5}}")
+_NAME = rx(rf"{_NAME_PART}(?:[._-]?{_NAME_PART}){{0,5}}")
 
 
 def _is_name(value: str) -> bool:

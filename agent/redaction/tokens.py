@@ -6,14 +6,14 @@ can match it again (redaction is idempotent) and it never breaks a quoted string
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from agent.regexes import rx
 
 # How a detector reports a replacement: called once per value, with the detector's name.
 Hit = Callable[[str], None]
 
-TOKEN_RE = re.compile(r"\[REDACTED:[a-z0-9-]+\]")
-_ONLY_TOKENS = re.compile(r"[\s\"'`,;]*(?:\[REDACTED:[a-z0-9-]+\][\s\"'`,;]*)+")
+TOKEN_RE = rx(r"\[REDACTED:[a-z0-9-]+\]")
+_ONLY_TOKENS = rx(r"[\s\"'`,;]*(?:\[REDACTED:[a-z0-9-]+\][\s\"'`,;]*)+")
 
 
 def token(detector: str) -> str:

@@ -28,9 +28,8 @@ class Triggers:
     pattern: re.Pattern[str] | None = None
 
 
-@lru_cache(maxsize=64)
-def combined_literals(literals: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One compiled pattern that finds any of ``literals``, written as a trie (``pass(?:word)?|pwd|…``).
+def literal_trie(literals: Sequence[str]) -> str | None:
+    """One regex that finds any of ``literals``, written as a trie (``pass(?:word)?|pwd|…``); None for none.
 
     One search over the text finds the next line with any trigger; the regex
     engine follows the trie character by character, so a few hundred literals
@@ -52,7 +51,14 @@ def combined_literals(literals: tuple[str, ...]) -> re.Pattern[str] | None:
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
         return f"(?:{body})?" if "" in node else body
 
-    return re.compile(build(trie))
+    return build(trie)
+
+
+@lru_cache(maxsize=64)
+def combined_literals(literals: tuple[str, ...]) -> re.Pattern[str] | None:
+    """:func:`literal_trie` compiled. Not through the pattern cache: the literals may be this PC's names."""
+    trie = literal_trie(literals)
+    return None if trie is None else re.compile(trie)
 
 
 @lru_cache(maxsize=64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.regexes import AGENT_CACHE
+
 from .base import Collector
 from .clock import ClockCollector
 from .crashes import CrashesCollector
@@ -54,3 +56,5 @@ def collector_names() -> set[str]:
 
 
 __all__ = ["ALL_COLLECTORS", "Collector", "collectors_for", "collector_names"]
+
+AGENT_CACHE.save()  # the collectors' patterns, for the next start (see agent.regexes)

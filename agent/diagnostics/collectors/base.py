@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from ..context import CollectContext
 from ..model import Item, ItemStatus
+from agent.regexes import rx
 
 ALL_PLATFORMS = frozenset({"linux", "windows", "darwin"})
 
@@ -126,7 +127,7 @@ def as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-_PS_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
+_PS_DATE = rx(r"^/Date\((-?\d+)\)/$")
 
 
 def parse_timestamp(value: Any) -> datetime | None:

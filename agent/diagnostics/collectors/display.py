@@ -22,6 +22,7 @@ from typing import Any
 from ..context import CollectContext
 from ..model import ItemKind, ItemStatus
 from .base import ALL_PLATFORMS, Collector, as_list, powershell, read_json, read_text
+from agent.regexes import rx
 
 #: How many error lines of one log are kept in the facts (the staged log keeps them all).
 MAX_LINES = 10
@@ -52,12 +53,12 @@ WINDOWS_DISPLAY_SCRIPT = (
 )
 
 #: "[    14.460] (EE) message"; Xorg before 1.13 wrote no uptime in front.
-_XORG_LINE = re.compile(r"^(?:\[\s*[\d.]+\]\s*)?\((EE|WW)\)\s*(.*)$")
-_XORG_UPTIME = re.compile(r"^\[\s*[\d.]+\]\s*")
-_XRANDR_OUTPUT = re.compile(r"^(\S+) (connected|disconnected)( primary)?(?: (\d+x\d+)\+\d+\+\d+)?")
-_LAST_SYSTEM = re.compile(r"^(reboot|shutdown)\s+(?:system (?:boot|down)|~)\s+(?:(\d[\w.+~-]*)\s+)?(.*?)\s*$")
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:?\d\d|Z)?")
-_BSD_TIME = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2}\s+\d+ \d\d:\d\d")
+_XORG_LINE = rx(r"^(?:\[\s*[\d.]+\]\s*)?\((EE|WW)\)\s*(.*)$")
+_XORG_UPTIME = rx(r"^\[\s*[\d.]+\]\s*")
+_XRANDR_OUTPUT = rx(r"^(\S+) (connected|disconnected)( primary)?(?: (\d+x\d+)\+\d+\+\d+)?")
+_LAST_SYSTEM = rx(r"^(reboot|shutdown)\s+(?:system (?:boot|down)|~)\s+(?:(\d[\w.+~-]*)\s+)?(.*?)\s*$")
+_ISO_TIME = rx(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:?\d\d|Z)?")
+_BSD_TIME = rx(r"[A-Z][a-z]{2} [A-Z][a-z]{2}\s+\d+ \d\d:\d\d")
 
 
 def session_type(env: dict[str, str] | Any) -> dict[str, Any]:

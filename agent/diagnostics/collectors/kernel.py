@@ -25,6 +25,7 @@ import psutil
 from ..context import CollectContext
 from ..model import ItemKind, ItemStatus
 from .base import ALL_PLATFORMS, Collector, as_list, listing, parse_timestamp, powershell, read_json, read_text
+from agent.regexes import rx
 
 #: How many events of one kind are kept in the facts (the log file keeps them all).
 MAX_EVENTS = 20
@@ -55,10 +56,10 @@ _WINDOWS_DISK_PROVIDERS = {"disk", "ntfs", "microsoft-windows-ntfs", "volmgr", "
 #: A blue screen: the "rebooted from a bugcheck" event (1001) written at the next boot.
 _WINDOWS_BUGCHECK_PROVIDERS = {"microsoft-windows-wer-systemerrorreporting", "bugcheck", "save dump"}
 #: Which disk or volume a Windows disk event names: \Device\Harddisk1\DR1, "Disk 1", "volume C:".
-_WINDOWS_DEVICE = re.compile(r"\\Device\\(Harddisk\d+)|\b(Disk \d+)\b|\b[Vv]olume ([A-Z]:)|"
+_WINDOWS_DEVICE = rx(r"\\Device\\(Harddisk\d+)|\b(Disk \d+)\b|\b[Vv]olume ([A-Z]:)|"
                              r"\\Device\\(HarddiskVolume\d+)")
 #: The Service Control Manager's wording of a service that failed, by event id.
-_SCM_SERVICE = re.compile(r"^(?:The |A timeout was reached \(\d+ milliseconds\) while waiting for the )"
+_SCM_SERVICE = rx(r"^(?:The |A timeout was reached \(\d+ milliseconds\) while waiting for the )"
                           r"(.+?) service (?:to connect|terminated|failed|hung|did not|depends)")
 _SCM_PROBLEMS = {7000: "failed to start", 7001: "failed to start (a service it depends on failed)",
                  7009: "did not start in time", 7011: "did not answer in time", 7022: "hung on starting",
@@ -73,23 +74,23 @@ _WINDOWS_DRIVER_PROVIDERS = {"service control manager", "microsoft-windows-kerne
 #: A kill: "Out of memory: Kill process" (< 5.0), "Out of memory: Killed process" and "Memory cgroup
 #: out of memory: Killed process" (5.0+), the bare second line "Killed process N (x) total-vm" of
 #: 3.x-4.x, and "oom_reaper: reaped process" (4.6+), which repeats the kill it follows.
-_OOM = re.compile(r"(?:^|out of memory(?: \([^)]*\))?: )Kill(?:ed)? process (\d+) \(([^)]*)\)|"
+_OOM = rx(r"(?:^|out of memory(?: \([^)]*\))?: )Kill(?:ed)? process (\d+) \(([^)]*)\)|"
                   r"^oom_reaper: reaped process (\d+) \(([^)]*)\)", re.IGNORECASE)
 #: The one-line summary of a kill since 4.19: "oom-kill:constraint=…,task=<comm>,pid=N,uid=N".
-_OOM_TASK = re.compile(r"^oom-kill:.*?\btask=([^,]*),pid=(\d+)")
-_ANON_RSS = re.compile(r"anon-rss:(\d+)kB")
+_OOM_TASK = rx(r"^oom-kill:.*?\btask=([^,]*),pid=(\d+)")
+_ANON_RSS = rx(r"anon-rss:(\d+)kB")
 #: A process name (``comm``) may hold spaces ("Web Content") but never brackets or colons.
 _COMM = r"(\S(?:[^\[\]:]*?\S)?)"
-_SEGFAULT = re.compile(r"(?:^|\s)" + _COMM + r"\[(\d+)\]: segfault at (\S+)")
-_TRAP = re.compile(r"traps: " + _COMM + r"\[(\d+)\] (general protection(?: fault)?|trap [A-Za-z0-9 ]+?)"
+_SEGFAULT = rx(r"(?:^|\s)" + _COMM + r"\[(\d+)\]: segfault at (\S+)")
+_TRAP = rx(r"traps: " + _COMM + r"\[(\d+)\] (general protection(?: fault)?|trap [A-Za-z0-9 ]+?)"
                    r"(?: ip| in |:|$)")
 #: arm64: "x[123]: unhandled level 2 translation fault (11) at 0x0, esr …".
-_UNHANDLED = re.compile(r"(?:^|\s)" + _COMM + r"\[(\d+)\]: unhandled [\w ]*?fault \((\d+)\)")
-_FAULT_MODULE = re.compile(r" in ([^\[\s]+)\[")
-_FATAL_SIGNAL = re.compile(r"(?:^|\s)" + _COMM + r"\[(\d+)\]: potentially unexpected fatal signal (\d+)")
+_UNHANDLED = rx(r"(?:^|\s)" + _COMM + r"\[(\d+)\]: unhandled [\w ]*?fault \((\d+)\)")
+_FAULT_MODULE = rx(r" in ([^\[\s]+)\[")
+_FATAL_SIGNAL = rx(r"(?:^|\s)" + _COMM + r"\[(\d+)\]: potentially unexpected fatal signal (\d+)")
 _DEVICE = r"([\w-]+)"
 #: Every capturing group is a device name; file-system names stay out of the groups.
-_IO_ERROR = re.compile(r"I/O error,? dev " + _DEVICE + r"|Buffer I/O error on dev(?:ice)? " + _DEVICE + r"|"
+_IO_ERROR = rx(r"I/O error,? dev " + _DEVICE + r"|Buffer I/O error on dev(?:ice)? " + _DEVICE + r"|"
                        r"critical (?:medium|target|space allocation|nexus|protection) error, dev " + _DEVICE + r"|"
                        r"(?:EXT[234]-fs|BTRFS|F2FS|JFS|NILFS)[^:(]*? error \(device " + _DEVICE + r"|"
                        r"XFS \(" + _DEVICE + r"\): (?:metadata I/O error|.*?[Cc]orruption|Log I/O Error|"
@@ -101,7 +102,7 @@ _IO_ERROR = re.compile(r"I/O error,? dev " + _DEVICE + r"|Buffer I/O error on de
                        r"Removing after probe failure)|"
                        r"(nvme\d+n\d+): I/O Cmd.*?I/O Error|"
                        r"(mmcblk\d+): error -\d+ (?:transferring|sending)")
-_DRIVER_ERROR = re.compile(r"(Direct firmware load for \S+ failed|firmware: failed to load|probe of \S+ failed|"
+_DRIVER_ERROR = rx(r"(Direct firmware load for \S+ failed|firmware: failed to load|probe of \S+ failed|"
                            r"\*ERROR\*|device descriptor read/\d+, error|device not accepting address|"
                            r"unable to enumerate USB device|"
                            r"GPU hang|GPU reset|GPU fault|GPU has fallen off the bus|NVRM: Xid|ring \S+ timeout|"
@@ -110,8 +111,8 @@ _DRIVER_ERROR = re.compile(r"(Direct firmware load for \S+ failed|firmware: fail
                            r"Hardware Error|Machine check|task \S+ blocked for more than|"
                            r"Call Trace|BUG:|Oops|kernel panic)", re.IGNORECASE)
 #: Which driver a kernel error line comes from: "[drm:… [amdgpu]]", "usb 1-1:", "i915 0000:00:02.0:", "NVRM:".
-_DRIVER_BRACKET = re.compile(r"^\[drm:\S*? \[(\w+)\]\]")
-_DRIVER_PREFIX = re.compile(r"^(usb \d+-[\d.]+|[A-Za-z][\w-]*)(?: [\da-f]{4}:[\da-f]{2}:[\da-f]{2}\.\d)?(?: \S+)?: ")
+_DRIVER_BRACKET = rx(r"^\[drm:\S*? \[(\w+)\]\]")
+_DRIVER_PREFIX = rx(r"^(usb \d+-[\d.]+|[A-Za-z][\w-]*)(?: [\da-f]{4}:[\da-f]{2}:[\da-f]{2}\.\d)?(?: \S+)?: ")
 #: The signal each x86 trap sends (the kernel's do_error_trap and friends).
 _TRAP_SIGNALS = {"general protection": "SIGSEGV", "trap divide error": "SIGFPE", "trap invalid opcode": "SIGILL",
                  "trap int3": "SIGTRAP", "trap stack segment": "SIGBUS", "trap alignment check": "SIGBUS",
@@ -121,23 +122,23 @@ _TRAP_SIGNALS = {"general protection": "SIGSEGV", "trap divide error": "SIGFPE",
 
 # -- kernel-log line prefixes: dmesg (plain, -T, --time-format iso, -x, -r), journalctl (-o short,
 # short-iso, short-iso-precise, short-precise, short-full, short-monotonic) and a syslog file.
-_ISO_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:[.,]\d+)?([+-]\d\d:?\d\d|Z)?\s+(.*)$")
-_FULL_PREFIX = re.compile(r"^[A-Z][a-z]{2} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)? ([A-Za-z][\w/+-]*)\s+(.*)$")
-_CTIME_PREFIX = re.compile(r"^\[(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2})\s+(\d{1,2}) (\d\d:\d\d:\d\d)(?:[.,]\d+)? "
+_ISO_PREFIX = rx(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:[.,]\d+)?([+-]\d\d:?\d\d|Z)?\s+(.*)$")
+_FULL_PREFIX = rx(r"^[A-Z][a-z]{2} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)? ([A-Za-z][\w/+-]*)\s+(.*)$")
+_CTIME_PREFIX = rx(r"^\[(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2})\s+(\d{1,2}) (\d\d:\d\d:\d\d)(?:[.,]\d+)? "
                            r"(\d{4})\]\s*(.*)$")
-_BSD_PREFIX = re.compile(r"^[A-Z][a-z]{2}\s+\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?\s+(.*)$")
+_BSD_PREFIX = rx(r"^[A-Z][a-z]{2}\s+\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?\s+(.*)$")
 #: Seconds since boot "[  12.345678]", dmesg -d deltas "[  +0.000123]" and "<    0.000123>", reltime "[Dec 1 10:00]".
-_UPTIME_PREFIX = re.compile(r"^(?:\[\s*\+?\d+\.\d+\]|<\s*\d+\.\d+>|\[[A-Z][a-z]{2} ?\d{1,2} \d\d:\d\d\])\s*")
+_UPTIME_PREFIX = rx(r"^(?:\[\s*\+?\d+\.\d+\]|<\s*\d+\.\d+>|\[[A-Z][a-z]{2} ?\d{1,2} \d\d:\d\d\])\s*")
 #: dmesg -r "<3>" and dmesg -x "kern  :err   : " put the facility and level first.
-_LEVEL_PREFIX = re.compile(r"^(?:<\d{1,3}>|[a-z]{2,8}\s*:[a-z]{2,6}\s*: )")
+_LEVEL_PREFIX = rx(r"^(?:<\d{1,3}>|[a-z]{2,8}\s*:[a-z]{2,6}\s*: )")
 #: "<host> kernel: " of a journal or syslog line (a journal may also give "kernel[-]:").
-_HOST_KERNEL = re.compile(r"^(?:\S+ )?kernel(?:\[\S*\])?: ")
+_HOST_KERNEL = rx(r"^(?:\S+ )?kernel(?:\[\S*\])?: ")
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 _UTC_NAMES = {"UTC", "GMT", "Z", "Etc/UTC"}
 #: The zone of a time printed in the PC's local time without an offset (dmesg -T, a named zone such as CET).
 _LOCAL = "local"
-_CLEAN_SHUTDOWN = re.compile(r"Journal stopped|systemd-shutdown|Reached target (?:System )?(?:Power-Off|Power Off|"
+_CLEAN_SHUTDOWN = rx(r"Journal stopped|systemd-shutdown|Reached target (?:System )?(?:Power-Off|Power Off|"
                              r"Reboot|Halt|Shutdown|Final Step)|reboot: (?:Power down|Restarting system)")
 #: macOS ``Previous shutdown cause`` codes a helpdesk meets; 5 and 3 are the ordinary ones.
 MAC_SHUTDOWN_CAUSES = {

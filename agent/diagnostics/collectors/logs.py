@@ -25,6 +25,7 @@ from typing import Any
 from ..context import CollectContext, expand_home
 from ..model import Item, ItemKind, ItemStatus
 from .base import ALL_PLATFORMS, Collector, as_list, iter_lines, powershell, produced_output, read_json, slug
+from agent.regexes import rx
 
 TOP_ERRORS = 20
 MAX_LOG_FILES = 50
@@ -34,31 +35,31 @@ WINDOWS_MAX_EVENTS = 1500
 
 #: Words that mark a line as an error or a warning in logs without a severity field.
 #: Not inside names: "libgpg-error-dev" or "error_log" is no error.
-ERROR_WORDS = re.compile(
+ERROR_WORDS = rx(
     r"(?<![\w-])(emerg(?:ency)?|alert|crit(?:ical)?|err(?:or|ors)?|fail(?:ed|ure|s)?|fatal|panic|segfault|oom(?:-kill(?:er)?)?|"
     r"out of memory|warn(?:ing)?|denied|traceback|exception|timed? ?out|unreachable)(?![\w-])",
     re.IGNORECASE,
 )
-_ISO_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})((?:[.,]\d+)?)(Z|[+-]\d{2}:?\d{2})?\s+")
-_BSD_TS = re.compile(r"^([A-Z][a-z]{2})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+")
+_ISO_TS = rx(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})((?:[.,]\d+)?)(Z|[+-]\d{2}:?\d{2})?\s+")
+_BSD_TS = rx(r"^([A-Z][a-z]{2})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+")
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
-_HEX_PREFIXED = re.compile(r"\b0x[0-9a-fA-F]+\b")
-_HEX_LONG = re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_UUID = rx(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_HEX_PREFIXED = rx(r"\b0x[0-9a-fA-F]+\b")
+_HEX_LONG = rx(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
+_IPV4 = rx(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 #: A number standing on its own (a count, an id, a time, a port); digits inside a name (``EXT4-fs``,
 #: ``HP_LaserJet_4000``, ``python3``, ``sda1``) belong to the name and are kept.
-_NUMBER = re.compile(r"(?<!\w)\d+")
+_NUMBER = rx(r"(?<!\w)\d+")
 #: In a line that names a shared library (``libgtk-3.so.0``, ``libc.so.6``), the numbers after the dots and
 #: dashes of a library or a versioned program (``python3.12``) name it too, so it is kept whole; any other
 #: number standing alone is replaced.
-_NAME_OR_NUMBER = re.compile(r"(\b[A-Za-z][\w.+-]*(?:\.so(?:\.\d+)*|\d\.\d+(?:\.\d+)*)\b)|(?<!\w)\d+")
+_NAME_OR_NUMBER = rx(r"(\b[A-Za-z][\w.+-]*(?:\.so(?:\.\d+)*|\d\.\d+(?:\.\d+)*)\b)|(?<!\w)\d+")
 
 
 def _number_unless_name(match: re.Match[str]) -> str:
     return match.group(1) or "<n>"
-_SPACES = re.compile(r"\s+")
+_SPACES = rx(r"\s+")
 
 WINDOWS_EVENTS_SCRIPT = (
     "$since = (Get-Date).AddHours(-{hours}); "

@@ -15,6 +15,7 @@ from typing import Any
 from ..context import CollectContext
 from ..model import ItemKind, ItemStatus
 from .base import ALL_PLATFORMS, Collector, as_list, powershell, read_json, read_text
+from agent.regexes import rx
 
 LPSTAT_ALL = ("lpstat", "-t")
 LPSTAT_LONG = ("lpstat", "-l", "-p")
@@ -35,14 +36,14 @@ WINDOWS_PRINTERS_SCRIPT = (
 #: Get-Printer statuses that need nobody's attention.
 _WINDOWS_FINE = {"normal", "idle", "printing", "warmingup", "processing", "0", "", "none"}
 
-_PRINTER = re.compile(r"^printer (\S+) (?:(is idle)|now printing (\S+?)|(disabled))\.?\s+(?:enabled )?since (.+?)(?: -)?$")
-_ACCEPTING = re.compile(r"^(\S+) (not )?accepting requests since")
+_PRINTER = rx(r"^printer (\S+) (?:(is idle)|now printing (\S+?)|(disabled))\.?\s+(?:enabled )?since (.+?)(?: -)?$")
+_ACCEPTING = rx(r"^(\S+) (not )?accepting requests since")
 #: CUPS log levels: X emerg, A alert, C crit, E error, W warn, N notice, I info, D and d debug.
-_CUPS_LINE = re.compile(r"^([XACEWNIDd]) \[([^\]]+)\] (.*)$")
+_CUPS_LINE = rx(r"^([XACEWNIDd]) \[([^\]]+)\] (.*)$")
 _CUPS_ERROR_LEVELS = frozenset("XACE")
 #: What CUPS says of an enabled queue whose printer cannot print ("printer-state-message"): unreachable,
 #: offline, out of paper or toner, jammed. "Ready to print." or "Spooling job" are ordinary.
-_QUEUE_TROUBLE = re.compile(r"not responding|unable to|can(?:no|')t|offline|off-line|not connected|"
+_QUEUE_TROUBLE = rx(r"not responding|unable to|can(?:no|')t|offline|off-line|not connected|"
                             r"become available|will retry|\berror|fail|jam|out of (?:paper|media|toner)|"
                             r"door open|cover open|busy", re.IGNORECASE)
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..context import CollectContext
 from ..model import ItemKind, ItemStatus
 from .base import ALL_PLATFORMS, Collector, as_list, parse_timestamp, powershell, read_json, read_text
+from agent.regexes import rx
 
 RECENT_TRANSACTIONS = 10
 HISTORY_BYTES = 512 * 1024
@@ -65,7 +66,7 @@ def parse_apt_history(text: str) -> list[dict[str, Any]]:
     return transactions
 
 
-_DPKG_STATUS = re.compile(r"^\S+ \S+ status (\S+) (\S+) ")
+_DPKG_STATUS = rx(r"^\S+ \S+ status (\S+) (\S+) ")
 
 
 def half_installed(dpkg_log: str) -> list[str]:

@@ -37,8 +37,9 @@ except ImportError:  # pragma: no cover - another implementation: plain re.compi
 #: The file's first bytes; the format's number is part of the key below.
 MAGIC = b"HLRX"
 FORMAT = 1
-#: More entries than this are not recorded: the agent compiles about 250 patterns, each the same text on every
-#: run (a pattern built from a set in iteration order would add an entry per run; the cap bounds the file).
+#: The most entries the file holds: the agent compiles about 250 patterns, each the same text on every run (a
+#: pattern built from a set in iteration order would add an entry per run; the cap bounds the file). A full
+#: cache keeps the patterns the running process uses and forgets the others.
 MAX_ENTRIES = 1000
 _DIGEST = 32
 #: Flags whose compilation the cache does not reproduce (they print or warn).
@@ -73,6 +74,7 @@ class RegexCache:
         self.hits = 0
         self.misses = 0
         self._entries: dict[tuple, tuple] = {}
+        self._used: set[tuple] = set()  # the entries this process compiled: kept when the cache is full
         self._new = 0
         self._loaded = False
         self._write = write
@@ -123,15 +125,24 @@ class RegexCache:
                 self._entries.pop(key, None)  # not this engine's code: compile it afresh below
             else:
                 self.hits += 1
+                self._used.add(key)
                 return compiled
         self.misses += 1
         compiled = re.compile(pattern, flags)  # raises re.error on a bad pattern, as callers expect
-        if self._recording() and len(self._entries) < MAX_ENTRIES:
+        if self._recording() and self._room():
             entry = self._compiler_output(pattern, flags)
             if entry is not None and _sre.compile(pattern, *entry) == compiled:
                 self._entries[key] = entry
+                self._used.add(key)
                 self._new += 1
         return compiled
+
+    def _room(self) -> bool:
+        """Whether another entry may be recorded; a full cache first forgets the patterns this process has not
+        used (those of code that has changed since, in a source checkout)."""
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries = {key: entry for key, entry in self._entries.items() if key in self._used}
+        return len(self._entries) < MAX_ENTRIES
 
     @staticmethod
     def _compiler_output(pattern: str | bytes, flags: int) -> tuple | None:

@@ -151,12 +151,23 @@ def test_nothing_is_written_where_bytecode_may_not_be_or_the_folder_cannot_be(tm
     assert cache.save() is False
 
 
-def test_the_cap_bounds_what_is_recorded(tmp_path, monkeypatch):
+def test_the_cap_bounds_the_file_and_a_full_cache_keeps_what_is_in_use(tmp_path, monkeypatch):
     monkeypatch.setattr(regexes, "MAX_ENTRIES", 3)
-    cache = RegexCache(tmp_path / "c.bin", write=True)
+    path = tmp_path / "c.bin"
+    cache = RegexCache(path, write=True)
     for n in range(10):
         cache.compile(f"x{{{n}}}")
     assert len(cache) == 3
+    assert cache.save()
+    # The next run (changed code) uses one old pattern and three new ones: the unused old ones make room.
+    later = RegexCache(path, write=True)
+    for pattern in ("x{0}", "new1", "new2", "new3"):
+        later.compile(pattern)
+    assert later.hits == 1 and len(later) == 3 and later.save()
+    last = RegexCache(path, write=False)
+    for pattern in ("x{0}", "new1", "new2"):
+        last.compile(pattern)
+    assert last.hits == 3
 
 
 _RECORD = """
@@ -201,3 +212,31 @@ def test_warming_from_the_command_line_fills_the_agent_cache(tmp_path):
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                           timeout=120, check=True)
     assert "patterns cached in" in done.stdout and (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o644
+
+
+_NAMES = """
+import sys
+from pathlib import Path
+import agent.regexes as r
+r.AGENT_CACHE.path = Path(sys.argv[1])
+r.AGENT_CACHE._write = True
+from agent.redaction import Redactor, RedactionOptions
+options = RedactionOptions(network=True, hostnames=True, usernames=True, known_hostnames=("zqxhost17.corp.example",),
+                           known_usernames=("zqxuser42",), keep_hosts=("zqxkeep.example",))
+redactor = Redactor(options)
+text, counts = redactor.redact_text("zqxuser42 logged in on zqxhost17.corp.example from /home/zqxuser42; password=hunter2x9\\n")
+assert "zqxuser42" not in text and "zqxhost17" not in text, text
+problems = redactor.flags("zqxuser42 on zqxhost17.corp.example")
+r.AGENT_CACHE.save()
+"""
+
+
+def test_this_pcs_names_never_reach_the_cache(tmp_path):
+    """Patterns made from the PC's user and host names are compiled outside the cache: it is not a list of them."""
+    path = tmp_path / "agent.bin"
+    subprocess.run([sys.executable, "-c", _NAMES, str(path)], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                   timeout=120, check=True, capture_output=True)
+    data = path.read_bytes()
+    assert len(data) > 10_000  # the agent's own patterns were saved
+    for name in (b"zqxuser42", b"zqxhost17", b"zqxkeep", b"hunter2x9"):
+        assert name not in data

@@ -75,6 +75,7 @@ class RegexCache:
         self.misses = 0
         self._entries: dict[tuple, tuple] = {}
         self._used: set[tuple] = set()  # the entries this process compiled: kept when the cache is full
+        self._compiled: dict[tuple, re.Pattern] = {}  # this process's patterns, as re's own cache keeps them
         self._new = 0
         self._loaded = False
         self._write = write
@@ -110,10 +111,21 @@ class RegexCache:
 
     # -- compiling ----------------------------------------------------------------------
     def compile(self, pattern: str | bytes, flags: int | re.RegexFlag = 0) -> re.Pattern:
-        """``re.compile(pattern, flags)``, from the cache when it holds the pattern."""
+        """``re.compile(pattern, flags)``, from the cache when it holds the pattern.
+
+        For the agent's own patterns: one compiled from data (this PC's names) would be written to the file.
+        """
         flags = int(flags)
+        key = (pattern, flags)
+        compiled = self._compiled.get(key)
+        if compiled is not None:
+            return compiled
         if _sre is None or not isinstance(pattern, (str, bytes)) or flags & _UNCACHED_FLAGS:
             return re.compile(pattern, flags)
+        compiled = self._compiled[key] = self._compile(pattern, flags)
+        return compiled
+
+    def _compile(self, pattern: str | bytes, flags: int) -> re.Pattern:
         if not self._loaded:
             self._load()
         key = (pattern, flags)

@@ -218,18 +218,22 @@ rx = AGENT_CACHE.compile
 
 
 def warm() -> int:
-    """Compile every pattern the agent compiles at import and write the cache; return how many it holds."""
+    """Compile every pattern the agent compiles at import and write the cache; return how many the file holds
+    now (0: it could not be written, or this interpreter keeps no cache)."""
     import importlib
 
     AGENT_CACHE._write = AGENT_CACHE.path is not None  # noqa: SLF001 - an explicit request to write
     for module in ("agent.redaction", "agent.redaction.verify", "agent.diagnostics.collectors", "agent.bundle"):
         importlib.import_module(module)
     AGENT_CACHE.save()
-    return len(AGENT_CACHE)
+    return len(RegexCache(AGENT_CACHE.path, write=False)) if AGENT_CACHE.path is not None else 0
 
 
 if __name__ == "__main__":
     # Run as a script this module is ``__main__``; the agent's modules compile through ``agent.regexes``.
     from agent import regexes
 
-    print(f"{regexes.warm()} patterns cached in {regexes.AGENT_CACHE.path}")
+    held = regexes.warm()
+    if not held:
+        sys.exit(f"helpline: the agent's pattern cache could not be written ({regexes.AGENT_CACHE.path or 'none here'})")
+    print(f"{held} patterns cached in {regexes.AGENT_CACHE.path}")

@@ -240,3 +240,15 @@ def test_this_pcs_names_never_reach_the_cache(tmp_path):
     assert len(data) > 10_000  # the agent's own patterns were saved
     for name in (b"zqxuser42", b"zqxhost17", b"zqxkeep", b"hunter2x9"):
         assert name not in data
+
+
+def test_warming_says_so_when_the_cache_cannot_be_written(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    code = ("import sys, runpy; from pathlib import Path; import agent.regexes as r; "
+            "r.AGENT_CACHE.path = Path(sys.argv[1]); runpy.run_module('agent.regexes', run_name='__main__')")
+    # (-W: runpy warns that the module it runs was imported first, which the test does to point it elsewhere)
+    done = subprocess.run([sys.executable, "-W", "ignore::RuntimeWarning", "-c", code, str(blocked / "sub" / "w.bin")],
+                          capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=120)
+    assert done.returncode == 1 and "could not be written" in done.stderr and done.stderr.count("\n") == 1

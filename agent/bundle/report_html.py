@@ -221,7 +221,7 @@ def _category_section(category: str, facts: Any, manifest: Mapping[str, Any]) ->
         out.append('<p class="null">No facts (the collector did not finish or found nothing).</p>')
     files = [item for item in items if item.get("file")]
     if files:
-        out.append("<p>Files: " + ",\n".join(_link(item) for item in files) + "</p>")  # a line each, as table rows
+        out.append("<p>Files: " + ", ".join(_link(item) for item in files) + "</p>")
     out.append("</section>")
     return "".join(out)
 
@@ -326,13 +326,13 @@ def _table(headers: list[str], rows: list[list[str]], *, numeric: set[int] = fro
     shown = rows if limit is None else rows[:limit]
     head = "".join(f'<th{" class=num" if i in numeric else ""}>{_h(h)}</th>' for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{cell}</td>'
-                                    for i, cell in enumerate(row)) + "</tr>\n" for row in shown)
+                                    for i, cell in enumerate(row)) + "</tr>" for row in shown)
     extra = "" if limit is None else _more(len(rows) - limit, None)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{extra}"
 
 
 def _kv(rows: list[list[str]]) -> str:
-    body = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>\n" for key, value in rows)
+    body = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>" for key, value in rows)
     return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 

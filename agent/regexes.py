@@ -42,8 +42,8 @@ FORMAT = 1
 #: cache keeps the patterns the running process uses and forgets the others.
 MAX_ENTRIES = 1000
 _DIGEST = 32
-#: Flags whose compilation the cache does not reproduce (they print or warn).
-_UNCACHED_FLAGS = re.DEBUG | re.TEMPLATE
+#: Flags whose compilation the cache does not reproduce (they print or warn); re.TEMPLATE is gone in 3.13.
+_UNCACHED_FLAGS = re.DEBUG | getattr(re, "TEMPLATE", 0)
 
 
 def interpreter_key() -> tuple:
@@ -143,7 +143,7 @@ class RegexCache:
         compiled = re.compile(pattern, flags)  # raises re.error on a bad pattern, as callers expect
         if self._recording() and self._room():
             entry = self._compiler_output(pattern, flags)
-            if entry is not None and _sre.compile(pattern, *entry) == compiled:
+            if entry is not None and self._rebuilds(pattern, entry, compiled):
                 self._entries[key] = entry
                 self._used.add(key)
                 self._new += 1
@@ -155,6 +155,14 @@ class RegexCache:
         if len(self._entries) >= MAX_ENTRIES:
             self._entries = {key: entry for key, entry in self._entries.items() if key in self._used}
         return len(self._entries) < MAX_ENTRIES
+
+    @staticmethod
+    def _rebuilds(pattern: str | bytes, entry: tuple, compiled: re.Pattern) -> bool:
+        """Whether ``entry`` gives this engine exactly ``compiled`` (not where its internals differ from 3.11's)."""
+        try:
+            return _sre.compile(pattern, *entry) == compiled
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            return False
 
     @staticmethod
     def _compiler_output(pattern: str | bytes, flags: int) -> tuple | None:

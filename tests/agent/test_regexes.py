@@ -252,3 +252,21 @@ def test_warming_says_so_when_the_cache_cannot_be_written(tmp_path):
                           capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=120)
     assert done.returncode == 1 and "could not be written" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_an_engine_that_takes_other_arguments_leaves_plain_compiling(tmp_path, monkeypatch):
+    """A later interpreter whose engine is called differently: patterns still compile, nothing is recorded."""
+
+    class OtherEngine:
+        MAGIC = getattr(regexes._sre, "MAGIC", None)
+        CODESIZE = getattr(regexes._sre, "CODESIZE", None)
+
+        @staticmethod
+        def compile(*args):
+            raise TypeError("compile() takes 7 arguments")
+
+    monkeypatch.setattr(regexes, "_sre", OtherEngine)
+    cache = RegexCache(tmp_path / "c.bin", write=True)
+    for pattern, flags in PATTERNS:
+        assert cache.compile(pattern, flags) == re.compile(pattern, flags)
+    assert not cache._entries and not cache.save()

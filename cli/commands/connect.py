@@ -228,13 +228,15 @@ def request_and_wait(client: HelplineClient, session: SessionPublic, fingerprint
                      minutes: int) -> tuple[GrantIssued, SessionPublic]:
     """Ask for a grant and wait for the user's answer; (the grant, the approved session) or an error."""
     body = parse_input(GrantRequest, key_fingerprint=fingerprint, scopes=[s.value for s in scopes], max_minutes=minutes)
-    issued = client.request_grant(session.id, body)
-    grant_id = str(issued.grant.payload.get("grant_id") or issued.session.grant_id)
-    note(f"Asked {output.esc(session.username or 'the user')} on {output.esc(session.hostname)} ({issued.session.ticket}) "
-         f"for {_scopes_text(scopes)}, up to {output.duration(minutes)}.")
-    note(f"Waiting for the user to approve… verification: [bold]{output.esc(issued.verification)}[/]")
-    note("The user's screen shows the same digits once your key is accepted; read them out to check.")
+    # From the moment the request may have reached the server until the answer is in, a Ctrl-C
+    # withdraws it: one pressed while the request is sent or its lines are printed counts too.
     try:
+        issued = client.request_grant(session.id, body)
+        grant_id = str(issued.grant.payload.get("grant_id") or issued.session.grant_id)
+        note(f"Asked {output.esc(session.username or 'the user')} on {output.esc(session.hostname)} ({issued.session.ticket}) "
+             f"for {_scopes_text(scopes)}, up to {output.duration(minutes)}.")
+        note(f"Waiting for the user to approve… verification: [bold]{output.esc(issued.verification)}[/]")
+        note("The user's screen shows the same digits once your key is accepted; read them out to check.")
         answered = wait_for_answer(client, issued)
     except KeyboardInterrupt:
         withdraw(client, session.id)

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.commands import connect
-from protocol.errors import AmbiguousError, ConfigError, ConflictError, ExitStatus, ForbiddenError, InvalidInputError, NotFoundError
-from protocol.grants import openssh_fingerprint
-from protocol.sessions import SessionPublic, SessionState
+from protocol.errors import (AmbiguousError, ConfigError, ConflictError, ExitStatus, ForbiddenError, HelplineError, InvalidInputError,
+                             NotFoundError)
+from protocol.grants import Scope, SignedGrant, openssh_fingerprint
+from protocol.sessions import GrantIssued, SessionPublic, SessionState
 
 
 def key_line() -> str:
@@ -166,6 +167,66 @@ def test_anything_but_approval_is_one_line_and_a_status(state, grant_id, reason,
     with pytest.raises(error) as raised:
         connect.approved_or_raise(session(state, grant_id=grant_id, end_reason=reason), "g1")
     assert words in raised.value.message and "\n" not in raised.value.message
+
+
+class GrantClient:
+    """Stands in for HelplineClient while a grant is asked for: records the calls, and raises
+    KeyboardInterrupt (a Ctrl-C) at the call named ``stop_at``."""
+
+    def __init__(self, offered: SessionPublic, stop_at: str | None = None):
+        self.offered = offered
+        self.stop_at = stop_at
+        self.calls: list[str] = []
+        self.ended: list[str] = []
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.stop_at:
+            raise KeyboardInterrupt
+
+    def request_grant(self, session_id, body):
+        self._step("request_grant")
+        asked = self.offered.model_copy(update={"state": SessionState.REQUESTED, "grant_id": "g1",
+                                                "grant_expires_at": datetime.now(UTC) + timedelta(minutes=5)})
+        return GrantIssued(session=asked, grant=SignedGrant(payload={"grant_id": "g1"}, signature="c2ln"),
+                           host_key=key_line(), verification="012 345 678")
+
+    def grant_status(self, session_id, grant_id, wait=0):
+        self._step("grant_status")
+        return self.offered.model_copy(update={"state": SessionState.APPROVED, "grant_id": grant_id})
+
+    def engineer_end_session(self, session_id, body):
+        self.ended.append(body.reason)
+        return self.offered.model_copy(update={"state": SessionState.ENDED, "end_reason": body.reason})
+
+
+@pytest.mark.parametrize("stop_at", ["request_grant", "note-1", "note-2", "note-3", "grant_status"])
+def test_a_ctrl_c_anywhere_between_asking_and_the_answer_withdraws_the_request(monkeypatch, stop_at):
+    offered = session()
+    client = GrantClient(offered, stop_at)
+    printed: list[str] = []
+
+    def note(message):
+        printed.append(message)
+        client._step(f"note-{len(printed)}")
+
+    monkeypatch.setattr(connect, "note", note)
+    # A KeyboardInterrupt that got out would stop the test run itself: it is caught and failed on here.
+    with pytest.raises((HelplineError, KeyboardInterrupt)) as raised:
+        connect.request_and_wait(client, offered, openssh_fingerprint(key_line()), [Scope.VIEW], 30)
+    assert isinstance(raised.value, HelplineError), f"the Ctrl-C at {stop_at} got out of request_and_wait"
+    assert raised.value.status == ExitStatus.INTERRUPTED
+    assert "withdrawn and nothing was opened" in raised.value.message
+    assert client.ended == [connect.WITHDRAWN]
+
+
+def test_an_answer_without_a_ctrl_c_withdraws_nothing(monkeypatch):
+    offered = session()
+    client = GrantClient(offered)
+    monkeypatch.setattr(connect, "note", lambda message: None)
+    issued, approved = connect.request_and_wait(client, offered, openssh_fingerprint(key_line()), [Scope.VIEW], 30)
+    assert approved.state is SessionState.APPROVED and approved.grant_id == "g1"
+    assert client.ended == [] and client.calls == ["request_grant", "grant_status"]
 
 
 # --- ssh: the command line and the config -------------------------------------------------------------------------

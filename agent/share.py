@@ -14,6 +14,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,6 +81,12 @@ class PreparedBundle:
             self.removal.join()
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def keep(self) -> None:
+        """Keep the work folder for the person to read (a preview): later shares leave it :data:`KEPT_SECONDS`."""
+        if self.removal is not None:
+            self.removal.join()  # the unredacted staging is gone before the folder is kept
+        (self.work_dir / KEPT_MARKER).touch()
+
     def discard_in_background(self) -> None:
         """Start removing the work directory once the archive is elsewhere (the outbox): it goes while the
         bundle is sent. :meth:`discard` waits for it."""
@@ -101,6 +108,90 @@ def _remove_in_background(directory: Path, *, after: threading.Thread | None = N
     thread = threading.Thread(target=remove, name=f"remove-{directory.name}", daemon=False)
     thread.start()
     return thread
+
+
+#: Work folders are named ``share-<pid>-<random>``: the process that made one can be told after it is gone.
+WORK_PREFIX = "share-"
+#: The marker of a work folder kept on purpose (a preview the person was told to read).
+KEPT_MARKER = ".kept"
+#: Seconds a kept work folder stays once its share has ended: then the next share removes it.
+KEPT_SECONDS = 7 * 24 * 3600.0
+#: Seconds a work folder whose name names no process (an older Helpline's) stays before it counts as stale.
+UNOWNED_SECONDS = 3600.0
+_OWNED = re.compile(re.escape(WORK_PREFIX) + r"(\d{1,10})-")
+
+
+def new_work_folder(work_root: Path | None = None) -> Path:
+    """A new private work folder for one share, after removing the stale ones beside it (:func:`sweep_work`)."""
+    root = work_root or AgentStore().folder("work")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sweep_work(root)
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=root))
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts); when in doubt, yes."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill would end the process there
+        import psutil
+
+        return psutil.pid_exists(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def sweep_work(root: Path, *, now: float | None = None) -> list[Path]:
+    """Start removing the work folders in ``root`` that no share will finish; the folders whose removal began.
+
+    A share that crashed, was killed, or was stopped while a collector did not let go
+    leaves its folder, and with it the unredacted ``staging/``. A folder is stale once
+    the process named in it is gone (or, for a name without one, an hour after it was
+    last changed). A kept folder (a preview) stays :data:`KEPT_SECONDS` after it was
+    kept; only its ``staging/``, which should not be there, goes at once. A folder of a
+    running share, this process's included, is never touched.
+    """
+    now = time.time() if now is None else now
+    removing: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removing
+    for entry in entries:
+        if not entry.name.startswith(WORK_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            owned = _OWNED.match(entry.name)
+            if owned is not None:
+                if _process_alive(int(owned.group(1))):
+                    continue
+            elif now - entry.stat(follow_symlinks=False).st_mtime < UNOWNED_SECONDS:
+                continue
+            folder = Path(entry.path)
+            try:
+                kept_at = (folder / KEPT_MARKER).stat().st_mtime
+            except OSError:
+                kept_at = None
+        except OSError:
+            continue
+        if kept_at is not None and now - kept_at < KEPT_SECONDS:
+            if (folder / "staging").exists():
+                removing.append(folder / "staging")
+            continue
+        removing.append(folder)
+    for folder in removing:
+        _remove_in_background(folder)
+    return removing
+
 
 
 def exclusions(values: Iterable[str]) -> set[str]:
@@ -173,7 +264,7 @@ def _extra(request: ShareRequest) -> dict:
 def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | None = None,
             work_root: Path | None = None, cpu_sample: CpuSample | None = None,
             settle: Callable[[ShareRequest], None] | None = None,
-            cancelled: threading.Event | None = None) -> PreparedBundle:
+            cancelled: threading.Event | None = None, work: Path | None = None) -> PreparedBundle:
     """Collect, redact and bundle into a private work directory; return the packed bundle.
 
     ``cpu_sample`` is the first CPU reading if the caller took one when the share began.
@@ -181,10 +272,9 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     finished: what the bundle says of the ticket and the person's answers may be
     settled while the collectors work (:class:`Gathering`). Once ``cancelled`` is set
     the collection stops (CollectionCancelled) and the work directory is removed.
+    ``work`` is a folder :func:`new_work_folder` made (default: a new one in ``work_root``).
     """
-    root = work_root or AgentStore().folder("work")
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    work = Path(tempfile.mkdtemp(prefix="share-", dir=root))
+    work = work or new_work_folder(work_root)
     removal: threading.Thread | None = None
     try:
         redactor = redactor_for(request)  # one pseudonym map for what collectors derive and for the bundle
@@ -230,13 +320,13 @@ class Gathering:
         self._listener: Callable[[str, str], None] | None = None
         self._prepared: PreparedBundle | None = None
         self._error: BaseException | None = None
+        self._work = new_work_folder(work_root)
         # A daemon: an interpreter that must end does not wait for collectors stuck on a command. Whoever made
         # the gathering ends it (result or cancel) before the process ends, so its work folder never stays.
-        self._thread = threading.Thread(target=self._run, args=(cpu_sample, work_root), name="share-gathering",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(cpu_sample,), name="share-gathering", daemon=True)
         self._thread.start()
 
-    def _run(self, cpu_sample: CpuSample | None, work_root: Path | None) -> None:
+    def _run(self, cpu_sample: CpuSample | None) -> None:
         if hasattr(signal, "pthread_sigmask"):
             # Ctrl-C is the person's word to the command: the kernel gives a process's signal to any thread
             # that does not block it, and one taken here (or by a collector's thread, which inherits this)
@@ -244,7 +334,7 @@ class Gathering:
             # they run in process groups of their own and are stopped with SIGTERM or SIGKILL.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            self._prepared = prepare(self.request, progress=self._progress, work_root=work_root, cpu_sample=cpu_sample,
+            self._prepared = prepare(self.request, progress=self._progress, work=self._work, cpu_sample=cpu_sample,
                                      settle=self._wait_until_settled, cancelled=self._cancelled)
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks for the result
             self._error = exc
@@ -283,10 +373,17 @@ class Gathering:
         return prepared
 
     def cancel(self) -> None:
-        """Stop gathering and wait (at most :data:`CANCEL_WAIT` seconds) until what it wrote is removed."""
+        """Stop gathering and wait (at most :data:`CANCEL_WAIT` seconds) until what it wrote is removed.
+
+        On a PC too busy for the gathering to stop in time, its work folder is removed from
+        here while it still runs; what a collector writes after that is removed by the next
+        share once this process is gone (:func:`sweep_work`).
+        """
         self._cancelled.set()
         self._settled.set()
         self._thread.join(self.CANCEL_WAIT)
+        if self._thread.is_alive():
+            shutil.rmtree(self._work, ignore_errors=True)
         if self._prepared is not None:  # it finished first: its bundle is not wanted either
             self._prepared.discard()
             self._prepared = None

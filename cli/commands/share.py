@@ -117,7 +117,7 @@ def share(
     since: Annotated[str, typer.Option("--since", metavar="TEXT", help="Since when, and how often.")] = "",
     tried: Annotated[str, typer.Option("--tried", metavar="TEXT", help="What you already tried.")] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (for scripts).")] = False,
-    preview: Annotated[bool, typer.Option("--preview", help="Gather and show what would be sent, then stop.")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Gather and show what would be sent, then stop (the bundle stays a week for you to read).")] = False,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", metavar="CATEGORY", help="Leave a category out (repeatable, or several with commas): system, hardware, network, processes, services, software, logs, crashes, environment, …")] = None,
     logs: Annotated[list[str] | None, typer.Option("--logs", metavar="GLOB", help="Add application logs (repeatable), e.g. '~/.config/MyApp/*.log'.")] = None,
     output_path: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE", help="Write the bundle to this file (or a new file in this folder) instead of sending it.")] = None,
@@ -211,7 +211,8 @@ def share(
                 output.print_json({"bundle_dir": str(prepared.bundle.out_dir), "size": prepared.size, "preview": [p.to_dict() for p in prepared.bundle.preview]})
             else:
                 output.say(f"Nothing was sent. The bundle is in {output.esc(prepared.bundle.out_dir)}")
-            prepared = None  # keep it for the user to read
+            prepared.keep()  # for the person to read; a later share removes it after a week
+            prepared = None
             return
         if target is not None:
             from agent.share import save_archive

@@ -146,3 +146,112 @@ def test_a_cancelled_gathering_removes_what_it_wrote(isolated, monkeypatch) -> N
     held.release.set()
     with pytest.raises(collect_module.CollectionCancelled):
         gathering.result(progress=lambda *event: progress.append(event))
+
+
+def _gone_pid() -> int:
+    """The id of a process that has ended."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return int(done.stdout)
+
+
+def _folder(root, name, *, age_seconds=0.0, kept_seconds_ago=None):
+    import os
+    import time
+
+    folder = root / name
+    (folder / "staging" / "logs").mkdir(parents=True)
+    (folder / "staging" / "logs" / "raw.log").write_text("password=unredacted\n")
+    if kept_seconds_ago is not None:
+        (folder / ".kept").touch()
+        os.utime(folder / ".kept", (time.time() - kept_seconds_ago,) * 2)
+    os.utime(folder, (time.time() - age_seconds,) * 2)
+    return folder
+
+
+def _wait_gone(paths) -> None:
+    import time
+
+    for _ in range(600):
+        if not any(p.exists() for p in paths):
+            return
+        time.sleep(0.05)
+
+
+def test_a_new_share_removes_the_work_folders_no_share_will_finish(tmp_path) -> None:
+    import os
+    import subprocess
+
+    from agent.share import KEPT_SECONDS, UNOWNED_SECONDS, new_work_folder
+
+    root = tmp_path / "work"
+    root.mkdir()
+    gone = _gone_pid()
+    living = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        crashed = _folder(root, f"share-{gone}-a1b2c3")
+        ours = _folder(root, f"share-{os.getpid()}-d4e5f6")
+        running = _folder(root, f"share-{living.pid}-g7h8i9")
+        older_helpline = _folder(root, "share-q1w2e3r4", age_seconds=UNOWNED_SECONDS + 60)
+        young_unowned = _folder(root, "share-t5y6u7i8")
+        preview = _folder(root, f"share-{gone}-kept01", kept_seconds_ago=60)
+        old_preview = _folder(root, f"share-{gone}-kept02", kept_seconds_ago=KEPT_SECONDS + 60)
+        other = _folder(root, "outbox", age_seconds=UNOWNED_SECONDS + 60)
+        elsewhere = _folder(tmp_path, "elsewhere")
+        (root / f"share-{gone}-link").symlink_to(elsewhere, target_is_directory=True)
+
+        made = new_work_folder(root)
+        _wait_gone([crashed, older_helpline, old_preview, preview / "staging"])
+        assert made.name.startswith(f"share-{os.getpid()}-") and made.is_dir() and not any(made.iterdir())
+        for removed in (crashed, older_helpline, old_preview, preview / "staging"):
+            assert not removed.exists(), removed.name
+        for untouched in (ours, running, young_unowned, other):
+            assert (untouched / "staging" / "logs" / "raw.log").is_file(), untouched.name
+        assert (preview / ".kept").is_file(), "a preview the person was told of stays a week"
+        assert (elsewhere / "staging" / "logs" / "raw.log").is_file(), "a link is not followed"
+    finally:
+        living.kill()
+        living.wait(30)
+
+
+def test_a_cancel_that_cannot_wait_for_the_gathering_removes_its_work_folder(isolated, monkeypatch) -> None:
+    import threading
+
+    from agent import share
+    from agent.diagnostics.collect import CollectionCancelled
+
+    release, wrote = threading.Event(), threading.Event()
+
+    def stuck_collect(options, out_dir, **kwargs):  # a gathering that does not answer a cancel (a PC this busy)
+        (out_dir / "logs").mkdir(parents=True)
+        (out_dir / "logs" / "raw.log").write_text("password=unredacted\n")
+        wrote.set()
+        release.wait(30)
+        raise CollectionCancelled("stopped at last")
+
+    monkeypatch.setattr(share, "collect", stuck_collect)
+    monkeypatch.setattr(share.Gathering, "CANCEL_WAIT", 0.2)
+    gathering = share.Gathering(ShareRequest(deadline=20), work_root=isolated / "work")
+    try:
+        assert wrote.wait(30)
+        gathering.cancel()
+        assert list((isolated / "work").iterdir()) == [], "the unredacted files went although the gathering ran on"
+    finally:
+        release.set()
+    with pytest.raises(CollectionCancelled):
+        gathering.result()
+    assert list((isolated / "work").iterdir()) == []
+
+
+def test_a_kept_preview_has_no_staging_and_its_mark(isolated) -> None:
+    from agent.share import KEPT_MARKER, new_work_folder
+
+    prepared = prepare(ShareRequest(deadline=20), work_root=isolated / "work")
+    prepared.keep()
+    assert (prepared.work_dir / KEPT_MARKER).is_file() and not (prepared.work_dir / "staging").exists()
+    assert prepared.report_html.is_file()
+    new_work_folder(isolated / "work")  # this process runs: its kept folder stays
+    assert prepared.report_html.is_file()
+    prepared.discard()

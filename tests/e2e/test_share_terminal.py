@@ -4,6 +4,8 @@ confirmation and the progress bars, as a person sees them."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pexpect
 import pytest
@@ -89,7 +91,13 @@ def test_the_collectors_work_while_the_person_answers(make_pc, tmp_path):
                                   "already_tried": "turned it off and on"}
     assert list((user.agent_dir / "work").glob("share-*")) == []
 
-    # Stopped at a question while gathering: what was gathered goes too.
+    # Stopped at a question while gathering: what was gathered goes too, and so does what a share that crashed
+    # earlier left (its process is gone).
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    crashed = user.agent_dir / "work" / f"share-{int(gone.stdout)}-crash1" / "staging" / "logs"
+    crashed.mkdir(parents=True)
+    (crashed / "raw.log").write_text("password=unredacted\n")
     child = spawn(user, "share", "--output", str(tmp_path / "second.tar.gz"))
     child.expect("What happened\\?")
     wait_for(lambda: _gathered_so_far(user), "facts gathered while the question waits", seconds=30, every=0.05)

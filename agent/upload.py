@@ -25,7 +25,7 @@ from agent.http import AgentSigner
 from agent.paths import write_private
 from agent.store import AgentStore
 from protocol.archive import sha256_file
-from protocol.errors import ConflictError, DamagedError, HelplineError, StorageFullError, TooLargeError, UnavailableError
+from protocol.errors import ConflictError, DamagedError, HelplineError, StorageFullError, UnavailableError
 from protocol.schemas import BundlePublic, UploadCreate, UploadStatus, parse_input
 
 OUTBOX = "outbox"
@@ -144,16 +144,14 @@ def deliver(entry: OutboxEntry, agent: AgentSigner, *, directory: Path | None = 
     started = time.monotonic()
     server = client or HelplineClient.connect(entry.server_url, agent=agent, timeout=60)
     try:
+        # The first request is the start of the upload: it carries no data, and the server refuses a bundle over
+        # its size limit there (TooLargeError), so no round trip only to ask for the limit. An unreachable
+        # server is given up on after the first contact's fewer attempts: the bundle queues quickly.
         first_contact = dataclasses.replace(policy, attempts=min(policy.attempts, policy.connect_attempts))
-        info = _retrying(first_contact, started, server.server_info, "reach the server")
-        if entry.size > info.max_bundle_bytes:
-            raise TooLargeError(
-                f"The bundle is {entry.size / 1e6:.1f} MB; the server takes at most {info.max_bundle_bytes / 1e6:.0f} MB.",
-                hint="Leave a category out with --exclude, or save it with --output and send it another way.",
-            )
         for round_ in range(2):  # a second round only if the server let the first upload expire
             try:
-                bundle = _upload_once(server, entry, box, policy, started, progress)
+                bundle = _upload_once(server, entry, box, policy, started, progress,
+                                      first=first_contact if round_ == 0 else policy)
                 break
             except ConflictError:
                 if round_:
@@ -166,9 +164,10 @@ def deliver(entry: OutboxEntry, agent: AgentSigner, *, directory: Path | None = 
 
 
 def _upload_once(server: HelplineClient, entry: OutboxEntry, box: Path, policy: RetryPolicy, started: float,
-                 progress: Progress | None) -> BundlePublic:
+                 progress: Progress | None, *, first: RetryPolicy | None = None) -> BundlePublic:
+    """Start (or resume) the upload, send what the server lacks, complete it; ``first`` is the policy of the start."""
     body = parse_input(UploadCreate, filename="bundle.tar.gz", size=entry.size, sha256=entry.sha256)
-    status = _retrying(policy, started, lambda: server.start_upload(entry.ticket, body), "start the upload")
+    status = _retrying(first or policy, started, lambda: server.start_upload(entry.ticket, body), "start the upload")
     entry.upload_id = status.id
     _save(box, entry)
     if not status.complete:

@@ -8,7 +8,7 @@ import pytest
 from agent import upload
 from agent.share import TicketChoice, choose_ticket, linked_ticket
 from agent.store import AgentState, AgentStore
-from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, StorageFullError
+from protocol.errors import ConfigError, InvalidInputError, QuotaExceededError, StorageFullError, UnavailableError
 from tests.support.bundles import write_archive
 from tests.support.net import free_port
 
@@ -76,10 +76,7 @@ class FullServer:
     def __init__(self, error):
         self.error, self.starts = error, 0
 
-    def server_info(self):
-        return type("Info", (), {"max_bundle_bytes": 1 << 30})()
-
-    def start_upload(self, ticket, body):
+    def start_upload(self, ticket, body):  # the first request of a delivery: no round trip before it
         self.starts += 1
         raise self.error
 
@@ -93,4 +90,15 @@ def test_a_full_server_or_quota_is_not_retried_and_the_bundle_stays_queued(tmp_p
     with pytest.raises(type(error)) as raised:
         upload.deliver(entry, "hla_x", directory=agent_dir, policy=upload.RetryPolicy(attempts=5, first_delay=0.01), client=server)
     assert raised.value is error and server.starts == 1
+    assert [e.id for e in upload.pending(agent_dir)] == [entry.id]
+
+
+def test_an_unreachable_server_is_given_up_on_after_the_first_contact_s_attempts(tmp_path):
+    agent_dir = tmp_path / "agent"
+    entry = queued(agent_dir, tmp_path, "T-1", "https://help.example.com")
+    server = FullServer(UnavailableError("Could not reach the server."))
+    policy = upload.RetryPolicy(attempts=8, connect_attempts=3, first_delay=0.001, max_delay=0.002)
+    with pytest.raises(UnavailableError, match="Could not start the upload"):
+        upload.deliver(entry, "hla_x", directory=agent_dir, policy=policy, client=server)
+    assert server.starts == 3
     assert [e.id for e in upload.pending(agent_dir)] == [entry.id]

@@ -106,8 +106,27 @@ def _remove_in_background(directory: Path, *, after: threading.Thread | None = N
         shutil.rmtree(directory, ignore_errors=True)
 
     thread = threading.Thread(target=remove, name=f"remove-{directory.name}", daemon=False)
-    thread.start()
+    start_deaf_to_ctrl_c(thread)
     return thread
+
+
+def start_deaf_to_ctrl_c(thread: threading.Thread) -> None:
+    """Start ``thread`` with Ctrl-C (SIGINT) blocked from its first instruction on.
+
+    The kernel gives a process's signal to any thread that does not block it; one
+    taken by a helper thread leaves the main thread blocked on the terminal, waiting
+    for a line, and the person's Ctrl-C does nothing. A thread inherits its creator's
+    mask, so the mask is set around its start, not by the thread itself (which may not
+    run for a while on a busy PC): a Ctrl-C in between waits, pending, for the main thread.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 #: Work folders are named ``share-<pid>-<random>``: the process that made one can be told after it is gone.
@@ -324,15 +343,12 @@ class Gathering:
         # A daemon: an interpreter that must end does not wait for collectors stuck on a command. Whoever made
         # the gathering ends it (result or cancel) before the process ends, so its work folder never stays.
         self._thread = threading.Thread(target=self._run, args=(cpu_sample,), name="share-gathering", daemon=True)
-        self._thread.start()
+        # Ctrl-C is the person's word to the command: the question waits on the main thread. The collectors'
+        # threads and commands inherit the mask; the commands run in process groups of their own and are
+        # stopped with SIGTERM or SIGKILL.
+        start_deaf_to_ctrl_c(self._thread)
 
     def _run(self, cpu_sample: CpuSample | None) -> None:
-        if hasattr(signal, "pthread_sigmask"):
-            # Ctrl-C is the person's word to the command: the kernel gives a process's signal to any thread
-            # that does not block it, and one taken here (or by a collector's thread, which inherits this)
-            # would leave the question waiting for a line. The collectors' commands inherit the mask too:
-            # they run in process groups of their own and are stopped with SIGTERM or SIGKILL.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self._prepared = prepare(self.request, progress=self._progress, work=self._work, cpu_sample=cpu_sample,
                                      settle=self._wait_until_settled, cancelled=self._cancelled)

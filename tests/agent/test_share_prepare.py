@@ -255,3 +255,36 @@ def test_a_kept_preview_has_no_staging_and_its_mark(isolated) -> None:
     new_work_folder(isolated / "work")  # this process runs: its kept folder stays
     assert prepared.report_html.is_file()
     prepared.discard()
+
+
+def test_a_helper_thread_is_deaf_to_ctrl_c_from_its_first_instruction() -> None:
+    import signal
+    import threading
+
+    from agent.share import start_deaf_to_ctrl_c
+
+    masks = []
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    thread = threading.Thread(target=lambda: masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+    start_deaf_to_ctrl_c(thread)
+    thread.join(30)
+    assert signal.SIGINT in masks[0], "a Ctrl-C could go to the helper and leave the question waiting"
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before, "the main thread still hears Ctrl-C"
+
+
+def test_the_gathering_and_its_collectors_are_deaf_to_ctrl_c(isolated, monkeypatch) -> None:
+    import signal
+
+    from agent import share
+
+    seen = []
+
+    def listening(*args, **kwargs):
+        seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+        raise share.InvalidInputError("stop here")
+
+    monkeypatch.setattr(share, "prepare", listening)
+    gathering = share.Gathering(ShareRequest(deadline=20), work_root=isolated / "work")
+    with pytest.raises(share.InvalidInputError):
+        gathering.result()
+    assert signal.SIGINT in seen[0]

@@ -212,7 +212,6 @@ def sweep_work(root: Path, *, now: float | None = None) -> list[Path]:
     return removing
 
 
-
 def exclusions(values: Iterable[str]) -> set[str]:
     """The categories (or collectors) ``--exclude`` names, as people write them: any case, several in one value
     separated by commas or spaces. An unknown name is refused before anything is gathered (InvalidInputError)."""

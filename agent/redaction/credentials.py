@@ -657,7 +657,7 @@ class PasswordFlags:
 _FIELD = r"(?:[^:\s\\]|\\.)+"
 _COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     # ~/.pgpass: hostname:port:database:username:password (port may be *; ":" and "\" escaped in fields)
-    (None, rx(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_FIELD}):(?:\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
+    (None, rx(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_FIELD}):(?P<port>\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
     # postfix sasl_passwd: [smtp.example.com]:587 user@example.com:password
     (("@",), rx(r"^[ \t]*\[?[\w.\-]+\]?(?::\d{1,5})?[ \t]+[^\s:@]+@[^\s:]+:(?P<value>\S+)[ \t]*$")),
     # ipsec.secrets: [ids] : PSK "secret" (also XAUTH, EAP, NTLM, PIN)
@@ -681,6 +681,10 @@ _PGPASS_IN_LINE = rx(
 )
 # Five short hex or digit groups are a hardware address or a time, not a host, port, database, user and password.
 _HEX_GROUPS = rx(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){4}")
+# From the "port" on, only short hex or digit groups (a prefix length or a zone may follow): the rest of a
+# hardware address or of an IPv6 address written in full ("mac-address=52:54:00:12:34:56" in a network
+# profile, "fe80:0:0:0:0:0:0:1%eth0"), not a port, database, user and password.
+_ADDRESS_TAIL = rx(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){3,}(?:[/%][\w.\-]*)?")
 
 _COLON_LITERALS = (
     "@", "psk", "xauth", "eap", "ntlm", ": pin", "{sha", "{ssha", "{md5", "{smd5", "{crypt", "{pbkdf2", "{argon2",
@@ -712,7 +716,8 @@ class ColonFiles:
                 value = m.group(group)
                 s, e = m.span(group)
                 if not value or is_redacted(value) or TOKEN_IN.search(value) or value in ("*",) or \
-                        _overlaps_token(m.string, s, e):
+                        _overlaps_token(m.string, s, e) or \
+                        ("port" in m.re.groupindex and _ADDRESS_TAIL.fullmatch(m.string, m.start("port"), e)):
                     return m.group(0)  # "[REDACTED:password]" splits at its colon, but it is an earlier token
                 hit(PASSWORD)
                 return m.group(0)[: s - m.start()] + token(PASSWORD) + m.group(0)[e - m.start() :]

@@ -179,6 +179,15 @@ CLEAN_LINES = [
     '{"password_policy": "min 12 characters", "level": "info"}',
     '{"msg": "caf\\u00e9 ouvert", "user": "alex"}',
     '{"n\\u00famero": 12, "pass\\u0077ord_hint": "the dog"}',
+    # A line that starts with an address: a network profile's settings, a list of addresses, a neighbour table.
+    "mac-address=52:54:00:12:34:56",
+    "cloned-mac-address=00:1A:2B:3C:4D:5E",
+    "hwaddr=00:11:22:33:44:55",
+    "00:11:22:33:44:55",
+    "  AA:BB:CC:0D:0E:0F",
+    "fe80:0:0:0:0:0:0:1%eth0",
+    "address1=fd00:0:0:12:0:0:0:1/64",
+    "IPV6ADDR=2001:0db8:0:0:0:0:0:1",
 ]
 
 
@@ -247,6 +256,15 @@ class _MissingEverything:
 
     def apply(self, line, hit):
         return line
+
+
+@pytest.mark.parametrize("fields", ["10.0.0.1:5432:12:34", "db:*:0:7", "[fe80::1]:5432:1:2", "h0:5432:ab:cd"])
+def test_a_pgpass_line_of_short_hex_fields_before_its_password_is_still_redacted(fields):
+    """An address's groups end a line's colon fields; a random password after digit or hex fields does not look like one."""
+    value = password(random.Random(fields), size=(12, 18))
+    line = f"{fields}:{value}\n"
+    out, counts = Redactor().redact_text(line)
+    assert value not in out and counts
 
 
 def test_the_final_check_withholds_what_a_first_pass_missed():

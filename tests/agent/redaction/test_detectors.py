@@ -219,6 +219,13 @@ def test_url_user_is_pseudonymised_only_with_usernames_on():
         ("bypass", None),
         ("OLDPWD", None),
         ("DESKTOP_SESSION", None),
+        # NetworkManager's secret flags (who keeps the secret) and PostgreSQL's hashing scheme for passwords.
+        ("psk-flags", None),
+        ("password-flags", None),
+        ("802-11-wireless-security.psk-flags", None),
+        ("leap-password-flags", None),
+        ("secret_flags", None),
+        ("password_encryption", None),
     ],
 )
 def test_key_names(key, kind):

@@ -194,6 +194,15 @@ _NOT_SECRET_WORDS = frozenset(
     mismatched used unused consumed issued renewed rotated
     """.split()
 )
+# The name of an authentication or key-management method, the value of "auth:", "link auth:", "key-mgmt=" or
+# "Authentication :" in network and service settings: never the secret itself.
+_METHOD_WORDS = frozenset(
+    """
+    wpa-psk wpa2-psk wpa3-psk wpa-eap wpa2-eap wpa3-eap wpa-eap-suite-b-192 wpa3-sae sae owe wep open shared
+    wpa-personal wpa2-personal wpa3-personal wpa-enterprise wpa2-enterprise wpa3-enterprise ieee8021x 802.1x
+    basic digest ntlm negotiate kerberos gssapi spnego scram-sha-1 scram-sha-256 md5 trust peer ident pam
+    """.split()
+)
 # Words that start a sentence or a status, not a pass-phrase ("password: changed for alex", "psk: is too short").
 _PROSE_START = (
     frozenset(
@@ -306,7 +315,7 @@ def is_not_secret(value: str) -> bool:
     v = value.strip()
     if not v or is_redacted(v):
         return True
-    if v.lower() in _NOT_SECRET_WORDS:
+    if v.lower() in _NOT_SECRET_WORDS or v.lower() in _METHOD_WORDS:
         return True
     if is_pseudonym(v.rstrip("=:;,.")):
         return True  # what the first pass put for an address or a name, read again: redacting twice changes nothing

@@ -114,7 +114,7 @@ _META_LAST = frozenset(
     urls endpoint host hostname server port realm domain provider plugin backend scheme stdin
     location size algorithm algorithms alg encoding field label description env var variable
     ref arn version at set less manager service store cache level source sources prefix
-    keyring header flags flag encryption
+    keyring header flags flag encryption mgmt management
     """.split()
 )
 # Run-together names (``passwordfile``, ``tokentype``) end in one of these.

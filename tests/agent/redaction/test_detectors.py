@@ -226,6 +226,8 @@ def test_url_user_is_pseudonymised_only_with_usernames_on():
         ("leap-password-flags", None),
         ("secret_flags", None),
         ("password_encryption", None),
+        ("802-11-wireless-security.key-mgmt", None),
+        ("key_management", None),
     ],
 )
 def test_key_names(key, kind):

@@ -188,6 +188,12 @@ CLEAN_LINES = [
     "fe80:0:0:0:0:0:0:1%eth0",
     "address1=fd00:0:0:12:0:0:0:1/64",
     "IPV6ADDR=2001:0db8:0:0:0:0:0:1",
+    # How a network authenticates, in nmcli's, macOS's and service settings' words: a method, not a secret.
+    "802-11-wireless-security.key-mgmt:      wpa-psk",
+    "802-11-wireless-security.psk-flags:      0 (none)",
+    "    link auth: wpa2-psk",
+    "auth = scram-sha-256",
+    "wifi-security key-mgmt=SAE auth-alg=open",
 ]
 
 

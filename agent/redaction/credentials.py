@@ -499,8 +499,13 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     ),
     (("/rp",), rx(rf"(?i){_CMD}schtasks(?:\.exe)?\b{_GAP}{_ARG}/rp[ \t]+{_Q}")),
     (
-        ("net ",),
+        ("net ", "net.exe"),
         rx(rf"(?i){_CMD}net(?:\.exe)?[ \t]+use\b[^\n]*?\\\\\S+[ \t]+(?!/){_Q}(?=[^\n]*?/u(?:ser)?:)"),
+    ),
+    # net use [Z:] \\server\share /user:[DOMAIN\]NAME PASSWORD: Windows takes the password after the user too
+    (
+        ("net ", "net.exe"),
+        rx(rf"(?i){_CMD}net(?:\.exe)?[ \t]+use\b[^\n]*?[ \t]/u(?:ser)?:(?:\"[^\"\n]*\"|\S+)[ \t]+(?![/*]){_Q}"),
     ),
     (
         ("sqlplus", "rman", "expdp", "impdp", "exp ", "imp ", "sqlldr", "dgmgrl"),

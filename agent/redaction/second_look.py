@@ -97,7 +97,8 @@ _PASSWORD_FLAG = rx(
     # what a command reads as its password: a here-string, an answer yes repeats, a file made from echo
     r"|<<<[ \t]*[\"']?(?:[\w.-]+:)?|yes[ \t]+[\"']?|<\((?:echo|printf(?:[ \t]+[\"']%s(?:\\n)?[\"'])?)[ \t]+[\"']?"
     # Windows and PowerShell: net user NAME X, ConvertTo-SecureString X, pdftk's user_pw X
-    r"|(?i:net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"]*\"|[^\s/]+)[ \t]+|ConvertTo-SecureString(?:[ \t]+-\w+)*[ \t]+[\"']?"
+    r"|(?i:net(?:\.exe)?[ \t]+user[ \t]+(?:\"[^\"]*\"|[^\s/]+)[ \t]+|net(?:\.exe)?[ \t]+use[ \t][^\n]*?[ \t]/u(?:ser)?:"
+    r"(?:\"[^\"]*\"|\S+)[ \t]+(?![/*])[\"']?|ConvertTo-SecureString(?:[ \t]+-\w+)*[ \t]+[\"']?"
     r"|(?:NetworkCredential|HTTP(?:Basic|Digest|Proxy)Auth|BasicAuth|UsernamePasswordCredentials)\]?(?:::new)?"
     r"\([ \t]*(?:\"[^\"]*\"|'[^']*'|\$?\w+)[ \t]*,[ \t]*[\"']?|(?:user|owner)_pw[ \t]+[\"']?"
     # WMI and .NET SetPassword("X"); wpa_cli set_network 0 psk '"X"'; networksetup -setairportnetwork en0 SSID X
@@ -136,7 +137,7 @@ _CANDIDATE_LITERALS = (
     "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
     "/p:", "/p=", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
-    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net user",
+    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net user", "net use",
     "net.exe", "securestring", "_pw", "set_network", "setairportnetwork", "login(", "log_in(", "signin(", "sign_in(",
     *words.PASSWORD_TRIGGERS,
     *words.SHORT_TRIGGERS,
@@ -256,7 +257,7 @@ def _scan_line(line: str) -> list[str]:
         found.append("keyword-value")
 
     if ("-p" in line or "-P" in line or "/p" in lowered or "pass" in lowered or "<<<" in line or "<(" in line
-            or "yes " in lowered or "net user" in lowered or "net.exe" in lowered or "securestring" in lowered
+            or "yes " in lowered or "net use" in lowered or "net.exe" in lowered or "securestring" in lowered
             or "_pw" in lowered or "networkcredential" in lowered or "auth(" in lowered or "credentials(" in lowered
             or "set_network" in lowered or "login(" in lowered or "sign_in(" in lowered or "signin(" in lowered
             or "authenticate(" in lowered or "log_in(" in lowered

@@ -1,6 +1,6 @@
 """Passwords handed to a command other than by a flag the detectors knew: on its standard input (a
 here-string, ``yes X |``, a file made on the fly by ``<(echo X)``), and Windows' and PowerShell's ways
-(``/password=X``, ``net user NAME X``, ``ConvertTo-SecureString "X" -AsPlainText``, a NetworkCredential,
+(``/password=X``, ``net user NAME X``, ``net use SHARE /user:NAME X``, ``ConvertTo-SecureString "X" -AsPlainText``, a NetworkCredential,
 WMI's ``SetPassword``), ``wpa_cli set_network N psk`` and macOS' ``networksetup -setairportnetwork``.
 
 Such lines reach a share through running processes' command lines, sudo's log of the commands it ran
@@ -44,6 +44,9 @@ FORMS = (
     "WinSCP.exe sftp://bob@host /pass={v}",
     "net user helpdesk {v} /add",
     'NET.EXE user "Front Desk" {v} /add /domain',
+    "net use Z: \\\\fileserver\\scans /user:CORP\\bob {v} /persistent:yes",
+    'NET USE \\\\10.0.0.5\\ipc$ /U:"CORP\\front desk" "{v}"',
+    "net.exe use P: \\\\print01\\hp /user:bob@corp.example {v}",
     'ConvertTo-SecureString "{v}" -AsPlainText -Force',
     "ConvertTo-SecureString -String '{v}' -AsPlainText -Force",
     '$p = ConvertTo-SecureString -AsPlainText -Force -String "{v}"',
@@ -80,6 +83,9 @@ LOOK_ALIKES = (
     "net user bob /delete",
     "net user bob * /add",
     'net user "John Smith" /active:no',
+    "net use Z: \\\\fileserver\\scans /user:CORP\\bob * /persistent:no",
+    "net use Z: \\\\fileserver\\scans /user:bob /savecred",
+    "net use Z: /delete",
     "ConvertTo-SecureString $plain -AsPlainText -Force",
     "New-Object System.Net.NetworkCredential($user, $pass)",
     "diff <(sort a.txt) <(sort b.txt)",

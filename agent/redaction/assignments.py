@@ -22,7 +22,7 @@ from agent.redaction.triggers import Triggers
 from agent.regexes import rx
 
 KEYWORDS = (
-    "pass", "pwd", "pw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
+    "pass", "pwd", "pw", "psw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
     # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
     "wort", "kennw", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
     "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "סיסמ", "密码", "密碼", "パスワード", "비밀번호", "पासवर्ड",

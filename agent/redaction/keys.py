@@ -125,7 +125,8 @@ _META_ANY = frozenset({"max", "min", "num", "warn", "minimum", "maximum"})
 _NOT_KEYWORDS = ("tokeniz", "secretar", "passthrough", "bypass", "compass", "passive", "passenger")
 
 _PASSWORD_SEGMENTS = frozenset(
-    {"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase", "mdp"}
+    {"pass", "pwd", "pw", "psk", "passcode", "passwd", "password", "passwords", "passphrase", "mdp",
+     *words.ABBREVIATED_PASSWORD_WORDS}
 )
 _PASSWORD_WORDS = ("password", "passwd", "passphrase", "passcode", *PASSWORD_WORDS_WORLD)
 # Words written with combining marks (Devanagari's vowel signs are not letters to a regex): a key is split at

@@ -57,6 +57,7 @@ _SECRET_WORDS = (
     # tries this at every word of a line, and a trie costs about what one word does.
     rf"|{_trie({word.lower() for word in words.password_words()}, spaced=True)}"
     rf"|{_trie({word.lower() for word in words.ESCAPED_PASSWORD_WORDS})}"
+    rf"|{_trie(words.ABBREVIATED_PASSWORD_WORDS)}"
     rf"|{_trie(words.SCHLUESSEL_QUALIFIERS)}[ _.-]?(?:keys?|{words.SCHLUESSEL})"
 )
 #: Key word, an optional short continuation of the key's name (``db_password``, ``secret key``), a
@@ -126,7 +127,7 @@ _PRIVATE_KEY = rx(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _PREFILTER_WORDS = (
     "pass", "pw", "kennwort", "mot de", "mdp", "contrase", "clave", "senha", "parola", "wachtwoord", "senord",
     "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
-    "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "schl",
+    "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "schl", "psw",
 )
 #: Written as a trie (literal_trie): a plain alternation of a few hundred words costs four times as much.
 _PREFILTER = rx(literal_trie(sorted({*_PREFILTER_WORDS, *words.PASSWORD_TRIGGERS})))

@@ -46,10 +46,13 @@ PASSWORD_TRIGGERS = (
 )  # fmt: skip
 # "pass" and "pw" are words of their own too ("the pass is", "pw:"), but "pass" also means a test or a round:
 # after these a value counts only if it is shaped like a password (see SpokenPasswords._replace).
-SHORT_PASSWORD_WORDS = r"pass|pw|passw"
+#: Abbreviations people write in notes and tickets ("pswd: X", "pwrd X"): short words, judged the same way.
+#: (Not "psw": a CPU's program status word in a kernel's oops.)
+ABBREVIATED_PASSWORD_WORDS = ("pswd", "pswrd", "pwrd", "pword", "passwrd")
+SHORT_PASSWORD_WORDS = r"pass|pw|passw|" + "|".join(ABBREVIATED_PASSWORD_WORDS)
 # A PIN is digits: "PIN: 4821", "SIM PIN is 1234", "PIN-Code: 0000".
 PIN_WORDS = r"pin(?:[ \t_\-]?code)?|code[ \t]pin"
-SHORT_TRIGGERS = ("pw", "pin ", "pin:", "pin=", "pin-", "pin\t", "pin_")
+SHORT_TRIGGERS = ("pw", "psw", "pin ", "pin:", "pin=", "pin-", "pin\t", "pin_")
 # A qualifier glued to "key" makes an API, credential or network key (``api_key``, ``AccountKey``, ``Security
 # key``, ``WPA key``); a bare "key" or ``public_key``/``host_key`` is not a secret.
 KEY_QUALIFIERS = (

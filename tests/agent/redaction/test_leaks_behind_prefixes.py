@@ -194,6 +194,9 @@ CLEAN_LINES = [
     "    link auth: wpa2-psk",
     "auth = scram-sha-256",
     "wifi-security key-mgmt=SAE auth-alg=open",
+    # "PSW" is also a CPU's program status word, in a kernel's oops.
+    "Dec  1 10:00:00 host kernel: Krnl PSW : 0704c00180000000 000003ff8f2c8b9a (do_exit+0x12/0x40)",
+    "2026-12-01 10:00:00 INFO the pword field is empty",
 ]
 
 
@@ -218,7 +221,7 @@ def _strong(rng: random.Random) -> str:
 
 def _word_forms() -> list[str]:
     """Every password word the first pass knows, as written in text and as a JSON encoder escapes it."""
-    return [*words.password_words(), *words.ESCAPED_PASSWORD_WORDS]
+    return [*words.password_words(), *words.ESCAPED_PASSWORD_WORDS, *words.ABBREVIATED_PASSWORD_WORDS]
 
 
 SECOND_LOOK_FORMS = [
@@ -305,10 +308,20 @@ def test_a_sample_through_the_real_share_leaves_nothing_in_the_bundle(tmp_path):
     assert not found, "\n".join(found[:40])
 
 
-@pytest.mark.parametrize("word", words.password_words())
+@pytest.mark.parametrize("form", ["my {w} is {v}", "{W}: {v}", "{w} {v}", "db_{w} = {v}", '{{"{w}": "{v}"}}', "Wifi {w}: {v}"])
+@pytest.mark.parametrize("word", words.ABBREVIATED_PASSWORD_WORDS)
+def test_a_password_word_written_short_is_redacted(word, form):
+    """People abbreviate the word in notes and tickets: "pswd: X", "my pwrd is X"."""
+    value = _strong(random.Random(word + form))
+    line = form.format(w=word, W=word.upper(), v=value) + "\n"
+    assert value not in Redactor().redact_text(line)[0], line
+    assert second_look.scan_text(line), line
+
+
+@pytest.mark.parametrize("word", [*words.password_words(), *words.ABBREVIATED_PASSWORD_WORDS])
 def test_every_password_word_wakes_the_first_pass_and_is_redacted(word):
     # A word no trigger literal is in never reaches the detectors: "Kennwörter" was such a word.
-    assert any(literal in word.lower() for literal in words.PASSWORD_TRIGGERS), word
+    assert any(literal in word.lower() for literal in (*words.PASSWORD_TRIGGERS, *words.SHORT_TRIGGERS)), word
     rng = random.Random(word)
     for template in ("{w}: {v}", "{w} = {v}", '{{"{w}": "{v}"}}'):
         value = _strong(rng)

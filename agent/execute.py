@@ -88,6 +88,23 @@ def render_command(argv: Sequence[str], *, secrets: Iterable[str] = (), secret_a
     return shlex.join(MASK if i in hidden else mask_text(str(arg), secrets) for i, arg in enumerate(argv))
 
 
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (one of another user counts); a pid of 0 or below names none."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill would end the process there
+        import psutil
+
+        return psutil.pid_exists(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user's
+        return True
+    return True
+
+
 class CommandError(HelplineError):
     """A command failed to start, to finish or to succeed; carries the masked command line,
     its exit status and the (masked) tail of its stderr."""

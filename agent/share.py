@@ -149,22 +149,10 @@ def new_work_folder(work_root: Path | None = None) -> Path:
 
 
 def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user counts); when in doubt, yes."""
-    if pid == os.getpid():
-        return True
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill would end the process there
-        import psutil
+    """Whether process ``pid`` exists (one of another user counts); this process always does."""
+    from agent.execute import process_exists
 
-        return psutil.pid_exists(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, as another user's
-        return True
-    return True
+    return pid == os.getpid() or process_exists(pid)
 
 
 def sweep_work(root: Path, *, now: float | None = None) -> list[Path]:

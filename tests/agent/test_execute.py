@@ -351,3 +351,26 @@ def test_the_supervisor_is_woken_by_the_exit_itself_not_by_polling():
             child.kill()
             child.wait()
     assert watch.fd is None
+
+
+def test_process_exists_answers_for_a_running_an_ended_and_no_process():
+    import subprocess
+
+    from agent.execute import process_exists
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert process_exists(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_exists(child.pid)  # ended and reaped
+    assert process_exists(os.getpid())
+    assert process_exists(1)  # another user's (init) counts
+    assert not process_exists(0) and not process_exists(-1)
+
+
+def test_restic_s_lock_check_keeps_a_lock_whose_pid_names_no_process():
+    from agent.snapshots.restic import run as restic_run
+
+    assert restic_run.process_alive(0) and restic_run.process_alive(-5)

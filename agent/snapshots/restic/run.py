@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ...execute import STDERR_TAIL_BYTES, Execution, Outcome, run
+from ...execute import STDERR_TAIL_BYTES, Execution, Outcome, process_exists, run
 from .cat import cat_lock_argv
 from .errors import (
     RepositoryDamaged,
@@ -267,18 +267,10 @@ def this_host() -> str:
 def process_alive(pid: int) -> bool:
     """True if process ``pid`` exists on this host (as restic checks it: signal 0).
 
-    On Windows the check is not made and the process counts as alive, so a
-    lock is never removed there on a guess.
+    On Windows, and for a pid that names no process, the check is not made and the
+    process counts as alive, so a lock is never removed there on a guess.
     """
-    if _IS_WINDOWS or pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _IS_WINDOWS or pid <= 0 or process_exists(pid)
 
 
 def stderr_tail_is_full(done: Execution) -> bool:

@@ -137,22 +137,16 @@ KEPT_MARKER = ".kept"
 KEPT_SECONDS = 7 * 24 * 3600.0
 #: Seconds a work folder whose name names no process (an older Helpline's) stays before it counts as stale.
 UNOWNED_SECONDS = 3600.0
-_OWNED = re.compile(re.escape(WORK_PREFIX) + r"(\d{1,10})-")
 
 
 def new_work_folder(work_root: Path | None = None) -> Path:
     """A new private work folder for one share, after removing the stale ones beside it (:func:`sweep_work`)."""
+    from agent.leftovers import owned_name
+
     root = work_root or AgentStore().folder("work")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     sweep_work(root)
-    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=root))
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user counts); this process always does."""
-    from agent.execute import process_exists
-
-    return pid == os.getpid() or process_exists(pid)
+    return Path(tempfile.mkdtemp(prefix=owned_name(WORK_PREFIX), dir=root))
 
 
 def sweep_work(root: Path, *, now: float | None = None) -> list[Path]:
@@ -161,35 +155,20 @@ def sweep_work(root: Path, *, now: float | None = None) -> list[Path]:
     A share that crashed, was killed, or was stopped while a collector did not let go
     leaves its folder, and with it the unredacted ``staging/``. A folder is stale once
     the process named in it is gone (or, for a name without one, an hour after it was
-    last changed). A kept folder (a preview) stays :data:`KEPT_SECONDS` after it was
-    kept; only its ``staging/``, which should not be there, goes at once. A folder of a
-    running share, this process's included, is never touched.
+    last changed; see :func:`agent.leftovers.stale_folders`). A kept folder (a preview)
+    stays :data:`KEPT_SECONDS` after it was kept; only its ``staging/``, which should
+    not be there, goes at once. A folder of a running share, this process's included,
+    is never touched.
     """
+    from agent.leftovers import stale_folders
+
     now = time.time() if now is None else now
     removing: list[Path] = []
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return removing
-    for entry in entries:
-        if not entry.name.startswith(WORK_PREFIX):
-            continue
+    for folder in stale_folders(root, WORK_PREFIX, unowned_seconds=UNOWNED_SECONDS, now=now):
         try:
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            owned = _OWNED.match(entry.name)
-            if owned is not None:
-                if _process_alive(int(owned.group(1))):
-                    continue
-            elif now - entry.stat(follow_symlinks=False).st_mtime < UNOWNED_SECONDS:
-                continue
-            folder = Path(entry.path)
-            try:
-                kept_at = (folder / KEPT_MARKER).stat().st_mtime
-            except OSError:
-                kept_at = None
+            kept_at = (folder / KEPT_MARKER).stat().st_mtime
         except OSError:
-            continue
+            kept_at = None
         if kept_at is not None and now - kept_at < KEPT_SECONDS:
             if (folder / "staging").exists():
                 removing.append(folder / "staging")

@@ -29,6 +29,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from agent.execute import Outcome
+from agent.leftovers import owned_name, stale_folders
 from agent.paths import write_private
 from agent.store import AgentStore
 from protocol.errors import (
@@ -749,7 +750,8 @@ class Snapshots:
             raise InvalidInputError("--overwrite puts the file back in its place; it cannot go with --to")
         place = Path(os.path.abspath(os.path.expanduser(str(to)))) if to is not None else original.parent
         place.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".helpline-restore-", dir=place))
+        _sweep_restore_staging(place)
+        staging = Path(tempfile.mkdtemp(prefix=owned_name(RESTORE_PREFIX), dir=place))
         os.chmod(staging, 0o700)
         try:
             chosen, restored = self.restore_into(staging, original, snapshot=snapshot, at=at, repository=repository,
@@ -765,6 +767,22 @@ class Snapshots:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return Restored(chosen, str(original), final, kept)
+
+
+#: A restore's staging folder, beside where the restored copy goes: ``.helpline-restore-<pid>-<random>``.
+RESTORE_PREFIX = ".helpline-restore-"
+#: Seconds a staging folder whose name names no process (an older Helpline's) stays: a restore may take hours.
+UNOWNED_RESTORE_SECONDS = 24 * 3600.0
+
+
+def _sweep_restore_staging(place: Path) -> list[Path]:
+    """Remove the staging folders in ``place`` of restores that were killed or crashed (a restored copy half
+    written, hidden in the person's own folder); those of restores still running stay."""
+    stale = stale_folders(place, RESTORE_PREFIX, unowned_seconds=UNOWNED_RESTORE_SECONDS)
+    for folder in stale:
+        logger.info("removing %s, left by a restore that did not finish", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
 
 
 def _ready_report() -> None:

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -128,6 +129,70 @@ def test_a_deleted_file_comes_back_byte_identical_and_nothing_is_overwritten_sil
     assert digest(report) == original and swapped.placed_at == report
     assert swapped.kept_at is not None and swapped.kept_at.read_text() == "overwritten by mistake\n"
     assert not list(report.parent.glob(".helpline-restore-*"))  # no staging folder left behind
+
+
+def test_a_restore_removes_what_a_killed_restore_left_beside_it_and_nothing_else(jobs, home, tmp_path):
+    """A restore killed half-way leaves its hidden staging folder (a half-written copy) in the person's folder;
+    the next restore there removes it. A running restore's folder, an older Helpline's recent one, another
+    user's, a link and the person's own look-alike file stay."""
+    import subprocess
+
+    import agent.snapshots.jobs as jobs_module
+
+    documents = home / "Documents"
+    jobs.snapshot_into("local")
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        killed = documents / f".helpline-restore-{ended.pid}-x1y2z3"
+        (killed / "home").mkdir(parents=True)
+        (killed / "home" / "half.odt").write_text("half a copy\n")
+        alive = documents / f".helpline-restore-{running.pid}-a1b2c3"
+        alive.mkdir()
+        old_style = documents / ".helpline-restore-k3j4h5g6"
+        old_style.mkdir()
+        stale_old_style = documents / ".helpline-restore-p9o8i7u6"
+        stale_old_style.mkdir()
+        day_ago = time.time() - jobs_module.UNOWNED_RESTORE_SECONDS - 60
+        os.utime(stale_old_style, (day_ago, day_ago))
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        link = documents / f".helpline-restore-{ended.pid}-link"
+        link.symlink_to(elsewhere, target_is_directory=True)
+        lookalike = documents / f".helpline-restore-{ended.pid}-file"
+        lookalike.write_text("the person's\n")
+
+        restored = jobs.restore(documents / "report.odt")
+
+        assert restored.placed_at.is_file()
+        assert not killed.exists() and not stale_old_style.exists()
+        assert alive.is_dir() and old_style.is_dir() and lookalike.is_file()
+        assert link.is_symlink() and elsewhere.is_dir()
+        assert sorted(p.name for p in documents.glob(".helpline-restore-*")) == sorted(
+            p.name for p in (alive, old_style, link, lookalike))
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_the_sweep_leaves_another_user_s_folder(tmp_path, monkeypatch):
+    from agent import leftovers
+
+    gone = subprocess_pid_of_an_ended_process()
+    folder = tmp_path / f".helpline-restore-{gone}-q1w2e3"
+    folder.mkdir()
+    assert leftovers.stale_folders(tmp_path, ".helpline-restore-", unowned_seconds=60) == [folder]
+    monkeypatch.setattr(leftovers.os, "geteuid", lambda: os.stat(folder).st_uid + 1)
+    assert leftovers.stale_folders(tmp_path, ".helpline-restore-", unowned_seconds=60) == []
+
+
+def subprocess_pid_of_an_ended_process() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_restore_at_a_time_picks_the_last_snapshot_before_it(jobs, home, clock):

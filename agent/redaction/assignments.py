@@ -660,7 +660,7 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # Debian /etc/network/interfaces: "wpa-psk correct horse battery staple", "wireless-key s:abcde"
     (
         ("wpa-psk", "wpa-passphrase", "wireless-key"),
-        rx(rf"(?i)^(?:{LOG_HEADER})?[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)[ \t]+(?P<value>\S.*?)[ \t]*$"),
+        rx(rf"(?i)^(?:{LOG_HEADER})?[ \t]*(?:wpa-psk|wpa-passphrase|wireless-key\d?)(?:[ \t]*[=:][ \t]*|[ \t]+)(?P<value>\S.*?)[ \t]*$"),
     ),
     # redis.conf / sentinel: requirepass hunter2, masterauth hunter2
     (("requirepass", "masterauth"), rx(r"(?i)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<value>\S.*?)[ \t]*$")),

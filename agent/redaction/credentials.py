@@ -527,7 +527,8 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
             rf"|802-1x\.password|vpn\.secrets|\+?vpn\.secrets\.password)[ \t]+{_Q}"
         ),
     ),
-    (("wpa_passphrase",), rx(rf"(?i){_CMD}wpa_passphrase[ \t]+(?:\"[^\"]*\"|'[^']*'|\S+)[ \t]+{_Q}")),
+    # wpa_passphrase SSID PASSPHRASE (the tool; hostapd.conf's "wpa_passphrase = X" is a setting, not an SSID "=")
+    (("wpa_passphrase",), rx(rf"(?i){_CMD}wpa_passphrase[ \t]+(?![=:])(?:\"[^\"]*\"|'[^']*'|\S+)[ \t]+{_Q}")),
     (
         ("rabbitmqctl",),
         rx(rf"(?i){_CMD}rabbitmqctl\b{_GAP}\b(?:add_user|change_password)[ \t]+\S+[ \t]+{_Q}"),

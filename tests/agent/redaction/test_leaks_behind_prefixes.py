@@ -308,6 +308,18 @@ def test_a_sample_through_the_real_share_leaves_nothing_in_the_bundle(tmp_path):
     assert not found, "\n".join(found[:40])
 
 
+@pytest.mark.parametrize("setting", ["wpa_passphrase = {p}", "wpa_passphrase: {p}", "wpa-psk = {p}", "  wpa-psk: {p}",
+                                     "wpa-psk {p}", "wireless-key1 = {p}", "wpa_passphrase={p}"])
+def test_a_pass_phrase_setting_loses_every_word_and_keeps_its_separator(setting):
+    """hostapd's and ifupdown's pass-phrase settings, written with or without a separator: the phrase is all the words."""
+    rng = random.Random(setting)
+    phrase_words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(4, 8))) for _ in range(4)]
+    line = setting.format(p=" ".join(phrase_words))
+    out = Redactor().redact_text(line + "\n")[0]
+    assert not any(word in out for word in phrase_words), out
+    assert out.startswith(line.split(phrase_words[0])[0]), out  # "wpa-psk = " stays "wpa-psk = "
+
+
 @pytest.mark.parametrize("form", ["my {w} is {v}", "{W}: {v}", "{w} {v}", "db_{w} = {v}", '{{"{w}": "{v}"}}', "Wifi {w}: {v}"])
 @pytest.mark.parametrize("word", words.ABBREVIATED_PASSWORD_WORDS)
 def test_a_password_word_written_short_is_redacted(word, form):

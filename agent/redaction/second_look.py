@@ -138,7 +138,7 @@ _CANDIDATE_LITERALS = (
     "passord", "adgangskode", "hasło", "haslo", "heslo", "jelsz", "salasana", "парол", "密码", "密碼", "パスワード",
     "비밀번호", "secret", "token", "key", "auth", "credential", "psk", "bearer", "sas", "connection", "://", "-p",
     "/p:", "/p=", "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox",
-    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net user", "net use",
+    "akia", "asia", "aiza", "sg.", "npm_", "eyj", "private", "schl", "<<<", "yes ", "yes\t", "<(", "net use",
     "net.exe", "securestring", "_pw", "set_network", "setairportnetwork", "login(", "log_in(", "signin(", "sign_in(",
     *words.PASSWORD_TRIGGERS,
     *words.SHORT_TRIGGERS,

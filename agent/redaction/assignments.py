@@ -194,6 +194,18 @@ _NOT_SECRET_WORDS = frozenset(
     mismatched used unused consumed issued renewed rotated
     """.split()
 )
+# A file's absolute (or home) path: where a setting named "credentials" or "secret" points to its file, not the
+# secret. Passwords are not judged so: "/" is a character some people put in one.
+_FILE_PATH = rx(r"(?:~?/|[A-Za-z]:[\\/])[\w.@+\-]+(?:[\\/][\w.@+\-]+)*[\\/]?")
+
+
+def _names_a_file(value: str) -> bool:
+    """Whether ``value`` is a file's path whose names are words, not a secret that starts with "/"."""
+    if not _FILE_PATH.fullmatch(value):
+        return False
+    from agent.redaction.credentials import looks_random  # that module builds on this one
+
+    return not any(looks_random(name) for name in re.split(r"[\\/]", value) if name)
 # The name of an authentication or key-management method, the value of "auth:", "link auth:", "key-mgmt=" or
 # "Authentication :" in network and service settings: never the secret itself.
 _METHOD_WORDS = frozenset(
@@ -393,6 +405,8 @@ class Assignments:
             if span is None:
                 continue
             start, end, replacement = span
+            if kind == keys.SECRET and _names_a_file(line[start:end]):
+                continue  # mount.cifs' credentials=/root/.smbcredentials, GOOGLE_APPLICATION_CREDENTIALS=~/key.json
             out.append(line[done:start])
             out.append(replacement(kind))
             hit(kind)

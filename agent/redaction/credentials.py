@@ -759,6 +759,9 @@ _POSITION = rx(
     rf"(?i)(?:{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|(?:auth|apikey|api_key|x-api-key|passkey|key|signature){_AFTER_WORD})")
 _FLAG_POSITION = rx(r"[ \t]--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=])")
 _WINDOW = 48
+# Another setting of the same line ("credentials=/root/.smb,iocharset=utf8"): a lower-case name and "=", which
+# no generated token has (base64 pads with "=" only at its end).
+_SETTING = rx(r"[a-z][a-z_.\-]{2,}=(?!=)")
 
 
 class CredentialPositions:
@@ -791,7 +794,7 @@ class CredentialPositions:
                 if candidate.start() >= window_end:
                     break
                 value = _strip_trailing(candidate.group(0))
-                if candidate.start() < done or not looks_random(value):
+                if candidate.start() < done or _SETTING.match(value) or not looks_random(value):
                     continue
                 out.append(line[done : candidate.start()])
                 out.append(token(HIGH_ENTROPY))

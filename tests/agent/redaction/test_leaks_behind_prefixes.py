@@ -197,6 +197,11 @@ CLEAN_LINES = [
     # "PSW" is also a CPU's program status word, in a kernel's oops.
     "Dec  1 10:00:00 host kernel: Krnl PSW : 0704c00180000000 000003ff8f2c8b9a (do_exit+0x12/0x40)",
     "2026-12-01 10:00:00 INFO the pword field is empty",
+    # A setting that names the file its credentials are in (fstab's cifs line, a cloud SDK's variable).
+    "//nas/scans /mnt/scans cifs credentials=/root/.smbcredentials,uid=1000,iocharset=utf8 0 0",
+    "GOOGLE_APPLICATION_CREDENTIALS=/home/alex/.config/gcloud/key.json",
+    "credentials: ~/.aws/credentials",
+    "client_secret = C:\\ProgramData\\App\\client.secret",
 ]
 
 
@@ -306,6 +311,13 @@ def test_a_sample_through_the_real_share_leaves_nothing_in_the_bundle(tmp_path):
     found = [f"{name}: {value!r} from {case.text[:100]!r}"
              for case in picked for name, body in texts.items() for value in leaks(case, body)]
     assert not found, "\n".join(found[:40])
+
+
+@pytest.mark.parametrize("form", ["credentials={v}", "secret=/{v}", "client_secret: /run/secrets/{v}", "password=/srv/{v}"])
+def test_a_secret_that_looks_like_a_path_is_still_redacted(form):
+    value = _strong(random.Random(form))
+    out = Redactor().redact_text(form.format(v=value) + "\n")[0]
+    assert value not in out, out
 
 
 @pytest.mark.parametrize("setting", ["wpa_passphrase = {p}", "wpa_passphrase: {p}", "wpa-psk = {p}", "  wpa-psk: {p}",

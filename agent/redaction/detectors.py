@@ -402,7 +402,7 @@ def _secret_formats() -> list[Detector]:
             r"^Private-(?:MAC|Hash):[ \t]*(?P<secret>\S+)",
             ("private-mac", "private-hash"),
         ),
-        PatternDetector("npm-token", r"(?<!\w)npm_[A-Za-z0-9]{30,40}(?!\w)", ("npm_",)),
+        PatternDetector("npm-token", r"(?<!\w)npm_[A-Za-z0-9]{30,}(?!\w)", ("npm_",)),
         PatternDetector(
             "stripe-key",
             r"(?<!\w)(?:(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}|whsec_[0-9A-Za-z]{24,})(?!\w)",

@@ -351,3 +351,13 @@ def test_every_password_word_wakes_the_first_pass_and_is_redacted(word):
         value = _strong(rng)
         out = Redactor().redact_text(template.format(w=word, v=value) + "\n")[0]
         assert value not in out, out
+
+
+@pytest.mark.parametrize("length", [30, 36, 48])
+def test_an_npm_token_of_any_length_is_redacted_and_seen_by_the_second_look(length):
+    rng = random.Random(length)
+    value = "npm_" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(length))
+    line = f"//registry.npmjs.org/:_authToken={value}\nnpm whoami --token {value}\n"
+    out = Redactor().redact_text(line)[0]
+    assert value[4:] not in out, out
+    assert second_look.scan_line(f"token {value}") and second_look.scan_line(value)

@@ -206,6 +206,8 @@ def _names_a_file(value: str) -> bool:
     from agent.redaction.credentials import looks_random  # that module builds on this one
 
     return not any(looks_random(name) for name in re.split(r"[\\/]", value) if name)
+
+
 # The name of an authentication or key-management method, the value of "auth:", "link auth:", "key-mgmt=" or
 # "Authentication :" in network and service settings: never the secret itself.
 _METHOD_WORDS = frozenset(
@@ -327,7 +329,8 @@ def is_not_secret(value: str) -> bool:
     v = value.strip()
     if not v or is_redacted(v):
         return True
-    if v.lower() in _NOT_SECRET_WORDS or v.lower() in _METHOD_WORDS:
+    lowered = v.lower()
+    if lowered in _NOT_SECRET_WORDS or lowered in _METHOD_WORDS:
         return True
     if is_pseudonym(v.rstrip("=:;,.")):
         return True  # what the first pass put for an address or a name, read again: redacting twice changes nothing

@@ -52,7 +52,7 @@ from typing import Annotated  # noqa: E402
 import typer  # noqa: E402
 from typer._click.exceptions import ClickException  # noqa: E402 - typer 0.26 exports no public base for click's errors
 
-from cli import output  # noqa: E402
+from cli import answers, output  # noqa: E402
 from protocol.errors import Audience, ExitStatus, HelplineError  # noqa: E402
 
 
@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     # A restore and a snapshot are timed against restic alone: their processes end without the teardown too.
     quick_end = not completing and argv is None and _command_word(words) in _QUICK_END
     status = ExitStatus.OK
+    answers.install()  # a Ctrl-C at any question stops the command (see cli.answers)
     try:
         command = typer.main.get_command(_app() if completing else _app_for(_command_word(words)))
         # Without standalone mode, click returns the status of an Exit or an interrupt instead of exiting.

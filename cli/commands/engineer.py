@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +11,7 @@ import typer
 
 from agent.client import HelplineClient
 from agent.http import normalize_url
-from cli import credentials, output
+from cli import answers, credentials, output
 from protocol.errors import ConfigError, ConflictError, DamagedError, InvalidInputError, NotFoundError
 from protocol.schemas import (
     AttachmentPublic,
@@ -48,7 +47,7 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
     else:
         if not sys.stdin.isatty():
             raise InvalidInputError("No terminal to ask for the password.", hint="Pipe it in with --password-stdin.")
-        value = getpass.getpass(prompt)
+        value = answers.ask_hidden(prompt)
     if not value:
         raise InvalidInputError("The password is empty.")
     return value

@@ -180,10 +180,12 @@ class CollectContext:
         now: datetime | None = None,
         cpu_sample: CpuSample | None = None,
         last_one: threading.Event | None = None,
+        out_dir_resolved: bool = False,
     ):
         if platform not in PLATFORMS:
             raise InvalidInputError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
-        self.out_dir = Path(out_dir).resolve()
+        # A collector's context gets its root's folder, resolved already (resolving walks every folder from /).
+        self.out_dir = Path(out_dir) if out_dir_resolved else Path(out_dir).resolve()
         self.platform = platform
         self.options = options
         #: The absolute :func:`time.monotonic` time by which this context's work must end.
@@ -221,7 +223,7 @@ class CollectContext:
             command_runner=self.command_runner, which=self.which, env=self.env, home=self.home,
             category=category, forbidden_paths=forbidden_paths, redactor=self.redactor,
             redaction_lock=self._redaction_lock, now=self.now, cpu_sample=self.cpu_sample,
-            last_one=self.last_one,
+            last_one=self.last_one, out_dir_resolved=True,
         )
 
     @property
@@ -295,10 +297,14 @@ class CollectContext:
         if self.category and pure.parts[0] != self.category:
             raise InvalidInputError(f"bad staging path {relpath!r}: {self.category} items go under {self.category}/")
         target = self.out_dir.joinpath(*pure.parts)
-        # A symlink planted inside the staging dir must not lead a write outside it.
-        resolved_parent = target.parent.resolve()
-        if resolved_parent != self.out_dir and self.out_dir not in resolved_parent.parents:
-            raise InvalidInputError(f"bad staging path {relpath!r}: it leaves the staging directory")
+        # A symlink planted inside the staging dir must not lead a write outside it. The staging dir is
+        # resolved already and the parts hold no "..": the folders below it are all that can lead away
+        # (one lstat each, where resolving the whole path took one for every folder from the root).
+        folder = self.out_dir
+        for part in pure.parts[:-1]:
+            folder = folder / part
+            if os.path.islink(folder):
+                raise InvalidInputError(f"bad staging path {relpath!r}: it leaves the staging directory")
         return target
 
     def recorded(self, relpath: str) -> Path | None:

@@ -124,6 +124,18 @@ def test_a_symlink_inside_the_staging_dir_cannot_lead_writes_out(make_ctx, tmp_p
     assert not any(outside.iterdir())
 
 
+def test_a_symlink_deeper_in_the_collector_s_folder_cannot_lead_writes_out(make_ctx, tmp_path: Path):
+    ctx = make_ctx(category="system")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ctx.out_dir / "system").mkdir()
+    (ctx.out_dir / "system" / "logs").symlink_to(outside)
+    with pytest.raises(InvalidInputError):
+        ctx.write_text("system/logs/app.log", "x")
+    ctx.write_text("system/facts.json", "{}")  # the folder itself is fine
+    assert not any(outside.iterdir())
+
+
 def test_run_is_clamped_to_the_time_left(make_ctx):
     ctx = make_ctx(category="logs", timeout=1.0)
     started = time.monotonic()

@@ -252,8 +252,19 @@ class CollectContext:
 
     def record_replace(self, item: Item, source: str) -> Item:
         """Restate the last recorded ``item`` as coming from ``source`` (a command answered from a recording)."""
-        restated = Item(item.path, item.category, source, item.kind, item.status, item.duration, item.size,
-                        item.exit_code, "; ".join(filter(None, [item.note, f"recorded output ({RECORDED_OUTPUTS_ENV})"])))
+        return self._restate(item, source=source, note=f"recorded output ({RECORDED_OUTPUTS_ENV})")
+
+    def keep_only(self, item: Item, text: str, note: str) -> Item:
+        """Replace what ``item``'s staged file holds with ``text``, the part of it that matters, saying so in ``note``."""
+        self._check_open()
+        data = text.encode("utf-8", errors="replace")
+        self.path(item.path).write_bytes(data)
+        return self._restate(item, size=len(data), note=note)
+
+    def _restate(self, item: Item, *, note: str, source: str | None = None, size: int | None = None) -> Item:
+        restated = Item(item.path, item.category, item.source if source is None else source, item.kind, item.status,
+                        item.duration, item.size if size is None else size, item.exit_code,
+                        "; ".join(filter(None, [item.note, note])))
         with self._lock:
             if self._closed:
                 raise CollectionClosed(f"{self.category or 'collection'} ran past its deadline")

@@ -79,6 +79,32 @@ def half_installed(dpkg_log: str) -> list[str]:
                                                                       "unpacked", "triggers-awaited"))
 
 
+#: The states dpkg leaves a package in when all went well.
+_SETTLED = frozenset({"installed", "not-installed", "config-files"})
+
+
+def without_routine_status(dpkg_log: str) -> tuple[str, int]:
+    """dpkg.log without its routine ``status`` lines, and how many lines went.
+
+    dpkg logs every step of an install or upgrade as a status (half-installed,
+    unpacked, half-configured, installed): about three lines in four of the file,
+    each saying again what the ``install``, ``upgrade`` and ``configure`` lines
+    say. Kept: every other line (startup, install, upgrade, remove, purge,
+    configure, trigproc, conffile) and the last status of each package that did
+    not end settled (what a broken upgrade left it in).
+    """
+    lines = dpkg_log.splitlines(keepends=True)
+    statuses: dict[int, str] = {}
+    last: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        if " status " in line and (match := _DPKG_STATUS.match(line)):
+            statuses[index] = match.group(1)
+            last[match.group(2)] = index
+    unsettled = {index for index in last.values() if statuses[index] not in _SETTLED}
+    kept = [line for index, line in enumerate(lines) if index not in statuses or index in unsettled]
+    return "".join(kept), len(lines) - len(kept)
+
+
 def held_packages(text: str) -> list[str]:
     """Return the packages ``dpkg-query -W -f '${Status}\\t${Package}'`` marks ``hold`` (apt upgrades skip them)."""
     return sorted(line.split("\t", 1)[1].strip() for line in text.splitlines()
@@ -134,9 +160,13 @@ class UpdatesCollector(Collector):
             facts["recent"] = transactions[-RECENT_TRANSACTIONS:][::-1]
             facts["failed"] = [t for t in transactions[-RECENT_TRANSACTIONS:] if t["error"]]
         if ctx.recorded("updates/dpkg.log") or os.path.exists(DPKG_LOG):
-            dpkg_log = read_text(ctx, ctx.copy_file("updates/dpkg.log", DPKG_LOG, max_bytes=HISTORY_BYTES,
-                                                    kind=ItemKind.LOG)) or ""
+            copied = ctx.copy_file("updates/dpkg.log", DPKG_LOG, max_bytes=HISTORY_BYTES, kind=ItemKind.LOG)
+            dpkg_log = read_text(ctx, copied) or ""
             facts["broken"] = half_installed(dpkg_log)
+            kept, dropped = without_routine_status(dpkg_log)
+            if dropped:  # the engineer reads the changes, not each step towards them (and the bundle scrubs less)
+                ctx.keep_only(copied, kept, f"{dropped} routine status lines left out (packages that ended "
+                                            "installed or removed); the last status of any other package is kept")
         if ctx.available("updates/dpkg-status.txt", "dpkg-query"):
             facts["held"] = held_packages(read_text(ctx, ctx.run("updates/dpkg-status.txt", DPKG_STATUS, timeout=4))
                                           or "")

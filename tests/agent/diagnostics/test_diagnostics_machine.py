@@ -14,7 +14,7 @@ from agent.diagnostics import collect
 from agent.diagnostics.collectors.devices import dmi_from_sysfs, parse_lspci
 from agent.diagnostics.collectors.netconfig import parse_firewall_rules, split_nmcli
 from agent.diagnostics.collectors.storage import parse_smartctl_health
-from agent.diagnostics.collectors.updates import half_installed, parse_apt_history, parse_dnf_history
+from agent.diagnostics.collectors.updates import half_installed, parse_apt_history, parse_dnf_history, without_routine_status
 from agent.diagnostics.context import RECORDED_OUTPUTS_ENV, CollectOptions
 from agent.diagnostics.model import CollectorStatus
 
@@ -117,6 +117,60 @@ def test_apt_history_install_counts_and_dpkg_log():
     first = parse_apt_history((FIXTURES / "linux" / "apt-history.log").read_text())[0]
     assert first["actions"] == {"install": 2} and first["error"] is None
     assert half_installed("2024-03-13 17:02:21 status half-configured libc6:amd64 2.36\n") == ["libc6"]
+
+
+DPKG_RUN = """\
+2024-03-13 17:02:19 startup archives unpack
+2024-03-13 17:02:20 upgrade libc6:amd64 2.36-9+deb12u4 2.36-9+deb12u5
+2024-03-13 17:02:20 status half-configured libc6:amd64 2.36-9+deb12u4
+2024-03-13 17:02:21 status unpacked libc6:amd64 2.36-9+deb12u5
+2024-03-13 17:02:22 configure libc6:amd64 2.36-9+deb12u5 <none>
+2024-03-13 17:02:23 status installed libc6:amd64 2.36-9+deb12u5
+2024-03-13 17:02:24 remove oldlib:i386 1.0 <none>
+2024-03-13 17:02:24 status config-files oldlib:i386 1.0
+2024-03-13 17:02:25 status not-installed oldlib:i386 <none>
+2024-03-13 17:02:26 upgrade vlc:amd64 3.0.20 3.0.21
+2024-03-13 17:02:26 status half-installed vlc:amd64 3.0.20
+2024-03-13 17:02:27 status unpacked vlc:amd64 3.0.21
+2024-03-13 17:02:28 status half-configured vlc:amd64 3.0.21
+2024-03-13 17:02:29 trigproc man-db:amd64 2.11.2-2 <none>
+2024-03-13 17:02:29 status triggers-pending man-db:amd64 2.11.2-2
+[... helpline: 1000 bytes omitted here; kept the first 10 and the last 20 bytes ...]
+"""
+
+
+def test_dpkg_log_keeps_the_changes_and_what_a_broken_upgrade_left():
+    kept, dropped = without_routine_status(DPKG_RUN)
+    assert dropped == 7
+    assert kept.splitlines() == [
+        "2024-03-13 17:02:19 startup archives unpack",
+        "2024-03-13 17:02:20 upgrade libc6:amd64 2.36-9+deb12u4 2.36-9+deb12u5",
+        "2024-03-13 17:02:22 configure libc6:amd64 2.36-9+deb12u5 <none>",
+        "2024-03-13 17:02:24 remove oldlib:i386 1.0 <none>",
+        "2024-03-13 17:02:26 upgrade vlc:amd64 3.0.20 3.0.21",
+        "2024-03-13 17:02:28 status half-configured vlc:amd64 3.0.21",
+        "2024-03-13 17:02:29 trigproc man-db:amd64 2.11.2-2 <none>",
+        "2024-03-13 17:02:29 status triggers-pending man-db:amd64 2.11.2-2",
+        "[... helpline: 1000 bytes omitted here; kept the first 10 and the last 20 bytes ...]",
+    ]
+    assert half_installed(DPKG_RUN) == half_installed(kept) == ["vlc"]
+    assert without_routine_status("") == ("", 0)
+    crlf = DPKG_RUN.replace("\n", "\r\n")
+    assert without_routine_status(crlf)[0] == kept.replace("\n", "\r\n")
+
+
+def test_the_staged_dpkg_log_says_what_was_left_out(tmp_path):
+    root = tmp_path / "recorded" / "updates"
+    root.mkdir(parents=True)
+    (root / "dpkg.log").write_text(DPKG_RUN)
+    env = {**os.environ, RECORDED_OUTPUTS_ENV: str(tmp_path / "recorded")}
+    result = collect(CollectOptions(categories={"updates"}), tmp_path / "stage", platform="linux", env=env,
+                     now=NOW).result("updates")
+    item = next(i for i in result.items if i.path == "updates/dpkg.log")
+    staged = (tmp_path / "stage" / "updates" / "dpkg.log").read_text()
+    assert staged == without_routine_status(DPKG_RUN)[0] and item.size == len(staged.encode())
+    assert "7 routine status lines left out" in item.note and item.source == "/var/log/dpkg.log"
+    assert result.facts["broken"] == ["vlc"]
 
 
 def test_dnf_history_flags_errors():

@@ -98,10 +98,11 @@ class SoftwareCollector(Collector):
         listing = package_listing(packages)
         ctx.write_json("software/packages.json", {"manager": manager, "packages": listing, **extras},
                        source=f"python:{manager or 'none'}")
+        # The facts count the packages; the list itself is in packages.json only. Carried in the facts too, it
+        # was a second copy of the largest table in the bundle (facts.json and the report), redacted twice.
         return {
             "package_manager": manager,
             "package_count": len(packages),
-            "packages": listing,
             **{f"{name}_count": len(value) for name, value in extras.items()},
             "apps": app_versions(ctx),
         }

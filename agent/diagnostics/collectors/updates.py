@@ -111,6 +111,22 @@ def held_packages(text: str) -> list[str]:
                   if line.startswith("hold ") and "\t" in line)
 
 
+#: What ``dpkg-query -W -f '${Status}'`` says of a package installed as asked, with nothing wrong.
+_INSTALLED_AS_ASKED = "install ok installed"
+
+
+def without_settled_packages(status_text: str) -> tuple[str, int]:
+    """dpkg-query's status list without the packages installed as asked, and how many lines went.
+
+    Kept: every package held, marked for removal or purge, left half-installed,
+    unpacked or half-configured, or removed with its configuration files kept:
+    the ones an engineer looks for in this list.
+    """
+    lines = status_text.splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(_INSTALLED_AS_ASKED + "\t")]
+    return "".join(kept), len(lines) - len(kept)
+
+
 def parse_dpkg_audit(text: str) -> list[str]:
     """Return the package names ``dpkg --audit`` lists (indented ``name  description`` lines)."""
     return sorted({line.split()[0] for line in text.splitlines() if line.startswith(" ") and line.strip()})
@@ -168,8 +184,13 @@ class UpdatesCollector(Collector):
                 ctx.keep_only(copied, kept, f"{dropped} routine status lines left out (packages that ended "
                                             "installed or removed); the last status of any other package is kept")
         if ctx.available("updates/dpkg-status.txt", "dpkg-query"):
-            facts["held"] = held_packages(read_text(ctx, ctx.run("updates/dpkg-status.txt", DPKG_STATUS, timeout=4))
-                                          or "")
+            status_item = ctx.run("updates/dpkg-status.txt", DPKG_STATUS, timeout=4)
+            status_text = read_text(ctx, status_item) or ""
+            facts["held"] = held_packages(status_text)
+            kept, settled = without_settled_packages(status_text)
+            if settled:  # the software category lists every package and its version; here only the odd ones out
+                ctx.keep_only(status_item, kept, f"{settled} packages installed as asked left out (the software "
+                                                 "category lists them); held, half-installed and removed ones are kept")
         if ctx.available("updates/dpkg-audit.txt", "dpkg"):
             audit = parse_dpkg_audit(read_text(ctx, ctx.run("updates/dpkg-audit.txt", DPKG_AUDIT, timeout=4,
                                                             ok_codes=(0, 1))) or "")

@@ -98,10 +98,10 @@ def test_full_collect_on_this_pc(tmp_path: Path):
     software = report.result("software").facts
     if shutil.which("dpkg-query"):
         assert software["package_manager"] == "dpkg"
-        assert software["package_count"] == len(package_versions(software["packages"])) > 50
-        assert "dpkg" in package_versions(software["packages"])
         packages_file = json.loads((stage / "software/packages.json").read_text())
-        assert packages_file["packages"] == software["packages"]
+        assert software["package_count"] == len(package_versions(packages_file["packages"])) > 50
+        assert "dpkg" in package_versions(packages_file["packages"])
+        assert "packages" not in software  # the list is in packages.json only, not a second time in facts.json
     system = report.result("system").facts
     assert system["os"]["family"] == "linux" and system["kernel"]["release"]
     assert report.result("processes").facts["count"] >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from datetime import datetime, timezone
@@ -95,10 +96,12 @@ def test_macos_launchd_jobs_with_nonzero_status(tmp_path, darwin_runner, mac_hom
 
 def test_macos_applications_receipts_and_brew(tmp_path, darwin_runner, mac_home):
     facts = _collect_darwin(tmp_path, darwin_runner, mac_home, categories={"software"}).result("software").facts
-    assert package_versions(facts["packages"])["Safari"] == "17.4.1"
-    assert package_versions(facts["packages"])["Microsoft Outlook"] == "16.83"
-    assert package_versions(facts["packages"])["Python Launcher"] == "3.12.0"
-    assert package_versions(facts["packages"])["Python Launcher (/Applications/Python 3.10/Python Launcher.app)"] == "3.10.5"
+    listing = json.loads((tmp_path / "stage" / "software" / "packages.json").read_text())["packages"]
+    assert "packages" not in facts
+    assert package_versions(listing)["Safari"] == "17.4.1"
+    assert package_versions(listing)["Microsoft Outlook"] == "16.83"
+    assert package_versions(listing)["Python Launcher"] == "3.12.0"
+    assert package_versions(listing)["Python Launcher (/Applications/Python 3.10/Python Launcher.app)"] == "3.10.5"
     assert facts["package_count"] == 5
     assert facts["receipts_count"] == 6
     assert facts["brew_count"] == 4

@@ -14,7 +14,13 @@ from agent.diagnostics import collect
 from agent.diagnostics.collectors.devices import dmi_from_sysfs, parse_lspci
 from agent.diagnostics.collectors.netconfig import parse_firewall_rules, split_nmcli
 from agent.diagnostics.collectors.storage import parse_smartctl_health
-from agent.diagnostics.collectors.updates import half_installed, parse_apt_history, parse_dnf_history, without_routine_status
+from agent.diagnostics.collectors.updates import (
+    half_installed,
+    parse_apt_history,
+    parse_dnf_history,
+    without_routine_status,
+    without_settled_packages,
+)
 from agent.diagnostics.context import RECORDED_OUTPUTS_ENV, CollectOptions
 from agent.diagnostics.model import CollectorStatus
 
@@ -268,3 +274,35 @@ def test_macos_smart_and_filevault(tmp_path, darwin_runner):
     facts = darwin(tmp_path, darwin_runner, "storage")
     assert facts["filevault"] is True and facts["failing"] == []
     assert facts["smart"] == [{"disk": "disk3", "model": "APPLE SSD AP0512Q", "health": "PASSED"}]
+
+
+DPKG_STATUS_LIST = """\
+install ok installed\tadduser
+hold ok installed\tlinux-image-amd64
+install ok installed\tfirefox-esr
+install ok half-configured\tvlc
+deinstall ok config-files\toldlib
+install ok unpacked\tlibc6
+purge ok installed\tflash
+install ok installed\tzsh
+"""
+
+
+def test_the_staged_package_status_list_keeps_only_the_odd_ones_out(tmp_path):
+    kept, dropped = without_settled_packages(DPKG_STATUS_LIST)
+    assert dropped == 3
+    assert [line.split("\t")[1] for line in kept.splitlines()] == [
+        "linux-image-amd64", "vlc", "oldlib", "libc6", "flash"]
+    assert without_settled_packages("") == ("", 0)
+
+    root = tmp_path / "recorded" / "updates"
+    root.mkdir(parents=True)
+    (root / "dpkg-status.txt").write_text(DPKG_STATUS_LIST)
+    env = {**os.environ, RECORDED_OUTPUTS_ENV: str(tmp_path / "recorded")}
+    result = collect(CollectOptions(categories={"updates"}), tmp_path / "stage", platform="linux", env=env,
+                     now=NOW).result("updates")
+    item = next(i for i in result.items if i.path == "updates/dpkg-status.txt")
+    staged = (tmp_path / "stage" / "updates" / "dpkg-status.txt").read_text()
+    assert staged == kept and item.size == len(staged.encode())
+    assert "3 packages installed as asked left out" in item.note
+    assert result.facts["held"] == ["linux-image-amd64"]  # read from the whole list, before it was cut

@@ -31,11 +31,10 @@ from protocol.bundle import (
     MANIFEST_NAME,
     SUMMARY_MAX_BYTES,
     SUMMARY_NAME,
-    Manifest,
-    parse_manifest,
     parse_summary,
     read_stored_document,
 )
+from protocol.manifest import Manifest, parse_manifest
 from protocol.schemas import BundleDetail, BundlePublic, TicketStatus, UploadCreate, UploadStatus
 from protocol.errors import (
     Audience,

@@ -27,8 +27,6 @@ from protocol.bundle import (
     RAW_DIR,
     REPORT_NAME,
     SUMMARY_NAME,
-    DocumentRecord,
-    Manifest,
     raw_member,
 )
 from protocol.errors import ExitStatus, HelplineError
@@ -49,7 +47,7 @@ class WrittenDocuments:
 
 
 def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Path, raw_root: Path,
-                     make_manifest: Callable[[], Manifest], summary: dict[str, Any],
+                     make_manifest: Callable[[], dict[str, Any]], summary: dict[str, Any],
                      clean_report: CollectionReport) -> WrittenDocuments:
     """Write the documents, verify the whole bundle, re-scrub or drop flagged raw files; repeat until clean.
 
@@ -74,13 +72,13 @@ def verify_and_write(entries: list[BundleEntry], redactor: Redactor, out_dir: Pa
         for entry in entries:
             if entry.bundled and entry.sha256 is None:
                 entry.size, entry.sha256 = sha256_file(raw_root.joinpath(*entry.path.split("/")))
-        manifest_out, summary_out, facts_out, withheld = withhold_flagged(redactor, make_manifest().to_document(),
+        manifest_out, summary_out, facts_out, withheld = withhold_flagged(redactor, make_manifest(),
                                                                           summary, facts)
         manifest_out["verification"].update({
             "withheld_values": withheld, "report_html": plain_report or FULL_REPORT,
             "files_checked": sum(1 for entry in entries if entry.bundled) + len(DOCUMENTS), "kinds_checked": kinds,
             "withheld_lines": sum(entry.withheld_lines for entry in entries if entry.bundled)})
-        written = _write_documents(out_dir, Manifest.model_validate(manifest_out), summary_out, facts_out,
+        written = _write_documents(out_dir, manifest_out, summary_out, facts_out,
                                    plain_report is not None)
         findings = redactor.verify_tree(out_dir)
         if not findings:
@@ -235,18 +233,18 @@ def _refuse(out_dir: Path, where: str, detectors: Iterable[str]) -> None:
     )
 
 
-def _write_documents(out_dir: Path, manifest: Manifest, summary: dict[str, Any], facts: dict[str, Any],
+def _write_documents(out_dir: Path, manifest: dict[str, Any], summary: dict[str, Any], facts: dict[str, Any],
                      plain_report: bool) -> WrittenDocuments:
     """Write summary.json and report.html (or the plain page), then manifest.json with their sizes and hashes."""
     _write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    page = render_plain_report() if plain_report else render_report(manifest.to_document(), summary, facts)
+    manifest["documents"] = {}
+    page = render_plain_report() if plain_report else render_report(manifest, summary, facts)
     _write_text(out_dir / REPORT_NAME, page)
-    manifest.documents = {}
     for name in (SUMMARY_NAME, REPORT_NAME):
         size, digest = sha256_file(out_dir / name)
-        manifest.documents[name] = DocumentRecord(size=size, sha256=digest)
-    _write_text(out_dir / MANIFEST_NAME, manifest.to_json())
-    return WrittenDocuments(manifest.to_document(), summary)
+        manifest["documents"][name] = {"size": size, "sha256": digest}
+    _write_text(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return WrittenDocuments(manifest, summary)
 
 
 def _write_text(path: Path, text: str) -> None:

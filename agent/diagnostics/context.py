@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import shlex
 import shutil
@@ -24,13 +25,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import date, datetime, timezone
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.redaction import Redactor
 from protocol.errors import ConfigError, HelplineError, InvalidInputError
@@ -70,53 +69,109 @@ def expand_home(pattern: str, home: Path) -> str:
     return pattern
 
 
-class CollectOptions(BaseModel):
-    """What an admin (or the user) can tune about a diagnostics run."""
+@dataclass
+class CollectOptions:
+    """What an admin (or the user) can tune about a diagnostics run.
 
-    model_config = ConfigDict(defer_build=True, extra="forbid")
+    Checked when made: a value of the wrong type or out of range raises
+    :class:`InvalidSetting` naming the setting (:meth:`from_config` turns it into
+    a ConfigError). A plain class, not a schema model: every share makes one, and
+    the model library's import alone cost a tenth of a share's start-up.
+    """
 
     server_url: str | None = None
     #: ``host`` or ``host:port`` (``[v6addr]:port`` for IPv6); port 443 when absent.
-    reachability_hosts: list[str] = Field(default_factory=list)
+    reachability_hosts: list[str] = field(default_factory=list)
     #: Application name -> argv that prints its version, e.g. ``{"git": ["git", "--version"]}``.
-    app_versions: dict[str, list[str]] = Field(default_factory=dict)
+    app_versions: dict[str, list[str]] = field(default_factory=dict)
     #: Extra log files to copy; ``~`` and ``**`` are expanded.
-    log_globs: list[str] = Field(default_factory=list)
-    log_since_hours: float = Field(24.0, gt=0, le=24 * 90)
-    #: Cap per log file; the first quarter and the last three quarters are kept.
-    log_max_bytes: int = Field(2 * MIB, ge=4096)
-    env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
+    log_globs: list[str] = field(default_factory=list)
+    #: Hours of logs to keep (more than 0, at most 90 days).
+    log_since_hours: float = 24.0
+    #: Cap per log file (at least 4096); the first quarter and the last three quarters are kept.
+    log_max_bytes: int = 2 * MIB
+    env_allowlist: list[str] = field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
     #: Seconds one collector may take.
-    collector_timeout: float = Field(10.0, gt=0)
+    collector_timeout: float = 10.0
     #: Seconds the whole collection may take; collect() returns by then.
-    deadline: float = Field(20.0, gt=0)
-    #: Cap on the stdout kept from any one command.
-    command_max_bytes: int = Field(4 * MIB, ge=4096)
+    deadline: float = 20.0
+    #: Cap on the stdout kept from any one command (at least 4096).
+    command_max_bytes: int = 4 * MIB
     #: Run only collectors of these categories (None: all).
     categories: set[str] | None = None
     #: Collectors (by name or category) not to run.
-    exclude: set[str] = Field(default_factory=set)
+    exclude: set[str] = field(default_factory=set)
 
-    @field_validator("app_versions")
-    @classmethod
-    def _argv_not_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name, argv in value.items():
-            if not argv or not argv[0]:
-                raise ValueError(f"app_versions[{name!r}] needs a command, e.g. [{name!r}, '--version']")
-        return value
+    def __post_init__(self) -> None:
+        if self.server_url is not None and not isinstance(self.server_url, str):
+            raise InvalidSetting("server_url", "must be text")
+        for name in ("reachability_hosts", "log_globs", "env_allowlist"):
+            setattr(self, name, _texts(name, getattr(self, name), list))
+        self.exclude = _texts("exclude", self.exclude, set)
+        if self.categories is not None:
+            self.categories = _texts("categories", self.categories, set)
+        if not isinstance(self.app_versions, Mapping):
+            raise InvalidSetting("app_versions", "must be a table of application name -> command")
+        versions: dict[str, list[str]] = {}
+        for name, argv in self.app_versions.items():
+            where = f"app_versions.{name}"
+            argv = _texts(where, argv, list) if isinstance(argv, (list, tuple)) else argv
+            if not isinstance(name, str) or not isinstance(argv, list) or not argv or not argv[0]:
+                raise InvalidSetting(where, f"needs a command, e.g. [{name!r}, '--version']")
+            versions[name] = argv
+        self.app_versions = versions
+        self.log_since_hours = _number("log_since_hours", self.log_since_hours, float, above=0, at_most=24 * 90)
+        self.log_max_bytes = _number("log_max_bytes", self.log_max_bytes, int, at_least=4096)
+        self.collector_timeout = _number("collector_timeout", self.collector_timeout, float, above=0)
+        self.deadline = _number("deadline", self.deadline, float, above=0)
+        self.command_max_bytes = _number("command_max_bytes", self.command_max_bytes, int, at_least=4096)
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> CollectOptions:
         """Build options from configuration data; raise ConfigError naming the first bad field."""
+        known = {f.name for f in fields(cls)}
         try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "diagnostics"
+            unknown = sorted(str(key) for key in data if key not in known)
+            if unknown:
+                raise InvalidSetting(unknown[0], "is not a diagnostics setting")
+            return cls(**dict(data))
+        except InvalidSetting as exc:
             raise ConfigError(
-                f"invalid diagnostics setting {where}: {first['msg']}",
+                f"invalid diagnostics setting {exc.setting}: {exc.problem}",
                 hint="fix the diagnostics section of the agent configuration",
-            ) from exc
+            ) from None
+
+
+class InvalidSetting(ValueError):
+    """A diagnostics setting of the wrong type or out of range."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting} {problem}")
+        self.setting, self.problem = setting, problem
+
+
+def _texts(setting: str, value: Any, kind: type) -> Any:
+    """``value`` as a ``kind`` (list or set) of strings; InvalidSetting if it is not a list of text."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)) \
+            or not all(isinstance(item, str) for item in value):
+        raise InvalidSetting(setting, "must be a list of text")
+    return kind(value)
+
+
+def _number(setting: str, value: Any, kind: type, *, above: float | None = None, at_least: float | None = None,
+            at_most: float | None = None) -> Any:
+    """``value`` as an int or float within its bounds; InvalidSetting otherwise (a float for an int only if whole)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (kind is int and value != int(value)):
+        raise InvalidSetting(setting, "must be a whole number" if kind is int else "must be a number")
+    value = kind(value)
+    if above is not None and not value > above:
+        raise InvalidSetting(setting, f"must be greater than {above:g}")
+    if at_least is not None and value < at_least:
+        raise InvalidSetting(setting, f"must be at least {at_least:g}")
+    if at_most is not None and value > at_most:
+        raise InvalidSetting(setting, f"must be at most {at_most:g}")
+    return value
 
 
 class CommandRunner(Protocol):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.bundle import MANIFEST_NAME, Manifest, parse_manifest, parse_summary, raw_member
+from protocol.bundle import MANIFEST_NAME, parse_summary, raw_member
+from protocol.manifest import Manifest, parse_manifest
 from protocol.errors import InvalidInputError
 
 #: A manifest.json written by the agent of schema version 1 (trimmed to three items), before protocol.bundle.

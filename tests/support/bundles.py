@@ -9,7 +9,8 @@ import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from protocol.bundle import BUNDLE_SCHEMA_VERSION, CollectionTimes, Manifest, Totals, Verification
+from protocol.bundle import BUNDLE_SCHEMA_VERSION
+from protocol.manifest import CollectionTimes, Manifest, Totals, Verification
 
 CREATED_AT = datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
 

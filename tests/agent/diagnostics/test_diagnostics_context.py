@@ -204,3 +204,35 @@ def test_options_from_config_names_the_bad_field():
     options = CollectOptions.from_config({"log_globs": ["~/app/*.log"], "exclude": ["processes"]})
     assert options.exclude == {"processes"} and options.log_max_bytes == 2 * 1024 * 1024
     assert "HTTPS_PROXY" in options.env_allowlist and "https_proxy" in options.env_allowlist
+
+
+@pytest.mark.parametrize(("config", "named"), [
+    ({"deadline": 0}, "deadline: must be greater than 0"),
+    ({"deadline": "20"}, "deadline: must be a number"),
+    ({"collector_timeout": float("nan")}, "collector_timeout: must be a number"),
+    ({"log_since_hours": float("inf")}, "log_since_hours: must be a number"),
+    ({"log_since_hours": 24 * 90 + 1}, "log_since_hours: must be at most 2160"),
+    ({"log_max_bytes": 1024}, "log_max_bytes: must be at least 4096"),
+    ({"command_max_bytes": 8192.5}, "command_max_bytes: must be a whole number"),
+    ({"command_max_bytes": True}, "command_max_bytes: must be a whole number"),
+    ({"log_globs": "~/app/*.log"}, "log_globs: must be a list of text"),
+    ({"reachability_hosts": ["mail.example.com:443", 25]}, "reachability_hosts: must be a list of text"),
+    ({"app_versions": ["git"]}, "app_versions: must be a table"),
+    ({"app_versions": {"git": [""]}}, "app_versions.git: needs a command"),
+    ({"server_url": 443}, "server_url: must be text"),
+    ({"deadlines": 20}, "deadlines: is not a diagnostics setting"),
+])
+def test_every_bad_setting_is_one_line_naming_it(config, named):
+    with pytest.raises(ConfigError) as raised:
+        CollectOptions.from_config(config)
+    assert named in raised.value.message and "\n" not in raised.value.message
+
+
+def test_settings_take_the_types_people_write():
+    options = CollectOptions.from_config({"deadline": 30, "log_max_bytes": 8192.0, "exclude": ("logs",),
+                                          "categories": ["system", "system"], "app_versions": {"git": ("git", "--version")}})
+    assert options.deadline == 30.0 and isinstance(options.deadline, float)
+    assert options.log_max_bytes == 8192 and isinstance(options.log_max_bytes, int)
+    assert options.exclude == {"logs"} and options.categories == {"system"}
+    assert options.app_versions == {"git": ["git", "--version"]}
+    assert CollectOptions(categories={"system"}).categories == {"system"}

@@ -2,9 +2,11 @@
 
 This is the only module of ``agent`` that imports :mod:`subprocess` (a test
 holds it to that); callers such as diagnostics and the restic wrapper build an
-argv tuple and decide what the result means. The session's PTY shell will be
-the one other place that starts a process, in its own module, because an
-interactive terminal needs none of what is here.
+argv tuple and decide what the result means. The session's PTY shell is one
+other place that starts a process, in its own module, because an interactive
+terminal needs none of what is here; a share's gathering process
+(:mod:`agent.gathering`: this interpreter running Helpline's own module, spoken
+to over pipes while the command runs) is the other.
 
 Every run gets its own process group, a deadline, an optional byte cap on
 stdout (streamed to a file or handed over line by line, never held whole in

@@ -231,7 +231,8 @@ def warm() -> int:
     import importlib
 
     AGENT_CACHE._write = AGENT_CACHE.path is not None  # noqa: SLF001 - an explicit request to write
-    for module in ("agent.redaction", "agent.redaction.verify", "agent.diagnostics.collectors", "agent.bundle"):
+    for module in ("agent.redaction", "agent.redaction.verify", "agent.diagnostics.collectors", "agent.bundle.build",
+                   "agent.bundle.diff"):
         importlib.import_module(module)
     AGENT_CACHE.save()
     return len(RegexCache(AGENT_CACHE.path, write=False)) if AGENT_CACHE.path is not None else 0

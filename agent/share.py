@@ -1,7 +1,9 @@
 """`helpline share` without the people part: collect, redact, bundle, pack.
 
 The CLI asks the questions, shows the preview and sends; this module does the
-work, and never prints.
+work, and never prints. Light to import: the collectors, the redactor and the
+bundling code load when :func:`prepare` runs, which a share does in a gathering
+process of its own (:mod:`agent.gathering`).
 """
 
 from __future__ import annotations
@@ -16,26 +18,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from agent.bundle import BundleResult
-from agent.bundle.build import BundleBuilder
-from agent.config import load_agent_config
-from agent.diagnostics import CollectionReport, CollectOptions, collect
-from agent.diagnostics.cpu_sample import CpuSample
-from agent.redaction import RedactionOptions, Redactor
+from agent.bundle.result import BundleResult
 from agent.store import AgentStore
-from protocol.archive import pack
 from protocol.bundle import REPORT_NAME
 from protocol.errors import ConfigError, ConflictError, InvalidInputError, UnavailableError
 from protocol.tickets import parse_ticket_ref, ticket_label
 
 if TYPE_CHECKING:  # the server's client and its models load only when a share goes to a ticket
     from agent import link
+    from agent.diagnostics import CollectionReport, CollectOptions
+    from agent.diagnostics.cpu_sample import CpuSample
+    from agent.redaction import Redactor
     from protocol.schemas import AgentTicket
 
 
@@ -60,16 +59,34 @@ class ShareRequest:
         return {"what_happened": self.what, "since_when": self.since, "already_tried": self.tried}
 
 
+    def to_dict(self) -> dict:
+        """The request as plain JSON data (:meth:`from_dict` reads it back): how it reaches a gathering process."""
+        return {**asdict(self), "exclude": sorted(self.exclude)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ShareRequest:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["exclude"] = set(values.get("exclude", ()))
+        return cls(**values)
+
+
+class Joinable(Protocol):
+    """What removes a work folder in the background: a thread, or the process that made the bundle."""
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
 @dataclass
 class PreparedBundle:
     work_dir: Path
-    report: CollectionReport
+    report: CollectionReport | None  # None when the bundle was made in a gathering process
     bundle: BundleResult
     archive: Path
     size: int
     sha256: str
     #: Removes the unredacted staging directory (then, once asked, the whole work directory) in the background.
-    removal: threading.Thread | None = None
+    removal: Joinable | None = None
 
     @property
     def report_html(self) -> Path:
@@ -93,7 +110,7 @@ class PreparedBundle:
         self.removal = _remove_in_background(self.work_dir, after=self.removal)
 
 
-def _remove_in_background(directory: Path, *, after: threading.Thread | None = None) -> threading.Thread:
+def _remove_in_background(directory: Path, *, after: Joinable | None = None) -> threading.Thread:
     """Start removing ``directory`` on a thread of its own (after the thread ``after``); the interpreter
     waits for it before it exits.
 
@@ -184,7 +201,7 @@ def exclusions(values: Iterable[str]) -> set[str]:
     separated by commas or spaces. An unknown name is refused before anything is gathered (InvalidInputError)."""
     wanted = {name.lower() for value in values for name in re.split(r"[,\s]+", value) if name}
     if not wanted:
-        return set()
+        return set()  # (the common case loads no collector)
     from agent.diagnostics.collectors import collector_names
 
     known = collector_names()
@@ -198,6 +215,9 @@ def exclusions(values: Iterable[str]) -> set[str]:
 def unmatched_logs(patterns: Iterable[str], *, home: Path | None = None) -> list[str]:
     """The ``--logs`` patterns no file matches now (``~`` is the home folder), in the order given: a typo the
     person hears of before gathering, not after. The files are found as the logs collector finds them."""
+    patterns = list(patterns)
+    if not patterns:
+        return []  # (the common case loads no collector)
     from agent.diagnostics.collectors.logs import log_glob_files
 
     return [pattern for pattern in patterns if next(log_glob_files(pattern, home or Path.home()), None) is None]
@@ -205,6 +225,9 @@ def unmatched_logs(patterns: Iterable[str], *, home: Path | None = None) -> list
 
 def collect_options(request: ShareRequest) -> CollectOptions:
     """The admin's diagnostics settings plus what this run adds (logs, deadline, server, what it leaves out)."""
+    from agent.config import load_agent_config
+    from agent.diagnostics import CollectOptions
+
     config = dict(load_agent_config().get("diagnostics", {}))
     config["log_globs"] = list(config.get("log_globs", [])) + list(request.logs)
     from agent.group_policy import GroupPolicy
@@ -224,6 +247,8 @@ def collect_options(request: ShareRequest) -> CollectOptions:
 
 
 def redactor_for(request: ShareRequest) -> Redactor:
+    from agent.redaction import RedactionOptions, Redactor
+
     keep = (urlsplit(request.server_url).hostname,) if request.server_url else ()
     return Redactor(RedactionOptions(
         network=request.redact_network,
@@ -259,6 +284,10 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
     the collection stops (CollectionCancelled) and the work directory is removed.
     ``work`` is a folder :func:`new_work_folder` made (default: a new one in ``work_root``).
     """
+    from agent.bundle.build import BundleBuilder
+    from agent.diagnostics import collect  # (through the package: the name is also its module's)
+    from protocol.archive import pack
+
     work = work or new_work_folder(work_root)
     removal: threading.Thread | None = None
     try:
@@ -279,96 +308,6 @@ def prepare(request: ShareRequest, *, progress: Callable[[str, str], None] | Non
         shutil.rmtree(work, ignore_errors=True)
         raise
     return PreparedBundle(work, report, bundle, archive, size, sha256, removal)
-
-
-class Gathering:
-    """A share's gathering on a thread of its own, started before the questions.
-
-    The collectors work while the person types their answers (a thread blocked on
-    the terminal leaves the interpreter to the collectors); on a slow PC that is
-    seconds the person no longer waits after the last answer. What the bundle says
-    of the ticket and the answers is settled last: :meth:`result` lets the bundle be
-    finished with the request as it is then, and replays the progress so far to its
-    listener. :meth:`cancel` stops it and removes what it wrote. Not for a share
-    that needs no gathering.
-    """
-
-    #: Seconds :meth:`cancel` waits for the gathering to remove what it wrote.
-    CANCEL_WAIT = 10.0
-
-    def __init__(self, request: ShareRequest, *, cpu_sample: CpuSample | None = None, work_root: Path | None = None):
-        self.request = request
-        self._settled = threading.Event()
-        self._cancelled = threading.Event()
-        self._lock = threading.Lock()
-        self._events: list[tuple[str, str]] = []
-        self._listener: Callable[[str, str], None] | None = None
-        self._prepared: PreparedBundle | None = None
-        self._error: BaseException | None = None
-        self._work = new_work_folder(work_root)
-        # A daemon: an interpreter that must end does not wait for collectors stuck on a command. Whoever made
-        # the gathering ends it (result or cancel) before the process ends, so its work folder never stays.
-        self._thread = threading.Thread(target=self._run, args=(cpu_sample,), name="share-gathering", daemon=True)
-        # Ctrl-C is the person's word to the command: the question waits on the main thread. The collectors'
-        # threads and commands inherit the mask; the commands run in process groups of their own and are
-        # stopped with SIGTERM or SIGKILL.
-        start_deaf_to_ctrl_c(self._thread)
-
-    def _run(self, cpu_sample: CpuSample | None) -> None:
-        try:
-            self._prepared = prepare(self.request, progress=self._progress, work=self._work, cpu_sample=cpu_sample,
-                                     settle=self._wait_until_settled, cancelled=self._cancelled)
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks for the result
-            self._error = exc
-
-    def _progress(self, name: str, status: str) -> None:
-        with self._lock:
-            self._events.append((name, status))
-            listener = self._listener
-        if listener is not None:
-            listener(name, status)
-
-    def _wait_until_settled(self, request: ShareRequest) -> None:
-        self._settled.wait()
-        if self._cancelled.is_set():
-            from agent.diagnostics.collect import CollectionCancelled
-
-            raise CollectionCancelled("the share was stopped")
-
-    def result(self, progress: Callable[[str, str], None] | None = None) -> PreparedBundle:
-        """Finish the bundle with the request as it is now and return it (an error of the gathering is raised here).
-
-        ``progress`` hears of every collector so far, then of the rest as they end.
-        """
-        with self._lock:
-            self._listener = progress
-            past = list(self._events)
-        if progress is not None:
-            for name, status in past:
-                progress(name, status)
-        self._settled.set()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        prepared, self._prepared = self._prepared, None  # the caller's now: cancel() no longer removes it
-        assert prepared is not None
-        return prepared
-
-    def cancel(self) -> None:
-        """Stop gathering and wait (at most :data:`CANCEL_WAIT` seconds) until what it wrote is removed.
-
-        On a PC too busy for the gathering to stop in time, its work folder is removed from
-        here while it still runs; what a collector writes after that is removed by the next
-        share once this process is gone (:func:`sweep_work`).
-        """
-        self._cancelled.set()
-        self._settled.set()
-        self._thread.join(self.CANCEL_WAIT)
-        if self._thread.is_alive():
-            shutil.rmtree(self._work, ignore_errors=True)
-        if self._prepared is not None:  # it finished first: its bundle is not wanted either
-            self._prepared.discard()
-            self._prepared = None
 
 
 #: The name a bundle gets when --output names a folder: no host or user name (the file may travel further).

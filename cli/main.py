@@ -36,15 +36,16 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 # falls back to a placeholder when that import fails; Helpline never runs that client, so the import is refused
 # (about 0.01 s of every command that reaches a server).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-if _started_as_share():
-    # The share measures CPU use from its first reading to its second, at least 0.3 s apart: taken before the
-    # rest of the command loads, that interval passes while it loads (agent.diagnostics.cpu_sample loads only psutil).
-    from agent.diagnostics.cpu_sample import start_early
+if _started_as_share() and not {"--help", "--send-queued"} & set(sys.argv[1:]):
+    # The share gathers in a process of its own (agent.gathering): started now, before the rest of the command
+    # loads, it loads the gathering's code (and takes the first CPU reading) while this one loads the CLI.
+    from agent.gathering import spawn_early
 
-    start_early()
+    spawn_early()
+if _started_as_share():
     gc.disable()  # as main() does for a share (see there), from the first import on
 
-import traceback  # noqa: E402 - after the share's first reading
+import traceback  # noqa: E402 - after the share's gathering process started
 from collections.abc import Callable  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Annotated  # noqa: E402
@@ -336,11 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     # `helpline share` is the one command a user at a broken PC waits for: it loads only its own code.
     sharing = not completing and _command_word(words) == "share"
-    if sharing:  # its first CPU reading before its code loads (agent.diagnostics.cpu_sample loads only psutil)
-        from agent.diagnostics.cpu_sample import start_early, taken_early
-
-        if not (argv is None and taken_early()):  # the installed command took it as this module loaded
-            start_early()
+    if sharing:
         # Loading, collecting and redacting make few reference cycles; the cycle collector would mostly walk the
         # loaded modules' objects again and again (its first full pass after the bundle took 0.015 s). It stays
         # off until the process ends, unless a remote session follows the share (`share` turns it on then).

@@ -9,17 +9,27 @@ Modules: ``build`` (the steps in order), ``entries`` (the staging pass: one entr
 per item, each file scrubbed), ``paths`` (safe, unique, redacted paths under
 raw/), ``metadata`` (the report's own words redacted), ``manifest`` (the
 manifest from the entries), ``final_check`` (write, verify, fix or refuse),
-``preview`` (per-category totals), ``summary``, ``report_html`` and ``diff``.
+``preview`` (per-category totals), ``result`` (a finished bundle), ``summary``,
+``report_html`` and ``diff``. The names below load their module when first used:
+a share's command reads a finished bundle (``result``) without loading the rest.
 """
 
-from agent.regexes import AGENT_CACHE
+from __future__ import annotations
 
-from .build import BundleResult, build_bundle
-from .diff import BundleDiff, diff_bundles
-from .preview import CategoryPreview
-from .summary import attention_lines, build_summary
+import importlib
+from typing import Any
+
+_WHERE = {
+    "BundleResult": "result", "build_bundle": "build", "BundleDiff": "diff", "diff_bundles": "diff",
+    "CategoryPreview": "preview", "attention_lines": "summary", "build_summary": "summary",
+}
 
 __all__ = ["BundleDiff", "BundleResult", "CategoryPreview", "attention_lines", "build_bundle", "build_summary",
            "diff_bundles"]
 
-AGENT_CACHE.save()  # the bundle's patterns, for the next start (see agent.regexes)
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

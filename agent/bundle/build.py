@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.diagnostics.collectors import collector_names
+from agent.regexes import AGENT_CACHE
 from agent.diagnostics.model import CollectionReport, CollectorResult
 from agent.redaction import Redactor
-from protocol.bundle import MANIFEST_NAME, RAW_DIR
+from protocol.bundle import RAW_DIR
 from protocol.errors import InvalidInputError
 
 from .entries import BundleEntry, drop_entry, entries_for, listed_entries, scrub_entry, unlisted_entries
@@ -32,25 +33,9 @@ from .final_check import verify_and_write
 from .manifest import make_manifest
 from .metadata import redact_metadata, with_bundle_paths
 from .paths import assign_paths, safe_bundle_path, unique_path
-from .preview import CategoryPreview, preview
+from .preview import preview
+from .result import BundleResult
 from .summary import build_summary
-
-
-@dataclass
-class BundleResult:
-    """A finished bundle directory with its manifest and summary (as written) and per-category preview."""
-
-    out_dir: Path
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
-    preview: list[CategoryPreview]
-
-    @property
-    def total_bytes(self) -> int:
-        """Bytes of every file in the bundle: raw files plus the three documents."""
-        documents = self.manifest.get("documents", {})
-        manifest_size = (self.out_dir / MANIFEST_NAME).stat().st_size
-        return self.manifest["totals"]["bytes"] + manifest_size + sum(doc["size"] for doc in documents.values())
 
 
 def build_bundle(
@@ -195,3 +180,6 @@ def _check_arguments(report: CollectionReport, staging: Path, out_dir: Path, exc
             json.dumps(extra)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"the extra bundle information is not plain JSON data: {exc}") from None
+
+
+AGENT_CACHE.save()  # the bundle's patterns, for the next start (see agent.regexes)

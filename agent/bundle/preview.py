@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .entries import BundleEntry
+if TYPE_CHECKING:  # the preview module stays light: a share's command reads previews without the bundling code
+    from .entries import BundleEntry
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 CPU use is a rate, so it is measured between two readings of the CPU times of
 the PC and of each process. Taking both inside the processes collector made it
 sleep :data:`SAMPLE_SECONDS` while every other collector had long finished.
-``helpline share`` now starts a :class:`CpuSample` when it begins
-(:func:`start_early`, before it loads its code and asks the server about the
-ticket) and hands it to :func:`agent.diagnostics.collect`; the collector then
-waits only for what is left of the interval. Without an early sample the collector starts its own and
+A share's gathering process takes a :class:`CpuSample` first thing
+(:mod:`agent.share_worker`, before it loads its code) and hands it to
+:func:`agent.diagnostics.collect`; the collector then waits only for what is
+left of the interval. Without an early sample the collector starts its own and
 waits the whole interval, as before. This module loads nothing but psutil, so
 starting a sample costs a pass over the process table and no imports.
 """
@@ -104,22 +104,3 @@ def busy_percent(before, after) -> float:
     if total <= 0:
         return 0.0
     return round(min(100.0, max(0.0, busy / total * 100)), 1)
-
-
-_EARLY: list[CpuSample] = []
-
-
-def start_early() -> None:
-    """Take a first reading now for the next collection in this process (``helpline share`` does as it starts)."""
-    _EARLY[:] = [CpuSample()]
-
-
-def early_or_new() -> CpuSample:
-    """The reading :func:`start_early` took (handed out once, if still fresh), else one taken now."""
-    early = _EARLY.pop() if _EARLY else None
-    return early if early is not None and early.fresh() else CpuSample()
-
-
-def taken_early() -> bool:
-    """Whether :func:`start_early` took a reading that was not handed out yet."""
-    return bool(_EARLY)

@@ -163,12 +163,8 @@ def share(
         _check_session_possible(preview=preview, output_path=output_path, json_out=json_out, send_queued_only=send_queued_only)
     if not (yes or preview or output_path is not None) and not _interactive():
         raise InvalidInputError("There is no terminal to ask before sending.", hint="Add --yes to send without asking, or --preview to look first.")
-    from agent.diagnostics.cpu_sample import early_or_new
-
-    # The first CPU reading: `helpline` took it as it started, so loading this command's code and asking the
-    # server count towards the interval CPU percentages are measured over.
-    cpu_sample = early_or_new()
-    from agent.share import Gathering, ShareRequest, exclusions, output_target, unmatched_logs
+    from agent.gathering import Gathering
+    from agent.share import ShareRequest, exclusions, output_target, unmatched_logs
 
     target = output_target(output_path, overwrite=overwrite) if output_path is not None else None  # refused first
 
@@ -186,15 +182,15 @@ def share(
     for pattern in unmatched_logs(request.logs):
         output.err_console().print(f"[bold]note:[/] no file matches --logs {output.esc(pattern)}; the share goes on without it.")
     choice = None
-    if not (target or preview):
-        choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
-        request.ticket, request.new_ticket = choice.number, choice.is_new
-        request.ticket_title = choice.ticket.title if choice.ticket else None
-    # The collectors start now and work while the person answers the questions; the answers reach the bundle
-    # when it is finished (Gathering.result). Started after the ticket check, not before: the check loads the
-    # server's client, and a thread loading code would slow the collectors' threads (one interpreter lock).
-    gathering = Gathering(request, cpu_sample=cpu_sample)
+    # The collectors start now, in the gathering process, and work while the server is asked about the ticket and
+    # the person answers the questions; the ticket and the answers reach the bundle when it is finished
+    # (Gathering.result). A wrong ticket stops the gathering before anything is kept.
+    gathering = Gathering(request)
     try:
+        if not (target or preview):
+            choice = _choose(pc, previous, code=code, ticket=ticket, new=new, server=server)
+            request.ticket, request.new_ticket = choice.number, choice.is_new
+            request.ticket_title = choice.ticket.title if choice.ticket else None
         _ask(request)
         prepared = _collect(gathering)
     except BaseException:

@@ -328,8 +328,10 @@ def test_only_the_executor_imports_subprocess_in_the_agent():
         str(path.relative_to(AGENT.parent)) for path in AGENT.rglob("*.py")
         if SUBPROCESS_IMPORT.search(path.read_text(encoding="utf-8"))
     )
-    # The session's PTY shell is the one other place: an interactive terminal needs none of the executor.
-    assert importers == [str(Path("agent", "execute.py")), str(Path("agent", "session", "pty.py"))]
+    # The session's PTY shell and a share's gathering process (this interpreter running Helpline's own module, spoken
+    # to over pipes for as long as the command runs) are the other places: neither needs the executor.
+    assert importers == [str(Path("agent", "execute.py")), str(Path("agent", "gathering.py")),
+                         str(Path("agent", "session", "pty.py"))]
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux's")

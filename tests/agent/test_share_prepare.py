@@ -107,47 +107,6 @@ def test_a_cancelled_collection_stops_waiting_and_takes_no_late_write(tmp_path) 
     assert not (tmp_path / "staging" / "held").exists()
 
 
-def test_the_answers_and_ticket_settled_while_gathering_reach_the_bundle(isolated) -> None:
-    from agent.share import Gathering
-    from protocol.archive import inspect_archive
-
-    request = ShareRequest(deadline=20)
-    gathering = Gathering(request, work_root=isolated / "work")
-    request.what, request.since, request.tried = "Printer offline", "today", "nothing"  # typed meanwhile
-    request.ticket, request.ticket_title = "T-1042", "Printer"
-    heard: list[tuple[str, str]] = []
-    prepared = gathering.result(progress=lambda *event: heard.append(event))
-    assert ("processes", "ok") in heard, "the progress so far is replayed to a listener that comes late"
-    try:
-        listing = inspect_archive(prepared.archive)
-        manifest = listing.read_member("manifest.json", 1 << 24).decode()
-        assert '"ticket": "T-1042"' in manifest and '"what_happened": "Printer offline"' in manifest
-    finally:
-        prepared.discard()
-    gathering.cancel()  # after the result: the bundle is the caller's, not removed
-    assert list((isolated / "work").iterdir()) == []
-
-
-def test_a_cancelled_gathering_removes_what_it_wrote(isolated, monkeypatch) -> None:
-    import importlib
-
-    from agent.share import Gathering
-
-    collect_module = importlib.import_module("agent.diagnostics.collect")
-
-    held = Held()
-    monkeypatch.setattr(collect_module, "collectors_for", lambda platform: [held.collector()])
-    progress = []
-    gathering = Gathering(ShareRequest(deadline=20), work_root=isolated / "work")
-    assert held.started.wait(30)
-    assert [p.name for p in (isolated / "work").iterdir()], "the work folder exists while gathering"
-    gathering.cancel()
-    assert list((isolated / "work").iterdir()) == []
-    held.release.set()
-    with pytest.raises(collect_module.CollectionCancelled):
-        gathering.result(progress=lambda *event: progress.append(event))
-
-
 def _gone_pid() -> int:
     """The id of a process that has ended."""
     import subprocess
@@ -216,35 +175,6 @@ def test_a_new_share_removes_the_work_folders_no_share_will_finish(tmp_path) -> 
         living.wait(30)
 
 
-def test_a_cancel_that_cannot_wait_for_the_gathering_removes_its_work_folder(isolated, monkeypatch) -> None:
-    import threading
-
-    from agent import share
-    from agent.diagnostics.collect import CollectionCancelled
-
-    release, wrote = threading.Event(), threading.Event()
-
-    def stuck_collect(options, out_dir, **kwargs):  # a gathering that does not answer a cancel (a PC this busy)
-        (out_dir / "logs").mkdir(parents=True)
-        (out_dir / "logs" / "raw.log").write_text("password=unredacted\n")
-        wrote.set()
-        release.wait(30)
-        raise CollectionCancelled("stopped at last")
-
-    monkeypatch.setattr(share, "collect", stuck_collect)
-    monkeypatch.setattr(share.Gathering, "CANCEL_WAIT", 0.2)
-    gathering = share.Gathering(ShareRequest(deadline=20), work_root=isolated / "work")
-    try:
-        assert wrote.wait(30)
-        gathering.cancel()
-        assert list((isolated / "work").iterdir()) == [], "the unredacted files went although the gathering ran on"
-    finally:
-        release.set()
-    with pytest.raises(CollectionCancelled):
-        gathering.result()
-    assert list((isolated / "work").iterdir()) == []
-
-
 def test_a_kept_preview_has_no_staging_and_its_mark(isolated) -> None:
     from agent.share import KEPT_MARKER, new_work_folder
 
@@ -270,21 +200,3 @@ def test_a_helper_thread_is_deaf_to_ctrl_c_from_its_first_instruction() -> None:
     thread.join(30)
     assert signal.SIGINT in masks[0], "a Ctrl-C could go to the helper and leave the question waiting"
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before, "the main thread still hears Ctrl-C"
-
-
-def test_the_gathering_and_its_collectors_are_deaf_to_ctrl_c(isolated, monkeypatch) -> None:
-    import signal
-
-    from agent import share
-
-    seen = []
-
-    def listening(*args, **kwargs):
-        seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, set()))
-        raise share.InvalidInputError("stop here")
-
-    monkeypatch.setattr(share, "prepare", listening)
-    gathering = share.Gathering(ShareRequest(deadline=20), work_root=isolated / "work")
-    with pytest.raises(share.InvalidInputError):
-        gathering.result()
-    assert signal.SIGINT in seen[0]

@@ -40,16 +40,16 @@ def test_the_status_is_kept_output_flushed_and_threads_waited_for(tmp_path) -> N
 EARLY = """
 import sys
 sys.argv = [sys.argv[1], *sys.argv[2:]]
-from agent.diagnostics import cpu_sample
+from agent import gathering
 seen = []
-real = cpu_sample.start_early
-cpu_sample.start_early = lambda: seen.append(sorted(m for m in ("typer", "rich", "cli.output") if m in sys.modules)) or real()
+real = gathering.spawn_early
+gathering.spawn_early = lambda: seen.append(sorted(m for m in ("typer", "rich", "cli.output") if m in sys.modules)) or real()
 import cli.main
-print(seen, cpu_sample.taken_early(), cli.main.gc.isenabled())
+print(seen, bool(gathering._EARLY), cli.main.gc.isenabled())
 """
 
 
-def test_the_installed_share_takes_its_first_cpu_reading_before_the_command_loads() -> None:
+def test_the_installed_share_starts_its_gathering_process_before_the_command_loads() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("_HELPLINE_COMPLETE", None)
 
@@ -61,7 +61,9 @@ def test_the_installed_share_takes_its_first_cpu_reading_before_the_command_load
 
     assert load("/usr/local/bin/helpline", "share", "--yes") == "[[]] True False"
     assert load("/usr/local/bin/helpline", "--debug", "share") == "[[]] True False"
-    assert load("/usr/local/bin/helpline", "status") == "[] False True", "other commands take no reading"
+    assert load("/usr/local/bin/helpline", "share", "--help") == "[] False False", "help gathers nothing"
+    assert load("/usr/local/bin/helpline", "share", "--send-queued") == "[] False False", "nor does sending the queue"
+    assert load("/usr/local/bin/helpline", "status") == "[] False True", "other commands start no process"
     assert load("/usr/bin/pytest", "share") == "[] False True", "importing the module is not running the command"
 
 

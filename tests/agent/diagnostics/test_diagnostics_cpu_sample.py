@@ -10,8 +10,7 @@ import pytest
 from agent.diagnostics import collect
 from agent.diagnostics.collectors.processes import ProcessesCollector
 from agent.diagnostics.context import CollectOptions
-from agent.diagnostics.cpu_sample import (MIN_SAMPLE_SECONDS, SAMPLE_SECONDS, STALE_SECONDS, CpuSample, busy_percent,
-                                         early_or_new, start_early)
+from agent.diagnostics.cpu_sample import MIN_SAMPLE_SECONDS, SAMPLE_SECONDS, STALE_SECONDS, CpuSample, busy_percent
 
 Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
 
@@ -136,13 +135,6 @@ def test_the_interval_stretches_while_a_slower_collector_works(tmp_path) -> None
     report = collect(CollectOptions(), tmp_path / "staging", collectors=[ProcessesCollector(), Slow()])
     assert report.result("processes").facts["cpu_sample_seconds"] >= SAMPLE_SECONDS
     assert report.result("slow").facts == {"set_while_measured": True}, "set once one collector was left"
-
-
-def test_the_early_reading_is_handed_out_once() -> None:
-    start_early()
-    first = early_or_new()
-    assert first.age() >= 0
-    assert early_or_new() is not first, "a second collection takes a reading of its own"
 
 
 def test_the_table_is_read_during_the_interval_and_only_cpu_readings_after_it(tmp_path, monkeypatch) -> None:

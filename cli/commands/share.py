@@ -56,6 +56,17 @@ def _collect(gathering):
         return gathering.result(progress=tick)
 
 
+def _ready_for_what_follows(*, sending: bool) -> None:
+    """Load the code of the steps after the gathering (the table of what will be sent; the upload) while the
+    gathering process still works: time the person would otherwise wait for once the bundle is made."""
+    import rich.table  # noqa: F401
+    import rich.text  # noqa: F401
+
+    output.console()
+    if sending:
+        import agent.upload  # noqa: F401
+
+
 def send_question(choice) -> str:
     """The question asked before anything is sent; it names the ticket ("Send to T-1002 'Laptop very slow'?")."""
     if choice.is_new:
@@ -192,6 +203,7 @@ def share(
             request.ticket, request.new_ticket = choice.number, choice.is_new
             request.ticket_title = choice.ticket.title if choice.ticket else None
         _ask(request)
+        _ready_for_what_follows(sending=target is None and not preview)
         prepared = _collect(gathering)
     except BaseException:
         gathering.cancel()  # what it gathered goes before the error is told

@@ -100,7 +100,8 @@ class BundleBuilder:
             scrub_entry(entry, self.redactor, self.raw_root)
             self._early[entry.staged_relpath] = entry
             if entry.bundled:  # the final check may read it now too: it reads every file again at the end
-                self.redactor.check_early(self.raw_root.joinpath(*entry.path.split("/")))
+                self.redactor.check_early(self.raw_root.joinpath(*entry.path.split("/")),
+                                          unchanged_from=None if entry.counts else entry.staged)
         self._busy += time.monotonic() - started
 
     def _fresh_out_dir(self) -> bool:

@@ -228,17 +228,18 @@ class Redactor:
         return verify_tree(Path(root), self._make_pipeline, self.pseudonyms, self.options.known_usernames,
                            self._checked)
 
-    def check_early(self, path: Path) -> None:
+    def check_early(self, path: Path, *, unchanged_from: Path | None = None) -> None:
         """Let the final check read a finished output file now, while there is time (see :class:`CheckedContents`).
 
         Only when no detector depends on what the pseudonym map learns (no user
         names, host names or addresses are pseudonymised): then the detectors and the
         second look find in the same bytes the same things now as at the end.
         :meth:`verify_tree` reads every file again and uses these findings only for
-        identical bytes; the originals the map holds are searched for at the end.
+        identical bytes; the originals the map holds are searched for at the end. ``unchanged_from``: the file
+        ``path`` was scrubbed from, when that pass replaced nothing (see :meth:`CheckedContents.check`).
         """
         if not (self.options.usernames or self.options.hostnames or self.options.network):
-            self._checked.check(Path(path), self._make_pipeline, self.pseudonyms)
+            self._checked.check(Path(path), self._make_pipeline, self.pseudonyms, unchanged_from=unchanged_from)
 
 
 def _has_leak(leaks: LeakScanner, path: Path) -> bool:

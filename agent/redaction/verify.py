@@ -125,13 +125,23 @@ class CheckedContents:
     def __init__(self) -> None:
         self._found: dict[str, list[tuple[int, str]]] = {}
 
-    def check(self, path: Path, make_pipeline: Callable[[PseudonymMap], Pipeline], pseudonyms: PseudonymMap) -> None:
+    def check(self, path: Path, make_pipeline: Callable[[PseudonymMap], Pipeline], pseudonyms: PseudonymMap,
+              *, unchanged_from: Path | None = None) -> None:
         """Read ``path`` now and remember its detectors' and second look's findings (unreadable or large files:
-        nothing; the final check reads them then)."""
+        nothing; the final check reads them then).
+
+        ``unchanged_from`` is the file ``path`` was scrubbed from when that pass replaced nothing. If
+        its bytes are exactly these, the detectors have already read exactly this text and changed
+        nothing: they find nothing in it (the same detectors, the same text, no pseudonym learned),
+        and only the second look reads it again. Any other bytes get both.
+        """
         try:
             if path.stat().st_size > CHECKED_SIZE_LIMIT:
                 return
             data = path.read_bytes()
+            if unchanged_from is not None and _same_bytes(unchanged_from, data):
+                self._found[_digest(data)] = _second_look(_decoded(data))
+                return
             self._found[_digest(data)] = _scan_pieces(_decoded(data), make_pipeline(pseudonyms.copy()), None)
         except (NotText, UnicodeDecodeError, OSError):
             return
@@ -142,6 +152,13 @@ class CheckedContents:
 
     def __len__(self) -> int:
         return len(self._found)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _digest(data: bytes) -> str:
@@ -247,6 +264,16 @@ def _scan_file(path: Path, pipeline: Pipeline, leaks: LeakScanner,
     with open(path, "rb") as raw:
         _, pieces = read_text_chunks(raw)
         return _scan_pieces(pieces, pipeline, leaks)
+
+
+def _second_look(pieces: Iterable[str]) -> list[tuple[int, str]]:
+    """The second look's findings alone, numbered as :func:`_scan_pieces` numbers them."""
+    found: list[tuple[int, str]] = []
+    lines_before = 0
+    for piece in pieces:
+        found.extend((lines_before + line_no, SECOND_LOOK + kind) for line_no, kind in second_look.scan_text(piece))
+        lines_before += piece.count("\n")
+    return found
 
 
 def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline | None, leaks: LeakScanner | None) -> list[tuple[int, str]]:

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -72,8 +72,15 @@ def _early_or_new() -> subprocess.Popen:
     return spawn_worker()
 
 
-class GatheringFailed(Exception):
-    """The gathering process ended without a bundle and without saying why."""
+def read_messages(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The messages on ``stream`` (JSON objects, one a line) until it ends; a line that is not one is skipped."""
+    for line in stream:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            yield message
 
 
 class Gathering:
@@ -123,13 +130,9 @@ class Gathering:
 
     def _read(self, stream: IO[bytes]) -> None:
         try:
-            for line in stream:
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if "progress" in message:
-                    name, status = message["progress"]
+            for message in read_messages(stream):
+                if isinstance(message.get("progress"), list) and len(message["progress"]) == 2:
+                    name, status = (str(part) for part in message["progress"])
                     with self._lock:
                         self._events.append((name, status))
                         listener = self._listener

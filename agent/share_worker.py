@@ -66,6 +66,7 @@ def run() -> int:
     from agent.diagnostics import collect  # noqa: F401 - through the package, which keeps the name for the function
     import agent.diagnostics.collectors  # noqa: F401
     import protocol.archive  # noqa: F401
+    from agent.gathering import read_messages
     from agent.share import ShareRequest, prepare
 
     first = incoming.readline()
@@ -90,11 +91,7 @@ def run() -> int:
                 cancelled.set()  # the command is gone: nobody wants the bundle
 
     def listen() -> None:
-        for line in incoming:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
+        for message in read_messages(incoming):
             if "settle" in message:
                 fresh = ShareRequest.from_dict(message["settle"])
                 for name in ("what", "since", "tried", "ticket", "ticket_title", "new_ticket"):

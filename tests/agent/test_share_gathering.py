@@ -16,14 +16,9 @@ from agent.gathering import Gathering, spawn_worker
 from agent.share import ShareRequest
 from protocol.errors import ConflictError, ExitStatus, HelplineError
 
+from tests.agent.share_fixtures import isolated  # noqa: F401 - a fixture
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="collects from this Linux PC")
-
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HELPLINE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("HELPLINE_AGENT_CONFIG", raising=False)
-    return tmp_path
 
 
 def _fake_worker(monkeypatch, script: str) -> None:

@@ -9,14 +9,9 @@ import pytest
 from agent.diagnostics.cpu_sample import CpuSample
 from agent.share import ShareRequest, prepare
 
+from tests.agent.share_fixtures import isolated  # noqa: F401 - a fixture
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="collects from this Linux PC")
-
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HELPLINE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("HELPLINE_AGENT_CONFIG", raising=False)
-    return tmp_path
 
 
 def test_the_unredacted_staging_goes_and_the_archive_stays_until_discarded(isolated) -> None:

@@ -165,15 +165,20 @@ def test_dpkg_log_keeps_the_changes_and_what_a_broken_upgrade_left():
     assert without_routine_status(crlf)[0] == kept.replace("\n", "\r\n")
 
 
-def test_the_staged_dpkg_log_says_what_was_left_out(tmp_path):
+def staged_update(tmp_path: Path, name: str, recorded: str):
+    """The updates collector run on one recorded file: its result, that file's item and what it staged."""
     root = tmp_path / "recorded" / "updates"
     root.mkdir(parents=True)
-    (root / "dpkg.log").write_text(DPKG_RUN)
+    (root / name).write_text(recorded)
     env = {**os.environ, RECORDED_OUTPUTS_ENV: str(tmp_path / "recorded")}
     result = collect(CollectOptions(categories={"updates"}), tmp_path / "stage", platform="linux", env=env,
                      now=NOW).result("updates")
-    item = next(i for i in result.items if i.path == "updates/dpkg.log")
-    staged = (tmp_path / "stage" / "updates" / "dpkg.log").read_text()
+    item = next(i for i in result.items if i.path == f"updates/{name}")
+    return result, item, (tmp_path / "stage" / "updates" / name).read_text()
+
+
+def test_the_staged_dpkg_log_says_what_was_left_out(tmp_path):
+    result, item, staged = staged_update(tmp_path, "dpkg.log", DPKG_RUN)
     assert staged == without_routine_status(DPKG_RUN)[0] and item.size == len(staged.encode())
     assert "7 routine status lines left out" in item.note and item.source == "/var/log/dpkg.log"
     assert result.facts["broken"] == ["vlc"]
@@ -295,14 +300,7 @@ def test_the_staged_package_status_list_keeps_only_the_odd_ones_out(tmp_path):
         "linux-image-amd64", "vlc", "oldlib", "libc6", "flash"]
     assert without_settled_packages("") == ("", 0)
 
-    root = tmp_path / "recorded" / "updates"
-    root.mkdir(parents=True)
-    (root / "dpkg-status.txt").write_text(DPKG_STATUS_LIST)
-    env = {**os.environ, RECORDED_OUTPUTS_ENV: str(tmp_path / "recorded")}
-    result = collect(CollectOptions(categories={"updates"}), tmp_path / "stage", platform="linux", env=env,
-                     now=NOW).result("updates")
-    item = next(i for i in result.items if i.path == "updates/dpkg-status.txt")
-    staged = (tmp_path / "stage" / "updates" / "dpkg-status.txt").read_text()
+    result, item, staged = staged_update(tmp_path, "dpkg-status.txt", DPKG_STATUS_LIST)
     assert staged == kept and item.size == len(staged.encode())
     assert "3 packages installed as asked left out" in item.note
     assert result.facts["held"] == ["linux-image-amd64"]  # read from the whole list, before it was cut

@@ -662,9 +662,11 @@ class PasswordFlags:
 # --- colon files ---------------------------------------------------------------------------------------
 
 _FIELD = r"(?:[^:\s\\]|\\.)+"
+# A host name holds no markup: "<tr><td>mac</td><td>ce:79:00:59:55:94</td>…" is a page's row, not a .pgpass line.
+_HOST_FIELD = r"(?:[^:\s\\<>]|\\.)+"
 _COLON_FILES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str]], ...] = (
     # ~/.pgpass: hostname:port:database:username:password (port may be *; ":" and "\" escaped in fields)
-    (None, rx(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_FIELD}):(?P<port>\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
+    (None, rx(rf"^[ \t]*(?:\[[0-9A-Fa-f:.]+\]|{_HOST_FIELD}):(?P<port>\d{{1,5}}|\*):{_FIELD}:{_FIELD}:(?P<value>(?:[^\\\n]|\\.)+?)[ \t]*$")),
     # postfix sasl_passwd: [smtp.example.com]:587 user@example.com:password
     (("@",), rx(r"^[ \t]*\[?[\w.\-]+\]?(?::\d{1,5})?[ \t]+[^\s:@]+@[^\s:]+:(?P<value>\S+)[ \t]*$")),
     # ipsec.secrets: [ids] : PSK "secret" (also XAUTH, EAP, NTLM, PIN)

@@ -281,6 +281,25 @@ def test_a_pgpass_line_of_short_hex_fields_before_its_password_is_still_redacted
     assert value not in out and counts
 
 
+@pytest.mark.parametrize("row", [
+    '<tr><td>mac</td><td>ce:79:00:59:55:94</td><td><span class="null">none</span></td></tr>',
+    "<tr><td>2024-03-12T08:59:40+01:00</td><td>2024-03-13T08:04:30+01:00</td></tr>",
+    "<tr><td>2024-03-14T10:20:33+00:00</td><td>sdb</td><td>blk_update_request: I/O error, dev sdb</td></tr>",
+    "<li>eth0:1:up:1500:ce:79:00:59:55:94</li>",
+])
+def test_a_page_s_row_of_colons_is_not_a_pgpass_line(row):
+    """A host name holds no markup: a table row whose cells hold a MAC address or two times of day is left
+    alone (the report page puts a row on each line; the final check replaced the whole page for these)."""
+    assert Redactor().redact_text(row) == (row, {})
+
+
+@pytest.mark.parametrize("wrapped", ["<pre>{line}</pre>", "<td>{line}</td>", "<li>{line}"])
+def test_a_pgpass_line_inside_markup_is_still_redacted(wrapped):
+    value = password(random.Random(wrapped), size=(12, 18))
+    out, counts = Redactor().redact_text(wrapped.format(line=f"db.example.com:5432:app:bob:{value}"))
+    assert value not in out and counts
+
+
 def test_the_final_check_withholds_what_a_first_pass_missed():
     from agent.redaction.detectors import Pipeline
     from agent.redaction.pseudonyms import PseudonymMap

@@ -36,7 +36,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 # falls back to a placeholder when that import fails; Helpline never runs that client, so the import is refused
 # (about 0.01 s of every command that reaches a server).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-if _started_as_share() and not {"--help", "--send-queued"} & set(sys.argv[1:]):
+if _started_as_share() and not {"--help", "-h", "--send-queued"} & set(sys.argv[1:]):
     # The share gathers in a process of its own (agent.gathering): started now, before the rest of the command
     # loads, it loads the gathering's code (and takes the first CPU reading) while this one loads the CLI.
     from agent.gathering import spawn_early

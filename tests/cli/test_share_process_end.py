@@ -62,6 +62,7 @@ def test_the_installed_share_starts_its_gathering_process_before_the_command_loa
     assert load("/usr/local/bin/helpline", "share", "--yes") == "[[]] True False"
     assert load("/usr/local/bin/helpline", "--debug", "share") == "[[]] True False"
     assert load("/usr/local/bin/helpline", "share", "--help") == "[] False False", "help gathers nothing"
+    assert load("/usr/local/bin/helpline", "share", "-h") == "[] False False"
     assert load("/usr/local/bin/helpline", "share", "--send-queued") == "[] False False", "nor does sending the queue"
     assert load("/usr/local/bin/helpline", "status") == "[] False True", "other commands start no process"
     assert load("/usr/bin/pytest", "share") == "[] False True", "importing the module is not running the command"

@@ -16,8 +16,6 @@ from agent.gathering import Gathering, spawn_worker
 from agent.share import ShareRequest
 from protocol.errors import ConflictError, ExitStatus, HelplineError
 
-from tests.agent.share_fixtures import isolated  # noqa: F401 - a fixture
-
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="collects from this Linux PC")
 
 

@@ -9,8 +9,6 @@ import pytest
 from agent.diagnostics.cpu_sample import CpuSample
 from agent.share import ShareRequest, prepare
 
-from tests.agent.share_fixtures import isolated  # noqa: F401 - a fixture
-
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="collects from this Linux PC")
 
 

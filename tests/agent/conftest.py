@@ -1,4 +1,4 @@
-"""What the tests of a share's gathering share: a PC whose configuration is the test's own."""
+"""Fixtures for the agent's tests: a PC whose configuration is the test's own."""
 
 from __future__ import annotations
 

@@ -58,7 +58,6 @@ class ShareRequest:
     def answers(self) -> dict[str, str]:
         return {"what_happened": self.what, "since_when": self.since, "already_tried": self.tried}
 
-
     def to_dict(self) -> dict:
         """The request as plain JSON data (:meth:`from_dict` reads it back): how it reaches a gathering process."""
         return {**asdict(self), "exclude": sorted(self.exclude)}

@@ -62,10 +62,8 @@ def run() -> int:
 
     gc.disable()  # as `helpline share` does (see cli.main): collecting and redacting make few reference cycles
     # The gathering's code, loaded while the command parses its options and asks the server about the ticket.
-    import agent.bundle.build  # noqa: F401
+    import agent.bundle.build  # noqa: F401 - with the collectors, the redactor and the archive code
     from agent.diagnostics import collect  # noqa: F401 - through the package, which keeps the name for the function
-    import agent.diagnostics.collectors  # noqa: F401
-    import protocol.archive  # noqa: F401
     from agent.gathering import read_messages
     from agent.share import ShareRequest, prepare
 
@@ -128,16 +126,9 @@ def run() -> int:
     return 0
 
 
-def _end(status: int) -> None:
-    """End now: the command waits for this process (its staging folder is gone by then), not for the
-    interpreter to take apart every object the gathering loaded."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status)
-
-
 if __name__ == "__main__":
-    _end(run())
+    # The command waits for this process (its staging folder is gone by then), not for the interpreter to take
+    # apart every object the gathering loaded.
+    from agent.process_end import end_process
+
+    end_process(run())

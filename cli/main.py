@@ -53,6 +53,7 @@ from typing import Annotated  # noqa: E402
 import typer  # noqa: E402
 from typer._click.exceptions import ClickException  # noqa: E402 - typer 0.26 exports no public base for click's errors
 
+from agent.process_end import end_process as _end_process  # noqa: E402
 from cli import answers, output  # noqa: E402
 from protocol.errors import Audience, ExitStatus, HelplineError  # noqa: E402
 
@@ -391,31 +392,3 @@ def main(argv: list[str] | None = None) -> int:
 
 #: Commands whose installed process ends through :func:`_end_process` (share too, unless a session follows it).
 _QUICK_END = frozenset({"restore", "snapshot"})
-
-
-def _end_process(status: int) -> None:
-    """End this process now, with ``status``, once its threads, exit handlers, logs and output are done.
-
-    A share's process has loaded several thousand objects that the interpreter
-    would take apart one by one on the way out (0.03 s here, a tenth of what the
-    person waits for after the bundle is made; 0.01 s after a restore); nothing of
-    them needs it. What does need the way out is done first: threads that are not
-    daemons are waited for (as the interpreter would), the exit handlers run
-    (temporary folders left to a finalizer are removed), logging is shut down and
-    the output flushed.
-    """
-    import atexit
-    import logging
-    import threading
-
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
-            pass
-    os._exit(status)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.diagnostics.collectors import collector_names
-from agent.regexes import AGENT_CACHE
 from agent.diagnostics.model import CollectionReport, CollectorResult
 from agent.redaction import Redactor
+from agent.regexes import AGENT_CACHE
 from protocol.bundle import RAW_DIR
 from protocol.errors import InvalidInputError
 

@@ -140,7 +140,7 @@ class CheckedContents:
                 return
             data = path.read_bytes()
             if unchanged_from is not None and _same_bytes(unchanged_from, data):
-                self._found[_digest(data)] = _second_look(_decoded(data))
+                self._found[_digest(data)] = _scan_pieces(_decoded(data), None, None, look_again=True)
                 return
             self._found[_digest(data)] = _scan_pieces(_decoded(data), make_pipeline(pseudonyms.copy()), None)
         except (NotText, UnicodeDecodeError, OSError):
@@ -266,18 +266,12 @@ def _scan_file(path: Path, pipeline: Pipeline, leaks: LeakScanner,
         return _scan_pieces(pieces, pipeline, leaks)
 
 
-def _second_look(pieces: Iterable[str]) -> list[tuple[int, str]]:
-    """The second look's findings alone, numbered as :func:`_scan_pieces` numbers them."""
-    found: list[tuple[int, str]] = []
-    lines_before = 0
-    for piece in pieces:
-        found.extend((lines_before + line_no, SECOND_LOOK + kind) for line_no, kind in second_look.scan_text(piece))
-        lines_before += piece.count("\n")
-    return found
-
-
-def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline | None, leaks: LeakScanner | None) -> list[tuple[int, str]]:
-    """The findings of the detectors and the second look (unless ``pipeline`` is None) and of ``leaks`` (unless None)."""
+def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline | None, leaks: LeakScanner | None, *,
+                 look_again: bool | None = None) -> list[tuple[int, str]]:
+    """The findings of the detectors (unless ``pipeline`` is None), of the second look (``look_again``; by
+    default with the detectors) and of ``leaks`` (unless None)."""
+    if look_again is None:
+        look_again = pipeline is not None
     scrubber = Scrubber(pipeline, record_lines=True) if pipeline is not None else None
     found: list[tuple[int, str]] = []
     lines_before = 0
@@ -290,7 +284,7 @@ def _scan_pieces(pieces: Iterable[str], pipeline: Pipeline | None, leaks: LeakSc
                 line += piece.count("\n", counted_to, offset)
                 counted_to = offset
                 found.append((line, kind))
-        if pipeline is not None:
+        if look_again:
             found.extend((lines_before + line_no, SECOND_LOOK + kind)
                          for line_no, kind in second_look.scan_text(piece))
         lines_before += piece.count("\n")

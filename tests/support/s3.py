@@ -1,6 +1,9 @@
 """A real S3 endpoint for tests: moto's server in a subprocess on 127.0.0.1.
 
-:class:`MotoServer` starts ``python -m moto.server`` on a free loopback port,
+It runs through :mod:`tests.support.moto_main`, which makes multipart completion
+atomic as S3 is.
+
+:class:`MotoServer` starts that server on a free loopback port,
 waits (bounded) until it answers HTTP, and stops it by its PID. The pytest
 fixtures ``moto_server`` (one per session) and ``s3_bucket`` (a fresh bucket per
 test) are exposed to a test folder by importing them in its conftest.py.
@@ -27,6 +30,7 @@ ACCESS_KEY = "helpline-test-access"
 SECRET_KEY = "helpline-test-secret-not-a-real-key"
 REGION = "us-east-1"
 POLL_INTERVAL = 0.05
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class MotoServer:
@@ -60,11 +64,12 @@ class MotoServer:
             began = time.monotonic()
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "moto.server", "--host", HOST, "--port", str(port)],
+                    [sys.executable, "-m", "tests.support.moto_main", "--host", HOST, "--port", str(port)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, "MOTO_PORT": str(port)},
+                    cwd=REPO_ROOT,  # so that -m finds tests.support.moto_main
                 )
             server = cls(process, port, log_path, 0.0)
             if server._wait_ready(began + timeout, polls=int(timeout / POLL_INTERVAL) + 1):

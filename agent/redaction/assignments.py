@@ -410,6 +410,9 @@ class Assignments:
             start, end, replacement = span
             if kind == keys.SECRET and _names_a_file(line[start:end]):
                 continue  # mount.cifs' credentials=/root/.smbcredentials, GOOGLE_APPLICATION_CREDENTIALS=~/key.json
+            value = line[start:end]
+            if is_redacted(value.strip("\"'")) or replacement(kind) == value:
+                continue  # `pwd: ['[REDACTED:password]'x`: only an earlier pass's tokens, counted then
             out.append(line[done:start])
             out.append(replacement(kind))
             hit(kind)

@@ -37,6 +37,8 @@ from agent.regexes import rx
 
 PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
+# How many times a changed line is run through the detectors at most before it counts as settled.
+_SETTLE_PASSES = 4
 
 
 class Detector(Protocol):
@@ -663,8 +665,21 @@ class Pipeline:
         would on the second pass; and a detector that reads around pseudonyms
         (:attr:`reads_pseudonyms`) reads the line again once a later detector wrote
         one, since the second pass sees them in place from the start.
+
+        What no ordering foresees (a value cut short beside a token, so that the token
+        and what was left of the line read as a new value) is settled by running the
+        detectors again over a changed line until it stays as it is: only lines that
+        changed pay for it, and the output is what a second pass would leave alone.
         """
         self._refresh()
+        for _ in range(_SETTLE_PASSES):
+            changed = self._apply_once(line, hit)
+            if changed == line:
+                break
+            line = changed
+        return line
+
+    def _apply_once(self, line: str, hit: Hit) -> str:
         active = self._active(line)
         pending = sorted(active)
         ran_at: dict[int, int] = {}  # detector -> how many changes the line had had when it read it

@@ -128,6 +128,11 @@ EVERYTHING = RedactionOptions(network=True, hostnames=True, usernames=True)
 # random-looking rest where an address stood.
 @example(text="password    /home/zedghp_" + "a" * 36 + ":eyJhbGciOiJIUzI1NiJ9", options=EVERYTHING)
 @example(text='password"::abc.eyJzdWIiOiIxMjM0In0', options=EVERYTHING)
+# A value cut short beside a token ("<password" before ">"), so that token and rest read as a new value; a
+# list of an earlier pass's tokens followed by more text, replaced by itself and counted again.
+@example(text=" password :<password>", options=RedactionOptions())
+@example(text="<password:x <password>password", options=RedactionOptions())
+@example(text="<password>--u:p@h.comhttps://\npwdBasic : ['</password>'fe80::1234", options=EVERYTHING)
 def test_redaction_of_structured_text_is_idempotent(text, options):
     redactor = Redactor(options)
     once, _ = redactor.redact_text(text)

@@ -69,12 +69,16 @@ def _assignment_at_keyword(line: str, start: int, end: int) -> re.Match[str] | N
             candidates.insert(0, word_start - 1)  # a quoted key: "password": ...
         if word_start > 0 and line[word_start - 1] in "$@":
             candidates.insert(0, word_start - 1)
+    spaced: re.Match[str] | None = None  # "pass word" in `{"pass word": "x"}` is a key, not prose
     for p in candidates:
         if p > 0 and line[p - 1] not in _KEY_DELIMITERS:
             continue
         m = _ASSIGN_AT.match(line, p)
         if m is not None and m.start("key") == key_start and m.end("key") >= end:
-            return m
+            if sigil or m.group("sep").strip():
+                return m
+            spaced = m
+            break
     if not sigil:
         # A quoted key with spaces: the quote that opens it is the last one before the keyword.
         quote = max(line.rfind('"', max(0, word_start - 48), word_start), line.rfind("'", max(0, word_start - 48), word_start))
@@ -82,7 +86,7 @@ def _assignment_at_keyword(line: str, start: int, end: int) -> re.Match[str] | N
             m = _QUOTED_SPACED_KEY.match(line, quote)
             if m is not None and m.end("key") >= end:
                 return m
-    return None
+    return spaced
 
 
 # Words that cannot be part of a label before a key word: a sentence or a status ("Failed password: x",

@@ -131,7 +131,8 @@ _STEMS = rx(
                 "geslo", "lozinka", "parool", "slapta", "парол", "лозинк", "κωδικ", "סיסמ", "كلمة", "mật",
                 "mat kh", "kata", "पासवर्ड", "密码", "密碼", "口令", "パスワード", "暗証番号", "비밀번호", "암호",
                 "key", "token", "secret", "credential", "clé", "cle", "schl", "geheim", "auth", "bearer",
-                "refresh", "session", "private", "app", "client", "licen", "product", "access", "api", "pw", "psw", "pin",
+                "refresh", "session", "private", "app", "client", "licen", "product", "access", "api", "pw", "psw", "p/w",
+                "pin",
                 "code",
                 "storage", "account", "shared", "master", "encryption", "signing", "subscription", "network",
                 "security", "wifi", "wlan", "wireless", "pre-shared", "signature",
@@ -177,14 +178,30 @@ def _starts_word(line: str, start: int) -> bool:
     if start == 0 or line[start] in _CJK_START or line.startswith("\\u", start):
         return True
     before = line[start - 1]
+    if before == "-" and start >= 3 and line[start - 2].isalpha() and line[start - 3].isalpha():
+        return True  # the last part of a compound: "Root-Passwort", "WLAN-Kennwort", "Admin-Password"
     return not (before.isalnum() or before == "_" or before in _WORD_BEFORE)
 
-# Who or what the password is for: "password for bob is", "Passwort für den Server:", "(new)".
-_FOR = (r"(?:[ \t]+(?:for|of|für|fuer|von|pour|de|para|per|voor|van|dla|pro|för|til|for|для|от)"
-        r"(?:[ \t]+[^\s:=\[\]\"'<>]{1,40}?){1,3}?)?")
+# The spaces between a credential's word, its separator and its value: French puts a no-break space (or a narrow
+# one) before a colon, and text pasted from a chat or a document carries those and zero-width spaces too.
+_SP = "[ \t\u00a0\u2007\u202f\u200b]"
+# Who or what the password is for: "password for bob is", "Passwort für den Server:", "contraseña del wifi es",
+# "пароль от роутера:"; a word of the phrase may be a token the redaction wrote ("auth token for [REDACTED:…] is").
+_PREPOSITIONS = (
+    r"for|of|für|fuer|von|vom|zum|zur|pour|de|du|des|para|per|voor|van|dla|pro|för|til|do|da|das|dos|del|della"
+    r"|dello|dei|di|al|au|na|od|для|от|к|на|у|із|з"
+)
+_FOR_WORD = r"(?:\[REDACTED:[\w\-]+\]|[^\s:=\[\]\"'<>]{1,40}?)"
+_FOR_PHRASE = rf"{_SP}+(?:{_PREPOSITIONS})(?:{_SP}+{_FOR_WORD}){{1,3}}?"
+_FOR = rf"(?:{_FOR_PHRASE})?"
+# What kind of password, between the word and its separator: "password (case sensitive):", "Mot de passe Wi-Fi :",
+# "contraseña nueva:", "WLAN key (WPA2):". Any words may stand there before a colon or an equals sign, so the value
+# after them must look like a password (see SpokenPasswords._replace).
+_KIND_WORDS = rf"(?P<kinds>(?:{_SP}*\([^()\n]{{1,40}}\)|{_SP}+[^\W\d_][\w'’\-]{{0,20}}){{1,3}}?)"
 _VERBS = (
-    r"is|was|are|were|ist|war|sind|lautet|lautete|est|était|es|era|é|è|jest|to|je|är|var|er|on|oli|este|van"
-    r"|это|е|є|είναι|היא|הוא|هي|هو|là|adalah|ialah|है|—|–|-|: "
+    r"is|was|are|were|will[ \t]be|ist|war|sind|lautet|lautete|heißt|est|était|sera|c'est|c’est|es|era|fue|será|é|è"
+    r"|e'|sarà|foi|será|jest|brzmi|wynosi|to|je|är|var|er|on|oli|este|van|это|был|была|было|будет|такой|такая"
+    r"|е|є|είναι|היא|הוא|هي|هو|là|adalah|ialah|है|—|–|-|: "
 )
 _ADVERBS = r"now|still|jetzt|nun|noch|maintenant|toujours|ahora|todavía|agora|ainda|ora|nu|nyt|teraz|nyní|теперь"
 _SET_TO = (
@@ -192,10 +209,11 @@ _SET_TO = (
     r"(?:set|changed|reset|updated|geändert|gesetzt|changé|défini|cambiada|alterada)[ \t]+(?:to|auf|in|à|en|para|a|zu)"
 )
 _STRONG = (
-    rf"[ \t]*(?:[:=：＝]|->|=>|→)[ \t]*"
-    rf"|[ \t]+(?:(?:{_VERBS})(?:[ \t]+(?:{_ADVERBS}))?|{_SET_TO})(?!\w)[ \t]*:?[ \t]*"
-    r"|[ \t]*(?:是|为|為|は|는|은|이|가|：)[ \t]*"
+    rf"{_SP}*(?:[:=：＝]|->|=>|→){_SP}*"
+    rf"|{_SP}+(?:(?:{_VERBS})(?:{_SP}+(?:{_ADVERBS}))?|{_SET_TO})(?![\w'’]){_SP}*:?{_SP}*"
+    rf"|{_SP}*(?:是|为|為|は|는|은|이|가|：){_SP}*"
 )
+_SYMBOL_SEPARATOR = rf"{_SP}*(?:[:=：＝]|->|=>|→){_SP}*"
 # A bare value is a word: brackets and quotes inside it belong to it ("Pd}&Q:tE7", "+iGp\"58@WAm!"); a quote or a
 # bracket at its end does not, nor a redaction token after it.
 # A value that opens with a bracket or a quote it never closes at a word's end is a word too ("(jEW[}Y{s!"); it counts
@@ -207,8 +225,15 @@ _VALUE = (
 )
 _SPOKEN_STRONG = rx(
     rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|{_PIN_WORD}){_FOR}(?P<conn>{_STRONG}){_VALUE}")
+# The same with words naming the kind of password before a colon or an equals sign.
+_SPOKEN_KINDS = rx(
+    rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}){_KIND_WORDS}{_FOR}(?P<conn>{_SYMBOL_SEPARATOR}){_VALUE}")
+# "Пароль от роутера X": for whom, then the value after a space; only a value that looks generated counts.
+_SPOKEN_FOR_WEAK = rx(rf"(?i)(?P<word>{_PW_WORD}){_FOR_PHRASE}(?P<conn>{_SP})(?=\S){_VALUE}")
 # One space only: wider gaps are the columns of a table ("passwd      1:4.13-1  amd64").
 _SPOKEN_WEAK = rx(rf"(?i)(?P<word>{_PW_WORD}|{_SHORT_WORD}|{_PIN_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
+# The patterns in the order they are tried at a word, each with how sure its connector makes the value.
+_SPOKEN = ((_SPOKEN_STRONG, "strong"), (_SPOKEN_KINDS, "kinds"), (_SPOKEN_WEAK, "weak"), (_SPOKEN_FOR_WEAK, "for"))
 _IS_SHORT_WORD = rx(_SHORT_WORD, re.I)
 _IS_PIN_WORD = rx(_PIN_WORD, re.I)
 _PIN = rx(r"\d{4,12}")
@@ -237,6 +262,8 @@ _STOP_WORDS = frozenset(
 _TRAILING = ".,;:)]}»”"
 _SETTING = rx(r"[A-Za-z_][\w.\-]*=")
 _PATH_LIKE = rx(r"(?:[~.]?/|[A-Za-z]:[\\/]|\\\\|%[A-Za-z_]\w*%|\$\{?[A-Za-z_])")
+# Words joined by a hyphen or an apostrophe ("Wi-Fi", "d'ordine", "c'est"): words, not a password's shape.
+_WORD_LIKE = rx(r"[^\W\d_]+(?:['’\-][^\W\d_]+)+")
 _NUMBER_LIKE = rx(r"[\d.,:\-/]+(?:ms|s|m|h|d|k|kb|mb|gb|tb|b|x|px|%)?|v?\d+(?::\d+)?[.\d]*\.\d[\w.+~:\-]*")
 
 
@@ -262,7 +289,7 @@ def _password_shaped(value: str) -> bool:
     value = PSEUDONYMS.sub("0", value)
     if len(value) < 4 or value.startswith("-") or _SETTING.match(value) or _PATH_LIKE.match(value):
         return False
-    if _NUMBER_LIKE.fullmatch(value):
+    if _NUMBER_LIKE.fullmatch(value) or _WORD_LIKE.fullmatch(value):
         return False
     letter = any(c.isalpha() for c in value)
     digit_or_symbol = any(c.isdigit() or not c.isalnum() for c in value)
@@ -305,6 +332,11 @@ def _strip_trailing(value: str) -> str:
     return value
 
 
+def _written_as_a_word(text: str) -> bool:
+    """Whether ``text`` is cased as words are ("wifi", "Wi-Fi", "WLAN", "nueva"), not as a generated value."""
+    return all(part in (part.lower(), part.upper(), part.capitalize()) for part in re.split(r"['’\-]", text))
+
+
 class SpokenPasswords:
     """Passwords and tokens told in a sentence, in many languages: "my password is X", "pwd X", "密码：X"."""
 
@@ -319,10 +351,11 @@ class SpokenPasswords:
         for start in _word_starts(line):
             if start < done:
                 continue
-            for pattern, strong in ((_SPOKEN_STRONG, True), (_SPOKEN_WEAK, False)):
+            for pattern, how in _SPOKEN:
                 m = pattern.match(line, start)
                 if m is None:
                     continue
+                strong = how in ("strong", "kinds")
                 rest = line[m.start("v") :] if m.group("v") is not None else ""
                 config_line = line[:start].strip(" \t#;/-") == "" and m.group("conn").strip() in (":", "=", "：")
                 first_word = rest.split(None, 1)[0] if rest.strip() else ""
@@ -343,6 +376,8 @@ class SpokenPasswords:
                     out.append(token(kind))
                     done = m.start("v") + len(rest.rstrip())
                     break
+                if how != "strong" and how != "weak" and not self._shaped_after_words(m, how):
+                    continue
                 replaced = self._replace(m, hit, strong=strong)
                 if replaced != m.group(0):
                     out.append(line[done:start])
@@ -353,6 +388,23 @@ class SpokenPasswords:
             return line
         out.append(line[done:])
         return "".join(out)
+
+    @staticmethod
+    def _shaped_after_words(m: re.Match[str], how: str) -> bool:
+        """After words of the writer's own between the password word and the value ("Mot de passe Wi-Fi :",
+        "Пароль от роутера X"), only a value shaped like a password counts; after a bare space, only one that
+        looks generated."""
+        if m.group("q") is not None:
+            return how == "kinds"
+        value = _strip_trailing(m.group("v") or m.group("o") or "")
+        if is_redacted(value) or TOKEN_IN.search(value):
+            return False
+        if how == "kinds":
+            if not all(_written_as_a_word(word) for word in re.findall(r"[^\W\d_][\w'’\-]*", m.group("kinds"))):
+                return False  # "PASSWORD\tBgVIJYjYjbd:1!cL": that is the value, with a colon inside it
+            is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
+            return _password_shaped(value) if is_password else _token_shaped(value)
+        return _password_shaped(value) and looks_random(value)
 
     @staticmethod
     def _replace(m: re.Match[str], hit: Hit, *, strong: bool) -> str:
@@ -413,6 +465,52 @@ class SpokenPasswords:
 
 
 TOKEN_IN = rx(r"\[REDACTED:")
+
+
+# "X is the new password", "X ist das neue Passwort", "X est le nouveau mot de passe": the value comes first.
+_NAMED_AFTER = rx(
+    rf"(?i){_SP}+(?:is|was|will[ \t]be|ist|war|wird|est|était|sera|es|era|será|é|è|sarà|foi|—|–|-|=)"
+    rf"(?:{_SP}+(?:the|my|our|your|his|her|their|a|an|das|der|die|dein|mein|meine|unser|le|la|mon|ma|notre|votre"
+    rf"|el|mi|tu|il|o|meu|minha|мой|наш|новый))?"
+    rf"(?:{_SP}+(?:new|current|temporary|temp|initial|default|one-time|neue|neues|aktuelle|nouveau|nouvelle"
+    rf"|nueva|nuevo|nuova|nova|novo|actual|provisoire|temporäre|temporal|temporanea))?"
+    rf"(?:{_SP}+(?:wifi|wi-fi|wlan|admin|root|router|user|vpn|e-mail|email|mail|db|database))?"
+    rf"{_SP}+(?P<word>{_PW_WORD}|{_SHORT_WORD})"
+    # and there the sentence ends: "X is the password manager" names something else
+    rf"(?=[.!?,;:)\"'”»]*{_SP}*$|[.!?,;:)\"'”»]+\s)"
+)
+_WORD_BEFORE_IT = rx(r"(?P<v>[^\s\"'“„«‘`(\[{]+)[\"'”»’`)\]}]*$")
+
+
+class PasswordsNamedAfter:
+    """A password told before the word for it: "c9^ba~lw!l5 is the new password", "X ist das neue Passwort".
+    Only a value shaped like a password counts ("This is the password" and "Wi-Fi is the password" do not)."""
+
+    names = (PASSWORD,)
+
+    def triggers(self) -> Triggers:
+        return Triggers((*PASSWORD_TRIGGERS, "pw"))
+
+    def apply(self, line: str, hit: Hit) -> str:
+        out: list[str] = []
+        done = 0
+        for m in _NAMED_AFTER.finditer(line):
+            before = _WORD_BEFORE_IT.search(line, done, m.start())
+            if before is None:
+                continue
+            value = before.group("v")
+            if "[REDACTED:" in line[line.rfind(" ", done, before.start()) + 1 : before.end()]:
+                continue  # the word before is a token an earlier pass wrote
+            if is_redacted(value) or TOKEN_IN.search(value) or not _password_shaped(value) or PSEUDONYMS.search(value):
+                continue
+            hit(PASSWORD)
+            out.append(line[done : before.start("v")])
+            out.append(token(PASSWORD))
+            done = before.end("v")
+        if not out:
+            return line
+        out.append(line[done:])
+        return "".join(out)
 
 
 def _with_token(m: re.Match[str], group: str, value: str, kind: str) -> str:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from agent.redaction import blocks
 from agent.redaction.credentials import (
-    PSEUDONYMS, ColonFiles, CredentialPositions, PasswordFlags, SpokenPasswords, looks_random,
+    PSEUDONYMS, ColonFiles, CredentialPositions, PasswordFlags, PasswordsNamedAfter, SpokenPasswords, looks_random,
 )
 from agent.redaction.assignments import Assignments, SpecialForms, XmlElements, is_not_secret, looks_like_prose
 from agent.redaction.identities import Emails, Hostnames, Usernames
@@ -741,6 +741,7 @@ def build_pipeline(options: RedactionOptions, pseudonyms: PseudonymMap) -> Pipel
         XmlElements(),
         Assignments(),
         SpokenPasswords(),
+        PasswordsNamedAfter(),
         CredentialPositions(),
         Emails(pseudonyms),
     ]

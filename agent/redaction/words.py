@@ -16,9 +16,9 @@ from re import _parser as sre_parser  # type: ignore[attr-defined]
 
 # Written as words between word boundaries (Latin, Cyrillic, Greek, Hebrew, Arabic, Devanagari scripts).
 PASSWORD_WORDS_SPACED = (
-    r"pass(?:word|wd|phrase|code)s?|pwd|pass[ \t]phrase|passwort|kennwort|passw[öo]rter|kennw[öo]rter"
+    r"pass(?:word|wd|phrase|code)s?|pwd|pass[ \t](?:phrase|word)|passwort|kennwort|passw[öo]rter|kennw[öo]rter"
     r"|mot[ \t]de[ \t]passe|mots[ \t]de[ \t]passe|mdp|contrase[ñn]a|contrasenya|clave|senha|palavra-passe"
-    r"|wachtwoord|has[łl]o|heslo|l[öo]senord(?:et)?|salasana(?:si)?|parol[aă]|jelsz[óo]|passord(?:et)?"
+    r"|wachtwoord|has[łl]o|heslo|l[öo]senord(?:et)?|salasana(?:si)?|parola[ \t]d'ordine|parol[aă]|jelsz[óo]|passord(?:et)?"
     r"|adgangskode(?:n)?|[şs]ifre(?:si|m)?|geslo|lozinka|parool|slapta[žz]odis"
     r"|пароль|пароля|паролем|парола(?:та)?|лозинка|κωδικός|[ובלמש]?ה?סיסמ[הא]|كلمة[ \t]المرور|كلمة[ \t]السر"
     r"|m[ậa]t[ \t]kh[ẩa]u|kata[ \t]sandi|kata[ \t]laluan|पासवर्ड"
@@ -49,10 +49,11 @@ PASSWORD_TRIGGERS = (
 #: Abbreviations people write in notes and tickets ("pswd: X", "pwrd X"): short words, judged the same way.
 #: (Not "psw": a CPU's program status word in a kernel's oops.)
 ABBREVIATED_PASSWORD_WORDS = ("pswd", "pswrd", "pwrd", "pword", "passwrd")
-SHORT_PASSWORD_WORDS = r"pass|pw|passw|" + "|".join(ABBREVIATED_PASSWORD_WORDS)
+# "P/W" and "p/word" are how a password is written in a hurry ("P/W: X").
+SHORT_PASSWORD_WORDS = r"pass|pw|passw|p/w|p/word|" + "|".join(ABBREVIATED_PASSWORD_WORDS)
 # A PIN is digits: "PIN: 4821", "SIM PIN is 1234", "PIN-Code: 0000".
 PIN_WORDS = r"pin(?:[ \t_\-]?code)?|code[ \t]pin"
-SHORT_TRIGGERS = ("pw", "psw", "pin ", "pin:", "pin=", "pin-", "pin\t", "pin_")
+SHORT_TRIGGERS = ("pw", "psw", "p/w", "pin ", "pin:", "pin=", "pin-", "pin\t", "pin_")
 # A qualifier glued to "key" makes an API, credential or network key (``api_key``, ``AccountKey``, ``Security
 # key``, ``WPA key``); a bare "key" or ``public_key``/``host_key`` is not a secret.
 KEY_QUALIFIERS = (

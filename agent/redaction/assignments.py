@@ -22,7 +22,7 @@ from agent.redaction.triggers import Triggers
 from agent.regexes import rx
 
 KEYWORDS = (
-    "pass", "pwd", "pw", "psw", "secret", "token", "key", "auth", "sess", "cookie", "credential", "psk",
+    "pass", "pwd", "pw", "psw", "secret", "token", "key", "auth", "sess", "cookie", "cred", "psk",
     # "password" in other languages (see keys.PASSWORD_WORDS_WORLD): Kennwort, contraseña, пароль...
     "wort", "kennw", "contrase", "senha", "wachtwoord", "hasło", "haslo", "heslo", "senord", "salasana", "parol",
     "jelsz", "adgangskode", "ifre", "geslo", "lozinka", "парол", "סיסמ", "密码", "密碼", "パスワード", "비밀번호", "पासवर्ड",
@@ -297,6 +297,10 @@ def _strip_unbalanced(value: str) -> str:
     return value
 
 
+# The end of a Markdown emphasis that holds a setting's name and its colon, before the value.
+_EMPHASIS_CLOSE = rx(r"(?:\*\*|__|\*|_)[ \t]+(?=\S)")
+
+
 def spaced_to_end(sep: str, rest: str) -> bool:
     """``... password = correct horse battery staple``: a separator with spaces around it, then nothing but
     a few plain words to the end of the line, is a value with spaces (not a value and more log text)."""
@@ -478,6 +482,9 @@ class Assignments:
     ) -> tuple[int, int, Callable[[str], str]] | None:
         """Return (start, end, make_replacement) for the value after ``m``, or None if it is not a secret."""
         vstart = m.end()
+        emphasis = _EMPHASIS_CLOSE.match(line, vstart) if line.startswith(("*", "_"), vstart) else None
+        if emphasis is not None:
+            vstart = emphasis.end()  # Markdown: "**DB Password:** X", "_token_: X"
         if vstart >= len(line) or TOKEN_RE.match(line, vstart):
             return None  # nothing, or already replaced by a more specific detector
         key = m.group("key")

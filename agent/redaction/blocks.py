@@ -36,7 +36,7 @@ PEM_BEGIN = rx(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
 PPK_PRIVATE_LINES = rx(r"^Private-Lines:[ \t]*(\d+)[ \t]*$")
 
 _YAML_BLOCK_START = rx(
-    r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?(?P<q>[\"']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*:"
+    r"^(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?(?P<q>[\"']?)(?P<key>[\w.\-]+(?:[ \t][\w.\-]+){0,3})(?P=q)[ \t]*:"
     r"[ \t]*(?P<indicator>(?:!\S+[ \t]+)?[|>][-+0-9]*)?[ \t]*(?:#.*)?$"
 )
 _ARRAY_OPEN = rx(r"[:=][ \t]*\[(?P<rest>[^\]]*)$")
@@ -321,7 +321,9 @@ def block_opened_by(body: str) -> Block | None:
     """
     m = _YAML_BLOCK_START.match(body)
     if m:
-        kind = keys.container_kind(m.group("key"))
+        # A key with spaces ("db password: |") opens only a scalar: "Password rules:" over a list is prose.
+        spaced = any(c in m.group("key") for c in " \t")
+        kind = keys.container_kind(m.group("key")) if m.group("indicator") or not spaced else None
         if kind is not None:
             indent = len(m.group("indent")) + len(m.group("dash") or "")
             if m.group("indicator"):

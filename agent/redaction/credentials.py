@@ -101,7 +101,8 @@ def looks_random(value: str) -> bool:
 
 _SECRET_WORDS = (
     r"(?:api|access|secret|auth|bearer|refresh|session|private|app|client|license|licence|product|storage|account"
-    r"|shared|master|encryption|signing|subscription|network|security|wifi|wlan|wireless|pre-shared)"
+    r"|shared|master|encryption|signing|subscription|network|security|wifi|wi-fi|wlan|wireless|pre-shared|wpa[23]?"
+    r"|wep)"
     r"[ \t_\-]?(?:key|token|secret)s?|tokens?|secrets?|credentials?|cl[ée][ \t]api|cl[ée][ \t]secr[èe]te"
     r"|api-schl[üu]ssel|geheimnis"
 )
@@ -135,7 +136,7 @@ _STEMS = rx(
                 "pin",
                 "code",
                 "storage", "account", "shared", "master", "encryption", "signing", "subscription", "network",
-                "security", "wifi", "wlan", "wireless", "pre-shared", "signature",
+                "security", "wifi", "wi-fi", "wlan", "wireless", "pre-shared", "signature", "wpa", "wep",
                 *(word.lower() for word in _ESCAPED_WORDS),
             },
             key=lambda stem: (-len(stem), stem),  # longest first; the same text on every run
@@ -179,7 +180,9 @@ def _starts_word(line: str, start: int) -> bool:
         return True
     before = line[start - 1]
     if before == "-" and start >= 3 and line[start - 2].isalpha() and line[start - 3].isalpha():
-        return True  # the last part of a compound: "Root-Passwort", "WLAN-Kennwort", "Admin-Password"
+        # The last part of a compound: "Root-Passwort", "WLAN-Kennwort", "Admin-Password"; not a token's name.
+        opened = line.rfind("[REDACTED:", max(0, start - 48), start)
+        return opened == -1 or "]" in line[opened:start]
     return not (before.isalnum() or before == "_" or before in _WORD_BEFORE)
 
 # The spaces between a credential's word, its separator and its value: French puts a no-break space (or a narrow
@@ -404,7 +407,9 @@ class SpokenPasswords:
                 return False  # "PASSWORD\tBgVIJYjYjbd:1!cL": that is the value, with a colon inside it
             is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
             return _password_shaped(value) if is_password else _token_shaped(value)
-        return _password_shaped(value) and looks_random(value)
+        # Not a user name after "Failed password for invalid user": mixed case and a digit, or random-looking.
+        mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+        return _password_shaped(value) and len(value) >= 8 and (mixed or looks_random(value))
 
     @staticmethod
     def _replace(m: re.Match[str], hit: Hit, *, strong: bool) -> str:
@@ -439,7 +444,8 @@ class SpokenPasswords:
         if _IS_SHORT_WORD.fullmatch(m.group("word")):
             # "pass" is also a test result or a round: only a password-shaped value, and after a bare space
             # only one that looks generated.
-            if not _password_shaped(value) or (not strong and not quoted and not looks_random(value)):
+            spelled_out = word in ("p/w", "p/word")  # unlike "pass" and "pw", never a test result or a round
+            if not _password_shaped(value) or (not strong and not quoted and not spelled_out and not looks_random(value)):
                 return m.group(0)
             if not quoted and (_IDENTIFIER.fullmatch(value) or _PATH_LIKE.match(value)
                                or (value == value.lower() and _PATH_OR_HOST.fullmatch(value))):
@@ -475,11 +481,17 @@ _NAMED_AFTER = rx(
     rf"(?:{_SP}+(?:new|current|temporary|temp|initial|default|one-time|neue|neues|aktuelle|nouveau|nouvelle"
     rf"|nueva|nuevo|nuova|nova|novo|actual|provisoire|temporäre|temporal|temporanea))?"
     rf"(?:{_SP}+(?:wifi|wi-fi|wlan|admin|root|router|user|vpn|e-mail|email|mail|db|database))?"
-    rf"{_SP}+(?P<word>{_PW_WORD}|{_SHORT_WORD})"
-    # and there the sentence ends: "X is the password manager" names something else
-    rf"(?=[.!?,;:)\"'”»]*{_SP}*$|[.!?,;:)\"'”»]+\s)"
+    rf"{_SP}+(?P<word>{_PW_WORD}|{_SHORT_WORD})(?![\w\-])(?P<next>{_SP}+[^\W\d_]+)?"
 )
-_WORD_BEFORE_IT = rx(r"(?P<v>[^\s\"'“„«‘`(\[{]+)[\"'”»’`)\]}]*$")
+# After "X is the password", a word that makes "password" describe something else: "… the password manager".
+_NAMED_THING = frozenset(
+    """
+    manager managers policy policies prompt hint reset file files field fields box dialog screen form page
+    rules rule requirements requirement length strength history expiry change changes generator vault safe
+    store storage hash hashes protected protection entry entries setting settings option options recovery
+    """.split()
+)
+_WORD_BEFORE_IT = rx(r"(?P<v>[^\s\"'“„«‘`(\[{<>]+)[\"'”»’`)\]}]*$")
 
 
 class PasswordsNamedAfter:
@@ -495,6 +507,9 @@ class PasswordsNamedAfter:
         out: list[str] = []
         done = 0
         for m in _NAMED_AFTER.finditer(line):
+            following = (m.group("next") or "").strip(" \t\u00a0\u2007\u202f\u200b").lower()
+            if following in _NAMED_THING:
+                continue
             before = _WORD_BEFORE_IT.search(line, done, m.start())
             if before is None:
                 continue

@@ -16,6 +16,7 @@ import binascii
 import functools
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -37,6 +38,8 @@ from agent.regexes import rx
 
 PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
+# Terminal control sequences (colours, cursor moves) and the escape that starts them.
+_TERMINAL_CODES = rx(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 # How many times a changed line is run through the detectors at most before it counts as settled.
 _SETTLE_PASSES = 4
 
@@ -170,7 +173,9 @@ class AuthorizationHeaders:
         return "".join(out)
 
 
-_URL_START = rx(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}://")
+# A JSON encoder may escape the slashes: "https:\/\/user:pw@host\/x".
+_URL_START = rx(r"(?i)(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}:(?://|\\/\\/)")
+_ESCAPED_SCHEME = ":\\/\\/"
 # The URL runs to whitespace, a quote or an angle bracket; a password may hold anything else.
 _HOST_LIKE = rx(r"localhost|\[[0-9A-Fa-f:.]+\]|[\w\-]+(?:\.[\w\-]+)+")
 _TOKEN_USER = rx(r"[A-Za-z0-9_\-.~+/=%]+")
@@ -184,7 +189,9 @@ _URL_DELIMITERS = "\"'<>`"
 # Where the password ends: an "@" followed by a host (name, IPv4 or [IPv6], optional port), then the end
 # of the URL or its path, query or fragment.
 _AT_HOST = rx(
-    r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?(?:[/?#]|[)\]}>.,;:!']*$))"
+    # (several hosts: "mongodb://u:pw@h1:27017,h2:27017/db"; an escaped slash: "@host\/x")
+    r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?"
+    r"(?:,(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?)*(?:[/?#\\]|[)\]}>.,;:!']*$))"
 )
 _PROXY_CREDENTIALS = rx(
     # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
@@ -205,10 +212,10 @@ class UrlCredentials:
         self._usernames = usernames
 
     def triggers(self) -> Triggers:
-        return Triggers(("://", "proxy"))
+        return Triggers(("://", _ESCAPED_SCHEME, "proxy"))
 
     def apply(self, line: str, hit: Hit) -> str:
-        if "://" in line:
+        if "://" in line or _ESCAPED_SCHEME in line:
             line = self._urls(line, hit)
         return _PROXY_CREDENTIALS.sub(lambda m: self._replace(m, "prefix", hit), line)
 
@@ -304,7 +311,8 @@ class AwsAccessKeys:
     # AWS unique ids (AIDA users, AROA roles...) name principals, not credentials.
     _ID = rx(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])")
     _SECRET_AFTER_ID = rx(
-        r"(?P<id>\[REDACTED:aws-access-key-id\])(?P<gap>[ \t]*[,;|\t:][ \t]*[\"']?|[ \t]+[\"']?)"
+        # "AKIA…,secret" (the console's CSV), "AKIA… secret", "AKIA… / secret" (a note), "AKIA…:secret"
+        r"(?P<id>\[REDACTED:aws-access-key-id\])(?P<gap>[ \t]*[,;|\t:/][ \t]*[\"']?|[ \t]+[\"']?)"
         r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
     )
 
@@ -672,6 +680,20 @@ class Pipeline:
         changed pay for it, and the output is what a second pass would leave alone.
         """
         self._refresh()
+        plain = line
+        if "\x1b" in plain:
+            # Terminal colours glue a token to a letter ("\x1b[32mghp_…") and split a word from its value.
+            plain = _TERMINAL_CODES.sub("", plain)
+        if not plain.isascii() and not unicodedata.is_normalized("NFC", plain):
+            # A Mac writes "contraseña" as n and a combining tilde (NFD): the detectors read it composed.
+            plain = unicodedata.normalize("NFC", plain)
+        if plain is line:
+            return self._settle(line, hit)
+        # The detectors read the plain line. A line they change is sent plain; any other stays as it was.
+        scrubbed = self._settle(plain, hit)
+        return line if scrubbed == plain else scrubbed
+
+    def _settle(self, line: str, hit: Hit) -> str:
         for _ in range(_SETTLE_PASSES):
             changed = self._apply_once(line, hit)
             if changed == line:

@@ -209,6 +209,7 @@ def _classify(key: str) -> tuple[str, bool] | None:
         or (_MARKED_WORDS and not key.isascii() and any(w in "".join(key.lower().split()) for w in _MARKED_WORDS))
         or compact.endswith(_PASSWORD_COMPOUNDS)
         or _WEP_KEY.search(compact)
+        or (compact == "sshpass" and key.lstrip("$").isupper())  # SSHPASS, which `sshpass -e` reads
     ):
         return PASSWORD, True
     if "privatekey" in compact:
@@ -217,7 +218,7 @@ def _classify(key: str) -> tuple[str, bool] | None:
         return SESSION, False
     if "token" in compact:
         return TOKEN, True
-    if "secret" in compact or "credential" in compact:
+    if "secret" in compact or "credential" in compact or segs[-1] in ("cred", "creds"):
         return SECRET, True
     if _API_KEY.search(compact) or _SCHLUESSEL.search(compact):
         return API_KEY, True

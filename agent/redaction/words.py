@@ -60,7 +60,7 @@ KEY_QUALIFIERS = (
     "api", "access", "secret", "account", "encryption", "encrypt", "signing", "sign", "master", "license",
     "licence", "client", "app", "auth", "shared", "storage", "sas", "subscription", "consumer", "deploy",
     "webhook", "hmac", "jwt", "crypt", "pass", "product", "registration", "activation", "routing", "integration",
-    "network", "security", "wifi", "wlan", "wireless", "wpa", "recovery",
+    "network", "security", "wifi", "wlan", "wireless", "wpa", "wpa2", "wpa3", "wep", "recovery",
 )  # fmt: skip
 # German "key" (WLAN-Schlüssel, Netzwerkschlüssel, API-Schlüssel): the same qualifiers or these.
 SCHLUESSEL_QUALIFIERS = (*KEY_QUALIFIERS, "netzwerk", "zugangs", "lizenz", "sicherheits", "geheim")

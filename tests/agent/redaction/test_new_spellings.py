@@ -363,6 +363,57 @@ def high_entropy_positions(rng: random.Random) -> Iterator[Case]:
             yield Case("high-entropy", form.format(v=v), (v,))
 
 
+# Spellings a later search found leaking: the kind or owner of the password between the word and the value, verbs
+# and spaces of more languages, compounds, the value before the word, a secret after its key id, terminal colours,
+# JSON-escaped and multi-host URLs, Markdown, YAML block values under spaced keys, decomposed letters.
+TOLD_SENTENCES = [
+    "{w} (case sensitive): {v}", "{w} nuova: {v}", "{w} nueva: {v}", "{w} nova: {v}", "{w} Wi-Fi : {v}",
+    "{w} WLAN: {v}", "{w} du wifi : {v}", "{w} del wifi è {v}", "{w} del router es {v}", "{w} do wifi é {v}",
+    "{w} od routera: {v}", "{w} от роутера {v}", "{w} für den Drucker lautet {v}", "{w} for the guest wifi: {v}",
+    "{w} был {v}", "{w} будет {v}", "{w} такой: {v}", "{w} brzmi {v}", "{w} wynosi {v}", "mon {w} c'est {v}",
+    "la {w} e' {v}", "{w} sarà {v}", "{w} fue {v}", "{w} foi {v}", "{w}\u00a0: {v}", "{w}\u202f: {v}",
+    "{w}\u200b: {v}", "Root-{w} lautet {v}", "Admin-{w} ist {v}", "WLAN-{w}: {v}", "my pass word is {v}",
+    "P/W: {v}", "p/w {v}", "{v} is the new {w}", "{v} ist das neue {w}", "{v} est le nouveau {w}",
+    "{v} es la nueva {w}", "{v} is the {w}, thx", "<text>{v} is the new {w}</text>",
+]
+TOLD_WORDS = ["password", "Password", "PASSWORD", "Passwort", "Kennwort", "mot de passe", "contraseña", "senha",
+              "hasło", "пароль", "Пароль", "parola d'ordine", "wachtwoord"]  # fmt: skip
+ANSI_COLOURS = ["\x1b[32m", "\x1b[1;31m", "\x1b[0m", "\x1b[38;5;208m"]
+
+
+def told_passwords(rng: random.Random) -> Iterator[Case]:
+    for template in TOLD_SENTENCES:
+        for _ in range(3):
+            v = password(rng, symbols="!#%&*+-?@^_~$.:", accents=rng.random() < 0.2)
+            line = template.format(w=rng.choice(TOLD_WORDS), v=v)
+            yield Case("told", rng.choice(LEADS) + line + rng.choice(["", ".", " ", " thx"]), (v,))
+    for _ in range(6):
+        sid, t = "AC" + _rand(rng, HEX, 32), _rand(rng, HEX, 32)
+        yield Case("told-twilio", f"the twilio auth token for {sid} is {t}", (sid, t))
+        a, k = "AKIA" + _rand(rng, string.ascii_uppercase + "234567", 16), _rand(rng, B64, 40)
+        yield Case("told-aws", f"AWS creds: {a} {rng.choice(['/', ' / ', ':', ' | '])} {k}".replace("  ", " "), (a, k))
+        v = phrase(rng, rng.randint(3, 5))
+        yield Case("told-wifi", rng.choice(["WPA2 key = {v}", "Wi-Fi key (WPA2): {v}", "WPA3 key: {v}",
+                                            "wifi key: {v}", "WEP key = {v}"]).format(v=v), (v,))
+        token_value = "ghp_" + _rand(rng, ALNUM, 36)
+        on, off = rng.choice(ANSI_COLOURS), "\x1b[0m"
+        yield Case("told-ansi", f"{on}{token_value}{off}", (token_value,))
+        pw = password(rng, symbols="-_.~!$*")
+        yield Case("told-ansi", f"{on}password:{off} {pw}", (pw,))
+        pw = password(rng, symbols="-_.~!$*;")
+        yield Case("told-url", json.dumps({"url": f"https://u:{pw}@host.example/x"}).replace("/", "\\/"), (pw,))
+        yield Case("told-url", f"mongodb://app:{pw}@h1:27017,h2:27017,h3:27017/db?replicaSet=rs0", (pw,))
+        yield Case("told-url", f"mongodb://app:{pw}@h1,h2,h3/db", (pw,))
+        v = password(rng, symbols="!#%&*+-?@^_~.")
+        key = rng.choice(["DB PASSWORD", "db password", "Client Secret", "API TOKEN", "secret key"])
+        yield Case("told-markdown", f"**{key}:** {v}", (v,))
+        yield Case("told-yaml", f"{key}: {rng.choice(['|', '>-', '|-', '>'])}\n  {v}", (v,))
+        yield Case("told-env", f"$ SSHPASS={v} sshpass -e ssh web1", (v,))
+        yield Case("told-env", f"cred={v}", (v,))
+        v = password(rng, symbols="!#%&*+-?@^_~.")
+        yield Case("told-nfd", f"{rng.choice(LEADS)}contrasen\u0303a: {v}", (v,))
+
+
 GENERATORS: dict[str, Callable[[random.Random], Iterator[Case]]] = {
     "free-text": free_text_passwords,
     "mysql": mysql_flags,
@@ -373,6 +424,7 @@ GENERATORS: dict[str, Callable[[random.Random], Iterator[Case]]] = {
     "spaced-keys": spaced_keys,
     "cut-lines": cut_lines,
     "high-entropy": high_entropy_positions,
+    "told": told_passwords,
 }
 SEEDS = (9, 19, 29)
 
@@ -479,6 +531,23 @@ CLEAN_LINES = [
     "pw -> see the password manager",
     "contraseña cambiada",
     "das Passwort ist abgelaufen",
+    # Words around the word for a password that say what it is, not what it is set to.
+    "abc1 is the password manager",
+    "Password rules:\n  - at least 8 characters",
+    "sshpass: invalid option -- 'x'",
+    "Mot de passe Wi-Fi : (masqué)",
+    "password reset: done",
+    "contraseña nueva: requerida",
+    "This is the password.",
+    "Das Root-Passwort ist abgelaufen",
+    "\x1b[31merror\x1b[0m password expired",
+    "\x1b[1mpassword:\x1b[0m required",
+    "Passwort für den Drucker ist abgelaufen",
+    "the mongodb://h1:27017,h2:27017/db?replicaSet=rs0 cluster",
+    "see https://example.com/a@b,c",
+    "Kennwort für WLAN geändert",
+    "contrasen\u0303a cambiada",
+    "sesión iniciada por José",
 ]
 
 

@@ -238,6 +238,9 @@ _ARCHITECTURES = frozenset(
 )
 _REFERENCE = rx(
     r"\$\{[^}\s]+\}|\$[A-Z_][A-Z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%|\{\{[^{}]*\}\}|<[^<>]*>"
+    # code that reads the value from the environment: os.environ['X'], os.getenv("X"), process.env.X, ENV["X"]
+    r"|(?:[\w$]+\.)*(?:environ|getenv|env|ENV|GetEnvironmentVariable)"
+    r"(?:\[[\"']?\w+[\"']?\]|\([\"']\w+[\"'](?:,[^)\n]*)?\)|\.[A-Za-z_]\w*);?"
     r"|[*•xX#]{3,}|[|>][-+0-9]*|!\S+[ \t]+[|>][-+0-9]*"
 )
 # The `passwd` program and nsswitch.conf both print "passwd: ..." without any secret.
@@ -297,6 +300,7 @@ def _strip_unbalanced(value: str) -> str:
     return value
 
 
+_PLAIN_WORD = rx(r"[a-z]+(?:-[a-z]+)*(?![^\s,;.)])")
 # The end of a Markdown emphasis that holds a setting's name and its colon, before the value.
 _EMPHASIS_CLOSE = rx(r"(?:\*\*|__|\*|_)[ \t]+(?=\S)")
 
@@ -490,6 +494,8 @@ class Assignments:
         key = m.group("key")
         sep = m.group("sep").strip()
         first = line[vstart]
+        if sep in ("->", "=>") and keys.container_kind(key) is None and _PLAIN_WORD.match(line, vstart):
+            return None  # a state that changes ("need-auth -> prepare"), not a weakly named token's value
         if line.startswith(('"""', "'''"), vstart):
             close = line.find(line[vstart : vstart + 3], vstart + 3)
             end = close if close != -1 else len(line.rstrip())
@@ -686,6 +692,10 @@ _DIRECTIVE = rx(
 )
 # An ODBC connection string's password in braces: "Uid=sa;Pwd={a;b}}c}" (a "}" is written "}}").
 _ODBC_PASSWORD = rx(r"(?i)(?:^|[;\"'])[ \t]*(?:pwd|password|pass)[ \t]*=[ \t]*\{(?P<value>(?:[^{}\n]|\}\})+)\}(?!\})")
+# A flag starts an argument of a shell line or of a JSON argument list; its value follows after a space or "=", or
+# as the list's next string.
+_FLAG_START = r"(?<![^\s\"'\[,])"
+_FLAG_GAP = r"(?:[ \t=]*[\"']?|[\"'],[ \t]*[\"'])"
 # (literals, pattern): the pattern only runs on lines that contain one of the literals (lower case).
 _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     # Debian /etc/network/interfaces: "wpa-psk correct horse battery staple", "wireless-key s:abcde"
@@ -713,13 +723,18 @@ _SPECIAL: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
             r"\bhtpasswd(?:[ \t]+-\w+)*?[ \t]+-[a-zA-Z]*b[a-zA-Z]*(?:[ \t]+-\w+)*[ \t]+\S+[ \t]+\S+[ \t]+(?P<value>\S+)"
         ),
     ),
-    # curl -u user:pass, --user, --proxy-user
+    # curl -u user:pass, --user, --proxy-user; in a shell line or a JSON argument list ("-u", "user:pass")
     (
-        (" -u", "\t-u", "--user", "--proxy-user"),
-        rx(r"(?<!\S)(?:-u|-U|--user|--proxy-user)[ \t=]*[\"']?[^\s:\"'@\[%]+:(?P<value>[^\s\"']+)"),
+        (" -u", "\t-u", "\"-u", "--user", "--proxy-user"),
+        rx(rf"{_FLAG_START}(?:-u|-U|--user|--proxy-user){_FLAG_GAP}[^\s:\"'@\[%]+:(?P<value>[^\s\"']+)"),
     ),
     # smbclient -U user%pass
-    ((" -u", "\t-u", "--user"), rx(r"(?<!\S)(?:-U|--user)[ \t=]*[\"']?[^\s%\"']+%(?P<value>[^\s\"']+)")),
+    ((" -u", "\t-u", "\"-u", "--user"), rx(rf"{_FLAG_START}(?:-U|--user){_FLAG_GAP}[^\s%\"']+%(?P<value>[^\s\"']+)")),
+    # transmission-remote -n user:pass, --auth user:pass
+    (
+        ("transmission",),
+        rx(rf"transmission-\w+\b[^\n|;&]*?{_FLAG_START}(?:-n|--auth){_FLAG_GAP}[^\s:\"']+:(?P<value>[^\s\"']+)"),
+    ),
     # Windows: setx DB_PASSWORD "value"
     (("setx",), rx(rf"(?i)\bsetx[ \t]+[\"']?(?P<key>[\w.\-]+)[\"']?[ \t]+{_QUOTED_OR_WORD}")),
     # an ODBC connection string's password in braces: "Uid=sa;Pwd={a;b}}c}" (a "}" is written "}}")

@@ -435,6 +435,8 @@ class SpokenPasswords:
         following = m.string[m.start(group) + len(value) :]
         if _is_status_or_prose(value, following, word):
             return m.group(0)
+        if not quoted and is_not_secret(m.string[m.start(group) :].split(None, 1)[0]):
+            return m.group(0)  # "password: ${DB_PASSWORD}", "password = os.environ['DB_PASSWORD']"
         if _IS_PIN_WORD.fullmatch(m.group("word")):
             # Digits only; after a bare space only the upper-case "PIN" ("GPIO pin 1234" is a pin number).
             if not _PIN.fullmatch(value) or (not strong and "PIN" not in m.group("word")):
@@ -572,7 +574,8 @@ _TOOL_FLAGS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("ldap",), rx(rf"(?i){_CMD}ldap\w+\b{_GAP}{_ARG}-w{_FLAG_VALUE_AFTER_SPACE}{_Q}")),
     (
         ("zip", "7z", "7za", "rar"),
-        rx(rf"(?i){_CMD}(?:zip|unzip|7z|7za|7zz|7zr|rar|unrar|winrar)(?:\.exe)?\b{_GAP}{_ARG}-[pP]{_FLAG_VALUE_AFTER_SPACE}{_Q}"),
+        # rar's -hp also encrypts the names
+        rx(rf"(?i){_CMD}(?:zip|unzip|7z|7za|7zz|7zr|rar|unrar|winrar)(?:\.exe)?\b{_GAP}{_ARG}-(?:hp|[pP]){_FLAG_VALUE_AFTER_SPACE}{_Q}"),
     ),
     (("freerdp", "rdp"), rx(rf"(?i){_CMD}\w*freerdp\w*(?:\.exe)?\b{_GAP}{_ARG}/p:{_Q}")),
     (("rdesktop",), rx(rf"(?i){_CMD}rdesktop\b{_GAP}{_ARG}-p{_FLAG_VALUE_AFTER_SPACE}{_Q}")),

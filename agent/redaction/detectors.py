@@ -193,6 +193,13 @@ _AT_HOST = rx(
     r"@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?"
     r"(?:,(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[\w\-.]*[\w])?)(?::\d{1,5})?)*(?:[/?#\\]|[)\]}>.,;:!']*$))"
 )
+# A URI without its scheme after a tool's flag: `mysqlsh --uri root:pw@localhost:3306`, `--dsn=u:pw@db/x`; also
+# in a JSON argument list ("--uri", "root:pw@db"). A "//" after the colon is a scheme's, never a password.
+_URI_FLAG_CREDENTIALS = rx(
+    r"(?i)(?P<prefix>(?<![^\s\"'\[,])--(?:uri|url|dsn|connect(?:ion)?(?:-string|-uri)?|server-uri)"
+    r"(?:[ \t]*=[ \t]*|[ \t]+|[\"'],[ \t]*)[\"']?)"
+    r"(?P<user>[^\s:/@\"']+):(?!//)(?P<password>[^\s\"']+)@(?=[\w\[])"
+)
 _PROXY_CREDENTIALS = rx(
     # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
     # the line or follow a space or quote (not "http://proxyuser:" nor "svc-proxy:"), and a "//" after
@@ -212,11 +219,13 @@ class UrlCredentials:
         self._usernames = usernames
 
     def triggers(self) -> Triggers:
-        return Triggers(("://", _ESCAPED_SCHEME, "proxy"))
+        return Triggers(("://", _ESCAPED_SCHEME, "proxy", "--uri", "--url", "--dsn", "--connect"))
 
     def apply(self, line: str, hit: Hit) -> str:
         if "://" in line or _ESCAPED_SCHEME in line:
             line = self._urls(line, hit)
+        if "--" in line:
+            line = _URI_FLAG_CREDENTIALS.sub(lambda m: self._replace(m, "prefix", hit), line)
         return _PROXY_CREDENTIALS.sub(lambda m: self._replace(m, "prefix", hit), line)
 
     def _urls(self, line: str, hit: Hit) -> str:

@@ -412,6 +412,12 @@ def told_passwords(rng: random.Random) -> Iterator[Case]:
         yield Case("told-env", f"cred={v}", (v,))
         v = password(rng, symbols="!#%&*+-?@^_~.")
         yield Case("told-nfd", f"{rng.choice(LEADS)}contrasen\u0303a: {v}", (v,))
+        v = password(rng, symbols="!#%&*+-?^_~.")
+        argv = rng.choice([["curl", "-sS", "-u", f"admin:{v}", "https://x"], ["curl", "--user", f"alex:{v}", "https://x"],
+                           ["smbclient", "-U", f"alex%{v}", "//srv/share"], ["mysqlsh", "--uri", f"root:{v}@localhost:3306"],
+                           ["transmission-remote", "-n", f"admin:{v}", "-l"], ["rar", "a", f"-hp{v}", "a.rar", "dir"]])
+        yield Case("told-argv", json.dumps({"pid": 4242, "cmdline": argv}), (v,))
+        yield Case("told-argv", "$ " + " ".join(argv), (v,))
 
 
 GENERATORS: dict[str, Callable[[random.Random], Iterator[Case]]] = {
@@ -548,6 +554,14 @@ CLEAN_LINES = [
     "Kennwort für WLAN geändert",
     "contrasen\u0303a cambiada",
     "sesión iniciada por José",
+    # The value read from somewhere else, and a state that changes.
+    "password: ${DB_PASSWORD}",
+    "db password: ${DB_PASS}",
+    "password = os.environ['DB_PASSWORD']",
+    'password = os.getenv("DB_PASSWORD")',
+    "const pwd = process.env.DB_PASS;",
+    "device (wlp2s0): state change: need-auth -> prepare (reason 'none')",
+    "mysqlsh --uri root@localhost:3306",
 ]
 
 

@@ -91,7 +91,7 @@ def _assignment_at_keyword(line: str, start: int, end: int) -> re.Match[str] | N
 
 # Words that cannot be part of a label before a key word: a sentence or a status ("Failed password: x",
 # "cannot read password: file not found").
-_LABEL_STOP = frozenset(
+LABEL_STOP = frozenset(
     """
     the a an to for of with from in on at by is was are be no not and or my your his her our their this that
     error failed failure invalid wrong cannot can could will would should set get read reading write empty
@@ -113,7 +113,7 @@ def _label_starts(line: str, key_start: int) -> list[int]:
         while begin > 0 and (line[begin - 1].isalnum() or line[begin - 1] in "_-"):
             begin -= 1
         word = line[begin:end].lower()
-        if not word or not word[0].isalpha() or word in _LABEL_STOP or word in _NOT_SECRET_WORDS \
+        if not word or not word[0].isalpha() or word in LABEL_STOP or word in _NOT_SECRET_WORDS \
                 or (word.endswith(("ing", "ed")) and "-" not in word):  # "pre-shared key" is a label
             break
         starts.append(begin)
@@ -229,7 +229,7 @@ _PROSE_START = (
         already cannot can't isn't wasn't length at least
         """.split()
     )
-    | _LABEL_STOP
+    | LABEL_STOP
     | _NOT_SECRET_WORDS
 ) - {"my", "your", "our", "their", "his", "her"}
 # dpkg's multiarch qualifier: `libsecret-1-0:amd64` names a package, not a secret.
@@ -556,7 +556,7 @@ class Assignments:
             return vstart, vstart + len(value), lambda k: f'"{token(k)}"'  # keep JSON valid
         elif config_line and not _ANOTHER_ASSIGNMENT.search(rest):
             value = rest.rstrip()  # `password = correct horse battery staple`
-            if labelled and rest.split(None, 1)[0].lower() in _LABEL_STOP | _NOT_SECRET_WORDS:
+            if labelled and rest.split(None, 1)[0].lower() in LABEL_STOP | _NOT_SECRET_WORDS:
                 return None  # "router admin password: not set"
         elif (not config_line and not flag and sep != "->" and kind in _PHRASE_KINDS
               and (logged or _AFTER_LOG_HEADER.fullmatch(line, 0, m.start()) is not None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent.redaction import keys
-from agent.redaction.assignments import is_not_secret
+from agent.redaction.assignments import LABEL_STOP, is_not_secret
 from agent.redaction.tokens import Hit, is_redacted, token
 from agent.regexes import rx
 
@@ -200,6 +200,37 @@ class NamedValueBlock:
         return BlockStep(m.group("lead") + quote + token(self._kind) + quote + m.group("comma"), done=True)
 
 
+# YAML's explicit key: "? db password" on one line, ": value" on the next (at the same indentation).
+_EXPLICIT_KEY = rx(r"^(?P<indent>[ \t]*)\?[ \t]+(?P<q>[\"']?)(?P<key>[^\"'#\n]*?)(?P=q)[ \t]*(?:#.*)?$")
+_EXPLICIT_VALUE = rx(r"^(?P<lead>[ \t]*:[ \t]+)(?P<value>\S.*?)(?P<trail>(?:[ \t]+#.*)?[ \t]*)$")
+
+
+class ExplicitKeyBlock:
+    """A YAML mapping entry written with an explicit key, whose value is on the next line::
+
+        ? db password
+        : hunter2
+
+    The next line's value is secret if it starts with ": " at the key's indentation; any other line ends the
+    block and is read as ordinary text.
+    """
+
+    def __init__(self, indent: int, kind: str) -> None:
+        self._indent = indent
+        self._kind = kind
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        m = _EXPLICIT_VALUE.fullmatch(body)
+        if m is None or _indent(body) != self._indent:
+            return BlockStep(None, done=True, rest=body)
+        value = m.group("value")
+        if is_not_secret(value.strip("\"'")) or is_redacted(value.strip("\"'")):
+            return BlockStep(body, done=True)
+        hit(self._kind)
+        quote = value[0] if value[0] in "\"'" and value[-1] == value[0] and len(value) > 1 else ""
+        return BlockStep(m.group("lead") + quote + token(self._kind) + quote + m.group("trail"), done=True)
+
+
 # SMTP AUTH LOGIN in a mail program's debug log: the server asks "334 UGFzc3dvcmQ6" (base64 of "Password:"), and
 # the client's next line ("C: …", ">>> …" or the bare answer) is the password in base64.
 _SMTP_PASSWORD_PROMPT = rx(r"(?<![\w+/=])334[ \t]+(?:UGFzc3dvcmQ6|cGFzc3dvcmQ6)(?![\w+/=])")
@@ -329,6 +360,12 @@ def block_opened_by(body: str) -> Block | None:
             if m.group("indicator"):
                 return YamlScalarBlock(indent, kind)
             return YamlNestedBlock(indent, kind)
+    explicit = _EXPLICIT_KEY.match(body) if "?" in body else None
+    words = explicit.group("key").split() if explicit else []
+    if explicit and len(words) <= 4 and not any(word.lower() in LABEL_STOP for word in words):
+        kind = keys.classify_key(explicit.group("key").strip())  # a name, not a question ("? what is the password")
+        if kind is not None:
+            return ExplicitKeyBlock(len(explicit.group("indent")), kind)
     named_item = _NAMED_ITEM.match(body) if ":" in body else None
     if named_item:
         kind = keys.classify_key(named_item.group("named"))

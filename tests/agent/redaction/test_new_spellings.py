@@ -408,6 +408,8 @@ def told_passwords(rng: random.Random) -> Iterator[Case]:
         key = rng.choice(["DB PASSWORD", "db password", "Client Secret", "API TOKEN", "secret key"])
         yield Case("told-markdown", f"**{key}:** {v}", (v,))
         yield Case("told-yaml", f"{key}: {rng.choice(['|', '>-', '|-', '>'])}\n  {v}", (v,))
+        indent = rng.choice(["", "  "])
+        yield Case("told-yaml", f"{indent}? {rng.choice([key, repr(key)])}\n{indent}: {v}", (v,))
         yield Case("told-env", f"$ SSHPASS={v} sshpass -e ssh web1", (v,))
         yield Case("told-env", f"cred={v}", (v,))
         v = password(rng, symbols="!#%&*+-?@^_~.")
@@ -562,6 +564,8 @@ CLEAN_LINES = [
     "const pwd = process.env.DB_PASS;",
     "device (wlp2s0): state change: need-auth -> prepare (reason 'none')",
     "mysqlsh --uri root@localhost:3306",
+    "? what is the password\n: see the wiki",
+    "Is the password set?\n: yes",
 ]
 
 

@@ -231,6 +231,8 @@ _SPOKEN_STRONG = rx(
 # The same with words naming the kind of password before a colon or an equals sign.
 _SPOKEN_KINDS = rx(
     rf"(?i)(?P<word>{_PW_WORD}|{_SECRET_WORD}){_KIND_WORDS}{_FOR}(?P<conn>{_SYMBOL_SEPARATOR}){_VALUE}")
+_SEPARATOR_NEAR = rx(r"[:=：＝→]|->|=>")
+_KINDS_REACH = 200  # the word, three words of its kind (in brackets or not), a phrase for whom, the separator
 # "Пароль от роутера X": for whom, then the value after a space; only a value that looks generated counts.
 _SPOKEN_FOR_WEAK = rx(rf"(?i)(?P<word>{_PW_WORD}){_FOR_PHRASE}(?P<conn>{_SP})(?=\S){_VALUE}")
 # One space only: wider gaps are the columns of a table ("passwd      1:4.13-1  amd64").
@@ -354,7 +356,13 @@ class SpokenPasswords:
         for start in _word_starts(line):
             if start < done:
                 continue
+            separated = None
             for pattern, how in _SPOKEN:
+                if how == "kinds":
+                    if separated is None:  # words of the kind come before a colon or "=" that is near
+                        separated = _SEPARATOR_NEAR.search(line, start, start + _KINDS_REACH) is not None
+                    if not separated:
+                        continue
                 m = pattern.match(line, start)
                 if m is None:
                     continue

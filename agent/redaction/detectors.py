@@ -40,6 +40,25 @@ PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
 # Terminal control sequences (colours, cursor moves) and the escape that starts them.
 _TERMINAL_CODES = rx(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# A JSON \\u escape (not itself escaped) of a character outside ASCII.
+_LETTER_ESCAPE = rx(r"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
+
+
+# The spaces that stand between a password's word and its separator in French and in pasted text.
+_ODD_SPACES = frozenset("\u00a0\u2007\u202f\u200b")
+
+
+def _unescape_letter(unescaped: set[str], m: re.Match[str]) -> str:
+    """The escaped character itself if it is a letter, a mark or one of :data:`_ODD_SPACES` (so JSON stays valid),
+    else as it was;
+    ``unescaped`` collects the characters so written."""
+    char = chr(int(m.group(2), 16))
+    if ord(char) < 0x80 or not (unicodedata.category(char).startswith(("L", "M")) or char in _ODD_SPACES):
+        return m.group(0)
+    unescaped.add(char)
+    return m.group(1) + char
+
+
 # How many times a changed line is run through the detectors at most before it counts as settled.
 _SETTLE_PASSES = 4
 
@@ -693,6 +712,10 @@ class Pipeline:
         if "\x1b" in plain:
             # Terminal colours glue a token to a letter ("\x1b[32mghp_…") and split a word from its value.
             plain = _TERMINAL_CODES.sub("", plain)
+        unescaped: set[str] = set()
+        if "\\u" in plain:
+            # A JSON encoder writes "пароль от wifi" as \\u escapes: the detectors read the letters.
+            plain = _LETTER_ESCAPE.sub(functools.partial(_unescape_letter, unescaped), plain)
         if not plain.isascii() and not unicodedata.is_normalized("NFC", plain):
             # A Mac writes "contraseña" as n and a combining tilde (NFD): the detectors read it composed.
             plain = unicodedata.normalize("NFC", plain)
@@ -700,7 +723,12 @@ class Pipeline:
             return self._settle(line, hit)
         # The detectors read the plain line. A line they change is sent plain; any other stays as it was.
         scrubbed = self._settle(plain, hit)
-        return line if scrubbed == plain else scrubbed
+        if scrubbed == plain:
+            return line
+        if unescaped:
+            # Written back as they came: the file's encoding may have no such letters ("\\u043f" in a cp1252 file).
+            scrubbed = "".join(f"\\u{ord(c):04x}" if c in unescaped else c for c in scrubbed)
+        return scrubbed
 
     def _settle(self, line: str, hit: Hit) -> str:
         for _ in range(_SETTLE_PASSES):

@@ -387,6 +387,10 @@ def told_passwords(rng: random.Random) -> Iterator[Case]:
             v = password(rng, symbols="!#%&*+-?@^_~$.:", accents=rng.random() < 0.2)
             line = template.format(w=rng.choice(TOLD_WORDS), v=v)
             yield Case("told", rng.choice(LEADS) + line + rng.choice(["", ".", " ", " thx"]), (v,))
+            # As a JSON log writes it by default: every letter outside ASCII as a \\u escape.
+            v = password(rng, symbols="!#%&*+-?@^_~$.:")
+            message = template.format(w=rng.choice(TOLD_WORDS), v=v).replace("\x1b", "")
+            yield Case("told-json", json.dumps({"level": "info", "msg": message}), (v,))
     for _ in range(6):
         sid, t = "AC" + _rand(rng, HEX, 32), _rand(rng, HEX, 32)
         yield Case("told-twilio", f"the twilio auth token for {sid} is {t}", (sid, t))

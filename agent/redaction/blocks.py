@@ -258,6 +258,31 @@ class NextLineAnswerBlock:
         return BlockStep(body[: m.start("value")] + token(self._kind), done=True)
 
 
+# macOS `security find-generic-password -w …` (or -wa, -ws, and find-internet-password) prints the password alone on
+# the next line of a terminal transcript.
+_KEYCHAIN_PRINT = rx(r"\bsecurity[ \t]+find-(?:generic|internet)-password\b[^\n|;&>]*?[ \t]-[a-zA-Z]*w[a-zA-Z]*\b")
+_SHELL_OR_ERROR = rx(r"^(?:[^\s]*[$#%>][ \t]|security: |[A-Za-z]+:[ \t]|\S+@\S+[ \t~:])")
+
+
+class KeychainOutputBlock:
+    """The password that ``security find-generic-password -w`` printed: the next line that is not blank, unless it
+    is a prompt or an error (``security: … could not be found``)."""
+
+    def __init__(self) -> None:
+        self._left = ANSWER_LINES
+
+    def feed(self, body: str, hit: Hit) -> BlockStep:
+        self._left -= 1
+        if not body.strip():
+            return BlockStep(body, done=self._left <= 0)
+        value = body.strip()
+        if _SHELL_OR_ERROR.match(value) or is_redacted(value) or " " in value.strip() and len(value) > 64:
+            return BlockStep(None, done=True, rest=body)
+        hit(keys.PASSWORD)
+        start = body.index(value[0])
+        return BlockStep(body[:start] + token(keys.PASSWORD), done=True)
+
+
 class JsonArrayBlock:
     """``"api_keys": [`` left open: every string and number up to the matching ``]`` is secret."""
 
@@ -391,4 +416,6 @@ def block_opened_by(body: str) -> Block | None:
         return CountedLinesBlock(int(ppk.group(1)))
     if "334" in body and _SMTP_PASSWORD_PROMPT.search(body):
         return NextLineAnswerBlock(keys.PASSWORD)
+    if "find-" in body and _KEYCHAIN_PRINT.search(body):
+        return KeychainOutputBlock()
     return None

@@ -883,7 +883,9 @@ class ColonFiles:
 _CANDIDATE = rx(r"(?<![\w\-+/=.~!#$%^&*?@])[A-Za-z0-9+/=_\-.~!#$%^&*?]{12,512}")
 _POSITION = rx(
     rf"(?i)(?:{_PW_WORD}|{_SECRET_WORD}|{_SHORT_WORD}|(?:auth|apikey|api_key|x-api-key|passkey|key|signature){_AFTER_WORD})")
-_FLAG_POSITION = rx(r"[ \t]--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=])")
+# A flag starts the line, follows a space, or is an element of a JSON argument list ("-k", "…").
+_FLAG_POSITION = rx(
+    r"(?<![^\s\"'\[,])--?(?:p|P|w|a|k|pass|pw|pwd|password|token|secret|key|auth)(?=[ \t=]|[\"'],)")
 _WINDOW = 48
 # Another setting of the same line ("credentials=/root/.smb,iocharset=utf8"): a lower-case name and "=", which
 # no generated token has (base64 pads with "=" only at its end).

@@ -424,6 +424,13 @@ def told_passwords(rng: random.Random) -> Iterator[Case]:
                            ["transmission-remote", "-n", f"admin:{v}", "-l"], ["rar", "a", f"-hp{v}", "a.rar", "dir"]])
         yield Case("told-argv", json.dumps({"pid": 4242, "cmdline": argv}), (v,))
         yield Case("told-argv", "$ " + " ".join(argv), (v,))
+        secret = rng.choice([phrase(rng, rng.randint(2, 4)), password(rng, symbols="!#%&*+-?@^_~.")])
+        asked = rng.choice(["security find-generic-password -wa HomeNet",
+                            'security find-generic-password -D "AirPort network password" -a HomeNet -w',
+                            "security find-internet-password -s nas.local -w"])
+        yield Case("told-keychain", f"{rng.choice(['$ ', '% ', 'alex@mac ~ % '])}{asked}\n{secret}\n$ exit", (secret,))
+        token_value = _rand(rng, ALNUM, rng.randint(24, 44))
+        yield Case("told-flag", f"{rng.choice(['-k', '-P', '--key', '--token', '-p'])} {token_value}", (token_value,))
 
 
 GENERATORS: dict[str, Callable[[random.Random], Iterator[Case]]] = {
@@ -570,6 +577,9 @@ CLEAN_LINES = [
     "mysqlsh --uri root@localhost:3306",
     "? what is the password\n: see the wiki",
     "Is the password set?\n: yes",
+    "$ security find-generic-password -wa Nope\nsecurity: SecKeychainSearchCopyNext: The specified item could not be found.",
+    "security find-generic-password -a alex -s mail\nkeychain: \"/Users/alex/Library/Keychains/login.keychain-db\"",
+    "curl -k https://example.com/a1B2c3D4e5F6g7H8",
 ]
 
 

@@ -237,8 +237,11 @@ _KINDS_REACH = 200  # the word, three words of its kind (in brackets or not), a 
 _SPOKEN_FOR_WEAK = rx(rf"(?i)(?P<word>{_PW_WORD}){_FOR_PHRASE}(?P<conn>{_SP})(?=\S){_VALUE}")
 # One space only: wider gaps are the columns of a table ("passwd      1:4.13-1  amd64").
 _SPOKEN_WEAK = rx(rf"(?i)(?P<word>{_PW_WORD}|{_SHORT_WORD}|{_PIN_WORD})(?P<conn>[ \t])(?=[^ \t]){_VALUE}")
+# "password, X": after a comma, as after a phrase for whom, only a value that looks generated counts.
+_SPOKEN_COMMA = rx(rf"(?i)(?P<word>{_PW_WORD})(?P<conn>{_SP}*,{_SP}+)(?=\S){_VALUE}")
 # The patterns in the order they are tried at a word, each with how sure its connector makes the value.
-_SPOKEN = ((_SPOKEN_STRONG, "strong"), (_SPOKEN_KINDS, "kinds"), (_SPOKEN_WEAK, "weak"), (_SPOKEN_FOR_WEAK, "for"))
+_SPOKEN = ((_SPOKEN_STRONG, "strong"), (_SPOKEN_KINDS, "kinds"), (_SPOKEN_WEAK, "weak"), (_SPOKEN_FOR_WEAK, "for"),
+           (_SPOKEN_COMMA, "for"))
 _IS_SHORT_WORD = rx(_SHORT_WORD, re.I)
 _IS_PIN_WORD = rx(_PIN_WORD, re.I)
 _PIN = rx(r"\d{4,12}")

@@ -219,6 +219,12 @@ _URI_FLAG_CREDENTIALS = rx(
     r"(?:[ \t]*=[ \t]*|[ \t]+|[\"'],[ \t]*)[\"']?)"
     r"(?P<user>[^\s:/@\"']+):(?!//)(?P<password>[^\s\"']+)@(?=[\w\[])"
 )
+# A URL percent-encoded into another URL's query ("?next=https%3A%2F%2Falex%3Apw%40host%2Fx"): its password ends at
+# the first encoded "@" that a host follows.
+_ENCODED_URL_CREDENTIALS = rx(
+    r"(?i)(?P<prefix>(?<![\w+.-])[a-z][a-z0-9+.\-]{1,20}%3A%2F%2F[^\s%&=/?#:@]+(?:%(?!3A|40)[0-9A-F]{2}[^\s%&=/?#:@]*)*%3A)"
+    r"(?P<password>[^\s&]+?)(?P<at>%40)(?=[A-Za-z0-9\[])"
+)
 _PROXY_CREDENTIALS = rx(
     # A value with a scheme (http://user:pw@host) is the URL pattern's: the setting's name must start
     # the line or follow a space or quote (not "http://proxyuser:" nor "svc-proxy:"), and a "//" after
@@ -238,13 +244,15 @@ class UrlCredentials:
         self._usernames = usernames
 
     def triggers(self) -> Triggers:
-        return Triggers(("://", _ESCAPED_SCHEME, "proxy", "--uri", "--url", "--dsn", "--connect"))
+        return Triggers(("://", _ESCAPED_SCHEME, "%3a%2f%2f", "proxy", "--uri", "--url", "--dsn", "--connect"))
 
     def apply(self, line: str, hit: Hit) -> str:
         if "://" in line or _ESCAPED_SCHEME in line:
             line = self._urls(line, hit)
         if "--" in line:
             line = _URI_FLAG_CREDENTIALS.sub(lambda m: self._replace(m, "prefix", hit), line)
+        if "%2f%2f" in line.lower():
+            line = _ENCODED_URL_CREDENTIALS.sub(lambda m: self._replace_encoded(m, hit), line)
         return _PROXY_CREDENTIALS.sub(lambda m: self._replace(m, "prefix", hit), line)
 
     def _urls(self, line: str, hit: Hit) -> str:
@@ -288,6 +296,13 @@ class UrlCredentials:
             return line
         out.append(line[done:])
         return "".join(out)
+
+    @staticmethod
+    def _replace_encoded(m: re.Match[str], hit: Hit) -> str:
+        if is_redacted(m.group("password")):
+            return m.group(0)
+        hit(URL_PASSWORD)
+        return m.group("prefix") + token(URL_PASSWORD) + m.group("at")
 
     def _replace(self, m: re.Match[str], lead: str, hit: Hit) -> str:
         user, password = m.group("user"), m.group("password")

@@ -429,6 +429,11 @@ def told_passwords(rng: random.Random) -> Iterator[Case]:
                             'security find-generic-password -D "AirPort network password" -a HomeNet -w',
                             "security find-internet-password -s nas.local -w"])
         yield Case("told-keychain", f"{rng.choice(['$ ', '% ', 'alex@mac ~ % '])}{asked}\n{secret}\n$ exit", (secret,))
+        left, right = password(rng, symbols="-_.~", size=(8, 12)), password(rng, symbols="-_.~", size=(8, 12))
+        encoded = f"https%3A%2F%2Falex%3A{left}{rng.choice(['%2523', '%2540', '%253A', '%21'])}{right}%40host.example%2Fx"
+        yield Case("told-url", f"GET /login?next={encoded} HTTP/1.1", (left, right))
+        v = password(rng, symbols="!#%&*+-?@^_~.")
+        yield Case("told", f"{rng.choice(LEADS)}{rng.choice(TOLD_WORDS)}, {v}{rng.choice(['', ';', ' - pls change'])}", (v,))
         token_value = _rand(rng, ALNUM, rng.randint(24, 44))
         yield Case("told-flag", f"{rng.choice(['-k', '-P', '--key', '--token', '-p'])} {token_value}", (token_value,))
 
@@ -580,6 +585,9 @@ CLEAN_LINES = [
     "$ security find-generic-password -wa Nope\nsecurity: SecKeychainSearchCopyNext: The specified item could not be found.",
     "security find-generic-password -a alex -s mail\nkeychain: \"/Users/alex/Library/Keychains/login.keychain-db\"",
     "curl -k https://example.com/a1B2c3D4e5F6g7H8",
+    "GET /r?u=https%3A%2F%2Fexample.com%2Fa%40b HTTP/1.1",
+    "password, username and email are required",
+    "Enter password, then press OK",
 ]
 
 

@@ -300,6 +300,8 @@ def _strip_unbalanced(value: str) -> str:
     return value
 
 
+_COLOUR_CODES = rx(r"(?:\x1b\[[0-9;:]*m)+")
+_ESCAPED_WORD = rx(r"[A-Za-z]*(?:\\u[0-9a-fA-F]{4}[A-Za-z]*)+")
 _PLAIN_WORD = rx(r"[a-z]+(?:-[a-z]+)*(?![^\s,;.)])")
 # The end of a Markdown emphasis that holds a setting's name and its colon, before the value.
 _EMPHASIS_CLOSE = rx(r"(?:\*\*|__|\*|_)[ \t]+(?=\S)")
@@ -346,7 +348,10 @@ def is_not_secret(value: str) -> bool:
         return True
     if is_pseudonym(v.rstrip("=:;,.")):
         return True  # what the first pass put for an address or a name, read again: redacting twice changes nothing
-    return _REFERENCE.fullmatch(v) is not None
+    # A word a JSON encoder escaped ("\\u043e\\u0442"): the detectors read it unescaped too, as the word it is.
+    # A terminal's colour code ("password:\x1b[0m required") is no value either.
+    return (_REFERENCE.fullmatch(v) is not None or _ESCAPED_WORD.fullmatch(v.rstrip(".,;:")) is not None
+            or _COLOUR_CODES.fullmatch(v) is not None)
 
 
 class Assignments:

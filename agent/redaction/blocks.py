@@ -276,7 +276,7 @@ class KeychainOutputBlock:
         if not body.strip():
             return BlockStep(body, done=self._left <= 0)
         value = body.strip()
-        if _SHELL_OR_ERROR.match(value) or is_redacted(value) or " " in value.strip() and len(value) > 64:
+        if _SHELL_OR_ERROR.match(value) or is_redacted(value) or (" " in value and len(value) > 64):
             return BlockStep(None, done=True, rest=body)
         hit(keys.PASSWORD)
         start = body.index(value[0])

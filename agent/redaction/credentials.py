@@ -199,11 +199,11 @@ _FOR_PHRASE = rf"{_SP}+(?:{_PREPOSITIONS})(?:{_SP}+{_FOR_WORD}){{1,3}}?"
 _FOR = rf"(?:{_FOR_PHRASE})?"
 # What kind of password, between the word and its separator: "password (case sensitive):", "Mot de passe Wi-Fi :",
 # "contraseña nueva:", "WLAN key (WPA2):". Any words may stand there before a colon or an equals sign, so the value
-# after them must look like a password (see SpokenPasswords._replace).
+# after them must look like a password (see SpokenPasswords._shaped_after_words).
 _KIND_WORDS = rf"(?P<kinds>(?:{_SP}*\([^()\n]{{1,40}}\)|{_SP}+[^\W\d_][\w'’\-]{{0,20}}){{1,3}}?)"
 _VERBS = (
     r"is|was|are|were|will[ \t]be|ist|war|sind|lautet|lautete|heißt|est|était|sera|c'est|c’est|es|era|fue|será|é|è"
-    r"|e'|sarà|foi|será|jest|brzmi|wynosi|to|je|är|var|er|on|oli|este|van|это|был|была|было|будет|такой|такая"
+    r"|e'|sarà|foi|jest|brzmi|wynosi|to|je|är|var|er|on|oli|este|van|это|был|была|было|будет|такой|такая"
     r"|е|є|είναι|היא|הוא|هي|هو|là|adalah|ialah|है|—|–|-|: "
 )
 _ADVERBS = r"now|still|jetzt|nun|noch|maintenant|toujours|ahora|todavía|agora|ainda|ora|nu|nyt|teraz|nyní|теперь"

@@ -38,14 +38,27 @@ from agent.regexes import rx
 
 PRIVATE_KEY = "private-key"
 URL_PASSWORD = "url-password"
-# Terminal control sequences (colours, cursor moves) and the escape that starts them.
-_TERMINAL_CODES = rx(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# Terminal control sequences: colours, cursor moves, erasing. One without parameters only if it is a colour, a
+# cursor home or an erase: "\x1b[" before a token's first letter would otherwise take that letter for its end.
+_TERMINAL_CODES = rx(r"\x1b\[(?:[0-9;:]+[ -/]*[@-~]|[mKJH])")
 # A JSON \\u escape (not itself escaped) of a character outside ASCII.
 _LETTER_ESCAPE = rx(r"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
 
 
 # The spaces that stand between a password's word and its separator in French and in pasted text.
 _ODD_SPACES = frozenset("\u00a0\u2007\u202f\u200b")
+
+
+def _as_read(line: str) -> tuple[str, set[str]]:
+    """``line`` without terminal colours, its \\u-escaped letters unescaped and composed (NFC); and the
+    characters that were unescaped."""
+    plain = _TERMINAL_CODES.sub("", line) if "\x1b" in line else line
+    unescaped: set[str] = set()
+    if "\\u" in plain:
+        plain = _LETTER_ESCAPE.sub(functools.partial(_unescape_letter, unescaped), plain)
+    if not plain.isascii() and not unicodedata.is_normalized("NFC", plain):
+        plain = unicodedata.normalize("NFC", plain)
+    return plain, unescaped
 
 
 def _unescape_letter(unescaped: set[str], m: re.Match[str]) -> str:
@@ -723,23 +736,15 @@ class Pipeline:
         changed pay for it, and the output is what a second pass would leave alone.
         """
         self._refresh()
-        plain = line
-        if "\x1b" in plain:
-            # Terminal colours glue a token to a letter ("\x1b[32mghp_…") and split a word from its value.
-            plain = _TERMINAL_CODES.sub("", plain)
-        unescaped: set[str] = set()
-        if "\\u" in plain:
-            # A JSON encoder writes "пароль от wifi" as \\u escapes: the detectors read the letters.
-            plain = _LETTER_ESCAPE.sub(functools.partial(_unescape_letter, unescaped), plain)
-        if not plain.isascii() and not unicodedata.is_normalized("NFC", plain):
-            # A Mac writes "contraseña" as n and a combining tilde (NFD): the detectors read it composed.
-            plain = unicodedata.normalize("NFC", plain)
-        if plain is line:
+        # The detectors read a line as a person would: without terminal colours, with a JSON log's escaped letters
+        # and a Mac's decomposed ones as the letters they are. A line they change that way goes out so (its escapes
+        # kept); any other is read again as it came, and goes out as that reading leaves it.
+        plain, unescaped = _as_read(line)
+        if plain == line:
             return self._settle(line, hit)
-        # The detectors read the plain line. A line they change is sent plain; any other stays as it was.
         scrubbed = self._settle(plain, hit)
         if scrubbed == plain:
-            return line
+            return self._settle(line, hit)
         if unescaped:
             # Written back as they came: the file's encoding may have no such letters ("\\u043f" in a cp1252 file).
             scrubbed = "".join(f"\\u{ord(c):04x}" if c in unescaped else c for c in scrubbed)

@@ -242,6 +242,7 @@ _SPOKEN_COMMA = rx(rf"(?i)(?P<word>{_PW_WORD})(?P<conn>{_SP}*,{_SP}+)(?=\S){_VAL
 # The patterns in the order they are tried at a word, each with how sure its connector makes the value.
 _SPOKEN = ((_SPOKEN_STRONG, "strong"), (_SPOKEN_KINDS, "kinds"), (_SPOKEN_WEAK, "weak"), (_SPOKEN_FOR_WEAK, "for"),
            (_SPOKEN_COMMA, "for"))
+_IS_PW_WORD = rx(_PW_WORD, re.I)
 _IS_SHORT_WORD = rx(_SHORT_WORD, re.I)
 _IS_PIN_WORD = rx(_PIN_WORD, re.I)
 _PIN = rx(r"\d{4,12}")
@@ -384,7 +385,7 @@ class SpokenPasswords:
                 ):
                     # `mot de passe = cheval correct batterie`: spaces around the separator, then plain
                     # words to the end of the line: they are all the value.
-                    kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
+                    kind = PASSWORD if _IS_PW_WORD.fullmatch(m.group("word")) else keys.SECRET
                     hit(kind)
                     out.append(line[done : m.start("v")])
                     out.append(token(kind))
@@ -416,7 +417,7 @@ class SpokenPasswords:
         if how == "kinds":
             if not all(_written_as_a_word(word) for word in re.findall(r"[^\W\d_][\w'’\-]*", m.group("kinds"))):
                 return False  # "PASSWORD\tBgVIJYjYjbd:1!cL": that is the value, with a colon inside it
-            is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
+            is_password = _IS_PW_WORD.fullmatch(m.group("word")) is not None
             return _password_shaped(value) if is_password else _token_shaped(value)
         # Not a user name after "Failed password for invalid user": mixed case and a digit, or random-looking.
         mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
@@ -437,12 +438,12 @@ class SpokenPasswords:
             if closes or not _opens_with_a_bracket(value) or (
                     (not strong or _IS_SHORT_WORD.fullmatch(m.group("word"))) and not looks_random(value.strip(_BRACKETS))):
                 return m.group(0)
-            kind = PASSWORD if re.fullmatch(_PW_WORD, m.group("word"), re.I) else keys.SECRET
+            kind = PASSWORD if _IS_PW_WORD.fullmatch(m.group("word")) else keys.SECRET
             hit(kind)
             return _with_token(m, group, value, kind)
         conn = m.group("conn")
         word = m.group("word").lower()
-        is_password = re.fullmatch(_PW_WORD, m.group("word"), re.I) is not None
+        is_password = _IS_PW_WORD.fullmatch(m.group("word")) is not None
         following = m.string[m.start(group) + len(value) :]
         if _is_status_or_prose(value, following, word):
             return m.group(0)

@@ -83,6 +83,16 @@ def read_messages(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
             yield message
 
 
+def write_message(stream: IO[bytes], message: dict[str, Any]) -> bool:
+    """Write ``message`` to ``stream`` as one JSON line; False if the other end is gone (closed or broken)."""
+    try:
+        stream.write(json.dumps(message).encode("utf-8") + b"\n")
+        stream.flush()
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 class Gathering:
     """A share's gathering in its own process, started before the questions.
 
@@ -122,11 +132,7 @@ class Gathering:
         start_deaf_to_ctrl_c(self._reader)
 
     def _send(self, message: dict[str, Any]) -> None:
-        try:
-            self._to_worker.write(json.dumps(message).encode("utf-8") + b"\n")
-            self._to_worker.flush()
-        except (BrokenPipeError, ValueError, OSError):  # it ended: what it said (or did not) tells why
-            pass
+        write_message(self._to_worker, message)  # if it ended, what it said (or did not) tells why
 
     def _read(self, stream: IO[bytes]) -> None:
         try:

@@ -64,7 +64,7 @@ def run() -> int:
     # The gathering's code, loaded while the command parses its options and asks the server about the ticket.
     import agent.bundle.build  # noqa: F401 - with the collectors, the redactor and the archive code
     from agent.diagnostics import collect  # noqa: F401 - through the package, which keeps the name for the function
-    from agent.gathering import read_messages
+    from agent.gathering import read_messages, write_message
     from agent.share import ShareRequest, prepare
 
     first = incoming.readline()
@@ -80,12 +80,8 @@ def run() -> int:
     cancelled = threading.Event()
 
     def send(body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode("utf-8") + b"\n"
         with write_lock:
-            try:
-                outgoing.write(data)
-                outgoing.flush()
-            except (BrokenPipeError, OSError):
+            if not write_message(outgoing, body):
                 cancelled.set()  # the command is gone: nobody wants the bundle
 
     def listen() -> None:
